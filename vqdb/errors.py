@@ -1,0 +1,54 @@
+"""The vqdb exception tree.
+
+Every error subclasses :class:`VqdbError` *and* the matching builtin, so callers may catch
+either (``except ValueError`` keeps working).
+"""
+
+from __future__ import annotations
+
+
+class VqdbError(Exception):
+    """Base class of every error raised on purpose by vqdb."""
+
+
+class InvalidInputError(VqdbError, ValueError):
+    """An argument has the wrong value: NaN/inf, out-of-range bits, k <= 0, ..."""
+
+
+class DimensionMismatchError(InvalidInputError):
+    """An array has the wrong number of dimensions or the wrong width."""
+
+
+class DTypeError(VqdbError, TypeError):
+    """An array has a dtype vqdb refuses to reinterpret (e.g. codes that are not uint8)."""
+
+
+class UnknownNameError(VqdbError, ValueError):
+    """A name (preset, backend, variant, metric) is not one vqdb knows; the message lists the valid ones."""
+
+
+class NotFoundError(VqdbError, KeyError):
+    """An id or a collection does not exist."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep messages readable
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateIdError(InvalidInputError):
+    """The same id appears twice in one call, or an add would overwrite an existing id."""
+
+
+class FilterError(InvalidInputError):
+    """A metadata filter is malformed or names an unknown operator."""
+
+
+class BackendUnavailableError(VqdbError, RuntimeError):
+    """A kernel backend was requested but cannot run here; the message says why."""
+
+
+class IncompatibleFormatError(VqdbError, RuntimeError):
+    """An on-disk index was written by an incompatible format version."""
+
+
+class NotFittedError(VqdbError, RuntimeError):
+    """An operation needs state that ``fit`` has not produced yet."""
