@@ -52,3 +52,26 @@ class IncompatibleFormatError(VqdbError, RuntimeError):
 
 class NotFittedError(VqdbError, RuntimeError):
     """An operation needs state that ``fit`` has not produced yet."""
+
+
+# ---- service errors (raised by ``vqdb serve`` and re-raised by ``vqdb.Client``) --------------------
+
+
+class AlreadyExistsError(VqdbError, ValueError):
+    """A collection (or snapshot) of that name already exists."""
+
+
+class AuthenticationError(VqdbError, PermissionError):
+    """No API key, or an unknown one, was presented (HTTP 401)."""
+
+
+class PermissionDeniedError(VqdbError, PermissionError):
+    """The API key is valid but its scope does not allow the operation (HTTP 403)."""
+
+
+class RequestTooLargeError(InvalidInputError):
+    """A request body is larger than the server accepts (HTTP 413)."""
+
+
+class ServiceError(VqdbError, RuntimeError):
+    """The service failed or could not be reached; the message carries the HTTP status and detail."""
