@@ -75,3 +75,18 @@ class RequestTooLargeError(InvalidInputError):
 
 class ServiceError(VqdbError, RuntimeError):
     """The service failed or could not be reached; the message carries the HTTP status and detail."""
+
+
+# ---- distributed errors (raised by ``vqdb.distributed``) ------------------------------------------
+
+
+class ShardUnavailableError(VqdbError, RuntimeError):
+    """A shard of a ``ShardedIndex`` died or did not answer, and could not be restarted in time.
+
+    ``shards`` lists the shard numbers concerned. A search never returns a silently partial result: it
+    raises this unless the caller passed ``allow_partial=True``.
+    """
+
+    def __init__(self, message: str, shards=()):
+        super().__init__(message)
+        self.shards = tuple(int(s) for s in shards)
