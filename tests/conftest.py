@@ -1,0 +1,27 @@
+"""Shared fixtures: real data (the bundled WordNet sample always; full shared sets when present)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vqdb import datasets
+
+
+@pytest.fixture(scope="session")
+def wordnet():
+    """5,000 real 384-d MiniLM passage vectors + 400 word queries + exact top-100 (always available)."""
+    return datasets.wordnet_sample()
+
+
+@pytest.fixture(scope="session")
+def wordnet_full():
+    ds = datasets.wordnet_minilm()
+    if ds is None:
+        pytest.skip("../shared/data/wordnet-minilm384 not present")
+    return ds
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
