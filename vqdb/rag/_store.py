@@ -1,0 +1,64 @@
+"""The only module of ``vqdb.rag`` that calls ``vqdb.Index``: passages live in the index.
+
+Each passage is one vector of the index; its text and place in its document are metadata columns
+next to the user's metadata (names in :data:`RESERVED`). The index is the source of truth: it
+makes writes durable (write-ahead log) and evaluates filters; the BM25 index is derived from it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TEXT, DOC, CHUNK, START, END = "_text", "_doc", "_chunk", "_start", "_end"
+RESERVED = (TEXT, DOC, CHUNK, START, END)
+
+
+def new_index(dim: int, quantizer, path: str | None):
+    import vqdb
+
+    return vqdb.Index(dim, metric="cos", quantizer=quantizer, path=path)
+
+
+def open_index(path: str):
+    import vqdb
+
+    return vqdb.open(path)
+
+
+def add(index, vectors: np.ndarray, ids: np.ndarray, rows: list[dict]) -> None:
+    """Store (n, d) float32 ``vectors`` under int64 ``ids`` with one metadata dict per row."""
+    index.add(vectors, ids=ids, metadata=rows)
+
+
+def delete(index, ids: np.ndarray) -> None:
+    index.delete(ids)
+
+
+def search(index, queries: np.ndarray, k: int, flt, **params) -> tuple[np.ndarray, np.ndarray]:
+    """(m, k) ids (-1 padded) and scores of a filtered dense search."""
+    res = index.search(queries, k, filter=flt, **{k_: v for k_, v in params.items() if v is not None})
+    return np.asarray(res.ids, dtype=np.int64), np.asarray(res.scores, dtype=np.float32)
+
+
+def live_ids(index, flt=None) -> np.ndarray:
+    """Sorted int64 ids of every stored passage (matching ``flt`` when given)."""
+    return np.sort(np.asarray(index.ids(filter=flt), dtype=np.int64))
+
+
+def rows(index, ids: np.ndarray) -> list[dict | None]:
+    """Metadata dict of each id (reserved columns included), None for an id that does not exist."""
+    out = []
+    for rec in index.get(ids):
+        if rec is None:
+            out.append(None)
+        else:
+            out.append(dict(rec.get("metadata") or {}))
+    return out
+
+
+def size(index) -> int:
+    return len(index)
+
+
+def save(index) -> None:
+    index.save()
