@@ -1,0 +1,113 @@
+"""The app factory: ``create_app(settings) -> FastAPI``.
+
+Collections open in the lifespan (and the demo collection is built there on a first start);
+they are saved and closed on shutdown. Middleware, outermost first: metrics, body limit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from fastapi import FastAPI
+
+from .. import __version__
+from . import errors
+from .auth import KeyRing, check_bind
+from .collections import CollectionStore
+from .limits import BodyLimitMiddleware
+from .metrics import Metrics, MetricsMiddleware
+from .routes import CORE, OPTIONAL
+from .settings import Settings
+from .snapshots import SnapshotStore
+
+log = logging.getLogger("vqdb.server")
+
+MARKER = ".vqdb-server"
+# bodies on these path suffixes may be as large as settings.max_bulk_bytes
+BULK_SUFFIXES = ("/points/arrow", "/points/b64", "/snapshots/upload")
+
+DESCRIPTION = """\
+Vector search over vqdb indexes (TurboQuant / QJL / PolarQuant codes).
+
+Keys go in `Authorization: Bearer <key>` (or an `api-key` header). Scopes: **read** (list,
+describe, get, search), **write** (+ upsert, delete points, compact), **admin** (+ create /
+delete collections, snapshots). With no key configured the server only serves loopback clients.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service app. Raises ``InvalidInputError`` for an unsafe configuration."""
+    settings = settings or Settings()
+    keyring = KeyRing.from_settings(settings)
+    check_bind(settings, keyring)
+    store = CollectionStore(settings.collections_dir)
+    snapshots = SnapshotStore(settings.snapshots_dir, store)
+    metrics = Metrics(store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await anyio.to_thread.run_sync(_open, settings, store)
+        if keyring.enabled:
+            log.info("authentication on (%d key(s))", len(keyring._keys))
+        else:
+            log.warning("no API key configured: authentication is OFF and only loopback clients are served "
+                        "(set VQDB_API_KEY or --api-key to serve other hosts)")
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await anyio.to_thread.run_sync(store.close)
+
+    app = FastAPI(title="vqdb", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.keyring = keyring
+    app.state.store = store
+    app.state.snapshots = snapshots
+    app.state.metrics = metrics
+    app.state.ready = False
+    errors.install(app)
+    for router in load_routers():
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, limit_for=_limits(settings))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def load_routers(core=CORE, optional=OPTIONAL) -> list:
+    """The ``router`` (or ``routers``) of each module in ``routes.CORE`` and of each importable optional one."""
+    out = []
+    for name in [*core, *optional]:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            if name in core:
+                raise
+            log.warning("optional router %s not mounted: %s", name, exc)
+            continue
+        out.extend(getattr(module, "routers", None) or [module.router])
+    return out
+
+
+def _limits(settings: Settings):
+    def limit_for(path: str) -> int:
+        return settings.max_bulk_bytes if path.endswith(BULK_SUFFIXES) else settings.max_body_bytes
+
+    return limit_for
+
+
+def _open(settings: Settings, store: CollectionStore) -> None:
+    data = Path(settings.data)
+    first_start = not (data / MARKER).exists()
+    data.mkdir(parents=True, exist_ok=True)
+    names = store.load()
+    log.info("data directory %s: %d collection(s) %s", data.resolve(), len(names), names)
+    if first_start and not names and settings.demo:
+        from .demo import create_demo
+
+        create_demo(store)
+    (data / MARKER).write_text("vqdb server data directory\n", encoding="utf-8")

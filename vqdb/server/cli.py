@@ -1,0 +1,62 @@
+"""``vqdb serve``: run the REST service with uvicorn.
+
+Flags override ``VQDB_*`` environment variables, which override the defaults
+(``./vqdb-data``, ``127.0.0.1:8000``, no key => loopback only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="data directory (default: $VQDB_DATA or ./vqdb-data)")
+    parser.add_argument("--host", help="bind address (default: $VQDB_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: $VQDB_PORT or 8000)")
+    parser.add_argument("--api-key", help="admin API key (default: $VQDB_API_KEY); turns authentication on")
+    parser.add_argument("--keys-file", help="file of '<scope> <key>' lines, scope read|write|admin")
+    parser.add_argument("--no-demo", action="store_true", help="do not create the demo collection on first start")
+    parser.add_argument("--ray-address", help="Ray cluster address (distributed collections; reserved)")
+    parser.add_argument("--log-level", help="uvicorn / vqdb log level (default: info)")
+
+
+def settings_from_args(args: argparse.Namespace):
+    from .settings import Settings
+
+    overrides = {
+        "data": args.data, "host": args.host, "port": args.port, "api_key": args.api_key,
+        "keys_file": args.keys_file, "ray_address": args.ray_address, "log_level": args.log_level,
+    }
+    if getattr(args, "no_demo", False):
+        overrides["demo"] = False
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from ..errors import VqdbError
+    from .app import create_app
+
+    try:
+        settings = settings_from_args(args)
+        app = create_app(settings)
+    except ValidationError as exc:
+        print(f"vqdb serve: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    except VqdbError as exc:
+        print(f"vqdb serve: {exc}", file=sys.stderr)
+        return 2
+    level = settings.log_level.lower()
+    logging.basicConfig(level=level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    print(f"vqdb serve: data {settings.data.resolve()}  ->  http://{_url_host(settings.host)}:{settings.port}"
+          f"  (docs at /docs)", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=level, timeout_graceful_shutdown=30)
+    return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,319 @@
+"""Named collections on disk: ``<data>/collections/<name>/{collection.json, index/}``.
+
+A :class:`Collection` pairs a ``vqdb.Index`` with its settings and a write lock: writes (upsert,
+delete, compact, save, snapshot) are serialised per collection, searches and gets run
+concurrently with them (the index allows concurrent readers with one writer). The
+:class:`CollectionStore` creates, opens, lists, deletes and restores collections; a creation or a
+restore is built in a hidden temporary directory and renamed into place, so a crash never leaves a
+half-made collection under a real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import tarfile
+import threading
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AlreadyExistsError, IncompatibleFormatError, InvalidInputError, NotFoundError, VqdbError
+from . import engine
+from .names import check_collection_name
+
+log = logging.getLogger("vqdb.server")
+
+INFO_FILE = "collection.json"
+INDEX_DIR = "index"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What a collection was created with (persisted as ``collection.json``)."""
+
+    name: str
+    dim: int
+    metric: str
+    quantizer: str
+    ivf: bool | int
+    created_at: str
+    format: int = FORMAT
+
+    @classmethod
+    def read(cls, root: Path) -> "CollectionInfo":
+        try:
+            raw = json.loads((root / INFO_FILE).read_text(encoding="utf-8"))
+            return cls(**{k: raw[k] for k in ("name", "dim", "metric", "quantizer", "ivf", "created_at", "format")})
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise IncompatibleFormatError(f"{root.name}: unreadable {INFO_FILE} ({exc})") from None
+
+    def write(self, root: Path) -> None:
+        tmp = root / (INFO_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
+        tmp.replace(root / INFO_FILE)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Collection:
+    """One open collection. Thread-safe: writes take ``write_lock``; reads take no lock."""
+
+    def __init__(self, info: CollectionInfo, root: Path, index):
+        self.info = info
+        self.root = root
+        self.index = index
+        self.write_lock = threading.Lock()
+        self.closed = False
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    # ---- reads ----------------------------------------------------------------------------------
+
+    def size(self) -> tuple[int, int]:
+        return engine.size(self.index)
+
+    def describe(self) -> dict:
+        count, nbytes = self.size()
+        return {
+            "name": self.name, "dim": self.dim, "metric": self.info.metric, "quantizer": self.info.quantizer,
+            "ivf": self.info.ivf, "count": count, "bytes": nbytes, "created_at": self.info.created_at,
+            "stats": _jsonable(engine.stats(self.index)),
+        }
+
+    def search(self, queries: np.ndarray, k: int, *, filter=None, nprobe=None, rerank=None):
+        return engine.search(self.index, queries, k, filter=filter, nprobe=nprobe, rerank=rerank)
+
+    def fetch(self, ids: np.ndarray, *, with_vector: bool = False) -> list[dict | None]:
+        return engine.fetch(self.index, ids, with_vector=with_vector)
+
+    # ---- writes ---------------------------------------------------------------------------------
+
+    def upsert(self, vectors: np.ndarray, ids: np.ndarray, payloads: list[dict | None] | None) -> int:
+        if payloads is not None and all(p is None for p in payloads):
+            payloads = None
+        with self.write_lock:
+            self._check_open()
+            engine.upsert(self.index, vectors, ids, payloads)
+            return len(self.index)
+
+    def delete_ids(self, ids: np.ndarray) -> int:
+        with self.write_lock:
+            self._check_open()
+            return engine.delete(self.index, ids)
+
+    def delete_matching(self, filter: dict) -> int:
+        with self.write_lock:
+            self._check_open()
+            ids = engine.ids_matching(self.index, filter)
+            return engine.delete(self.index, ids) if ids.size else 0
+
+    def compact(self) -> None:
+        with self.write_lock:
+            self._check_open()
+            engine.compact(self.index)
+
+    def save(self) -> None:
+        with self.write_lock:
+            if not self.closed:
+                engine.save(self.index)
+
+    def write_tar(self, dest: Path) -> None:
+        """Save, then write a tar of the collection directory to ``dest`` while writes wait."""
+        with self.write_lock:
+            self._check_open()
+            engine.save(self.index)
+            with tarfile.open(dest, "w") as tar:
+                tar.add(self.root / INFO_FILE, arcname=INFO_FILE)
+                tar.add(self.root / INDEX_DIR, arcname=INDEX_DIR)
+
+    def close(self) -> None:
+        with self.write_lock:
+            if self.closed:
+                return
+            try:
+                engine.save(self.index)
+            finally:
+                engine.close(self.index)
+                self.closed = True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise NotFoundError(f"collection {self.name!r} was deleted")
+
+
+class CollectionStore:
+    """All collections under ``<data>/collections``. Thread-safe."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._lock = threading.RLock()
+        self._collections: dict[str, Collection] = {}
+        self._pending: set[str] = set()
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def load(self) -> list[str]:
+        """Open every collection on disk; a broken one is logged and skipped. Returns the names opened."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._sweep_temporaries()
+        for path in sorted(self.root.iterdir()):
+            if not path.is_dir() or path.name.startswith("."):
+                continue
+            try:
+                check_collection_name(path.name)
+                info = CollectionInfo.read(path)
+                index = engine.open_index(path / INDEX_DIR)
+            except Exception as exc:  # one bad directory must not keep the others offline
+                log.error("collection %r not opened: %s", path.name, exc)
+                continue
+            if info.name != path.name:
+                info = CollectionInfo(**{**asdict(info), "name": path.name})
+            self._collections[path.name] = Collection(info, path, index)
+        return sorted(self._collections)
+
+    def close(self) -> None:
+        with self._lock:
+            for collection in self._collections.values():
+                try:
+                    collection.close()
+                except Exception as exc:
+                    log.error("closing collection %r: %s", collection.name, exc)
+            self._collections.clear()
+
+    # ---- lookup -------------------------------------------------------------------------------
+
+    def all(self) -> list[Collection]:
+        with self._lock:
+            return [self._collections[n] for n in sorted(self._collections)]
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._collections)
+
+    def get(self, name: str) -> Collection:
+        check_collection_name(name)
+        with self._lock:
+            collection = self._collections.get(name)
+        if collection is None:
+            raise NotFoundError(f"collection {name!r} does not exist")
+        return collection
+
+    def __contains__(self, name: str) -> bool:
+        with self._lock:
+            return name in self._collections
+
+    # ---- create / delete / restore --------------------------------------------------------------
+
+    def create(self, name: str, *, dim: int, metric: str = "cos", quantizer: str = "turbo-4",
+               ivf: bool | int = False) -> Collection:
+        check_collection_name(name)
+        with self._reserved(name) as tmp:
+            info = CollectionInfo(name=name, dim=int(dim), metric=metric, quantizer=quantizer, ivf=ivf,
+                                  created_at=now())
+            index = engine.new_index(dim=info.dim, metric=metric, quantizer=quantizer, ivf=ivf, path=tmp / INDEX_DIR)
+            engine.save(index)
+            engine.close(index)
+            info.write(tmp)
+            return self._install(tmp, info)
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            collection = self.get(name)
+            del self._collections[name]
+        with collection.write_lock:
+            collection.closed = True
+            engine.close(collection.index)
+        trash = self.root / f".trash-{name}-{uuid.uuid4().hex[:8]}"
+        collection.root.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def restore(self, tar_path: Path, name: str) -> Collection:
+        """Create collection ``name`` from a snapshot tar (slow work happens outside the store lock)."""
+        check_collection_name(name)
+        with self._reserved(name) as tmp:
+            try:
+                with tarfile.open(tar_path, "r") as tar:
+                    members = tar.getmembers()
+                    tops = {m.name.split("/", 1)[0] for m in members}
+                    if not tops <= {INFO_FILE, INDEX_DIR} or INFO_FILE not in tops:
+                        raise InvalidInputError(
+                            f"not a vqdb snapshot: expected {INFO_FILE} and {INDEX_DIR}/, found {sorted(tops)[:10]}")
+                    tar.extractall(tmp, members=members, filter="data")
+            except (tarfile.TarError, EOFError) as exc:
+                raise InvalidInputError(f"not a readable snapshot tar: {exc}") from None
+            old = CollectionInfo.read(tmp)
+            info = CollectionInfo(**{**asdict(old), "name": name})
+            info.write(tmp)
+            return self._install(tmp, info)
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reserved(self, name: str):
+        """Hold ``name`` (no other create/restore may take it) and yield a fresh temporary directory."""
+        with self._lock:
+            if name in self._collections or name in self._pending or (self.root / name).exists():
+                raise AlreadyExistsError(f"collection {name!r} already exists")
+            self._pending.add(name)
+        tmp = self.root / f".tmp-{uuid.uuid4().hex}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when installed
+            with self._lock:
+                self._pending.discard(name)
+
+    def _install(self, tmp: Path, info: CollectionInfo) -> Collection:
+        """Open the index in ``tmp`` (proving it is valid), then move it under its name."""
+        try:
+            engine.close(engine.open_index(tmp / INDEX_DIR))
+        except VqdbError:
+            raise
+        except Exception as exc:
+            raise IncompatibleFormatError(f"the index in this snapshot cannot be opened: {exc}") from None
+        final = self.root / info.name
+        tmp.rename(final)
+        collection = Collection(info, final, engine.open_index(final / INDEX_DIR))
+        with self._lock:
+            self._collections[info.name] = collection
+        return collection
+
+    def _sweep_temporaries(self) -> None:
+        for path in self.root.glob(".tmp-*"):
+            shutil.rmtree(path, ignore_errors=True)
+        for path in self.root.glob(".trash-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _jsonable(value):
+    """Make index stats JSON-safe (numpy scalars/arrays, paths, non-finite floats)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,81 @@
+"""Bounded request bodies: an ASGI middleware that answers 413 once a body passes its limit.
+
+The limit is checked against ``Content-Length`` before any byte is read, and counted while a
+chunked body streams in; the app never sees more than ``limit`` bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from .errors import error_body
+
+
+def _reply(status: int, error: str, detail: str):
+    body = json.dumps(error_body(status, error, detail)).encode()
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close")],
+    }
+    return start, {"type": "http.response.body", "body": body}
+
+
+class BodyLimitMiddleware:
+    """Reject request bodies larger than ``limit_for(path)`` bytes with 413."""
+
+    def __init__(self, app, *, limit_for: Callable[[str], int]):
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope.get("path", ""))
+        declared = None
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+        if declared is not None and declared < 0:
+            for message in _reply(400, "InvalidInputError", "malformed Content-Length header"):
+                await send(message)
+            return
+        if declared is not None and declared > limit:
+            for message in _reply(413, "RequestTooLargeError", _too_large(declared, limit)):
+                await send(message)
+            return
+
+        state = {"received": 0, "started": False, "cut": False}
+
+        async def limited_receive():
+            if state["cut"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > limit and not state["started"]:
+                    state["cut"] = True
+                    for reply in _reply(413, "RequestTooLargeError", _too_large(state["received"], limit)):
+                        await send(reply)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if state["cut"]:
+                return  # the 413 has been sent; drop whatever the app answers to the disconnect
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (f"request body of {size} bytes is over this endpoint's limit of {limit} bytes; "
+            "split the upload into smaller batches")

@@ -1,0 +1,107 @@
+"""Points: upsert (JSON, base64 float32, Arrow IPC stream), get, delete by ids or by filter.
+
+Bulk bodies are parsed and ingested in a worker thread so searches keep being served.
+"""
+
+from __future__ import annotations
+
+import anyio
+from fastapi import APIRouter, Request, status
+from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
+
+from ...errors import InvalidInputError, NotFoundError, RequestTooLargeError
+from ..auth import ReadAccess, WriteAccess
+from ..collections import Collection
+from ..deps import CollectionDep, MetricsDep, SettingsDep
+from ..ingest import from_arrow_stream, from_b64, from_points, unique_ids
+from ..schemas import (DeleteResult, PointId, PointList, PointPublic, PointsB64, PointsDelete, PointsGet,
+                       PointsUpsert, UpsertResult)
+from ._responses import PROTECTED, errors
+
+router = APIRouter(prefix="/collections/{name}/points", tags=["points"], responses={**PROTECTED, **errors(404)})
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+def _upsert(collection: Collection, metrics, vectors, ids, payloads) -> UpsertResult:
+    count = collection.upsert(vectors, ids, payloads)
+    metrics.vectors_ingested.inc(len(ids))
+    return UpsertResult(upserted=len(ids), count=count)
+
+
+@router.post("", response_model=UpsertResult, dependencies=[WriteAccess],
+             summary="Upsert points given as JSON (id, vector, payload)")
+def upsert_points(body: PointsUpsert, collection: CollectionDep, metrics: MetricsDep) -> UpsertResult:
+    vectors, ids, payloads = from_points(body.points, collection.dim)
+    return _upsert(collection, metrics, vectors, ids, payloads)
+
+
+@router.post("/b64", response_model=UpsertResult, dependencies=[WriteAccess],
+             summary="Bulk upsert: ids + base64 of little-endian float32 vectors (+ payloads)")
+def upsert_b64(body: PointsB64, collection: CollectionDep, metrics: MetricsDep) -> UpsertResult:
+    vectors, ids, payloads = from_b64(body, collection.dim)
+    return _upsert(collection, metrics, vectors, ids, payloads)
+
+
+@router.post(
+    "/arrow", response_model=UpsertResult, dependencies=[WriteAccess],
+    summary="Bulk upsert from an Arrow IPC stream",
+    description="Body: an Arrow IPC *stream* with an integer column `id`, a `vector` column "
+                "(fixed_size_list or list of float) and, optionally, more columns that become payload fields.",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}}}},
+)
+async def upsert_arrow(request: Request, collection: CollectionDep, metrics: MetricsDep) -> UpsertResult:
+    body = await read_body(request)
+
+    def work() -> UpsertResult:
+        vectors, ids, payloads = from_arrow_stream(body, collection.dim)
+        return _upsert(collection, metrics, vectors, ids, payloads)
+
+    return await anyio.to_thread.run_sync(work)
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole raw body (its size is bounded by the body-limit middleware)."""
+    try:
+        return await request.body()
+    except ClientDisconnect:  # the limit middleware cut the body and has already answered 413
+        raise RequestTooLargeError("request body too large") from None
+
+
+@router.get("/{point_id}", response_model=PointPublic, dependencies=[ReadAccess], summary="Get one point")
+def get_point(point_id: PointId, collection: CollectionDep, with_vector: bool = False) -> PointPublic:
+    (record,) = collection.fetch(unique_ids([point_id]), with_vector=with_vector)
+    if record is None:
+        raise NotFoundError(f"point {point_id} does not exist in collection {collection.name!r}")
+    return PointPublic(**record)
+
+
+@router.post("/get", response_model=PointList, dependencies=[ReadAccess],
+             summary="Get points by id (missing ids are left out)")
+def get_points(body: PointsGet, collection: CollectionDep) -> PointList:
+    records = collection.fetch(unique_ids(body.ids), with_vector=body.with_vector)
+    return PointList(points=[PointPublic(**r) for r in records if r is not None])
+
+
+@router.post("/delete", response_model=DeleteResult, dependencies=[WriteAccess],
+             summary="Delete points by ids, or every point whose payload matches a filter")
+def delete_points(body: PointsDelete, collection: CollectionDep) -> DeleteResult:
+    if (body.ids is None) == (body.filter is None):
+        raise InvalidInputError("give exactly one of 'ids' or 'filter'")
+    if body.filter is not None:
+        if not body.filter:
+            raise InvalidInputError("an empty filter would delete every point; delete the collection instead")
+        deleted = collection.delete_matching(body.filter)
+    else:
+        deleted = collection.delete_ids(unique_ids(body.ids)) if body.ids else 0
+    return DeleteResult(deleted=deleted, count=collection.size()[0])
+
+
+@router.delete("/{point_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+               dependencies=[WriteAccess], summary="Delete one point")
+def delete_point(point_id: PointId, collection: CollectionDep) -> Response:
+    if collection.delete_ids(unique_ids([point_id])) == 0:
+        raise NotFoundError(f"point {point_id} does not exist in collection {collection.name!r}")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,76 @@
+"""Search: one vector, a batch of vectors, or the stored vector of a point; filters and knobs."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from fastapi import APIRouter
+
+from ..._validation import as_float32_matrix
+from ...errors import DimensionMismatchError, InvalidInputError, NotFoundError
+from ..auth import ReadAccess
+from ..collections import Collection
+from ..deps import CollectionDep, MetricsDep, SettingsDep
+from ..ingest import unique_ids
+from ..schemas import Hit, SearchRequest, SearchResponse
+from ._responses import PROTECTED, errors
+
+router = APIRouter(prefix="/collections/{name}", tags=["search"], responses={**PROTECTED, **errors(404)})
+
+
+@router.post("/search", response_model=SearchResponse, dependencies=[ReadAccess],
+             summary="k nearest points to a vector, a batch of vectors, or a stored point")
+def search(body: SearchRequest, collection: CollectionDep, settings: SettingsDep,
+           metrics: MetricsDep) -> SearchResponse:
+    start = time.perf_counter()
+    given = [f for f in ("vector", "vectors", "id") if getattr(body, f) is not None]
+    if len(given) != 1:
+        raise InvalidInputError(f"give exactly one of 'vector', 'vectors' or 'id'; got {given or 'none'}")
+    if body.k > settings.max_k:
+        raise InvalidInputError(f"k={body.k} is above this server's limit of {settings.max_k}")
+    queries = _queries(body, collection, settings)
+    result = collection.search(queries, body.k, filter=body.filter, nprobe=body.nprobe, rerank=body.rerank)
+    metrics.queries.inc(queries.shape[0])
+    hits = _hits(collection, np.asarray(result.ids), np.asarray(result.scores), body)
+    results = hits if body.vectors is not None else hits[0]
+    return SearchResponse(results=results, time_ms=(time.perf_counter() - start) * 1e3)
+
+
+def _queries(body: SearchRequest, collection: Collection, settings) -> np.ndarray:
+    if body.id is not None:
+        (record,) = collection.fetch(unique_ids([body.id]), with_vector=True)
+        if record is None:
+            raise NotFoundError(f"point {body.id} does not exist in collection {collection.name!r}")
+        return as_float32_matrix(np.asarray(record["vector"], dtype=np.float32)[None, :], collection.dim)
+    rows = [body.vector] if body.vector is not None else body.vectors
+    if len(rows) > settings.max_batch:
+        raise InvalidInputError(f"{len(rows)} query vectors; this server takes at most {settings.max_batch} per call")
+    widths = {len(r) for r in rows}
+    if widths != {collection.dim}:
+        raise DimensionMismatchError(
+            f"query vectors have {sorted(widths)} dimensions; collection {collection.name!r} expects {collection.dim}")
+    return as_float32_matrix(np.asarray(rows, dtype=np.float32), collection.dim, name="query")
+
+
+def _hits(collection: Collection, ids: np.ndarray, scores: np.ndarray, body: SearchRequest) -> list[list[Hit]]:
+    keep = (ids >= 0) & np.isfinite(scores)
+    records = {}
+    if body.with_payload or body.with_vector:
+        found = np.unique(ids[keep])
+        if found.size:
+            for record in collection.fetch(found, with_vector=body.with_vector):
+                if record is not None:
+                    records[int(record["id"])] = record
+    out = []
+    for row_ids, row_scores, row_keep in zip(ids.tolist(), scores.tolist(), keep.tolist()):
+        row = []
+        for i, s, k in zip(row_ids, row_scores, row_keep):
+            if not k or not math.isfinite(s):
+                continue
+            record = records.get(i, {})
+            row.append(Hit(id=i, score=s, payload=record.get("payload") if body.with_payload else None,
+                           vector=record.get("vector") if body.with_vector else None))
+        out.append(row)
+    return out

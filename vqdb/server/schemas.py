@@ -1,0 +1,185 @@
+"""Request and response models of the REST API (``XCreate`` in, ``XPublic`` out).
+
+Vectors travel as JSON lists of finite floats, or — for bulk ingest — as base64 of little-endian
+float32 (``PointsB64``) or an Arrow IPC stream. Payloads are flat JSON objects whose values are
+strings, integers (int64), finite floats, booleans, null, or lists of those scalars.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SNAPSHOT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.tar$"
+MAX_DIM = 65_536
+INT64_MAX = 2**63 - 1
+
+CollectionName = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=64,
+                                      description="letters, digits, '_', '-', '.'; starts with a letter or digit; at most 64 characters")]
+PointId = Annotated[int, Field(ge=0, le=INT64_MAX, description="non-negative int64")]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=INT64_MAX)]
+Scalar = StrictBool | Int64 | FiniteFloat | StrictStr | None
+PayloadValue = Scalar | list[StrictBool | Int64 | FiniteFloat | StrictStr]
+Payload = dict[Annotated[str, Field(min_length=1, max_length=256)], PayloadValue]
+Vector = Annotated[list[FiniteFloat], Field(min_length=1, max_length=MAX_DIM)]
+Metric = Literal["cos", "ip", "l2sq"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorPublic(BaseModel):
+    status: int
+    error: str = Field(description="error class, e.g. DimensionMismatchError")
+    detail: str | list[dict[str, Any]] = Field(description="what was wrong, and what is expected")
+
+
+class Health(BaseModel):
+    status: str
+    collections: int | None = None
+
+
+# ---- collections ---------------------------------------------------------------------------------
+
+
+class CollectionCreate(_In):
+    name: CollectionName
+    dim: int = Field(ge=1, le=MAX_DIM)
+    metric: Metric = "cos"
+    quantizer: str = Field("turbo-4", max_length=64, description="a preset name, see GET /presets")
+    ivf: bool | Annotated[int, Field(ge=1, le=1 << 20)] = Field(
+        False, description="false: flat scan; true: IVF with an automatic nlist; an integer: IVF with that nlist")
+
+
+class CollectionPublic(BaseModel):
+    name: str
+    dim: int
+    metric: str
+    quantizer: str
+    ivf: bool | int
+    count: int = Field(description="live vectors")
+    bytes: int = Field(description="bytes held by the index (codes, ids, metadata, vectors)")
+    created_at: str
+    stats: dict[str, Any] = Field(default_factory=dict, description="the index's own stats()")
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionPublic]
+
+
+class PresetPublic(BaseModel):
+    name: str
+    bytes_per_vector: int | None = None
+    description: str | None = None
+
+
+class PresetList(BaseModel):
+    dim: int
+    presets: list[PresetPublic]
+
+
+# ---- points -------------------------------------------------------------------------------------
+
+
+class PointIn(_In):
+    id: PointId
+    vector: Vector
+    payload: Payload | None = None
+
+
+class PointsUpsert(_In):
+    points: list[PointIn] = Field(min_length=1, max_length=100_000)
+
+
+class PointsB64(_In):
+    ids: list[PointId] = Field(min_length=1, description="one id per vector")
+    vectors: str = Field(description="base64 of the little-endian float32 matrix (n, dim), row-major")
+    payloads: list[Payload | None] | None = Field(None, description="one payload per vector, or omitted")
+
+
+class UpsertResult(BaseModel):
+    upserted: int
+    count: int = Field(description="live vectors in the collection afterwards")
+
+
+class PointsGet(_In):
+    ids: list[PointId] = Field(min_length=1, max_length=10_000)
+    with_vector: bool = False
+
+
+class PointPublic(BaseModel):
+    id: int
+    payload: dict[str, Any] | None = None
+    vector: list[float] | None = None
+
+
+class PointList(BaseModel):
+    points: list[PointPublic]
+
+
+class PointsDelete(_In):
+    ids: list[PointId] | None = Field(None, max_length=1_000_000)
+    filter: dict[str, Any] | None = Field(None, description="Mongo-style payload filter; deletes every match")
+
+
+class DeleteResult(BaseModel):
+    deleted: int
+    count: int
+
+
+# ---- search -------------------------------------------------------------------------------------
+
+
+class SearchRequest(_In):
+    vector: Vector | None = Field(None, description="one query vector")
+    vectors: list[Vector] | None = Field(None, min_length=1, description="a batch of query vectors")
+    id: PointId | None = Field(None, description="use the stored vector of this point as the query")
+    k: int = Field(10, ge=1)
+    filter: dict[str, Any] | None = Field(
+        None, description='Mongo-style payload filter, e.g. {"lang": "en", "year": {"$gte": 2020}}')
+    nprobe: int | None = Field(None, ge=1, le=1 << 20, description="IVF lists to scan")
+    rerank: bool | Annotated[float, Field(ge=1, le=1024)] | None = Field(
+        None, description="re-score candidates with the stored full-precision vectors: true, or an oversampling "
+                          "factor >= 1; false turns it off; null uses the collection default")
+    with_payload: bool = True
+    with_vector: bool = False
+
+
+class Hit(BaseModel):
+    id: int
+    score: float = Field(description="higher is better (l2sq: minus the squared distance)")
+    payload: dict[str, Any] | None = None
+    vector: list[float] | None = None
+
+
+class SearchResponse(BaseModel):
+    results: list[Hit] | list[list[Hit]] = Field(
+        description="hits best first for `vector` / `id`; one such list per query for `vectors`")
+    time_ms: float
+
+
+# ---- maintenance and snapshots ------------------------------------------------------------------
+
+
+class CompactResult(BaseModel):
+    count: int
+    bytes: int
+
+
+class SnapshotPublic(BaseModel):
+    name: str
+    collection: str
+    size_bytes: int
+    created_at: str
+
+
+class SnapshotList(BaseModel):
+    snapshots: list[SnapshotPublic]
+
+
+class SnapshotRestore(_In):
+    collection: CollectionName = Field(description="name of the NEW collection to restore into")

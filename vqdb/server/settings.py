@@ -1,0 +1,58 @@
+"""Service settings: command-line flags and ``VQDB_*`` environment variables (pydantic-settings).
+
+Every field can be set as ``VQDB_<FIELD>`` (e.g. ``VQDB_API_KEY``, ``VQDB_DATA``, ``VQDB_PORT``);
+``vqdb serve`` flags override the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1 << 20
+
+
+class Settings(BaseSettings):
+    """Configuration of one ``vqdb serve`` process."""
+
+    model_config = SettingsConfigDict(env_prefix="VQDB_", extra="ignore", populate_by_name=True)
+
+    data: Path = Field(Path("vqdb-data"), validation_alias=AliasChoices("data", "VQDB_DATA", "VQDB_DATA_DIR"),
+                      description="data directory (collections/, snapshots/)")
+    host: str = Field("127.0.0.1", description="bind address")
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = Field(None, description="admin key; turns authentication on")
+    keys_file: Path | None = Field(None, description="file of '<scope> <key>' lines; turns authentication on")
+    demo: bool = Field(True, description="create the 'wordnet' demo collection on first start with an empty data dir")
+    max_body_bytes: int = Field(64 * MiB, gt=0, description="largest JSON request body")
+    max_bulk_bytes: int = Field(1024 * MiB, gt=0, description="largest bulk-ingest / snapshot-upload body")
+    max_k: int = Field(10_000, gt=0, description="largest k of one search")
+    max_batch: int = Field(1_024, gt=0, description="most query vectors in one batch search")
+    metrics_public: bool = Field(False, description="serve /metrics without a key even when keys are configured")
+    ray_address: str | None = Field(None, description="reserved for the distributed engine")
+    log_level: str = Field("info")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.api_key is not None or self.keys_file is not None
+
+    @property
+    def collections_dir(self) -> Path:
+        return self.data / "collections"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.data / "snapshots"
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (``127.0.0.0/8``, ``::1``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
