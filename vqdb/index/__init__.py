@@ -1,0 +1,8 @@
+"""The embedded vector index: ``Index``, ``open_index`` (``vqdb.open``), search params and results."""
+
+from ._params import SearchParams, SearchResult
+from ._storage import FORMAT_VERSION, LockedError, ReadOnlyError
+from .index import Index, Records, open_index
+
+__all__ = ["Index", "SearchParams", "SearchResult", "Records", "open_index", "LockedError", "ReadOnlyError",
+           "FORMAT_VERSION"]

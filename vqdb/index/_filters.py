@@ -1,0 +1,202 @@
+"""Metadata filters: a Mongo-style dict or a ``pyarrow.compute.Expression`` -> a boolean row mask.
+
+Dict form (the REST API uses it too)::
+
+    {"lang": "en",                              # implicit $eq
+     "year": {"$gte": 2020, "$lt": 2025},       # several operators on one field: all must hold
+     "tag": {"$in": ["a", "b"]},
+     "$or": [{"src": "wiki"}, {"score": {"$gt": 0.5}}],
+     "$not": {"draft": True}}
+
+Operators: ``$eq $ne $lt $lte $gt $gte $in $nin $exists`` on a field, ``$not`` on a field or on a
+whole sub-filter, ``$and $or $nor`` over lists of sub-filters. Entries of one dict are AND-ed.
+
+Null semantics (Mongo's): a missing value (null, or a field a row never had) matches ``$ne``, ``$nin``,
+``{"f": None}`` and ``{"f": {"$exists": False}}``; it never matches ``$eq``, ranges or ``$in``. Every
+leaf yields true/false (never null), so ``$not`` is plain negation. A ``pyarrow.compute.Expression``
+is used as given (Arrow semantics: a null result does not match).
+
+A filter naming a field no row of the index has ever had is an error (it is almost always a typo).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import numbers
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import FilterError
+
+FIELD_OPERATORS = ("$eq", "$ne", "$lt", "$lte", "$gt", "$gte", "$in", "$nin", "$exists", "$not")
+LOGICAL_OPERATORS = ("$and", "$or", "$nor", "$not")
+_COMPARE = {"$eq": "equal", "$ne": "not_equal", "$lt": "less", "$lte": "less_equal", "$gt": "greater", "$gte": "greater_equal"}
+_SCALARS = (str, bytes, bool, numbers.Number, _dt.date, _dt.datetime, _dt.time, _dt.timedelta, np.generic)
+_ROW = "__row"
+
+
+def _coalesce(expr: pc.Expression, value: bool) -> pc.Expression:
+    return pc.Expression._call("coalesce", [expr, pc.scalar(value)])
+
+
+def _true() -> pc.Expression:
+    return pc.scalar(True)
+
+
+def _and(parts: list) -> pc.Expression:
+    if not parts:
+        return _true()
+    out = parts[0]
+    for p in parts[1:]:
+        out = out & p
+    return out
+
+
+def _or(parts: list) -> pc.Expression:
+    if not parts:
+        return pc.scalar(False)
+    out = parts[0]
+    for p in parts[1:]:
+        out = out | p
+    return out
+
+
+def _check_scalar(value, op: str, name: str):
+    if not isinstance(value, _SCALARS) or isinstance(value, np.ndarray):
+        raise FilterError(f"filter {op} on field {name!r} needs a scalar value (str, number, bool, date); got {value!r}")
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _field_op(name: str, op: str, value) -> pc.Expression:
+    f = pc.field(name)
+    if op == "$not":
+        if not isinstance(value, dict):
+            raise FilterError(f"$not on field {name!r} takes a dict of operators, e.g. {{'$not': {{'$gt': 3}}}}; got {value!r}")
+        return ~_field(name, value)
+    if op == "$exists":
+        if not isinstance(value, (bool, np.bool_)):
+            raise FilterError(f"$exists on field {name!r} takes true or false; got {value!r}")
+        return f.is_valid() if value else f.is_null()
+    if op in ("$in", "$nin"):
+        if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+            raise FilterError(f"{op} on field {name!r} takes a list of values; got {value!r}")
+        values = [_check_scalar(v, op, name) for v in value]
+        if not values:
+            return pc.scalar(op == "$nin")
+        hit = _coalesce(f.isin(values), False)
+        return hit if op == "$in" else ~hit
+    if op not in _COMPARE:
+        raise FilterError(f"unknown filter operator {op!r} on field {name!r}; expected one of {list(FIELD_OPERATORS)}")
+    if value is None:
+        if op == "$eq":
+            return f.is_null()
+        if op == "$ne":
+            return f.is_valid()
+        raise FilterError(f"{op} on field {name!r} cannot compare with None")
+    value = _check_scalar(value, op, name)
+    expr = pc.Expression._call(_COMPARE[op], [f, pc.scalar(value)])
+    return _coalesce(expr, op == "$ne")   # a missing value matches $ne only
+
+
+def _field(name: str, cond) -> pc.Expression:
+    if isinstance(cond, dict):
+        if not cond:
+            raise FilterError(f"empty operator dict for field {name!r}")
+        ops = list(cond)
+        if not all(isinstance(o, str) and o.startswith("$") for o in ops):
+            raise FilterError(
+                f"field {name!r}: a dict value must hold only operators ({', '.join(FIELD_OPERATORS)}); got keys {ops}"
+                " (nested documents are not supported)")
+        return _and([_field_op(name, o, cond[o]) for o in ops])
+    if isinstance(cond, (list, tuple, set)):
+        raise FilterError(f"field {name!r}: a list is not a value; use {{'{name}': {{'$in': [...]}}}}")
+    return _field_op(name, "$eq", cond)
+
+
+def _sub_filters(op: str, value) -> list:
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, dict) for v in value):
+        raise FilterError(f"{op} takes a non-empty list of filter dicts; got {value!r}")
+    return [_compile_dict(v) for v in value]
+
+
+def _compile_dict(flt: dict) -> pc.Expression:
+    parts = []
+    for key, value in flt.items():
+        if not isinstance(key, str):
+            raise FilterError(f"filter keys must be field names or operators; got {key!r}")
+        if key.startswith("$"):
+            if key == "$and":
+                parts.append(_and(_sub_filters(key, value)))
+            elif key == "$or":
+                parts.append(_or(_sub_filters(key, value)))
+            elif key == "$nor":
+                parts.append(~_or(_sub_filters(key, value)))
+            elif key == "$not":
+                if not isinstance(value, dict) or not value:
+                    raise FilterError(f"$not takes a non-empty filter dict; got {value!r}")
+                parts.append(~_compile_dict(value))
+            else:
+                raise FilterError(f"unknown logical operator {key!r}; expected one of {list(LOGICAL_OPERATORS)}"
+                                  " (field operators go inside a field: {'year': {'$gte': 2020}})")
+        else:
+            parts.append(_field(key, value))
+    return _and(parts)
+
+
+def _dict_fields(flt, out: set) -> set:
+    if isinstance(flt, dict):
+        for key, value in flt.items():
+            if isinstance(key, str) and key.startswith("$"):
+                for v in (value if isinstance(value, (list, tuple)) else [value]):
+                    _dict_fields(v, out)
+            else:
+                out.add(key)
+    return out
+
+
+def compile_filter(flt, schema: pa.Schema) -> pc.Expression | None:
+    """Compile a filter against the index's metadata ``schema``; raise :class:`FilterError` if malformed.
+
+    Parameters
+    ----------
+    flt : dict, pyarrow.compute.Expression or None
+    schema : pyarrow.Schema
+        Union of all metadata fields of the index.
+
+    Returns
+    -------
+    expr : pyarrow.compute.Expression or None (no filter)
+    """
+    if flt is None:
+        return None
+    if isinstance(flt, pc.Expression):
+        expr = flt
+    elif isinstance(flt, dict):
+        unknown = sorted(n for n in _dict_fields(flt, set()) if schema.get_field_index(n) < 0)
+        if unknown:
+            raise FilterError(f"filter names unknown metadata field(s) {unknown}; known fields: {schema.names}")
+        expr = _compile_dict(flt)
+    else:
+        raise FilterError(f"filter must be a dict or a pyarrow.compute.Expression; got {type(flt).__name__}")
+    try:  # bind against the schema now so that type errors surface before any scan
+        schema.empty_table().filter(expr)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise FilterError(f"filter {flt!r} does not fit the metadata schema ({schema}): {exc}") from None
+    return expr
+
+
+def evaluate(expr: pc.Expression, table: pa.Table) -> np.ndarray:
+    """(n,) bool mask of the rows of ``table`` that ``expr`` matches (null counts as no match)."""
+    n = table.num_rows
+    mask = np.zeros(n, dtype=bool)
+    if n == 0:
+        return mask
+    t = table.append_column(_ROW, pa.array(np.arange(n, dtype=np.int64)))
+    try:
+        rows = t.filter(expr).column(_ROW)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise FilterError(f"filter could not be evaluated: {exc}") from None
+    mask[rows.to_numpy()] = True
+    return mask

@@ -1,0 +1,93 @@
+"""The IVF coarse partition: k-means centroids (faiss when installed), assignment and probing.
+
+Only the partition is trained; the codes inside each list stay data-oblivious (the quantizer codes
+the residual ``x - c_j`` from its list centroid). New vectors are assigned to their nearest centroid
+(squared L2, which minimises the residual) and never trigger a retrain.
+Lists are probed by ``<q, c_j>`` for ``ip``/``cos`` and by ``-||q - c_j||^2`` for ``l2sq``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_TRAIN = 256          # never train on fewer vectors than this
+POINTS_PER_LIST = 32     # need this many training vectors per list
+SAMPLE_PER_LIST = 64     # k-means sample size cap per list (faiss default is 256; 64 is plenty)
+
+
+def auto_nlist(n: int) -> int:
+    """Number of lists for ``ivf=True``, chosen when the partition is trained on ``n`` vectors."""
+    return int(max(1, min(round(4 * math.sqrt(n)), n // POINTS_PER_LIST)))
+
+
+def train_threshold(nlist: int | None) -> int:
+    """Vectors needed before training a partition of ``nlist`` lists (``None``: automatic)."""
+    return MIN_TRAIN if nlist is None else max(MIN_TRAIN, POINTS_PER_LIST * nlist)
+
+
+def default_nprobe(nlist: int) -> int:
+    return int(max(1, min(nlist, math.ceil(nlist / 16))))
+
+
+@dataclass(frozen=True, eq=False)
+class Coarse:
+    """A trained partition. ``centroids`` (nlist, d) float32."""
+
+    centroids: np.ndarray
+
+    @property
+    def nlist(self) -> int:
+        return int(self.centroids.shape[0])
+
+    def assign(self, x: np.ndarray) -> np.ndarray:
+        """(n,) int32 nearest centroid (squared L2) of each row of ``x`` (n, d) float32."""
+        c = self.centroids
+        half_norms = 0.5 * np.einsum("ij,ij->i", c, c)
+        out = np.empty(x.shape[0], dtype=np.int32)
+        step = max(1, (1 << 22) // max(1, self.nlist))
+        for s in range(0, x.shape[0], step):
+            out[s : s + step] = np.argmax(x[s : s + step] @ c.T - half_norms, axis=1)
+        return out
+
+    def probe_scores(self, q: np.ndarray, metric: str) -> np.ndarray:
+        """(m, nlist) float32: how promising each list is for each query (higher first)."""
+        ip = q @ self.centroids.T
+        if metric == "l2sq":
+            ip = 2 * ip - np.einsum("ij,ij->i", self.centroids, self.centroids)[None, :]
+        return ip
+
+
+def kmeans(x: np.ndarray, nlist: int, *, seed: int = 0, niter: int = 20) -> np.ndarray:
+    """(nlist, d) float32 centroids of ``x`` (n, d) float32, n >= nlist."""
+    rng = np.random.default_rng(seed)
+    if x.shape[0] > SAMPLE_PER_LIST * nlist:
+        x = x[np.sort(rng.choice(x.shape[0], SAMPLE_PER_LIST * nlist, replace=False))]
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    if faiss is not None:
+        km = faiss.Kmeans(x.shape[1], nlist, niter=niter, seed=int(seed) % (2**31), verbose=False,
+                          max_points_per_centroid=SAMPLE_PER_LIST, min_points_per_centroid=1)
+        km.train(x)
+        return np.ascontiguousarray(km.centroids, dtype=np.float32)
+    return _kmeans_numpy(x, nlist, rng, niter)
+
+
+def _kmeans_numpy(x: np.ndarray, nlist: int, rng: np.random.Generator, niter: int) -> np.ndarray:
+    """Plain Lloyd iterations (used only when faiss is not installed)."""
+    c = x[rng.choice(x.shape[0], nlist, replace=False)].copy()
+    for _ in range(niter):
+        assign = Coarse(c).assign(x)
+        sums = np.zeros_like(c, dtype=np.float64)
+        np.add.at(sums, assign, x)
+        counts = np.bincount(assign, minlength=nlist)
+        empty = counts == 0
+        c[~empty] = (sums[~empty] / counts[~empty, None]).astype(np.float32)
+        if empty.any():   # re-seed empty lists on random points
+            c[empty] = x[rng.choice(x.shape[0], int(empty.sum()), replace=False)]
+    return c

@@ -1,0 +1,125 @@
+"""Per-vector metadata as Arrow tables: input conversion, the index-wide schema, alignment.
+
+The index keeps one metadata schema, the union of every field ever added. A segment written before a
+field existed simply lacks the column; :func:`align` adds it as nulls when a filter or ``get`` needs it.
+A field keeps the type it was first given (a field first seen with only nulls takes the first concrete
+type that arrives); later values must cast to it safely (int into a float field is fine, text into an
+int field is an error).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import InvalidInputError
+
+RESERVED_PREFIX = "__"
+
+
+def empty_schema() -> pa.Schema:
+    return pa.schema([])
+
+
+def as_metadata_table(metadata, n: int) -> pa.Table:
+    """Convert user metadata for ``n`` vectors into a ``pa.Table`` (zero columns when None).
+
+    Accepts None, a list of n dicts (None entries mean "no fields"), a ``pa.Table`` / ``pa.RecordBatch``,
+    a dict of n-long columns, or a pandas DataFrame.
+    """
+    if metadata is None:
+        return pa.table({})
+    try:
+        if isinstance(metadata, pa.RecordBatch):
+            table = pa.Table.from_batches([metadata])
+        elif isinstance(metadata, pa.Table):
+            table = metadata
+        elif isinstance(metadata, dict):
+            table = pa.table(metadata)
+        elif type(metadata).__name__ == "DataFrame" and hasattr(metadata, "columns"):
+            table = pa.Table.from_pandas(metadata, preserve_index=False)
+        elif isinstance(metadata, (list, tuple)):
+            rows = list(metadata)
+            bad = next((i for i, r in enumerate(rows) if r is not None and not isinstance(r, dict)), None)
+            if bad is not None:
+                raise InvalidInputError(f"metadata[{bad}] must be a dict or None; got {type(rows[bad]).__name__}")
+            if len(rows) != n:
+                raise InvalidInputError(f"metadata has {len(rows)} entries; expected {n} (one per vector)")
+            table = pa.Table.from_pylist([r or {} for r in rows])
+        else:
+            raise InvalidInputError(
+                f"metadata must be a list of dicts, a pyarrow Table, a dict of columns or None; got {type(metadata).__name__}")
+    except (pa.ArrowException, TypeError) as exc:
+        raise InvalidInputError(f"metadata could not be converted to Arrow: {exc}") from None
+    if table.num_columns == 0:
+        return pa.table({})
+    if table.num_rows != n:
+        raise InvalidInputError(f"metadata has {table.num_rows} rows; expected {n} (one per vector)")
+    for name in table.column_names:
+        if not isinstance(name, str) or not name or name.startswith(RESERVED_PREFIX):
+            raise InvalidInputError(f"metadata field names must be non-empty and not start with '{RESERVED_PREFIX}'; got {name!r}")
+    if len(set(table.column_names)) != table.num_columns:
+        raise InvalidInputError(f"metadata has duplicate field names: {table.column_names}")
+    return table.combine_chunks()
+
+
+def merge_schema(schema: pa.Schema, table: pa.Table) -> tuple[pa.Schema, pa.Table]:
+    """Union ``schema`` with the fields of ``table``; cast ``table`` to the result. Pure: nothing mutated.
+
+    Raises
+    ------
+    InvalidInputError
+        When a value cannot be cast to the type its field already has.
+    """
+    fields = {f.name: f for f in schema}
+    order = list(schema.names)
+    columns = {}
+    for name in table.column_names:
+        col = table.column(name)
+        old = fields.get(name)
+        if old is None:
+            fields[name] = pa.field(name, col.type)
+            order.append(name)
+        elif col.type != old.type:
+            if pa.types.is_null(old.type):
+                fields[name] = pa.field(name, col.type)     # first concrete type wins
+            else:
+                try:
+                    col = col.cast(old.type, safe=True)
+                except (pa.ArrowException, TypeError) as exc:
+                    raise InvalidInputError(
+                        f"metadata field {name!r} has type {old.type} in this index; got {col.type} values that "
+                        f"do not convert ({exc})") from None
+        columns[name] = col
+    new_schema = pa.schema([fields[n] for n in order])
+    return new_schema, pa.table(columns) if columns else pa.table({})
+
+
+def align(meta: pa.Table, schema: pa.Schema, n: int, names: list[str] | None = None) -> pa.Table:
+    """``meta`` (n rows or no columns) with exactly the fields of ``schema`` (or ``names``), nulls where absent."""
+    cols, fields = [], []
+    for f in schema:
+        if names is not None and f.name not in names:
+            continue
+        if f.name in meta.column_names:
+            col = meta.column(f.name)
+            if col.type != f.type:
+                col = col.cast(f.type)
+        else:
+            col = pa.nulls(n, f.type)
+        cols.append(col)
+        fields.append(f)
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields)) if cols else pa.table({})
+
+
+def rows_as_dicts(table: pa.Table, n: int) -> list[dict]:
+    """One dict per row; fields with no value are left out."""
+    if table.num_columns == 0:
+        return [{} for _ in range(n)]
+    return [{k: v for k, v in row.items() if v is not None} for row in table.to_pylist()]
+
+
+def take(meta: pa.Table, rows: np.ndarray) -> pa.Table:
+    if meta.num_columns == 0:
+        return meta
+    return meta.take(pa.array(rows, type=pa.int64()))

@@ -1,0 +1,217 @@
+"""Scanning codes: flat blocks, IVF lists, filtered subsets; running top-k; exact re-rank.
+
+Inputs are validated by the caller. A candidate is referenced by ``ref = segment << 40 | row``.
+Scores are always higher-is-better: ``ip``/``cos`` the (estimated) inner product, ``l2sq`` the
+negated squared distance ``2<q,x> - ||x||^2 - ||q||^2`` with the exact ``||x||^2`` stored in each code.
+
+The estimated inner product of a code from list ``j`` is ``<q, c_j> + est<q, x - c_j>``: the quantizer
+scores the residual (``centre=0``) and the exact centre term comes from a small (m, nlist + 1) table
+(column 0 is the quantizer's own fitted centre, used by rows outside any IVF list).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._ivf import Coarse
+from ._segment import Segment
+
+SHIFT = 40
+ROW_MASK = (1 << SHIFT) - 1
+_BLOCK_FLOATS = 1 << 22        # scores tile of at most 4M floats (16 MB)
+
+
+@dataclass
+class ScanContext:
+    """Everything a scan needs besides the rows; built once per search call."""
+
+    quantizer: object
+    metric: str
+    coarse: Coarse | None
+    segments: tuple[Segment, ...]
+    allow: list            # per segment: None (all rows allowed) or (n,) bool
+    zero: np.ndarray       # (d,) float32 zeros
+
+    def centre_terms(self, q: np.ndarray) -> np.ndarray:
+        """(m, 1 + nlist) float32 exact <q, centre> per list (column 0: the quantizer's fitted centre)."""
+        c0 = getattr(self.quantizer, "centre_", None)
+        cols = [np.zeros((q.shape[0], 1), np.float32) if c0 is None else (q @ c0)[:, None]]
+        if self.coarse is not None:
+            cols.append(q @ self.coarse.centroids.T)
+        return np.ascontiguousarray(np.hstack(cols), dtype=np.float32)
+
+
+class TopK:
+    """Running best ``k`` (score, ref) per query."""
+
+    def __init__(self, m: int, k: int):
+        self.k = k
+        self.scores = np.full((m, k), -np.inf, dtype=np.float32)
+        self.refs = np.full((m, k), -1, dtype=np.int64)
+
+    def push(self, scores: np.ndarray, refs: np.ndarray, qrows=slice(None)) -> None:
+        """Merge candidates ``scores`` (mq, b) with ``refs`` (b,) or (mq, b) into queries ``qrows``."""
+        if scores.shape[1] == 0:
+            return
+        if refs.ndim == 1:
+            refs = np.broadcast_to(refs, scores.shape)
+        s = np.concatenate([self.scores[qrows], scores], axis=1)
+        r = np.concatenate([self.refs[qrows], refs], axis=1)
+        k = self.k
+        if s.shape[1] > k:
+            idx = np.argpartition(-s, k - 1, axis=1)[:, :k]
+            s = np.take_along_axis(s, idx, axis=1)
+            r = np.take_along_axis(r, idx, axis=1)
+        self.scores[qrows] = s
+        self.refs[qrows] = np.where(np.isfinite(s), r, -1)
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, e)`` for each pair."""
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    return np.arange(total, dtype=np.int64) + np.repeat(starts - offsets, lengths)
+
+
+def _score(ctx: ScanContext, prepared, qnorm2: np.ndarray, cterm: np.ndarray, seg: Segment, sel) -> np.ndarray:
+    """(m, b) scores of the prepared queries against rows ``sel`` (slice or int array) of ``seg``."""
+    codes = seg.codes[sel]
+    s = ctx.quantizer.score(prepared, codes, centre=ctx.zero)
+    lists = seg.lists[sel]
+    if lists.size and lists[0] == lists[-1] and (isinstance(sel, slice) or np.all(lists == lists[0])):
+        s += cterm[:, lists[0] + 1][:, None]
+    elif lists.size:
+        s += cterm[:, lists + 1]
+    if ctx.metric == "l2sq":
+        s = 2.0 * s - ctx.quantizer.squared_norms(codes)[None, :] - qnorm2[:, None]
+    return s
+
+
+def _block_rows(m: int, n: int) -> int:
+    return int(max(256, min(n, _BLOCK_FLOATS // max(m, 1))))
+
+
+def scan_flat(ctx: ScanContext, q: np.ndarray, top: TopK) -> None:
+    """Score every allowed row of every segment."""
+    prepared = ctx.quantizer.prepare(q)
+    qnorm2 = np.einsum("ij,ij->i", q, q)
+    cterm = ctx.centre_terms(q)
+    for si, seg in enumerate(ctx.segments):
+        allow = ctx.allow[si]
+        step = _block_rows(q.shape[0], seg.n)
+        for b0 in range(0, seg.n, step):
+            b1 = min(seg.n, b0 + step)
+            block_allow = None if allow is None else allow[b0:b1]
+            if block_allow is not None and not block_allow.any():
+                continue
+            s = _score(ctx, prepared, qnorm2, cterm, seg, slice(b0, b1))
+            refs = (si << SHIFT) + np.arange(b0, b1, dtype=np.int64)
+            if block_allow is not None:
+                s[:, ~block_allow] = -np.inf
+            top.push(s, refs)
+
+
+def scan_subset(ctx: ScanContext, q: np.ndarray, top: TopK) -> None:
+    """Score only the allowed rows (selective filters): gather them, then score."""
+    prepared = ctx.quantizer.prepare(q)
+    qnorm2 = np.einsum("ij,ij->i", q, q)
+    cterm = ctx.centre_terms(q)
+    for si, seg in enumerate(ctx.segments):
+        rows = np.arange(seg.n, dtype=np.int64) if ctx.allow[si] is None else np.flatnonzero(ctx.allow[si])
+        step = _block_rows(q.shape[0], rows.size)
+        for b0 in range(0, rows.size, step):
+            sel = rows[b0 : b0 + step]
+            top.push(_score(ctx, prepared, qnorm2, cterm, seg, sel), (si << SHIFT) + sel)
+
+
+def scan_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, *, need: int | None) -> None:
+    """Per query: scan the rows outside any list plus the ``nprobe`` most promising lists.
+
+    ``need``: when not None (a filter is active), keep opening further lists until at least ``need``
+    allowed rows were scanned or every list was, so a filtered search returns k results when k exist.
+    """
+    coarse = ctx.coarse
+    nlist = coarse.nlist
+    cterm_all = ctx.centre_terms(q)
+    order_all = np.argsort(-coarse.probe_scores(q, ctx.metric), axis=1, kind="stable")
+    qnorm2_all = np.einsum("ij,ij->i", q, q)
+    unassigned = np.array([-1], dtype=np.int64)
+    for i in range(q.shape[0]):
+        prepared = ctx.quantizer.prepare(q[i : i + 1])
+        cterm, qnorm2 = cterm_all[i : i + 1], qnorm2_all[i : i + 1]
+        order = order_all[i]
+        done, upto, found = 0, min(nprobe, nlist), 0
+        first = True
+        while True:
+            probe = order[done:upto].astype(np.int64)
+            if first:
+                probe = np.concatenate([unassigned, probe])
+            for si, seg in enumerate(ctx.segments):
+                starts, ends = seg.list_bounds(probe)
+                rows = _ranges(starts, ends)
+                if ctx.allow[si] is not None:
+                    rows = rows[ctx.allow[si][rows]]
+                if rows.size == 0:
+                    continue
+                found += rows.size
+                top.push(_score(ctx, prepared, qnorm2, cterm, seg, rows), (si << SHIFT) + rows, qrows=slice(i, i + 1))
+            first = False
+            done = upto
+            if need is None or found >= need or done >= nlist:
+                break
+            upto = min(nlist, done + max(nprobe, done))   # double the lists scanned
+
+
+def refs_to_ids(segments, refs: np.ndarray) -> np.ndarray:
+    """Map refs (any shape) to ids; -1 stays -1."""
+    out = np.full(refs.shape, -1, dtype=np.int64)
+    valid = refs >= 0
+    seg_of = np.where(valid, refs >> SHIFT, -1)
+    rows = refs & ROW_MASK
+    for si in np.unique(seg_of[valid]):
+        hit = seg_of == si
+        out[hit] = segments[int(si)].ids[rows[hit]]
+    return out
+
+
+def rerank(ctx: ScanContext, q: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """(m, kk) exact scores of candidates ``refs`` from the stored vectors (float64 accumulation)."""
+    out = np.full(refs.shape, -np.inf, dtype=np.float64)
+    valid = refs >= 0
+    seg_of = np.where(valid, refs >> SHIFT, -1)
+    rows = refs & ROW_MASK
+    q64 = q.astype(np.float64)
+    for si in np.unique(seg_of[valid]):
+        qi, cj = np.nonzero(seg_of == si)
+        v = ctx.segments[int(si)].vectors[rows[qi, cj]].astype(np.float64)
+        if ctx.metric == "l2sq":
+            diff = v - q64[qi]
+            out[qi, cj] = -np.einsum("ij,ij->i", diff, diff)
+        else:
+            out[qi, cj] = np.einsum("ij,ij->i", v, q64[qi])
+    return out
+
+
+def finish(segments, scores: np.ndarray, refs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best ``k`` per row, sorted by score descending then id ascending; -1 / -inf padded.
+
+    Returns ids (m, k) int64, scores (m, k) float32, refs (m, k) int64.
+    """
+    ids = refs_to_ids(segments, refs)
+    scores = np.where(ids >= 0, scores, -np.inf)
+    tie_ids = np.where(ids >= 0, ids, np.iinfo(np.int64).max)
+    order = np.lexsort((tie_ids, -scores), axis=1)[:, :k]
+    ids = np.take_along_axis(ids, order, axis=1)
+    scores = np.take_along_axis(scores, order, axis=1).astype(np.float32)
+    refs = np.take_along_axis(refs, order, axis=1)
+    if ids.shape[1] < k:
+        pad = k - ids.shape[1]
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        refs = np.pad(refs, ((0, 0), (0, pad)), constant_values=-1)
+    return ids, scores, refs

@@ -1,0 +1,1002 @@
+"""``vqdb.Index``: an embedded vector index over quantized codes, with ids, metadata filters, IVF,
+exact re-rank, and durable storage (segments + write-ahead log).
+
+Scores are always **higher is better**: ``ip`` returns the inner product, ``cos`` the cosine similarity
+(vectors and queries are normalised on input, then scored by inner product), ``l2sq`` the *negated*
+squared Euclidean distance ``-||q - x||^2``.
+
+Thread safety
+-------------
+Every public method may be called from any thread. Writes (``add``, ``upsert``, ``delete``, ``train``,
+``save``, ``compact``, ``set_default_params``) are serialised by one lock. Reads (``search``, ``get``,
+``len``, ``stats``, ``ids``, ``in``) take no lock while they work: they grab an immutable snapshot of the
+index state and scan it, so many searches run concurrently with each other and with one write, and each
+sees the index as it was when it started. ``close()`` must not race with other calls on the same object.
+Only one process (one ``Index`` object) may open a directory for writing at a time (an ``flock``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pyarrow as pa
+
+from .. import __version__
+from .._validation import as_float32_matrix, as_ids, check_choice, check_int_range, check_k
+from ..errors import DuplicateIdError, InvalidInputError, NotFoundError, VqdbError
+from . import _filters, _ivf, _metadata as md, _scan, _storage as st, _wal
+from ._params import SearchParams, SearchResult
+from ._segment import Segment, build_table, concat, from_table
+
+log = logging.getLogger("vqdb.index")
+
+METRICS = ("cos", "ip", "l2sq")
+FIT_MIN = 256                # the first add fits the quantizer's centre if it has at least this many vectors
+MAX_MEMORY_CHUNKS = 8        # in-memory chunks are merged beyond this
+_F16_MAX = 65504.0
+
+
+@dataclass(frozen=True, eq=False)
+class _Snapshot:
+    """Immutable view of the searchable state; swapped whole under the write lock."""
+
+    segments: tuple[Segment, ...]
+    coarse: _ivf.Coarse | None
+    schema: pa.Schema
+
+
+@dataclass(frozen=True)
+class Records:
+    """What :meth:`Index.get` returns.
+
+    Attributes
+    ----------
+    ids : ndarray of shape (n,), int64
+    vectors : ndarray of shape (n, d), float32, or None
+        The stored vectors (``store_vectors``: exact to float16/float32 precision, normalised for ``cos``)
+        or, when none are stored, the quantizer's reconstruction from the codes (``exact`` is False).
+    metadata : list of n dicts (fields without a value are left out)
+    exact : bool
+    """
+
+    ids: np.ndarray
+    vectors: np.ndarray | None
+    metadata: list
+    exact: bool
+
+
+def _as_store_vectors(value) -> str | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "float16"
+    if value in ("float16", "float32"):
+        return value
+    raise InvalidInputError(f"store_vectors must be False, True, 'float16' or 'float32'; got {value!r}")
+
+
+def _as_ivf(value) -> tuple[bool, int | None]:
+    if value is None or value is False or (not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value == 0):
+        return False, None
+    if value is True:
+        return True, None
+    return True, check_int_range(value, 1, 1 << 24, name="ivf (number of lists)")
+
+
+def _make_quantizer(quantizer, dim: int):
+    from ..quantizers.base import Quantizer
+
+    if isinstance(quantizer, Quantizer):
+        if quantizer.dim != dim:
+            from ..errors import DimensionMismatchError
+
+            raise DimensionMismatchError(f"quantizer has dim {quantizer.dim}; this index has dim {dim}")
+        clone = _load_quantizer(_quantizer_meta(quantizer), quantizer.state_dict()["arrays"])
+        clone.centre_ = None if getattr(quantizer, "centre_", None) is None else np.array(quantizer.centre_, np.float32)
+        return clone
+    if not isinstance(quantizer, str):
+        raise InvalidInputError(f"quantizer must be a preset name or a Quantizer; got {type(quantizer).__name__}")
+    from ..presets import make_quantizer
+
+    return make_quantizer(quantizer, dim)
+
+
+def _quantizer_meta(q) -> dict:
+    state = q.state_dict()
+    cls = type(q)
+    return {"kind": state["kind"], "config": state["config"], "class": f"{cls.__module__}:{cls.__qualname__}"}
+
+
+def _load_quantizer(meta: dict, arrays: dict):
+    state = {"kind": meta["kind"], "config": meta["config"], "arrays": arrays}
+    try:
+        from ..quantizers import load_quantizer
+
+        return load_quantizer(state)
+    except (ImportError, VqdbError):
+        import importlib
+
+        module, _, qualname = meta.get("class", "").partition(":")
+        if not module:
+            raise
+        obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        return obj.from_state_dict(state)
+
+
+class Index:
+    """A vector index: ids + quantized codes (+ optional stored vectors) + Arrow metadata.
+
+    Parameters
+    ----------
+    dim : int
+        Dimension ``d`` of every vector.
+    metric : {"cos", "ip", "l2sq"}
+        ``cos`` normalises vectors and queries on input and scores the inner product; ``ip`` scores the
+        inner product; ``l2sq`` scores ``-||q - x||^2``. Higher scores are always better.
+    quantizer : str or Quantizer
+        A preset name (``"turbo-4"``, ``"turbo-2"``, ``"qjl"``, ... see ``vqdb.presets(dim)``) or a quantizer
+        instance (copied). The first ``add`` of at least 256 vectors fits its centre (the mean), once;
+        it never changes afterwards.
+    ivf : bool or int
+        ``False``: flat scan over all codes. ``True``: an IVF partition whose number of lists is chosen when
+        it is trained (about ``4 sqrt(n)``). An int: that many lists. The partition (k-means, faiss) is
+        trained once, at the first ``add`` that brings enough vectors (32 per list, at least 256), or by
+        :meth:`train`; later vectors are assigned to their nearest list without retraining. Codes hold the
+        residual from their list centroid.
+    path : str or None
+        A directory to store the index in (created; must not already hold an index: use ``vqdb.open``).
+        ``None`` keeps the index in memory (``save(path)`` writes it out later).
+    store_vectors : bool or {"float16", "float32"}
+        Also keep the full vectors (``True`` = float16), memory-mapped on disk, for exact re-ranking and
+        exact ``get``.
+    default_params : SearchParams, optional
+        Defaults of the search knobs (persisted with the index).
+    flush_rows : int
+        Rows kept in memory (and in the write-ahead log) before they are written into a segment.
+    seed : int
+        Seed of the IVF k-means.
+
+    Examples
+    --------
+    >>> import numpy as np, vqdb
+    >>> x = np.random.default_rng(0).normal(size=(1000, 64)).astype(np.float32)
+    >>> index = vqdb.Index(64, metric="cos", quantizer="turbo-4")
+    >>> ids = index.add(x, metadata=[{"even": i % 2 == 0} for i in range(1000)])
+    >>> res = index.search(x[:3], 5, filter={"even": True})
+    >>> res.ids.shape
+    (3, 5)
+    """
+
+    # ------------------------------------------------------------------ construction / opening
+    def __init__(self, dim, *, metric="cos", quantizer="turbo-4", ivf=False, path=None, store_vectors=False,
+                 default_params: SearchParams | None = None, flush_rows: int = 65536, seed: int = 0):
+        dim = check_int_range(dim, 1, 1 << 20, name="dim")
+        check_choice(metric, METRICS, name="metric")
+        ivf_on, nlist = _as_ivf(ivf)
+        if default_params is not None and not isinstance(default_params, SearchParams):
+            raise InvalidInputError(f"default_params must be a SearchParams; got {type(default_params).__name__}")
+        self._setup(dim=dim, metric=metric, quantizer=_make_quantizer(quantizer, dim), ivf=ivf_on, nlist=nlist,
+                    store_vectors=_as_store_vectors(store_vectors), defaults=default_params or SearchParams(),
+                    flush_rows=check_int_range(flush_rows, 1, 1 << 40, name="flush_rows"),
+                    seed=check_int_range(seed, 0, 2**63 - 1, name="seed"))
+        self._snap = _Snapshot((), None, md.empty_schema())
+        if path is not None:
+            self._create_dir(os.fspath(path))
+
+    def _setup(self, *, dim, metric, quantizer, ivf, nlist, store_vectors, defaults, flush_rows, seed):
+        self.dim = dim
+        self.metric = metric
+        self._quantizer = quantizer
+        self._ivf = ivf
+        self._nlist = nlist
+        self._store_vectors = store_vectors
+        self._defaults = defaults
+        self._flush_rows = flush_rows
+        self._seed = seed
+        self._lock = threading.RLock()
+        self._next_id = 0
+        self._path = None
+        self._wal = None
+        self._dirlock = None
+        self._read_only = False
+        self._closed = False
+        self._gen = 0
+        self._manifest = None
+        self._dirty = False
+        self._zero = np.zeros(dim, dtype=np.float32)
+
+    @classmethod
+    def open(cls, path, *, read_only: bool = False) -> "Index":
+        """Open an index directory written by :class:`Index` (also ``vqdb.open(path)``).
+
+        Replays the write-ahead log (cutting an incomplete or corrupt tail) and memory-maps the segments.
+        ``read_only=True`` takes no lock and never writes (writes raise ``ReadOnlyError``).
+
+        Raises
+        ------
+        IncompatibleFormatError
+            ``path`` is not an index, or was written with another format version.
+        LockedError
+            Another process (or Index object) has the directory open for writing.
+        """
+        root = os.fspath(path)
+        st.read_manifest(root)                    # is it an index at all (before creating a LOCK file)?
+        dirlock = None if read_only else st.DirLock(root)
+        try:
+            manifest = st.read_manifest(root)     # (re-)read under the lock
+            arrays = st.read_arrays(os.path.join(root, manifest["state_file"]))
+            qarrays = {k[len("quantizer/"):]: v for k, v in arrays.items() if k.startswith("quantizer/")}
+            quantizer = _load_quantizer(manifest["quantizer"], qarrays)
+            quantizer.centre_ = arrays.get("index/centre")
+            if quantizer.code_size != manifest["code_size"]:
+                raise st.IncompatibleFormatError(f"quantizer rebuilt from {root!r} has code_size {quantizer.code_size}; "
+                                                 f"the manifest says {manifest['code_size']}")
+            self = cls.__new__(cls)
+            ivf = manifest["ivf"]
+            self._setup(dim=int(manifest["dim"]), metric=manifest["metric"], quantizer=quantizer, ivf=ivf is not None,
+                        nlist=None if ivf is None else ivf.get("nlist"), store_vectors=manifest["store_vectors"],
+                        defaults=SearchParams.from_json(manifest["default_params"]),
+                        flush_rows=int(manifest["options"]["flush_rows"]), seed=int(manifest["options"]["seed"]))
+            self._read_only = read_only
+            self._dirlock = dirlock
+            self._load(root, manifest, arrays)
+        except BaseException:
+            if dirlock is not None:
+                dirlock.release()
+            raise
+        return self
+
+    def _load(self, root: str, manifest: dict, arrays: dict) -> None:
+        self._path = root
+        self._manifest = manifest
+        self._gen = int(manifest["generation"])
+        self._next_id = int(manifest["next_id"])
+        coarse = _ivf.Coarse(arrays["index/centroids"]) if "index/centroids" in arrays else None
+        segments = []
+        for entry in manifest["segments"]:
+            fpath = os.path.join(root, entry["file"])
+            if not os.path.isfile(fpath) or os.path.getsize(fpath) != entry["bytes"]:
+                raise st.IncompatibleFormatError(f"segment {fpath!r} named by the manifest is missing or damaged")
+            seg = from_table(st.map_table_file(fpath), code_size=self._quantizer.code_size, dim=self.dim,
+                             file=entry["file"], sort=False)
+            segments.append(seg)
+        if manifest.get("deletes_file"):
+            dels = st.read_table_file(os.path.join(root, manifest["deletes_file"]))
+            by_file = {s.file: i for i, s in enumerate(segments)}
+            names = np.array(dels.column("segment").to_pylist(), dtype=object)
+            rows = dels.column("row").to_numpy()
+            for name in set(names.tolist()):
+                i = by_file[name]
+                segments[i] = segments[i].with_deleted(rows[names == name])
+        self._snap = _Snapshot(tuple(segments), coarse, st.schema_from_json(manifest["metadata_schema"]))
+        wal_path = os.path.join(root, manifest["wal_file"])
+        records, _ = _wal.read(wal_path, repair=not self._read_only)
+        for op, body in records:
+            if op == _wal.OP_DELETE:
+                self._apply_delete(np.frombuffer(body, dtype="<i8").astype(np.int64), strict=False)
+            else:
+                self._apply_rows(st.table_from_ipc_stream(body), replace_existing=True)
+        self._dirty = bool(records)
+        if not self._read_only:
+            removed = st.remove_unreferenced(root, manifest)
+            if removed:
+                log.info("removed leftover files of an interrupted write: %s", removed)
+            self._wal = _wal.WalWriter(wal_path)
+            self._maybe_flush()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def quantizer(self):
+        """The quantizer (do not modify it: codes on disk depend on its state)."""
+        return self._quantizer
+
+    @property
+    def path(self) -> str | None:
+        return self._path
+
+    @property
+    def store_vectors(self) -> str | None:
+        return self._store_vectors
+
+    @property
+    def default_params(self) -> SearchParams:
+        return self._defaults
+
+    @property
+    def nlist(self) -> int | None:
+        """Number of IVF lists once trained (else the requested number, or None)."""
+        coarse = self._snap.coarse
+        return coarse.nlist if coarse is not None else self._nlist
+
+    def __len__(self) -> int:
+        return int(sum(s.n_live for s in self._snap.segments))
+
+    def __contains__(self, id_) -> bool:
+        try:
+            ids = as_ids(id_)
+        except VqdbError:
+            return False
+        return ids.size == 1 and bool(self._locate(self._snap.segments, ids)[0][0] >= 0)
+
+    def __repr__(self) -> str:
+        where = f"path={self._path!r}" if self._path else "in memory"
+        ivf = f", ivf={self.nlist or True}" if self._ivf else ""
+        return (f"Index(dim={self.dim}, metric={self.metric!r}, quantizer={self._quantizer.state_dict()['kind']!r}"
+                f"{ivf}, n={len(self)}, {where})")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        """Close the write-ahead log and release the directory lock. Nothing is lost: every acknowledged
+        write is already in the log. The object can still be searched; writes raise ``ReadOnlyError``."""
+        with getattr(self, "_lock", threading.RLock()):
+            if getattr(self, "_wal", None) is not None:
+                self._wal.close()
+                self._wal = None
+            if getattr(self, "_dirlock", None) is not None:
+                self._dirlock.release()
+                self._dirlock = None
+            self._closed = True
+
+    # ------------------------------------------------------------------ validation helpers
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise st.ReadOnlyError(f"index at {self._path!r} was opened read-only")
+        if self._closed:
+            raise st.ReadOnlyError("index is closed")
+
+    def _vectors(self, vectors, name="vectors") -> np.ndarray:
+        x = as_float32_matrix(vectors, self.dim, name=name)
+        if self.metric == "cos" and x.shape[0]:
+            norms = np.linalg.norm(x, axis=1)
+            if np.any(norms == 0):
+                raise InvalidInputError(f"{name} row {int(np.flatnonzero(norms == 0)[0])} is all zeros; "
+                                        "metric 'cos' cannot normalise it")
+            x = np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
+            if not np.isfinite(x).all():
+                raise InvalidInputError(f"{name} overflow when normalised for metric 'cos'")
+        if self._store_vectors == "float16" and x.size and np.abs(x).max() > _F16_MAX:
+            raise InvalidInputError(f"{name} has values beyond the float16 range (±{_F16_MAX:g}); "
+                                    "create the index with store_vectors='float32'")
+        return x
+
+    def _queries(self, queries) -> np.ndarray:
+        q = as_float32_matrix(queries, self.dim, name="queries")
+        if self.metric == "cos" and q.shape[0]:
+            norms = np.linalg.norm(q, axis=1)
+            q = np.ascontiguousarray(q / np.where(norms == 0, 1.0, norms)[:, None], dtype=np.float32)
+        return q
+
+    @staticmethod
+    def _unique_ids(ids: np.ndarray) -> None:
+        if ids.size and np.any(ids < 0):
+            raise InvalidInputError(f"ids must be >= 0 (-1 pads search results); got {int(ids[ids < 0][0])}")
+        uniq, counts = np.unique(ids, return_counts=True)
+        if np.any(counts > 1):
+            raise DuplicateIdError(f"ids repeat within one call: {uniq[counts > 1][:10].tolist()}")
+
+    @staticmethod
+    def _locate(segments, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(segment index, row) of the live row of each id; -1, -1 where absent."""
+        seg_idx = np.full(ids.shape, -1, dtype=np.int64)
+        rows = np.full(ids.shape, -1, dtype=np.int64)
+        for si, seg in enumerate(segments):
+            r = seg.find(ids)
+            hit = (r >= 0) & (seg_idx < 0)
+            seg_idx[hit] = si
+            rows[hit] = r[hit]
+        return seg_idx, rows
+
+    # ------------------------------------------------------------------ writes
+    def add(self, vectors, ids=None, metadata=None) -> np.ndarray:
+        """Add new vectors; durable (write-ahead log fsynced) when it returns.
+
+        Parameters
+        ----------
+        vectors : array-like of shape (n, d), finite floats
+        ids : array-like of shape (n,), int64 >= 0, optional
+            Default: consecutive ids after the largest id ever used.
+        metadata : list of n dicts, pyarrow Table, dict of columns, or None
+
+        Returns
+        -------
+        ids : ndarray of shape (n,), int64
+
+        Raises
+        ------
+        DimensionMismatchError, InvalidInputError (NaN/inf, bad metadata), DuplicateIdError (an id repeats,
+        or already exists: use :meth:`upsert`). On any error the index is unchanged.
+        """
+        return self._write(vectors, ids, metadata, upsert=False)
+
+    def upsert(self, vectors, ids, metadata=None) -> np.ndarray:
+        """Insert or replace: an existing id gets the new vector and metadata (old metadata is dropped).
+
+        Same parameters, durability and errors as :meth:`add`, except that ``ids`` are required and may exist.
+        """
+        if ids is None:
+            raise InvalidInputError("upsert needs ids (use add to get new ids)")
+        return self._write(vectors, ids, metadata, upsert=True)
+
+    def _write(self, vectors, ids, metadata, *, upsert: bool) -> np.ndarray:
+        with self._lock:
+            self._check_writable()
+            snap = self._snap
+            x = self._vectors(vectors)
+            n = x.shape[0]
+            if ids is None:
+                ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+            else:
+                ids = as_ids(ids, n)
+                self._unique_ids(ids)
+            meta = md.as_metadata_table(metadata, n)
+            _, meta = md.merge_schema(snap.schema, meta)     # type check now, before anything changes
+            if n == 0:
+                return ids
+            if not upsert:
+                seg_idx, _ = self._locate(snap.segments, ids)
+                if np.any(seg_idx >= 0):
+                    raise DuplicateIdError(f"ids already in the index: {ids[seg_idx >= 0][:10].tolist()}"
+                                           " (use upsert to replace them)")
+            coarse = self._prepare_codec(snap, x)
+            lists, codes = self._encode(x, coarse)
+            vecs = None if self._store_vectors is None else x.astype(self._store_vectors)
+            table = build_table(ids, lists, codes, vecs, meta)
+            if self._wal is not None:
+                self._wal.append(_wal.OP_UPSERT if upsert else _wal.OP_ADD, st.table_to_ipc_stream(table))
+                self._dirty = True
+            self._apply_rows(table, replace_existing=upsert)
+            self._maybe_flush()
+            return ids
+
+    def delete(self, ids) -> int:
+        """Delete vectors by id; durable when it returns. Returns the number deleted.
+
+        Raises
+        ------
+        NotFoundError
+            Some ids are not in the index (nothing is deleted then).
+        DuplicateIdError
+            An id repeats within the call.
+        """
+        with self._lock:
+            self._check_writable()
+            ids = as_ids(ids)
+            self._unique_ids(ids)
+            if ids.size == 0:
+                return 0
+            seg_idx, _ = self._locate(self._snap.segments, ids)
+            if np.any(seg_idx < 0):
+                missing = ids[seg_idx < 0]
+                raise NotFoundError(f"{missing.size} id(s) not in the index: {missing[:10].tolist()}; nothing deleted")
+            if self._wal is not None:
+                self._wal.append(_wal.OP_DELETE, ids.astype("<i8").tobytes())
+                self._dirty = True
+            self._apply_delete(ids, strict=True)
+            self._maybe_flush()
+            return int(ids.size)
+
+    def train(self, sample) -> "Index":
+        """Train the IVF partition now on ``sample`` (n, d) (n >= number of lists), instead of at the first
+        large enough ``add``. Vectors already in the index stay outside the lists (always scanned) until
+        :meth:`compact` re-files them (possible when vectors are stored). Fits the quantizer centre too if
+        nothing was ever added."""
+        with self._lock:
+            self._check_writable()
+            if not self._ivf:
+                raise InvalidInputError("this index is flat (ivf=False); there is nothing to train")
+            if self._snap.coarse is not None:
+                raise InvalidInputError("the IVF partition is already trained; it is never retrained")
+            x = self._vectors(sample, name="sample")
+            nlist = self._nlist or _ivf.auto_nlist(x.shape[0])
+            if x.shape[0] < nlist:
+                raise InvalidInputError(f"training {nlist} lists needs at least {nlist} vectors; got {x.shape[0]}")
+            fitted = self._maybe_fit_centre(x)
+            coarse = _ivf.Coarse(_ivf.kmeans(x, nlist, seed=self._seed))
+            self._snap = replace(self._snap, coarse=coarse)
+            if self._path is not None:
+                self._persist_state()
+            return self
+
+    def _maybe_fit_centre(self, x: np.ndarray) -> bool:
+        q = self._quantizer
+        if getattr(q, "centre_", None) is not None or self._next_id > 0 or len(self) > 0:
+            return False
+        if x.shape[0] >= FIT_MIN or getattr(q, "requires_fit", False):
+            q.fit(x)
+            return True
+        return False
+
+    def _prepare_codec(self, snap: _Snapshot, x: np.ndarray) -> _ivf.Coarse | None:
+        """Fit the centre (first add) and train the IVF partition (first large enough add); persist both
+        before any code that depends on them is logged."""
+        changed = self._maybe_fit_centre(x)
+        coarse = snap.coarse
+        if self._ivf and coarse is None:
+            total = len(self) + x.shape[0]
+            if total >= _ivf.train_threshold(self._nlist):
+                nlist = self._nlist or _ivf.auto_nlist(total)
+                sample = x
+                cap = _ivf.SAMPLE_PER_LIST * nlist
+                if x.shape[0] < cap and len(self):
+                    sample = np.vstack([x, self._decode_some(snap, cap - x.shape[0])])
+                coarse = _ivf.Coarse(_ivf.kmeans(sample, nlist, seed=self._seed))
+                self._snap = replace(self._snap, coarse=coarse)
+                changed = True
+        if changed and self._path is not None:
+            self._persist_state()
+        return coarse
+
+    def _decode_some(self, snap: _Snapshot, limit: int) -> np.ndarray:
+        """Up to ``limit`` reconstructed vectors of rows already stored (IVF training sample)."""
+        out, left = [], limit
+        for seg in snap.segments:
+            rows = np.flatnonzero(seg.live_mask()) if seg.deleted is not None else np.arange(seg.n)
+            rows = rows[:left]
+            if rows.size:
+                out.append(seg.vectors[rows].astype(np.float32) if seg.vectors is not None
+                           else self._quantizer.decode(seg.codes[rows]))
+                left -= rows.size
+            if left <= 0:
+                break
+        return np.vstack(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def _encode(self, x: np.ndarray, coarse) -> tuple[np.ndarray, np.ndarray]:
+        """(lists (n,) int32, codes (n, code_size) uint8) in the order of ``x``."""
+        q = self._quantizer
+        if coarse is None:
+            return np.full(x.shape[0], -1, dtype=np.int32), q.encode(x)
+        lists = coarse.assign(x)
+        codes = np.empty((x.shape[0], q.code_size), dtype=np.uint8)
+        order = np.argsort(lists, kind="stable")
+        sorted_lists = lists[order]
+        bounds = np.flatnonzero(np.diff(sorted_lists)) + 1
+        for rows in np.split(order, bounds):
+            codes[rows] = q.encode(x[rows], centre=coarse.centroids[lists[rows[0]]])
+        return lists, codes
+
+    def _apply_rows(self, table: pa.Table, *, replace_existing: bool) -> None:
+        """Append logged rows (and tombstone the rows they replace). Shared by writes and WAL replay."""
+        snap = self._snap
+        ids = st.int_column(table, st.ID, np.int64)
+        segments = list(snap.segments)
+        if replace_existing:
+            self._tombstone(segments, ids)
+        meta_names = [c for c in table.column_names if not c.startswith(md.RESERVED_PREFIX)]
+        schema, _ = md.merge_schema(snap.schema, table.select(meta_names) if meta_names else pa.table({}))
+        segments.append(from_table(table, code_size=self._quantizer.code_size, dim=self.dim))
+        segments = self._consolidate(segments)
+        if ids.size:
+            self._next_id = max(self._next_id, int(ids.max()) + 1)
+        self._snap = replace(self._snap, segments=tuple(segments), schema=schema)
+
+    def _apply_delete(self, ids: np.ndarray, *, strict: bool) -> None:
+        segments = list(self._snap.segments)
+        self._tombstone(segments, ids)
+        self._snap = replace(self._snap, segments=tuple(segments))
+
+    def _tombstone(self, segments: list, ids: np.ndarray) -> None:
+        seg_idx, rows = self._locate(segments, ids)
+        for si in np.unique(seg_idx[seg_idx >= 0]):
+            segments[si] = segments[si].with_deleted(rows[seg_idx == si])
+
+    def _consolidate(self, segments: list) -> list:
+        memory = [s for s in segments if s.file is None]
+        if len(memory) <= MAX_MEMORY_CHUNKS:
+            return segments
+        merged = concat(memory, code_size=self._quantizer.code_size, dim=self.dim)
+        return [s for s in segments if s.file is not None] + [merged]
+
+    def _maybe_flush(self) -> None:
+        if self._path is None:
+            return
+        memory_rows = sum(s.n for s in self._snap.segments if s.file is None)
+        if memory_rows >= self._flush_rows:
+            self._flush()
+
+    # ------------------------------------------------------------------ search
+    def search(self, queries, k, filter=None, nprobe=None, rerank=None, *, params: SearchParams | None = None) -> SearchResult:
+        """Top-``k`` most similar vectors of each query.
+
+        Parameters
+        ----------
+        queries : array-like of shape (m, d)
+            Always 2-D (a single query is ``q[None, :]``).
+        k : int > 0
+        filter : dict or pyarrow.compute.Expression, optional
+            Only vectors whose metadata match (see ``vqdb.index._filters``). ``k`` results are returned
+            whenever at least ``k`` vectors match, however selective the filter.
+        nprobe, rerank : optional
+            Per-call knobs (see :class:`SearchParams`); override ``params``, which overrides the index's
+            persisted ``default_params``.
+
+        Returns
+        -------
+        SearchResult
+            ``ids`` (m, k) int64, -1 padded; ``scores`` (m, k) float32, -inf padded. Higher is better:
+            inner product (``ip``), cosine (``cos``), ``-||q - x||^2`` (``l2sq``). With re-ranking the
+            scores are exact (from the stored vectors); otherwise they are the quantizer's estimates.
+        """
+        k = check_k(k)
+        if params is not None and not isinstance(params, SearchParams):
+            raise InvalidInputError(f"params must be a SearchParams; got {type(params).__name__}")
+        p = SearchParams(nprobe=nprobe, rerank=rerank).merged_over((params or SearchParams()).merged_over(self._defaults))
+        q = self._queries(queries)
+        snap = self._snap
+        expr = _filters.compile_filter(filter, snap.schema)
+        factor = p.rerank_factor()
+        if factor and self._store_vectors is None:
+            raise InvalidInputError("rerank needs the full vectors: create the index with store_vectors=True")
+        m = q.shape[0]
+        kk = k if not factor else max(k, int(math.ceil(k * factor)))
+        segments = snap.segments
+        allow = []
+        for seg in segments:
+            mask = seg.live_mask()
+            if expr is not None:
+                fm = _filters.evaluate(expr, md.align(seg.meta, snap.schema, seg.n))
+                mask = fm if mask is None else (mask & fm)
+            allow.append(mask)
+        n_rows = sum(s.n for s in segments)
+        n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(segments, allow))
+        ctx = _scan.ScanContext(self._quantizer, "l2sq" if self.metric == "l2sq" else "ip", snap.coarse,
+                                segments, allow, self._zero)
+        top = _scan.TopK(m, kk)
+        if m and n_allowed:
+            coarse = snap.coarse
+            nprobe_eff = None if coarse is None else (p.nprobe or _ivf.default_nprobe(coarse.nlist))
+            if coarse is not None and nprobe_eff < coarse.nlist:
+                probed = n_rows * nprobe_eff / coarse.nlist
+                if expr is not None and n_allowed <= 2 * probed:
+                    _scan.scan_subset(ctx, q, top)
+                else:
+                    _scan.scan_ivf(ctx, q, top, nprobe_eff, need=kk)
+            elif expr is not None and n_allowed <= n_rows // 4:
+                _scan.scan_subset(ctx, q, top)
+            else:
+                _scan.scan_flat(ctx, q, top)
+        scores = _scan.rerank(ctx, q, top.refs) if factor else top.scores
+        ids, scores, _ = _scan.finish(segments, scores, top.refs, k)
+        return SearchResult(ids, scores, self.metric)
+
+    # ------------------------------------------------------------------ reads
+    def get(self, ids, *, include_vectors: bool = True) -> Records:
+        """Vectors and metadata of ``ids`` (in the order given).
+
+        Raises
+        ------
+        NotFoundError
+            Some ids are not in the index.
+        """
+        ids = as_ids(ids)
+        snap = self._snap
+        seg_idx, rows = self._locate(snap.segments, ids)
+        if np.any(seg_idx < 0):
+            missing = ids[seg_idx < 0]
+            raise NotFoundError(f"{missing.size} id(s) not in the index: {missing[:10].tolist()}")
+        vectors = np.zeros((ids.size, self.dim), np.float32) if include_vectors else None
+        metadata: list = [None] * ids.size
+        for si in np.unique(seg_idx):
+            seg = snap.segments[si]
+            where = np.flatnonzero(seg_idx == si)
+            r = rows[where]
+            meta = md.align(md.take(seg.meta, r), snap.schema, r.size)
+            for j, d in zip(where, md.rows_as_dicts(meta, r.size)):
+                metadata[j] = d
+            if include_vectors:
+                vectors[where] = seg.vectors[r] if seg.vectors is not None else self._decode_rows(seg, r, snap.coarse)
+        return Records(ids, vectors, metadata, exact=self._store_vectors is not None)
+
+    def _decode_rows(self, seg: Segment, rows: np.ndarray, coarse) -> np.ndarray:
+        out = np.empty((rows.size, self.dim), np.float32)
+        lists = seg.lists[rows]
+        for j in np.unique(lists):
+            hit = lists == j
+            centre = None if j < 0 else coarse.centroids[j]
+            out[hit] = self._quantizer.decode(seg.codes[rows[hit]], centre=centre)
+        return out
+
+    def ids(self) -> np.ndarray:
+        """(n,) int64 ids of every vector in the index (in storage order)."""
+        parts = [s.ids if s.deleted is None else s.ids[~s.deleted] for s in self._snap.segments]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def stats(self) -> dict:
+        """Sizes and settings: counts, bytes per vector (codes + id + list + id-index overhead), IVF lists,
+        segments, memory and disk use, default search params."""
+        snap = self._snap
+        segs = snap.segments
+        n = len(self)
+        n_rows = sum(s.n for s in segs)
+        cs = self._quantizer.code_size
+        per = {"codes": cs, "id": 8, "list": 4, "id_index": 8}
+        if self._store_vectors:
+            per["vectors"] = self.dim * (2 if self._store_vectors == "float16" else 4)
+        per["metadata"] = round(sum(s.meta.nbytes for s in segs) / max(n_rows, 1), 2)
+        per["deleted_mask"] = round(sum(0 if s.deleted is None else s.n for s in segs) / max(n_rows, 1), 2)
+        per["total"] = round(sum(per.values()), 2)
+        out = {
+            "n": n, "dim": self.dim, "metric": self.metric,
+            "quantizer": {k: v for k, v in _quantizer_meta(self._quantizer).items() if k != "class"},
+            "code_size": cs, "bits_per_dim": round(cs * 8 / self.dim, 3),
+            "store_vectors": self._store_vectors,
+            "bytes_per_vector": per,
+            "rows_stored": n_rows, "rows_deleted": n_rows - n,
+            "segments": sum(1 for s in segs if s.file is not None),
+            "memory_rows": sum(s.n for s in segs if s.file is None),
+            "heap_bytes": int(sum(s.heap_bytes() for s in segs)),
+            "default_params": self._defaults.to_json(),
+            "metadata_fields": {f.name: str(f.type) for f in snap.schema},
+            "path": self._path, "read_only": self._read_only,
+        }
+        if self._ivf:
+            ivf = {"trained": snap.coarse is not None, "nlist": self.nlist}
+            if snap.coarse is not None:
+                sizes = np.zeros(snap.coarse.nlist + 1, np.int64)
+                for s in segs:
+                    live = s.lists if s.deleted is None else s.lists[~s.deleted]
+                    sizes += np.bincount(live + 1, minlength=snap.coarse.nlist + 1)
+                ivf.update(unassigned=int(sizes[0]), list_size_min=int(sizes[1:].min()), list_size_max=int(sizes[1:].max()),
+                           list_size_mean=round(float(sizes[1:].mean()), 2), default_nprobe=_ivf.default_nprobe(snap.coarse.nlist))
+            out["ivf"] = ivf
+        if self._path is not None:
+            files = st.referenced_files(self._manifest)
+            out["disk_bytes"] = int(sum(os.path.getsize(os.path.join(self._path, f)) for f in files
+                                        if os.path.exists(os.path.join(self._path, f))))
+            out["wal_bytes"] = 0 if self._wal is None else int(self._wal.size)
+            out["format_version"] = st.FORMAT_VERSION
+        return out
+
+    # ------------------------------------------------------------------ defaults
+    def set_default_params(self, params: SearchParams) -> None:
+        """Replace the default search knobs (persisted in the manifest right away)."""
+        if not isinstance(params, SearchParams):
+            raise InvalidInputError(f"params must be a SearchParams; got {type(params).__name__}")
+        with self._lock:
+            self._check_writable()
+            self._defaults = params
+            if self._path is not None:
+                self._write_manifest(self._manifest_with())
+
+    # ------------------------------------------------------------------ persistence
+    def _next_name(self, prefix: str, ext: str) -> str:
+        self._gen += 1
+        return f"{prefix}-{self._gen:06d}.{ext}"
+
+    def _state_arrays(self) -> dict:
+        arrays = {f"quantizer/{k}": np.asarray(v) for k, v in self._quantizer.state_dict()["arrays"].items()}
+        if getattr(self._quantizer, "centre_", None) is not None:
+            arrays["index/centre"] = np.asarray(self._quantizer.centre_, np.float32)
+        if self._snap.coarse is not None:
+            arrays["index/centroids"] = self._snap.coarse.centroids
+        return arrays
+
+    def _manifest_with(self, **changes) -> dict:
+        snap = self._snap
+        base = dict(self._manifest or {})
+        base.update({
+            "format": st.FORMAT, "format_version": st.FORMAT_VERSION, "vqdb_version": __version__,
+            "dim": self.dim, "metric": self.metric, "code_size": self._quantizer.code_size,
+            "quantizer": _quantizer_meta(self._quantizer),
+            "ivf": None if not self._ivf else {"nlist": self._nlist, "trained": snap.coarse is not None},
+            "store_vectors": self._store_vectors, "default_params": self._defaults.to_json(),
+            "options": {"flush_rows": self._flush_rows, "seed": self._seed},
+            "metadata_schema": st.schema_to_json(snap.schema),
+            "next_id": int(self._next_id),
+        })
+        base.update(changes)
+        base["generation"] = int(self._gen)
+        return base
+
+    def _write_manifest(self, manifest: dict) -> None:
+        st.write_manifest(self._path, manifest)
+        self._manifest = manifest
+
+    def _persist_state(self) -> None:
+        """Write the quantizer/centre/centroid arrays to a new state file and point the manifest at it."""
+        old = self._manifest.get("state_file")
+        name = self._next_name("state", "arrow")
+        st.write_arrays(os.path.join(self._path, name), self._state_arrays())
+        self._write_manifest(self._manifest_with(state_file=name))
+        if old and old != name:
+            _remove_quietly(os.path.join(self._path, old))
+
+    def _create_dir(self, root: str) -> None:
+        if os.path.exists(os.path.join(root, st.MANIFEST)):
+            raise InvalidInputError(f"{root!r} already holds an index; open it with vqdb.open({root!r})")
+        os.makedirs(root, exist_ok=True)
+        self._path = root
+        self._dirlock = st.DirLock(root)
+        try:
+            self._write_snapshot_files(segments_file=None)
+        except BaseException:
+            self._dirlock.release()
+            self._dirlock = None
+            self._path = None
+            raise
+
+    def _write_snapshot_files(self, *, segments_file) -> None:
+        """Fresh state + WAL + manifest for a new directory (optionally with one segment already written)."""
+        state = self._next_name("state", "arrow")
+        st.write_arrays(os.path.join(self._path, state), self._state_arrays())
+        wal = self._next_name("wal", "log")
+        _wal.create(os.path.join(self._path, wal))
+        segments = [] if segments_file is None else [segments_file]
+        self._write_manifest(self._manifest_with(state_file=state, wal_file=wal, segments=segments, deletes_file=None))
+        self._wal = _wal.WalWriter(os.path.join(self._path, wal))
+
+    def _flush(self) -> None:
+        """Write the in-memory rows into a new segment, persist the tombstones, start a fresh WAL."""
+        snap = self._snap
+        old_manifest = self._manifest
+        disk = [s for s in snap.segments if s.file is not None]
+        memory = [s for s in snap.segments if s.file is None]
+        entries = list(old_manifest["segments"])
+        if memory and sum(s.n_live for s in memory):
+            table = concat(memory, code_size=self._quantizer.code_size, dim=self.dim).to_table()
+            name = self._next_name("seg", "arrow")
+            size = st.write_table_file(os.path.join(self._path, name), table)
+            disk.append(from_table(st.map_table_file(os.path.join(self._path, name)), code_size=self._quantizer.code_size,
+                                   dim=self.dim, file=name, sort=False))
+            entries.append({"file": name, "rows": int(table.num_rows), "bytes": int(size)})
+        deletes = self._write_deletes(disk)
+        wal = self._next_name("wal", "log")
+        _wal.create(os.path.join(self._path, wal))
+        self._write_manifest(self._manifest_with(segments=entries, deletes_file=deletes, wal_file=wal))
+        self._snap = replace(snap, segments=tuple(disk))
+        self._swap_wal(wal)
+        for key in ("deletes_file",):
+            if old_manifest.get(key) and old_manifest[key] != self._manifest.get(key):
+                _remove_quietly(os.path.join(self._path, old_manifest[key]))
+        self._dirty = False
+
+    def _write_deletes(self, disk: list) -> str | None:
+        names, rows = [], []
+        for s in disk:
+            if s.deleted is not None and s.n_deleted:
+                r = np.flatnonzero(s.deleted)
+                names.extend([s.file] * r.size)
+                rows.append(r)
+        if not rows:
+            return None
+        name = self._next_name("del", "arrow")
+        st.write_table_file(os.path.join(self._path, name),
+                            pa.table({"segment": pa.array(names, pa.string()), "row": pa.array(np.concatenate(rows), pa.int64())}))
+        return name
+
+    def _swap_wal(self, new_wal: str) -> None:
+        old = self._wal
+        self._wal = _wal.WalWriter(os.path.join(self._path, new_wal))
+        if old is not None:
+            old.close()
+            if old.path != self._wal.path:
+                _remove_quietly(old.path)
+
+    def save(self, path=None) -> None:
+        """Make the index durable as segments.
+
+        A stored index (``path`` given at creation or ``vqdb.open``) flushes its in-memory rows and tombstones
+        into a segment (its writes were already durable through the WAL). An in-memory index needs ``path``:
+        it is written there and stays attached to that directory (later writes go to its WAL).
+        """
+        with self._lock:
+            self._check_writable()
+            if self._path is None:
+                if path is None:
+                    raise InvalidInputError("this index lives in memory; call save(path) with a directory")
+                root = os.fspath(path)
+                if os.path.exists(os.path.join(root, st.MANIFEST)):
+                    raise InvalidInputError(f"{root!r} already holds an index; open it with vqdb.open({root!r})")
+                os.makedirs(root, exist_ok=True)
+                self._path = root
+                self._dirlock = st.DirLock(root)
+                self._compact_into_dir(fresh=True)
+                return
+            if path is not None and os.path.abspath(os.fspath(path)) != os.path.abspath(self._path):
+                raise InvalidInputError(f"this index is stored at {self._path!r}; use export(path) to copy it elsewhere")
+            if self._dirty or any(s.file is None for s in self._snap.segments):
+                self._flush()
+
+    def export(self, path) -> None:
+        """Write a compacted, self-contained copy of the index to a new directory ``path`` (a snapshot).
+        The index itself is unchanged and keeps its own directory."""
+        root = os.fspath(path)
+        if os.path.exists(os.path.join(root, st.MANIFEST)):
+            raise InvalidInputError(f"{root!r} already holds an index")
+        with self._lock:
+            snap = self._snap
+            copy = Index.__new__(Index)
+            copy._setup(dim=self.dim, metric=self.metric, quantizer=self._quantizer, ivf=self._ivf, nlist=self._nlist,
+                        store_vectors=self._store_vectors, defaults=self._defaults, flush_rows=self._flush_rows, seed=self._seed)
+            copy._snap = snap
+            copy._next_id = self._next_id
+        os.makedirs(root, exist_ok=True)
+        copy._path = root
+        copy._dirlock = st.DirLock(root)
+        try:
+            copy._compact_into_dir(fresh=True)
+        finally:
+            copy.close()
+
+    def compact(self) -> None:
+        """Merge all segments and in-memory rows into one segment without the deleted rows, atomically
+        (new segment and manifest written and fsynced, then the manifest renamed; old files removed after).
+        Rows added before the IVF partition was trained are filed into their lists when vectors are stored.
+        Searches keep running meanwhile. Needs memory for one copy of the live rows."""
+        with self._lock:
+            self._check_writable()
+            if self._path is None:
+                merged = self._merged_segment(self._snap)
+                self._snap = replace(self._snap, segments=(merged,) if merged.n else ())
+                return
+            self._compact_into_dir(fresh=False)
+
+    def _merged_segment(self, snap: _Snapshot) -> Segment:
+        merged = concat(list(snap.segments), code_size=self._quantizer.code_size, dim=self.dim) if snap.segments \
+            else from_table(build_table(np.zeros(0, np.int64), np.zeros(0, np.int32),
+                                        np.zeros((0, self._quantizer.code_size), np.uint8),
+                                        None if self._store_vectors is None else np.zeros((0, self.dim), self._store_vectors),
+                                        pa.table({})), code_size=self._quantizer.code_size, dim=self.dim)
+        coarse = snap.coarse
+        if coarse is not None and merged.vectors is not None and merged.n and merged.lists[0] < 0:
+            unassigned = np.flatnonzero(merged.lists < 0)
+            x = merged.vectors[unassigned].astype(np.float32)
+            lists, codes = self._encode(x, coarse)
+            all_lists, all_codes = merged.lists.copy(), merged.codes.copy()
+            all_lists[unassigned], all_codes[unassigned] = lists, codes
+            merged = from_table(build_table(merged.ids, all_lists, all_codes, merged.vectors, merged.meta),
+                                code_size=self._quantizer.code_size, dim=self.dim)
+        return merged
+
+    def _compact_into_dir(self, *, fresh: bool) -> None:
+        snap = self._snap
+        old_manifest = None if fresh else self._manifest
+        merged = self._merged_segment(snap)
+        entries, segments = [], []
+        if merged.n:
+            name = self._next_name("seg", "arrow")
+            fpath = os.path.join(self._path, name)
+            size = st.write_table_file(fpath, merged.to_table())
+            segments.append(from_table(st.map_table_file(fpath), code_size=self._quantizer.code_size, dim=self.dim,
+                                       file=name, sort=False))
+            entries.append({"file": name, "rows": merged.n, "bytes": int(size)})
+        state = self._manifest.get("state_file") if (old_manifest and self._manifest) else None
+        if state is None:
+            state = self._next_name("state", "arrow")
+            st.write_arrays(os.path.join(self._path, state), self._state_arrays())
+        wal = self._next_name("wal", "log")
+        _wal.create(os.path.join(self._path, wal))
+        self._write_manifest(self._manifest_with(segments=entries, deletes_file=None, wal_file=wal, state_file=state))
+        self._snap = replace(snap, segments=tuple(segments))
+        self._swap_wal(wal)
+        st.remove_unreferenced(self._path, self._manifest)
+        self._dirty = False
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def open_index(path, *, read_only: bool = False) -> Index:
+    """Open an index directory (``vqdb.open``). See :meth:`Index.open`."""
+    return Index.open(path, read_only=read_only)
