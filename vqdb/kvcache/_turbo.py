@@ -1,0 +1,347 @@
+"""Torch codecs of the rotation-based quantizers: TurboQuant (mse / scaled / prod), QJL and PolarQuant.
+
+The math follows the NumPy reference quantizers of :mod:`vqdb.quantizers` exactly — rotations, sketches
+and codebooks are *taken from* those objects (see :mod:`vqdb.kvcache.codecs`), never re-derived — but the
+codes are laid out for a KV cache: packed indices/sign bits as uint8 tensors and the per-vector floats
+(norm, scale, residual norm, block radii) as separate small tensors in ``side_dtype`` (float16 by
+default, as QJL's and KIVI's KV paths store them).
+
+Scoring works in the codec's own coordinates: the query is rotated (and sketched) once, each stored
+vector is expanded to its codebook values with a byte lookup table (a "decoded tile", never rotated
+back), and a matmul gives all inner products. The attention output is accumulated in the same rotated
+coordinates and rotated back once per query row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import InvalidInputError
+from ..kernels import torch_ops as ops
+from ._codec_base import Codes, KVCodec
+
+__all__ = ["TurboCodec", "QJLCodec", "PolarCodec", "FloatCodec"]
+
+_FP16_MAX = 65504.0
+
+
+def _side(x: torch.Tensor, dtype: torch.dtype, what: str) -> torch.Tensor:
+    out = x.to(dtype)
+    if dtype == torch.float16 and x.numel() and bool((x.abs() > _FP16_MAX).any()):
+        raise InvalidInputError(f"a {what} exceeds the float16 range; build the cache with side_dtype=torch.float32")
+    return out
+
+
+def _norms(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(norms (...,), unit vectors (..., d)); zero vectors stay zero."""
+    n = torch.linalg.vector_norm(x, dim=-1)
+    safe = torch.where(n > 0, n, torch.ones_like(n))
+    return n, x / safe.unsqueeze(-1)
+
+
+class FloatCodec(KVCodec):
+    """Stores vectors as floats of ``dtype`` (float16 by default): the 16-bit baseline and escape hatch."""
+
+    def __init__(self, dim: int, dtype: torch.dtype = torch.float16) -> None:
+        super().__init__()
+        self.dim, self.dtype = dim, dtype
+        self.kind = f"float{torch.empty((), dtype=dtype).element_size() * 8}"
+
+    def state_tensors(self):
+        return {}
+
+    def _with_state(self, state):
+        return self
+
+    @property
+    def code_bytes(self) -> int:
+        return self.dim * torch.empty((), dtype=self.dtype).element_size()
+
+    def encode(self, x):
+        return {"x": x.to(self.dtype)}
+
+    def decode(self, codes):
+        return codes["x"].float()
+
+    def prepare(self, queries):
+        return queries.float()
+
+    def score(self, prepared, codes):
+        return ops.scores_from_tile(prepared, codes["x"].float())
+
+    def weighted_sum(self, weights, codes):
+        return ops.weighted_tile_sum(weights.float(), codes["x"].float())
+
+
+class TurboCodec(KVCodec):
+    """TurboQuant codes (arXiv 2504.19874) for KV vectors.
+
+    Parameters
+    ----------
+    rotation : Tensor (d, d) float32 — orthogonal Π; rotated coordinates are ``y = Π u``, ``u = x / ||x||``
+    centroids, boundaries : Tensor (2**b,), (2**b - 1,) float32 — Lloyd–Max codebook of a unit-vector coordinate
+        in R^d (``vqdb.quantizers._codebooks.lloyd_max(b, d)``) for the ``b`` MSE bits
+    variant : {"mse", "scaled", "prod"}
+        ``mse``: x̂ = ||x|| Πᵀ c[idx]. ``scaled``: the stored factor is ``||x||² / <x, Πᵀ c[idx]>`` instead of
+        ``||x||`` (removes the 1 - D_mse shrinkage of inner products). ``prod``: the MSE stage has ``b`` =
+        bits - 1 and the residual ``r = y - c[idx]`` gets 1-bit QJL with an orthogonal sketch ``S`` (d × d,
+        orthonormal rows): ``x̂ = ||x|| Πᵀ (c[idx] + sqrt(pi/2)/sqrt(d) · ||r|| · Sᵀ sign(S r))`` (unbiased).
+    sketch : Tensor (d, d) float32, required for ``prod``
+    side_dtype : torch dtype of the per-vector floats (float16 default)
+    """
+
+    def __init__(
+        self,
+        rotation: torch.Tensor,
+        centroids: torch.Tensor,
+        boundaries: torch.Tensor,
+        *,
+        variant: str = "mse",
+        sketch: torch.Tensor | None = None,
+        side_dtype: torch.dtype = torch.float16,
+    ) -> None:
+        super().__init__()
+        self.rotation = rotation.float()
+        self.centroids = centroids.float()
+        self.boundaries = boundaries.float()
+        self.sketch = None if sketch is None else sketch.float()
+        self.variant = variant
+        self.side_dtype = side_dtype
+        self.dim = int(rotation.shape[0])
+        self.mse_bits = int(round(math.log2(self.centroids.numel())))
+        if variant == "prod" and self.sketch is None:
+            raise InvalidInputError("TurboCodec(variant='prod') needs a sketch")
+        self.bits = self.mse_bits + (1 if variant == "prod" else 0)
+        self.kind = f"turbo-{variant}{self.bits}"
+        self._qjl_scale = math.sqrt(math.pi / 2) / math.sqrt(self.dim)
+        self._signs = torch.tensor([-1.0, 1.0], device=self.rotation.device)
+
+    def state_tensors(self):
+        out = {"rotation": self.rotation, "centroids": self.centroids, "boundaries": self.boundaries}
+        if self.sketch is not None:
+            out["sketch"] = self.sketch
+        return out
+
+    def _with_state(self, state):
+        return TurboCodec(
+            state["rotation"], state["centroids"], state["boundaries"], variant=self.variant, sketch=state.get("sketch"), side_dtype=self.side_dtype
+        )
+
+    @property
+    def code_bytes(self) -> int:
+        side = torch.empty((), dtype=self.side_dtype).element_size()
+        n = ops.packed_size(self.dim, self.mse_bits)
+        if self.variant == "prod":
+            return n + ops.packed_size(self.dim, 1) + 2 * side
+        return n + side
+
+    # ---- encode / decode -------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> Codes:
+        x = x.float()
+        norm, u = _norms(x)
+        y = u @ self.rotation.T
+        idx = ops.bucketize(y, self.boundaries)
+        c = self.centroids[idx]
+        out = {"idx": ops.pack_bits(idx, self.mse_bits)}
+        if self.variant == "scaled":
+            dot = (y * c).sum(-1)
+            safe = torch.where(dot > 0, dot, torch.ones_like(dot))
+            scale = torch.where(dot > 0, norm / safe, norm)
+            out["norm"] = _side(scale, self.side_dtype, "scale").unsqueeze(-1)
+        else:
+            out["norm"] = _side(norm, self.side_dtype, "norm").unsqueeze(-1)
+        if self.variant == "prod":
+            r = y - c
+            out["signs"] = ops.pack_bits(ops.sign_bits(r @ self.sketch.T), 1)
+            out["rnorm"] = _side(torch.linalg.vector_norm(r, dim=-1), self.side_dtype, "residual norm").unsqueeze(-1)
+        return out
+
+    def _tile(self, codes: Codes) -> torch.Tensor:
+        """Unit-scale reconstruction in rotated coordinates (..., n, d), MSE part only."""
+        return ops.decode_packed(codes["idx"], self.centroids, self.mse_bits, self.dim)
+
+    def _signs_tile(self, codes: Codes) -> torch.Tensor:
+        return ops.decode_packed(codes["signs"], self._signs.to(self.rotation.device), 1, self.dim)
+
+    def decode_rotated(self, codes: Codes) -> torch.Tensor:
+        """x̂ in rotated coordinates (Π x̂), (..., d) float32."""
+        y = self._tile(codes)
+        if self.variant == "prod":
+            y = y + (self._qjl_scale * codes["rnorm"].float()) * (self._signs_tile(codes) @ self.sketch)
+        return y * codes["norm"].float()
+
+    def decode(self, codes: Codes) -> torch.Tensor:
+        return self.decode_rotated(codes) @ self.rotation
+
+    # ---- scoring ---------------------------------------------------------------------------
+    def prepare(self, queries: torch.Tensor):
+        qr = queries.float() @ self.rotation.T
+        if self.variant == "prod":
+            return qr, qr @ self.sketch.T
+        return qr, None
+
+    def score(self, prepared, codes: Codes) -> torch.Tensor:
+        qr, qs = prepared
+        s = ops.scores_from_tile(qr, self._tile(codes))
+        if self.variant == "prod":
+            s = s + ops.scores_from_tile(qs, self._signs_tile(codes), self._qjl_scale * codes["rnorm"].float().squeeze(-1))
+        return s * codes["norm"].float().squeeze(-1).unsqueeze(-2)
+
+    def weighted_sum(self, weights: torch.Tensor, codes: Codes) -> torch.Tensor:
+        w = weights.float() * codes["norm"].float().squeeze(-1).unsqueeze(-2)
+        acc = ops.weighted_tile_sum(w, self._tile(codes))
+        if self.variant == "prod":
+            acc = acc + ops.weighted_tile_sum(w, self._signs_tile(codes), self._qjl_scale * codes["rnorm"].float().squeeze(-1)) @ self.sketch
+        return acc @ self.rotation
+
+    def describe(self):
+        out = super().describe()
+        out.update(variant=self.variant, bits=self.bits)
+        return out
+
+
+class QJLCodec(KVCodec):
+    """QJL (arXiv 2406.03482): ``m`` sign bits of ``S x`` plus ``||x||``.
+
+    Parameters
+    ----------
+    sketch : Tensor (m, d) float32 — JL matrix (rows orthogonalised in blocks, row norm ≈ sqrt(d))
+    scale : float — estimator constant; ``<q, x> ≈ scale · ||x|| · <S q, sign(S x)>`` (``sqrt(pi/2)/m`` for QJL)
+    side_dtype : torch dtype of the norm
+    """
+
+    def __init__(self, sketch: torch.Tensor, scale: float, *, side_dtype: torch.dtype = torch.float16) -> None:
+        super().__init__()
+        self.sketch = sketch.float()
+        self.scale = float(scale)
+        self.side_dtype = side_dtype
+        self.m, self.dim = int(sketch.shape[0]), int(sketch.shape[1])
+        self.kind = f"qjl{self.m}"
+        self._signs = torch.tensor([-1.0, 1.0], device=self.sketch.device)
+
+    def state_tensors(self):
+        return {"sketch": self.sketch}
+
+    def _with_state(self, state):
+        return QJLCodec(state["sketch"], self.scale, side_dtype=self.side_dtype)
+
+    @property
+    def code_bytes(self) -> int:
+        return ops.packed_size(self.m, 1) + torch.empty((), dtype=self.side_dtype).element_size()
+
+    def encode(self, x):
+        x = x.float()
+        norm = torch.linalg.vector_norm(x, dim=-1)
+        return {"signs": ops.pack_bits(ops.sign_bits(x @ self.sketch.T), 1), "norm": _side(norm, self.side_dtype, "norm").unsqueeze(-1)}
+
+    def _tile(self, codes):
+        return ops.decode_packed(codes["signs"], self._signs, 1, self.m)
+
+    def decode(self, codes):
+        return (self._tile(codes) @ self.sketch) * (self.scale * codes["norm"].float())
+
+    def prepare(self, queries):
+        return queries.float() @ self.sketch.T
+
+    def score(self, prepared, codes):
+        return ops.scores_from_tile(prepared, self._tile(codes), self.scale * codes["norm"].float().squeeze(-1))
+
+    def weighted_sum(self, weights, codes):
+        return ops.weighted_tile_sum(weights.float(), self._tile(codes), self.scale * codes["norm"].float().squeeze(-1)) @ self.sketch
+
+    def describe(self):
+        out = super().describe()
+        out.update(sketch_dim=self.m)
+        return out
+
+
+class PolarCodec(KVCodec):
+    """PolarQuant (arXiv 2502.02617): rotation, recursive polar transform over blocks of ``2**levels``
+    coordinates, per-level Lloyd–Max angle codebooks, one radius per block.
+
+    Parameters
+    ----------
+    rotation : Tensor (d, d) float32, d a multiple of ``2**levels``
+    level_centroids, level_boundaries : lists (one per level) of Tensor (2**b_l,), (2**b_l - 1,) float32 — angle
+        codebooks (``vqdb.quantizers._codebooks.angle_codebook(level, b_l)``); level 1 angles lie in [0, 2π)
+    side_dtype : torch dtype of the block radii
+    """
+
+    def __init__(self, rotation, level_centroids, level_boundaries, *, side_dtype: torch.dtype = torch.float16) -> None:
+        super().__init__()
+        self.rotation = rotation.float()
+        self.level_centroids = [c.float() for c in level_centroids]
+        self.level_boundaries = [b.float() for b in level_boundaries]
+        self.levels = len(self.level_centroids)
+        self.level_bits = [int(round(math.log2(c.numel()))) for c in self.level_centroids]
+        self.dim = int(rotation.shape[0])
+        self.block = 2**self.levels
+        if self.dim % self.block:
+            raise InvalidInputError(f"PolarQuant needs dim divisible by 2**levels = {self.block}; got {self.dim}")
+        self.n_blocks = self.dim // self.block
+        self.side_dtype = side_dtype
+        self.kind = "polar" + "-".join(str(b) for b in self.level_bits)
+        self._cos = [torch.cos(c) for c in self.level_centroids]
+        self._sin = [torch.sin(c) for c in self.level_centroids]
+
+    def state_tensors(self):
+        out = {"rotation": self.rotation}
+        for i, (c, b) in enumerate(zip(self.level_centroids, self.level_boundaries)):
+            out[f"c{i}"], out[f"b{i}"] = c, b
+        return out
+
+    def _with_state(self, state):
+        cs = [state[f"c{i}"] for i in range(self.levels)]
+        bs = [state[f"b{i}"] for i in range(self.levels)]
+        return PolarCodec(state["rotation"], cs, bs, side_dtype=self.side_dtype)
+
+    def _n_angles(self, level: int) -> int:
+        return self.dim >> (level + 1)  # level index 0 -> d/2 angles
+
+    @property
+    def code_bytes(self) -> int:
+        side = torch.empty((), dtype=self.side_dtype).element_size()
+        return sum(ops.packed_size(self._n_angles(i), b) for i, b in enumerate(self.level_bits)) + self.n_blocks * side
+
+    def encode(self, x):
+        y = x.float() @ self.rotation.T
+        out = {}
+        r = y
+        for i in range(self.levels):
+            a, b = r[..., 0::2], r[..., 1::2]
+            ang = torch.atan2(b, a)
+            if i == 0:
+                ang = torch.remainder(ang, 2 * math.pi)
+            idx = ops.bucketize(ang, self.level_boundaries[i])
+            out[f"a{i}"] = ops.pack_bits(idx, self.level_bits[i])
+            r = torch.sqrt(a * a + b * b)
+        out["radius"] = _side(r, self.side_dtype, "radius")
+        return out
+
+    def decode_rotated(self, codes):
+        r = codes["radius"].float()
+        for i in range(self.levels - 1, -1, -1):
+            n = self._n_angles(i)
+            cos = ops.decode_packed(codes[f"a{i}"], self._cos[i], self.level_bits[i], n)
+            sin = ops.decode_packed(codes[f"a{i}"], self._sin[i], self.level_bits[i], n)
+            r = torch.stack([r * cos, r * sin], dim=-1).reshape(*r.shape[:-1], 2 * n)
+        return r
+
+    def decode(self, codes):
+        return self.decode_rotated(codes) @ self.rotation
+
+    def prepare(self, queries):
+        return queries.float() @ self.rotation.T
+
+    def score(self, prepared, codes):
+        return ops.scores_from_tile(prepared, self.decode_rotated(codes))
+
+    def weighted_sum(self, weights, codes):
+        return ops.weighted_tile_sum(weights.float(), self.decode_rotated(codes)) @ self.rotation
+
+    def describe(self):
+        out = super().describe()
+        out.update(level_bits=self.level_bits)
+        return out

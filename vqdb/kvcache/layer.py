@@ -1,0 +1,471 @@
+"""`CompressedKVLayer`: one attention layer's compressed KV cache, framework-free (torch tensors, CPU or CUDA).
+
+Storage. Keys and values arrive as ``[batch, kv_heads, tokens, head_dim]``. The most recent tokens stay in
+full precision (the *window*); when the window holds ``residual_length + flush_block`` tokens or more, the
+oldest ones leave it and are encoded, **once**, by the key and value codecs, and appended to the code
+store (append-only: codes are never decoded and re-encoded). A freshly appended chunk is first attended
+in full precision, so a prefill attends exactly, and a decode step sees exact values for the window.
+
+Outlier channels. When a codec is a :class:`~vqdb.kvcache._codec_base.SplitCodec` (fractional bits, QJL
+outlier sketch), the layer picks, for each (batch row, head), the ``n_hi`` channels with the largest energy
+among the first tokens it encodes, and permutes every stored vector (and every query) so those channels
+come first. The permutation is stored per (row, head) as int16 and counted in :meth:`memory_bytes`.
+
+Attention. :meth:`attend` scores queries against the key codes directly (the codec rotates or sketches
+the query once; no key is reconstructed in the original space), concatenates exact scores against the
+full-precision tail, applies the mask and softmax, and applies the weights to the value codes (again in
+the codec's own coordinates, rotated back once per query). :meth:`materialize` returns dequantized
+keys/values for runtimes that run their own attention (the Hugging Face *compat* mode). Both paths give
+the same result up to float rounding. Grouped-query attention: query head ``h`` uses KV head
+``h // (q_heads // kv_heads)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import DimensionMismatchError, InvalidInputError
+from ._codec_base import Codes, KVCodec, SplitCodec
+
+__all__ = ["CompressedKVLayer", "AppendResult"]
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What the current queries must attend to after :meth:`CompressedKVLayer.append`.
+
+    Attributes
+    ----------
+    n_codes : int
+        Number of encoded tokens visible to this step (the codes that existed *before* the append).
+    keys, values : Tensor [batch, kv_heads, n_fp, head_dim]
+        The full-precision tail in time order: the previous window followed by the appended tokens.
+        ``n_codes + n_fp`` is the total length the queries attend to.
+    """
+
+    n_codes: int
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+def _cat_codes(a: Codes | None, b: Codes) -> Codes:
+    if a is None:
+        return b
+    return {k: torch.cat([a[k], b[k]], dim=2) for k in b}
+
+
+def _slice_codes(codes: Codes, start: int, stop: int) -> Codes:
+    return {k: v[:, :, start:stop] for k, v in codes.items()}
+
+
+def _nbytes(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.numel() * t.element_size()
+
+
+class CompressedKVLayer:
+    """Compressed keys and values of one attention layer.
+
+    Parameters
+    ----------
+    key_codec, value_codec : KVCodec
+        Codecs of width ``head_dim`` (see :func:`vqdb.kvcache.make_codec`). They are shared, immutable
+        objects; the layer moves them to the data's device on first use.
+    residual_length : int >= 0, default 128
+        Minimum number of most recent tokens kept in full precision.
+    flush_block : int >= 1, default 32
+        Tokens leave the window in blocks: a flush happens when the window reaches
+        ``residual_length + flush_block`` tokens and encodes all but the last ``residual_length``.
+        ``1`` keeps the window at exactly ``residual_length`` tokens.
+    tile_tokens : int >= 1, default 8192
+        Codes are scored and decoded in tiles of this many tokens to bound temporary memory.
+
+    Notes
+    -----
+    Shapes: keys/values ``[B, H_kv, T, D]``; queries ``[B, H_q, q_len, D]`` with ``H_q`` a multiple of
+    ``H_kv``. Scores are computed in float32; outputs are returned in the dtype of the queries (attend)
+    or of the appended keys (materialize).
+    """
+
+    def __init__(
+        self,
+        key_codec: KVCodec,
+        value_codec: KVCodec,
+        *,
+        residual_length: int = 128,
+        flush_block: int = 32,
+        tile_tokens: int = 8192,
+    ) -> None:
+        if not isinstance(key_codec, KVCodec) or not isinstance(value_codec, KVCodec):
+            raise InvalidInputError("key_codec and value_codec must be KVCodec instances (see vqdb.kvcache.make_codec)")
+        if key_codec.dim != value_codec.dim:
+            raise DimensionMismatchError(f"key and value codecs have different widths: {key_codec.dim} vs {value_codec.dim}")
+        for name, value, lo in (("residual_length", residual_length, 0), ("flush_block", flush_block, 1), ("tile_tokens", tile_tokens, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise InvalidInputError(f"{name} must be an integer >= {lo}; got {value!r}")
+        self.key_codec = key_codec
+        self.value_codec = value_codec
+        self.head_dim = key_codec.dim
+        self.residual_length = residual_length
+        self.flush_block = flush_block
+        self.tile_tokens = tile_tokens
+        self.reset()
+
+    # ------------------------------------------------------------------------------------------
+    # state
+    # ------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Drop every token, code and outlier permutation (the codecs are kept)."""
+        self._key_codes: Codes | None = None
+        self._value_codes: Codes | None = None
+        self._n_codes = 0
+        self._win_k: torch.Tensor | None = None
+        self._win_v: torch.Tensor | None = None
+        self._perm_k: torch.Tensor | None = None
+        self._perm_v: torch.Tensor | None = None
+        self.dtype: torch.dtype | None = None
+        self.device: torch.device | None = None
+
+    @property
+    def n_codes(self) -> int:
+        """Number of encoded tokens."""
+        return self._n_codes
+
+    @property
+    def window_length(self) -> int:
+        """Number of full-precision tokens."""
+        return 0 if self._win_k is None else self._win_k.shape[2]
+
+    @property
+    def seq_length(self) -> int:
+        """Total number of tokens held (encoded + full precision)."""
+        return self._n_codes + self.window_length
+
+    @property
+    def batch_size(self) -> int:
+        t = self._win_k if self._win_k is not None else (next(iter(self._key_codes.values())) if self._key_codes else None)
+        return 0 if t is None else t.shape[0]
+
+    def _tensors(self) -> list[torch.Tensor]:
+        out = [t for t in (self._win_k, self._win_v, self._perm_k, self._perm_v) if t is not None]
+        for codes in (self._key_codes, self._value_codes):
+            if codes:
+                out.extend(codes.values())
+        return out
+
+    def memory_bytes(self) -> int:
+        """Bytes held by this layer: codes + side data + full-precision window + outlier permutations.
+
+        The codecs' fixed state (rotations, sketches) is shared between layers and not included; see
+        ``key_codec.state_bytes``.
+        """
+        return sum(_nbytes(t) for t in self._tensors())
+
+    def code_bytes_per_token(self) -> int:
+        """Bytes one encoded token costs in this layer, over all batch rows and heads."""
+        if self._win_k is None and not self._key_codes:
+            return 0
+        b, h = self._shape_bh()
+        return b * h * (self.key_codec.code_bytes + self.value_codec.code_bytes)
+
+    def _shape_bh(self) -> tuple[int, int]:
+        if self._win_k is not None:
+            return self._win_k.shape[0], self._win_k.shape[1]
+        t = next(iter(self._key_codes.values()))
+        return t.shape[0], t.shape[1]
+
+    # ------------------------------------------------------------------------------------------
+    # appending and encoding
+    # ------------------------------------------------------------------------------------------
+    def append(self, keys: torch.Tensor, values: torch.Tensor) -> AppendResult:
+        """Add tokens; encode those that leave the full-precision window.
+
+        Parameters
+        ----------
+        keys, values : Tensor [B, H_kv, T, D]
+            Same shape; ``D`` equals the codecs' width; batch and heads match earlier appends.
+
+        Returns
+        -------
+        AppendResult
+            The encoded prefix length visible to the current queries and the full-precision tail
+            (previous window + these tokens) they attend to exactly.
+        """
+        self._check_kv(keys, values)
+        if self.dtype is None:
+            self.dtype, self.device = keys.dtype, keys.device
+        n_before = self._n_codes
+        tail_k = keys if self._win_k is None else torch.cat([self._win_k, keys.to(self._win_k.dtype)], dim=2)
+        tail_v = values if self._win_v is None else torch.cat([self._win_v, values.to(self._win_v.dtype)], dim=2)
+        n_tail = tail_k.shape[2]
+        if n_tail >= self.residual_length + self.flush_block:
+            n_flush = n_tail - self.residual_length
+            self._encode(tail_k[:, :, :n_flush], tail_v[:, :, :n_flush])
+            self._win_k = tail_k[:, :, n_flush:].clone()
+            self._win_v = tail_v[:, :, n_flush:].clone()
+        else:
+            self._win_k, self._win_v = tail_k, tail_v
+        return AppendResult(n_before, tail_k, tail_v)
+
+    def _check_kv(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
+            raise InvalidInputError("keys and values must be torch tensors")
+        if keys.dim() != 4 or keys.shape != values.shape:
+            raise DimensionMismatchError(
+                f"keys and values must both have shape [batch, kv_heads, tokens, head_dim]; got {tuple(keys.shape)} and {tuple(values.shape)}"
+            )
+        if keys.shape[-1] != self.head_dim:
+            raise DimensionMismatchError(f"head_dim is {keys.shape[-1]}; this layer's codecs expect {self.head_dim}")
+        if not keys.is_floating_point():
+            raise InvalidInputError(f"keys must be a float tensor; got {keys.dtype}")
+        if self.seq_length:
+            b, h = self._shape_bh()
+            if keys.shape[0] != b or keys.shape[1] != h:
+                raise DimensionMismatchError(
+                    f"batch/heads {tuple(keys.shape[:2])} differ from the cached {(b, h)}; use select/reorder first"
+                )
+
+    @staticmethod
+    def _outlier_perm(x: torch.Tensor) -> torch.Tensor:
+        """[B, H, D] channel order by decreasing energy over the tokens of ``x`` [B, H, T, D] (int16)."""
+        energy = x.float().pow(2).sum(dim=2)
+        return torch.argsort(energy, dim=-1, descending=True, stable=True).to(torch.int16)
+
+    @staticmethod
+    def _permute(x: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
+        """Reorder the last axis of x [B, H, n, D] by perm [B, H, D]."""
+        if perm is None:
+            return x
+        idx = perm.long().unsqueeze(2).expand(-1, -1, x.shape[2], -1)
+        return torch.gather(x, -1, idx)
+
+    @staticmethod
+    def _unpermute(x: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
+        if perm is None:
+            return x
+        inv = torch.argsort(perm.long(), dim=-1)
+        return torch.gather(x, -1, inv.unsqueeze(2).expand(-1, -1, x.shape[2], -1))
+
+    def _encode(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        kc = self.key_codec.on(k.device)
+        vc = self.value_codec.on(v.device)
+        if isinstance(kc, SplitCodec) and self._perm_k is None:
+            self._perm_k = self._outlier_perm(k)
+        if isinstance(vc, SplitCodec) and self._perm_v is None:
+            self._perm_v = self._outlier_perm(v)
+        new_k = kc.encode(self._permute(k.float(), self._perm_k))
+        new_v = vc.encode(self._permute(v.float(), self._perm_v))
+        self._key_codes = _cat_codes(self._key_codes, new_k)
+        self._value_codes = _cat_codes(self._value_codes, new_v)
+        self._n_codes += k.shape[2]
+
+    # ------------------------------------------------------------------------------------------
+    # reading
+    # ------------------------------------------------------------------------------------------
+    def _tiles(self, n_codes: int):
+        for start in range(0, n_codes, self.tile_tokens):
+            stop = min(n_codes, start + self.tile_tokens)
+            yield _slice_codes(self._key_codes, start, stop), _slice_codes(self._value_codes, start, stop)
+
+    def _n(self, n_codes: int | None) -> int:
+        if n_codes is None:
+            return self._n_codes
+        if not 0 <= n_codes <= self._n_codes:
+            raise InvalidInputError(f"n_codes must be in [0, {self._n_codes}]; got {n_codes}")
+        return n_codes
+
+    def materialize(self, n_codes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dequantized keys and values of the first ``n_codes`` encoded tokens (default: all).
+
+        Returns
+        -------
+        keys, values : Tensor [B, H_kv, n_codes, D] in the dtype of the appended keys
+        """
+        n = self._n(n_codes)
+        if n == 0 or self._key_codes is None:
+            b, h = self._shape_bh() if self.seq_length else (0, 0)
+            empty = torch.empty(b, h, 0, self.head_dim, dtype=self.dtype or torch.float32, device=self.device)
+            return empty, empty
+        kc = self.key_codec.on(self.device)
+        vc = self.value_codec.on(self.device)
+        ks, vs = [], []
+        for kt, vt in self._tiles(n):
+            ks.append(self._unpermute(kc.decode(kt), self._perm_k).to(self.dtype))
+            vs.append(self._unpermute(vc.decode(vt), self._perm_v).to(self.dtype))
+        return (torch.cat(ks, 2), torch.cat(vs, 2)) if len(ks) > 1 else (ks[0], vs[0])
+
+    def _group_queries(self, queries: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if queries.dim() != 4 or queries.shape[-1] != self.head_dim:
+            raise DimensionMismatchError(f"queries must have shape [batch, q_heads, q_len, {self.head_dim}]; got {tuple(queries.shape)}")
+        b, hq, q_len, d = queries.shape
+        bb, h = self._shape_bh()
+        if b != bb or hq % h:
+            raise DimensionMismatchError(f"queries [batch={b}, heads={hq}] do not fit the cache [batch={bb}, kv_heads={h}]")
+        g = hq // h
+        return queries.float().reshape(b, h, g * q_len, d), g
+
+    def _code_scores(self, qg: torch.Tensor, n: int) -> torch.Tensor:
+        """[B, H, M, n] estimated <q, k> of grouped queries against the first n key codes."""
+        kc = self.key_codec.on(qg.device)
+        prepared = kc.prepare(self._permute(qg, self._perm_k))
+        parts = [kc.score(prepared, kt) for kt, _ in self._tiles(n)]
+        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+
+    def scores(self, queries: torch.Tensor, *, n_codes: int | None = None, scale: float = 1.0) -> torch.Tensor:
+        """Estimated scaled scores ``scale * <q, k>`` of queries against the encoded keys.
+
+        Parameters
+        ----------
+        queries : Tensor [B, H_q, q_len, D]
+        n_codes : int, optional — score only the first ``n_codes`` encoded tokens (default all)
+        scale : float
+
+        Returns
+        -------
+        Tensor [B, H_q, q_len, n_codes] float32
+        """
+        n = self._n(n_codes)
+        qg, g = self._group_queries(queries)
+        b, hq, q_len, _ = queries.shape
+        if n == 0:
+            return qg.new_zeros(b, hq, q_len, 0)
+        return (self._code_scores(qg, n) * scale).reshape(b, hq, q_len, n)
+
+    def attend(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        *,
+        n_codes: int,
+        scale: float,
+        mask: torch.Tensor | None = None,
+        causal: bool = True,
+    ) -> torch.Tensor:
+        """Attention of queries over ``n_codes`` encoded tokens followed by a full-precision tail.
+
+        Parameters
+        ----------
+        queries : Tensor [B, H_q, q_len, D]
+        keys, values : Tensor [B, H_kv, n_fp, D]
+            The full-precision tail (``AppendResult.keys/values``); the queries are its last ``q_len`` tokens.
+        n_codes : int
+            Encoded prefix length (``AppendResult.n_codes``).
+        scale : float
+            Softmax scale (usually ``D ** -0.5``).
+        mask : Tensor, optional
+            Additive float mask or boolean keep-mask broadcastable to ``[B, H_q, q_len, n_codes + n_fp]``.
+            When given it replaces the causal rule.
+        causal : bool, default True
+            Without a mask, query ``i`` sees everything up to its own position.
+
+        Returns
+        -------
+        Tensor [B, H_q, q_len, D] in the dtype of ``queries``.
+        """
+        n = self._n(n_codes)
+        b, hq, q_len, d = queries.shape
+        if keys.dim() != 4 or keys.shape != values.shape or keys.shape[-1] != d:
+            raise DimensionMismatchError(f"keys/values must be [B, H_kv, n_fp, {d}]; got {tuple(keys.shape)} / {tuple(values.shape)}")
+        if n and not self.seq_length:
+            raise InvalidInputError("n_codes > 0 but the layer holds no codes")
+        h = keys.shape[1]
+        if hq % h:
+            raise DimensionMismatchError(f"{hq} query heads are not a multiple of {h} kv heads")
+        g = hq // h
+        qg = queries.float().reshape(b, h, g * q_len, d)
+        kf, vf = keys.float(), values.float()
+        s_fp = torch.matmul(qg, kf.transpose(-1, -2))
+        s = torch.cat([self._code_scores(qg, n), s_fp], -1) if n else s_fp
+        total = s.shape[-1]
+        s = (s * scale).reshape(b, hq, q_len, total)
+        if mask is not None:
+            m = mask[..., -total:]
+            s = s.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else s + m.float()
+        elif causal and q_len > 1:
+            pos = torch.arange(total, device=s.device)
+            qpos = total - q_len + torch.arange(q_len, device=s.device)
+            s = s.masked_fill(pos[None, :] > qpos[:, None], float("-inf"))
+        w = torch.softmax(s, dim=-1).reshape(b, h, g * q_len, total)
+        out = torch.matmul(w[..., n:], vf)
+        if n:
+            vc = self.value_codec.on(qg.device)
+            acc = None
+            start = 0
+            for _, vt in self._tiles(n):
+                stop = start + next(iter(vt.values())).shape[2]
+                part = vc.weighted_sum(w[..., start:stop], vt)
+                acc = part if acc is None else acc + part
+                start = stop
+            out = out + self._unpermute(acc, self._perm_v)
+        return out.reshape(b, hq, q_len, d).to(queries.dtype)
+
+    # ------------------------------------------------------------------------------------------
+    # batch and length edits (beam search, speculative decoding, offloading)
+    # ------------------------------------------------------------------------------------------
+    def _apply(self, fn) -> None:
+        """Apply ``fn`` to every per-row tensor (dim 0 = batch)."""
+        if self._win_k is not None:
+            self._win_k, self._win_v = fn(self._win_k), fn(self._win_v)
+        if self._perm_k is not None:
+            self._perm_k = fn(self._perm_k)
+        if self._perm_v is not None:
+            self._perm_v = fn(self._perm_v)
+        if self._key_codes is not None:
+            self._key_codes = {k: fn(v) for k, v in self._key_codes.items()}
+            self._value_codes = {k: fn(v) for k, v in self._value_codes.items()}
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        """Reorder batch rows (beam search): row ``i`` becomes old row ``beam_idx[i]``; codes are moved, not re-encoded."""
+        self.select(beam_idx)
+
+    def select(self, indices: torch.Tensor) -> None:
+        """Keep (and reorder to) the batch rows ``indices`` (1-D int64 tensor or list)."""
+        if not self.seq_length:
+            return
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        b = self.batch_size
+        if idx.dim() != 1 or (idx.numel() and (int(idx.min()) < -b or int(idx.max()) >= b)):
+            raise InvalidInputError(f"batch indices must be a 1-D tensor of rows in [0, {b}); got {idx.tolist()[:8]}")
+        self._apply(lambda t: t.index_select(0, idx.to(t.device)))
+
+    def repeat_interleave(self, repeats: int) -> None:
+        """Repeat every batch row ``repeats`` times in place (``num_return_sequences``, contrastive search)."""
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise InvalidInputError(f"repeats must be a positive integer; got {repeats!r}")
+        if self.seq_length:
+            self._apply(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def crop(self, max_length: int) -> None:
+        """Keep only the first ``max_length`` tokens (speculative decoding rollback).
+
+        Encoded tokens are per-token codes, so cropping into the encoded part is exact too.
+        """
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 0:
+            raise InvalidInputError(f"max_length must be a non-negative integer; got {max_length!r}")
+        if max_length >= self.seq_length:
+            return
+        if max_length >= self._n_codes:
+            keep = max_length - self._n_codes
+            self._win_k = self._win_k[:, :, :keep].clone()
+            self._win_v = self._win_v[:, :, :keep].clone()
+            return
+        self._key_codes = {k: v[:, :, :max_length].clone() for k, v in self._key_codes.items()}
+        self._value_codes = {k: v[:, :, :max_length].clone() for k, v in self._value_codes.items()}
+        self._n_codes = max_length
+        if self._win_k is not None:
+            self._win_k = self._win_k[:, :, :0].clone()
+            self._win_v = self._win_v[:, :, :0].clone()
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> None:
+        """Move every stored tensor to ``device`` (offload to CPU / prefetch back)."""
+        self._apply(lambda t: t.to(device, non_blocking=non_blocking))
+        if self.device is not None:
+            self.device = torch.device(device)
+
+    def __repr__(self) -> str:
+        return (
+            f"CompressedKVLayer(key={self.key_codec.kind}, value={self.value_codec.kind}, residual_length={self.residual_length}, "
+            f"n_codes={self._n_codes}, window={self.window_length})"
+        )
