@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import tarfile
+import tempfile
 import threading
 import uuid
 from dataclasses import asdict, dataclass
@@ -44,13 +45,15 @@ class CollectionInfo:
     quantizer: str
     ivf: bool | int
     created_at: str
+    store_vectors: bool | str = False
     format: int = FORMAT
 
     @classmethod
     def read(cls, root: Path) -> "CollectionInfo":
         try:
             raw = json.loads((root / INFO_FILE).read_text(encoding="utf-8"))
-            return cls(**{k: raw[k] for k in ("name", "dim", "metric", "quantizer", "ivf", "created_at", "format")})
+            known = {k: raw[k] for k in ("name", "dim", "metric", "quantizer", "ivf", "created_at", "format")}
+            return cls(**known, store_vectors=raw.get("store_vectors", False))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IncompatibleFormatError(f"{root.name}: unreadable {INFO_FILE} ({exc})") from None
 
@@ -91,7 +94,7 @@ class Collection:
         count, nbytes = self.size()
         return {
             "name": self.name, "dim": self.dim, "metric": self.info.metric, "quantizer": self.info.quantizer,
-            "ivf": self.info.ivf, "count": count, "bytes": nbytes, "created_at": self.info.created_at,
+            "ivf": self.info.ivf, "store_vectors": self.info.store_vectors, "count": count, "bytes": nbytes, "created_at": self.info.created_at,
             "stats": _jsonable(engine.stats(self.index)),
         }
 
@@ -133,13 +136,15 @@ class Collection:
                 engine.save(self.index)
 
     def write_tar(self, dest: Path) -> None:
-        """Save, then write a tar of the collection directory to ``dest`` while writes wait."""
-        with self.write_lock:
-            self._check_open()
-            engine.save(self.index)
+        """Write a point-in-time tar of the collection (``collection.json`` + a compacted export of the
+        index) to ``dest``. Writes and searches continue meanwhile: the export copies one consistent state."""
+        self._check_open()
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".export-") as tmp:
+            exported = Path(tmp) / INDEX_DIR
+            engine.export(self.index, exported)
             with tarfile.open(dest, "w") as tar:
                 tar.add(self.root / INFO_FILE, arcname=INFO_FILE)
-                tar.add(self.root / INDEX_DIR, arcname=INDEX_DIR)
+                tar.add(exported, arcname=INDEX_DIR, filter=_skip_lock)
 
     def close(self) -> None:
         with self.write_lock:
@@ -220,12 +225,13 @@ class CollectionStore:
     # ---- create / delete / restore --------------------------------------------------------------
 
     def create(self, name: str, *, dim: int, metric: str = "cos", quantizer: str = "turbo-4",
-               ivf: bool | int = False) -> Collection:
+               ivf: bool | int = False, store_vectors: bool | str = False) -> Collection:
         check_collection_name(name)
         with self._reserved(name) as tmp:
             info = CollectionInfo(name=name, dim=int(dim), metric=metric, quantizer=quantizer, ivf=ivf,
-                                  created_at=now())
-            index = engine.new_index(dim=info.dim, metric=metric, quantizer=quantizer, ivf=ivf, path=tmp / INDEX_DIR)
+                                  created_at=now(), store_vectors=store_vectors)
+            index = engine.new_index(dim=info.dim, metric=metric, quantizer=quantizer, ivf=ivf,
+                                     store_vectors=store_vectors, path=tmp / INDEX_DIR)
             engine.save(index)
             engine.close(index)
             info.write(tmp)
@@ -300,6 +306,10 @@ class CollectionStore:
             shutil.rmtree(path, ignore_errors=True)
         for path in self.root.glob(".trash-*"):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _skip_lock(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    return None if member.name.rsplit("/", 1)[-1] == "LOCK" else member
 
 
 def _jsonable(value):

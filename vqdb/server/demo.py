@@ -22,7 +22,7 @@ def create_demo(store: CollectionStore) -> None:
     from .. import datasets
 
     ds = datasets.wordnet_sample()
-    collection = store.create(DEMO_NAME, dim=ds.dim, metric="cos", quantizer="turbo-4")
+    collection = store.create(DEMO_NAME, dim=ds.dim, metric="cos", quantizer="turbo-4", store_vectors=True)
     ids = np.arange(ds.base.shape[0], dtype=np.int64)
     payloads = [{"text": t} for t in ds.texts]
     collection.upsert(ds.base, ids, payloads)

@@ -2,33 +2,35 @@
 
 Inputs are already validated by the routes (shapes, dtypes, finite values); what the index itself
 rejects (dimension, filter syntax, payload types) surfaces as ``VqdbError`` and becomes a 4xx.
+The index serialises its own writes and lets searches run concurrently with one write.
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, NotFoundError
 
 
-def new_index(*, dim: int, metric: str, quantizer: str, ivf: bool | int, path: Path):
-    """Create an empty persistent index in ``path``."""
-    import vqdb
+def new_index(*, dim: int, metric: str, quantizer: str, ivf: bool | int, store_vectors: bool | str, path: Path):
+    """Create an empty persistent index in ``path`` (which must not hold one)."""
+    from ..index import Index
 
-    return vqdb.Index(dim, metric=metric, quantizer=quantizer, ivf=ivf, path=str(path))
+    return Index(dim, metric=metric, quantizer=quantizer, ivf=ivf, store_vectors=store_vectors, path=str(path))
 
 
 def open_index(path: Path):
-    import vqdb
+    from ..index import open_index as _open
 
-    return vqdb.open(str(path))
+    return _open(str(path))
 
 
-def upsert(index, vectors: np.ndarray, ids: np.ndarray, payloads: list[dict] | None) -> None:
-    """Insert or replace (n, d) float32 ``vectors`` under int64 ``ids`` with optional payloads."""
+def upsert(index, vectors: np.ndarray, ids: np.ndarray, payloads: list[dict | None] | None) -> None:
+    """Insert or replace (n, d) float32 ``vectors`` under int64 ``ids``; durable when it returns."""
     try:
         index.upsert(vectors, ids, metadata=payloads)
     except (TypeError, OverflowError) as exc:  # payload values the metadata table cannot hold
@@ -37,21 +39,47 @@ def upsert(index, vectors: np.ndarray, ids: np.ndarray, payloads: list[dict] | N
         raise InvalidInputError(f"payload rejected: {exc}") from None
 
 
+def present(index, ids: np.ndarray) -> np.ndarray:
+    """(n,) bool: which ``ids`` are in the index."""
+    if ids.size <= 64:
+        return np.fromiter((int(i) in index for i in ids), dtype=bool, count=ids.size)
+    return np.isin(ids, index.ids())
+
+
 def delete(index, ids: np.ndarray) -> int:
-    before = len(index)
-    index.delete(ids)
-    return before - len(index)
+    """Delete the ``ids`` that exist; returns how many were deleted (absent ids are ignored)."""
+    ids = ids[present(index, ids)]
+    return int(index.delete(ids)) if ids.size else 0
 
 
 def ids_matching(index, filter: dict) -> np.ndarray:
     """int64 ids of every live point whose payload matches ``filter``."""
-    return np.asarray(index.ids(filter=filter), dtype=np.int64)
+    if "filter" in inspect.signature(index.ids).parameters:
+        return np.asarray(index.ids(filter=filter), dtype=np.int64)
+    n = len(index)  # fallback: a filtered search with k = n returns every match
+    if n == 0:
+        return np.zeros(0, np.int64)
+    res = search(index, np.ones((1, index.dim), np.float32), n, filter=filter, nprobe=None, rerank=False)
+    found = np.asarray(res.ids[0])
+    return found[found >= 0]
 
 
 def fetch(index, ids: np.ndarray, *, with_vector: bool) -> list[dict[str, Any] | None]:
     """Per id: ``{"id", "payload", "vector"}`` or None when the id does not exist."""
-    records = index.get(ids, with_vector=with_vector)
-    return list(records)
+    out: list[dict[str, Any] | None] = [None] * ids.size
+    try:
+        where = np.arange(ids.size)
+        records = index.get(ids, include_vectors=with_vector)
+    except NotFoundError:
+        where = np.flatnonzero(present(index, ids))
+        if where.size == 0:
+            return out
+        records = index.get(ids[where], include_vectors=with_vector)
+    vectors = records.vectors
+    for j, (pos, point_id, payload) in enumerate(zip(where.tolist(), records.ids.tolist(), records.metadata)):
+        out[pos] = {"id": int(point_id), "payload": payload or {},
+                    "vector": vectors[j].tolist() if with_vector and vectors is not None else None}
+    return out
 
 
 def search(index, queries: np.ndarray, k: int, *, filter, nprobe, rerank):
@@ -62,17 +90,24 @@ def search(index, queries: np.ndarray, k: int, *, filter, nprobe, rerank):
 
 
 def size(index) -> tuple[int, int]:
-    """(live vectors, bytes held)."""
-    stats = index.stats()
-    return len(index), int(stats.get("bytes", 0))
+    """(live vectors, bytes on disk: segments + write-ahead log)."""
+    s = index.stats()
+    return len(index), int(s.get("disk_bytes", 0)) + int(s.get("wal_bytes", 0))
 
 
 def stats(index) -> dict[str, Any]:
-    return dict(index.stats())
+    s = dict(index.stats())
+    s.pop("path", None)  # no server paths in responses
+    return s
 
 
 def save(index) -> None:
     index.save()
+
+
+def export(index, path: Path) -> None:
+    """Write a compacted, self-contained copy of ``index`` to the new directory ``path``."""
+    index.export(str(path))
 
 
 def compact(index) -> None:
@@ -80,9 +115,7 @@ def compact(index) -> None:
 
 
 def close(index) -> None:
-    close_ = getattr(index, "close", None)
-    if close_ is not None:
-        close_()
+    index.close()
 
 
 def _arrow_errors() -> tuple[type[BaseException], ...]:

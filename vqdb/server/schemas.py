@@ -53,6 +53,8 @@ class CollectionCreate(_In):
     quantizer: str = Field("turbo-4", max_length=64, description="a preset name, see GET /presets")
     ivf: bool | Annotated[int, Field(ge=1, le=1 << 20)] = Field(
         False, description="false: flat scan; true: IVF with an automatic nlist; an integer: IVF with that nlist")
+    store_vectors: bool | Literal["float16", "float32"] = Field(
+        False, description="also keep the full vectors (true = float16) for exact re-ranking and exact get")
 
 
 class CollectionPublic(BaseModel):
@@ -61,8 +63,9 @@ class CollectionPublic(BaseModel):
     metric: str
     quantizer: str
     ivf: bool | int
+    store_vectors: bool | str
     count: int = Field(description="live vectors")
-    bytes: int = Field(description="bytes held by the index (codes, ids, metadata, vectors)")
+    bytes: int = Field(description="bytes on disk: segments (codes, ids, metadata, vectors) + write-ahead log")
     created_at: str
     stats: dict[str, Any] = Field(default_factory=dict, description="the index's own stats()")
 

@@ -22,7 +22,8 @@ def list_collections(store: StoreDep) -> CollectionList:
              dependencies=[AdminAccess], responses=errors(409), summary="Create a collection")
 def create_collection(body: CollectionCreate, store: StoreDep) -> CollectionPublic:
     _check_preset(body.quantizer, body.dim)
-    collection = store.create(body.name, dim=body.dim, metric=body.metric, quantizer=body.quantizer, ivf=body.ivf)
+    collection = store.create(body.name, dim=body.dim, metric=body.metric, quantizer=body.quantizer, ivf=body.ivf,
+                              store_vectors=body.store_vectors)
     return CollectionPublic(**collection.describe())
 
 
