@@ -182,9 +182,7 @@ def test_delete_collection(admin):
     assert admin.post("/collections/short-lived/search", json={"vector": [0.0] * 8}).status_code == 404
 
 
-def test_docs_and_openapi_are_served(server):
-    import httpx
-
-    assert httpx.get(server.url + "/docs").status_code == 200
-    spec = httpx.get(server.url + "/openapi.json").json()
+def test_docs_and_openapi_are_served(admin):
+    assert admin.get("/docs").status_code == 200
+    spec = admin.get("/openapi.json").json()
     assert "/collections/{name}/search" in spec["paths"]

@@ -63,15 +63,16 @@ class Server:
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=self._logf, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.read_log()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        with httpx.Client(base_url=self.url, timeout=2) as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.read_log()}")
+                try:
+                    if http.get("/readyz").status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
         self.kill()
         raise RuntimeError(f"server not ready after {timeout} s:\n{self.read_log()}")
 

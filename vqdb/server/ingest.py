@@ -36,7 +36,8 @@ def from_points(points, dim: int) -> Batch:
         bad = next(i for i, p in enumerate(points) if len(p.vector) != dim)
         raise DimensionMismatchError(
             f"points[{bad}].vector has {len(points[bad].vector)} dimensions; this collection expects {dim}")
-    vectors = as_float32_matrix(np.array([p.vector for p in points], dtype=np.float32), dim, name="vectors")
+    with np.errstate(over="ignore"):  # 1e39 becomes inf here and is refused just below
+        vectors = as_float32_matrix(np.array([p.vector for p in points], dtype=np.float32), dim, name="vectors")
     ids = unique_ids([p.id for p in points])
     payloads = [p.payload for p in points]
     return vectors, ids, (payloads if any(p for p in payloads) else None)

@@ -51,7 +51,8 @@ def _queries(body: SearchRequest, collection: Collection, settings) -> np.ndarra
     if widths != {collection.dim}:
         raise DimensionMismatchError(
             f"query vectors have {sorted(widths)} dimensions; collection {collection.name!r} expects {collection.dim}")
-    return as_float32_matrix(np.asarray(rows, dtype=np.float32), collection.dim, name="query")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused
+        return as_float32_matrix(np.asarray(rows, dtype=np.float32), collection.dim, name="query")
 
 
 def _hits(collection: Collection, ids: np.ndarray, scores: np.ndarray, body: SearchRequest) -> list[list[Hit]]:
