@@ -3,7 +3,9 @@
 Only the partition is trained; the codes inside each list stay data-oblivious (the quantizer codes
 the residual ``x - c_j`` from its list centroid). New vectors are assigned to their nearest centroid
 (squared L2, which minimises the residual) and never trigger a retrain.
-Lists are probed by ``<q, c_j>`` for ``ip``/``cos`` and by ``-||q - c_j||^2`` for ``l2sq``.
+Lists are probed nearest centroid first (``-||q - c_j||^2``, the order vectors were assigned by) for
+``cos`` and ``l2sq``, and by ``<q, c_j>`` for ``ip`` (maximum inner product). On WordNet/MiniLM (unit
+vectors) L2 assignment + L2 probing found slightly more true neighbours than the IP alternatives.
 """
 
 from __future__ import annotations

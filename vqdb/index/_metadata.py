@@ -45,7 +45,8 @@ def as_metadata_table(metadata, n: int) -> pa.Table:
                 raise InvalidInputError(f"metadata[{bad}] must be a dict or None; got {type(rows[bad]).__name__}")
             if len(rows) != n:
                 raise InvalidInputError(f"metadata has {len(rows)} entries; expected {n} (one per vector)")
-            table = pa.Table.from_pylist([r or {} for r in rows])
+            keys = list(dict.fromkeys(k for r in rows if r for k in r))   # union of keys, first-seen order
+            table = pa.table({k: pa.array([r.get(k) if r else None for r in rows]) for k in keys})
         else:
             raise InvalidInputError(
                 f"metadata must be a list of dicts, a pyarrow Table, a dict of columns or None; got {type(metadata).__name__}")

@@ -28,11 +28,12 @@ class ScanContext:
     """Everything a scan needs besides the rows; built once per search call."""
 
     quantizer: object
-    metric: str
+    metric: str            # "ip" or "l2sq" (cos is scored as ip)
     coarse: Coarse | None
     segments: tuple[Segment, ...]
     allow: list            # per segment: None (all rows allowed) or (n,) bool
     zero: np.ndarray       # (d,) float32 zeros
+    probe_metric: str = "ip"   # how lists are ranked: "l2sq" (nearest centroid, as assigned) or "ip"
 
     def centre_terms(self, q: np.ndarray) -> np.ndarray:
         """(m, 1 + nlist) float32 exact <q, centre> per list (column 0: the quantizer's fitted centre)."""
@@ -138,7 +139,7 @@ def scan_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, *, need: i
     coarse = ctx.coarse
     nlist = coarse.nlist
     cterm_all = ctx.centre_terms(q)
-    order_all = np.argsort(-coarse.probe_scores(q, ctx.metric), axis=1, kind="stable")
+    order_all = np.argsort(-coarse.probe_scores(q, ctx.probe_metric), axis=1, kind="stable")
     qnorm2_all = np.einsum("ij,ij->i", q, q)
     unassigned = np.array([-1], dtype=np.int64)
     for i in range(q.shape[0]):
@@ -182,18 +183,23 @@ def refs_to_ids(segments, refs: np.ndarray) -> np.ndarray:
 def rerank(ctx: ScanContext, q: np.ndarray, refs: np.ndarray) -> np.ndarray:
     """(m, kk) exact scores of candidates ``refs`` from the stored vectors (float64 accumulation)."""
     out = np.full(refs.shape, -np.inf, dtype=np.float64)
-    valid = refs >= 0
-    seg_of = np.where(valid, refs >> SHIFT, -1)
-    rows = refs & ROW_MASK
-    q64 = q.astype(np.float64)
-    for si in np.unique(seg_of[valid]):
-        qi, cj = np.nonzero(seg_of == si)
-        v = ctx.segments[int(si)].vectors[rows[qi, cj]].astype(np.float64)
-        if ctx.metric == "l2sq":
-            diff = v - q64[qi]
-            out[qi, cj] = -np.einsum("ij,ij->i", diff, diff)
-        else:
-            out[qi, cj] = np.einsum("ij,ij->i", v, q64[qi])
+    m, kk = refs.shape
+    step = max(1, _BLOCK_FLOATS // max(1, kk * q.shape[1]))
+    for q0 in range(0, m, step):
+        r = refs[q0 : q0 + step]
+        valid = r >= 0
+        seg_of = np.where(valid, r >> SHIFT, -1)
+        rows = r & ROW_MASK
+        q64 = q[q0 : q0 + step].astype(np.float64)
+        block = out[q0 : q0 + step]
+        for si in np.unique(seg_of[valid]):
+            qi, cj = np.nonzero(seg_of == si)
+            v = ctx.segments[int(si)].vectors[rows[qi, cj]].astype(np.float64)
+            if ctx.metric == "l2sq":
+                v -= q64[qi]
+                block[qi, cj] = -np.einsum("ij,ij->i", v, v)
+            else:
+                block[qi, cj] = np.einsum("ij,ij->i", v, q64[qi])
     return out
 
 

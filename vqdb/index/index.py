@@ -38,6 +38,7 @@ log = logging.getLogger("vqdb.index")
 METRICS = ("cos", "ip", "l2sq")
 FIT_MIN = 256                # the first add fits the quantizer's centre if it has at least this many vectors
 MAX_MEMORY_CHUNKS = 8        # in-memory chunks are merged beyond this
+SUBSET_MAX_ROWS = 4096       # a filter matching at most this many rows scores just those rows
 _F16_MAX = 65504.0
 
 
@@ -657,18 +658,18 @@ class Index:
         n_rows = sum(s.n for s in segments)
         n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(segments, allow))
         ctx = _scan.ScanContext(self._quantizer, "l2sq" if self.metric == "l2sq" else "ip", snap.coarse,
-                                segments, allow, self._zero)
+                                segments, allow, self._zero, probe_metric="ip" if self.metric == "ip" else "l2sq")
         top = _scan.TopK(m, kk)
         if m and n_allowed:
             coarse = snap.coarse
             nprobe_eff = None if coarse is None else (p.nprobe or _ivf.default_nprobe(coarse.nlist))
             if coarse is not None and nprobe_eff < coarse.nlist:
                 probed = n_rows * nprobe_eff / coarse.nlist
-                if expr is not None and n_allowed <= 2 * probed:
+                if expr is not None and n_allowed <= max(2 * probed, SUBSET_MAX_ROWS):
                     _scan.scan_subset(ctx, q, top)
                 else:
                     _scan.scan_ivf(ctx, q, top, nprobe_eff, need=kk)
-            elif expr is not None and n_allowed <= n_rows // 4:
+            elif expr is not None and n_allowed <= max(n_rows // 4, SUBSET_MAX_ROWS):
                 _scan.scan_subset(ctx, q, top)
             else:
                 _scan.scan_flat(ctx, q, top)
