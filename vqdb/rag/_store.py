@@ -2,12 +2,15 @@
 
 Each passage is one vector of the index; its text and place in its document are metadata columns
 next to the user's metadata (names in :data:`RESERVED`). The index is the source of truth: it
-makes writes durable (write-ahead log) and evaluates filters; the BM25 index is derived from it.
+makes writes durable (write-ahead log) and evaluates the dense side's filters; the BM25 index and
+its copy of the filterable metadata are derived from it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from ..errors import NotFoundError
 
 TEXT, DOC, CHUNK, START, END = "_text", "_doc", "_chunk", "_start", "_end"
 RESERVED = (TEXT, DOC, CHUNK, START, END)
@@ -26,34 +29,40 @@ def open_index(path: str):
 
 
 def add(index, vectors: np.ndarray, ids: np.ndarray, rows: list[dict]) -> None:
-    """Store (n, d) float32 ``vectors`` under int64 ``ids`` with one metadata dict per row."""
+    """Store (n, d) float32 ``vectors`` under int64 ``ids`` with one metadata dict per row (durable)."""
     index.add(vectors, ids=ids, metadata=rows)
 
 
-def delete(index, ids: np.ndarray) -> None:
-    index.delete(ids)
+def delete(index, ids: np.ndarray) -> int:
+    """Delete ``ids``; :class:`NotFoundError` (and nothing deleted) if one does not exist."""
+    return int(index.delete(ids))
 
 
-def search(index, queries: np.ndarray, k: int, flt, **params) -> tuple[np.ndarray, np.ndarray]:
+def search(index, queries: np.ndarray, k: int, flt, *, rerank=None) -> tuple[np.ndarray, np.ndarray]:
     """(m, k) ids (-1 padded) and scores of a filtered dense search."""
-    res = index.search(queries, k, filter=flt, **{k_: v for k_, v in params.items() if v is not None})
+    res = index.search(queries, k, filter=flt, rerank=rerank)
     return np.asarray(res.ids, dtype=np.int64), np.asarray(res.scores, dtype=np.float32)
 
 
-def live_ids(index, flt=None) -> np.ndarray:
-    """Sorted int64 ids of every stored passage (matching ``flt`` when given)."""
-    return np.sort(np.asarray(index.ids(filter=flt), dtype=np.int64))
+def live_ids(index) -> np.ndarray:
+    """Sorted int64 ids of every stored passage."""
+    return np.sort(np.asarray(index.ids(), dtype=np.int64))
 
 
 def rows(index, ids: np.ndarray) -> list[dict | None]:
     """Metadata dict of each id (reserved columns included), None for an id that does not exist."""
-    out = []
-    for rec in index.get(ids):
-        if rec is None:
-            out.append(None)
-        else:
-            out.append(dict(rec.get("metadata") or {}))
-    return out
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size == 0:
+        return []
+    try:
+        return list(index.get(ids, include_vectors=False).metadata)
+    except NotFoundError:            # some were deleted meanwhile: fetch the others
+        present = np.isin(ids, index.ids())
+        out: list[dict | None] = [None] * ids.size
+        if present.any():
+            for j, d in zip(np.flatnonzero(present), index.get(ids[present], include_vectors=False).metadata):
+                out[j] = d
+        return out
 
 
 def size(index) -> int:

@@ -57,15 +57,21 @@ class BM25Index:
         self.k1 = float(k1)
         self.b = float(b)
         self.ids = np.zeros(0, dtype=np.int64)      # row -> passage id
+        self.fields = None                          # pyarrow.Table of filterable metadata, one row per id
         self._retriever = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
-    def build(self, ids: np.ndarray, tokens: list[list[str]]) -> None:
-        """(Re)build from ``tokens[i]`` of passage ``ids[i]``; ids is (n,) int64."""
+    def build(self, ids: np.ndarray, tokens: list[list[str]], fields=None) -> None:
+        """(Re)build from ``tokens[i]`` of passage ``ids[i]``; ids is (n,) int64.
+
+        ``fields``: optional ``pyarrow.Table`` with one row per id (metadata that filters read), kept
+        and persisted alongside.
+        """
         bm25s = _bm25s()
         self.ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self.fields = fields
         if len(tokens) == 0:
             self._retriever = None
             return
@@ -118,6 +124,12 @@ class BM25Index:
         """Write the index into ``directory`` (created if needed)."""
         os.makedirs(directory, exist_ok=True)
         np.save(os.path.join(directory, "ids.npy"), self.ids)
+        if self.fields is not None:
+            import pyarrow as pa
+
+            with pa.OSFile(os.path.join(directory, "fields.arrow"), "wb") as sink:
+                with pa.ipc.new_file(sink, self.fields.schema) as writer:
+                    writer.write_table(self.fields)
         state = {"format": FORMAT_VERSION, "k1": self.k1, "b": self.b, "empty": self._retriever is None}
         if self._retriever is not None:
             self._retriever.save(os.path.join(directory, "bm25s"))
@@ -132,6 +144,12 @@ class BM25Index:
             raise IncompatibleFormatError(f"BM25 index format {state.get('format')!r}; this vqdb reads {FORMAT_VERSION}")
         out = cls(k1=state["k1"], b=state["b"])
         out.ids = np.load(os.path.join(directory, "ids.npy"))
+        fields_path = os.path.join(directory, "fields.arrow")
+        if os.path.isfile(fields_path):
+            import pyarrow as pa
+
+            with pa.memory_map(fields_path) as source:
+                out.fields = pa.ipc.open_file(source).read_all()
         if not state["empty"]:
             out._retriever = _bm25s().BM25.load(os.path.join(directory, "bm25s"), load_corpus=False)
         return out

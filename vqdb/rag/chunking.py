@@ -40,8 +40,13 @@ class Span:
 
 
 def check_chunking(chunk_size, chunk_overlap) -> tuple[int, int]:
-    """Validate the two chunking knobs; returns them as ints."""
+    """Validate the two chunking knobs; returns them as ints.
+
+    ``chunk_overlap=None`` means ``min(DEFAULT_CHUNK_OVERLAP, chunk_size // 4)``.
+    """
     size = check_int_range(chunk_size, 1, MAX_CHUNK_SIZE, name="chunk_size")
+    if chunk_overlap is None:
+        chunk_overlap = min(DEFAULT_CHUNK_OVERLAP, size // 4)
     if isinstance(chunk_overlap, bool) or not isinstance(chunk_overlap, int) or not 0 <= chunk_overlap < size:
         raise InvalidInputError(
             f"chunk_overlap must be an integer in [0, chunk_size) = [0, {size}); got {chunk_overlap!r}"

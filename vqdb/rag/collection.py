@@ -23,7 +23,7 @@ from .._validation import as_float32_matrix, as_ids, check_choice, check_int_ran
 from ..errors import DimensionMismatchError, IncompatibleFormatError, InvalidInputError, NotFoundError
 from . import _store
 from .bm25 import BM25Index, tokenize
-from .chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, check_chunking, chunk_spans
+from .chunking import DEFAULT_CHUNK_SIZE, check_chunking, chunk_spans
 from .embed import Embedder
 from .fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
 from .hits import Hit
@@ -91,6 +91,13 @@ def _check_query(text) -> str:
     return text
 
 
+def _fields_table(rows: list[dict]):
+    """pyarrow Table of the filterable metadata of ``rows`` (what BM25-side filters read)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows) if rows else pa.table({})
+
+
 class TextCollection:
     """Passages of text with local embeddings, searchable by meaning (dense), by words (BM25) or both.
 
@@ -105,7 +112,7 @@ class TextCollection:
         How passage vectors are compressed (a preset name such as ``"turbo-4"``, ``"turbo-2"``).
     chunk_size, chunk_overlap : int
         Longest passage and overlap of neighbouring passages, in characters (see
-        :mod:`vqdb.rag.chunking`).
+        :mod:`vqdb.rag.chunking`); ``chunk_overlap=None`` is ``min(100, chunk_size // 4)``.
     rrf_k : float
         Rank offset of the reciprocal-rank fusion of ``mode="hybrid"``.
     candidates : int
@@ -128,7 +135,7 @@ class TextCollection:
     """
 
     def __init__(self, path=None, model=None, quantizer="turbo-4", chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 chunk_overlap: int = DEFAULT_CHUNK_OVERLAP, *, rrf_k: float = DEFAULT_RRF_K,
+                 chunk_overlap: int | None = None, *, rrf_k: float = DEFAULT_RRF_K,
                  candidates: int = DEFAULT_CANDIDATES, max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
                  device: str = "cpu", index=None):
         self.path = None if path is None else os.fspath(path)
@@ -298,12 +305,19 @@ class TextCollection:
             self._write_manifest()
         return ids
 
-    def delete(self, ids) -> None:
-        """Remove passages by id (unknown ids are ignored)."""
+    def delete(self, ids) -> int:
+        """Remove passages by id; returns how many were removed.
+
+        Raises
+        ------
+        NotFoundError
+            An id does not exist (then nothing is removed).
+        """
         ids = as_ids(ids)
         with self._lock:
-            _store.delete(self.index, ids)
+            n = _store.delete(self.index, ids)
             self._bm25_fresh = False
+        return n
 
     def save(self) -> None:
         """Persist the index and the BM25 index (only for a collection with a path)."""
@@ -348,7 +362,8 @@ class TextCollection:
                 rows = _store.rows(self.index, ids) if ids.size else []
                 self._bm25_fresh = True      # writes after this point mark it stale again
             bm25 = BM25Index()
-            bm25.build(ids, [tokenize(r[_store.TEXT]) for r in rows])
+            fields = _fields_table([{key: v for key, v in r.items() if key != _store.TEXT} for r in rows])
+            bm25.build(ids, [tokenize(r[_store.TEXT]) for r in rows], fields=fields)
             self._bm25 = bm25
             return bm25
 
@@ -427,9 +442,11 @@ class TextCollection:
     def _lexical(self, texts, depth, flt):
         bm25 = self._ensure_bm25()
         mask = None
-        if flt is not None:
-            allowed = _store.live_ids(self.index, flt)
-            mask = np.isin(bm25.ids, allowed)
+        if flt is not None:      # same filter semantics as the index (same compiler), on the BM25 rows
+            from ..index import _filters
+
+            table = bm25.fields if bm25.fields is not None else _fields_table([])
+            mask = _filters.evaluate(_filters.compile_filter(flt, table.schema), table) if len(bm25) else None
         return [bm25.search(t, depth, mask) for t in texts]
 
     def _hits(self, results) -> list[list[Hit]]:

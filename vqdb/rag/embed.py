@@ -22,6 +22,9 @@ _DEFAULT_ALIASES = {None, "", "default", DEFAULT_MODEL, "sentence-transformers/a
 
 _LOCK = threading.Lock()
 _MODELS: dict[tuple[str, str], object] = {}     # (resolved path, device) -> SentenceTransformer
+# one forward pass at a time per process: Hugging Face fast tokenizers are not safe to share
+# across threads ("Already borrowed"), and on CPU two passes only compete for the same cores
+_ENCODE_LOCK = threading.Lock()
 
 
 def resolve_model(model: str | os.PathLike | None) -> tuple[str, str]:
@@ -144,22 +147,21 @@ class Embedder:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = self.model
-        if not progress:
-            out = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False)
-        else:  # one bar over all texts; longest first, like sentence-transformers does per call
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            order = np.argsort([-len(t) for t in texts], kind="stable")
-            out = np.empty((len(texts), self.dim), dtype=np.float32)
-            step = self.batch_size * 4
-            with tqdm(total=len(texts), desc="embedding", unit="passage") as bar:
-                for s in range(0, len(texts), step):
-                    rows = order[s : s + step]
+        # longest first (as sentence-transformers does), in slices so that a long ingest lets
+        # queries through between slices
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        step = self.batch_size * 4
+        with tqdm(total=len(texts), desc="embedding", unit="passage", disable=not progress) as bar:
+            for s in range(0, len(texts), step):
+                rows = order[s : s + step]
+                with _ENCODE_LOCK:
                     out[rows] = model.encode([texts[i] for i in rows], batch_size=self.batch_size,
                                              normalize_embeddings=True, convert_to_numpy=True,
                                              show_progress_bar=False)
-                    bar.update(len(rows))
+                bar.update(len(rows))
         out = np.ascontiguousarray(out, dtype=np.float32)
         if self._dim is None:
             self._dim = int(out.shape[1])
