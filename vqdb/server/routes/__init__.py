@@ -13,4 +13,6 @@ CORE = [
     "vqdb.server.routes.snapshots",
 ]
 
-OPTIONAL: list[str] = []
+OPTIONAL: list[str] = [
+    "vqdb.server.routes_text",       # text collections (vqdb.rag): documents in, questions in words
+]
