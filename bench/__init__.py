@@ -1,0 +1,1 @@
+"""Benchmarks of vqdb against FAISS and rabitqlib on real data (never CI gates; results in ``bench/results/``)."""
