@@ -13,7 +13,7 @@ from .settings import Settings
 from .snapshots import SnapshotStore
 
 CollectionNamePath = Annotated[str, Path(pattern=NAME_PATTERN, min_length=1, max_length=64,
-                                         description="collection name")]
+                                         description="collection name", examples=["wordnet"])]
 SnapshotNamePath = Annotated[str, Path(pattern=SNAPSHOT_PATTERN, min_length=5, max_length=132,
                                        description="snapshot file name")]
 

@@ -47,6 +47,8 @@ class Health(BaseModel):
 
 
 class CollectionCreate(_In):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "docs", "dim": 384, "metric": "cos", "quantizer": "turbo-4"}]})
     name: CollectionName
     dim: int = Field(ge=1, le=MAX_DIM)
     metric: Metric = "cos"
@@ -95,6 +97,8 @@ class PointIn(_In):
 
 
 class PointsUpsert(_In):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"points": [{"id": 1, "vector": [0.1, 0.2, 0.3], "payload": {"lang": "en", "year": 2024}}]}]})
     points: list[PointIn] = Field(min_length=1, max_length=100_000)
 
 
@@ -138,6 +142,10 @@ class DeleteResult(BaseModel):
 
 
 class SearchRequest(_In):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"id": 42, "k": 5},
+        {"vector": [0.1, 0.2, 0.3], "k": 10, "filter": {"lang": "en", "year": {"$gte": 2020}}},
+    ]})
     vector: Vector | None = Field(None, description="one query vector")
     vectors: list[Vector] | None = Field(None, min_length=1, description="a batch of query vectors")
     id: PointId | None = Field(None, description="use the stored vector of this point as the query")

@@ -6,7 +6,9 @@ Bulk bodies are parsed and ingested in a worker thread so searches keep being se
 from __future__ import annotations
 
 import anyio
-from fastapi import APIRouter, Request, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
@@ -15,7 +17,7 @@ from ..auth import ReadAccess, WriteAccess
 from ..collections import Collection
 from ..deps import CollectionDep, MetricsDep, SettingsDep
 from ..ingest import from_arrow_stream, from_b64, from_points, unique_ids
-from ..schemas import (DeleteResult, PointId, PointList, PointPublic, PointsB64, PointsDelete, PointsGet,
+from ..schemas import (INT64_MAX, DeleteResult, PointList, PointPublic, PointsB64, PointsDelete, PointsGet,
                        PointsUpsert, UpsertResult)
 from ._responses import PROTECTED, errors
 
@@ -50,7 +52,8 @@ def upsert_b64(body: PointsB64, collection: CollectionDep, metrics: MetricsDep) 
     description="Body: an Arrow IPC *stream* with an integer column `id`, a `vector` column "
                 "(fixed_size_list or list of float) and, optionally, more columns that become payload fields.",
     openapi_extra={"requestBody": {"required": True, "content": {
-        ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}}}},
+        ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
 )
 async def upsert_arrow(request: Request, collection: CollectionDep, metrics: MetricsDep) -> UpsertResult:
     body = await read_body(request)
@@ -71,7 +74,7 @@ async def read_body(request: Request) -> bytes:
 
 
 @router.get("/{point_id}", response_model=PointPublic, dependencies=[ReadAccess], summary="Get one point")
-def get_point(point_id: PointId, collection: CollectionDep, with_vector: bool = False) -> PointPublic:
+def get_point(point_id: Annotated[int, Path(ge=0, le=INT64_MAX, examples=[42])], collection: CollectionDep, with_vector: bool = False) -> PointPublic:
     (record,) = collection.fetch(unique_ids([point_id]), with_vector=with_vector)
     if record is None:
         raise NotFoundError(f"point {point_id} does not exist in collection {collection.name!r}")
@@ -101,7 +104,7 @@ def delete_points(body: PointsDelete, collection: CollectionDep) -> DeleteResult
 
 @router.delete("/{point_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
                dependencies=[WriteAccess], summary="Delete one point")
-def delete_point(point_id: PointId, collection: CollectionDep) -> Response:
+def delete_point(point_id: Annotated[int, Path(ge=0, le=INT64_MAX, examples=[42])], collection: CollectionDep) -> Response:
     if collection.delete_ids(unique_ids([point_id])) == 0:
         raise NotFoundError(f"point {point_id} does not exist in collection {collection.name!r}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -63,8 +63,9 @@ async def restore_snapshot(name: CollectionNamePath, snapshot: SnapshotNamePath,
 @router.post(
     "/upload", response_model=CollectionPublic, status_code=status.HTTP_201_CREATED, responses=errors(409),
     summary="Create collection {name} from an uploaded snapshot tar",
-    openapi_extra={"requestBody": {"required": True, "content": {TAR: {"schema": {"type": "string",
-                                                                                   "format": "binary"}}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        TAR: {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
 )
 async def upload_snapshot(name: CollectionNamePath, request: Request, store: StoreDep,
                           settings: SettingsDep) -> CollectionPublic:
