@@ -101,9 +101,11 @@ class Client:
         return self._json("GET", "/collections")["collections"]
 
     def create_collection(self, name: str, dim: int, *, metric: str = "cos", quantizer: str = "turbo-4",
-                          ivf: bool | int = False, exist_ok: bool = False) -> "RemoteCollection":
-        """Create a collection; with ``exist_ok`` an existing one of that name is returned instead."""
-        body = {"name": name, "dim": int(dim), "metric": metric, "quantizer": quantizer, "ivf": ivf}
+                          ivf: bool | int = False, store_vectors: bool | str = False,
+                          exist_ok: bool = False) -> "RemoteCollection":
+        """Create a collection (arguments as ``vqdb.Index``); with ``exist_ok`` an existing one is returned."""
+        body = {"name": name, "dim": int(dim), "metric": metric, "quantizer": quantizer, "ivf": ivf,
+                "store_vectors": store_vectors}
         try:
             info = self._json("POST", "/collections", json=body)
         except E.AlreadyExistsError:

@@ -1,0 +1,83 @@
+"""``vqdb.Client`` against the live server: the embedded API's names and result types, over HTTP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import vqdb
+from vqdb import errors
+from vqdb_server_harness import KEYS
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with vqdb.Client(server.url, api_key=KEYS["admin"]) as c:
+        yield c
+
+
+def test_client_mirrors_the_embedded_index(client, wordnet, tmp_path):
+    x, q = wordnet.base[:800], wordnet.queries[:16]
+    col = client.create_collection("client-docs", dim=384, metric="cos", store_vectors=True)
+    assert col.dim == 384 and len(col) == 0
+    meta = [{"n": i, "even": i % 2 == 0} for i in range(800)]
+    assert col.upsert(x, np.arange(800), metadata=meta) == 800
+    assert client.upsert("client-docs", x[:10], np.arange(10), batch_bytes=4 * 384 * 3) == 800  # many batches
+
+    res = col.search(q, 10)
+    assert isinstance(res, vqdb.SearchResult)
+    assert res.ids.shape == (16, 10) and res.ids.dtype == np.int64 and res.scores.dtype == np.float32
+    assert res.metric == "cos"
+    # the same index built in-process gives the same neighbours
+    local = vqdb.Index(384, metric="cos", quantizer="turbo-4", store_vectors=True)
+    local.upsert(x, np.arange(800), metadata=meta)
+    expected = local.search(q, 10)
+    np.testing.assert_array_equal(res.ids, expected.ids)
+    np.testing.assert_allclose(res.scores, expected.scores, rtol=1e-5, atol=1e-6)
+
+    flt = col.search(q[:4], 5, filter={"even": True}, rerank=True)
+    assert (flt.ids % 2 == 0).all()
+    padded = col.search(q[:2], 900)
+    assert padded.ids.shape == (2, 900) and (padded.ids[:, 800:] == -1).all()
+    assert np.isneginf(padded.scores[:, 800:]).all()
+
+    hits = col.query(q[:1], 3)
+    assert len(hits) == 1 and {"id", "score", "payload"} <= set(hits[0][0])
+    got = col.get([13, 99999], with_vector=True)
+    assert [p["id"] for p in got] == [13] and got[0]["payload"] == {"n": 13, "even": False}
+    assert len(got[0]["vector"]) == 384
+    assert col.delete([1, 2, 99999]) == 2
+    assert col.delete(filter={"n": {"$gte": 790}}) == 10 and len(col) == 788
+
+    snap = col.snapshot()
+    assert snap["name"] in [s["name"] for s in client.snapshots("client-docs")]
+    path = client.download_snapshot("client-docs", snap["name"], tmp_path / "s.tar")
+    copy = client.upload_snapshot(path, "client-docs-copy")
+    assert len(copy) == 788
+    np.testing.assert_array_equal(copy.search(q, 5).ids, col.search(q, 5).ids)
+    for name in ("client-docs", "client-docs-copy"):
+        client.delete_collection(name)
+
+
+def test_client_raises_the_library_errors(client, server):
+    with pytest.raises(errors.NotFoundError):
+        client.describe("missing-collection")
+    client.create_collection("client-errors", dim=4)
+    with pytest.raises(errors.AlreadyExistsError):
+        client.create_collection("client-errors", dim=4)
+    assert client.create_collection("client-errors", dim=4, exist_ok=True).dim == 4
+    with pytest.raises(errors.DimensionMismatchError):
+        client.collection("client-errors").upsert(np.ones((2, 5)), [1, 2])
+    with pytest.raises(errors.InvalidInputError):   # server side: filter on an unknown field
+        client.search("client-errors", np.ones((1, 4)), 3, filter={"nope": 1})
+    with vqdb.Client(server.url, api_key=KEYS["read"]) as reader:
+        with pytest.raises(errors.PermissionDeniedError):
+            reader.delete_collection("client-errors")
+    with vqdb.Client(server.url, api_key="wrong") as stranger:
+        with pytest.raises(errors.AuthenticationError):
+            stranger.collections()
+    with vqdb.Client("http://127.0.0.1:9", timeout=2) as nowhere:
+        with pytest.raises(errors.ServiceError):
+            nowhere.collections()
+        assert nowhere.health() is False
+    client.delete_collection("client-errors")
