@@ -18,6 +18,7 @@ import numpy as np
 MIN_TRAIN = 256          # never train on fewer vectors than this
 POINTS_PER_LIST = 32     # need this many training vectors per list
 SAMPLE_PER_LIST = 64     # k-means sample size cap per list (faiss default is 256; 64 is plenty)
+SMALL_KMEANS = 200_000   # n * nlist below which plain NumPy k-means is used
 
 
 def auto_nlist(n: int) -> int:
@@ -72,7 +73,8 @@ def kmeans(x: np.ndarray, nlist: int, *, seed: int = 0, niter: int = 20) -> np.n
         import faiss
     except ImportError:
         faiss = None
-    if faiss is not None:
+    # tiny problems: NumPy Lloyd is faster than faiss' thread start-up (and immune to OpenMP spinning)
+    if faiss is not None and x.shape[0] * nlist > SMALL_KMEANS:
         km = faiss.Kmeans(x.shape[1], nlist, niter=niter, seed=int(seed) % (2**31), verbose=False,
                           max_points_per_centroid=SAMPLE_PER_LIST, min_points_per_centroid=1)
         km.train(x)
@@ -85,11 +87,12 @@ def _kmeans_numpy(x: np.ndarray, nlist: int, rng: np.random.Generator, niter: in
     c = x[rng.choice(x.shape[0], nlist, replace=False)].copy()
     for _ in range(niter):
         assign = Coarse(c).assign(x)
-        sums = np.zeros_like(c, dtype=np.float64)
-        np.add.at(sums, assign, x)
+        order = np.argsort(assign, kind="stable")
         counts = np.bincount(assign, minlength=nlist)
+        present = np.flatnonzero(counts)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[present]
+        c[present] = (np.add.reduceat(x[order].astype(np.float64), starts, axis=0) / counts[present, None]).astype(np.float32)
         empty = counts == 0
-        c[~empty] = (sums[~empty] / counts[~empty, None]).astype(np.float32)
         if empty.any():   # re-seed empty lists on random points
             c[empty] = x[rng.choice(x.shape[0], int(empty.sum()), replace=False)]
     return c

@@ -183,10 +183,12 @@ class Index:
         ivf_on, nlist = _as_ivf(ivf)
         if default_params is not None and not isinstance(default_params, SearchParams):
             raise InvalidInputError(f"default_params must be a SearchParams; got {type(default_params).__name__}")
+        store_vectors = _as_store_vectors(store_vectors)
+        flush_rows = check_int_range(flush_rows, 1, 1 << 40, name="flush_rows")
+        seed = check_int_range(seed, 0, 2**63 - 1, name="seed")
         self._setup(dim=dim, metric=metric, quantizer=_make_quantizer(quantizer, dim), ivf=ivf_on, nlist=nlist,
-                    store_vectors=_as_store_vectors(store_vectors), defaults=default_params or SearchParams(),
-                    flush_rows=check_int_range(flush_rows, 1, 1 << 40, name="flush_rows"),
-                    seed=check_int_range(seed, 0, 2**63 - 1, name="seed"))
+                    store_vectors=store_vectors, defaults=default_params or SearchParams(), flush_rows=flush_rows,
+                    seed=seed)
         self._snap = _Snapshot((), None, md.empty_schema())
         if path is not None:
             self._create_dir(os.fspath(path))
