@@ -160,3 +160,20 @@ def test_unknown_collection_and_non_collection_directory(tmp_path):
         TextCollection(tmp_path / "other")
     with pytest.raises(InvalidInputError, match="in memory"):
         TextCollection().save()
+
+
+def test_empty_collection_and_metadata_with_different_keys(wordnet):
+    c = TextCollection()
+    q = wordnet.base[7:8]
+    for mode in MODES:
+        assert c.query_many(["dog"], k=5, mode=mode, query_vectors=q) == [[]]
+    meta = [{"lang": "en"} if i % 2 else {"year": 2000 + i, "tags": "x"} for i in range(40)]
+    ids = c.add(wordnet.texts[:40], vectors=wordnet.base[:40], metadata=meta)
+    word = wordnet.texts[7].split(" (")[0].split(",")[0]           # row 7: odd, so {"lang": "en"}
+    for mode in MODES:
+        hits = c.query_many([word], k=40, mode=mode, query_vectors=q, filter={"lang": "en"})[0]
+        assert hits and all(h.metadata == {"lang": "en"} for h in hits) and hits[0].id == ids[7]
+        hits = c.query_many([word], k=40, mode=mode, query_vectors=q, filter={"year": {"$gte": 2010}})[0]
+        assert all(h.metadata["year"] >= 2010 for h in hits)
+        hits = c.query_many([word], k=40, mode=mode, query_vectors=q, filter={"_doc": 7})[0]
+        assert [h.id for h in hits] == [ids[7]]

@@ -95,7 +95,10 @@ def _fields_table(rows: list[dict]):
     """pyarrow Table of the filterable metadata of ``rows`` (what BM25-side filters read)."""
     import pyarrow as pa
 
-    return pa.Table.from_pylist(rows) if rows else pa.table({})
+    names: dict[str, None] = {}
+    for r in rows:                  # union of the keys (from_pylist would read the first row's only)
+        names.update(dict.fromkeys(r))
+    return pa.table({name: pa.array([r.get(name) for r in rows]) for name in names})
 
 
 class TextCollection:
@@ -292,17 +295,18 @@ class TextCollection:
             vectors = self.embedder.encode(passages, progress=progress)
         with self._lock:
             ids = np.arange(self._next_id, self._next_id + len(passages), dtype=np.int64)
+            first_doc = self._next_doc
             rows = []
             for d, doc_spans in enumerate(spans):
-                doc_id = self._next_doc + d
                 for c, (s, e) in enumerate(doc_spans):
-                    rows.append({**metas[d], _store.TEXT: texts[d][s:e], _store.DOC: doc_id,
+                    rows.append({**metas[d], _store.TEXT: texts[d][s:e], _store.DOC: first_doc + d,
                                  _store.CHUNK: c, _store.START: s, _store.END: e})
-            _store.add(self.index, vectors, ids, rows)
+            # reserve the ids first: after a crash between the two writes, ids are skipped, never reused
             self._next_id += len(passages)
             self._next_doc += len(texts)
-            self._bm25_fresh = False
             self._write_manifest()
+            _store.add(self.index, vectors, ids, rows)
+            self._bm25_fresh = False
         return ids
 
     def delete(self, ids) -> int:
