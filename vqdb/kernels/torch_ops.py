@@ -1,8 +1,17 @@
 """Torch kernels for codes held as tensors (CPU or CUDA): bit packing, bucketing and decoded-tile scoring.
 
-These are the primitives of the KV-cache codecs (:mod:`vqdb.kvcache.codecs`) and of the fused attention
-path: they operate on torch tensors with arbitrary leading dimensions and never leave the tensors'
-device. Imported only when a torch path is selected (``import vqdb`` never imports this module).
+Two layers:
+
+* tensor primitives (``*_tensor``, ``byte_table``, ``scores_from_tile``, ``weighted_tile_sum``) used by
+  the KV-cache codecs (:mod:`vqdb.kvcache.codecs`) and the fused attention path: torch tensors with any
+  leading dimensions, computed on the tensors' device;
+* the kernel-dispatch ops of :mod:`vqdb.kernels` (``get_ops("torch")``): the same names and signatures
+  as :mod:`vqdb.kernels.reference` (``pack_bits``, ``unpack_bits``, ``bucketize``, ``encode_scalar``,
+  ``scaled_indices``, ``encode_scaled``, ``decode_values``, ``lut_scores``, ``sign_scores``, ``topk``).
+  They accept NumPy arrays (returned as NumPy, with the reference's dtypes) or torch tensors (returned as
+  tensors on the same device), so CUDA tensors stay on the GPU.
+
+Imported only when a torch path is selected (``import vqdb`` never imports this module).
 
 Bit layout (the same as the NumPy reference packer): codes of ``bits`` bits are written as one
 little-endian bit stream, LSB first — code ``j`` occupies stream bits ``[j*bits, (j+1)*bits)``, and stream
@@ -14,16 +23,29 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 
+name = "torch"
+
 __all__ = [
-    "packed_size",
     "pack_bits",
     "unpack_bits",
-    "byte_table",
-    "decode_packed",
     "bucketize",
-    "sign_bits",
+    "encode_scalar",
+    "scaled_indices",
+    "encode_scaled",
+    "decode_values",
+    "lut_scores",
+    "sign_scores",
+    "topk",
+    "packed_size",
+    "pack_tensor",
+    "unpack_tensor",
+    "byte_table",
+    "decode_tensor",
+    "bucketize_tensor",
+    "sign_tensor",
     "scores_from_tile",
     "weighted_tile_sum",
 ]
@@ -38,7 +60,7 @@ def _stream_weights(device) -> torch.Tensor:
     return (2 ** torch.arange(8, device=device, dtype=torch.int32)).to(torch.int32)
 
 
-def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
+def pack_tensor(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack integer codes into bytes.
 
     Parameters
@@ -73,8 +95,8 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
     return (stream * _stream_weights(c.device)).sum(-1).to(torch.uint8)
 
 
-def unpack_bits(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
-    """Inverse of :func:`pack_bits`.
+def unpack_tensor(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+    """Inverse of :func:`pack_tensor`.
 
     Parameters
     ----------
@@ -126,8 +148,8 @@ def byte_table(values: torch.Tensor, bits: int) -> torch.Tensor:
     return values[_byte_codes(bits, str(values.device))]
 
 
-def decode_packed(packed: torch.Tensor, values: torch.Tensor, bits: int, n: int) -> torch.Tensor:
-    """Replace packed codes by their values: ``values[unpack_bits(packed)]`` without materialising indices.
+def decode_tensor(packed: torch.Tensor, values: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+    """Replace packed codes by their values: ``values[unpack_tensor(packed)]`` without materialising indices.
 
     Parameters
     ----------
@@ -145,18 +167,18 @@ def decode_packed(packed: torch.Tensor, values: torch.Tensor, bits: int, n: int)
         k = table.shape[1]
         out = table[packed.long()]  # (..., nbytes, k)
         return out.reshape(*packed.shape[:-1], packed.shape[-1] * k)[..., :n]
-    return values[unpack_bits(packed, bits, n)]
+    return values[unpack_tensor(packed, bits, n)]
 
 
-def bucketize(x: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor:
+def bucketize_tensor(x: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor:
     """Cell index of each value for increasing ``boundaries``; a value equal to a boundary goes up.
 
     Same rule as ``np.searchsorted(boundaries, x, side="right")``. Returns int64 of ``x``'s shape.
     """
-    return torch.bucketize(x.contiguous(), boundaries, right=True)
+    return torch.bucketize_tensor(x.contiguous(), boundaries, right=True)
 
 
-def sign_bits(x: torch.Tensor) -> torch.Tensor:
+def sign_tensor(x: torch.Tensor) -> torch.Tensor:
     """1 where ``x > 0`` else 0 (so 0 maps to the ``-1`` code), int64 of ``x``'s shape."""
     return (x > 0).long()
 
@@ -196,3 +218,118 @@ def weighted_tile_sum(weights: torch.Tensor, tile: torch.Tensor, scale: torch.Te
     if scale is not None:
         weights = weights * scale.unsqueeze(-2)
     return torch.matmul(weights, tile)
+
+
+# ------------------------------------------------------------------------------------------------
+# kernel-dispatch ops (reference signatures; NumPy or torch in, same kind out)
+# ------------------------------------------------------------------------------------------------
+def _tensor(x, dtype=None) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    return t if dtype is None else t.to(dtype)
+
+
+def _out(t: torch.Tensor, like, np_dtype):
+    if isinstance(like, torch.Tensor):
+        return t
+    return np.ascontiguousarray(t.cpu().numpy(), dtype=np_dtype)
+
+
+def pack_bits(idx, bits: int):
+    """(n, k) uint8 indices -> (n, ceil(k*bits/8)) uint8 LSB-first bitstream."""
+    return _out(pack_tensor(_tensor(idx), int(bits)), idx, np.uint8)
+
+
+def unpack_bits(packed, bits: int, k: int):
+    """(n, ceil(k*bits/8)) uint8 -> (n, k) uint8 indices."""
+    return _out(unpack_tensor(_tensor(packed), int(bits), int(k)).to(torch.uint8), packed, np.uint8)
+
+
+def _bucketize64(x, boundaries) -> torch.Tensor:
+    xt = _tensor(x, torch.float64)
+    b = _tensor(boundaries, torch.float64).to(xt.device)
+    return torch.bucketize(xt.contiguous(), b, right=True)
+
+
+def bucketize(x, boundaries):
+    """(n, k) float32, (L-1,) float64 -> (n, k) uint8 cell indices (count of boundaries <= x)."""
+    return _out(_bucketize64(x, boundaries).to(torch.uint8), x, np.uint8)
+
+
+def encode_scalar(x, boundaries, bits: int):
+    """Fused bucketize + pack: (n, k) float32 -> (n, ceil(k*bits/8)) uint8."""
+    return _out(pack_tensor(_bucketize64(x, boundaries), int(bits)), x, np.uint8)
+
+
+def _scaled_indices(u, boundaries, centroids, scales) -> torch.Tensor:
+    u64 = _tensor(u, torch.float64)
+    dev = u64.device
+    b = _tensor(boundaries, torch.float64).to(dev)
+    c = _tensor(centroids, torch.float64).to(dev)
+    n, k = u64.shape
+    best = torch.zeros((n, k), dtype=torch.long, device=dev)
+    best_cos = torch.full((n,), -float("inf"), dtype=torch.float64, device=dev)
+    for t in _tensor(scales, torch.float64).tolist():
+        idx = torch.bucketize((u64 * t).contiguous(), b, right=True)
+        vals = c[idx]
+        dot = (u64 * vals).sum(1)
+        nrm = vals.norm(dim=1)
+        cos = torch.where(nrm > 0, dot / torch.where(nrm > 0, nrm, torch.ones_like(nrm)), torch.full_like(nrm, -float("inf")))
+        better = cos > best_cos
+        best[better] = idx[better]
+        best_cos = torch.where(better, cos, best_cos)
+    return best
+
+
+def scaled_indices(u, boundaries, centroids, scales):
+    """Per row, the indices of ``u * t`` (t in ``scales``) whose reconstruction has the highest cosine
+    with ``u`` (first such ``t`` on ties); see :func:`vqdb.kernels.reference.scaled_indices`."""
+    return _out(_scaled_indices(u, boundaries, centroids, scales).to(torch.uint8), u, np.uint8)
+
+
+def encode_scaled(u, boundaries, centroids, scales, bits: int):
+    """Fused :func:`scaled_indices` + pack: (n, k) float32 -> (n, ceil(k*bits/8)) uint8."""
+    return _out(pack_tensor(_scaled_indices(u, boundaries, centroids, scales), int(bits)), u, np.uint8)
+
+
+def _decode_values(codes, offset: int, bits: int, k: int, values) -> torch.Tensor:
+    ct = _tensor(codes)
+    nb = packed_size(int(k), int(bits))
+    vals = _tensor(values, torch.float32).to(ct.device)
+    return decode_tensor(ct[:, offset : offset + nb], vals, int(bits), int(k))
+
+
+def decode_values(codes, offset: int, bits: int, k: int, values):
+    """Gather reconstruction levels: (n, code_size) uint8 -> (n, k) float32 ``values[idx]``."""
+    return _out(_decode_values(codes, offset, bits, k, values), codes, np.float32)
+
+
+def lut_scores(q, codes, offset: int, bits: int, values):
+    """Σ_j q[i, j] · values[idx[n, j]]: (m, k) float32 queries x packed codes -> (m, n) float32."""
+    qt = _tensor(q, torch.float32)
+    tile = _decode_values(codes, offset, bits, qt.shape[1], values).to(qt.device)
+    return _out(qt @ tile.T, q, np.float32)
+
+
+_SIGNS = np.array([-1.0, 1.0], dtype=np.float32)
+
+
+def sign_scores(q, codes, offset: int):
+    """Σ_j q[i, j] · (2·bit_j − 1) over 1-bit sign codes (QJL): (m, k) float32 -> (m, n) float32."""
+    return lut_scores(q, codes, offset, 1, _SIGNS)
+
+
+def topk(scores, k: int):
+    """Best ``k`` per row, best first, ties broken by lower column index; ``-1``/``-inf`` padding when k > n.
+
+    Returns ``(ids (m, k) int64, top (m, k) float32)``.
+    """
+    st = _tensor(scores, torch.float32)
+    m, n = st.shape
+    kk = min(int(k), n)
+    ids = torch.full((m, int(k)), -1, dtype=torch.long, device=st.device)
+    top = torch.full((m, int(k)), -float("inf"), dtype=torch.float32, device=st.device)
+    if kk and m:
+        vals, order = torch.sort(st, dim=1, descending=True, stable=True)
+        ids[:, :kk] = order[:, :kk]
+        top[:, :kk] = vals[:, :kk]
+    return _out(ids, scores, np.int64), _out(top, scores, np.float32)

@@ -57,10 +57,10 @@ class GroupCodec(KVCodec):
         safe = torch.where(s > 0, s, torch.ones_like(s))
         q = torch.round((g - mn_s.float().unsqueeze(-1)) / safe).clamp_(0, levels)
         q = torch.where(s > 0, q, torch.zeros_like(q))
-        return {"q": ops.pack_bits(q.reshape(*lead, self.dim), self.bits), "scale": scale, "min": mn_s}
+        return {"q": ops.pack_tensor(q.reshape(*lead, self.dim), self.bits), "scale": scale, "min": mn_s}
 
     def decode(self, codes):
-        q = ops.unpack_bits(codes["q"], self.bits, self.dim).float()
+        q = ops.unpack_tensor(codes["q"], self.bits, self.dim).float()
         lead = q.shape[:-1]
         q = q.reshape(*lead, self.n_groups, self.group_size)
         x = codes["min"].float().unsqueeze(-1) + codes["scale"].float().unsqueeze(-1) * q

@@ -142,9 +142,9 @@ class TurboCodec(KVCodec):
         x = x.float()
         norm, u = _norms(x)
         y = u @ self.rotation.T
-        idx = ops.bucketize(y, self.boundaries)
+        idx = ops.bucketize_tensor(y, self.boundaries)
         c = self.centroids[idx]
-        out = {"idx": ops.pack_bits(idx, self.mse_bits)}
+        out = {"idx": ops.pack_tensor(idx, self.mse_bits)}
         if self.variant == "scaled":
             dot = (y * c).sum(-1)
             safe = torch.where(dot > 0, dot, torch.ones_like(dot))
@@ -154,16 +154,16 @@ class TurboCodec(KVCodec):
             out["norm"] = _side(norm, self.side_dtype, "norm").unsqueeze(-1)
         if self.variant == "prod":
             r = y - c
-            out["signs"] = ops.pack_bits(ops.sign_bits(r @ self.sketch.T), 1)
+            out["signs"] = ops.pack_tensor(ops.sign_tensor(r @ self.sketch.T), 1)
             out["rnorm"] = _side(torch.linalg.vector_norm(r, dim=-1), self.side_dtype, "residual norm").unsqueeze(-1)
         return out
 
     def _tile(self, codes: Codes) -> torch.Tensor:
         """Unit-scale reconstruction in rotated coordinates (..., n, d), MSE part only."""
-        return ops.decode_packed(codes["idx"], self.centroids, self.mse_bits, self.dim)
+        return ops.decode_tensor(codes["idx"], self.centroids, self.mse_bits, self.dim)
 
     def _signs_tile(self, codes: Codes) -> torch.Tensor:
-        return ops.decode_packed(codes["signs"], self._signs.to(self.rotation.device), 1, self.dim)
+        return ops.decode_tensor(codes["signs"], self._signs.to(self.rotation.device), 1, self.dim)
 
     def decode_rotated(self, codes: Codes) -> torch.Tensor:
         """x̂ in rotated coordinates (Π x̂), (..., d) float32."""
@@ -234,10 +234,10 @@ class QJLCodec(KVCodec):
     def encode(self, x):
         x = x.float()
         norm = torch.linalg.vector_norm(x, dim=-1)
-        return {"signs": ops.pack_bits(ops.sign_bits(x @ self.sketch.T), 1), "norm": _side(norm, self.side_dtype, "norm").unsqueeze(-1)}
+        return {"signs": ops.pack_tensor(ops.sign_tensor(x @ self.sketch.T), 1), "norm": _side(norm, self.side_dtype, "norm").unsqueeze(-1)}
 
     def _tile(self, codes):
-        return ops.decode_packed(codes["signs"], self._signs, 1, self.m)
+        return ops.decode_tensor(codes["signs"], self._signs, 1, self.m)
 
     def decode(self, codes):
         return (self._tile(codes) @ self.sketch) * (self.scale * codes["norm"].float())
@@ -314,8 +314,8 @@ class PolarCodec(KVCodec):
             ang = torch.atan2(b, a)
             if i == 0:
                 ang = torch.remainder(ang, 2 * math.pi)
-            idx = ops.bucketize(ang, self.level_boundaries[i])
-            out[f"a{i}"] = ops.pack_bits(idx, self.level_bits[i])
+            idx = ops.bucketize_tensor(ang, self.level_boundaries[i])
+            out[f"a{i}"] = ops.pack_tensor(idx, self.level_bits[i])
             r = torch.sqrt(a * a + b * b)
         out["radius"] = _side(r, self.side_dtype, "radius")
         return out
@@ -324,8 +324,8 @@ class PolarCodec(KVCodec):
         r = codes["radius"].float()
         for i in range(self.levels - 1, -1, -1):
             n = self._n_angles(i)
-            cos = ops.decode_packed(codes[f"a{i}"], self._cos[i], self.level_bits[i], n)
-            sin = ops.decode_packed(codes[f"a{i}"], self._sin[i], self.level_bits[i], n)
+            cos = ops.decode_tensor(codes[f"a{i}"], self._cos[i], self.level_bits[i], n)
+            sin = ops.decode_tensor(codes[f"a{i}"], self._sin[i], self.level_bits[i], n)
             r = torch.stack([r * cos, r * sin], dim=-1).reshape(*r.shape[:-1], 2 * n)
         return r
 
