@@ -73,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for router in load_routers():
         app.include_router(router)
+    if not keyring.enabled:
+        _document_open_access(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=_limits(settings))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
@@ -91,6 +93,24 @@ def load_routers(core=CORE, optional=OPTIONAL) -> list:
             continue
         out.extend(getattr(module, "routers", None) or [module.router])
     return out
+
+
+def _document_open_access(app: FastAPI) -> None:
+    """With no key configured, the OpenAPI schema must not claim that operations need one."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    if isinstance(operation, dict):
+                        operation.pop("security", None)
+            schema.get("components", {}).pop("securitySchemes", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _limits(settings: Settings):
