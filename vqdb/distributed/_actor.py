@@ -2,8 +2,12 @@
 
 The actor class is a plain Python class; :func:`remote_class` wraps it with ``ray.remote`` on first
 use, so importing this module does not import Ray. Every method takes and returns plain arrays,
-dicts or ``vqdb`` result objects (all picklable). Errors raised by the index (bad input, unknown ids)
+dicts or ``vqdb`` value objects (all picklable). Errors raised by the index (bad input, unknown ids)
 travel back to the caller unchanged; only the death of the process is handled by the coordinator.
+
+A shard starts *pending* (no index yet) until the coordinator has fixed the quantizer's centre at
+the set's first write (:meth:`ShardActor.init_index`), so that every shard encodes with the centre a
+single index would have fitted on that same write. A pending shard answers reads as an empty index.
 
 An actor runs one method at a time (Ray's default ``max_concurrency=1``), which gives the index the
 single writer it requires; parallelism comes from the shards.
@@ -17,73 +21,149 @@ from typing import Any
 
 import numpy as np
 
+INDEX_MANIFEST = "manifest.json"   # the file that marks a vqdb.Index directory
+_LOCK_WAIT_S = 10.0                 # a restarted shard waits this long for its dead predecessor's flock
+
 
 class ShardActor:
-    """Hold shard ``spec["shard"]``: create a new index or open an existing directory.
+    """Hold shard ``spec["shard"]``.
 
     Parameters
     ----------
     spec : dict
-        ``shard`` (int), ``mode`` ("create" | "open"), ``path`` (shard directory or None),
-        ``dim``, ``metric``, ``quantizer_state`` (a ``state_dict()``), ``index_kwargs`` (dict).
+        ``shard`` (int); ``path`` (the shard's directory, or None for memory only); ``dim``;
+        ``metric``; ``quantizer`` (a Quantizer object, its centre set once decided); ``centre_decided``
+        (bool); ``index_kwargs`` (dict of other ``vqdb.Index`` options); ``on_missing``: what to do
+        when ``path`` holds no index yet: ``"pending"`` (wait for :meth:`init_index`), ``"create"``
+        (create it now) or ``"error"`` (the directory was lost: refuse to start).
     """
 
     def __init__(self, spec: dict[str, Any]):
-        import vqdb
-
         self.shard = int(spec["shard"])
         self.path = spec.get("path")
-        if spec["mode"] == "open":
-            self.index = vqdb.open(self.path)
-        else:
-            quantizer = vqdb.load_quantizer(spec["quantizer_state"])
-            self.index = vqdb.Index(spec["dim"], metric=spec["metric"], quantizer=quantizer, path=self.path,
-                                    **spec.get("index_kwargs", {}))
+        self.spec = spec
+        self.index = None
+        exists = self.path is not None and os.path.isfile(os.path.join(self.path, INDEX_MANIFEST))
+        if exists:
+            self.index = _open_waiting_for_lock(self.path)
+        elif spec["on_missing"] == "create":
+            self._create(spec["quantizer"])
+        elif spec["on_missing"] == "error":
+            from ..errors import NotFoundError
 
-    # ---- liveness ---------------------------------------------------------------------------
+            raise NotFoundError(f"shard {self.shard}: {self.path!r} holds no index (was the directory removed?)")
+
+    def _create(self, quantizer) -> None:
+        import vqdb
+
+        spec = self.spec
+        self.index = vqdb.Index(spec["dim"], metric=spec["metric"], quantizer=quantizer, path=self.path,
+                                **spec.get("index_kwargs", {}))
+
+    # ---- lifecycle --------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:
-        return {"shard": self.shard, "pid": os.getpid(), "n": len(self.index)}
+        return {"shard": self.shard, "pid": os.getpid(), "ready": self.index is not None}
+
+    def init_index(self, quantizer) -> None:
+        """Create the shard's index with ``quantizer`` (centre fixed by the coordinator); no-op if it exists."""
+        if self.index is None:
+            self._create(quantizer)
 
     def debug_sleep(self, seconds: float) -> None:
         """Occupy the actor (tests use it to hold a search in flight while they kill the actor)."""
         time.sleep(float(seconds))
 
+    def close(self) -> None:
+        if self.index is not None:
+            self.index.close()
+
     # ---- writes -----------------------------------------------------------------------------
     def add(self, vectors: np.ndarray, ids: np.ndarray, metadata=None) -> np.ndarray:
-        return self.index.add(vectors, ids=ids, metadata=metadata)
+        return self._ready().add(vectors, ids=ids, metadata=metadata)
 
-    def upsert(self, vectors: np.ndarray, ids: np.ndarray, metadata=None):
-        return self.index.upsert(vectors, ids, metadata=metadata)
+    def upsert(self, vectors: np.ndarray, ids: np.ndarray, metadata=None) -> np.ndarray:
+        return self._ready().upsert(vectors, ids, metadata=metadata)
 
-    def delete(self, ids: np.ndarray):
-        return self.index.delete(ids)
+    def delete(self, ids: np.ndarray) -> int:
+        return self._ready().delete(ids)
 
     def save(self) -> None:
-        self.index.save()
+        if self.index is not None:
+            self.index.save()
 
-    def compact(self):
-        return self.index.compact()
+    def compact(self) -> None:
+        if self.index is not None:
+            self.index.compact()
 
-    def close(self) -> None:
-        close = getattr(self.index, "close", None)
-        if close is not None:
-            close()
+    def export(self, path: str) -> bool:
+        """Write a compacted copy of the shard to ``path``; False (nothing written) for a pending shard."""
+        if self.index is None:
+            return False
+        self.index.export(path)
+        return True
 
     # ---- reads ------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, kwargs: dict[str, Any]):
+        if self.index is None:
+            from ..index import SearchResult
+
+            m = queries.shape[0]
+            return SearchResult(np.full((m, k), -1, np.int64), np.full((m, k), -np.inf, np.float32),
+                                self.spec["metric"])
         return self.index.search(queries, k, **kwargs)
 
-    def get(self, ids: np.ndarray, kwargs: dict[str, Any]):
-        return self.index.get(ids, **kwargs)
+    def get(self, ids: np.ndarray, include_vectors: bool):
+        return self._ready(ids).get(ids, include_vectors=include_vectors)
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
-        return self.index.contains(ids)
+        """(n,) bool: which ``ids`` this shard holds."""
+        if self.index is None or ids.size == 0:
+            return np.zeros(ids.shape[0], dtype=bool)
+        fast = getattr(self.index, "contains", None)
+        if fast is not None:
+            return np.asarray(fast(ids), dtype=bool)
+        if ids.size > 64:
+            return np.isin(ids, self.index.ids())
+        return np.array([int(i) in self.index for i in ids], dtype=bool)
+
+    def ids(self) -> np.ndarray:
+        return np.zeros(0, np.int64) if self.index is None else self.index.ids()
+
+    def max_id(self) -> int | None:
+        ids = self.ids()
+        return int(ids.max()) if ids.size else None
 
     def size(self) -> int:
-        return len(self.index)
+        return 0 if self.index is None else len(self.index)
 
     def stats(self) -> dict[str, Any]:
+        if self.index is None:
+            return {"n": 0, "rows_stored": 0, "rows_deleted": 0, "pending": True, "path": self.path}
         return self.index.stats()
+
+    def _ready(self, ids=None):
+        if self.index is None:
+            from ..errors import InvalidInputError, NotFoundError
+
+            if ids is not None:
+                raise NotFoundError(f"{ids.size} id(s) not in the index: {ids[:10].tolist()}")
+            raise InvalidInputError(f"shard {self.shard} has no index yet")  # the coordinator inits first
+        return self.index
+
+
+def _open_waiting_for_lock(path: str):
+    """``vqdb.open(path)``; a dead predecessor's flock can outlive it for a moment, so retry briefly."""
+    import vqdb
+    from ..index import LockedError
+
+    deadline = time.monotonic() + _LOCK_WAIT_S
+    while True:
+        try:
+            return vqdb.open(path)
+        except LockedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 _REMOTE = None

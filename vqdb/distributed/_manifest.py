@@ -3,8 +3,8 @@
 Layout of ``path/``::
 
     sharded.json          this manifest (format, dim, metric, shard count, routing scheme, next id)
-    quantizer.json        quantizer kind + config (JSON)
-    quantizer.npz         quantizer arrays (rotation, codebooks, centre, ...): the drawn state itself
+    quantizer.json        quantizer kind + config + class (JSON)
+    quantizer.npz         quantizer arrays (rotation, codebooks, ...: the drawn state itself) + fitted centre
     shard-00000/ ...      one ``vqdb.Index`` directory per shard
 
 The quantizer state is stored once, at the top, and handed to every shard when the set is created
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import IncompatibleFormatError, NotFoundError
+from ..errors import IncompatibleFormatError, NotFoundError, VqdbError
 
 MANIFEST = "sharded.json"
 QUANTIZER_JSON = "quantizer.json"
@@ -58,24 +58,47 @@ def _atomic_write(path: str, data: bytes) -> None:
     _fsync_dir(os.path.dirname(path) or ".")
 
 
-def write_quantizer_state(path: str, state: dict[str, Any]) -> None:
-    """Persist a quantizer ``state_dict()`` (kind, config, arrays) under ``path``."""
+def write_quantizer(path: str, quantizer) -> None:
+    """Persist ``quantizer`` (its ``state_dict()``, class, and fitted ``centre_`` if any) under ``path``."""
     import io
 
+    state = quantizer.state_dict()
+    arrays = {f"q/{name}": np.asarray(a) for name, a in state["arrays"].items()}
+    centre = getattr(quantizer, "centre_", None)
+    if centre is not None:
+        arrays["centre"] = np.asarray(centre, dtype=np.float32)
     buf = io.BytesIO()
-    np.savez(buf, **{name: np.asarray(a) for name, a in state["arrays"].items()})
+    np.savez(buf, **arrays)
     _atomic_write(os.path.join(path, QUANTIZER_NPZ), buf.getvalue())
-    meta = {"kind": state["kind"], "config": state["config"]}
+    cls = type(quantizer)
+    meta = {"kind": state["kind"], "config": state["config"], "class": f"{cls.__module__}:{cls.__qualname__}"}
     _atomic_write(os.path.join(path, QUANTIZER_JSON), json.dumps(meta, indent=1, sort_keys=True).encode())
 
 
-def read_quantizer_state(path: str) -> dict[str, Any]:
-    """Inverse of :func:`write_quantizer_state`: a dict ``vqdb.load_quantizer`` accepts."""
+def read_quantizer(path: str):
+    """Inverse of :func:`write_quantizer`: the quantizer object, ``centre_`` restored."""
     with open(os.path.join(path, QUANTIZER_JSON), encoding="utf-8") as f:
         meta = json.load(f)
     with np.load(os.path.join(path, QUANTIZER_NPZ), allow_pickle=False) as z:
-        arrays = {name: z[name] for name in z.files}
-    return {"kind": meta["kind"], "config": meta["config"], "arrays": arrays}
+        arrays = {name[2:]: z[name] for name in z.files if name.startswith("q/")}
+        centre = z["centre"] if "centre" in z.files else None
+    state = {"kind": meta["kind"], "config": meta["config"], "arrays": arrays}
+    try:
+        from ..quantizers import load_quantizer
+
+        quantizer = load_quantizer(state)
+    except (ImportError, VqdbError):  # a quantizer class outside the registry: rebuild from its class
+        import importlib
+
+        module, _, qualname = meta.get("class", "").partition(":")
+        if not module:
+            raise
+        obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        quantizer = obj.from_state_dict(state)
+    quantizer.centre_ = None if centre is None else np.asarray(centre, dtype=np.float32)
+    return quantizer
 
 
 def write_manifest(path: str, manifest: dict[str, Any]) -> None:

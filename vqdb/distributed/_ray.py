@@ -32,3 +32,9 @@ def dead_actor_errors() -> tuple[type[BaseException], ...]:
     exc = ray().exceptions
     return tuple(t for t in (getattr(exc, "RayActorError", None), getattr(exc, "ActorUnavailableError", None))
                  if t is not None)
+
+
+def is_stale_handle_error(exc: BaseException) -> bool:
+    """True for the error Ray raises when a call is submitted to an actor it no longer knows, e.g. one
+    created before ``ray.shutdown()`` / ``ray.init()`` (a plain ``Exception`` in Ray 2.x)."""
+    return type(exc) is Exception and "Failed to submit task to actor" in str(exc)

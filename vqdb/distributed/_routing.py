@@ -45,14 +45,15 @@ def shard_of(ids, n_shards: int) -> np.ndarray:
 
     Parameters
     ----------
-    ids : array-like of shape (n,), int64
+    ids : array-like of int64, any shape
     n_shards : int, >= 1
 
     Returns
     -------
-    shard : ndarray of shape (n,), int64, values in [0, n_shards)
+    shard : ndarray of int64, the shape of ``ids``, values in [0, n_shards)
     """
-    return (splitmix64(np.asarray(ids, dtype=np.int64).reshape(-1)) % np.uint64(n_shards)).astype(np.int64)
+    ids = np.asarray(ids, dtype=np.int64)
+    return (splitmix64(ids.reshape(-1)) % np.uint64(n_shards)).astype(np.int64).reshape(ids.shape)
 
 
 def split_by_shard(ids: np.ndarray, n_shards: int) -> list[np.ndarray]:

@@ -5,10 +5,12 @@ How it works
 * **Shards.** Shard ``s`` is a ``vqdb.Index`` held by a Ray actor (:mod:`._actor`), with its own
   directory ``path/shard-0000s`` when the set is persistent. Ray places and runs the actors; vqdb
   adds no RPC and no cluster manager.
-* **One quantizer state.** The quantizer is built once, here, and its ``state_dict()`` (rotation,
-  codebooks, everything drawn from the seed) is handed to every shard and stored once in the
-  top-level directory. Every shard therefore writes exactly the codes a single index would write,
-  and a flat search returns the same ids and scores as a single index over the same data.
+* **One quantizer state.** The quantizer is built once, here (rotation, codebooks: everything drawn
+  from the seed), and its centre is fitted here, on the set's first write, exactly as a single
+  ``vqdb.Index`` fits it on its first ``add`` (the mean of that batch, when it has >= 256 rows). The
+  shards' indexes are created only then, all with that same quantizer, which is also stored once in
+  the top-level directory. Every shard therefore writes exactly the codes a single index would
+  write, and a flat search returns the same ids and scores as a single index over the same data.
 * **Routing.** A write goes to shard ``splitmix64(id) mod n_shards`` (:mod:`._routing`): stable
   across processes and machines, unlike Python's salted ``hash``. ``add`` without ids draws them
   from a counter kept here, so ids stay unique over the whole set.
@@ -41,8 +43,7 @@ import numpy as np
 
 from .. import __version__
 from .._validation import as_float32_matrix, as_ids, check_choice, check_int_range, check_k
-from ..errors import (DuplicateIdError, InvalidInputError, NotFoundError, ShardUnavailableError,
-                      VqdbError)
+from ..errors import DuplicateIdError, InvalidInputError, NotFoundError, ShardUnavailableError, VqdbError
 from . import _manifest, _ray
 from ._actor import remote_class
 from ._merge import merge_topk
@@ -51,9 +52,8 @@ from ._routing import ROUTING, split_by_shard
 
 METRICS = ("cos", "ip", "l2sq")
 MAX_SHARDS = 4096
+FIT_MIN = 256   # as vqdb.Index: the first write of at least this many rows fits the quantizer centre
 DEFAULT_ACTOR_OPTIONS = {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
-
-_INDEX_KWARGS_JSON_HINT = "index options of a sharded index are stored in its manifest and must be JSON values"
 
 
 class ShardedIndex:
@@ -68,12 +68,13 @@ class ShardedIndex:
     metric : {"cos", "ip", "l2sq"}
         As for ``vqdb.Index``; scores are higher-is-better for every metric.
     quantizer : str or Quantizer
-        A preset name (``"turbo-4"``, ``"turbo-2"``, ...) or a quantizer object; its state is copied
-        to every shard.
+        A preset name (``"turbo-4"``, ``"turbo-2"``, ...) or a quantizer object (copied; a fitted
+        ``centre_`` is kept). The same quantizer state goes to every shard.
     path : str or None
-        Directory of the set (created; must not hold an index yet). ``None`` keeps every shard in
-        its actor's memory only. On a multi-node cluster the directory must be on storage every
-        node can reach (NFS, a mounted volume), or the actors pinned with ``actor_options``.
+        Directory of the set (created; must be new or empty). ``None`` keeps every shard in its
+        actor's memory only (lost if the actor dies). On a multi-node cluster the directory must be
+        on storage every node can reach (NFS, a mounted volume), or the actors pinned to the nodes
+        that hold their shards with ``actor_options``.
     ray_address : str or None
         Passed to ``ray.init`` when this process is not connected to Ray yet (``"auto"``,
         ``"ray://head:10001"``); ``None`` joins ``RAY_ADDRESS`` or starts a local cluster.
@@ -83,60 +84,70 @@ class ShardedIndex:
     max_retries : int
         How many times one call restarts a dead shard from its directory and retries.
     **index_kwargs
-        Other ``vqdb.Index`` options (``ivf``, ``store_vectors``, ...), passed to every shard.
-        With ``ivf`` each shard trains its own coarse partition on its own rows, so IVF results are
-        close to, not identical with, a single index; flat search is identical.
+        Other ``vqdb.Index`` options (``ivf``, ``store_vectors``, ``flush_rows``, ...), JSON values,
+        passed to every shard. With ``ivf`` each shard trains its own coarse partition on its own
+        rows, so IVF results are close to, not identical with, a single index's.
+
+    Notes
+    -----
+    Memory: each shard holds ``len/n_shards`` rows of ``stats()["bytes_per_vector"]["total"]`` bytes
+    (codes + id + list number + id index). Search cost per shard is a scan of its own rows, so with
+    shards on separate cores or nodes a flat search takes about ``1/n_shards`` of the time, plus one
+    Ray round trip (about a millisecond) and the merge.
 
     Examples
     --------
-    >>> from vqdb.distributed import ShardedIndex            # doctest: +SKIP
-    >>> index = ShardedIndex(384, n_shards=4, path="wordnet-sharded")   # doctest: +SKIP
-    >>> ids = index.add(vectors)                               # doctest: +SKIP
-    >>> res = index.search(queries, 10)                        # doctest: +SKIP
-    >>> res.ids.shape, res.complete                            # doctest: +SKIP
+    >>> from vqdb.distributed import ShardedIndex                              # doctest: +SKIP
+    >>> index = ShardedIndex(384, n_shards=4, path="wordnet-sharded")         # doctest: +SKIP
+    >>> ids = index.add(vectors)                                               # doctest: +SKIP
+    >>> res = index.search(queries, 10)                                        # doctest: +SKIP
+    >>> res.ids.shape, res.complete                                            # doctest: +SKIP
     ((400, 10), True)
     """
 
     def __init__(self, dim: int, n_shards: int = 4, *, metric: str = "cos", quantizer="turbo-4",
                  path: str | os.PathLike | None = None, ray_address: str | None = None,
                  actor_options: dict[str, Any] | None = None, max_retries: int = 1, **index_kwargs):
-        from ..presets import make_quantizer
-
         dim = check_int_range(dim, 1, 1 << 20, name="dim")
         n_shards = check_int_range(n_shards, 1, MAX_SHARDS, name="n_shards")
         check_choice(metric, METRICS, name="metric")
-        q = make_quantizer(quantizer, dim)
-        state = q.state_dict()
-        path = None if path is None else os.fspath(path)
         _check_json(index_kwargs)
+        path = None if path is None else os.fspath(path)
         if path is not None:
-            _prepare_new_dir(path)
-        self._setup(dim=dim, n_shards=n_shards, metric=metric, quantizer_state=state, path=path,
-                    index_kwargs=dict(index_kwargs), next_id=0, actor_options=actor_options,
-                    max_retries=max_retries)
+            _check_new_dir(path)
+        q = _resolve_quantizer(dim, metric, quantizer, index_kwargs)
         if path is not None:
-            _manifest.write_quantizer_state(path, state)
+            os.makedirs(path, exist_ok=True)
+        self._setup(dim=dim, n_shards=n_shards, metric=metric, quantizer=q, path=path,
+                    index_kwargs=dict(index_kwargs), next_id=0, centre_decided=q.centre_ is not None,
+                    shards_created=False, actor_options=actor_options, max_retries=max_retries)
+        if path is not None:
+            _manifest.write_quantizer(path, q)
             self._write_manifest()
         _ray.ensure_connected(ray_address)
-        self._actors = self._start_all("create")
+        self._actors = self._start_all("create" if self._centre_decided else "pending")
+        if self._centre_decided:
+            self._shards_created = True
+            self._write_manifest()
 
     # ---- construction helpers ---------------------------------------------------------------
-    def _setup(self, *, dim, n_shards, metric, quantizer_state, path, index_kwargs, next_id,
-               actor_options, max_retries) -> None:
+    def _setup(self, *, dim, n_shards, metric, quantizer, path, index_kwargs, next_id, centre_decided,
+               shards_created, actor_options, max_retries) -> None:
         self.dim = int(dim)
         self.n_shards = int(n_shards)
         self.metric = metric
         self.path = path
-        self._quantizer_state = quantizer_state
-        self._quantizer = None
+        self._quantizer = quantizer
         self._index_kwargs = index_kwargs
         self._next_id = int(next_id)
+        self._centre_decided = bool(centre_decided)
+        self._shards_created = bool(shards_created)
         opts = dict(DEFAULT_ACTOR_OPTIONS if actor_options is None else actor_options)
         opts.setdefault("max_restarts", 0)  # restarts are ours: from the shard's directory, counted
         self._actor_options = opts
         self._max_retries = check_int_range(max_retries, 0, 100, name="max_retries")
         self._lock = threading.RLock()        # guards self._actors
-        self._write_lock = threading.Lock()   # one write at a time from this coordinator
+        self._write_lock = threading.RLock()  # one write at a time from this coordinator
         self._actors: list = []
         self._closed = False
 
@@ -147,12 +158,16 @@ class ShardedIndex:
             raise InvalidInputError(f"{path!r} routes ids with {m.get('routing')!r}; this vqdb knows {ROUTING!r}")
         self = cls.__new__(cls)
         self._setup(dim=m["dim"], n_shards=m["n_shards"], metric=m["metric"],
-                    quantizer_state=_manifest.read_quantizer_state(path), path=path,
+                    quantizer=_manifest.read_quantizer(path), path=path,
                     index_kwargs=m.get("index_kwargs", {}), next_id=m.get("next_id", 0),
+                    centre_decided=m.get("centre_decided", False), shards_created=m.get("shards_created", False),
                     actor_options=actor_options, max_retries=max_retries)
         _ray.ensure_connected(ray_address)
         self._actors = self._start_all("open")
-        # auto ids continue after the largest id any shard holds, even if the manifest lagged
+        if self._centre_decided and not self._shards_created:  # crashed between the two steps of the first write
+            self._shards_created = True
+            self._write_manifest()
+        # auto ids continue after the largest id any shard holds, even if the manifest lagged behind
         top = self._all("max_id", retry=True)
         self._next_id = max([self._next_id] + [int(v) + 1 for v in top.values() if v is not None])
         return self
@@ -160,15 +175,24 @@ class ShardedIndex:
     def _shard_path(self, shard: int) -> str | None:
         return None if self.path is None else os.path.join(self.path, _manifest.shard_dirname(shard))
 
+    def _on_missing(self, mode: str) -> str:
+        if mode in ("create", "pending"):
+            return mode
+        if not self._centre_decided:
+            return "pending"
+        return "error" if self._shards_created else "create"
+
     def _spec(self, shard: int, mode: str) -> dict[str, Any]:
-        return {"shard": shard, "mode": mode, "path": self._shard_path(shard), "dim": self.dim,
-                "metric": self.metric, "quantizer_state": self._quantizer_state,
-                "index_kwargs": self._index_kwargs}
+        return {"shard": shard, "path": self._shard_path(shard), "dim": self.dim, "metric": self.metric,
+                "quantizer": self._quantizer, "index_kwargs": self._index_kwargs,
+                "on_missing": self._on_missing(mode)}
+
+    def _new_actor(self, shard: int, mode: str):
+        return remote_class().options(**self._actor_options).remote(self._spec(shard, mode))
 
     def _start_all(self, mode: str) -> list:
         ray = _ray.ray()
-        actors = [remote_class().options(**self._actor_options).remote(self._spec(s, mode))
-                  for s in range(self.n_shards)]
+        actors = [self._new_actor(s, mode) for s in range(self.n_shards)]
         try:
             ray.get([a.ping.remote() for a in actors])
         except Exception as exc:
@@ -187,38 +211,48 @@ class ShardedIndex:
                 raise ShardUnavailableError(
                     f"shard {shard} died and cannot be restarted: the index has no path, so that shard's "
                     "rows lived only in the dead actor's memory and are lost", [shard])
-            actor = remote_class().options(**self._actor_options).remote(self._spec(shard, "open"))
+            actor = self._new_actor(shard, "open")
             try:
                 ray.get(actor.ping.remote())
             except Exception as exc:
                 ray.kill(actor)
                 raise ShardUnavailableError(
-                    f"shard {shard} died and restarting it from {self._shard_path(shard)!r} failed: {exc}",
-                    [shard]) from None
+                    f"shard {shard} died and restarting it from {self._shard_path(shard)!r} failed: "
+                    f"{_unwrap(exc)}", [shard]) from None
             self._actors[shard] = actor
 
     # ---- scatter / gather -------------------------------------------------------------------
-    def _run(self, calls: dict[int, tuple[str, tuple]], *, retry: bool, timeout: float | None = None):
+    def _run(self, calls: dict[int, tuple[str, tuple]], *, retry: bool, timeout: float | None = None,
+             errors: dict[int, BaseException] | None = None):
         """Run ``method(*args)`` on the shards named by ``calls``, in parallel.
 
         Returns ``(results, failed)``: ``results[shard]`` the return value of every shard that
-        answered; ``failed[shard]`` the exception of every shard that died, did not answer within
-        ``timeout`` seconds, or could not be restarted. An error *raised by* a shard's index (bad
-        input, unknown id) is re-raised as is, after every shard has finished.
+        answered; ``failed[shard]`` the exception of every shard that died (and could not be
+        restarted, or was not retried), or did not answer within ``timeout`` seconds. A dead shard is
+        restarted from its directory in any case, so that later calls find it alive; with ``retry``
+        its call is then sent again (``max_retries`` times at most). An error *raised by* a shard's
+        index (bad input, unknown id) is re-raised as is once every shard has answered, unless an
+        ``errors`` dict is given: then it is stored there by shard and not raised.
         """
         self._check_open()
         ray = _ray.ray()
         dead = _ray.dead_actor_errors()
         results: dict[int, Any] = {}
         failed: dict[int, BaseException] = {}
-        raised: list[BaseException] = []
+        raised: dict[int, BaseException] = {} if errors is None else errors
         pending = dict(calls)
         deadline = None if timeout is None else time.monotonic() + timeout
         for attempt in range(self._max_retries + 1):
             with self._lock:
                 handles = {s: self._actors[s] for s in pending}
-            refs = {s: getattr(handles[s], method).remote(*args) for s, (method, args) in pending.items()}
-            died: dict[int, BaseException] = {}
+            refs, died = {}, {}
+            for s, (method, args) in pending.items():
+                try:
+                    refs[s] = getattr(handles[s], method).remote(*args)
+                except Exception as exc:  # an actor of a cluster that was shut down since
+                    if not _ray.is_stale_handle_error(exc):
+                        raise
+                    died[s] = exc
             for s, ref in refs.items():
                 try:
                     wait = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -232,11 +266,11 @@ class ShardedIndex:
                         pass
                     failed[s] = exc
                 except ray.exceptions.RayTaskError as exc:
-                    raised.append(_unwrap(exc))
+                    raised[s] = _unwrap(exc)
             pending = {}
             for s, exc in died.items():
                 try:
-                    self._restart(s, handles[s])  # restore the shard for later calls in any case
+                    self._restart(s, handles[s])
                 except ShardUnavailableError as rexc:
                     failed[s] = rexc
                     continue
@@ -246,8 +280,8 @@ class ShardedIndex:
                     failed[s] = exc
             if not pending:
                 break
-        if raised:
-            raise raised[0]
+        if raised and errors is None:
+            raise raised[min(raised)]
         return results, failed
 
     def _all(self, method: str, *args, retry: bool) -> dict[int, Any]:
@@ -263,13 +297,13 @@ class ShardedIndex:
 
     # ---- writes -----------------------------------------------------------------------------
     def add(self, vectors, ids=None, metadata=None) -> np.ndarray:
-        """Add new vectors; each row goes to the shard that owns its id.
+        """Add new vectors; each row goes to the shard that owns its id. Durable when it returns.
 
         Parameters
         ----------
-        vectors : array-like of shape (n, d), float32
-        ids : array-like of shape (n,), int64, or None
-            ``None`` draws new ids from the set's counter (one past the largest id ever added).
+        vectors : array-like of shape (n, d), finite floats
+        ids : array-like of shape (n,), int64 >= 0, or None
+            ``None`` draws consecutive ids after the largest id ever used in the set.
         metadata : list of n dicts, a pyarrow Table of n rows, or None
 
         Returns
@@ -279,69 +313,86 @@ class ShardedIndex:
         Raises
         ------
         DuplicateIdError
-            An id appears twice in ``ids`` or is already in the set (nothing is added).
+            An id repeats in ``ids`` or is already in the set (nothing is added).
         ShardUnavailableError
-            A shard died during the call; rows routed to it may not have been added (check with
-            :meth:`get`, or re-send them with :meth:`upsert`). Other shards' rows were added.
+            A shard died during the call: the rows routed to it may not have been added (check with
+            :meth:`get`, or re-send them with :meth:`upsert`); other shards' rows were added.
         """
+        return self._write(vectors, ids, metadata, upsert=False)
+
+    def upsert(self, vectors, ids, metadata=None) -> np.ndarray:
+        """Insert or replace rows by id (each on its own shard; retried after a shard restart).
+
+        Same parameters, durability and errors as :meth:`add`, except that ``ids`` are required and
+        may exist. A shard that rejects its part (e.g. a metadata type clash) raises after the other
+        shards applied theirs; re-send the corrected upsert.
+        """
+        if ids is None:
+            raise InvalidInputError("upsert needs ids (use add to get new ids)")
+        return self._write(vectors, ids, metadata, upsert=True)
+
+    def _write(self, vectors, ids, metadata, *, upsert: bool) -> np.ndarray:
         x = as_float32_matrix(vectors, self.dim, name="vectors")
         n = x.shape[0]
         _check_metadata(metadata, n)
         with self._write_lock:
+            self._check_open()
             if ids is None:
                 ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
             else:
                 ids = as_ids(ids, n)
-                _check_unique(ids)
+                _check_ids(ids)
+            if n == 0:
+                return ids
+            if not self._centre_decided:
+                self._decide_centre(x, metadata)
             parts = self._parts(ids)
-            present = self._contains(ids, parts)
-            if present.any():
-                dup = ids[present][:10].tolist()
-                raise DuplicateIdError(f"{int(present.sum())} id(s) already in the index, e.g. {dup}; "
-                                       "use upsert to replace them")
-            calls = {s: ("add", (x[rows], ids[rows], _take_metadata(metadata, rows))) for s, rows in parts.items()}
-            try:
-                _, failed = self._run(calls, retry=False)
-            except VqdbError:
-                self._rollback_add(ids, parts)
-                raise
-            if n:
-                self._next_id = max(self._next_id, int(ids.max()) + 1)
+            method = "upsert" if upsert else "add"
+            calls = {s: (method, (x[rows], ids[rows], _take_metadata(metadata, rows))) for s, rows in parts.items()}
+            rejected: dict[int, BaseException] = {}
+            done, failed = self._run(calls, retry=upsert, errors=rejected)
+            if rejected:
+                if not upsert:
+                    self._rollback_add(ids, parts, done)
+                raise rejected[min(rejected)]
+            self._advance_next_id(int(ids.max()) + 1)
             if failed:
-                raise _unavailable(failed, "add", self.path, hint="rows routed to these shards may not have "
-                                   "been added; check with get() or re-send them with upsert()")
+                hint = ("re-send the same upsert" if upsert else
+                        "rows routed to these shards may not have been added; check with get() or re-send them with upsert()")
+                raise _unavailable(failed, method, self.path, hint=hint)
         return ids
 
-    def upsert(self, vectors, ids, metadata=None) -> np.ndarray:
-        """Insert or replace rows by id (routed to their shards; retried after a shard restart).
+    def _decide_centre(self, x: np.ndarray, metadata) -> None:
+        """First write of the set: fix the quantizer centre as ``vqdb.Index`` would, then create the shards.
 
-        Parameters
-        ----------
-        vectors : array-like of shape (n, d), float32
-        ids : array-like of shape (n,), int64
-        metadata : list of n dicts, a pyarrow Table of n rows, or None
-
-        Returns
-        -------
-        ids : ndarray of shape (n,), int64
+        ``vqdb.Index`` fits the centre (the mean of the first write's rows, normalised for ``cos``) when
+        that write has at least 256 rows, and never later. A write too small to fit sets a zero centre,
+        which scores and encodes exactly like no centre and stops each shard from fitting its own later.
+        The write is validated first as ``vqdb.Index`` validates it, so a rejected write fixes nothing.
         """
-        x = as_float32_matrix(vectors, self.dim, name="vectors")
-        n = x.shape[0]
-        ids = as_ids(ids, n)
-        _check_unique(ids)
-        _check_metadata(metadata, n)
-        with self._write_lock:
-            parts = self._parts(ids)
-            calls = {s: ("upsert", (x[rows], ids[rows], _take_metadata(metadata, rows))) for s, rows in parts.items()}
-            _, failed = self._run(calls, retry=True)
-            if n:
-                self._next_id = max(self._next_id, int(ids.max()) + 1)
-            if failed:
-                raise _unavailable(failed, "upsert", self.path, hint="re-send the same upsert once the shard is back")
-        return ids
+        _precheck_first_write(x, metadata, self.metric, self._index_kwargs.get("store_vectors"))
+        q = self._quantizer
+        if x.shape[0] >= FIT_MIN or getattr(q, "requires_fit", False):
+            q.fit(_normalised(x) if self.metric == "cos" else x)
+        else:
+            q.centre_ = np.zeros(self.dim, dtype=np.float32)
+        self._centre_decided = True
+        if self.path is not None:
+            _manifest.write_quantizer(self.path, q)
+            self._write_manifest()
+        self._all("init_index", q, retry=True)
+        self._shards_created = True
+        if self.path is not None:
+            self._write_manifest()
+
+    def _advance_next_id(self, candidate: int) -> None:
+        if candidate > self._next_id:
+            self._next_id = candidate
+            if self.path is not None:
+                self._write_manifest()
 
     def delete(self, ids) -> int:
-        """Delete rows by id.
+        """Delete rows by id; durable when it returns.
 
         Parameters
         ----------
@@ -355,15 +406,19 @@ class ShardedIndex:
         ------
         NotFoundError
             Some ids are not in the index (nothing is deleted).
+        DuplicateIdError
+            An id repeats within the call.
         """
         ids = as_ids(ids)
-        _check_unique(ids)
+        _check_ids(ids)
         with self._write_lock:
+            if ids.size == 0:
+                return 0
             parts = self._parts(ids)
             present = self._contains(ids, parts)
             if not present.all():
-                missing = ids[~present][:10].tolist()
-                raise NotFoundError(f"{int((~present).sum())} id(s) not in the index, e.g. {missing}; nothing deleted")
+                missing = ids[~present]
+                raise NotFoundError(f"{missing.size} id(s) not in the index: {missing[:10].tolist()}; nothing deleted")
             _, failed = self._run({s: ("delete", (ids[rows],)) for s, rows in parts.items()}, retry=False)
             if failed:
                 raise _unavailable(failed, "delete", self.path, hint="ids routed to these shards may not have "
@@ -384,41 +439,42 @@ class ShardedIndex:
             out[rows] = np.asarray(results[s], dtype=bool)
         return out
 
-    def _rollback_add(self, ids: np.ndarray, parts: dict[int, np.ndarray]) -> None:
-        """After a shard rejected its part of an add: remove what other shards added."""
-        try:
-            present = self._contains(ids, parts)
-            if present.any():
-                undo = ids[present]
-                self._run({s: ("delete", (undo[rows],)) for s, rows in self._parts(undo).items()}, retry=False)
-        except Exception:  # best effort; the original error is what the caller needs
-            pass
+    def _rollback_add(self, ids: np.ndarray, parts: dict[int, np.ndarray], done: dict[int, Any]) -> None:
+        """A shard rejected its part of an add: delete what the other shards added, so the set is unchanged."""
+        calls = {s: ("delete", (ids[parts[s]],)) for s in done if s in parts}
+        if calls:
+            try:
+                self._run(calls, retry=False)
+            except Exception:  # pragma: no cover - best effort; the caller needs the original error
+                pass
 
     # ---- reads ------------------------------------------------------------------------------
     def search(self, queries, k: int, filter=None, nprobe=None, rerank=None, *, params=None,
                allow_partial: bool = False, timeout: float | None = None) -> ShardedSearchResult:
-        """Global top-k over all shards.
+        """Global top-``k`` over all shards.
 
         Parameters
         ----------
-        queries : array-like of shape (m, d), float32
-        k : int, > 0
+        queries : array-like of shape (m, d)
+            Always 2-D (a single query is ``q[None, :]``).
+        k : int > 0
         filter, nprobe, rerank, params
-            As for ``vqdb.Index.search``; applied inside each shard (a filtered or re-ranked
-            search is filtered / re-ranked on each shard's own rows before the merge).
+            As for ``vqdb.Index.search``, applied inside each shard: a filtered search is filtered,
+            and a re-ranked search re-ranked from stored vectors, on each shard's own rows; then the
+            per-shard top-k lists are merged.
         allow_partial : bool
-            If a shard cannot answer (dead and not restartable, or past ``timeout``): ``False``
-            raises ``ShardUnavailableError``; ``True`` merges the shards that answered and lists
-            the others in ``result.shards_missing``.
+            When a shard cannot answer (dead and not restartable, or past ``timeout``): ``False``
+            raises ``ShardUnavailableError``; ``True`` merges the shards that answered and lists the
+            others in ``result.shards_missing``.
         timeout : float or None
             Seconds to wait for the shards (``None``: no limit).
 
         Returns
         -------
         ShardedSearchResult
-            ``ids`` (m, k) int64 best first, ``-1`` padded; ``scores`` (m, k) float32, higher is
-            better (``l2sq``: negated squared distance), ``-inf`` where ``ids`` is -1;
-            ``shards_answered``, ``shards_missing``.
+            ``ids`` (m, k) int64 best first, -1 padded; ``scores`` (m, k) float32, higher is better
+            (inner product, cosine, or ``-||q - x||^2`` for ``l2sq``), -inf padded; ``metric``;
+            ``shards_answered``; ``shards_missing``.
 
         Raises
         ------
@@ -447,19 +503,57 @@ class ShardedIndex:
         return ShardedSearchResult(ids=ids, scores=scores, metric=self.metric, shards_answered=answered,
                                    shards_missing=tuple(sorted(failed)))
 
-    def get(self, ids, **kwargs):
-        """Stored rows by id, in the order asked (as ``vqdb.Index.get``; rows fetched from their shards)."""
+    def get(self, ids, *, include_vectors: bool = True):
+        """Vectors and metadata of ``ids``, in the order given (each row fetched from its shard).
+
+        Returns
+        -------
+        vqdb.index.Records
+            ``ids`` (n,) int64; ``vectors`` (n, d) float32 or None; ``metadata`` list of n dicts;
+            ``exact`` (True when the vectors are stored ones, not reconstructions).
+
+        Raises
+        ------
+        NotFoundError
+            Some ids are not in the index.
+        """
+        from ..index import Records
+
         ids = as_ids(ids)
         parts = self._parts(ids)
-        results, failed = self._run({s: ("get", (ids[rows], kwargs)) for s, rows in parts.items()}, retry=True)
+        results, failed = self._run({s: ("get", (ids[rows], bool(include_vectors))) for s, rows in parts.items()},
+                                    retry=True)
         if failed:
             raise _unavailable(failed, "get", self.path)
-        from ._gather import reassemble
+        vectors = np.zeros((ids.size, self.dim), np.float32) if include_vectors else None
+        metadata: list = [None] * ids.size
+        exact = True
+        for s, rows in parts.items():
+            rec = results[s]
+            exact = exact and rec.exact
+            if include_vectors:
+                vectors[rows] = rec.vectors
+            for j, d in zip(rows.tolist(), rec.metadata):
+                metadata[j] = d
+        if not parts:
+            exact = self._index_kwargs.get("store_vectors") not in (None, False)
+        return Records(ids, vectors, metadata, exact=bool(exact))
 
-        return reassemble(results, parts, ids.shape[0])
+    def ids(self) -> np.ndarray:
+        """(n,) int64 ids of every vector in the set (shard by shard)."""
+        per = self._all("ids", retry=True)
+        parts = [np.asarray(per[s], dtype=np.int64) for s in range(self.n_shards)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         return int(sum(self._all("size", retry=True).values()))
+
+    def __contains__(self, id_) -> bool:
+        try:
+            ids = as_ids(id_)
+        except VqdbError:
+            return False
+        return ids.size == 1 and bool(self._contains(ids, self._parts(ids))[0])
 
     def shard_sizes(self) -> list[int]:
         """Rows held by each shard, in shard order."""
@@ -467,38 +561,72 @@ class ShardedIndex:
         return [int(sizes[s]) for s in range(self.n_shards)]
 
     def stats(self) -> dict[str, Any]:
-        """Totals over the set plus every shard's own ``stats()`` under ``"shards"``."""
+        """Totals over the set, and every shard's own ``Index.stats()`` under ``"shards"``.
+
+        ``bytes_per_vector`` is the row-weighted mean over shards; counts and byte sizes are sums.
+        """
         per = self._all("stats", retry=True)
         shards = [per[s] for s in range(self.n_shards)]
-        out: dict[str, Any] = {"kind": "sharded", "n_shards": self.n_shards, "dim": self.dim,
-                               "metric": self.metric, "path": self.path, "routing": ROUTING}
-        for key in shards[0] if shards else ():
-            values = [st.get(key) for st in shards]
-            if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values) and \
-                    key not in ("dim", "code_size", "format_version"):
+        q = self._quantizer
+        out: dict[str, Any] = {
+            "kind": "sharded", "n_shards": self.n_shards, "dim": self.dim, "metric": self.metric,
+            "routing": ROUTING, "path": self.path, "code_size": int(q.code_size),
+            "bits_per_dim": round(q.code_size * 8 / self.dim, 3),
+            "quantizer": {"kind": q.state_dict()["kind"], "config": q.state_dict()["config"]},
+        }
+        for key in ("n", "rows_stored", "rows_deleted", "segments", "memory_rows", "heap_bytes", "disk_bytes",
+                    "wal_bytes"):
+            values = [st.get(key) for st in shards if isinstance(st.get(key), (int, np.integer))]
+            if values:
                 out[key] = int(sum(values))
-            elif all(v == values[0] for v in values) and key not in out:
-                out[key] = values[0]
+        weights = np.array([st.get("rows_stored", 0) for st in shards], dtype=np.float64)
+        per_vec = [st.get("bytes_per_vector") for st in shards]
+        if weights.sum() and all(isinstance(p, dict) for p in per_vec if p is not None):
+            keys = sorted({k for p in per_vec if p for k in p})
+            out["bytes_per_vector"] = {
+                k: round(float(sum(w * (p or {}).get(k, 0) for w, p in zip(weights, per_vec)) / weights.sum()), 2)
+                for k in keys}
+        out["shard_sizes"] = [int(st.get("n", 0)) for st in shards]
         out["shards"] = shards
         return out
 
     @property
     def quantizer(self):
-        """The quantizer every shard uses (rebuilt here from the shared state)."""
-        if self._quantizer is None:
-            from ..quantizers import load_quantizer
-
-            self._quantizer = load_quantizer(self._quantizer_state)
+        """The quantizer every shard uses (do not modify it: codes depend on its state)."""
         return self._quantizer
 
     # ---- persistence ------------------------------------------------------------------------
-    def save(self) -> None:
-        """Make every shard durable (``Index.save`` on each) and rewrite the top-level manifest."""
+    def save(self, path=None) -> None:
+        """Flush every shard into segments (``Index.save``, in parallel) and rewrite the top-level manifest.
+
+        Writes are already durable when they return (each shard's write-ahead log); ``save`` makes
+        reopening fast. An in-memory set cannot be saved in place: use :meth:`export`.
+        """
         if self.path is None:
-            raise InvalidInputError("this ShardedIndex has no path; create it with path=... to save it")
+            if path is not None:
+                raise InvalidInputError("an in-memory ShardedIndex cannot move to a directory; use export(path)")
+            raise InvalidInputError("this ShardedIndex has no path; create it with path=... or use export(path)")
+        if path is not None and os.path.abspath(os.fspath(path)) != os.path.abspath(self.path):
+            raise InvalidInputError(f"this index is stored at {self.path!r}; use export(path) to copy it elsewhere")
         with self._write_lock:
             self._all("save", retry=True)
             self._write_manifest()
+
+    def export(self, path) -> None:
+        """Write a compacted, self-contained copy of the set to the new directory ``path``, shard by shard
+        (``Index.export`` on each, in parallel); the copy opens with ``vqdb.distributed.open(path)``.
+
+        ``path`` must be reachable from every shard's node (shared storage on a multi-node cluster).
+        """
+        root = os.fspath(path)
+        _prepare_new_dir(root)
+        with self._write_lock:
+            _manifest.write_quantizer(root, self._quantizer)
+            calls = {s: ("export", (os.path.join(root, _manifest.shard_dirname(s)),)) for s in range(self.n_shards)}
+            results, failed = self._run(calls, retry=True)
+            if failed:
+                raise _unavailable(failed, "export", self.path)
+            _manifest.write_manifest(root, self._manifest_body(shards_created=all(results.values())))
 
     def compact(self) -> None:
         """``Index.compact()`` on every shard, in parallel."""
@@ -506,21 +634,25 @@ class ShardedIndex:
             self._all("compact", retry=True)
 
     def close(self) -> None:
-        """Save (when persistent), then stop the shard actors. The object cannot be used afterwards."""
+        """Save (when stored), close the shards' indexes and stop their actors. Nothing acknowledged is lost.
+
+        Dead shards are skipped (an in-memory shard that died has nothing left to close).
+        """
         if self._closed:
             return
         ray = _ray.ray()
         try:
-            if self.path is not None and ray.is_initialized():
-                self.save()
-                self._all("close", retry=False)
+            if ray.is_initialized():
+                if self.path is not None:
+                    self.save()
+                self._run({s: ("close", ()) for s in range(self.n_shards)}, retry=False)
         finally:
             self._closed = True
             if ray.is_initialized():
                 for a in self._actors:
                     try:
                         ray.kill(a)
-                    except Exception:  # pragma: no cover - already gone
+                    except Exception:  # already gone, or of a cluster shut down since
                         pass
 
     def __enter__(self) -> "ShardedIndex":
@@ -529,17 +661,82 @@ class ShardedIndex:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _write_manifest(self) -> None:
-        _manifest.write_manifest(self.path, {
+    def _manifest_body(self, **changes) -> dict[str, Any]:
+        body = {
             "dim": self.dim, "metric": self.metric, "n_shards": self.n_shards, "routing": ROUTING,
-            "quantizer_kind": self._quantizer_state["kind"], "index_kwargs": self._index_kwargs,
-            "next_id": self._next_id, "shards": [_manifest.shard_dirname(s) for s in range(self.n_shards)],
-            "vqdb_version": __version__,
-        })
+            "quantizer_kind": self._quantizer.state_dict()["kind"], "index_kwargs": self._index_kwargs,
+            "next_id": self._next_id, "centre_decided": self._centre_decided,
+            "shards_created": self._shards_created,
+            "shards": [_manifest.shard_dirname(s) for s in range(self.n_shards)], "vqdb_version": __version__,
+        }
+        body.update(changes)
+        return body
+
+    def _write_manifest(self) -> None:
+        _manifest.write_manifest(self.path, self._manifest_body())
+
+    # ---- re-sharding ------------------------------------------------------------------------
+    def reshard(self, path, n_shards: int, *, batch_size: int = 50_000, **options) -> "ShardedIndex":
+        """Copy the set into a new set with ``n_shards`` shards at ``path``; this set is left unchanged.
+
+        The shard count is fixed at creation because routing depends on it. To change it, stream every
+        row out of the old shards into a new set (same dimension, metric, quantizer state *including
+        the fitted centre*, and index options), then switch readers to the new directory::
+
+            new = old.reshard("data-8", 8)          # old keeps serving reads meanwhile
+            old.close(); shutil.rmtree("data-4")     # after the switch
+
+        Rows move in batches of ``batch_size`` per shard, as (ids, vectors, metadata) from
+        ``Index.get``; they are re-encoded by the new shards with the same quantizer. The codes are
+        identical to the old ones when the vectors were stored (``store_vectors="float32"``) and the
+        metric is ``ip`` or ``l2sq``; with float16 vectors, ``cos`` (vectors normalised once more) or no
+        stored vectors (the codes' reconstruction is re-encoded), codes and scores may differ
+        slightly. Writes to the old set during the copy are not carried over: stop writers first.
+
+        Parameters
+        ----------
+        path : str or PathLike or None
+            Directory of the new set (``None``: in memory).
+        n_shards : int
+        batch_size : int
+            Rows per shard per transfer.
+        **options
+            ``ray_address``, ``actor_options``, ``max_retries`` of the new set.
+
+        Returns
+        -------
+        ShardedIndex
+            The new set, open.
+        """
+        batch_size = check_int_range(batch_size, 1, 1 << 30, name="batch_size")
+        new = ShardedIndex(self.dim, n_shards, metric=self.metric, quantizer=self._quantizer_for_copy(),
+                           path=path, **options, **self._index_kwargs)
+        with self._write_lock:
+            per = self._all("ids", retry=True)
+            for s in range(self.n_shards):
+                shard_ids = np.asarray(per[s], dtype=np.int64)
+                for b0 in range(0, shard_ids.size, batch_size):
+                    batch = shard_ids[b0 : b0 + batch_size]
+                    rec = self._run({s: ("get", (batch, True))}, retry=True)[0][s]
+                    meta = rec.metadata if any(rec.metadata) else None
+                    new.add(rec.vectors, ids=rec.ids, metadata=meta)
+            new._advance_next_id(self._next_id)
+        return new
+
+    def _quantizer_for_copy(self):
+        """The quantizer with its centre decided (a zero centre if nothing was ever written)."""
+        q = self._quantizer
+        if q.centre_ is None:
+            import copy
+
+            q = copy.deepcopy(q)
+            q.centre_ = np.zeros(self.dim, dtype=np.float32)
+        return q
 
     def __repr__(self) -> str:
+        where = f"path={self.path!r}" if self.path else "in memory"
         return (f"ShardedIndex(dim={self.dim}, n_shards={self.n_shards}, metric={self.metric!r}, "
-                f"quantizer={self._quantizer_state['kind']!r}, path={self.path!r})")
+                f"quantizer={self._quantizer.state_dict()['kind']!r}, {where})")
 
 
 def open_sharded(path, *, ray_address: str | None = None, actor_options: dict[str, Any] | None = None,
@@ -549,7 +746,7 @@ def open_sharded(path, *, ray_address: str | None = None, actor_options: dict[st
     Parameters
     ----------
     path : str or PathLike
-        A directory written by ``ShardedIndex(..., path=...)``.
+        A directory written by ``ShardedIndex(..., path=...)`` (or :meth:`ShardedIndex.export`).
     ray_address, actor_options, max_retries
         As for :class:`ShardedIndex`.
 
@@ -565,6 +762,41 @@ def open_sharded(path, *, ray_address: str | None = None, actor_options: dict[st
 
 
 # ---- helpers --------------------------------------------------------------------------------------
+def _resolve_quantizer(dim: int, metric: str, quantizer, index_kwargs: dict):
+    """The quantizer object ``vqdb.Index`` would build from these arguments (validating them all)."""
+    from ..index import Index
+
+    probe = Index(dim, metric=metric, quantizer=quantizer, **index_kwargs)  # in memory, empty
+    try:
+        return probe.quantizer
+    finally:
+        probe.close()
+
+
+def _precheck_first_write(x: np.ndarray, metadata, metric: str, store_vectors) -> None:
+    """Reject what ``vqdb.Index`` would reject before it fits a centre (zero rows for ``cos``, values
+    beyond float16 for float16 vector storage, malformed metadata)."""
+    if metric == "cos" and x.shape[0]:
+        zero = np.flatnonzero(np.linalg.norm(x, axis=1) == 0)
+        if zero.size:
+            raise InvalidInputError(f"vectors row {int(zero[0])} is all zeros; metric 'cos' cannot normalise it")
+    if store_vectors in (True, "float16") and x.size:
+        scale = np.linalg.norm(x, axis=1, keepdims=True) if metric == "cos" else 1.0
+        if np.abs(x / scale).max() > 65504.0:
+            raise InvalidInputError("vectors has values beyond the float16 range (±65504); "
+                                    "create the index with store_vectors='float32'")
+    if metadata is not None:
+        from ..index import _metadata
+
+        _metadata.as_metadata_table(metadata, x.shape[0])
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit norm exactly as ``vqdb.Index`` does for ``cos`` (zero rows left for it to reject)."""
+    norms = np.linalg.norm(x, axis=1)
+    return np.ascontiguousarray(x / np.where(norms == 0, 1.0, norms)[:, None], dtype=np.float32)
+
+
 def _unwrap(exc: BaseException) -> BaseException:
     """The original exception behind a Ray task error, when it is one of ours."""
     cause = getattr(exc, "cause", None)
@@ -580,15 +812,17 @@ def _unavailable(failed: dict[int, BaseException], what: str, path, hint: str = 
     where = f" of the sharded index at {path!r}" if path else ""
     msg = f"{what} failed: shard(s) {shards}{where} did not answer ({reasons})"
     if hint:
-        msg += f". {hint}"
+        msg += f". {hint[0].upper()}{hint[1:]}"
     return ShardUnavailableError(msg, shards)
 
 
-def _check_unique(ids: np.ndarray) -> None:
+def _check_ids(ids: np.ndarray) -> None:
+    if ids.size and np.any(ids < 0):
+        raise InvalidInputError(f"ids must be >= 0 (-1 pads search results); got {int(ids[ids < 0][0])}")
     if ids.size > 1:
         uniq, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
-            raise DuplicateIdError(f"ids repeat within one call, e.g. {uniq[counts > 1][:10].tolist()}")
+            raise DuplicateIdError(f"ids repeat within one call: {uniq[counts > 1][:10].tolist()}")
 
 
 def _check_metadata(metadata, n: int) -> None:
@@ -596,9 +830,16 @@ def _check_metadata(metadata, n: int) -> None:
         return
     rows = getattr(metadata, "num_rows", None)
     if rows is None:
-        if not isinstance(metadata, (list, tuple)):
-            raise InvalidInputError(f"metadata must be a list of dicts, a pyarrow Table or None; got {type(metadata).__name__}")
-        rows = len(metadata)
+        if isinstance(metadata, dict):  # dict of columns
+            lengths = {len(v) for v in metadata.values()}
+            rows = lengths.pop() if len(lengths) == 1 else None
+            if rows is None:
+                raise InvalidInputError("metadata columns have different lengths")
+        elif isinstance(metadata, (list, tuple)):
+            rows = len(metadata)
+        else:
+            raise InvalidInputError("metadata must be a list of dicts, a pyarrow Table, a dict of columns or None; "
+                                    f"got {type(metadata).__name__}")
     if rows != n:
         raise InvalidInputError(f"metadata has {rows} rows; expected {n} (one per vector)")
 
@@ -608,17 +849,23 @@ def _take_metadata(metadata, rows: np.ndarray):
         return None
     if hasattr(metadata, "take") and hasattr(metadata, "num_rows"):
         return metadata.take(rows)
+    if isinstance(metadata, dict):
+        return {name: [col[int(i)] for i in rows] for name, col in metadata.items()}
     return [metadata[int(i)] for i in rows]
 
 
 def _prepare_new_dir(path: str) -> None:
+    _check_new_dir(path)
+    os.makedirs(path, exist_ok=True)
+
+
+def _check_new_dir(path: str) -> None:
     if _manifest.is_sharded_dir(path):
         from ..errors import AlreadyExistsError
 
         raise AlreadyExistsError(f"{path!r} already holds a sharded index; open it with vqdb.distributed.open(path)")
     if os.path.isdir(path) and os.listdir(path):
-        raise InvalidInputError(f"{path!r} exists and is not empty; a new sharded index needs an empty or new directory")
-    os.makedirs(path, exist_ok=True)
+        raise InvalidInputError(f"{path!r} exists and is not empty; a new sharded index needs a new or empty directory")
 
 
 def _check_json(obj) -> None:
@@ -627,4 +874,5 @@ def _check_json(obj) -> None:
     try:
         json.dumps(obj)
     except TypeError as exc:
-        raise InvalidInputError(f"{_INDEX_KWARGS_JSON_HINT}: {exc}") from None
+        raise InvalidInputError("index options of a sharded index are stored in its manifest and must be "
+                                f"JSON values: {exc}") from None
