@@ -37,8 +37,9 @@ log = logging.getLogger("vqdb.index")
 
 METRICS = ("cos", "ip", "l2sq")
 FIT_MIN = 256                # the first add fits the quantizer's centre if it has at least this many vectors
-MAX_MEMORY_CHUNKS = 8        # in-memory chunks are merged beyond this
+MAX_MEMORY_CHUNKS = 24       # in-memory chunks are always merged beyond this
 SUBSET_MAX_ROWS = 4096       # a filter matching at most this many rows scores just those rows
+WRITE_CHUNK = 131072         # larger adds/upserts are logged and applied in chunks of this many vectors
 _F16_MAX = 65504.0
 
 
@@ -426,6 +427,12 @@ class Index:
         ------
         DimensionMismatchError, InvalidInputError (NaN/inf, bad metadata), DuplicateIdError (an id repeats,
         or already exists: use :meth:`upsert`). On any error the index is unchanged.
+
+        Notes
+        -----
+        All input is validated before anything is written. A call of more than 131,072 vectors is logged
+        and applied in chunks of that size: if the process dies during it, a prefix of whole chunks may be
+        present after reopening (never a partial vector or a partial chunk).
         """
         return self._write(vectors, ids, metadata, upsert=False)
 
@@ -458,15 +465,18 @@ class Index:
                 if np.any(seg_idx >= 0):
                     raise DuplicateIdError(f"ids already in the index: {ids[seg_idx >= 0][:10].tolist()}"
                                            " (use upsert to replace them)")
-            coarse = self._prepare_codec(snap, x)
-            lists, codes = self._encode(x, coarse)
-            vecs = None if self._store_vectors is None else x.astype(self._store_vectors)
-            table = build_table(ids, lists, codes, vecs, meta)
-            if self._wal is not None:
-                self._wal.append(_wal.OP_UPSERT if upsert else _wal.OP_ADD, st.table_to_ipc_stream(table))
-                self._dirty = True
-            self._apply_rows(table, replace_existing=upsert)
-            self._maybe_flush()
+            for c0 in range(0, n, WRITE_CHUNK):     # one WAL record per chunk (bounded record size and memory)
+                c1 = min(n, c0 + WRITE_CHUNK)
+                xc = x[c0:c1]
+                coarse = self._prepare_codec(self._snap, xc)
+                lists, codes = self._encode(xc, coarse)
+                vecs = None if self._store_vectors is None else xc.astype(self._store_vectors)
+                table = build_table(ids[c0:c1], lists, codes, vecs, meta.slice(c0, c1 - c0) if meta.num_columns else meta)
+                if self._wal is not None:
+                    self._wal.append(_wal.OP_UPSERT if upsert else _wal.OP_ADD, st.table_to_ipc_stream(table))
+                    self._dirty = True
+                self._apply_rows(table, replace_existing=upsert)
+                self._maybe_flush()
             return ids
 
     def delete(self, ids) -> int:
@@ -601,11 +611,15 @@ class Index:
             segments[si] = segments[si].with_deleted(rows[seg_idx == si])
 
     def _consolidate(self, segments: list) -> list:
+        """Merge the newest in-memory chunks while the last is at least half the size of the one before
+        (binary-counter merging: O(log n) chunks, each row copied O(log n) times)."""
+        disk = [s for s in segments if s.file is not None]
         memory = [s for s in segments if s.file is None]
-        if len(memory) <= MAX_MEMORY_CHUNKS:
-            return segments
-        merged = concat(memory, code_size=self._quantizer.code_size, dim=self.dim)
-        return [s for s in segments if s.file is not None] + [merged]
+        merged = False
+        while len(memory) >= 2 and (2 * memory[-1].n >= memory[-2].n or len(memory) > MAX_MEMORY_CHUNKS):
+            memory[-2:] = [concat(memory[-2:], code_size=self._quantizer.code_size, dim=self.dim)]
+            merged = True
+        return disk + memory if merged else segments
 
     def _maybe_flush(self) -> None:
         if self._path is None:
