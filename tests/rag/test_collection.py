@@ -72,25 +72,28 @@ def test_filter_errors_are_clear(col):
         col.query("plant", mode="dense", filter={"source": {"$regex": "a"}})
 
 
-def test_persistence_round_trip(tmp_path, embedder, docs):
+def test_persistence_round_trip(tmp_path, embedder, docs, wordnet):
     texts, meta = docs
     path = tmp_path / "c"
     c = TextCollection(path, chunk_size=500, chunk_overlap=50, quantizer="turbo-4")
-    c.add(texts[:6], metadata=meta[:6])
+    c.add(wordnet.texts[1000:1400], vectors=wordnet.base[1000:1400], metadata={"source": "sample"})
+    c.add(texts[:2], metadata=meta[:2])
     c.save()
-    c.add(texts[6:], metadata=meta[6:])         # written after save: durable through the index
+    c.add(texts[2:4], metadata=meta[2:4])       # written after save: durable through the index's log
     questions = ["a kind of tree", "relating to the sea", "to move quickly"]
-    before = {m: [[(h.id, h.text) for h in c.query(q, k=7, mode=m)] for q in questions] for m in MODES}
+    before = {m: [[(h.id, h.text, h.metadata) for h in c.query(q, k=7, mode=m)] for q in questions] for m in MODES}
     n = len(c)
     c.close()
     again = open_collection(path)
     assert len(again) == n and again.chunk_size == 500 and again.chunk_overlap == 50
-    after = {m: [[(h.id, h.text) for h in again.query(q, k=7, mode=m)] for q in questions] for m in MODES}
+    after = {m: [[(h.id, h.text, h.metadata) for h in again.query(q, k=7, mode=m)] for q in questions] for m in MODES}
     assert after == before
     new_ids = again.add(["A brand new passage about quantum teleportation of zebras."])
     assert new_ids[0] >= n                      # ids are never reused
     assert again.query("zebra teleportation", k=1, mode="bm25")[0].id == new_ids[0]
     again.close()
+    with pytest.raises(InvalidInputError, match="embedded with model"):
+        TextCollection(path, model=str(tmp_path / "another-model"))
 
 
 def test_precomputed_vectors_and_delete(wordnet):

@@ -83,3 +83,17 @@ def test_vector_collection_is_not_a_text_collection(client, docs):
 def test_read_key_cannot_add(client, docs):
     r = client.post("/collections/docs/documents", json={"texts": ["x"]}, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401
+
+
+def test_demo_hook_makes_a_text_collection_of_a_service_collection(client, embedder):
+    """What the service's demo bootstrap can do: create the collection, fill it with build_demo_collection."""
+    from vqdb.rag.demo import build_demo_collection
+
+    store = client.app.state.store
+    collection = store.create("wordnet-demo", dim=384, metric="cos", quantizer="turbo-4")
+    with collection.write_lock:
+        build_demo_collection(collection.root, index=collection.index)
+    r = client.get("/collections/wordnet-demo/query", params={"text": "a large wild cat", "k": 3})
+    assert r.status_code == 200, r.text
+    assert any("Felis" in h["text"] or "wildcat" in h["text"] for h in r.json()["hits"])
+    assert client.get("/collections/wordnet-demo").json()["count"] == 5000

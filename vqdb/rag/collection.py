@@ -222,10 +222,12 @@ class TextCollection:
         return int(getattr(self.index, "dim"))
 
     def _check_dim(self) -> None:
+        """Model width vs index width, when the model's width is known without loading it (else the
+        index refuses mismatched vectors at the first add or query)."""
         d = self._index_dim()
-        if self.embedder.dim != d:
+        if self.embedder.known_dim is not None and self.embedder.known_dim != d:
             raise DimensionMismatchError(
-                f"the embedding model {self.embedder.name!r} gives {self.embedder.dim}-d vectors; the index holds {d}-d")
+                f"the embedding model {self.embedder.name!r} gives {self.embedder.known_dim}-d vectors; the index holds {d}-d")
 
     def _manifest(self) -> dict:
         return {"format": FORMAT_VERSION, "model": self.embedder.name, "dim": self._index_dim(),

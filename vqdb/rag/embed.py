@@ -121,6 +121,11 @@ class Embedder:
         return self._dim
 
     @property
+    def known_dim(self) -> int | None:
+        """The width if known without loading the model (from its files, or after a first encode)."""
+        return self._dim
+
+    @property
     def model(self):
         """The loaded ``SentenceTransformer`` (loads it on first use)."""
         return _load(self.location, self.device)
