@@ -97,6 +97,9 @@ def test_b64_errors(admin, col):
     _expect(admin.post(url, json={"ids": [1, 2], "vectors": good, "payloads": [{}]}), 400, "payloads")
     nan = base64.b64encode(np.full((2, DIM), np.nan, "<f4").tobytes()).decode()
     _expect(admin.post(url, json={"ids": [1, 2], "vectors": nan}), 400, "nan")
+    _expect(admin.post(url, content=b"{oops", headers={"Content-Type": "application/json"}), 422, "json")
+    _expect(admin.post(url, json={"ids": [1, 2], "vectors": good, "colour": 1}), 422, "extra")
+    _expect(admin.post(url, json={"ids": [-1, 2], "vectors": good}), 422, "greater")
 
 
 def _arrow(table: pa.Table) -> bytes:

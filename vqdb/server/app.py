@@ -124,6 +124,11 @@ def _open(settings: Settings, store: CollectionStore) -> None:
     data = Path(settings.data)
     first_start = not (data / MARKER).exists()
     data.mkdir(parents=True, exist_ok=True)
+    if settings.ray_address:  # collections with shards > 1 live on this Ray cluster
+        from ..distributed import service
+
+        service.configure(settings.ray_address)
+        log.info("distributed engine: Ray at %s", settings.ray_address)
     names = store.load()
     log.info("data directory %s: %d collection(s) %s", data.resolve(), len(names), names)
     if first_start and not names and settings.demo:

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help="admin API key (default: $VQDB_API_KEY); turns authentication on")
     parser.add_argument("--keys-file", help="file of '<scope> <key>' lines, scope read|write|admin")
     parser.add_argument("--no-demo", action="store_true", help="do not create the demo collection on first start")
-    parser.add_argument("--ray-address", help="Ray cluster address (distributed collections; reserved)")
+    parser.add_argument("--ray-address", help="Ray cluster address, or 'local' (collections with shards > 1 become sharded indexes on it)")
     parser.add_argument("--log-level", help="uvicorn / vqdb log level (default: info)")
 
 

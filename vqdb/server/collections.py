@@ -46,6 +46,7 @@ class CollectionInfo:
     ivf: bool | int
     created_at: str
     store_vectors: bool | str = False
+    shards: int = 1
     format: int = FORMAT
 
     @classmethod
@@ -53,7 +54,7 @@ class CollectionInfo:
         try:
             raw = json.loads((root / INFO_FILE).read_text(encoding="utf-8"))
             known = {k: raw[k] for k in ("name", "dim", "metric", "quantizer", "ivf", "created_at", "format")}
-            return cls(**known, store_vectors=raw.get("store_vectors", False))
+            return cls(**known, store_vectors=raw.get("store_vectors", False), shards=int(raw.get("shards", 1)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IncompatibleFormatError(f"{root.name}: unreadable {INFO_FILE} ({exc})") from None
 
@@ -94,7 +95,7 @@ class Collection:
         count, nbytes = self.size()
         return {
             "name": self.name, "dim": self.dim, "metric": self.info.metric, "quantizer": self.info.quantizer,
-            "ivf": self.info.ivf, "store_vectors": self.info.store_vectors, "count": count, "bytes": nbytes, "created_at": self.info.created_at,
+            "ivf": self.info.ivf, "store_vectors": self.info.store_vectors, "shards": self.info.shards, "count": count, "bytes": nbytes, "created_at": self.info.created_at,
             "stats": _jsonable(engine.stats(self.index)),
         }
 
@@ -136,8 +137,10 @@ class Collection:
                 engine.save(self.index)
 
     def write_tar(self, dest: Path) -> None:
-        """Write a point-in-time tar of the collection (``collection.json`` + a compacted export of the
-        index) to ``dest``. Writes and searches continue meanwhile: the export copies one consistent state."""
+        """Write a point-in-time tar of the collection to ``dest``: ``collection.json``, a compacted export
+        of the index as ``index/``, and any other files extensions keep in the collection directory
+        (e.g. ``vqdb.rag``'s ``rag.json``). Writes and searches continue meanwhile: the export copies one
+        consistent state of the index."""
         self._check_open()
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".export-") as tmp:
             exported = Path(tmp) / INDEX_DIR
@@ -145,6 +148,9 @@ class Collection:
             with tarfile.open(dest, "w") as tar:
                 tar.add(self.root / INFO_FILE, arcname=INFO_FILE)
                 tar.add(exported, arcname=INDEX_DIR, filter=_skip_lock)
+                for extra in sorted(self.root.iterdir()):
+                    if extra.name not in (INFO_FILE, INDEX_DIR) and not extra.name.startswith("."):
+                        tar.add(extra, arcname=extra.name)
 
     def close(self) -> None:
         with self.write_lock:
@@ -225,13 +231,13 @@ class CollectionStore:
     # ---- create / delete / restore --------------------------------------------------------------
 
     def create(self, name: str, *, dim: int, metric: str = "cos", quantizer: str = "turbo-4",
-               ivf: bool | int = False, store_vectors: bool | str = False) -> Collection:
+               ivf: bool | int = False, store_vectors: bool | str = False, shards: int = 1) -> Collection:
         check_collection_name(name)
         with self._reserved(name) as tmp:
             info = CollectionInfo(name=name, dim=int(dim), metric=metric, quantizer=quantizer, ivf=ivf,
-                                  created_at=now(), store_vectors=store_vectors)
+                                  created_at=now(), store_vectors=store_vectors, shards=int(shards))
             index = engine.new_index(dim=info.dim, metric=metric, quantizer=quantizer, ivf=ivf,
-                                     store_vectors=store_vectors, path=tmp / INDEX_DIR)
+                                     store_vectors=store_vectors, path=tmp / INDEX_DIR, shards=info.shards)
             engine.save(index)
             engine.close(index)
             info.write(tmp)
@@ -256,7 +262,7 @@ class CollectionStore:
                 with tarfile.open(tar_path, "r") as tar:
                     members = tar.getmembers()
                     tops = {m.name.split("/", 1)[0] for m in members}
-                    if not tops <= {INFO_FILE, INDEX_DIR} or INFO_FILE not in tops:
+                    if INFO_FILE not in tops or INDEX_DIR not in tops or any(t.startswith(".") or not t for t in tops):
                         raise InvalidInputError(
                             f"not a vqdb snapshot: expected {INFO_FILE} and {INDEX_DIR}/, found {sorted(tops)[:10]}")
                     tar.extractall(tmp, members=members, filter="data")

@@ -16,14 +16,29 @@ import numpy as np
 from ..errors import InvalidInputError, NotFoundError
 
 
-def new_index(*, dim: int, metric: str, quantizer: str, ivf: bool | int, store_vectors: bool | str, path: Path):
-    """Create an empty persistent index in ``path`` (which must not hold one)."""
+def new_index(*, dim: int, metric: str, quantizer: str, ivf: bool | int, store_vectors: bool | str, path: Path,
+              shards: int = 1):
+    """Create an empty persistent index in ``path`` (which must not hold one).
+
+    ``shards > 1`` creates a ``vqdb.distributed.ShardedIndex`` (same methods) on the Ray cluster the
+    server was started with (``--ray-address``); without one it is a 4xx error.
+    """
     from ..index import Index
+
+    if shards > 1:
+        from ..distributed import service
+
+        return service.new_index(dim=dim, n_shards=shards, metric=metric, quantizer=quantizer, path=path, ivf=ivf,
+                                 store_vectors=store_vectors)
 
     return Index(dim, metric=metric, quantizer=quantizer, ivf=ivf, store_vectors=store_vectors, path=str(path))
 
 
 def open_index(path: Path):
+    from ..distributed import service  # imports no Ray
+
+    if service.is_sharded(path):
+        return service.open_index(path)
     from ..index import open_index as _open
 
     return _open(str(path))

@@ -57,6 +57,8 @@ class CollectionCreate(_In):
         False, description="false: flat scan; true: IVF with an automatic nlist; an integer: IVF with that nlist")
     store_vectors: bool | Literal["float16", "float32"] = Field(
         False, description="also keep the full vectors (true = float16) for exact re-ranking and exact get")
+    shards: int = Field(1, ge=1, le=256, description="1: one index; more: a vqdb.distributed.ShardedIndex over that "
+                        "many Ray actors (the server must run with --ray-address)")
 
 
 class CollectionPublic(BaseModel):
@@ -66,6 +68,7 @@ class CollectionPublic(BaseModel):
     quantizer: str
     ivf: bool | int
     store_vectors: bool | str
+    shards: int = Field(1, description="number of shards (Ray actors); 1 = a plain index")
     count: int = Field(description="live vectors")
     bytes: int = Field(description="bytes on disk: segments (codes, ids, metadata, vectors) + write-ahead log")
     created_at: str

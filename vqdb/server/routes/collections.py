@@ -23,7 +23,7 @@ def list_collections(store: StoreDep) -> CollectionList:
 def create_collection(body: CollectionCreate, store: StoreDep) -> CollectionPublic:
     _check_preset(body.quantizer, body.dim)
     collection = store.create(body.name, dim=body.dim, metric=body.metric, quantizer=body.quantizer, ivf=body.ivf,
-                              store_vectors=body.store_vectors)
+                              store_vectors=body.store_vectors, shards=body.shards)
     return CollectionPublic(**collection.describe())
 
 

@@ -9,6 +9,8 @@ import anyio
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
@@ -39,11 +41,25 @@ def upsert_points(body: PointsUpsert, collection: CollectionDep, metrics: Metric
     return _upsert(collection, metrics, vectors, ids, payloads)
 
 
-@router.post("/b64", response_model=UpsertResult, dependencies=[WriteAccess],
-             summary="Bulk upsert: ids + base64 of little-endian float32 vectors (+ payloads)")
-def upsert_b64(body: PointsB64, collection: CollectionDep, metrics: MetricsDep) -> UpsertResult:
-    vectors, ids, payloads = from_b64(body, collection.dim)
-    return _upsert(collection, metrics, vectors, ids, payloads)
+@router.post(
+    "/b64", response_model=UpsertResult, dependencies=[WriteAccess],
+    summary="Bulk upsert: ids + base64 of little-endian float32 vectors (+ payloads)",
+    description="The body is parsed and validated in a worker thread, so large batches do not hold up searches.",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": PointsB64.model_json_schema()}}}},
+)
+async def upsert_b64(request: Request, collection: CollectionDep, metrics: MetricsDep) -> UpsertResult:
+    raw = await read_body(request)
+
+    def work() -> UpsertResult:
+        try:
+            body = PointsB64.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_input=False)) from None
+        vectors, ids, payloads = from_b64(body, collection.dim)
+        return _upsert(collection, metrics, vectors, ids, payloads)
+
+    return await anyio.to_thread.run_sync(work)
 
 
 @router.post(
