@@ -45,6 +45,7 @@ __all__ = [
     "byte_table",
     "decode_tensor",
     "bucketize_tensor",
+    "scaled_indices_tensor",
     "sign_tensor",
     "scores_from_tile",
     "weighted_tile_sum",
@@ -175,7 +176,7 @@ def bucketize_tensor(x: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor:
 
     Same rule as ``np.searchsorted(boundaries, x, side="right")``. Returns int64 of ``x``'s shape.
     """
-    return torch.bucketize_tensor(x.contiguous(), boundaries, right=True)
+    return torch.bucketize(x.contiguous(), boundaries, right=True)
 
 
 def sign_tensor(x: torch.Tensor) -> torch.Tensor:
@@ -260,24 +261,39 @@ def encode_scalar(x, boundaries, bits: int):
     return _out(pack_tensor(_bucketize64(x, boundaries), int(bits)), x, np.uint8)
 
 
-def _scaled_indices(u, boundaries, centroids, scales) -> torch.Tensor:
-    u64 = _tensor(u, torch.float64)
+def scaled_indices_tensor(u: torch.Tensor, boundaries: torch.Tensor, centroids: torch.Tensor, scales) -> torch.Tensor:
+    """Indices of ``u * t`` for the ``t`` in ``scales`` whose reconstruction has the highest cosine with ``u``.
+
+    Parameters
+    ----------
+    u : Tensor (..., k) — computed in float64, like the reference
+    boundaries, centroids : Tensor (L-1,), (L,) — the codebook
+    scales : sequence of float — candidate pre-scales, tried in order; a later one wins only if strictly better
+
+    Returns
+    -------
+    Tensor (..., k) int64
+    """
+    u64 = u.to(torch.float64)
     dev = u64.device
-    b = _tensor(boundaries, torch.float64).to(dev)
-    c = _tensor(centroids, torch.float64).to(dev)
-    n, k = u64.shape
-    best = torch.zeros((n, k), dtype=torch.long, device=dev)
-    best_cos = torch.full((n,), -float("inf"), dtype=torch.float64, device=dev)
-    for t in _tensor(scales, torch.float64).tolist():
+    b = boundaries.to(device=dev, dtype=torch.float64)
+    c = centroids.to(device=dev, dtype=torch.float64)
+    best = torch.zeros(u64.shape, dtype=torch.long, device=dev)
+    best_cos = torch.full(u64.shape[:-1], -float("inf"), dtype=torch.float64, device=dev)
+    for t in [float(v) for v in scales]:
         idx = torch.bucketize((u64 * t).contiguous(), b, right=True)
         vals = c[idx]
-        dot = (u64 * vals).sum(1)
-        nrm = vals.norm(dim=1)
+        dot = (u64 * vals).sum(-1)
+        nrm = torch.linalg.vector_norm(vals, dim=-1)
         cos = torch.where(nrm > 0, dot / torch.where(nrm > 0, nrm, torch.ones_like(nrm)), torch.full_like(nrm, -float("inf")))
         better = cos > best_cos
-        best[better] = idx[better]
+        best = torch.where(better.unsqueeze(-1), idx, best)
         best_cos = torch.where(better, cos, best_cos)
     return best
+
+
+def _scaled_indices(u, boundaries, centroids, scales) -> torch.Tensor:
+    return scaled_indices_tensor(_tensor(u), _tensor(boundaries), _tensor(centroids), _tensor(scales, torch.float64).tolist())
 
 
 def scaled_indices(u, boundaries, centroids, scales):

@@ -76,20 +76,33 @@ class FloatCodec(KVCodec):
 
 
 class TurboCodec(KVCodec):
-    """TurboQuant codes (arXiv 2504.19874) for KV vectors.
+    """TurboQuant codes (arXiv 2504.19874) for KV vectors, the torch twin of :class:`vqdb.TurboQuantizer`.
 
     Parameters
     ----------
-    rotation : Tensor (d, d) float32 — orthogonal Π; rotated coordinates are ``y = Π u``, ``u = x / ||x||``
-    centroids, boundaries : Tensor (2**b,), (2**b - 1,) float32 — Lloyd–Max codebook of a unit-vector coordinate
-        in R^d (``vqdb.quantizers._codebooks.lloyd_max(b, d)``) for the ``b`` MSE bits
+    rotation : Tensor (k, d) float32
+        Π with orthonormal columns (k = d for a Haar rotation, k = next power of two for Hadamard);
+        rotated coordinates are ``y = x @ Πᵀ``.
+    centroids, boundaries : Tensor (2**b,), (2**b - 1,) float64
+        Lloyd–Max codebook of a unit-vector coordinate in R^k for the ``b`` MSE bits.
     variant : {"mse", "scaled", "prod"}
-        ``mse``: x̂ = ||x|| Πᵀ c[idx]. ``scaled``: the stored factor is ``||x||² / <x, Πᵀ c[idx]>`` instead of
-        ``||x||`` (removes the 1 - D_mse shrinkage of inner products). ``prod``: the MSE stage has ``b`` =
-        bits - 1 and the residual ``r = y - c[idx]`` gets 1-bit QJL with an orthogonal sketch ``S`` (d × d,
-        orthonormal rows): ``x̂ = ||x|| Πᵀ (c[idx] + sqrt(pi/2)/sqrt(d) · ||r|| · Sᵀ sign(S r))`` (unbiased).
+        ``mse``: ``x̂ = ||x|| Πᵀ c[idx]`` with ``idx`` the cells of ``u = Πx/||x||``.
+        ``scaled``: the stored factor is ``||x|| / <u, c[idx]>`` instead of ``||x||`` and ``idx`` is the
+        code of ``u·t`` for the pre-scale ``t`` in ``scales`` with the best cosine (EDEN/RaBitQ-style length
+        renormalisation: inner products are no longer shrunk by 1 - D_mse).
+        ``prod``: the MSE stage has ``b = bits - 1`` bits; the residual ``e = x - x̂_mse`` gets 1-bit QJL with
+        ``sketch`` (d × d, orthogonal rows of norm sqrt(d)) and its norm ``γ = ||e||`` is stored:
+        ``x̂ = x̂_mse + sketch_scale · γ · Sᵀ sign(S e)`` (unbiased inner products).
     sketch : Tensor (d, d) float32, required for ``prod``
+    sketch_scale : float — the sign estimator constant (``vqdb.TurboQuantizer.estimator_scale``)
+    scales : sequence of float — pre-scales tried by the ``scaled`` encoder (the reference's ``scales``)
     side_dtype : torch dtype of the per-vector floats (float16 default)
+
+    Notes
+    -----
+    Codes: ``idx`` (packed MSE indices), ``norm`` (``||x||`` or the scaled factor), and for ``prod``
+    ``signs`` (packed) and ``rnorm`` (γ). Encoding compares float64 values with float64 boundaries, as
+    the reference does, so both produce the same indices from the same rotated input.
     """
 
     def __init__(
@@ -100,39 +113,44 @@ class TurboCodec(KVCodec):
         *,
         variant: str = "mse",
         sketch: torch.Tensor | None = None,
+        sketch_scale: float | None = None,
+        scales=(1.0,),
         side_dtype: torch.dtype = torch.float16,
     ) -> None:
         super().__init__()
         self.rotation = rotation.float()
+        self.centroids64 = centroids.double()
+        self.boundaries64 = boundaries.double()
         self.centroids = centroids.float()
-        self.boundaries = boundaries.float()
         self.sketch = None if sketch is None else sketch.float()
         self.variant = variant
+        self.scales = tuple(float(t) for t in scales)
         self.side_dtype = side_dtype
-        self.dim = int(rotation.shape[0])
+        self.k, self.dim = int(rotation.shape[0]), int(rotation.shape[1])
         self.mse_bits = int(round(math.log2(self.centroids.numel())))
-        if variant == "prod" and self.sketch is None:
-            raise InvalidInputError("TurboCodec(variant='prod') needs a sketch")
+        if variant == "prod" and (self.sketch is None or sketch_scale is None):
+            raise InvalidInputError("TurboCodec(variant='prod') needs a sketch and its sketch_scale")
+        self.sketch_scale = None if sketch_scale is None else float(sketch_scale)
         self.bits = self.mse_bits + (1 if variant == "prod" else 0)
         self.kind = f"turbo-{variant}{self.bits}"
-        self._qjl_scale = math.sqrt(math.pi / 2) / math.sqrt(self.dim)
         self._signs = torch.tensor([-1.0, 1.0], device=self.rotation.device)
 
     def state_tensors(self):
-        out = {"rotation": self.rotation, "centroids": self.centroids, "boundaries": self.boundaries}
+        out = {"rotation": self.rotation, "centroids": self.centroids64, "boundaries": self.boundaries64}
         if self.sketch is not None:
             out["sketch"] = self.sketch
         return out
 
     def _with_state(self, state):
         return TurboCodec(
-            state["rotation"], state["centroids"], state["boundaries"], variant=self.variant, sketch=state.get("sketch"), side_dtype=self.side_dtype
+            state["rotation"], state["centroids"], state["boundaries"], variant=self.variant, sketch=state.get("sketch"),
+            sketch_scale=self.sketch_scale, scales=self.scales, side_dtype=self.side_dtype,
         )
 
     @property
     def code_bytes(self) -> int:
         side = torch.empty((), dtype=self.side_dtype).element_size()
-        n = ops.packed_size(self.dim, self.mse_bits)
+        n = ops.packed_size(self.k, self.mse_bits)
         if self.variant == "prod":
             return n + ops.packed_size(self.dim, 1) + 2 * side
         return n + side
@@ -140,61 +158,58 @@ class TurboCodec(KVCodec):
     # ---- encode / decode -------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Codes:
         x = x.float()
-        norm, u = _norms(x)
-        y = u @ self.rotation.T
-        idx = ops.bucketize_tensor(y, self.boundaries)
+        norm = torch.linalg.vector_norm(x.double(), dim=-1)
+        safe = torch.where(norm > 0, norm, torch.ones_like(norm))
+        u = (x @ self.rotation.T).double() / safe.unsqueeze(-1)
+        if self.variant == "scaled" and len(self.scales) > 1:
+            idx = ops.scaled_indices_tensor(u.float(), self.boundaries64, self.centroids64, self.scales)
+        else:
+            idx = ops.bucketize_tensor(u.float().double(), self.boundaries64)
         c = self.centroids[idx]
         out = {"idx": ops.pack_tensor(idx, self.mse_bits)}
         if self.variant == "scaled":
-            dot = (y * c).sum(-1)
-            safe = torch.where(dot > 0, dot, torch.ones_like(dot))
-            scale = torch.where(dot > 0, norm / safe, norm)
-            out["norm"] = _side(scale, self.side_dtype, "scale").unsqueeze(-1)
+            dot = (u.float().double() * c.double()).sum(-1)
+            factor = torch.where((dot > 0) & (norm > 0), norm / torch.where(dot > 0, dot, torch.ones_like(dot)), torch.zeros_like(norm))
         else:
-            out["norm"] = _side(norm, self.side_dtype, "norm").unsqueeze(-1)
+            factor = norm
+        out["norm"] = _side(factor, self.side_dtype, "norm").unsqueeze(-1)
         if self.variant == "prod":
-            r = y - c
-            out["signs"] = ops.pack_tensor(ops.sign_tensor(r @ self.sketch.T), 1)
-            out["rnorm"] = _side(torch.linalg.vector_norm(r, dim=-1), self.side_dtype, "residual norm").unsqueeze(-1)
+            e = x - (c @ self.rotation) * norm.float().unsqueeze(-1)
+            out["signs"] = ops.pack_tensor(ops.sign_tensor(e @ self.sketch.T), 1)
+            out["rnorm"] = _side(torch.linalg.vector_norm(e.double(), dim=-1), self.side_dtype, "residual norm").unsqueeze(-1)
         return out
 
     def _tile(self, codes: Codes) -> torch.Tensor:
-        """Unit-scale reconstruction in rotated coordinates (..., n, d), MSE part only."""
-        return ops.decode_tensor(codes["idx"], self.centroids, self.mse_bits, self.dim)
+        """Codebook values in rotated coordinates (..., n, k), unit scale."""
+        return ops.decode_tensor(codes["idx"], self.centroids, self.mse_bits, self.k)
 
     def _signs_tile(self, codes: Codes) -> torch.Tensor:
-        return ops.decode_tensor(codes["signs"], self._signs.to(self.rotation.device), 1, self.dim)
-
-    def decode_rotated(self, codes: Codes) -> torch.Tensor:
-        """x̂ in rotated coordinates (Π x̂), (..., d) float32."""
-        y = self._tile(codes)
-        if self.variant == "prod":
-            y = y + (self._qjl_scale * codes["rnorm"].float()) * (self._signs_tile(codes) @ self.sketch)
-        return y * codes["norm"].float()
+        return ops.decode_tensor(codes["signs"], self._signs, 1, self.dim)
 
     def decode(self, codes: Codes) -> torch.Tensor:
-        return self.decode_rotated(codes) @ self.rotation
+        out = (self._tile(codes) @ self.rotation) * codes["norm"].float()
+        if self.variant == "prod":
+            out = out + (self._signs_tile(codes) @ self.sketch) * (self.sketch_scale * codes["rnorm"].float())
+        return out
 
     # ---- scoring ---------------------------------------------------------------------------
     def prepare(self, queries: torch.Tensor):
-        qr = queries.float() @ self.rotation.T
-        if self.variant == "prod":
-            return qr, qr @ self.sketch.T
-        return qr, None
+        q = queries.float()
+        return q @ self.rotation.T, (q @ self.sketch.T if self.variant == "prod" else None)
 
     def score(self, prepared, codes: Codes) -> torch.Tensor:
         qr, qs = prepared
-        s = ops.scores_from_tile(qr, self._tile(codes))
+        s = ops.scores_from_tile(qr, self._tile(codes), codes["norm"].float().squeeze(-1))
         if self.variant == "prod":
-            s = s + ops.scores_from_tile(qs, self._signs_tile(codes), self._qjl_scale * codes["rnorm"].float().squeeze(-1))
-        return s * codes["norm"].float().squeeze(-1).unsqueeze(-2)
+            s = s + ops.scores_from_tile(qs, self._signs_tile(codes), self.sketch_scale * codes["rnorm"].float().squeeze(-1))
+        return s
 
     def weighted_sum(self, weights: torch.Tensor, codes: Codes) -> torch.Tensor:
-        w = weights.float() * codes["norm"].float().squeeze(-1).unsqueeze(-2)
-        acc = ops.weighted_tile_sum(w, self._tile(codes))
+        w = weights.float()
+        out = ops.weighted_tile_sum(w, self._tile(codes), codes["norm"].float().squeeze(-1)) @ self.rotation
         if self.variant == "prod":
-            acc = acc + ops.weighted_tile_sum(w, self._signs_tile(codes), self._qjl_scale * codes["rnorm"].float().squeeze(-1)) @ self.sketch
-        return acc @ self.rotation
+            out = out + ops.weighted_tile_sum(w, self._signs_tile(codes), self.sketch_scale * codes["rnorm"].float().squeeze(-1)) @ self.sketch
+        return out
 
     def describe(self):
         out = super().describe()

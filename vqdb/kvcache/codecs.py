@@ -75,15 +75,17 @@ def _check_bits(bits: Any) -> float:
 # torch codecs from reference quantizers
 # ------------------------------------------------------------------------------------------------
 def turbo_codec_from(quantizer: Any, *, side_dtype: torch.dtype = torch.float16) -> TurboCodec:
-    """The torch codec equivalent to a :class:`vqdb.TurboQuantizer` (same rotation, codebook, sketch)."""
-    arrays = quantizer.state_dict()["arrays"]
-    variant = quantizer.variant
-    rotation = _rotation_matrix(quantizer)
+    """The torch codec equivalent to an integer-bit :class:`vqdb.TurboQuantizer` (same rotation, codebook,
+    sketch, estimator constant and scale search), without centring."""
     c, b = quantizer.codebook
-    sketch = None
-    if variant == "prod":
-        sketch = _t(arrays["sketch"])
-    return TurboCodec(rotation, _t(c), _t(b), variant=variant, sketch=sketch, side_dtype=side_dtype)
+    sketch = scale = None
+    if quantizer.variant == "prod":
+        sketch = _t(quantizer.state_dict()["arrays"]["sketch"])
+        scale = quantizer.estimator_scale
+    return TurboCodec(
+        _rotation_matrix(quantizer), torch.from_numpy(np.array(c, dtype=np.float64)), torch.from_numpy(np.array(b, dtype=np.float64)),
+        variant=quantizer.variant, sketch=sketch, sketch_scale=scale, scales=quantizer.scales, side_dtype=side_dtype,
+    )
 
 
 def qjl_codec_from(quantizer: Any, *, side_dtype: torch.dtype = torch.float16) -> QJLCodec:
