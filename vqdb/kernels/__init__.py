@@ -1,0 +1,182 @@
+"""Kernel dispatch: one small registry of backends, chosen lazily by name.
+
+``get_ops()`` returns the best usable backend (``VQDB_BACKEND`` forces one); ``get_ops("numba")`` a
+named one. A backend module is imported only when selected, so ``import vqdb`` (and importing the
+quantizer modules) never imports numba or torch. A backend may implement a subset of the ops; a
+missing op falls back to the NumPy reference (logged once at debug level).
+
+Ops (signatures in :mod:`vqdb.kernels.reference`, the oracle): ``pack_bits``, ``unpack_bits``,
+``bucketize``, ``encode_scalar``, ``scaled_indices``, ``encode_scaled``, ``decode_values``,
+``lut_scores``, ``sign_scores``, ``topk``.
+
+Registered backends (highest priority first among the usable ones is the default):
+
+=============  =============================  ========  ==========================================
+name           module                         priority  usable when
+=============  =============================  ========  ==========================================
+``numba``      ``vqdb.kernels.numba_cpu``     20        numba is installed
+``torch``      ``vqdb.kernels.torch_ops``     10        torch is installed and the module exists
+``reference``  ``vqdb.kernels.reference``     0         always (NumPy)
+=============  =============================  ========  ==========================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from .. import envs
+from ..errors import BackendUnavailableError, UnknownNameError
+
+log = logging.getLogger("vqdb.kernels")
+
+OPS = (
+    "pack_bits",
+    "unpack_bits",
+    "bucketize",
+    "encode_scalar",
+    "scaled_indices",
+    "encode_scaled",
+    "decode_values",
+    "lut_scores",
+    "sign_scores",
+    "topk",
+)
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _probe_numba() -> str | None:
+    return None if _has("numba") else "numba is not installed (pip install numba)"
+
+
+def _probe_torch() -> str | None:
+    if not _has("torch"):
+        return "torch is not installed (pip install torch)"
+    if not _has("vqdb.kernels.torch_ops"):
+        return "vqdb.kernels.torch_ops is not present in this build"
+    return None
+
+
+@dataclass(frozen=True)
+class KernelBackend:
+    """A registered backend: imported from ``qualname`` on first use if ``probe()`` returns None."""
+
+    name: str
+    qualname: str
+    probe: Callable[[], str | None]
+    priority: int
+
+
+_REGISTRY: dict[str, KernelBackend] = {}
+
+
+def register_backend(backend: KernelBackend) -> None:
+    """Add or replace a backend (e.g. ``vqdb.gpu`` registers ``cuda-numba``/``cuda-torch``)."""
+    _REGISTRY[backend.name] = backend
+    _LOADED.pop(backend.name, None)
+
+
+class KernelOps:
+    """The ops of one backend, with per-op fallback to the NumPy reference."""
+
+    def __init__(self, name: str, module, fallback):
+        self.name = name
+        self._module = module
+        for op in OPS:
+            fn = getattr(module, op, None)
+            if fn is None:
+                log.debug("backend %s has no %s; using the reference", name, op)
+                fn = getattr(fallback, op)
+            setattr(self, op, fn)
+        self.warmup = getattr(module, "warmup", lambda: None)
+
+    def __repr__(self) -> str:
+        return f"KernelOps({self.name!r})"
+
+
+_LOADED: dict[str, KernelOps] = {}
+_LOCK = threading.Lock()
+_FORCED: str | None = None
+
+register_backend(KernelBackend("reference", "vqdb.kernels.reference", lambda: None, 0))
+register_backend(KernelBackend("numba", "vqdb.kernels.numba_cpu", _probe_numba, 20))
+register_backend(KernelBackend("torch", "vqdb.kernels.torch_ops", _probe_torch, 10))
+
+
+def available_backends() -> dict[str, str | None]:
+    """name -> None if usable here, else the reason it is not (nothing is imported)."""
+    return {name: b.probe() for name, b in sorted(_REGISTRY.items(), key=lambda kv: -kv[1].priority)}
+
+
+def _load(name: str) -> KernelOps:
+    with _LOCK:
+        ops = _LOADED.get(name)
+        if ops is not None:
+            return ops
+        backend = _REGISTRY[name]
+        reason = backend.probe()
+        if reason is not None:
+            raise BackendUnavailableError(f"kernel backend {name!r} is unavailable: {reason}")
+        try:
+            module = importlib.import_module(backend.qualname)
+        except Exception as exc:  # noqa: BLE001 - report any import failure as unavailability
+            raise BackendUnavailableError(f"kernel backend {name!r} failed to import: {exc!r}") from exc
+        from . import reference
+
+        ops = KernelOps(name, module, reference)
+        _LOADED[name] = ops
+        return ops
+
+
+def get_ops(name: str | None = None) -> KernelOps:
+    """Return the kernel ops of backend ``name`` (default: ``VQDB_BACKEND`` or the best usable one).
+
+    Raises
+    ------
+    UnknownNameError
+        ``name`` is not registered (the message lists the registered names).
+    BackendUnavailableError
+        The requested (or forced) backend cannot run here; the message lists every backend and why.
+    """
+    requested = name or _FORCED or envs.backend()
+    if requested is not None:
+        if requested not in _REGISTRY:
+            raise UnknownNameError(f"unknown kernel backend {requested!r}; expected one of {sorted(_REGISTRY)}")
+        try:
+            return _load(requested)
+        except BackendUnavailableError as exc:
+            reasons = "; ".join(f"{n}: {r or 'usable'}" for n, r in available_backends().items())
+            raise BackendUnavailableError(f"{exc} (backends: {reasons})") from exc
+    errors = []
+    for bname, backend in sorted(_REGISTRY.items(), key=lambda kv: -kv[1].priority):
+        if bname == "torch":  # torch ops serve torch tensors (kvcache); never the NumPy default
+            continue
+        try:
+            return _load(bname)
+        except BackendUnavailableError as exc:
+            errors.append(str(exc))
+    raise BackendUnavailableError("no kernel backend is usable: " + "; ".join(errors))
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[KernelOps]:
+    """Temporarily make ``name`` the default of :func:`get_ops` (tests, benchmarks); not thread-local."""
+    global _FORCED
+    ops = get_ops(name)
+    prev = _FORCED
+    _FORCED = name
+    try:
+        yield ops
+    finally:
+        _FORCED = prev

@@ -1,0 +1,39 @@
+"""Quantizers: TurboQuant, QJL and PolarQuant behind one protocol (:mod:`vqdb.quantizers.base`).
+
+Importing this package imports numpy and the quantizer modules only (no numba, no torch): kernels
+are chosen lazily by :func:`vqdb.kernels.get_ops` on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UnknownNameError
+from .base import PreparedQueries, Quantizer
+from .polar import PolarQuantizer
+from .qjl import QJLQuantizer
+from .turbo import TurboQuantizer
+
+QUANTIZERS: dict[str, type[Quantizer]] = {
+    TurboQuantizer.kind: TurboQuantizer,
+    QJLQuantizer.kind: QJLQuantizer,
+    PolarQuantizer.kind: PolarQuantizer,
+}
+
+__all__ = ["Quantizer", "PreparedQueries", "TurboQuantizer", "QJLQuantizer", "PolarQuantizer", "QUANTIZERS",
+           "load_quantizer"]
+
+
+def load_quantizer(state: dict[str, Any]) -> Quantizer:
+    """Rebuild a quantizer from :meth:`Quantizer.state_dict` output (arrays are used, not re-drawn).
+
+    Raises
+    ------
+    UnknownNameError
+        ``state["kind"]`` is not a registered quantizer kind.
+    """
+    kind = state.get("kind") if isinstance(state, dict) else None
+    cls = QUANTIZERS.get(kind)
+    if cls is None:
+        raise UnknownNameError(f"unknown quantizer kind {kind!r}; expected one of {sorted(QUANTIZERS)}")
+    return cls.from_state_dict(state)
