@@ -81,7 +81,7 @@ def test_filtered_search_returns_k_correct_results(request, wordnet, kind, field
     n = wordnet.base.shape[0]
     allowed = (np.arange(n) % {"half": 2, "b20": 20, "b200": 200}[field]) == value
     assert allowed.mean() == fraction
-    q, k = wordnet.queries[:60], 10
+    q, k = wordnet.queries[:40], 10
     # nprobe=1: the filtered search must still find k matches, opening more lists (or scanning the subset)
     res = index.search(q, k, filter={field: value}, nprobe=1)
     assert np.all(res.ids >= 0), "fewer than k results although >= k vectors match"
@@ -142,3 +142,13 @@ def test_ivf_filter_opens_more_lists_when_the_probed_ones_hold_too_few(ivf_index
     assert members.size >= 10
     res = ivf_index.search(q, 10, filter={"i": {"$in": members.tolist()}}, nprobe=1)
     assert np.all(np.isin(res.ids, members)) and np.all(res.ids >= 0)
+
+
+def test_empty_filter_matches_everything_and_ids_filter(wordnet, quantizer):
+    index = vqdb.Index(wordnet.dim, metric="ip", quantizer=quantizer)
+    index.add(wordnet.base[:100])
+    res = index.search(wordnet.queries[:3], 5, filter={})
+    np.testing.assert_array_equal(res.ids, index.search(wordnet.queries[:3], 5).ids)
+    index.add(wordnet.base[100:200], metadata=[{"g": i % 4} for i in range(100)])
+    np.testing.assert_array_equal(np.sort(index.ids(filter={"g": 1})), np.arange(101, 200, 4))
+    np.testing.assert_array_equal(np.sort(index.ids(filter={"g": {"$exists": False}})), np.arange(100))

@@ -34,7 +34,6 @@ FIELD_OPERATORS = ("$eq", "$ne", "$lt", "$lte", "$gt", "$gte", "$in", "$nin", "$
 LOGICAL_OPERATORS = ("$and", "$or", "$nor", "$not")
 _COMPARE = {"$eq": "equal", "$ne": "not_equal", "$lt": "less", "$lte": "less_equal", "$gt": "greater", "$gte": "greater_equal"}
 _SCALARS = (str, bytes, bool, numbers.Number, _dt.date, _dt.datetime, _dt.time, _dt.timedelta, np.generic)
-_ROW = "__row"
 
 
 def _coalesce(expr: pc.Expression, value: bool) -> pc.Expression:
@@ -188,15 +187,25 @@ def compile_filter(flt, schema: pa.Schema) -> pc.Expression | None:
 
 
 def evaluate(expr: pc.Expression, table: pa.Table) -> np.ndarray:
-    """(n,) bool mask of the rows of ``table`` that ``expr`` matches (null counts as no match)."""
+    """(n,) bool mask of the rows of ``table`` that ``expr`` matches (null counts as no match).
+
+    The expression is projected (Acero), so no column is copied or filtered.
+    """
+    from pyarrow import acero
+
     n = table.num_rows
-    mask = np.zeros(n, dtype=bool)
     if n == 0:
-        return mask
-    t = table.append_column(_ROW, pa.array(np.arange(n, dtype=np.int64)))
+        return np.zeros(0, dtype=bool)
+    decl = acero.Declaration.from_sequence([
+        acero.Declaration("table_source", acero.TableSourceNodeOptions(table)),
+        acero.Declaration("project", acero.ProjectNodeOptions([expr], ["mask"])),
+    ])
     try:
-        rows = t.filter(expr).column(_ROW)
+        col = decl.to_table(use_threads=False).column(0)
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise FilterError(f"filter could not be evaluated: {exc}") from None
-    mask[rows.to_numpy()] = True
-    return mask
+    if not pa.types.is_boolean(col.type):
+        raise FilterError(f"filter must evaluate to booleans; {expr} gives {col.type}")
+    if len(col) != n:
+        raise FilterError(f"filter gave {len(col)} values for {n} rows")
+    return col.fill_null(False).to_numpy(zero_copy_only=False).astype(bool, copy=False)

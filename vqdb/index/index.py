@@ -664,13 +664,7 @@ class Index:
         m = q.shape[0]
         kk = k if not factor else max(k, int(math.ceil(k * factor)))
         segments = snap.segments
-        allow = []
-        for seg in segments:
-            mask = seg.live_mask()
-            if expr is not None:
-                fm = _filters.evaluate(expr, md.align(seg.meta, snap.schema, seg.n))
-                mask = fm if mask is None else (mask & fm)
-            allow.append(mask)
+        allow = [self._allowed(seg, expr, snap.schema) for seg in segments]
         n_rows = sum(s.n for s in segments)
         n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(segments, allow))
         ctx = _scan.ScanContext(self._quantizer, "l2sq" if self.metric == "l2sq" else "ip", snap.coarse,
@@ -692,6 +686,18 @@ class Index:
         scores = _scan.rerank(ctx, q, top.refs) if factor else top.scores
         ids, scores, _ = _scan.finish(segments, scores, top.refs, k)
         return SearchResult(ids, scores, self.metric)
+
+    @staticmethod
+    def _allowed(seg: Segment, expr, schema) -> np.ndarray | None:
+        """(n,) bool rows of ``seg`` that are live and match ``expr``; None when every row qualifies."""
+        mask = seg.live_mask()
+        if expr is not None:
+            table = md.align(seg.meta, schema, seg.n)
+            if table.num_columns == 0:              # no metadata at all: give the expression n rows to run on
+                table = pa.table({"__rows": pa.nulls(seg.n)})
+            fm = _filters.evaluate(expr, table)
+            mask = fm if mask is None else (mask & fm)
+        return mask
 
     # ------------------------------------------------------------------ reads
     def get(self, ids, *, include_vectors: bool = True) -> Records:
@@ -730,9 +736,15 @@ class Index:
             out[hit] = self._quantizer.decode(seg.codes[rows[hit]], centre=centre)
         return out
 
-    def ids(self) -> np.ndarray:
-        """(n,) int64 ids of every vector in the index (in storage order)."""
-        parts = [s.ids if s.deleted is None else s.ids[~s.deleted] for s in self._snap.segments]
+    def ids(self, filter=None) -> np.ndarray:
+        """(n,) int64 ids of every vector in the index (in storage order), or of those whose metadata
+        match ``filter`` (same forms as in :meth:`search`)."""
+        snap = self._snap
+        expr = _filters.compile_filter(filter, snap.schema)
+        parts = []
+        for seg in snap.segments:
+            mask = self._allowed(seg, expr, snap.schema)
+            parts.append(seg.ids if mask is None else seg.ids[mask])
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def stats(self) -> dict:
