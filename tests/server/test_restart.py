@@ -17,7 +17,7 @@ def _ids_of(http, name, q, k=10):
 
 def test_restart_keeps_collections_points_payloads_and_results(tmp_path, wordnet):
     keys = write_keys_file(tmp_path / "keys.txt")
-    server = Server(tmp_path / "data", keys_file=keys, demo=True).start()
+    server = Server(tmp_path / "data", keys_file=keys).start()
     x, q = wordnet.base[:600], wordnet.queries[:20]
     try:
         with server.client("admin") as http:
@@ -27,7 +27,6 @@ def test_restart_keeps_collections_points_payloads_and_results(tmp_path, wordnet
                     "payloads": [{"n": i, "text": wordnet.texts[i]} for i in range(600)]}
             assert http.post("/collections/docs/points/b64", json=body).status_code == 200
             assert http.post("/collections/docs/points/delete", json={"ids": [5, 6]}).json()["count"] == 598
-            http.delete("/collections/wordnet")     # a deleted demo collection is not re-created on restart
             before = _ids_of(http, "docs", q)
             exact_before = http.post("/collections/docs/search",
                                      json={"vectors": q[:3].tolist(), "k": 5, "rerank": True}).json()
@@ -65,3 +64,27 @@ def test_restart_keeps_collections_points_payloads_and_results(tmp_path, wordnet
             assert http.get("/collections/docs/points/1001").json()["payload"] == {"n": -1}
     finally:
         server.stop()
+
+
+def test_demo_is_created_on_the_first_start_only(tmp_path, monkeypatch):
+    """First start with an empty data dir builds the demo; a restart after deleting it does not."""
+    from fastapi.testclient import TestClient
+
+    from vqdb.server import demo
+    from vqdb.server.app import create_app
+    from vqdb.server.settings import Settings
+
+    calls = []
+
+    def tiny_demo(store):
+        calls.append(1)
+        store.create(demo.DEMO_NAME, dim=4, quantizer="turbo-2")
+
+    monkeypatch.setattr(demo, "create_demo", tiny_demo)
+    settings = Settings(data=tmp_path / "d")
+    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as http:
+        assert [c["name"] for c in http.get("/collections").json()["collections"]] == ["wordnet"]
+        assert http.delete("/collections/wordnet").status_code == 204
+    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as http:
+        assert http.get("/collections").json()["collections"] == []
+    assert calls == [1]

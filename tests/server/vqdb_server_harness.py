@@ -12,6 +12,10 @@ from pathlib import Path
 
 import httpx
 
+import vqdb
+
+REPO_ROOT = str(Path(vqdb.__file__).resolve().parent.parent)
+
 # service settings a developer may have exported; the tests set their own
 INHERITED_SETTINGS = {"VQDB_API_KEY", "VQDB_KEYS_FILE", "VQDB_DATA", "VQDB_DATA_DIR", "VQDB_HOST", "VQDB_PORT",
                       "VQDB_DEMO", "VQDB_MAX_BODY_BYTES", "VQDB_MAX_BULK_BYTES", "VQDB_METRICS_PUBLIC"}
@@ -60,6 +64,8 @@ class Server:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
         env.update({"PYTHONUNBUFFERED": "1", **self.env})
+        # the server imports the same vqdb as the tests, installed or not
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=self._logf, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout

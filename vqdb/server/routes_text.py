@@ -128,14 +128,13 @@ router = APIRouter(tags=["text"], responses=PROTECTED)
              dependencies=[AdminAccess], responses=errors(409, 503),
              summary="Create a text collection (default embedding model, cosine)")
 def create_text_collection(body: TextCollectionCreate, store: StoreDep) -> TextCollectionPublic:
-    from ..presets import presets
+    from ..presets import make_quantizer
     from ..rag.embed import Embedder
 
     if body.chunk_overlap >= body.chunk_size:
         raise InvalidInputError(f"chunk_overlap ({body.chunk_overlap}) must be smaller than chunk_size ({body.chunk_size})")
     dim = Embedder().dim
-    if body.quantizer not in presets(dim):
-        raise InvalidInputError(f"unknown quantizer preset {body.quantizer!r}; expected one of {sorted(presets(dim))}")
+    make_quantizer(body.quantizer, dim)          # UnknownNameError (400) listing the presets
     collection = store.create(body.name, dim=dim, metric="cos", quantizer=body.quantizer)
     with collection.write_lock:
         col = TextCollection(collection.root, index=collection.index, quantizer=body.quantizer,

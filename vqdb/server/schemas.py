@@ -50,7 +50,7 @@ class CollectionCreate(_In):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"name": "docs", "dim": 384, "metric": "cos", "quantizer": "turbo-4"}]})
     name: CollectionName
-    dim: int = Field(ge=1, le=MAX_DIM)
+    dim: int = Field(ge=2, le=MAX_DIM)
     metric: Metric = "cos"
     quantizer: str = Field("turbo-4", max_length=64, description="a preset name, see GET /presets")
     ivf: bool | Annotated[int, Field(ge=1, le=1 << 20)] = Field(

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     max_k: int = Field(10_000, gt=0, description="largest k of one search")
     max_batch: int = Field(1_024, gt=0, description="most query vectors in one batch search")
     metrics_public: bool = Field(False, description="serve /metrics without a key even when keys are configured")
+    blas_threads: int = Field(1, ge=0, description="BLAS threads per call in `vqdb serve` (requests already run "
+                                                    "in parallel; 0 = the library default)")
     ray_address: str | None = Field(None, description="Ray cluster address ('auto', 'host:6379', 'ray://host:10001', or 'local' for a private local cluster): collections created with shards > 1 are sharded over it")
     log_level: str = Field("info")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
 
-from ...errors import UnknownNameError
+from fastapi import APIRouter, Query, Response, status
 from ..auth import AdminAccess, ReadAccess, WriteAccess
 from ..deps import CollectionDep, StoreDep
-from ..schemas import CollectionCreate, CollectionList, CollectionPublic, CompactResult, PresetList, PresetPublic
+from ..schemas import MAX_DIM, CollectionCreate, CollectionList, CollectionPublic, CompactResult, PresetList, PresetPublic
 from ._responses import PROTECTED, errors
 
 router = APIRouter(prefix="/collections", tags=["collections"], responses=PROTECTED)
@@ -21,7 +21,6 @@ def list_collections(store: StoreDep) -> CollectionList:
 @router.post("", response_model=CollectionPublic, status_code=status.HTTP_201_CREATED,
              dependencies=[AdminAccess], responses=errors(409), summary="Create a collection")
 def create_collection(body: CollectionCreate, store: StoreDep) -> CollectionPublic:
-    _check_preset(body.quantizer, body.dim)
     collection = store.create(body.name, dim=body.dim, metric=body.metric, quantizer=body.quantizer, ivf=body.ivf,
                               store_vectors=body.store_vectors, shards=body.shards)
     return CollectionPublic(**collection.describe())
@@ -55,33 +54,8 @@ routers = [router, presets_router]
 
 @presets_router.get("/presets", response_model=PresetList, dependencies=[ReadAccess],
                     summary="Quantizer presets and their bytes per vector at a dimension")
-def list_presets(dim: int = 384) -> PresetList:
+def list_presets(dim: Annotated[int, Query(ge=2, le=MAX_DIM)] = 384) -> PresetList:
     from ...presets import presets
 
-    table = presets(dim)
-    return PresetList(dim=dim, presets=[PresetPublic(**_preset_row(name, row)) for name, row in _rows(table)])
-
-
-def _rows(table):
-    if isinstance(table, dict):
-        return list(table.items())
-    return [(getattr(r, "name", None) or r["name"], r) for r in table]
-
-
-def _preset_row(name, row) -> dict:
-    get = row.get if isinstance(row, dict) else (lambda k, d=None: getattr(row, k, d))
-    nbytes = get("bytes_per_vector", None) or get("code_size", None)
-    return {"name": str(name), "bytes_per_vector": None if nbytes is None else int(nbytes),
-            "description": get("description", None)}
-
-
-def _check_preset(name: str, dim: int) -> None:
-    """Fail fast (400, listing the valid names) on an unknown quantizer preset."""
-    from ...presets import make_quantizer
-
-    try:
-        make_quantizer(name, dim)
-    except UnknownNameError:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise UnknownNameError(f"quantizer {name!r} cannot be built for dim={dim}: {exc}") from None
+    return PresetList(dim=dim, presets=[PresetPublic(name=name, bytes_per_vector=int(nbytes), description=text)
+                                        for name, nbytes, text in presets(dim)])
