@@ -7,7 +7,6 @@ The index serialises its own writes and lets searches run concurrently with one 
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +68,7 @@ def delete(index, ids: np.ndarray) -> int:
 
 def ids_matching(index, filter: dict) -> np.ndarray:
     """int64 ids of every live point whose payload matches ``filter``."""
-    if "filter" in inspect.signature(index.ids).parameters:
-        return np.asarray(index.ids(filter=filter), dtype=np.int64)
-    n = len(index)  # fallback: a filtered search with k = n returns every match
-    if n == 0:
-        return np.zeros(0, np.int64)
-    res = search(index, np.ones((1, index.dim), np.float32), n, filter=filter, nprobe=None, rerank=False)
-    found = np.asarray(res.ids[0])
-    return found[found >= 0]
+    return np.asarray(index.ids(filter=filter), dtype=np.int64)
 
 
 def fetch(index, ids: np.ndarray, *, with_vector: bool) -> list[dict[str, Any] | None]:
