@@ -273,33 +273,34 @@ class QJLCodec(KVCodec):
 
 
 class PolarCodec(KVCodec):
-    """PolarQuant (arXiv 2502.02617): rotation, recursive polar transform over blocks of ``2**levels``
-    coordinates, per-level Lloyd–Max angle codebooks, one radius per block.
+    """PolarQuant (arXiv 2502.02617), the torch twin of :class:`vqdb.PolarQuantizer`: rotation, recursive
+    polar transform over blocks of ``2**levels`` rotated coordinates, per-level Lloyd–Max angle codebooks,
+    one radius per block.
 
     Parameters
     ----------
-    rotation : Tensor (d, d) float32, d a multiple of ``2**levels``
-    level_centroids, level_boundaries : lists (one per level) of Tensor (2**b_l,), (2**b_l - 1,) float32 — angle
-        codebooks (``vqdb.quantizers._codebooks.angle_codebook(level, b_l)``); level 1 angles lie in [0, 2π)
-    side_dtype : torch dtype of the block radii
+    rotation : Tensor (p, d) float32 — orthonormal columns; p is d rounded up to a multiple of ``2**levels``
+    level_centroids, level_boundaries : lists (one per level) of Tensor (2**b_l,), (2**b_l - 1,) float64 — angle
+        codebooks (level 1 on [0, 2π), levels ≥ 2 on [0, π/2])
+    side_dtype : torch dtype of the block radii (float16 like the reference)
     """
 
     def __init__(self, rotation, level_centroids, level_boundaries, *, side_dtype: torch.dtype = torch.float16) -> None:
         super().__init__()
         self.rotation = rotation.float()
-        self.level_centroids = [c.float() for c in level_centroids]
-        self.level_boundaries = [b.float() for b in level_boundaries]
+        self.level_centroids = [c.double() for c in level_centroids]
+        self.level_boundaries = [b.double() for b in level_boundaries]
         self.levels = len(self.level_centroids)
         self.level_bits = [int(round(math.log2(c.numel()))) for c in self.level_centroids]
-        self.dim = int(rotation.shape[0])
+        self.k, self.dim = int(rotation.shape[0]), int(rotation.shape[1])
         self.block = 2**self.levels
-        if self.dim % self.block:
-            raise InvalidInputError(f"PolarQuant needs dim divisible by 2**levels = {self.block}; got {self.dim}")
-        self.n_blocks = self.dim // self.block
+        if self.k % self.block:
+            raise InvalidInputError(f"PolarQuant needs the rotated width divisible by 2**levels = {self.block}; got {self.k}")
+        self.n_blocks = self.k // self.block
         self.side_dtype = side_dtype
         self.kind = "polar" + "-".join(str(b) for b in self.level_bits)
-        self._cos = [torch.cos(c) for c in self.level_centroids]
-        self._sin = [torch.sin(c) for c in self.level_centroids]
+        self._cos = [torch.cos(c).float() for c in self.level_centroids]
+        self._sin = [torch.sin(c).float() for c in self.level_centroids]
 
     def state_tensors(self):
         out = {"rotation": self.rotation}
@@ -313,7 +314,7 @@ class PolarCodec(KVCodec):
         return PolarCodec(state["rotation"], cs, bs, side_dtype=self.side_dtype)
 
     def _n_angles(self, level: int) -> int:
-        return self.dim >> (level + 1)  # level index 0 -> d/2 angles
+        return self.k >> (level + 1)  # level index 0 -> k/2 angles
 
     @property
     def code_bytes(self) -> int:
@@ -321,21 +322,21 @@ class PolarCodec(KVCodec):
         return sum(ops.packed_size(self._n_angles(i), b) for i, b in enumerate(self.level_bits)) + self.n_blocks * side
 
     def encode(self, x):
-        y = x.float() @ self.rotation.T
+        r = (x.float() @ self.rotation.T).double()
         out = {}
-        r = y
         for i in range(self.levels):
             a, b = r[..., 0::2], r[..., 1::2]
             ang = torch.atan2(b, a)
             if i == 0:
                 ang = torch.remainder(ang, 2 * math.pi)
-            idx = ops.bucketize_tensor(ang, self.level_boundaries[i])
+            idx = ops.bucketize_tensor(ang.float().double(), self.level_boundaries[i])
             out[f"a{i}"] = ops.pack_tensor(idx, self.level_bits[i])
-            r = torch.sqrt(a * a + b * b)
+            r = torch.hypot(a, b)
         out["radius"] = _side(r, self.side_dtype, "radius")
         return out
 
     def decode_rotated(self, codes):
+        """Reconstruction in rotated coordinates (..., p) float32."""
         r = codes["radius"].float()
         for i in range(self.levels - 1, -1, -1):
             n = self._n_angles(i)

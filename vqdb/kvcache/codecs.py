@@ -41,8 +41,8 @@ __all__ = ["make_codec", "KINDS", "POLAR_LEVEL_BITS", "turbo_codec_from", "qjl_c
 
 KINDS = ("turbo", "turbo-mse", "turbo-scaled", "turbo-prod", "qjl", "polar", "groups", "float16")
 
-# nominal rate -> (levels, bits per level); rates with float16 block radii: 4 -> 3.875, 3.5 -> 3.375,
-# 3 -> 2.94, 2.5 -> 2.47 bits per coordinate (the paper's configuration is the first one)
+# nominal rate -> (levels, bits per level); with float16 block radii the exact rates are 4 -> 3.875,
+# 3.5 -> 3.375, 3 -> 3.0, 2.5 -> 2.625 bits per coordinate at d = 64 (the first is the paper's)
 POLAR_LEVEL_BITS: dict[float, tuple[int, ...]] = {
     4.0: (4, 2, 2, 2),
     3.5: (3, 2, 2, 2),
@@ -98,7 +98,8 @@ def polar_codec_from(quantizer: Any, *, side_dtype: torch.dtype = torch.float16)
     """The torch codec equivalent to a :class:`vqdb.PolarQuantizer` (same rotation and angle codebooks)."""
     rotation = _rotation_matrix(quantizer)
     cs, bs = zip(*quantizer.codebooks)
-    return PolarCodec(rotation, [_t(c) for c in cs], [_t(b) for b in bs], side_dtype=side_dtype)
+    f64 = lambda a: torch.from_numpy(np.array(a, dtype=np.float64))  # noqa: E731
+    return PolarCodec(rotation, [f64(c) for c in cs], [f64(b) for b in bs], side_dtype=side_dtype)
 
 
 def _rotation_matrix(quantizer: Any) -> torch.Tensor:
