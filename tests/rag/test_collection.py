@@ -12,10 +12,10 @@ MODES = ["dense", "bm25", "hybrid"]
 
 @pytest.fixture(scope="module")
 def docs(wordnet):
-    """12 documents made of real WordNet definitions (each ~1,000-3,000 characters), 3 sources."""
+    """9 documents made of real WordNet definitions (each ~1,300 characters), 3 sources."""
     texts, meta = [], []
-    for d in range(12):
-        parts = wordnet.texts[d * 20:(d + 1) * 20]
+    for d in range(9):
+        parts = wordnet.texts[d * 12:(d + 1) * 12]
         texts.append("\n\n".join(parts))
         meta.append({"source": ["atlas", "bible", "codex"][d % 3], "n": d})
     return texts, meta
@@ -46,8 +46,8 @@ def test_add_chunks_every_document_exactly(col, docs):
 
 
 def test_finds_the_passage_that_defines_a_word(col, docs, wordnet):
-    # doc 5 holds definitions 100..119; ask for the lemma of one of them
-    target = wordnet.texts[107]
+    # doc 8 holds definitions 96..107; ask for the lemma of one of them
+    target = wordnet.texts[101]
     word = target.split(" (")[0].split(",")[0]
     for mode in MODES:
         hits = col.query(word, k=5, mode=mode)
@@ -60,8 +60,8 @@ def test_filters_apply_to_every_mode(col, mode):
     flt = {"source": "bible"}
     hits = col.query("a person who acts", k=8, mode=mode, filter=flt)
     assert hits and all(h.metadata["source"] == "bible" for h in hits)
-    hits = col.query("a person who acts", k=8, mode=mode, filter={"$and": [{"source": "codex"}, {"n": {"$gte": 8}}]})
-    assert hits and all(h.metadata["source"] == "codex" and h.metadata["n"] >= 8 for h in hits)
+    hits = col.query("a person who acts", k=8, mode=mode, filter={"$and": [{"source": "codex"}, {"n": {"$gte": 5}}]})
+    assert hits and all(h.metadata["source"] == "codex" and h.metadata["n"] >= 5 for h in hits)
     assert col.query("plant", k=5, mode=mode, filter={"source": "nowhere"}) == []
 
 
