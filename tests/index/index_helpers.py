@@ -11,12 +11,7 @@ PRESET = "turbo-4"
 
 def make_quantizer(dim: int):
     """The quantizer the index tests run on: the real ``turbo-4`` preset."""
-    try:
-        return vqdb.make_quantizer(PRESET, dim)
-    except (ImportError, AttributeError):  # TEMPORARY until vqdb.presets lands
-        from index_standin import StandInQuantizer
-
-        return StandInQuantizer(dim)
+    return vqdb.make_quantizer(PRESET, dim)
 
 
 def exact_topk(base: np.ndarray, queries: np.ndarray, k: int, metric: str = "ip", allowed=None):

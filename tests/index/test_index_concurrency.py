@@ -25,7 +25,7 @@ def test_searches_run_while_one_thread_writes(tmp_path, wordnet, quantizer, stor
     def writer():
         try:
             rng = np.random.default_rng(1)
-            for step in range(40):
+            for step in range(15):
                 lo = 1000 + step * 50
                 with ever_lock:
                     ever.update(range(lo, lo + 50))
@@ -35,7 +35,7 @@ def test_searches_run_while_one_thread_writes(tmp_path, wordnet, quantizer, stor
                 live = [v for v in victims.tolist() if v in index][:10]
                 index.upsert(x[rng.integers(0, 5000, len(live))], ids=live)
                 index.delete(live[:5])
-                if step == 20:
+                if step == 8:
                     index.compact()
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -58,7 +58,7 @@ def test_searches_run_while_one_thread_writes(tmp_path, wordnet, quantizer, stor
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader, args=(s,)) for s in range(3)]
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader, args=(s,)) for s in range(2)]
     t0 = time.time()
     for t in threads:
         t.start()

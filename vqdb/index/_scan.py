@@ -81,16 +81,29 @@ def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 def _score(ctx: ScanContext, prepared, qnorm2: np.ndarray, cterm: np.ndarray, seg: Segment, sel) -> np.ndarray:
     """(m, b) scores of the prepared queries against rows ``sel`` (slice or int array) of ``seg``."""
-    codes = seg.codes[sel]
+    return _score_codes(ctx, prepared, qnorm2, cterm, seg.codes[sel], seg.lists[sel])
+
+
+def _score_codes(ctx: ScanContext, prepared, qnorm2, cterm, codes: np.ndarray, lists: np.ndarray) -> np.ndarray:
+    """(m, b) scores against ``codes`` (b, code_size) whose IVF lists are ``lists`` (b,)."""
     s = ctx.quantizer.score(prepared, codes, centre=ctx.zero)
-    lists = seg.lists[sel]
-    if lists.size and lists[0] == lists[-1] and (isinstance(sel, slice) or np.all(lists == lists[0])):
+    if lists.size and lists[0] == lists[-1] and np.all(lists == lists[0]):
         s += cterm[:, lists[0] + 1][:, None]
     elif lists.size:
         s += cterm[:, lists + 1]
     if ctx.metric == "l2sq":
         s = 2.0 * s - ctx.quantizer.squared_norms(codes)[None, :] - qnorm2[:, None]
     return s
+
+
+def _gather(ctx: ScanContext, picks: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Codes, lists and refs of rows picked from several segments, concatenated: one scoring call."""
+    codes = [ctx.segments[si].codes[rows] for si, rows in picks]
+    lists = [ctx.segments[si].lists[rows] for si, rows in picks]
+    refs = [(si << SHIFT) + rows for si, rows in picks]
+    if len(picks) == 1:
+        return codes[0], lists[0], refs[0]
+    return np.concatenate(codes), np.concatenate(lists), np.concatenate(refs)
 
 
 def _block_rows(m: int, n: int) -> int:
@@ -118,23 +131,37 @@ def scan_flat(ctx: ScanContext, q: np.ndarray, top: TopK) -> None:
 
 
 def scan_subset(ctx: ScanContext, q: np.ndarray, top: TopK) -> None:
-    """Score only the allowed rows (selective filters): gather them, then score."""
+    """Score only the allowed rows (selective filters): gather them from all segments, then score."""
     prepared = ctx.quantizer.prepare(q)
     qnorm2 = np.einsum("ij,ij->i", q, q)
     cterm = ctx.centre_terms(q)
-    for si, seg in enumerate(ctx.segments):
-        rows = np.arange(seg.n, dtype=np.int64) if ctx.allow[si] is None else np.flatnonzero(ctx.allow[si])
-        step = _block_rows(q.shape[0], rows.size)
+    picks = [(si, np.arange(seg.n, dtype=np.int64) if ctx.allow[si] is None else np.flatnonzero(ctx.allow[si]))
+             for si, seg in enumerate(ctx.segments)]
+    step = _block_rows(q.shape[0], sum(r.size for _, r in picks))
+    batch, size = [], 0
+    for si, rows in picks:               # blocks of about ``step`` rows, spanning segments
         for b0 in range(0, rows.size, step):
-            sel = rows[b0 : b0 + step]
-            top.push(_score(ctx, prepared, qnorm2, cterm, seg, sel), (si << SHIFT) + sel)
+            part = rows[b0 : b0 + step]
+            batch.append((si, part))
+            size += part.size
+            if size >= step:
+                top.push(*_scored(ctx, prepared, qnorm2, cterm, batch))
+                batch, size = [], 0
+    if batch:
+        top.push(*_scored(ctx, prepared, qnorm2, cterm, batch))
+
+
+def _scored(ctx, prepared, qnorm2, cterm, picks):
+    codes, lists, refs = _gather(ctx, picks)
+    return _score_codes(ctx, prepared, qnorm2, cterm, codes, lists), refs
 
 
 def scan_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, *, need: int | None) -> None:
     """Per query: scan the rows outside any list plus the ``nprobe`` most promising lists.
 
-    ``need``: when not None (a filter is active), keep opening further lists until at least ``need``
-    allowed rows were scanned or every list was, so a filtered search returns k results when k exist.
+    ``need``: when not None, keep opening further lists until at least ``need`` allowed rows were
+    scanned or every list was, so a filtered search returns k results when k exist.
+    The probed rows of all segments are gathered and scored in one call per query (and round).
     """
     coarse = ctx.coarse
     nlist = coarse.nlist
@@ -152,15 +179,17 @@ def scan_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, *, need: i
             probe = order[done:upto].astype(np.int64)
             if first:
                 probe = np.concatenate([unassigned, probe])
+            picks = []
             for si, seg in enumerate(ctx.segments):
                 starts, ends = seg.list_bounds(probe)
                 rows = _ranges(starts, ends)
                 if ctx.allow[si] is not None:
                     rows = rows[ctx.allow[si][rows]]
-                if rows.size == 0:
-                    continue
-                found += rows.size
-                top.push(_score(ctx, prepared, qnorm2, cterm, seg, rows), (si << SHIFT) + rows, qrows=slice(i, i + 1))
+                if rows.size:
+                    picks.append((si, rows))
+                    found += rows.size
+            if picks:
+                top.push(*_scored(ctx, prepared, qnorm2, cterm, picks), qrows=slice(i, i + 1))
             first = False
             done = upto
             if need is None or found >= need or done >= nlist:
