@@ -89,7 +89,8 @@ async def read_body(request: Request) -> bytes:
         raise RequestTooLargeError("request body too large") from None
 
 
-@router.get("/{point_id}", response_model=PointPublic, dependencies=[ReadAccess], summary="Get one point")
+@router.get("/{point_id}", response_model=PointPublic, response_model_exclude_none=True, dependencies=[ReadAccess],
+            summary="Get one point")
 def get_point(point_id: Annotated[int, Path(ge=0, le=INT64_MAX, examples=[42])], collection: CollectionDep, with_vector: bool = False) -> PointPublic:
     (record,) = collection.fetch(unique_ids([point_id]), with_vector=with_vector)
     if record is None:
@@ -97,7 +98,7 @@ def get_point(point_id: Annotated[int, Path(ge=0, le=INT64_MAX, examples=[42])],
     return PointPublic(**record)
 
 
-@router.post("/get", response_model=PointList, dependencies=[ReadAccess],
+@router.post("/get", response_model=PointList, response_model_exclude_none=True, dependencies=[ReadAccess],
              summary="Get points by id (missing ids are left out)")
 def get_points(body: PointsGet, collection: CollectionDep) -> PointList:
     records = collection.fetch(unique_ids(body.ids), with_vector=body.with_vector)

@@ -20,7 +20,7 @@ from ._responses import PROTECTED, errors
 router = APIRouter(prefix="/collections/{name}", tags=["search"], responses={**PROTECTED, **errors(404)})
 
 
-@router.post("/search", response_model=SearchResponse, dependencies=[ReadAccess],
+@router.post("/search", response_model=SearchResponse, response_model_exclude_none=True, dependencies=[ReadAccess],
              summary="k nearest points to a vector, a batch of vectors, or a stored point")
 def search(body: SearchRequest, collection: CollectionDep, settings: SettingsDep,
            metrics: MetricsDep) -> SearchResponse:
