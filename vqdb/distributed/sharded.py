@@ -128,7 +128,8 @@ class ShardedIndex:
         self._actors = self._start_all("create" if self._centre_decided else "pending")
         if self._centre_decided:
             self._shards_created = True
-            self._write_manifest()
+            if path is not None:
+                self._write_manifest()
 
     # ---- construction helpers ---------------------------------------------------------------
     def _setup(self, *, dim, n_shards, metric, quantizer, path, index_kwargs, next_id, centre_decided,
