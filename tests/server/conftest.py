@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-try:  # until vqdb.index lands the service has nothing to serve
-    from vqdb.index import Index  # noqa: F401
-except ImportError:
-    pytest.skip("vqdb.index is not available yet", allow_module_level=True)
-
 from vqdb_server_harness import KEYS, Server, write_keys_file
 
 
