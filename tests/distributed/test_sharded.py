@@ -186,6 +186,7 @@ def test_add_upsert_delete_are_routed(ray_cluster, wordnet, tmp_path):
         ids = index.add(x[:500], metadata=_meta(500))
         np.testing.assert_array_equal(ids, np.arange(500))
         assert index.add(x[500:510]).tolist() == list(range(500, 510))   # auto ids continue over the set
+        assert sorted(index.ids(filter={"pos": 1}).tolist()) == list(range(1, 500, 3))
         with pytest.raises(DuplicateIdError):            # 3 new ids + 1 existing: nothing is added
             index.add(x[:4], ids=[900, 901, 902, 7])
         assert len(index) == 510 and 900 not in index

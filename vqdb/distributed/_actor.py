@@ -126,8 +126,10 @@ class ShardActor:
             return np.isin(ids, self.index.ids())
         return np.array([int(i) in self.index for i in ids], dtype=bool)
 
-    def ids(self) -> np.ndarray:
-        return np.zeros(0, np.int64) if self.index is None else self.index.ids()
+    def ids(self, filter=None) -> np.ndarray:
+        if self.index is None:
+            return np.zeros(0, np.int64)
+        return self.index.ids() if filter is None else self.index.ids(filter=filter)
 
     def max_id(self) -> int | None:
         ids = self.ids()

@@ -540,9 +540,10 @@ class ShardedIndex:
             exact = self._index_kwargs.get("store_vectors") not in (None, False)
         return Records(ids, vectors, metadata, exact=bool(exact))
 
-    def ids(self) -> np.ndarray:
-        """(n,) int64 ids of every vector in the set (shard by shard)."""
-        per = self._all("ids", retry=True)
+    def ids(self, filter=None) -> np.ndarray:
+        """(n,) int64 ids of every vector in the set (shard by shard), or of those whose metadata match
+        ``filter`` (as in :meth:`search`)."""
+        per = self._all("ids", filter, retry=True)
         parts = [np.asarray(per[s], dtype=np.int64) for s in range(self.n_shards)]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
@@ -588,7 +589,7 @@ class ShardedIndex:
                 k: round(float(sum(w * (p or {}).get(k, 0) for w, p in zip(weights, per_vec)) / weights.sum()), 2)
                 for k in keys}
         out["shard_sizes"] = [int(st.get("n", 0)) for st in shards]
-        out["shards"] = shards
+        out["shards"] = [{k: v for k, v in st.items() if k != "path"} for st in shards]  # path/shard-NNNNN
         return out
 
     @property
