@@ -63,7 +63,7 @@ class Coarse:
         return ip
 
 
-def kmeans(x: np.ndarray, nlist: int, *, seed: int = 0, niter: int = 20) -> np.ndarray:
+def kmeans(x: np.ndarray, nlist: int, *, seed: int = 0, niter: int = 15) -> np.ndarray:
     """(nlist, d) float32 centroids of ``x`` (n, d) float32, n >= nlist."""
     rng = np.random.default_rng(seed)
     if x.shape[0] > SAMPLE_PER_LIST * nlist:

@@ -165,6 +165,13 @@ class Index:
     seed : int
         Seed of the IVF k-means.
 
+    Notes
+    -----
+    Thread safety: every method may be called from any thread. Writes are serialised by a lock; searches
+    and other reads take no lock (they work on an immutable snapshot), so they run concurrently with each
+    other and with one write. One process (one ``Index`` object) at a time may open a directory for
+    writing; others can open it with ``vqdb.open(path, read_only=True)`` (a snapshot as of opening).
+
     Examples
     --------
     >>> import numpy as np, vqdb
@@ -251,9 +258,11 @@ class Index:
             self._read_only = read_only
             self._dirlock = dirlock
             self._load(root, manifest, arrays)
-        except BaseException:
+        except BaseException as exc:
             if dirlock is not None:
                 dirlock.release()
+            if isinstance(exc, (OSError, KeyError, ValueError)) and not isinstance(exc, VqdbError):
+                raise st.IncompatibleFormatError(f"index at {root!r} is damaged or incomplete: {exc!r}") from exc
             raise
         return self
 
