@@ -76,3 +76,12 @@ def test_merge_pads_when_fewer_than_k():
                              5, -np.inf)
     assert ids.tolist() == [[2, 4, -1, -1, -1]]
     assert scores[0, :2].tolist() == [np.float32(0.9), np.float32(0.5)] and np.isneginf(scores[0, 2:]).all()
+
+
+def test_importing_vqdb_distributed_does_not_import_ray():
+    import subprocess
+    import sys
+
+    code = "import sys, vqdb.distributed, vqdb.distributed.service; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
