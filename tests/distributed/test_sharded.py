@@ -263,6 +263,15 @@ def test_dead_in_memory_shard_is_an_error_never_a_partial_result(ray_cluster, wo
     index.add(x)
     q = wordnet.queries[:20]
     full = index.search(q, 10)
+
+    index._actors[2].debug_sleep.remote(2.0)                   # shard 2 busy: it misses the deadline
+    with pytest.raises(ShardUnavailableError) as info:
+        index.search(q, 10, timeout=0.5)
+    assert info.value.shards == (2,)
+    late = index.search(q, 10, timeout=0.5, allow_partial=True)
+    assert late.shards_missing == (2,) and late.shards_answered == (0, 1)
+    assert index.search(q, 10).complete                         # waits for shard 2 to wake up
+
     out = _search_while_killing(ray_cluster, index, 1, q)
     assert "result" not in out, "a search with a dead shard returned a result"
     err = out["error"]

@@ -54,6 +54,7 @@ METRICS = ("cos", "ip", "l2sq")
 MAX_SHARDS = 4096
 FIT_MIN = 256   # as vqdb.Index: the first write of at least this many rows fits the quantizer centre
 DEFAULT_ACTOR_OPTIONS = {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
+START_TIMEOUT_S = 300.0   # shard actors not placed and ready by then: the cluster lacks what actor_options ask
 
 
 class ShardedIndex:
@@ -195,7 +196,14 @@ class ShardedIndex:
         ray = _ray.ray()
         actors = [self._new_actor(s, mode) for s in range(self.n_shards)]
         try:
-            ray.get([a.ping.remote() for a in actors])
+            ray.get([a.ping.remote() for a in actors], timeout=START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            for a in actors:
+                ray.kill(a)
+            raise ShardUnavailableError(
+                f"the {self.n_shards} shard actors were not all running after {START_TIMEOUT_S:.0f} s: the Ray "
+                f"cluster cannot place actors with options {self._actor_options} (too few CPUs or resources?)",
+                range(self.n_shards)) from None
         except Exception as exc:
             for a in actors:
                 ray.kill(a)
@@ -214,7 +222,7 @@ class ShardedIndex:
                     "rows lived only in the dead actor's memory and are lost", [shard])
             actor = self._new_actor(shard, "open")
             try:
-                ray.get(actor.ping.remote())
+                ray.get(actor.ping.remote(), timeout=START_TIMEOUT_S)
             except Exception as exc:
                 ray.kill(actor)
                 raise ShardUnavailableError(
