@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,3 +116,18 @@ def make_quantizer(name_or_quantizer, dim: int, seed: int = 0):
         raise UnknownNameError(f"unknown quantizer preset {name_or_quantizer!r}; expected one of {list(PRESETS)}")
     dim = _check_dim(dim)
     return _classes()[preset.kind](dim, seed=seed, **_kwargs(preset, dim))
+
+
+class _CallableModule(types.ModuleType):
+    """``vqdb.presets`` is both this module and the function :func:`presets`.
+
+    Importing the submodule (``from vqdb.presets import make_quantizer``) binds the *module* to the
+    attribute ``vqdb.presets``, shadowing the lazily exported function; making the module callable keeps
+    ``vqdb.presets(dim)`` working either way.
+    """
+
+    def __call__(self, dim: int) -> list[tuple[str, int, str]]:
+        return presets(dim)
+
+
+sys.modules[__name__].__class__ = _CallableModule

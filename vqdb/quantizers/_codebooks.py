@@ -116,10 +116,11 @@ def _solve_cells(lo_edge: float, hi_edge: float, init: np.ndarray, scale: float,
             continue
         # d g_i / d lo_i = f(lo)(g - lo)/P, d g_i / d hi_i = f(hi)(hi - g)/P; lo_i = (c_{i-1}+c_i)/2
         safe = np.where(mass > 0, mass, np.inf)
-        d_lo = density(lo) * (g - lo) / safe
-        d_hi = density(hi) * (hi - g) / safe
-        d_lo[0] = 0.0   # fixed outer edges
-        d_hi[-1] = 0.0
+        # outer edges are fixed (and may be ±inf or a density singularity): only interior edges move
+        d_lo = np.zeros(n)
+        d_hi = np.zeros(n)
+        d_lo[1:] = density(lo[1:]) * (g[1:] - lo[1:]) / safe[1:]
+        d_hi[:-1] = density(hi[:-1]) * (hi[:-1] - g[:-1]) / safe[:-1]
         # Jacobian of F(c) = c - g(c): tridiagonal
         diag = 1.0 - 0.5 * (d_lo + d_hi)
         upper = -0.5 * d_hi[:-1]       # dF_i/dc_{i+1}

@@ -112,6 +112,12 @@ class QJLQuantizer(Quantizer):
         norm = cm.read_side(codes, self._nbytes, 1)[:, 0]
         return raw * (norm * np.float32(self.estimator_scale))[None, :]
 
+    def scan_parts(self) -> dict[str, Any]:
+        """Hook for :mod:`vqdb.kernels.scanner` (same contract as ``TurboQuantizer.scan_parts``)."""
+        return {"parts": [{"offset": 0, "bits": 1, "k": self.sketch_dim, "values": _SIGNS, "query": ("sketched", None),
+                           "side": 0, "mult": float(np.float32(self.estimator_scale))}],
+                "side_offset": self._nbytes, "n_side": 2}
+
     def state_dict(self) -> dict[str, Any]:
         arrays = {"sketch": self.sketch_.copy()}
         if self.centre_ is not None:

@@ -327,6 +327,22 @@ class TurboQuantizer(Quantizer):
             out += raw * (gamma * np.float32(self.estimator_scale))[None, :]
         return out
 
+    # ---- hook for the fast-scan kernels (vqdb.kernels.scanner) ------------------------------
+    def scan_parts(self) -> dict[str, Any]:
+        """What :meth:`_score_residual` sums, as plain data for :mod:`vqdb.kernels.scanner`.
+
+        ``score_residual = Σ_parts side[:, p["side"]] * p["mult"] * Σ_j Q[:, j] * p["values"][idx_j]`` with
+        ``Q = prepared.data[key]`` (``[index]`` when index is not None), ``idx`` the ``p["bits"]``-bit
+        indices of ``p["k"]`` coordinates packed at byte ``p["offset"]``; ``side`` = the float32 side
+        data at ``side_offset`` (``n_side`` floats).
+        """
+        parts = [{"offset": off, "bits": p.bits, "k": p.k, "values": p.values, "query": ("rotated", i), "side": i,
+                  "mult": 1.0} for i, (p, off) in enumerate(zip(self._parts, self._offsets))]
+        if self.variant == "prod":
+            parts.append({"offset": self._sign_offset, "bits": 1, "k": self.dim, "values": np.array([-1.0, 1.0], np.float32),
+                          "query": ("sketched", None), "side": len(self._parts), "mult": float(np.float32(self.estimator_scale))})
+        return {"parts": parts, "side_offset": self._side_offset, "n_side": self._n_side}
+
     # ---- helpers for other modules (kvcache) -----------------------------------------------
     def rotate(self, x) -> np.ndarray:
         """Apply the (single-part) rotation Π to rows: (n, d) -> (n, k) float32 (k = d, or p for Hadamard)."""
@@ -374,6 +390,8 @@ class TurboQuantizer(Quantizer):
         if isinstance(bits, float):
             hi_bits, lo_bits, frac = FRACTIONAL_BITS[bits]
             n_hi = dim // frac
+            if n_hi < 2 or dim - n_hi < 2:
+                raise InvalidInputError(f"{bits}-bit TurboQuant needs dim >= {2 * frac}; got {dim}")
             parts = [(n_hi, hi_bits), (dim - n_hi, lo_bits)]
         else:
             mse_bits = bits - 1 if variant == "prod" else bits
