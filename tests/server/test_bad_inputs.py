@@ -54,6 +54,10 @@ def test_create_collection_schema_errors(admin, body, words):
     _expect(admin.post("/collections", json=body), 422, *words)
 
 
+def test_create_collection_above_the_dimension_limit(admin):
+    _expect(admin.post("/collections", json={"name": "ok", "dim": 60_000}), 400, "VQDB_MAX_DIM")
+
+
 def test_create_collection_unknown_preset(admin):
     _expect(admin.post("/collections", json={"name": "ok", "dim": 8, "quantizer": "turbo-9"}), 400, "turbo-4")
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 
 import vqdb
+from vqdb.server.settings import Settings
 
 REPO_ROOT = str(Path(vqdb.__file__).resolve().parent.parent)
 
 # service settings a developer may have exported; the tests set their own
-INHERITED_SETTINGS = {"VQDB_API_KEY", "VQDB_KEYS_FILE", "VQDB_DATA", "VQDB_DATA_DIR", "VQDB_HOST", "VQDB_PORT",
-                      "VQDB_DEMO", "VQDB_MAX_BODY_BYTES", "VQDB_MAX_BULK_BYTES", "VQDB_METRICS_PUBLIC"}
+INHERITED_SETTINGS = {f"VQDB_{name.upper()}" for name in Settings.model_fields} | {"VQDB_DATA_DIR"}
 KEYS = {"admin": "admin-key-0123", "write": "write-key-4567", "read": "read-key-89ab"}
 
 

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * MiB, gt=0, description="largest JSON request body")
     max_bulk_bytes: int = Field(1024 * MiB, gt=0, description="largest bulk-ingest / snapshot-upload body")
     max_k: int = Field(10_000, gt=0, description="largest k of one search")
+    max_dim: int = Field(4096, ge=2, le=65_536, description="largest dimension of a new collection (a dense "
+                                                             "rotation costs d^2 memory and d^3 time to draw)")
     max_batch: int = Field(1_024, gt=0, description="most query vectors in one batch search")
     metrics_public: bool = Field(False, description="serve /metrics without a key even when keys are configured")
     blas_threads: int = Field(1, ge=0, description="BLAS threads per call in `vqdb serve` (requests already run "

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 from ..auth import AdminAccess, ReadAccess, WriteAccess
-from ..deps import CollectionDep, StoreDep
+from ...errors import InvalidInputError
+from ..deps import CollectionDep, SettingsDep, StoreDep
 from ..schemas import MAX_DIM, CollectionCreate, CollectionList, CollectionPublic, CompactResult, PresetList, PresetPublic
 from ._responses import PROTECTED, errors
 
@@ -20,7 +21,9 @@ def list_collections(store: StoreDep) -> CollectionList:
 
 @router.post("", response_model=CollectionPublic, status_code=status.HTTP_201_CREATED,
              dependencies=[AdminAccess], responses=errors(409), summary="Create a collection")
-def create_collection(body: CollectionCreate, store: StoreDep) -> CollectionPublic:
+def create_collection(body: CollectionCreate, store: StoreDep, settings: SettingsDep) -> CollectionPublic:
+    if body.dim > settings.max_dim:
+        raise InvalidInputError(f"dim={body.dim} is above this server's limit of {settings.max_dim} (VQDB_MAX_DIM)")
     collection = store.create(body.name, dim=body.dim, metric=body.metric, quantizer=body.quantizer, ivf=body.ivf,
                               store_vectors=body.store_vectors, shards=body.shards)
     return CollectionPublic(**collection.describe())
