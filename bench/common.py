@@ -132,57 +132,111 @@ class BenchSet:
         return int(self.base.shape[1])
 
 
+def exact_topk(base: np.ndarray, queries: np.ndarray, k: int, metric: str = "ip", extra: int = 64) -> np.ndarray:
+    """(m, k) int64 exact neighbours, best first, ties to the lower id: float32 candidates (k + extra),
+    re-scored in float64 (the method of ``../shared/data/scripts/ground_truth.py``)."""
+    k = min(k, base.shape[0])
+    cand = min(base.shape[0], k + extra)
+    b32 = np.ascontiguousarray(base, dtype=np.float32)
+    sq = (b32.astype(np.float64) ** 2).sum(1) if metric == "l2sq" else None
+    out = np.empty((queries.shape[0], k), dtype=np.int64)
+    for s0 in range(0, queries.shape[0], 64):
+        q = np.ascontiguousarray(queries[s0:s0 + 64], dtype=np.float32)
+        s = q @ b32.T
+        if sq is not None:
+            s = 2 * s - sq[None, :].astype(np.float32)
+        part = np.argpartition(-s, cand - 1, axis=1)[:, :cand]
+        exact = np.einsum("ijk,ik->ij", b32[part].astype(np.float64), q.astype(np.float64))
+        if sq is not None:
+            exact = 2 * exact - sq[part]
+        order = np.lexsort((part, -exact), axis=1)[:, :k]
+        out[s0:s0 + 64] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
 def _subsample(bs: BenchSet, n_base: int, n_queries: int, seed: int = 0) -> BenchSet:
     """Random base subset with exact ground truth recomputed on it (quick mode)."""
     rng = np.random.default_rng(seed)
-    if n_base < bs.base.shape[0]:
-        rows = np.sort(rng.choice(bs.base.shape[0], n_base, replace=False))
-        base = np.ascontiguousarray(bs.base[rows])
-    else:
-        base = bs.base
+    rows = np.sort(rng.choice(bs.base.shape[0], n_base, replace=False)) if n_base < bs.base.shape[0] else None
+    base = bs.base if rows is None else np.ascontiguousarray(bs.base[rows])
     out = BenchSet(bs.name, bs.metric, base)
     for qs in bs.query_sets:
         q = np.ascontiguousarray(qs.queries[:n_queries])
-        gt = qs.gt[:n_queries] if base is bs.base else datasets.exact_neighbours(base, q, 100, bs.metric)
+        gt = qs.gt[:n_queries] if rows is None else exact_topk(base, q, 100, bs.metric)
         out.query_sets.append(QuerySet(qs.name, q, gt))
     return out
+
+
+def _load(folder: str, name: str, dtype=None) -> np.ndarray | None:
+    path = datasets.shared_path(folder, name)
+    if path is None:
+        return None
+    arr = np.load(path)
+    return arr if dtype is None else arr.astype(dtype)
+
+
+def _wordnet(folder: str, name: str) -> BenchSet | None:
+    base = _load(folder, "base.f16.npy", np.float32)
+    if base is None:
+        return None
+    bs = BenchSet(name, "ip", base)
+    for qname in ("words", "passages"):
+        q = _load(folder, f"queries_dev_{qname}.f32.npy", np.float32)
+        if q is not None:
+            bs.query_sets.append(QuerySet(qname, q, _load(folder, f"gt_dev_{qname}.ids.npy", np.int64)))
+    return bs
+
+
+def _fashion(metric: str, raw: dict) -> BenchSet | None:
+    if "base" not in raw:
+        path = datasets.shared_path("fashion-mnist-784", "base.u8.npz")
+        if path is None:
+            return None
+        raw["base"] = np.load(path)["base"].astype(np.float32)
+        raw["queries"] = _load("fashion-mnist-784", "queries_dev.u8.npy", np.float32)
+        raw["gt"] = _load("fashion-mnist-784", "gt_dev.ids.npy", np.int64)
+    if metric == "l2sq":
+        return BenchSet("fashion-mnist-784-l2sq", "l2sq", raw["base"], [QuerySet("dev", raw["queries"], raw["gt"])])
+    base = raw["base"] / np.linalg.norm(raw["base"], axis=1, keepdims=True)
+    q = raw["queries"] / np.linalg.norm(raw["queries"], axis=1, keepdims=True)
+    return BenchSet("fashion-mnist-784-cos", "ip", base, [QuerySet("dev", q, None)])
 
 
 def load_sets(quick: bool = False, only: list[str] | None = None) -> list[BenchSet]:
     """The real sets of ``../shared/data`` (skipping absent ones); the bundled WordNet sample if none is there.
 
     Full mode: WordNet-MiniLM-384 (115,659; word and passage queries), Fashion-MNIST-784 as cosine (rows
-    normalised, exact cosine ground truth) and as l2sq, WordNet-MPNet-768 (5,000; word and passage
-    queries). Quick mode: a random 20,000 (WordNet) / 10,000 (Fashion-MNIST) base subset, 200 queries,
-    ground truth recomputed exactly on the subset.
+    normalised, exact cosine ground truth computed here) and as l2sq, WordNet-MPNet-768 (5,000; word and
+    passage queries). Quick mode (WordNet-MiniLM and Fashion-MNIST cosine unless ``only`` says
+    otherwise): a random 20,000 (WordNet) / 10,000 (Fashion-MNIST) base subset, 200 queries, ground
+    truth recomputed exactly on the subset.
     """
-    sets: list[BenchSet] = []
+    if quick and only is None:
+        only = ["wordnet-minilm384", "fashion-mnist-784-cos"]
 
     def want(name: str) -> bool:
         return only is None or any(o in name for o in only)
 
-    if want("wordnet-minilm384"):
-        w = datasets.wordnet_minilm("words")
-        if w is not None:
-            p = datasets.wordnet_minilm("passages")
-            bs = BenchSet("wordnet-minilm384", "ip", w.base,
-                          [QuerySet("words", w.queries, w.gt_ids), QuerySet("passages", p.queries, p.gt_ids)])
-            sets.append(_subsample(bs, 20000, 200) if quick else bs)
-    for metric in ("cos", "l2sq"):
-        if want(f"fashion-mnist-784-{metric}"):
-            f = datasets.fashion_mnist(metric)
-            if f is not None:
-                bs = BenchSet(f"fashion-mnist-784-{metric}", "ip" if metric == "cos" else "l2sq", f.base,
-                              [QuerySet("dev", f.queries, f.gt_ids)])
-                sets.append(_subsample(bs, 10000, 200) if quick else bs)
-    if want("wordnet-mpnet768"):
-        w = datasets.wordnet_mpnet("words")
-        if w is not None:
-            p = datasets.wordnet_mpnet("passages")
-            bs = BenchSet("wordnet-mpnet768", "ip", w.base,
-                          [QuerySet("words", w.queries, w.gt_ids), QuerySet("passages", p.queries, p.gt_ids)])
-            sets.append(_subsample(bs, 5000, 200) if quick else bs)
-    if not sets and want("wordnet-sample"):
+    sizes = {"wordnet-minilm384": 20000, "fashion-mnist-784-cos": 10000, "fashion-mnist-784-l2sq": 10000,
+             "wordnet-mpnet768": 5000}
+    sets: list[BenchSet] = []
+    raw: dict = {}
+    for name in sizes:
+        if not want(name):
+            continue
+        if name.startswith("wordnet"):
+            bs = _wordnet(name, name)
+        else:
+            bs = _fashion(name.rsplit("-", 1)[1], raw)
+        if bs is None:
+            continue
+        if quick:
+            bs = _subsample(bs, sizes[name], 200)
+        for qs in bs.query_sets:
+            if qs.gt is None:
+                qs.gt = exact_topk(bs.base, qs.queries, 100, bs.metric)
+        sets.append(bs)
+    if not sets and (only is None or any("sample" in o for o in only)):
         s = datasets.wordnet_sample()
         sets.append(BenchSet("wordnet-sample", "ip", s.base, [QuerySet("words", s.queries, s.gt_ids)]))
     return sets
