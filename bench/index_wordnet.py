@@ -56,7 +56,7 @@ def search_row(index, q, gt, k=10, repeat=1, **kw) -> dict:
         best = dt if best is None else min(best, dt)
     row = {"qps": round(q.shape[0] / best, 1), "recall@10": round(recall_at_k(res.ids, gt, k), 4)}
     one = []
-    for i in range(min(50, q.shape[0])):
+    for i in range(min(20, q.shape[0])):
         _, dt = timed(index.search, q[i : i + 1], k, **kw)
         one.append(dt)
     row["latency_ms_p50_single_query"] = round(1e3 * float(np.median(one)), 3)
@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--quantizer", default="turbo-4")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--ivf-queries", type=int, default=300, help="queries for the IVF rows (one scan per query)")
+    ap.add_argument("--ivf-queries", type=int, default=200, help="queries for the IVF rows (one scan per query)")
     ap.add_argument("--nprobe", default="8,32,128")
     ap.add_argument("--out", default=os.path.join(RESULTS, "index_wordnet"))
     args = ap.parse_args(argv)
@@ -143,7 +143,7 @@ def main(argv=None) -> dict:
         ivf = vqdb.Index(d, metric="ip", quantizer=args.quantizer, ivf=nlist, path=os.path.join(tmp, "ivf"),
                          store_vectors=True)
         rng = np.random.default_rng(0)
-        sample = x[rng.choice(n, min(n, 32 * nlist), replace=False)]
+        sample = x[rng.choice(n, min(n, 16 * nlist), replace=False)]
         _, train_s = timed(ivf.train, sample)
         t = time.perf_counter()
         for s in range(0, n, batch):

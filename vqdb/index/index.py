@@ -26,11 +26,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 
-from .. import __version__
 from .._validation import as_float32_matrix, as_ids, check_choice, check_int_range, check_k
 from ..errors import DuplicateIdError, InvalidInputError, NotFoundError, VqdbError
 from . import _filters, _ivf, _metadata as md, _scan, _storage as st, _wal
 from ._params import SearchParams, SearchResult
+from ._codec import load_quantizer, make_quantizer, quantizer_meta
+from ._persist import _Persistence, _Snapshot
 from ._segment import Segment, build_table, concat, from_table
 
 log = logging.getLogger("vqdb.index")
@@ -41,15 +42,6 @@ MAX_MEMORY_CHUNKS = 24       # in-memory chunks are always merged beyond this
 SUBSET_MAX_ROWS = 4096       # a filter matching at most this many rows scores just those rows
 WRITE_CHUNK = 131072         # larger adds/upserts are logged and applied in chunks of this many vectors
 _F16_MAX = 65504.0
-
-
-@dataclass(frozen=True, eq=False)
-class _Snapshot:
-    """Immutable view of the searchable state; swapped whole under the write lock."""
-
-    segments: tuple[Segment, ...]
-    coarse: _ivf.Coarse | None
-    schema: pa.Schema
 
 
 @dataclass(frozen=True)
@@ -89,50 +81,7 @@ def _as_ivf(value) -> tuple[bool, int | None]:
         return True, None
     return True, check_int_range(value, 1, 1 << 24, name="ivf (number of lists)")
 
-
-def _make_quantizer(quantizer, dim: int):
-    from ..quantizers.base import Quantizer
-
-    if isinstance(quantizer, Quantizer):
-        if quantizer.dim != dim:
-            from ..errors import DimensionMismatchError
-
-            raise DimensionMismatchError(f"quantizer has dim {quantizer.dim}; this index has dim {dim}")
-        clone = _load_quantizer(_quantizer_meta(quantizer), quantizer.state_dict()["arrays"])
-        clone.centre_ = None if getattr(quantizer, "centre_", None) is None else np.array(quantizer.centre_, np.float32)
-        return clone
-    if not isinstance(quantizer, str):
-        raise InvalidInputError(f"quantizer must be a preset name or a Quantizer; got {type(quantizer).__name__}")
-    from ..presets import make_quantizer
-
-    return make_quantizer(quantizer, dim)
-
-
-def _quantizer_meta(q) -> dict:
-    state = q.state_dict()
-    cls = type(q)
-    return {"kind": state["kind"], "config": state["config"], "class": f"{cls.__module__}:{cls.__qualname__}"}
-
-
-def _load_quantizer(meta: dict, arrays: dict):
-    state = {"kind": meta["kind"], "config": meta["config"], "arrays": arrays}
-    try:
-        from ..quantizers import load_quantizer
-
-        return load_quantizer(state)
-    except (ImportError, VqdbError):
-        import importlib
-
-        module, _, qualname = meta.get("class", "").partition(":")
-        if not module:
-            raise
-        obj = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        return obj.from_state_dict(state)
-
-
-class Index:
+class Index(_Persistence):
     """A vector index: ids + quantized codes (+ optional stored vectors) + Arrow metadata.
 
     Parameters
@@ -194,7 +143,7 @@ class Index:
         store_vectors = _as_store_vectors(store_vectors)
         flush_rows = check_int_range(flush_rows, 1, 1 << 40, name="flush_rows")
         seed = check_int_range(seed, 0, 2**63 - 1, name="seed")
-        self._setup(dim=dim, metric=metric, quantizer=_make_quantizer(quantizer, dim), ivf=ivf_on, nlist=nlist,
+        self._setup(dim=dim, metric=metric, quantizer=make_quantizer(quantizer, dim), ivf=ivf_on, nlist=nlist,
                     store_vectors=store_vectors, defaults=default_params or SearchParams(), flush_rows=flush_rows,
                     seed=seed)
         self._snap = _Snapshot((), None, md.empty_schema())
@@ -244,7 +193,7 @@ class Index:
             manifest = st.read_manifest(root)     # (re-)read under the lock
             arrays = st.read_arrays(os.path.join(root, manifest["state_file"]))
             qarrays = {k[len("quantizer/"):]: v for k, v in arrays.items() if k.startswith("quantizer/")}
-            quantizer = _load_quantizer(manifest["quantizer"], qarrays)
+            quantizer = load_quantizer(manifest["quantizer"], qarrays)
             quantizer.centre_ = arrays.get("index/centre")
             if quantizer.code_size != manifest["code_size"]:
                 raise st.IncompatibleFormatError(f"quantizer rebuilt from {root!r} has code_size {quantizer.code_size}; "
@@ -265,45 +214,6 @@ class Index:
                 raise st.IncompatibleFormatError(f"index at {root!r} is damaged or incomplete: {exc!r}") from exc
             raise
         return self
-
-    def _load(self, root: str, manifest: dict, arrays: dict) -> None:
-        self._path = root
-        self._manifest = manifest
-        self._gen = int(manifest["generation"])
-        self._next_id = int(manifest["next_id"])
-        coarse = _ivf.Coarse(arrays["index/centroids"]) if "index/centroids" in arrays else None
-        segments = []
-        for entry in manifest["segments"]:
-            fpath = os.path.join(root, entry["file"])
-            if not os.path.isfile(fpath) or os.path.getsize(fpath) != entry["bytes"]:
-                raise st.IncompatibleFormatError(f"segment {fpath!r} named by the manifest is missing or damaged")
-            seg = from_table(st.map_table_file(fpath), code_size=self._quantizer.code_size, dim=self.dim,
-                             file=entry["file"], sort=False)
-            segments.append(seg)
-        if manifest.get("deletes_file"):
-            dels = st.read_table_file(os.path.join(root, manifest["deletes_file"]))
-            by_file = {s.file: i for i, s in enumerate(segments)}
-            names = np.array(dels.column("segment").to_pylist(), dtype=object)
-            rows = dels.column("row").to_numpy()
-            for name in set(names.tolist()):
-                i = by_file[name]
-                segments[i] = segments[i].with_deleted(rows[names == name])
-        self._snap = _Snapshot(tuple(segments), coarse, st.schema_from_json(manifest["metadata_schema"]))
-        wal_path = os.path.join(root, manifest["wal_file"])
-        records, _ = _wal.read(wal_path, repair=not self._read_only)
-        for op, body in records:
-            if op == _wal.OP_DELETE:
-                self._apply_delete(np.frombuffer(body, dtype="<i8").astype(np.int64), strict=False)
-            else:
-                self._apply_rows(st.table_from_ipc_stream(body), replace_existing=True)
-        self._dirty = bool(records)
-        if not self._read_only:
-            removed = st.remove_unreferenced(root, manifest)
-            if removed:
-                log.info("removed leftover files of an interrupted write: %s", removed)
-            self._wal = _wal.WalWriter(wal_path)
-            self._maybe_flush()
-
     # ------------------------------------------------------------------ properties
     @property
     def quantizer(self):
@@ -511,7 +421,7 @@ class Index:
             if self._wal is not None:
                 self._wal.append(_wal.OP_DELETE, ids.astype("<i8").tobytes())
                 self._dirty = True
-            self._apply_delete(ids, strict=True)
+            self._apply_delete(ids)
             self._maybe_flush()
             return int(ids.size)
 
@@ -637,7 +547,7 @@ class Index:
             self._next_id = max(self._next_id, int(ids.max()) + 1)
         self._snap = replace(self._snap, segments=tuple(segments), schema=schema)
 
-    def _apply_delete(self, ids: np.ndarray, *, strict: bool) -> None:
+    def _apply_delete(self, ids: np.ndarray) -> None:
         segments = list(self._snap.segments)
         self._tombstone(segments, ids)
         self._snap = replace(self._snap, segments=tuple(segments))
@@ -657,14 +567,6 @@ class Index:
             memory[-2:] = [concat(memory[-2:], code_size=self._quantizer.code_size, dim=self.dim)]
             merged = True
         return disk + memory if merged else segments
-
-    def _maybe_flush(self) -> None:
-        if self._path is None:
-            return
-        memory_rows = sum(s.n for s in self._snap.segments if s.file is None)
-        if memory_rows >= self._flush_rows:
-            self._flush()
-
     # ------------------------------------------------------------------ search
     def search(self, queries, k, filter=None, nprobe=None, rerank=None, *, params: SearchParams | None = None) -> SearchResult:
         """Top-``k`` most similar vectors of each query.
@@ -800,7 +702,7 @@ class Index:
         per["total"] = round(sum(per.values()), 2)
         out = {
             "n": n, "dim": self.dim, "metric": self.metric,
-            "quantizer": {k: v for k, v in _quantizer_meta(self._quantizer).items() if k != "class"},
+            "quantizer": {k: v for k, v in quantizer_meta(self._quantizer).items() if k != "class"},
             "code_size": cs, "bits_per_dim": round(cs * 8 / self.dim, 3),
             "store_vectors": self._store_vectors,
             "bytes_per_vector": per,
@@ -840,229 +742,6 @@ class Index:
             self._defaults = params
             if self._path is not None:
                 self._write_manifest(self._manifest_with())
-
-    # ------------------------------------------------------------------ persistence
-    def _next_name(self, prefix: str, ext: str) -> str:
-        self._gen += 1
-        return f"{prefix}-{self._gen:06d}.{ext}"
-
-    def _state_arrays(self) -> dict:
-        arrays = {f"quantizer/{k}": np.asarray(v) for k, v in self._quantizer.state_dict()["arrays"].items()}
-        if getattr(self._quantizer, "centre_", None) is not None:
-            arrays["index/centre"] = np.asarray(self._quantizer.centre_, np.float32)
-        if self._snap.coarse is not None:
-            arrays["index/centroids"] = self._snap.coarse.centroids
-        return arrays
-
-    def _manifest_with(self, **changes) -> dict:
-        snap = self._snap
-        base = dict(self._manifest or {})
-        base.update({
-            "format": st.FORMAT, "format_version": st.FORMAT_VERSION, "vqdb_version": __version__,
-            "dim": self.dim, "metric": self.metric, "code_size": self._quantizer.code_size,
-            "quantizer": _quantizer_meta(self._quantizer),
-            "ivf": None if not self._ivf else {"nlist": self._nlist, "trained": snap.coarse is not None},
-            "store_vectors": self._store_vectors, "default_params": self._defaults.to_json(),
-            "options": {"flush_rows": self._flush_rows, "seed": self._seed},
-            "metadata_schema": st.schema_to_json(snap.schema),
-            "next_id": int(self._next_id),
-        })
-        base.update(changes)
-        base["generation"] = int(self._gen)
-        return base
-
-    def _write_manifest(self, manifest: dict) -> None:
-        st.write_manifest(self._path, manifest)
-        self._manifest = manifest
-
-    def _persist_state(self) -> None:
-        """Write the quantizer/centre/centroid arrays to a new state file and point the manifest at it."""
-        old = self._manifest.get("state_file")
-        name = self._next_name("state", "arrow")
-        st.write_arrays(os.path.join(self._path, name), self._state_arrays())
-        self._write_manifest(self._manifest_with(state_file=name))
-        if old and old != name:
-            _remove_quietly(os.path.join(self._path, old))
-
-    def _create_dir(self, root: str) -> None:
-        if os.path.exists(os.path.join(root, st.MANIFEST)):
-            raise InvalidInputError(f"{root!r} already holds an index; open it with vqdb.open({root!r})")
-        os.makedirs(root, exist_ok=True)
-        self._path = root
-        self._dirlock = st.DirLock(root)
-        try:
-            self._write_snapshot_files(segments_file=None)
-        except BaseException:
-            self._dirlock.release()
-            self._dirlock = None
-            self._path = None
-            raise
-
-    def _write_snapshot_files(self, *, segments_file) -> None:
-        """Fresh state + WAL + manifest for a new directory (optionally with one segment already written)."""
-        state = self._next_name("state", "arrow")
-        st.write_arrays(os.path.join(self._path, state), self._state_arrays())
-        wal = self._next_name("wal", "log")
-        _wal.create(os.path.join(self._path, wal))
-        segments = [] if segments_file is None else [segments_file]
-        self._write_manifest(self._manifest_with(state_file=state, wal_file=wal, segments=segments, deletes_file=None))
-        self._wal = _wal.WalWriter(os.path.join(self._path, wal))
-
-    def _flush(self) -> None:
-        """Write the in-memory rows into a new segment, persist the tombstones, start a fresh WAL."""
-        snap = self._snap
-        old_manifest = self._manifest
-        disk = [s for s in snap.segments if s.file is not None]
-        memory = [s for s in snap.segments if s.file is None]
-        entries = list(old_manifest["segments"])
-        if memory and sum(s.n_live for s in memory):
-            table = concat(memory, code_size=self._quantizer.code_size, dim=self.dim).to_table()
-            name = self._next_name("seg", "arrow")
-            size = st.write_table_file(os.path.join(self._path, name), table)
-            disk.append(from_table(st.map_table_file(os.path.join(self._path, name)), code_size=self._quantizer.code_size,
-                                   dim=self.dim, file=name, sort=False))
-            entries.append({"file": name, "rows": int(table.num_rows), "bytes": int(size)})
-        deletes = self._write_deletes(disk)
-        wal = self._next_name("wal", "log")
-        _wal.create(os.path.join(self._path, wal))
-        self._write_manifest(self._manifest_with(segments=entries, deletes_file=deletes, wal_file=wal))
-        self._snap = replace(snap, segments=tuple(disk))
-        self._swap_wal(wal)
-        for key in ("deletes_file",):
-            if old_manifest.get(key) and old_manifest[key] != self._manifest.get(key):
-                _remove_quietly(os.path.join(self._path, old_manifest[key]))
-        self._dirty = False
-
-    def _write_deletes(self, disk: list) -> str | None:
-        names, rows = [], []
-        for s in disk:
-            if s.deleted is not None and s.n_deleted:
-                r = np.flatnonzero(s.deleted)
-                names.extend([s.file] * r.size)
-                rows.append(r)
-        if not rows:
-            return None
-        name = self._next_name("del", "arrow")
-        st.write_table_file(os.path.join(self._path, name),
-                            pa.table({"segment": pa.array(names, pa.string()), "row": pa.array(np.concatenate(rows), pa.int64())}))
-        return name
-
-    def _swap_wal(self, new_wal: str) -> None:
-        old = self._wal
-        self._wal = _wal.WalWriter(os.path.join(self._path, new_wal))
-        if old is not None:
-            old.close()
-            if old.path != self._wal.path:
-                _remove_quietly(old.path)
-
-    def save(self, path=None) -> None:
-        """Make the index durable as segments.
-
-        A stored index (``path`` given at creation or ``vqdb.open``) flushes its in-memory rows and tombstones
-        into a segment (its writes were already durable through the WAL). An in-memory index needs ``path``:
-        it is written there and stays attached to that directory (later writes go to its WAL).
-        """
-        with self._lock:
-            self._check_writable()
-            if self._path is None:
-                if path is None:
-                    raise InvalidInputError("this index lives in memory; call save(path) with a directory")
-                root = os.fspath(path)
-                if os.path.exists(os.path.join(root, st.MANIFEST)):
-                    raise InvalidInputError(f"{root!r} already holds an index; open it with vqdb.open({root!r})")
-                os.makedirs(root, exist_ok=True)
-                self._path = root
-                self._dirlock = st.DirLock(root)
-                self._compact_into_dir(fresh=True)
-                return
-            if path is not None and os.path.abspath(os.fspath(path)) != os.path.abspath(self._path):
-                raise InvalidInputError(f"this index is stored at {self._path!r}; use export(path) to copy it elsewhere")
-            if self._dirty or any(s.file is None for s in self._snap.segments):
-                self._flush()
-
-    def export(self, path) -> None:
-        """Write a compacted, self-contained copy of the index to a new directory ``path`` (a snapshot).
-        The index itself is unchanged and keeps its own directory."""
-        root = os.fspath(path)
-        if os.path.exists(os.path.join(root, st.MANIFEST)):
-            raise InvalidInputError(f"{root!r} already holds an index")
-        with self._lock:
-            snap = self._snap
-            copy = Index.__new__(Index)
-            copy._setup(dim=self.dim, metric=self.metric, quantizer=self._quantizer, ivf=self._ivf, nlist=self._nlist,
-                        store_vectors=self._store_vectors, defaults=self._defaults, flush_rows=self._flush_rows, seed=self._seed)
-            copy._snap = snap
-            copy._next_id = self._next_id
-        os.makedirs(root, exist_ok=True)
-        copy._path = root
-        copy._dirlock = st.DirLock(root)
-        try:
-            copy._compact_into_dir(fresh=True)
-        finally:
-            copy.close()
-
-    def compact(self) -> None:
-        """Merge all segments and in-memory rows into one segment without the deleted rows, atomically
-        (new segment and manifest written and fsynced, then the manifest renamed; old files removed after).
-        Rows added before the IVF partition was trained are filed into their lists when vectors are stored.
-        Searches keep running meanwhile. Needs memory for one copy of the live rows."""
-        with self._lock:
-            self._check_writable()
-            if self._path is None:
-                merged = self._merged_segment(self._snap)
-                self._snap = replace(self._snap, segments=(merged,) if merged.n else ())
-                return
-            self._compact_into_dir(fresh=False)
-
-    def _merged_segment(self, snap: _Snapshot) -> Segment:
-        merged = concat(list(snap.segments), code_size=self._quantizer.code_size, dim=self.dim) if snap.segments \
-            else from_table(build_table(np.zeros(0, np.int64), np.zeros(0, np.int32),
-                                        np.zeros((0, self._quantizer.code_size), np.uint8),
-                                        None if self._store_vectors is None else np.zeros((0, self.dim), self._store_vectors),
-                                        pa.table({})), code_size=self._quantizer.code_size, dim=self.dim)
-        coarse = snap.coarse
-        if coarse is not None and merged.vectors is not None and merged.n and merged.lists[0] < 0:
-            unassigned = np.flatnonzero(merged.lists < 0)
-            x = merged.vectors[unassigned].astype(np.float32)
-            lists, codes = self._encode(x, coarse)
-            all_lists, all_codes = merged.lists.copy(), merged.codes.copy()
-            all_lists[unassigned], all_codes[unassigned] = lists, codes
-            merged = from_table(build_table(merged.ids, all_lists, all_codes, merged.vectors, merged.meta),
-                                code_size=self._quantizer.code_size, dim=self.dim)
-        return merged
-
-    def _compact_into_dir(self, *, fresh: bool) -> None:
-        snap = self._snap
-        old_manifest = None if fresh else self._manifest
-        merged = self._merged_segment(snap)
-        entries, segments = [], []
-        if merged.n:
-            name = self._next_name("seg", "arrow")
-            fpath = os.path.join(self._path, name)
-            size = st.write_table_file(fpath, merged.to_table())
-            segments.append(from_table(st.map_table_file(fpath), code_size=self._quantizer.code_size, dim=self.dim,
-                                       file=name, sort=False))
-            entries.append({"file": name, "rows": merged.n, "bytes": int(size)})
-        state = self._manifest.get("state_file") if (old_manifest and self._manifest) else None
-        if state is None:
-            state = self._next_name("state", "arrow")
-            st.write_arrays(os.path.join(self._path, state), self._state_arrays())
-        wal = self._next_name("wal", "log")
-        _wal.create(os.path.join(self._path, wal))
-        self._write_manifest(self._manifest_with(segments=entries, deletes_file=None, wal_file=wal, state_file=state))
-        self._snap = replace(snap, segments=tuple(segments))
-        self._swap_wal(wal)
-        st.remove_unreferenced(self._path, self._manifest)
-        self._dirty = False
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
 def open_index(path, *, read_only: bool = False) -> Index:
     """Open an index directory (``vqdb.open``). See :meth:`Index.open`."""
     return Index.open(path, read_only=read_only)

@@ -1,0 +1,304 @@
+"""Persistence of an :class:`~vqdb.index.Index`: opening a directory, flushing the WAL into segments,
+saving, exporting and compacting. A mixin: every method runs under the index's write lock (or at open).
+
+Crash safety comes from the order of operations: new files (segment, deletes, state, an empty WAL) are
+written and fsynced first, then the manifest is replaced atomically (temp file, fsync, rename, fsync of
+the directory), and only then are the files of the previous manifest removed. A crash at any point
+leaves either the old or the new manifest, each naming complete files; leftovers are removed at open.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pyarrow as pa
+
+from .. import __version__
+from ..errors import InvalidInputError
+from . import _ivf, _storage as st, _wal
+from ._codec import quantizer_meta
+from ._segment import Segment, build_table, concat, from_table
+
+log = logging.getLogger("vqdb.index")
+
+
+@dataclass(frozen=True, eq=False)
+class _Snapshot:
+    """Immutable view of the searchable state; swapped whole under the write lock."""
+
+    segments: tuple[Segment, ...]
+    coarse: _ivf.Coarse | None
+    schema: pa.Schema
+
+
+class _Persistence:
+    """Directory I/O of the index (see the module docstring)."""
+
+    def _load(self, root: str, manifest: dict, arrays: dict) -> None:
+        self._path = root
+        self._manifest = manifest
+        self._gen = int(manifest["generation"])
+        self._next_id = int(manifest["next_id"])
+        coarse = _ivf.Coarse(arrays["index/centroids"]) if "index/centroids" in arrays else None
+        segments = []
+        for entry in manifest["segments"]:
+            fpath = os.path.join(root, entry["file"])
+            if not os.path.isfile(fpath) or os.path.getsize(fpath) != entry["bytes"]:
+                raise st.IncompatibleFormatError(f"segment {fpath!r} named by the manifest is missing or damaged")
+            seg = from_table(st.map_table_file(fpath), code_size=self._quantizer.code_size, dim=self.dim,
+                             file=entry["file"], sort=False)
+            segments.append(seg)
+        if manifest.get("deletes_file"):
+            dels = st.read_table_file(os.path.join(root, manifest["deletes_file"]))
+            by_file = {s.file: i for i, s in enumerate(segments)}
+            names = np.array(dels.column("segment").to_pylist(), dtype=object)
+            rows = dels.column("row").to_numpy()
+            for name in set(names.tolist()):
+                i = by_file[name]
+                segments[i] = segments[i].with_deleted(rows[names == name])
+        self._snap = _Snapshot(tuple(segments), coarse, st.schema_from_json(manifest["metadata_schema"]))
+        wal_path = os.path.join(root, manifest["wal_file"])
+        records, _ = _wal.read(wal_path, repair=not self._read_only)
+        for op, body in records:
+            if op == _wal.OP_DELETE:
+                self._apply_delete(np.frombuffer(body, dtype="<i8").astype(np.int64))
+            else:
+                self._apply_rows(st.table_from_ipc_stream(body), replace_existing=True)
+        self._dirty = bool(records)
+        if not self._read_only:
+            removed = st.remove_unreferenced(root, manifest)
+            if removed:
+                log.info("removed leftover files of an interrupted write: %s", removed)
+            self._wal = _wal.WalWriter(wal_path)
+            self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if self._path is None:
+            return
+        memory_rows = sum(s.n for s in self._snap.segments if s.file is None)
+        if memory_rows >= self._flush_rows:
+            self._flush()
+
+    # ------------------------------------------------------------------ persistence
+    def _next_name(self, prefix: str, ext: str) -> str:
+        self._gen += 1
+        return f"{prefix}-{self._gen:06d}.{ext}"
+
+    def _state_arrays(self) -> dict:
+        arrays = {f"quantizer/{k}": np.asarray(v) for k, v in self._quantizer.state_dict()["arrays"].items()}
+        if getattr(self._quantizer, "centre_", None) is not None:
+            arrays["index/centre"] = np.asarray(self._quantizer.centre_, np.float32)
+        if self._snap.coarse is not None:
+            arrays["index/centroids"] = self._snap.coarse.centroids
+        return arrays
+
+    def _manifest_with(self, **changes) -> dict:
+        snap = self._snap
+        base = dict(self._manifest or {})
+        base.update({
+            "format": st.FORMAT, "format_version": st.FORMAT_VERSION, "vqdb_version": __version__,
+            "dim": self.dim, "metric": self.metric, "code_size": self._quantizer.code_size,
+            "quantizer": quantizer_meta(self._quantizer),
+            "ivf": None if not self._ivf else {"nlist": self._nlist, "trained": snap.coarse is not None},
+            "store_vectors": self._store_vectors, "default_params": self._defaults.to_json(),
+            "options": {"flush_rows": self._flush_rows, "seed": self._seed},
+            "metadata_schema": st.schema_to_json(snap.schema),
+            "next_id": int(self._next_id),
+        })
+        base.update(changes)
+        base["generation"] = int(self._gen)
+        return base
+
+    def _write_manifest(self, manifest: dict) -> None:
+        st.write_manifest(self._path, manifest)
+        self._manifest = manifest
+
+    def _persist_state(self) -> None:
+        """Write the quantizer/centre/centroid arrays to a new state file and point the manifest at it."""
+        old = self._manifest.get("state_file")
+        name = self._next_name("state", "arrow")
+        st.write_arrays(os.path.join(self._path, name), self._state_arrays())
+        self._write_manifest(self._manifest_with(state_file=name))
+        if old and old != name:
+            _remove_quietly(os.path.join(self._path, old))
+
+    def _create_dir(self, root: str) -> None:
+        if os.path.exists(os.path.join(root, st.MANIFEST)):
+            raise InvalidInputError(f"{root!r} already holds an index; open it with vqdb.open({root!r})")
+        os.makedirs(root, exist_ok=True)
+        self._path = root
+        self._dirlock = st.DirLock(root)
+        try:
+            self._write_snapshot_files(segments_file=None)
+        except BaseException:
+            self._dirlock.release()
+            self._dirlock = None
+            self._path = None
+            raise
+
+    def _write_snapshot_files(self, *, segments_file) -> None:
+        """Fresh state + WAL + manifest for a new directory (optionally with one segment already written)."""
+        state = self._next_name("state", "arrow")
+        st.write_arrays(os.path.join(self._path, state), self._state_arrays())
+        wal = self._next_name("wal", "log")
+        _wal.create(os.path.join(self._path, wal))
+        segments = [] if segments_file is None else [segments_file]
+        self._write_manifest(self._manifest_with(state_file=state, wal_file=wal, segments=segments, deletes_file=None))
+        self._wal = _wal.WalWriter(os.path.join(self._path, wal))
+
+    def _flush(self) -> None:
+        """Write the in-memory rows into a new segment, persist the tombstones, start a fresh WAL."""
+        snap = self._snap
+        old_manifest = self._manifest
+        disk = [s for s in snap.segments if s.file is not None]
+        memory = [s for s in snap.segments if s.file is None]
+        entries = list(old_manifest["segments"])
+        if memory and sum(s.n_live for s in memory):
+            table = concat(memory, code_size=self._quantizer.code_size, dim=self.dim).to_table()
+            name = self._next_name("seg", "arrow")
+            size = st.write_table_file(os.path.join(self._path, name), table)
+            disk.append(from_table(st.map_table_file(os.path.join(self._path, name)), code_size=self._quantizer.code_size,
+                                   dim=self.dim, file=name, sort=False))
+            entries.append({"file": name, "rows": int(table.num_rows), "bytes": int(size)})
+        deletes = self._write_deletes(disk)
+        wal = self._next_name("wal", "log")
+        _wal.create(os.path.join(self._path, wal))
+        self._write_manifest(self._manifest_with(segments=entries, deletes_file=deletes, wal_file=wal))
+        self._snap = replace(snap, segments=tuple(disk))
+        self._swap_wal(wal)
+        old_deletes = old_manifest.get("deletes_file")
+        if old_deletes and old_deletes != self._manifest.get("deletes_file"):
+            _remove_quietly(os.path.join(self._path, old_deletes))
+        self._dirty = False
+
+    def _write_deletes(self, disk: list) -> str | None:
+        names, rows = [], []
+        for s in disk:
+            if s.deleted is not None and s.n_deleted:
+                r = np.flatnonzero(s.deleted)
+                names.extend([s.file] * r.size)
+                rows.append(r)
+        if not rows:
+            return None
+        name = self._next_name("del", "arrow")
+        st.write_table_file(os.path.join(self._path, name),
+                            pa.table({"segment": pa.array(names, pa.string()), "row": pa.array(np.concatenate(rows), pa.int64())}))
+        return name
+
+    def _swap_wal(self, new_wal: str) -> None:
+        old = self._wal
+        self._wal = _wal.WalWriter(os.path.join(self._path, new_wal))
+        if old is not None:
+            old.close()
+            if old.path != self._wal.path:
+                _remove_quietly(old.path)
+
+    def save(self, path=None) -> None:
+        """Make the index durable as segments.
+
+        A stored index (``path`` given at creation or ``vqdb.open``) flushes its in-memory rows and tombstones
+        into a segment (its writes were already durable through the WAL). An in-memory index needs ``path``:
+        it is written there and stays attached to that directory (later writes go to its WAL).
+        """
+        with self._lock:
+            self._check_writable()
+            if self._path is None:
+                if path is None:
+                    raise InvalidInputError("this index lives in memory; call save(path) with a directory")
+                root = os.fspath(path)
+                if os.path.exists(os.path.join(root, st.MANIFEST)):
+                    raise InvalidInputError(f"{root!r} already holds an index; open it with vqdb.open({root!r})")
+                os.makedirs(root, exist_ok=True)
+                self._path = root
+                self._dirlock = st.DirLock(root)
+                self._compact_into_dir(fresh=True)
+                return
+            if path is not None and os.path.abspath(os.fspath(path)) != os.path.abspath(self._path):
+                raise InvalidInputError(f"this index is stored at {self._path!r}; use export(path) to copy it elsewhere")
+            if self._dirty or any(s.file is None for s in self._snap.segments):
+                self._flush()
+
+    def export(self, path) -> None:
+        """Write a compacted, self-contained copy of the index to a new directory ``path`` (a snapshot).
+        The index itself is unchanged and keeps its own directory."""
+        root = os.fspath(path)
+        if os.path.exists(os.path.join(root, st.MANIFEST)):
+            raise InvalidInputError(f"{root!r} already holds an index")
+        with self._lock:
+            snap = self._snap
+            copy = type(self).__new__(type(self))
+            copy._setup(dim=self.dim, metric=self.metric, quantizer=self._quantizer, ivf=self._ivf, nlist=self._nlist,
+                        store_vectors=self._store_vectors, defaults=self._defaults, flush_rows=self._flush_rows, seed=self._seed)
+            copy._snap = snap
+            copy._next_id = self._next_id
+        os.makedirs(root, exist_ok=True)
+        copy._path = root
+        copy._dirlock = st.DirLock(root)
+        try:
+            copy._compact_into_dir(fresh=True)
+        finally:
+            copy.close()
+
+    def compact(self) -> None:
+        """Merge all segments and in-memory rows into one segment without the deleted rows, atomically
+        (new segment and manifest written and fsynced, then the manifest renamed; old files removed after).
+        Rows added before the IVF partition was trained are filed into their lists when vectors are stored.
+        Searches keep running meanwhile. Needs memory for one copy of the live rows."""
+        with self._lock:
+            self._check_writable()
+            if self._path is None:
+                merged = self._merged_segment(self._snap)
+                self._snap = replace(self._snap, segments=(merged,) if merged.n else ())
+                return
+            self._compact_into_dir(fresh=False)
+
+    def _merged_segment(self, snap: _Snapshot) -> Segment:
+        merged = concat(list(snap.segments), code_size=self._quantizer.code_size, dim=self.dim) if snap.segments \
+            else from_table(build_table(np.zeros(0, np.int64), np.zeros(0, np.int32),
+                                        np.zeros((0, self._quantizer.code_size), np.uint8),
+                                        None if self._store_vectors is None else np.zeros((0, self.dim), self._store_vectors),
+                                        pa.table({})), code_size=self._quantizer.code_size, dim=self.dim)
+        coarse = snap.coarse
+        if coarse is not None and merged.vectors is not None and merged.n and merged.lists[0] < 0:
+            unassigned = np.flatnonzero(merged.lists < 0)
+            x = merged.vectors[unassigned].astype(np.float32)
+            lists, codes = self._encode(x, coarse)
+            all_lists, all_codes = merged.lists.copy(), merged.codes.copy()
+            all_lists[unassigned], all_codes[unassigned] = lists, codes
+            merged = from_table(build_table(merged.ids, all_lists, all_codes, merged.vectors, merged.meta),
+                                code_size=self._quantizer.code_size, dim=self.dim)
+        return merged
+
+    def _compact_into_dir(self, *, fresh: bool) -> None:
+        snap = self._snap
+        old_manifest = None if fresh else self._manifest
+        merged = self._merged_segment(snap)
+        entries, segments = [], []
+        if merged.n:
+            name = self._next_name("seg", "arrow")
+            fpath = os.path.join(self._path, name)
+            size = st.write_table_file(fpath, merged.to_table())
+            segments.append(from_table(st.map_table_file(fpath), code_size=self._quantizer.code_size, dim=self.dim,
+                                       file=name, sort=False))
+            entries.append({"file": name, "rows": merged.n, "bytes": int(size)})
+        state = self._manifest.get("state_file") if (old_manifest and self._manifest) else None
+        if state is None:
+            state = self._next_name("state", "arrow")
+            st.write_arrays(os.path.join(self._path, state), self._state_arrays())
+        wal = self._next_name("wal", "log")
+        _wal.create(os.path.join(self._path, wal))
+        self._write_manifest(self._manifest_with(segments=entries, deletes_file=None, wal_file=wal, state_file=state))
+        self._snap = replace(snap, segments=tuple(segments))
+        self._swap_wal(wal)
+        st.remove_unreferenced(self._path, self._manifest)
+        self._dirty = False
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
