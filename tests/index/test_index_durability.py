@@ -20,7 +20,7 @@ import vqdb
 from index_helpers import PRESET
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KILLS = 22
+KILLS = 21
 
 CHILD = """
 import os, sys

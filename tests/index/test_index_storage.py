@@ -39,13 +39,13 @@ def run_child(code: str, *args: str) -> subprocess.CompletedProcess:
 def build(path, wordnet, quantizer, meta, **kw):
     """An index with flushed segments, tombstones, an upsert, and un-flushed WAL records."""
     index = vqdb.Index(wordnet.dim, metric="cos", quantizer=quantizer, ivf=16, path=path, store_vectors=True,
-                       flush_rows=1500, **kw)
+                       flush_rows=700, **kw)
     x = wordnet.base
-    index.add(x[:2000], metadata=meta[:2000])                     # trains IVF, flushes a segment
-    index.add(x[2000:4000], ids=np.arange(2000, 4000), metadata=meta[2000:4000])
-    index.delete([0, 2, 2500])                                   # tombstones in a flushed segment
+    index.add(x[:1000], metadata=meta[:1000])                     # trains IVF, flushes a segment
+    index.add(x[1000:2000], ids=np.arange(1000, 2000), metadata=meta[1000:2000])
+    index.delete([0, 2, 1500])                                   # tombstones in a flushed segment
     index.upsert(x[[10]], ids=[1], metadata=[{"half": 1, "note": "upserted"}])
-    index.add(x[4000:4100], metadata=meta[4000:4100])              # stays in the WAL (below flush_rows)
+    index.add(x[4000:4100], ids=np.arange(4000, 4100), metadata=meta[4000:4100])   # stays in the WAL
     return index
 
 
@@ -62,7 +62,7 @@ def test_reopen_in_a_new_process(tmp_path, wordnet, quantizer, meta):
     out = run_child(CHILD_SEARCH, path, tmp_path / "q.npy")
     assert out.returncode == 0, out.stderr
     child = json.loads(out.stdout)
-    assert child["len"] == n == 4100 - 3
+    assert child["len"] == n == 2100 - 3
     np.testing.assert_array_equal(child["ids"], expected.ids)
     np.testing.assert_allclose(child["scores"], expected.scores, rtol=1e-6)
     assert child["meta"] == got.metadata and child["meta"][0] == {"half": 1, "note": "upserted"}
@@ -90,7 +90,7 @@ def test_compact_merges_and_drops_deleted(tmp_path, wordnet, quantizer, meta):
     before = index.search(q, 10, rerank=True)
     index.compact()
     s = index.stats()
-    assert s["segments"] == 1 and s["rows_deleted"] == 0 and s["memory_rows"] == 0 and len(index) == 4097
+    assert s["segments"] == 1 and s["rows_deleted"] == 0 and s["memory_rows"] == 0 and len(index) == 2097
     after = index.search(q, 10, rerank=True)
     np.testing.assert_array_equal(before.ids, after.ids)
     names = sorted(os.listdir(path))
