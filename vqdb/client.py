@@ -244,6 +244,7 @@ class RemoteCollection:
         self.dim: int = int(info["dim"])
         self.metric: str = info["metric"]
         self.quantizer: str = info["quantizer"]
+        self.store_vectors = info.get("store_vectors", False)
 
     def __repr__(self) -> str:
         return f"RemoteCollection({self.name!r}, dim={self.dim}, metric={self.metric!r}, url={self.client.url!r})"
@@ -260,8 +261,21 @@ class RemoteCollection:
     def delete(self, ids=None, *, filter: dict | None = None) -> int:
         return self.client.delete(self.name, ids, filter=filter)
 
-    def get(self, ids, *, with_vector: bool = False) -> list[dict]:
-        return self.client.get(self.name, ids, with_vector=with_vector)
+    def get(self, ids, *, include_vectors: bool = True):
+        """Like ``vqdb.Index.get``: :class:`vqdb.index.Records` of ``ids`` in the order given.
+
+        Raises ``NotFoundError`` when some ids are not in the collection."""
+        from .index import Records
+
+        ids = as_ids(ids)
+        found = {p["id"]: p for p in self.client.get(self.name, ids, with_vector=include_vectors)}
+        missing = [int(i) for i in ids if int(i) not in found]
+        if missing:
+            raise E.NotFoundError(f"{len(missing)} id(s) not in collection {self.name!r}: {missing[:10]}")
+        rows = [found[int(i)] for i in ids]
+        vectors = np.asarray([p["vector"] for p in rows], dtype=np.float32).reshape(len(rows), self.dim) \
+            if include_vectors else None
+        return Records(ids, vectors, [p.get("payload") or {} for p in rows], exact=bool(self.store_vectors))
 
     def search(self, queries, k: int = 10, *, filter=None, nprobe=None, rerank=None):
         self.client._metric_of[self.name] = self.metric

@@ -43,9 +43,16 @@ def test_client_mirrors_the_embedded_index(client, wordnet, tmp_path):
 
     hits = col.query(q[:1], 3)
     assert len(hits) == 1 and {"id", "score", "payload"} <= set(hits[0][0])
-    got = col.get([13, 99999], with_vector=True)
+    got = client.get("client-docs", [13, 99999], with_vector=True)
     assert [p["id"] for p in got] == [13] and got[0]["payload"] == {"n": 13, "even": False}
     assert len(got[0]["vector"]) == 384
+    rec = col.get([14, 13])                      # Index.get's Records, same order
+    want = local.get([14, 13])
+    np.testing.assert_array_equal(rec.ids, [14, 13])
+    np.testing.assert_allclose(rec.vectors, want.vectors, atol=1e-6)
+    assert rec.metadata == want.metadata and rec.exact
+    with pytest.raises(errors.NotFoundError):
+        col.get([13, 99999])
     assert col.delete([1, 2, 99999]) == 2
     assert col.delete(filter={"n": {"$gte": 790}}) == 10 and len(col) == 788
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import numpy as np
+import pytest
 
 from vqdb_server_harness import Server, write_keys_file
 
@@ -58,6 +59,9 @@ def test_restart_keeps_collections_points_payloads_and_results(tmp_path, wordnet
 
     server.start()                                # crash: the write-ahead log brings every acknowledged write back
     try:
+        second = Server(server.data, keys_file=keys)  # a second server on the same data directory is refused
+        with pytest.raises(RuntimeError, match="another"):
+            second.start(timeout=60)
         with server.client("read") as http:
             assert http.get("/collections/docs").json()["count"] == count
             assert _ids_of(http, "docs", q) == after

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
@@ -175,12 +176,18 @@ class CollectionStore:
         self._lock = threading.RLock()
         self._collections: dict[str, Collection] = {}
         self._pending: set[str] = set()
+        self._root_lock: int | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
     def load(self) -> list[str]:
-        """Open every collection on disk; a broken one is logged and skipped. Returns the names opened."""
+        """Open every collection on disk; a broken one is logged and skipped. Returns the names opened.
+
+        Raises ``LockedError`` when another process holds a collection (two servers on one data dir)."""
+        from ..index import LockedError
+
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_root()
         self._sweep_temporaries()
         for path in sorted(self.root.iterdir()):
             if not path.is_dir() or path.name.startswith("."):
@@ -189,6 +196,9 @@ class CollectionStore:
                 check_collection_name(path.name)
                 info = CollectionInfo.read(path)
                 index = engine.open_index(path / INDEX_DIR)
+            except LockedError:
+                self.close()
+                raise LockedError(f"collection {path.name!r} is open in another process") from None
             except Exception as exc:  # one bad directory must not keep the others offline
                 log.error("collection %r not opened: %s", path.name, exc)
                 continue
@@ -205,6 +215,26 @@ class CollectionStore:
                 except Exception as exc:
                     log.error("closing collection %r: %s", collection.name, exc)
             self._collections.clear()
+            if self._root_lock is not None:
+                os.close(self._root_lock)   # drops the flock
+                self._root_lock = None
+
+    def _lock_root(self) -> None:
+        """One process per data directory: an exclusive ``flock`` on ``collections/.lock``."""
+        import fcntl
+
+        from ..index import LockedError
+
+        if self._root_lock is not None:
+            return
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise LockedError(f"the data directory {str(self.root.parent)!r} is in use by another process "
+                              "(another `vqdb serve`?)") from None
+        self._root_lock = fd
 
     # ---- lookup -------------------------------------------------------------------------------
 

@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="admin key; turns authentication on")
     keys_file: Path | None = Field(None, description="file of '<scope> <key>' lines; turns authentication on")
     demo: bool = Field(True, description="create the 'wordnet' demo collection on first start with an empty data dir")
-    max_body_bytes: int = Field(64 * MiB, gt=0, description="largest JSON request body")
+    max_body_bytes: int = Field(16 * MiB, gt=0, description="largest JSON request body (bulk: use /points/b64 "
+                                                            "or /points/arrow)")
     max_bulk_bytes: int = Field(1024 * MiB, gt=0, description="largest bulk-ingest / snapshot-upload body")
     max_k: int = Field(10_000, gt=0, description="largest k of one search")
     max_dim: int = Field(4096, ge=2, le=65_536, description="largest dimension of a new collection (a dense "
