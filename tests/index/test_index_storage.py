@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import vqdb
@@ -76,10 +77,12 @@ def test_save_flushes_and_reopen_is_memory_mapped(tmp_path, wordnet, quantizer, 
     index.save()
     assert index.stats()["memory_rows"] == 0 and index.stats()["wal_bytes"] == 8
     index.close()
+    before = pa.total_allocated_bytes()
     with vqdb.open(path) as again:
+        mapped = sum(seg.codes.nbytes + seg.vectors.nbytes for seg in again._snap.segments)
+        assert pa.total_allocated_bytes() - before < 0.05 * mapped       # codes and vectors were not copied
         for seg in again._snap.segments:
-            assert seg.file is not None
-            assert not seg.codes.flags.owndata and not seg.ids.flags.owndata   # views into the mapped file
+            assert seg.file is not None and not seg.codes.flags.owndata and not seg.ids.flags.owndata
         assert again.stats()["heap_bytes"] < 20 * len(again)
 
 
