@@ -186,3 +186,11 @@ def test_docs_and_openapi_are_served(admin):
     assert admin.get("/docs").status_code == 200
     spec = admin.get("/openapi.json").json()
     assert "/collections/{name}/search" in spec["paths"]
+
+
+def test_presets_list_bytes_per_vector(admin):
+    r = admin.get("/presets", params={"dim": 384})
+    assert r.status_code == 200, r.text
+    table = {p["name"]: p["bytes_per_vector"] for p in r.json()["presets"]}
+    assert "turbo-4" in table and 0 < table["turbo-2"] < table["turbo-4"] < 384 * 4
+    assert admin.get("/presets", params={"dim": 1}).status_code == 422

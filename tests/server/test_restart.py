@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 
-import numpy as np
 import pytest
 
 from vqdb_server_harness import Server, write_keys_file

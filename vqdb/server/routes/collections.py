@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from ..auth import AdminAccess, ReadAccess, WriteAccess
+
 from ...errors import InvalidInputError
+from ..auth import AdminAccess, ReadAccess, WriteAccess
 from ..deps import CollectionDep, SettingsDep, StoreDep
-from ..schemas import MAX_DIM, CollectionCreate, CollectionList, CollectionPublic, CompactResult, PresetList, PresetPublic
+from ..schemas import (MAX_DIM, CollectionCreate, CollectionList, CollectionPublic, CompactResult, PresetList,
+                       PresetPublic)
 from ._responses import PROTECTED, errors
 
 router = APIRouter(prefix="/collections", tags=["collections"], responses=PROTECTED)

@@ -5,19 +5,19 @@ Bulk bodies are parsed and ingested in a worker thread so searches keep being se
 
 from __future__ import annotations
 
-import anyio
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Path, Request, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from fastapi.responses import Response
+from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from ...errors import InvalidInputError, NotFoundError, RequestTooLargeError
 from ..auth import ReadAccess, WriteAccess
 from ..collections import Collection
-from ..deps import CollectionDep, MetricsDep, SettingsDep
+from ..deps import CollectionDep, MetricsDep
 from ..ingest import from_arrow_stream, from_b64, from_points, unique_ids
 from ..schemas import (INT64_MAX, DeleteResult, PointList, PointPublic, PointsB64, PointsDelete, PointsGet,
                        PointsUpsert, UpsertResult)
