@@ -60,3 +60,14 @@ def test_empty_and_stop_word_only_corpus(tmp_path):
     assert idx.search("cat", 5)[0].size == 0
     idx.save(str(tmp_path / "e"))
     assert BM25Index.load(str(tmp_path / "e")).search("cat", 5)[0].size == 0
+
+
+def test_import_vqdb_rag_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, vqdb.rag, vqdb.rag.cli, vqdb.rag.demo\n"
+            "print(','.join(m for m in ['torch', 'sentence_transformers', 'transformers', 'bm25s', 'numba', 'fastapi']"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -63,6 +63,16 @@ def test_prefers_paragraph_then_sentence_then_word_boundaries():
     assert "".join(chunk_text("x" * 25, 10, 0)) == "x" * 25
 
 
+def test_line_structured_text_is_cut_between_lines():
+    text = "\n".join(f"line {i:02d} has a few words" for i in range(60))
+    spans = _check(text, 100, 30)
+    for s in spans:
+        assert s.end == len(text) or text[s.end] == "\n"
+    for s in spans[1:]:
+        assert text[s.start - 1] == "\n"                  # overlap begins at a line start
+    assert all(a.end > b.start for a, b in zip(spans, spans[1:]))
+
+
 def test_overlap_starts_on_a_word():
     text = " ".join(f"w{i:03d}" for i in range(200))
     spans = _check(text, 60, 15)

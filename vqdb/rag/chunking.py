@@ -6,12 +6,15 @@ be traced back to its place in the source. The rules, in order:
 1. Leading and trailing whitespace is never part of a chunk; a whitespace-only text has no chunk.
 2. A document of at most ``chunk_size`` characters (after rule 1) is one chunk.
 3. Otherwise each chunk holds at most ``chunk_size`` characters. Its end is the last paragraph
-   break (blank line) in the second half of the window, else the last sentence end (``.``, ``!``,
-   ``?`` followed by whitespace), else the last whitespace, else a hard cut at ``chunk_size``.
-4. The next chunk starts at the first word start at or after ``end - chunk_overlap`` (so two
-   neighbours share at most ``chunk_overlap`` characters and never half a word), and always after
-   the previous start. Consecutive chunks either overlap or are separated by whitespace only:
-   every non-whitespace character of the document is in at least one chunk.
+   break (blank line) in the second half of the window, else the last line break, else the last
+   sentence end (``.``, ``!``, ``?`` followed by whitespace), else the last whitespace, else a hard
+   cut at ``chunk_size`` (the order of LangChain's recursive splitter, plus sentences).
+4. The next chunk starts in the last ``chunk_overlap`` characters of the previous one, at the first
+   line start there, else the first sentence start, else the first word start (so two neighbours
+   share at most ``chunk_overlap`` characters and never half a word); with no such start it begins
+   where the previous chunk ended. It always starts after the previous start. Consecutive chunks
+   either overlap or are separated by whitespace only: every non-whitespace character of the
+   document is in at least one chunk.
 """
 
 from __future__ import annotations
@@ -27,8 +30,13 @@ DEFAULT_CHUNK_OVERLAP = 100       # characters shared by neighbouring chunks
 MAX_CHUNK_SIZE = 1_000_000
 
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")
+_LINE = re.compile(r"\n")
 _SENTENCE = re.compile(r"[.!?][\"')\]]*\s")
 _SPACE = re.compile(r"\s")
+# where a chunk may end: (pattern, end = match start (True) or just before the match's last character (False))
+_ENDS = ((_PARAGRAPH, True), (_LINE, True), (_SENTENCE, False), (_SPACE, True))
+# where a chunk may start: right after a match, if a non-space character follows
+_STARTS = (re.compile(r"\n\s*(?=\S)"), re.compile(r"[.!?][\"')\]]*\s+(?=\S)"), re.compile(r"\s+(?=\S)"))
 
 
 @dataclass(frozen=True)
@@ -54,19 +62,28 @@ def check_chunking(chunk_size, chunk_overlap) -> tuple[int, int]:
     return size, int(chunk_overlap)
 
 
-def _last_break(text: str, lo: int, hi: int) -> int:
-    """End position (exclusive) of the best break in ``text[lo:hi]``, or ``hi`` for a hard cut."""
-    window = text[lo:hi]
-    for pattern in (_PARAGRAPH, _SENTENCE):
+def _last_break(text: str, lo: int, hard: int) -> int:
+    """End (exclusive) of the best break in ``text[lo:hard + 1]``, or ``hard`` (a hard cut).
+
+    The character at ``hard`` (just past the window) is looked at so that a window ending exactly
+    on a boundary keeps it; a break never ends after ``hard``.
+    """
+    window = text[lo : hard + 1]
+    for pattern, at_start in _ENDS:
         last = None
         for last in pattern.finditer(window):
             pass
-        if last is not None:
-            # end the chunk after the punctuation / before the blank line; rstrip happens later
-            return lo + (last.start() if pattern is _PARAGRAPH else last.end() - 1)
-    last_space = max(window.rfind(" "), window.rfind("\n"), window.rfind("\t"))
-    if last_space > 0:
-        return lo + last_space
+        if last is not None:       # trailing whitespace is stripped by the caller
+            return lo + (last.start() if at_start else last.end() - 1)
+    return hard
+
+
+def _first_start(text: str, lo: int, hi: int) -> int:
+    """Start of the next chunk: the best boundary in ``text[lo:hi]`` (see the module rules), else ``hi``."""
+    for pattern in _STARTS:
+        m = pattern.search(text, lo, hi)
+        if m is not None and m.end() < hi:
+            return m.end()
     return hi
 
 
@@ -100,8 +117,6 @@ def chunk_spans(text: str, chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: 
         hard = min(start + chunk_size, stop)
         if hard == stop:
             end = stop
-        elif text[hard].isspace():              # the window ends exactly on a boundary
-            end = hard
         else:
             end = _last_break(text, start + max(1, chunk_size // 2), hard)
         while end > start and text[end - 1].isspace():
@@ -109,10 +124,11 @@ def chunk_spans(text: str, chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: 
         spans.append(Span(start, end))
         if end >= stop:
             break
-        nxt = max(end - chunk_overlap, start + 1)
-        # move forward to a word start: a non-space character preceded by a space (or already past `end`)
-        while nxt < end and not (not text[nxt].isspace() and text[nxt - 1].isspace()):
-            nxt += 1
+        lo = max(end - chunk_overlap, start + 1)
+        # a boundary right at `lo` counts too: look from the character before it
+        nxt = _first_start(text, lo - 1, end) if lo < end else end
+        if nxt <= start:
+            nxt = end
         while nxt < stop and text[nxt].isspace():
             nxt += 1
         start = nxt

@@ -154,11 +154,11 @@ class Embedder:
         model = self.model
         from tqdm.auto import tqdm
 
-        # longest first (as sentence-transformers does), in slices so that a long ingest lets
-        # queries through between slices
+        # longest first (as sentence-transformers does), one batch per call, so that the progress bar
+        # moves and a long ingest lets queries through between batches
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        step = self.batch_size * 4
+        step = self.batch_size
         with tqdm(total=len(texts), desc="embedding", unit="passage", disable=not progress) as bar:
             for s in range(0, len(texts), step):
                 rows = order[s : s + step]
