@@ -113,24 +113,29 @@ def main(argv: list[str] | None = None) -> int:
     log(f"loaded {len(sets)} data sets in {time.perf_counter() - t0:.1f} s; {threads} threads")
     rows: list[dict] = []
     skipped: list[dict] = []
-    for bs in sets:
+    command = "python -m bench.quantizers " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    result = {"command": command.strip(), "quick": args.quick, "machine": info,
+              "env": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}, "rows": rows, "skipped": skipped}
+    for i, bs in enumerate(sets):
         log(f"{bs.name}: base {bs.base.shape}, metric {bs.metric}, query sets "
             f"{[(q.name, q.queries.shape[0]) for q in bs.query_sets]}")
         methods = methods_for(bs, threads, args.quick, not args.no_vqdb, not args.no_peers, args.methods)
         run_set(bs, methods, rows, skipped)
+        _write(result, out_dir, t0, final=i == len(sets) - 1)
+    log(f"wrote {out_dir}/quantizers.{{json,md}} and {len(result.get('plots', []))} plots in {result['wall_s']:.0f} s")
+    return 0
 
-    command = "python -m bench.quantizers " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    result = {"command": command.strip(), "quick": args.quick, "machine": info,
-              "env": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")},
-              "wall_s": time.perf_counter() - t0, "rows": rows, "skipped": skipped,
-              "summary": summarize(rows)}
-    result["plots"] = plot(rows, out_dir) if rows else []
+
+def _write(result: dict, out_dir: str, t0: float, final: bool) -> None:
+    """Write JSON + Markdown (+ plots when final); called after every data set so a cut-short run keeps its rows."""
+    rows = result["rows"]
+    result["complete"] = final
+    result["summary"] = summarize(rows)
+    result["plots"] = plot(rows, out_dir) if rows and final else []
     result["wall_s"] = time.perf_counter() - t0
     write_json(os.path.join(out_dir, "quantizers.json"), result)
     with open(os.path.join(out_dir, "quantizers.md"), "w", encoding="utf-8") as f:
         f.write(markdown(result))
-    log(f"wrote {out_dir}/quantizers.{{json,md}} and {len(result['plots'])} plots in {result['wall_s']:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":

@@ -90,7 +90,8 @@ def markdown(result: dict) -> str:
         "",
         f"Command: `{result['command']}`{' (quick mode: subsampled base, 200 queries, few configs)' if result['quick'] else ''}  ",
         f"Machine: {machine_line(info)}  ",
-        f"Date: {info['date']}; total wall time {result['wall_s']:.0f} s.",
+        f"Date: {info['date']}; total wall time {result['wall_s']:.0f} s"
+        + ("." if result.get("complete", True) else " so far (PARTIAL: written after each data set; the run went on or was cut short)."),
         "",
         "Flat (brute-force) scans of every code; exact ground truth as shipped (Fashion-MNIST cosine: "
         "rows normalised, exact cosine top-100 recomputed). Bytes per vector count everything stored for "

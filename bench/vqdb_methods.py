@@ -52,16 +52,16 @@ def _method(name: str, family: str, factory, params: dict) -> Method:
 def turbo_configs(d: int, quick: bool) -> list[tuple[str, float, str]]:
     """(variant, bits, rotation) triples.
 
-    Full: ``mse`` and ``scaled`` at 1, 2, 2.5, 3, 3.5, 4 bits and ``prod`` at 1-4 bits (it takes integer
-    bits only) with the dense rotation; the Hadamard rotation for ``mse``/``scaled`` at 1, 2, 4 bits
-    only (it pads d to a power of two, so its codes are larger at the same bits unless d is one).
-    Quick: ``mse``/``scaled`` at 1, 2, 4 bits, dense.
+    Full: ``mse`` and ``scaled`` at 1, 2, 2.5, 3, 3.5, 4 bits and ``prod`` at 2, 3, 4 bits (integer bits
+    only; at 1 bit it is a pure QJL sign code, run as ``qjl``) with the dense rotation, and ``scaled``
+    at 4 bits with the Hadamard rotation (it pads d to a power of two, so at d = 384/768/784 its codes
+    are larger at the same bits: one point shows that cost). Quick: ``mse``/``scaled`` at 1, 2, 4 bits.
     """
     if quick:
         return [(v, b, "dense") for v in ("mse", "scaled") for b in TURBO_BITS_QUICK]
     out = [(v, b, "dense") for v in ("mse", "scaled") for b in TURBO_BITS_FULL]
-    out += [("prod", b, "dense") for b in (1, 2, 3, 4)]
-    out += [(v, b, "hadamard") for v in ("mse", "scaled") for b in (1, 2, 4)]
+    out += [("prod", b, "dense") for b in (2, 3, 4)]
+    out += [("scaled", 4, "hadamard")]
     return out
 
 
@@ -77,8 +77,5 @@ def vqdb_methods(d: int, quick: bool = False) -> list[Method]:
             lambda v=variant, b=bits_arg, r=rotation: vqdb.TurboQuantizer(d, bits=b, variant=v, rotation=r, seed=0),
             {"variant": variant, "bits": bits, "rotation": rotation}))
     out.append(_method("qjl", "vqdb-qjl", lambda: vqdb.QJLQuantizer(d, seed=0), {"sketch_dim": d}))
-    if not quick:
-        out.append(_method("qjl-2x", "vqdb-qjl", lambda: vqdb.QJLQuantizer(d, sketch_dim=2 * d, seed=0),
-                           {"sketch_dim": 2 * d}))
     out.append(_method("polar", "vqdb-polar", lambda: vqdb.PolarQuantizer(d, seed=0), {"levels": 4}))
     return out
