@@ -97,3 +97,19 @@ def test_demo_hook_makes_a_text_collection_of_a_service_collection(client, embed
     assert r.status_code == 200, r.text
     assert any("Felis" in h["text"] or "wildcat" in h["text"] for h in r.json()["hits"])
     assert client.get("/collections/wordnet-demo").json()["count"] == 5000
+
+
+def test_vector_writes_to_a_text_collection_keep_text_search_consistent(client, wordnet):
+    """Points written or deleted through the vector endpoints: BM25 notices, vectors without text are skipped."""
+    r = client.post("/text-collections", json={"name": "mixed"})
+    assert r.status_code == 201
+    word = wordnet.texts[3].split(" (")[0].split(",")[0]
+    ids = client.post("/collections/mixed/documents", json={"texts": wordnet.texts[:5]}).json()["ids"]
+    assert client.get("/collections/mixed/query", params={"text": word, "mode": "bm25"}).json()["hits"][0]["id"] == ids[3]
+    r = client.post("/collections/mixed/points", json={"points": [{"id": 999, "vector": wordnet.base[3].tolist()}]})
+    assert r.status_code in (200, 201), r.text
+    r = client.post("/collections/mixed/points/delete", json={"ids": [ids[3]]})
+    assert r.status_code == 200, r.text
+    for mode in ["bm25", "dense", "hybrid"]:
+        hits = client.get("/collections/mixed/query", params={"text": word, "mode": mode}).json()["hits"]
+        assert ids[3] not in [h["id"] for h in hits] and 999 not in [h["id"] for h in hits], mode

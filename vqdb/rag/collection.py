@@ -361,7 +361,9 @@ class TextCollection:
     def _ensure_bm25(self) -> BM25Index:
         """The BM25 index, rebuilt from the stored passages if writes happened since it was built."""
         with self._bm25_lock:
-            if self._bm25 is not None and self._bm25_fresh:
+            # writes through this object clear the flag; the size check catches writes made to the
+            # index directly (e.g. through the service's vector endpoints)
+            if self._bm25 is not None and self._bm25_fresh and len(self._bm25) == _store.size(self.index):
                 return self._bm25
             with self._lock:
                 ids = _store.live_ids(self.index)
@@ -369,7 +371,8 @@ class TextCollection:
                 self._bm25_fresh = True      # writes after this point mark it stale again
             bm25 = BM25Index()
             fields = _fields_table([{key: v for key, v in r.items() if key != _store.TEXT} for r in rows])
-            bm25.build(ids, [tokenize(r[_store.TEXT]) for r in rows], fields=fields)
+            # a vector stored without text (through the vector API) has no words
+            bm25.build(ids, [tokenize(r.get(_store.TEXT) or "") for r in rows], fields=fields)
             self._bm25 = bm25
             return bm25
 
@@ -463,12 +466,13 @@ class TextCollection:
             hits = []
             for pid, score in zip(ids.tolist(), scores.tolist()):
                 row = rows.get(pid)
-                if row is None:      # deleted between the search and the fetch
+                if row is None or _store.TEXT not in row:   # deleted meanwhile, or a vector without text
                     continue
                 md = {key: v for key, v in row.items() if key not in _store.RESERVED and v is not None}
                 hits.append(Hit(id=pid, text=row[_store.TEXT], score=float(score), metadata=md,
-                                doc_id=int(row[_store.DOC]), chunk=int(row[_store.CHUNK]),
-                                start=int(row[_store.START]), end=int(row[_store.END])))
+                                doc_id=int(row.get(_store.DOC, -1)), chunk=int(row.get(_store.CHUNK, 0)),
+                                start=int(row.get(_store.START, 0)),
+                                end=int(row.get(_store.END, len(row[_store.TEXT])))))
             out.append(hits)
         return out
 
