@@ -10,6 +10,7 @@ import pytest
 from reference import oracles
 from vqdb import TurboQuantizer
 from vqdb.kernels import available_backends, use_backend
+from vqdb.quantizers._codebooks import lloyd_max
 
 BACKENDS = [name for name, reason in available_backends().items() if reason is None]
 
@@ -27,10 +28,12 @@ def unit_rows(n, d, seed):
 @pytest.mark.parametrize("dim,n", [(128, 2000), (1536, 300)])
 def test_mse_distortion_matches_paper(dim, n):
     x = unit_rows(n, dim, seed=101)
-    base = TurboQuantizer(dim, 1, variant="mse", seed=5)
-    rotation = base.state_dict()["arrays"]["part0.rotation"]
+    base = TurboQuantizer(dim, 1, variant="mse", seed=5).state_dict()
     for bits in (1, 2, 3, 4):
-        q = TurboQuantizer(dim, bits, variant="mse", seed=5, _arrays={"part0.rotation": rotation})
+        c, b = lloyd_max(bits, dim)
+        arrays = dict(base["arrays"], **{"part0.slices": np.array([[0, dim, bits]]), "part0.centroids": c[None],
+                                         "part0.boundaries": b[None]})
+        q = TurboQuantizer(dim, bits, variant="mse", seed=5, _arrays=arrays)
         err = np.mean(np.sum((q.decode(q.encode(x)).astype(np.float64) - x) ** 2, axis=1))
         assert err == pytest.approx(PAPER_DMSE[dim][bits - 1], rel=0.03), (dim, bits, err)
         assert 4.0**-bits < err < math.sqrt(3) * math.pi / 2 * 4.0**-bits
@@ -86,7 +89,7 @@ def test_codes_equal_paper_oracle(backend, variant):
         scores = q.score(queries, codes)
     arrays = q.state_dict()["arrays"]
     rot = arrays["part0.rotation"]
-    c = arrays["part0.centroids"]
+    c = q.codebook[0]
     mse_bits = bits - 1 if variant == "prod" else bits
     kw = dict(variant=variant, sketch=arrays.get("sketch"), centre=q.centre_)
     want = oracles.turbo_encode(x, rot, c, mse_bits, scales=q.scales, **kw)

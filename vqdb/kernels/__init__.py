@@ -6,7 +6,7 @@ quantizer modules) never imports numba or torch. A backend may implement a subse
 missing op falls back to the NumPy reference (logged once at debug level).
 
 Ops (signatures in :mod:`vqdb.kernels.reference`, the oracle): ``pack_bits``, ``unpack_bits``,
-``bucketize``, ``encode_scalar``, ``scaled_indices``, ``encode_scaled``, ``decode_values``,
+``bucketize``, ``encode_scalar``, ``scaled_indices``, ``scaled_indices_segments``, ``encode_scaled``, ``decode_values``,
 ``lut_scores``, ``sign_scores``, ``topk``.
 
 Registered backends (highest priority first among the usable ones is the default):
@@ -41,6 +41,7 @@ OPS = (
     "bucketize",
     "encode_scalar",
     "scaled_indices",
+    "scaled_indices_segments",
     "encode_scaled",
     "decode_values",
     "lut_scores",

@@ -135,6 +135,32 @@ def _encode_scaled_kernel(u, boundaries, centroids, scales, bits, out):
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True)
+def _scaled_segments_kernel(u, segment, boundaries, centroids, scales, out):
+    n, k = u.shape
+    for i in prange(n):
+        cur = np.empty(k, dtype=np.int64)
+        best_cos = -np.inf
+        for s in range(scales.shape[0]):
+            t = scales[s]
+            dot = 0.0
+            nrm2 = 0.0
+            for j in range(k):
+                g = segment[j]
+                uj = np.float64(u[i, j])
+                c = _search(boundaries[g], uj * t)
+                cur[j] = c
+                v = centroids[g, c]
+                dot += uj * v
+                nrm2 += v * v
+            if nrm2 > 0.0:
+                cos = dot / np.sqrt(nrm2)
+                if cos > best_cos:
+                    best_cos = cos
+                    for j in range(k):
+                        out[i, j] = np.uint8(cur[j])
+
+
+@njit(cache=_CACHE, nogil=True, parallel=True)
 def _decode_kernel(codes, offset, bits, values, out):
     n, k = out.shape
     mask = (1 << bits) - 1
@@ -233,6 +259,21 @@ def scaled_indices(u, boundaries, centroids, scales) -> np.ndarray:
     return packed
 
 
+def scaled_indices_segments(u, segment, boundaries, centroids, scales) -> np.ndarray:
+    u = np.ascontiguousarray(u, dtype=np.float32)
+    out = np.zeros(u.shape, dtype=np.uint8)
+    if u.size:
+        _scaled_segments_kernel(
+            u,
+            np.ascontiguousarray(segment, dtype=np.int64),
+            np.ascontiguousarray(boundaries, dtype=np.float64),
+            np.ascontiguousarray(centroids, dtype=np.float64),
+            np.ascontiguousarray(scales, dtype=np.float64),
+            out,
+        )
+    return out
+
+
 def encode_scaled(u, boundaries, centroids, scales, bits: int) -> np.ndarray:
     u = np.ascontiguousarray(u, dtype=np.float32)
     out = np.zeros((u.shape[0], packed_size(u.shape[1], bits)), dtype=np.uint8)
@@ -303,4 +344,5 @@ def warmup() -> None:
     bucketize(x, b)
     encode_scalar(x, b, 2)
     encode_scaled(x, b, c, np.array([1.0, 1.2]), 2)
+    scaled_indices_segments(x, np.arange(10) % 2, np.vstack([b, b * 2]), np.vstack([c, c * 2]), np.array([1.0, 1.2]))
     sign_scores(x[:1], pack_bits((x > 0).astype(np.uint8), 1), 0)

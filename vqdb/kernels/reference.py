@@ -65,6 +65,36 @@ def scaled_indices(u: np.ndarray, boundaries: np.ndarray, centroids: np.ndarray,
     return best
 
 
+def scaled_indices_segments(u: np.ndarray, segment: np.ndarray, boundaries: np.ndarray, centroids: np.ndarray,
+                            scales: np.ndarray) -> np.ndarray:
+    """:func:`scaled_indices` with a codebook per coordinate segment.
+
+    u : (n, k) float32; segment : (k,) int64 codebook id of each coordinate; boundaries : (S, L-1)
+    float64, rows padded with +inf; centroids : (S, L) float64 (padding unused); scales (T,) float64.
+    Returns (n, k) uint8: per row, the indices of ``u * t`` (each coordinate with its own codebook) for
+    the ``t`` whose reconstruction has the highest cosine with ``u`` (first such ``t`` on ties).
+    """
+    u64 = u.astype(np.float64)
+    n, k = u.shape
+    best = np.zeros((n, k), dtype=np.uint8)
+    best_cos = np.full(n, -np.inf)
+    segs = [np.flatnonzero(segment == s_id) for s_id in range(boundaries.shape[0])]
+    for t in scales:
+        idx = np.zeros((n, k), dtype=np.int64)
+        vals = np.zeros((n, k))
+        for s_id, cols in enumerate(segs):
+            if cols.size:
+                idx[:, cols] = np.searchsorted(boundaries[s_id], u64[:, cols] * t, side="right")
+                vals[:, cols] = centroids[s_id][idx[:, cols]]
+        dot = np.einsum("ij,ij->i", u64, vals)
+        nrm = np.sqrt(np.einsum("ij,ij->i", vals, vals))
+        cos = np.where(nrm > 0, dot / np.where(nrm > 0, nrm, 1.0), -np.inf)
+        better = cos > best_cos
+        best[better] = idx[better]
+        best_cos[better] = cos[better]
+    return best
+
+
 def encode_scaled(u: np.ndarray, boundaries: np.ndarray, centroids: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray:
     """Fused :func:`scaled_indices` + pack: (n, k) float32 -> (n, ceil(k*bits/8)) uint8."""
     return _pack(scaled_indices(u, boundaries, centroids, scales), bits)

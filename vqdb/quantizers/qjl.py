@@ -114,7 +114,7 @@ class QJLQuantizer(Quantizer):
 
     def scan_parts(self) -> dict[str, Any]:
         """Hook for :mod:`vqdb.kernels.scanner` (same contract as ``TurboQuantizer.scan_parts``)."""
-        return {"parts": [{"offset": 0, "bits": 1, "k": self.sketch_dim, "values": _SIGNS, "query": ("sketched", None),
+        return {"parts": [{"offset": 0, "bits": 1, "k": self.sketch_dim, "values": _SIGNS, "query": ("sketched", None, 0, self.sketch_dim),
                            "side": 0, "mult": float(np.float32(self.estimator_scale))}],
                 "side_offset": self._nbytes, "n_side": 2}
 

@@ -1,10 +1,23 @@
-"""TurboQuant (arXiv 2504.19874): random rotation + per-coordinate Lloyd–Max codes, three variants.
+"""TurboQuant (arXiv 2504.19874): rotation + per-coordinate Lloyd–Max codes, three variants.
 
-See :class:`TurboQuantizer` for the byte layout and the estimators.
+See :class:`TurboQuantizer` for the byte layout and the estimators. Internally a quantizer is a list
+of *blocks* (a channel subset, its rotation and one side float) and each block a list of *slices*
+(a range of rotated coordinates with one bit width and one codebook):
+
+=============================  ============================================================
+configuration                  blocks / slices
+=============================  ============================================================
+integer bits, random rotation  1 block (all channels, Haar or Hadamard), 1 slice
+2.5 / 3.5 bits, random         2 blocks (outlier / regular channels), 1 slice each
+prod                           1 block with a (b−1)-bit slice (none at b = 1) + the QJL signs
+``rotation="pca"``             1 block (learned orthogonal basis), 1 slice per bit width
+=============================  ============================================================
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 from typing import Any
 
 import numpy as np
@@ -13,49 +26,113 @@ from .._validation import as_codes, as_float32_matrix
 from ..errors import InvalidInputError, UnknownNameError
 from ..kernels import get_ops
 from . import _common as cm
-from ._codebooks import lloyd_max
+from ._codebooks import gaussian_lloyd_max, lloyd_max
 from ._packing import packed_size
-from ._rotation import DenseRotation, HadamardRotation, haar_rotation, orthogonal_sketch
+from ._rotation import DenseRotation, HadamardRotation, haar_orthogonal, haar_rotation, orthogonal_sketch
 from .base import PreparedQueries, Quantizer
 
 VARIANTS = ("scaled", "mse", "prod")
-ROTATIONS = ("dense", "hadamard")
+ROTATIONS = ("dense", "hadamard", "pca")
 INTEGER_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 FRACTIONAL_BITS = {2.5: (3, 2, 4), 3.5: (4, 3, 2)}  # rate -> (high bits, low bits, 1/fraction of high channels)
+PCA_UNIT = 8  # "pca" allocates bits to groups of 8 consecutive principal components (byte-aligned slices)
 
 # per-vector pre-scales t tried by the "scaled" encoder (quantize u*t, keep the code whose
 # reconstruction has the highest cosine with u); t = 1 first so ties keep the plain Lloyd–Max code
 DEFAULT_SCALES = (1.0, 0.9, 0.95, 1.05, 1.1, 1.15, 1.2, 1.3)
 
+# Gaussian Lloyd–Max distortion per unit variance at 0..8 bits (greedy bit allocation of "pca")
+_GAUSS_D = (1.0, 0.36338, 0.117482, 0.034548, 0.0095014, 0.0025046, 0.00064304, 0.00016317, 4.1122e-05)
 
-class _Part:
-    """One channel subset quantized on its own: rotation, codebook, bit width."""
 
-    def __init__(self, channels: np.ndarray, bits: int, rotation, centroids: np.ndarray, boundaries: np.ndarray):
-        self.channels = np.ascontiguousarray(channels, dtype=np.int64)
-        self.bits = int(bits)
-        self.rotation = rotation
-        self.k = rotation.out_dim
+class _Slice:
+    """Rotated coordinates ``[start, stop)`` of a block, coded with ``bits`` bits and one codebook."""
+
+    def __init__(self, start: int, stop: int, bits: int, centroids: np.ndarray, boundaries: np.ndarray):
+        self.start, self.stop, self.bits = int(start), int(stop), int(bits)
+        self.k = self.stop - self.start
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float64)
         self.boundaries = np.ascontiguousarray(boundaries, dtype=np.float64)
         self.values = self.centroids.astype(np.float32)
         self.nbytes = packed_size(self.k, self.bits)
+        self.offset = 0  # byte offset in the code, set by the quantizer
+
+
+class _Block:
+    """A channel subset, its rotation, its slices; one per-vector side float."""
+
+    def __init__(self, channels: np.ndarray, rotation, slices: list[_Slice]):
+        self.channels = np.ascontiguousarray(channels, dtype=np.int64)
+        self.rotation = rotation
+        self.k = rotation.out_dim
+        self.slices = slices
+
+
+def _pad_table(rows: list[np.ndarray], width: int, fill: float) -> np.ndarray:
+    out = np.full((len(rows), width), fill, dtype=np.float64)
+    for i, r in enumerate(rows):
+        out[i, : r.size] = r
+    return out
+
+
+def allocate_bits(variances: np.ndarray, budget_bytes: int, unit: int = PCA_UNIT, max_bits: int = 8) -> np.ndarray:
+    """Greedy reverse water-filling: integer bits per group of ``unit`` consecutive coordinates.
+
+    Parameters
+    ----------
+    variances : ndarray of shape (d,), float64
+        Per-coordinate variances, in the order the coordinates are stored (largest first for PCA).
+    budget_bytes : int
+        Bytes available for the packed indices; each slice of equal widths is packed byte-aligned.
+
+    Returns
+    -------
+    bits : ndarray of shape (ceil(d / unit),), int64
+        Bits of each unit. Each step gives one more bit to the unit whose Gaussian Lloyd–Max
+        distortion drops most (``var_sum · (D(b) − D(b+1))``) while the packed size stays within budget.
+    """
+    d = variances.shape[0]
+    n_units = -(-d // unit)
+    sizes = np.array([min(unit, d - i * unit) for i in range(n_units)])
+    energy = np.array([variances[i * unit : (i + 1) * unit].sum() for i in range(n_units)])
+    bits = np.zeros(n_units, dtype=np.int64)
+
+    def packed_bytes(b: np.ndarray) -> int:
+        total, i = 0, 0
+        while i < n_units:
+            j = i
+            while j + 1 < n_units and b[j + 1] == b[i]:
+                j += 1
+            total += packed_size(int(sizes[i : j + 1].sum()), int(b[i])) if b[i] else 0
+            i = j + 1
+        return total
+
+    heap = [(-energy[i] * (_GAUSS_D[0] - _GAUSS_D[1]), i) for i in range(n_units)]
+    heapq.heapify(heap)
+    while heap:
+        _, i = heapq.heappop(heap)
+        bits[i] += 1
+        if packed_bytes(bits) > budget_bytes:
+            bits[i] -= 1
+            continue  # this unit cannot grow any more within budget
+        if bits[i] < max_bits:
+            heapq.heappush(heap, (-energy[i] * (_GAUSS_D[bits[i]] - _GAUSS_D[bits[i] + 1]), i))
+    return bits
 
 
 class TurboQuantizer(Quantizer):
-    """TurboQuant: rotate, then quantize every coordinate with the Lloyd–Max codebook of its exact law.
+    """TurboQuant: rotate, then quantize every coordinate with the Lloyd–Max codebook of its law.
 
     Parameters
     ----------
     dim : int >= 2
         Dimension d of the vectors.
     bits : {1, 2, 3, 4, 5, 6, 7, 8, 2.5, 3.5}
-        Bits per coordinate of the codes (side floats come on top). Fractional rates split the
-        channels into an outlier set and a regular set, each with its own rotation and codebook:
-        2.5 = d//4 channels at 3 bits + the rest at 2; 3.5 = d//2 channels at 4 bits + the rest at 3.
-        The outlier channels are the highest-variance channels of the data given to :meth:`fit`
-        (the first d//4 resp. d//2 channels when unfitted). Re-fitting changes the split, so
-        encode after fitting.
+        Bits per coordinate of the codes (side floats come on top). With a random rotation,
+        fractional rates split the channels into an outlier set and a regular set, each with its own
+        rotation, codebook and side float: 2.5 = d//4 channels at 3 bits + the rest at 2; 3.5 = d//2
+        channels at 4 bits + the rest at 3. The outlier channels are the highest-variance channels of
+        the data given to :meth:`fit` (the first d//4 resp. d//2 channels when unfitted).
     variant : {"scaled", "mse", "prod"}
         ``mse`` (Algorithm 1): estimate ``||r|| <Πq, c[idx]>`` — biased by the factor 1 − D_mse.
         ``scaled`` (default; EDEN / RaBitQ-style length renormalisation): stores
@@ -65,32 +142,39 @@ class TurboQuantizer(Quantizer):
         highest cosine with u (no extra bytes, no training).
         ``prod`` (Algorithm 2): (b−1)-bit ``mse`` + 1-bit QJL of the residual with an orthogonal
         sketch S independent of Π, scale ``1/(d·sqrt(d)·E|u_1|) ≈ sqrt(π/2)/d`` for rows of norm sqrt(d)
-        (= sqrt(π/2)/sqrt(d) for unit rows), and the real residual norm stored. Integer bits only.
-    rotation : {"dense", "hadamard"}
-        Haar rotation (d×d) or randomized Hadamard (3 rounds of H·D on the input zero-padded to the
-        next power of two p; codes then cover p coordinates).
+        (= sqrt(π/2)/sqrt(d) for unit rows), and the real residual norm stored. Integer bits, random
+        rotations only.
+    rotation : {"dense", "hadamard", "pca"}
+        ``dense``: Haar rotation (d×d). ``hadamard``: randomized Hadamard (3 rounds of H·D on the input
+        zero-padded to the next power of two p; codes then cover p coordinates). ``pca``: a one-pass,
+        non-iterative fit (mean + covariance + eigendecomposition) learns the principal basis; bits are
+        allocated to groups of 8 components by reverse water-filling on their variances (integer
+        widths 0–8, same total bytes as ``bits`` per coordinate), each group of equal width gets its own
+        Haar rotation and a Gaussian Lloyd–Max codebook scaled to its variance. Not data-oblivious:
+        it trades that for accuracy on anisotropic data (real embeddings). Before ``fit`` it behaves
+        like ``dense`` with uniform widths.
     seed : int
         Seeds every random draw (rotations, sketch); the draws are persisted by :meth:`state_dict`.
 
     Notes
     -----
-    Byte layout of one code (``code_size`` bytes), for parts P = [all channels] (integer bits) or
-    [outliers, regular] (fractional bits), k_p coordinates per part after rotation:
+    Byte layout of one code (``code_size`` bytes), blocks B and slices S as in the module docstring:
 
-    ============================================  ==========================================
-    bytes                                         content
-    ============================================  ==========================================
-    ``ceil(k_p * b_p / 8)`` per part, in order    b_p-bit Lloyd–Max indices, LSB-first
-                                                  bitstream (:mod:`vqdb.quantizers._packing`)
-    ``ceil(d / 8)`` (prod only)                   QJL sign bits of S·e, bit=1 iff > 0
-    4 per part, float32 LE                        ``mse``: ||r_p||; ``scaled``: ||r_p||/<u_p, ĉ_p>;
-                                                  ``prod``: ||r|| (absent when b = 1)
-    4 (prod only), float32 LE                     γ = ||e||, e = r − mse reconstruction
-    4, float32 LE                                 exact ||x||² of the original vector
-    ============================================  ==========================================
+    ==============================================  ==========================================
+    bytes                                           content
+    ==============================================  ==========================================
+    ``ceil(k_s * b_s / 8)`` per slice, in order     b_s-bit Lloyd–Max indices, LSB-first
+                                                    bitstream (:mod:`vqdb.quantizers._packing`)
+    ``ceil(d / 8)`` (prod only)                     QJL sign bits of S·e, bit=1 iff > 0
+    4 per block, float32 LE                         ``mse``: ||r_B||; ``scaled``: ||r_B||/<u_B, ĉ_B>;
+                                                    ``prod``: ||r|| (absent when b = 1)
+    4 (prod only), float32 LE                       γ = ||e||, e = r − mse reconstruction
+    4, float32 LE                                   exact ||x||² of the original vector
+    ==============================================  ==========================================
 
     r = x − centre is the residual from the fitted mean (``fit``) or the ``centre=`` argument.
-    ``score(q, codes)`` equals ``q @ decode(codes).T`` up to float rounding.
+    ``score(q, codes)`` equals ``q @ decode(codes).T`` up to float rounding. ``code_size`` never
+    changes with ``fit``, but the channel split / basis does: encode after fitting.
 
     Thread safety: encode/decode/prepare/score are read-only and may run concurrently; ``fit`` is not.
 
@@ -119,11 +203,16 @@ class TurboQuantizer(Quantizer):
         self.variant = variant
         self.rotation_kind = rotation
         self.seed = cm.check_seed(seed)
-        if self.variant == "prod" and not isinstance(self.bits, int):
-            raise InvalidInputError(f"variant 'prod' needs integer bits; got {self.bits}")
+        if self.variant == "prod" and (not isinstance(self.bits, int) or rotation == "pca"):
+            raise InvalidInputError(f"variant 'prod' needs integer bits and a random rotation; got bits={self.bits}, "
+                                    f"rotation={rotation!r}")
         self.scales = DEFAULT_SCALES if (variant == "scaled" and self._max_bits() > 1) else (1.0,)
         self.centre_ = None
-        self._build(_arrays)
+        self.requires_fit = rotation == "pca"
+        if _arrays is not None:
+            self._load(cm.as_array_dict(_arrays))
+        else:
+            self._draw()
 
     # ---- construction ----------------------------------------------------------------------
     @staticmethod
@@ -142,71 +231,86 @@ class TurboQuantizer(Quantizer):
     def _max_bits(self) -> int:
         return FRACTIONAL_BITS[self.bits][0] if isinstance(self.bits, float) else self.bits
 
-    def _split(self) -> list[tuple[int, int]]:
-        """[(n_channels, bits)] per part."""
-        if isinstance(self.bits, int):
-            mse_bits = self.bits - 1 if self.variant == "prod" else self.bits
-            return [(self.dim, mse_bits)] if mse_bits > 0 else []
-        hi_bits, lo_bits, frac = FRACTIONAL_BITS[self.bits]
-        n_hi = self.dim // frac
-        if n_hi < 2 or self.dim - n_hi < 2:
-            raise InvalidInputError(f"{self.bits}-bit TurboQuant needs dim >= {2 * frac}; got {self.dim}")
-        return [(n_hi, hi_bits), (self.dim - n_hi, lo_bits)]
+    @staticmethod
+    def _random_split(dim: int, bits, variant: str) -> list[tuple[int, int]]:
+        """[(n_channels, bits)] per block for random rotations (n_channels may be 0 bits for prod b=1)."""
+        if isinstance(bits, float):
+            hi_bits, lo_bits, frac = FRACTIONAL_BITS[bits]
+            n_hi = dim // frac
+            if n_hi < 2 or dim - n_hi < 2:
+                raise InvalidInputError(f"{bits}-bit TurboQuant needs dim >= {2 * frac}; got {dim}")
+            return [(n_hi, hi_bits), (dim - n_hi, lo_bits)]
+        mse_bits = bits - 1 if variant == "prod" else bits
+        return [(dim, mse_bits)] if mse_bits > 0 else []
 
-    def _build(self, arrays: dict[str, np.ndarray] | None) -> None:
+    def _pca_budget(self) -> int:
+        return -(-int(round(self.bits * 8)) * self.dim // 64)  # ceil(bits * d / 8) bytes
+
+    def _random_rotation(self, n_ch: int, rng):
+        if self.rotation_kind == "hadamard":
+            return HadamardRotation(n_ch, rng)
+        return DenseRotation(haar_rotation(n_ch, rng))
+
+    def _draw(self) -> None:
+        """Draw all random state from the seed (no data): the unfitted quantizer."""
         rng = np.random.default_rng(self.seed)
-        split = self._split()
-        if arrays is not None and "channels" in arrays:
-            perm = np.asarray(arrays["channels"], dtype=np.int64)
-            if perm.shape != (self.dim,) or not np.array_equal(np.sort(perm), np.arange(self.dim)):
-                raise InvalidInputError(f"state array 'channels' must be a permutation of range({self.dim})")
+        self.channels_ = np.arange(self.dim, dtype=np.int64)
+        if self.rotation_kind == "pca":
+            rot = DenseRotation(haar_rotation(self.dim, rng))
+            self._blocks = [self._pca_block(rot, np.ones(self.dim))]
         else:
-            perm = np.arange(self.dim, dtype=np.int64)
-        self.channels_ = perm
-        self._parts: list[_Part] = []
-        start = 0
-        for i, (n_ch, bits) in enumerate(split):
-            chans = perm[start : start + n_ch]
-            start += n_ch
-            if self.rotation_kind == "dense":
-                mat = arrays[f"part{i}.rotation"] if arrays is not None else haar_rotation(n_ch, rng)
-                mat = np.asarray(mat, dtype=np.float32)
-                if mat.shape != (n_ch, n_ch):
-                    raise InvalidInputError(f"state array 'part{i}.rotation' must be ({n_ch}, {n_ch}); got {mat.shape}")
-                rot = DenseRotation(mat)
-            else:
-                signs = arrays[f"part{i}.signs"] if arrays is not None else None
-                rot = HadamardRotation(n_ch, rng if signs is None else None, signs=signs)
-            if arrays is not None and f"part{i}.centroids" in arrays:
-                c, b = arrays[f"part{i}.centroids"], arrays[f"part{i}.boundaries"]
-            else:
+            self._blocks = []
+            start = 0
+            for n_ch, bits in self._random_split(self.dim, self.bits, self.variant):
+                rot = self._random_rotation(n_ch, rng)
                 c, b = lloyd_max(bits, rot.out_dim)
-            self._parts.append(_Part(chans, bits, rot, c, b))
-        self._sketch = None
-        if self.variant == "prod":
-            s = arrays["sketch"] if arrays is not None else orthogonal_sketch(self.dim, self.dim, rng)
-            self._sketch = np.ascontiguousarray(s, dtype=np.float32)
-            if self._sketch.shape != (self.dim, self.dim):
-                raise InvalidInputError(f"state array 'sketch' must be ({self.dim}, {self.dim}); got {self._sketch.shape}")
-            self.estimator_scale = cm.sign_estimator_scale(self.dim, self.dim)
-        if arrays is not None and "centre" in arrays:
-            self.centre_ = np.ascontiguousarray(arrays["centre"], dtype=np.float32)
-        # byte offsets
+                self._blocks.append(_Block(self.channels_[start : start + n_ch], rot, [_Slice(0, rot.out_dim, bits, c, b)]))
+                start += n_ch
+        self._sketch = orthogonal_sketch(self.dim, self.dim, rng) if self.variant == "prod" else None
+        self._layout()
+
+    def _pca_block(self, rotation, variances: np.ndarray, group_rotations=None) -> _Block:
+        """Slices of a PCA block from per-coordinate variances (order of the rotated coordinates)."""
+        unit_bits = allocate_bits(variances, self._pca_budget())
+        per_coord = np.repeat(unit_bits, PCA_UNIT)[: self.dim]
+        total = float(variances.sum()) or 1.0
+        slices = []
+        start = 0
+        while start < self.dim:
+            stop = start
+            while stop < self.dim and per_coord[stop] == per_coord[start]:
+                stop += 1
+            bits = int(per_coord[start])
+            if bits > 0:
+                sigma = math.sqrt(max(float(variances[start:stop].mean()), 1e-30) / total)
+                c, b = gaussian_lloyd_max(bits)
+                slices.append(_Slice(start, stop, bits, c * sigma, b * sigma))
+            start = stop
+        return _Block(np.arange(self.dim, dtype=np.int64), rotation, slices)
+
+    def _layout(self) -> None:
         off = 0
-        self._offsets = []
-        for p in self._parts:
-            self._offsets.append(off)
-            off += p.nbytes
+        for block in self._blocks:
+            for s in block.slices:
+                s.offset = off
+                off += s.nbytes
+        if self.rotation_kind == "pca":
+            off = self._pca_budget()  # the allocation may leave a few bytes unused; code_size is fixed
         self._sign_offset = off
         if self.variant == "prod":
             off += packed_size(self.dim, 1)
+            self.estimator_scale = cm.sign_estimator_scale(self.dim, self.dim)
         self._side_offset = off
-        self._n_side = len(self._parts) + (1 if self.variant == "prod" else 0) + 1
+        self._n_side = len(self._blocks) + (1 if self.variant == "prod" else 0) + 1
         self.code_size = off + 4 * self._n_side
+        expected = self.code_size_for(self.dim, self.bits, self.variant, self.rotation_kind)
+        if self.code_size != expected:  # pragma: no cover - internal consistency
+            raise InvalidInputError(f"internal layout error: code_size {self.code_size} != {expected}")
 
     # ---- fitting ---------------------------------------------------------------------------
     def fit(self, x, /) -> "TurboQuantizer":
-        """Store the mean as ``centre_``; for fractional bits also pick the outlier channels.
+        """One pass over ``x``: store the mean as ``centre_``; pick outlier channels (fractional bits)
+        or learn the principal basis and bit allocation (``rotation="pca"``).
 
         Parameters
         ----------
@@ -217,19 +321,57 @@ class TurboQuantizer(Quantizer):
         self
         """
         super().fit(x)
-        if isinstance(self.bits, float):
+        if isinstance(self.bits, float) and self.rotation_kind != "pca":
             x = as_float32_matrix(x, self.dim)
             var = np.var(x.astype(np.float64), axis=0)
-            n_hi = self._split()[0][0]
+            n_hi = self._blocks[0].channels.size
             hi = np.sort(np.argsort(-var, kind="stable")[:n_hi])
             lo = np.setdiff1d(np.arange(self.dim), hi)
-            perm = np.concatenate([hi, lo]).astype(np.int64)
-            for part, chans in zip(self._parts, (perm[:n_hi], perm[n_hi:])):
-                part.channels = np.ascontiguousarray(chans)
-            self.channels_ = perm
+            self.channels_ = np.concatenate([hi, lo]).astype(np.int64)
+            self._blocks[0].channels = np.ascontiguousarray(self.channels_[:n_hi])
+            self._blocks[1].channels = np.ascontiguousarray(self.channels_[n_hi:])
+        elif self.rotation_kind == "pca":
+            x = as_float32_matrix(x, self.dim)
+            cov = np.zeros((self.dim, self.dim))
+            centre = self.centre_.astype(np.float64)
+            for s in range(0, x.shape[0], 16384):  # one pass, float64 accumulation
+                r = x[s : s + 16384].astype(np.float64) - centre
+                cov += r.T @ r
+            cov /= x.shape[0]
+            lam, vecs = np.linalg.eigh(cov)
+            order = np.argsort(-lam, kind="stable")
+            lam, vecs = np.clip(lam[order], 0.0, None), vecs[:, order]
+            rng = np.random.default_rng(self.seed + 1)
+            probe = self._pca_block(DenseRotation(np.eye(self.dim, dtype=np.float32)), lam)
+            # each slice (equal widths) gets a Haar rotation of its principal subspace; coordinates
+            # without bits keep the principal axes
+            w = vecs.T.copy()
+            for s in probe.slices:
+                w[s.start : s.stop] = haar_orthogonal(s.k, rng) @ w[s.start : s.stop]
+            self._blocks = [self._pca_block(DenseRotation(w.astype(np.float32)), lam)]
+            self._layout()
         return self
 
     # ---- encode / decode -------------------------------------------------------------------
+    def _encode_block(self, ops, block: _Block, u: np.ndarray) -> np.ndarray:
+        """(n, k) float32 unit rotated residuals -> (n, k) uint8 indices (0 where no slice)."""
+        if self.variant == "scaled" and len(self.scales) > 1 and block.slices:
+            if len(block.slices) == 1 and block.slices[0].k == block.k:
+                s = block.slices[0]
+                return ops.unpack_bits(ops.encode_scaled(u, s.boundaries, s.centroids, np.asarray(self.scales), s.bits),
+                                       s.bits, s.k)
+            width = 1 << max(s.bits for s in block.slices)
+            segment = np.full(block.k, len(block.slices), dtype=np.int64)
+            for i, s in enumerate(block.slices):
+                segment[s.start : s.stop] = i
+            bounds = _pad_table([s.boundaries for s in block.slices] + [np.zeros(0)], width - 1, np.inf)
+            cents = _pad_table([s.centroids for s in block.slices] + [np.zeros(1)], width, 0.0)
+            return ops.scaled_indices_segments(u, segment, bounds, cents, np.asarray(self.scales))
+        idx = np.zeros(u.shape, dtype=np.uint8)
+        for s in block.slices:
+            idx[:, s.start : s.stop] = ops.bucketize(np.ascontiguousarray(u[:, s.start : s.stop]), s.boundaries)
+        return idx
+
     def encode(self, x, /, *, centre=None) -> np.ndarray:
         """Quantize rows of ``x``.
 
@@ -249,18 +391,18 @@ class TurboQuantizer(Quantizer):
         codes = np.zeros((n, self.code_size), dtype=np.uint8)
         side = []
         recon = np.zeros_like(r) if self.variant == "prod" else None
-        for part, off in zip(self._parts, self._offsets):
-            rp = np.ascontiguousarray(r[:, part.channels])
-            y = part.rotation.forward(rp)
+        for block in self._blocks:
+            rp = np.ascontiguousarray(r[:, block.channels])
+            y = block.rotation.forward(rp)
             nrm = cm.row_norms(rp)
             safe = np.where(nrm > 0, nrm, 1.0)
             u = np.ascontiguousarray((y / safe[:, None]).astype(np.float32))
-            if self.variant == "scaled" and len(self.scales) > 1:
-                packed = ops.encode_scaled(u, part.boundaries, part.centroids, np.asarray(self.scales), part.bits)
-            else:
-                packed = ops.encode_scalar(u, part.boundaries, part.bits)
-            codes[:, off : off + part.nbytes] = packed
-            chat = ops.decode_values(packed, 0, part.bits, part.k, part.values)
+            idx = self._encode_block(ops, block, u)
+            chat = np.zeros(u.shape, dtype=np.float32)
+            for s in block.slices:
+                packed = ops.pack_bits(np.ascontiguousarray(idx[:, s.start : s.stop]), s.bits)
+                codes[:, s.offset : s.offset + s.nbytes] = packed
+                chat[:, s.start : s.stop] = ops.decode_values(packed, 0, s.bits, s.k, s.values)
             if self.variant == "scaled":
                 dot = np.einsum("ij,ij->i", u.astype(np.float64), chat.astype(np.float64))
                 factor = np.where((dot > 0) & (nrm > 0), nrm / np.where(dot > 0, dot, 1.0), 0.0)
@@ -268,14 +410,13 @@ class TurboQuantizer(Quantizer):
                 factor = nrm
             side.append(factor)
             if recon is not None:
-                recon[:, part.channels] = part.rotation.inverse(chat) * nrm[:, None].astype(np.float32)
+                recon[:, block.channels] = block.rotation.inverse(chat) * nrm[:, None].astype(np.float32)
         if self.variant == "prod":
             e = r - recon
-            gamma = cm.row_norms(e)
             proj = e @ self._sketch.T
             codes[:, self._sign_offset : self._sign_offset + packed_size(self.dim, 1)] = ops.pack_bits(
                 (proj > 0).astype(np.uint8), 1)
-            side.append(gamma)
+            side.append(cm.row_norms(e))
         side.append(sq)
         cm.write_side(codes, self._side_offset, np.stack(side, axis=1) if n else np.zeros((0, self._n_side)))
         return codes
@@ -291,12 +432,14 @@ class TurboQuantizer(Quantizer):
         n = codes.shape[0]
         side = cm.read_side(codes, self._side_offset, self._n_side)
         out = np.zeros((n, self.dim), dtype=np.float32)
-        for i, (part, off) in enumerate(zip(self._parts, self._offsets)):
-            chat = ops.decode_values(codes, off, part.bits, part.k, part.values)
-            out[:, part.channels] = part.rotation.inverse(chat) * side[:, i : i + 1]
+        for i, block in enumerate(self._blocks):
+            chat = np.zeros((n, block.k), dtype=np.float32)
+            for s in block.slices:
+                chat[:, s.start : s.stop] = ops.decode_values(codes, s.offset, s.bits, s.k, s.values)
+            out[:, block.channels] = block.rotation.inverse(chat) * side[:, i : i + 1]
         if self.variant == "prod":
             signs = ops.decode_values(codes, self._sign_offset, 1, self.dim, np.array([-1.0, 1.0], np.float32))
-            gamma = side[:, len(self._parts)]
+            gamma = side[:, len(self._blocks)]
             out += (signs @ self._sketch) * (gamma * np.float32(self.estimator_scale))[:, None]
         c = self._centre(centre)
         if c is not None:
@@ -307,7 +450,7 @@ class TurboQuantizer(Quantizer):
     def prepare(self, queries, /) -> PreparedQueries:
         """Rotate (and sketch) queries once: (m, d) float32 -> PreparedQueries."""
         q = as_float32_matrix(queries, self.dim, name="queries")
-        rot = [np.ascontiguousarray(p.rotation.forward(np.ascontiguousarray(q[:, p.channels]))) for p in self._parts]
+        rot = [np.ascontiguousarray(b.rotation.forward(np.ascontiguousarray(q[:, b.channels]))) for b in self._blocks]
         data: dict[str, Any] = {"rotated": rot}
         if self.variant == "prod":
             data["sketched"] = np.ascontiguousarray(q @ self._sketch.T, dtype=np.float32)
@@ -318,56 +461,65 @@ class TurboQuantizer(Quantizer):
         m, n = prepared.queries.shape[0], codes.shape[0]
         side = cm.read_side(codes, self._side_offset, self._n_side)
         out = np.zeros((m, n), dtype=np.float32)
-        for i, (part, off) in enumerate(zip(self._parts, self._offsets)):
-            raw = ops.lut_scores(prepared.data["rotated"][i], codes, off, part.bits, part.values)
+        for i, block in enumerate(self._blocks):
+            rq = prepared.data["rotated"][i]
+            raw = np.zeros((m, n), dtype=np.float32)
+            for s in block.slices:
+                raw += ops.lut_scores(np.ascontiguousarray(rq[:, s.start : s.stop]), codes, s.offset, s.bits, s.values)
             out += raw * side[None, :, i]
         if self.variant == "prod":
             raw = ops.sign_scores(prepared.data["sketched"], codes, self._sign_offset)
-            gamma = side[:, len(self._parts)]
+            gamma = side[:, len(self._blocks)]
             out += raw * (gamma * np.float32(self.estimator_scale))[None, :]
         return out
 
-    # ---- hook for the fast-scan kernels (vqdb.kernels.scanner) ------------------------------
+    # ---- hook for the fast-scan kernels (vqdb.kernels.scanner; owner: speed) ----------------
     def scan_parts(self) -> dict[str, Any]:
         """What :meth:`_score_residual` sums, as plain data for :mod:`vqdb.kernels.scanner`.
 
         ``score_residual = Σ_parts side[:, p["side"]] * p["mult"] * Σ_j Q[:, j] * p["values"][idx_j]`` with
-        ``Q = prepared.data[key]`` (``[index]`` when index is not None), ``idx`` the ``p["bits"]``-bit
-        indices of ``p["k"]`` coordinates packed at byte ``p["offset"]``; ``side`` = the float32 side
-        data at ``side_offset`` (``n_side`` floats).
+        ``Q = prepared.data[key][index][:, start:stop]`` (``p["query"] = (key, index, start, stop)``; index
+        None = no list), ``idx`` the ``p["bits"]``-bit indices of ``p["k"]`` coordinates packed at byte
+        ``p["offset"]``; ``side`` = the float32 side data at ``side_offset`` (``n_side`` floats).
         """
-        parts = [{"offset": off, "bits": p.bits, "k": p.k, "values": p.values, "query": ("rotated", i), "side": i,
-                  "mult": 1.0} for i, (p, off) in enumerate(zip(self._parts, self._offsets))]
+        parts = [{"offset": s.offset, "bits": s.bits, "k": s.k, "values": s.values, "query": ("rotated", i, s.start, s.stop),
+                  "side": i, "mult": 1.0} for i, b in enumerate(self._blocks) for s in b.slices]
         if self.variant == "prod":
             parts.append({"offset": self._sign_offset, "bits": 1, "k": self.dim, "values": np.array([-1.0, 1.0], np.float32),
-                          "query": ("sketched", None), "side": len(self._parts), "mult": float(np.float32(self.estimator_scale))})
+                          "query": ("sketched", None, 0, self.dim), "side": len(self._blocks),
+                          "mult": float(np.float32(self.estimator_scale))})
         return {"parts": parts, "side_offset": self._side_offset, "n_side": self._n_side}
 
     # ---- helpers for other modules (kvcache) -----------------------------------------------
+    def _single(self) -> _Block:
+        if len(self._blocks) != 1 or len(self._blocks[0].slices) != 1 or self._blocks[0].slices[0].k != self._blocks[0].k:
+            raise InvalidInputError("rotate()/codebook are defined for integer-bit TurboQuantizers with one "
+                                    "codebook (random rotation, not prod at 1 bit)")
+        return self._blocks[0]
+
     def rotate(self, x) -> np.ndarray:
-        """Apply the (single-part) rotation Π to rows: (n, d) -> (n, k) float32 (k = d, or p for Hadamard)."""
-        if len(self._parts) != 1 or not np.array_equal(self.channels_, np.arange(self.dim)):
-            raise InvalidInputError("rotate() is defined for integer-bit TurboQuantizers with an mse part")
-        x = as_float32_matrix(x, self.dim)
-        return self._parts[0].rotation.forward(x)
+        """Apply the (single-block) rotation Π to rows: (n, d) -> (n, k) float32 (k = d, or p for Hadamard)."""
+        block = self._single()
+        return block.rotation.forward(as_float32_matrix(x, self.dim))
 
     @property
     def codebook(self) -> tuple[np.ndarray, np.ndarray]:
-        """(centroids, boundaries) float64 of the (single) mse part, unit-vector coordinate scale."""
-        if len(self._parts) != 1:
-            raise InvalidInputError("codebook is defined for integer-bit TurboQuantizers with an mse part")
-        return self._parts[0].centroids, self._parts[0].boundaries
+        """(centroids, boundaries) float64 of the single codebook, unit-vector coordinate scale."""
+        s = self._single().slices[0]
+        return s.centroids, s.boundaries
 
     # ---- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         arrays: dict[str, np.ndarray] = {"channels": self.channels_.copy()}
-        for i, p in enumerate(self._parts):
-            if isinstance(p.rotation, DenseRotation):
-                arrays[f"part{i}.rotation"] = p.rotation.matrix_.copy()
+        for i, b in enumerate(self._blocks):
+            if isinstance(b.rotation, DenseRotation):
+                arrays[f"part{i}.rotation"] = b.rotation.matrix_.copy()
             else:
-                arrays[f"part{i}.signs"] = p.rotation.signs.copy()
-            arrays[f"part{i}.centroids"] = p.centroids.copy()
-            arrays[f"part{i}.boundaries"] = p.boundaries.copy()
+                arrays[f"part{i}.signs"] = b.rotation.signs.copy()
+            arrays[f"part{i}.slices"] = np.array([[s.start, s.stop, s.bits] for s in b.slices], dtype=np.int64).reshape(-1, 3)
+            width = 1 << max([s.bits for s in b.slices], default=0)
+            arrays[f"part{i}.centroids"] = _pad_table([s.centroids for s in b.slices], width, 0.0)
+            arrays[f"part{i}.boundaries"] = _pad_table([s.boundaries for s in b.slices], width - 1, np.inf)
         if self._sketch is not None:
             arrays["sketch"] = self._sketch.copy()
         if self.centre_ is not None:
@@ -375,6 +527,50 @@ class TurboQuantizer(Quantizer):
         config = {"dim": self.dim, "bits": self.bits, "variant": self.variant, "rotation": self.rotation_kind,
                   "seed": self.seed}
         return {"kind": self.kind, "config": config, "arrays": arrays}
+
+    def _load(self, arrays: dict[str, np.ndarray]) -> None:
+        """Rebuild blocks from persisted arrays (no random draws)."""
+        def need(name):
+            if name not in arrays:
+                raise InvalidInputError(f"TurboQuantizer state is missing array {name!r}")
+            return arrays[name]
+
+        perm = np.asarray(need("channels"), dtype=np.int64)
+        if perm.shape != (self.dim,) or not np.array_equal(np.sort(perm), np.arange(self.dim)):
+            raise InvalidInputError(f"state array 'channels' must be a permutation of range({self.dim})")
+        self.channels_ = perm
+        n_blocks = 1 if self.rotation_kind == "pca" else len(self._random_split(self.dim, self.bits, self.variant))
+        self._blocks = []
+        start = 0
+        for i in range(n_blocks):
+            if self.rotation_kind == "pca":
+                chans = np.arange(self.dim, dtype=np.int64)
+            else:
+                n_ch = self._random_split(self.dim, self.bits, self.variant)[i][0]
+                chans = perm[start : start + n_ch]
+                start += n_ch
+            if f"part{i}.signs" in arrays:
+                rot = HadamardRotation(chans.size, signs=arrays[f"part{i}.signs"])
+            else:
+                mat = np.asarray(need(f"part{i}.rotation"), dtype=np.float32)
+                if mat.shape != (chans.size, chans.size):
+                    raise InvalidInputError(f"state array 'part{i}.rotation' must be ({chans.size}, {chans.size}); "
+                                            f"got {mat.shape}")
+                rot = DenseRotation(mat)
+            table = np.asarray(need(f"part{i}.slices"), dtype=np.int64).reshape(-1, 3)
+            cents = np.asarray(need(f"part{i}.centroids"), dtype=np.float64).reshape(len(table), -1)
+            bounds = np.asarray(need(f"part{i}.boundaries"), dtype=np.float64).reshape(len(table), -1)
+            slices = [_Slice(a, b, bits, cents[j, : 1 << bits], bounds[j, : (1 << bits) - 1])
+                      for j, (a, b, bits) in enumerate(table.tolist())]
+            self._blocks.append(_Block(chans, rot, slices))
+        self._sketch = None
+        if self.variant == "prod":
+            self._sketch = np.ascontiguousarray(need("sketch"), dtype=np.float32)
+            if self._sketch.shape != (self.dim, self.dim):
+                raise InvalidInputError(f"state array 'sketch' must be ({self.dim}, {self.dim}); got {self._sketch.shape}")
+        if "centre" in arrays:
+            self.centre_ = np.ascontiguousarray(arrays["centre"], dtype=np.float32)
+        self._layout()
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> "TurboQuantizer":
@@ -386,16 +582,11 @@ class TurboQuantizer(Quantizer):
     def code_size_for(dim: int, bits: float = 4, variant: str = "scaled", rotation: str = "dense") -> int:
         """``code_size`` without drawing any random state (cheap; used by :func:`vqdb.presets`)."""
         bits = TurboQuantizer._check_bits(bits)
+        dim = cm.check_dim(dim)
+        if rotation == "pca":
+            return -(-int(round(bits * 8)) * dim // 64) + 8
         k = (lambda n: 1 << max(0, int(n - 1).bit_length())) if rotation == "hadamard" else (lambda n: n)
-        if isinstance(bits, float):
-            hi_bits, lo_bits, frac = FRACTIONAL_BITS[bits]
-            n_hi = dim // frac
-            if n_hi < 2 or dim - n_hi < 2:
-                raise InvalidInputError(f"{bits}-bit TurboQuant needs dim >= {2 * frac}; got {dim}")
-            parts = [(n_hi, hi_bits), (dim - n_hi, lo_bits)]
-        else:
-            mse_bits = bits - 1 if variant == "prod" else bits
-            parts = [(dim, mse_bits)] if mse_bits > 0 else []
+        parts = TurboQuantizer._random_split(dim, bits, variant)
         size = sum(packed_size(k(n), b) for n, b in parts) + 4 * (len(parts) + 1)
         if variant == "prod":
             size += packed_size(dim, 1) + 4
