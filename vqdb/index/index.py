@@ -113,6 +113,11 @@ class Index(_Persistence):
         Rows kept in memory (and in the write-ahead log) before they are written into a segment.
     seed : int
         Seed of the IVF k-means.
+    device : {"cpu", "cuda"}
+        ``"cuda"``: codes are kept resident on the GPU and flat / filtered searches are scored there as one
+        batch, filters shipped as bitmaps (:mod:`vqdb.gpu.index_scan`; IVF probing stays on the host; a
+        quantizer without ``scan_parts``, e.g. PolarQuant, is scored on the host). Not persisted. Raises
+        ``BackendUnavailableError`` where no CUDA device is usable.
 
     Notes
     -----
@@ -134,7 +139,7 @@ class Index(_Persistence):
 
     # ------------------------------------------------------------------ construction / opening
     def __init__(self, dim, *, metric="cos", quantizer="turbo-4", ivf=False, path=None, store_vectors=False,
-                 default_params: SearchParams | None = None, flush_rows: int = 65536, seed: int = 0):
+                 default_params: SearchParams | None = None, flush_rows: int = 65536, seed: int = 0, device: str = "cpu"):
         dim = check_int_range(dim, 1, 1 << 20, name="dim")
         check_choice(metric, METRICS, name="metric")
         ivf_on, nlist = _as_ivf(ivf)
@@ -143,10 +148,16 @@ class Index(_Persistence):
         store_vectors = _as_store_vectors(store_vectors)
         flush_rows = check_int_range(flush_rows, 1, 1 << 40, name="flush_rows")
         seed = check_int_range(seed, 0, 2**63 - 1, name="seed")
+        check_choice(device, ("cpu", "cuda"), name="device")
+        if device == "cuda":
+            from ..gpu import require_cuda
+
+            require_cuda("vqdb.Index(device='cuda')")
         self._setup(dim=dim, metric=metric, quantizer=make_quantizer(quantizer, dim), ivf=ivf_on, nlist=nlist,
                     store_vectors=store_vectors, defaults=default_params or SearchParams(), flush_rows=flush_rows,
                     seed=seed)
         self._snap = _Snapshot((), None, md.empty_schema())
+        self._device = device
         if path is not None:
             self._create_dir(os.fspath(path))
 
@@ -171,6 +182,8 @@ class Index(_Persistence):
         self._manifest = None
         self._dirty = False
         self._zero = np.zeros(dim, dtype=np.float32)
+        self._device = "cpu"
+        self._device_scorer = None
 
     @classmethod
     def open(cls, path, *, read_only: bool = False) -> "Index":
@@ -618,6 +631,10 @@ class Index(_Persistence):
                     _scan.scan_subset(ctx, q, top)
                 else:
                     _scan.scan_ivf(ctx, q, top, nprobe_eff, need=kk)
+            elif self._device == "cuda" and self._gpu_scorer() is not None:
+                from ..gpu.index_scan import scan_device
+
+                scan_device(ctx, q, top, self._gpu_scorer())
             elif expr is not None and n_allowed <= max(n_rows // 4, SUBSET_MAX_ROWS):
                 _scan.scan_subset(ctx, q, top)
             else:
@@ -625,6 +642,14 @@ class Index(_Persistence):
         scores = _scan.rerank(ctx, q, top.refs) if factor else top.scores
         ids, scores, _ = _scan.finish(segments, scores, top.refs, k)
         return SearchResult(ids, scores, self.metric)
+
+    def _gpu_scorer(self):
+        """The device scorer of ``device="cuda"`` (created once); None when the quantizer has no device path."""
+        if self._device_scorer is None:
+            from ..gpu.torch_cuda import DeviceScorer
+
+            self._device_scorer = DeviceScorer(self._quantizer)
+        return self._device_scorer if self._device_scorer.supports else None
 
     @staticmethod
     def _allowed(seg: Segment, expr, schema) -> np.ndarray | None:

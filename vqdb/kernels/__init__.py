@@ -114,6 +114,12 @@ register_backend(KernelBackend("reference", "vqdb.kernels.reference", lambda: No
 register_backend(KernelBackend("numba", "vqdb.kernels.numba_cpu", _probe_numba, 20))
 register_backend(KernelBackend("torch", "vqdb.kernels.torch_ops", _probe_torch, 10))
 
+# GPU backends (vqdb.gpu imports nothing heavy; its probes are cached and say "no CUDA device" on CPU machines)
+from ..gpu import probe_cuda_numba as _probe_cuda_numba, probe_cuda_torch as _probe_cuda_torch  # noqa: E402
+
+register_backend(KernelBackend("cuda-numba", "vqdb.gpu.numba_cuda", _probe_cuda_numba, 40))
+register_backend(KernelBackend("cuda-torch", "vqdb.gpu.torch_cuda", _probe_cuda_torch, 30))
+
 
 def available_backends() -> dict[str, str | None]:
     """name -> None if usable here, else the reason it is not (nothing is imported)."""
