@@ -106,7 +106,7 @@ def run_sharded(ray, base, q, gt, n_shards, quantizer, repeat) -> dict:
     st = index.stats()
     row["bytes_per_vector"] = st["bytes_per_vector"]["total"]
     row["shard_sizes"] = st["shard_sizes"]
-    row["shards"] = [shard_scan_rate(ray, index._actors[s], q, st["shard_sizes"][s], repeat) for s in range(n_shards)]
+    row["shards"] = [shard_scan_rate(ray, index.actor(s), q, st["shard_sizes"][s], repeat) for s in range(n_shards)]
     index.close()
     return row
 

@@ -3,7 +3,6 @@ same REST API, and reopened as one after a restart of the service."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")

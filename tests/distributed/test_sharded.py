@@ -147,7 +147,8 @@ def test_rows_live_on_the_shard_their_id_hashes_to(pair, wordnet):
     n = wordnet.base.shape[0]
     assert len(sharded) == n
     assert sharded.shard_sizes() == np.bincount(shard_of(np.arange(n), 4), minlength=4).tolist()
-    for s, actor in enumerate(sharded._actors):
+    for s in range(4):
+        actor = sharded.actor(s)
         held = np.asarray(__import__("ray").get(actor.ids.remote()))
         assert np.all(shard_of(held, 4) == s)
     st = sharded.stats()
@@ -240,7 +241,7 @@ def test_rerank_runs_inside_each_shard(stored, wordnet):
 # ---- failures -----------------------------------------------------------------------------------
 def _search_while_killing(ray, index, shard, q):
     """Start a search that queues behind a sleeping shard actor, kill that actor mid-flight, return the outcome."""
-    actor = index._actors[shard]
+    actor = index.actor(shard)
     actor.debug_sleep.remote(3.0)
     out = {}
 
@@ -265,7 +266,7 @@ def test_dead_in_memory_shard_is_an_error_never_a_partial_result(ray_cluster, wo
     q = wordnet.queries[:20]
     full = index.search(q, 10)
 
-    index._actors[2].debug_sleep.remote(2.0)                   # shard 2 busy: it misses the deadline
+    index.actor(2).debug_sleep.remote(2.0)        # shard 2 busy: it misses the deadline
     with pytest.raises(ShardUnavailableError) as info:
         index.search(q, 10, timeout=0.5)
     assert info.value.shards == (2,)
@@ -295,12 +296,12 @@ def test_dead_durable_shard_is_restarted_from_its_directory(stored, wordnet):
     single, sharded, _ = stored
     q = wordnet.queries[:N_QUERIES]
     ray = __import__("ray")
-    pid_before = ray.get(sharded._actors[2].ping.remote())["pid"]
+    pid_before = ray.get(sharded.actor(2).ping.remote())["pid"]
     out = _search_while_killing(ray, sharded, 2, q)
     assert "error" not in out, out.get("error")
     assert out["result"].complete
     assert_same_result(out["result"], single.search(q, 10), atol=SCORE_ATOL)
-    assert ray.get(sharded._actors[2].ping.remote())["pid"] != pid_before
+    assert ray.get(sharded.actor(2).ping.remote())["pid"] != pid_before
 
 
 def test_paths_are_checked(ray_cluster, tmp_path, stored):

@@ -32,8 +32,8 @@ class ShardActor:
     ----------
     spec : dict
         ``shard`` (int); ``path`` (the shard's directory, or None for memory only); ``dim``;
-        ``metric``; ``quantizer`` (a Quantizer object, its centre set once decided); ``centre_decided``
-        (bool); ``index_kwargs`` (dict of other ``vqdb.Index`` options); ``on_missing``: what to do
+        ``metric``; ``quantizer`` (:func:`._codec.quantizer_state` of the set's quantizer, centre
+        included once decided); ``index_kwargs`` (dict of other ``vqdb.Index`` options); ``on_missing``: what to do
         when ``path`` holds no index yet: ``"pending"`` (wait for :meth:`init_index`), ``"create"``
         (create it now) or ``"error"`` (the directory was lost: refuse to start).
     """
@@ -53,19 +53,22 @@ class ShardActor:
 
             raise NotFoundError(f"shard {self.shard}: {self.path!r} holds no index (was the directory removed?)")
 
-    def _create(self, quantizer) -> None:
+    def _create(self, quantizer: dict[str, Any]) -> None:
         import vqdb
 
+        from ._codec import load_quantizer_state
+
         spec = self.spec
-        self.index = vqdb.Index(spec["dim"], metric=spec["metric"], quantizer=quantizer, path=self.path,
-                                **spec.get("index_kwargs", {}))
+        self.index = vqdb.Index(spec["dim"], metric=spec["metric"], quantizer=load_quantizer_state(quantizer),
+                                path=self.path, **spec.get("index_kwargs", {}))
 
     # ---- lifecycle --------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:
         return {"shard": self.shard, "pid": os.getpid(), "ready": self.index is not None}
 
-    def init_index(self, quantizer) -> None:
-        """Create the shard's index with ``quantizer`` (centre fixed by the coordinator); no-op if it exists."""
+    def init_index(self, quantizer: dict[str, Any]) -> None:
+        """Create the shard's index with ``quantizer`` (a quantizer state, centre fixed by the coordinator);
+        no-op if it exists."""
         if self.index is None:
             self._create(quantizer)
 

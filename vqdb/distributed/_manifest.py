@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import IncompatibleFormatError, NotFoundError, VqdbError
+from ..errors import IncompatibleFormatError, NotFoundError
 
 MANIFEST = "sharded.json"
 QUANTIZER_JSON = "quantizer.json"
@@ -62,43 +62,29 @@ def write_quantizer(path: str, quantizer) -> None:
     """Persist ``quantizer`` (its ``state_dict()``, class, and fitted ``centre_`` if any) under ``path``."""
     import io
 
-    state = quantizer.state_dict()
-    arrays = {f"q/{name}": np.asarray(a) for name, a in state["arrays"].items()}
-    centre = getattr(quantizer, "centre_", None)
-    if centre is not None:
-        arrays["centre"] = np.asarray(centre, dtype=np.float32)
+    from ._codec import quantizer_state
+
+    state = quantizer_state(quantizer)
+    arrays = {f"q/{name}": a for name, a in state["arrays"].items()}
+    if state["centre"] is not None:
+        arrays["centre"] = state["centre"]
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     _atomic_write(os.path.join(path, QUANTIZER_NPZ), buf.getvalue())
-    cls = type(quantizer)
-    meta = {"kind": state["kind"], "config": state["config"], "class": f"{cls.__module__}:{cls.__qualname__}"}
+    meta = {"kind": state["kind"], "config": state["config"], "class": state["class"]}
     _atomic_write(os.path.join(path, QUANTIZER_JSON), json.dumps(meta, indent=1, sort_keys=True).encode())
 
 
 def read_quantizer(path: str):
     """Inverse of :func:`write_quantizer`: the quantizer object, ``centre_`` restored."""
+    from ._codec import load_quantizer_state
+
     with open(os.path.join(path, QUANTIZER_JSON), encoding="utf-8") as f:
         meta = json.load(f)
     with np.load(os.path.join(path, QUANTIZER_NPZ), allow_pickle=False) as z:
         arrays = {name[2:]: z[name] for name in z.files if name.startswith("q/")}
         centre = z["centre"] if "centre" in z.files else None
-    state = {"kind": meta["kind"], "config": meta["config"], "arrays": arrays}
-    try:
-        from ..quantizers import load_quantizer
-
-        quantizer = load_quantizer(state)
-    except (ImportError, VqdbError):  # a quantizer class outside the registry: rebuild from its class
-        import importlib
-
-        module, _, qualname = meta.get("class", "").partition(":")
-        if not module:
-            raise
-        obj = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        quantizer = obj.from_state_dict(state)
-    quantizer.centre_ = None if centre is None else np.asarray(centre, dtype=np.float32)
-    return quantizer
+    return load_quantizer_state({**meta, "arrays": arrays, "centre": centre})
 
 
 def write_manifest(path: str, manifest: dict[str, Any]) -> None:

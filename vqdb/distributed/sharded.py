@@ -36,17 +36,17 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Any
 
 import numpy as np
 
 from .. import __version__
 from .._validation import as_float32_matrix, as_ids, check_choice, check_int_range, check_k
-from ..errors import DuplicateIdError, InvalidInputError, NotFoundError, ShardUnavailableError, VqdbError
-from . import _manifest, _ray
-from ._actor import remote_class
+from ..errors import InvalidInputError, NotFoundError, VqdbError
+from . import _checks, _manifest, _ray
+from ._codec import quantizer_state
 from ._merge import merge_topk
+from ._pool import ShardPool, unavailable
 from ._result import ShardedSearchResult
 from ._routing import ROUTING, split_by_shard
 
@@ -54,7 +54,6 @@ METRICS = ("cos", "ip", "l2sq")
 MAX_SHARDS = 4096
 FIT_MIN = 256   # as vqdb.Index: the first write of at least this many rows fits the quantizer centre
 DEFAULT_ACTOR_OPTIONS = {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
-START_TIMEOUT_S = 300.0   # shard actors not placed and ready by then: the cluster lacks what actor_options ask
 
 
 class ShardedIndex:
@@ -112,11 +111,11 @@ class ShardedIndex:
         dim = check_int_range(dim, 1, 1 << 20, name="dim")
         n_shards = check_int_range(n_shards, 1, MAX_SHARDS, name="n_shards")
         check_choice(metric, METRICS, name="metric")
-        _check_json(index_kwargs)
+        _checks.check_json(index_kwargs)
         path = None if path is None else os.fspath(path)
         if path is not None:
-            _check_new_dir(path)
-        q = _resolve_quantizer(dim, metric, quantizer, index_kwargs)
+            _checks.check_new_dir(path)
+        q = _checks.resolve_quantizer(dim, metric, quantizer, index_kwargs)
         if path is not None:
             os.makedirs(path, exist_ok=True)
         self._setup(dim=dim, n_shards=n_shards, metric=metric, quantizer=q, path=path,
@@ -126,7 +125,7 @@ class ShardedIndex:
             _manifest.write_quantizer(path, q)
             self._write_manifest()
         _ray.ensure_connected(ray_address)
-        self._actors = self._start_all("create" if self._centre_decided else "pending")
+        self._pool.start("create" if self._centre_decided else "pending")
         if self._centre_decided:
             self._shards_created = True
             if path is not None:
@@ -146,11 +145,9 @@ class ShardedIndex:
         self._shards_created = bool(shards_created)
         opts = dict(DEFAULT_ACTOR_OPTIONS if actor_options is None else actor_options)
         opts.setdefault("max_restarts", 0)  # restarts are ours: from the shard's directory, counted
-        self._actor_options = opts
-        self._max_retries = check_int_range(max_retries, 0, 100, name="max_retries")
-        self._lock = threading.RLock()        # guards self._actors
+        self._pool = ShardPool(self.n_shards, self._spec, opts, check_int_range(max_retries, 0, 100, name="max_retries"),
+                               path)
         self._write_lock = threading.RLock()  # one write at a time from this coordinator
-        self._actors: list = []
         self._closed = False
 
     @classmethod
@@ -165,7 +162,7 @@ class ShardedIndex:
                     centre_decided=m.get("centre_decided", False), shards_created=m.get("shards_created", False),
                     actor_options=actor_options, max_retries=max_retries)
         _ray.ensure_connected(ray_address)
-        self._actors = self._start_all("open")
+        self._pool.start("open")
         if self._centre_decided and not self._shards_created:  # crashed between the two steps of the first write
             self._shards_created = True
             self._write_manifest()
@@ -186,118 +183,30 @@ class ShardedIndex:
 
     def _spec(self, shard: int, mode: str) -> dict[str, Any]:
         return {"shard": shard, "path": self._shard_path(shard), "dim": self.dim, "metric": self.metric,
-                "quantizer": self._quantizer, "index_kwargs": self._index_kwargs,
+                "quantizer": quantizer_state(self._quantizer), "index_kwargs": self._index_kwargs,
                 "on_missing": self._on_missing(mode)}
 
-    def _new_actor(self, shard: int, mode: str):
-        return remote_class().options(**self._actor_options).remote(self._spec(shard, mode))
+    def actor(self, shard: int):
+        """The Ray actor handle of shard ``shard`` (for monitoring and tests; calls on it bypass routing)."""
+        return self._pool.actor(shard)
 
-    def _start_all(self, mode: str) -> list:
-        ray = _ray.ray()
-        actors = [self._new_actor(s, mode) for s in range(self.n_shards)]
-        try:
-            ray.get([a.ping.remote() for a in actors], timeout=START_TIMEOUT_S)
-        except ray.exceptions.GetTimeoutError:
-            for a in actors:
-                ray.kill(a)
-            raise ShardUnavailableError(
-                f"the {self.n_shards} shard actors were not all running after {START_TIMEOUT_S:.0f} s: the Ray "
-                f"cluster cannot place actors with options {self._actor_options} (too few CPUs or resources?)",
-                range(self.n_shards)) from None
-        except Exception as exc:
-            for a in actors:
-                ray.kill(a)
-            raise _unwrap(exc) from None
-        return actors
-
-    def _restart(self, shard: int, seen) -> None:
-        """Replace dead actor ``seen`` of ``shard`` by a new one opened from the shard's directory."""
-        ray = _ray.ray()
-        with self._lock:
-            if self._actors[shard] is not seen:  # another thread already restarted it
-                return
-            if self.path is None:
-                raise ShardUnavailableError(
-                    f"shard {shard} died and cannot be restarted: the index has no path, so that shard's "
-                    "rows lived only in the dead actor's memory and are lost", [shard])
-            actor = self._new_actor(shard, "open")
-            try:
-                ray.get(actor.ping.remote(), timeout=START_TIMEOUT_S)
-            except Exception as exc:
-                ray.kill(actor)
-                raise ShardUnavailableError(
-                    f"shard {shard} died and restarting it from {self._shard_path(shard)!r} failed: "
-                    f"{_unwrap(exc)}", [shard]) from None
-            self._actors[shard] = actor
-
-    # ---- scatter / gather -------------------------------------------------------------------
     def _run(self, calls: dict[int, tuple[str, tuple]], *, retry: bool, timeout: float | None = None,
              errors: dict[int, BaseException] | None = None):
-        """Run ``method(*args)`` on the shards named by ``calls``, in parallel.
-
-        Returns ``(results, failed)``: ``results[shard]`` the return value of every shard that
-        answered; ``failed[shard]`` the exception of every shard that died (and could not be
-        restarted, or was not retried), or did not answer within ``timeout`` seconds. A dead shard is
-        restarted from its directory in any case, so that later calls find it alive; with ``retry``
-        its call is then sent again (``max_retries`` times at most). An error *raised by* a shard's
-        index (bad input, unknown id) is re-raised as is once every shard has answered, unless an
-        ``errors`` dict is given: then it is stored there by shard and not raised.
-        """
+        """``ShardPool.run``; an error raised by a shard's index is re-raised (after every shard answered)
+        unless an ``errors`` dict is given to collect them. Returns ``(results, failed)``."""
         self._check_open()
-        ray = _ray.ray()
-        dead = _ray.dead_actor_errors()
-        results: dict[int, Any] = {}
-        failed: dict[int, BaseException] = {}
-        raised: dict[int, BaseException] = {} if errors is None else errors
-        pending = dict(calls)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for attempt in range(self._max_retries + 1):
-            with self._lock:
-                handles = {s: self._actors[s] for s in pending}
-            refs, died = {}, {}
-            for s, (method, args) in pending.items():
-                try:
-                    refs[s] = getattr(handles[s], method).remote(*args)
-                except Exception as exc:  # an actor of a cluster that was shut down since
-                    if not _ray.is_stale_handle_error(exc):
-                        raise
-                    died[s] = exc
-            for s, ref in refs.items():
-                try:
-                    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    results[s] = ray.get(ref, timeout=wait)
-                except dead as exc:
-                    died[s] = exc
-                except ray.exceptions.GetTimeoutError as exc:
-                    try:
-                        ray.cancel(ref)
-                    except Exception:  # pragma: no cover - cancellation is best effort
-                        pass
-                    failed[s] = exc
-                except ray.exceptions.RayTaskError as exc:
-                    raised[s] = _unwrap(exc)
-            pending = {}
-            for s, exc in died.items():
-                try:
-                    self._restart(s, handles[s])
-                except ShardUnavailableError as rexc:
-                    failed[s] = rexc
-                    continue
-                if retry and attempt < self._max_retries:
-                    pending[s] = calls[s]
-                else:
-                    failed[s] = exc
-            if not pending:
-                break
-        if raised and errors is None:
-            raise raised[min(raised)]
+        results, raised, failed = self._pool.run(calls, retry=retry, timeout=timeout)
+        if raised:
+            if errors is None:
+                raise raised[min(raised)]
+            errors.update(raised)
         return results, failed
 
     def _all(self, method: str, *args, retry: bool) -> dict[int, Any]:
         """``method(*args)`` on every shard; raise ShardUnavailableError if any shard failed."""
         results, failed = self._run({s: (method, args) for s in range(self.n_shards)}, retry=retry)
         if failed:
-            raise _unavailable(failed, method, self.path)
+            raise unavailable(failed, method, self.path)
         return results
 
     def _check_open(self) -> None:
@@ -343,21 +252,21 @@ class ShardedIndex:
     def _write(self, vectors, ids, metadata, *, upsert: bool) -> np.ndarray:
         x = as_float32_matrix(vectors, self.dim, name="vectors")
         n = x.shape[0]
-        _check_metadata(metadata, n)
+        _checks.check_metadata(metadata, n)
         with self._write_lock:
             self._check_open()
             if ids is None:
                 ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
             else:
                 ids = as_ids(ids, n)
-                _check_ids(ids)
+                _checks.check_ids(ids)
             if n == 0:
                 return ids
             if not self._centre_decided:
                 self._decide_centre(x, metadata)
             parts = self._parts(ids)
             method = "upsert" if upsert else "add"
-            calls = {s: (method, (x[rows], ids[rows], _take_metadata(metadata, rows))) for s, rows in parts.items()}
+            calls = {s: (method, (x[rows], ids[rows], _checks.take_metadata(metadata, rows))) for s, rows in parts.items()}
             rejected: dict[int, BaseException] = {}
             done, failed = self._run(calls, retry=upsert, errors=rejected)
             if rejected:
@@ -368,7 +277,7 @@ class ShardedIndex:
             if failed:
                 hint = ("re-send the same upsert" if upsert else
                         "rows routed to these shards may not have been added; check with get() or re-send them with upsert()")
-                raise _unavailable(failed, method, self.path, hint=hint)
+                raise unavailable(failed, method, self.path, hint=hint)
         return ids
 
     def _decide_centre(self, x: np.ndarray, metadata) -> None:
@@ -379,17 +288,17 @@ class ShardedIndex:
         which scores and encodes exactly like no centre and stops each shard from fitting its own later.
         The write is validated first as ``vqdb.Index`` validates it, so a rejected write fixes nothing.
         """
-        _precheck_first_write(x, metadata, self.metric, self._index_kwargs.get("store_vectors"))
+        _checks.precheck_first_write(x, metadata, self.metric, self._index_kwargs.get("store_vectors"))
         q = self._quantizer
         if x.shape[0] >= FIT_MIN or getattr(q, "requires_fit", False):
-            q.fit(_normalised(x) if self.metric == "cos" else x)
+            q.fit(_checks.normalised(x) if self.metric == "cos" else x)
         else:
             q.centre_ = np.zeros(self.dim, dtype=np.float32)
         self._centre_decided = True
         if self.path is not None:
             _manifest.write_quantizer(self.path, q)
             self._write_manifest()
-        self._all("init_index", q, retry=True)
+        self._all("init_index", quantizer_state(q), retry=True)
         self._shards_created = True
         if self.path is not None:
             self._write_manifest()
@@ -419,7 +328,7 @@ class ShardedIndex:
             An id repeats within the call.
         """
         ids = as_ids(ids)
-        _check_ids(ids)
+        _checks.check_ids(ids)
         with self._write_lock:
             if ids.size == 0:
                 return 0
@@ -430,7 +339,7 @@ class ShardedIndex:
                 raise NotFoundError(f"{missing.size} id(s) not in the index: {missing[:10].tolist()}; nothing deleted")
             _, failed = self._run({s: ("delete", (ids[rows],)) for s, rows in parts.items()}, retry=False)
             if failed:
-                raise _unavailable(failed, "delete", self.path, hint="ids routed to these shards may not have "
+                raise unavailable(failed, "delete", self.path, hint="ids routed to these shards may not have "
                                    "been deleted; check with get() and delete them again")
         return int(ids.size)
 
@@ -442,7 +351,7 @@ class ShardedIndex:
         """(n,) bool: which ``ids`` are in the set."""
         results, failed = self._run({s: ("contains", (ids[rows],)) for s, rows in parts.items()}, retry=True)
         if failed:
-            raise _unavailable(failed, "contains", self.path)
+            raise unavailable(failed, "contains", self.path)
         out = np.zeros(ids.shape[0], dtype=bool)
         for s, rows in parts.items():
             out[rows] = np.asarray(results[s], dtype=bool)
@@ -500,7 +409,7 @@ class ShardedIndex:
         results, failed = self._run({s: ("search", (qref, k, kwargs)) for s in range(self.n_shards)},
                                     retry=True, timeout=timeout)
         if failed and not allow_partial:
-            raise _unavailable(failed, "search", self.path,
+            raise unavailable(failed, "search", self.path,
                                hint="pass allow_partial=True to get the results of the shards that answered")
         answered = tuple(sorted(results))
         if answered:
@@ -533,7 +442,7 @@ class ShardedIndex:
         results, failed = self._run({s: ("get", (ids[rows], bool(include_vectors))) for s, rows in parts.items()},
                                     retry=True)
         if failed:
-            raise _unavailable(failed, "get", self.path)
+            raise unavailable(failed, "get", self.path)
         vectors = np.zeros((ids.size, self.dim), np.float32) if include_vectors else None
         metadata: list = [None] * ids.size
         exact = True
@@ -629,13 +538,13 @@ class ShardedIndex:
         ``path`` must be reachable from every shard's node (shared storage on a multi-node cluster).
         """
         root = os.fspath(path)
-        _prepare_new_dir(root)
+        _checks.prepare_new_dir(root)
         with self._write_lock:
             _manifest.write_quantizer(root, self._quantizer)
             calls = {s: ("export", (os.path.join(root, _manifest.shard_dirname(s)),)) for s in range(self.n_shards)}
             results, failed = self._run(calls, retry=True)
             if failed:
-                raise _unavailable(failed, "export", self.path)
+                raise unavailable(failed, "export", self.path)
             _manifest.write_manifest(root, self._manifest_body(shards_created=all(results.values())))
 
     def compact(self) -> None:
@@ -658,12 +567,7 @@ class ShardedIndex:
                 self._run({s: ("close", ()) for s in range(self.n_shards)}, retry=False)
         finally:
             self._closed = True
-            if ray.is_initialized():
-                for a in self._actors:
-                    try:
-                        ray.kill(a)
-                    except Exception:  # already gone, or of a cluster shut down since
-                        pass
+            self._pool.stop()
 
     def __enter__(self) -> "ShardedIndex":
         return self
@@ -769,120 +673,3 @@ def open_sharded(path, *, ray_address: str | None = None, actor_options: dict[st
     """
     return ShardedIndex._open(os.fspath(path), ray_address=ray_address, actor_options=actor_options,
                               max_retries=max_retries)
-
-
-# ---- helpers --------------------------------------------------------------------------------------
-def _resolve_quantizer(dim: int, metric: str, quantizer, index_kwargs: dict):
-    """The quantizer object ``vqdb.Index`` would build from these arguments (validating them all)."""
-    from ..index import Index
-
-    probe = Index(dim, metric=metric, quantizer=quantizer, **index_kwargs)  # in memory, empty
-    try:
-        return probe.quantizer
-    finally:
-        probe.close()
-
-
-def _precheck_first_write(x: np.ndarray, metadata, metric: str, store_vectors) -> None:
-    """Reject what ``vqdb.Index`` would reject before it fits a centre (zero rows for ``cos``, values
-    beyond float16 for float16 vector storage, malformed metadata)."""
-    if metric == "cos" and x.shape[0]:
-        zero = np.flatnonzero(np.linalg.norm(x, axis=1) == 0)
-        if zero.size:
-            raise InvalidInputError(f"vectors row {int(zero[0])} is all zeros; metric 'cos' cannot normalise it")
-    if store_vectors in (True, "float16") and x.size:
-        scale = np.linalg.norm(x, axis=1, keepdims=True) if metric == "cos" else 1.0
-        if np.abs(x / scale).max() > 65504.0:
-            raise InvalidInputError("vectors has values beyond the float16 range (±65504); "
-                                    "create the index with store_vectors='float32'")
-    if metadata is not None:
-        from ..index import _metadata
-
-        _metadata.as_metadata_table(metadata, x.shape[0])
-
-
-def _normalised(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit norm exactly as ``vqdb.Index`` does for ``cos`` (zero rows left for it to reject)."""
-    norms = np.linalg.norm(x, axis=1)
-    return np.ascontiguousarray(x / np.where(norms == 0, 1.0, norms)[:, None], dtype=np.float32)
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The original exception behind a Ray task error, when it is one of ours."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, VqdbError):
-        return cause
-    return exc
-
-
-def _unavailable(failed: dict[int, BaseException], what: str, path, hint: str = "") -> ShardUnavailableError:
-    shards = sorted(failed)
-    reasons = "; ".join(f"shard {s}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                        for s, e in sorted(failed.items()))
-    where = f" of the sharded index at {path!r}" if path else ""
-    msg = f"{what} failed: shard(s) {shards}{where} did not answer ({reasons})"
-    if hint:
-        msg += f". {hint[0].upper()}{hint[1:]}"
-    return ShardUnavailableError(msg, shards)
-
-
-def _check_ids(ids: np.ndarray) -> None:
-    if ids.size and np.any(ids < 0):
-        raise InvalidInputError(f"ids must be >= 0 (-1 pads search results); got {int(ids[ids < 0][0])}")
-    if ids.size > 1:
-        uniq, counts = np.unique(ids, return_counts=True)
-        if (counts > 1).any():
-            raise DuplicateIdError(f"ids repeat within one call: {uniq[counts > 1][:10].tolist()}")
-
-
-def _check_metadata(metadata, n: int) -> None:
-    if metadata is None:
-        return
-    rows = getattr(metadata, "num_rows", None)
-    if rows is None:
-        if isinstance(metadata, dict):  # dict of columns
-            lengths = {len(v) for v in metadata.values()}
-            rows = lengths.pop() if len(lengths) == 1 else None
-            if rows is None:
-                raise InvalidInputError("metadata columns have different lengths")
-        elif isinstance(metadata, (list, tuple)):
-            rows = len(metadata)
-        else:
-            raise InvalidInputError("metadata must be a list of dicts, a pyarrow Table, a dict of columns or None; "
-                                    f"got {type(metadata).__name__}")
-    if rows != n:
-        raise InvalidInputError(f"metadata has {rows} rows; expected {n} (one per vector)")
-
-
-def _take_metadata(metadata, rows: np.ndarray):
-    if metadata is None:
-        return None
-    if hasattr(metadata, "take") and hasattr(metadata, "num_rows"):
-        return metadata.take(rows)
-    if isinstance(metadata, dict):
-        return {name: [col[int(i)] for i in rows] for name, col in metadata.items()}
-    return [metadata[int(i)] for i in rows]
-
-
-def _prepare_new_dir(path: str) -> None:
-    _check_new_dir(path)
-    os.makedirs(path, exist_ok=True)
-
-
-def _check_new_dir(path: str) -> None:
-    if _manifest.is_sharded_dir(path):
-        from ..errors import AlreadyExistsError
-
-        raise AlreadyExistsError(f"{path!r} already holds a sharded index; open it with vqdb.distributed.open(path)")
-    if os.path.isdir(path) and os.listdir(path):
-        raise InvalidInputError(f"{path!r} exists and is not empty; a new sharded index needs a new or empty directory")
-
-
-def _check_json(obj) -> None:
-    import json
-
-    try:
-        json.dumps(obj)
-    except TypeError as exc:
-        raise InvalidInputError("index options of a sharded index are stored in its manifest and must be "
-                                f"JSON values: {exc}") from None
