@@ -1,0 +1,208 @@
+"""VQCache with transformers: compat == fused, agreement with the full cache, every cache-layer method, GQA."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import vqdb.kvcache as kv  # noqa: E402  (registers the "vqdb" attention)
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer  # noqa: E402
+
+from vqdb.errors import InvalidInputError, UnknownNameError  # noqa: E402
+from vqdb.kvcache import VQCache, VQLayer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny randomly initialised Llama with GQA (4 query heads, 2 KV heads), built locally."""
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, max_position_embeddings=512,
+    )
+    model = LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 256, (2, 96), generator=torch.Generator().manual_seed(1))
+    kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return model, cfg, ids, kw
+
+
+# With a left-padded row, transformers' sdpa and eager attention disagree on the hidden states of the
+# fully masked pad positions; the fused path uses the eager mask, so compat runs compare under "eager".
+COMPAT = "eager"
+
+
+def _generate(tiny, cache, impl, **kwargs):
+    model, _, ids, kw = tiny
+    model.set_attn_implementation(impl)
+    att = torch.ones(2, 40, dtype=torch.long)
+    att[1, :5] = 0  # a left-padded row
+    with torch.no_grad():
+        out = model.generate(input_ids=ids[:, :40], attention_mask=att, do_sample=False, pad_token_id=0, **{kw: cache}, **kwargs)
+    model.set_attn_implementation("sdpa")
+    return out[:, 40:] if out.dim() == 2 else out
+
+
+def _teacher_forced_logits(tiny, cache, impl, prefill=48):
+    model, _, ids, kw = tiny
+    model.set_attn_implementation(impl)
+    outs = []
+    with torch.no_grad():
+        out = model(input_ids=ids[:, :prefill], use_cache=True, **{kw: cache})
+        outs.append(out.logits[:, -1])
+        for t in range(prefill, ids.shape[1] - 1):
+            out = model(input_ids=ids[:, t : t + 1], use_cache=True, **{kw: cache})
+            outs.append(out.logits[:, -1])
+    model.set_attn_implementation("sdpa")
+    return torch.stack(outs, 1)
+
+
+def test_import_registers_the_vqdb_attention_and_mask():
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    assert AttentionInterface._global_mapping["vqdb"] is kv.vqdb_attention
+    assert "vqdb" in AttentionMaskInterface._global_mapping
+
+
+def test_compat_and_fused_generate_the_same_tokens(tiny):
+    _, cfg, _, _ = tiny
+    compat = VQCache(cfg, key_bits=4, value_bits=4, residual_length=8, flush_block=4)
+    fused = VQCache(cfg, key_bits=4, value_bits=4, residual_length=8, flush_block=4, mode="fused")
+    a = _generate(tiny, compat, COMPAT, max_new_tokens=16)
+    b = _generate(tiny, fused, "vqdb", max_new_tokens=16)
+    assert torch.equal(a, b)
+    assert compat.get_seq_length() == fused.get_seq_length() == 40 + 15
+    assert compat.layers[0].core.n_codes > 0  # tokens really went through codes
+
+
+def test_compat_and_fused_logits_agree_and_4bit_matches_full_cache_on_most_steps(tiny):
+    _, cfg, _, _ = tiny
+    ref = _teacher_forced_logits(tiny, DynamicCache(config=cfg), "sdpa")
+    compat = _teacher_forced_logits(tiny, VQCache(cfg, key_bits=4, value_bits=4, residual_length=8, flush_block=4), "sdpa")
+    fused = _teacher_forced_logits(tiny, VQCache(cfg, key_bits=4, value_bits=4, residual_length=8, flush_block=4, mode="fused"), "vqdb")
+    torch.testing.assert_close(fused, compat, atol=1e-4, rtol=1e-4)
+    agree = (compat.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    assert agree >= 0.9, agree
+
+
+@pytest.mark.parametrize("key_codec,value_codec", [("qjl", "groups"), ("turbo-prod", "turbo"), ("polar", "turbo-scaled")])
+def test_other_codecs_compat_equals_fused(tiny, key_codec, value_codec):
+    _, cfg, _, _ = tiny
+    opts = dict(key_bits=3.5 if key_codec != "polar" else 4, value_bits=2.5, key_codec=key_codec, value_codec=value_codec, residual_length=8, flush_block=4)
+    a = _generate(tiny, VQCache(cfg, **opts), COMPAT, max_new_tokens=6)
+    b = _generate(tiny, VQCache(cfg, mode="fused", **opts), "vqdb", max_new_tokens=6)
+    assert torch.equal(a, b)
+
+
+def test_beam_search_and_multiple_return_sequences(tiny):
+    """Beam search reorders the cache (codes are moved, not re-encoded); compat and fused stay identical."""
+    _, cfg, _, _ = tiny
+    opts = dict(key_bits=4, value_bits=4, residual_length=8, flush_block=4)
+    kwargs = dict(max_new_tokens=8, num_beams=3, num_return_sequences=2)
+    a = _generate(tiny, VQCache(cfg, **opts), COMPAT, **kwargs)
+    b = _generate(tiny, VQCache(cfg, mode="fused", **opts), "vqdb", **kwargs)
+    assert a.shape[0] == 4 and torch.equal(a, b)
+
+
+def test_fused_cache_with_a_stock_attention_is_an_error_and_vqdb_attention_falls_back(tiny):
+    _, cfg, _, _ = tiny
+    with pytest.raises(RuntimeError, match="set_attn_implementation"):
+        _generate(tiny, VQCache(cfg, mode="fused", residual_length=8), "sdpa", max_new_tokens=2)
+    ref = _generate(tiny, DynamicCache(config=cfg), "sdpa", max_new_tokens=6)
+    assert torch.equal(_generate(tiny, DynamicCache(config=cfg), "vqdb", max_new_tokens=6), ref)
+
+
+def _fill(cache, n_layers=2, b=2, t=30, d=32):
+    torch.manual_seed(5)
+    for i in range(n_layers):
+        cache.update(torch.randn(b, 2, t, d), torch.randn(b, 2, t, d), i)
+
+
+def _dense(layer):
+    k, v = layer.core.materialize()
+    return torch.cat([k, layer.core._win_k], 2), torch.cat([v, layer.core._win_v], 2)
+
+
+def test_every_cache_layer_method(tiny):
+    _, cfg, _, _ = tiny
+    cache = VQCache(cfg, key_bits=4, value_bits=3, residual_length=8, flush_block=4)
+    assert all(isinstance(layer, VQLayer) for layer in cache.layers)
+    assert cache.get_seq_length() == 0 and cache.is_croppable
+    _fill(cache)
+    layer = cache.layers[0]
+    assert cache.get_seq_length() == 30 and layer.get_max_length() == -1
+    assert cache.get_mask_sizes(1, 0) == (31, 0)
+    k0, v0 = _dense(layer)
+    # update returns the full sequence in compat mode
+    k, v = cache.update(torch.randn(2, 2, 1, 32), torch.randn(2, 2, 1, 32), 0)
+    assert k.shape == (2, 2, 31, 32)
+    cache.update(torch.randn(2, 2, 1, 32), torch.randn(2, 2, 1, 32), 1)
+    # crop (negative count, as DynamicCache)
+    cache.crop(-1)
+    assert cache.get_seq_length() == 30
+    torch.testing.assert_close(_dense(layer)[0], k0)
+    with pytest.raises(ValueError):
+        cache.crop(5)
+    cache.crop(-25)  # into the codes
+    assert cache.get_seq_length() == 5
+    torch.testing.assert_close(_dense(layer)[0], k0[:, :, :5])
+    cache.reset()
+    assert cache.get_seq_length() == 0 and cache.memory_bytes() == cache.codec_state_bytes()
+    # beam reorder / batch select / repeat
+    _fill(cache)
+    k0, v0 = _dense(layer)
+    cache.reorder_cache(torch.tensor([1, 1]))
+    torch.testing.assert_close(_dense(layer)[1], v0[[1, 1]])
+    cache.reset()
+    _fill(cache)
+    cache.batch_repeat_interleave(2)
+    assert _dense(layer)[0].shape[0] == 4
+    torch.testing.assert_close(_dense(layer)[0], k0.repeat_interleave(2, 0))
+    cache.batch_select_indices(torch.tensor([3, 0]))
+    torch.testing.assert_close(_dense(layer)[0], k0[[1, 0]])
+    # offload / prefetch keep the contents
+    layer.offload()
+    layer.prefetch()
+    torch.testing.assert_close(_dense(layer)[0], k0[[1, 0]])
+    # bytes: every layer + shared codec state
+    stats = cache.stats()
+    assert cache.memory_bytes() == sum(s["bytes"] for s in stats["layers"]) + stats["codec_state_bytes"]
+    assert stats["layers"][0]["n_codes"] + stats["layers"][0]["window"] == 30
+
+
+def test_layer_overrides_first_layers_and_validation(tiny):
+    _, cfg, _, _ = tiny
+    cache = VQCache(cfg, key_bits=2.5, value_bits=2, first_layers=1)
+    assert isinstance(cache.layers[0], DynamicLayer) and not isinstance(cache.layers[0], VQLayer)
+    assert isinstance(cache.layers[1], VQLayer)
+    cache = VQCache(cfg, key_bits=3, first_layers=1, first_layers_bits=8, layer_overrides={1: {"key_codec": "qjl", "key_bits": 4}})
+    assert cache.layers[0].core.key_codec.kind == "turbo-mse8"
+    assert cache.layers[1].core.key_codec.kind.startswith("split(qjl")
+    assert cache.layers[1].core.value_codec is cache.layers[0].core.value_codec or cache.layers[0].core.value_codec.kind == "turbo-mse8"
+    cache = VQCache(cfg, layer_overrides={0: None})
+    assert not isinstance(cache.layers[0], VQLayer)
+    with pytest.raises(UnknownNameError):
+        VQCache(cfg, mode="nope")
+    with pytest.raises(InvalidInputError):
+        VQCache(cfg, first_layers=7)
+    with pytest.raises(InvalidInputError):
+        VQCache(cfg, layer_overrides={9: None})
+    # codecs are shared across layers with the same configuration
+    cache = VQCache(cfg)
+    assert cache.layers[0].core.key_codec is cache.layers[1].core.key_codec
+
+
+def test_sliding_window_layers_stay_stock():
+    from transformers import MistralConfig
+
+    cfg = MistralConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, sliding_window=16)
+    cache = VQCache(cfg)
+    assert all(isinstance(layer, DynamicSlidingWindowLayer) for layer in cache.layers)
+    cache.update(torch.randn(1, 2, 20, 16), torch.randn(1, 2, 20, 16), 0)
+    assert cache.memory_bytes() > 0
