@@ -163,6 +163,26 @@ def kv_decode_attention():
         np.testing.assert_allclose(rsum[h], w.sum(1), rtol=1e-4)
 
 
+@check
+def kv_layer_numba_impl():
+    """vqdb.gpu.kv with impl="numba" (simulated kernels on CPU tensors) equals CompressedKVLayer.attend."""
+    import torch
+
+    from vqdb.gpu import kv
+    from vqdb.kvcache import CompressedKVLayer, make_codec
+
+    layer = CompressedKVLayer(make_codec("turbo", 3, 16, role="key", side_dtype=torch.float32),
+                              make_codec("turbo-scaled", 2, 16, role="value", side_dtype=torch.float32),
+                              residual_length=4, flush_block=4)
+    g = torch.Generator().manual_seed(0)
+    layer.append(torch.randn(1, 2, 12, 16, generator=g), torch.randn(1, 2, 12, 16, generator=g))
+    r = layer.append(torch.randn(1, 2, 1, 16, generator=g), torch.randn(1, 2, 1, 16, generator=g))
+    q = torch.randn(1, 4, 1, 16, generator=g)
+    ref = layer.attend(q, r.keys, r.values, n_codes=r.n_codes, scale=0.25)
+    out = kv.decode_attention(layer, q, r.keys, r.values, n_codes=r.n_codes, scale=0.25, impl="numba")
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+
+
 def main(argv: list[str]) -> int:
     only = set(argv)
     for fn in CHECKS:

@@ -24,4 +24,4 @@ def test_numba_cuda_kernels_match_reference_under_simulator():
     proc = subprocess.run([sys.executable, str(HERE / "sim_checks.py")], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("ok ") == 9, proc.stdout
+    assert proc.stdout.count("ok ") == 10, proc.stdout
