@@ -9,7 +9,7 @@ from vqdb.testing import recall_at_k
 
 
 def test_ivf_recall_at_several_nprobe(ivf_index, flat_index, wordnet):
-    q, gt = wordnet.queries[:200], wordnet.gt_ids[:200]
+    q, gt = wordnet.queries[:120], wordnet.gt_ids[:120]
     recalls = {nprobe: recall_at_k(ivf_index.search(q, 10, nprobe=nprobe).ids, gt, 10) for nprobe in (1, 4, 16, 64)}
     flat = recall_at_k(flat_index.search(q, 10).ids, gt, 10)
     print("IVF64 recall@10 by nprobe:", recalls, "flat:", flat)
