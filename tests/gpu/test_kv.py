@@ -46,6 +46,9 @@ def test_unsupported_returns_none():
 @pytest.mark.parametrize("impl", ["torch", "numba"])
 def test_cuda_decode_matches_layer_attend(impl):
     layer, r, q = _layer(device="cuda")
-    ref = layer.attend(q, r.keys, r.values, n_codes=r.n_codes, scale=0.2)
     out = kv.decode_attention(layer, q, r.keys, r.values, n_codes=r.n_codes, scale=0.2, impl=impl)
-    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-3)
+    hooked = layer.attend(q, r.keys, r.values, n_codes=r.n_codes, scale=0.2)     # CUDA: goes through the hook
+    layer.to("cpu")
+    ref = layer.attend(q.cpu(), r.keys.cpu(), r.values.cpu(), n_codes=r.n_codes, scale=0.2)   # generic path
+    torch.testing.assert_close(out.cpu(), ref, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(hooked.cpu(), ref, atol=1e-4, rtol=1e-3)

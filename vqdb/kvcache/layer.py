@@ -374,6 +374,12 @@ class CompressedKVLayer:
         if hq % h:
             raise DimensionMismatchError(f"{hq} query heads are not a multiple of {h} kv heads")
         g = hq // h
+        if queries.is_cuda and mask is None and q_len == 1 and n:  # GPU decode step from codes (vqdb.gpu.kv)
+            from ..gpu.kv import decode_attention
+
+            fused = decode_attention(self, queries, keys, values, n_codes=n, scale=scale)
+            if fused is not None:
+                return fused
         qg = queries.float().reshape(b, h, g * q_len, d)
         kf, vf = keys.float(), values.float()
         s_fp = torch.matmul(qg, kf.transpose(-1, -2))
