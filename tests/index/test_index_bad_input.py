@@ -113,6 +113,7 @@ def test_bad_reads_raise_and_change_nothing(stored, wordnet, case, call, error):
     ({"quantizer": "turbo-99"}, VqdbError),
     ({"quantizer": 3}, InvalidInputError),
     ({"default_params": {"nprobe": 3}}, InvalidInputError),
+    ({"default_params": vqdb.SearchParams(rerank=True)}, InvalidInputError),     # no stored vectors
 ])
 def test_bad_constructor_arguments(wordnet, kwargs, error):
     with pytest.raises(error):

@@ -146,6 +146,8 @@ class Index(_Persistence):
         if default_params is not None and not isinstance(default_params, SearchParams):
             raise InvalidInputError(f"default_params must be a SearchParams; got {type(default_params).__name__}")
         store_vectors = _as_store_vectors(store_vectors)
+        if default_params is not None and default_params.rerank_factor() and store_vectors is None:
+            raise InvalidInputError("default_params re-rank needs store_vectors=True")
         flush_rows = check_int_range(flush_rows, 1, 1 << 40, name="flush_rows")
         seed = check_int_range(seed, 0, 2**63 - 1, name="seed")
         check_choice(device, ("cpu", "cuda"), name="device")
@@ -764,6 +766,8 @@ class Index(_Persistence):
             raise InvalidInputError(f"params must be a SearchParams; got {type(params).__name__}")
         with self._lock:
             self._check_writable()
+            if params.rerank_factor() and self._store_vectors is None:
+                raise InvalidInputError("re-ranking needs the full vectors: this index has store_vectors=False")
             self._defaults = params
             if self._path is not None:
                 self._write_manifest(self._manifest_with())
