@@ -18,7 +18,8 @@ signature (NumPy in, NumPy out; device arrays are accepted too and stay on the d
   then max, softmax and the weighted sum of dequantized values), flash-decoding style outputs
   (``out``, row max, row sum) so a caller can merge a full-precision tail.
 
-Ops not implemented here (``scaled_indices_segments``) fall back to the NumPy reference via the dispatch.
+``scaled_indices_segments`` (fractional-rate / pca encoders) is not a GPU kernel: it is the CPU numba one,
+re-exported here so the dispatch does not fall back to the slow NumPy reference.
 Under ``NUMBA_ENABLE_CUDASIM=1`` every kernel runs on the CPU (very slowly: tests use d <= 16, n <= 64).
 """
 
@@ -589,6 +590,13 @@ def decode_attention(qr, kcodes, kfac, kbits: int, kvalues, vcodes, vfac, vbits:
     if _is_dev(qr):
         return out, rmax, rsum
     return out.copy_to_host(), rmax.copy_to_host(), rsum.copy_to_host()
+
+
+def scaled_indices_segments(u, segment, boundaries, centroids, scales):
+    """CPU numba kernel (see :func:`vqdb.kernels.reference.scaled_indices_segments`); host arrays only."""
+    from ..kernels import numba_cpu
+
+    return numba_cpu.scaled_indices_segments(u, segment, boundaries, centroids, scales)
 
 
 def warmup() -> None:
