@@ -151,7 +151,7 @@ def kv_decode_attention():
     vf = RNG.uniform(0.5, 2, (H, n)).astype(np.float32)
     kv = RNG.standard_normal(2**kb).astype(np.float32)
     vv = RNG.standard_normal(2**vb).astype(np.float32)
-    out, rmax, rsum = G.decode_attention(qr, kc, kf, kb, kv, vc, vf, vb, vv, 0.3)
+    out, rmax, rsum = G.decode_attention(qr, kc, kf, kb, kv, vc, vf, vb, vv, 0.3, split=8)   # 3 splits
     for h in range(H):
         kt = R.decode_values(kc[h], 0, kb, k, kv) * kf[h][:, None]
         vt = R.decode_values(vc[h], 0, vb, k, vv) * vf[h][:, None]

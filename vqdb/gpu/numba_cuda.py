@@ -15,8 +15,9 @@ signature (NumPy in, NumPy out; device arrays are accepted too and stay on the d
   then a per-query merge; ties go to the lower column index, exactly as the reference.
 * ``rotate``: ``x @ R.T`` as a tiled shared-memory matmul (the rotation of :func:`encode_rotated`).
 * ``decode_attention``: the KV-cache decode step over TurboQuant key/value codes in two kernels (scores;
-  then max, softmax and the weighted sum of dequantized values), flash-decoding style outputs
-  (``out``, row max, row sum) so a caller can merge a full-precision tail.
+  then, per split of the tokens, max, softmax and the weighted sum of dequantized values) plus a tiny
+  merge of the splits; flash-decoding style outputs (``out``, row max, row sum) so a caller can merge a
+  full-precision tail.
 
 ``scaled_indices_segments`` (fractional-rate / pca encoders) is not a GPU kernel: it is the CPU numba one,
 re-exported here so the dispatch does not fall back to the slow NumPy reference.
@@ -500,64 +501,105 @@ def _kv_scores_k(qr, kcodes, kfac, kbits, kvalues, scale, s):
             s[h, g0 + a, t] = acc[a] * f
 
 
+SPLIT = 256   # tokens per block of the decode-attention value kernel (flash-decoding split)
+
+
 @cuda.jit
-def _kv_softmax_values_k(s, vcodes, vfac, vbits, vvalues, out, rmax, rsum):
-    """One block per (h, g): row max, exp in place, row sum, then out[h, g, :] = sum_t w_t vfac_t v̂_t / sum."""
+def _kv_split_values_k(s, vcodes, vfac, vbits, vvalues, split, pout, pmax, psum):
+    """One block per (h, token split): for every query row g, the split's max, exp(s - max) and sum, and
+    pout[h, g, sp, :] = sum_t exp(s_t - max) vfac_t v̂_t (value indices decoded once for all g)."""
+    h = cuda.blockIdx.x
+    sp = cuda.blockIdx.y
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    G = s.shape[1]
+    t0 = sp * split
+    t1 = min(s.shape[2], t0 + split)
+    red = cuda.shared.array(TPB, dtype=float32)
+    for g in range(G):
+        mx = -math.inf
+        for t in range(t0 + tid, t1, nt):
+            mx = max(mx, s[h, g, t])
+        red[tid] = mx
+        cuda.syncthreads()
+        step = nt // 2
+        while step > 0:
+            if tid < step:
+                red[tid] = max(red[tid], red[tid + step])
+            cuda.syncthreads()
+            step //= 2
+        mx = red[0]
+        cuda.syncthreads()
+        sm = float32(0.0)
+        for t in range(t0 + tid, t1, nt):
+            e = math.exp(s[h, g, t] - mx) if mx > -math.inf else 0.0
+            s[h, g, t] = e
+            sm += e
+        red[tid] = sm
+        cuda.syncthreads()
+        step = nt // 2
+        while step > 0:
+            if tid < step:
+                red[tid] += red[tid + step]
+            cuda.syncthreads()
+            step //= 2
+        if tid == 0:
+            pmax[h, g, sp] = mx
+            psum[h, g, sp] = red[0]
+        cuda.syncthreads()
+    k = pout.shape[3]
+    acc = cuda.local.array(QCHUNK, dtype=float32)
+    for j in range(tid, k, nt):
+        tbit = j * vbits
+        for g0 in range(0, G, QCHUNK):
+            gn = min(QCHUNK, G - g0)
+            for a in range(QCHUNK):
+                acc[a] = 0.0
+            for t in range(t0, t1):
+                val = 0
+                for b in range(vbits):
+                    p = tbit + b
+                    val |= ((int64(vcodes[h, t, p >> 3]) >> (p & 7)) & 1) << b
+                v = vfac[h, t] * vvalues[val]
+                for a in range(gn):
+                    acc[a] += s[h, g0 + a, t] * v
+            for a in range(gn):
+                pout[h, g0 + a, sp, j] = acc[a]
+
+
+@cuda.jit
+def _kv_merge_k(pout, pmax, psum, out, rmax, rsum):
+    """Merge the splits of one (h, g): global max, rescaled sums, normalised output."""
     h = cuda.blockIdx.x
     g = cuda.blockIdx.y
     tid = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    n = s.shape[2]
-    red = cuda.shared.array(TPB, dtype=float32)
-    # 1. max
+    S = pmax.shape[2]
     mx = -math.inf
-    for t in range(tid, n, nt):
-        mx = max(mx, s[h, g, t])
-    red[tid] = mx
-    cuda.syncthreads()
-    step = nt // 2
-    while step > 0:
-        if tid < step:
-            red[tid] = max(red[tid], red[tid + step])
-        cuda.syncthreads()
-        step //= 2
-    mx = red[0]
-    cuda.syncthreads()
-    # 2. exp in place and sum
-    sm = float32(0.0)
-    for t in range(tid, n, nt):
-        e = math.exp(s[h, g, t] - mx) if mx > -math.inf else 0.0
-        s[h, g, t] = e
-        sm += e
-    red[tid] = sm
-    cuda.syncthreads()
-    step = nt // 2
-    while step > 0:
-        if tid < step:
-            red[tid] += red[tid + step]
-        cuda.syncthreads()
-        step //= 2
-    total = red[0]
-    cuda.syncthreads()
-    # 3. weighted sum of dequantized values (rotated coordinates), one output coordinate per thread
-    k = out.shape[2]
-    for j in range(tid, k, nt):
+    for sp in range(S):
+        mx = max(mx, pmax[h, g, sp])
+    total = float32(0.0)
+    for sp in range(S):
+        if pmax[h, g, sp] > -math.inf:
+            total += psum[h, g, sp] * math.exp(pmax[h, g, sp] - mx)
+    for j in range(tid, out.shape[2], cuda.blockDim.x):
         acc = float32(0.0)
-        tbit = j * vbits
-        for t in range(n):
-            val = 0
-            for b in range(vbits):
-                p = tbit + b
-                val |= ((int64(vcodes[h, t, p >> 3]) >> (p & 7)) & 1) << b
-            acc += s[h, g, t] * vfac[h, t] * vvalues[val]
+        for sp in range(S):
+            if pmax[h, g, sp] > -math.inf:
+                acc += pout[h, g, sp, j] * math.exp(pmax[h, g, sp] - mx)
         out[h, g, j] = acc / total if total > 0 else 0.0
     if tid == 0:
         rmax[h, g] = mx
         rsum[h, g] = total
 
 
-def decode_attention(qr, kcodes, kfac, kbits: int, kvalues, vcodes, vfac, vbits: int, vvalues, scale: float):
-    """Softmax attention of rotated queries over TurboQuant key/value codes, in two kernels.
+def decode_attention(qr, kcodes, kfac, kbits: int, kvalues, vcodes, vfac, vbits: int, vvalues, scale: float, *,
+                     split: int = SPLIT):
+    """Softmax attention of rotated queries over TurboQuant key/value codes (flash-decoding style).
+
+    Kernel 1 scores every (head, token) against the key codes (LUT, query rows in registers); kernel 2,
+    one block per (head, split of ``split`` tokens), takes each query row's split max, exp and sum and the
+    exp-weighted sum of dequantized values (value indices decoded once for all rows); a small merge kernel
+    combines the splits.
 
     Parameters
     ----------
@@ -583,20 +625,18 @@ def decode_attention(qr, kcodes, kfac, kbits: int, kvalues, vcodes, vfac, vbits:
     rmax = cuda.device_array((H, G), dtype=np.float32)
     rsum = cuda.device_array((H, G), dtype=np.float32)
     if H and G and n:
+        S = (n + split - 1) // split
+        pout = cuda.device_array((H, G, S, k), dtype=np.float32)
+        pmax = cuda.device_array((H, G, S), dtype=np.float32)
+        psum = cuda.device_array((H, G, S), dtype=np.float32)
         _kv_scores_k[(_blocks(n, 32), _blocks(H, 4)), (32, 4)](d_q, d_kc, _dev(kfac, np.float32), int(kbits),
                                                               _dev(kvalues, np.float32), np.float32(scale), s)
-        _kv_softmax_values_k[(H, G), TPB](s, d_vc, _dev(vfac, np.float32), int(vbits), _dev(vvalues, np.float32),
-                                          out, rmax, rsum)
+        _kv_split_values_k[(H, S), TPB](s, d_vc, _dev(vfac, np.float32), int(vbits), _dev(vvalues, np.float32),
+                                        int(split), pout, pmax, psum)
+        _kv_merge_k[(H, G), 32](pout, pmax, psum, out, rmax, rsum)
     if _is_dev(qr):
         return out, rmax, rsum
     return out.copy_to_host(), rmax.copy_to_host(), rsum.copy_to_host()
-
-
-def scaled_indices_segments(u, segment, boundaries, centroids, scales):
-    """CPU numba kernel (see :func:`vqdb.kernels.reference.scaled_indices_segments`); host arrays only."""
-    from ..kernels import numba_cpu
-
-    return numba_cpu.scaled_indices_segments(u, segment, boundaries, centroids, scales)
 
 
 def warmup() -> None:
