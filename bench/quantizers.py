@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-vqdb", action="store_true", help="peers only")
     ap.add_argument("--no-peers", action="store_true", help="vqdb only")
     ap.add_argument("--out", default=None, help="output folder (default bench/results, quick: bench/results/quick)")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the rows of data sets not run now from the existing quantizers.json (merge)")
     args = ap.parse_args(argv)
 
     out_dir = args.out or (os.path.join(RESULTS_DIR, "quick") if args.quick else RESULTS_DIR)
@@ -116,6 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench.quantizers " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     result = {"command": command.strip(), "quick": args.quick, "machine": info,
               "env": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}, "rows": rows, "skipped": skipped}
+    old_path = os.path.join(out_dir, "quantizers.json")
+    if args.update and os.path.exists(old_path):
+        with open(old_path, encoding="utf-8") as f:
+            old = json.load(f)
+        now = {bs.name for bs in sets}
+        rows += [r for r in old["rows"] if r["dataset"] not in now]
+        skipped += [s for s in old.get("skipped", []) if s["dataset"] not in now]
+        earlier = old.get("runs") or [{"command": old["command"], "machine": old["machine"],
+                                       "datasets": sorted({r["dataset"] for r in old["rows"]})}]
+        result["runs"] = [{**r, "datasets": [x for x in r["datasets"] if x not in now]} for r in earlier
+                          if set(r["datasets"]) - now]
+    result.setdefault("runs", [])
+    result["runs"].append({"command": command.strip(), "machine": info, "datasets": [bs.name for bs in sets]})
     for i, bs in enumerate(sets):
         log(f"{bs.name}: base {bs.base.shape}, metric {bs.metric}, query sets "
             f"{[(q.name, q.queries.shape[0]) for q in bs.query_sets]}")

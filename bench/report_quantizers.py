@@ -92,6 +92,14 @@ def markdown(result: dict) -> str:
         f"Machine: {machine_line(info)}  ",
         f"Date: {info['date']}; total wall time {result['wall_s']:.0f} s"
         + ("." if result.get("complete", True) else " so far (PARTIAL: written after each data set; the run went on or was cut short)."),
+    ]
+    runs = result.get("runs", [])
+    if len(runs) > 1:   # merged with --update: say which command produced which data sets
+        lines += ["", "Merged from several runs (`--update`):"]
+        lines += [f"- `{r['command']}` ({', '.join(r.get('datasets', [])) or 'earlier data sets'}; "
+                  f"{r['machine']['date']}, load average at start "
+                  f"{', '.join(f'{x:.1f}' for x in r['machine'].get('loadavg_at_start') or [])})" for r in runs]
+    lines += [
         "",
         "Flat (brute-force) scans of every code; exact ground truth as shipped (Fashion-MNIST cosine: "
         "rows normalised, exact cosine top-100 recomputed). Bytes per vector count everything stored for "
@@ -148,6 +156,7 @@ def plot(rows: list[dict], out_dir: str, prefix: str = "quantizers") -> list[str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     paths = []
     for dataset in sorted({r["dataset"] for r in rows}):
@@ -156,11 +165,13 @@ def plot(rows: list[dict], out_dir: str, prefix: str = "quantizers") -> list[str
         fig, axes = plt.subplots(1, len(qsets), figsize=(7.5 * len(qsets), 5.5), squeeze=False)
         for ax, queries in zip(axes[0], qsets):
             qrows = [r for r in sel if r["queries"] == queries]
-            for fam in sorted({r["family"] for r in qrows}):
+            fams = sorted({r["family"] for r in qrows}, key=lambda f: (not f.startswith("vqdb"), f))
+            colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(fams), 2)))
+            for fam, color in zip(fams, colors):
                 pts = sorted((r["bytes"], r["recall@10"]) for r in qrows if r["family"] == fam)
                 ours = fam.startswith("vqdb")
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o" if ours else "--s",
-                        lw=2 if ours else 1.2, ms=4, label=fam)
+                        lw=2 if ours else 1.2, ms=4, label=fam, color=color)
             for budget, target in budgets_for(dataset, qrows[0]["dim"]):
                 ax.axvline(budget, color="grey", lw=0.6, ls=":")
                 if target is not None:
@@ -169,7 +180,7 @@ def plot(rows: list[dict], out_dir: str, prefix: str = "quantizers") -> list[str
             ax.set_xlabel("bytes per vector (all side data counted)")
             ax.set_ylabel("recall@10")
             ax.set_title(f"{dataset} — {queries} queries")
-            ax.set_ylim(0, 1.0)
+            ax.set_ylim(max(0.0, min(r["recall@10"] for r in qrows) - 0.05), 1.0)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
