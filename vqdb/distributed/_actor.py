@@ -115,6 +115,12 @@ class ShardActor:
                                 self.spec["metric"])
         return self.index.search(queries, k, **kwargs)
 
+    def timed_search(self, queries: np.ndarray, k: int, kwargs: dict[str, Any]) -> dict[str, float]:
+        """Run :meth:`search` and return the wall and CPU seconds (all threads) it took in this process."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.search(queries, k, kwargs)
+        return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+
     def get(self, ids: np.ndarray, include_vectors: bool):
         return self._ready(ids).get(ids, include_vectors=include_vectors)
 
