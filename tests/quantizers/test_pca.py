@@ -40,7 +40,7 @@ def test_pca_beats_random_rotation_on_anisotropic_data(bits):
         q.fit(x)
         assert q.code_size == size  # fit never changes the layout size
         errors[rotation] = np.sqrt(np.mean((q.score(queries, q.encode(x)) - exact) ** 2))
-    assert errors["pca"] < 0.7 * errors["dense"]
+    assert errors["pca"] < 0.8 * errors["dense"]
 
 
 def test_unfitted_pca_works_and_fit_changes_the_basis():
