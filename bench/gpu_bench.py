@@ -140,7 +140,7 @@ def _recall(found, gt):
     return float(np.mean([len(set(f[f >= 0]) & set(g)) / len(g) for f, g in zip(found, gt)]))
 
 
-def bench_search(dev, n, d, nq, k=10) -> list[dict]:
+def bench_search(dev, n, d, nq, k=10, *, faiss_rows=True) -> list[dict]:
     x, qv = _clustered(n, d, nq)
     gt = _exact(x, qv, k, dev)
     rows = []
@@ -171,6 +171,9 @@ def bench_search(dev, n, d, nq, k=10) -> list[dict]:
             rows.append({"system": f"vqdb {preset} device={'cuda' if dev.type == 'cuda' else 'cpu(dry)'}", "n": n, "d": d,
                          "bytes_per_vector": index._quantizer.code_size, "batch": batch, "qps": nqs / t,
                          "recall@10": _recall(res.ids, gt), "build_s": build})
+    if not faiss_rows:
+        rows.append({"system": "faiss", "skipped": "dry run (pass --faiss to include faiss-cpu)"})
+        return rows
     try:
         import faiss  # noqa: F401
     except ImportError:
@@ -186,6 +189,8 @@ def _faiss_rows(x, qv, gt, k, dev):
     rows = []
     gpu = dev.type == "cuda" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     res = faiss.StandardGpuResources() if gpu else None
+    if not gpu:
+        faiss.omp_set_num_threads(1)   # dry run on a shared CPU: OpenMP spinning under contention is very slow
     n, d = x.shape
     code_bytes = vqdb.TurboQuantizer(d, bits=4).code_size
     m_pq = max(1, min(code_bytes, d // 2))
@@ -299,6 +304,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes, any device: checks the script only")
     ap.add_argument("--out", default=None, help="JSON path (default $OUT/gpu_bench.json or bench/results/gpu_bench.json)")
     ap.add_argument("--sections", default="copy,scoring,kv,search")
+    ap.add_argument("--faiss", action="store_true", help="dry run: include the (slow on a shared CPU) faiss-cpu rows")
     ap.add_argument("--budget-s", type=float, default=None, help="start no section after this many seconds")
     args = ap.parse_args(argv)
     have_cuda = probe_cuda_torch() is None
@@ -340,7 +346,8 @@ def main(argv=None) -> int:
             elif name == "scoring":
                 res["scoring"] = bench_scoring(dev, sizes["score_n"], sizes["score_d"], sizes["ms"], copy_read)
             elif name == "search":
-                res["search"] = bench_search(dev, sizes["search_n"], sizes["search_d"], sizes["nq"])
+                res["search"] = bench_search(dev, sizes["search_n"], sizes["search_d"], sizes["nq"],
+                                             faiss_rows=not dry or args.faiss)
             else:
                 res["kv"] = bench_kv(dev, sizes["kv"], hq=8 if dry else 32, hkv=2 if dry else 8, d=32 if dry else 128)
         except Exception:  # noqa: BLE001 - keep the other sections
