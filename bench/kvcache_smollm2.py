@@ -142,6 +142,19 @@ def make_cache(spec: dict, config):
     return VQCache(config, mode=mode, **opts), ("vqdb" if mode == "fused" else "sdpa")
 
 
+def fill(cache_impl, kv):
+    """Store precomputed per-layer (K, V) in a cache as a prefill would (VQCache.load encodes them once)."""
+    from vqdb.kvcache import VQCache
+
+    cache, impl = cache_impl
+    if isinstance(cache, VQCache):
+        cache.load(kv)
+    else:
+        for i, (k, v) in enumerate(kv):
+            cache.update(k, v, i)
+    return cache, impl
+
+
 def code_bytes_per_token(cache) -> float:
     """Exact bytes one encoded token costs in all layers (codes + side data), batch 1."""
     from vqdb.kvcache import VQLayer
@@ -204,9 +217,7 @@ def evaluate(model, spec, ids, kv, n_prefill, n_eval, chunk):
     """Teacher-forced logits (n_eval - 1, vocab) for targets ids[n_prefill+1 : n_prefill+n_eval]."""
     import torch
 
-    cache, impl = make_cache(spec, model.config)
-    for i, (k, v) in enumerate(kv):
-        cache.update(k, v, i)
+    cache, impl = fill(make_cache(spec, model.config), kv)
     model.set_attn_implementation(impl)
     logits = []
     kw = cache_kw(model)
@@ -298,9 +309,7 @@ def decode_times(model, contexts, specs, steps: int) -> list[dict]:
     for n in contexts:
         kv = real_kv_tiles(n)
         for name, spec in specs:
-            cache, impl = make_cache(spec, model.config)
-            for i, (k, v) in enumerate(kv):
-                cache.update(k, v, i)
+            cache, impl = fill(make_cache(spec, model.config), kv)
             model.set_attn_implementation(impl)
             tok = torch.tensor([[42]])
             times = []

@@ -206,3 +206,28 @@ def test_sliding_window_layers_stay_stock():
     assert all(isinstance(layer, DynamicSlidingWindowLayer) for layer in cache.layers)
     cache.update(torch.randn(1, 2, 20, 16), torch.randn(1, 2, 20, 16), 0)
     assert cache.memory_bytes() > 0
+
+
+def test_load_converts_a_full_precision_prefill(tiny):
+    """VQCache.load(DynamicCache) encodes a prefill computed elsewhere; decoding then matches a VQCache
+    that saw the prefill itself (compat and fused)."""
+    model, cfg, ids, kw = tiny
+    dyn = DynamicCache(config=cfg)
+    with torch.no_grad():
+        model(input_ids=ids[:, :40], use_cache=True, **{kw: dyn})
+    outs = []
+    for mode, impl in (("compat", "sdpa"), ("fused", "vqdb")):
+        loaded = VQCache(cfg, residual_length=8, flush_block=4, mode=mode).load(dyn)
+        own = VQCache(cfg, residual_length=8, flush_block=4, mode=mode)
+        model.set_attn_implementation(impl)
+        with torch.no_grad():
+            model(input_ids=ids[:, :40], use_cache=True, **{kw: own})
+            a = model(input_ids=ids[:, 40:44], use_cache=True, **{kw: loaded}).logits
+            b = model(input_ids=ids[:, 40:44], use_cache=True, **{kw: own}).logits
+        model.set_attn_implementation("sdpa")
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        assert loaded.get_seq_length() == 44
+        outs.append(a)
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=1e-4)
+    with pytest.raises(InvalidInputError):
+        VQCache(cfg).load([(torch.randn(1, 2, 3, 32), torch.randn(1, 2, 3, 32))])

@@ -57,8 +57,9 @@ def packed_size(n: int, bits: int) -> int:
     return (n * bits + 7) // 8
 
 
-def _stream_weights(device) -> torch.Tensor:
-    return (2 ** torch.arange(8, device=device, dtype=torch.int32)).to(torch.int32)
+def _pad_last(t: torch.Tensor, multiple: int) -> torch.Tensor:
+    pad = (-t.shape[-1]) % multiple
+    return torch.nn.functional.pad(t, (0, pad)) if pad else t
 
 
 def pack_tensor(codes: torch.Tensor, bits: int) -> torch.Tensor:
@@ -77,23 +78,16 @@ def pack_tensor(codes: torch.Tensor, bits: int) -> torch.Tensor:
     lead = codes.shape[:-1]
     if bits == 8:
         return codes.to(torch.uint8)
-    c = codes.to(torch.int32)
     if 8 % bits == 0:
         k = 8 // bits
-        pad = (-n) % k
-        if pad:
-            c = torch.nn.functional.pad(c, (0, pad))
-        c = c.reshape(*lead, -1, k)
+        c = _pad_last(codes.to(torch.int32), k).reshape(*lead, -1, k)
         shifts = torch.arange(k, device=c.device, dtype=torch.int32) * bits
         return (c << shifts).sum(-1).to(torch.uint8)
-    # general bit stream: expand to bits, regroup by 8
-    shifts = torch.arange(bits, device=c.device, dtype=torch.int32)
-    stream = ((c.unsqueeze(-1) >> shifts) & 1).reshape(*lead, n * bits)
-    pad = (-stream.shape[-1]) % 8
-    if pad:
-        stream = torch.nn.functional.pad(stream, (0, pad))
-    stream = stream.reshape(*lead, -1, 8)
-    return (stream * _stream_weights(c.device)).sum(-1).to(torch.uint8)
+    # 8 codes make `bits` whole bytes: build a 64-bit word per group of 8 codes, then cut it into bytes
+    c = _pad_last(codes.to(torch.int64), 8).reshape(*lead, -1, 8)
+    word = (c << (torch.arange(8, device=c.device, dtype=torch.int64) * bits)).sum(-1)
+    out = (word.unsqueeze(-1) >> (torch.arange(bits, device=c.device, dtype=torch.int64) * 8)) & 255
+    return out.reshape(*lead, -1)[..., : packed_size(n, bits)].to(torch.uint8)
 
 
 def unpack_tensor(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
@@ -112,16 +106,21 @@ def unpack_tensor(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     lead = packed.shape[:-1]
     if bits == 8:
         return packed[..., :n].long()
-    p = packed.to(torch.int32)
     if 8 % bits == 0:
         k = 8 // bits
-        shifts = torch.arange(k, device=p.device, dtype=torch.int32) * bits
-        out = (p.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
+        shifts = torch.arange(k, device=packed.device, dtype=torch.int32) * bits
+        out = (packed.to(torch.int32).unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
         return out.reshape(*lead, -1)[..., :n].long()
-    stream = ((p.unsqueeze(-1) >> torch.arange(8, device=p.device, dtype=torch.int32)) & 1).reshape(*lead, -1)
-    stream = stream[..., : n * bits].reshape(*lead, n, bits)
-    weights = (2 ** torch.arange(bits, device=p.device, dtype=torch.int32)).to(torch.int32)
-    return (stream * weights).sum(-1).long()
+    return _unpack_words(packed, bits, n).long()
+
+
+def _unpack_words(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+    """Codes of a bit width that does not divide 8: each group of 8 codes spans ``bits`` bytes."""
+    lead = packed.shape[:-1]
+    b = _pad_last(packed, bits).to(torch.int64).reshape(*lead, -1, bits)
+    word = (b << (torch.arange(bits, device=packed.device, dtype=torch.int64) * 8)).sum(-1)
+    codes = (word.unsqueeze(-1) >> (torch.arange(8, device=packed.device, dtype=torch.int64) * bits)) & ((1 << bits) - 1)
+    return codes.reshape(*lead, -1)[..., :n]
 
 
 @functools.lru_cache(maxsize=32)
@@ -149,8 +148,12 @@ def byte_table(values: torch.Tensor, bits: int) -> torch.Tensor:
     return values[_byte_codes(bits, str(values.device))]
 
 
-def decode_tensor(packed: torch.Tensor, values: torch.Tensor, bits: int, n: int) -> torch.Tensor:
-    """Replace packed codes by their values: ``values[unpack_tensor(packed)]`` without materialising indices.
+def decode_tensor(packed: torch.Tensor, values: torch.Tensor, bits: int, n: int, table: torch.Tensor | None = None) -> torch.Tensor:
+    """Replace packed codes by their values: ``values[unpack_tensor(packed)]`` without an index tensor per code.
+
+    For ``bits`` in {1, 2, 4, 8} one ``index_select`` of a (256, 8 // bits) byte table per byte (pass a
+    precomputed ``table = byte_table(values, bits)`` to skip building it); otherwise 8 codes are cut from
+    ``bits``-byte words and looked up.
 
     Parameters
     ----------
@@ -158,17 +161,21 @@ def decode_tensor(packed: torch.Tensor, values: torch.Tensor, bits: int, n: int)
     values : Tensor (2**bits,) float — value of each code
     bits : int in [1, 8]
     n : int
+    table : Tensor (256, 8 // bits), optional
 
     Returns
     -------
     Tensor (..., n), dtype of ``values``
     """
+    lead = packed.shape[:-1]
     if 8 % bits == 0:
-        table = byte_table(values, bits)  # (256, k)
+        if table is None:
+            table = byte_table(values, bits)
         k = table.shape[1]
-        out = table[packed.long()]  # (..., nbytes, k)
-        return out.reshape(*packed.shape[:-1], packed.shape[-1] * k)[..., :n]
-    return values[unpack_tensor(packed, bits, n)]
+        out = table.index_select(0, packed.reshape(-1).to(torch.int32))
+        return out.reshape(*lead, packed.shape[-1] * k)[..., :n]
+    codes = _unpack_words(packed, bits, n)
+    return values.index_select(0, codes.reshape(-1)).reshape(*lead, n)
 
 
 def bucketize_tensor(x: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor:

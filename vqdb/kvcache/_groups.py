@@ -33,12 +33,17 @@ class GroupCodec(KVCodec):
         self.dim, self.bits, self.group_size, self.side_dtype = dim, bits, group_size, side_dtype
         self.n_groups = dim // group_size
         self.kind = f"groups{bits}/g{group_size}"
+        self._levels = torch.arange(1 << bits, dtype=torch.float32)
+        self._table = ops.byte_table(self._levels, bits) if 8 % bits == 0 else None
 
     def state_tensors(self):
-        return {}
+        return {"levels": self._levels}
 
     def _with_state(self, state):
-        return self
+        copy = GroupCodec(self.dim, self.bits, self.group_size, side_dtype=self.side_dtype)
+        copy._levels = state["levels"]
+        copy._table = ops.byte_table(copy._levels, self.bits) if 8 % self.bits == 0 else None
+        return copy
 
     @property
     def code_bytes(self) -> int:
@@ -60,7 +65,7 @@ class GroupCodec(KVCodec):
         return {"q": ops.pack_tensor(q.reshape(*lead, self.dim), self.bits), "scale": scale, "min": mn_s}
 
     def decode(self, codes):
-        q = ops.unpack_tensor(codes["q"], self.bits, self.dim).float()
+        q = ops.decode_tensor(codes["q"], self._levels, self.bits, self.dim, self._table)
         lead = q.shape[:-1]
         q = q.reshape(*lead, self.n_groups, self.group_size)
         x = codes["min"].float().unsqueeze(-1) + codes["scale"].float().unsqueeze(-1) * q

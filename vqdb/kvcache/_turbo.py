@@ -134,6 +134,8 @@ class TurboCodec(KVCodec):
         self.bits = self.mse_bits + (1 if variant == "prod" else 0)
         self.kind = f"turbo-{variant}{self.bits}"
         self._signs = torch.tensor([-1.0, 1.0], device=self.rotation.device)
+        self._table = ops.byte_table(self.centroids, self.mse_bits) if 8 % self.mse_bits == 0 else None
+        self._signs_table = ops.byte_table(self._signs, 1)
 
     def state_tensors(self):
         out = {"rotation": self.rotation, "centroids": self.centroids64, "boundaries": self.boundaries64}
@@ -181,10 +183,10 @@ class TurboCodec(KVCodec):
 
     def _tile(self, codes: Codes) -> torch.Tensor:
         """Codebook values in rotated coordinates (..., n, k), unit scale."""
-        return ops.decode_tensor(codes["idx"], self.centroids, self.mse_bits, self.k)
+        return ops.decode_tensor(codes["idx"], self.centroids, self.mse_bits, self.k, self._table)
 
     def _signs_tile(self, codes: Codes) -> torch.Tensor:
-        return ops.decode_tensor(codes["signs"], self._signs, 1, self.dim)
+        return ops.decode_tensor(codes["signs"], self._signs, 1, self.dim, self._signs_table)
 
     def decode(self, codes: Codes) -> torch.Tensor:
         out = (self._tile(codes) @ self.rotation) * codes["norm"].float()
@@ -235,6 +237,7 @@ class QJLCodec(KVCodec):
         self.m, self.dim = int(sketch.shape[0]), int(sketch.shape[1])
         self.kind = f"qjl{self.m}"
         self._signs = torch.tensor([-1.0, 1.0], device=self.sketch.device)
+        self._signs_table = ops.byte_table(self._signs, 1)
 
     def state_tensors(self):
         return {"sketch": self.sketch}
@@ -252,7 +255,7 @@ class QJLCodec(KVCodec):
         return {"signs": ops.pack_tensor(ops.sign_tensor(x @ self.sketch.T), 1), "norm": _side(norm, self.side_dtype, "norm").unsqueeze(-1)}
 
     def _tile(self, codes):
-        return ops.decode_tensor(codes["signs"], self._signs, 1, self.m)
+        return ops.decode_tensor(codes["signs"], self._signs, 1, self.m, self._signs_table)
 
     def decode(self, codes):
         return (self._tile(codes) @ self.sketch) * (self.scale * codes["norm"].float())
@@ -301,6 +304,8 @@ class PolarCodec(KVCodec):
         self.kind = "polar" + "-".join(str(b) for b in self.level_bits)
         self._cos = [torch.cos(c).float() for c in self.level_centroids]
         self._sin = [torch.sin(c).float() for c in self.level_centroids]
+        # one table per level giving (cos, sin) pairs of every code in a byte
+        self._cs = [torch.stack([c, s_], -1) for c, s_ in zip(self._cos, self._sin)]
 
     def state_tensors(self):
         out = {"rotation": self.rotation}
@@ -340,9 +345,9 @@ class PolarCodec(KVCodec):
         r = codes["radius"].float()
         for i in range(self.levels - 1, -1, -1):
             n = self._n_angles(i)
-            cos = ops.decode_tensor(codes[f"a{i}"], self._cos[i], self.level_bits[i], n)
-            sin = ops.decode_tensor(codes[f"a{i}"], self._sin[i], self.level_bits[i], n)
-            r = torch.stack([r * cos, r * sin], dim=-1).reshape(*r.shape[:-1], 2 * n)
+            idx = ops.unpack_tensor(codes[f"a{i}"], self.level_bits[i], n)
+            cs = self._cs[i].index_select(0, idx.reshape(-1)).reshape(*idx.shape, 2)  # (cos, sin) of every angle
+            r = (r.unsqueeze(-1) * cs).reshape(*r.shape[:-1], 2 * n)
         return r
 
     def decode(self, codes):

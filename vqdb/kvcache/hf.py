@@ -105,7 +105,10 @@ class VQLayer(DynamicLayer):
         self._sync()
         if self.mode == "fused":
             state = self._fused_state
-            if state.pending is not None and not state.pending.consumed:
+            pending = state.pending
+            if pending is not None and not pending.consumed:
+                # the previous fused step was never read by the "vqdb" attention: a stock attention would
+                # silently attend to the full-precision tail only
                 raise RuntimeError(
                     "VQCache(mode='fused') was used with an attention implementation that ignores its codes; "
                     "call model.set_attn_implementation('vqdb') after `import vqdb.kvcache` (or use mode='compat')"
@@ -118,6 +121,14 @@ class VQLayer(DynamicLayer):
             return result.keys, result.values
         k, v = self.core.materialize(result.n_codes)
         return torch.cat([k, result.keys.to(k.dtype)], dim=2), torch.cat([v, result.values.to(v.dtype)], dim=2)
+
+    def load(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Append precomputed keys/values without an attention step (e.g. a prefill run elsewhere);
+        tokens beyond the window are encoded as usual."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.core.append(key_states, value_states)
+        self._sync()
 
     def get_seq_length(self) -> int:
         return self.core.seq_length
@@ -315,6 +326,28 @@ class VQCache(Cache):
         return codec
 
     # ---- vqdb extras ------------------------------------------------------------------------
+    def load(self, kv: Any) -> "VQCache":
+        """Fill the cache from precomputed per-layer keys/values, without running attention.
+
+        Parameters
+        ----------
+        kv : a transformers ``Cache`` (e.g. the ``DynamicCache`` of a full-precision prefill) or a sequence of
+            ``(keys, values)`` pairs, one per layer, each ``[batch, kv_heads, tokens, head_dim]``.
+
+        Returns
+        -------
+        self
+        """
+        pairs = [(layer.keys, layer.values) for layer in kv.layers] if isinstance(kv, Cache) else list(kv)
+        if len(pairs) != len(self.layers):
+            raise InvalidInputError(f"expected {len(self.layers)} (keys, values) pairs, one per layer; got {len(pairs)}")
+        for layer, (k, v) in zip(self.layers, pairs):
+            if isinstance(layer, VQLayer):
+                layer.load(k, v)
+            else:
+                layer.update(k, v)
+        return self
+
     def memory_bytes(self) -> int:
         """Bytes actually held: every layer's codes, side data, windows and permutations, the uncompressed
         layers' tensors, and the codecs' shared state (rotations, sketches, codebooks) counted once."""
