@@ -140,18 +140,19 @@ def run_local(base, q, gt, quantizer, repeat) -> dict:
     return row
 
 
-def estimate(rate_by_preset: dict[str, dict], cores_per_node: int = 32) -> list[dict]:
+def estimate(rate_by_preset: dict[str, dict], dim: int, cores_per_node: int = 32) -> list[dict]:
     """Memory and flat-scan QPS per node for ESTIMATE_N vectors of ESTIMATE_DIM, from measured shard figures.
 
     bytes/vector = code_size(768) + 20 (int64 id, int32 list number, int64 id-index entry: the index's own
-    accounting); scan cost per code scales with its code bytes, so the measured codes/s at 384-d is
-    multiplied by code_size(384) / code_size(768). One shard per core; every query visits every shard.
+    accounting). The batch kernel decodes codes to floats and multiplies, so its cost per code grows with
+    d (2-bit and 4-bit codes score at about the same rate): the measured scores per CPU second at ``dim``
+    are multiplied by dim / 768. One shard per core; every query visits every shard.
     """
     out = []
     for preset, m in rate_by_preset.items():
         cs768 = vqdb.make_quantizer(preset, ESTIMATE_DIM).code_size
         per_vec = cs768 + 20
-        rate768 = m["scores_per_cpu_s"] * m["code_size"] / cs768
+        rate768 = m["scores_per_cpu_s"] * dim / ESTIMATE_DIM
         for nodes in (8, 16, 32):
             per_node = ESTIMATE_N / nodes
             out.append({
@@ -178,7 +179,12 @@ def main(argv=None) -> int:
     ds = datasets.wordnet_minilm() or datasets.wordnet_sample()
     base, q, gt = ds.base, ds.queries[: args.queries], ds.gt_ids[: args.queries]
     info = machine_info(threads=os.cpu_count() or 1)
-    rows = [run_local(base, q, gt, args.quantizer, args.repeat)]   # before Ray starts its threads here
+    # the baseline runs as a shard does: BLAS on one thread (Ray gives actors OMP_NUM_THREADS=1), before
+    # Ray starts its threads in this process
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        rows = [run_local(base, q, gt, args.quantizer, args.repeat)]
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
     for n in args.shards:
         rows.append(run_sharded(ray, base, q, gt, n, args.quantizer, args.repeat))
@@ -197,7 +203,7 @@ def main(argv=None) -> int:
     ray.shutdown()
     result = {"dataset": ds.name, "n": int(base.shape[0]), "dim": int(base.shape[1]), "queries": int(q.shape[0]),
               "k": K, "quantizer": args.quantizer, "command": "python -m bench.distributed_scale " + " ".join(argv or sys.argv[1:]),
-              "machine": info, "ray": ray.__version__, "rows": rows, "shard_rates": rates, "estimate": estimate(rates)}
+              "machine": info, "ray": ray.__version__, "rows": rows, "shard_rates": rates, "estimate": estimate(rates, int(base.shape[1]))}
     os.makedirs(RESULTS_DIR, exist_ok=True)
     with open(os.path.join(RESULTS_DIR, "distributed_scale.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
@@ -242,14 +248,16 @@ def render(r: dict) -> str:
 ESTIMATE_TEXT = """
 Derived, not measured. Bytes per vector = the quantizer's `code_size` at d = 768 (turbo-2: 200 B,
 turbo-4: 392 B; norms and scales included) + 20 B of index overhead (int64 id, int32 list number,
-int64 id-index entry: `Index.stats()["bytes_per_vector"]`, metadata excluded). Scan speed per shard is
-the measured (code, query) scores per CPU second of one shard actor above, scaled to 768-d by the ratio of code bytes (scan cost
-grows with the bytes read), with one shard per core and 32 cores per node. Every query visits every
-shard, so the QPS of the cluster is the QPS of one node. A flat scan of 1e9 codes is brute force (a
-few queries per second per node, batched); the IVF column assumes the partition lets a query scan 1%
-of each shard's codes (nprobe/nlist = 1/100), ignoring the coarse probe and per-call overhead (~1 ms per
-Ray round trip), so it is an upper bound. Memory is for the codes in RAM; with segments memory-mapped
-from local NVMe the resident set can be smaller at the cost of page-cache misses.
+int64 id-index entry, as `Index.stats()["bytes_per_vector"]` counts them; metadata excluded). Scan speed:
+the measured (code, query) scores per CPU second of one shard actor over the whole set (table above),
+scaled from d = 384 to 768 by the ratio of dimensions (the batch kernel decodes codes to floats and
+multiplies, so its cost grows with d; 2- and 4-bit codes measure about the same rate), one shard per
+core, 32 cores per node. Every query visits every shard, so the QPS of the cluster is the QPS of one
+node. A flat scan of 1e9 codes is brute force: a few batched queries per second per node. The IVF
+column assumes the coarse partition lets a query scan 1% of each shard's codes (nprobe/nlist = 1/100;
+on WordNet the index's default nprobe = nlist/16 scans about 6%), and ignores the coarse probe and the
+~1 ms per Ray round trip, so it is an upper bound for batched queries. Memory is for the codes held in
+RAM; segments are memory-mapped, so a node can hold more than its RAM at the cost of page-cache misses.
 """
 
 

@@ -578,7 +578,9 @@ class ShardedIndex:
     def _manifest_body(self, **changes) -> dict[str, Any]:
         body = {
             "dim": self.dim, "metric": self.metric, "n_shards": self.n_shards, "routing": ROUTING,
-            "quantizer_kind": self._quantizer.state_dict()["kind"], "index_kwargs": self._index_kwargs,
+            "quantizer_kind": self._quantizer.state_dict()["kind"],
+            "quantizer_seed": self._quantizer.state_dict()["config"].get("seed"),   # state itself: quantizer.npz
+            "index_kwargs": self._index_kwargs,
             "next_id": self._next_id, "centre_decided": self._centre_decided,
             "shards_created": self._shards_created,
             "shards": [_manifest.shard_dirname(s) for s in range(self.n_shards)], "vqdb_version": __version__,
