@@ -204,13 +204,15 @@ def ivf_sweeps(bs: BenchSet, quick: bool, tmp: str):
 
     d, n = bs.dim, bs.base.shape[0]
     ip = faiss.METRIC_INNER_PRODUCT
-    nlist = int(round(4 * np.sqrt(n)))
+    nlist = int(min(4 * np.sqrt(n), n // 39))     # vqdb's default rule, capped at FAISS's 39 points per list
     nprobes = [8, 32, 128] if quick else [8, 16, 32, 64, 128, 256]
     size4 = {name: size for name, size, _ in vqdb.presets(d)}["turbo-4"]
     out = []
 
     def build_vqdb():
         idx, s = vqdb_index(bs, "turbo-4", ivf=nlist, store_vectors=True, path=os.path.join(tmp, bs.name))
+        if getattr(idx, "nlist", None) is None:
+            raise RuntimeError("vqdb index did not train its IVF partition (too few vectors?)")
         if hasattr(idx, "save"):
             idx.save()
         return (lambda q, knob: idx.search(q, K, nprobe=knob[0], rerank=knob[1]).ids), s, idx
