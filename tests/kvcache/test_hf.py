@@ -180,7 +180,8 @@ def test_layer_overrides_first_layers_and_validation(tiny):
     cache = VQCache(cfg, key_bits=2.5, value_bits=2, first_layers=1)
     assert isinstance(cache.layers[0], DynamicLayer) and not isinstance(cache.layers[0], VQLayer)
     assert isinstance(cache.layers[1], VQLayer)
-    cache = VQCache(cfg, key_bits=3, first_layers=1, first_layers_bits=8, layer_overrides={1: {"key_codec": "qjl", "key_bits": 4}})
+    cache = VQCache(cfg, key_bits=3, key_codec="turbo", first_layers=1, first_layers_bits=8,
+                    layer_overrides={1: {"key_codec": "qjl", "key_bits": 4}})
     assert cache.layers[0].core.key_codec.kind == "turbo-mse8"
     assert cache.layers[1].core.key_codec.kind.startswith("split(qjl")
     assert cache.layers[1].core.value_codec is cache.layers[0].core.value_codec or cache.layers[0].core.value_codec.kind == "turbo-mse8"

@@ -132,28 +132,35 @@ def _byte_codes(bits: int, device_str: str) -> torch.Tensor:
 
 
 def byte_table(values: torch.Tensor, bits: int) -> torch.Tensor:
-    """Lookup table from a packed byte to the values of the ``8 // bits`` codes it holds.
+    """Lookup table from a packed chunk to the values of the codes it holds.
+
+    For ``bits`` in {1, 2, 4, 8} a chunk is one byte holding ``8 // bits`` codes: table (256, 8 // bits).
+    For ``bits == 3`` a chunk is 12 bits (half of the 3 bytes that hold 8 codes): table (4096, 4).
 
     Parameters
     ----------
     values : Tensor (2**bits,) float — the value of each code (a codebook, or ±1 for sign bits)
-    bits : int in {1, 2, 4, 8}
+    bits : int in {1, 2, 3, 4, 8}
 
     Returns
     -------
-    Tensor (256, 8 // bits), same dtype/device as ``values``; row ``b`` lists the decoded codes of byte ``b``.
+    Tensor (n_chunks, codes_per_chunk), same dtype/device as ``values``.
     """
     if bits == 8:
         return values.reshape(256, 1)
+    if bits == 3:
+        w = torch.arange(4096, dtype=torch.int32, device=values.device)
+        codes = (w.unsqueeze(-1) >> (torch.arange(4, dtype=torch.int32, device=values.device) * 3)) & 7
+        return values[codes.long()]
     return values[_byte_codes(bits, str(values.device))]
 
 
 def decode_tensor(packed: torch.Tensor, values: torch.Tensor, bits: int, n: int, table: torch.Tensor | None = None) -> torch.Tensor:
     """Replace packed codes by their values: ``values[unpack_tensor(packed)]`` without an index tensor per code.
 
-    For ``bits`` in {1, 2, 4, 8} one ``index_select`` of a (256, 8 // bits) byte table per byte (pass a
-    precomputed ``table = byte_table(values, bits)`` to skip building it); otherwise 8 codes are cut from
-    ``bits``-byte words and looked up.
+    For ``bits`` in {1, 2, 4, 8} one ``index_select`` of a (256, 8 // bits) byte table per byte, for 3 bits
+    one of a (4096, 4) table per 12-bit chunk (pass a precomputed ``table = byte_table(values, bits)`` to
+    skip building it); otherwise 8 codes are cut from ``bits``-byte words and looked up.
 
     Parameters
     ----------
@@ -161,7 +168,7 @@ def decode_tensor(packed: torch.Tensor, values: torch.Tensor, bits: int, n: int,
     values : Tensor (2**bits,) float — value of each code
     bits : int in [1, 8]
     n : int
-    table : Tensor (256, 8 // bits), optional
+    table : Tensor from :func:`byte_table`, optional
 
     Returns
     -------
@@ -174,6 +181,14 @@ def decode_tensor(packed: torch.Tensor, values: torch.Tensor, bits: int, n: int,
         k = table.shape[1]
         out = table.index_select(0, packed.reshape(-1).to(torch.int32))
         return out.reshape(*lead, packed.shape[-1] * k)[..., :n]
+    if bits == 3:  # 3 bytes = 8 codes = two 12-bit chunks of 4 codes each
+        if table is None:
+            table = byte_table(values, 3)
+        b = _pad_last(packed, 3).reshape(*lead, -1, 3).to(torch.int32)
+        word = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
+        chunks = torch.stack([word & 4095, word >> 12], -1)
+        out = table.index_select(0, chunks.reshape(-1))
+        return out.reshape(*lead, -1)[..., :n]
     codes = _unpack_words(packed, bits, n)
     return values.index_select(0, codes.reshape(-1)).reshape(*lead, n)
 

@@ -34,7 +34,7 @@ class GroupCodec(KVCodec):
         self.n_groups = dim // group_size
         self.kind = f"groups{bits}/g{group_size}"
         self._levels = torch.arange(1 << bits, dtype=torch.float32)
-        self._table = ops.byte_table(self._levels, bits) if 8 % bits == 0 else None
+        self._table = ops.byte_table(self._levels, bits) if (8 % bits == 0 or bits == 3) else None
 
     def state_tensors(self):
         return {"levels": self._levels}
@@ -42,7 +42,7 @@ class GroupCodec(KVCodec):
     def _with_state(self, state):
         copy = GroupCodec(self.dim, self.bits, self.group_size, side_dtype=self.side_dtype)
         copy._levels = state["levels"]
-        copy._table = ops.byte_table(copy._levels, self.bits) if 8 % self.bits == 0 else None
+        copy._table = ops.byte_table(copy._levels, self.bits) if (8 % self.bits == 0 or self.bits == 3) else None
         return copy
 
     @property

@@ -134,7 +134,7 @@ class TurboCodec(KVCodec):
         self.bits = self.mse_bits + (1 if variant == "prod" else 0)
         self.kind = f"turbo-{variant}{self.bits}"
         self._signs = torch.tensor([-1.0, 1.0], device=self.rotation.device)
-        self._table = ops.byte_table(self.centroids, self.mse_bits) if 8 % self.mse_bits == 0 else None
+        self._table = ops.byte_table(self.centroids, self.mse_bits) if (8 % self.mse_bits == 0 or self.mse_bits == 3) else None
         self._signs_table = ops.byte_table(self._signs, 1)
 
     def state_tensors(self):
