@@ -109,3 +109,23 @@ def test_topk_order_ties_and_padding(ops):
     for row, got in zip(big, ids):
         want = np.lexsort((np.arange(300), -row))[:17]
         np.testing.assert_array_equal(got, want)
+
+
+def test_scaled_indices_segments(ops):
+    d = 40
+    rng = np.random.default_rng(5)
+    u = rng.standard_normal((30, d))
+    u = (u / np.linalg.norm(u, axis=1, keepdims=True)).astype(np.float32)
+    segment = np.repeat([0, 1, 2], [8, 16, 16]).astype(np.int64)  # segment 2: no bits (all +inf boundaries)
+    (c3, b3), (c1, b1) = lloyd_max(3, d), lloyd_max(1, d)
+    bounds = np.full((3, 7), np.inf)
+    cents = np.zeros((3, 8))
+    bounds[0], cents[0] = b3 * 2, c3 * 2
+    bounds[1, :1], cents[1, :2] = b1, c1
+    scales = np.array([1.0, 0.8, 1.25])
+    want = ref.scaled_indices_segments(u, segment, bounds, cents, scales)
+    np.testing.assert_array_equal(ops.scaled_indices_segments(u, segment, bounds, cents, scales), want)
+    assert (want[:, 24:] == 0).all() and want[:, 8:24].max() <= 1 and want[:, :8].max() <= 7
+    # one segment == the single-codebook op
+    np.testing.assert_array_equal(ref.scaled_indices_segments(u, np.zeros(d, np.int64), b3[None], c3[None], scales),
+                                  ref.scaled_indices(u, b3, c3, scales))

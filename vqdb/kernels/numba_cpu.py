@@ -30,16 +30,16 @@ _TILE = 4096
 # ----------------------------------------------------------------------------------------------
 @njit(cache=_CACHE, nogil=True)
 def _search(boundaries, v):
-    """Number of boundaries <= v (boundaries increasing float64)."""
-    lo = 0
-    hi = boundaries.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if boundaries[mid] <= v:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    """Number of boundaries <= v (boundaries increasing float64); branch-free binary search."""
+    n = boundaries.shape[0]
+    if n == 0:
+        return 0
+    base = 0
+    while n > 1:
+        half = n >> 1
+        base += half * np.int64(boundaries[base + half] <= v)
+        n -= half
+    return base + np.int64(boundaries[base] <= v)
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -113,13 +113,16 @@ def _encode_scaled_kernel(u, boundaries, centroids, scales, bits, out):
     for i in prange(n):
         best = np.zeros(k, dtype=np.int64)
         cur = np.empty(k, dtype=np.int64)
+        row = np.empty(k, dtype=np.float64)
+        for j in range(k):
+            row[j] = np.float64(u[i, j])
         best_cos = -np.inf
         for s in range(scales.shape[0]):
             t = scales[s]
             dot = 0.0
             nrm2 = 0.0
             for j in range(k):
-                uj = np.float64(u[i, j])
+                uj = row[j]
                 c = _search(boundaries, uj * t)
                 cur[j] = c
                 v = centroids[c]
@@ -134,11 +137,28 @@ def _encode_scaled_kernel(u, boundaries, centroids, scales, bits, out):
         _put_row(best, bits, out[i])
 
 
+@njit(cache=_CACHE, nogil=True)
+def _search_row(table, row, count, v):
+    """Number of entries <= v among table[row, :count] (increasing float64); branch-free."""
+    if count == 0:
+        return 0
+    n = count
+    base = 0
+    while n > 1:
+        half = n >> 1
+        base += half * np.int64(table[row, base + half] <= v)
+        n -= half
+    return base + np.int64(table[row, base] <= v)
+
+
 @njit(cache=_CACHE, nogil=True, parallel=True)
-def _scaled_segments_kernel(u, segment, boundaries, centroids, scales, out):
+def _scaled_segments_kernel(u, segment, counts, boundaries, centroids, scales, out):
     n, k = u.shape
     for i in prange(n):
         cur = np.empty(k, dtype=np.int64)
+        row = np.empty(k, dtype=np.float64)
+        for j in range(k):
+            row[j] = np.float64(u[i, j])
         best_cos = -np.inf
         for s in range(scales.shape[0]):
             t = scales[s]
@@ -146,8 +166,8 @@ def _scaled_segments_kernel(u, segment, boundaries, centroids, scales, out):
             nrm2 = 0.0
             for j in range(k):
                 g = segment[j]
-                uj = np.float64(u[i, j])
-                c = _search(boundaries[g], uj * t)
+                uj = row[j]
+                c = _search_row(boundaries, g, counts[g], uj * t)
                 cur[j] = c
                 v = centroids[g, c]
                 dot += uj * v
@@ -263,10 +283,13 @@ def scaled_indices_segments(u, segment, boundaries, centroids, scales) -> np.nda
     u = np.ascontiguousarray(u, dtype=np.float32)
     out = np.zeros(u.shape, dtype=np.uint8)
     if u.size:
+        boundaries = np.ascontiguousarray(boundaries, dtype=np.float64)
+        counts = np.isfinite(boundaries).sum(axis=1).astype(np.int64)  # rows are padded with +inf
         _scaled_segments_kernel(
             u,
             np.ascontiguousarray(segment, dtype=np.int64),
-            np.ascontiguousarray(boundaries, dtype=np.float64),
+            counts,
+            boundaries,
             np.ascontiguousarray(centroids, dtype=np.float64),
             np.ascontiguousarray(scales, dtype=np.float64),
             out,

@@ -12,6 +12,7 @@ single column vector transforms as ``R x``) and rotated back as ``x = y @ R``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -25,11 +26,25 @@ def _check_dim(d, name: str = "d") -> int:
     return int(d)
 
 
+def _single_threaded_blas():
+    """OpenBLAS's threaded QR can be 10x slower than one thread on a busy machine; limit it when
+    threadpoolctl is installed (optional)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def haar_orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
     """(d, d) float64 Haar-distributed orthogonal matrix: Q of a Gaussian's QR with sign(diag R) fixed."""
     d = _check_dim(d)
     g = rng.standard_normal((d, d))
-    q, r = np.linalg.qr(g)
+    if d >= 256:
+        with _single_threaded_blas():
+            q, r = np.linalg.qr(g)
+    else:
+        q, r = np.linalg.qr(g)
     signs = np.sign(np.diag(r))
     signs[signs == 0] = 1.0
     return q * signs[None, :]

@@ -28,7 +28,8 @@ from ..kernels import get_ops
 from . import _common as cm
 from ._codebooks import gaussian_lloyd_max, lloyd_max
 from ._packing import packed_size
-from ._rotation import DenseRotation, HadamardRotation, haar_orthogonal, haar_rotation, orthogonal_sketch
+from ._rotation import (DenseRotation, HadamardRotation, _single_threaded_blas, haar_orthogonal, haar_rotation,
+                        orthogonal_sketch)
 from .base import PreparedQueries, Quantizer
 
 VARIANTS = ("scaled", "mse", "prod")
@@ -346,7 +347,8 @@ class TurboQuantizer(Quantizer):
                 r = x[s : s + 16384].astype(np.float64) - centre
                 cov += r.T @ r
             cov /= x.shape[0]
-            lam, vecs = np.linalg.eigh(cov)
+            with _single_threaded_blas():
+                lam, vecs = np.linalg.eigh(cov)
             order = np.argsort(-lam, kind="stable")
             lam, vecs = np.clip(lam[order], 0.0, None), vecs[:, order]
             rng = np.random.default_rng(self.seed + 1)
@@ -418,12 +420,12 @@ class TurboQuantizer(Quantizer):
             if self.variant == "scaled":
                 # unbiased for the coded coordinates: <q_c, y_c> ≈ ||y_c||² <q_c, ĉ> / <y_c, ĉ>, with y = ||r|| u
                 # and y_c its coordinates that have bits (all of them unless "pca" drops some)
-                u64 = u.astype(np.float64)
-                dot = np.einsum("ij,ij->i", u64, chat.astype(np.float64))
-                coded = sum(np.einsum("ij,ij->i", u64[:, s.start : s.stop], u64[:, s.start : s.stop])
-                            for s in block.slices) if block.slices else np.zeros(n)
+                dot = np.einsum("ij,ij->i", u, chat, dtype=np.float64)
                 if sum(s.k for s in block.slices) == block.k:
                     coded = np.ones(n)  # no dropped coordinates: exactly the classic ||r|| / <u, ĉ>
+                else:
+                    coded = sum(np.einsum("ij,ij->i", u[:, s.start : s.stop], u[:, s.start : s.stop], dtype=np.float64)
+                                for s in block.slices) if block.slices else np.zeros(n)
                 factor = np.where((dot > 0) & (nrm > 0), nrm * coded / np.where(dot > 0, dot, 1.0), 0.0)
             else:
                 factor = nrm
