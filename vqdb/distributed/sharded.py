@@ -9,8 +9,11 @@ How it works
   from the seed), and its centre is fitted here, on the set's first write, exactly as a single
   ``vqdb.Index`` fits it on its first ``add`` (the mean of that batch, when it has >= 256 rows). The
   shards' indexes are created only then, all with that same quantizer, which is also stored once in
-  the top-level directory. Every shard therefore writes exactly the codes a single index would
-  write, and a flat search returns the same ids and scores as a single index over the same data.
+  the top-level directory. Every shard therefore encodes with exactly the state of a single index
+  over the same data: a flat search returns the same ids, and scores bit for bit equal to those of a
+  single index holding the same codes. (The quantizer's encode rounds its rotation GEMM differently
+  for other batch compositions and BLAS thread counts, so a single index fed everything in one batch
+  holds a few codes one rounding step apart: same ids, scores within ~1e-7.)
 * **Routing.** A write goes to shard ``splitmix64(id) mod n_shards`` (:mod:`._routing`): stable
   across processes and machines, unlike Python's salted ``hash``. ``add`` without ids draws them
   from a counter kept here, so ids stay unique over the whole set.
