@@ -9,15 +9,19 @@ Ops (signatures in :mod:`vqdb.kernels.reference`, the oracle): ``pack_bits``, ``
 ``bucketize``, ``encode_scalar``, ``scaled_indices``, ``scaled_indices_segments``, ``encode_scaled``, ``decode_values``,
 ``lut_scores``, ``sign_scores``, ``topk``.
 
-Registered backends (highest priority first among the usable ones is the default):
+Registered backends. The default for host (NumPy) arrays is the highest-priority usable one among
+``numba`` and ``reference``; ``torch`` serves torch tensors (kvcache) and the CUDA backends serve
+device-resident data (``Index(device="cuda")``, CUDA KV tensors), both by name or ``VQDB_BACKEND``:
 
-=============  =============================  ========  ==========================================
-name           module                         priority  usable when
-=============  =============================  ========  ==========================================
-``numba``      ``vqdb.kernels.numba_cpu``     20        numba is installed
-``torch``      ``vqdb.kernels.torch_ops``     10        torch is installed and the module exists
-``reference``  ``vqdb.kernels.reference``     0         always (NumPy)
-=============  =============================  ========  ==========================================
+==============  =============================  ========  ==========================================
+name            module                         priority  usable when
+==============  =============================  ========  ==========================================
+``cuda-numba``  ``vqdb.gpu.numba_cuda``        40        numba.cuda sees a device
+``cuda-torch``  ``vqdb.gpu.torch_cuda``        30        torch.cuda.is_available()
+``numba``       ``vqdb.kernels.numba_cpu``     20        numba is installed
+``torch``       ``vqdb.kernels.torch_ops``     10        torch is installed and the module exists
+``reference``   ``vqdb.kernels.reference``     0         always (NumPy)
+==============  =============================  ========  ==========================================
 """
 
 from __future__ import annotations
@@ -84,8 +88,10 @@ _REGISTRY: dict[str, KernelBackend] = {}
 
 def register_backend(backend: KernelBackend) -> None:
     """Add or replace a backend (e.g. ``vqdb.gpu`` registers ``cuda-numba``/``cuda-torch``)."""
+    global _DEFAULT
     _REGISTRY[backend.name] = backend
     _LOADED.pop(backend.name, None)
+    _DEFAULT = None
 
 
 class KernelOps:
@@ -109,6 +115,8 @@ class KernelOps:
 _LOADED: dict[str, KernelOps] = {}
 _LOCK = threading.Lock()
 _FORCED: str | None = None
+_DEFAULT: KernelOps | None = None          # cached automatic choice (probing costs ~10 µs per call)
+_HOST_EXCLUDED = frozenset({"torch", "cuda-numba", "cuda-torch"})
 
 register_backend(KernelBackend("reference", "vqdb.kernels.reference", lambda: None, 0))
 register_backend(KernelBackend("numba", "vqdb.kernels.numba_cpu", _probe_numba, 20))
@@ -165,12 +173,19 @@ def get_ops(name: str | None = None) -> KernelOps:
         except BackendUnavailableError as exc:
             reasons = "; ".join(f"{n}: {r or 'usable'}" for n, r in available_backends().items())
             raise BackendUnavailableError(f"{exc} (backends: {reasons})") from exc
+    global _DEFAULT
+    if _DEFAULT is not None:
+        return _DEFAULT
     errors = []
     for bname, backend in sorted(_REGISTRY.items(), key=lambda kv: -kv[1].priority):
-        if bname == "torch":  # torch ops serve torch tensors (kvcache); never the NumPy default
+        # The default serves host NumPy arrays: torch ops serve torch tensors (kvcache), and the CUDA
+        # backends would copy every call's arrays to the device and back; device-resident data
+        # (Index(device="cuda"), CUDA KV tensors) uses them explicitly, or VQDB_BACKEND forces one.
+        if bname in _HOST_EXCLUDED:
             continue
         try:
-            return _load(bname)
+            _DEFAULT = _load(bname)
+            return _DEFAULT
         except BackendUnavailableError as exc:
             errors.append(str(exc))
     raise BackendUnavailableError("no kernel backend is usable: " + "; ".join(errors))
