@@ -432,7 +432,7 @@ class CompressedKVLayer:
             return
         idx = torch.as_tensor(indices, dtype=torch.long)
         b = self.batch_size
-        if idx.dim() != 1 or (idx.numel() and (int(idx.min()) < -b or int(idx.max()) >= b)):
+        if idx.dim() != 1 or (idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= b)):
             raise InvalidInputError(f"batch indices must be a 1-D tensor of rows in [0, {b}); got {idx.tolist()[:8]}")
         self._apply(lambda t: t.index_select(0, idx.to(t.device)))
 
