@@ -120,26 +120,35 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": command.strip(), "quick": args.quick, "machine": info,
               "env": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}, "rows": rows, "skipped": skipped}
     old_path = os.path.join(out_dir, "quantizers.json")
+    old = None
     if args.update and os.path.exists(old_path):
         with open(old_path, encoding="utf-8") as f:
             old = json.load(f)
-        now = {bs.name for bs in sets}
-        rows += [r for r in old["rows"] if r["dataset"] not in now]
-        skipped += [s for s in old.get("skipped", []) if s["dataset"] not in now]
-        earlier = old.get("runs") or [{"command": old["command"], "machine": old["machine"],
-                                       "datasets": sorted({r["dataset"] for r in old["rows"]})}]
-        result["runs"] = [{**r, "datasets": [x for x in r["datasets"] if x not in now]} for r in earlier
-                          if set(r["datasets"]) - now]
-    result.setdefault("runs", [])
-    result["runs"].append({"command": command.strip(), "machine": info, "datasets": [bs.name for bs in sets]})
+    result["runs"] = [{"command": command.strip(), "machine": info, "datasets": [bs.name for bs in sets]}]
     for i, bs in enumerate(sets):
         log(f"{bs.name}: base {bs.base.shape}, metric {bs.metric}, query sets "
             f"{[(q.name, q.queries.shape[0]) for q in bs.query_sets]}")
         methods = methods_for(bs, threads, args.quick, not args.no_vqdb, not args.no_peers, args.methods)
         run_set(bs, methods, rows, skipped)
-        _write(result, out_dir, t0, final=i == len(sets) - 1)
-    log(f"wrote {out_dir}/quantizers.{{json,md}} and {len(result.get('plots', []))} plots in {result['wall_s']:.0f} s")
+        for r in rows:
+            r.setdefault("run_date", info["date"])
+        _write(_merged(result, old), out_dir, t0, final=i == len(sets) - 1)
+    log(f"wrote {out_dir}/quantizers.{{json,md}} in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def _merged(result: dict, old: dict | None) -> dict:
+    """``result`` plus the rows of ``old`` whose (data set, method) this run did not produce (``--update``)."""
+    if old is None:
+        return result
+    done = {(r["dataset"], r["method"]) for r in result["rows"]}
+    done |= {(s["dataset"], s["method"]) for s in result["skipped"]}
+    earlier = old.get("runs") or [{"command": old["command"], "machine": old["machine"],
+                                   "datasets": sorted({r["dataset"] for r in old["rows"]})}]
+    return {**result,
+            "rows": [r for r in old["rows"] if (r["dataset"], r["method"]) not in done] + result["rows"],
+            "skipped": [s for s in old.get("skipped", []) if (s["dataset"], s["method"]) not in done] + result["skipped"],
+            "runs": earlier + result["runs"]}
 
 
 def _write(result: dict, out_dir: str, t0: float, final: bool) -> None:
