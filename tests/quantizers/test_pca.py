@@ -53,3 +53,22 @@ def test_unfitted_pca_works_and_fit_changes_the_basis():
     assert not np.array_equal(q.encode(x), before)
     xh = q.decode(q.encode(x))
     assert np.mean(np.sum((xh - x) ** 2, 1)) < 0.2 * np.mean(np.sum((x - x.mean(0)) ** 2, 1))
+
+
+def test_pca_prescale_search_and_bad_scales():
+    from vqdb.quantizers.turbo import PRESCALE_GRID
+
+    d = 48
+    x = _anisotropic(400, d, seed=4)
+    plain = TurboQuantizer(d, 2, rotation="pca").fit(x)
+    searched = TurboQuantizer(d, 2, rotation="pca", scales=PRESCALE_GRID).fit(x)
+    assert searched.state_dict()["config"]["scales"] == list(PRESCALE_GRID)
+
+    def cosines(q):
+        r = x - q.centre_
+        rh = q.decode(q.encode(x)) - q.centre_
+        return np.sum(rh * r, 1) / np.linalg.norm(rh, axis=1) / np.linalg.norm(r, axis=1)
+
+    assert cosines(searched).mean() >= cosines(plain).mean() - 1e-6
+    with pytest.raises(Exception, match="positive floats"):
+        TurboQuantizer(d, 2, scales=(1.0, -2.0))

@@ -9,6 +9,7 @@ import pytest
 
 from reference import oracles
 from vqdb import TurboQuantizer
+from vqdb.quantizers.turbo import PRESCALE_GRID
 from vqdb.kernels import available_backends, use_backend
 from vqdb.quantizers._codebooks import lloyd_max
 
@@ -84,7 +85,7 @@ def test_codes_equal_paper_oracle(backend, variant):
     x = (rng.standard_normal((40, d)) + 0.5).astype(np.float32)
     queries = rng.standard_normal((4, d)).astype(np.float32)
     with use_backend(backend):
-        q = TurboQuantizer(d, bits, variant=variant, seed=4).fit(x)
+        q = TurboQuantizer(d, bits, variant=variant, seed=4, scales=PRESCALE_GRID).fit(x)
         codes = q.encode(x)
         scores = q.score(queries, codes)
     arrays = q.state_dict()["arrays"]
@@ -140,8 +141,8 @@ def test_scaled_prescale_search_never_hurts_cosine():
     d = 128
     x = unit_rows(300, d, seed=8)
     plain = TurboQuantizer(d, 3, variant="scaled", seed=2)
-    plain.scales = (1.0,)
-    searched = TurboQuantizer(d, 3, variant="scaled", seed=2)
+    assert plain.scales == (1.0,)
+    searched = TurboQuantizer(d, 3, variant="scaled", seed=2, scales=PRESCALE_GRID)
 
     def cosines(q):
         xh = q.decode(q.encode(x))
