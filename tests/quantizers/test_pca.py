@@ -72,3 +72,16 @@ def test_pca_prescale_search_and_bad_scales():
     assert cosines(searched).mean() >= cosines(plain).mean() - 1e-6
     with pytest.raises(Exception, match="positive floats"):
         TurboQuantizer(d, 2, scales=(1.0, -2.0))
+
+
+def test_pca_many_query_path_matches_decode():
+    d = 40
+    x = _anisotropic(300, d, seed=7)
+    q = TurboQuantizer(d, 2.5, rotation="pca").fit(x)
+    assert len(q._blocks[0].slices) > 1
+    queries = _anisotropic(20, d, seed=8)
+    codes = q.encode(x)
+    many = q.score(queries, codes)
+    few = np.vstack([q.score(queries[i : i + 2], codes) for i in range(0, 20, 2)])
+    np.testing.assert_allclose(many, queries @ q.decode(codes).T, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(many, few, rtol=1e-4, atol=1e-4)

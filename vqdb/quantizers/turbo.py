@@ -41,6 +41,8 @@ FRACTIONAL_BITS = {2.5: (3, 2, 4), 3.5: (4, 3, 2)}  # rate -> (high bits, low bi
 # middle: on WordNet/MiniLM (word queries vs passage base) and Fashion-MNIST it was within noise of the
 # better extreme on each set, where either extreme lost 2-10 recall points on one of them.
 ALLOC_QUERY_POWER = 0.5
+_GEMM_MIN_QUERIES = 16  # from this many queries, multi-slice blocks are scored by decoded tiles + matmul
+_TILE = 4096
 PCA_UNIT = 8  # "pca" allocates bits to groups of 8 consecutive principal components (byte-aligned slices)
 
 # Per-vector pre-scales t the "scaled" encoder may try (quantize u*t, keep the code whose reconstruction
@@ -496,11 +498,7 @@ class TurboQuantizer(Quantizer):
         side = cm.read_side(codes, self._side_offset, self._n_side)
         out = np.zeros((m, n), dtype=np.float32)
         for i, block in enumerate(self._blocks):
-            rq = prepared.data["rotated"][i]
-            raw = np.zeros((m, n), dtype=np.float32)
-            for s in block.slices:
-                raw += ops.lut_scores(np.ascontiguousarray(rq[:, s.start : s.stop]), codes, s.offset, s.bits, s.values)
-            out += raw * side[None, :, i]
+            out += self._block_scores(ops, prepared.data["rotated"][i], codes, block) * side[None, :, i]
         if self.variant == "prod":
             raw = ops.sign_scores(prepared.data["sketched"], codes, self._sign_offset)
             gamma = side[:, len(self._blocks)]
@@ -523,6 +521,31 @@ class TurboQuantizer(Quantizer):
                           "query": ("sketched", None, 0, self.dim), "side": len(self._blocks),
                           "mult": float(np.float32(self.estimator_scale))})
         return {"parts": parts, "side_offset": self._side_offset, "n_side": self._n_side}
+
+    @staticmethod
+    def _block_scores(ops, rq: np.ndarray, codes: np.ndarray, block: _Block) -> np.ndarray:
+        """(m, n) float32 Σ_j (Πq)_j ĉ_j over the coded coordinates of one block (no side factor).
+
+        One slice, or few queries: the backend's fused lookup-table scan per slice. Several slices and
+        many queries: decode a tile of codes across all slices and do one matmul per tile.
+        """
+        m, n = rq.shape[0], codes.shape[0]
+        if len(block.slices) == 1 or m < _GEMM_MIN_QUERIES:
+            raw = np.zeros((m, n), dtype=np.float32)
+            for s in block.slices:
+                raw += ops.lut_scores(np.ascontiguousarray(rq[:, s.start : s.stop]), codes, s.offset, s.bits, s.values)
+            return raw
+        lo, hi = block.slices[0].start, max(s.stop for s in block.slices)
+        rq = np.ascontiguousarray(rq[:, lo:hi])
+        out = np.empty((m, n), dtype=np.float32)
+        tile = np.zeros((min(n, _TILE), hi - lo), dtype=np.float32)
+        for t0 in range(0, n, _TILE):
+            rows = codes[t0 : t0 + _TILE]
+            buf = tile[: rows.shape[0]]
+            for s in block.slices:
+                buf[:, s.start - lo : s.stop - lo] = ops.decode_values(rows, s.offset, s.bits, s.k, s.values)
+            np.matmul(rq, buf.T, out=out[:, t0 : t0 + rows.shape[0]])
+        return out
 
     # ---- helpers for other modules (kvcache) -----------------------------------------------
     def _single(self) -> _Block:
