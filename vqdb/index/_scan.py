@@ -112,6 +112,8 @@ def _block_rows(m: int, n: int) -> int:
 
 def scan_flat(ctx: ScanContext, q: np.ndarray, top: TopK) -> None:
     """Score every allowed row of every segment."""
+    if _fast_flat(ctx, q, top):
+        return
     prepared = ctx.quantizer.prepare(q)
     qnorm2 = np.einsum("ij,ij->i", q, q)
     cterm = ctx.centre_terms(q)
@@ -163,6 +165,8 @@ def scan_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, *, need: i
     scanned or every list was, so a filtered search returns k results when k exist.
     The probed rows of all segments are gathered and scored in one call per query (and round).
     """
+    if _fast_ivf(ctx, q, top, nprobe, need):
+        return
     coarse = ctx.coarse
     nlist = coarse.nlist
     cterm_all = ctx.centre_terms(q)
@@ -195,6 +199,61 @@ def scan_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, *, need: i
             if need is None or found >= need or done >= nlist:
                 break
             upto = min(nlist, done + max(nprobe, done))   # double the lists scanned
+
+
+# ---- fast paths (vqdb.kernels.scanner: fast-scan LUT kernels, batched BLAS, popcount) -------------
+def _fast_scanner(ctx: ScanContext):
+    """The quantizer's FastScanner when the fast paths apply (numba backend, supported codes), else None."""
+    from ..kernels import scanner
+
+    return scanner.for_quantizer(ctx.quantizer) if scanner.enabled() else None
+
+
+def _fast_flat(ctx: ScanContext, q: np.ndarray, top: TopK) -> bool:
+    """Flat scan on the fast paths; same ranking as the float path (see vqdb.kernels.scanner)."""
+    fs = _fast_scanner(ctx)
+    if fs is None:
+        return False
+    prep = fs.prepare(q, metric=ctx.metric, cterm=ctx.centre_terms(q))
+    for si, seg in enumerate(ctx.segments):
+        s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si])
+        top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1))
+    return True
+
+
+def _allowed_per_list(ctx: ScanContext) -> tuple[np.ndarray, int]:
+    """Allowed rows per IVF list (nlist,) summed over segments, and the allowed rows outside any list."""
+    counts = np.zeros(ctx.coarse.nlist + 1, dtype=np.int64)
+    for si, seg in enumerate(ctx.segments):
+        allow = ctx.allow[si]
+        lists = seg.lists if allow is None else seg.lists[allow]
+        counts += np.bincount(np.asarray(lists, dtype=np.int64) + 1, minlength=counts.size)
+    return counts[1:], int(counts[0])
+
+
+def _fast_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, need: int | None) -> bool:
+    """IVF scan on the fast paths: every query's lists in one kernel call per segment, queries that
+    probe the same list grouped so the list's codes are read once per group."""
+    fs = _fast_scanner(ctx)
+    if fs is None:
+        return False
+    from ..kernels import scanner
+
+    order = np.argsort(-ctx.coarse.probe_scores(q, ctx.probe_metric), axis=1, kind="stable")
+    list_rows, outside = (None, 0) if need is None else _allowed_per_list(ctx)
+    probe = scanner.probe_csr(order, nprobe, list_rows, None if need is None else need - outside)
+    prep = fs.prepare(q, metric=ctx.metric, cterm=ctx.centre_terms(q))
+    for si, seg in enumerate(ctx.segments):
+        s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si], probe=probe)
+        top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1))
+    return True
+
+
+def warmup() -> float:
+    """Compile/load the fast-scan kernels once per process (called when an index is opened); seconds."""
+    from ..kernels import scanner
+
+    return scanner.warmup()
 
 
 def refs_to_ids(segments, refs: np.ndarray) -> np.ndarray:

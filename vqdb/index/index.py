@@ -228,6 +228,7 @@ class Index(_Persistence):
             if isinstance(exc, (OSError, KeyError, ValueError)) and not isinstance(exc, VqdbError):
                 raise st.IncompatibleFormatError(f"index at {root!r} is damaged or incomplete: {exc!r}") from exc
             raise
+        _scan.warmup()          # compile/load the fast-scan kernels now, not on the first query (once per process)
         return self
     # ------------------------------------------------------------------ properties
     @property

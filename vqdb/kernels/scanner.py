@@ -1,0 +1,656 @@
+"""Fast top-k scans over a quantizer's codes: per-segment layout, per-call path choice, exactness.
+
+A :class:`FastScanner` wraps a quantizer that exposes ``scan_parts()`` (TurboQuant at 1–4 bits,
+``prod`` included, and QJL). For a run of codes (a segment: ``codes`` (n, code_size) uint8 and its
+IVF list numbers ``lists`` (n,) int32, ascending) it builds a :class:`Layout` once — 4-bit slots
+re-laid out in blocks of 32 vectors per list (FAISS FastScan style), per-vector factors, squared norms
+— cached on the codes array (a new codes array, e.g. after compaction, gets a new layout).
+
+:meth:`FastScanner.topk` returns the best ``k`` rows of each query by one of three paths:
+
+``fastscan``
+    uint8 LUTs, in-register shuffles, uint16 accumulators (:mod:`vqdb.kernels.fastscan`); every
+    vector whose upper bound reaches the k-th best lower bound is re-scored with the float LUT path,
+    so the ranking is the float path's (exact up to float rounding, see ``margin``).
+``blas``
+    decode tiles of codes to float32 once and multiply by all queries (``m >= ~16``).
+``popcount``
+    1-bit codes only: queries quantized to bit-planes, AND + popcount, then the same exact re-score.
+
+``path="auto"`` picks by a cost model (``m``, ``n``, bits) whose constants are measured by
+``bench/kernels_micro.py --calibrate`` and stored in ``fastscan_costs.json`` next to this module.
+Scores are "higher is better": ``ip`` = estimated inner product, ``l2sq`` = ``2<q,x> - ||x||² - ||q||²``
+with the exact ``||x||²`` of the code (the index's conventions), plus a per-list exact centre term.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import reference_fastscan as rf
+
+MIN_ROWS = 2048             # smaller segments are scored by the quantizer directly (no layout)
+QMAX = 4                   # columns of the item arrays (the kernels' maximum)
+QGROUP = 2                 # queries sharing one pass over a block (4 spills registers on AVX2)
+CHUNK_BLOCKS = 64          # flat scans: blocks per work item (64 * 32 = 2048 vectors)
+TILE_BLOCKS = 64           # blas path: blocks decoded per tile
+L2_CHUNK_BYTES = 96 << 10  # batches: code bytes per work item (stays in L2 across query groups)
+CAND_CAP = 256             # candidate slots per (query, block range) pair; overflow -> exact redo
+MAX_PAIRS = 1 << 16        # flat scans: queries per kernel call bounded by this many pairs
+BITPLANES = 8              # popcount path: bits of the quantized query
+PATHS = ("auto", "fastscan", "blas", "popcount")
+COSTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastscan_costs.json")
+
+# ns per unit, measured on the reference machine (bench/kernels_micro.py --calibrate overwrites the file)
+DEFAULT_COSTS = {
+    "fastscan_step": 0.45,      # per vector, query and 32-byte step (2 slots), single thread
+    "fastscan_vector": 3.0,     # per vector and query: bounds, heap check
+    "fastscan_call": 40000.0,   # per call: LUTs, items, collect, rescore
+    "blas_madd": 0.03,          # per vector, query and coordinate
+    "blas_decode": 1.2,         # per vector and coordinate (once per call)
+    "blas_vector": 2.0,         # per vector and query: top-k heap
+    "blas_call": 20000.0,
+    "popcount_word": 1.2,       # per vector, query, 64-bit word and bit-plane (+1)
+    "popcount_call": 40000.0,
+}
+
+
+def _kernels():
+    from . import fastscan
+
+    return fastscan
+
+
+# ------------------------------------------------------------------------------------------------
+# cost model
+# ------------------------------------------------------------------------------------------------
+_COSTS: dict | None = None
+
+
+def costs() -> dict:
+    """Cost constants (ns): the calibrated file when present, else :data:`DEFAULT_COSTS`."""
+    global _COSTS
+    if _COSTS is None:
+        c = dict(DEFAULT_COSTS)
+        try:
+            with open(COSTS_FILE) as f:
+                c.update({k: float(v) for k, v in json.load(f).get("costs", {}).items() if k in DEFAULT_COSTS})
+        except (OSError, ValueError):
+            pass
+        _COSTS = c
+    return _COSTS
+
+
+def estimate_ns(path: str, *, m: int, n: int, steps: int, coords: int, words: int = 0) -> float:
+    """Predicted time of one scan of ``n`` vectors by ``m`` queries on ``path`` (single thread)."""
+    c = costs()
+    if path == "fastscan":
+        return c["fastscan_call"] + m * n * (steps * c["fastscan_step"] + c["fastscan_vector"])
+    if path == "blas":
+        return c["blas_call"] + n * coords * c["blas_decode"] + m * n * (coords * c["blas_madd"] + c["blas_vector"])
+    if path == "popcount":
+        return c["popcount_call"] + m * n * words * (BITPLANES + 1) * c["popcount_word"]
+    raise ValueError(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# layout
+# ------------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Layout:
+    """Codes of one segment re-laid out for the kernels (positions = padded rows, 32 per block)."""
+
+    blocks: np.ndarray          # (nb * S * 32,) uint8
+    nsteps: int                 # S: 32-byte steps per block
+    factors: np.ndarray         # (P, N) float32: side factor * multiplier (0 on padding)
+    sq: np.ndarray              # (N,) float32 exact ||x||^2
+    pad_beta: np.ndarray        # (N,) float32: 0, -inf on padding
+    row_of: np.ndarray          # (N,) int64 segment row, -1 on padding
+    pos_of: np.ndarray          # (n,) int64 position of each segment row
+    block_list: np.ndarray      # (nb,) int32 list number of each block (-1: outside IVF lists)
+    list_ids: np.ndarray        # (L,) int64 list numbers present, ascending
+    list_b0: np.ndarray         # (L,) int64 first block of each list
+    list_b1: np.ndarray         # (L,) int64 end block
+    fmin: np.ndarray | None = None    # (P, nb) float32 smallest factor of each block
+    fmax: np.ndarray | None = None    # (P, nb) float32 largest factor of each block
+    sqmin: np.ndarray | None = None   # (nb,) float32 smallest ||x||^2 of each block
+    sqmax: np.ndarray | None = None   # (nb,) float32 largest ||x||^2 of each block
+    words: np.ndarray | None = None   # (N, W) uint64 sign words (single-part 1-bit codes)
+    zeros: np.ndarray | None = None   # (N,) float32 zeros
+    zeros_nb: np.ndarray | None = None  # (nb,) float32 zeros
+    items: dict = field(default_factory=dict, repr=False)   # cached flat work items
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def n_blocks(self) -> int:
+        return int(self.block_list.shape[0])
+
+    @property
+    def n_positions(self) -> int:
+        return 32 * self.n_blocks
+
+    @property
+    def nbytes(self) -> int:
+        arrs = (self.blocks, self.factors, self.sq, self.pad_beta, self.row_of, self.pos_of, self.block_list)
+        return int(sum(a.nbytes for a in arrs) + (0 if self.words is None else self.words.nbytes))
+
+
+@dataclass(eq=False)
+class Prepared:
+    """Per-call query data: LUTs, bounds, the affine map of the metric."""
+
+    m: int
+    luts: np.ndarray            # (m * S * 32,) uint8
+    inv: np.ndarray             # (m, P) float32
+    off: np.ndarray             # (m, P) float32
+    err: np.ndarray             # (m, P) float32 (margin used)
+    fluts: np.ndarray           # (m, 2S, 16) float32
+    qcat: np.ndarray | None     # (m, K) float32 (blas), built lazily
+    parts_q: list               # per part (m, k) float32 rotated queries
+    alpha: np.float32
+    qconst: np.ndarray          # (m,) float32
+    cterm: np.ndarray           # (m, L+1) float32
+    l2: bool
+    pq: object = None           # the quantizer's PreparedQueries (float path for small segments)
+
+
+class FastScanner:
+    """Fast scans for one quantizer (see the module docstring).
+
+    Parameters
+    ----------
+    quantizer : Quantizer with ``scan_parts()``
+    margin : {"exact", float}
+        ``"exact"`` (default): candidates are selected with the rigorous bound of the LUT rounding, so
+        the result is the float LUT path's top-k (up to float32 rounding of the scores). A float ``z``
+        uses ``z`` standard deviations of the rounding error instead (fewer re-scored candidates, a
+        tiny probability of a different k-th neighbour).
+    """
+
+    def __init__(self, quantizer, *, margin="exact"):
+        spec = quantizer.scan_parts()
+        self.quantizer = quantizer
+        self.parts = spec["parts"]
+        self.side_offset = int(spec["side_offset"])
+        self.n_side = int(spec["n_side"])
+        self.margin = margin
+        self.slots = [rf.slots_per_part(p["k"], p["bits"]) for p in self.parts]
+        self.part_steps = np.concatenate([[0], np.cumsum([s // 2 for s in self.slots])]).astype(np.int64)
+        self.nsteps = int(self.part_steps[-1])
+        self.part_bits = np.array([p["bits"] for p in self.parts], dtype=np.int64)
+        vals = np.zeros((len(self.parts), 16), dtype=np.float32)
+        for i, p in enumerate(self.parts):
+            v = np.asarray(p["values"], dtype=np.float32)
+            vals[i, : v.size] = v
+        self.values = vals
+        self.values64 = [np.asarray(p["values"], dtype=np.float32).astype(np.float64) for p in self.parts]
+        self.coords = int(sum(s * rf.coords_per_slot(p["bits"]) for s, p in zip(self.slots, self.parts)))
+        self.one_bit = len(self.parts) == 1 and self.parts[0]["bits"] == 1
+        self._layouts: dict[int, tuple] = {}      # id(codes) -> (weakref to codes, Layout)
+        self._lock = threading.Lock()
+        self.last = {}            # diagnostics of the last call: path, candidates per query
+
+    @staticmethod
+    def supports(quantizer) -> bool:
+        fn = getattr(quantizer, "scan_parts", None)
+        if fn is None:
+            return False
+        try:
+            parts = fn()["parts"]
+        except Exception:  # noqa: BLE001 - a quantizer that cannot describe itself is not supported
+            return False
+        return bool(parts) and all(p["bits"] in rf.FAST_BITS for p in parts)
+
+    # ---- layout --------------------------------------------------------------------------------
+    def layout(self, codes: np.ndarray, lists: np.ndarray | None = None) -> Layout:
+        """The (cached) layout of ``codes`` (n, code_size) uint8 with list numbers ``lists`` (ascending)."""
+        key = id(codes)
+        hit = self._layouts.get(key)
+        if hit is not None and hit[0]() is codes:
+            return hit[1]
+        lay = self._build(codes, lists)
+        with self._lock:
+            self._layouts[key] = (weakref.ref(codes), lay)
+            weakref.finalize(codes, self._layouts.pop, key, None)
+        return lay
+
+    def _build(self, codes: np.ndarray, lists: np.ndarray | None) -> Layout:
+        n = codes.shape[0]
+        if lists is None or n == 0:
+            lists = np.full(n, -1, dtype=np.int64)
+        lists = np.asarray(lists, dtype=np.int64)
+        starts = np.flatnonzero(np.r_[True, lists[1:] != lists[:-1]]) if n else np.zeros(0, np.int64)
+        counts = np.diff(np.r_[starts, n]).astype(np.int64)
+        ids = lists[starts] if n else np.zeros(0, np.int64)
+        nblk = (counts + 31) // 32
+        b1 = np.cumsum(nblk)
+        b0 = b1 - nblk
+        nb = int(b1[-1]) if n else 0
+        N = 32 * nb
+        pos_of = np.repeat(32 * b0 - starts, counts) + np.arange(n, dtype=np.int64)
+        row_of = np.full(N, -1, dtype=np.int64)
+        row_of[pos_of] = np.arange(n, dtype=np.int64)
+        slots = np.zeros((N, 2 * self.nsteps), dtype=np.uint8)
+        side = np.ascontiguousarray(codes[:, self.side_offset : self.side_offset + 4 * self.n_side]).view("<f4")
+        side = side.reshape(n, self.n_side)
+        factors = np.zeros((len(self.parts), N), dtype=np.float32)
+        col = 0
+        for i, p in enumerate(self.parts):
+            slots[pos_of, col : col + self.slots[i]] = rf.nibble_slots(codes, p["offset"], p["bits"], p["k"])
+            col += self.slots[i]
+            factors[i, pos_of] = side[:, p["side"]] * np.float32(p["mult"])
+        sq = np.zeros(N, dtype=np.float32)
+        sq[pos_of] = side[:, self.n_side - 1]
+        pad_beta = np.full(N, -np.inf, dtype=np.float32)
+        pad_beta[pos_of] = 0.0
+        words = None
+        if self.one_bit:
+            p = self.parts[0]
+            w = rf.sign_words(codes, p["offset"], p["k"])
+            words = np.zeros((N, w.shape[1]), dtype=np.uint64)
+            words[pos_of] = w
+        nbk = max(nb, 0)
+        fb = factors.reshape(len(self.parts), nbk, 32)
+        valid = (pad_beta == 0).reshape(nbk, 32)
+        fmin = np.where(valid[None], fb, np.inf).min(axis=2).astype(np.float32) if nbk else np.zeros((len(self.parts), 0), np.float32)
+        fmax = np.where(valid[None], fb, -np.inf).max(axis=2).astype(np.float32) if nbk else np.zeros((len(self.parts), 0), np.float32)
+        sqb = sq.reshape(nbk, 32)
+        sqmin = np.where(valid, sqb, np.inf).min(axis=1).astype(np.float32) if nbk else np.zeros(0, np.float32)
+        sqmax = np.where(valid, sqb, -np.inf).max(axis=1).astype(np.float32) if nbk else np.zeros(0, np.float32)
+        return Layout(blocks=rf.interleave(slots).reshape(-1) if N else np.zeros(0, np.uint8), nsteps=self.nsteps,
+                      factors=factors, sq=sq, pad_beta=pad_beta, row_of=row_of, pos_of=pos_of,
+                      block_list=np.repeat(ids, nblk).astype(np.int32), list_ids=ids, list_b0=b0.astype(np.int64),
+                      list_b1=b1.astype(np.int64), fmin=fmin, fmax=fmax, sqmin=sqmin, sqmax=sqmax, words=words,
+                      zeros=np.zeros(N, dtype=np.float32), zeros_nb=np.zeros(nbk, dtype=np.float32))
+
+    # ---- queries -------------------------------------------------------------------------------
+    def prepare(self, q: np.ndarray, *, metric: str = "ip", cterm: np.ndarray | None = None, prepared=None) -> Prepared:
+        """LUTs and bounds of (m, d) float32 queries; ``cterm`` (m, L+1) exact centre terms (col 0 = list -1)."""
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        m = q.shape[0]
+        pq = prepared if prepared is not None else self.quantizer.prepare(q)
+        fs = _kernels()
+        P = len(self.parts)
+        u8 = np.empty((m, 2 * self.nsteps, 16), dtype=np.uint8)
+        fl = np.empty((m, 2 * self.nsteps, 16), dtype=np.float32)
+        inv = np.empty((m, P), dtype=np.float32)
+        off = np.empty((m, P), dtype=np.float32)
+        err = np.empty((m, P), dtype=np.float32)
+        sigmas = -1.0 if self.margin == "exact" else float(self.margin)
+        parts_q = []
+        slot0 = 0
+        for i, p in enumerate(self.parts):
+            key, idx, start, stop = p["query"]
+            qp = (pq.data[key] if idx is None else pq.data[key][idx])[:, start:stop]
+            qp = np.ascontiguousarray(qp, dtype=np.float32)
+            parts_q.append(qp)
+            if m:
+                fs.build_luts(qp, int(p["bits"]), self.values64[i], self.slots[i], slot0, sigmas, u8, fl, inv, off, err, i)
+            slot0 += self.slots[i]
+        l2 = metric == "l2sq"
+        if cterm is None:
+            cterm = np.zeros((m, 1), dtype=np.float32)
+        qconst = -np.einsum("ij,ij->i", q, q).astype(np.float32) if l2 else np.zeros(m, np.float32)
+        return Prepared(m=m, luts=u8.reshape(-1), inv=inv, off=off, err=err, fluts=fl, qcat=None, parts_q=parts_q,
+                        alpha=np.float32(2.0 if l2 else 1.0), qconst=qconst,
+                        cterm=np.ascontiguousarray(cterm, dtype=np.float32), l2=l2, pq=pq)
+
+    def _beta(self, lay: Layout, prep: Prepared, allow: np.ndarray | None) -> np.ndarray:
+        beta = lay.pad_beta - lay.sq if prep.l2 else lay.pad_beta
+        if allow is not None:
+            beta = beta.copy()
+            beta[lay.pos_of[~np.asarray(allow, dtype=bool)]] = -np.inf
+        return np.ascontiguousarray(beta, dtype=np.float32)
+
+    # ---- path choice ---------------------------------------------------------------------------
+    def choose(self, m: int, n: int, *, ivf: bool = False) -> str:
+        """The cheapest path for ``m`` queries over ``n`` vectors by the cost model."""
+        cands = ["fastscan"] + ([] if ivf else ["blas"]) + (["popcount"] if self.one_bit else [])
+        words = (self.parts[0]["k"] + 63) // 64 if self.one_bit else 0
+        est = {p: estimate_ns(p, m=m, n=n, steps=self.nsteps, coords=self.coords, words=words) for p in cands}
+        return min(est, key=est.get)
+
+    # ---- top-k ---------------------------------------------------------------------------------
+    def topk(self, lay: Layout, prep: Prepared, k: int, *, allow: np.ndarray | None = None,
+             probe_ptr: np.ndarray | None = None, probe_lists: np.ndarray | None = None,
+             path: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` rows of the segment for each query.
+
+        Parameters
+        ----------
+        lay, prep : from :meth:`layout` and :meth:`prepare`
+        k : int >= 1
+        allow : (n,) bool, optional
+            Rows that may be returned (live and matching a filter).
+        probe_ptr, probe_lists : CSR (m+1,), (total,) int64, optional
+            IVF: the list numbers each query scans (absent lists are skipped). None: every row.
+        path : {"auto", "fastscan", "blas", "popcount"}
+
+        Returns
+        -------
+        scores : (m, k) float32, -inf padded
+        rows : (m, k) int64 segment rows, -1 padded
+        """
+        m = prep.m
+        out_s = np.full((m, k), -np.inf, dtype=np.float32)
+        out_r = np.full((m, k), -1, dtype=np.int64)
+        if m == 0 or lay.n_blocks == 0:
+            return out_s, out_r
+        beta = self._beta(lay, prep, allow)
+        if path == "auto":
+            n_est = lay.n_positions if probe_ptr is None else max(1, lay.n_positions * len(probe_lists) // max(1, m * len(lay.list_ids)))
+            path = self.choose(m, n_est, ivf=probe_ptr is not None)
+        if path == "popcount" and not self.one_bit:
+            raise ValueError("the popcount path needs single-part 1-bit codes")
+        if path == "blas" and probe_ptr is not None:
+            path = "fastscan"
+        self.last = {"path": path}
+        if path == "blas":
+            s, pos = self._blas(lay, prep, k, beta)
+        else:
+            s, pos = self._bounded(lay, prep, k, beta, probe_ptr, probe_lists, popcount=path == "popcount")
+        out_s[:] = s
+        out_r[:] = np.where(pos >= 0, lay.row_of[np.maximum(pos, 0)], -1)
+        return out_s, out_r
+
+    def segment_topk(self, codes: np.ndarray, lists: np.ndarray | None, prep: Prepared, k: int, *,
+                     allow: np.ndarray | None = None, probe: tuple | None = None,
+                     path: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`topk` over a run of codes (a segment), building/caching its layout; segments of fewer
+        than :data:`MIN_ROWS` rows are scored directly by the quantizer (the float path).
+
+        probe : (ptr, lists) CSR of the IVF lists each query scans (list -1 included), or None (all rows).
+        """
+        n = codes.shape[0]
+        if n < MIN_ROWS and prep.pq is not None:
+            return self._small_topk(codes, lists, prep, k, allow, probe)
+        lay = self.layout(codes, lists)
+        ptr, pl = (None, None) if probe is None else probe
+        return self.topk(lay, prep, k, allow=allow, probe_ptr=ptr, probe_lists=pl, path=path)
+
+    def _small_topk(self, codes, lists, prep, k, allow, probe):
+        """Float path (the quantizer's own scores) for small segments: (m, k) scores and rows."""
+        from .reference import topk as ref_topk
+
+        m, n = prep.m, codes.shape[0]
+        lists = np.full(n, -1, np.int64) if lists is None else np.asarray(lists, dtype=np.int64)
+        s = self.quantizer.score(prep.pq, codes, centre=np.zeros(self.quantizer.dim, np.float32))
+        s = s + prep.cterm[:, lists + 1]
+        if prep.l2:
+            s = 2.0 * s - self.quantizer.squared_norms(codes)[None, :] + prep.qconst[:, None]
+        if allow is not None:
+            s[:, ~np.asarray(allow, dtype=bool)] = -np.inf
+        if probe is not None:
+            ptr, pl = probe
+            for i in range(m):
+                s[i, ~np.isin(lists, pl[ptr[i] : ptr[i + 1]])] = -np.inf
+        rows, top = ref_topk(np.ascontiguousarray(s, dtype=np.float32), k)
+        rows = np.where(np.isfinite(top), rows, -1)
+        return top, rows
+
+    # ---- fastscan / popcount: bounds, candidates, exact re-score ---------------------------------
+    def _chunk(self, m: int) -> int:
+        """Blocks per work item: long runs for one query; for batches, chunks whose codes stay in L2
+        while every query group passes over them."""
+        if m <= QGROUP:
+            return CHUNK_BLOCKS
+        return int(min(CHUNK_BLOCKS, max(4, L2_CHUNK_BYTES // (32 * max(self.nsteps, 1)))))
+
+    def _items(self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists):
+        """Work items for queries [q0, q1); flat scans are cached on the layout (same for every call)."""
+        if probe_ptr is None:
+            key = (q1 - q0, self._chunk(q1 - q0))
+            hit = lay.items.get(key)
+            if hit is None:
+                hit = self._make_items(lay, 0, q1 - q0, None, None, key[1])
+                if len(lay.items) > 16:
+                    lay.items.clear()
+                lay.items[key] = hit
+            if q0 == 0:
+                return hit
+            iq = np.where(hit[2] >= 0, hit[2] + q0, -1)
+            return hit[:2] + (iq,) + hit[3:]
+        return self._make_items(lay, q0, q1, probe_ptr, probe_lists, CHUNK_BLOCKS)
+
+    def _make_items(self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists, chunk: int):
+        """Work items (block range x up to QGROUP queries) for queries [q0, q1).
+
+        Returns item_b0, item_b1 (I,), item_q, item_out, item_pair (I, 4) (global query numbers,
+        candidate slice starts, pair numbers), q_ptr (q1-q0+1,) CSR of each query's pairs, pair_out
+        (pairs,) candidate slice start of each pair, total candidate capacity.
+        """
+        if probe_ptr is None:
+            nb = lay.n_blocks
+            step = max(1, min(chunk, -(-nb // 8)))
+            cb0 = np.arange(0, nb, step, dtype=np.int64)
+            cb1 = np.minimum(cb0 + step, nb)
+            pair_q = np.repeat(np.arange(q0, q1, dtype=np.int64), cb0.size)
+            pair_b0 = np.tile(cb0, q1 - q0)
+            pair_b1 = np.tile(cb1, q1 - q0)
+        else:
+            lo, hi = probe_ptr[q0], probe_ptr[q1]
+            lists = probe_lists[lo:hi]
+            qof = np.repeat(np.arange(q0, q1, dtype=np.int64), np.diff(probe_ptr[q0 : q1 + 1]))
+            if len(lay.list_ids):
+                where = np.minimum(np.searchsorted(lay.list_ids, lists), len(lay.list_ids) - 1)
+                ok = lay.list_ids[where] == lists
+            else:
+                where, ok = np.zeros(lists.size, np.int64), np.zeros(lists.size, bool)
+            where, qof = where[ok], qof[ok]
+            nblk = lay.list_b1[where] - lay.list_b0[where]      # split long lists (e.g. rows outside any list)
+            nch = np.maximum(1, -(-nblk // chunk))
+            rep = np.repeat(np.arange(where.size), nch)
+            within = np.arange(rep.size) - np.repeat(np.cumsum(nch) - nch, nch)
+            pair_q = qof[rep]
+            pair_b0 = lay.list_b0[where][rep] + within * chunk
+            pair_b1 = np.minimum(pair_b0 + chunk, lay.list_b1[where][rep])
+        npairs = pair_q.size
+        caps = np.minimum(32 * (pair_b1 - pair_b0), CAND_CAP)
+        pair_out = np.cumsum(caps) - caps
+        # group pairs over the same block range into items of <= QGROUP queries
+        order = np.lexsort((pair_q, pair_b0))
+        key = pair_b0[order]
+        newgrp = np.r_[True, key[1:] != key[:-1]] if npairs else np.zeros(0, bool)
+        grp_start = np.maximum.accumulate(np.where(newgrp, np.arange(npairs), 0)) if npairs else np.zeros(0, np.int64)
+        rank = np.arange(npairs) - grp_start
+        item_id = np.cumsum(newgrp | (rank % QGROUP == 0)) - 1
+        n_items = int(item_id[-1]) + 1 if npairs else 0
+        slot = rank % QGROUP
+        item_q = np.full((n_items, QMAX), -1, dtype=np.int64)
+        item_out = np.zeros((n_items, QMAX), dtype=np.int64)
+        item_pair = np.zeros((n_items, QMAX), dtype=np.int64)
+        item_q[item_id, slot] = pair_q[order]
+        item_out[item_id, slot] = pair_out[order]
+        item_pair[item_id, slot] = order
+        item_b0 = np.zeros(n_items, dtype=np.int64)
+        item_b1 = np.zeros(n_items, dtype=np.int64)
+        item_b0[item_id] = pair_b0[order]
+        item_b1[item_id] = pair_b1[order]
+        q_ptr = np.searchsorted(pair_q, np.arange(q0, q1 + 1)).astype(np.int64)    # pairs are query-major
+        return (item_b0, item_b1, item_q, item_out, item_pair, q_ptr, pair_out.astype(np.int64), caps.astype(np.int64),
+                int(caps.sum()))
+
+    def _bounded(self, lay, prep, k, beta, probe_ptr, probe_lists, *, popcount: bool):
+        fs = _kernels()
+        m = prep.m
+        step = m if probe_ptr is not None else max(1, MAX_PAIRS // max(1, -(-lay.n_blocks // self._chunk(m))))
+        out_s = np.full((m, k), -np.inf, dtype=np.float32)
+        out_p = np.full((m, k), -1, dtype=np.int64)
+        n_cand = np.zeros(m, dtype=np.int64)
+        bmag = lay.sq if prep.l2 else lay.zeros
+        if popcount:
+            qbits = self._bitplanes(prep)
+        for q0 in range(0, m, step):
+            q1 = min(m, q0 + step)
+            b0, b1, iq, iout, ipair, q_ptr, pair_out, pair_cap, total = self._items(lay, q0, q1, probe_ptr, probe_lists)
+            npairs = pair_out.size
+            cand_pos = np.empty(total, dtype=np.int64)
+            cand_ub = np.empty(total, dtype=np.float32)
+            counts = np.zeros(npairs, dtype=np.int64)
+            heaps = np.full((npairs, k), -np.inf, dtype=np.float32)
+            floor = np.full(m, -np.inf, dtype=np.float32)
+            sl = slice(q0, q1)
+            if popcount:
+                words, lo, de, qsum, elo, ehi, v0, dv = qbits
+                fs.scan_items_popcount(lay.words, words, lo, de, qsum, elo, ehi, v0, dv, lay.factors, beta, bmag,
+                                       prep.alpha, prep.qconst, prep.cterm, lay.block_list, b0, b1, iq, iout, ipair,
+                                       pair_cap, cand_pos, cand_ub, counts, heaps, floor)
+                fs.finish_bits(cand_pos, cand_ub, counts, pair_out, heaps, q_ptr, k, floor[sl], lay.words,
+                               prep.parts_q[0][sl].astype(np.float64), v0, dv, lay.factors, beta, prep.alpha,
+                               prep.qconst[sl], prep.cterm[sl], lay.block_list, out_s[sl], out_p[sl], n_cand[sl])
+            else:
+                bmax = -lay.sqmin if prep.l2 else lay.zeros_nb
+                bmagmax = lay.sqmax if prep.l2 else lay.zeros_nb
+                fs.scan_items(lay.blocks, lay.nsteps, self.part_steps, prep.luts, prep.inv, prep.off, prep.err,
+                              lay.factors, lay.fmin, lay.fmax, bmax, bmagmax, beta, bmag, prep.alpha, prep.qconst,
+                              prep.cterm, lay.block_list, b0, b1, iq, iout, ipair, pair_cap, cand_pos, cand_ub, counts,
+                              heaps, floor)
+                fs.finish(cand_pos, cand_ub, counts, pair_out, heaps, q_ptr, k, floor[sl], lay.blocks, lay.nsteps,
+                          self.part_steps,
+                          prep.fluts[sl], lay.factors, beta, prep.alpha, prep.qconst[sl], prep.cterm[sl],
+                          lay.block_list, out_s[sl], out_p[sl], n_cand[sl])
+            over = np.flatnonzero(counts < 0)
+            if over.size:      # a pair overflowed its candidate slice (massive ties): redo those queries exactly
+                redo = np.unique(np.searchsorted(q_ptr, over, side="right") - 1) + q0
+                s2, p2 = self._blas(lay, self._subset(prep, redo), k, beta)
+                out_s[redo], out_p[redo] = s2, p2
+        self.last["candidates_per_query"] = float(n_cand.mean()) if m else 0.0
+        return out_s, out_p
+
+    @staticmethod
+    def _subset(prep: Prepared, rows: np.ndarray) -> Prepared:
+        """The prepared queries ``rows`` (for re-doing a few queries on another path)."""
+        return Prepared(m=int(rows.size), luts=prep.luts.reshape(prep.m, -1)[rows].reshape(-1), inv=prep.inv[rows],
+                        off=prep.off[rows], err=prep.err[rows], fluts=prep.fluts[rows],
+                        qcat=None if prep.qcat is None else prep.qcat[rows], parts_q=[q[rows] for q in prep.parts_q],
+                        alpha=prep.alpha, qconst=prep.qconst[rows], cterm=prep.cterm[rows], l2=prep.l2,
+                        pq=None)
+
+    def _bitplanes(self, prep: Prepared):
+        part = self.parts[0]
+        q = prep.parts_q[0]
+        words, lo, de, elo, ehi = rf.bitplane_query(q, BITPLANES)
+        v = np.asarray(part["values"], dtype=np.float64)
+        return (words, lo, de, q.astype(np.float64).sum(axis=1), elo, ehi, np.float64(v[0]), np.float64(v[1] - v[0]))
+
+    # ---- blas ------------------------------------------------------------------------------------
+    def _qcat(self, prep: Prepared) -> np.ndarray:
+        if prep.qcat is None:
+            cols = []
+            for i, p in enumerate(self.parts):
+                width = self.slots[i] * rf.coords_per_slot(p["bits"])
+                qp = np.zeros((prep.m, width), dtype=np.float32)
+                qp[:, : p["k"]] = prep.parts_q[i]
+                cols.append(qp)
+            prep.qcat = np.ascontiguousarray(np.concatenate(cols, axis=1))
+        return prep.qcat
+
+    def _blas(self, lay, prep, k, beta):
+        fs = _kernels()
+        qcat = self._qcat(prep)
+        m = prep.m
+        hs = np.full((m, k), -np.inf, dtype=np.float32)
+        hp = np.full((m, k), -1, dtype=np.int64)
+        tile = np.empty((TILE_BLOCKS * 32, self.coords), dtype=np.float32)
+        out = np.empty((m, TILE_BLOCKS * 32), dtype=np.float32)
+        for b0 in range(0, lay.n_blocks, TILE_BLOCKS):
+            b1 = min(lay.n_blocks, b0 + TILE_BLOCKS)
+            rows = 32 * (b1 - b0)
+            fs.decode_tile(lay.blocks, lay.nsteps, self.part_steps, self.part_bits, self.values, lay.factors, b0, b1,
+                           tile[:rows])
+            np.matmul(qcat, tile[:rows].T, out=out[:, :rows])
+            fs.tile_topk(out[:, :rows], prep.alpha, prep.qconst, prep.cterm, lay.block_list, beta, 32 * b0, hs, hp)
+        order = np.lexsort((np.where(hp >= 0, hp, np.iinfo(np.int64).max), -hs.astype(np.float64)), axis=1)
+        return np.take_along_axis(hs, order, 1), np.take_along_axis(hp, order, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# per-quantizer scanners and IVF probing helpers
+# ------------------------------------------------------------------------------------------------
+_SCANNERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_SCANNERS_LOCK = threading.Lock()
+
+
+def for_quantizer(quantizer) -> FastScanner | None:
+    """The shared :class:`FastScanner` of ``quantizer`` (None when its codes are not supported)."""
+    try:
+        sc = _SCANNERS.get(quantizer)
+    except TypeError:
+        return None
+    if sc is None:
+        if not FastScanner.supports(quantizer):
+            return None
+        with _SCANNERS_LOCK:
+            sc = _SCANNERS.get(quantizer)
+            if sc is None:
+                sc = FastScanner(quantizer)
+                _SCANNERS[quantizer] = sc
+    return sc
+
+
+def probe_csr(order: np.ndarray, nprobe: int, list_rows: np.ndarray | None = None, need: int | None = None):
+    """Lists scanned per query: the first ``nprobe`` of each row of ``order`` (m, nlist), doubled until
+    at least ``need`` rows (``list_rows`` (nlist,) allowed rows per list) are covered, plus list -1.
+
+    Returns CSR ``(ptr (m+1,), lists (total,))`` int64.
+    """
+    m, nlist = order.shape
+    counts = np.full(m, min(nprobe, nlist), dtype=np.int64)
+    if need is not None and list_rows is not None and m:
+        cum = np.cumsum(list_rows[order], axis=1)
+        upto = counts.copy()
+        while True:
+            got = cum[np.arange(m), upto - 1] if nlist else np.zeros(m)
+            short = (got < need) & (upto < nlist)
+            if not short.any():
+                break
+            upto[short] = np.minimum(nlist, upto[short] + np.maximum(nprobe, upto[short]))
+        counts = upto
+    ptr = np.zeros(m + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum(counts + 1)
+    lists = np.empty(int(ptr[-1]), dtype=np.int64)
+    lists[ptr[:-1]] = -1
+    take = np.arange(nlist)[None, :] < counts[:, None]
+    dest = (ptr[:-1, None] + 1 + np.arange(nlist)[None, :])[take]
+    lists[dest] = order[take]
+    return ptr, lists
+
+
+def enabled() -> bool:
+    """Fast scans are part of the numba backend: on when numba is importable and no other backend is
+    forced with ``VQDB_BACKEND``."""
+    from .. import envs
+    from . import _has
+
+    forced = envs.backend()
+    return (forced is None or forced == "numba") and _has("numba")
+
+
+_WARM = {"done": False, "seconds": None}
+_WARM_LOCK = threading.Lock()
+
+
+def warmup() -> float:
+    """Compile (or load from numba's on-disk cache) every fast-scan kernel, once per process.
+
+    Returns the seconds it took (0.0 when already warm or disabled). Index open calls it so that no
+    compilation happens on the query path.
+    """
+    if _WARM["done"] or not enabled():
+        return 0.0
+    import time
+
+    with _WARM_LOCK:
+        if _WARM["done"]:
+            return 0.0
+        t0 = time.perf_counter()
+        _kernels().warmup()
+        _WARM["seconds"] = time.perf_counter() - t0
+        _WARM["done"] = True
+        return _WARM["seconds"]
