@@ -49,7 +49,9 @@ def search_small_batches(index, q, k, **kwargs):
 # actor can get a code one rounding step away from the same row encoded in one batch in this process (a few
 # percent of rows; their scores then differ by ~1e-7). Against a single index holding the same codes (fed the
 # same batches, in an actor) the sharded search is bit for bit identical; against one fed everything at once
-# here, ids are identical and scores agree to SCORE_ATOL.
+# here, ids are identical and scores agree to SCORE_ATOL. The fast-scan scanner sums a code's terms in an order
+# that depends on how codes are blocked (one segment vs four shards), so even with the same codes the scores
+# agree to SCORE_ATOL (float32 rounding), while the ids stay identical.
 SCORE_ATOL = 1e-6
 
 
@@ -102,7 +104,7 @@ def test_flat_search_identical_to_single_index_bit_for_bit(pair, same_batches, w
     assert isinstance(got, ShardedSearchResult) and isinstance(got, vqdb.SearchResult)
     assert got.complete and got.shards_answered == (0, 1, 2, 3) and got.metric == "cos"
     got = search_small_batches(sharded, q, 10)
-    assert_same_result(got, search_small_batches(same_batches, q, 10))
+    assert_same_result(got, search_small_batches(same_batches, q, 10), atol=SCORE_ATOL)
     assert recall_at_k(got.ids, wordnet.gt_ids[:N_QUERIES], 10) > 0.8
 
 
@@ -119,7 +121,7 @@ def test_filtered_search_identical_to_single_index(pair, same_batches, wordnet):
     q = wordnet.queries[:16]
     for flt in ({"pos": 1}, {"b20": {"$in": [3, 7]}}):
         got = search_small_batches(sharded, q, 10, filter=flt)
-        assert_same_result(got, search_small_batches(same_batches, q, 10, filter=flt))
+        assert_same_result(got, search_small_batches(same_batches, q, 10, filter=flt), atol=SCORE_ATOL)
         assert_same_result(sharded.search(q, 10, filter=flt), same_batches.search(q, 10, filter=flt), atol=SCORE_ATOL)
         assert_same_result(got, search_small_batches(single, q, 10, filter=flt), atol=SCORE_ATOL)
 
