@@ -47,6 +47,8 @@ FP16_BYTES_PER_TOKEN = 30 * 3 * 64 * 2 * 2  # layers x kv heads x head_dim x (K,
 BITS = (2.5, 3, 3.5, 4)
 KEY_CODECS = ("turbo", "turbo-scaled", "turbo-prod", "qjl", "polar")
 VALUE_CODECS = ("groups", "turbo-scaled")
+VQ_OPTIONS = ("residual_length", "mode", "key_codec", "key_bits", "value_codec", "value_bits", "first_layers", "first_layers_bits",
+              "flush_block", "layer_overrides", "seed", "group_size", "qjl_outlier_channels", "polar_level_bits", "outlier_channels")
 MODEL_CACHE = os.environ.get("VQDB_KVBENCH_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "vqdb-kvbench"))
 
 
@@ -138,7 +140,7 @@ def make_cache(spec: dict, config):
         extra = {"axis_key": 1, "axis_value": 1} if spec["backend"] == "hqq" else {}
         return QuantizedCache(backend=spec["backend"], config=config, nbits=spec["nbits"], residual_length=spec["residual"],
                               q_group_size=64, **extra), "sdpa"
-    opts = {k: v for k, v in spec.items() if k not in ("cache", "name", "group")}
+    opts = {k: v for k, v in spec.items() if k in VQ_OPTIONS}
     mode = opts.pop("mode", "compat")
     return VQCache(config, mode=mode, **opts), ("vqdb" if mode == "fused" else "sdpa")
 
@@ -267,7 +269,7 @@ def configs(quick: bool, residual: int) -> list[dict]:
                         "value_codec": vc, "value_bits": b})
     if not quick:  # asymmetric candidates for the default
         for kc, kb, vb in (("turbo-scaled", 4, 3.5), ("turbo-scaled", 4, 3), ("turbo-scaled", 3.5, 3), ("turbo", 3.5, 3),
-                           ("turbo-scaled", 3.5, 2.5), ("turbo-scaled", 3, 3)):
+                           ("turbo-scaled", 3.5, 2.5)):
             out.append({**base, "group": "asymmetric", "name": f"K {kc} {kb} / V turbo {vb}", "key_codec": kc, "key_bits": kb,
                         "value_codec": "turbo", "value_bits": vb})
         out.append({**base, "group": "asymmetric", "name": "K turbo-scaled 3.5 / V turbo 3, layer 0 at 8 bits", "key_codec": "turbo-scaled",
@@ -394,8 +396,10 @@ def confirm(model, tok, specs: list[dict], args, sweep_rows: list[dict]) -> list
     (a perplexity difference over a few hundred tokens is noisy: about +-0.5% here)."""
     pooled = {spec["name"]: {k: 0.0 for k in ("n_tokens", "nll_sum", "kl_sum", "top1_count")} for spec in specs}
     full = {k: 0.0 for k in ("n_tokens", "nll_sum")}
-    for r in sweep_rows:  # the sweep segment
-        if r["name"] in pooled or r["cache"] == "full":
+    seen = set()
+    for r in sweep_rows:  # the sweep segment (each configuration once)
+        if (r["name"] in pooled or r["cache"] == "full") and r["name"] not in seen:
+            seen.add(r["name"])
             dst = pooled.get(r["name"], full)
             for key in dst:
                 dst[key] += r[key]
@@ -528,6 +532,50 @@ def plot(path: str, result: dict) -> None:
     fig.savefig(path, dpi=100)
 
 
+def decide(model, tok, args, good: list[dict], result: dict) -> None:
+    """Confirm the candidates on more text and record the default (in ``result``)."""
+    cands = candidates(good)
+    print("confirming the default on more text:", [c["name"] for c in cands], flush=True)
+    confirmed = confirm(model, tok, cands, args, good) if cands else []
+    result["confirmed"] = confirmed
+    best = choose_default(confirmed)
+    if best is not None:
+        result["default"] = best["name"]
+        result["default_reason"] = (
+            f"**{best['name']}**: the smallest cache ({best['kv_bytes_per_token']:.0f} B/token, {best['compression_vs_fp16']:.2f}x smaller "
+            f"than fp16, {best['bits_per_coord']:.3f} bits/coord) whose perplexity increase, pooled over {best['segments']} text segments "
+            f"({best['n_tokens']} tokens), is at most 1%: {best['ppl_increase_pct']:+.2f}% (top-1 agreement "
+            f"{100 * best['top1_agreement']:.1f}%, KL {best['kl_mean']:.4f})."
+        )
+    else:
+        result["default_reason"] = "No vqdb configuration reached >= 4x at <= 1% pooled perplexity increase in this run."
+
+
+def confirm_only(args) -> int:
+    """Re-run the confirmation stage of an existing results JSON (same text settings) and re-render."""
+    import torch
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    import vqdb.kvcache  # noqa: F401
+
+    with open(args.confirm_only, encoding="utf-8") as f:
+        result = json.load(f)
+    for key in ("prefill", "eval", "chunk"):
+        setattr(args, key, result["n_" + key] if key != "chunk" else result["chunk"])
+    t0 = time.perf_counter()
+    model, tok = load_model()
+    good = [r for r in result["quality"] if "error" not in r]
+    decide(model, tok, args, good, result)
+    result["confirm_seconds"] = time.perf_counter() - t0
+    base = args.confirm_only[: -len(".json")]
+    write_json(base + ".json", result)
+    write_markdown(base + ".md", result)
+    plot(base + ".png", result)
+    print(result["default_reason"])
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prefill", type=int, default=768)
@@ -541,6 +589,7 @@ def main(argv=None) -> int:
     ap.add_argument("--confirm", type=int, default=2, help="extra text segments for the default's perplexity check")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--from-json", help="only re-render the .md/.png of an existing results JSON")
+    ap.add_argument("--confirm-only", help="redo only the default's confirmation stage of an existing results JSON")
     ap.add_argument("--out", default=os.path.join(RESULTS_DIR, "kvcache"))
     args = ap.parse_args(argv)
     if args.from_json:
@@ -550,6 +599,8 @@ def main(argv=None) -> int:
         write_markdown(base + ".md", result)
         plot(base + ".png", result)
         return 0
+    if args.confirm_only:
+        return confirm_only(args)
     if args.quick:
         args.prefill, args.eval, args.contexts, args.steps, args.confirm = 256, 64, "512", 2, 1
         if args.out == os.path.join(RESULTS_DIR, "kvcache"):
@@ -622,21 +673,7 @@ def main(argv=None) -> int:
         "residual_length": args.residual, "threads": args.threads, "machine": info,
         "quality": rows, "decode": decode, "attention": attention,
     }
-    cands = candidates(good)
-    print("confirming the default on more text:", [c["name"] for c in cands], flush=True)
-    confirmed = confirm(model, tok, cands, args, good) if cands else []
-    result["confirmed"] = confirmed
-    best = choose_default(confirmed)
-    if best is not None:
-        result["default"] = best["name"]
-        result["default_reason"] = (
-            f"**{best['name']}**: the smallest cache ({best['kv_bytes_per_token']:.0f} B/token, {best['compression_vs_fp16']:.2f}x smaller "
-            f"than fp16, {best['bits_per_coord']:.3f} bits/coord) whose perplexity increase, pooled over {best['segments']} text segments "
-            f"({best['n_tokens']} tokens), is at most 1%: {best['ppl_increase_pct']:+.2f}% (top-1 agreement "
-            f"{100 * best['top1_agreement']:.1f}%, KL {best['kl_mean']:.4f})."
-        )
-    else:
-        result["default_reason"] = "No vqdb configuration reached >= 4x at <= 1% pooled perplexity increase in this run."
+    decide(model, tok, args, good, result)
     result["seconds_total"] = time.perf_counter() - t_start
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     write_json(args.out + ".json", result)

@@ -38,6 +38,22 @@ def test_turbo_codec_matches_reference(kv_vectors, variant, bits):
     )
 
 
+def test_turbo_scaled_prescale_search_matches_reference(kv_vectors):
+    from vqdb.quantizers.turbo import PRESCALE_GRID
+
+    x, q = kv_vectors
+    ref = vqdb.TurboQuantizer(64, bits=3, variant="scaled", seed=5, scales=PRESCALE_GRID)
+    codec = turbo_codec_from(ref, side_dtype=torch.float32)
+    assert codec.scales == tuple(PRESCALE_GRID)
+    codes_ref = ref.encode(x)
+    codes = codec.encode(torch.from_numpy(x))
+    assert np.array_equal(codes["idx"].numpy(), codes_ref[:, :24])
+    s_ref = ref.score(q, codes_ref)
+    np.testing.assert_allclose(codec.score(codec.prepare(torch.from_numpy(q)), codes).numpy(), s_ref, atol=1e-3 * np.abs(s_ref).max())
+    assert make_codec("turbo-scaled", 3, 64).scales == tuple(PRESCALE_GRID)
+    assert make_codec("turbo-scaled", 3, 64, prescale=False).scales == (1.0,)
+
+
 @pytest.mark.parametrize("m", [64, 192])
 def test_qjl_codec_matches_reference(kv_vectors, m):
     x, q = kv_vectors
@@ -127,6 +143,8 @@ def test_make_codec_validation():
         make_codec("groups", 4, 64, group_size=48)
     with pytest.raises(InvalidInputError):
         make_codec("turbo", 4, 1)
+    with pytest.raises(InvalidInputError, match="unknown codec option"):
+        make_codec("turbo", 4, 64, group_sise=32)
 
 
 def test_float16_side_data_overflow_is_an_error_not_inf():
