@@ -30,7 +30,7 @@ from numba import config as _nb_config, njit, prange, types
 from .. import envs
 
 _CACHE = envs.numba_cache()
-QMAX = 4                      # queries sharing one pass over a block
+QMAX = 4                      # queries per work item (passed over each block in pairs)
 SUB = 8                       # blocks per inner sub-chunk of a work item (their sums stay in L1)
 _NEG_INF = np.float32(-np.inf)
 
@@ -180,9 +180,9 @@ def _py_window(nq: int):
 
 
 if _nb_config.DISABLE_JIT:
-    _win1, _win2, _win3, _win4 = (_py_window(n) for n in (1, 2, 3, 4))
+    _win1, _win2 = (_py_window(n) for n in (1, 2))
 else:
-    _win1, _win2, _win3, _win4 = (_make_window(n) for n in (1, 2, 3, 4))
+    _win1, _win2 = (_make_window(n) for n in (1, 2))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,20 +229,17 @@ def _item_sums(blocks, nsteps, part_steps, luts, qs, nq, b0, nblk, lbases, sums)
         s1 = part_steps[p + 1]
         while s0 < s1:
             w = min(256, s1 - s0)
-            for j in range(nq):
-                lbases[j] = (qs[j] * nsteps + s0) * 32
             cb = (b0 * nsteps + s0) * 32
             bs = nsteps * 32
-            sb = p * cap
             qstr = n_parts * cap
-            if nq == 4:
-                _win4(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr)
-            elif nq == 3:
-                _win3(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr)
-            elif nq == 2:
-                _win2(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr)
-            else:
-                _win1(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr)
+            for j0 in range(0, nq, 2):         # pairs of queries share each code load (more spill on AVX2)
+                for j in range(j0, min(nq, j0 + 2)):
+                    lbases[j - j0] = (qs[j] * nsteps + s0) * 32
+                sb = p * cap + j0 * qstr
+                if nq - j0 >= 2:
+                    _win2(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr)
+                else:
+                    _win1(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr)
             s0 += w
 
 
@@ -478,7 +475,7 @@ def build_luts(q, bits, values, n_slots, slot0, sigmas, u8_out, fl_out, inv, off
                     j = s * cps + t
                     qj = np.float64(q[i, j]) if j < k else 0.0
                     acc += qj * values[(c >> (t * bits)) & mask]
-                lut[s, c] = acc
+                lut[s, c] = np.float64(np.float32(acc))      # the float32 table is the float path
             if bits == 3:
                 lo8 = lut[s, 0]
                 for c in range(1, 8):
@@ -505,7 +502,7 @@ def build_luts(q, bits, values, n_slots, slot0, sigmas, u8_out, fl_out, inv, off
                 d = lut[s, c] - mn[s]
                 u = min(max(np.rint(d * a), 0.0), 255.0)
                 u8_out[i, slot0 + s, c] = np.uint8(u)
-                fl_out[i, slot0 + s, c] = np.float32(lut[s, c])
+                fl_out[i, slot0 + s, c] = lut[s, c]
                 r = d - u / a
                 worst = max(worst, abs(r))
                 sq += r * r
@@ -610,78 +607,37 @@ def scan_items_popcount(words, qwords, qlo, qdelta, qsum, elo, ehi, v0, dv, fact
 # ------------------------------------------------------------------------------------------------
 # selection and exact re-scoring
 # ------------------------------------------------------------------------------------------------
-@njit(cache=_CACHE, nogil=True, parallel=True)
-def collect(cand_pos, cand_ub, counts, pair_out, heaps, q_ptr, k):
-    """Candidates per query: positions whose ub reaches the k-th largest lower bound of that query.
-
-    Pairs of query i are ``q_ptr[i] .. q_ptr[i+1]``; pair p's candidates are ``cand_*[pair_out[p] :
-    pair_out[p] + counts[p]]`` and its lower bounds are heap row p.
-    Returns (ptr (m+1,) int64, pos (total,) int64, thr (m,) float32).
-    """
-    m = q_ptr.shape[0] - 1
-    thr = np.empty(m, dtype=np.float32)
-    cnt = np.zeros(m + 1, dtype=np.int64)
-    for i in prange(m):
-        h0 = q_ptr[i]
-        h1 = q_ptr[i + 1]
-        vals = np.empty((h1 - h0) * k, dtype=np.float32)
-        for h in range(h0, h1):
-            vals[(h - h0) * k : (h - h0 + 1) * k] = heaps[h]
-        t = np.sort(vals)[vals.shape[0] - k] if vals.shape[0] >= k else _NEG_INF
-        thr[i] = t
-        c = 0
-        for h in range(h0, h1):
-            for x in range(pair_out[h], pair_out[h] + counts[h]):
-                if cand_ub[x] >= t:
-                    c += 1
-        cnt[i + 1] = c
-    ptr = np.cumsum(cnt)
-    pos = np.empty(ptr[m], dtype=np.int64)
-    for i in prange(m):
-        t = thr[i]
-        o = ptr[i]
-        for h in range(q_ptr[i], q_ptr[i + 1]):
-            for x in range(pair_out[h], pair_out[h] + counts[h]):
-                if cand_ub[x] >= t:
-                    pos[o] = cand_pos[x]
-                    o += 1
-    return ptr, pos, thr
-
-
 @njit(cache=_CACHE, nogil=True)
 def _threshold(heaps, h0, h1, k, floor):
     """k-th largest value over heap rows [h0, h1) (-inf when they hold fewer than k finite values).
 
     ``floor`` is one of those rows' k-th value, so only values >= floor can matter."""
-    n = 0
+    top = np.full(k, _NEG_INF, dtype=np.float32)
     for h in range(h0, h1):
         for t in range(k):
-            if heaps[h, t] >= floor:
-                n += 1
-    if n < k:
-        return _NEG_INF
-    vals = np.empty(n, dtype=np.float32)
-    n = 0
-    for h in range(h0, h1):
-        for t in range(k):
-            if heaps[h, t] >= floor:
-                vals[n] = heaps[h, t]
-                n += 1
-    return np.sort(vals)[n - k]
+            x = heaps[h, t]
+            if x >= floor:
+                _heap_push(top, x)
+    return top[0]
 
 
 @njit(cache=_CACHE, nogil=True)
 def _take_topk(scores, pos, n, k, out_s, out_p, i):
-    """Best k of scores[:n] (score desc, position asc) into out_s[i], out_p[i]."""
-    if n == 0:
-        return
-    keys = np.empty(n, dtype=np.float64)
+    """Best k of scores[:n] (score desc, position asc) into out_s[i], out_p[i] (insertion; n is small)."""
+    kept = 0
     for c in range(n):
-        keys[c] = -np.float64(scores[c])
-    order = np.argsort(keys, kind="mergesort")
-    for t in range(min(k, n)):
-        out_s[i, t] = scores[order[t]]
-        out_p[i, t] = pos[order[t]]
+        s = scores[c]
+        p = pos[c]
+        if kept == k and (s < out_s[i, k - 1] or (s == out_s[i, k - 1] and p > out_p[i, k - 1])):
+            continue
+        j = min(kept, k - 1)
+        while j > 0 and (out_s[i, j - 1] < s or (out_s[i, j - 1] == s and out_p[i, j - 1] > p)):
+            out_s[i, j] = out_s[i, j - 1]
+            out_p[i, j] = out_p[i, j - 1]
+            j -= 1
+        out_s[i, j] = s
+        out_p[i, j] = p
+        kept = min(kept + 1, k)
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -778,56 +734,6 @@ def _rescore_bits_one(words, qf, qs, v0, dv, factors, beta, alpha, qconst, cterm
     return np.float32(alpha * (cterm[i, block_list[r >> 5] + 1] + est) + beta[r] + qconst[i])
 
 
-@njit(cache=_CACHE, nogil=True, parallel=True)
-def rescore(blocks, nsteps, part_steps, fluts, factors, beta, alpha, qconst, cterm, block_list, ptr, pos):
-    """Float LUT scores of candidates: (total,) float32 aligned with ``pos`` (CSR ``ptr`` per query)."""
-    m = ptr.shape[0] - 1
-    out = np.empty(pos.shape[0], dtype=np.float32)
-    for i in prange(m):
-        for c in range(ptr[i], ptr[i + 1]):
-            out[c] = _rescore_one(blocks, nsteps, part_steps, fluts, factors, beta, alpha, qconst, cterm, block_list,
-                                  i, pos[c])
-    return out
-
-
-@njit(cache=_CACHE, nogil=True, parallel=True)
-def rescore_bits(words, qf, v0, dv, factors, beta, alpha, qconst, cterm, block_list, ptr, pos):
-    """Float scores of 1-bit candidates: Σ_j q_j·values[bit_j] (float64), same affine map."""
-    m = ptr.shape[0] - 1
-    out = np.empty(pos.shape[0], dtype=np.float32)
-    for i in prange(m):
-        qs = 0.0
-        for j in range(qf.shape[1]):
-            qs += qf[i, j]
-        for c in range(ptr[i], ptr[i + 1]):
-            out[c] = _rescore_bits_one(words, qf, qs, v0, dv, factors, beta, alpha, qconst, cterm, block_list, i, pos[c])
-    return out
-
-
-@njit(cache=_CACHE, nogil=True, parallel=True)
-def topk_csr(ptr, pos, scores, k):
-    """Best k (score desc, position asc) of each CSR row -> (m, k) float32 scores, (m, k) int64 positions."""
-    m = ptr.shape[0] - 1
-    out_s = np.full((m, k), _NEG_INF, dtype=np.float32)
-    out_p = np.full((m, k), -1, dtype=np.int64)
-    for i in prange(m):
-        a = ptr[i]
-        b = ptr[i + 1]
-        n = b - a
-        if n == 0:
-            continue
-        keys = np.empty(n, dtype=np.float64)
-        for c in range(n):
-            keys[c] = -np.float64(scores[a + c])
-        order = np.argsort(keys, kind="mergesort")
-        kk = min(k, n)
-        for t in range(kk):
-            c = a + order[t]
-            out_s[i, t] = scores[c]
-            out_p[i, t] = pos[c]
-    return out_s, out_p
-
-
 # ------------------------------------------------------------------------------------------------
 # batched (BLAS) path helpers
 # ------------------------------------------------------------------------------------------------
@@ -889,7 +795,8 @@ def tile_topk(scores, alpha, qconst, cterm, block_list, beta, pos0, heaps_s, hea
 # warm-up
 # ------------------------------------------------------------------------------------------------
 def warmup() -> None:
-    """Compile (or load from the on-disk cache) every kernel on tiny inputs; called at Index open."""
+    """Compile (or load from the on-disk cache) every kernel of the query path on tiny inputs (the
+    oracle twins ``accumulate`` and ``popcount_dot`` compile on first use); called at Index open."""
     from . import reference_fastscan as rf
 
     rng = np.random.default_rng(0)
@@ -898,7 +805,6 @@ def warmup() -> None:
     blocks = rng.integers(0, 256, size=(nb, S, 32), dtype=np.uint8).reshape(-1)
     luts = rng.integers(0, 256, size=(m, S, 32), dtype=np.uint8).reshape(-1)
     part_steps = np.array([0, 2, S], dtype=i64)
-    accumulate(blocks, S, part_steps, luts, m)
     P = 2
     inv, off, err = np.ones((m, P), f32), np.zeros((m, P), f32), np.zeros((m, P), f32)
     factors = np.ones((P, nb * 32), f32)
@@ -921,13 +827,10 @@ def warmup() -> None:
                    np.zeros(nb, f32), np.zeros(nb, f32), beta, beta, f32(1.0), qconst, cterm, block_list, item_b0,
                    item_b1, iq, item_out, item_pair, np.full(4, 64, i64), cand_pos, cand_ub, counts, heaps,
                    np.full(m, -np.inf, f32))
-    ptr, pos, _ = collect(cand_pos, cand_ub, counts, item_out[0], heaps, np.arange(5, dtype=i64), k)
     fl = rng.standard_normal((4, 2 * S, 16)).astype(f32)
-    sc = rescore(blocks, S, part_steps, fl, factors, beta, f32(1.0), qconst, cterm, block_list, ptr, pos)
-    topk_csr(ptr, pos, sc, k)
-    finish(cand_pos, cand_ub, counts, item_out[0], heaps, np.arange(5, dtype=i64), k, np.full(4, -np.inf, f32), blocks,
-           S, part_steps, fl, factors,
-           beta, f32(1.0), qconst, cterm, block_list, np.full((4, k), -np.inf, f32), np.full((4, k), -1, i64),
+    q_ptr = np.arange(5, dtype=i64)
+    finish(cand_pos, cand_ub, counts, item_out[0], heaps, q_ptr, k, np.full(4, -np.inf, f32), blocks, S, part_steps, fl,
+           factors, beta, f32(1.0), qconst, cterm, block_list, np.full((4, k), -np.inf, f32), np.full((4, k), -1, i64),
            np.zeros(4, i64))
     out = np.empty((64, 2 * S * 2), f32)
     decode_tile(blocks, S, part_steps, np.array([2, 2], i64), np.ones((P, 16), f32), factors, 0, nb, out)
@@ -936,13 +839,10 @@ def warmup() -> None:
     tile_topk(rng.standard_normal((m, 64)).astype(f32), f32(1.0), qconst, cterm, block_list, beta, 0, hs, hp)
     words = rng.integers(0, 2**63, size=(nb * 32, 2), dtype=i64).view(np.uint64)
     qw, lo, de, elo, ehi = rf.bitplane_query(rng.standard_normal((m, 100)).astype(f32), 4)
-    popcount_dot(words, qw)
     scan_items_popcount(words, qw, lo, de, lo * 0, elo, ehi, f64(-1.0), f64(2.0), factors, beta, beta, f32(1.0),
                         qconst, cterm, block_list, item_b0, item_b1, item_q, item_out, item_pair, np.full(4, 64, i64),
                         cand_pos, cand_ub, counts, heaps, np.full(m, -np.inf, f32))
-    rescore_bits(words, rng.standard_normal((m, 100)), f64(-1.0), f64(2.0), factors, beta, f32(1.0), qconst, cterm,
-                 block_list, ptr, pos)
-    finish_bits(cand_pos, cand_ub, counts, item_out[0], heaps, np.arange(5, dtype=i64), k, np.full(4, -np.inf, f32), words,
+    finish_bits(cand_pos, cand_ub, counts, item_out[0], heaps, q_ptr, k, np.full(4, -np.inf, f32), words,
                 rng.standard_normal((4, 100)), f64(-1.0), f64(2.0), factors, beta, f32(1.0), qconst, cterm, block_list,
                 np.full((4, k), -np.inf, f32), np.full((4, k), -1, i64), np.zeros(4, i64))
     for bits in (1, 2, 3, 4):

@@ -564,8 +564,9 @@ class FastScanner:
             rows = 32 * (b1 - b0)
             fs.decode_tile(lay.blocks, lay.nsteps, self.part_steps, self.part_bits, self.values, lay.factors, b0, b1,
                            tile[:rows])
-            np.matmul(qcat, tile[:rows].T, out=out[:, :rows])
-            fs.tile_topk(out[:, :rows], prep.alpha, prep.qconst, prep.cterm, lay.block_list, beta, 32 * b0, hs, hp)
+            o = out if rows == out.shape[1] else np.empty((m, rows), dtype=np.float32)
+            np.matmul(qcat, tile[:rows].T, out=o)
+            fs.tile_topk(o, prep.alpha, prep.qconst, prep.cterm, lay.block_list, beta, 32 * b0, hs, hp)
         order = np.lexsort((np.where(hp >= 0, hp, np.iinfo(np.int64).max), -hs.astype(np.float64)), axis=1)
         return np.take_along_axis(hs, order, 1), np.take_along_axis(hp, order, 1)
 

@@ -1,0 +1,276 @@
+"""Fast-scan kernels and paths against the NumPy oracle (vqdb.kernels.reference_fastscan) and the float path.
+
+Integer paths (LUT accumulation, uint8 LUTs, popcount) must match bit for bit; float paths (re-scored
+candidates, BLAS tiles) must give the float path's top-k with scores to tolerance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import vqdb  # noqa: E402
+from vqdb.kernels import fastscan as fk  # noqa: E402
+from vqdb.kernels import reference as ref  # noqa: E402
+from vqdb.kernels import reference_fastscan as rf  # noqa: E402
+from vqdb.kernels import scanner  # noqa: E402
+from vqdb.quantizers._packing import pack_bits, unpack_bits  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------
+# layout and LUTs
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("k", [5, 64, 97])
+def test_nibble_slots_hold_the_indices(bits, k):
+    rng = np.random.default_rng(bits * 7 + k)
+    idx = rng.integers(0, 1 << bits, size=(9, k), dtype=np.uint8)
+    codes = np.concatenate([np.zeros((9, 3), np.uint8), pack_bits(idx, bits), np.zeros((9, 4), np.uint8)], axis=1)
+    slots = rf.nibble_slots(codes, 3, bits, k)
+    assert slots.shape == (9, rf.slots_per_part(k, bits)) and slots.shape[1] % 2 == 0
+    cps = rf.coords_per_slot(bits)
+    back = np.zeros((9, slots.shape[1] * cps), np.uint8)
+    for t in range(cps):
+        back[:, t::cps] = (slots >> (t * bits)) & ((1 << bits) - 1)
+    np.testing.assert_array_equal(back[:, :k], idx)
+    assert not back[:, k:].any()
+
+
+def test_interleave_round_trip_and_documented_layout():
+    rng = np.random.default_rng(0)
+    slots = rng.integers(0, 16, size=(64, 6), dtype=np.uint8)
+    blocks = rf.interleave(slots)
+    assert blocks.shape == (2, 3, 32)
+    np.testing.assert_array_equal(rf.deinterleave(blocks), slots)
+    # byte i of step t: slot 2t of vector i (low nibble) | slot 2t of vector 16+i (high nibble)
+    assert blocks[1, 2, 5] == slots[32 + 5, 4] | (slots[32 + 21, 4] << 4)
+    assert blocks[0, 1, 16 + 7] == slots[7, 3] | (slots[23, 3] << 4)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_build_luts_matches_reference_bit_for_bit(bits):
+    rng = np.random.default_rng(bits)
+    k = 37
+    q = rng.standard_normal((5, k)).astype(np.float32)
+    values = np.sort(rng.standard_normal(1 << bits)).astype(np.float32)
+    ns = rf.slots_per_part(k, bits)
+    fl_ref = rf.float_luts(q, bits, values, ns)
+    u8_ref, inv_ref, off_ref, emax_ref, erms_ref = rf.quantize_luts(fl_ref)
+    u8 = np.zeros((5, ns + 2, 16), np.uint8)
+    fl = np.zeros((5, ns + 2, 16), np.float32)
+    inv, off, err = (np.zeros((5, 2), np.float32) for _ in range(3))
+    fk.build_luts(q, bits, values.astype(np.float64), ns, 2, -1.0, u8, fl, inv, off, err, 1)
+    np.testing.assert_array_equal(u8[:, 2:], u8_ref)
+    np.testing.assert_array_equal(fl[:, 2:], fl_ref)
+    np.testing.assert_allclose(inv[:, 1], inv_ref, rtol=1e-6)
+    np.testing.assert_allclose(off[:, 1], off_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(err[:, 1], emax_ref, rtol=1e-5)
+    # the rigorous bound holds for every code
+    codes = rng.integers(0, 1 << bits if bits == 3 else 16, size=(200, ns))
+    exact = np.take_along_axis(fl_ref[0].astype(np.float64)[None], codes[:, :, None], axis=2)[..., 0].sum(axis=1)
+    approx = np.take_along_axis(u8_ref[0].astype(np.float64)[None], codes[:, :, None], axis=2)[..., 0].sum(axis=1)
+    assert np.all(np.abs(approx * inv_ref[0] + off_ref[0] - exact) <= emax_ref[0])
+    # sigma margins are never wider than the rigorous bound
+    fk.build_luts(q, bits, values.astype(np.float64), ns, 2, 3.0, u8, fl, inv, off, err, 0)
+    assert np.all(err[:, 0] <= emax_ref * (1 + 1e-6))
+
+
+# ---------------------------------------------------------------------------------------------
+# integer kernels
+# ---------------------------------------------------------------------------------------------
+def _random_blocks(rng, n_blocks, part_steps, m, lut_max=256):
+    S = int(part_steps[-1])
+    blocks = rng.integers(0, 256, size=(n_blocks, S, 32), dtype=np.uint8)
+    luts = rng.integers(0, lut_max, size=(m, S, 32), dtype=np.uint8)
+    return blocks, luts
+
+
+@pytest.mark.parametrize("part_steps", [[0, 1], [0, 7], [0, 3, 10], [0, 300]])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 6])
+def test_accumulate_bit_exact(part_steps, m):
+    rng = np.random.default_rng(len(part_steps) * 10 + m)
+    ps = np.array(part_steps, np.int64)
+    blocks, luts = _random_blocks(rng, 11, ps, m)
+    luts[0] = 255                                  # worst case for the uint16 windows
+    got = fk.accumulate(blocks.reshape(-1), int(ps[-1]), ps, luts.reshape(-1), m)
+    np.testing.assert_array_equal(got, rf.accumulate_ref(blocks, luts, ps))
+
+
+def test_window_variants_agree_with_the_python_twin():
+    """The intrinsic on this CPU, its SSSE3/portable code generation and the NUMBA_DISABLE_JIT twin."""
+    from numba import njit
+
+    rng = np.random.default_rng(3)
+    S, nblk = 9, 3
+    blocks = rng.integers(0, 256, size=nblk * S * 32, dtype=np.uint8)
+    luts = rng.integers(0, 256, size=2 * S * 32, dtype=np.uint8)
+    lbases = np.array([0, S * 32, 0, 0], np.int64)
+    expect = np.zeros(2 * 32 * nblk, np.int32)
+    fk._py_window(2)(blocks, 0, S * 32, nblk, luts, lbases, S, expect, 0, 32 * nblk)
+    ref_sums = rf.accumulate_ref(blocks.reshape(nblk, S, 32), luts.reshape(2, S, 32), np.array([0, S]))
+    np.testing.assert_array_equal(expect.reshape(2, -1), ref_sums[:, 0].astype(np.int32))
+    saved = fk.ISA
+    try:
+        for isa in ("avx2", "ssse3", "generic"):
+            if isa == "avx2" and saved != "avx2":
+                continue
+            fk.ISA = isa
+            win = fk._make_window(2)
+
+            @njit
+            def run(blocks, luts, lbases, out, win=win):
+                win(blocks, 0, S * 32, nblk, luts, lbases, S, out, 0, 32 * nblk)
+
+            out = np.zeros_like(expect)
+            run(blocks, luts, lbases, out)
+            np.testing.assert_array_equal(out, expect, err_msg=isa)
+    finally:
+        fk.ISA = saved
+
+
+@pytest.mark.parametrize("k", [1, 64, 130])
+def test_popcount_bit_exact(k):
+    rng = np.random.default_rng(k)
+    bits = rng.integers(0, 2, size=(40, k), dtype=np.uint8)
+    codes = np.concatenate([pack_bits(bits, 1), np.zeros((40, 8), np.uint8)], axis=1)
+    words = rf.sign_words(codes, 0, k)
+    np.testing.assert_array_equal(unpack_bits(np.ascontiguousarray(words.view(np.uint8))[:, : (k + 7) // 8], 1, k), bits)
+    q = rng.standard_normal((3, k)).astype(np.float32)
+    qw, lo, delta, elo, ehi = rf.bitplane_query(q, 6)
+    acc, ones = fk.popcount_dot(words, qw)
+    acc_r, ones_r = rf.popcount_ref(words, qw)
+    np.testing.assert_array_equal(acc, acc_r)
+    np.testing.assert_array_equal(ones, ones_r)
+    # the quantized dot product is within its stated bounds of the exact one
+    exact = q.astype(np.float64) @ bits.T.astype(np.float64)
+    approx = lo[:, None] * ones[None, :] + delta[:, None] * acc
+    assert np.all(exact - approx >= elo[:, None] - 1e-9) and np.all(exact - approx <= ehi[:, None] + 1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# paths against the float path
+# ---------------------------------------------------------------------------------------------
+def _float_topk(qz, q, codes, lists, cterm, k, metric, allow=None, probe=None):
+    s = qz.score(q, codes, centre=np.zeros(qz.dim, np.float32)) + cterm[:, lists + 1]
+    if metric == "l2sq":
+        s = 2 * s - qz.squared_norms(codes)[None, :] - np.einsum("ij,ij->i", q, q)[:, None]
+    if allow is not None:
+        s[:, ~allow] = -np.inf
+    if probe is not None:
+        ptr, pl = probe
+        for i in range(q.shape[0]):
+            s[i, ~np.isin(lists, pl[ptr[i] : ptr[i + 1]])] = -np.inf
+    return s, ref.topk(np.ascontiguousarray(s, np.float32), k)
+
+
+def _check_same_topk(full, got_s, got_r, k):
+    """Same ranking as the float path: every returned row is a true top-k row up to float ties."""
+    want_r, want_s = ref.topk(np.ascontiguousarray(full, np.float32), k)
+    tol = 1e-5 * max(1.0, float(np.nanmax(np.abs(np.where(np.isfinite(want_s), want_s, 0)))))
+    np.testing.assert_allclose(got_s, want_s, rtol=0, atol=tol)
+    for i in range(full.shape[0]):
+        ok = got_r[i] >= 0
+        np.testing.assert_allclose(full[i, got_r[i][ok]], got_s[i][ok], rtol=0, atol=tol)
+        assert ok.sum() == (want_r[i] >= 0).sum()
+
+
+@pytest.fixture(scope="module")
+def sample(wordnet):
+    x = np.ascontiguousarray(wordnet.base[:3000], dtype=np.float32)
+    q = np.ascontiguousarray(wordnet.queries[:12], dtype=np.float32)
+    return x, q
+
+
+QUANTIZERS = ["turbo-4", "turbo-3", "turbo-2", "turbo-1", "turbo-prod-3", "turbo-2.5", "qjl"]
+
+
+@pytest.mark.parametrize("name", QUANTIZERS)
+def test_paths_give_the_float_topk(sample, name):
+    x, q = sample
+    qz = vqdb.make_quantizer(name, x.shape[1]).fit(x)
+    codes = qz.encode(x)
+    sc = scanner.FastScanner(qz)
+    lay = sc.layout(codes)
+    cterm = (q @ qz.centre_)[:, None].astype(np.float32)
+    lists = np.full(x.shape[0], -1)
+    paths = ["fastscan", "blas"] + (["popcount"] if sc.one_bit else [])
+    for metric in ("ip", "l2sq"):
+        prep = sc.prepare(q, metric=metric, cterm=cterm)
+        full, _ = _float_topk(qz, q, codes, lists, cterm, 10, metric)
+        for path in paths:
+            s, r = sc.topk(lay, prep, 10, path=path)
+            _check_same_topk(full, s, r, 10)
+
+
+def test_filters_ivf_lists_and_small_segments(sample):
+    x, q = sample
+    rng = np.random.default_rng(0)
+    qz = vqdb.make_quantizer("turbo-4", x.shape[1]).fit(x)
+    lists = np.sort(rng.integers(-1, 20, size=x.shape[0]))
+    codes = qz.encode(x)
+    cterm = rng.standard_normal((q.shape[0], 21)).astype(np.float32)
+    allow = rng.random(x.shape[0]) < 0.3
+    order = np.argsort(-rng.random((q.shape[0], 20)), axis=1)
+    probe = scanner.probe_csr(order, 3)
+    sc = scanner.FastScanner(qz)
+    prep = sc.prepare(q, cterm=cterm)
+    for kw in ({"allow": allow}, {"probe": probe}, {"allow": allow, "probe": probe}):
+        full, _ = _float_topk(qz, q, codes, lists, cterm, 7, "ip", kw.get("allow"), kw.get("probe"))
+        s, r = sc.segment_topk(codes, lists, prep, 7, **kw)
+        _check_same_topk(full, s, r, 7)
+        s2, r2 = sc._small_topk(codes, lists, prep, 7, kw.get("allow"), kw.get("probe"))
+        _check_same_topk(full, s2, r2, 7)
+
+
+def test_probe_csr_extends_until_need_is_met():
+    order = np.array([[2, 0, 1, 3], [3, 2, 1, 0]])
+    rows = np.array([5, 0, 1, 2])
+    ptr, lists = scanner.probe_csr(order, 1, rows, need=4)
+    assert lists[ptr[0] : ptr[1]].tolist() == [-1, 2, 0]          # 1 row, then 1 + 5 after doubling
+    assert lists[ptr[1] : ptr[2]].tolist() == [-1, 3, 2, 1, 0]    # 2, 3, 3, then all
+    ptr, lists = scanner.probe_csr(order, 2)
+    assert lists.tolist() == [-1, 2, 0, -1, 3, 2]
+
+
+def test_ties_overflowing_candidate_slices_fall_back_exactly(sample, monkeypatch):
+    x, q = sample
+    x = np.repeat(x[:3], 1000, axis=0)                           # 1000 identical copies of each vector
+    qz = vqdb.make_quantizer("turbo-2", x.shape[1]).fit(x)
+    codes = qz.encode(x)
+    monkeypatch.setattr(scanner, "CAND_CAP", 64)
+    sc = scanner.FastScanner(qz)
+    cterm = (q @ qz.centre_)[:, None].astype(np.float32)
+    prep = sc.prepare(q[:3], cterm=cterm[:3])
+    s, r = sc.topk(sc.layout(codes), prep, 50, path="fastscan")
+    full, _ = _float_topk(qz, q[:3], codes, np.full(x.shape[0], -1), cterm[:3], 50, "ip")
+    _check_same_topk(full, s, r, 50)
+
+
+def test_cost_model_prefers_blas_for_big_batches(sample):
+    x, _ = sample
+    sc = scanner.FastScanner(vqdb.make_quantizer("turbo-4", x.shape[1]))
+    assert sc.choose(1, 100_000) in ("fastscan", "popcount")
+    assert sc.choose(4096, 100_000) == "blas"
+    assert sc.choose(4096, 100_000, ivf=True) == "fastscan"
+
+
+# ---------------------------------------------------------------------------------------------
+# through the index: the fast paths return what the float path returns
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("metric,ivf", [("cos", False), ("l2sq", False), ("ip", 16)])
+def test_index_results_equal_the_float_path(wordnet, monkeypatch, metric, ivf):
+    x = np.ascontiguousarray(wordnet.base[:4000], dtype=np.float32)
+    q = np.ascontiguousarray(wordnet.queries[:20], dtype=np.float32)
+    index = vqdb.Index(x.shape[1], metric=metric, quantizer="turbo-4", ivf=ivf)
+    index.add(x, metadata=[{"even": i % 2 == 0} for i in range(x.shape[0])])
+    index.delete(np.arange(0, 4000, 7))
+    runs = {}
+    for fast in (True, False):
+        monkeypatch.setattr(scanner, "enabled", lambda fast=fast: fast)
+        runs[fast] = [index.search(q, 10, nprobe=3), index.search(q, 10, filter={"even": True}, nprobe=3)]
+    for a, b in zip(runs[True], runs[False]):
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5)
+        same = (a.ids == b.ids).mean()
+        assert same >= 0.99, same            # only exact float ties may swap
