@@ -223,11 +223,15 @@ def _fast_flat(ctx: ScanContext, q: np.ndarray, top: TopK) -> bool:
 
 def _allowed_per_list(ctx: ScanContext) -> tuple[np.ndarray, int]:
     """Allowed rows per IVF list (nlist,) summed over segments, and the allowed rows outside any list."""
+    from ..kernels import scanner
+
     counts = np.zeros(ctx.coarse.nlist + 1, dtype=np.int64)
     for si, seg in enumerate(ctx.segments):
         allow = ctx.allow[si]
-        lists = seg.lists if allow is None else seg.lists[allow]
-        counts += np.bincount(np.asarray(lists, dtype=np.int64) + 1, minlength=counts.size)
+        if allow is None:
+            counts += scanner.list_rows(seg.lists, ctx.coarse.nlist)
+        else:
+            counts += np.bincount(np.asarray(seg.lists[allow], dtype=np.int64) + 1, minlength=counts.size)
     return counts[1:], int(counts[0])
 
 
@@ -239,10 +243,17 @@ def _fast_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, need: int
         return False
     from ..kernels import scanner
 
-    order = np.argsort(-ctx.coarse.probe_scores(q, ctx.probe_metric), axis=1, kind="stable")
+    scores = ctx.coarse.probe_scores(q, ctx.probe_metric)
+    order = np.argsort(-scores, axis=1, kind="stable")
     list_rows, outside = (None, 0) if need is None else _allowed_per_list(ctx)
     probe = scanner.probe_csr(order, nprobe, list_rows, None if need is None else need - outside)
-    prep = fs.prepare(q, metric=ctx.metric, cterm=ctx.centre_terms(q))
+    if ctx.probe_metric == "ip":          # the probe scores are the centre terms <q, c_j>
+        c0 = getattr(ctx.quantizer, "centre_", None)
+        col0 = np.zeros((q.shape[0], 1), np.float32) if c0 is None else (q @ c0)[:, None]
+        cterm = np.ascontiguousarray(np.hstack([col0, scores]), dtype=np.float32)
+    else:
+        cterm = ctx.centre_terms(q)
+    prep = fs.prepare(q, metric=ctx.metric, cterm=cterm)
     for si, seg in enumerate(ctx.segments):
         s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si], probe=probe)
         top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1))

@@ -32,6 +32,7 @@ from .. import envs
 _CACHE = envs.numba_cache()
 QMAX = 4                      # queries per work item (passed over each block in pairs)
 SUB = 8                       # blocks per inner sub-chunk of a work item (their sums stay in L1)
+TASKS = 64                    # parallel tasks per kernel call (each runs a contiguous range of items)
 _NEG_INF = np.float32(-np.inf)
 
 
@@ -214,6 +215,38 @@ else:
     _popcount = _make_popcount()
 
 
+def _make_prefetch():
+    from llvmlite import ir
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def prefetch(typingctx, arr, start):
+        """Hint the cache to fetch ``arr[start]``'s line (read, high locality)."""
+        sig = types.void(arr, types.intp)
+
+        def codegen(context, builder, signature, args):
+            data = context.make_array(signature.args[0])(context, builder, args[0]).data
+            ptr = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+            i32 = ir.IntType(32)
+            fn = cgutils.get_or_insert_function(builder.module,
+                                                ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+                                                "llvm.prefetch.p0i8" if hasattr(ir, "PointerType") else "llvm.prefetch")
+            builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return prefetch
+
+
+if _nb_config.DISABLE_JIT:
+    def _prefetch(arr, start):
+        return None
+else:
+    _prefetch = _make_prefetch()
+
+
 @njit(cache=_CACHE, nogil=True)
 def _item_sums(blocks, nsteps, part_steps, luts, qs, nq, b0, nblk, lbases, sums):
     """sums[(j*P + p)*cap + 32*b + v] = exact LUT sum of part p, query qs[j], vector v of block b0 + b."""
@@ -335,6 +368,67 @@ def _room(cand_pos, cand_ub, out, cnt, cap, thr):
     return keep if keep + 32 <= cap else -1
 
 
+@njit(cache=_CACHE, nogil=True)
+def _scan_item(it, blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, fmax, bmax, bmagmax, beta, bmag,
+               alpha, qconst, cterm, block_list, item_b0, item_b1, item_q, item_out, item_pair, pair_cap, cand_pos,
+               cand_ub, counts, heaps, floor, lbases, sums, est, bnd, ubuf, lbuf, cnts, qs):
+    """One work item of :func:`scan_items` (buffers passed in, allocated once per task)."""
+    n_parts = part_steps.shape[0] - 1
+    cap = 32 * SUB
+    nq = 0
+    for j in range(QMAX):
+        if item_q[it, j] >= 0:
+            qs[nq] = item_q[it, j]
+            nq += 1
+        cnts[j] = 0
+    for c0 in range(item_b0[it], item_b1[it], SUB):     # sub-chunks: sums stay in L1
+        nblk = min(SUB, item_b1[it] - c0)
+        _item_sums(blocks, nsteps, part_steps, luts, qs, nq, c0, nblk, lbases, sums)
+        for j in range(nq):
+            q = qs[j]
+            pair = item_pair[it, j]
+            heap = heaps[pair]
+            cnt = cnts[j]
+            for bb in range(nblk):
+                if cnt < 0:
+                    break
+                blk = c0 + bb
+                thr = max(heap[0], floor[q])
+                base = alpha * cterm[q, block_list[blk] + 1] + qconst[q]
+                bound = np.float32(0.0)
+                for p in range(n_parts):
+                    val = np.float32(_max32(sums, (j * n_parts + p) * cap + 32 * bb)) * inv[q, p] + off[q, p]
+                    f0 = fmin[p, blk]
+                    f1 = fmax[p, blk]
+                    bound += max(f1 * val, f0 * val) + max(abs(f1), abs(f0)) * err[q, p]
+                top = alpha * bound + base + bmax[blk]
+                top += np.float32(1e-6) * (abs(alpha * bound) + abs(base) + bmagmax[blk])
+                if top < thr:
+                    continue
+                for v in range(32):
+                    est[v] = 0.0
+                    bnd[v] = 0.0
+                for p in range(n_parts):
+                    iv = inv[q, p]
+                    of = off[q, p]
+                    er = err[q, p]
+                    o = (j * n_parts + p) * cap + 32 * bb
+                    for v in range(32):
+                        f = factors[p, 32 * blk + v]
+                        est[v] += f * (np.float32(sums[o + v]) * iv + of)
+                        bnd[v] += abs(f) * er
+                cnt = _room(cand_pos, cand_ub, item_out[it, j], cnt, pair_cap[pair], thr)
+                if cnt < 0:
+                    break
+                cnt += _emit_block(est, bnd, 0, q, blk, alpha, qconst, cterm, block_list, beta, bmag, heap, thr,
+                                   item_out[it, j] + cnt, cand_pos, cand_ub, ubuf, lbuf)
+            cnts[j] = cnt
+            if heap[0] > floor[q]:
+                floor[q] = heap[0]
+    for j in range(nq):
+        counts[item_pair[it, j]] = cnts[j]
+
+
 @njit(cache=_CACHE, nogil=True, parallel=True)
 def scan_items(blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, fmax, bmax, bmagmax, beta, bmag, alpha,
                qconst, cterm, block_list, item_b0, item_b1, item_q, item_out, item_pair, pair_cap, cand_pos, cand_ub,
@@ -357,66 +451,25 @@ def scan_items(blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, f
     """
     n_items = item_b0.shape[0]
     n_parts = part_steps.shape[0] - 1
-    cap = 32 * SUB
-    for it in prange(n_items):
-        nq = 0
-        for j in range(QMAX):
-            if item_q[it, j] >= 0:
-                nq += 1
-        qs = item_q[it, :nq].copy()
+    n_tasks = min(n_items, TASKS)
+    for task in prange(n_tasks):                 # contiguous runs of items; buffers allocated once per run
         lbases = np.empty(QMAX, dtype=np.int64)
-        sums = np.empty(QMAX * n_parts * cap, dtype=np.int32)
+        sums = np.empty(QMAX * n_parts * 32 * SUB, dtype=np.int32)
         est = np.empty(32, dtype=np.float32)
         bnd = np.empty(32, dtype=np.float32)
         ubuf = np.empty(32, dtype=np.float32)
         lbuf = np.empty(32, dtype=np.float32)
         cnts = np.zeros(QMAX, dtype=np.int64)
-        for c0 in range(item_b0[it], item_b1[it], SUB):     # sub-chunks: sums stay in L1
-            nblk = min(SUB, item_b1[it] - c0)
-            _item_sums(blocks, nsteps, part_steps, luts, qs, nq, c0, nblk, lbases, sums)
-            for j in range(nq):
-                q = qs[j]
-                pair = item_pair[it, j]
-                heap = heaps[pair]
-                cnt = cnts[j]
-                for bb in range(nblk):
-                    if cnt < 0:
-                        break
-                    blk = c0 + bb
-                    thr = max(heap[0], floor[q])
-                    base = alpha * cterm[q, block_list[blk] + 1] + qconst[q]
-                    bound = np.float32(0.0)
-                    for p in range(n_parts):
-                        val = np.float32(_max32(sums, (j * n_parts + p) * cap + 32 * bb)) * inv[q, p] + off[q, p]
-                        f0 = fmin[p, blk]
-                        f1 = fmax[p, blk]
-                        bound += max(f1 * val, f0 * val) + max(abs(f1), abs(f0)) * err[q, p]
-                    top = alpha * bound + base + bmax[blk]
-                    top += np.float32(1e-6) * (abs(alpha * bound) + abs(base) + bmagmax[blk])
-                    if top < thr:
-                        continue
-                    for v in range(32):
-                        est[v] = 0.0
-                        bnd[v] = 0.0
-                    for p in range(n_parts):
-                        iv = inv[q, p]
-                        of = off[q, p]
-                        er = err[q, p]
-                        o = (j * n_parts + p) * cap + 32 * bb
-                        for v in range(32):
-                            f = factors[p, 32 * blk + v]
-                            est[v] += f * (np.float32(sums[o + v]) * iv + of)
-                            bnd[v] += abs(f) * er
-                    cnt = _room(cand_pos, cand_ub, item_out[it, j], cnt, pair_cap[pair], thr)
-                    if cnt < 0:
-                        break
-                    cnt += _emit_block(est, bnd, 0, q, blk, alpha, qconst, cterm, block_list, beta, bmag, heap, thr,
-                                       item_out[it, j] + cnt, cand_pos, cand_ub, ubuf, lbuf)
-                cnts[j] = cnt
-                if heap[0] > floor[q]:
-                    floor[q] = heap[0]
-        for j in range(nq):
-            counts[item_pair[it, j]] = cnts[j]
+        qs = np.empty(QMAX, dtype=np.int64)
+        i1 = (task + 1) * n_items // n_tasks
+        for it in range(task * n_items // n_tasks, i1):
+            if it + 1 < i1 and item_b0[it + 1] != item_b0[it] and item_b1[it + 1] - item_b0[it + 1] <= SUB:
+                # short runs (IVF lists) jump around memory: fetch the next one while this one is scanned
+                for x in range(item_b0[it + 1] * nsteps * 32, item_b1[it + 1] * nsteps * 32, 64):
+                    _prefetch(blocks, x)
+            _scan_item(it, blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, fmax, bmax, bmagmax, beta,
+                       bmag, alpha, qconst, cterm, block_list, item_b0, item_b1, item_q, item_out, item_pair, pair_cap,
+                       cand_pos, cand_ub, counts, heaps, floor, lbases, sums, est, bnd, ubuf, lbuf, cnts, qs)
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True)
@@ -447,6 +500,81 @@ def accumulate(blocks, nsteps, part_steps, luts, m):
                 for v in range(32 * nblk):
                     out[qs[j], p, 32 * b0 + v] = np.uint32(sums[o + v])
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# work items of an IVF scan (pairs of (query, list chunk), grouped by chunk)
+# ------------------------------------------------------------------------------------------------
+@njit(cache=_CACHE, nogil=True)
+def ivf_items(probe_ptr, probe_lists, q0, q1, list_ids, list_b0, list_b1, n_blocks, chunk, qgroup, cand_cap):
+    """Pairs (query, chunk of <= ``chunk`` blocks of a probed list) for queries [q0, q1), query-major,
+    grouped into items of <= ``qgroup`` queries over the same chunk (counting sort by block).
+
+    Returns item_b0, item_b1 (I,), item_q, item_out, item_pair (I, 4), q_ptr (q1-q0+1,), pair_out,
+    pair_cap (pairs,), total capacity — the layout of :meth:`FastScanner._make_items`.
+    """
+    nl = list_ids.shape[0]
+    npairs = 0
+    for t in range(probe_ptr[q0], probe_ptr[q1]):
+        w = np.searchsorted(list_ids, probe_lists[t])
+        if w < nl and list_ids[w] == probe_lists[t]:
+            npairs += (list_b1[w] - list_b0[w] + chunk - 1) // chunk
+    pair_q = np.empty(npairs, dtype=np.int64)
+    pair_b0 = np.empty(npairs, dtype=np.int64)
+    pair_b1 = np.empty(npairs, dtype=np.int64)
+    q_ptr = np.zeros(q1 - q0 + 1, dtype=np.int64)
+    n = 0
+    for q in range(q0, q1):
+        for t in range(probe_ptr[q], probe_ptr[q + 1]):
+            w = np.searchsorted(list_ids, probe_lists[t])
+            if w < nl and list_ids[w] == probe_lists[t]:
+                for c in range(list_b0[w], list_b1[w], chunk):
+                    pair_q[n] = q
+                    pair_b0[n] = c
+                    pair_b1[n] = min(c + chunk, list_b1[w])
+                    n += 1
+        q_ptr[q - q0 + 1] = n
+    pair_cap = np.empty(npairs, dtype=np.int64)
+    pair_out = np.empty(npairs, dtype=np.int64)
+    total = 0
+    for x in range(npairs):
+        pair_cap[x] = min(32 * (pair_b1[x] - pair_b0[x]), cand_cap)
+        pair_out[x] = total
+        total += pair_cap[x]
+    # stable counting sort of the pairs by first block
+    start = np.zeros(n_blocks + 1, dtype=np.int64)
+    for x in range(npairs):
+        start[pair_b0[x] + 1] += 1
+    for b in range(n_blocks):
+        start[b + 1] += start[b]
+    order = np.empty(npairs, dtype=np.int64)
+    fill = start[:n_blocks].copy()
+    for x in range(npairs):
+        order[fill[pair_b0[x]]] = x
+        fill[pair_b0[x]] += 1
+    n_items = 0
+    for x in range(npairs):
+        if x == 0 or pair_b0[order[x]] != pair_b0[order[x - 1]] or (x - start[pair_b0[order[x]]]) % qgroup == 0:
+            n_items += 1
+    item_b0 = np.empty(n_items, dtype=np.int64)
+    item_b1 = np.empty(n_items, dtype=np.int64)
+    item_q = np.full((n_items, QMAX), -1, dtype=np.int64)
+    item_out = np.zeros((n_items, QMAX), dtype=np.int64)
+    item_pair = np.zeros((n_items, QMAX), dtype=np.int64)
+    it = -1
+    slot = 0
+    for x in range(npairs):
+        pr = order[x]
+        if x == 0 or pair_b0[pr] != pair_b0[order[x - 1]] or (x - start[pair_b0[pr]]) % qgroup == 0:
+            it += 1
+            slot = 0
+            item_b0[it] = pair_b0[pr]
+            item_b1[it] = pair_b1[pr]
+        item_q[it, slot] = pair_q[pr]
+        item_out[it, slot] = pair_out[pr]
+        item_pair[it, slot] = pr
+        slot += 1
+    return item_b0, item_b1, item_q, item_out, item_pair, q_ptr, pair_out, pair_cap, total
 
 
 # ------------------------------------------------------------------------------------------------
@@ -845,6 +973,8 @@ def warmup() -> None:
     finish_bits(cand_pos, cand_ub, counts, item_out[0], heaps, q_ptr, k, np.full(4, -np.inf, f32), words,
                 rng.standard_normal((4, 100)), f64(-1.0), f64(2.0), factors, beta, f32(1.0), qconst, cterm, block_list,
                 np.full((4, k), -np.inf, f32), np.full((4, k), -1, i64), np.zeros(4, i64))
+    ivf_items(np.array([0, 2], i64), np.array([-1, 3], i64), 0, 1, np.array([-1, 3], i64), np.array([0, 1], i64),
+              np.array([1, 2], i64), 2, 64, 2, 256)
     for bits in (1, 2, 3, 4):
         build_luts(rng.standard_normal((m, 7)).astype(f32), bits, np.linspace(-1, 1, 1 << bits), 8, 0, -1.0,
                    np.empty((m, 8, 16), np.uint8), np.empty((m, 8, 16), f32), inv, off, err, 0)

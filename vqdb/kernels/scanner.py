@@ -416,7 +416,10 @@ class FastScanner:
                 return hit
             iq = np.where(hit[2] >= 0, hit[2] + q0, -1)
             return hit[:2] + (iq,) + hit[3:]
-        return self._make_items(lay, q0, q1, probe_ptr, probe_lists, CHUNK_BLOCKS)
+        if lay.n_blocks == 0:
+            return self._make_items(lay, q0, q1, probe_ptr, probe_lists, CHUNK_BLOCKS)
+        return _kernels().ivf_items(probe_ptr, probe_lists, q0, q1, lay.list_ids, lay.list_b0, lay.list_b1,
+                                    lay.n_blocks, CHUNK_BLOCKS, QGROUP, CAND_CAP)
 
     def _make_items(self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists, chunk: int):
         """Work items (block range x up to QGROUP queries) for queries [q0, q1).
@@ -593,6 +596,24 @@ def for_quantizer(quantizer) -> FastScanner | None:
                 sc = FastScanner(quantizer)
                 _SCANNERS[quantizer] = sc
     return sc
+
+
+_COUNTS: dict[int, tuple] = {}
+_COUNTS_LOCK = threading.Lock()
+
+
+def list_rows(lists: np.ndarray, nlist: int) -> np.ndarray:
+    """(nlist + 1,) rows per IVF list of a segment's ``lists`` (entry 0: rows outside any list); cached on
+    the array (segments are immutable)."""
+    key = id(lists)
+    hit = _COUNTS.get(key)
+    if hit is not None and hit[0]() is lists and hit[1].size == nlist + 1:
+        return hit[1]
+    counts = np.bincount(np.asarray(lists, dtype=np.int64) + 1, minlength=nlist + 1)[: nlist + 1]
+    with _COUNTS_LOCK:
+        _COUNTS[key] = (weakref.ref(lists), counts)
+        weakref.finalize(lists, _COUNTS.pop, key, None)
+    return counts
 
 
 def probe_csr(order: np.ndarray, nprobe: int, list_rows: np.ndarray | None = None, need: int | None = None):
