@@ -52,14 +52,16 @@ def _method(name: str, family: str, factory, params: dict) -> Method:
 def turbo_configs(d: int, quick: bool) -> list[tuple[str, float, str]]:
     """(variant, bits, rotation) triples.
 
-    Full: ``mse`` and ``scaled`` at 1, 2, 2.5, 3, 3.5, 4 bits and ``prod`` at 2, 3, 4 bits (integer bits
-    only; at 1 bit it is a pure QJL sign code, run as ``qjl``) with the dense rotation, and ``scaled``
-    at 4 bits with the Hadamard rotation (it pads d to a power of two, so at d = 384/768/784 its codes
-    are larger at the same bits: one point shows that cost). Quick: ``mse``/``scaled`` at 1, 2, 4 bits.
+    Full: ``scaled`` at 1, 2, 2.5, 3, 3.5, 4 bits with the dense (data-oblivious) rotation and with the
+    fitted ``pca`` basis; ``mse`` at 1-4 bits and ``prod`` at 2-4 bits (integer bits only; at 1 bit it
+    is a pure QJL sign code, run as ``qjl``) with the dense rotation; ``scaled`` at 4 bits with the
+    Hadamard rotation (it pads d to a power of two, so at d = 384/768/784 its codes are larger at the
+    same bits: one point shows that cost). Quick: ``scaled`` dense and pca at 1, 2, 4 bits, ``mse`` at 4.
     """
     if quick:
-        return [(v, b, "dense") for v in ("mse", "scaled") for b in TURBO_BITS_QUICK]
-    out = [(v, b, "dense") for v in ("mse", "scaled") for b in TURBO_BITS_FULL]
+        return ([("scaled", b, r) for r in ("dense", "pca") for b in TURBO_BITS_QUICK] + [("mse", 4, "dense")])
+    out = [("scaled", b, r) for r in ("dense", "pca") for b in TURBO_BITS_FULL]
+    out += [("mse", b, "dense") for b in (1, 2, 3, 4)]
     out += [("prod", b, "dense") for b in (2, 3, 4)]
     out += [("scaled", 4, "hadamard")]
     return out
@@ -76,6 +78,7 @@ def vqdb_methods(d: int, quick: bool = False) -> list[Method]:
             f"turbo-{variant}-{bits:g}b-{rotation}", f"vqdb-turbo-{variant}-{rotation}",
             lambda v=variant, b=bits_arg, r=rotation: vqdb.TurboQuantizer(d, bits=b, variant=v, rotation=r, seed=0),
             {"variant": variant, "bits": bits, "rotation": rotation}))
-    out.append(_method("qjl", "vqdb-qjl", lambda: vqdb.QJLQuantizer(d, seed=0), {"sketch_dim": d}))
-    out.append(_method("polar", "vqdb-polar", lambda: vqdb.PolarQuantizer(d, seed=0), {"levels": 4}))
+    if not quick:
+        out.append(_method("qjl", "vqdb-qjl", lambda: vqdb.QJLQuantizer(d, seed=0), {"sketch_dim": d}))
+        out.append(_method("polar", "vqdb-polar", lambda: vqdb.PolarQuantizer(d, seed=0), {"levels": 4}))
     return out

@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-DEFAULT_PRESETS = ("turbo-1", "turbo-2", "turbo-3", "turbo-4", "turbo-prod-3", "qjl", "polar")
+DEFAULT_PRESETS = ("turbo-1", "turbo-2", "turbo-4", "turbo-pca-1", "turbo-pca-2", "turbo-pca-4", "turbo-prod-3", "qjl",
+                   "polar")
 PEERS = ("sq4", "sq8", "pq", "pqfs")
 
 
