@@ -99,7 +99,8 @@ def test_accumulate_bit_exact(part_steps, m):
 
 
 def test_window_variants_agree_with_the_python_twin():
-    """The intrinsic on this CPU, its SSSE3/portable code generation and the NUMBA_DISABLE_JIT twin."""
+    """The intrinsic on this CPU, its SSSE3/portable code generation and the NUMBA_DISABLE_JIT twin:
+    sums stored (first window), then added (second window), and the per-block maxima."""
     from numba import njit
 
     rng = np.random.default_rng(3)
@@ -107,10 +108,17 @@ def test_window_variants_agree_with_the_python_twin():
     blocks = rng.integers(0, 256, size=nblk * S * 32, dtype=np.uint8)
     luts = rng.integers(0, 256, size=2 * S * 32, dtype=np.uint8)
     lbases = np.array([0, S * 32, 0, 0], np.int64)
-    expect = np.zeros(2 * 32 * nblk, np.int32)
-    fk._py_window(2)(blocks, 0, S * 32, nblk, luts, lbases, S, expect, 0, 32 * nblk)
-    ref_sums = rf.accumulate_ref(blocks.reshape(nblk, S, 32), luts.reshape(2, S, 32), np.array([0, S]))
-    np.testing.assert_array_equal(expect.reshape(2, -1), ref_sums[:, 0].astype(np.int32))
+    ref_sums = rf.accumulate_ref(blocks.reshape(nblk, S, 32), luts.reshape(2, S, 32), np.array([0, S]))[:, 0]
+    ref_sums = ref_sums.astype(np.int32)
+
+    def twice(win, out, mx):
+        win(blocks, 0, S * 32, nblk, luts, lbases, S, out, 0, 32 * nblk, 1, mx, 0, nblk)
+        win(blocks, 0, S * 32, nblk, luts, lbases, S, out, 0, 32 * nblk, 0, mx, 0, nblk)
+
+    expect, emx = np.full(2 * 32 * nblk, 7, np.int32), np.zeros(2 * nblk, np.int32)
+    twice(fk._py_window(2), expect, emx)
+    np.testing.assert_array_equal(expect.reshape(2, -1), 2 * ref_sums)
+    np.testing.assert_array_equal(emx.reshape(2, nblk), (2 * ref_sums).reshape(2, nblk, 32).max(axis=2))
     saved = fk.ISA
     try:
         for isa in ("avx2", "ssse3", "generic"):
@@ -120,12 +128,14 @@ def test_window_variants_agree_with_the_python_twin():
             win = fk._make_window(2)
 
             @njit
-            def run(blocks, luts, lbases, out, win=win):
-                win(blocks, 0, S * 32, nblk, luts, lbases, S, out, 0, 32 * nblk)
+            def run(out, mx):
+                win(blocks, 0, S * 32, nblk, luts, lbases, S, out, 0, 32 * nblk, 1, mx, 0, nblk)
+                win(blocks, 0, S * 32, nblk, luts, lbases, S, out, 0, 32 * nblk, 0, mx, 0, nblk)
 
-            out = np.zeros_like(expect)
-            run(blocks, luts, lbases, out)
+            out, mx = np.full_like(expect, 7), np.zeros_like(emx)
+            run(out, mx)
             np.testing.assert_array_equal(out, expect, err_msg=isa)
+            np.testing.assert_array_equal(mx, emx, err_msg=isa)
     finally:
         fk.ISA = saved
 
@@ -248,12 +258,17 @@ def test_ties_overflowing_candidate_slices_fall_back_exactly(sample, monkeypatch
     _check_same_topk(full, s, r, 50)
 
 
-def test_cost_model_prefers_blas_for_big_batches(sample):
+def test_path_choice_follows_the_persisted_thresholds(sample, monkeypatch):
     x, _ = sample
     sc = scanner.FastScanner(vqdb.make_quantizer("turbo-4", x.shape[1]))
-    assert sc.choose(1, 100_000) in ("fastscan", "popcount")
-    assert sc.choose(4096, 100_000) == "blas"
-    assert sc.choose(4096, 100_000, ivf=True) == "fastscan"
+    one = scanner.FastScanner(vqdb.make_quantizer("turbo-1", x.shape[1]))
+    monkeypatch.setattr(scanner, "_COSTS", {"blas_min_queries": {"4": 64}, "popcount_min_queries": 8})
+    assert sc.choose(1, 100_000) == "fastscan"
+    assert sc.choose(64, 100_000) == "blas"
+    assert sc.choose(64, 100_000, ivf=True) == "fastscan"
+    assert one.choose(1, 100_000) == "fastscan" and one.choose(8, 100_000) == "popcount"
+    monkeypatch.setattr(scanner, "_COSTS", None)
+    assert set(scanner.costs()) >= {"blas_min_queries", "popcount_min_queries"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,3 +289,20 @@ def test_index_results_equal_the_float_path(wordnet, monkeypatch, metric, ivf):
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5)
         same = (a.ids == b.ids).mean()
         assert same >= 0.99, same            # only exact float ties may swap
+
+
+def test_ivf_overflow_redo_respects_the_probed_lists(sample, monkeypatch):
+    x, q = sample
+    x = np.repeat(x[:4], 500, axis=0)
+    lists = np.repeat(np.arange(4), 500)
+    qz = vqdb.make_quantizer("turbo-2", x.shape[1]).fit(x)
+    codes = qz.encode(x)
+    monkeypatch.setattr(scanner, "CAND_CAP_QUERY", 64)
+    sc = scanner.FastScanner(qz)
+    cterm = np.zeros((3, 5), np.float32)
+    prep = sc.prepare(q[:3], cterm=cterm)
+    probe = scanner.probe_csr(np.tile(np.arange(4), (3, 1)), 2)
+    s, r = sc.segment_topk(codes, lists, prep, 20, probe=probe)
+    full, _ = _float_topk(qz, q[:3], codes, lists, cterm, 20, "ip", probe=probe)
+    _check_same_topk(full, s, r, 20)
+    assert np.isin(lists[r], [0, 1]).all()

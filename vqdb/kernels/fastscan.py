@@ -31,7 +31,7 @@ from .. import envs
 
 _CACHE = envs.numba_cache()
 QMAX = 4                      # queries per work item (passed over each block in pairs)
-SUB = 8                       # blocks per inner sub-chunk of a work item (their sums stay in L1)
+SUB = 16                      # blocks per inner sub-chunk of a work item (their sums stay in L1)
 TASKS = 64                    # parallel tasks per kernel call (each runs a contiguous range of items)
 _NEG_INF = np.float32(-np.inf)
 
@@ -66,12 +66,14 @@ ISA = _host_isa()
 
 
 def _make_window(nq: int):
-    """Intrinsic ``window(blocks, cbase, bstride, nblk, luts, lbases, nsteps, sums, sbase, qstride)``.
+    """Intrinsic ``window(blocks, cbase, bstride, nblk, luts, lbases, nsteps, sums, sbase, qstride, first,
+    mx, mbase, mqstride)``.
 
     For ``nblk`` consecutive blocks (codes of block b at ``cbase + b * bstride`` of the uint8 1-D
     ``blocks``) and ``nq`` queries (query j's LUT steps at ``lbases[j]`` of the uint8 1-D ``luts``), add
-    the exact integer LUT sums of ``nsteps`` steps (<= 256) to the uint32 1-D ``sums`` at
-    ``sbase + j * qstride + 32 * b + v`` (v = vector in the block).
+    the exact integer LUT sums of ``nsteps`` steps (<= 256) to the int32 1-D ``sums`` at
+    ``sbase + j * qstride + 32 * b + v`` (v = vector in the block; ``first`` != 0: store instead of
+    add), and write the largest of the block's 32 updated sums to ``mx[mbase + j * mqstride + b]``.
     """
     from llvmlite import ir
     from numba.core import cgutils
@@ -115,13 +117,32 @@ def _make_window(nq: int):
         hi = builder.shuffle_vector(bytes32, undef, ir.Constant(ir.VectorType(i32, 16), list(range(16, 32))))
         return builder.add(lo, hi)
 
+    def vmax(builder, a, b):
+        return builder.select(builder.icmp_signed(">", a, b), a, b)
+
+    def hmax(builder, v):
+        """Largest lane of a <16 x i32> (halving shuffles)."""
+        width = 16
+        while width > 1:
+            width //= 2
+            undef = ir.Constant(ir.VectorType(i32, 2 * width), ir.Undefined)
+            lo = builder.shuffle_vector(v, undef if width * 2 == 16 else v, ir.Constant(ir.VectorType(i32, width), list(range(width))))
+            hi = builder.shuffle_vector(v, undef if width * 2 == 16 else v,
+                                        ir.Constant(ir.VectorType(i32, width), list(range(width, 2 * width))))
+            v = vmax(builder, lo, hi)
+        return builder.extract_element(v, ir.Constant(i32, 0))
+
     @intrinsic
-    def window(typingctx, blocks, cbase, bstride, nblk, luts, lbases, nsteps, sums, sbase, qstride):
+    def window(typingctx, blocks, cbase, bstride, nblk, luts, lbases, nsteps, sums, sbase, qstride, first, mx, mbase,
+               mqstride):
         sig = types.void(blocks, types.intp, types.intp, types.intp, luts, lbases, types.intp, sums, types.intp,
-                         types.intp)
+                         types.intp, types.intp, mx, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            (blocks_v, cbase_v, bstride_v, nblk_v, luts_v, lbases_v, nsteps_v, sums_v, sbase_v, qstride_v) = args
+            (blocks_v, cbase_v, bstride_v, nblk_v, luts_v, lbases_v, nsteps_v, sums_v, sbase_v, qstride_v, first_v,
+             mx_v, mbase_v, mqstride_v) = args
+            mdata = context.make_array(signature.args[11])(context, builder, mx_v).data
+            is_first = builder.icmp_signed("!=", first_v, ir.Constant(i64, 0))
             bdata = context.make_array(signature.args[0])(context, builder, blocks_v).data
             ldata = context.make_array(signature.args[4])(context, builder, luts_v).data
             lbdata = context.make_array(signature.args[5])(context, builder, lbases_v).data
@@ -150,11 +171,17 @@ def _make_window(nq: int):
                 for j in range(nq):
                     base = builder.add(builder.add(sbase_v, builder.mul(qstride_v, ir.Constant(i64, j))),
                                        builder.mul(bl.index, ir.Constant(i64, 32)))
+                    halves = []
                     for h in range(2):     # h = 0: vectors 0..15 (low nibbles), 1: vectors 16..31
                         v = lane_sums(builder, builder.load(accs[4 * j + 2 * h]), builder.load(accs[4 * j + 2 * h + 1]))
                         p = builder.bitcast(builder.gep(sdata, [builder.add(base, ir.Constant(i64, 16 * h))]),
                                             d32.as_pointer())
-                        builder.store(builder.add(builder.load(p, align=4), v), p, align=4)
+                        old = builder.load(p, align=4)
+                        v = builder.select(is_first, v, builder.add(old, v))
+                        builder.store(v, p, align=4)
+                        halves.append(v)
+                    mpos = builder.add(builder.add(mbase_v, builder.mul(mqstride_v, ir.Constant(i64, j))), bl.index)
+                    builder.store(hmax(builder, vmax(builder, halves[0], halves[1])), builder.gep(mdata, [mpos]))
             return context.get_dummy_value()
 
         return sig, codegen
@@ -165,7 +192,7 @@ def _make_window(nq: int):
 def _py_window(nq: int):
     """Pure-Python twin of the intrinsic (``NUMBA_DISABLE_JIT=1``)."""
 
-    def window(blocks, cbase, bstride, nblk, luts, lbases, nsteps, sums, sbase, qstride):
+    def window(blocks, cbase, bstride, nblk, luts, lbases, nsteps, sums, sbase, qstride, first, mx, mbase, mqstride):
         lane = np.arange(32) // 16 * 16
         for b in range(nblk):
             c0 = cbase + b * bstride
@@ -175,7 +202,10 @@ def _py_window(nq: int):
                 for h, nib in enumerate((c & 15, c >> 4)):
                     r = np.take_along_axis(t, nib + lane, axis=1).sum(axis=0)
                     o = sbase + j * qstride + 32 * b + 16 * h
-                    sums[o : o + 16] += (r[:16] + r[16:]).astype(np.int32)
+                    add = (r[:16] + r[16:]).astype(np.int32)
+                    sums[o : o + 16] = add if first else sums[o : o + 16] + add
+                o = sbase + j * qstride + 32 * b
+                mx[mbase + j * mqstride + b] = sums[o : o + 32].max()
 
     return window
 
@@ -248,18 +278,15 @@ else:
 
 
 @njit(cache=_CACHE, nogil=True)
-def _item_sums(blocks, nsteps, part_steps, luts, qs, nq, b0, nblk, lbases, sums):
-    """sums[(j*P + p)*cap + 32*b + v] = exact LUT sum of part p, query qs[j], vector v of block b0 + b."""
+def _item_sums(blocks, nsteps, part_steps, luts, qs, nq, b0, nblk, lbases, sums, mx):
+    """sums[(j*P + p)*cap + 32*b + v] = exact LUT sum of part p, query qs[j], vector v of block b0 + b
+    (cap = len(sums) // (QMAX * P)); mx[(j*P + p)*SUB + b] = the largest of those 32 sums."""
     n_parts = part_steps.shape[0] - 1
     cap = sums.shape[0] // (QMAX * n_parts)
-    for j in range(nq):
-        for p in range(n_parts):
-            o = (j * n_parts + p) * cap
-            for v in range(32 * nblk):
-                sums[o + v] = 0
     for p in range(n_parts):
         s0 = part_steps[p]
         s1 = part_steps[p + 1]
+        first = 1
         while s0 < s1:
             w = min(256, s1 - s0)
             cb = (b0 * nsteps + s0) * 32
@@ -269,11 +296,13 @@ def _item_sums(blocks, nsteps, part_steps, luts, qs, nq, b0, nblk, lbases, sums)
                 for j in range(j0, min(nq, j0 + 2)):
                     lbases[j - j0] = (qs[j] * nsteps + s0) * 32
                 sb = p * cap + j0 * qstr
+                mb = p * SUB + j0 * n_parts * SUB
                 if nq - j0 >= 2:
-                    _win2(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr)
+                    _win2(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, n_parts * SUB)
                 else:
-                    _win1(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr)
+                    _win1(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, n_parts * SUB)
             s0 += w
+            first = 0
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -337,23 +366,6 @@ def _emit_block(est, bnd, e0, q, blk, alpha, qconst, cterm, block_list, beta, bm
 
 
 @njit(cache=_CACHE, nogil=True)
-def _max32(a, o):
-    """max(a[o : o + 32]) with 8 independent chains (a single running max is latency-bound)."""
-    m0, m1, m2, m3 = a[o], a[o + 1], a[o + 2], a[o + 3]
-    m4, m5, m6, m7 = a[o + 4], a[o + 5], a[o + 6], a[o + 7]
-    for v in range(o + 8, o + 32, 8):
-        m0 = max(m0, a[v])
-        m1 = max(m1, a[v + 1])
-        m2 = max(m2, a[v + 2])
-        m3 = max(m3, a[v + 3])
-        m4 = max(m4, a[v + 4])
-        m5 = max(m5, a[v + 5])
-        m6 = max(m6, a[v + 6])
-        m7 = max(m7, a[v + 7])
-    return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
-
-
-@njit(cache=_CACHE, nogil=True)
 def _room(cand_pos, cand_ub, out, cnt, cap, thr):
     """Make room for 32 more candidates in the slice [out, out + cap): drop entries below thr.
     Returns the new count, or -1 when the slice stays too full (the caller marks an overflow)."""
@@ -371,7 +383,7 @@ def _room(cand_pos, cand_ub, out, cnt, cap, thr):
 @njit(cache=_CACHE, nogil=True)
 def _scan_item(it, blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, fmax, bmax, bmagmax, beta, bmag,
                alpha, qconst, cterm, block_list, item_b0, item_b1, item_q, item_out, item_pair, pair_cap, cand_pos,
-               cand_ub, counts, heaps, floor, lbases, sums, est, bnd, ubuf, lbuf, cnts, qs):
+               cand_ub, counts, heaps, floor, lbases, sums, mx, est, bnd, ubuf, lbuf, cnts, qs):
     """One work item of :func:`scan_items` (buffers passed in, allocated once per task)."""
     n_parts = part_steps.shape[0] - 1
     cap = 32 * SUB
@@ -380,10 +392,10 @@ def _scan_item(it, blocks, nsteps, part_steps, luts, inv, off, err, factors, fmi
         if item_q[it, j] >= 0:
             qs[nq] = item_q[it, j]
             nq += 1
-        cnts[j] = 0
+        cnts[j] = counts[item_pair[it, j]] if item_q[it, j] >= 0 else 0    # a pair may span several items
     for c0 in range(item_b0[it], item_b1[it], SUB):     # sub-chunks: sums stay in L1
         nblk = min(SUB, item_b1[it] - c0)
-        _item_sums(blocks, nsteps, part_steps, luts, qs, nq, c0, nblk, lbases, sums)
+        _item_sums(blocks, nsteps, part_steps, luts, qs, nq, c0, nblk, lbases, sums, mx)
         for j in range(nq):
             q = qs[j]
             pair = item_pair[it, j]
@@ -397,7 +409,7 @@ def _scan_item(it, blocks, nsteps, part_steps, luts, inv, off, err, factors, fmi
                 base = alpha * cterm[q, block_list[blk] + 1] + qconst[q]
                 bound = np.float32(0.0)
                 for p in range(n_parts):
-                    val = np.float32(_max32(sums, (j * n_parts + p) * cap + 32 * bb)) * inv[q, p] + off[q, p]
+                    val = np.float32(mx[(j * n_parts + p) * SUB + bb]) * inv[q, p] + off[q, p]
                     f0 = fmin[p, blk]
                     f1 = fmax[p, blk]
                     bound += max(f1 * val, f0 * val) + max(abs(f1), abs(f0)) * err[q, p]
@@ -431,8 +443,8 @@ def _scan_item(it, blocks, nsteps, part_steps, luts, inv, off, err, factors, fmi
 
 @njit(cache=_CACHE, nogil=True, parallel=True)
 def scan_items(blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, fmax, bmax, bmagmax, beta, bmag, alpha,
-               qconst, cterm, block_list, item_b0, item_b1, item_q, item_out, item_pair, pair_cap, cand_pos, cand_ub,
-               counts, heaps, floor):
+               qconst, cterm, block_list, item_b0, item_b1, item_q, item_out, item_pair, pair_cap, task_ptr, cand_pos,
+               cand_ub, counts, heaps, floor):
     """Fast-scan work items in parallel (see the module docstring for the contract).
 
     blocks (nb*S*32,) uint8; luts (m*S*32,) uint8; inv/off/err (m, P) float32; factors (P, nb*32)
@@ -441,7 +453,8 @@ def scan_items(blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, f
     bmag (nb*32,) float32 magnitude of the finite part of beta (float rounding slack); qconst (m,)
     float32; cterm (m, L+1) float32; block_list (nb,) int32; item_b0/item_b1 (I,) int64;
     item_q/item_out/item_pair (I, 4) int64 (-1 padded queries; candidate slice start; pair = heap row
-    and counts entry); pair_cap (pairs,) int64 candidate slice sizes (>= 32). Outputs: cand_pos (U,)
+    and counts entry); pair_cap (pairs,) int64 candidate slice sizes (>= 32); task_ptr (T+1,) int64 the
+    items of each parallel task (items of one pair must share a task). Outputs: cand_pos (U,)
     int64, cand_ub (U,) float32, counts (pairs,) int64 (-1: the slice overflowed, candidates lost),
     heaps (pairs, k) float32; floor (m,) float32 (start at -inf) shares thresholds between a query's
     items: any pair's k-th best lower bound is <= the query's final threshold, so a stale read is safe.
@@ -449,27 +462,27 @@ def scan_items(blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, f
     A block is skipped without per-vector work when the bound from its largest integer sum and its
     factor range cannot reach the threshold.
     """
-    n_items = item_b0.shape[0]
     n_parts = part_steps.shape[0] - 1
-    n_tasks = min(n_items, TASKS)
+    n_tasks = task_ptr.shape[0] - 1
     for task in prange(n_tasks):                 # contiguous runs of items; buffers allocated once per run
         lbases = np.empty(QMAX, dtype=np.int64)
         sums = np.empty(QMAX * n_parts * 32 * SUB, dtype=np.int32)
+        mx = np.empty(QMAX * n_parts * SUB, dtype=np.int32)
         est = np.empty(32, dtype=np.float32)
         bnd = np.empty(32, dtype=np.float32)
         ubuf = np.empty(32, dtype=np.float32)
         lbuf = np.empty(32, dtype=np.float32)
         cnts = np.zeros(QMAX, dtype=np.int64)
         qs = np.empty(QMAX, dtype=np.int64)
-        i1 = (task + 1) * n_items // n_tasks
-        for it in range(task * n_items // n_tasks, i1):
+        i1 = task_ptr[task + 1]
+        for it in range(task_ptr[task], i1):
             if it + 1 < i1 and item_b0[it + 1] != item_b0[it] and item_b1[it + 1] - item_b0[it + 1] <= SUB:
                 # short runs (IVF lists) jump around memory: fetch the next one while this one is scanned
                 for x in range(item_b0[it + 1] * nsteps * 32, item_b1[it + 1] * nsteps * 32, 64):
                     _prefetch(blocks, x)
             _scan_item(it, blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, fmax, bmax, bmagmax, beta,
                        bmag, alpha, qconst, cterm, block_list, item_b0, item_b1, item_q, item_out, item_pair, pair_cap,
-                       cand_pos, cand_ub, counts, heaps, floor, lbases, sums, est, bnd, ubuf, lbuf, cnts, qs)
+                       cand_pos, cand_ub, counts, heaps, floor, lbases, sums, mx, est, bnd, ubuf, lbuf, cnts, qs)
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True)
@@ -493,7 +506,8 @@ def accumulate(blocks, nsteps, part_steps, luts, m):
         qs = np.arange(g * QMAX, g * QMAX + nq).astype(np.int64)
         lbases = np.empty(QMAX, dtype=np.int64)
         sums = np.empty(QMAX * n_parts * chunk * 32, dtype=np.int32)
-        _item_sums(blocks, nsteps, part_steps, luts, qs, nq, b0, nblk, lbases, sums)
+        mx = np.empty(QMAX * n_parts * SUB, dtype=np.int32)
+        _item_sums(blocks, nsteps, part_steps, luts, qs, nq, b0, nblk, lbases, sums, mx)
         for j in range(nq):
             for p in range(n_parts):
                 o = (j * n_parts + p) * chunk * 32
@@ -575,6 +589,57 @@ def ivf_items(probe_ptr, probe_lists, q0, q1, list_ids, list_b0, list_b1, n_bloc
         item_pair[it, slot] = pr
         slot += 1
     return item_b0, item_b1, item_q, item_out, item_pair, q_ptr, pair_out, pair_cap, total
+
+
+@njit(cache=_CACHE, nogil=True)
+def ivf_items_by_query(probe_ptr, probe_lists, q0, q1, list_ids, list_b0, list_b1, chunk, cand_cap, n_tasks):
+    """Query-major IVF items: every query's probed list chunks in probe order, one pair per query (its heap
+    and candidate slice shared by its items), tasks split at query boundaries by item count.
+
+    Returns the layout of :func:`ivf_items` plus task_ptr (T+1,).
+    """
+    nl = list_ids.shape[0]
+    n_items = 0
+    for t in range(probe_ptr[q0], probe_ptr[q1]):
+        w = np.searchsorted(list_ids, probe_lists[t])
+        if w < nl and list_ids[w] == probe_lists[t]:
+            n_items += (list_b1[w] - list_b0[w] + chunk - 1) // chunk
+    nq = q1 - q0
+    item_b0 = np.empty(n_items, dtype=np.int64)
+    item_b1 = np.empty(n_items, dtype=np.int64)
+    item_q = np.full((n_items, QMAX), -1, dtype=np.int64)
+    item_out = np.zeros((n_items, QMAX), dtype=np.int64)
+    item_pair = np.zeros((n_items, QMAX), dtype=np.int64)
+    first_item = np.zeros(nq + 1, dtype=np.int64)
+    n = 0
+    for q in range(q0, q1):
+        first_item[q - q0] = n
+        for t in range(probe_ptr[q], probe_ptr[q + 1]):
+            w = np.searchsorted(list_ids, probe_lists[t])
+            if w < nl and list_ids[w] == probe_lists[t]:
+                for c in range(list_b0[w], list_b1[w], chunk):
+                    item_b0[n] = c
+                    item_b1[n] = min(c + chunk, list_b1[w])
+                    item_q[n, 0] = q
+                    item_out[n, 0] = (q - q0) * cand_cap
+                    item_pair[n, 0] = q - q0
+                    n += 1
+    first_item[nq] = n
+    q_ptr = np.arange(nq + 1).astype(np.int64)
+    pair_out = np.arange(nq).astype(np.int64) * cand_cap
+    pair_cap = np.full(nq, cand_cap, dtype=np.int64)
+    tasks = max(1, min(n_tasks, nq))
+    task_ptr = np.zeros(tasks + 1, dtype=np.int64)
+    qi = 0
+    for t in range(1, tasks):
+        target = t * n_items // tasks
+        while qi < nq and first_item[qi] < target:
+            qi += 1
+        task_ptr[t] = first_item[qi]
+    task_ptr[tasks] = n
+    for t in range(1, tasks + 1):
+        task_ptr[t] = max(task_ptr[t], task_ptr[t - 1])
+    return item_b0, item_b1, item_q, item_out, item_pair, q_ptr, pair_out, pair_cap, nq * cand_cap, task_ptr
 
 
 # ------------------------------------------------------------------------------------------------
@@ -953,8 +1018,8 @@ def warmup() -> None:
         iq[0, nq:] = -1
         scan_items(blocks, S, part_steps, luts, inv, off, err, factors, np.zeros((P, nb), f32), np.ones((P, nb), f32),
                    np.zeros(nb, f32), np.zeros(nb, f32), beta, beta, f32(1.0), qconst, cterm, block_list, item_b0,
-                   item_b1, iq, item_out, item_pair, np.full(4, 64, i64), cand_pos, cand_ub, counts, heaps,
-                   np.full(m, -np.inf, f32))
+                   item_b1, iq, item_out, item_pair, np.full(4, 64, i64), np.array([0, 1], i64), cand_pos, cand_ub,
+                   counts, heaps, np.full(m, -np.inf, f32))
     fl = rng.standard_normal((4, 2 * S, 16)).astype(f32)
     q_ptr = np.arange(5, dtype=i64)
     finish(cand_pos, cand_ub, counts, item_out[0], heaps, q_ptr, k, np.full(4, -np.inf, f32), blocks, S, part_steps, fl,
@@ -975,6 +1040,8 @@ def warmup() -> None:
                 np.full((4, k), -np.inf, f32), np.full((4, k), -1, i64), np.zeros(4, i64))
     ivf_items(np.array([0, 2], i64), np.array([-1, 3], i64), 0, 1, np.array([-1, 3], i64), np.array([0, 1], i64),
               np.array([1, 2], i64), 2, 64, 2, 256)
+    ivf_items_by_query(np.array([0, 2], i64), np.array([-1, 3], i64), 0, 1, np.array([-1, 3], i64),
+                       np.array([0, 1], i64), np.array([1, 2], i64), 64, 256, 64)
     for bits in (1, 2, 3, 4):
         build_luts(rng.standard_normal((m, 7)).astype(f32), bits, np.linspace(-1, 1, 1 << bits), 8, 0, -1.0,
                    np.empty((m, 8, 16), np.uint8), np.empty((m, 8, 16), f32), inv, off, err, 0)

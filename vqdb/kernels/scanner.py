@@ -13,11 +13,12 @@ re-laid out in blocks of 32 vectors per list (FAISS FastScan style), per-vector 
     vector whose upper bound reaches the k-th best lower bound is re-scored with the float LUT path,
     so the ranking is the float path's (exact up to float rounding, see ``margin``).
 ``blas``
-    decode tiles of codes to float32 once and multiply by all queries (``m >= ~16``).
+    decode tiles of codes to float32 once and multiply by all queries (large batches, where SGEMM is
+    faster than the shuffles; on AVX2 machines without AVX-512 it rarely is).
 ``popcount``
     1-bit codes only: queries quantized to bit-planes, AND + popcount, then the same exact re-score.
 
-``path="auto"`` picks by a cost model (``m``, ``n``, bits) whose constants are measured by
+``path="auto"`` picks by persisted thresholds (batch size ``m``, bits; IVF or flat) measured by
 ``bench/kernels_micro.py --calibrate`` and stored in ``fastscan_costs.json`` next to this module.
 Scores are "higher is better": ``ip`` = estimated inner product, ``l2sq`` = ``2<q,x> - ||x||² - ||q||²``
 with the exact ``||x||²`` of the code (the index's conventions), plus a per-list exact centre term.
@@ -25,6 +26,7 @@ with the exact ``||x||²`` of the code (the index's conventions), plus a per-lis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -42,23 +44,39 @@ CHUNK_BLOCKS = 64          # flat scans: blocks per work item (64 * 32 = 2048 ve
 TILE_BLOCKS = 64           # blas path: blocks decoded per tile
 L2_CHUNK_BYTES = 96 << 10  # batches: code bytes per work item (stays in L2 across query groups)
 CAND_CAP = 256             # candidate slots per (query, block range) pair; overflow -> exact redo
+CAND_CAP_QUERY = 1024      # candidate slots per query of a query-major IVF scan
+IVF_ORDER = "query"        # IVF work order: "query" (FAISS-style) or "list" (queries grouped by list)
+TASKS = 64                 # parallel tasks per kernel call
 MAX_PAIRS = 1 << 16        # flat scans: queries per kernel call bounded by this many pairs
 BITPLANES = 8              # popcount path: bits of the quantized query
 PATHS = ("auto", "fastscan", "blas", "popcount")
 COSTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastscan_costs.json")
 
-# ns per unit, measured on the reference machine (bench/kernels_micro.py --calibrate overwrites the file)
-DEFAULT_COSTS = {
-    "fastscan_step": 0.45,      # per vector, query and 32-byte step (2 slots), single thread
-    "fastscan_vector": 3.0,     # per vector and query: bounds, heap check
-    "fastscan_call": 40000.0,   # per call: LUTs, items, collect, rescore
-    "blas_madd": 0.03,          # per vector, query and coordinate
-    "blas_decode": 1.2,         # per vector and coordinate (once per call)
-    "blas_vector": 2.0,         # per vector and query: top-k heap
-    "blas_call": 20000.0,
-    "popcount_word": 1.2,       # per vector, query, 64-bit word and bit-plane (+1)
-    "popcount_call": 40000.0,
-}
+# Path thresholds: the smallest batch (queries per call) at which the BLAS path beats the fast-scan
+# path, per bit width (None: never, on the machine measured), and the same for the popcount path of
+# 1-bit codes. ``bench/kernels_micro.py --calibrate`` measures them and writes COSTS_FILE.
+DEFAULT_COSTS = {"blas_min_queries": {"1": None, "2": None, "3": None, "4": None}, "popcount_min_queries": None}
+
+
+PAR_MIN_NS = 4e6           # kernel calls estimated below this run on one thread (a parallel region's
+STEP_NS = 3.0              # fork/join costs 0.01-0.2 ms, and ms when the other cores are busy)
+LUT_NS = 100.0             # per query and slot
+
+
+@contextlib.contextmanager
+def _threads_for(work_ns: float):
+    """Run small kernel calls on the calling thread only (numba's thread count is per calling thread)."""
+    import numba
+
+    old = numba.get_num_threads()
+    if work_ns >= PAR_MIN_NS or old == 1:
+        yield
+        return
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
 
 
 def _kernels():
@@ -74,29 +92,19 @@ _COSTS: dict | None = None
 
 
 def costs() -> dict:
-    """Cost constants (ns): the calibrated file when present, else :data:`DEFAULT_COSTS`."""
+    """Path thresholds: the calibrated file when present, else :data:`DEFAULT_COSTS`."""
     global _COSTS
     if _COSTS is None:
-        c = dict(DEFAULT_COSTS)
+        c = json.loads(json.dumps(DEFAULT_COSTS))
         try:
             with open(COSTS_FILE) as f:
-                c.update({k: float(v) for k, v in json.load(f).get("costs", {}).items() if k in DEFAULT_COSTS})
-        except (OSError, ValueError):
+                saved = json.load(f)
+            c["blas_min_queries"].update(saved.get("blas_min_queries", {}))
+            c["popcount_min_queries"] = saved.get("popcount_min_queries")
+        except (OSError, ValueError, AttributeError):
             pass
         _COSTS = c
     return _COSTS
-
-
-def estimate_ns(path: str, *, m: int, n: int, steps: int, coords: int, words: int = 0) -> float:
-    """Predicted time of one scan of ``n`` vectors by ``m`` queries on ``path`` (single thread)."""
-    c = costs()
-    if path == "fastscan":
-        return c["fastscan_call"] + m * n * (steps * c["fastscan_step"] + c["fastscan_vector"])
-    if path == "blas":
-        return c["blas_call"] + n * coords * c["blas_decode"] + m * n * (coords * c["blas_madd"] + c["blas_vector"])
-    if path == "popcount":
-        return c["popcount_call"] + m * n * words * (BITPLANES + 1) * c["popcount_word"]
-    raise ValueError(path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -291,7 +299,9 @@ class FastScanner:
             qp = np.ascontiguousarray(qp, dtype=np.float32)
             parts_q.append(qp)
             if m:
-                fs.build_luts(qp, int(p["bits"]), self.values64[i], self.slots[i], slot0, sigmas, u8, fl, inv, off, err, i)
+                with _threads_for(LUT_NS * m * self.slots[i]):
+                    fs.build_luts(qp, int(p["bits"]), self.values64[i], self.slots[i], slot0, sigmas, u8, fl, inv, off,
+                                  err, i)
             slot0 += self.slots[i]
         l2 = metric == "l2sq"
         if cterm is None:
@@ -310,11 +320,16 @@ class FastScanner:
 
     # ---- path choice ---------------------------------------------------------------------------
     def choose(self, m: int, n: int, *, ivf: bool = False) -> str:
-        """The cheapest path for ``m`` queries over ``n`` vectors by the cost model."""
-        cands = ["fastscan"] + ([] if ivf else ["blas"]) + (["popcount"] if self.one_bit else [])
-        words = (self.parts[0]["k"] + 63) // 64 if self.one_bit else 0
-        est = {p: estimate_ns(p, m=m, n=n, steps=self.nsteps, coords=self.coords, words=words) for p in cands}
-        return min(est, key=est.get)
+        """The path for ``m`` queries over ``n`` vectors: the persisted thresholds (:func:`costs`), keyed on
+        the batch size and the widest part's bits; IVF scans (short lists) always take the LUT paths."""
+        c = costs()
+        pop = c.get("popcount_min_queries")
+        if self.one_bit and pop is not None and m >= pop:
+            return "popcount"
+        if ivf or n < 32 * QGROUP:
+            return "fastscan"
+        blas = c["blas_min_queries"].get(str(int(self.part_bits.max())))
+        return "blas" if blas is not None and m >= blas else "fastscan"
 
     # ---- top-k ---------------------------------------------------------------------------------
     def topk(self, lay: Layout, prep: Prepared, k: int, *, allow: np.ndarray | None = None,
@@ -351,10 +366,12 @@ class FastScanner:
         if path == "blas" and probe_ptr is not None:
             path = "fastscan"
         self.last = {"path": path}
-        if path == "blas":
-            s, pos = self._blas(lay, prep, k, beta)
-        else:
-            s, pos = self._bounded(lay, prep, k, beta, probe_ptr, probe_lists, popcount=path == "popcount")
+        n_scan = lay.n_positions if probe_ptr is None else 32 * len(probe_lists) * max(1, lay.n_blocks // max(1, len(lay.list_ids)))
+        with _threads_for(STEP_NS * m * n_scan * self.nsteps / 32):
+            if path == "blas":
+                s, pos = self._blas(lay, prep, k, beta)
+            else:
+                s, pos = self._bounded(lay, prep, k, beta, probe_ptr, probe_lists, popcount=path == "popcount")
         out_s[:] = s
         out_r[:] = np.where(pos >= 0, lay.row_of[np.maximum(pos, 0)], -1)
         return out_s, out_r
@@ -402,8 +419,20 @@ class FastScanner:
             return CHUNK_BLOCKS
         return int(min(CHUNK_BLOCKS, max(4, L2_CHUNK_BYTES // (32 * max(self.nsteps, 1)))))
 
-    def _items(self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists):
-        """Work items for queries [q0, q1); flat scans are cached on the layout (same for every call)."""
+    def _items(self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists, *, popcount: bool = False):
+        """Work items for queries [q0, q1) and the task split (task_ptr); flat scans are cached on the layout.
+
+        IVF scans are query-major (:data:`IVF_ORDER` = "query": each query walks its lists with its LUT in
+        L1 and one heap, FAISS-style) or list-major ("list": queries probing the same list share each
+        code load, in pairs); the popcount kernel always takes list-major items."""
+        items = self._items_only(lay, q0, q1, probe_ptr, probe_lists, popcount)
+        if len(items) == 10:
+            return items
+        n_items = items[0].size
+        t = max(1, min(n_items, TASKS))
+        return items + ((np.arange(t + 1, dtype=np.int64) * n_items) // t,)
+
+    def _items_only(self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists, popcount: bool):
         if probe_ptr is None:
             key = (q1 - q0, self._chunk(q1 - q0))
             hit = lay.items.get(key)
@@ -418,6 +447,9 @@ class FastScanner:
             return hit[:2] + (iq,) + hit[3:]
         if lay.n_blocks == 0:
             return self._make_items(lay, q0, q1, probe_ptr, probe_lists, CHUNK_BLOCKS)
+        if IVF_ORDER == "query" and not popcount:
+            return _kernels().ivf_items_by_query(probe_ptr, probe_lists, q0, q1, lay.list_ids, lay.list_b0,
+                                                 lay.list_b1, CHUNK_BLOCKS, CAND_CAP_QUERY, TASKS)
         return _kernels().ivf_items(probe_ptr, probe_lists, q0, q1, lay.list_ids, lay.list_b0, lay.list_b1,
                                     lay.n_blocks, CHUNK_BLOCKS, QGROUP, CAND_CAP)
 
@@ -491,7 +523,8 @@ class FastScanner:
             qbits = self._bitplanes(prep)
         for q0 in range(0, m, step):
             q1 = min(m, q0 + step)
-            b0, b1, iq, iout, ipair, q_ptr, pair_out, pair_cap, total = self._items(lay, q0, q1, probe_ptr, probe_lists)
+            b0, b1, iq, iout, ipair, q_ptr, pair_out, pair_cap, total, task_ptr = self._items(
+                lay, q0, q1, probe_ptr, probe_lists, popcount=popcount)
             npairs = pair_out.size
             cand_pos = np.empty(total, dtype=np.int64)
             cand_ub = np.empty(total, dtype=np.float32)
@@ -512,8 +545,8 @@ class FastScanner:
                 bmagmax = lay.sqmax if prep.l2 else lay.zeros_nb
                 fs.scan_items(lay.blocks, lay.nsteps, self.part_steps, prep.luts, prep.inv, prep.off, prep.err,
                               lay.factors, lay.fmin, lay.fmax, bmax, bmagmax, beta, bmag, prep.alpha, prep.qconst,
-                              prep.cterm, lay.block_list, b0, b1, iq, iout, ipair, pair_cap, cand_pos, cand_ub, counts,
-                              heaps, floor)
+                              prep.cterm, lay.block_list, b0, b1, iq, iout, ipair, pair_cap, task_ptr, cand_pos,
+                              cand_ub, counts, heaps, floor)
                 fs.finish(cand_pos, cand_ub, counts, pair_out, heaps, q_ptr, k, floor[sl], lay.blocks, lay.nsteps,
                           self.part_steps,
                           prep.fluts[sl], lay.factors, beta, prep.alpha, prep.qconst[sl], prep.cterm[sl],
@@ -521,10 +554,32 @@ class FastScanner:
             over = np.flatnonzero(counts < 0)
             if over.size:      # a pair overflowed its candidate slice (massive ties): redo those queries exactly
                 redo = np.unique(np.searchsorted(q_ptr, over, side="right") - 1) + q0
-                s2, p2 = self._blas(lay, self._subset(prep, redo), k, beta)
-                out_s[redo], out_p[redo] = s2, p2
+                for i in redo:
+                    out_s[i], out_p[i] = self._exhaustive(lay, prep, k, beta, probe_ptr, probe_lists, int(i))
         self.last["candidates_per_query"] = float(n_cand.mean()) if m else 0.0
         return out_s, out_p
+
+    def _exhaustive(self, lay, prep, k, beta, probe_ptr, probe_lists, i):
+        """Exact float scores of every scanned position of query i (all of them, or its probed lists)."""
+        fs = _kernels()
+        if probe_ptr is None:
+            pos = np.arange(lay.n_positions, dtype=np.int64)
+        else:
+            lists = probe_lists[probe_ptr[i] : probe_ptr[i + 1]]
+            w = np.searchsorted(lay.list_ids, lists)
+            ok = w < len(lay.list_ids)
+            ok[ok] = lay.list_ids[w[ok]] == lists[ok]
+            w = w[ok]
+            pos = np.concatenate([np.arange(32 * lay.list_b0[x], 32 * lay.list_b1[x]) for x in w] or [np.zeros(0, np.int64)])
+        pos = pos[np.isfinite(beta[pos])].astype(np.int64)
+        out_s = np.full((1, k), -np.inf, dtype=np.float32)
+        out_p = np.full((1, k), -1, dtype=np.int64)
+        one = np.array([0, 1], dtype=np.int64)
+        fs.finish(pos, np.full(pos.size, np.inf, np.float32), np.array([pos.size]), np.zeros(1, np.int64),
+                  np.full((1, k), -np.inf, np.float32), one, k, np.full(1, -np.inf, np.float32), lay.blocks, lay.nsteps,
+                  self.part_steps, prep.fluts[i : i + 1], lay.factors, beta, prep.alpha, prep.qconst[i : i + 1],
+                  prep.cterm[i : i + 1], lay.block_list, out_s, out_p, np.zeros(1, np.int64))
+        return out_s[0], out_p[0]
 
     @staticmethod
     def _subset(prep: Prepared, rows: np.ndarray) -> Prepared:
