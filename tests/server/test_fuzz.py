@@ -22,7 +22,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(tmp_path):
         cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",
                "-H", f"Authorization: Bearer {KEYS['admin']}", "--checks", CHECKS,
                "--max-examples", "15", "--max-time", "30", "--generation-deterministic",
-               "--request-timeout", "30", "--no-color", "--workers", "1"]
+               "--request-timeout", "30", "--no-color", "--workers", "1",
+               # hypothesis health checks judge the generator, not the server: the binary Arrow and
+               # base64 bodies make it discard many drafts, which must not fail our run
+               "--suppress-health-check", "all"]
         for tag in CORE_TAGS:
             cmd += ["--include-tag", tag]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
