@@ -45,7 +45,7 @@ def test_searches_run_while_one_thread_writes(tmp_path, wordnet, quantizer, stor
     def reader(seed):
         rng = np.random.default_rng(seed)
         try:
-            while not stop.is_set():
+            while not (stop.is_set() and searches[0] >= 10):   # the writer's whole run, and >= 10 searches
                 flt = None if rng.random() < 0.5 else {"g": int(rng.integers(0, 3))}
                 res = index.search(q, 10, filter=flt, nprobe=int(rng.integers(1, 17)), rerank=bool(rng.random() < 0.3))
                 assert res.ids.shape == (8, 10)

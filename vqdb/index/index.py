@@ -164,6 +164,7 @@ class Index(_Persistence):
             self._create_dir(os.fspath(path))
 
     def _setup(self, *, dim, metric, quantizer, ivf, nlist, store_vectors, defaults, flush_rows, seed):
+        _scan.warmup()          # compile/load the query kernels now, not on the first query (once per process)
         self.dim = dim
         self.metric = metric
         self._quantizer = quantizer
@@ -228,7 +229,6 @@ class Index(_Persistence):
             if isinstance(exc, (OSError, KeyError, ValueError)) and not isinstance(exc, VqdbError):
                 raise st.IncompatibleFormatError(f"index at {root!r} is damaged or incomplete: {exc!r}") from exc
             raise
-        _scan.warmup()          # compile/load the fast-scan kernels now, not on the first query (once per process)
         return self
     # ------------------------------------------------------------------ properties
     @property

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import get_ops
 from . import reference_fastscan as rf
 
 MIN_ROWS = 2048             # smaller segments are scored by the quantizer directly (no layout)
@@ -728,6 +729,7 @@ def warmup() -> float:
             return 0.0
         t0 = time.perf_counter()
         _kernels().warmup()
+        get_ops("numba").warmup()           # the generic LUT/sign scorers that small flat calls use
         _WARM["seconds"] = time.perf_counter() - t0
         _WARM["done"] = True
         return _WARM["seconds"]
