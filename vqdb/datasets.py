@@ -74,26 +74,24 @@ def shared_path(*parts: str) -> str | None:
     return p if os.path.exists(p) else None
 
 
-def wordnet_minilm(queries: str = "words") -> Dataset | None:
-    """The full 115,659 x 384 WordNet/MiniLM set with dev queries, or None when ../shared/data is absent."""
-    root = shared_path("wordnet-minilm384")
+def _wordnet(folder: str, queries: str) -> Dataset | None:
+    root = shared_path(folder)
     if root is None:
         return None
     base = np.load(os.path.join(root, "base.f16.npy")).astype(np.float32)
     q = np.load(os.path.join(root, f"queries_dev_{queries}.f32.npy"))
     gt = np.load(os.path.join(root, f"gt_dev_{queries}.ids.npy")).astype(np.int64)
-    return Dataset(f"wordnet-minilm384-{queries}", "ip", base, q, gt)
+    return Dataset(f"{folder}-{queries}", "ip", base, q, gt)
+
+
+def wordnet_minilm(queries: str = "words") -> Dataset | None:
+    """The full 115,659 x 384 WordNet/MiniLM set with dev queries, or None when ../shared/data is absent."""
+    return _wordnet("wordnet-minilm384", queries)
 
 
 def wordnet_mpnet(queries: str = "words") -> Dataset | None:
     """5,000 x 768 all-mpnet-base-v2 WordNet subset, or None when absent."""
-    root = shared_path("wordnet-mpnet768")
-    if root is None:
-        return None
-    base = np.load(os.path.join(root, "base.f16.npy")).astype(np.float32)
-    q = np.load(os.path.join(root, f"queries_dev_{queries}.f32.npy"))
-    gt = np.load(os.path.join(root, f"gt_dev_{queries}.ids.npy")).astype(np.int64)
-    return Dataset(f"wordnet-mpnet768-{queries}", "ip", base, q, gt)
+    return _wordnet("wordnet-mpnet768", queries)
 
 
 def fashion_mnist(metric: str = "l2sq") -> Dataset | None:

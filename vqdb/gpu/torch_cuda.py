@@ -53,10 +53,7 @@ def _t(x, dtype=None) -> torch.Tensor:
     return t if dtype is None else t.to(dtype)
 
 
-def _out(t: torch.Tensor, like, np_dtype):
-    if isinstance(like, torch.Tensor):
-        return t
-    return np.ascontiguousarray(t.cpu().numpy(), dtype=np_dtype)
+_out = T._out
 
 
 # ------------------------------------------------------------------------------------------------

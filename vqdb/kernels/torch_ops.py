@@ -247,7 +247,11 @@ def weighted_tile_sum(weights: torch.Tensor, tile: torch.Tensor, scale: torch.Te
 # kernel-dispatch ops (reference signatures; NumPy or torch in, same kind out)
 # ------------------------------------------------------------------------------------------------
 def _tensor(x, dtype=None) -> torch.Tensor:
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        a = np.ascontiguousarray(x)
+        t = torch.from_numpy(a if a.flags.writeable else a.copy())     # torch cannot wrap read-only memory (mapped codes)
     return t if dtype is None else t.to(dtype)
 
 
