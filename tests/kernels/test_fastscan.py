@@ -77,6 +77,31 @@ def test_build_luts_matches_reference_bit_for_bit(bits):
     assert np.all(err[:, 0] <= emax_ref * (1 + 1e-6))
 
 
+def test_quantize_group_matches_reference_bit_for_bit():
+    """Parts sharing a factor (the bit-width slices of a PCA block) share one LUT scale."""
+    rng = np.random.default_rng(7)
+    fl = np.concatenate([rf.float_luts(rng.standard_normal((4, 9)).astype(np.float32) * sc, bits,
+                                       np.sort(rng.standard_normal(1 << bits)).astype(np.float32),
+                                       rf.slots_per_part(9, bits))
+                         for bits, sc in ((4, 3.0), (3, 1.0), (1, 0.2))], axis=1)
+    u8 = np.zeros(fl.shape, np.uint8)
+    inv, off, err = (np.zeros((4, 2), np.float32) for _ in range(3))
+    fk.quantize_group(fl, 2, fl.shape[1], -1.0, u8, inv, off, err, 1)
+    u8_ref, inv_ref, off_ref, emax_ref, _ = rf.quantize_luts(fl[:, 2:])
+    np.testing.assert_array_equal(u8[:, 2:], u8_ref)
+    np.testing.assert_array_equal(u8[:, :2], 0)
+    np.testing.assert_allclose(inv[:, 1], inv_ref, rtol=1e-6)
+    np.testing.assert_allclose(off[:, 1], off_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(err[:, 1], emax_ref, rtol=1e-5)
+
+
+def test_pca_slices_scan_as_two_parts(sample):
+    x, _ = sample
+    sc = scanner.FastScanner(vqdb.make_quantizer("turbo-pca-1", x.shape[1]).fit(x))
+    assert len(sc.parts) > 2 and sc.n_groups == 2 and sc.group_of.tolist() == [0] + [1] * (len(sc.parts) - 1)
+    assert sc.part_steps.tolist() == [0, sc.slots[0] // 2, sc.nsteps]
+
+
 # ---------------------------------------------------------------------------------------------
 # integer kernels
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +218,7 @@ def sample(wordnet):
     return x, q
 
 
-QUANTIZERS = ["turbo-4", "turbo-3", "turbo-2", "turbo-1", "turbo-prod-3", "turbo-2.5", "qjl"]
+QUANTIZERS = ["turbo-4", "turbo-3", "turbo-2", "turbo-1", "turbo-prod-3", "turbo-2.5", "turbo-pca-1", "qjl"]
 
 
 @pytest.mark.parametrize("name", QUANTIZERS)

@@ -712,6 +712,57 @@ def build_luts(q, bits, values, n_slots, slot0, sigmas, u8_out, fl_out, inv, off
         err[i, col] = np.float32(bound)
 
 
+@njit(cache=_CACHE, nogil=True, parallel=True)
+def quantize_group(fl, s0, s1, sigmas, u8_out, inv, off, err, col):
+    """Re-quantize slots [s0, s1) of the float LUTs ``fl`` (m, S2, 16) float32 with one scale per query
+    (a group of parts sharing a factor): writes ``u8_out`` there and inv/off/err at column ``col``.
+
+    The quantization of :func:`build_luts` (twin: ``reference_fastscan.quantize_luts`` of ``fl[:, s0:s1]``).
+    """
+    m = fl.shape[0]
+    for i in prange(m):
+        top = 0.0
+        for s in range(s0, s1):
+            lo = np.float64(fl[i, s, 0])
+            hi = lo
+            for c in range(1, 16):
+                x = np.float64(fl[i, s, c])
+                lo = min(lo, x)
+                hi = max(hi, x)
+            top = max(top, hi - lo)
+        a = 255.0 / top if top > 0 else 1.0
+        emax = 0.0
+        e2 = 0.0
+        amax = 0.0
+        offs = 0.0
+        for s in range(s0, s1):
+            lo = np.float64(fl[i, s, 0])
+            for c in range(1, 16):
+                lo = min(lo, np.float64(fl[i, s, c]))
+            worst = 0.0
+            sq = 0.0
+            big = 0.0
+            for c in range(16):
+                x = np.float64(fl[i, s, c])
+                d = x - lo
+                u = min(max(np.rint(d * a), 0.0), 255.0)
+                u8_out[i, s, c] = np.uint8(u)
+                r = d - u / a
+                worst = max(worst, abs(r))
+                sq += r * r
+                big = max(big, abs(x))
+            emax += worst
+            e2 += sq / 16.0
+            amax += big
+            offs += lo
+        bound = emax + 1e-5 * (amax + 1e-30)
+        if sigmas > 0:
+            bound = min(bound, sigmas * np.sqrt(e2))
+        inv[i, col] = np.float32(1.0 / a)
+        off[i, col] = np.float32(offs)
+        err[i, col] = np.float32(bound)
+
+
 # ------------------------------------------------------------------------------------------------
 # 1-bit path: bit-plane queries, AND + popcount
 # ------------------------------------------------------------------------------------------------
@@ -1042,6 +1093,7 @@ def warmup() -> None:
               np.array([1, 2], i64), 2, 64, 2, 256)
     ivf_items_by_query(np.array([0, 2], i64), np.array([-1, 3], i64), 0, 1, np.array([-1, 3], i64),
                        np.array([0, 1], i64), np.array([1, 2], i64), 64, 256, 64)
+    quantize_group(np.ones((m, 8, 16), f32), 2, 6, -1.0, np.empty((m, 8, 16), np.uint8), inv, off, err, 0)
     for bits in (1, 2, 3, 4):
         build_luts(rng.standard_normal((m, 7)).astype(f32), bits, np.linspace(-1, 1, 1 << bits), 8, 0, -1.0,
                    np.empty((m, 8, 16), np.uint8), np.empty((m, 8, 16), f32), inv, off, err, 0)
