@@ -7,7 +7,8 @@ missing op falls back to the NumPy reference (logged once at debug level).
 
 Ops (signatures in :mod:`vqdb.kernels.reference`, the oracle): ``pack_bits``, ``unpack_bits``,
 ``bucketize``, ``encode_scalar``, ``scaled_indices``, ``scaled_indices_segments``, ``encode_scaled``, ``decode_values``,
-``lut_scores``, ``sign_scores``, ``topk``.
+``lut_scores``, ``sign_scores``, ``topk``, ``encode_rotated``, ``hadamard_rotate``. ``num_threads()``: the
+worker threads a backend lets the quantizers use (1 for NumPy).
 
 Registered backends. The default for host (NumPy) arrays is the highest-priority usable one among
 ``numba`` and ``reference``; ``torch`` serves torch tensors (kvcache) and the CUDA backends serve
@@ -51,6 +52,8 @@ OPS = (
     "lut_scores",
     "sign_scores",
     "topk",
+    "encode_rotated",
+    "hadamard_rotate",
 )
 
 
@@ -107,6 +110,7 @@ class KernelOps:
                 fn = getattr(fallback, op)
             setattr(self, op, fn)
         self.warmup = getattr(module, "warmup", lambda: None)
+        self.num_threads = getattr(module, "num_threads", lambda: 1)
 
     def __repr__(self) -> str:
         return f"KernelOps({self.name!r})"

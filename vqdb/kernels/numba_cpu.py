@@ -239,6 +239,129 @@ def _coord_lut_kernel(q, codes, offset, bits, values, out):
             out[qi, i] = acc
 
 
+_LINEAR_MAX_BITS = 6  # up to this width, indices are counted against all boundaries (vectorised); above, binary search
+
+
+@njit(cache=_CACHE, nogil=True)
+def _pack_aligned(idx, bits, out):
+    """Pack int32 indices of a width dividing 8 (1, 2, 4, 8) into out[: ceil(k*bits/8)], whole bytes."""
+    k = idx.shape[0]
+    per = 8 // bits
+    full = k // per
+    for p in range(full):
+        v = 0
+        for c in range(per):
+            v |= idx[p * per + c] << (c * bits)
+        out[p] = np.uint8(v)
+    if full * per < k:
+        v = 0
+        for c in range(k - full * per):
+            v |= idx[full * per + c] << (c * bits)
+        out[full] = np.uint8(v)
+
+
+@njit(cache=_CACHE, nogil=True)
+def _count_le(u, b, out):
+    """out[j] = #{m : u[j] >= b[m]} (float32, vectorised over j)."""
+    k = u.shape[0]
+    for j in range(k):
+        out[j] = 0
+    for m in range(b.shape[0]):
+        bm = b[m]
+        for j in range(k):
+            out[j] += np.int32(u[j] >= bm)
+
+
+@njit(cache=_CACHE, nogil=True)
+def _encode_rotated_rows(y, r, table, boundaries, bounds32, values, scaled, full, codes, factors):
+    """Serial fused block encode (see reference.encode_rotated); callers parallelise over row tiles.
+
+    ``bounds32[s, m]`` is the smallest float32 >= ``boundaries[s, m]``, so for a float32 u
+    ``u >= bounds32`` is exactly ``float64(u) >= boundaries``: the count runs in float32 SIMD.
+    """
+    n, k = y.shape
+    d = r.shape[1]
+    u = np.empty(k, dtype=np.float32)
+    idx = np.empty(k, dtype=np.int32)
+    for i in range(n):
+        nrm2 = 0.0
+        for j in range(d):
+            v = np.float64(r[i, j])
+            nrm2 += v * v
+        nrm = np.sqrt(nrm2)
+        safe = nrm if nrm > 0.0 else 1.0
+        for j in range(k):
+            u[j] = np.float32(np.float64(y[i, j]) / safe)
+        dot = 0.0
+        coded = 0.0
+        row = codes[i]
+        for s in range(table.shape[0]):
+            start = table[s, 0]
+            stop = table[s, 1]
+            bits = table[s, 2]
+            pos = table[s, 3]
+            cnt = (1 << bits) - 1
+            if bits <= _LINEAR_MAX_BITS:
+                _count_le(u[start:stop], bounds32[s, :cnt], idx[start:stop])
+            else:
+                for j in range(start, stop):
+                    idx[j] = _search_row(boundaries, s, cnt, np.float64(u[j]))
+            for j in range(start, stop):
+                u64 = np.float64(u[j])
+                dot += u64 * np.float64(values[s, idx[j]])
+            if scaled and not full:
+                for j in range(start, stop):
+                    u64 = np.float64(u[j])
+                    coded += u64 * u64
+            if 8 % bits == 0:
+                _pack_aligned(idx[start:stop], bits, row[pos:])
+            else:
+                acc = np.int64(0)
+                nacc = 0
+                for j in range(start, stop):
+                    acc |= np.int64(idx[j]) << nacc
+                    nacc += bits
+                    if nacc >= 8:
+                        row[pos] = np.uint8(acc & 0xFF)
+                        pos += 1
+                        acc >>= 8
+                        nacc -= 8
+                if nacc > 0:
+                    row[pos] = np.uint8(acc & 0xFF)
+        if scaled:
+            cf = 1.0 if full else coded
+            factors[i] = np.float32(nrm * cf / dot) if (dot > 0.0 and nrm > 0.0) else np.float32(0.0)
+        else:
+            factors[i] = np.float32(nrm)
+
+
+@njit(cache=_CACHE, nogil=True)
+def _hadamard_rows(x, signs, norm, out):
+    """Serial randomized Hadamard rotation (see reference.hadamard_rotate), rows of x into out (n, p)."""
+    n, d = x.shape
+    rounds, p = signs.shape
+    for i in range(n):
+        buf = out[i]
+        for j in range(d):
+            buf[j] = x[i, j]
+        for j in range(d, p):
+            buf[j] = np.float32(0.0)
+        for rr in range(rounds):
+            for j in range(p):
+                buf[j] = buf[j] * signs[rr, j]
+            h = 1
+            while h < p:
+                for i0 in range(0, p, 2 * h):
+                    for t in range(i0, i0 + h):
+                        a = buf[t]
+                        b = buf[t + h]
+                        buf[t] = a + b
+                        buf[t + h] = a - b
+                h *= 2
+            for j in range(p):
+                buf[j] = buf[j] * norm
+
+
 # ----------------------------------------------------------------------------------------------
 # ops (same signatures as reference.py)
 # ----------------------------------------------------------------------------------------------
@@ -351,6 +474,41 @@ def sign_scores(q: np.ndarray, codes: np.ndarray, offset: int) -> np.ndarray:
 topk = reference.topk
 
 
+def _ceil_float32(b: np.ndarray) -> np.ndarray:
+    """Smallest float32 >= each float64 entry (+inf stays +inf)."""
+    b32 = b.astype(np.float32)
+    low = b32.astype(np.float64) < b
+    b32[low] = np.nextafter(b32[low], np.float32(np.inf))
+    return b32
+
+
+def encode_rotated(y, r, table, boundaries, values, scaled, full, codes) -> np.ndarray:
+    factors = np.empty(y.shape[0], dtype=np.float32)
+    if y.shape[0]:
+        boundaries = np.ascontiguousarray(boundaries, dtype=np.float64)
+        _encode_rotated_rows(np.ascontiguousarray(y, dtype=np.float32), np.ascontiguousarray(r, dtype=np.float32),
+                             np.ascontiguousarray(table, dtype=np.int64), boundaries, _ceil_float32(boundaries),
+                             np.ascontiguousarray(values, dtype=np.float32), bool(scaled), bool(full), codes, factors)
+    return factors
+
+
+def hadamard_rotate(x, signs) -> np.ndarray:
+    signs = np.ascontiguousarray(signs, dtype=np.float32)
+    out = np.empty((x.shape[0], signs.shape[1]), dtype=np.float32)
+    if x.shape[0]:
+        _hadamard_rows(np.ascontiguousarray(x, dtype=np.float32), signs, np.float32(1.0 / np.sqrt(signs.shape[1])), out)
+    return out
+
+
+def num_threads() -> int:
+    """Worker threads the quantizers may use for row tiles (numba's current thread count)."""
+    import numba
+
+    return int(numba.get_num_threads())
+
+
+
+
 def warmup() -> None:
     """Compile (or load from cache) every kernel on tiny inputs; the server calls this at start."""
     rng = np.random.default_rng(0)
@@ -369,3 +527,9 @@ def warmup() -> None:
     encode_scaled(x, b, c, np.array([1.0, 1.2]), 2)
     scaled_indices_segments(x, np.arange(10) % 2, np.vstack([b, b * 2]), np.vstack([c, c * 2]), np.array([1.0, 1.2]))
     sign_scores(x[:1], pack_bits((x > 0).astype(np.uint8), 1), 0)
+    table = np.array([[0, 4, 2, 0], [4, 10, 1, 1]], dtype=np.int64)
+    codes = np.zeros((3, 4), dtype=np.uint8)
+    for scaled in (True, False):
+        encode_rotated(x, x, table, np.vstack([b, np.full(3, np.inf)]), np.vstack([c, c]).astype(np.float32), scaled,
+                       scaled, codes)
+    hadamard_rotate(x, np.ones((2, 16), np.float32))

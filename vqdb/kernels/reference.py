@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..quantizers._packing import pack_bits as _pack, packed_size, unpack_bits as _unpack
+from ..quantizers._rotation import fwht as _fwht
 
 name = "reference"
 
@@ -120,6 +121,87 @@ _SIGN_VALUES = np.array([-1.0, 1.0], dtype=np.float32)
 def sign_scores(q: np.ndarray, codes: np.ndarray, offset: int) -> np.ndarray:
     """Σ_j q[i, j] · (2·bit_j − 1) over 1-bit sign codes (QJL): (m, k) float32 -> (m, n) float32."""
     return lut_scores(q, codes, offset, 1, _SIGN_VALUES)
+
+
+def encode_rotated(y: np.ndarray, r: np.ndarray, table: np.ndarray, boundaries: np.ndarray, values: np.ndarray,
+                   scaled: bool, full: bool, codes: np.ndarray) -> np.ndarray:
+    """Fused TurboQuant block encode of rotated rows: norm, unit scaling, bucketize, pack, side factor.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n, k), float32
+        Rotated residuals ``Π r`` (only the first ``k`` rotated coordinates; ``k`` >= every slice stop).
+    r : ndarray of shape (n, d), float32
+        The residuals themselves (their norm is taken here, before the rotation).
+    table : ndarray of shape (S, 4), int64
+        One row per slice, in increasing ``start``: ``[start, stop, bits, byte_offset]``.
+    boundaries : ndarray of shape (S, W), float64
+        Codebook boundaries of each slice (its first ``2**bits - 1`` entries are used).
+    values : ndarray of shape (S, V), float32
+        Reconstruction levels of each slice (its first ``2**bits`` entries are used).
+    scaled : bool
+        ``True``: the factor is ``||r|| · coded / <u, ĉ>`` (0 if either is not positive); ``False``:
+        ``||r||``.
+    full : bool
+        The slices cover all rotated coordinates: ``coded = 1`` instead of ``Σ_coded u_j²``.
+    codes : ndarray of shape (n, code_size), uint8
+        Written in place: each slice's packed indices at its byte offset (nothing else is touched).
+
+    Returns
+    -------
+    factor : ndarray of shape (n,), float32
+        The block's side float.
+
+    Notes
+    -----
+    Every sum is a plain left-to-right float64 sum (``cumsum``), so compiled backends can reproduce it
+    bit for bit: ``||r|| = sqrt(Σ_j r_j²)``; ``u = float32(y / ||r||)`` (``||r|| = 0`` -> divide by 1);
+    ``idx = #{boundaries <= u}`` in float64; ``<u, ĉ> = Σ`` over the slices in order of
+    ``u_j · values[idx_j]``; ``coded = Σ u_j²`` over the same coordinates.
+    """
+    n = y.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+
+    def seqsum(a):
+        return np.cumsum(a, axis=1)[:, -1] if a.shape[1] else np.zeros(a.shape[0])
+
+    r64 = r.astype(np.float64)
+    nrm = np.sqrt(seqsum(r64 * r64))
+    safe = np.where(nrm > 0, nrm, 1.0)
+    u64 = (y.astype(np.float64) / safe[:, None]).astype(np.float32).astype(np.float64)
+    dot_terms, coded_terms = [], []
+    for (start, stop, bits, offset), bnd, val in zip(table.tolist(), boundaries, values):
+        us = u64[:, start:stop]
+        idx = np.searchsorted(bnd[: (1 << bits) - 1], us, side="right")
+        codes[:, offset : offset + packed_size(stop - start, bits)] = _pack(idx.astype(np.uint8), bits)
+        dot_terms.append(us * val[idx].astype(np.float64))
+        coded_terms.append(us * us)
+    dot = seqsum(np.concatenate(dot_terms, axis=1)) if dot_terms else np.zeros(n)
+    if not scaled:
+        return nrm.astype(np.float32)
+    coded = np.ones(n) if full else (seqsum(np.concatenate(coded_terms, axis=1)) if coded_terms else np.zeros(n))
+    ok = (dot > 0) & (nrm > 0)
+    return np.where(ok, nrm * coded / np.where(ok, dot, 1.0), 0.0).astype(np.float32)
+
+
+def hadamard_rotate(x: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """Randomized Hadamard rotation of rows, exactly :meth:`vqdb.quantizers._rotation.HadamardRotation.forward`.
+
+    x : (n, d) float32; signs : (rounds, p) float32 ±1 with p = 2**ceil(log2 d) >= d. Returns (n, p)
+    float32: zero-pad to p, then per round ``y *= signs[r]``, unnormalised FWHT (butterflies ``a + b``,
+    ``a - b`` with the half-width h = 1, 2, 4, ...), ``y *= float32(1 / sqrt(p))``.
+    """
+    n, d = x.shape
+    rounds, p = signs.shape
+    norm = np.float32(1.0 / np.sqrt(p))
+    y = np.zeros((n, p), dtype=np.float32)
+    y[:, :d] = x
+    for i in range(rounds):
+        y *= signs[i]
+        y = _fwht(y)
+        y *= norm
+    return y
 
 
 def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 import numpy as np
 
@@ -72,3 +74,45 @@ def check_state(state, kind: str) -> tuple[dict, dict]:
     if state.get("kind") != kind:
         raise IncompatibleFormatError(f"state is for a {state.get('kind')!r} quantizer, not {kind!r}")
     return dict(state["config"]), as_array_dict(state.get("arrays", {}))
+
+
+_BLAS = {"controller": None, "users": 0, "limiter": None}
+_BLAS_LOCK = threading.Lock()
+
+
+def _blas_controller():
+    if _BLAS["controller"] is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # optional dependency
+            _BLAS["controller"] = False
+        else:
+            _BLAS["controller"] = ThreadpoolController()
+    return _BLAS["controller"]
+
+
+def can_pin_blas() -> bool:
+    """True when :func:`blas_one_thread` really pins BLAS to one thread (threadpoolctl is installed)."""
+    with _BLAS_LOCK:
+        return bool(_blas_controller())
+
+
+@contextlib.contextmanager
+def blas_one_thread():
+    """Run BLAS single-threaded inside the block (process-wide while any such block runs; nested and
+    concurrent blocks share one limit, restored when the last one exits). OpenBLAS's sgemm rounds
+    differently with the thread count and the row count, so encoders that must give the same bytes
+    whatever the threads run fixed-size row tiles under this. No-op without threadpoolctl."""
+    with _BLAS_LOCK:
+        ctl = _blas_controller()
+        if ctl and _BLAS["users"] == 0:
+            _BLAS["limiter"] = ctl.limit(limits=1, user_api="blas")
+        _BLAS["users"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS["users"] -= 1
+            if _BLAS["users"] == 0 and _BLAS["limiter"] is not None:
+                _BLAS["limiter"].restore_original_limits()
+                _BLAS["limiter"] = None
