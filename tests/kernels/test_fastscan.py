@@ -331,3 +331,27 @@ def test_ivf_overflow_redo_respects_the_probed_lists(sample, monkeypatch):
     full, _ = _float_topk(qz, q[:3], codes, lists, cterm, 20, "ip", probe=probe)
     _check_same_topk(full, s, r, 20)
     assert np.isin(lists[r], [0, 1]).all()
+
+
+def test_probe_order_is_the_stable_sort_prefix():
+    from vqdb.index._scan import probe_order
+
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, size=(50, 40)).astype(np.float32)      # many ties
+    full = np.argsort(-scores, axis=1, kind="stable")
+    for nprobe in (1, 7, 39, 40, 60):
+        got = probe_order(scores, nprobe)
+        want = full[:, : min(nprobe, 40)]
+        # same lists and the same scores in order; ties straddling the cut may pick other lists
+        np.testing.assert_array_equal(np.take_along_axis(scores, got, 1), np.take_along_axis(scores, want, 1))
+        inside = np.take_along_axis(scores, want, 1) > np.take_along_axis(scores, want, 1)[:, -1:]
+        np.testing.assert_array_equal(np.where(inside, got, -1), np.where(inside, want, -1))
+
+
+def test_blas_serial_restores_the_thread_counts():
+    libs = scanner._blas_libs()
+    before = [lib.get_num_threads() for lib in libs]
+    with scanner.blas_serial(100):
+        with scanner.blas_serial(100):
+            assert all(lib.get_num_threads() == 1 for lib in libs)
+    assert [lib.get_num_threads() for lib in libs] == before

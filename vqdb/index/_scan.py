@@ -214,10 +214,13 @@ def _fast_flat(ctx: ScanContext, q: np.ndarray, top: TopK) -> bool:
     fs = _fast_scanner(ctx)
     if fs is None:
         return False
-    prep = fs.prepare(q, metric=ctx.metric, cterm=ctx.centre_terms(q))
-    for si, seg in enumerate(ctx.segments):
-        s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si])
-        top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1))
+    from ..kernels import scanner
+
+    with scanner.blas_serial(q.shape[0]):
+        prep = fs.prepare(q, metric=ctx.metric, cterm=ctx.centre_terms(q))
+        for si, seg in enumerate(ctx.segments):
+            s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si])
+            top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1))
     return True
 
 
@@ -243,10 +246,33 @@ def _fast_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, need: int
         return False
     from ..kernels import scanner
 
+    with scanner.blas_serial(q.shape[0]):
+        _fast_ivf_scan(ctx, fs, q, top, nprobe, need)
+    return True
+
+
+def probe_order(scores: np.ndarray, nprobe: int) -> np.ndarray:
+    """(m, min(nprobe, nlist)) int64: the ``nprobe`` best lists of each query, best first (ties: lower
+    list first, as a stable sort of all lists would give), by a partial sort."""
+    m, nlist = scores.shape
+    if nprobe >= nlist:
+        return np.argsort(-scores, axis=1, kind="stable")
+    part = np.argpartition(-scores, nprobe - 1, axis=1)[:, :nprobe]
+    o = np.lexsort((part, -np.take_along_axis(scores, part, axis=1)), axis=1)
+    return np.take_along_axis(part, o, axis=1)
+
+
+def _fast_ivf_scan(ctx: ScanContext, fs, q: np.ndarray, top: TopK, nprobe: int, need: int | None) -> None:
+    from ..kernels import scanner
+
     scores = ctx.coarse.probe_scores(q, ctx.probe_metric)
-    order = np.argsort(-scores, axis=1, kind="stable")
     list_rows, outside = (None, 0) if need is None else _allowed_per_list(ctx)
-    probe = scanner.probe_csr(order, nprobe, list_rows, None if need is None else need - outside)
+    need_lists = None if need is None else need - outside
+    order = probe_order(scores, nprobe)
+    if need_lists is not None and order.shape[1] < scores.shape[1] and \
+            bool((list_rows[order].sum(axis=1) < need_lists).any()):
+        order = np.argsort(-scores, axis=1, kind="stable")       # some query must open further lists
+    probe = scanner.probe_csr(order, nprobe, list_rows, need_lists)
     if ctx.probe_metric == "ip":          # the probe scores are the centre terms <q, c_j>
         c0 = getattr(ctx.quantizer, "centre_", None)
         col0 = np.zeros((q.shape[0], 1), np.float32) if c0 is None else (q @ c0)[:, None]
@@ -257,7 +283,6 @@ def _fast_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, need: int
     for si, seg in enumerate(ctx.segments):
         s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si], probe=probe)
         top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1))
-    return True
 
 
 def warmup() -> float:
