@@ -9,7 +9,7 @@ import pytest
 from reference.oracles import pack_slow
 from vqdb import TurboQuantizer
 from vqdb.kernels import reference as ref, use_backend
-from vqdb.quantizers import turbo as turbo_mod
+from vqdb.quantizers import _common as cm
 from vqdb.quantizers._codebooks import lloyd_max
 from vqdb.quantizers._rotation import HadamardRotation
 
@@ -82,7 +82,7 @@ CONFIGS = [dict(bits=4), dict(bits=1), dict(bits=2, variant="mse"), dict(bits=3.
 def test_tiled_encode_matches_reference_backend(cfg, d, monkeypatch):
     """Several tiles over several threads (numba) vs one thread (reference): same bytes; the index bytes
     also equal the untiled general path (side floats to float32 rounding: sums are ordered differently)."""
-    monkeypatch.setattr(turbo_mod, "ENCODE_TILE", 16)
+    monkeypatch.setattr(cm, "ENCODE_TILE", 16)
     rng = np.random.default_rng(d)
     x = (rng.standard_normal((61, d)) * np.linspace(3, 0.2, d) + 0.4).astype(np.float32)
     q = TurboQuantizer(d, seed=2, **cfg).fit(x)
@@ -107,3 +107,28 @@ def test_tiled_encode_matches_reference_backend(cfg, d, monkeypatch):
     side = lambda c: np.ascontiguousarray(c[same, -ns:]).view("<f4")  # noqa: E731
     np.testing.assert_allclose(side(tiled), side(general), rtol=3e-7)
     np.testing.assert_array_equal(tiled[:, -4:], general[:, -4:])
+
+
+def test_encode_scalar_serial_and_parallel_paths(ops):
+    """encode_scalar runs serially on small batches (tile callers) and in parallel on large ones: same bytes."""
+    c, b = lloyd_max(3, 33)
+    x = (np.random.default_rng(4).standard_normal((2100, 33)) / np.sqrt(33)).astype(np.float32)
+    want = ref.encode_scalar(x, b, 3)
+    np.testing.assert_array_equal(ops.encode_scalar(x, b, 3), want)
+    np.testing.assert_array_equal(ops.encode_scalar(x[:7], b, 3), want[:7])
+
+
+@pytest.mark.parametrize("name", ["qjl", "polar"])
+def test_qjl_polar_tiled_encode_backends_agree(name, monkeypatch):
+    from vqdb.presets import make_quantizer
+
+
+    monkeypatch.setattr(cm, "ENCODE_TILE", 16)
+    x = np.random.default_rng(8).standard_normal((53, 97)).astype(np.float32)
+    q = make_quantizer(name, 97).fit(x)
+    outs = {}
+    for backend in ("reference", "numba"):
+        with use_backend(backend):
+            outs[backend] = [q.encode(x[:n]) for n in (0, 1, 7, 53)]
+    for a, b in zip(outs["reference"], outs["numba"]):
+        np.testing.assert_array_equal(a, b)

@@ -23,6 +23,9 @@ _CACHE = envs.numba_cache()
 # queries at or above this count are scored by decoding tiles of codes and one BLAS matmul per tile
 GEMM_MIN_QUERIES = 16
 _TILE = 4096
+# encode_scalar runs serially up to this many rows: the quantizers call it per row tile from their own
+# worker threads (vqdb.quantizers._common.run_tiles), where a parallel kernel would nest
+SERIAL_MAX_ROWS = 2048
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,6 +105,17 @@ def _encode_scalar_kernel(x, boundaries, bits, out):
     n, k = x.shape
     for i in prange(n):
         buf = np.empty(k, dtype=np.int64)
+        for j in range(k):
+            buf[j] = _search(boundaries, np.float64(x[i, j]))
+        _put_row(buf, bits, out[i])
+
+
+@njit(cache=_CACHE, nogil=True)
+def _encode_scalar_rows(x, boundaries, bits, out):
+    """Serial twin of _encode_scalar_kernel (small batches; safe from several Python threads at once)."""
+    n, k = x.shape
+    buf = np.empty(k, dtype=np.int64)
+    for i in range(n):
         for j in range(k):
             buf[j] = _search(boundaries, np.float64(x[i, j]))
         _put_row(buf, bits, out[i])
@@ -393,7 +407,8 @@ def encode_scalar(x: np.ndarray, boundaries: np.ndarray, bits: int) -> np.ndarra
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.zeros((x.shape[0], packed_size(x.shape[1], bits)), dtype=np.uint8)
     if x.size:
-        _encode_scalar_kernel(x, np.ascontiguousarray(boundaries, dtype=np.float64), int(bits), out)
+        kernel = _encode_scalar_kernel if x.shape[0] > SERIAL_MAX_ROWS else _encode_scalar_rows
+        kernel(x, np.ascontiguousarray(boundaries, dtype=np.float64), int(bits), out)
     return out
 
 
@@ -524,6 +539,7 @@ def warmup() -> None:
         lut_scores(np.repeat(x, 6, axis=0), packed, 0, bits, vals)
     bucketize(x, b)
     encode_scalar(x, b, 2)
+    encode_scalar(np.repeat(x, SERIAL_MAX_ROWS, axis=0), b, 2)
     encode_scaled(x, b, c, np.array([1.0, 1.2]), 2)
     scaled_indices_segments(x, np.arange(10) % 2, np.vstack([b, b * 2]), np.vstack([c, c * 2]), np.array([1.0, 1.2]))
     sign_scores(x[:1], pack_bits((x > 0).astype(np.uint8), 1), 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -116,3 +117,31 @@ def blas_one_thread():
             if _BLAS["users"] == 0 and _BLAS["limiter"] is not None:
                 _BLAS["limiter"].restore_original_limits()
                 _BLAS["limiter"] = None
+
+
+ENCODE_TILE = 1024  # rows per encode tile: one sgemm + one fused pass; ~1.5 MB of float32 at d = 384
+_POOL: dict[str, ThreadPoolExecutor | None] = {"pool": None}
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _POOL_LOCK:
+        pool = _POOL["pool"]
+        if pool is None or pool._max_workers < workers:
+            pool = _POOL["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqdb-encode")
+        return pool
+
+
+def run_tiles(fn, n: int, ops) -> None:
+    """Call ``fn(t0)`` for every tile start ``t0 = 0, ENCODE_TILE, ...`` below ``n``, BLAS pinned to one
+    thread (so a tile's bytes never depend on the thread count), tiles spread over ``ops.num_threads()``
+    threads when BLAS can be pinned. ``fn`` must write only its own rows."""
+    starts = range(0, n, ENCODE_TILE)
+    workers = min(int(ops.num_threads()), len(starts)) if can_pin_blas() else 1
+    with blas_one_thread():
+        if workers <= 1:
+            for t0 in starts:
+                fn(t0)
+        else:
+            for _ in _pool(workers).map(fn, starts):
+                pass

@@ -105,25 +105,34 @@ class PolarQuantizer(Quantizer):
 
     def encode(self, x, /, *, centre=None) -> np.ndarray:
         """(n, d) float32 -> (n, code_size) uint8 (layout in the class docstring)."""
-        r, sq = cm.residual(self, x, centre)
+        x = as_float32_matrix(x, self.dim)
+        c = self._centre(centre)
         ops = get_ops()
-        n = r.shape[0]
-        codes = np.zeros((n, self.code_size), dtype=np.uint8)
-        rho = self._rotation.forward(r).astype(np.float64)  # (n, p), level-0 "radii" (signed)
-        for level in range(1, self.levels + 1):
-            a, b = rho[:, 0::2], rho[:, 1::2]
-            psi = np.arctan2(b, a)
-            if level == 1:
-                psi = np.mod(psi, 2 * np.pi)
-            rho = np.hypot(a, b)
-            _, bounds = self.codebooks[level - 1]
-            bits = self.level_bits[level - 1]
-            off = self._offsets[level - 1]
-            codes[:, off : off + packed_size(psi.shape[1], bits)] = ops.encode_scalar(
-                np.ascontiguousarray(psi, dtype=np.float32), bounds, bits)
-        radii = np.ascontiguousarray(rho.astype("<f2"))  # (n, n_blocks)
-        codes[:, self._radius_offset : self._sq_offset] = radii.view(np.uint8).reshape(n, 2 * self.n_blocks)
-        cm.write_side(codes, self._sq_offset, sq[:, None])
+        codes = np.zeros((x.shape[0], self.code_size), dtype=np.uint8)
+
+        def tile(t0: int) -> None:  # the whole recursion on one row tile (cm.run_tiles)
+            xt = x[t0 : t0 + cm.ENCODE_TILE]
+            r = xt if c is None else xt - c[None, :]
+            ct = codes[t0 : t0 + cm.ENCODE_TILE]
+            n = r.shape[0]
+            rho = self._rotation.forward(r).astype(np.float64)  # (n, p), level-0 "radii" (signed)
+            for level in range(1, self.levels + 1):
+                a, b = rho[:, 0::2], rho[:, 1::2]
+                psi = np.arctan2(b, a)
+                if level == 1:
+                    psi = np.mod(psi, 2 * np.pi)
+                rho = np.hypot(a, b)
+                _, bounds = self.codebooks[level - 1]
+                bits = self.level_bits[level - 1]
+                off = self._offsets[level - 1]
+                ct[:, off : off + packed_size(psi.shape[1], bits)] = ops.encode_scalar(
+                    np.ascontiguousarray(psi, dtype=np.float32), bounds, bits)
+            radii = np.ascontiguousarray(rho.astype("<f2"))  # (n, n_blocks)
+            ct[:, self._radius_offset : self._sq_offset] = radii.view(np.uint8).reshape(n, 2 * self.n_blocks)
+            x64 = xt.astype(np.float64)
+            cm.write_side(ct, self._sq_offset, np.einsum("ij,ij->i", x64, x64)[:, None])
+
+        cm.run_tiles(tile, x.shape[0], ops)
         return codes
 
     def _decode_rotated(self, codes: np.ndarray) -> np.ndarray:

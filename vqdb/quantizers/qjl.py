@@ -83,12 +83,19 @@ class QJLQuantizer(Quantizer):
 
     def encode(self, x, /, *, centre=None) -> np.ndarray:
         """(n, d) float32 -> (n, code_size) uint8 (see the class docstring for the layout)."""
-        r, sq = cm.residual(self, x, centre)
-        ops = get_ops()
-        codes = np.zeros((r.shape[0], self.code_size), dtype=np.uint8)
-        proj = r @ self.sketch_.T
-        codes[:, : self._nbytes] = ops.pack_bits((proj > 0).astype(np.uint8), 1)
-        cm.write_side(codes, self._nbytes, np.stack([cm.row_norms(r), sq], axis=1))
+        x = as_float32_matrix(x, self.dim)
+        c = self._centre(centre)
+        codes = np.zeros((x.shape[0], self.code_size), dtype=np.uint8)
+
+        def tile(t0: int) -> None:  # one sgemm + sign bits + norms per row tile (cm.run_tiles)
+            xt = x[t0 : t0 + cm.ENCODE_TILE]
+            rt = xt if c is None else xt - c[None, :]
+            ct = codes[t0 : t0 + cm.ENCODE_TILE]
+            ct[:, : self._nbytes] = np.packbits((rt @ self.sketch_.T) > 0, axis=1, bitorder="little")
+            x64 = xt.astype(np.float64)
+            cm.write_side(ct, self._nbytes, np.stack([cm.row_norms(rt), np.einsum("ij,ij->i", x64, x64)], axis=1))
+
+        cm.run_tiles(tile, x.shape[0], get_ops())
         return codes
 
     def decode(self, codes, /, *, centre=None) -> np.ndarray:

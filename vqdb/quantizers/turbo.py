@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -57,33 +55,6 @@ PRESCALE_GRID = (1.0, 0.9, 0.95, 1.05, 1.1, 1.15, 1.2, 1.3)
 
 # Gaussian Lloyd–Max distortion per unit variance at 0..8 bits (greedy bit allocation of "pca")
 _GAUSS_D = (1.0, 0.36338, 0.117482, 0.034548, 0.0095014, 0.0025046, 0.00064304, 0.00016317, 4.1122e-05)
-
-
-ENCODE_TILE = 1024  # rows per encode tile: one sgemm + one fused pass; ~1.5 MB of float32 at d = 384
-_POOL = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(workers: int):
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < workers:
-            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqdb-encode")
-        return _POOL
-
-
-def _run_tiles(fn, n: int, ops) -> None:
-    """Call ``fn(t0)`` for every tile start, BLAS pinned to one thread (so a tile's bytes never depend
-    on the thread count), tiles spread over ``ops.num_threads()`` threads when BLAS can be pinned."""
-    starts = range(0, n, ENCODE_TILE)
-    workers = min(int(ops.num_threads()), len(starts)) if cm.can_pin_blas() else 1
-    with cm.blas_one_thread():
-        if workers <= 1:
-            for t0 in starts:
-                fn(t0)
-        else:
-            for _ in _pool(workers).map(fn, starts):
-                pass
 
 
 class _Slice:
@@ -447,7 +418,7 @@ class TurboQuantizer(Quantizer):
 
         Notes
         -----
-        ``mse`` and ``scaled`` (one pre-scale) take the tiled path: rows in tiles of ``ENCODE_TILE``,
+        ``mse`` and ``scaled`` (one pre-scale) take the tiled path: rows in tiles of ``_common.ENCODE_TILE``,
         per tile one rotation (one sgemm, or the Hadamard kernel) and one fused backend pass
         (``encode_rotated``: norm, bucketize, pack, side factor) per block, tiles spread over the
         backend's threads. Every tile is computed the same way whatever the thread count, so codes
@@ -494,8 +465,8 @@ class TurboQuantizer(Quantizer):
         side = self._side_offset
 
         def tile(t0: int) -> None:
-            xt = x[t0 : t0 + ENCODE_TILE]
-            ct = codes[t0 : t0 + ENCODE_TILE]
+            xt = x[t0 : t0 + cm.ENCODE_TILE]
+            ct = codes[t0 : t0 + cm.ENCODE_TILE]
             rt = xt if c is None else xt - c[None, :]
             for b, p in enumerate(plan):
                 rp = rt if p["channels"] is None else rt[:, p["channels"]]
@@ -509,7 +480,7 @@ class TurboQuantizer(Quantizer):
             sq = np.einsum("ij,ij->i", x64, x64).astype("<f4")
             ct[:, -4:] = sq.view(np.uint8).reshape(-1, 4)
 
-        _run_tiles(tile, n, ops)
+        cm.run_tiles(tile, n, ops)
         return codes
 
     def _encode_general(self, x: np.ndarray, c: np.ndarray | None) -> np.ndarray:

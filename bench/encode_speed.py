@@ -1,0 +1,205 @@
+"""Encode throughput: vqdb's quantizers vs FAISS's encoders, 1 and 2 threads, one process.
+
+    python -m bench.encode_speed                 # ~3-5 min on 2 shared cores; writes bench/results/encode_speed.{json,md}
+    python -m bench.encode_speed --quick         # 20k rows per set, for a smoke run (bench/results/quick/)
+
+Data: the full WordNet-MiniLM-384 base (115,659 x 384, ``vqdb.datasets.wordnet_minilm``) and Fashion-MNIST
+as cosine (60,000 x 784, rows normalised; ``vqdb.datasets.fashion_mnist``); without ``../shared`` the
+bundled 5,000-row WordNet sample stands in. For every thread count (numba, BLAS and FAISS's OpenMP
+set to it):
+
+* vqdb: ``turbo-1/2/4`` (fit = the mean, then encode), ``turbo-pca-1/2/4`` (fit = one covariance
+  pass + eigendecomposition, timed apart from encode), ``qjl``, ``polar``. Encode is timed on the
+  whole base after a warm-up call (numba compiled or loaded from cache), best of ``--repeat``.
+* FAISS: ``IndexScalarQuantizer`` SQ4 / SQ8 (train = per-dim ranges, + add), ``IndexPQ`` M = d/8 x 8
+  bits and ``IndexPQFastScan`` M = d/4 x 4 bits (train on FAISS's sample capped as in
+  ``bench.peers``: 16,384 rows, + add), ``IndexRaBitQ`` 1 and 4 bits behind a random rotation
+  (train + add), i.e. the byte budgets of vqdb's 1-4 bit codes. Slow adders (PQ, multi-bit RaBitQ) add
+  at most ``--max-add-rows`` rows and their rate is that of the timed rows (add is per-vector work).
+
+Rates are vectors per second of the base; ``encode_vps`` (vqdb encode alone / FAISS add alone) and
+``total_vps`` (fit or train + encode or add). Ratios are to FAISS SQ4 (add) and to FAISS PQ (train + add)
+at the same thread count.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bench.quantizers: spinning OpenMP threads collapse on a busy machine
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from vqdb import datasets  # noqa: E402
+from vqdb.presets import make_quantizer  # noqa: E402
+
+from .common import RESULTS_DIR, machine_info, set_threads  # noqa: E402
+
+VQDB = ("turbo-1", "turbo-2", "turbo-4", "turbo-pca-1", "turbo-pca-2", "turbo-pca-4", "qjl", "polar")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def load(quick: bool) -> list[tuple[str, np.ndarray]]:
+    """[(name, base float32 C-contiguous)]: full WordNet-MiniLM-384 and Fashion-MNIST (cosine), else the sample."""
+    out = []
+    wn = datasets.wordnet_minilm()
+    if wn is not None:
+        out.append(("wordnet-minilm384", wn.base))
+    fm = datasets.fashion_mnist("l2sq")
+    if fm is not None:
+        base = fm.base / np.linalg.norm(fm.base, axis=1, keepdims=True)
+        out.append(("fashion-mnist-784-cos", np.ascontiguousarray(base, dtype=np.float32)))
+    if not out:
+        out.append(("wordnet-sample", datasets.wordnet_sample().base))
+    if quick:
+        out = [(n, np.ascontiguousarray(b[:20000])) for n, b in out]
+    return out
+
+
+def _best(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def time_vqdb(name: str, base: np.ndarray, repeat: int) -> dict:
+    q = make_quantizer(name, base.shape[1])
+    t = time.perf_counter()
+    q.fit(base)
+    fit_s = time.perf_counter() - t
+    q.encode(base[:1000])  # warm-up: numba compile / cache load, thread pool start
+    enc_s = _best(lambda: q.encode(base), repeat)
+    n = base.shape[0]
+    return {"method": name, "library": "vqdb", "bytes": q.code_size, "fit_s": fit_s, "encode_s": enc_s,
+            "encode_vps": n / enc_s, "total_vps": n / (fit_s + enc_s), "rows_timed": n}
+
+
+def faiss_specs(d: int) -> list[tuple[str, object, bool, str]]:
+    """(name, factory(d) -> index, slow_add, timing) for FAISS's encoders at vqdb's byte budgets."""
+    import faiss
+
+    from .peers import _pq_params, _rotated
+
+    def rabitq(b):
+        def make(dd):
+            ix = faiss.IndexRaBitQ(dd, faiss.METRIC_INNER_PRODUCT, b)
+            ix.qb = 8
+            return _rotated(ix, dd)
+        return make
+
+    ip = faiss.METRIC_INNER_PRODUCT
+    specs = [
+        ("faiss-SQ4", lambda dd: faiss.IndexScalarQuantizer(dd, faiss.ScalarQuantizer.QT_4bit, ip), False),
+        ("faiss-SQ8", lambda dd: faiss.IndexScalarQuantizer(dd, faiss.ScalarQuantizer.QT_8bit, ip), False),
+    ]
+    if d % 8 == 0:
+        specs.append((f"faiss-PQ{d // 8}x8", lambda dd: _pq_params(faiss.IndexPQ(dd, dd // 8, 8, ip)), True))
+    if d % 4 == 0:
+        specs.append((f"faiss-PQFastScan{d // 4}x4", lambda dd: _pq_params(faiss.IndexPQFastScan(dd, dd // 4, 4, ip)), False))
+    specs += [("faiss-RR+RaBitQ1", rabitq(1), False), ("faiss-RR+RaBitQ4", rabitq(4), True)]
+    return specs
+
+
+def time_faiss(name: str, make, slow: bool, base: np.ndarray, max_add: int) -> dict:
+    index = make(base.shape[1])
+    t = time.perf_counter()
+    index.train(base)
+    train_s = time.perf_counter() - t
+    rows = base if not slow else base[:max_add]
+    t = time.perf_counter()
+    index.add(rows)
+    add_s = time.perf_counter() - t
+    n = base.shape[0]
+    enc_vps = rows.shape[0] / add_s
+    code = index.sa_code_size() if hasattr(index, "sa_code_size") else None
+    return {"method": name, "library": "faiss", "bytes": code, "fit_s": train_s, "encode_s": n / enc_vps,
+            "encode_vps": enc_vps, "total_vps": n / (train_s + n / enc_vps), "rows_timed": int(rows.shape[0])}
+
+
+def run(sets, threads_list, repeat: int, max_add: int) -> list[dict]:
+    from threadpoolctl import threadpool_limits
+
+    rows = []
+    for threads in threads_list:
+        set_threads(threads)
+        with threadpool_limits(limits=threads):
+            for set_name, base in sets:
+                for name in VQDB:
+                    r = time_vqdb(name, base, repeat)
+                    rows.append({"dataset": set_name, "n": int(base.shape[0]), "dim": int(base.shape[1]), "threads": threads, **r})
+                    log(f"{set_name} t={threads} {name}: fit {r['fit_s']:.2f}s encode {r['encode_vps'] / 1e3:.1f}k/s")
+                for name, make, slow in faiss_specs(base.shape[1]):
+                    r = time_faiss(name, make, slow, base, max_add)
+                    rows.append({"dataset": set_name, "n": int(base.shape[0]), "dim": int(base.shape[1]), "threads": threads, **r})
+                    log(f"{set_name} t={threads} {name}: train {r['fit_s']:.2f}s add {r['encode_vps'] / 1e3:.1f}k/s")
+    # ratios to FAISS SQ4 (add) and PQ (train + add), same set and threads
+    for r in rows:
+        peers = {p["method"]: p for p in rows if p["dataset"] == r["dataset"] and p["threads"] == r["threads"]}
+        sq4 = peers.get("faiss-SQ4")
+        pq = next((p for m, p in peers.items() if m.startswith("faiss-PQ") and "FastScan" not in m), None)
+        r["vs_sq4_add"] = r["encode_vps"] / sq4["encode_vps"] if sq4 else None
+        r["vs_pq_train_add"] = r["total_vps"] / pq["total_vps"] if pq else None
+    return rows
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Encode throughput: vqdb vs FAISS", "", f"Command: `{result['command']}`  ", f"Machine: {result['machine_line']}  ",
+             f"Wall time: {result['wall_s']:.0f} s. Rates in vectors/s of the whole base; `encode` = vqdb encode / FAISS add "
+             "alone, `total` = fit or train + encode or add. Ratios: encode vs FAISS SQ4 add, total vs FAISS PQ "
+             "(d/8 x 8 bits, train + add), same set and threads. `rows` < n: add timed on that many rows.", ""]
+    for set_name in dict.fromkeys(r["dataset"] for r in result["rows"]):
+        sub = [r for r in result["rows"] if r["dataset"] == set_name]
+        lines += [f"## {set_name} ({sub[0]['n']:,} x {sub[0]['dim']})", "",
+                  "| method | bytes | threads | fit/train s | encode k/s | total k/s | encode / SQ4 | total / PQ | rows |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in sorted(sub, key=lambda r: (r["library"] != "vqdb", r["method"], r["threads"])):
+            f = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+            lines.append(f"| {r['method']} | {r['bytes']} | {r['threads']} | {r['fit_s']:.2f} | {r['encode_vps'] / 1e3:.1f} | "
+                         f"{r['total_vps'] / 1e3:.1f} | {f(r['vs_sq4_add'])} | {f(r['vs_pq_train_add'])} | {r['rows_timed']:,} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.encode_speed", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="20,000 rows per set")
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--repeat", type=int, default=2, help="vqdb encode timed this many times, best kept")
+    ap.add_argument("--max-add-rows", type=int, default=20000, help="rows added by the slow FAISS adders (PQ, RaBitQ4)")
+    ap.add_argument("--out", default=None, help="output stem (default bench/results[/quick]/encode_speed)")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    sets = load(args.quick)
+    log("sets: " + ", ".join(f"{n} {b.shape}" for n, b in sets))
+    rows = run(sets, args.threads, args.repeat, args.max_add_rows)
+    info = machine_info(max(args.threads))
+    info["loadavg_at_end"] = list(os.getloadavg())
+    from .common import machine_line
+
+    result = {"command": "python -m bench.encode_speed" + "".join(" " + shlex.quote(a) for a in (argv or sys.argv[1:])),
+              "machine": info, "machine_line": machine_line(info) + f"; load average at end {', '.join(f'{x:.1f}' for x in info['loadavg_at_end'])}",
+              "threads": args.threads, "rows": rows, "wall_s": time.perf_counter() - t0}
+    stem = args.out or os.path.join(RESULTS_DIR, "quick" if args.quick else "", "encode_speed")
+    os.makedirs(os.path.dirname(stem), exist_ok=True)
+    with open(stem + ".json", "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    with open(stem + ".md", "w", encoding="utf-8") as f:
+        f.write(markdown(result) + "\n")
+    log(f"wrote {stem}.json/.md in {result['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
