@@ -197,6 +197,39 @@ class Client:
         body = {"id": int(point_id), "k": check_k(k), **{k_: v for k_, v in kwargs.items() if v is not None}}
         return self._json("POST", f"/collections/{name}/search", json=body)["results"]
 
+    # ---- text (vqdb.rag on the server) ------------------------------------------------------------
+
+    def create_text_collection(self, name: str, *, quantizer: str = "turbo-4", chunk_size: int | None = None,
+                               chunk_overlap: int | None = None, exist_ok: bool = False) -> dict:
+        """Create a text collection (the server's embedding model, cosine); returns its settings."""
+        body = {"name": name, "quantizer": quantizer}
+        body.update({key: int(v) for key, v in (("chunk_size", chunk_size), ("chunk_overlap", chunk_overlap))
+                     if v is not None})
+        try:
+            return self._json("POST", "/text-collections", json=body)
+        except E.AlreadyExistsError:
+            if not exist_ok:
+                raise
+            return self._json("GET", f"/collections/{name}/text")
+
+    def add_documents(self, name: str, texts: list[str], metadata: list[dict | None] | None = None) -> np.ndarray:
+        """Chunk, embed and store ``texts`` on the server; (n_passages,) int64 new passage ids."""
+        if isinstance(texts, str):
+            raise E.InvalidInputError("texts must be a list of strings, not one string")
+        body = {"texts": list(texts)}
+        if metadata is not None:
+            body["metadata"] = list(metadata)
+        return np.asarray(self._json("POST", f"/collections/{name}/documents", json=body)["ids"], dtype=np.int64)
+
+    def query_text(self, name: str, text: str, k: int = 10, *, mode: str = "hybrid",
+                   filter: dict | None = None) -> list[dict]:
+        """The passages that best answer ``text``: hits ``{"id", "score", "text", "metadata", "doc_id", ...}``
+        best first; ``mode`` is "hybrid" (BM25 + dense, rank fusion), "dense" or "bm25"."""
+        body = {"text": text, "k": check_k(k), "mode": mode}
+        if filter is not None:
+            body["filter"] = filter
+        return self._json("POST", f"/collections/{name}/query", json=body)["hits"]
+
     # ---- snapshots --------------------------------------------------------------------------------
 
     def create_snapshot(self, name: str) -> dict:

@@ -88,3 +88,28 @@ def test_client_raises_the_library_errors(client, server):
             nowhere.collections()
         assert nowhere.health() is False
     client.delete_collection("client-errors")
+
+
+def test_client_text_methods_over_the_live_server(client, wordnet):
+    """RAG over REST: create a text collection, add documents, ask in words (all three modes), filters."""
+    info = client.create_text_collection("client-texts", chunk_size=400)
+    assert info["model"] == "all-MiniLM-L6-v2" and info["chunk_size"] == 400 and info["passages"] == 0
+    assert client.create_text_collection("client-texts", exist_ok=True)["name"] == "client-texts"
+    with pytest.raises(errors.AlreadyExistsError):
+        client.create_text_collection("client-texts")
+    texts = [" ".join(wordnet.texts[i * 5:(i + 1) * 5]) for i in range(8)]
+    ids = client.add_documents("client-texts", texts, metadata=[{"part": i % 2} for i in range(8)])
+    assert ids.dtype == np.int64 and len(ids) >= 8 and len(set(ids.tolist())) == len(ids)
+    word = wordnet.texts[12].split(" (")[0].split(",")[0]
+    for mode in ("hybrid", "dense", "bm25"):
+        hits = client.query_text("client-texts", word, k=3, mode=mode)
+        assert 1 <= len(hits) <= 3 and any(h["doc_id"] == 2 and word in h["text"] for h in hits), (mode, word, hits)
+        assert hits[0]["text"] == texts[hits[0]["doc_id"]][hits[0]["start"]:hits[0]["end"]]
+    odd = client.query_text("client-texts", word, k=5, filter={"part": 1})
+    assert odd and all(h["metadata"]["part"] == 1 for h in odd)
+    with pytest.raises(errors.InvalidInputError):
+        client.add_documents("client-texts", "one string, not a list")
+    with pytest.raises(errors.InvalidInputError):
+        client.query_text("client-texts", word, mode="sparse")
+    with pytest.raises(errors.NotFoundError):
+        client.query_text("no-such-collection", word)
