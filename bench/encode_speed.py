@@ -128,7 +128,7 @@ def time_faiss(name: str, make, slow: bool, base: np.ndarray, max_add: int) -> d
             "encode_vps": enc_vps, "total_vps": n / (train_s + n / enc_vps), "rows_timed": int(rows.shape[0])}
 
 
-def run(sets, threads_list, repeat: int, max_add: int) -> list[dict]:
+def run(sets, threads_list, repeat: int, max_add: int, peers: bool = True) -> list[dict]:
     from threadpoolctl import threadpool_limits
 
     rows = []
@@ -140,7 +140,7 @@ def run(sets, threads_list, repeat: int, max_add: int) -> list[dict]:
                     r = time_vqdb(name, base, repeat)
                     rows.append({"dataset": set_name, "n": int(base.shape[0]), "dim": int(base.shape[1]), "threads": threads, **r})
                     log(f"{set_name} t={threads} {name}: fit {r['fit_s']:.2f}s encode {r['encode_vps'] / 1e3:.1f}k/s")
-                for name, make, slow in faiss_specs(base.shape[1]):
+                for name, make, slow in (faiss_specs(base.shape[1]) if peers else []):
                     r = time_faiss(name, make, slow, base, max_add)
                     rows.append({"dataset": set_name, "n": int(base.shape[0]), "dim": int(base.shape[1]), "threads": threads, **r})
                     log(f"{set_name} t={threads} {name}: train {r['fit_s']:.2f}s add {r['encode_vps'] / 1e3:.1f}k/s")
@@ -178,12 +178,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=2, help="vqdb encode timed this many times, best kept")
     ap.add_argument("--max-add-rows", type=int, default=20000, help="rows added by the slow FAISS adders (PQ, RaBitQ4)")
+    ap.add_argument("--no-peers", action="store_true", help="vqdb only (e.g. to time an older commit)")
     ap.add_argument("--out", default=None, help="output stem (default bench/results[/quick]/encode_speed)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     sets = load(args.quick)
     log("sets: " + ", ".join(f"{n} {b.shape}" for n, b in sets))
-    rows = run(sets, args.threads, args.repeat, args.max_add_rows)
+    rows = run(sets, args.threads, args.repeat, args.max_add_rows, not args.no_peers)
     info = machine_info(max(args.threads))
     info["loadavg_at_end"] = list(os.getloadavg())
     from .common import machine_line

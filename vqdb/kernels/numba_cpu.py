@@ -365,12 +365,22 @@ def _hadamard_rows(x, signs, norm, out):
                 buf[j] = buf[j] * signs[rr, j]
             h = 1
             while h < p:
-                for i0 in range(0, p, 2 * h):
-                    for t in range(i0, i0 + h):
-                        a = buf[t]
-                        b = buf[t + h]
-                        buf[t] = a + b
-                        buf[t + h] = a - b
+                if h < 8:
+                    for i0 in range(0, p, 2 * h):
+                        for t in range(i0, i0 + h):
+                            a = buf[t]
+                            b = buf[t + h]
+                            buf[t] = a + b
+                            buf[t + h] = a - b
+                else:  # two disjoint views: the loop vectorises
+                    for i0 in range(0, p, 2 * h):
+                        lo = buf[i0 : i0 + h]
+                        hi = buf[i0 + h : i0 + 2 * h]
+                        for t in range(h):
+                            a = lo[t]
+                            b = hi[t]
+                            lo[t] = a + b
+                            hi[t] = a - b
                 h *= 2
             for j in range(p):
                 buf[j] = buf[j] * norm

@@ -54,7 +54,7 @@ class Quantizer(abc.ABC):
         x = as_float32_matrix(x, self.dim)
         if x.shape[0] == 0:
             raise DimensionMismatchError("fit needs at least one vector; got 0")
-        self.centre_ = x.astype(np.float64).mean(axis=0).astype(np.float32)
+        self.centre_ = x.mean(axis=0, dtype=np.float64).astype(np.float32)  # float64 sum, no float64 copy of x
         return self
 
     def _centre(self, centre) -> np.ndarray | None:

@@ -359,9 +359,8 @@ class TurboQuantizer(Quantizer):
         elif self.rotation_kind == "pca":
             x = as_float32_matrix(x, self.dim)
             cov = np.zeros((self.dim, self.dim))
-            centre = self.centre_.astype(np.float64)
-            for s in range(0, x.shape[0], 16384):  # one pass, float64 accumulation
-                r = x[s : s + 16384].astype(np.float64) - centre
+            for s in range(0, x.shape[0], 4096):  # one pass: float32 sgemm per 4096 rows, float64 accumulation
+                r = x[s : s + 4096] - self.centre_[None, :]
                 cov += r.T @ r
             cov /= x.shape[0]
             with _single_threaded_blas():
