@@ -132,3 +132,28 @@ def test_qjl_polar_tiled_encode_backends_agree(name, monkeypatch):
             outs[backend] = [q.encode(x[:n]) for n in (0, 1, 7, 53)]
     for a, b in zip(outs["reference"], outs["numba"]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.timeout(120)
+def test_tiled_encode_after_fork(monkeypatch):
+    """The shared encode thread pool is re-created in a forked child (its threads do not survive a fork)."""
+    import multiprocessing as mp
+
+    monkeypatch.setattr(cm, "ENCODE_TILE", 16)
+    x = np.random.default_rng(3).standard_normal((100, 40)).astype(np.float32)
+    q = TurboQuantizer(40, 2, seed=1)
+    with use_backend("numba"):
+        want = q.encode(x)  # starts the pool in this process
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_encode_in_child, (q.state_dict(), x)).get(timeout=100)
+    np.testing.assert_array_equal(got, want)
+
+
+def _encode_in_child(state, x):
+    import vqdb
+    from vqdb.kernels import use_backend as ub
+
+    cm.ENCODE_TILE = 16
+    with ub("numba"):
+        return vqdb.load_quantizer(state).encode(x)

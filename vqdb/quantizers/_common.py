@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -120,16 +121,17 @@ def blas_one_thread():
 
 
 ENCODE_TILE = 1024  # rows per encode tile: one sgemm + one fused pass; ~1.5 MB of float32 at d = 384
-_POOL: dict[str, ThreadPoolExecutor | None] = {"pool": None}
+_POOL: dict = {"pool": None, "workers": 0, "pid": None}
 _POOL_LOCK = threading.Lock()
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
+    """The shared encode pool, grown on demand and re-created in a forked child (its threads do not survive a fork)."""
     with _POOL_LOCK:
-        pool = _POOL["pool"]
-        if pool is None or pool._max_workers < workers:
-            pool = _POOL["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqdb-encode")
-        return pool
+        if _POOL["pool"] is None or _POOL["workers"] < workers or _POOL["pid"] != os.getpid():
+            _POOL.update(pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqdb-encode"), workers=workers,
+                         pid=os.getpid())
+        return _POOL["pool"]
 
 
 def run_tiles(fn, n: int, ops) -> None:
