@@ -333,7 +333,7 @@ def test_ivf_overflow_redo_respects_the_probed_lists(sample, monkeypatch):
     assert np.isin(lists[r], [0, 1]).all()
 
 
-def test_probe_order_is_the_stable_sort_prefix():
+def test_probe_order_is_a_sorted_prefix():
     from vqdb.index._scan import probe_order
 
     rng = np.random.default_rng(3)
@@ -342,10 +342,11 @@ def test_probe_order_is_the_stable_sort_prefix():
     for nprobe in (1, 7, 39, 40, 60):
         got = probe_order(scores, nprobe)
         want = full[:, : min(nprobe, 40)]
-        # same lists and the same scores in order; ties straddling the cut may pick other lists
+        # the same scores in order (tied lists in any order, ties straddling the cut may pick other lists)
         np.testing.assert_array_equal(np.take_along_axis(scores, got, 1), np.take_along_axis(scores, want, 1))
         inside = np.take_along_axis(scores, want, 1) > np.take_along_axis(scores, want, 1)[:, -1:]
-        np.testing.assert_array_equal(np.where(inside, got, -1), np.where(inside, want, -1))
+        for g, w, i in zip(got, want, inside):
+            assert set(g[i]) == set(w[i]) and len(set(g)) == len(g)
 
 
 def test_blas_serial_restores_the_thread_counts():

@@ -21,6 +21,7 @@ from ._segment import Segment
 SHIFT = 40
 ROW_MASK = (1 << SHIFT) - 1
 _BLOCK_FLOATS = 1 << 22        # scores tile of at most 4M floats (16 MB)
+_RERANK_FLOATS = 1 << 20       # re-rank: candidate vectors gathered per step (8 MB as float64)
 
 
 @dataclass
@@ -252,13 +253,13 @@ def _fast_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, need: int
 
 
 def probe_order(scores: np.ndarray, nprobe: int) -> np.ndarray:
-    """(m, min(nprobe, nlist)) int64: the ``nprobe`` best lists of each query, best first (ties: lower
-    list first, as a stable sort of all lists would give), by a partial sort."""
+    """(m, min(nprobe, nlist)) int64: the ``nprobe`` best lists of each query, best first, by a partial
+    sort (the order only steers how fast the scan's threshold rises; tied lists may come in any order)."""
     m, nlist = scores.shape
     if nprobe >= nlist:
         return np.argsort(-scores, axis=1, kind="stable")
     part = np.argpartition(-scores, nprobe - 1, axis=1)[:, :nprobe]
-    o = np.lexsort((part, -np.take_along_axis(scores, part, axis=1)), axis=1)
+    o = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1)
     return np.take_along_axis(part, o, axis=1)
 
 
@@ -308,7 +309,7 @@ def rerank(ctx: ScanContext, q: np.ndarray, refs: np.ndarray) -> np.ndarray:
     """(m, kk) exact scores of candidates ``refs`` from the stored vectors (float64 accumulation)."""
     out = np.full(refs.shape, -np.inf, dtype=np.float64)
     m, kk = refs.shape
-    step = max(1, _BLOCK_FLOATS // max(1, kk * q.shape[1]))
+    step = max(1, _RERANK_FLOATS // max(1, kk * q.shape[1]))
     for q0 in range(0, m, step):
         r = refs[q0 : q0 + step]
         valid = r >= 0
@@ -316,6 +317,14 @@ def rerank(ctx: ScanContext, q: np.ndarray, refs: np.ndarray) -> np.ndarray:
         rows = r & ROW_MASK
         q64 = q[q0 : q0 + step].astype(np.float64)
         block = out[q0 : q0 + step]
+        if valid.all() and (seg_of == seg_of[0, 0]).all():     # one segment, no padding: batched products
+            v = ctx.segments[int(seg_of[0, 0])].vectors[rows].astype(np.float64)     # (mb, kk, d)
+            dots = np.matmul(v, q64[:, :, None])[..., 0]
+            if ctx.metric == "l2sq":
+                block[:] = 2.0 * dots - np.einsum("ijk,ijk->ij", v, v) - np.einsum("ij,ij->i", q64, q64)[:, None]
+            else:
+                block[:] = dots
+            continue
         for si in np.unique(seg_of[valid]):
             qi, cj = np.nonzero(seg_of == si)
             v = ctx.segments[int(si)].vectors[rows[qi, cj]].astype(np.float64)

@@ -592,17 +592,20 @@ def ivf_items(probe_ptr, probe_lists, q0, q1, list_ids, list_b0, list_b1, n_bloc
 
 
 @njit(cache=_CACHE, nogil=True)
-def ivf_items_by_query(probe_ptr, probe_lists, q0, q1, list_ids, list_b0, list_b1, chunk, cand_cap, n_tasks):
+def ivf_items_by_query(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b1, chunk, cand_cap, n_tasks):
     """Query-major IVF items: every query's probed list chunks in probe order, one pair per query (its heap
     and candidate slice shared by its items), tasks split at query boundaries by item count.
 
+    ``list_pos`` (max list + 2,) int64: the position of list ``l`` in ``list_b0``/``list_b1`` at
+    ``list_pos[l + 1]``, -1 when the segment has no rows in it (lists past the end are absent too).
     Returns the layout of :func:`ivf_items` plus task_ptr (T+1,).
     """
-    nl = list_ids.shape[0]
+    npos = list_pos.shape[0]
     n_items = 0
     for t in range(probe_ptr[q0], probe_ptr[q1]):
-        w = np.searchsorted(list_ids, probe_lists[t])
-        if w < nl and list_ids[w] == probe_lists[t]:
+        x = probe_lists[t] + 1
+        w = list_pos[x] if x < npos else -1
+        if w >= 0:
             n_items += (list_b1[w] - list_b0[w] + chunk - 1) // chunk
     nq = q1 - q0
     item_b0 = np.empty(n_items, dtype=np.int64)
@@ -615,8 +618,9 @@ def ivf_items_by_query(probe_ptr, probe_lists, q0, q1, list_ids, list_b0, list_b
     for q in range(q0, q1):
         first_item[q - q0] = n
         for t in range(probe_ptr[q], probe_ptr[q + 1]):
-            w = np.searchsorted(list_ids, probe_lists[t])
-            if w < nl and list_ids[w] == probe_lists[t]:
+            x = probe_lists[t] + 1
+            w = list_pos[x] if x < npos else -1
+            if w >= 0:
                 for c in range(list_b0[w], list_b1[w], chunk):
                     item_b0[n] = c
                     item_b1[n] = min(c + chunk, list_b1[w])
@@ -1091,7 +1095,7 @@ def warmup() -> None:
                 np.full((4, k), -np.inf, f32), np.full((4, k), -1, i64), np.zeros(4, i64))
     ivf_items(np.array([0, 2], i64), np.array([-1, 3], i64), 0, 1, np.array([-1, 3], i64), np.array([0, 1], i64),
               np.array([1, 2], i64), 2, 64, 2, 256)
-    ivf_items_by_query(np.array([0, 2], i64), np.array([-1, 3], i64), 0, 1, np.array([-1, 3], i64),
+    ivf_items_by_query(np.array([0, 2], i64), np.array([-1, 3], i64), 0, 1, np.array([0, -1, -1, -1, 1], i64),
                        np.array([0, 1], i64), np.array([1, 2], i64), 64, 256, 64)
     quantize_group(np.ones((m, 8, 16), f32), 2, 6, -1.0, np.empty((m, 8, 16), np.uint8), inv, off, err, 0)
     for bits in (1, 2, 3, 4):

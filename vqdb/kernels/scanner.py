@@ -183,11 +183,22 @@ class Layout:
     zeros: np.ndarray | None = None   # (N,) float32 zeros
     zeros_nb: np.ndarray | None = None  # (nb,) float32 zeros
     items: dict = field(default_factory=dict, repr=False)   # cached flat work items
+    _list_pos: np.ndarray | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def n_blocks(self) -> int:
         return int(self.block_list.shape[0])
+
+    @property
+    def list_pos(self) -> np.ndarray:
+        """(max list + 2,) int64: index of list ``l`` in ``list_ids`` at ``[l + 1]``, -1 when absent."""
+        if self._list_pos is None:
+            size = int(self.list_ids.max()) + 2 if len(self.list_ids) else 1
+            pos = np.full(max(size, 1), -1, dtype=np.int64)
+            pos[self.list_ids + 1] = np.arange(len(self.list_ids), dtype=np.int64)
+            self._list_pos = pos
+        return self._list_pos
 
     @property
     def n_positions(self) -> int:
@@ -557,7 +568,7 @@ class FastScanner:
         if lay.n_blocks == 0:
             return self._make_items(lay, q0, q1, probe_ptr, probe_lists, CHUNK_BLOCKS)
         if IVF_ORDER == "query" and not popcount:
-            return _kernels().ivf_items_by_query(probe_ptr, probe_lists, q0, q1, lay.list_ids, lay.list_b0,
+            return _kernels().ivf_items_by_query(probe_ptr, probe_lists, q0, q1, lay.list_pos, lay.list_b0,
                                                  lay.list_b1, CHUNK_BLOCKS, CAND_CAP_QUERY, TASKS)
         return _kernels().ivf_items(probe_ptr, probe_lists, q0, q1, lay.list_ids, lay.list_b0, lay.list_b1,
                                     lay.n_blocks, CHUNK_BLOCKS, QGROUP, CAND_CAP)
