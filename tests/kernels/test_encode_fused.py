@@ -45,9 +45,12 @@ def test_encode_rotated_bit_exact(ops, widths, n):
         for full in (True, False):
             got = np.full((n, nbytes + 2), 7, np.uint8)
             want = got.copy()
-            f_got = ops.encode_rotated(y, r, table, bnds, vals, scaled, full, got)
-            f_want = ref.encode_rotated(y, r, table, bnds, vals, scaled, full, want)
+            chat_got = np.full(y.shape, 5.0, np.float32)
+            chat_want = chat_got.copy()
+            f_got = ops.encode_rotated(y, r, table, bnds, vals, scaled, full, got, chat_got if full else None)
+            f_want = ref.encode_rotated(y, r, table, bnds, vals, scaled, full, want, chat_want if full else None)
             np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(chat_got, chat_want)
             np.testing.assert_array_equal(f_got, f_want)
             assert f_got.dtype == np.float32 and f_got.shape == (n,)
             assert (got[:, -2:] == 7).all()  # bytes outside the slices untouched
@@ -74,7 +77,8 @@ def test_hadamard_rotate_bit_exact(ops, d, n):
 
 
 CONFIGS = [dict(bits=4), dict(bits=1), dict(bits=2, variant="mse"), dict(bits=3.5), dict(bits=2.5, rotation="hadamard"),
-           dict(bits=4, rotation="hadamard"), dict(bits=2, rotation="pca"), dict(bits=4, rotation="pca"), dict(bits=8)]
+           dict(bits=4, rotation="hadamard"), dict(bits=2, rotation="pca"), dict(bits=4, rotation="pca"), dict(bits=8),
+           dict(bits=3, variant="prod"), dict(bits=1, variant="prod"), dict(bits=2, variant="prod", rotation="hadamard")]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(str(v) for v in c.values()))
@@ -109,13 +113,17 @@ def test_tiled_encode_matches_reference_backend(cfg, d, monkeypatch):
     np.testing.assert_array_equal(tiled[:, -4:], general[:, -4:])
 
 
-def test_encode_scalar_serial_and_parallel_paths(ops):
-    """encode_scalar runs serially on small batches (tile callers) and in parallel on large ones: same bytes."""
+def test_encode_scalar_and_decode_serial_and_parallel_paths(ops):
+    """encode_scalar / decode_values run serially on small batches (tile callers) and in parallel on large ones."""
     c, b = lloyd_max(3, 33)
     x = (np.random.default_rng(4).standard_normal((2100, 33)) / np.sqrt(33)).astype(np.float32)
     want = ref.encode_scalar(x, b, 3)
     np.testing.assert_array_equal(ops.encode_scalar(x, b, 3), want)
     np.testing.assert_array_equal(ops.encode_scalar(x[:7], b, 3), want[:7])
+    vals = c.astype(np.float32)
+    dec = ref.decode_values(want, 0, 3, 33, vals)
+    np.testing.assert_array_equal(ops.decode_values(want, 0, 3, 33, vals), dec)
+    np.testing.assert_array_equal(ops.decode_values(want[:7], 0, 3, 33, vals), dec[:7])
 
 
 @pytest.mark.parametrize("name", ["qjl", "polar"])

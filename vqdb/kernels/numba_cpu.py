@@ -23,8 +23,8 @@ _CACHE = envs.numba_cache()
 # queries at or above this count are scored by decoding tiles of codes and one BLAS matmul per tile
 GEMM_MIN_QUERIES = 16
 _TILE = 4096
-# encode_scalar runs serially up to this many rows: the quantizers call it per row tile from their own
-# worker threads (vqdb.quantizers._common.run_tiles), where a parallel kernel would nest
+# encode_scalar and decode_values run serially up to this many rows: the quantizers call them per row tile
+# from their own worker threads (vqdb.quantizers._common.run_tiles), where a parallel kernel would nest
 SERIAL_MAX_ROWS = 2048
 
 
@@ -194,6 +194,17 @@ def _scaled_segments_kernel(u, segment, counts, boundaries, centroids, scales, o
                         out[i, j] = np.uint8(cur[j])
 
 
+@njit(cache=_CACHE, nogil=True)
+def _decode_rows(codes, offset, bits, values, out):
+    """Serial twin of _decode_kernel (small batches; safe from several Python threads at once)."""
+    n, k = out.shape
+    mask = (1 << bits) - 1
+    for i in range(n):
+        row = codes[i]
+        for j in range(k):
+            out[i, j] = values[_get(row, offset, j, bits, mask)]
+
+
 @njit(cache=_CACHE, nogil=True, parallel=True)
 def _decode_kernel(codes, offset, bits, values, out):
     n, k = out.shape
@@ -287,7 +298,7 @@ def _count_le(u, b, out):
 
 
 @njit(cache=_CACHE, nogil=True)
-def _encode_rotated_rows(y, r, table, boundaries, bounds32, values, scaled, full, codes, factors):
+def _encode_rotated_rows(y, r, table, boundaries, bounds32, values, scaled, full, codes, factors, chat):
     """Serial fused block encode (see reference.encode_rotated); callers parallelise over row tiles.
 
     ``bounds32[s, m]`` is the smallest float32 >= ``boundaries[s, m]``, so for a float32 u
@@ -323,6 +334,9 @@ def _encode_rotated_rows(y, r, table, boundaries, bounds32, values, scaled, full
             for j in range(start, stop):
                 u64 = np.float64(u[j])
                 dot += u64 * np.float64(values[s, idx[j]])
+            if chat.shape[0]:
+                for j in range(start, stop):
+                    chat[i, j] = values[s, idx[j]]
             if scaled and not full:
                 for j in range(start, stop):
                     u64 = np.float64(u[j])
@@ -463,7 +477,8 @@ def encode_scaled(u, boundaries, centroids, scales, bits: int) -> np.ndarray:
 def decode_values(codes: np.ndarray, offset: int, bits: int, k: int, values: np.ndarray) -> np.ndarray:
     out = np.empty((codes.shape[0], int(k)), dtype=np.float32)
     if out.size:
-        _decode_kernel(codes, int(offset), int(bits), np.ascontiguousarray(values, dtype=np.float32), out)
+        kernel = _decode_kernel if codes.shape[0] > SERIAL_MAX_ROWS else _decode_rows
+        kernel(codes, int(offset), int(bits), np.ascontiguousarray(values, dtype=np.float32), out)
     return out
 
 
@@ -507,13 +522,17 @@ def _ceil_float32(b: np.ndarray) -> np.ndarray:
     return b32
 
 
-def encode_rotated(y, r, table, boundaries, values, scaled, full, codes) -> np.ndarray:
+_NO_CHAT = np.zeros((0, 0), dtype=np.float32)
+
+
+def encode_rotated(y, r, table, boundaries, values, scaled, full, codes, chat=None) -> np.ndarray:
     factors = np.empty(y.shape[0], dtype=np.float32)
     if y.shape[0]:
         boundaries = np.ascontiguousarray(boundaries, dtype=np.float64)
         _encode_rotated_rows(np.ascontiguousarray(y, dtype=np.float32), np.ascontiguousarray(r, dtype=np.float32),
                              np.ascontiguousarray(table, dtype=np.int64), boundaries, _ceil_float32(boundaries),
-                             np.ascontiguousarray(values, dtype=np.float32), bool(scaled), bool(full), codes, factors)
+                             np.ascontiguousarray(values, dtype=np.float32), bool(scaled), bool(full), codes, factors,
+                             _NO_CHAT if chat is None else chat)
     return factors
 
 
@@ -550,6 +569,7 @@ def warmup() -> None:
     bucketize(x, b)
     encode_scalar(x, b, 2)
     encode_scalar(np.repeat(x, SERIAL_MAX_ROWS, axis=0), b, 2)
+    decode_values(np.zeros((SERIAL_MAX_ROWS + 1, 3), np.uint8), 0, 2, 10, c.astype(np.float32))
     encode_scaled(x, b, c, np.array([1.0, 1.2]), 2)
     scaled_indices_segments(x, np.arange(10) % 2, np.vstack([b, b * 2]), np.vstack([c, c * 2]), np.array([1.0, 1.2]))
     sign_scores(x[:1], pack_bits((x > 0).astype(np.uint8), 1), 0)
@@ -557,5 +577,5 @@ def warmup() -> None:
     codes = np.zeros((3, 4), dtype=np.uint8)
     for scaled in (True, False):
         encode_rotated(x, x, table, np.vstack([b, np.full(3, np.inf)]), np.vstack([c, c]).astype(np.float32), scaled,
-                       scaled, codes)
+                       scaled, codes, np.zeros(x.shape, np.float32) if scaled else None)
     hadamard_rotate(x, np.ones((2, 16), np.float32))

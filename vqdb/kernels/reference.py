@@ -124,7 +124,7 @@ def sign_scores(q: np.ndarray, codes: np.ndarray, offset: int) -> np.ndarray:
 
 
 def encode_rotated(y: np.ndarray, r: np.ndarray, table: np.ndarray, boundaries: np.ndarray, values: np.ndarray,
-                   scaled: bool, full: bool, codes: np.ndarray) -> np.ndarray:
+                   scaled: bool, full: bool, codes: np.ndarray, chat: np.ndarray | None = None) -> np.ndarray:
     """Fused TurboQuant block encode of rotated rows: norm, unit scaling, bucketize, pack, side factor.
 
     Parameters
@@ -146,6 +146,9 @@ def encode_rotated(y: np.ndarray, r: np.ndarray, table: np.ndarray, boundaries: 
         The slices cover all rotated coordinates: ``coded = 1`` instead of ``Σ_coded u_j²``.
     codes : ndarray of shape (n, code_size), uint8
         Written in place: each slice's packed indices at its byte offset (nothing else is touched).
+    chat : ndarray of shape (n, k), float32, optional
+        If given, the reconstruction levels ``values[idx]`` are written to its slice columns (the
+        ``prod`` variant rebuilds its residual from them); other columns are left as they are.
 
     Returns
     -------
@@ -175,6 +178,8 @@ def encode_rotated(y: np.ndarray, r: np.ndarray, table: np.ndarray, boundaries: 
         us = u64[:, start:stop]
         idx = np.searchsorted(bnd[: (1 << bits) - 1], us, side="right")
         codes[:, offset : offset + packed_size(stop - start, bits)] = _pack(idx.astype(np.uint8), bits)
+        if chat is not None:
+            chat[:, start:stop] = val[idx]
         dot_terms.append(us * val[idx].astype(np.float64))
         coded_terms.append(us * us)
     dot = seqsum(np.concatenate(dot_terms, axis=1)) if dot_terms else np.zeros(n)

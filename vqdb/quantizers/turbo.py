@@ -417,7 +417,7 @@ class TurboQuantizer(Quantizer):
 
         Notes
         -----
-        ``mse`` and ``scaled`` (one pre-scale) take the tiled path: rows in tiles of ``_common.ENCODE_TILE``,
+        Every configuration but ``scales`` with several pre-scales takes the tiled path: rows in tiles of ``_common.ENCODE_TILE``,
         per tile one rotation (one sgemm, or the Hadamard kernel) and one fused backend pass
         (``encode_rotated``: norm, bucketize, pack, side factor) per block, tiles spread over the
         backend's threads. Every tile is computed the same way whatever the thread count, so codes
@@ -425,7 +425,7 @@ class TurboQuantizer(Quantizer):
         """
         x = as_float32_matrix(x, self.dim)
         c = self._centre(centre)
-        if self.variant != "prod" and len(self.scales) == 1:
+        if len(self.scales) == 1:
             return self._encode_tiled(x, c)
         return self._encode_general(x, c)
 
@@ -461,20 +461,31 @@ class TurboQuantizer(Quantizer):
         codes = np.zeros((n, self.code_size), dtype=np.uint8)
         plan = self._fast_plan()
         scaled = self.variant == "scaled"
+        prod = self.variant == "prod"
         side = self._side_offset
 
         def tile(t0: int) -> None:
             xt = x[t0 : t0 + cm.ENCODE_TILE]
             ct = codes[t0 : t0 + cm.ENCODE_TILE]
             rt = xt if c is None else xt - c[None, :]
+            recon = np.zeros_like(rt) if prod else None
             for b, p in enumerate(plan):
                 rp = rt if p["channels"] is None else rt[:, p["channels"]]
                 if "signs" in p:
                     y = ops.hadamard_rotate(rp, p["signs"])
                 else:
                     y = rp @ p["matrix_t"]
-                f = ops.encode_rotated(y, rp, p["table"], p["boundaries"], p["values"], scaled, p["full"], ct)
+                chat = np.zeros((rt.shape[0], self._blocks[b].k), dtype=np.float32) if prod else None
+                f = ops.encode_rotated(y, rp, p["table"], p["boundaries"], p["values"], scaled, p["full"], ct, chat)
                 ct[:, side + 4 * b : side + 4 * b + 4] = f.astype("<f4").view(np.uint8).reshape(-1, 4)
+                if prod:  # the mse reconstruction ||r|| Πᵀ ĉ (f = float32 ||r||), as in _encode_general
+                    recon[:, self._blocks[b].channels] = self._blocks[b].rotation.inverse(chat) * f[:, None]
+            if prod:  # 1-bit QJL of the residual e = r - recon, and γ = ||e||
+                e = rt - recon
+                ct[:, self._sign_offset : self._sign_offset + packed_size(self.dim, 1)] = np.packbits(
+                    (e @ self._sketch.T) > 0, axis=1, bitorder="little")
+                g = len(plan)
+                ct[:, side + 4 * g : side + 4 * g + 4] = cm.row_norms(e).astype("<f4").view(np.uint8).reshape(-1, 4)
             x64 = xt.astype(np.float64)
             sq = np.einsum("ij,ij->i", x64, x64).astype("<f4")
             ct[:, -4:] = sq.view(np.uint8).reshape(-1, 4)
