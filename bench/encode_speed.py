@@ -159,15 +159,20 @@ def markdown(result: dict) -> str:
              f"Wall time: {result['wall_s']:.0f} s. Rates in vectors/s of the whole base; `encode` = vqdb encode / FAISS add "
              "alone, `total` = fit or train + encode or add. Ratios: encode vs FAISS SQ4 add, total vs FAISS PQ "
              "(d/8 x 8 bits, train + add), same set and threads. `rows` < n: add timed on that many rows.", ""]
+    if result.get("before"):
+        b = result["before"]
+        lines += [f"`before k/s`: vqdb encode at commit {b['commit']} (`{b['command']}`, run just before this one in the "
+                  f"same session, load average at its start {', '.join(f'{v:.1f}' for v in b['loadavg_at_start'] or [])}).", ""]
     for set_name in dict.fromkeys(r["dataset"] for r in result["rows"]):
         sub = [r for r in result["rows"] if r["dataset"] == set_name]
         lines += [f"## {set_name} ({sub[0]['n']:,} x {sub[0]['dim']})", "",
-                  "| method | bytes | threads | fit/train s | encode k/s | total k/s | encode / SQ4 | total / PQ | rows |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| method | bytes | threads | fit/train s | encode k/s | before k/s | total k/s | encode / SQ4 | total / PQ | rows |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in sorted(sub, key=lambda r: (r["library"] != "vqdb", r["method"], r["threads"])):
             f = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+            before = f"{r['before_encode_vps'] / 1e3:.1f}" if r.get("before_encode_vps") else ""
             lines.append(f"| {r['method']} | {r['bytes']} | {r['threads']} | {r['fit_s']:.2f} | {r['encode_vps'] / 1e3:.1f} | "
-                         f"{r['total_vps'] / 1e3:.1f} | {f(r['vs_sq4_add'])} | {f(r['vs_pq_train_add'])} | {r['rows_timed']:,} |")
+                         f"{before} | {r['total_vps'] / 1e3:.1f} | {f(r['vs_sq4_add'])} | {f(r['vs_pq_train_add'])} | {r['rows_timed']:,} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -179,19 +184,32 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=2, help="vqdb encode timed this many times, best kept")
     ap.add_argument("--max-add-rows", type=int, default=20000, help="rows added by the slow FAISS adders (PQ, RaBitQ4)")
     ap.add_argument("--no-peers", action="store_true", help="vqdb only (e.g. to time an older commit)")
+    ap.add_argument("--before", default=None, help="an encode_speed JSON of an older commit (--no-peers): adds its vqdb rates")
+    ap.add_argument("--before-label", default=None, help="how to name the --before run (default: its git commit)")
     ap.add_argument("--out", default=None, help="output stem (default bench/results[/quick]/encode_speed)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     sets = load(args.quick)
     log("sets: " + ", ".join(f"{n} {b.shape}" for n, b in sets))
     rows = run(sets, args.threads, args.repeat, args.max_add_rows, not args.no_peers)
+    if args.before:
+        with open(args.before, encoding="utf-8") as f:
+            before = json.load(f)
+        old = {(r["dataset"], r["method"], r["threads"]): r for r in before["rows"]}
+        for r in rows:
+            b = old.get((r["dataset"], r["method"], r["threads"]))
+            if b is not None:
+                r["before_encode_vps"], r["before_fit_s"] = b["encode_vps"], b["fit_s"]
+        before_note = {"commit": args.before_label or before["machine"].get("git_commit"), "command": before["command"],
+                       "loadavg_at_start": before["machine"].get("loadavg_at_start"), "wall_s": before["wall_s"]}
     info = machine_info(max(args.threads))
     info["loadavg_at_end"] = list(os.getloadavg())
     from .common import machine_line
 
     result = {"command": "python -m bench.encode_speed" + "".join(" " + shlex.quote(a) for a in (argv or sys.argv[1:])),
               "machine": info, "machine_line": machine_line(info) + f"; load average at end {', '.join(f'{x:.1f}' for x in info['loadavg_at_end'])}",
-              "threads": args.threads, "rows": rows, "wall_s": time.perf_counter() - t0}
+              "threads": args.threads, "rows": rows, "wall_s": time.perf_counter() - t0,
+              "before": before_note if args.before else None}
     stem = args.out or os.path.join(RESULTS_DIR, "quick" if args.quick else "", "encode_speed")
     os.makedirs(os.path.dirname(stem), exist_ok=True)
     with open(stem + ".json", "w", encoding="utf-8") as f:
