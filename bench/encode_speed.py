@@ -200,13 +200,17 @@ def main(argv=None) -> int:
             b = old.get((r["dataset"], r["method"], r["threads"]))
             if b is not None:
                 r["before_encode_vps"], r["before_fit_s"] = b["encode_vps"], b["fit_s"]
-        before_note = {"commit": args.before_label or before["machine"].get("git_commit"), "command": before["command"],
+        before_note = {"commit": args.before_label or before["machine"].get("git_commit"),
+                       "command": " ".join(os.path.basename(a) if os.path.isabs(a) else a for a in before["command"].split()),
                        "loadavg_at_start": before["machine"].get("loadavg_at_start"), "wall_s": before["wall_s"]}
     info = machine_info(max(args.threads))
     info["loadavg_at_end"] = list(os.getloadavg())
     from .common import machine_line
 
-    result = {"command": "python -m bench.encode_speed" + "".join(" " + shlex.quote(a) for a in (argv or sys.argv[1:])),
+    def shown(a: str) -> str:  # no machine paths in the results: files by their base name
+        return os.path.basename(a) if os.path.isabs(a) else a
+
+    result = {"command": "python -m bench.encode_speed" + "".join(" " + shlex.quote(shown(a)) for a in (argv or sys.argv[1:])),
               "machine": info, "machine_line": machine_line(info) + f"; load average at end {', '.join(f'{x:.1f}' for x in info['loadavg_at_end'])}",
               "threads": args.threads, "rows": rows, "wall_s": time.perf_counter() - t0,
               "before": before_note if args.before else None}
