@@ -1,4 +1,5 @@
-"""Small helpers shared by the quantizers: side-data floats, seeds, residuals, JSON-able configs."""
+"""Small helpers shared by the quantizers: side-data floats, seeds, residuals, JSON-able configs, and the
+row-tile runner of the encoders (BLAS pinned to one thread, tiles over the kernel backend's threads)."""
 
 from __future__ import annotations
 
