@@ -111,13 +111,24 @@ def _encode_scalar_kernel(x, boundaries, bits, out):
 
 
 @njit(cache=_CACHE, nogil=True)
-def _encode_scalar_rows(x, boundaries, bits, out):
-    """Serial twin of _encode_scalar_kernel (small batches; safe from several Python threads at once)."""
+def _encode_scalar_rows(x, boundaries, bounds32, bits, out):
+    """Serial twin of _encode_scalar_kernel (small batches; safe from several Python threads at once).
+    Few boundaries (<= 2**_LINEAR_MAX_BITS - 1): vectorised count against the float32 ceilings."""
     n, k = x.shape
     buf = np.empty(k, dtype=np.int64)
+    cnt = np.empty(k, dtype=np.int32)
+    linear = boundaries.shape[0] < (1 << _LINEAR_MAX_BITS)
     for i in range(n):
-        for j in range(k):
-            buf[j] = _search(boundaries, np.float64(x[i, j]))
+        if linear:
+            _count_le(x[i], bounds32, cnt)
+            if 8 % bits == 0:
+                _pack_aligned(cnt, bits, out[i])
+                continue
+            for j in range(k):
+                buf[j] = cnt[j]
+        else:
+            for j in range(k):
+                buf[j] = _search(boundaries, np.float64(x[i, j]))
         _put_row(buf, bits, out[i])
 
 
@@ -431,8 +442,11 @@ def encode_scalar(x: np.ndarray, boundaries: np.ndarray, bits: int) -> np.ndarra
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.zeros((x.shape[0], packed_size(x.shape[1], bits)), dtype=np.uint8)
     if x.size:
-        kernel = _encode_scalar_kernel if x.shape[0] > SERIAL_MAX_ROWS else _encode_scalar_rows
-        kernel(x, np.ascontiguousarray(boundaries, dtype=np.float64), int(bits), out)
+        boundaries = np.ascontiguousarray(boundaries, dtype=np.float64)
+        if x.shape[0] > SERIAL_MAX_ROWS:
+            _encode_scalar_kernel(x, boundaries, int(bits), out)
+        else:
+            _encode_scalar_rows(x, boundaries, _ceil_float32(boundaries), int(bits), out)
     return out
 
 
