@@ -165,3 +165,30 @@ def _encode_in_child(state, x):
     cm.ENCODE_TILE = 16
     with ub("numba"):
         return vqdb.load_quantizer(state).encode(x)
+
+
+def test_concurrent_encodes_and_blas_limit_restored(monkeypatch):
+    """Encodes from several threads at once give the sequential bytes; the BLAS limit is restored after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(cm, "ENCODE_TILE", 32)
+    x = np.random.default_rng(6).standard_normal((300, 64)).astype(np.float32)
+    qs = [TurboQuantizer(64, b, seed=b) for b in (1, 2, 4)] + [TurboQuantizer(64, 2, rotation="hadamard", seed=5)]
+    assert cm.can_pin_blas()
+
+    def blas_threads():  # the libraries the encoders pin (those loaded when they first pinned: numpy's BLAS)
+        return [i["num_threads"] for i in cm._blas_controller().info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    with use_backend("numba"):
+        want = [q.encode(x) for q in qs]
+        with ThreadPoolExecutor(4) as ex:
+            got = list(ex.map(lambda q: q.encode(x), qs * 3))
+    for i, g in enumerate(got):
+        np.testing.assert_array_equal(g, want[i % len(qs)])
+    with cm.blas_one_thread():
+        with cm.blas_one_thread():
+            pass
+        assert blas_threads() and all(t == 1 for t in blas_threads())
+    assert blas_threads() == before
