@@ -8,9 +8,10 @@ as cosine (60,000 x 784, rows normalised; ``vqdb.datasets.fashion_mnist``); with
 bundled 5,000-row WordNet sample stands in. For every thread count (numba, BLAS and FAISS's OpenMP
 set to it):
 
-* vqdb: ``turbo-1/2/4`` (fit = the mean, then encode), ``turbo-pca-1/2/4`` (fit = one covariance
-  pass + eigendecomposition, timed apart from encode), ``qjl``, ``polar``. Encode is timed on the
-  whole base after a warm-up call (numba compiled or loaded from cache), best of ``--repeat``.
+* vqdb: ``turbo-1/2/4``, ``turbo-hadamard-4``, ``turbo-prod-3`` (fit = the mean, then encode),
+  ``turbo-pca-1/2/4`` (fit = one covariance pass + eigendecomposition, timed apart from encode),
+  ``qjl``, ``polar``. Encode is timed on the whole base after a warm-up call (numba compiled or loaded
+  from cache, encode thread pool started), best of ``--repeat``.
 * FAISS: ``IndexScalarQuantizer`` SQ4 / SQ8 (train = per-dim ranges, + add), ``IndexPQ`` M = d/8 x 8
   bits and ``IndexPQFastScan`` M = d/4 x 4 bits (train on FAISS's sample capped as in
   ``bench.peers``: 16,384 rows, + add), ``IndexRaBitQ`` 1 and 4 bits behind a random rotation
@@ -41,7 +42,8 @@ from vqdb.presets import make_quantizer  # noqa: E402
 
 from .common import RESULTS_DIR, machine_info, set_threads  # noqa: E402
 
-VQDB = ("turbo-1", "turbo-2", "turbo-4", "turbo-pca-1", "turbo-pca-2", "turbo-pca-4", "qjl", "polar")
+VQDB = ("turbo-1", "turbo-2", "turbo-4", "turbo-pca-1", "turbo-pca-2", "turbo-pca-4", "turbo-hadamard-4", "turbo-prod-3", "qjl",
+        "polar")
 
 
 def log(msg: str) -> None:
@@ -79,7 +81,7 @@ def time_vqdb(name: str, base: np.ndarray, repeat: int) -> dict:
     t = time.perf_counter()
     q.fit(base)
     fit_s = time.perf_counter() - t
-    q.encode(base[:1000])  # warm-up: numba compile / cache load, thread pool start
+    q.encode(base[:5000])  # warm-up: numba compile / cache load, encode thread pool start (several tiles)
     enc_s = _best(lambda: q.encode(base), repeat)
     n = base.shape[0]
     return {"method": name, "library": "vqdb", "bytes": q.code_size, "fit_s": fit_s, "encode_s": enc_s,
