@@ -107,6 +107,7 @@ class PolarQuantizer(Quantizer):
         """(n, d) float32 -> (n, code_size) uint8 (layout in the class docstring)."""
         x = as_float32_matrix(x, self.dim)
         c = self._centre(centre)
+        c = None if c is not None and not c.any() else c  # x - 0 == x: skip the pass (IVF residual batches)
         ops = get_ops()
         codes = np.zeros((x.shape[0], self.code_size), dtype=np.uint8)
 

@@ -85,6 +85,7 @@ class QJLQuantizer(Quantizer):
         """(n, d) float32 -> (n, code_size) uint8 (see the class docstring for the layout)."""
         x = as_float32_matrix(x, self.dim)
         c = self._centre(centre)
+        c = None if c is not None and not c.any() else c  # x - 0 == x: skip the pass (IVF residual batches)
         codes = np.zeros((x.shape[0], self.code_size), dtype=np.uint8)
 
         def tile(t0: int) -> None:  # one sgemm + sign bits + norms per row tile (cm.run_tiles)

@@ -425,6 +425,7 @@ class TurboQuantizer(Quantizer):
         """
         x = as_float32_matrix(x, self.dim)
         c = self._centre(centre)
+        c = None if c is not None and not c.any() else c  # x - 0 == x: skip the pass (IVF residual batches)
         if len(self.scales) == 1:
             return self._encode_tiled(x, c)
         return self._encode_general(x, c)
