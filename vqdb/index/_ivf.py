@@ -4,8 +4,10 @@ Only the partition is trained; the codes inside each list stay data-oblivious (t
 the residual ``x - c_j`` from its list centroid). New vectors are assigned to their nearest centroid
 (squared L2, which minimises the residual) and never trigger a retrain.
 Lists are probed nearest centroid first (``-||q - c_j||^2``, the order vectors were assigned by) for
-``cos`` and ``l2sq``, and by ``<q, c_j>`` for ``ip`` (maximum inner product). On WordNet/MiniLM (unit
-vectors) L2 assignment + L2 probing found slightly more true neighbours than the IP alternatives.
+every metric (:data:`PROBE_METRIC`). Share of the true top-10 inside the probed lists (2,000 dev queries,
+unit vectors searched with ``metric="ip"``): Fashion-MNIST (979 lists) nprobe 8: 0.959 probing by L2 vs
+0.911 by ``<q, c_j>`` (centroid norms vary, and the IP order favours tight clusters the queries were not
+assigned to); WordNet-MiniLM (1360 lists) nprobe 64/128/256: 0.853/0.903/0.952 by L2 vs 0.853/0.907/0.954.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ MIN_TRAIN = 256          # never train on fewer vectors than this
 POINTS_PER_LIST = 32     # need this many training vectors per list
 SAMPLE_PER_LIST = 64     # k-means sample size cap per list (faiss default is 256; 64 is plenty)
 SMALL_KMEANS = 200_000   # n * nlist below which plain NumPy k-means is used
+
+
+PROBE_METRIC = "l2sq"     # how lists are ranked at search time ("l2sq": as assigned; "ip": <q, c_j>)
 
 
 def auto_nlist(n: int) -> int:

@@ -34,7 +34,7 @@ class ScanContext:
     segments: tuple[Segment, ...]
     allow: list            # per segment: None (all rows allowed) or (n,) bool
     zero: np.ndarray       # (d,) float32 zeros
-    probe_metric: str = "ip"   # how lists are ranked: "l2sq" (nearest centroid, as assigned) or "ip"
+    probe_metric: str = "l2sq"   # how lists are ranked: "l2sq" (nearest centroid, as assigned) or "ip"
 
     def centre_terms(self, q: np.ndarray) -> np.ndarray:
         """(m, 1 + nlist) float32 exact <q, centre> per list (column 0: the quantizer's fitted centre)."""
@@ -266,7 +266,12 @@ def probe_order(scores: np.ndarray, nprobe: int) -> np.ndarray:
 def _fast_ivf_scan(ctx: ScanContext, fs, q: np.ndarray, top: TopK, nprobe: int, need: int | None) -> None:
     from ..kernels import scanner
 
-    scores = ctx.coarse.probe_scores(q, ctx.probe_metric)
+    ip = q @ ctx.coarse.centroids.T                 # <q, c_j>: the centre terms, and the probe scores
+    if ctx.probe_metric == "l2sq":
+        c = ctx.coarse.centroids
+        scores = 2 * ip - np.einsum("ij,ij->i", c, c)[None, :]
+    else:
+        scores = ip
     list_rows, outside = (None, 0) if need is None else _allowed_per_list(ctx)
     need_lists = None if need is None else need - outside
     order = probe_order(scores, nprobe)
@@ -274,12 +279,9 @@ def _fast_ivf_scan(ctx: ScanContext, fs, q: np.ndarray, top: TopK, nprobe: int, 
             bool((list_rows[order].sum(axis=1) < need_lists).any()):
         order = np.argsort(-scores, axis=1, kind="stable")       # some query must open further lists
     probe = scanner.probe_csr(order, nprobe, list_rows, need_lists)
-    if ctx.probe_metric == "ip":          # the probe scores are the centre terms <q, c_j>
-        c0 = getattr(ctx.quantizer, "centre_", None)
-        col0 = np.zeros((q.shape[0], 1), np.float32) if c0 is None else (q @ c0)[:, None]
-        cterm = np.ascontiguousarray(np.hstack([col0, scores]), dtype=np.float32)
-    else:
-        cterm = ctx.centre_terms(q)
+    c0 = getattr(ctx.quantizer, "centre_", None)
+    col0 = np.zeros((q.shape[0], 1), np.float32) if c0 is None else (q @ c0)[:, None]
+    cterm = np.ascontiguousarray(np.hstack([col0, ip]), dtype=np.float32)
     prep = fs.prepare(q, metric=ctx.metric, cterm=cterm)
     for si, seg in enumerate(ctx.segments):
         s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si], probe=probe)
