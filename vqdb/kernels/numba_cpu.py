@@ -313,65 +313,112 @@ def _encode_rotated_rows(y, r, table, boundaries, bounds32, values, scaled, full
     """Serial fused block encode (see reference.encode_rotated); callers parallelise over row tiles.
 
     ``bounds32[s, m]`` is the smallest float32 >= ``boundaries[s, m]``, so for a float32 u
-    ``u >= bounds32`` is exactly ``float64(u) >= boundaries``: the count runs in float32 SIMD.
+    ``u >= bounds32`` is exactly ``float64(u) >= boundaries``: the count runs in float32 SIMD. Rows go
+    in pairs so that the two rows' left-to-right float64 sums (norm, <u, ĉ>) overlap in the pipeline;
+    each row's sums keep their order.
     """
     n, k = y.shape
     d = r.shape[1]
-    u = np.empty(k, dtype=np.float32)
-    idx = np.empty(k, dtype=np.int32)
-    for i in range(n):
-        nrm2 = 0.0
-        for j in range(d):
-            v = np.float64(r[i, j])
-            nrm2 += v * v
-        nrm = np.sqrt(nrm2)
-        safe = nrm if nrm > 0.0 else 1.0
-        for j in range(k):
-            u[j] = np.float32(np.float64(y[i, j]) / safe)
-        dot = 0.0
-        coded = 0.0
-        row = codes[i]
-        for s in range(table.shape[0]):
-            start = table[s, 0]
-            stop = table[s, 1]
-            bits = table[s, 2]
-            pos = table[s, 3]
-            cnt = (1 << bits) - 1
-            if bits <= _LINEAR_MAX_BITS:
-                _count_le(u[start:stop], bounds32[s, :cnt], idx[start:stop])
-            else:
-                for j in range(start, stop):
-                    idx[j] = _search_row(boundaries, s, cnt, np.float64(u[j]))
-            for j in range(start, stop):
-                u64 = np.float64(u[j])
-                dot += u64 * np.float64(values[s, idx[j]])
-            if chat.shape[0]:
-                for j in range(start, stop):
-                    chat[i, j] = values[s, idx[j]]
-            if scaled and not full:
-                for j in range(start, stop):
-                    u64 = np.float64(u[j])
-                    coded += u64 * u64
-            if 8 % bits == 0:
-                _pack_aligned(idx[start:stop], bits, row[pos:])
-            else:
-                acc = np.int64(0)
-                nacc = 0
-                for j in range(start, stop):
-                    acc |= np.int64(idx[j]) << nacc
-                    nacc += bits
-                    if nacc >= 8:
-                        row[pos] = np.uint8(acc & 0xFF)
-                        pos += 1
-                        acc >>= 8
-                        nacc -= 8
-                if nacc > 0:
-                    row[pos] = np.uint8(acc & 0xFF)
-        if scaled:
-            cf = 1.0 if full else coded
-            factors[i] = np.float32(nrm * cf / dot) if (dot > 0.0 and nrm > 0.0) else np.float32(0.0)
+    u = np.empty((2, k), dtype=np.float32)
+    idx = np.empty((2, k), dtype=np.int32)
+    nrm = np.zeros(2)
+    dot = np.zeros(2)
+    coded = np.zeros(2)
+    i = 0
+    while i < n:
+        m = 2 if i + 1 < n else 1
+        if m == 2:
+            a2 = 0.0
+            b2 = 0.0
+            for j in range(d):
+                a = np.float64(r[i, j])
+                b = np.float64(r[i + 1, j])
+                a2 += a * a
+                b2 += b * b
+            nrm[0] = np.sqrt(a2)
+            nrm[1] = np.sqrt(b2)
         else:
-            factors[i] = np.float32(nrm)
+            a2 = 0.0
+            for j in range(d):
+                a = np.float64(r[i, j])
+                a2 += a * a
+            nrm[0] = np.sqrt(a2)
+        for t in range(m):
+            safe = nrm[t] if nrm[t] > 0.0 else 1.0
+            ut = u[t]
+            it = idx[t]
+            for j in range(k):
+                ut[j] = np.float32(np.float64(y[i + t, j]) / safe)
+            row = codes[i + t]
+            for s in range(table.shape[0]):
+                start = table[s, 0]
+                stop = table[s, 1]
+                bits = table[s, 2]
+                pos = table[s, 3]
+                cnt = (1 << bits) - 1
+                if bits <= _LINEAR_MAX_BITS:
+                    _count_le(ut[start:stop], bounds32[s, :cnt], it[start:stop])
+                else:
+                    for j in range(start, stop):
+                        it[j] = _search_row(boundaries, s, cnt, np.float64(ut[j]))
+                if chat.shape[0]:
+                    for j in range(start, stop):
+                        chat[i + t, j] = values[s, it[j]]
+                if 8 % bits == 0:
+                    _pack_aligned(it[start:stop], bits, row[pos:])
+                else:
+                    acc = np.int64(0)
+                    nacc = 0
+                    for j in range(start, stop):
+                        acc |= np.int64(it[j]) << nacc
+                        nacc += bits
+                        if nacc >= 8:
+                            row[pos] = np.uint8(acc & 0xFF)
+                            pos += 1
+                            acc >>= 8
+                            nacc -= 8
+                    if nacc > 0:
+                        row[pos] = np.uint8(acc & 0xFF)
+        if scaled:
+            d0 = 0.0
+            d1 = 0.0
+            c0 = 0.0
+            c1 = 0.0
+            for s in range(table.shape[0]):
+                start = table[s, 0]
+                stop = table[s, 1]
+                if m == 2:
+                    for j in range(start, stop):
+                        p = np.float64(u[0, j])
+                        q = np.float64(u[1, j])
+                        d0 += p * np.float64(values[s, idx[0, j]])
+                        d1 += q * np.float64(values[s, idx[1, j]])
+                    if not full:
+                        for j in range(start, stop):
+                            p = np.float64(u[0, j])
+                            q = np.float64(u[1, j])
+                            c0 += p * p
+                            c1 += q * q
+                else:
+                    for j in range(start, stop):
+                        p = np.float64(u[0, j])
+                        d0 += p * np.float64(values[s, idx[0, j]])
+                    if not full:
+                        for j in range(start, stop):
+                            p = np.float64(u[0, j])
+                            c0 += p * p
+            dot[0] = d0
+            dot[1] = d1
+            coded[0] = c0
+            coded[1] = c1
+        for t in range(m):
+            if scaled:
+                cf = 1.0 if full else coded[t]
+                ok = dot[t] > 0.0 and nrm[t] > 0.0
+                factors[i + t] = np.float32(nrm[t] * cf / dot[t]) if ok else np.float32(0.0)
+            else:
+                factors[i + t] = np.float32(nrm[t])
+        i += m
 
 
 @njit(cache=_CACHE, nogil=True)
