@@ -1,4 +1,4 @@
-"""Fused encode kernels (``encode_rotated``, ``hadamard_rotate``) and the tiled TurboQuant encoder:
+"""Fused encode kernels (``encode_turbo_block``, ``hadamard_rotate``) and the tiled TurboQuant encoder:
 every backend bit for bit against the NumPy reference, odd dims, batches of 0/1/7, several tiles."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _table(d, widths):
 @pytest.mark.parametrize("widths", [[(97, 1)], [(97, 3)], [(64, 4)], [(5, 8), (9, 7), (11, 6), (16, 5), (20, 4), (9, 3), (3, 2)],
                                     [(40, 2), (20, 1)]])
 @pytest.mark.parametrize("n", [0, 1, 7, 50])
-def test_encode_rotated_bit_exact(ops, widths, n):
+def test_encode_turbo_block_bit_exact(ops, widths, n):
     d = sum(k for k, _ in widths) + 3  # 3 trailing coordinates without bits
     rng = np.random.default_rng(n + d)
     r = rng.standard_normal((n, d)).astype(np.float32)
@@ -47,8 +47,8 @@ def test_encode_rotated_bit_exact(ops, widths, n):
             want = got.copy()
             chat_got = np.full(y.shape, 5.0, np.float32)
             chat_want = chat_got.copy()
-            f_got = ops.encode_rotated(y, r, table, bnds, vals, scaled, full, got, chat_got if full else None)
-            f_want = ref.encode_rotated(y, r, table, bnds, vals, scaled, full, want, chat_want if full else None)
+            f_got = ops.encode_turbo_block(y, r, table, bnds, vals, scaled, full, got, chat_got if full else None)
+            f_want = ref.encode_turbo_block(y, r, table, bnds, vals, scaled, full, want, chat_want if full else None)
             np.testing.assert_array_equal(got, want)
             np.testing.assert_array_equal(chat_got, chat_want)
             np.testing.assert_array_equal(f_got, f_want)
@@ -57,7 +57,7 @@ def test_encode_rotated_bit_exact(ops, widths, n):
     # the reference's indices are the plain float64 rule, packed LSB first
     if n:
         codes = np.zeros((n, nbytes), np.uint8)
-        ref.encode_rotated(y, r, table, bnds, vals, False, True, codes)
+        ref.encode_turbo_block(y, r, table, bnds, vals, False, True, codes)
         nrm = np.sqrt(np.cumsum(r.astype(np.float64) ** 2, axis=1)[:, -1])
         u = (y / np.where(nrm > 0, nrm, 1.0)[:, None]).astype(np.float32).astype(np.float64)
         start, stop, bits, off = table[0]

@@ -7,7 +7,7 @@ missing op falls back to the NumPy reference (logged once at debug level).
 
 Ops (signatures in :mod:`vqdb.kernels.reference`, the oracle): ``pack_bits``, ``unpack_bits``,
 ``bucketize``, ``encode_scalar``, ``scaled_indices``, ``scaled_indices_segments``, ``encode_scaled``, ``decode_values``,
-``lut_scores``, ``sign_scores``, ``topk``, ``encode_rotated``, ``hadamard_rotate``. ``num_threads()``: the
+``lut_scores``, ``sign_scores``, ``topk``, ``encode_turbo_block``, ``hadamard_rotate``. ``num_threads()``: the
 worker threads a backend lets the quantizers use (1 for NumPy).
 
 Registered backends. The default for host (NumPy) arrays is the highest-priority usable one among
@@ -52,7 +52,7 @@ OPS = (
     "lut_scores",
     "sign_scores",
     "topk",
-    "encode_rotated",
+    "encode_turbo_block",
     "hadamard_rotate",
 )
 

@@ -309,8 +309,8 @@ def _count_le(u, b, out):
 
 
 @njit(cache=_CACHE, nogil=True)
-def _encode_rotated_rows(y, r, table, boundaries, bounds32, values, scaled, full, codes, factors, chat):
-    """Serial fused block encode (see reference.encode_rotated); callers parallelise over row tiles.
+def _encode_turbo_block_rows(y, r, table, boundaries, bounds32, values, scaled, full, codes, factors, chat):
+    """Serial fused block encode (see reference.encode_turbo_block); callers parallelise over row tiles.
 
     ``bounds32[s, m]`` is the smallest float32 >= ``boundaries[s, m]``, so for a float32 u
     ``u >= bounds32`` is exactly ``float64(u) >= boundaries``: the count runs in float32 SIMD. Rows go
@@ -586,11 +586,11 @@ def _ceil_float32(b: np.ndarray) -> np.ndarray:
 _NO_CHAT = np.zeros((0, 0), dtype=np.float32)
 
 
-def encode_rotated(y, r, table, boundaries, values, scaled, full, codes, chat=None) -> np.ndarray:
+def encode_turbo_block(y, r, table, boundaries, values, scaled, full, codes, chat=None) -> np.ndarray:
     factors = np.empty(y.shape[0], dtype=np.float32)
     if y.shape[0]:
         boundaries = np.ascontiguousarray(boundaries, dtype=np.float64)
-        _encode_rotated_rows(np.ascontiguousarray(y, dtype=np.float32), np.ascontiguousarray(r, dtype=np.float32),
+        _encode_turbo_block_rows(np.ascontiguousarray(y, dtype=np.float32), np.ascontiguousarray(r, dtype=np.float32),
                              np.ascontiguousarray(table, dtype=np.int64), boundaries, _ceil_float32(boundaries),
                              np.ascontiguousarray(values, dtype=np.float32), bool(scaled), bool(full), codes, factors,
                              _NO_CHAT if chat is None else chat)
@@ -637,6 +637,6 @@ def warmup() -> None:
     table = np.array([[0, 4, 2, 0], [4, 10, 1, 1]], dtype=np.int64)
     codes = np.zeros((3, 4), dtype=np.uint8)
     for scaled in (True, False):
-        encode_rotated(x, x, table, np.vstack([b, np.full(3, np.inf)]), np.vstack([c, c]).astype(np.float32), scaled,
+        encode_turbo_block(x, x, table, np.vstack([b, np.full(3, np.inf)]), np.vstack([c, c]).astype(np.float32), scaled,
                        scaled, codes, np.zeros(x.shape, np.float32) if scaled else None)
     hadamard_rotate(x, np.ones((2, 16), np.float32))

@@ -123,7 +123,7 @@ def sign_scores(q: np.ndarray, codes: np.ndarray, offset: int) -> np.ndarray:
     return lut_scores(q, codes, offset, 1, _SIGN_VALUES)
 
 
-def encode_rotated(y: np.ndarray, r: np.ndarray, table: np.ndarray, boundaries: np.ndarray, values: np.ndarray,
+def encode_turbo_block(y: np.ndarray, r: np.ndarray, table: np.ndarray, boundaries: np.ndarray, values: np.ndarray,
                    scaled: bool, full: bool, codes: np.ndarray, chat: np.ndarray | None = None) -> np.ndarray:
     """Fused TurboQuant block encode of rotated rows: norm, unit scaling, bucketize, pack, side factor.
 

@@ -419,7 +419,7 @@ class TurboQuantizer(Quantizer):
         -----
         Every configuration but ``scales`` with several pre-scales takes the tiled path: rows in tiles of ``_common.ENCODE_TILE``,
         per tile one rotation (one sgemm, or the Hadamard kernel) and one fused backend pass
-        (``encode_rotated``: norm, bucketize, pack, side factor) per block, tiles spread over the
+        (``encode_turbo_block``: norm, bucketize, pack, side factor) per block, tiles spread over the
         backend's threads. Every tile is computed the same way whatever the thread count, so codes
         do not depend on it.
         """
@@ -477,7 +477,7 @@ class TurboQuantizer(Quantizer):
                 else:
                     y = rp @ p["matrix_t"]
                 chat = np.zeros((rt.shape[0], self._blocks[b].k), dtype=np.float32) if prod else None
-                f = ops.encode_rotated(y, rp, p["table"], p["boundaries"], p["values"], scaled, p["full"], ct, chat)
+                f = ops.encode_turbo_block(y, rp, p["table"], p["boundaries"], p["values"], scaled, p["full"], ct, chat)
                 ct[:, side + 4 * b : side + 4 * b + 4] = f.astype("<f4").view(np.uint8).reshape(-1, 4)
                 if prod:  # the mse reconstruction ||r|| Πᵀ ĉ (f = float32 ||r||), as in _encode_general
                     recon[:, self._blocks[b].channels] = self._blocks[b].rotation.inverse(chat) * f[:, None]
