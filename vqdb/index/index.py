@@ -623,7 +623,8 @@ class Index(_Persistence):
         n_rows = sum(s.n for s in segments)
         n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(segments, allow))
         ctx = _scan.ScanContext(self._quantizer, "l2sq" if self.metric == "l2sq" else "ip", snap.coarse,
-                                segments, allow, self._zero, probe_metric=_ivf.PROBE_METRIC)
+                                segments, allow, self._zero, probe_metric=_ivf.PROBE_METRIC[self.metric],
+                                margin=_scan.RERANK_MARGIN if factor else None)
         top = _scan.TopK(m, kk)
         if m and n_allowed:
             coarse = snap.coarse

@@ -390,8 +390,10 @@ class FastScanner:
                       zeros=np.zeros(N, dtype=np.float32), zeros_nb=np.zeros(nbk, dtype=np.float32))
 
     # ---- queries -------------------------------------------------------------------------------
-    def prepare(self, q: np.ndarray, *, metric: str = "ip", cterm: np.ndarray | None = None, prepared=None) -> Prepared:
-        """LUTs and bounds of (m, d) float32 queries; ``cterm`` (m, L+1) exact centre terms (col 0 = list -1)."""
+    def prepare(self, q: np.ndarray, *, metric: str = "ip", cterm: np.ndarray | None = None, prepared=None,
+                margin=None) -> Prepared:
+        """LUTs and bounds of (m, d) float32 queries; ``cterm`` (m, L+1) exact centre terms (col 0 = list -1);
+        ``margin`` overrides the scanner's (see :class:`FastScanner`) for these queries."""
         q = np.ascontiguousarray(q, dtype=np.float32)
         m = q.shape[0]
         pq = prepared if prepared is not None else self.quantizer.prepare(q)
@@ -403,7 +405,8 @@ class FastScanner:
         inv = np.empty((m, max(P, G)), dtype=np.float32)
         off = np.empty((m, max(P, G)), dtype=np.float32)
         err = np.empty((m, max(P, G)), dtype=np.float32)
-        sigmas = -1.0 if self.margin == "exact" else float(self.margin)
+        margin = self.margin if margin is None else margin
+        sigmas = -1.0 if margin == "exact" else float(margin)
         parts_q = []
         slot0 = 0
         for i, p in enumerate(self.parts):
