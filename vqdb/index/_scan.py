@@ -289,6 +289,13 @@ def _fast_ivf_scan(ctx: ScanContext, fs, q: np.ndarray, top: TopK, nprobe: int, 
         top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1))
 
 
+def blas_serial(m: int):
+    """Context: BLAS on one thread during a search of ``m`` queries (see ``vqdb.kernels.scanner.blas_serial``)."""
+    from ..kernels import scanner
+
+    return scanner.blas_serial(m)
+
+
 def warmup() -> float:
     """Compile/load the fast-scan kernels once per process (called when an index is opened); seconds."""
     from ..kernels import scanner

@@ -627,25 +627,30 @@ class Index(_Persistence):
                                 margin=_scan.RERANK_MARGIN if factor else None)
         top = _scan.TopK(m, kk)
         if m and n_allowed:
-            coarse = snap.coarse
-            nprobe_eff = None if coarse is None else (p.nprobe or _ivf.default_nprobe(coarse.nlist))
-            if coarse is not None and nprobe_eff < coarse.nlist:
-                probed = n_rows * nprobe_eff / coarse.nlist
-                if expr is not None and n_allowed <= max(2 * probed, SUBSET_MAX_ROWS):
-                    _scan.scan_subset(ctx, q, top)
-                else:
-                    _scan.scan_ivf(ctx, q, top, nprobe_eff, need=kk)
-            elif self._device == "cuda" and self._gpu_scorer() is not None:
-                from ..gpu.index_scan import scan_device
-
-                scan_device(ctx, q, top, self._gpu_scorer())
-            elif expr is not None and n_allowed <= max(n_rows // 4, SUBSET_MAX_ROWS):
-                _scan.scan_subset(ctx, q, top)
-            else:
-                _scan.scan_flat(ctx, q, top)
+            with _scan.blas_serial(m):
+                self._scan(ctx, q, top, snap, p, expr, n_rows, n_allowed, kk)
         scores = _scan.rerank(ctx, q, top.refs) if factor else top.scores
         ids, scores, _ = _scan.finish(segments, scores, top.refs, k)
         return SearchResult(ids, scores, self.metric)
+
+    def _scan(self, ctx, q, top, snap, p, expr, n_rows, n_allowed, kk) -> None:
+        """Fill ``top`` by the scan the query needs: IVF lists, a filtered subset, the device, or flat."""
+        coarse = snap.coarse
+        nprobe_eff = None if coarse is None else (p.nprobe or _ivf.default_nprobe(coarse.nlist))
+        if coarse is not None and nprobe_eff < coarse.nlist:
+            probed = n_rows * nprobe_eff / coarse.nlist
+            if expr is not None and n_allowed <= max(2 * probed, SUBSET_MAX_ROWS):
+                _scan.scan_subset(ctx, q, top)
+            else:
+                _scan.scan_ivf(ctx, q, top, nprobe_eff, need=kk)
+        elif self._device == "cuda" and self._gpu_scorer() is not None:
+            from ..gpu.index_scan import scan_device
+
+            scan_device(ctx, q, top, self._gpu_scorer())
+        elif expr is not None and n_allowed <= max(n_rows // 4, SUBSET_MAX_ROWS):
+            _scan.scan_subset(ctx, q, top)
+        else:
+            _scan.scan_flat(ctx, q, top)
 
     def _gpu_scorer(self):
         """The device scorer of ``device="cuda"`` (created once); None when the quantizer has no device path."""
