@@ -26,6 +26,7 @@ _RERANK_FLOATS = 1 << 20       # re-rank: candidate vectors gathered per step (8
 # (this many standard deviations of the rounding error) rather than the rigorous worst case: fewer
 # re-scored candidates and more skipped blocks (WordNet nprobe 256 rerank 4: 137 -> ~50 candidates/query).
 RERANK_MARGIN = 4.0
+SORT_QUERIES = True            # IVF batches: scan queries grouped by their nearest list (cache reuse)
 
 
 @dataclass
@@ -279,6 +280,12 @@ def _fast_ivf_scan(ctx: ScanContext, fs, q: np.ndarray, top: TopK, nprobe: int, 
     if need_lists is not None and order.shape[1] < scores.shape[1] and \
             bool((list_rows[order].sum(axis=1) < need_lists).any()):
         order = np.argsort(-scores, axis=1, kind="stable")       # some query must open further lists
+    qrows = slice(None)
+    if SORT_QUERIES and q.shape[0] > 2:
+        # queries sharing their nearest list run one after another, so the lists they share are still in
+        # cache for the next one (the scan is query-major: each query walks its own lists)
+        perm = np.argsort(order[:, 0], kind="stable")
+        q, order, ip, qrows = q[perm], order[perm], ip[perm], perm
     probe = scanner.probe_csr(order, nprobe, list_rows, need_lists)
     c0 = getattr(ctx.quantizer, "centre_", None)
     col0 = np.zeros((q.shape[0], 1), np.float32) if c0 is None else (q @ c0)[:, None]
@@ -286,7 +293,7 @@ def _fast_ivf_scan(ctx: ScanContext, fs, q: np.ndarray, top: TopK, nprobe: int, 
     prep = fs.prepare(q, metric=ctx.metric, cterm=cterm, margin=ctx.margin)
     for si, seg in enumerate(ctx.segments):
         s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si], probe=probe)
-        top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1))
+        top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1), qrows=qrows)
 
 
 def blas_serial(m: int):
