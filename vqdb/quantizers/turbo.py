@@ -358,10 +358,15 @@ class TurboQuantizer(Quantizer):
             self._blocks[1].channels = np.ascontiguousarray(self.channels_[n_hi:])
         elif self.rotation_kind == "pca":
             x = as_float32_matrix(x, self.dim)
+            centre = self.centre_
+
+            def part(t0: int) -> np.ndarray:  # float32 sgemm of 4096 rows; BLAS pinned, tiles over threads
+                r = x[t0 : t0 + 4096] - centre[None, :]
+                return r.T @ r
+
             cov = np.zeros((self.dim, self.dim))
-            for s in range(0, x.shape[0], 4096):  # one pass: float32 sgemm per 4096 rows, float64 accumulation
-                r = x[s : s + 4096] - self.centre_[None, :]
-                cov += r.T @ r
+            for p in cm.reduce_tiles(part, x.shape[0], get_ops()):  # one pass, float64 sums in tile order
+                cov += p
             cov /= x.shape[0]
             with _single_threaded_blas():
                 lam, vecs = np.linalg.eigh(cov)
