@@ -192,3 +192,20 @@ def test_concurrent_encodes_and_blas_limit_restored(monkeypatch):
             pass
         assert blas_threads() and all(t == 1 for t in blas_threads())
     assert blas_threads() == before
+
+
+def test_pca_fit_same_basis_for_any_thread_count():
+    import numba
+
+    x = (np.random.default_rng(9).standard_normal((9000, 48)) * np.linspace(2, 0.1, 48)).astype(np.float32)
+    states = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        prev = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            with use_backend("numba"):
+                states.append(TurboQuantizer(48, 2, rotation="pca", seed=3).fit(x).state_dict()["arrays"])
+        finally:
+            numba.set_num_threads(prev)
+    for key in states[0]:
+        np.testing.assert_array_equal(states[0][key], states[1][key])

@@ -135,16 +135,11 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _POOL["pool"]
 
 
-def map_tiles(fn, n: int, ops, tile: int = 4096) -> list:
-    """``[fn(t0) for t0 in range(0, n, tile)]`` in that order, computed like :func:`run_tiles` (BLAS pinned to
-    one thread, over ``ops.num_threads()`` threads), a few tiles at a time so that only those results are
-    held at once by the caller's reduction (use ``reduce_tiles``)."""
-    return list(reduce_tiles(fn, n, ops, tile))
-
-
 def reduce_tiles(fn, n: int, ops, tile: int = 4096):
-    """Yield ``fn(t0)`` for ``t0 = 0, tile, ...`` below ``n`` in order (see :func:`map_tiles`): a caller that
-    sums them in this order gets the same float result whatever the thread count."""
+    """Yield ``fn(t0)`` for ``t0 = 0, tile, ...`` below ``n``, in that order, computed like :func:`run_tiles`
+    (BLAS pinned to one thread, over ``ops.num_threads()`` threads, a few tiles at a time so that only
+    those results are held at once): a caller that sums them in this order gets the same float result
+    whatever the thread count."""
     starts = list(range(0, n, tile))
     workers = min(int(ops.num_threads()), len(starts)) if can_pin_blas() else 1
     with blas_one_thread():
