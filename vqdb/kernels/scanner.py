@@ -82,7 +82,7 @@ def _threads_for(work_ns: float):
 
 _BLAS = {"libs": None, "depth": 0, "saved": []}
 _BLAS_LOCK = threading.Lock()
-BLAS_SERIAL_MIN_QUERIES = 4    # smaller calls: BLAS runs them on one thread anyway (tiny products)
+BLAS_SERIAL_MIN_QUERIES = 1    # single queries too: a threaded gemv wakes the workers (Fashion 1-query p50 8 ms -> 1 ms)
 
 
 def _blas_libs() -> list:
