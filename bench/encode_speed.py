@@ -12,6 +12,9 @@ set to it):
   ``turbo-pca-1/2/4`` (fit = one covariance pass + eigendecomposition, timed apart from encode),
   ``qjl``, ``polar``. Encode is timed on the whole base after a warm-up call (numba compiled or loaded
   from cache, encode thread pool started), best of ``--repeat``.
+* ``vqdb.Index(d, quantizer="turbo-4").add(base)`` in memory, the path a service takes: ``flat``,
+  ``ivf`` (the coarse k-means of the first add included) and ``ivf-trained`` (lists trained by a first,
+  untimed add of n/5 rows; the other 4n/5 added in one call).
 * FAISS: ``IndexScalarQuantizer`` SQ4 / SQ8 (train = per-dim ranges, + add), ``IndexPQ`` M = d/8 x 8
   bits and ``IndexPQFastScan`` M = d/4 x 4 bits (train on FAISS's sample capped as in
   ``bench.peers``: 16,384 rows, + add), ``IndexRaBitQ`` 1 and 4 bits behind a random rotation
@@ -130,7 +133,28 @@ def time_faiss(name: str, make, slow: bool, base: np.ndarray, max_add: int) -> d
             "encode_vps": enc_vps, "total_vps": n / (train_s + n / enc_vps), "rows_timed": int(rows.shape[0])}
 
 
-def run(sets, threads_list, repeat: int, max_add: int, peers: bool = True) -> list[dict]:
+def time_index(mode: str, base: np.ndarray) -> dict:
+    """``vqdb.Index(d, quantizer="turbo-4", ivf=...)`` in memory, after a warm-up index on 2,000 rows.
+    ``flat`` / ``ivf``: ``add(base)`` in one call (IVF: the coarse k-means on this first add included);
+    ``ivf-trained``: a first, untimed add of n/5 rows trains the lists, then the rest is added in one call."""
+    import vqdb
+
+    ivf = mode != "flat"
+    vqdb.Index(base.shape[1], quantizer="turbo-4", ivf=ivf).add(base[:2000])
+    ix = vqdb.Index(base.shape[1], quantizer="turbo-4", ivf=ivf)
+    rows = base
+    if mode == "ivf-trained":
+        ix.add(base[: base.shape[0] // 5])
+        rows = base[base.shape[0] // 5 :]
+    t = time.perf_counter()
+    ix.add(rows)
+    add_s = time.perf_counter() - t
+    n = rows.shape[0]
+    return {"method": f"Index.add turbo-4 {mode}", "library": "vqdb-index", "bytes": None, "fit_s": 0.0,
+            "encode_s": add_s, "encode_vps": n / add_s, "total_vps": n / add_s, "rows_timed": n}
+
+
+def run(sets, threads_list, repeat: int, max_add: int, peers: bool = True, index: bool = True) -> list[dict]:
     from threadpoolctl import threadpool_limits
 
     rows = []
@@ -142,6 +166,10 @@ def run(sets, threads_list, repeat: int, max_add: int, peers: bool = True) -> li
                     r = time_vqdb(name, base, repeat)
                     rows.append({"dataset": set_name, "n": int(base.shape[0]), "dim": int(base.shape[1]), "threads": threads, **r})
                     log(f"{set_name} t={threads} {name}: fit {r['fit_s']:.2f}s encode {r['encode_vps'] / 1e3:.1f}k/s")
+                for mode in (("flat", "ivf", "ivf-trained") if index else ()):
+                    r = time_index(mode, base)
+                    rows.append({"dataset": set_name, "n": int(base.shape[0]), "dim": int(base.shape[1]), "threads": threads, **r})
+                    log(f"{set_name} t={threads} {r['method']}: {r['encode_vps'] / 1e3:.1f}k/s")
                 for name, make, slow in (faiss_specs(base.shape[1]) if peers else []):
                     r = time_faiss(name, make, slow, base, max_add)
                     rows.append({"dataset": set_name, "n": int(base.shape[0]), "dim": int(base.shape[1]), "threads": threads, **r})
@@ -170,10 +198,10 @@ def markdown(result: dict) -> str:
         lines += [f"## {set_name} ({sub[0]['n']:,} x {sub[0]['dim']})", "",
                   "| method | bytes | threads | fit/train s | encode k/s | before k/s | total k/s | encode / SQ4 | total / PQ | rows |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in sorted(sub, key=lambda r: (r["library"] != "vqdb", r["method"], r["threads"])):
+        for r in sorted(sub, key=lambda r: (r["library"] != "vqdb", r["library"], r["method"], r["threads"])):
             f = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
             before = f"{r['before_encode_vps'] / 1e3:.1f}" if r.get("before_encode_vps") else ""
-            lines.append(f"| {r['method']} | {r['bytes']} | {r['threads']} | {r['fit_s']:.2f} | {r['encode_vps'] / 1e3:.1f} | "
+            lines.append(f"| {r['method']} | {r['bytes'] or ''} | {r['threads']} | {r['fit_s']:.2f} | {r['encode_vps'] / 1e3:.1f} | "
                          f"{before} | {r['total_vps'] / 1e3:.1f} | {f(r['vs_sq4_add'])} | {f(r['vs_pq_train_add'])} | {r['rows_timed']:,} |")
         lines.append("")
     return "\n".join(lines)
@@ -186,6 +214,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=2, help="vqdb encode timed this many times, best kept")
     ap.add_argument("--max-add-rows", type=int, default=20000, help="rows added by the slow FAISS adders (PQ, RaBitQ4)")
     ap.add_argument("--no-peers", action="store_true", help="vqdb only (e.g. to time an older commit)")
+    ap.add_argument("--no-index", action="store_true", help="skip the Index.add timings")
     ap.add_argument("--before", default=None, help="an encode_speed JSON of an older commit (--no-peers): adds its vqdb rates")
     ap.add_argument("--before-label", default=None, help="how to name the --before run (default: its git commit)")
     ap.add_argument("--out", default=None, help="output stem (default bench/results[/quick]/encode_speed)")
@@ -193,7 +222,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     sets = load(args.quick)
     log("sets: " + ", ".join(f"{n} {b.shape}" for n, b in sets))
-    rows = run(sets, args.threads, args.repeat, args.max_add_rows, not args.no_peers)
+    rows = run(sets, args.threads, args.repeat, args.max_add_rows, not args.no_peers, not args.no_index)
     if args.before:
         with open(args.before, encoding="utf-8") as f:
             before = json.load(f)
