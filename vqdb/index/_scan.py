@@ -58,11 +58,18 @@ class TopK:
         self.k = k
         self.scores = np.full((m, k), -np.inf, dtype=np.float32)
         self.refs = np.full((m, k), -1, dtype=np.int64)
+        self._empty = True
 
     def push(self, scores: np.ndarray, refs: np.ndarray, qrows=slice(None)) -> None:
         """Merge candidates ``scores`` (mq, b) with ``refs`` (b,) or (mq, b) into queries ``qrows``."""
         if scores.shape[1] == 0:
             return
+        if self._empty and scores.shape == self.scores[qrows].shape and refs.shape == scores.shape:
+            self.scores[qrows] = scores          # the first (m, k) block of every query: nothing to merge
+            self.refs[qrows] = np.where(np.isfinite(scores), refs, -1)
+            self._empty = False
+            return
+        self._empty = False
         if refs.ndim == 1:
             refs = np.broadcast_to(refs, scores.shape)
         s = np.concatenate([self.scores[qrows], scores], axis=1)
@@ -223,7 +230,8 @@ def _fast_flat(ctx: ScanContext, q: np.ndarray, top: TopK) -> bool:
         return False
     from ..kernels import scanner
 
-    with scanner.blas_serial(q.shape[0]):
+    n_scan = sum(seg.n for seg in ctx.segments)
+    with scanner.blas_serial(q.shape[0]), scanner.serial_if_small(fs, q.shape[0], n_scan):
         prep = fs.prepare(q, metric=ctx.metric, cterm=ctx.centre_terms(q), margin=ctx.margin)
         for si, seg in enumerate(ctx.segments):
             s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si])
@@ -253,7 +261,8 @@ def _fast_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, need: int
         return False
     from ..kernels import scanner
 
-    with scanner.blas_serial(q.shape[0]):
+    n_scan = sum(seg.n for seg in ctx.segments) * min(1.0, nprobe / max(1, ctx.coarse.nlist))
+    with scanner.blas_serial(q.shape[0]), scanner.serial_if_small(fs, q.shape[0], int(n_scan)):
         _fast_ivf_scan(ctx, fs, q, top, nprobe, need)
     return True
 
@@ -312,8 +321,11 @@ def warmup() -> float:
 
 def refs_to_ids(segments, refs: np.ndarray) -> np.ndarray:
     """Map refs (any shape) to ids; -1 stays -1."""
-    out = np.full(refs.shape, -1, dtype=np.int64)
     valid = refs >= 0
+    if len(segments) == 1:
+        return np.where(valid, segments[0].ids[np.where(valid, refs & ROW_MASK, 0)], -1) if segments[0].n else \
+            np.full(refs.shape, -1, dtype=np.int64)
+    out = np.full(refs.shape, -1, dtype=np.int64)
     seg_of = np.where(valid, refs >> SHIFT, -1)
     rows = refs & ROW_MASK
     for si in np.unique(seg_of[valid]):

@@ -64,20 +64,34 @@ STEP_NS = 3.0              # fork/join costs 0.01-0.2 ms, and ms when the other 
 LUT_NS = 100.0             # per query and slot
 
 
+_SERIAL = threading.local()     # .on: this thread already runs its kernels single-threaded
+
+
 @contextlib.contextmanager
 def _threads_for(work_ns: float):
     """Run small kernel calls on the calling thread only (numba's thread count is per calling thread)."""
+    if work_ns >= PAR_MIN_NS or getattr(_SERIAL, "on", False):
+        yield
+        return
     import numba
 
     old = numba.get_num_threads()
-    if work_ns >= PAR_MIN_NS or old == 1:
+    if old == 1:
         yield
         return
     numba.set_num_threads(1)
+    _SERIAL.on = True
     try:
         yield
     finally:
+        _SERIAL.on = False
         numba.set_num_threads(old)
+
+
+def serial_if_small(sc: "FastScanner", m: int, n_scan: int):
+    """Context for a whole search of ``m`` queries over about ``n_scan`` vectors each: single-threaded
+    kernels when the estimated work is small (one thread-count switch per search, not per kernel call)."""
+    return _threads_for(STEP_NS * m * n_scan * max(sc.nsteps, 1) / 32 + LUT_NS * m * 2 * sc.nsteps)
 
 
 _BLAS = {"libs": None, "depth": 0, "saved": []}
