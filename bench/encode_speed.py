@@ -191,8 +191,8 @@ def markdown(result: dict) -> str:
              "(d/8 x 8 bits, train + add), same set and threads. `rows` < n: add timed on that many rows.", ""]
     if result.get("before"):
         b = result["before"]
-        lines += [f"`before k/s`: vqdb encode at commit {b['commit']} (`{b['command']}`, run just before this one in the "
-                  f"same session, load average at its start {', '.join(f'{v:.1f}' for v in b['loadavg_at_start'] or [])}).", ""]
+        lines += [f"`before k/s`: vqdb encode at commit {b['commit']} (`{b['command']}`, run earlier in the same session "
+                  f"on the same machine, load average at its start {', '.join(f'{v:.1f}' for v in b['loadavg_at_start'] or [])}).", ""]
     for set_name in dict.fromkeys(r["dataset"] for r in result["rows"]):
         sub = [r for r in result["rows"] if r["dataset"] == set_name]
         lines += [f"## {set_name} ({sub[0]['n']:,} x {sub[0]['dim']})", "",
@@ -220,6 +220,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="output stem (default bench/results[/quick]/encode_speed)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
+    load_start = list(os.getloadavg())
     sets = load(args.quick)
     log("sets: " + ", ".join(f"{n} {b.shape}" for n, b in sets))
     rows = run(sets, args.threads, args.repeat, args.max_add_rows, not args.no_peers, not args.no_index)
@@ -235,7 +236,7 @@ def main(argv=None) -> int:
                        "command": " ".join(os.path.basename(a) if os.path.isabs(a) else a for a in before["command"].split()),
                        "loadavg_at_start": before["machine"].get("loadavg_at_start"), "wall_s": before["wall_s"]}
     info = machine_info(max(args.threads))
-    info["loadavg_at_end"] = list(os.getloadavg())
+    info["loadavg_at_start"], info["loadavg_at_end"] = load_start, list(os.getloadavg())
     from .common import machine_line
 
     def shown(a: str) -> str:  # no machine paths in the results: files by their base name
