@@ -661,18 +661,25 @@ def build_luts(q, bits, values, n_slots, slot0, sigmas, u8_out, fl_out, inv, off
     m, k = q.shape
     cps = 1 if bits == 3 else 4 // bits
     mask = (1 << bits) - 1
+    vtab = np.empty((cps, 16), dtype=np.float64)      # vtab[t, c] = values[(c >> t*bits) & mask]
+    for t in range(cps):
+        for c in range(16):
+            vtab[t, c] = values[(c >> (t * bits)) & mask]
     for i in prange(m):
         lut = np.empty((n_slots, 16), dtype=np.float64)
         mn = np.empty(n_slots, dtype=np.float64)
         top = 0.0
+        row = np.empty(16, dtype=np.float64)
         for s in range(n_slots):
             for c in range(16):
-                acc = 0.0
-                for t in range(cps):
-                    j = s * cps + t
-                    qj = np.float64(q[i, j]) if j < k else 0.0
-                    acc += qj * values[(c >> (t * bits)) & mask]
-                lut[s, c] = np.float64(np.float32(acc))      # the float32 table is the float path
+                row[c] = 0.0
+            for t in range(cps):
+                j = s * cps + t
+                qj = np.float64(q[i, j]) if j < k else 0.0
+                for c in range(16):                      # same float64 sums, in the same order
+                    row[c] += qj * vtab[t, c]
+            for c in range(16):
+                lut[s, c] = np.float64(np.float32(row[c]))      # the float32 table is the float path
             if bits == 3:
                 lo8 = lut[s, 0]
                 for c in range(1, 8):
@@ -687,6 +694,7 @@ def build_luts(q, bits, values, n_slots, slot0, sigmas, u8_out, fl_out, inv, off
             mn[s] = lo
             top = max(top, hi - lo)
         a = 255.0 / top if top > 0 else 1.0
+        ia = 1.0 / a
         emax = 0.0
         e2 = 0.0
         amax = 0.0
@@ -700,7 +708,7 @@ def build_luts(q, bits, values, n_slots, slot0, sigmas, u8_out, fl_out, inv, off
                 u = min(max(np.rint(d * a), 0.0), 255.0)
                 u8_out[i, slot0 + s, c] = np.uint8(u)
                 fl_out[i, slot0 + s, c] = lut[s, c]
-                r = d - u / a
+                r = d - u * ia                       # (the bound's 1e-5 relative slack covers the rounding)
                 worst = max(worst, abs(r))
                 sq += r * r
                 big = max(big, abs(lut[s, c]))
