@@ -259,6 +259,54 @@ def test_filters_ivf_lists_and_small_segments(sample):
         _check_same_topk(full, s2, r2, 7)
 
 
+@pytest.mark.parametrize("order,qblock", [("block", 1), ("block", 3), ("block", 32), ("query", 32), ("list", 32)])
+def test_ivf_work_orders_give_the_float_topk(sample, monkeypatch, order, qblock):
+    x, q = sample
+    rng = np.random.default_rng(1)
+    qz = vqdb.make_quantizer("turbo-4", x.shape[1]).fit(x)
+    lists = np.sort(rng.integers(-1, 12, size=x.shape[0]))
+    codes = qz.encode(x)
+    qq = np.concatenate([q, q[::-1] + 0.01 * rng.standard_normal(q.shape).astype(np.float32)])
+    cterm = rng.standard_normal((qq.shape[0], 13)).astype(np.float32)
+    probe = scanner.probe_csr(np.argsort(-rng.random((qq.shape[0], 12)), axis=1), 5)
+    monkeypatch.setattr(scanner, "IVF_ORDER", order)
+    monkeypatch.setattr(scanner, "IVF_QBLOCK", qblock)
+    monkeypatch.setattr(scanner, "IVF_MIN_BLOCKS", 1)
+    monkeypatch.setattr(scanner, "CHUNK_BLOCKS", 2)       # several chunks per list
+    sc = scanner.FastScanner(qz)
+    for metric in ("ip", "l2sq"):
+        prep = sc.prepare(qq, metric=metric, cterm=cterm)
+        full, _ = _float_topk(qz, qq, codes, lists, cterm, 7, metric, probe=probe)
+        s, r = sc.segment_topk(codes, lists, prep, 7, probe=probe)
+        _check_same_topk(full, s, r, 7)
+
+
+def test_block_items_cover_each_probed_chunk_once():
+    from vqdb.kernels import fastscan
+
+    rng = np.random.default_rng(2)
+    nl, m = 9, 11
+    sizes = rng.integers(1, 6, size=nl)                      # blocks per list
+    b1 = np.cumsum(sizes).astype(np.int64)
+    b0 = b1 - sizes
+    list_pos = np.full(nl + 2, -1, np.int64)
+    list_pos[np.arange(nl) + 1] = np.arange(nl)              # list 8 absent below: drop it from the layout
+    list_pos[nl] = -1
+    ptr, pl = scanner.probe_csr(np.argsort(-rng.random((m, nl)), axis=1), 4)
+    it = fastscan.ivf_items_by_block(ptr, pl, 0, m, list_pos, b0, b1, 2, 64, 3, 2)
+    ib0, ib1, iq, iout, ipair, q_ptr, pair_out, pair_cap, total, task_ptr = it
+    got = sorted((int(q), int(c)) for i in range(ib0.size) for q in iq[i] if q >= 0
+                 for c in range(ib0[i], ib1[i]))
+    want = sorted((q, c) for q in range(m) for l in pl[ptr[q] : ptr[q + 1]] if 0 <= l < nl - 1
+                  for c in range(b0[l], b1[l]))
+    assert got == want
+    assert task_ptr[0] == 0 and task_ptr[-1] == ib0.size and np.all(np.diff(task_ptr) >= 0)
+    for t in range(task_ptr.size - 1):                       # a query's items stay inside one task
+        qs = set(iq[task_ptr[t] : task_ptr[t + 1]].ravel()) - {-1}
+        assert qs <= set(range(3 * t, 3 * t + 3))
+    assert np.all(ipair[iq >= 0] == iq[iq >= 0]) and np.all(iout[iq >= 0] == 64 * iq[iq >= 0])
+
+
 def test_probe_csr_extends_until_need_is_met():
     order = np.array([[2, 0, 1, 3], [3, 2, 1, 0]])
     rows = np.array([5, 0, 1, 2])

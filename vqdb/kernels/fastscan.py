@@ -646,6 +646,95 @@ def ivf_items_by_query(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b
     return item_b0, item_b1, item_q, item_out, item_pair, q_ptr, pair_out, pair_cap, nq * cand_cap, task_ptr
 
 
+@njit(cache=_CACHE, nogil=True)
+def ivf_items_by_block(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b1, chunk, cand_cap, qblock, qgroup):
+    """Block-major IVF items: queries [q0, q1) in blocks of ``qblock``; inside a block every list its queries
+    probe once (in order of first appearance, rank by rank, so each query's best lists come early), each
+    list chunk shared by up to ``qgroup`` of the block's queries per item (one code load serves them, and
+    the chunk stays in cache while the block's other queries pass over it). One pair per query (its heap
+    and candidate slice), as in :func:`ivf_items_by_query`; one task per block.
+
+    Returns the layout of :func:`ivf_items_by_query` (task_ptr included).
+    """
+    npos = list_pos.shape[0]
+    nl = list_b0.shape[0]
+    nq = q1 - q0
+    bound = 0
+    for t in range(probe_ptr[q0], probe_ptr[q1]):
+        x = probe_lists[t] + 1
+        w = list_pos[x] if x < npos else -1
+        if w >= 0:
+            bound += (list_b1[w] - list_b0[w] + chunk - 1) // chunk
+    item_b0 = np.empty(bound, dtype=np.int64)
+    item_b1 = np.empty(bound, dtype=np.int64)
+    item_q = np.full((bound, QMAX), -1, dtype=np.int64)
+    item_out = np.zeros((bound, QMAX), dtype=np.int64)
+    item_pair = np.zeros((bound, QMAX), dtype=np.int64)
+    stamp = np.full(nl, -1, dtype=np.int64)
+    cnt = np.zeros(nl, dtype=np.int64)
+    start = np.zeros(nl, dtype=np.int64)
+    order = np.empty(nl, dtype=np.int64)
+    members = np.empty(max(1, qblock * nl if qblock * nl < probe_ptr[q1] - probe_ptr[q0] else
+                           probe_ptr[q1] - probe_ptr[q0]), dtype=np.int64)
+    n_blocks_q = (nq + qblock - 1) // qblock
+    task_ptr = np.zeros(max(1, n_blocks_q) + 1, dtype=np.int64)
+    n = 0
+    for bq in range(n_blocks_q):
+        a = q0 + bq * qblock
+        b = min(q1, a + qblock)
+        depth = 0
+        for q in range(a, b):
+            depth = max(depth, probe_ptr[q + 1] - probe_ptr[q])
+        nord = 0
+        for r in range(depth):                  # lists in order of first appearance, rank by rank
+            for q in range(a, b):
+                t = probe_ptr[q] + r
+                if t >= probe_ptr[q + 1]:
+                    continue
+                x = probe_lists[t] + 1
+                w = list_pos[x] if x < npos else -1
+                if w < 0:
+                    continue
+                if stamp[w] != bq:
+                    stamp[w] = bq
+                    cnt[w] = 0
+                    order[nord] = w
+                    nord += 1
+                cnt[w] += 1
+        tot = 0
+        for i in range(nord):
+            w = order[i]
+            start[w] = tot
+            tot += cnt[w]
+            cnt[w] = 0
+        for q in range(a, b):                   # members of each list, in query order
+            for t in range(probe_ptr[q], probe_ptr[q + 1]):
+                x = probe_lists[t] + 1
+                w = list_pos[x] if x < npos else -1
+                if w >= 0:
+                    members[start[w] + cnt[w]] = q
+                    cnt[w] += 1
+        for i in range(nord):
+            w = order[i]
+            for c in range(list_b0[w], list_b1[w], chunk):
+                c1 = min(c + chunk, list_b1[w])
+                for g in range(0, cnt[w], qgroup):
+                    item_b0[n] = c
+                    item_b1[n] = c1
+                    for j in range(min(qgroup, cnt[w] - g)):
+                        q = members[start[w] + g + j]
+                        item_q[n, j] = q
+                        item_out[n, j] = (q - q0) * cand_cap
+                        item_pair[n, j] = q - q0
+                    n += 1
+        task_ptr[bq + 1] = n
+    q_ptr = np.arange(nq + 1).astype(np.int64)
+    pair_out = np.arange(nq).astype(np.int64) * cand_cap
+    pair_cap = np.full(nq, cand_cap, dtype=np.int64)
+    return (item_b0[:n], item_b1[:n], item_q[:n], item_out[:n], item_pair[:n], q_ptr, pair_out, pair_cap,
+            nq * cand_cap, task_ptr)
+
+
 # ------------------------------------------------------------------------------------------------
 # lookup tables (twin of reference_fastscan.float_luts + quantize_luts)
 # ------------------------------------------------------------------------------------------------
@@ -1105,6 +1194,8 @@ def warmup() -> None:
               np.array([1, 2], i64), 2, 64, 2, 256)
     ivf_items_by_query(np.array([0, 2], i64), np.array([-1, 3], i64), 0, 1, np.array([0, -1, -1, -1, 1], i64),
                        np.array([0, 1], i64), np.array([1, 2], i64), 64, 256, 64)
+    ivf_items_by_block(np.array([0, 2, 4], i64), np.array([-1, 3, -1, 3], i64), 0, 2, np.array([0, -1, -1, -1, 1], i64),
+                       np.array([0, 1], i64), np.array([1, 2], i64), 64, 256, 2, 2)
     quantize_group(np.ones((m, 8, 16), f32), 2, 6, -1.0, np.empty((m, 8, 16), np.uint8), inv, off, err, 0)
     for bits in (1, 2, 3, 4):
         build_luts(rng.standard_normal((m, 7)).astype(f32), bits, np.linspace(-1, 1, 1 << bits), 8, 0, -1.0,

@@ -46,7 +46,10 @@ TILE_BLOCKS = 64           # blas path: blocks decoded per tile
 L2_CHUNK_BYTES = 96 << 10  # batches: code bytes per work item (stays in L2 across query groups)
 CAND_CAP = 256             # candidate slots per (query, block range) pair; overflow -> exact redo
 CAND_CAP_QUERY = 1024      # candidate slots per query of a query-major IVF scan
-IVF_ORDER = "query"        # IVF work order: "query" (FAISS-style) or "list" (queries grouped by list)
+IVF_ORDER = "block"        # IVF work order: "block" (blocks of queries, list-major inside), "query" (FAISS-style:
+                           # each query walks its lists) or "list" (all queries grouped by list, a heap per pair)
+IVF_QBLOCK = 32            # "block": queries per block (their LUTs stay in L2; each probed chunk is loaded once)
+IVF_MIN_BLOCKS = 8         # "block": at least this many blocks per call when there are enough queries (threads)
 TASKS = 64                 # parallel tasks per kernel call
 MAX_PAIRS = 1 << 16        # flat scans: queries per kernel call bounded by this many pairs
 BITPLANES = 8              # popcount path: bits of the quantized query
@@ -584,6 +587,10 @@ class FastScanner:
             return hit[:2] + (iq,) + hit[3:]
         if lay.n_blocks == 0:
             return self._make_items(lay, q0, q1, probe_ptr, probe_lists, CHUNK_BLOCKS)
+        if IVF_ORDER == "block" and not popcount:
+            qb = max(1, min(IVF_QBLOCK, -(-(q1 - q0) // IVF_MIN_BLOCKS)))
+            return _kernels().ivf_items_by_block(probe_ptr, probe_lists, q0, q1, lay.list_pos, lay.list_b0,
+                                                 lay.list_b1, CHUNK_BLOCKS, CAND_CAP_QUERY, qb, QGROUP)
         if IVF_ORDER == "query" and not popcount:
             return _kernels().ivf_items_by_query(probe_ptr, probe_lists, q0, q1, lay.list_pos, lay.list_b0,
                                                  lay.list_b1, CHUNK_BLOCKS, CAND_CAP_QUERY, TASKS)
