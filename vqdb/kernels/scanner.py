@@ -48,7 +48,7 @@ CAND_CAP = 256             # candidate slots per (query, block range) pair; over
 CAND_CAP_QUERY = 1024      # candidate slots per query of a query-major IVF scan
 IVF_ORDER = "block"        # IVF work order: "block" (blocks of queries, list-major inside), "query" (FAISS-style:
                            # each query walks its lists) or "list" (all queries grouped by list, a heap per pair)
-IVF_QBLOCK = 32            # "block": queries per block (their LUTs stay in L2; each probed chunk is loaded once)
+IVF_QBLOCK = 64            # "block": queries per block (their LUTs stay in L2; each probed chunk is loaded once)
 IVF_MIN_BLOCKS = 8         # "block": at least this many blocks per call when there are enough queries (threads)
 TASKS = 64                 # parallel tasks per kernel call
 MAX_PAIRS = 1 << 16        # flat scans: queries per kernel call bounded by this many pairs
