@@ -259,8 +259,9 @@ def test_filters_ivf_lists_and_small_segments(sample):
         _check_same_topk(full, s2, r2, 7)
 
 
-@pytest.mark.parametrize("order,qblock", [("block", 1), ("block", 3), ("block", 32), ("query", 32), ("list", 32)])
-def test_ivf_work_orders_give_the_float_topk(sample, monkeypatch, order, qblock):
+@pytest.mark.parametrize("order,qblock,qgroup", [("block", 1, 4), ("block", 3, 2), ("block", 32, 4), ("block", 32, 3),
+                                                ("query", 32, 4), ("list", 32, 4)])
+def test_ivf_work_orders_give_the_float_topk(sample, monkeypatch, order, qblock, qgroup):
     x, q = sample
     rng = np.random.default_rng(1)
     qz = vqdb.make_quantizer("turbo-4", x.shape[1]).fit(x)
@@ -272,6 +273,7 @@ def test_ivf_work_orders_give_the_float_topk(sample, monkeypatch, order, qblock)
     monkeypatch.setattr(scanner, "IVF_ORDER", order)
     monkeypatch.setattr(scanner, "IVF_QBLOCK", qblock)
     monkeypatch.setattr(scanner, "IVF_MIN_BLOCKS", 1)
+    monkeypatch.setattr(scanner, "IVF_QGROUP", qgroup)
     monkeypatch.setattr(scanner, "CHUNK_BLOCKS", 2)       # several chunks per list
     sc = scanner.FastScanner(qz)
     for metric in ("ip", "l2sq"):

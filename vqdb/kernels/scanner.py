@@ -49,6 +49,7 @@ CAND_CAP_QUERY = 1024      # candidate slots per query of a query-major IVF scan
 IVF_ORDER = "block"        # IVF work order: "block" (blocks of queries, list-major inside), "query" (FAISS-style:
                            # each query walks its lists) or "list" (all queries grouped by list, a heap per pair)
 IVF_QBLOCK = 64            # "block": queries per block (their LUTs stay in L2; each probed chunk is loaded once)
+IVF_QGROUP = 4             # "block": queries per work item (one item's pairs share the chunk in L1; 2 -> 4: +6%)
 IVF_MIN_BLOCKS = 8         # "block": at least this many blocks per call when there are enough queries (threads)
 TASKS = 64                 # parallel tasks per kernel call
 MAX_PAIRS = 1 << 16        # flat scans: queries per kernel call bounded by this many pairs
@@ -590,7 +591,7 @@ class FastScanner:
         if IVF_ORDER == "block" and not popcount:
             qb = max(1, min(IVF_QBLOCK, -(-(q1 - q0) // IVF_MIN_BLOCKS)))
             return _kernels().ivf_items_by_block(probe_ptr, probe_lists, q0, q1, lay.list_pos, lay.list_b0,
-                                                 lay.list_b1, CHUNK_BLOCKS, CAND_CAP_QUERY, qb, QGROUP)
+                                                 lay.list_b1, CHUNK_BLOCKS, CAND_CAP_QUERY, qb, IVF_QGROUP)
         if IVF_ORDER == "query" and not popcount:
             return _kernels().ivf_items_by_query(probe_ptr, probe_lists, q0, q1, lay.list_pos, lay.list_b0,
                                                  lay.list_b1, CHUNK_BLOCKS, CAND_CAP_QUERY, TASKS)
