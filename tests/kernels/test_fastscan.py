@@ -309,6 +309,31 @@ def test_block_items_cover_each_probed_chunk_once():
     assert np.all(ipair[iq >= 0] == iq[iq >= 0]) and np.all(iout[iq >= 0] == 64 * iq[iq >= 0])
 
 
+@pytest.mark.parametrize("name", ["turbo-4", "turbo-pca-1"])
+def test_rescore_four_equals_rescore_one_bit_for_bit(sample, name):
+    from vqdb.kernels import fastscan
+
+    x, q = sample
+    rng = np.random.default_rng(3)
+    qz = vqdb.make_quantizer(name, x.shape[1]).fit(x)
+    lists = np.sort(rng.integers(-1, 5, size=x.shape[0]))
+    sc = scanner.FastScanner(qz)
+    lay = sc.layout(qz.encode(x), lists)
+    cterm = rng.standard_normal((q.shape[0], 6)).astype(np.float32)
+    for metric in ("ip", "l2sq"):
+        prep = sc.prepare(q, metric=metric, cterm=cterm)
+        beta = sc._beta(lay, prep, None)
+        pos = rng.permutation(lay.pos_of)[:64].astype(np.int64)
+        args = (lay.blocks, lay.nsteps, sc.part_steps, prep.fluts, lay.factors, beta, prep.alpha, prep.qconst,
+                prep.cterm, lay.block_list)
+        for i in (0, q.shape[0] - 1):
+            one = np.array([fastscan._rescore_one(*args, i, r) for r in pos], dtype=np.float32)
+            four = np.empty(pos.size, dtype=np.float32)
+            for c in range(0, pos.size, 4):
+                fastscan._rescore_four(*args, i, pos, c, four)
+            np.testing.assert_array_equal(four, one)
+
+
 def test_probe_csr_extends_until_need_is_met():
     order = np.array([[2, 0, 1, 3], [3, 2, 1, 0]])
     rows = np.array([5, 0, 1, 2])
