@@ -647,66 +647,83 @@ def ivf_items_by_query(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b
 
 
 @njit(cache=_CACHE, nogil=True)
+def _block_lists(probe_ptr, probe_lists, a, b, list_pos, stamp, tag, cnt, order):
+    """Lists probed by queries [a, b) in order of first appearance, rank by rank, into ``order``; their
+    probe counts into ``cnt`` (entries of lists first seen here are reset: ``stamp`` != ``tag``). Returns
+    how many."""
+    npos = list_pos.shape[0]
+    depth = 0
+    for q in range(a, b):
+        depth = max(depth, probe_ptr[q + 1] - probe_ptr[q])
+    nord = 0
+    for r in range(depth):
+        for q in range(a, b):
+            t = probe_ptr[q] + r
+            if t >= probe_ptr[q + 1]:
+                continue
+            x = probe_lists[t] + 1
+            w = list_pos[x] if x < npos else -1
+            if w < 0:
+                continue
+            if stamp[w] != tag:
+                stamp[w] = tag
+                cnt[w] = 0
+                order[nord] = w
+                nord += 1
+            cnt[w] += 1
+    return nord
+
+
+@njit(cache=_CACHE, nogil=True, parallel=True)
 def ivf_items_by_block(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b1, chunk, cand_cap, qblock, qgroup):
     """Block-major IVF items: queries [q0, q1) in blocks of ``qblock``; inside a block every list its queries
     probe once (in order of first appearance, rank by rank, so each query's best lists come early), each
     list chunk shared by up to ``qgroup`` of the block's queries per item (one code load serves them, and
     the chunk stays in cache while the block's other queries pass over it). One pair per query (its heap
-    and candidate slice), as in :func:`ivf_items_by_query`; one task per block.
+    and candidate slice), as in :func:`ivf_items_by_query`; one task per block. Blocks are laid out in
+    parallel (a counting pass, then the fill).
 
     Returns the layout of :func:`ivf_items_by_query` (task_ptr included).
     """
     npos = list_pos.shape[0]
     nl = list_b0.shape[0]
     nq = q1 - q0
-    bound = 0
-    for t in range(probe_ptr[q0], probe_ptr[q1]):
-        x = probe_lists[t] + 1
-        w = list_pos[x] if x < npos else -1
-        if w >= 0:
-            bound += (list_b1[w] - list_b0[w] + chunk - 1) // chunk
-    item_b0 = np.empty(bound, dtype=np.int64)
-    item_b1 = np.empty(bound, dtype=np.int64)
-    item_q = np.full((bound, QMAX), -1, dtype=np.int64)
-    item_out = np.zeros((bound, QMAX), dtype=np.int64)
-    item_pair = np.zeros((bound, QMAX), dtype=np.int64)
-    stamp = np.full(nl, -1, dtype=np.int64)
-    cnt = np.zeros(nl, dtype=np.int64)
-    start = np.zeros(nl, dtype=np.int64)
-    order = np.empty(nl, dtype=np.int64)
-    members = np.empty(max(1, qblock * nl if qblock * nl < probe_ptr[q1] - probe_ptr[q0] else
-                           probe_ptr[q1] - probe_ptr[q0]), dtype=np.int64)
     n_blocks_q = (nq + qblock - 1) // qblock
     task_ptr = np.zeros(max(1, n_blocks_q) + 1, dtype=np.int64)
-    n = 0
+    for bq in prange(n_blocks_q):              # items per block
+        stamp = np.full(nl, -1, dtype=np.int64)
+        cnt = np.zeros(nl, dtype=np.int64)
+        order = np.empty(nl, dtype=np.int64)
+        a = q0 + bq * qblock
+        nord = _block_lists(probe_ptr, probe_lists, a, min(q1, a + qblock), list_pos, stamp, 0, cnt, order)
+        n = 0
+        for i in range(nord):
+            w = order[i]
+            n += ((list_b1[w] - list_b0[w] + chunk - 1) // chunk) * ((cnt[w] + qgroup - 1) // qgroup)
+        task_ptr[bq + 1] = n
     for bq in range(n_blocks_q):
+        task_ptr[bq + 1] += task_ptr[bq]
+    n_items = task_ptr[n_blocks_q]
+    item_b0 = np.empty(n_items, dtype=np.int64)
+    item_b1 = np.empty(n_items, dtype=np.int64)
+    item_q = np.empty((n_items, QMAX), dtype=np.int64)
+    item_out = np.empty((n_items, QMAX), dtype=np.int64)
+    item_pair = np.empty((n_items, QMAX), dtype=np.int64)
+    for bq in prange(n_blocks_q):              # fill
+        stamp = np.full(nl, -1, dtype=np.int64)
+        cnt = np.zeros(nl, dtype=np.int64)
+        start = np.zeros(nl, dtype=np.int64)
+        order = np.empty(nl, dtype=np.int64)
         a = q0 + bq * qblock
         b = min(q1, a + qblock)
-        depth = 0
-        for q in range(a, b):
-            depth = max(depth, probe_ptr[q + 1] - probe_ptr[q])
-        nord = 0
-        for r in range(depth):                  # lists in order of first appearance, rank by rank
-            for q in range(a, b):
-                t = probe_ptr[q] + r
-                if t >= probe_ptr[q + 1]:
-                    continue
-                x = probe_lists[t] + 1
-                w = list_pos[x] if x < npos else -1
-                if w < 0:
-                    continue
-                if stamp[w] != bq:
-                    stamp[w] = bq
-                    cnt[w] = 0
-                    order[nord] = w
-                    nord += 1
-                cnt[w] += 1
+        nord = _block_lists(probe_ptr, probe_lists, a, b, list_pos, stamp, 0, cnt, order)
         tot = 0
         for i in range(nord):
             w = order[i]
             start[w] = tot
             tot += cnt[w]
             cnt[w] = 0
+        members = np.empty(max(1, tot), dtype=np.int64)
         for q in range(a, b):                   # members of each list, in query order
             for t in range(probe_ptr[q], probe_ptr[q + 1]):
                 x = probe_lists[t] + 1
@@ -714,6 +731,7 @@ def ivf_items_by_block(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b
                 if w >= 0:
                     members[start[w] + cnt[w]] = q
                     cnt[w] += 1
+        n = task_ptr[bq]
         for i in range(nord):
             w = order[i]
             for c in range(list_b0[w], list_b1[w], chunk):
@@ -721,18 +739,20 @@ def ivf_items_by_block(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b
                 for g in range(0, cnt[w], qgroup):
                     item_b0[n] = c
                     item_b1[n] = c1
+                    for j in range(QMAX):
+                        item_q[n, j] = -1
+                        item_out[n, j] = 0
+                        item_pair[n, j] = 0
                     for j in range(min(qgroup, cnt[w] - g)):
                         q = members[start[w] + g + j]
                         item_q[n, j] = q
                         item_out[n, j] = (q - q0) * cand_cap
                         item_pair[n, j] = q - q0
                     n += 1
-        task_ptr[bq + 1] = n
     q_ptr = np.arange(nq + 1).astype(np.int64)
     pair_out = np.arange(nq).astype(np.int64) * cand_cap
     pair_cap = np.full(nq, cand_cap, dtype=np.int64)
-    return (item_b0[:n], item_b1[:n], item_q[:n], item_out[:n], item_pair[:n], q_ptr, pair_out, pair_cap,
-            nq * cand_cap, task_ptr)
+    return item_b0, item_b1, item_q, item_out, item_pair, q_ptr, pair_out, pair_cap, nq * cand_cap, task_ptr
 
 
 # ------------------------------------------------------------------------------------------------
