@@ -11,6 +11,7 @@ scores the residual (``centre=0``) and the exact centre term comes from a small 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -334,35 +335,75 @@ def refs_to_ids(segments, refs: np.ndarray) -> np.ndarray:
     return out
 
 
+def _rerank_threads(m: int, step: int) -> int:
+    """Threads for the re-rank of ``m`` queries in steps of ``step``: numba's count on the fast paths (the
+    search's thread budget), 1 for a single step or without numba."""
+    if m <= step:
+        return 1
+    from ..kernels import scanner
+
+    if not scanner.enabled():
+        return 1
+    import numba
+
+    return int(max(1, min(numba.get_num_threads(), -(-m // step))))
+
+
+_POOL = {"pool": None, "size": 0}
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(n: int):
+    with _POOL_LOCK:
+        if _POOL["size"] < n:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL["pool"] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="vqdb-rerank")
+            _POOL["size"] = n
+        return _POOL["pool"]
+
+
 def rerank(ctx: ScanContext, q: np.ndarray, refs: np.ndarray) -> np.ndarray:
-    """(m, kk) exact scores of candidates ``refs`` from the stored vectors (float64 accumulation)."""
+    """(m, kk) exact scores of candidates ``refs`` from the stored vectors (float64 accumulation).
+
+    Steps of queries are independent (NumPy releases the GIL in the gathers, casts and products), so
+    with several numba threads they run on a small thread pool; every score is computed the same way."""
     out = np.full(refs.shape, -np.inf, dtype=np.float64)
     m, kk = refs.shape
     step = max(1, _RERANK_FLOATS // max(1, kk * q.shape[1]))
-    for q0 in range(0, m, step):
-        r = refs[q0 : q0 + step]
-        valid = r >= 0
-        seg_of = np.where(valid, r >> SHIFT, -1)
-        rows = r & ROW_MASK
-        q64 = q[q0 : q0 + step].astype(np.float64)
-        block = out[q0 : q0 + step]
-        if valid.all() and (seg_of == seg_of[0, 0]).all():     # one segment, no padding: batched products
-            v = ctx.segments[int(seg_of[0, 0])].vectors[rows].astype(np.float64)     # (mb, kk, d)
-            dots = np.matmul(v, q64[:, :, None])[..., 0]
-            if ctx.metric == "l2sq":
-                block[:] = 2.0 * dots - np.einsum("ijk,ijk->ij", v, v) - np.einsum("ij,ij->i", q64, q64)[:, None]
-            else:
-                block[:] = dots
-            continue
-        for si in np.unique(seg_of[valid]):
-            qi, cj = np.nonzero(seg_of == si)
-            v = ctx.segments[int(si)].vectors[rows[qi, cj]].astype(np.float64)
-            if ctx.metric == "l2sq":
-                v -= q64[qi]
-                block[qi, cj] = -np.einsum("ij,ij->i", v, v)
-            else:
-                block[qi, cj] = np.einsum("ij,ij->i", v, q64[qi])
+    starts = range(0, m, step)
+    n = _rerank_threads(m, step)
+    if n == 1:
+        for q0 in starts:
+            _rerank_step(ctx, q, refs, out, q0, step)
+    else:
+        list(_pool(n).map(lambda q0: _rerank_step(ctx, q, refs, out, q0, step), starts))
     return out
+
+
+def _rerank_step(ctx: ScanContext, q: np.ndarray, refs: np.ndarray, out: np.ndarray, q0: int, step: int) -> None:
+    r = refs[q0 : q0 + step]
+    valid = r >= 0
+    seg_of = np.where(valid, r >> SHIFT, -1)
+    rows = r & ROW_MASK
+    q64 = q[q0 : q0 + step].astype(np.float64)
+    block = out[q0 : q0 + step]
+    if valid.all() and (seg_of == seg_of[0, 0]).all():     # one segment, no padding: batched products
+        v = ctx.segments[int(seg_of[0, 0])].vectors[rows].astype(np.float64)     # (mb, kk, d)
+        dots = np.matmul(v, q64[:, :, None])[..., 0]
+        if ctx.metric == "l2sq":
+            block[:] = 2.0 * dots - np.einsum("ijk,ijk->ij", v, v) - np.einsum("ij,ij->i", q64, q64)[:, None]
+        else:
+            block[:] = dots
+        return
+    for si in np.unique(seg_of[valid]):
+        qi, cj = np.nonzero(seg_of == si)
+        v = ctx.segments[int(si)].vectors[rows[qi, cj]].astype(np.float64)
+        if ctx.metric == "l2sq":
+            v -= q64[qi]
+            block[qi, cj] = -np.einsum("ij,ij->i", v, v)
+        else:
+            block[qi, cj] = np.einsum("ij,ij->i", v, q64[qi])
 
 
 def finish(segments, scores: np.ndarray, refs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
