@@ -449,3 +449,19 @@ def test_rerank_searches_use_a_statistical_margin(wordnet, monkeypatch):
     monkeypatch.setattr(_scan, "RERANK_MARGIN", None)
     want = index.search(q, 10, nprobe=4, rerank=4)
     assert (got.ids == want.ids).mean() >= 0.98
+
+
+def test_threaded_rerank_gives_the_same_scores(wordnet, monkeypatch):
+    from vqdb.index import _scan
+
+    x = np.ascontiguousarray(wordnet.base[:2000], dtype=np.float32)
+    q = np.ascontiguousarray(wordnet.queries[:40], dtype=np.float32)
+    index = vqdb.Index(x.shape[1], metric="l2sq", quantizer="turbo-4", ivf=8, store_vectors=True)
+    index.add(x)
+    monkeypatch.setattr(_scan, "_RERANK_FLOATS", 3 * 40 * x.shape[1])     # 3 queries per step: 14 steps
+    runs = []
+    for n in (1, 2):
+        monkeypatch.setattr(_scan, "_rerank_threads", lambda m, step, n=n: n)
+        runs.append(index.search(q, 10, nprobe=3, rerank=4))
+    np.testing.assert_array_equal(runs[0].ids, runs[1].ids)
+    np.testing.assert_array_equal(runs[0].scores, runs[1].scores)
