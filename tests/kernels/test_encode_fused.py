@@ -178,7 +178,7 @@ def test_concurrent_encodes_and_blas_limit_restored(monkeypatch):
     assert cm.can_pin_blas()
 
     def blas_threads():  # the libraries the encoders pin (those loaded when they first pinned: numpy's BLAS)
-        return [lib.get_num_threads() for lib in cm._blas_libs()]
+        return [lib.get_num_threads() for lib in cm._blas.blas_libs()]
 
     before = blas_threads()
     with use_backend("numba"):

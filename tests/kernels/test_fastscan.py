@@ -425,7 +425,7 @@ def test_probe_order_is_a_sorted_prefix():
 
 
 def test_blas_serial_restores_the_thread_counts():
-    libs = scanner._blas_libs()
+    libs = scanner._blas.blas_libs()
     before = [lib.get_num_threads() for lib in libs]
     with scanner.blas_serial(100):
         with scanner.blas_serial(100):

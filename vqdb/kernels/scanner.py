@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import get_ops
+from . import _blas, get_ops
 from . import reference_fastscan as rf
 
 MIN_ROWS = 2048             # smaller segments are scored by the quantizer directly (no layout)
@@ -98,53 +98,13 @@ def serial_if_small(sc: "FastScanner", m: int, n_scan: int):
     return _threads_for(STEP_NS * m * n_scan * max(sc.nsteps, 1) / 32 + LUT_NS * m * 2 * sc.nsteps)
 
 
-_BLAS = {"libs": None, "depth": 0, "saved": []}
-_BLAS_LOCK = threading.Lock()
 BLAS_SERIAL_MIN_QUERIES = 1    # single queries too: a threaded gemv wakes the workers (Fashion 1-query p50 8 ms -> 1 ms)
 
 
-def _blas_libs() -> list:
-    """threadpoolctl controllers of the loaded BLAS libraries (found once; [] without threadpoolctl)."""
-    if _BLAS["libs"] is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS["libs"] = list(ThreadpoolController().select(user_api="blas").lib_controllers)
-        except Exception:  # noqa: BLE001 - optional: no threadpoolctl, or a library it cannot drive
-            _BLAS["libs"] = []
-    return _BLAS["libs"]
-
-
-@contextlib.contextmanager
 def blas_serial(m: int):
-    """Run the query path's small BLAS products (rotation, centre terms, probe scores) on one thread.
-
-    A multi-threaded OpenBLAS call leaves its worker threads spinning for a while after it returns;
-    on a machine with as many cores as numba threads they then steal a core from the numba kernels
-    that follow (WordNet IVF nprobe 64, 2 threads: 2.1k QPS with BLAS at 2 threads, 4.5k at 1).
-    Nested and concurrent uses share one limit (the first entry saves the thread counts, the last exit
-    restores them).
-    """
-    libs = _blas_libs() if m >= BLAS_SERIAL_MIN_QUERIES else []
-    if not libs:
-        yield
-        return
-    with _BLAS_LOCK:
-        if _BLAS["depth"] == 0:
-            _BLAS["saved"] = [lib.get_num_threads() for lib in libs]
-            for lib, n in zip(libs, _BLAS["saved"]):
-                if n is not None and n > 1:
-                    lib.set_num_threads(1)
-        _BLAS["depth"] += 1
-    try:
-        yield
-    finally:
-        with _BLAS_LOCK:
-            _BLAS["depth"] -= 1
-            if _BLAS["depth"] == 0:
-                for lib, n in zip(libs, _BLAS["saved"]):
-                    if n is not None and n > 1:
-                        lib.set_num_threads(n)
+    """Context: the query path's small BLAS products (rotation, centre terms, probe scores) of a search of
+    ``m`` queries run on one thread (see :mod:`vqdb.kernels._blas` for why)."""
+    return _blas.one_thread() if m >= BLAS_SERIAL_MIN_QUERIES else contextlib.nullcontext()
 
 
 def _kernels():

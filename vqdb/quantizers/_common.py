@@ -3,7 +3,6 @@ row-tile runner of the encoders (BLAS pinned to one thread, tiles over the kerne
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import threading
@@ -13,6 +12,7 @@ import numpy as np
 
 from .._validation import as_float32_matrix
 from ..errors import InvalidInputError
+from ..kernels import _blas
 
 
 def check_dim(dim, minimum: int = 2) -> int:
@@ -79,67 +79,17 @@ def check_state(state, kind: str) -> tuple[dict, dict]:
     return dict(state["config"]), as_array_dict(state.get("arrays", {}))
 
 
-_BLAS = {"libs": None, "depth": 0, "saved": []}
-_BLAS_LOCK = threading.Lock()
-
-
-def _blas_libs() -> list:
-    """threadpoolctl controllers of the BLAS libraries loaded when first asked ([] without threadpoolctl)."""
-    if _BLAS["libs"] is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS["libs"] = list(ThreadpoolController().select(user_api="blas").lib_controllers)
-        except Exception:  # noqa: BLE001 - optional dependency, or a library it cannot drive
-            _BLAS["libs"] = []
-    return _BLAS["libs"]
-
-
 def can_pin_blas() -> bool:
     """True when :func:`blas_one_thread` really pins BLAS to one thread (threadpoolctl is installed)."""
-    with _BLAS_LOCK:
-        return bool(_blas_libs())
+    return _blas.can_pin()
 
 
-def _shared_pin():
-    """The query paths' BLAS pin (:func:`vqdb.kernels.scanner.blas_serial`), so that encodes and searches
-    running at once share one count of users (two separate counts would restore each other's limits)."""
-    try:
-        from ..kernels.scanner import blas_serial
-    except Exception:  # noqa: BLE001 - module absent or failing: use the local count
-        return None
-    return blas_serial(1 << 30)  # any "query count" at or above its threshold: always pin
-
-
-@contextlib.contextmanager
 def blas_one_thread():
-    """Run BLAS single-threaded inside the block (process-wide while any such block runs: nested and
-    concurrent blocks share one limit; the first entry saves the thread counts, the last exit restores
-    them). OpenBLAS's sgemm rounds differently with the thread count and the row count, so encoders that
-    must give the same bytes whatever the threads run fixed-size row tiles under this. No-op without
-    threadpoolctl. Shares its count with the search paths' pin when :mod:`vqdb.kernels.scanner` has one."""
-    shared = _shared_pin()
-    if shared is not None:
-        with shared:
-            yield
-        return
-    libs = _blas_libs()
-    with _BLAS_LOCK:
-        if _BLAS["depth"] == 0:
-            _BLAS["saved"] = [lib.get_num_threads() for lib in libs]
-            for lib, n in zip(libs, _BLAS["saved"]):
-                if n is not None and n > 1:
-                    lib.set_num_threads(1)
-        _BLAS["depth"] += 1
-    try:
-        yield
-    finally:
-        with _BLAS_LOCK:
-            _BLAS["depth"] -= 1
-            if _BLAS["depth"] == 0:
-                for lib, n in zip(libs, _BLAS["saved"]):
-                    if n is not None and n > 1:
-                        lib.set_num_threads(n)
+    """Context: BLAS single-threaded inside the block, process-wide, one count shared with the search
+    paths (:mod:`vqdb.kernels._blas`). OpenBLAS's sgemm rounds differently with the thread count and the
+    row count, so encoders that must give the same bytes whatever the threads run fixed-size row tiles
+    under this."""
+    return _blas.one_thread()
 
 
 ENCODE_TILE = 512  # rows per encode tile: one sgemm + one fused pass; 0.75 MB of float32 at d = 384 (512-4096: within 10%)
