@@ -33,21 +33,12 @@ import vqdb
 from vqdb import datasets
 from vqdb.testing import recall_at_k
 
-from .common import RESULTS_DIR, machine_info, machine_line
+from .common import RESULTS_DIR, best_time, machine_info, machine_line
 
 K = 10
 BATCH = 100
 ESTIMATE_N = 1_000_000_000
 ESTIMATE_DIM = 768
-
-
-def _best_time(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def measure(index, q: np.ndarray, gt: np.ndarray, repeat: int) -> dict:
@@ -58,10 +49,10 @@ def measure(index, q: np.ndarray, gt: np.ndarray, repeat: int) -> dict:
     def batches():
         return [index.search(q[i : i + BATCH], K) for i in range(0, q.shape[0], BATCH)]
 
-    t_batch = _best_time(batches, repeat)
+    t_batch = best_time(batches, repeat)
     ids = np.vstack([r.ids for r in batches()])
     n1 = min(100, q.shape[0])
-    t_one = _best_time(lambda: [index.search(q[i : i + 1], K) for i in range(n1)], repeat)
+    t_one = best_time(lambda: [index.search(q[i : i + 1], K) for i in range(n1)], repeat)
 
     def threaded():
         def work(rows):
@@ -73,7 +64,7 @@ def measure(index, q: np.ndarray, gt: np.ndarray, repeat: int) -> dict:
         for t in threads:
             t.join()
 
-    t_thr = _best_time(threaded, repeat)
+    t_thr = best_time(threaded, repeat)
     return {"qps_batch100": round(q.shape[0] / t_batch, 1), "qps_single": round(n1 / t_one, 1),
             "qps_single_8threads": round(n1 / t_thr, 1), "latency_single_ms": round(1000 * t_one / n1, 2),
             "recall@10": round(recall_at_k(ids, gt, K), 4)}

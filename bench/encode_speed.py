@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 from vqdb import datasets  # noqa: E402
 from vqdb.presets import make_quantizer  # noqa: E402
 
-from .common import RESULTS_DIR, machine_info, set_threads  # noqa: E402
+from .common import RESULTS_DIR, best_time, machine_info, set_threads  # noqa: E402
 
 VQDB = ("turbo-1", "turbo-2", "turbo-4", "turbo-pca-1", "turbo-pca-2", "turbo-pca-4", "turbo-hadamard-4", "turbo-prod-3", "qjl",
         "polar")
@@ -70,22 +70,13 @@ def load(quick: bool) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def _best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def time_vqdb(name: str, base: np.ndarray, repeat: int) -> dict:
     q = make_quantizer(name, base.shape[1])
     t = time.perf_counter()
     q.fit(base)
     fit_s = time.perf_counter() - t
     q.encode(base[:5000])  # warm-up: numba compile / cache load, encode thread pool start (several tiles)
-    enc_s = _best(lambda: q.encode(base), repeat)
+    enc_s = best_time(lambda: q.encode(base), repeat)
     n = base.shape[0]
     return {"method": name, "library": "vqdb", "bytes": q.code_size, "fit_s": fit_s, "encode_s": enc_s,
             "encode_vps": n / enc_s, "total_vps": n / (fit_s + enc_s), "rows_timed": n}

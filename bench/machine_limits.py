@@ -13,21 +13,12 @@ Each is the best of a few repetitions, at one thread and at ``threads``.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
+
+from .common import best_time
 
 N_FLOATS = 1 << 26          # 256 MiB of float32
 GEMM_N = 2048
-
-
-def _best(fn, reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _kernels():
@@ -69,11 +60,11 @@ def measure(threads: int, reps: int = 4) -> dict:
         for t in sorted({1, threads}):
             numba.set_num_threads(t)
             with threadpool_limits(limits=t):
-                read = nbytes / _best(lambda: psum(a), reps) / 1e9
-                copy = 2 * nbytes / _best(lambda: np.copyto(b, a), reps) / 1e9
-                tri = 3 * nbytes / _best(lambda: triad(a, b, c, np.float32(0.5)), reps) / 1e9
+                read = nbytes / best_time(lambda: psum(a), reps) / 1e9
+                copy = 2 * nbytes / best_time(lambda: np.copyto(b, a), reps) / 1e9
+                tri = 3 * nbytes / best_time(lambda: triad(a, b, c, np.float32(0.5)), reps) / 1e9
                 x @ y
-                gemm = 2 * GEMM_N**3 / _best(lambda: x @ y, max(2, reps - 1)) / 1e9
+                gemm = 2 * GEMM_N**3 / best_time(lambda: x @ y, max(2, reps - 1)) / 1e9
             out[str(t)] = {"read_GBps": round(read, 2), "copy_GBps": round(copy, 2), "triad_GBps": round(tri, 2),
                            "sgemm_GFLOPs": round(gemm, 1)}
     finally:
