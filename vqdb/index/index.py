@@ -778,6 +778,35 @@ class Index(_Persistence):
             self._defaults = params
             if self._path is not None:
                 self._write_manifest(self._manifest_with())
+
+    def tune(self, queries, k: int = 10, *, target_recall: float = 0.95, truth=None) -> dict:
+        """Choose the default ``nprobe`` and re-rank from measurements, and persist them.
+
+        Sweeps nprobe = 1, 2, 4, ... nlist (IVF) for re-rank off and, with stored vectors, 2x / 4x / 8x;
+        keeps the fastest setting whose recall@k on ``queries`` reaches ``target_recall`` (else the most
+        accurate) and makes it the index's default (:meth:`set_default_params`).
+
+        Parameters
+        ----------
+        queries : array-like of shape (m, d)
+            Sample queries like the real ones (a few hundred are enough).
+        k : int
+        target_recall : float in (0, 1]
+        truth : array-like of shape (m, >= k), int, optional
+            Exact neighbour ids of ``queries``; by default computed by an exact search (every list,
+            every candidate re-scored from the stored vectors; without stored vectors, the full scan
+            of the codes, so recall is then relative to it).
+
+        Returns
+        -------
+        dict
+            ``chosen`` (nprobe, rerank, recall, qps), ``reached`` (bool), ``settings`` (every row measured).
+        """
+        from ._tune import tune
+
+        return tune(self, queries, k=check_k(k), target_recall=target_recall, truth=truth)
+
+
 def open_index(path, *, read_only: bool = False) -> Index:
     """Open an index directory (``vqdb.open``). See :meth:`Index.open`."""
     return Index.open(path, read_only=read_only)
