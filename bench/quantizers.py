@@ -156,7 +156,7 @@ def _write(result: dict, out_dir: str, t0: float, final: bool) -> None:
     rows = result["rows"]
     result["complete"] = final
     result["summary"] = summarize(rows)
-    result["plots"] = plot(rows, out_dir) if rows and final else []
+    result["plots"] = [os.path.basename(p) for p in plot(rows, out_dir)] if rows and final else []  # no machine paths
     result["wall_s"] = time.perf_counter() - t0
     write_json(os.path.join(out_dir, "quantizers.json"), result)
     with open(os.path.join(out_dir, "quantizers.md"), "w", encoding="utf-8") as f:

@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             result["ivf_best"] = best_at_target(result["rows"], threads)
             result["wall_s"] = time.perf_counter() - t0
             write_json(os.path.join(out_dir, "search_speed.json"), result)
-    result["plots"] = plot(result["rows"], threads, out_dir)
+    result["plots"] = [os.path.basename(p) for p in plot(result["rows"], threads, out_dir)]  # no machine paths
     result["wall_s"] = time.perf_counter() - t0
     write_json(os.path.join(out_dir, "search_speed.json"), result)
     with open(os.path.join(out_dir, "search_speed.md"), "w", encoding="utf-8") as f:
