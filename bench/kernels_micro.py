@@ -176,6 +176,17 @@ def run_flat(name, metric, base, queries, gt, presets, threads, reps, n_lat) -> 
 
 
 # ---- calibration of the path thresholds ---------------------------------------------------------------
+def _best_paths(sc, lay, prep, paths, reps: int) -> dict:
+    """{path: best single-thread CPU seconds of ``reps`` top-k scans of ``lay`` by that path}."""
+    best = {}
+    for path in paths:
+        tm = Timer(1)
+        for _ in range(reps):
+            tm.run(lambda path=path: sc.topk(lay, prep, K, path=path))
+        best[path] = tm.best
+    return best
+
+
 def calibrate(name, base, queries, threads) -> dict:
     """Smallest batch size at which the BLAS path beats the fast-scan path, per bit width."""
     import vqdb
@@ -192,13 +203,7 @@ def calibrate(name, base, queries, threads) -> dict:
         with threads_ctx(1):
             for m in (16, 64, 256, 1024):
                 q = queries[:m] if m <= queries.shape[0] else np.tile(queries, (m // queries.shape[0] + 1, 1))[:m]
-                prep = sc.prepare(q)
-                best = {}
-                for path in ("fastscan", "blas"):
-                    tm = Timer(1)
-                    for _ in range(2):
-                        tm.run(lambda path=path: sc.topk(lay, prep, K, path=path))
-                    best[path] = tm.best
+                best = _best_paths(sc, lay, sc.prepare(q), ("fastscan", "blas"), 2)
                 log(f"  calibrate turbo-{bits} m={m}: " + json.dumps({k: round(v, 4) for k, v in best.items()}))
                 if best["blas"] < best["fastscan"]:
                     found = m
@@ -208,13 +213,7 @@ def calibrate(name, base, queries, threads) -> dict:
             with threads_ctx(1):
                 faster = {}
                 for m in (1, 64):
-                    prep = sc.prepare(queries[:m])
-                    best = {}
-                    for path in ("fastscan", "popcount"):
-                        tm = Timer(1)
-                        for _ in range(3):
-                            tm.run(lambda path=path: sc.topk(lay, prep, K, path=path))
-                        best[path] = tm.best
+                    best = _best_paths(sc, lay, sc.prepare(queries[:m]), ("fastscan", "popcount"), 3)
                     faster[m] = best["popcount"] < best["fastscan"]
                     log(f"  calibrate turbo-1 popcount m={m}: " + json.dumps({k: round(v, 4) for k, v in best.items()}))
             pop = next((m for m, f in faster.items() if f), None)

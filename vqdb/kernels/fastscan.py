@@ -326,6 +326,28 @@ def _heap_push(heap, x):
 
 
 @njit(cache=_CACHE, nogil=True)
+def _heap_push_pair(hs, hp, x, pos):
+    """:func:`_heap_push` carrying a position: keep (x, pos) if x beats the root hs[0] (NaN never does)."""
+    if not x > hs[0]:
+        return
+    n = hs.shape[0]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and hs[c + 1] < hs[c]:
+            c += 1
+        if hs[c] >= x:
+            break
+        hs[i] = hs[c]
+        hp[i] = hp[c]
+        i = c
+    hs[i] = x
+    hp[i] = pos
+
+
+@njit(cache=_CACHE, nogil=True)
 def _emit_block(est, bnd, e0, q, blk, alpha, qconst, cterm, block_list, beta, bmag, heap, thr, out, cand_pos, cand_ub,
                 ubuf, lbuf):
     """Bounds of the 32 vectors of block ``blk`` for query q from est/bnd[e0 : e0 + 32]: push lower
@@ -1175,30 +1197,13 @@ def tile_topk(scores, alpha, qconst, cterm, block_list, beta, pos0, heaps_s, hea
     """Merge a (m, rows) tile of float scores (ip estimates without the centre term) into per-query
     running top-k min-heaps (heaps_s (m, k) float32, heaps_p (m, k) int64; start at -inf / -1)."""
     m, rows = scores.shape
-    k = heaps_s.shape[1]
     for i in prange(m):
         hs = heaps_s[i]
         hp = heaps_p[i]
         for r in range(rows):
             pos = pos0 + r
             s = np.float32(alpha * (cterm[i, block_list[pos >> 5] + 1] + scores[i, r]) + beta[pos] + qconst[i])
-            if s > hs[0]:
-                # sift down with the paired positions
-                n = k
-                j = 0
-                while True:
-                    c = 2 * j + 1
-                    if c >= n:
-                        break
-                    if c + 1 < n and hs[c + 1] < hs[c]:
-                        c += 1
-                    if hs[c] >= s:
-                        break
-                    hs[j] = hs[c]
-                    hp[j] = hp[c]
-                    j = c
-                hs[j] = s
-                hp[j] = pos
+            _heap_push_pair(hs, hp, s, pos)
 
 
 # ------------------------------------------------------------------------------------------------
