@@ -232,7 +232,7 @@ def _fast_flat(ctx: ScanContext, q: np.ndarray, top: TopK) -> bool:
     from ..kernels import scanner
 
     n_scan = sum(seg.n for seg in ctx.segments)
-    with scanner.blas_serial(q.shape[0]), scanner.serial_if_small(fs, q.shape[0], n_scan):
+    with scanner.serial_if_small(fs, q.shape[0], n_scan):       # BLAS is pinned by Index.search around every scan
         prep = fs.prepare(q, metric=ctx.metric, cterm=ctx.centre_terms(q), margin=ctx.margin)
         for si, seg in enumerate(ctx.segments):
             s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si])
@@ -263,7 +263,7 @@ def _fast_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, need: int
     from ..kernels import scanner
 
     n_scan = sum(seg.n for seg in ctx.segments) * min(1.0, nprobe / max(1, ctx.coarse.nlist))
-    with scanner.blas_serial(q.shape[0]), scanner.serial_if_small(fs, q.shape[0], int(n_scan)):
+    with scanner.serial_if_small(fs, q.shape[0], int(n_scan)):
         _fast_ivf_scan(ctx, fs, q, top, nprobe, need)
     return True
 
