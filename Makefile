@@ -14,7 +14,11 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-test: install
+lint: install
+	$(BIN)/ruff check vqdb tests bench scripts
+	$(BIN)/ruff format --check vqdb tests bench scripts
+
+test: lint
 	$(BIN)/python -m pytest -q -x --durations=15
 
 serve: install
@@ -23,4 +27,4 @@ serve: install
 bench: install
 	$(BIN)/python -m bench.quantizers
 
-.PHONY: install test serve bench
+.PHONY: install lint test serve bench

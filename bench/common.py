@@ -63,8 +63,13 @@ def _cpu_model() -> str:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -85,10 +90,18 @@ def machine_info(threads: int) -> dict:
     except (ValueError, OSError, AttributeError):
         pass
     return {
-        "cpu": _cpu_model(), "cores": os.cpu_count(), "simd": simd, "memory_gib": mem_gb,
-        "threads": threads, "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "python": sys.version.split()[0], "numpy": np.__version__, "numba": _version("numba"),
-        "faiss": _version("faiss"), "rabitqlib": _rabitqlib_version(), "git_commit": _git_commit(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "simd": simd,
+        "memory_gib": mem_gb,
+        "threads": threads,
+        "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "numba": _version("numba"),
+        "faiss": _version("faiss"),
+        "rabitqlib": _rabitqlib_version(),
+        "git_commit": _git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 
@@ -103,19 +116,21 @@ def _rabitqlib_version() -> str | None:
 
 
 def machine_line(info: dict) -> str:
-    return (f"{info['cpu']}, {info['cores']} cores ({'/'.join(info['simd']) or 'no AVX2'}), "
-            f"{info['memory_gib']} GiB; {info['threads']} threads for numba/FAISS/rabitqlib; "
-            f"load average at start {', '.join(f'{x:.1f}' for x in info['loadavg_at_start'] or [])}; "
-            f"numpy {info['numpy']}, numba {info['numba']}, faiss {info['faiss']}, rabitqlib {info['rabitqlib']}, "
-            f"vqdb commit {info['git_commit']}")
+    return (
+        f"{info['cpu']}, {info['cores']} cores ({'/'.join(info['simd']) or 'no AVX2'}), "
+        f"{info['memory_gib']} GiB; {info['threads']} threads for numba/FAISS/rabitqlib; "
+        f"load average at start {', '.join(f'{x:.1f}' for x in info['loadavg_at_start'] or [])}; "
+        f"numpy {info['numpy']}, numba {info['numba']}, faiss {info['faiss']}, rabitqlib {info['rabitqlib']}, "
+        f"vqdb commit {info['git_commit']}"
+    )
 
 
 # ---- data ---------------------------------------------------------------------------------------
 @dataclass
 class QuerySet:
     name: str
-    queries: np.ndarray      # (m, d) float32
-    gt: np.ndarray           # (m, >=100) int64 exact neighbours, best first
+    queries: np.ndarray  # (m, d) float32
+    gt: np.ndarray  # (m, >=100) int64 exact neighbours, best first
 
 
 @dataclass
@@ -123,8 +138,8 @@ class BenchSet:
     """One base (built once per method) with one or more query sets searched against it."""
 
     name: str
-    metric: str              # "ip" (vectors unit norm: cosine) or "l2sq"
-    base: np.ndarray         # (n, d) float32
+    metric: str  # "ip" (vectors unit norm: cosine) or "l2sq"
+    base: np.ndarray  # (n, d) float32
     query_sets: list[QuerySet] = field(default_factory=list)
 
     @property
@@ -132,7 +147,9 @@ class BenchSet:
         return int(self.base.shape[1])
 
 
-def exact_topk(base: np.ndarray, queries: np.ndarray, k: int, metric: str = "ip", extra: int = 64) -> np.ndarray:
+def exact_topk(
+    base: np.ndarray, queries: np.ndarray, k: int, metric: str = "ip", extra: int = 64
+) -> np.ndarray:
     """(m, k) int64 exact neighbours, best first, ties to the lower id: float32 candidates (k + extra),
     re-scored in float64 (the method of ``../shared/data/scripts/ground_truth.py``)."""
     k = min(k, base.shape[0])
@@ -141,7 +158,7 @@ def exact_topk(base: np.ndarray, queries: np.ndarray, k: int, metric: str = "ip"
     sq = (b32.astype(np.float64) ** 2).sum(1) if metric == "l2sq" else None
     out = np.empty((queries.shape[0], k), dtype=np.int64)
     for s0 in range(0, queries.shape[0], 64):
-        q = np.ascontiguousarray(queries[s0:s0 + 64], dtype=np.float32)
+        q = np.ascontiguousarray(queries[s0 : s0 + 64], dtype=np.float32)
         s = q @ b32.T
         if sq is not None:
             s = 2 * s - sq[None, :].astype(np.float32)
@@ -150,7 +167,7 @@ def exact_topk(base: np.ndarray, queries: np.ndarray, k: int, metric: str = "ip"
         if sq is not None:
             exact = 2 * exact - sq[part]
         order = np.lexsort((part, -exact), axis=1)[:, :k]
-        out[s0:s0 + 64] = np.take_along_axis(part, order, axis=1)
+        out[s0 : s0 + 64] = np.take_along_axis(part, order, axis=1)
     return out
 
 
@@ -196,7 +213,9 @@ def _fashion(metric: str, raw: dict) -> BenchSet | None:
         raw["queries"] = _load("fashion-mnist-784", "queries_dev.u8.npy", np.float32)
         raw["gt"] = _load("fashion-mnist-784", "gt_dev.ids.npy", np.int64)
     if metric == "l2sq":
-        return BenchSet("fashion-mnist-784-l2sq", "l2sq", raw["base"], [QuerySet("dev", raw["queries"], raw["gt"])])
+        return BenchSet(
+            "fashion-mnist-784-l2sq", "l2sq", raw["base"], [QuerySet("dev", raw["queries"], raw["gt"])]
+        )
     base = raw["base"] / np.linalg.norm(raw["base"], axis=1, keepdims=True)
     q = raw["queries"] / np.linalg.norm(raw["queries"], axis=1, keepdims=True)
     return BenchSet("fashion-mnist-784-cos", "ip", base, [QuerySet("dev", q, None)])
@@ -217,8 +236,12 @@ def load_sets(quick: bool = False, only: list[str] | None = None) -> list[BenchS
     def want(name: str) -> bool:
         return only is None or any(o in name for o in only)
 
-    sizes = {"wordnet-minilm384": 20000, "fashion-mnist-784-cos": 10000, "fashion-mnist-784-l2sq": 10000,
-             "wordnet-mpnet768": 5000}
+    sizes = {
+        "wordnet-minilm384": 20000,
+        "fashion-mnist-784-cos": 10000,
+        "fashion-mnist-784-l2sq": 10000,
+        "wordnet-mpnet768": 5000,
+    }
     sets: list[BenchSet] = []
     raw: dict = {}
     for name in sizes:

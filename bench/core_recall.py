@@ -20,8 +20,10 @@ from vqdb import datasets
 from vqdb.kernels import get_ops
 from vqdb.testing import recall_at_k
 
-DEFAULT = ("turbo-pca-1,turbo-pca-2,turbo-pca-3,turbo-pca-4,turbo-1,turbo-2,turbo-2.5,turbo-3,turbo-3.5,turbo-4,"
-           "turbo-mse-2,turbo-mse-4,turbo-prod-3,qjl,polar")
+DEFAULT = (
+    "turbo-pca-1,turbo-pca-2,turbo-pca-3,turbo-pca-4,turbo-1,turbo-2,turbo-2.5,turbo-3,turbo-3.5,turbo-4,"
+    "turbo-mse-2,turbo-mse-4,turbo-prod-3,qjl,polar"
+)
 
 
 def _load(name: str):

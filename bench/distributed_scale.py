@@ -43,7 +43,7 @@ ESTIMATE_DIM = 768
 
 def measure(index, q: np.ndarray, gt: np.ndarray, repeat: int) -> dict:
     """QPS (batch of BATCH, one query at a time, one query at a time from 8 threads) and recall@10."""
-    index.search(q[:BATCH], K)                                  # warm-up
+    index.search(q[:BATCH], K)  # warm-up
     index.search(q[:1], K)
 
     def batches():
@@ -58,6 +58,7 @@ def measure(index, q: np.ndarray, gt: np.ndarray, repeat: int) -> dict:
         def work(rows):
             for i in rows:
                 index.search(q[i : i + 1], K)
+
         threads = [threading.Thread(target=work, args=(range(j, n1, 8),)) for j in range(8)]
         for t in threads:
             t.start()
@@ -65,9 +66,13 @@ def measure(index, q: np.ndarray, gt: np.ndarray, repeat: int) -> dict:
             t.join()
 
     t_thr = best_time(threaded, repeat)
-    return {"qps_batch100": round(q.shape[0] / t_batch, 1), "qps_single": round(n1 / t_one, 1),
-            "qps_single_8threads": round(n1 / t_thr, 1), "latency_single_ms": round(1000 * t_one / n1, 2),
-            "recall@10": round(recall_at_k(ids, gt, K), 4)}
+    return {
+        "qps_batch100": round(q.shape[0] / t_batch, 1),
+        "qps_single": round(n1 / t_one, 1),
+        "qps_single_8threads": round(n1 / t_thr, 1),
+        "latency_single_ms": round(1000 * t_one / n1, 2),
+        "recall@10": round(recall_at_k(ids, gt, K), 4),
+    }
 
 
 def shard_scan_rate(ray, actor, q: np.ndarray, rows: int, repeat: int) -> dict:
@@ -79,8 +84,13 @@ def shard_scan_rate(ray, actor, q: np.ndarray, rows: int, repeat: int) -> dict:
     runs = [ray.get(actor.timed_search.remote(qref, K, {})) for _ in range(repeat)]
     wall = min(r["wall_s"] for r in runs)
     cpu = min(r["cpu_s"] for r in runs)
-    return {"rows": rows, "wall_s_per_batch100": round(wall, 5), "cpu_s_per_batch100": round(cpu, 5),
-            "scores_per_s": round(rows * BATCH / wall), "scores_per_cpu_s": round(rows * BATCH / cpu)}
+    return {
+        "rows": rows,
+        "wall_s_per_batch100": round(wall, 5),
+        "cpu_s_per_batch100": round(cpu, 5),
+        "scores_per_s": round(rows * BATCH / wall),
+        "scores_per_cpu_s": round(rows * BATCH / cpu),
+    }
 
 
 def local_scan_rate(index, q: np.ndarray, repeat: int) -> dict:
@@ -93,32 +103,45 @@ def local_scan_rate(index, q: np.ndarray, repeat: int) -> dict:
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     n = len(index)
-    return {"rows": n, "wall_s_per_batch100": round(min(walls), 5), "cpu_s_per_batch100": round(min(cpus), 5),
-            "scores_per_s": round(n * BATCH / min(walls)), "scores_per_cpu_s": round(n * BATCH / min(cpus))}
+    return {
+        "rows": n,
+        "wall_s_per_batch100": round(min(walls), 5),
+        "cpu_s_per_batch100": round(min(cpus), 5),
+        "scores_per_s": round(n * BATCH / min(walls)),
+        "scores_per_cpu_s": round(n * BATCH / min(cpus)),
+    }
 
 
 def run_sharded(ray, base, q, gt, n_shards, quantizer, repeat) -> dict:
     from vqdb.distributed import ShardedIndex
 
     t0 = time.perf_counter()
-    index = ShardedIndex(base.shape[1], n_shards, metric="cos", quantizer=quantizer, actor_options={"num_cpus": 0})
+    index = ShardedIndex(
+        base.shape[1], n_shards, metric="cos", quantizer=quantizer, actor_options={"num_cpus": 0}
+    )
     t_start = time.perf_counter() - t0
     t0 = time.perf_counter()
     for i in range(0, base.shape[0], 50_000):
         index.add(base[i : i + 50_000])
     t_add = time.perf_counter() - t0
-    row = {"n_shards": n_shards, "actors_start_s": round(t_start, 2), "add_vectors_per_s": round(base.shape[0] / t_add)}
+    row = {
+        "n_shards": n_shards,
+        "actors_start_s": round(t_start, 2),
+        "add_vectors_per_s": round(base.shape[0] / t_add),
+    }
     row.update(measure(index, q, gt, repeat))
     st = index.stats()
     row["bytes_per_vector"] = st["bytes_per_vector"]["total"]
     row["shard_sizes"] = st["shard_sizes"]
-    row["shards"] = [shard_scan_rate(ray, index.actor(s), q, st["shard_sizes"][s], repeat) for s in range(n_shards)]
+    row["shards"] = [
+        shard_scan_rate(ray, index.actor(s), q, st["shard_sizes"][s], repeat) for s in range(n_shards)
+    ]
     index.close()
     return row
 
 
 def run_local(base, q, gt, quantizer, repeat) -> dict:
-    warm = vqdb.Index(base.shape[1], metric="cos", quantizer=quantizer)   # compile / load the kernels first
+    warm = vqdb.Index(base.shape[1], metric="cos", quantizer=quantizer)  # compile / load the kernels first
     warm.add(base[:512])
     warm.search(q[:BATCH], K)
     index = vqdb.Index(base.shape[1], metric="cos", quantizer=quantizer)
@@ -146,14 +169,20 @@ def estimate(rate_by_preset: dict[str, dict], dim: int, cores_per_node: int = 32
         rate768 = m["scores_per_cpu_s"] * dim / ESTIMATE_DIM
         for nodes in (8, 16, 32):
             per_node = ESTIMATE_N / nodes
-            out.append({
-                "preset": preset, "bits": m["bits"], "nodes": nodes, "cores_per_node": cores_per_node,
-                "code_size_768": cs768, "bytes_per_vector": per_vec,
-                "memory_per_node_gib": round(per_node * per_vec / 2**30, 1),
-                "vectors_per_node_millions": round(per_node / 1e6, 1),
-                "flat_qps_batch": round(rate768 * cores_per_node / per_node, 2),
-                "ivf_qps_batch_1pct": round(rate768 * cores_per_node / (0.01 * per_node), 1),
-            })
+            out.append(
+                {
+                    "preset": preset,
+                    "bits": m["bits"],
+                    "nodes": nodes,
+                    "cores_per_node": cores_per_node,
+                    "code_size_768": cs768,
+                    "bytes_per_vector": per_vec,
+                    "memory_per_node_gib": round(per_node * per_vec / 2**30, 1),
+                    "vectors_per_node_millions": round(per_node / 1e6, 1),
+                    "flat_qps_batch": round(rate768 * cores_per_node / per_node, 2),
+                    "ivf_qps_batch_1pct": round(rate768 * cores_per_node / (0.01 * per_node), 1),
+                }
+            )
     return out
 
 
@@ -188,13 +217,29 @@ def main(argv=None) -> int:
             r = run_sharded(ray, base, q, gt, 1, preset, args.repeat)
         shard = r["shards"][0]
         cs = vqdb.make_quantizer(preset, base.shape[1]).code_size
-        rates[preset] = {"bits": int(preset.split("-")[1]), "code_size": cs, "rows": shard["rows"],
-                         "scores_per_s_per_shard": shard["scores_per_s"], "scores_per_cpu_s": shard["scores_per_cpu_s"],
-                         "bytes_per_vector_measured": r["bytes_per_vector"]}
+        rates[preset] = {
+            "bits": int(preset.split("-")[1]),
+            "code_size": cs,
+            "rows": shard["rows"],
+            "scores_per_s_per_shard": shard["scores_per_s"],
+            "scores_per_cpu_s": shard["scores_per_cpu_s"],
+            "bytes_per_vector_measured": r["bytes_per_vector"],
+        }
     ray.shutdown()
-    result = {"dataset": ds.name, "n": int(base.shape[0]), "dim": int(base.shape[1]), "queries": int(q.shape[0]),
-              "k": K, "quantizer": args.quantizer, "command": "python -m bench.distributed_scale " + " ".join(argv or sys.argv[1:]),
-              "machine": info, "ray": ray.__version__, "rows": rows, "shard_rates": rates, "estimate": estimate(rates, int(base.shape[1]))}
+    result = {
+        "dataset": ds.name,
+        "n": int(base.shape[0]),
+        "dim": int(base.shape[1]),
+        "queries": int(q.shape[0]),
+        "k": K,
+        "quantizer": args.quantizer,
+        "command": "python -m bench.distributed_scale " + " ".join(argv or sys.argv[1:]),
+        "machine": info,
+        "ray": ray.__version__,
+        "rows": rows,
+        "shard_rates": rates,
+        "estimate": estimate(rates, int(base.shape[1])),
+    }
     os.makedirs(RESULTS_DIR, exist_ok=True)
     with open(os.path.join(RESULTS_DIR, "distributed_scale.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
@@ -205,34 +250,60 @@ def main(argv=None) -> int:
 
 
 def render(r: dict) -> str:
-    lines = [f"# ShardedIndex search throughput ({r['dataset']}, n = {r['n']:,}, d = {r['dim']}, {r['quantizer']}, k = {r['k']})",
-             "", f"Command: `{r['command'].strip()}`  ", f"Machine: {machine_line(r['machine'])}; Ray {r['ray']}.", "",
-             "| shards | QPS, batches of 100 | QPS, 1 query at a time | QPS, 1 query x 8 threads | latency 1 query (ms) | recall@10 | bytes/vector | add (vectors/s) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# ShardedIndex search throughput ({r['dataset']}, n = {r['n']:,}, d = {r['dim']}, {r['quantizer']}, k = {r['k']})",
+        "",
+        f"Command: `{r['command'].strip()}`  ",
+        f"Machine: {machine_line(r['machine'])}; Ray {r['ray']}.",
+        "",
+        "| shards | QPS, batches of 100 | QPS, 1 query at a time | QPS, 1 query x 8 threads | latency 1 query (ms) | recall@10 | bytes/vector | add (vectors/s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in r["rows"]:
         name = "in-process Index (no Ray)" if row["n_shards"] == 0 else str(row["n_shards"])
-        lines.append(f"| {name} | {row['qps_batch100']:,} | {row['qps_single']:,} | {row['qps_single_8threads']:,} | "
-                     f"{row['latency_single_ms']} | {row['recall@10']} | {row['bytes_per_vector']} | {row['add_vectors_per_s']:,} |")
-    lines += ["", "Scan rate per shard, inside the actor (one call of 100 queries, no Ray round trip or merge), in "
-              "(code, query) scores per wall second and per CPU second of the shard's process:", "",
-              "| shards | rows per shard | scores / wall s | scores / CPU s |", "|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {row['qps_batch100']:,} | {row['qps_single']:,} | {row['qps_single_8threads']:,} | "
+            f"{row['latency_single_ms']} | {row['recall@10']} | {row['bytes_per_vector']} | {row['add_vectors_per_s']:,} |"
+        )
+    lines += [
+        "",
+        "Scan rate per shard, inside the actor (one call of 100 queries, no Ray round trip or merge), in "
+        "(code, query) scores per wall second and per CPU second of the shard's process:",
+        "",
+        "| shards | rows per shard | scores / wall s | scores / CPU s |",
+        "|---|---|---|---|",
+    ]
     for row in r["rows"]:
         name = "in-process Index" if row["n_shards"] == 0 else str(row["n_shards"])
         walls = ", ".join(f"{s['scores_per_s']:,}" for s in row["shards"])
         cpus = ", ".join(f"{s['scores_per_cpu_s']:,}" for s in row["shards"])
         lines.append(f"| {name} | {', '.join(str(s['rows']) for s in row['shards'])} | {walls} | {cpus} |")
-    lines += ["", "Scan rates used for the estimate (1 shard over the whole set):", "",
-              "| preset | bits | code bytes (d=384) | scores / wall s | scores / CPU s | measured bytes/vector |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Scan rates used for the estimate (1 shard over the whole set):",
+        "",
+        "| preset | bits | code bytes (d=384) | scores / wall s | scores / CPU s | measured bytes/vector |",
+        "|---|---|---|---|---|---|",
+    ]
     for preset, m in r["shard_rates"].items():
-        lines.append(f"| {preset} | {m['bits']} | {m['code_size']} | {m['scores_per_s_per_shard']:,} | "
-                     f"{m['scores_per_cpu_s']:,} | {m['bytes_per_vector_measured']} |")
-    lines += ["", "## Estimate: 1 billion 768-d vectors", "", ESTIMATE_TEXT.strip(), "",
-              "| preset | nodes | vectors per node | bytes/vector | memory per node (GiB) | flat-scan QPS (batched) | IVF QPS at 1% scanned (batched) |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {preset} | {m['bits']} | {m['code_size']} | {m['scores_per_s_per_shard']:,} | "
+            f"{m['scores_per_cpu_s']:,} | {m['bytes_per_vector_measured']} |"
+        )
+    lines += [
+        "",
+        "## Estimate: 1 billion 768-d vectors",
+        "",
+        ESTIMATE_TEXT.strip(),
+        "",
+        "| preset | nodes | vectors per node | bytes/vector | memory per node (GiB) | flat-scan QPS (batched) | IVF QPS at 1% scanned (batched) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for e in r["estimate"]:
-        lines.append(f"| {e['preset']} ({e['bits']} bits) | {e['nodes']} | {e['vectors_per_node_millions']}M | {e['bytes_per_vector']} | "
-                     f"{e['memory_per_node_gib']} | {e['flat_qps_batch']} | {e['ivf_qps_batch_1pct']} |")
+        lines.append(
+            f"| {e['preset']} ({e['bits']} bits) | {e['nodes']} | {e['vectors_per_node_millions']}M | {e['bytes_per_vector']} | "
+            f"{e['memory_per_node_gib']} | {e['flat_qps_batch']} | {e['ivf_qps_batch_1pct']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bench.quantizers: spinning OpenMP threads collapse on a busy machine
+os.environ.setdefault(
+    "OMP_WAIT_POLICY", "PASSIVE"
+)  # as bench.quantizers: spinning OpenMP threads collapse on a busy machine
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -45,8 +47,18 @@ from vqdb.presets import make_quantizer  # noqa: E402
 
 from .common import RESULTS_DIR, best_time, machine_info, set_threads  # noqa: E402
 
-VQDB = ("turbo-1", "turbo-2", "turbo-4", "turbo-pca-1", "turbo-pca-2", "turbo-pca-4", "turbo-hadamard-4", "turbo-prod-3", "qjl",
-        "polar")
+VQDB = (
+    "turbo-1",
+    "turbo-2",
+    "turbo-4",
+    "turbo-pca-1",
+    "turbo-pca-2",
+    "turbo-pca-4",
+    "turbo-hadamard-4",
+    "turbo-prod-3",
+    "qjl",
+    "polar",
+)
 
 
 def log(msg: str) -> None:
@@ -78,8 +90,16 @@ def time_vqdb(name: str, base: np.ndarray, repeat: int) -> dict:
     q.encode(base[:5000])  # warm-up: numba compile / cache load, encode thread pool start (several tiles)
     enc_s = best_time(lambda: q.encode(base), repeat)
     n = base.shape[0]
-    return {"method": name, "library": "vqdb", "bytes": q.code_size, "fit_s": fit_s, "encode_s": enc_s,
-            "encode_vps": n / enc_s, "total_vps": n / (fit_s + enc_s), "rows_timed": n}
+    return {
+        "method": name,
+        "library": "vqdb",
+        "bytes": q.code_size,
+        "fit_s": fit_s,
+        "encode_s": enc_s,
+        "encode_vps": n / enc_s,
+        "total_vps": n / (fit_s + enc_s),
+        "rows_timed": n,
+    }
 
 
 def faiss_specs(d: int) -> list[tuple[str, object, bool, str]]:
@@ -93,6 +113,7 @@ def faiss_specs(d: int) -> list[tuple[str, object, bool, str]]:
             ix = faiss.IndexRaBitQ(dd, faiss.METRIC_INNER_PRODUCT, b)
             ix.qb = 8
             return _rotated(ix, dd)
+
         return make
 
     ip = faiss.METRIC_INNER_PRODUCT
@@ -103,7 +124,13 @@ def faiss_specs(d: int) -> list[tuple[str, object, bool, str]]:
     if d % 8 == 0:
         specs.append((f"faiss-PQ{d // 8}x8", lambda dd: _pq_params(faiss.IndexPQ(dd, dd // 8, 8, ip)), True))
     if d % 4 == 0:
-        specs.append((f"faiss-PQFastScan{d // 4}x4", lambda dd: _pq_params(faiss.IndexPQFastScan(dd, dd // 4, 4, ip)), False))
+        specs.append(
+            (
+                f"faiss-PQFastScan{d // 4}x4",
+                lambda dd: _pq_params(faiss.IndexPQFastScan(dd, dd // 4, 4, ip)),
+                False,
+            )
+        )
     specs += [("faiss-RR+RaBitQ1", rabitq(1), False), ("faiss-RR+RaBitQ4", rabitq(4), True)]
     return specs
 
@@ -120,8 +147,16 @@ def time_faiss(name: str, make, slow: bool, base: np.ndarray, max_add: int) -> d
     n = base.shape[0]
     enc_vps = rows.shape[0] / add_s
     code = index.sa_code_size() if hasattr(index, "sa_code_size") else None
-    return {"method": name, "library": "faiss", "bytes": code, "fit_s": train_s, "encode_s": n / enc_vps,
-            "encode_vps": enc_vps, "total_vps": n / (train_s + n / enc_vps), "rows_timed": int(rows.shape[0])}
+    return {
+        "method": name,
+        "library": "faiss",
+        "bytes": code,
+        "fit_s": train_s,
+        "encode_s": n / enc_vps,
+        "encode_vps": enc_vps,
+        "total_vps": n / (train_s + n / enc_vps),
+        "rows_timed": int(rows.shape[0]),
+    }
 
 
 def time_index(mode: str, base: np.ndarray) -> dict:
@@ -141,8 +176,16 @@ def time_index(mode: str, base: np.ndarray) -> dict:
     ix.add(rows)
     add_s = time.perf_counter() - t
     n = rows.shape[0]
-    return {"method": f"Index.add turbo-4 {mode}", "library": "vqdb-index", "bytes": None, "fit_s": 0.0,
-            "encode_s": add_s, "encode_vps": n / add_s, "total_vps": n / add_s, "rows_timed": n}
+    return {
+        "method": f"Index.add turbo-4 {mode}",
+        "library": "vqdb-index",
+        "bytes": None,
+        "fit_s": 0.0,
+        "encode_s": add_s,
+        "encode_vps": n / add_s,
+        "total_vps": n / add_s,
+        "rows_timed": n,
+    }
 
 
 def run(sets, threads_list, repeat: int, max_add: int, peers: bool = True, index: bool = True) -> list[dict]:
@@ -155,19 +198,49 @@ def run(sets, threads_list, repeat: int, max_add: int, peers: bool = True, index
             for set_name, base in sets:
                 for name in VQDB:
                     r = time_vqdb(name, base, repeat)
-                    rows.append({"dataset": set_name, "n": int(base.shape[0]), "dim": int(base.shape[1]), "threads": threads, **r})
-                    log(f"{set_name} t={threads} {name}: fit {r['fit_s']:.2f}s encode {r['encode_vps'] / 1e3:.1f}k/s")
-                for mode in (("flat", "ivf", "ivf-trained") if index else ()):
+                    rows.append(
+                        {
+                            "dataset": set_name,
+                            "n": int(base.shape[0]),
+                            "dim": int(base.shape[1]),
+                            "threads": threads,
+                            **r,
+                        }
+                    )
+                    log(
+                        f"{set_name} t={threads} {name}: fit {r['fit_s']:.2f}s encode {r['encode_vps'] / 1e3:.1f}k/s"
+                    )
+                for mode in ("flat", "ivf", "ivf-trained") if index else ():
                     r = time_index(mode, base)
-                    rows.append({"dataset": set_name, "n": int(base.shape[0]), "dim": int(base.shape[1]), "threads": threads, **r})
+                    rows.append(
+                        {
+                            "dataset": set_name,
+                            "n": int(base.shape[0]),
+                            "dim": int(base.shape[1]),
+                            "threads": threads,
+                            **r,
+                        }
+                    )
                     log(f"{set_name} t={threads} {r['method']}: {r['encode_vps'] / 1e3:.1f}k/s")
-                for name, make, slow in (faiss_specs(base.shape[1]) if peers else []):
+                for name, make, slow in faiss_specs(base.shape[1]) if peers else []:
                     r = time_faiss(name, make, slow, base, max_add)
-                    rows.append({"dataset": set_name, "n": int(base.shape[0]), "dim": int(base.shape[1]), "threads": threads, **r})
-                    log(f"{set_name} t={threads} {name}: train {r['fit_s']:.2f}s add {r['encode_vps'] / 1e3:.1f}k/s")
+                    rows.append(
+                        {
+                            "dataset": set_name,
+                            "n": int(base.shape[0]),
+                            "dim": int(base.shape[1]),
+                            "threads": threads,
+                            **r,
+                        }
+                    )
+                    log(
+                        f"{set_name} t={threads} {name}: train {r['fit_s']:.2f}s add {r['encode_vps'] / 1e3:.1f}k/s"
+                    )
     # ratios to FAISS SQ4 (add) and PQ (train + add), same set and threads
     for r in rows:
-        peers = {p["method"]: p for p in rows if p["dataset"] == r["dataset"] and p["threads"] == r["threads"]}
+        peers = {
+            p["method"]: p for p in rows if p["dataset"] == r["dataset"] and p["threads"] == r["threads"]
+        }
         sq4 = peers.get("faiss-SQ4")
         pq = next((p for m, p in peers.items() if m.startswith("faiss-PQ") and "FastScan" not in m), None)
         r["vs_sq4_add"] = r["encode_vps"] / sq4["encode_vps"] if sq4 else None
@@ -176,24 +249,38 @@ def run(sets, threads_list, repeat: int, max_add: int, peers: bool = True, index
 
 
 def markdown(result: dict) -> str:
-    lines = ["# Encode throughput: vqdb vs FAISS", "", f"Command: `{result['command']}`  ", f"Machine: {result['machine_line']}  ",
-             f"Wall time: {result['wall_s']:.0f} s. Rates in vectors/s of the whole base; `encode` = vqdb encode / FAISS add "
-             "alone, `total` = fit or train + encode or add. Ratios: encode vs FAISS SQ4 add, total vs FAISS PQ "
-             "(d/8 x 8 bits, train + add), same set and threads. `rows` < n: add timed on that many rows.", ""]
+    lines = [
+        "# Encode throughput: vqdb vs FAISS",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Machine: {result['machine_line']}  ",
+        f"Wall time: {result['wall_s']:.0f} s. Rates in vectors/s of the whole base; `encode` = vqdb encode / FAISS add "
+        "alone, `total` = fit or train + encode or add. Ratios: encode vs FAISS SQ4 add, total vs FAISS PQ "
+        "(d/8 x 8 bits, train + add), same set and threads. `rows` < n: add timed on that many rows.",
+        "",
+    ]
     if result.get("before"):
         b = result["before"]
-        lines += [f"`before k/s`: vqdb encode at commit {b['commit']} (`{b['command']}`, run earlier in the same session "
-                  f"on the same machine, load average at its start {', '.join(f'{v:.1f}' for v in b['loadavg_at_start'] or [])}).", ""]
+        lines += [
+            f"`before k/s`: vqdb encode at commit {b['commit']} (`{b['command']}`, run earlier in the same session "
+            f"on the same machine, load average at its start {', '.join(f'{v:.1f}' for v in b['loadavg_at_start'] or [])}).",
+            "",
+        ]
     for set_name in dict.fromkeys(r["dataset"] for r in result["rows"]):
         sub = [r for r in result["rows"] if r["dataset"] == set_name]
-        lines += [f"## {set_name} ({sub[0]['n']:,} x {sub[0]['dim']})", "",
-                  "| method | bytes | threads | fit/train s | encode k/s | before k/s | total k/s | encode / SQ4 | total / PQ | rows |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {set_name} ({sub[0]['n']:,} x {sub[0]['dim']})",
+            "",
+            "| method | bytes | threads | fit/train s | encode k/s | before k/s | total k/s | encode / SQ4 | total / PQ | rows |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in sorted(sub, key=lambda r: (r["library"] != "vqdb", r["library"], r["method"], r["threads"])):
             f = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
             before = f"{r['before_encode_vps'] / 1e3:.1f}" if r.get("before_encode_vps") else ""
-            lines.append(f"| {r['method']} | {r['bytes'] or ''} | {r['threads']} | {r['fit_s']:.2f} | {r['encode_vps'] / 1e3:.1f} | "
-                         f"{before} | {r['total_vps'] / 1e3:.1f} | {f(r['vs_sq4_add'])} | {f(r['vs_pq_train_add'])} | {r['rows_timed']:,} |")
+            lines.append(
+                f"| {r['method']} | {r['bytes'] or ''} | {r['threads']} | {r['fit_s']:.2f} | {r['encode_vps'] / 1e3:.1f} | "
+                f"{before} | {r['total_vps'] / 1e3:.1f} | {f(r['vs_sq4_add'])} | {f(r['vs_pq_train_add'])} | {r['rows_timed']:,} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -203,11 +290,19 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="20,000 rows per set")
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=2, help="vqdb encode timed this many times, best kept")
-    ap.add_argument("--max-add-rows", type=int, default=20000, help="rows added by the slow FAISS adders (PQ, RaBitQ4)")
+    ap.add_argument(
+        "--max-add-rows", type=int, default=20000, help="rows added by the slow FAISS adders (PQ, RaBitQ4)"
+    )
     ap.add_argument("--no-peers", action="store_true", help="vqdb only (e.g. to time an older commit)")
     ap.add_argument("--no-index", action="store_true", help="skip the Index.add timings")
-    ap.add_argument("--before", default=None, help="an encode_speed JSON of an older commit (--no-peers): adds its vqdb rates")
-    ap.add_argument("--before-label", default=None, help="how to name the --before run (default: its git commit)")
+    ap.add_argument(
+        "--before",
+        default=None,
+        help="an encode_speed JSON of an older commit (--no-peers): adds its vqdb rates",
+    )
+    ap.add_argument(
+        "--before-label", default=None, help="how to name the --before run (default: its git commit)"
+    )
     ap.add_argument("--out", default=None, help="output stem (default bench/results[/quick]/encode_speed)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -223,9 +318,14 @@ def main(argv=None) -> int:
             b = old.get((r["dataset"], r["method"], r["threads"]))
             if b is not None:
                 r["before_encode_vps"], r["before_fit_s"] = b["encode_vps"], b["fit_s"]
-        before_note = {"commit": args.before_label or before["machine"].get("git_commit"),
-                       "command": " ".join(os.path.basename(a) if os.path.isabs(a) else a for a in before["command"].split()),
-                       "loadavg_at_start": before["machine"].get("loadavg_at_start"), "wall_s": before["wall_s"]}
+        before_note = {
+            "commit": args.before_label or before["machine"].get("git_commit"),
+            "command": " ".join(
+                os.path.basename(a) if os.path.isabs(a) else a for a in before["command"].split()
+            ),
+            "loadavg_at_start": before["machine"].get("loadavg_at_start"),
+            "wall_s": before["wall_s"],
+        }
     info = machine_info(max(args.threads))
     info["loadavg_at_start"], info["loadavg_at_end"] = load_start, list(os.getloadavg())
     from .common import machine_line
@@ -233,10 +333,17 @@ def main(argv=None) -> int:
     def shown(a: str) -> str:  # no machine paths in the results: files by their base name
         return os.path.basename(a) if os.path.isabs(a) else a
 
-    result = {"command": "python -m bench.encode_speed" + "".join(" " + shlex.quote(shown(a)) for a in (argv or sys.argv[1:])),
-              "machine": info, "machine_line": machine_line(info) + f"; load average at end {', '.join(f'{x:.1f}' for x in info['loadavg_at_end'])}",
-              "threads": args.threads, "rows": rows, "wall_s": time.perf_counter() - t0,
-              "before": before_note if args.before else None}
+    result = {
+        "command": "python -m bench.encode_speed"
+        + "".join(" " + shlex.quote(shown(a)) for a in (argv or sys.argv[1:])),
+        "machine": info,
+        "machine_line": machine_line(info)
+        + f"; load average at end {', '.join(f'{x:.1f}' for x in info['loadavg_at_end'])}",
+        "threads": args.threads,
+        "rows": rows,
+        "wall_s": time.perf_counter() - t0,
+        "before": before_note if args.before else None,
+    }
     stem = args.out or os.path.join(RESULTS_DIR, "quick" if args.quick else "", "encode_speed")
     os.makedirs(os.path.dirname(stem), exist_ok=True)
     with open(stem + ".json", "w", encoding="utf-8") as f:

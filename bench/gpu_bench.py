@@ -62,8 +62,12 @@ def bench_copy(dev, size_bytes: int) -> dict:
     a = torch.empty(size_bytes, dtype=torch.uint8, device=dev)
     b = torch.empty_like(a)
     t = timeit(lambda: b.copy_(a), dev, reps=10)
-    return {"bytes": size_bytes, "seconds": t, "copy_GBps_read_plus_write": 2 * size_bytes / t / 1e9,
-            "copy_GBps_read": size_bytes / t / 1e9}
+    return {
+        "bytes": size_bytes,
+        "seconds": t,
+        "copy_GBps_read_plus_write": 2 * size_bytes / t / 1e9,
+        "copy_GBps_read": size_bytes / t / 1e9,
+    }
 
 
 def _random_codes(q, n: int, dev, seed=0) -> np.ndarray:
@@ -71,7 +75,9 @@ def _random_codes(q, n: int, dev, seed=0) -> np.ndarray:
     codes = rng.integers(0, 256, (n, q.code_size), dtype=np.uint8)
     parts = q.scan_parts()
     side = np.ones((n, parts["n_side"]), dtype="<f4")
-    codes[:, parts["side_offset"] : parts["side_offset"] + 4 * parts["n_side"]] = side.view(np.uint8).reshape(n, -1)
+    codes[:, parts["side_offset"] : parts["side_offset"] + 4 * parts["n_side"]] = side.view(np.uint8).reshape(
+        n, -1
+    )
     return codes
 
 
@@ -98,9 +104,19 @@ def bench_scoring(dev, n: int, d: int, ms, copy_read_GBps) -> list[dict]:
                 torch.topk(s, min(10, s.shape[1]), dim=1)
 
         t = timeit(run, dev, reps=3)
-        rows.append({"impl": "torch DeviceScorer+topk", "n": n, "d": d, "code_size": q.code_size, "m": m, "seconds": t,
-                     "codes_GBps": nbytes / t / 1e9, "fraction_of_copy_read": nbytes / t / 1e9 / copy_read_GBps,
-                     "queries_x_codes_per_s": m * n / t})
+        rows.append(
+            {
+                "impl": "torch DeviceScorer+topk",
+                "n": n,
+                "d": d,
+                "code_size": q.code_size,
+                "m": m,
+                "seconds": t,
+                "codes_GBps": nbytes / t / 1e9,
+                "fraction_of_copy_read": nbytes / t / 1e9 / copy_read_GBps,
+                "queries_x_codes_per_s": m * n / t,
+            }
+        )
     if dev.type == "cuda" and probe_cuda_numba() is None:
         from numba import cuda
 
@@ -114,9 +130,19 @@ def bench_scoring(dev, n: int, d: int, ms, copy_read_GBps) -> list[dict]:
                 continue
             d_q = cuda.to_device(np.random.default_rng(2).standard_normal((m, part["k"])).astype(np.float32))
             t = timeit(lambda: nc.lut_scores(d_q, d_codes, part["offset"], part["bits"], vals), dev, reps=3)
-            rows.append({"impl": "numba-cuda lut_scores", "n": n, "d": d, "code_size": q.code_size, "m": m, "seconds": t,
-                         "codes_GBps": nbytes / t / 1e9, "fraction_of_copy_read": nbytes / t / 1e9 / copy_read_GBps,
-                         "queries_x_codes_per_s": m * n / t})
+            rows.append(
+                {
+                    "impl": "numba-cuda lut_scores",
+                    "n": n,
+                    "d": d,
+                    "code_size": q.code_size,
+                    "m": m,
+                    "seconds": t,
+                    "codes_GBps": nbytes / t / 1e9,
+                    "fraction_of_copy_read": nbytes / t / 1e9 / copy_read_GBps,
+                    "queries_x_codes_per_s": m * n / t,
+                }
+            )
     return rows
 
 
@@ -147,15 +173,17 @@ def bench_search(dev, n, d, nq, k=10, *, faiss_rows=True) -> list[dict]:
     for preset in ("turbo-4", "turbo-2"):
         t0 = time.perf_counter()
         index = vqdb.Index(d, metric="ip", quantizer=preset, device="cuda" if dev.type == "cuda" else "cpu")
-        if dev.type != "cuda":       # dry run: exercise the device scan on CPU tensors
+        if dev.type != "cuda":  # dry run: exercise the device scan on CPU tensors
             index._device = "cuda"
         index.add(x)
         build = time.perf_counter() - t0
-        index.search(qv[:8], k)        # upload + warm-up
+        index.search(qv[:8], k)  # upload + warm-up
         for batch in (1, nq):
+
             def run():
                 for s in range(0, nq, batch):
                     index.search(qv[s : s + batch], k)
+
             reps = 1 if batch == 1 else 3
             qsub = qv if batch == nq else qv[: min(nq, 64)]
             if batch == 1:
@@ -168,16 +196,30 @@ def bench_search(dev, n, d, nq, k=10, *, faiss_rows=True) -> list[dict]:
                 t = timeit(run, dev, reps=reps, warm=0)
                 nqs = nq
             res = index.search(qv, k)
-            rows.append({"system": f"vqdb {preset} device={'cuda' if dev.type == 'cuda' else 'cpu(dry)'}", "n": n, "d": d,
-                         "bytes_per_vector": index._quantizer.code_size, "batch": batch, "qps": nqs / t,
-                         "recall@10": _recall(res.ids, gt), "build_s": build})
+            rows.append(
+                {
+                    "system": f"vqdb {preset} device={'cuda' if dev.type == 'cuda' else 'cpu(dry)'}",
+                    "n": n,
+                    "d": d,
+                    "bytes_per_vector": index._quantizer.code_size,
+                    "batch": batch,
+                    "qps": nqs / t,
+                    "recall@10": _recall(res.ids, gt),
+                    "build_s": build,
+                }
+            )
     if not faiss_rows:
         rows.append({"system": "faiss", "skipped": "dry run (pass --faiss to include faiss-cpu)"})
         return rows
     try:
         import faiss  # noqa: F401
     except ImportError:
-        rows.append({"system": "faiss-gpu", "skipped": "faiss is not importable (carry a faiss-gpu wheel, see gpu_check.sh)"})
+        rows.append(
+            {
+                "system": "faiss-gpu",
+                "skipped": "faiss is not importable (carry a faiss-gpu wheel, see gpu_check.sh)",
+            }
+        )
         return rows
     rows += _faiss_rows(x, qv, gt, k, dev)
     return rows
@@ -190,14 +232,19 @@ def _faiss_rows(x, qv, gt, k, dev):
     gpu = dev.type == "cuda" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     res = faiss.StandardGpuResources() if gpu else None
     if not gpu:
-        faiss.omp_set_num_threads(1)   # dry run on a shared CPU: OpenMP spinning under contention is very slow
+        faiss.omp_set_num_threads(1)  # dry run on a shared CPU: OpenMP spinning under contention is very slow
     n, d = x.shape
     code_bytes = vqdb.TurboQuantizer(d, bits=4).code_size
     m_pq = max(1, min(code_bytes, d // 2))
     while d % m_pq:
         m_pq -= 1
-    specs = [("Flat", lambda: faiss.IndexFlatIP(d)),
-             (f"IVF{int(4 * np.sqrt(n))},PQ{m_pq}", lambda: faiss.index_factory(d, f"IVF{int(4 * np.sqrt(n))},PQ{m_pq}", faiss.METRIC_INNER_PRODUCT))]
+    specs = [
+        ("Flat", lambda: faiss.IndexFlatIP(d)),
+        (
+            f"IVF{int(4 * np.sqrt(n))},PQ{m_pq}",
+            lambda: faiss.index_factory(d, f"IVF{int(4 * np.sqrt(n))},PQ{m_pq}", faiss.METRIC_INNER_PRODUCT),
+        ),
+    ]
     for name, make in specs:
         try:
             idx = make()
@@ -209,14 +256,25 @@ def _faiss_rows(x, qv, gt, k, dev):
             idx.add(x)
             build = time.perf_counter() - t0
             if "IVF" in name:
-                faiss.GpuParameterSpace().set_index_parameter(idx, "nprobe", 32) if gpu else setattr(idx, "nprobe", 32)
+                faiss.GpuParameterSpace().set_index_parameter(idx, "nprobe", 32) if gpu else setattr(
+                    idx, "nprobe", 32
+                )
             idx.search(qv[:8], k)
             t0 = time.perf_counter()
             _, found = idx.search(qv, k)
             t = time.perf_counter() - t0
-            rows.append({"system": f"faiss{'-gpu' if gpu else '-cpu'} {name}", "n": n, "d": d,
-                         "bytes_per_vector": 4 * d if name == "Flat" else m_pq, "batch": len(qv), "qps": len(qv) / t,
-                         "recall@10": _recall(found, gt), "build_s": build})
+            rows.append(
+                {
+                    "system": f"faiss{'-gpu' if gpu else '-cpu'} {name}",
+                    "n": n,
+                    "d": d,
+                    "bytes_per_vector": 4 * d if name == "Flat" else m_pq,
+                    "batch": len(qv),
+                    "qps": len(qv) / t,
+                    "recall@10": _recall(found, gt),
+                    "build_s": build,
+                }
+            )
         except Exception as exc:  # noqa: BLE001
             rows.append({"system": f"faiss {name}", "error": repr(exc)})
     return rows
@@ -232,36 +290,59 @@ def bench_kv(dev, lengths, *, b=1, hq=32, hkv=8, d=128) -> list[dict]:
     for n in lengths:
         keys = torch.randn(b, hkv, n, d, generator=g).to(dev)
         values = torch.randn(b, hkv, n, d, generator=g).to(dev)
-        layer = CompressedKVLayer(make_codec("turbo", 4, d, role="key"), make_codec("turbo", 4, d, role="value"),
-                                  residual_length=128, flush_block=128)
+        layer = CompressedKVLayer(
+            make_codec("turbo", 4, d, role="key"),
+            make_codec("turbo", 4, d, role="value"),
+            residual_length=128,
+            flush_block=128,
+        )
         for s in range(0, n, 4096):
             layer.append(keys[:, :, s : s + 4096], values[:, :, s : s + 4096])
-        r = layer.append(torch.randn(b, hkv, 1, d, generator=g).to(dev), torch.randn(b, hkv, 1, d, generator=g).to(dev))
+        r = layer.append(
+            torch.randn(b, hkv, 1, d, generator=g).to(dev), torch.randn(b, hkv, 1, d, generator=g).to(dev)
+        )
         q = torch.randn(b, hq, 1, d, generator=g).to(dev)
-        scale = d ** -0.5
+        scale = d**-0.5
         k16, v16 = keys.half(), values.half()
         q16 = q.half()
-        row = {"tokens": n, "batch": b, "q_heads": hq, "kv_heads": hkv, "head_dim": d, "n_codes": r.n_codes,
-               "code_bytes_per_token_per_head": layer.key_codec.code_bytes + layer.value_codec.code_bytes,
-               "fp16_bytes_per_token_per_head": 4 * d}
+        row = {
+            "tokens": n,
+            "batch": b,
+            "q_heads": hq,
+            "kv_heads": hkv,
+            "head_dim": d,
+            "n_codes": r.n_codes,
+            "code_bytes_per_token_per_head": layer.key_codec.code_bytes + layer.value_codec.code_bytes,
+            "fp16_bytes_per_token_per_head": 4 * d,
+        }
         row["dense_fp16_s"] = timeit(lambda: kv.dense_decode_attention(q16, k16, v16, scale), dev, reps=10)
         try:
-            row["sdpa_fp16_s"] = timeit(lambda: torch.nn.functional.scaled_dot_product_attention(
-                q16, k16, v16, scale=scale, enable_gqa=True), dev, reps=10)
+            row["sdpa_fp16_s"] = timeit(
+                lambda: torch.nn.functional.scaled_dot_product_attention(
+                    q16, k16, v16, scale=scale, enable_gqa=True
+                ),
+                dev,
+                reps=10,
+            )
         except Exception as exc:  # noqa: BLE001
             row["sdpa_fp16_error"] = repr(exc)
         impls = ["torch"] + (["numba"] if dev.type == "cuda" and probe_cuda_numba() is None else [])
         for impl in impls:
             try:
-                row[f"vqdb_{impl}_s"] = timeit(lambda: kv.decode_attention(layer, q, r.keys, r.values, n_codes=r.n_codes,
-                                                                           scale=scale, impl=impl), dev, reps=10)
+                row[f"vqdb_{impl}_s"] = timeit(
+                    lambda: kv.decode_attention(
+                        layer, q, r.keys, r.values, n_codes=r.n_codes, scale=scale, impl=impl
+                    ),
+                    dev,
+                    reps=10,
+                )
             except Exception as exc:  # noqa: BLE001
                 row[f"vqdb_{impl}_error"] = repr(exc)
         ref = layer.attend(q, r.keys, r.values, n_codes=r.n_codes, scale=scale)
         out = kv.decode_attention(layer, q, r.keys, r.values, n_codes=r.n_codes, scale=scale, impl="torch")
         row["max_abs_diff_vs_attend"] = float((out.float() - ref.float()).abs().max())
         rows.append(row)
-        del keys, values, layer, k16, v16
+        keys = values = layer = k16 = v16 = None  # free the device memory before the next size
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     return rows
@@ -269,31 +350,48 @@ def bench_kv(dev, lengths, *, b=1, hq=32, hkv=8, d=128) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------
 def markdown(res: dict) -> str:
-    lines = [f"# vqdb GPU benchmark ({res['device']}{', DRY RUN: numbers mean nothing' if res['dry_run'] else ''})", ""]
+    lines = [
+        f"# vqdb GPU benchmark ({res['device']}{', DRY RUN: numbers mean nothing' if res['dry_run'] else ''})",
+        "",
+    ]
     c = res.get("copy", {})
     if "copy_GBps_read_plus_write" in c:
-        lines += [f"Copy bandwidth: {c['copy_GBps_read_plus_write']:.0f} GB/s (read+write), {c['copy_GBps_read']:.0f} GB/s read", ""]
+        lines += [
+            f"Copy bandwidth: {c['copy_GBps_read_plus_write']:.0f} GB/s (read+write), {c['copy_GBps_read']:.0f} GB/s read",
+            "",
+        ]
     if res.get("scoring"):
-        lines += ["| impl | n | code bytes | m | codes GB/s | fraction of copy read | ms |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "| impl | n | code bytes | m | codes GB/s | fraction of copy read | ms |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in res["scoring"]:
-            lines.append(f"| {r['impl']} | {r['n']} | {r['code_size']} | {r['m']} | {r['codes_GBps']:.1f} | "
-                         f"{r['fraction_of_copy_read']:.2f} | {1e3 * r['seconds']:.2f} |")
+            lines.append(
+                f"| {r['impl']} | {r['n']} | {r['code_size']} | {r['m']} | {r['codes_GBps']:.1f} | "
+                f"{r['fraction_of_copy_read']:.2f} | {1e3 * r['seconds']:.2f} |"
+            )
         lines.append("")
     if res.get("search"):
         lines += ["| system | bytes/vec | batch | QPS | recall@10 |", "|---|---|---|---|---|"]
         for r in res["search"]:
             if "qps" in r:
-                lines.append(f"| {r['system']} | {r['bytes_per_vector']} | {r['batch']} | {r['qps']:.0f} | {r['recall@10']:.3f} |")
+                lines.append(
+                    f"| {r['system']} | {r['bytes_per_vector']} | {r['batch']} | {r['qps']:.0f} | {r['recall@10']:.3f} |"
+                )
             else:
                 lines.append(f"| {r['system']} | {r.get('skipped') or r.get('error')} | | | |")
         lines.append("")
     if res.get("kv"):
-        lines += ["| tokens | dense fp16 ms | sdpa fp16 ms | vqdb torch ms | vqdb numba ms | bytes/token/head codes vs fp16 |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "| tokens | dense fp16 ms | sdpa fp16 ms | vqdb torch ms | vqdb numba ms | bytes/token/head codes vs fp16 |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in res["kv"]:
             f = lambda key: f"{1e3 * r[key]:.3f}" if key in r else "-"  # noqa: E731
-            lines.append(f"| {r['tokens']} | {f('dense_fp16_s')} | {f('sdpa_fp16_s')} | {f('vqdb_torch_s')} | {f('vqdb_numba_s')} | "
-                         f"{r['code_bytes_per_token_per_head']} vs {r['fp16_bytes_per_token_per_head']} |")
+            lines.append(
+                f"| {r['tokens']} | {f('dense_fp16_s')} | {f('sdpa_fp16_s')} | {f('vqdb_torch_s')} | {f('vqdb_numba_s')} | "
+                f"{r['code_bytes_per_token_per_head']} vs {r['fp16_bytes_per_token_per_head']} |"
+            )
     for key, err in res.get("errors", {}).items():
         lines.append(f"\n**{key} failed**: `{err.splitlines()[-1] if err else ''}`")
     return "\n".join(lines) + "\n"
@@ -302,26 +400,46 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes, any device: checks the script only")
-    ap.add_argument("--out", default=None, help="JSON path (default $OUT/gpu_bench.json or bench/results/gpu_bench.json)")
+    ap.add_argument(
+        "--out", default=None, help="JSON path (default $OUT/gpu_bench.json or bench/results/gpu_bench.json)"
+    )
     ap.add_argument("--sections", default="copy,scoring,kv,search")
-    ap.add_argument("--faiss", action="store_true", help="dry run: include the (slow on a shared CPU) faiss-cpu rows")
+    ap.add_argument(
+        "--faiss", action="store_true", help="dry run: include the (slow on a shared CPU) faiss-cpu rows"
+    )
     ap.add_argument("--budget-s", type=float, default=None, help="start no section after this many seconds")
     args = ap.parse_args(argv)
     have_cuda = probe_cuda_torch() is None
     if not have_cuda and not args.dry_run:
-        print(f"no CUDA device ({probe_cuda_torch()}); use --dry-run to check the script on CPU", file=sys.stderr)
+        print(
+            f"no CUDA device ({probe_cuda_torch()}); use --dry-run to check the script on CPU",
+            file=sys.stderr,
+        )
         return 2
     dev = torch.device("cuda" if have_cuda else "cpu")
     if not have_cuda:
         tc.set_device("cpu")
     dry = args.dry_run
-    sizes = dict(copy=1 << 20 if dry else 2 << 30, score_n=4096 if dry else 8_000_000, score_d=128,
-                 ms=(1, 8) if dry else (1, 8, 32, 128), search_n=1500 if dry else 1_000_000, search_d=64 if dry else 128,
-                 nq=16 if dry else 1000, kv=(256, 512) if dry else (8192, 16384, 32768))
+    sizes = dict(
+        copy=1 << 20 if dry else 2 << 30,
+        score_n=4096 if dry else 8_000_000,
+        score_d=128,
+        ms=(1, 8) if dry else (1, 8, 32, 128),
+        search_n=1500 if dry else 1_000_000,
+        search_d=64 if dry else 128,
+        nq=16 if dry else 1000,
+        kv=(256, 512) if dry else (8192, 16384, 32768),
+    )
     out_dir = os.environ.get("OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     path = args.out or os.path.join(out_dir, "gpu_bench_dryrun.json" if dry else "gpu_bench.json")
-    res = {"device": torch.cuda.get_device_name(0) if have_cuda else "cpu", "dry_run": dry, "sizes": sizes,
-           "torch": torch.__version__, "python": platform.python_version(), "errors": {}}
+    res = {
+        "device": torch.cuda.get_device_name(0) if have_cuda else "cpu",
+        "dry_run": dry,
+        "sizes": sizes,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "errors": {},
+    }
     try:
         import numba
 
@@ -344,18 +462,23 @@ def main(argv=None) -> int:
                 res["copy"] = bench_copy(dev, sizes["copy"])
                 copy_read = res["copy"]["copy_GBps_read"]
             elif name == "scoring":
-                res["scoring"] = bench_scoring(dev, sizes["score_n"], sizes["score_d"], sizes["ms"], copy_read)
+                res["scoring"] = bench_scoring(
+                    dev, sizes["score_n"], sizes["score_d"], sizes["ms"], copy_read
+                )
             elif name == "search":
-                res["search"] = bench_search(dev, sizes["search_n"], sizes["search_d"], sizes["nq"],
-                                             faiss_rows=not dry or args.faiss)
+                res["search"] = bench_search(
+                    dev, sizes["search_n"], sizes["search_d"], sizes["nq"], faiss_rows=not dry or args.faiss
+                )
             else:
-                res["kv"] = bench_kv(dev, sizes["kv"], hq=8 if dry else 32, hkv=2 if dry else 8, d=32 if dry else 128)
+                res["kv"] = bench_kv(
+                    dev, sizes["kv"], hq=8 if dry else 32, hkv=2 if dry else 8, d=32 if dry else 128
+                )
         except Exception:  # noqa: BLE001 - keep the other sections
             res["errors"][name] = traceback.format_exc()
             print(res["errors"][name], file=sys.stderr)
         print(f"[gpu_bench] {name}: {time.perf_counter() - t0:.1f}s", flush=True)
         res.setdefault("section_seconds", {})[name] = time.perf_counter() - t0
-        _write(res, path)          # after every section: a timeout later still leaves results
+        _write(res, path)  # after every section: a timeout later still leaves results
     print(_write(res, path))
     return 1 if res["errors"] else 0
 

@@ -47,21 +47,38 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     res = index.search(held, 10)
     held_s = time.perf_counter() - t
-    out = {"command": "python -m bench.index_tune " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "machine": info, "n": int(ds.base.shape[0]), "nlist": args.nlist, "build_s": round(build_s, 2),
-           "tune_s": round(tune_s, 2), "tune": report,
-           "held_out": {"queries": int(held.shape[0]), "recall@10": round(recall_at_k(res.ids, truth, 10), 4),
-                        "qps": round(held.shape[0] / held_s, 1)}}
+    out = {
+        "command": "python -m bench.index_tune " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": info,
+        "n": int(ds.base.shape[0]),
+        "nlist": args.nlist,
+        "build_s": round(build_s, 2),
+        "tune_s": round(tune_s, 2),
+        "tune": report,
+        "held_out": {
+            "queries": int(held.shape[0]),
+            "recall@10": round(recall_at_k(res.ids, truth, 10), 4),
+            "qps": round(held.shape[0] / held_s, 1),
+        },
+    }
     write_json(args.out + ".json", out)
     c, h = report["chosen"], out["held_out"]
-    lines = [f"# Index.tune on WordNet-MiniLM-384 ({out['n']:,} x 384, IVF{args.nlist}, turbo-4 + float16 vectors)", "",
-             f"Command: `{out['command']}`  ", f"Machine: {machine_line(info)}", "",
-             f"Build (add + k-means) {out['build_s']} s; tune on {m} dev queries (ground truth given) {out['tune_s']} s; "
-             f"target recall@10 {args.target}.", "",
-             f"**Chosen default:** nprobe {c['nprobe']}, re-rank {c['rerank']}: recall@10 {c['recall']} at {c['qps']:,} QPS "
-             f"on the tuning queries; on the other {h['queries']} dev queries {h['recall@10']} at {h['qps']:,} QPS "
-             "(all queries in one call, all threads).", "",
-             "| nprobe | re-rank | recall@10 | QPS |", "|---|---|---|---|"]
+    lines = [
+        f"# Index.tune on WordNet-MiniLM-384 ({out['n']:,} x 384, IVF{args.nlist}, turbo-4 + float16 vectors)",
+        "",
+        f"Command: `{out['command']}`  ",
+        f"Machine: {machine_line(info)}",
+        "",
+        f"Build (add + k-means) {out['build_s']} s; tune on {m} dev queries (ground truth given) {out['tune_s']} s; "
+        f"target recall@10 {args.target}.",
+        "",
+        f"**Chosen default:** nprobe {c['nprobe']}, re-rank {c['rerank']}: recall@10 {c['recall']} at {c['qps']:,} QPS "
+        f"on the tuning queries; on the other {h['queries']} dev queries {h['recall@10']} at {h['qps']:,} QPS "
+        "(all queries in one call, all threads).",
+        "",
+        "| nprobe | re-rank | recall@10 | QPS |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {s['nprobe']} | {s['rerank']} | {s['recall']} | {s['qps']:,} |" for s in report["settings"]]
     with open(args.out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -86,7 +86,15 @@ def load_sets(names: list[str], quick: bool):
             continue
         base = np.ascontiguousarray(ds.base, dtype=np.float32)
         nq = 200 if quick else 1000
-        out.append((ds.name, ds.metric, base, np.ascontiguousarray(ds.queries[:nq], dtype=np.float32), ds.gt_ids[:nq]))
+        out.append(
+            (
+                ds.name,
+                ds.metric,
+                base,
+                np.ascontiguousarray(ds.queries[:nq], dtype=np.float32),
+                ds.gt_ids[:nq],
+            )
+        )
     return out
 
 
@@ -103,7 +111,6 @@ def faiss_pqfs(base: np.ndarray, metric: str, m: int):
 
 
 def run_flat(name, metric, base, queries, gt, presets, threads, reps, n_lat) -> list[dict]:
-    import faiss
 
     import vqdb
     from vqdb.kernels import scanner
@@ -128,8 +135,9 @@ def run_flat(name, metric, base, queries, gt, presets, threads, reps, n_lat) -> 
         cterm_all = (queries @ qz.centre_)[:, None].astype(np.float32) if qz.centre_ is not None else None
 
         def ours(q0, q1, path="auto"):
-            prep = sc.prepare(queries[q0:q1], metric=vmetric,
-                              cterm=None if cterm_all is None else cterm_all[q0:q1])
+            prep = sc.prepare(
+                queries[q0:q1], metric=vmetric, cterm=None if cterm_all is None else cterm_all[q0:q1]
+            )
             return sc.topk(lay, prep, K, path=path)
 
         paths = ["fastscan", "blas"] + (["popcount"] if sc.one_bit else [])
@@ -138,7 +146,10 @@ def run_flat(name, metric, base, queries, gt, presets, threads, reps, n_lat) -> 
                 ours(0, 2)
                 if fi is not None:
                     fi.search(queries[:2], K)
-                tm = {key: Timer(th) for key in ["lat", "batch"] + [f"batch_{p}" for p in paths] + ["f_lat", "f_batch"]}
+                tm = {
+                    key: Timer(th)
+                    for key in ["lat", "batch"] + [f"batch_{p}" for p in paths] + ["f_lat", "f_batch"]
+                }
                 res = {}
                 for _ in range(reps):
                     tm["lat"].run(lambda: [ours(i, i + 1) for i in range(n_lat)])
@@ -151,27 +162,63 @@ def run_flat(name, metric, base, queries, gt, presets, threads, reps, n_lat) -> 
                         res["faiss"] = tm["f_batch"].run(lambda: fi.search(queries, K))
                 m = queries.shape[0]
                 lat = tm["lat"].best / n_lat
-                scan_bytes = lay.nsteps * 32 / 32 * base.shape[0]      # code bytes scanned per query
-                row = {"set": name, "preset": preset, "threads": th, "n": int(base.shape[0]), "d": d,
-                       "code_size": qz.code_size, "scan_bytes_per_vec": lay.nsteps, "layout_s": round(layout_s, 3),
-                       "auto_path_batch": sc.choose(m, base.shape[0]), "auto_path_1": sc.choose(1, base.shape[0]),
-                       "recall10": recall10(res["vqdb"][1], gt),
-                       "lat_ms": lat * 1e3, "lat_spread": tm["lat"].spread,
-                       "qps_batch": m / tm["batch"].best, "batch_spread": tm["batch"].spread,
-                       "scan_GBps_1q": scan_bytes / lat / 1e9}
+                scan_bytes = lay.nsteps * 32 / 32 * base.shape[0]  # code bytes scanned per query
+                row = {
+                    "set": name,
+                    "preset": preset,
+                    "threads": th,
+                    "n": int(base.shape[0]),
+                    "d": d,
+                    "code_size": qz.code_size,
+                    "scan_bytes_per_vec": lay.nsteps,
+                    "layout_s": round(layout_s, 3),
+                    "auto_path_batch": sc.choose(m, base.shape[0]),
+                    "auto_path_1": sc.choose(1, base.shape[0]),
+                    "recall10": recall10(res["vqdb"][1], gt),
+                    "lat_ms": lat * 1e3,
+                    "lat_spread": tm["lat"].spread,
+                    "qps_batch": m / tm["batch"].best,
+                    "batch_spread": tm["batch"].spread,
+                    "scan_GBps_1q": scan_bytes / lat / 1e9,
+                }
                 if th == 1:
                     row["qps_paths"] = {p: m / tm[f"batch_{p}"].best for p in paths}
                 if fi is not None:
                     flat_lat = tm["f_lat"].best / n_lat
-                    row.update({"faiss": f"PQFastScan{m_pq}x4", "faiss_code_size": int(fi.code_size),
-                                "faiss_recall10": recall10(res["faiss"][1], gt),
-                                "faiss_lat_ms": flat_lat * 1e3, "faiss_lat_spread": tm["f_lat"].spread,
-                                "faiss_qps_batch": m / tm["f_batch"].best, "faiss_batch_spread": tm["f_batch"].spread,
-                                "ratio_lat": flat_lat / lat, "ratio_batch": (m / tm["batch"].best) / (m / tm["f_batch"].best)})
+                    row.update(
+                        {
+                            "faiss": f"PQFastScan{m_pq}x4",
+                            "faiss_code_size": int(fi.code_size),
+                            "faiss_recall10": recall10(res["faiss"][1], gt),
+                            "faiss_lat_ms": flat_lat * 1e3,
+                            "faiss_lat_spread": tm["f_lat"].spread,
+                            "faiss_qps_batch": m / tm["f_batch"].best,
+                            "faiss_batch_spread": tm["f_batch"].spread,
+                            "ratio_lat": flat_lat / lat,
+                            "ratio_batch": (m / tm["batch"].best) / (m / tm["f_batch"].best),
+                        }
+                    )
                 rows.append(row)
-                log(f"    {th}t: " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
-                                                 if k in ("lat_ms", "faiss_lat_ms", "qps_batch", "faiss_qps_batch",
-                                                          "ratio_lat", "ratio_batch", "recall10", "faiss_recall10")}))
+                log(
+                    f"    {th}t: "
+                    + json.dumps(
+                        {
+                            k: (round(v, 3) if isinstance(v, float) else v)
+                            for k, v in row.items()
+                            if k
+                            in (
+                                "lat_ms",
+                                "faiss_lat_ms",
+                                "qps_batch",
+                                "faiss_qps_batch",
+                                "ratio_lat",
+                                "ratio_batch",
+                                "recall10",
+                                "faiss_recall10",
+                            )
+                        }
+                    )
+                )
     return rows
 
 
@@ -202,9 +249,16 @@ def calibrate(name, base, queries, threads) -> dict:
         found = None
         with threads_ctx(1):
             for m in (16, 64, 256, 1024):
-                q = queries[:m] if m <= queries.shape[0] else np.tile(queries, (m // queries.shape[0] + 1, 1))[:m]
+                q = (
+                    queries[:m]
+                    if m <= queries.shape[0]
+                    else np.tile(queries, (m // queries.shape[0] + 1, 1))[:m]
+                )
                 best = _best_paths(sc, lay, sc.prepare(q), ("fastscan", "blas"), 2)
-                log(f"  calibrate turbo-{bits} m={m}: " + json.dumps({k: round(v, 4) for k, v in best.items()}))
+                log(
+                    f"  calibrate turbo-{bits} m={m}: "
+                    + json.dumps({k: round(v, 4) for k, v in best.items()})
+                )
                 if best["blas"] < best["fastscan"]:
                     found = m
                     break
@@ -215,9 +269,17 @@ def calibrate(name, base, queries, threads) -> dict:
                 for m in (1, 64):
                     best = _best_paths(sc, lay, sc.prepare(queries[:m]), ("fastscan", "popcount"), 3)
                     faster[m] = best["popcount"] < best["fastscan"]
-                    log(f"  calibrate turbo-1 popcount m={m}: " + json.dumps({k: round(v, 4) for k, v in best.items()}))
+                    log(
+                        f"  calibrate turbo-1 popcount m={m}: "
+                        + json.dumps({k: round(v, 4) for k, v in best.items()})
+                    )
             pop = next((m for m, f in faster.items() if f), None)
-    return {"blas_min_queries": out, "popcount_min_queries": pop, "measured_on": name, "n": int(base.shape[0])}
+    return {
+        "blas_min_queries": out,
+        "popcount_min_queries": pop,
+        "measured_on": name,
+        "n": int(base.shape[0]),
+    }
 
 
 # ---- IVF ------------------------------------------------------------------------------------------
@@ -240,9 +302,15 @@ def run_ivf(name, metric, base, queries, gt, threads, reps, quick, tmp) -> tuple
     idx.save()
     build_v = time.perf_counter() - t0
     size4 = idx.quantizer.code_size
-    methods.append(("vqdb-IVF-turbo-4+rerank(fp16)", size4 + 2 * d, build_v,
-                    lambda q, kn: idx.search(q, K, nprobe=kn[0], rerank=kn[1]).ids,
-                    [(p, r) for r in (False, 2, 4) for p in nprobes]))
+    methods.append(
+        (
+            "vqdb-IVF-turbo-4+rerank(fp16)",
+            size4 + 2 * d,
+            build_v,
+            lambda q, kn: idx.search(q, K, nprobe=kn[0], rerank=kn[1]).ids,
+            [(p, r) for r in (False, 2, 4) for p in nprobes],
+        )
+    )
     log(f"  {name}: FAISS IVF{nlist}-PQFastScan{d}x4 + refine(fp16)")
     t0 = time.perf_counter()
     coarse = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
@@ -255,20 +323,35 @@ def run_ivf(name, metric, base, queries, gt, threads, reps, quick, tmp) -> tuple
     build_f = time.perf_counter() - t0
 
     def fsearch(q, kn, holders=(coarse, ivfpq, ref)):
-        p = faiss.IndexRefineSearchParameters(k_factor=float(kn[1]), base_index_params=faiss.SearchParametersIVF(nprobe=kn[0]))
+        p = faiss.IndexRefineSearchParameters(
+            k_factor=float(kn[1]), base_index_params=faiss.SearchParametersIVF(nprobe=kn[0])
+        )
         return holders[2].search(q, K, params=p)[1]
 
-    methods.append((f"faiss-IVF{nlist}-PQFastScan{d}x4+refine(fp16)", ivfpq.code_size + 2 * d, build_f, fsearch,
-                    [(p, kf) for kf in (1, 2, 4) for p in nprobes]))
+    methods.append(
+        (
+            f"faiss-IVF{nlist}-PQFastScan{d}x4+refine(fp16)",
+            ivfpq.code_size + 2 * d,
+            build_f,
+            fsearch,
+            [(p, kf) for kf in (1, 2, 4) for p in nprobes],
+        )
+    )
     log(f"  {name}: FAISS HNSWFlat32")
     t0 = time.perf_counter()
     hn = faiss.IndexHNSWFlat(d, 32, mt)
     hn.hnsw.efConstruction = 40
     hn.add(base)
     build_h = time.perf_counter() - t0
-    methods.append(("faiss-HNSWFlat32", 4 * d + 2 * 32 * 4, build_h,
-                    lambda q, kn, hn=hn: hn.search(q, K, params=faiss.SearchParametersHNSW(efSearch=kn))[1],
-                    [16, 32, 64, 128, 256] if not quick else [32, 128]))
+    methods.append(
+        (
+            "faiss-HNSWFlat32",
+            4 * d + 2 * 32 * 4,
+            build_h,
+            lambda q, kn, hn=hn: hn.search(q, K, params=faiss.SearchParametersHNSW(efSearch=kn))[1],
+            [16, 32, 64, 128, 256] if not quick else [32, 128],
+        )
+    )
     rows = []
     for th in sorted({1, threads}):
         with threads_ctx(th):
@@ -279,10 +362,22 @@ def run_ivf(name, metric, base, queries, gt, threads, reps, quick, tmp) -> tuple
                     ids = None
                     for _ in range(reps):
                         ids = tm.run(lambda kn=kn: search(queries, kn))
-                    rows.append({"set": name, "threads": th, "method": mname, "bytes_per_vec": nbytes,
-                                 "build_s": round(build_s, 1), "knob": kn if not isinstance(kn, tuple) else list(kn),
-                                 "recall10": recall10(ids, gt), "qps": queries.shape[0] / tm.best, "spread": tm.spread})
-                    log(f"    {th}t {mname} {kn}: recall {rows[-1]['recall10']:.4f} QPS {rows[-1]['qps']:.0f}")
+                    rows.append(
+                        {
+                            "set": name,
+                            "threads": th,
+                            "method": mname,
+                            "bytes_per_vec": nbytes,
+                            "build_s": round(build_s, 1),
+                            "knob": kn if not isinstance(kn, tuple) else list(kn),
+                            "recall10": recall10(ids, gt),
+                            "qps": queries.shape[0] / tm.best,
+                            "spread": tm.spread,
+                        }
+                    )
+                    log(
+                        f"    {th}t {mname} {kn}: recall {rows[-1]['recall10']:.4f} QPS {rows[-1]['qps']:.0f}"
+                    )
     first = first_query(path, queries)
     idx.close()
     return rows, first
@@ -301,8 +396,13 @@ def first_query(path: str, queries: np.ndarray) -> dict:
         "print(json.dumps({'open_s': t1 - t0, 'first_query_ms': (t2 - t1) * 1e3, 'steady_query_ms': float(np.median(ts)) * 1e3}))\n"
     ) % path
     np.save(os.path.join(os.path.dirname(path), "q.npy"), queries[:32])
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     try:
         return json.loads(out.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -313,20 +413,30 @@ def best_at_target(rows: list[dict]) -> list[dict]:
     out = []
     keys = sorted({(r["set"], r["threads"], r["method"]) for r in rows})
     for s, th, mth in keys:
-        ok = [r for r in rows if (r["set"], r["threads"], r["method"]) == (s, th, mth) and r["recall10"] >= TARGET]
-        out.append(max(ok, key=lambda r: r["qps"]) if ok else {"set": s, "threads": th, "method": mth, "qps": None})
+        ok = [
+            r
+            for r in rows
+            if (r["set"], r["threads"], r["method"]) == (s, th, mth) and r["recall10"] >= TARGET
+        ]
+        out.append(
+            max(ok, key=lambda r: r["qps"]) if ok else {"set": s, "threads": th, "method": mth, "qps": None}
+        )
     return out
 
 
 # ---- report ---------------------------------------------------------------------------------------
 def markdown(res: dict) -> str:
-    L = ["# Fast-scan kernels: vqdb vs FAISS (k = 10)", "",
-         f"Command: `{res['command']}`  ",
-         f"Machine: {res['machine'].get('cpu', '?')}, {res['threads']} threads; load average at start "
-         f"{res['load_start']}; commit {res['machine'].get('git_commit', '?')}; wall time {res['wall_s']:.0f} s.  ",
-         "Single-thread figures are process CPU time (robust to the other tenants of this shared 2-core "
-         "machine), all-thread figures wall time; best of "
-         f"{res['reps']} interleaved repetitions, spread = worst/best. Read the ratios (same process, same data).", ""]
+    L = [
+        "# Fast-scan kernels: vqdb vs FAISS (k = 10)",
+        "",
+        f"Command: `{res['command']}`  ",
+        f"Machine: {res['machine'].get('cpu', '?')}, {res['threads']} threads; load average at start "
+        f"{res['load_start']}; commit {res['machine'].get('git_commit', '?')}; wall time {res['wall_s']:.0f} s.  ",
+        "Single-thread figures are process CPU time (robust to the other tenants of this shared 2-core "
+        "machine), all-thread figures wall time; best of "
+        f"{res['reps']} interleaved repetitions, spread = worst/best. Read the ratios (same process, same data).",
+        "",
+    ]
     lim = res.get("limits", {})
     if lim:
         L += ["## Machine limits (this run)", "", "| threads | read GB/s | SGEMM GFLOP/s |", "|---|---|---|"]
@@ -334,48 +444,79 @@ def markdown(res: dict) -> str:
             L.append(f"| {t} | {v['read_GBps']} | {v['sgemm_GFLOPs']} |")
         L.append("")
     if res.get("flat"):
-        L += ["## Flat scan, kernel level (vqdb.kernels.scanner vs IndexPQFastScan at equal code bytes)", "",
-              "| set | preset | thr | bytes/vec (vqdb / FAISS) | recall@10 (vqdb / FAISS) | 1-query ms (vqdb / FAISS) | "
-              "× FAISS 1-query | batch QPS (vqdb / FAISS) | × FAISS batch | scan GB/s 1-query (× read bw) | spread |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+        L += [
+            "## Flat scan, kernel level (vqdb.kernels.scanner vs IndexPQFastScan at equal code bytes)",
+            "",
+            "| set | preset | thr | bytes/vec (vqdb / FAISS) | recall@10 (vqdb / FAISS) | 1-query ms (vqdb / FAISS) | "
+            "× FAISS 1-query | batch QPS (vqdb / FAISS) | × FAISS batch | scan GB/s 1-query (× read bw) | spread |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in res["flat"]:
             rb = res.get("limits", {}).get(str(r["threads"]), {}).get("read_GBps")
             frac = f" ({r['scan_GBps_1q'] / rb:.2f})" if rb else ""
             if "faiss" in r:
-                L.append(f"| {r['set']} | {r['preset']} | {r['threads']} | {r['code_size']} / {r['faiss_code_size']} | "
-                         f"{r['recall10']:.4f} / {r['faiss_recall10']:.4f} | {r['lat_ms']:.3f} / {r['faiss_lat_ms']:.3f} | "
-                         f"**{r['ratio_lat']:.2f}** | {r['qps_batch']:,.0f} / {r['faiss_qps_batch']:,.0f} | "
-                         f"**{r['ratio_batch']:.2f}** | {r['scan_GBps_1q']:.2f}{frac} | "
-                         f"{max(r['lat_spread'], r['batch_spread']):.2f} |")
+                L.append(
+                    f"| {r['set']} | {r['preset']} | {r['threads']} | {r['code_size']} / {r['faiss_code_size']} | "
+                    f"{r['recall10']:.4f} / {r['faiss_recall10']:.4f} | {r['lat_ms']:.3f} / {r['faiss_lat_ms']:.3f} | "
+                    f"**{r['ratio_lat']:.2f}** | {r['qps_batch']:,.0f} / {r['faiss_qps_batch']:,.0f} | "
+                    f"**{r['ratio_batch']:.2f}** | {r['scan_GBps_1q']:.2f}{frac} | "
+                    f"{max(r['lat_spread'], r['batch_spread']):.2f} |"
+                )
             else:
-                L.append(f"| {r['set']} | {r['preset']} | {r['threads']} | {r['code_size']} / – | {r['recall10']:.4f} / – | "
-                         f"{r['lat_ms']:.3f} / – | – | {r['qps_batch']:,.0f} / – | – | {r['scan_GBps_1q']:.2f}{frac} | "
-                         f"{max(r['lat_spread'], r['batch_spread']):.2f} |")
-        L += ["", "× FAISS = vqdb QPS / FAISS QPS (> 1: vqdb faster). Paths at one thread, batch QPS:", "",
-              "| set | preset | " + " | ".join(["fastscan", "blas", "popcount"]) + " | auto (1 query / batch) |",
-              "|---|---|---|---|---|---|"]
+                L.append(
+                    f"| {r['set']} | {r['preset']} | {r['threads']} | {r['code_size']} / – | {r['recall10']:.4f} / – | "
+                    f"{r['lat_ms']:.3f} / – | – | {r['qps_batch']:,.0f} / – | – | {r['scan_GBps_1q']:.2f}{frac} | "
+                    f"{max(r['lat_spread'], r['batch_spread']):.2f} |"
+                )
+        L += [
+            "",
+            "× FAISS = vqdb QPS / FAISS QPS (> 1: vqdb faster). Paths at one thread, batch QPS:",
+            "",
+            "| set | preset | "
+            + " | ".join(["fastscan", "blas", "popcount"])
+            + " | auto (1 query / batch) |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in res["flat"]:
             if r["threads"] == 1:
                 p = r.get("qps_paths", {})
-                L.append(f"| {r['set']} | {r['preset']} | " + " | ".join(
-                    f"{p[x]:,.0f}" if x in p else "–" for x in ("fastscan", "blas", "popcount"))
-                    + f" | {r['auto_path_1']} / {r['auto_path_batch']} |")
+                L.append(
+                    f"| {r['set']} | {r['preset']} | "
+                    + " | ".join(f"{p[x]:,.0f}" if x in p else "–" for x in ("fastscan", "blas", "popcount"))
+                    + f" | {r['auto_path_1']} / {r['auto_path_batch']} |"
+                )
         L.append("")
     if res.get("ivf_best"):
-        L += [f"## IVF / graph: fastest setting at recall@10 ≥ {TARGET}", "",
-              "| set | threads | method | bytes/vec | setting | recall@10 | QPS | vqdb ÷ this |", "|---|---|---|---|---|---|---|---|"]
+        L += [
+            f"## IVF / graph: fastest setting at recall@10 ≥ {TARGET}",
+            "",
+            "| set | threads | method | bytes/vec | setting | recall@10 | QPS | vqdb ÷ this |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in res["ivf_best"]:
-            v = [x for x in res["ivf_best"] if x["set"] == r["set"] and x["threads"] == r["threads"]
-                 and x["method"].startswith("vqdb")]
+            v = [
+                x
+                for x in res["ivf_best"]
+                if x["set"] == r["set"] and x["threads"] == r["threads"] and x["method"].startswith("vqdb")
+            ]
             ratio = (v[0]["qps"] / r["qps"]) if v and v[0]["qps"] and r["qps"] else None
-            L.append(f"| {r['set']} | {r['threads']} | {r['method']} | {r.get('bytes_per_vec', '–')} | {r.get('knob', '–')} | "
-                     f"{r.get('recall10', float('nan')):.4f} | {r['qps'] or 0:,.0f} | {'' if ratio is None else f'**{ratio:.2f}**'} |")
-        L += ["", "bytes/vec: codes + float16 vectors for the re-rank (vqdb, FAISS refine); HNSW: float32 vectors + "
-              "level-0 links. Sweeps in the JSON.", ""]
+            L.append(
+                f"| {r['set']} | {r['threads']} | {r['method']} | {r.get('bytes_per_vec', '–')} | {r.get('knob', '–')} | "
+                f"{r.get('recall10', float('nan')):.4f} | {r['qps'] or 0:,.0f} | {'' if ratio is None else f'**{ratio:.2f}**'} |"
+            )
+        L += [
+            "",
+            "bytes/vec: codes + float16 vectors for the re-rank (vqdb, FAISS refine); HNSW: float32 vectors + "
+            "level-0 links. Sweeps in the JSON.",
+            "",
+        ]
     if res.get("first_query"):
         L += ["## Freshly opened index (new process, numba cache warm)", ""]
         for name, f in res["first_query"].items():
-            L.append(f"- {name}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in f.items()))
+            L.append(
+                f"- {name}: "
+                + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in f.items())
+            )
         L.append("")
     return "\n".join(L)
 
@@ -394,8 +535,13 @@ def main(argv: list[str] | None = None) -> int:
     from vqdb.kernels import scanner
 
     threads = set_threads()
-    res = {"command": "python -m bench.kernels_micro " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "threads": threads, "reps": args.reps, "load_start": os.getloadavg(), "machine": machine_info(threads)}
+    res = {
+        "command": "python -m bench.kernels_micro " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "threads": threads,
+        "reps": args.reps,
+        "load_start": os.getloadavg(),
+        "machine": machine_info(threads),
+    }
     log(f"warm-up of the kernels: {scanner.warmup():.1f} s")
     from . import machine_limits
 
@@ -407,7 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, metric, base, queries, gt in sets:
             log(f"{name}: flat")
-            res["flat"] += run_flat(name, metric, base, queries, gt, args.presets.split(","), threads, args.reps, n_lat)
+            res["flat"] += run_flat(
+                name, metric, base, queries, gt, args.presets.split(","), threads, args.reps, n_lat
+            )
             if not args.no_ivf:
                 log(f"{name}: IVF")
                 rows, first = run_ivf(name, metric, base, queries, gt, threads, args.reps, args.quick, tmp)

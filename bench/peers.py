@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,21 +24,21 @@ class Built:
     handle: Any
     train_s: float
     add_s: float
-    setup_s: float = 0.0                       # one-time, size-independent setup (vqdb: rotation + codebooks)
-    bytes_per_vector: float | None = None      # when only known once built (vqdb's code_size)
+    setup_s: float = 0.0  # one-time, size-independent setup (vqdb: rotation + codebooks)
+    bytes_per_vector: float | None = None  # when only known once built (vqdb's code_size)
 
 
 @dataclass
 class Method:
     """One configuration of one library, at a fixed number of bytes per vector."""
 
-    name: str                      # e.g. "faiss-PQ48x8"
-    family: str                    # e.g. "faiss-PQ" (one curve per family in the plot)
-    library: str                   # "vqdb", "faiss", "rabitqlib"
-    bytes_per_vector: float          # nan when only known after build (Built.bytes_per_vector)
-    build: Callable[[np.ndarray, str], Built]            # (base, metric) -> Built
+    name: str  # e.g. "faiss-PQ48x8"
+    family: str  # e.g. "faiss-PQ" (one curve per family in the plot)
+    library: str  # "vqdb", "faiss", "rabitqlib"
+    bytes_per_vector: float  # nan when only known after build (Built.bytes_per_vector)
+    build: Callable[[np.ndarray, str], Built]  # (base, metric) -> Built
     search: Callable[[Any, np.ndarray, int, str], np.ndarray]  # (handle, queries, k, metric) -> (m, k) ids
-    encode_timing: str = "train+add"                     # what encode vectors/s is measured over
+    encode_timing: str = "train+add"  # what encode vectors/s is measured over
     params: dict = field(default_factory=dict)
 
 
@@ -112,23 +113,50 @@ def faiss_methods(d: int, quick: bool = False) -> list[Method]:
     sq = [("SQ4", faiss.ScalarQuantizer.QT_4bit), ("SQ8", faiss.ScalarQuantizer.QT_8bit)]
     for name, qt in sq:
         probe = faiss.IndexScalarQuantizer(d, qt)
-        out.append(Method(f"faiss-{name}", "faiss-SQ", "faiss", probe.code_size,
-                          _faiss_build(lambda dd, m, qt=qt: faiss.IndexScalarQuantizer(dd, qt, m)),
-                          _faiss_search(), "add", {"qtype": name}))
+        out.append(
+            Method(
+                f"faiss-{name}",
+                "faiss-SQ",
+                "faiss",
+                probe.code_size,
+                _faiss_build(lambda dd, m, qt=qt: faiss.IndexScalarQuantizer(dd, qt, m)),
+                _faiss_search(),
+                "add",
+                {"qtype": name},
+            )
+        )
 
     # PQ training dominates the run time (minutes per M at 115k); quick mode keeps only PQFastScan
     bits = (1, 2) if quick else (1, 2, 4)
     pq_ms = [] if quick else sorted({max(x for x in divisors(d) if x <= t) for t in byte_targets(d, bits)})
     for m in pq_ms:
-        out.append(Method(f"faiss-PQ{m}x8", "faiss-PQ", "faiss", m,
-                          _faiss_build(lambda dd, mt, m=m: _pq_params(faiss.IndexPQ(dd, m, 8, mt))),
-                          _faiss_search(), "train+add", {"M": m, "nbits": 8}))
+        out.append(
+            Method(
+                f"faiss-PQ{m}x8",
+                "faiss-PQ",
+                "faiss",
+                m,
+                _faiss_build(lambda dd, mt, m=m: _pq_params(faiss.IndexPQ(dd, m, 8, mt))),
+                _faiss_search(),
+                "train+add",
+                {"M": m, "nbits": 8},
+            )
+        )
     fs_ms = sorted({max(x for x in divisors(d) if (x + 1) // 2 <= t) for t in byte_targets(d, bits)})
     for m in fs_ms:
         probe = faiss.IndexPQFastScan(d, m, 4)
-        out.append(Method(f"faiss-PQFastScan{m}x4", "faiss-PQFastScan", "faiss", probe.code_size,
-                          _faiss_build(lambda dd, mt, m=m: _pq_params(faiss.IndexPQFastScan(dd, m, 4, mt))),
-                          _faiss_search(), "train+add", {"M": m, "nbits": 4}))
+        out.append(
+            Method(
+                f"faiss-PQFastScan{m}x4",
+                "faiss-PQFastScan",
+                "faiss",
+                probe.code_size,
+                _faiss_build(lambda dd, mt, m=m: _pq_params(faiss.IndexPQFastScan(dd, m, 4, mt))),
+                _faiss_search(),
+                "train+add",
+                {"M": m, "nbits": 4},
+            )
+        )
 
     # FAISS's RaBitQ indexes do not rotate by themselves; RaBitQ's guarantees assume a random rotation,
     # and without one Fashion-MNIST 1-bit recall@10 drops from 0.78 to 0.51. So: "RR,RaBitQ".
@@ -138,21 +166,49 @@ def faiss_methods(d: int, quick: bool = False) -> list[Method]:
 
         def make(dd, mt, b=b):
             ix = faiss.IndexRaBitQ(dd, mt, b)
-            ix.qb = 8          # 8-bit query quantization: the most accurate setting (default 4)
+            ix.qb = 8  # 8-bit query quantization: the most accurate setting (default 4)
             return _rotated(ix, dd)
 
-        out.append(Method(f"faiss-RR+RaBitQ{b}", "faiss-RaBitQ", "faiss", probe.code_size,
-                          _faiss_build(make), _faiss_search(), "train+add", {"nb_bits": b, "qb": 8, "rotation": "RR"}))
-    for b in (1,):          # same codes as RaBitQ (recall alike); its speed is bench/search_speed.py's subject
+        out.append(
+            Method(
+                f"faiss-RR+RaBitQ{b}",
+                "faiss-RaBitQ",
+                "faiss",
+                probe.code_size,
+                _faiss_build(make),
+                _faiss_search(),
+                "train+add",
+                {"nb_bits": b, "qb": 8, "rotation": "RR"},
+            )
+        )
+    for b in (1,):  # same codes as RaBitQ (recall alike); its speed is bench/search_speed.py's subject
         probe = faiss.IndexRaBitQFastScan(d, faiss.METRIC_L2, 32, b)
-        out.append(Method(f"faiss-RR+RaBitQFastScan{b}", "faiss-RaBitQFastScan", "faiss", probe.code_size,
-                          _faiss_build(lambda dd, mt, b=b: _rotated(faiss.IndexRaBitQFastScan(dd, mt, 32, b), dd)),
-                          _faiss_search(), "train+add", {"nb_bits": b, "qb": 8, "rotation": "RR"}))
+        out.append(
+            Method(
+                f"faiss-RR+RaBitQFastScan{b}",
+                "faiss-RaBitQFastScan",
+                "faiss",
+                probe.code_size,
+                _faiss_build(lambda dd, mt, b=b: _rotated(faiss.IndexRaBitQFastScan(dd, mt, 32, b), dd)),
+                _faiss_search(),
+                "train+add",
+                {"nb_bits": b, "qb": 8, "rotation": "RR"},
+            )
+        )
     for mult in (1,):
         nbits = mult * d
-        out.append(Method(f"faiss-LSH{nbits}", "faiss-LSH", "faiss", (nbits + 7) // 8,
-                          _faiss_build(lambda dd, mt, nbits=nbits: faiss.IndexLSH(dd, nbits, True, True)),
-                          _faiss_search(), "train+add", {"nbits": nbits, "rotate": True, "train_thresholds": True}))
+        out.append(
+            Method(
+                f"faiss-LSH{nbits}",
+                "faiss-LSH",
+                "faiss",
+                (nbits + 7) // 8,
+                _faiss_build(lambda dd, mt, nbits=nbits: faiss.IndexLSH(dd, nbits, True, True)),
+                _faiss_search(),
+                "train+add",
+                {"nbits": nbits, "rotate": True, "train_thresholds": True},
+            )
+        )
     return out
 
 
@@ -192,7 +248,8 @@ def rabitqlib_methods(d: int, threads: int, quick: bool = False) -> list[Method]
     except ImportError:
         return []
     out = []
-    for nbits in ((1, 3, 5) if quick else range(1, 7)):     # 7-9 bits lie past every budget of issue 2
+    for nbits in (1, 3, 5) if quick else range(1, 7):  # 7-9 bits lie past every budget of issue 2
+
         def build(base: np.ndarray, metric: str, nbits=nbits) -> Built:
             import rabitqlib
 
@@ -212,7 +269,16 @@ def rabitqlib_methods(d: int, threads: int, quick: bool = False) -> list[Method]
             ids[ids >= 2**32 - 1] = -1
             return ids
 
-        out.append(Method(f"rabitqlib-{nbits}bit", "rabitqlib", "rabitqlib", rabitqlib_bytes(d, nbits),
-                          build, search, "train+add",
-                          {"nbits": nbits, "ex_bits": nbits - 1, "clusters": 1, "nprobe": 1}))
+        out.append(
+            Method(
+                f"rabitqlib-{nbits}bit",
+                "rabitqlib",
+                "rabitqlib",
+                rabitqlib_bytes(d, nbits),
+                build,
+                search,
+                "train+add",
+                {"nbits": nbits, "ex_bits": nbits - 1, "clusters": 1, "nprobe": 1},
+            )
+        )
     return out

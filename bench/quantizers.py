@@ -27,7 +27,16 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 
-from .common import RESULTS_DIR, BenchSet, Stopwatch, load_sets, machine_info, recalls, set_threads, write_json  # noqa: E402
+from .common import (  # noqa: E402
+    RESULTS_DIR,
+    BenchSet,
+    Stopwatch,
+    load_sets,
+    machine_info,
+    recalls,
+    set_threads,
+    write_json,
+)
 from .peers import Method, faiss_methods, rabitqlib_methods  # noqa: E402
 from .report_quantizers import markdown, plot, summarize  # noqa: E402
 
@@ -38,8 +47,9 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def methods_for(bs: BenchSet, threads: int, quick: bool, with_vqdb: bool, with_peers: bool,
-                name_filter: list[str] | None) -> list[Method]:
+def methods_for(
+    bs: BenchSet, threads: int, quick: bool, with_vqdb: bool, with_peers: bool, name_filter: list[str] | None
+) -> list[Method]:
     methods: list[Method] = []
     if with_vqdb:
         from .vqdb_methods import vqdb_methods
@@ -60,7 +70,9 @@ def run_set(bs: BenchSet, methods: list[Method], rows: list, skipped: list) -> N
     n, d = bs.base.shape
     for m in methods:
         if m.build is None:
-            skipped.append({"dataset": bs.name, "method": m.name, "reason": m.params.get("error", "not built")})
+            skipped.append(
+                {"dataset": bs.name, "method": m.name, "reason": m.params.get("error", "not built")}
+            )
             log(f"  {m.name}: skipped ({m.params.get('error')})")
             continue
         try:
@@ -81,30 +93,58 @@ def run_set(bs: BenchSet, methods: list[Method], rows: list, skipped: list) -> N
                 log(f"  {m.name}: search failed: {exc!r}")
                 traceback.print_exc()
                 continue
-            row = {"dataset": bs.name, "metric": bs.metric, "n": n, "dim": d, "queries": qs.name,
-                   "n_queries": int(qs.queries.shape[0]), "method": m.name, "family": m.family,
-                   "library": m.library, "bytes": nbytes, "bits_per_dim": nbytes * 8 / d, **recalls(ids, qs.gt),
-                   "setup_s": built.setup_s, "train_s": built.train_s, "add_s": built.add_s, "encode_timing": m.encode_timing,
-                   "encode_s": encode_s, "encode_vps": n / encode_s if encode_s > 0 else math.inf,
-                   "search_s": t.s, "qps": qs.queries.shape[0] / t.s, "params": m.params}
+            row = {
+                "dataset": bs.name,
+                "metric": bs.metric,
+                "n": n,
+                "dim": d,
+                "queries": qs.name,
+                "n_queries": int(qs.queries.shape[0]),
+                "method": m.name,
+                "family": m.family,
+                "library": m.library,
+                "bytes": nbytes,
+                "bits_per_dim": nbytes * 8 / d,
+                **recalls(ids, qs.gt),
+                "setup_s": built.setup_s,
+                "train_s": built.train_s,
+                "add_s": built.add_s,
+                "encode_timing": m.encode_timing,
+                "encode_s": encode_s,
+                "encode_vps": n / encode_s if encode_s > 0 else math.inf,
+                "search_s": t.s,
+                "qps": qs.queries.shape[0] / t.s,
+                "params": m.params,
+            }
             rows.append(row)
-            log(f"  {m.name:28s} {nbytes:7.1f} B  {qs.name:9s} r@10 {row['recall@10']:.4f} "
-                f"r1@10 {row['recall@1@10']:.3f}  enc {encode_s:7.2f}s  search {t.s:6.2f}s")
+            log(
+                f"  {m.name:28s} {nbytes:7.1f} B  {qs.name:9s} r@10 {row['recall@10']:.4f} "
+                f"r1@10 {row['recall@1@10']:.3f}  enc {encode_s:7.2f}s  search {t.s:6.2f}s"
+            )
         del built
         gc.collect()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.quantizers", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="subsampled bases, 200 queries, few configs (< 2 min)")
-    ap.add_argument("--only", nargs="*", help="data set name substrings (e.g. wordnet-minilm384 fashion-mnist-784-cos)")
+    ap.add_argument(
+        "--quick", action="store_true", help="subsampled bases, 200 queries, few configs (< 2 min)"
+    )
+    ap.add_argument(
+        "--only", nargs="*", help="data set name substrings (e.g. wordnet-minilm384 fashion-mnist-784-cos)"
+    )
     ap.add_argument("--methods", nargs="*", help="method name substrings (e.g. turbo faiss-PQ rabitqlib)")
     ap.add_argument("--threads", type=int, default=None, help="threads for numba, FAISS and rabitqlib")
     ap.add_argument("--no-vqdb", action="store_true", help="peers only")
     ap.add_argument("--no-peers", action="store_true", help="vqdb only")
-    ap.add_argument("--out", default=None, help="output folder (default bench/results, quick: bench/results/quick)")
-    ap.add_argument("--update", action="store_true",
-                    help="keep the rows of data sets not run now from the existing quantizers.json (merge)")
+    ap.add_argument(
+        "--out", default=None, help="output folder (default bench/results, quick: bench/results/quick)"
+    )
+    ap.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the rows of data sets not run now from the existing quantizers.json (merge)",
+    )
     args = ap.parse_args(argv)
 
     out_dir = args.out or (os.path.join(RESULTS_DIR, "quick") if args.quick else RESULTS_DIR)
@@ -116,9 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     log(f"loaded {len(sets)} data sets in {time.perf_counter() - t0:.1f} s; {threads} threads")
     rows: list[dict] = []
     skipped: list[dict] = []
-    command = "python -m bench.quantizers " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    result = {"command": command.strip(), "quick": args.quick, "machine": info,
-              "env": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}, "rows": rows, "skipped": skipped}
+    command = "python -m bench.quantizers " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    result = {
+        "command": command.strip(),
+        "quick": args.quick,
+        "machine": info,
+        "env": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")},
+        "rows": rows,
+        "skipped": skipped,
+    }
     old_path = os.path.join(out_dir, "quantizers.json")
     old = None
     if args.update and os.path.exists(old_path):
@@ -126,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             old = json.load(f)
     result["runs"] = [{"command": command.strip(), "machine": info, "datasets": [bs.name for bs in sets]}]
     for i, bs in enumerate(sets):
-        log(f"{bs.name}: base {bs.base.shape}, metric {bs.metric}, query sets "
-            f"{[(q.name, q.queries.shape[0]) for q in bs.query_sets]}")
+        log(
+            f"{bs.name}: base {bs.base.shape}, metric {bs.metric}, query sets "
+            f"{[(q.name, q.queries.shape[0]) for q in bs.query_sets]}"
+        )
         methods = methods_for(bs, threads, args.quick, not args.no_vqdb, not args.no_peers, args.methods)
         run_set(bs, methods, rows, skipped)
         for r in rows:
@@ -143,12 +193,20 @@ def _merged(result: dict, old: dict | None) -> dict:
         return result
     done = {(r["dataset"], r["method"]) for r in result["rows"]}
     done |= {(s["dataset"], s["method"]) for s in result["skipped"]}
-    earlier = old.get("runs") or [{"command": old["command"], "machine": old["machine"],
-                                   "datasets": sorted({r["dataset"] for r in old["rows"]})}]
-    return {**result,
-            "rows": [r for r in old["rows"] if (r["dataset"], r["method"]) not in done] + result["rows"],
-            "skipped": [s for s in old.get("skipped", []) if (s["dataset"], s["method"]) not in done] + result["skipped"],
-            "runs": earlier + result["runs"]}
+    earlier = old.get("runs") or [
+        {
+            "command": old["command"],
+            "machine": old["machine"],
+            "datasets": sorted({r["dataset"] for r in old["rows"]}),
+        }
+    ]
+    return {
+        **result,
+        "rows": [r for r in old["rows"] if (r["dataset"], r["method"]) not in done] + result["rows"],
+        "skipped": [s for s in old.get("skipped", []) if (s["dataset"], s["method"]) not in done]
+        + result["skipped"],
+        "runs": earlier + result["runs"],
+    }
 
 
 def _write(result: dict, out_dir: str, t0: float, final: bool) -> None:
@@ -156,7 +214,9 @@ def _write(result: dict, out_dir: str, t0: float, final: bool) -> None:
     rows = result["rows"]
     result["complete"] = final
     result["summary"] = summarize(rows)
-    result["plots"] = [os.path.basename(p) for p in plot(rows, out_dir)] if rows and final else []  # no machine paths
+    result["plots"] = (
+        [os.path.basename(p) for p in plot(rows, out_dir)] if rows and final else []
+    )  # no machine paths
     result["wall_s"] = time.perf_counter() - t0
     write_json(os.path.join(out_dir, "quantizers.json"), result)
     with open(os.path.join(out_dir, "quantizers.md"), "w", encoding="utf-8") as f:

@@ -25,7 +25,16 @@ import time
 
 import numpy as np
 
-from .common import RESULTS_DIR, load_sets, machine_info, machine_line, recalls, set_threads, topk_chunked, write_json
+from .common import (
+    RESULTS_DIR,
+    load_sets,
+    machine_info,
+    machine_line,
+    recalls,
+    set_threads,
+    topk_chunked,
+    write_json,
+)
 
 
 def _topk(est_fn, n: int, m: int) -> np.ndarray:
@@ -38,7 +47,7 @@ def run_set(bs, presets: list[str]) -> list[dict]:
     x, d = bs.base, bs.dim
     c = x.astype(np.float64).mean(0).astype(np.float32)
     r = x - c
-    cr = r @ c                                            # exact <c, r> per vector
+    cr = r @ c  # exact <c, r> per vector
     rot = np.linalg.qr(np.random.default_rng(0).standard_normal((d, d)))[0].astype(np.float32)
     u = r @ rot.T
     signs = np.sign(u).astype(np.float32)
@@ -53,15 +62,30 @@ def run_set(bs, presets: list[str]) -> list[dict]:
         qc = qv @ c
         for name, rhat, f in codecs:
             scale = (lambda s, e: 1.0) if f is None else (lambda s, e: f[None, s:e])
-            plain = _topk(lambda s, e: qc[:, None] + (qv @ rhat[s:e].T) * scale(s, e), x.shape[0], qv.shape[0])
-            centred = _topk(lambda s, e: qc[:, None] + cr[None, s:e] + ((qv - c) @ rhat[s:e].T) * scale(s, e),
-                            x.shape[0], qv.shape[0])
-            row = {"dataset": bs.name, "queries": qs.name, "codes": name,
-                   "norm_c": float(np.linalg.norm(c)), "mean_norm_q_minus_c": float(np.linalg.norm(qv - c, axis=1).mean()),
-                   "plain": recalls(plain, qs.gt), "centred_query": recalls(centred, qs.gt)}
+            plain = _topk(
+                lambda s, e: qc[:, None] + (qv @ rhat[s:e].T) * scale(s, e), x.shape[0], qv.shape[0]
+            )
+            centred = _topk(
+                lambda s, e: qc[:, None] + cr[None, s:e] + ((qv - c) @ rhat[s:e].T) * scale(s, e),
+                x.shape[0],
+                qv.shape[0],
+            )
+            row = {
+                "dataset": bs.name,
+                "queries": qs.name,
+                "codes": name,
+                "norm_c": float(np.linalg.norm(c)),
+                "mean_norm_q_minus_c": float(np.linalg.norm(qv - c, axis=1).mean()),
+                "plain": recalls(plain, qs.gt),
+                "centred_query": recalls(centred, qs.gt),
+            }
             rows.append(row)
-            print(f"{bs.name:22s} {qs.name:9s} {name:32s} recall@10 plain {row['plain']['recall@10']:.4f}  "
-                  f"centred query {row['centred_query']['recall@10']:.4f}", file=sys.stderr, flush=True)
+            print(
+                f"{bs.name:22s} {qs.name:9s} {name:32s} recall@10 plain {row['plain']['recall@10']:.4f}  "
+                f"centred query {row['centred_query']['recall@10']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
     return rows
 
 
@@ -78,17 +102,27 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_set(bs, args.presets)
     cmd = "python -m bench.query_centring " + " ".join(argv if argv is not None else sys.argv[1:])
     out_dir = os.path.join(RESULTS_DIR, "quick") if args.quick else RESULTS_DIR
-    write_json(os.path.join(out_dir, "query_centring.json"), {"command": cmd.strip(), "machine": info, "rows": rows})
-    lines = ["# Centring the query as well as the data (diagnostic)", "", f"Command: `{cmd.strip()}`  ",
-             f"Machine: {machine_line(info)}; {time.perf_counter() - t0:.0f} s", "",
-             "Same codes, two estimators of <q, x>: plain = <q,c> + est<q, r> (vqdb today); centred = "
-             "<q,c> + <c,r> + est<q − c, r> (RaBitQ's form; one more exact scalar per vector).", "",
-             "| data set | queries | codes | ‖c‖ | mean ‖q−c‖ | recall@10 plain | recall@10 centred | recall@1@10 plain → centred |",
-             "|---|---|---|---|---|---|---|---|"]
+    write_json(
+        os.path.join(out_dir, "query_centring.json"), {"command": cmd.strip(), "machine": info, "rows": rows}
+    )
+    lines = [
+        "# Centring the query as well as the data (diagnostic)",
+        "",
+        f"Command: `{cmd.strip()}`  ",
+        f"Machine: {machine_line(info)}; {time.perf_counter() - t0:.0f} s",
+        "",
+        "Same codes, two estimators of <q, x>: plain = <q,c> + est<q, r> (vqdb today); centred = "
+        "<q,c> + <c,r> + est<q − c, r> (RaBitQ's form; one more exact scalar per vector).",
+        "",
+        "| data set | queries | codes | ‖c‖ | mean ‖q−c‖ | recall@10 plain | recall@10 centred | recall@1@10 plain → centred |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['queries']} | {r['codes']} | {r['norm_c']:.2f} | {r['mean_norm_q_minus_c']:.2f} | "
-                     f"{r['plain']['recall@10']:.4f} | **{r['centred_query']['recall@10']:.4f}** | "
-                     f"{r['plain']['recall@1@10']:.3f} → {r['centred_query']['recall@1@10']:.3f} |")
+        lines.append(
+            f"| {r['dataset']} | {r['queries']} | {r['codes']} | {r['norm_c']:.2f} | {r['mean_norm_q_minus_c']:.2f} | "
+            f"{r['plain']['recall@10']:.4f} | **{r['centred_query']['recall@10']:.4f}** | "
+            f"{r['plain']['recall@1@10']:.3f} → {r['centred_query']['recall@1@10']:.3f} |"
+        )
     with open(os.path.join(out_dir, "query_centring.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return 0

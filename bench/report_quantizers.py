@@ -12,7 +12,7 @@ ISSUE_BUDGETS = {
     "wordnet-minilm384": [(56, 0.75), (104, 0.87), (200, 0.96)],
     "fashion-mnist-784-cos": [(106, 0.73), (204, 0.85), (400, 0.95)],
 }
-NEAR_FACTOR = 1.25   # "best peer at a little more memory": bytes <= 1.25 x budget
+NEAR_FACTOR = 1.25  # "best peer at a little more memory": bytes <= 1.25 x budget
 
 
 def budgets_for(dataset: str, dim: int) -> list[tuple[int, float | None]]:
@@ -27,8 +27,17 @@ def _best(rows, max_bytes):
 
 
 def _brief(r):
-    return None if r is None else {"method": r["method"], "bytes": r["bytes"], "recall@10": r["recall@10"],
-                                   "recall@1@10": r["recall@1@10"], "encode_vps": r["encode_vps"]}
+    return (
+        None
+        if r is None
+        else {
+            "method": r["method"],
+            "bytes": r["bytes"],
+            "recall@10": r["recall@10"],
+            "recall@1@10": r["recall@1@10"],
+            "encode_vps": r["encode_vps"],
+        }
+    )
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -43,13 +52,26 @@ def summarize(rows: list[dict]) -> list[dict]:
         sq4 = next((r for r in peers if r["method"] == "faiss-SQ4"), None)
         for budget, target in budgets_for(dataset, dim):
             v, p, pn = _best(ours, budget), _best(peers, budget), _best(peers, budget * NEAR_FACTOR)
-            pq = max((r for r in peers if r["family"] == "faiss-PQ" and r["bytes"] <= budget),
-                     key=lambda r: r["bytes"], default=None)
-            if pq is None:   # quick mode runs no 8-bit PQ: fall back to PQFastScan
-                pq = max((r for r in peers if r["family"] == "faiss-PQFastScan" and r["bytes"] <= budget),
-                         key=lambda r: r["bytes"], default=None)
-            row = {"dataset": dataset, "queries": queries, "budget": budget, "target_recall@10": target,
-                   "vqdb": _brief(v), "peer": _brief(p), "peer_near": _brief(pn)}
+            pq = max(
+                (r for r in peers if r["family"] == "faiss-PQ" and r["bytes"] <= budget),
+                key=lambda r: r["bytes"],
+                default=None,
+            )
+            if pq is None:  # quick mode runs no 8-bit PQ: fall back to PQFastScan
+                pq = max(
+                    (r for r in peers if r["family"] == "faiss-PQFastScan" and r["bytes"] <= budget),
+                    key=lambda r: r["bytes"],
+                    default=None,
+                )
+            row = {
+                "dataset": dataset,
+                "queries": queries,
+                "budget": budget,
+                "target_recall@10": target,
+                "vqdb": _brief(v),
+                "peer": _brief(p),
+                "peer_near": _brief(pn),
+            }
             if v is not None:
                 row["meets_target"] = None if target is None else v["recall@10"] >= target
                 row["beats_peer"] = None if p is None else v["recall@10"] > p["recall@10"]
@@ -91,14 +113,21 @@ def markdown(result: dict) -> str:
         f"Command: `{result['command']}`{' (quick mode: subsampled base, 200 queries, few configs)' if result['quick'] else ''}  ",
         f"Machine: {machine_line(info)}  ",
         f"Date: {info['date']}; total wall time {result['wall_s']:.0f} s"
-        + ("." if result.get("complete", True) else " so far (PARTIAL: written after each data set; the run went on or was cut short)."),
+        + (
+            "."
+            if result.get("complete", True)
+            else " so far (PARTIAL: written after each data set; the run went on or was cut short)."
+        ),
     ]
     runs = result.get("runs", [])
-    if len(runs) > 1:   # merged with --update: say which command produced which data sets
+    if len(runs) > 1:  # merged with --update: say which command produced which data sets
         lines += ["", "Merged from several runs (`--update`):"]
-        lines += [f"- `{r['command']}` ({', '.join(r.get('datasets', [])) or 'earlier data sets'}; "
-                  f"{r['machine']['date']}, load average at start "
-                  f"{', '.join(f'{x:.1f}' for x in r['machine'].get('loadavg_at_start') or [])})" for r in runs]
+        lines += [
+            f"- `{r['command']}` ({', '.join(r.get('datasets', [])) or 'earlier data sets'}; "
+            f"{r['machine']['date']}, load average at start "
+            f"{', '.join(f'{x:.1f}' for x in r['machine'].get('loadavg_at_start') or [])})"
+            for r in runs
+        ]
     lines += [
         "",
         "Flat (brute-force) scans of every code; exact ground truth as shipped (Fashion-MNIST cosine: "
@@ -106,7 +135,7 @@ def markdown(result: dict) -> str:
         "scoring (codes, norms, correction factors; ids excluded — rabitqlib's 4-byte id is subtracted). "
         "vqdb: `fit` (the base mean, one pass) + `encode`, scored with `q.score` over 16,384-code chunks. "
         "Encode vectors/s: vqdb fit+encode; FAISS PQ/PQFastScan/RaBitQ/LSH train+add; FAISS SQ add; "
-        "rabitqlib mean + build (1 cluster, centroid = mean, nprobe = 1). \"setup s\" (vqdb only, not in "
+        'rabitqlib mean + build (1 cluster, centroid = mean, nprobe = 1). "setup s" (vqdb only, not in '
         "encode): building the quantizer (random rotation, cached Lloyd–Max codebooks) plus a 64-vector "
         "warm-up that loads numba's compiled kernels — one-time, independent of n. FAISS RaBitQ runs "
         "behind a random rotation (`RR,RaBitQ`), as RaBitQ assumes; FAISS PQ trains on ≤ 16,384 vectors.",
@@ -123,26 +152,37 @@ def markdown(result: dict) -> str:
     for s in summary:
         v, p, pn = s["vqdb"], s["peer"], s["peer_near"]
         delta = "–" if v is None or p is None else f"{v['recall@10'] - p['recall@10']:+.3f}"
-        goal = "–" if s["target_recall@10"] is None else (
-            f"{s['target_recall@10']:.2f} {'✓' if s.get('meets_target') else '✗'}")
+        goal = (
+            "–"
+            if s["target_recall@10"] is None
+            else (f"{s['target_recall@10']:.2f} {'✓' if s.get('meets_target') else '✗'}")
+        )
         lines.append(
             f"| {s['dataset']} | {s['queries']} | {s['budget']} | {goal} | {_cell(v)} | {_cell(p)} | {_cell(pn)} | "
             f"{delta} | {_fmt(s.get('encode_ratio_vs_pq_train_add'), 1)} ({s.get('pq', '–')}) | "
-            f"{_fmt(s.get('encode_ratio_vs_sq4_add'), 2)} |")
+            f"{_fmt(s.get('encode_ratio_vs_sq4_add'), 2)} |"
+        )
     for dataset in sorted({r["dataset"] for r in rows}):
         sel = [r for r in rows if r["dataset"] == dataset]
         r0 = sel[0]
         lines += ["", f"## {dataset} — {r0['n']:,} × {r0['dim']}, metric {r0['metric']}", ""]
         for queries in sorted({r["queries"] for r in sel}):
-            qrows = sorted((r for r in sel if r["queries"] == queries), key=lambda r: (r["bytes"], r["method"]))
-            lines += [f"### queries: {queries} ({qrows[0]['n_queries']})", "",
-                      "| method | bytes/vec | bits/dim | recall@10 | recall@1@10 | recall@1@100 | encode vec/s | encode timed | setup s | search s |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
+            qrows = sorted(
+                (r for r in sel if r["queries"] == queries), key=lambda r: (r["bytes"], r["method"])
+            )
+            lines += [
+                f"### queries: {queries} ({qrows[0]['n_queries']})",
+                "",
+                "| method | bytes/vec | bits/dim | recall@10 | recall@1@10 | recall@1@100 | encode vec/s | encode timed | setup s | search s |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
             for r in qrows:
                 name = f"**{r['method']}**" if r["library"] == "vqdb" else r["method"]
-                lines.append(f"| {name} | {r['bytes']:g} | {r['bits_per_dim']:.2f} | {r['recall@10']:.4f} | "
-                             f"{r['recall@1@10']:.4f} | {r['recall@1@100']:.4f} | {_vps(r['encode_vps'])} | "
-                             f"{r['encode_timing']} | {r.get('setup_s', 0):.1f} | {r['search_s']:.2f} |")
+                lines.append(
+                    f"| {name} | {r['bytes']:g} | {r['bits_per_dim']:.2f} | {r['recall@10']:.4f} | "
+                    f"{r['recall@1@10']:.4f} | {r['recall@1@100']:.4f} | {_vps(r['encode_vps'])} | "
+                    f"{r['encode_timing']} | {r.get('setup_s', 0):.1f} | {r['search_s']:.2f} |"
+                )
     if result.get("skipped"):
         lines += ["", "## Skipped configurations", ""]
         lines += [f"- {s['dataset']}: {s['method']} — {s['reason']}" for s in result["skipped"]]
@@ -170,8 +210,15 @@ def plot(rows: list[dict], out_dir: str, prefix: str = "quantizers") -> list[str
             for fam, color in zip(fams, colors):
                 pts = sorted((r["bytes"], r["recall@10"]) for r in qrows if r["family"] == fam)
                 ours = fam.startswith("vqdb")
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o" if ours else "--s",
-                        lw=2 if ours else 1.2, ms=4, label=fam, color=color)
+                ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    "-o" if ours else "--s",
+                    lw=2 if ours else 1.2,
+                    ms=4,
+                    label=fam,
+                    color=color,
+                )
             for budget, target in budgets_for(dataset, qrows[0]["dim"]):
                 ax.axvline(budget, color="grey", lw=0.6, ls=":")
                 if target is not None:

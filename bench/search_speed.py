@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # see bench/quantizers.py
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/quantizers.py
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -81,7 +81,7 @@ def recall10(ids: np.ndarray, gt: np.ndarray) -> float:
 
 def batch_qps(search, queries: np.ndarray, min_s: float, reps: int = 2) -> float:
     """Queries per second of ``search(batch)`` on as many queries as ~``min_s`` seconds take (best of reps)."""
-    search(queries[:8])                                    # warm-up: kernels, page faults
+    search(queries[:8])  # warm-up: kernels, page faults
     m = min(queries.shape[0], 100)
     t0 = time.perf_counter()
     search(queries[:m])
@@ -101,7 +101,7 @@ def latency_ms(search, queries: np.ndarray, n: int = 30) -> float:
     times = []
     for i in range(min(n, queries.shape[0])):
         t0 = time.perf_counter()
-        search(queries[i:i + 1])
+        search(queries[i : i + 1])
         times.append(time.perf_counter() - t0)
     return float(np.median(times) * 1e3)
 
@@ -140,33 +140,46 @@ def flat_configs(bs: BenchSet) -> list[tuple[str, str, int, callable]]:
     out = []
     sizes = {name: size for name, size, _ in vqdb.presets(d)}
     for preset in ("turbo-1", "turbo-2", "turbo-4"):
+
         def build(preset=preset):
             idx, s = vqdb_index(bs, preset)
             return (lambda q: idx.search(q, K).ids), s, idx
+
         out.append((f"vqdb-flat-{preset}", "vqdb", sizes[preset], build))
-        m = divisor_at_most(d, 2 * sizes[preset])          # 4-bit PQ: M/2 bytes <= vqdb's bytes
+        m = divisor_at_most(d, 2 * sizes[preset])  # 4-bit PQ: M/2 bytes <= vqdb's bytes
+
         def build_fs(m=m):
             ix, s = faiss_build(faiss.IndexPQFastScan(d, m, 4, ip), bs.base)
             return (lambda q: ix.search(q, K)[1]), s, ix
+
         out.append((f"faiss-PQFastScan{m}x4", "faiss", faiss.IndexPQFastScan(d, m, 4).code_size, build_fs))
+
     def build_rq():
-        ix = faiss.IndexPreTransform(faiss.RandomRotationMatrix(d, d), faiss.IndexRaBitQFastScan(d, ip, 32, 1))
+        ix = faiss.IndexPreTransform(
+            faiss.RandomRotationMatrix(d, d), faiss.IndexRaBitQFastScan(d, ip, 32, 1)
+        )
         ix, s = faiss_build(ix, bs.base)
         return (lambda q: ix.search(q, K)[1]), s, ix
-    for preset in ("turbo-pca-1", "turbo-pca-2", "turbo-pca-4"):   # fitted basis: the best recall per byte
+
+    for preset in ("turbo-pca-1", "turbo-pca-2", "turbo-pca-4"):  # fitted basis: the best recall per byte
         if preset not in sizes:
             continue
 
         def build_pca(preset=preset):
             idx, s = vqdb_index(bs, preset)
             return (lambda q: idx.search(q, K).ids), s, idx
+
         out.append((f"vqdb-flat-{preset}", "vqdb", sizes[preset], build_pca))
-    out.append(("faiss-RR+RaBitQFastScan1", "faiss", faiss.IndexRaBitQFastScan(d, ip, 32, 1).code_size, build_rq))
+    out.append(
+        ("faiss-RR+RaBitQFastScan1", "faiss", faiss.IndexRaBitQFastScan(d, ip, 32, 1).code_size, build_rq)
+    )
+
     def build_rq1():
         inner = faiss.IndexRaBitQ(d, ip, 1)
         inner.qb = 8
         ix, s = faiss_build(faiss.IndexPreTransform(faiss.RandomRotationMatrix(d, d), inner), bs.base)
         return (lambda q: ix.search(q, K)[1]), s, ix
+
     out.append(("faiss-RR+RaBitQ1", "faiss", faiss.IndexRaBitQ(d, ip, 1).code_size, build_rq1))
     return out
 
@@ -184,8 +197,16 @@ def run_flat(bs: BenchSet, threads: int, min_s: float, limits: dict) -> list[dic
             continue
         with Threads(threads):
             ids = search(qs.queries)
-        row = {"dataset": bs.name, "section": "flat", "method": name, "library": lib, "bytes": nbytes,
-               "n": n, "recall@10": recall10(ids, qs.gt), "build_s": round(build_s, 2)}
+        row = {
+            "dataset": bs.name,
+            "section": "flat",
+            "method": name,
+            "library": lib,
+            "bytes": nbytes,
+            "n": n,
+            "recall@10": recall10(ids, qs.gt),
+            "build_s": round(build_s, 2),
+        }
         for t in sorted({1, threads}):
             with Threads(t):
                 qps = batch_qps(search, qs.queries, min_s)
@@ -198,8 +219,13 @@ def run_flat(bs: BenchSet, threads: int, min_s: float, limits: dict) -> list[dic
             row[f"scan_GBps_single_{t}t"] = round(n * nbytes / (lat / 1e3) / 1e9, 2)
             row[f"single_frac_of_read_bw_{t}t"] = round(n * nbytes / (lat / 1e3) / bw, 3)
         rows.append(row)
-        log(f"  {name:28s} {nbytes:5d} B  r@10 {row['recall@10']:.4f}  " + "  ".join(
-            f"{t}t {row[f'qps_{t}t']:8.1f} qps {row[f'latency_ms_{t}t']:7.2f} ms" for t in sorted({1, threads})))
+        log(
+            f"  {name:28s} {nbytes:5d} B  r@10 {row['recall@10']:.4f}  "
+            + "  ".join(
+                f"{t}t {row[f'qps_{t}t']:8.1f} qps {row[f'latency_ms_{t}t']:7.2f} ms"
+                for t in sorted({1, threads})
+            )
+        )
         del handle, search
     return rows
 
@@ -212,7 +238,7 @@ def ivf_sweeps(bs: BenchSet, quick: bool, tmp: str):
 
     d, n = bs.dim, bs.base.shape[0]
     ip = faiss.METRIC_INNER_PRODUCT
-    nlist = int(min(4 * np.sqrt(n), n // 39))     # vqdb's default rule, capped at FAISS's 39 points per list
+    nlist = int(min(4 * np.sqrt(n), n // 39))  # vqdb's default rule, capped at FAISS's 39 points per list
     nprobes = [8, 32, 128] if quick else [8, 16, 32, 64, 128, 256]
     size4 = {name: size for name, size, _ in vqdb.presets(d)}["turbo-4"]
     out = []
@@ -225,9 +251,17 @@ def ivf_sweeps(bs: BenchSet, quick: bool, tmp: str):
             idx.save()
         return (lambda q, knob: idx.search(q, K, nprobe=knob[0], rerank=knob[1]).ids), s, idx
 
-    out.append(("vqdb-IVF-turbo-4+rerank(fp16)", "vqdb", size4 + 2 * d, build_vqdb,
-                [(p, r) for r in (False, 4) for p in nprobes], "(nprobe, rerank)"))
-    m = divisor_at_most(d, 2 * size4)    # 4-bit PQ codes of at most turbo-4's bytes
+    out.append(
+        (
+            "vqdb-IVF-turbo-4+rerank(fp16)",
+            "vqdb",
+            size4 + 2 * d,
+            build_vqdb,
+            [(p, r) for r in (False, 4) for p in nprobes],
+            "(nprobe, rerank)",
+        )
+    )
+    m = divisor_at_most(d, 2 * size4)  # 4-bit PQ codes of at most turbo-4's bytes
 
     def build_ivfpq():
         coarse = faiss.IndexFlatIP(d)
@@ -235,17 +269,26 @@ def ivf_sweeps(bs: BenchSet, quick: bool, tmp: str):
         ivf.pq.cp.max_points_per_centroid = 256
         ref = faiss.IndexRefine(ivf, faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, ip))
         ref, s = faiss_build(ref, bs.base)
-        holders = (coarse, ivf, ref)          # keep the sub-indexes alive
+        holders = (coarse, ivf, ref)  # keep the sub-indexes alive
 
         def search(q, knob, holders=holders):
-            params = faiss.IndexRefineSearchParameters(k_factor=float(knob[1]),
-                                                       base_index_params=faiss.SearchParametersIVF(nprobe=knob[0]))
+            params = faiss.IndexRefineSearchParameters(
+                k_factor=float(knob[1]), base_index_params=faiss.SearchParametersIVF(nprobe=knob[0])
+            )
             return holders[2].search(q, K, params=params)[1]
+
         return search, s, holders
 
-    out.append((f"faiss-IVF{nlist}-PQFastScan{m}x4+refine(fp16)", "faiss",
-                faiss.IndexPQFastScan(d, m, 4).code_size + 2 * d, build_ivfpq,
-                [(p, kf) for kf in (1, 4) for p in nprobes], "(nprobe, k_factor)"))
+    out.append(
+        (
+            f"faiss-IVF{nlist}-PQFastScan{m}x4+refine(fp16)",
+            "faiss",
+            faiss.IndexPQFastScan(d, m, 4).code_size + 2 * d,
+            build_ivfpq,
+            [(p, kf) for kf in (1, 4) for p in nprobes],
+            "(nprobe, k_factor)",
+        )
+    )
 
     def build_hnsw():
         ix = faiss.IndexHNSWFlat(d, 32, ip)
@@ -254,10 +297,19 @@ def ivf_sweeps(bs: BenchSet, quick: bool, tmp: str):
 
         def search(q, knob, ix=ix):
             return ix.search(q, K, params=faiss.SearchParametersHNSW(efSearch=knob))[1]
+
         return search, s, ix
 
-    out.append(("faiss-HNSWFlat32", "faiss", 4 * d + 2 * 32 * 4, build_hnsw,
-                [16, 64, 128] if quick else [16, 32, 64, 128, 256], "efSearch"))
+    out.append(
+        (
+            "faiss-HNSWFlat32",
+            "faiss",
+            4 * d + 2 * 32 * 4,
+            build_hnsw,
+            [16, 64, 128] if quick else [16, 32, 64, 128, 256],
+            "efSearch",
+        )
+    )
     return out
 
 
@@ -275,20 +327,33 @@ def run_ivf(bs: BenchSet, threads: int, min_s: float, quick: bool, tmp: str) -> 
         if lib == "vqdb":
             paths["vqdb"] = os.path.join(tmp, bs.name)
         for knob in knobs:
-            fn = (lambda q, knob=knob: search(q, knob))
+
+            def fn(q, knob=knob, search=search):
+                return search(q, knob)
+
             with Threads(threads):
                 r = recall10(fn(qs.queries), qs.gt)
-            row = {"dataset": bs.name, "section": "ivf", "method": name, "library": lib, "bytes": nbytes,
-                   "knob": list(knob) if isinstance(knob, tuple) else knob, "knob_name": knob_name,
-                   "recall@10": r, "build_s": round(build_s, 2)}
+            row = {
+                "dataset": bs.name,
+                "section": "ivf",
+                "method": name,
+                "library": lib,
+                "bytes": nbytes,
+                "knob": list(knob) if isinstance(knob, tuple) else knob,
+                "knob_name": knob_name,
+                "recall@10": r,
+                "build_s": round(build_s, 2),
+            }
             for t in sorted({1, threads}):
                 with Threads(t):
                     row[f"qps_{t}t"] = round(batch_qps(fn, qs.queries, min_s), 1)
             rows.append(row)
-            log(f"  {name:44s} {str(knob):12s} r@10 {r:.4f}  " + "  ".join(
-                f"{t}t {row[f'qps_{t}t']:9.1f} qps" for t in sorted({1, threads})))
+            log(
+                f"  {name:44s} {str(knob):12s} r@10 {r:.4f}  "
+                + "  ".join(f"{t}t {row[f'qps_{t}t']:9.1f} qps" for t in sorted({1, threads}))
+            )
         if lib == "vqdb" and hasattr(handle, "close"):
-            handle.close()       # release the writer before the fresh-process open (read-only) below
+            handle.close()  # release the writer before the fresh-process open (read-only) below
         if lib == "faiss" and "HNSW" in name:
             import faiss
 
@@ -311,14 +376,35 @@ def best_at_target(rows: list[dict], threads: int) -> list[dict]:
                     best[r["method"]] = r
             ours = next((r for m, r in best.items() if r["library"] == "vqdb"), None)
             for m, r in sorted(best.items()):
-                out.append({"dataset": dataset, "threads": t, "method": m, "knob": r["knob"],
-                            "recall@10": r["recall@10"], "qps": r[f"qps_{t}t"], "bytes": r["bytes"],
-                            "vqdb_ratio": None if ours is None else round(ours[f"qps_{t}t"] / r[f"qps_{t}t"], 3)})
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "threads": t,
+                        "method": m,
+                        "knob": r["knob"],
+                        "recall@10": r["recall@10"],
+                        "qps": r[f"qps_{t}t"],
+                        "bytes": r["bytes"],
+                        "vqdb_ratio": None if ours is None else round(ours[f"qps_{t}t"] / r[f"qps_{t}t"], 3),
+                    }
+                )
             methods = {r["method"] for r in rows if r.get("section") == "ivf" and r["dataset"] == dataset}
             for m in sorted(methods - set(best)):
-                out.append({"dataset": dataset, "threads": t, "method": m, "knob": None, "recall@10": max(
-                    r["recall@10"] for r in rows if r.get("method") == m and r["dataset"] == dataset),
-                    "qps": None, "bytes": None, "vqdb_ratio": None, "note": f"never reached {TARGET}"})
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "threads": t,
+                        "method": m,
+                        "knob": None,
+                        "recall@10": max(
+                            r["recall@10"] for r in rows if r.get("method") == m and r["dataset"] == dataset
+                        ),
+                        "qps": None,
+                        "bytes": None,
+                        "vqdb_ratio": None,
+                        "note": f"never reached {TARGET}",
+                    }
+                )
     return out
 
 
@@ -362,8 +448,13 @@ def first_query(paths: dict, queries: np.ndarray, tmp: str) -> dict:
     for key, script in (("vqdb", _COLD_VQDB), ("faiss_hnsw", _COLD_FAISS)):
         if key not in paths:
             continue
-        res = subprocess.run([sys.executable, "-c", script, paths[key], qpath], capture_output=True, text=True,
-                             timeout=600, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        res = subprocess.run(
+            [sys.executable, "-c", script, paths[key], qpath],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
         if res.returncode != 0:
             out[key] = {"error": res.stderr.strip()[-500:]}
         else:
@@ -379,57 +470,101 @@ def markdown(result: dict) -> str:
     ts = sorted({1, t})
     lim = result["limits"]
     lines = [
-        "# Search speed: vqdb vs FAISS (k = 10)", "",
+        "# Search speed: vqdb vs FAISS (k = 10)",
+        "",
         f"Command: `{result['command']}`{' (quick mode)' if result['quick'] else ''}  ",
         f"Machine: {machine_line(result['machine'])}  ",
         f"Date: {result['machine']['date']}; wall time {result['wall_s']:.0f} s. All figures from this one "
-        "process; the machine is shared and noisy, so read the ratios, not the absolute rates.", "",
-        "## Machine limits (measured in this run)", "",
-        "| threads | read GB/s | copy GB/s | triad GB/s | SGEMM GFLOP/s |", "|---|---|---|---|---|"]
+        "process; the machine is shared and noisy, so read the ratios, not the absolute rates.",
+        "",
+        "## Machine limits (measured in this run)",
+        "",
+        "| threads | read GB/s | copy GB/s | triad GB/s | SGEMM GFLOP/s |",
+        "|---|---|---|---|---|",
+    ]
     for k, v in lim.items():
-        lines.append(f"| {k} | {v['read_GBps']} | {v['copy_GBps']} | {v['triad_GBps']} | {v['sgemm_GFLOPs']} |")
-    lines += ["", "## Flat scan (all queries in one call; latency = one query per call)", "",
-              "| data set | method | bytes/vec | recall@10 | " + " | ".join(
-                  f"QPS {x}t | ×vs PQFastScan {x}t | p50 ms {x}t | 1-query scan GB/s {x}t (× read bw)" for x in ts) + " |",
-              "|---|---|---|---|" + "---|---|---|---|" * len(ts)]
+        lines.append(
+            f"| {k} | {v['read_GBps']} | {v['copy_GBps']} | {v['triad_GBps']} | {v['sgemm_GFLOPs']} |"
+        )
+    lines += [
+        "",
+        "## Flat scan (all queries in one call; latency = one query per call)",
+        "",
+        "| data set | method | bytes/vec | recall@10 | "
+        + " | ".join(
+            f"QPS {x}t | ×vs PQFastScan {x}t | p50 ms {x}t | 1-query scan GB/s {x}t (× read bw)" for x in ts
+        )
+        + " |",
+        "|---|---|---|---|" + "---|---|---|---|" * len(ts),
+    ]
     flat = [r for r in result["rows"] if r.get("section") == "flat"]
     for r in flat:
         ref = _flat_ref(flat, r)
         cells = []
         for x in ts:
             ratio = "–" if ref is None else f"{r[f'qps_{x}t'] / ref[f'qps_{x}t']:.2f}"
-            cells.append(f"{r[f'qps_{x}t']:,.1f} | {ratio} | {r[f'latency_ms_{x}t']:.2f} | "
-                         f"{r[f'scan_GBps_single_{x}t']} ({r[f'single_frac_of_read_bw_{x}t']:.2f})")
-        lines.append(f"| {r['dataset']} | {r['method']} | {r['bytes']} | {r['recall@10']:.4f} | " + " | ".join(cells) + " |")
-    lines += ["", "×vs PQFastScan: QPS over the `IndexPQFastScan` row with the most bytes ≤ the vqdb row's. "
-              "1-query scan GB/s: n × bytes/vector over the one-query latency; above 1× the read bandwidth the "
-              "codes are served from the CPU caches (e.g. 115,659 × 48 B = 5.6 MB).",
-              "", f"## IVF / graph at recall@10 ≥ {TARGET}: fastest setting per method", "",
-              "| data set | threads | method | bytes/vec | setting | recall@10 | QPS | vqdb QPS ÷ this |",
-              "|---|---|---|---|---|---|---|---|"]
+            cells.append(
+                f"{r[f'qps_{x}t']:,.1f} | {ratio} | {r[f'latency_ms_{x}t']:.2f} | "
+                f"{r[f'scan_GBps_single_{x}t']} ({r[f'single_frac_of_read_bw_{x}t']:.2f})"
+            )
+        lines.append(
+            f"| {r['dataset']} | {r['method']} | {r['bytes']} | {r['recall@10']:.4f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines += [
+        "",
+        "×vs PQFastScan: QPS over the `IndexPQFastScan` row with the most bytes ≤ the vqdb row's. "
+        "1-query scan GB/s: n × bytes/vector over the one-query latency; above 1× the read bandwidth the "
+        "codes are served from the CPU caches (e.g. 115,659 × 48 B = 5.6 MB).",
+        "",
+        f"## IVF / graph at recall@10 ≥ {TARGET}: fastest setting per method",
+        "",
+        "| data set | threads | method | bytes/vec | setting | recall@10 | QPS | vqdb QPS ÷ this |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for b in result["ivf_best"]:
-        lines.append(f"| {b['dataset']} | {b['threads']} | {b['method']} | {b['bytes'] or '–'} | {b['knob']} | "
-                     f"{b['recall@10']:.4f} | {b['qps'] if b['qps'] is not None else b.get('note', '–')} | "
-                     f"{b['vqdb_ratio'] if b['vqdb_ratio'] is not None else '–'} |")
-    lines += ["", "bytes/vec: codes + the stored vectors used to re-rank (float16 for vqdb and for FAISS's refine "
-              "index) or, for HNSW, float32 vectors + 2·M·4 bytes of links (level 0).", "",
-              "## IVF / graph sweeps", "",
-              "| data set | method | setting | recall@10 | " + " | ".join(f"QPS {x}t" for x in ts) + " |",
-              "|---|---|---|---|" + "---|" * len(ts)]
+        lines.append(
+            f"| {b['dataset']} | {b['threads']} | {b['method']} | {b['bytes'] or '–'} | {b['knob']} | "
+            f"{b['recall@10']:.4f} | {b['qps'] if b['qps'] is not None else b.get('note', '–')} | "
+            f"{b['vqdb_ratio'] if b['vqdb_ratio'] is not None else '–'} |"
+        )
+    lines += [
+        "",
+        "bytes/vec: codes + the stored vectors used to re-rank (float16 for vqdb and for FAISS's refine "
+        "index) or, for HNSW, float32 vectors + 2·M·4 bytes of links (level 0).",
+        "",
+        "## IVF / graph sweeps",
+        "",
+        "| data set | method | setting | recall@10 | " + " | ".join(f"QPS {x}t" for x in ts) + " |",
+        "|---|---|---|---|" + "---|" * len(ts),
+    ]
     for r in (r for r in result["rows"] if r.get("section") == "ivf"):
-        lines.append(f"| {r['dataset']} | {r['method']} | {r['knob_name']}={r['knob']} | {r['recall@10']:.4f} | "
-                     + " | ".join(f"{r[f'qps_{x}t']:,.1f}" for x in ts) + " |")
-    lines += ["", "## First query in a fresh process", "", "| data set | index | import ms | open ms | first query ms | second query ms |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['dataset']} | {r['method']} | {r['knob_name']}={r['knob']} | {r['recall@10']:.4f} | "
+            + " | ".join(f"{r[f'qps_{x}t']:,.1f}" for x in ts)
+            + " |"
+        )
+    lines += [
+        "",
+        "## First query in a fresh process",
+        "",
+        "| data set | index | import ms | open ms | first query ms | second query ms |",
+        "|---|---|---|---|---|---|",
+    ]
     for ds, fq in result["first_query"].items():
         for key, v in fq.items():
             if "error" in v:
                 lines.append(f"| {ds} | {key} | error: {v['error'][:120]} | | | |")
             else:
-                lines.append(f"| {ds} | {key} | {v['import_ms']} | {v['open_ms']} | {v['first_query_ms']} | {v['second_query_ms']} |")
+                lines.append(
+                    f"| {ds} | {key} | {v['import_ms']} | {v['open_ms']} | {v['first_query_ms']} | {v['second_query_ms']} |"
+                )
     errors = [r for r in result["rows"] if "error" in r]
     if errors:
-        lines += ["", "## Failed configurations", ""] + [f"- {r['dataset']}: {r['method']}: {r['error']}" for r in errors]
+        lines += ["", "## Failed configurations", ""] + [
+            f"- {r['dataset']}: {r['method']}: {r['error']}" for r in errors
+        ]
     lines += ["", "Plots: " + ", ".join(f"`{os.path.basename(p)}`" for p in result.get("plots", [])), ""]
     return "\n".join(lines)
 
@@ -438,8 +573,14 @@ def _flat_ref(flat: list[dict], r: dict) -> dict | None:
     """The ``IndexPQFastScan`` row of the same data set with the most bytes <= this vqdb row's."""
     if r["library"] != "vqdb":
         return None
-    cands = [x for x in flat if x["dataset"] == r["dataset"] and "error" not in x
-             and x["method"].startswith("faiss-PQFastScan") and x["bytes"] <= r["bytes"]]
+    cands = [
+        x
+        for x in flat
+        if x["dataset"] == r["dataset"]
+        and "error" not in x
+        and x["method"].startswith("faiss-PQFastScan")
+        and x["bytes"] <= r["bytes"]
+    ]
     return max(cands, key=lambda x: x["bytes"], default=None)
 
 
@@ -465,11 +606,21 @@ def plot(rows: list[dict], threads: int, out_dir: str) -> list[str]:
                     for g, grp in groups.items():
                         grp.sort(key=lambda r: r["recall@10"])
                         label = m if g is None else f"{m} [{'rerank' if 'vqdb' in m else 'k_factor'}={g}]"
-                        ax.plot([r["recall@10"] for r in grp], [r[f"qps_{t}t"] for r in grp],
-                                "-o" if pts[0]["library"] == "vqdb" else "--s", ms=4, label=label)
+                        ax.plot(
+                            [r["recall@10"] for r in grp],
+                            [r[f"qps_{t}t"] for r in grp],
+                            "-o" if pts[0]["library"] == "vqdb" else "--s",
+                            ms=4,
+                            label=label,
+                        )
                 else:
-                    ax.plot([pts[0]["recall@10"]], [pts[0][f"qps_{t}t"]],
-                            "o" if pts[0]["library"] == "vqdb" else "s", ms=7, label=f"{m} (flat)")
+                    ax.plot(
+                        [pts[0]["recall@10"]],
+                        [pts[0][f"qps_{t}t"]],
+                        "o" if pts[0]["library"] == "vqdb" else "s",
+                        ms=7,
+                        label=f"{m} (flat)",
+                    )
             ax.axvline(TARGET, color="grey", ls=":", lw=0.8)
             ax.set_yscale("log")
             ax.set_xlabel("recall@10")
@@ -491,9 +642,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.search_speed", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="subsampled bases, 200 queries, short sweeps")
     ap.add_argument("--only", nargs="*", default=None, help="data set name substrings")
-    ap.add_argument("--sections", nargs="*", default=["flat", "ivf", "first"], choices=["flat", "ivf", "first"])
+    ap.add_argument(
+        "--sections", nargs="*", default=["flat", "ivf", "first"], choices=["flat", "ivf", "first"]
+    )
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--min-seconds", type=float, default=None, help="timed batch length (default 1, quick 0.3)")
+    ap.add_argument(
+        "--min-seconds", type=float, default=None, help="timed batch length (default 1, quick 0.3)"
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     out_dir = args.out or (os.path.join(RESULTS_DIR, "quick") if args.quick else RESULTS_DIR)
@@ -504,14 +659,24 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     only = args.only or ["wordnet-minilm384", "fashion-mnist-784-cos"]
     sets = load_sets(args.quick, only)
-    for bs in sets:                       # word queries only for WordNet
+    for bs in sets:  # word queries only for WordNet
         bs.query_sets = bs.query_sets[:1]
     log(f"measuring machine limits ({threads} threads)")
     limits = measure(threads)
     log(f"limits: {limits}")
-    command = "python -m bench.search_speed " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    result = {"command": command.strip(), "quick": args.quick, "machine": info, "threads": threads,
-              "limits": limits, "rows": [], "ivf_best": [], "first_query": {}}
+    command = "python -m bench.search_speed " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    result = {
+        "command": command.strip(),
+        "quick": args.quick,
+        "machine": info,
+        "threads": threads,
+        "limits": limits,
+        "rows": [],
+        "ivf_best": [],
+        "first_query": {},
+    }
     with tempfile.TemporaryDirectory(prefix="vqdb-speed-") as tmp:
         for bs in sets:
             log(f"{bs.name}: base {bs.base.shape}, {bs.query_sets[0].queries.shape[0]} queries")
@@ -526,7 +691,9 @@ def main(argv: list[str] | None = None) -> int:
             result["ivf_best"] = best_at_target(result["rows"], threads)
             result["wall_s"] = time.perf_counter() - t0
             write_json(os.path.join(out_dir, "search_speed.json"), result)
-    result["plots"] = [os.path.basename(p) for p in plot(result["rows"], threads, out_dir)]  # no machine paths
+    result["plots"] = [
+        os.path.basename(p) for p in plot(result["rows"], threads, out_dir)
+    ]  # no machine paths
     result["wall_s"] = time.perf_counter() - t0
     write_json(os.path.join(out_dir, "search_speed.json"), result)
     with open(os.path.join(out_dir, "search_speed.md"), "w", encoding="utf-8") as f:

@@ -14,7 +14,7 @@ TURBO_BITS_QUICK = (1, 2, 4)
 
 def _build(factory):
     def build(base: np.ndarray, metric: str) -> Built:
-        with Stopwatch() as t_setup:   # rotation + codebooks: one-time, independent of n; reported apart
+        with Stopwatch() as t_setup:  # rotation + codebooks: one-time, independent of n; reported apart
             q = factory()
             # numba compiles (or loads from its cache) on first use: keep that out of the timed encode
             warm = q.encode(base[:64])
@@ -59,7 +59,7 @@ def turbo_configs(d: int, quick: bool) -> list[tuple[str, float, str]]:
     same bits: one point shows that cost). Quick: ``scaled`` dense and pca at 1, 2, 4 bits, ``mse`` at 4.
     """
     if quick:
-        return ([("scaled", b, r) for r in ("dense", "pca") for b in TURBO_BITS_QUICK] + [("mse", 4, "dense")])
+        return [("scaled", b, r) for r in ("dense", "pca") for b in TURBO_BITS_QUICK] + [("mse", 4, "dense")]
     out = [("scaled", b, r) for r in ("dense", "pca") for b in TURBO_BITS_FULL]
     out += [("mse", b, "dense") for b in (1, 2, 3, 4)]
     out += [("prod", b, "dense") for b in (2, 3, 4)]
@@ -74,10 +74,16 @@ def vqdb_methods(d: int, quick: bool = False) -> list[Method]:
     out = []
     for variant, bits, rotation in turbo_configs(d, quick):
         bits_arg = int(bits) if float(bits).is_integer() else float(bits)
-        out.append(_method(
-            f"turbo-{variant}-{bits:g}b-{rotation}", f"vqdb-turbo-{variant}-{rotation}",
-            lambda v=variant, b=bits_arg, r=rotation: vqdb.TurboQuantizer(d, bits=b, variant=v, rotation=r, seed=0),
-            {"variant": variant, "bits": bits, "rotation": rotation}))
+        out.append(
+            _method(
+                f"turbo-{variant}-{bits:g}b-{rotation}",
+                f"vqdb-turbo-{variant}-{rotation}",
+                lambda v=variant, b=bits_arg, r=rotation: vqdb.TurboQuantizer(
+                    d, bits=b, variant=v, rotation=r, seed=0
+                ),
+                {"variant": variant, "bits": bits, "rotation": rotation},
+            )
+        )
     if not quick:
         out.append(_method("qjl", "vqdb-qjl", lambda: vqdb.QJLQuantizer(d, seed=0), {"sketch_dim": d}))
         out.append(_method("polar", "vqdb-polar", lambda: vqdb.PolarQuantizer(d, seed=0), {"levels": 4}))

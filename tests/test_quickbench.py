@@ -16,14 +16,28 @@ def test_vqdb_bench_smoke(tmp_path, capsys):
         import faiss  # noqa: F401
     except ImportError:
         peers = []
-    rc = main(["bench", "--presets", "turbo-2", "qjl", "--peers", *peers, "--n-base", "800", "--n-queries", "40",
-               "--json", str(out)])
+    rc = main(
+        [
+            "bench",
+            "--presets",
+            "turbo-2",
+            "qjl",
+            "--peers",
+            *peers,
+            "--n-base",
+            "800",
+            "--n-queries",
+            "40",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "recall@10" in text and "turbo-2" in text and "qjl" in text
     rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
-    assert rows["turbo-2"]["bytes"] == 104                      # 384 dims * 2 bits / 8 + side floats
-    assert 0.5 < rows["turbo-2"]["recall@10"] <= 1.0            # real MiniLM vectors, exact ground truth
+    assert rows["turbo-2"]["bytes"] == 104  # 384 dims * 2 bits / 8 + side floats
+    assert 0.5 < rows["turbo-2"]["recall@10"] <= 1.0  # real MiniLM vectors, exact ground truth
     if peers:
         assert "faiss-SQ4" in rows
 

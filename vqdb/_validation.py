@@ -7,13 +7,17 @@ import numpy as np
 from .errors import DimensionMismatchError, DTypeError, InvalidInputError
 
 
-def as_float32_matrix(x, dim: int | None = None, *, name: str = "x", allow_nonfinite: bool = False) -> np.ndarray:
+def as_float32_matrix(
+    x, dim: int | None = None, *, name: str = "x", allow_nonfinite: bool = False
+) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32 array of shape (n, dim).
 
     Raises a clear error for 1-D input, a wrong width, a non-numeric dtype or NaN/inf values.
     """
     arr = np.asarray(x)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
         raise DTypeError(f"{name} must be a numeric array; got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise DimensionMismatchError(
@@ -25,7 +29,9 @@ def as_float32_matrix(x, dim: int | None = None, *, name: str = "x", allow_nonfi
     out = np.ascontiguousarray(arr, dtype=np.float32)
     if not allow_nonfinite and out.size and not np.isfinite(out).all():
         bad = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
-        raise InvalidInputError(f"{name} contains NaN or inf (first bad row: {bad}); all values must be finite")
+        raise InvalidInputError(
+            f"{name} contains NaN or inf (first bad row: {bad}); all values must be finite"
+        )
     return out
 
 
@@ -37,7 +43,9 @@ def as_codes(codes, code_size: int, *, name: str = "codes") -> np.ndarray:
     if arr.ndim != 2:
         raise DimensionMismatchError(f"{name} must be 2-D of shape (n, {code_size}); got shape {arr.shape}")
     if arr.shape[1] != code_size:
-        raise DimensionMismatchError(f"{name} rows are {arr.shape[1]} bytes wide; this quantizer's code_size is {code_size}")
+        raise DimensionMismatchError(
+            f"{name} rows are {arr.shape[1]} bytes wide; this quantizer's code_size is {code_size}"
+        )
     return np.ascontiguousarray(arr)
 
 

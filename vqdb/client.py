@@ -24,11 +24,16 @@ from . import errors as E
 from ._validation import as_float32_matrix, as_ids, check_k
 
 _BY_STATUS = {
-    400: E.InvalidInputError, 401: E.AuthenticationError, 403: E.PermissionDeniedError, 404: E.NotFoundError,
-    409: E.AlreadyExistsError, 413: E.RequestTooLargeError, 422: E.InvalidInputError,
+    400: E.InvalidInputError,
+    401: E.AuthenticationError,
+    403: E.PermissionDeniedError,
+    404: E.NotFoundError,
+    409: E.AlreadyExistsError,
+    413: E.RequestTooLargeError,
+    422: E.InvalidInputError,
 }
-MAX_BATCH_BYTES = 8 << 20   # vectors per upsert request, before base64
-MAX_QUERIES = 1024          # query vectors per search request (the server's default limit)
+MAX_BATCH_BYTES = 8 << 20  # vectors per upsert request, before base64
+MAX_QUERIES = 1024  # query vectors per search request (the server's default limit)
 
 
 class Client:
@@ -46,8 +51,14 @@ class Client:
         For tests (e.g. ``httpx.ASGITransport`` is async-only; use ``fastapi.testclient`` instead).
     """
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", *, api_key: str | None = None, timeout: float = 60.0,
-                 transport=None):
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport=None,
+    ):
         import httpx
 
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -60,7 +71,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -100,12 +111,26 @@ class Client:
         """Every collection, described (name, dim, metric, quantizer, count, bytes, ...)."""
         return self._json("GET", "/collections")["collections"]
 
-    def create_collection(self, name: str, dim: int, *, metric: str = "cos", quantizer: str = "turbo-4",
-                          ivf: bool | int = False, store_vectors: bool | str = False,
-                          exist_ok: bool = False) -> "RemoteCollection":
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        *,
+        metric: str = "cos",
+        quantizer: str = "turbo-4",
+        ivf: bool | int = False,
+        store_vectors: bool | str = False,
+        exist_ok: bool = False,
+    ) -> RemoteCollection:
         """Create a collection (arguments as ``vqdb.Index``); with ``exist_ok`` an existing one is returned."""
-        body = {"name": name, "dim": int(dim), "metric": metric, "quantizer": quantizer, "ivf": ivf,
-                "store_vectors": store_vectors}
+        body = {
+            "name": name,
+            "dim": int(dim),
+            "metric": metric,
+            "quantizer": quantizer,
+            "ivf": ivf,
+            "store_vectors": store_vectors,
+        }
         try:
             info = self._json("POST", "/collections", json=body)
         except E.AlreadyExistsError:
@@ -115,7 +140,7 @@ class Client:
         self._metric_of[name] = info["metric"]
         return RemoteCollection(self, info)
 
-    def collection(self, name: str) -> "RemoteCollection":
+    def collection(self, name: str) -> RemoteCollection:
         return RemoteCollection(self, self.describe(name))
 
     def describe(self, name: str) -> dict:
@@ -131,8 +156,15 @@ class Client:
 
     # ---- points -----------------------------------------------------------------------------------
 
-    def upsert(self, name: str, vectors, ids, metadata: list[dict | None] | None = None, *,
-               batch_bytes: int = MAX_BATCH_BYTES) -> int:
+    def upsert(
+        self,
+        name: str,
+        vectors,
+        ids,
+        metadata: list[dict | None] | None = None,
+        *,
+        batch_bytes: int = MAX_BATCH_BYTES,
+    ) -> int:
         """Insert or replace (n, d) float32 ``vectors`` under ``ids``; returns the live count afterwards."""
         x = as_float32_matrix(vectors, name="vectors")
         ids = as_ids(ids, x.shape[0])
@@ -141,10 +173,12 @@ class Client:
         rows = max(1, batch_bytes // max(1, 4 * x.shape[1]))
         count = None
         for s in range(0, x.shape[0], rows):
-            body = {"ids": ids[s:s + rows].tolist(),
-                    "vectors": base64.b64encode(x[s:s + rows].astype("<f4").tobytes()).decode("ascii")}
+            body = {
+                "ids": ids[s : s + rows].tolist(),
+                "vectors": base64.b64encode(x[s : s + rows].astype("<f4").tobytes()).decode("ascii"),
+            }
             if metadata is not None:
-                body["payloads"] = list(metadata[s:s + rows])
+                body["payloads"] = list(metadata[s : s + rows])
             count = self._json("POST", f"/collections/{name}/points/b64", json=body)["count"]
         return int(count if count is not None else self.describe(name)["count"])
 
@@ -160,8 +194,16 @@ class Client:
 
     # ---- search -----------------------------------------------------------------------------------
 
-    def search(self, name: str, queries, k: int = 10, *, filter: dict | None = None, nprobe: int | None = None,
-               rerank: bool | float | None = None):
+    def search(
+        self,
+        name: str,
+        queries,
+        k: int = 10,
+        *,
+        filter: dict | None = None,
+        nprobe: int | None = None,
+        rerank: bool | float | None = None,
+    ):
         """Like ``vqdb.Index.search``: a :class:`vqdb.SearchResult` with (m, k) ids (-1 padded) and scores."""
         from .index import SearchResult
 
@@ -176,16 +218,29 @@ class Client:
         metric = self._metric_of.get(name) or self.describe(name)["metric"]
         return SearchResult(ids, scores, metric)
 
-    def query(self, name: str, queries, k: int = 10, *, filter: dict | None = None, nprobe: int | None = None,
-              rerank: bool | float | None = None, with_payload: bool = True, with_vector: bool = False
-              ) -> list[list[dict]]:
+    def query(
+        self,
+        name: str,
+        queries,
+        k: int = 10,
+        *,
+        filter: dict | None = None,
+        nprobe: int | None = None,
+        rerank: bool | float | None = None,
+        with_payload: bool = True,
+        with_vector: bool = False,
+    ) -> list[list[dict]]:
         """Hits ``{"id", "score", "payload"}`` best first, one list per query row of ``queries`` (m, d)."""
         q = as_float32_matrix(queries, name="queries")
         k = check_k(k)
         out: list[list[dict]] = []
         for s in range(0, q.shape[0], MAX_QUERIES):
-            body = {"vectors": q[s:s + MAX_QUERIES].tolist(), "k": k, "with_payload": with_payload,
-                    "with_vector": with_vector}
+            body = {
+                "vectors": q[s : s + MAX_QUERIES].tolist(),
+                "k": k,
+                "with_payload": with_payload,
+                "with_vector": with_vector,
+            }
             for key, value in (("filter", filter), ("nprobe", nprobe), ("rerank", rerank)):
                 if value is not None:
                     body[key] = value
@@ -199,12 +254,24 @@ class Client:
 
     # ---- text (vqdb.rag on the server) ------------------------------------------------------------
 
-    def create_text_collection(self, name: str, *, quantizer: str = "turbo-4", chunk_size: int | None = None,
-                               chunk_overlap: int | None = None, exist_ok: bool = False) -> dict:
+    def create_text_collection(
+        self,
+        name: str,
+        *,
+        quantizer: str = "turbo-4",
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        exist_ok: bool = False,
+    ) -> dict:
         """Create a text collection (the server's embedding model, cosine); returns its settings."""
         body = {"name": name, "quantizer": quantizer}
-        body.update({key: int(v) for key, v in (("chunk_size", chunk_size), ("chunk_overlap", chunk_overlap))
-                     if v is not None})
+        body.update(
+            {
+                key: int(v)
+                for key, v in (("chunk_size", chunk_size), ("chunk_overlap", chunk_overlap))
+                if v is not None
+            }
+        )
         try:
             return self._json("POST", "/text-collections", json=body)
         except E.AlreadyExistsError:
@@ -212,17 +279,22 @@ class Client:
                 raise
             return self._json("GET", f"/collections/{name}/text")
 
-    def add_documents(self, name: str, texts: list[str], metadata: list[dict | None] | None = None) -> np.ndarray:
+    def add_documents(
+        self, name: str, texts: list[str], metadata: list[dict | None] | None = None
+    ) -> np.ndarray:
         """Chunk, embed and store ``texts`` on the server; (n_passages,) int64 new passage ids."""
         if isinstance(texts, str):
             raise E.InvalidInputError("texts must be a list of strings, not one string")
         body = {"texts": list(texts)}
         if metadata is not None:
             body["metadata"] = list(metadata)
-        return np.asarray(self._json("POST", f"/collections/{name}/documents", json=body)["ids"], dtype=np.int64)
+        return np.asarray(
+            self._json("POST", f"/collections/{name}/documents", json=body)["ids"], dtype=np.int64
+        )
 
-    def query_text(self, name: str, text: str, k: int = 10, *, mode: str = "hybrid",
-                   filter: dict | None = None) -> list[dict]:
+    def query_text(
+        self, name: str, text: str, k: int = 10, *, mode: str = "hybrid", filter: dict | None = None
+    ) -> list[dict]:
         """The passages that best answer ``text``: hits ``{"id", "score", "text", "metadata", "doc_id", ...}``
         best first; ``mode`` is "hybrid" (BM25 + dense, rank fusion), "dense" or "bm25"."""
         body = {"text": text, "k": check_k(k), "mode": mode}
@@ -254,14 +326,20 @@ class Client:
             raise E.ServiceError(f"downloading snapshot {snapshot!r} failed: {exc}") from exc
         return path
 
-    def restore_snapshot(self, name: str, snapshot: str, new_name: str) -> "RemoteCollection":
-        info = self._json("POST", f"/collections/{name}/snapshots/{snapshot}/restore", json={"collection": new_name})
+    def restore_snapshot(self, name: str, snapshot: str, new_name: str) -> RemoteCollection:
+        info = self._json(
+            "POST", f"/collections/{name}/snapshots/{snapshot}/restore", json={"collection": new_name}
+        )
         return RemoteCollection(self, info)
 
-    def upload_snapshot(self, path: str | Path, new_name: str) -> "RemoteCollection":
+    def upload_snapshot(self, path: str | Path, new_name: str) -> RemoteCollection:
         with open(path, "rb") as f:
-            info = self._json("POST", f"/collections/{new_name}/snapshots/upload", content=f,
-                              headers={"Content-Type": "application/x-tar"})
+            info = self._json(
+                "POST",
+                f"/collections/{new_name}/snapshots/upload",
+                content=f,
+                headers={"Content-Type": "application/x-tar"},
+            )
         return RemoteCollection(self, info)
 
     def delete_snapshot(self, name: str, snapshot: str) -> None:
@@ -289,7 +367,9 @@ class RemoteCollection:
         return self.client.describe(self.name)
 
     def upsert(self, vectors, ids, metadata=None) -> int:
-        return self.client.upsert(self.name, as_float32_matrix(vectors, self.dim, name="vectors"), ids, metadata)
+        return self.client.upsert(
+            self.name, as_float32_matrix(vectors, self.dim, name="vectors"), ids, metadata
+        )
 
     def delete(self, ids=None, *, filter: dict | None = None) -> int:
         return self.client.delete(self.name, ids, filter=filter)
@@ -306,14 +386,23 @@ class RemoteCollection:
         if missing:
             raise E.NotFoundError(f"{len(missing)} id(s) not in collection {self.name!r}: {missing[:10]}")
         rows = [found[int(i)] for i in ids]
-        vectors = np.asarray([p["vector"] for p in rows], dtype=np.float32).reshape(len(rows), self.dim) \
-            if include_vectors else None
+        vectors = (
+            np.asarray([p["vector"] for p in rows], dtype=np.float32).reshape(len(rows), self.dim)
+            if include_vectors
+            else None
+        )
         return Records(ids, vectors, [p.get("payload") or {} for p in rows], exact=bool(self.store_vectors))
 
     def search(self, queries, k: int = 10, *, filter=None, nprobe=None, rerank=None):
         self.client._metric_of[self.name] = self.metric
-        return self.client.search(self.name, as_float32_matrix(queries, self.dim, name="queries"), k,
-                                  filter=filter, nprobe=nprobe, rerank=rerank)
+        return self.client.search(
+            self.name,
+            as_float32_matrix(queries, self.dim, name="queries"),
+            k,
+            filter=filter,
+            nprobe=nprobe,
+            rerank=rerank,
+        )
 
     def query(self, queries, k: int = 10, **kwargs) -> list[list[dict]]:
         return self.client.query(self.name, as_float32_matrix(queries, self.dim, name="queries"), k, **kwargs)

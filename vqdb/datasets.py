@@ -22,10 +22,10 @@ class Dataset:
     """A base set, queries, and exact ground truth (ids best first)."""
 
     name: str
-    metric: str                 # "ip" or "l2sq"
-    base: np.ndarray            # (n, d) float32
-    queries: np.ndarray         # (m, d) float32
-    gt_ids: np.ndarray          # (m, >=10) int64, exact neighbours best first
+    metric: str  # "ip" or "l2sq"
+    base: np.ndarray  # (n, d) float32
+    queries: np.ndarray  # (m, d) float32
+    gt_ids: np.ndarray  # (m, >=10) int64, exact neighbours best first
     texts: list[str] | None = None
     extra: dict = field(default_factory=dict)
 
@@ -57,13 +57,22 @@ def wordnet_sample() -> Dataset:
     z = np.load(os.path.join(PACKAGE_DATA, "wordnet_minilm_sample.npz"))
     base = z["base"].astype(np.float32)
     queries = z["queries"].astype(np.float32)
-    with gzip.open(os.path.join(PACKAGE_DATA, "wordnet_passages_sample.jsonl.gz"), "rt", encoding="utf-8") as f:
+    with gzip.open(
+        os.path.join(PACKAGE_DATA, "wordnet_passages_sample.jsonl.gz"), "rt", encoding="utf-8"
+    ) as f:
         texts = [json.loads(line)["text"] for line in f]
     with open(os.path.join(PACKAGE_DATA, "wordnet_queries_sample.jsonl"), encoding="utf-8") as f:
         qinfo = [json.loads(line) for line in f]
     gt = exact_neighbours(base, queries, 100)
-    return Dataset("wordnet-sample", "ip", base, queries, gt, texts,
-                   {"query_texts": [q["text"] for q in qinfo], "relevant": [q["relevant"] for q in qinfo]})
+    return Dataset(
+        "wordnet-sample",
+        "ip",
+        base,
+        queries,
+        gt,
+        texts,
+        {"query_texts": [q["text"] for q in qinfo], "relevant": [q["relevant"] for q in qinfo]},
+    )
 
 
 def shared_path(*parts: str) -> str | None:

@@ -25,26 +25,70 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "turbo-1": Preset("turbo", {"bits": 1}, "TurboQuant 1 bit/dim, scaled (RaBitQ-like sign code + length correction)"),
+    "turbo-1": Preset(
+        "turbo", {"bits": 1}, "TurboQuant 1 bit/dim, scaled (RaBitQ-like sign code + length correction)"
+    ),
     "turbo-2": Preset("turbo", {"bits": 2}, "TurboQuant 2 bits/dim, scaled"),
-    "turbo-2.5": Preset("turbo", {"bits": 2.5}, "TurboQuant 2.5 bits/dim: 1/4 outlier channels at 3 bits, rest at 2"),
+    "turbo-2.5": Preset(
+        "turbo", {"bits": 2.5}, "TurboQuant 2.5 bits/dim: 1/4 outlier channels at 3 bits, rest at 2"
+    ),
     "turbo-3": Preset("turbo", {"bits": 3}, "TurboQuant 3 bits/dim, scaled"),
-    "turbo-3.5": Preset("turbo", {"bits": 3.5}, "TurboQuant 3.5 bits/dim: 1/2 outlier channels at 4 bits, rest at 3"),
+    "turbo-3.5": Preset(
+        "turbo", {"bits": 3.5}, "TurboQuant 3.5 bits/dim: 1/2 outlier channels at 4 bits, rest at 3"
+    ),
     "turbo-4": Preset("turbo", {"bits": 4}, "TurboQuant 4 bits/dim, scaled (default)"),
     "turbo-8": Preset("turbo", {"bits": 8}, "TurboQuant 8 bits/dim, scaled (near lossless)"),
-    "turbo-mse-2": Preset("turbo", {"bits": 2, "variant": "mse"}, "TurboQuant_mse 2 bits/dim (paper Algorithm 1)"),
-    "turbo-mse-4": Preset("turbo", {"bits": 4, "variant": "mse"}, "TurboQuant_mse 4 bits/dim (paper Algorithm 1)"),
-    "turbo-prod-3": Preset("turbo", {"bits": 3, "variant": "prod"}, "TurboQuant_prod 3 bits/dim: 2-bit mse + 1-bit QJL residual, unbiased"),
-    "turbo-prod-4": Preset("turbo", {"bits": 4, "variant": "prod"}, "TurboQuant_prod 4 bits/dim: 3-bit mse + 1-bit QJL residual, unbiased"),
-    "turbo-hadamard-4": Preset("turbo", {"bits": 4, "rotation": "hadamard"}, "TurboQuant 4 bits/dim, randomized Hadamard rotation (padded to 2^k)"),
-    "turbo-pca-1": Preset("turbo", {"bits": 1, "rotation": "pca"}, "TurboQuant 1 bit/dim on a fitted PCA basis with bit allocation (one-pass fit)"),
-    "turbo-pca-2": Preset("turbo", {"bits": 2, "rotation": "pca"}, "TurboQuant 2 bits/dim on a fitted PCA basis with bit allocation"),
-    "turbo-pca-3": Preset("turbo", {"bits": 3, "rotation": "pca"}, "TurboQuant 3 bits/dim on a fitted PCA basis with bit allocation"),
-    "turbo-pca-4": Preset("turbo", {"bits": 4, "rotation": "pca"}, "TurboQuant 4 bits/dim on a fitted PCA basis with bit allocation"),
-    "turbo-pca-8": Preset("turbo", {"bits": 8, "rotation": "pca"}, "TurboQuant 8 bits/dim on a fitted PCA basis with bit allocation"),
+    "turbo-mse-2": Preset(
+        "turbo", {"bits": 2, "variant": "mse"}, "TurboQuant_mse 2 bits/dim (paper Algorithm 1)"
+    ),
+    "turbo-mse-4": Preset(
+        "turbo", {"bits": 4, "variant": "mse"}, "TurboQuant_mse 4 bits/dim (paper Algorithm 1)"
+    ),
+    "turbo-prod-3": Preset(
+        "turbo",
+        {"bits": 3, "variant": "prod"},
+        "TurboQuant_prod 3 bits/dim: 2-bit mse + 1-bit QJL residual, unbiased",
+    ),
+    "turbo-prod-4": Preset(
+        "turbo",
+        {"bits": 4, "variant": "prod"},
+        "TurboQuant_prod 4 bits/dim: 3-bit mse + 1-bit QJL residual, unbiased",
+    ),
+    "turbo-hadamard-4": Preset(
+        "turbo",
+        {"bits": 4, "rotation": "hadamard"},
+        "TurboQuant 4 bits/dim, randomized Hadamard rotation (padded to 2^k)",
+    ),
+    "turbo-pca-1": Preset(
+        "turbo",
+        {"bits": 1, "rotation": "pca"},
+        "TurboQuant 1 bit/dim on a fitted PCA basis with bit allocation (one-pass fit)",
+    ),
+    "turbo-pca-2": Preset(
+        "turbo",
+        {"bits": 2, "rotation": "pca"},
+        "TurboQuant 2 bits/dim on a fitted PCA basis with bit allocation",
+    ),
+    "turbo-pca-3": Preset(
+        "turbo",
+        {"bits": 3, "rotation": "pca"},
+        "TurboQuant 3 bits/dim on a fitted PCA basis with bit allocation",
+    ),
+    "turbo-pca-4": Preset(
+        "turbo",
+        {"bits": 4, "rotation": "pca"},
+        "TurboQuant 4 bits/dim on a fitted PCA basis with bit allocation",
+    ),
+    "turbo-pca-8": Preset(
+        "turbo",
+        {"bits": 8, "rotation": "pca"},
+        "TurboQuant 8 bits/dim on a fitted PCA basis with bit allocation",
+    ),
     "qjl": Preset("qjl", {}, "QJL: d sign bits of an orthogonalised sketch + norm (1 bit/dim)"),
     "qjl-2x": Preset("qjl", {"sketch_dim_factor": 2}, "QJL with 2d sign bits (2 bits/dim)"),
-    "polar": Preset("polar", {}, "PolarQuant: 4 levels, 4/2/2/2-bit angles + fp16 radius per 16 dims (3.875 bits/dim)"),
+    "polar": Preset(
+        "polar", {}, "PolarQuant: 4 levels, 4/2/2/2-bit angles + fp16 radius per 16 dims (3.875 bits/dim)"
+    ),
 }
 
 
@@ -118,7 +162,9 @@ def make_quantizer(name_or_quantizer, dim: int, seed: int = 0):
         return name_or_quantizer
     preset = PRESETS.get(name_or_quantizer) if isinstance(name_or_quantizer, str) else None
     if preset is None:
-        raise UnknownNameError(f"unknown quantizer preset {name_or_quantizer!r}; expected one of {list(PRESETS)}")
+        raise UnknownNameError(
+            f"unknown quantizer preset {name_or_quantizer!r}; expected one of {list(PRESETS)}"
+        )
     dim = _check_dim(dim)
     return _classes()[preset.kind](dim, seed=seed, **_kwargs(preset, dim))
 

@@ -16,20 +16,46 @@ import time
 
 import numpy as np
 
-DEFAULT_PRESETS = ("turbo-1", "turbo-2", "turbo-4", "turbo-pca-1", "turbo-pca-2", "turbo-pca-4", "turbo-prod-3", "qjl",
-                   "polar")
+DEFAULT_PRESETS = (
+    "turbo-1",
+    "turbo-2",
+    "turbo-4",
+    "turbo-pca-1",
+    "turbo-pca-2",
+    "turbo-pca-4",
+    "turbo-prod-3",
+    "qjl",
+    "polar",
+)
 PEERS = ("sq4", "sq8", "pq", "pqfs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), metavar="NAME",
-                        help=f"vqdb presets to run (default: {' '.join(DEFAULT_PRESETS)}); see vqdb.presets(dim)")
-    parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS, metavar="PEER",
-                        help=f"FAISS peers to run when faiss is installed, any of {' '.join(PEERS)} "
-                             "(default: all; give none to skip)")
-    parser.add_argument("--n-base", type=int, default=None, help="use the first N base vectors (default: all 5,000)")
-    parser.add_argument("--n-queries", type=int, default=None, help="use the first N queries (default: all 400)")
-    parser.add_argument("--threads", type=int, default=None, help="threads for numba and FAISS (default: numba's)")
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        default=list(DEFAULT_PRESETS),
+        metavar="NAME",
+        help=f"vqdb presets to run (default: {' '.join(DEFAULT_PRESETS)}); see vqdb.presets(dim)",
+    )
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        default=list(PEERS),
+        choices=PEERS,
+        metavar="PEER",
+        help=f"FAISS peers to run when faiss is installed, any of {' '.join(PEERS)} "
+        "(default: all; give none to skip)",
+    )
+    parser.add_argument(
+        "--n-base", type=int, default=None, help="use the first N base vectors (default: all 5,000)"
+    )
+    parser.add_argument(
+        "--n-queries", type=int, default=None, help="use the first N queries (default: all 400)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads for numba and FAISS (default: numba's)"
+    )
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON to PATH")
 
 
@@ -64,7 +90,7 @@ def _run_vqdb(name: str, base: np.ndarray, queries: np.ndarray, gt: np.ndarray) 
     from .testing import recall_at_k
 
     q = make_quantizer(name, base.shape[1])
-    q.score(queries[:1], q.encode(base[:8]))          # load/compile the kernels outside the timing
+    q.score(queries[:1], q.encode(base[:8]))  # load/compile the kernels outside the timing
     t0 = time.perf_counter()
     q.fit(base)
     codes = q.encode(base)
@@ -72,21 +98,31 @@ def _run_vqdb(name: str, base: np.ndarray, queries: np.ndarray, gt: np.ndarray) 
     t0 = time.perf_counter()
     ids = _topk(q.score(queries, codes), 10)
     t_search = time.perf_counter() - t0
-    return {"method": name, "library": "vqdb", "bytes": int(q.code_size), "recall@10": recall_at_k(ids, gt, 10),
-            "encode_vps": base.shape[0] / t_enc, "qps": queries.shape[0] / t_search}
+    return {
+        "method": name,
+        "library": "vqdb",
+        "bytes": int(q.code_size),
+        "recall@10": recall_at_k(ids, gt, 10),
+        "encode_vps": base.shape[0] / t_enc,
+        "qps": queries.shape[0] / t_search,
+    }
 
 
 def _faiss_indexes(d: int, peers: list[str]):
     import faiss
 
     ip = faiss.METRIC_INNER_PRODUCT
-    m8 = max(m for m in range(1, d + 1) if d % m == 0 and m <= d // 8)       # ~1 bit/dim
-    m4 = max(m for m in range(1, d + 1) if d % m == 0 and m <= d // 4)       # 4-bit codes, ~1 bit/dim
+    m8 = max(m for m in range(1, d + 1) if d % m == 0 and m <= d // 8)  # ~1 bit/dim
+    m4 = max(m for m in range(1, d + 1) if d % m == 0 and m <= d // 4)  # 4-bit codes, ~1 bit/dim
     out = []
     if "sq4" in peers:
-        out.append(("faiss-SQ4", lambda: faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_4bit, ip), "add"))
+        out.append(
+            ("faiss-SQ4", lambda: faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_4bit, ip), "add")
+        )
     if "sq8" in peers:
-        out.append(("faiss-SQ8", lambda: faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, ip), "add"))
+        out.append(
+            ("faiss-SQ8", lambda: faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, ip), "add")
+        )
     if "pq" in peers:
         out.append((f"faiss-PQ{m8}x8", lambda: faiss.IndexPQ(d, m8, 8, ip), "train+add"))
     if "pqfs" in peers:
@@ -99,7 +135,7 @@ def _run_faiss(name: str, make, timed: str, base: np.ndarray, queries: np.ndarra
 
     index = make()
     if hasattr(index, "pq"):
-        index.pq.cp.min_points_per_centroid = 1          # 5,000 vectors: silence the "too few points" warning
+        index.pq.cp.min_points_per_centroid = 1  # 5,000 vectors: silence the "too few points" warning
     t0 = time.perf_counter()
     index.train(base)
     t_train = time.perf_counter() - t0
@@ -110,8 +146,15 @@ def _run_faiss(name: str, make, timed: str, base: np.ndarray, queries: np.ndarra
     _, ids = index.search(queries, 10)
     t_search = time.perf_counter() - t0
     t_enc = t_add if timed == "add" else t_train + t_add
-    return {"method": name, "library": "faiss", "bytes": int(index.sa_code_size()), "recall@10": recall_at_k(ids, gt, 10),
-            "encode_vps": base.shape[0] / t_enc, "qps": queries.shape[0] / t_search, "encode_timed": timed}
+    return {
+        "method": name,
+        "library": "faiss",
+        "bytes": int(index.sa_code_size()),
+        "recall@10": recall_at_k(ids, gt, 10),
+        "encode_vps": base.shape[0] / t_enc,
+        "qps": queries.shape[0] / t_search,
+        "encode_timed": timed,
+    }
 
 
 def _exact(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -140,8 +183,11 @@ def run(args: argparse.Namespace) -> int:
         gt = _exact(base, queries, 10)
     else:
         gt = gt[: queries.shape[0]]
-    print(f"vqdb bench: {ds.name}, {base.shape[0]:,} real MiniLM-384 passage vectors, {queries.shape[0]} word "
-          f"queries, flat scan, exact ground truth; {threads} threads", flush=True)
+    print(
+        f"vqdb bench: {ds.name}, {base.shape[0]:,} real MiniLM-384 passage vectors, {queries.shape[0]} word "
+        f"queries, flat scan, exact ground truth; {threads} threads",
+        flush=True,
+    )
 
     rows = []
     for name in args.presets:
@@ -163,10 +209,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'method':24s} {'bytes/vec':>9s} {'recall@10':>9s} {'encode vec/s':>13s} {'queries/s':>10s}")
     for r in sorted(rows, key=lambda r: (r["bytes"], r["library"] != "vqdb", r["method"])):
         note = f"  ({r['encode_timed']})" if r.get("encode_timed") == "train+add" else ""
-        print(f"{r['method']:24s} {r['bytes']:9d} {r['recall@10']:9.3f} {r['encode_vps']:13,.0f} {r['qps']:10,.0f}{note}")
+        print(
+            f"{r['method']:24s} {r['bytes']:9d} {r['recall@10']:9.3f} {r['encode_vps']:13,.0f} {r['qps']:10,.0f}{note}"
+        )
     print(f"done in {time.perf_counter() - t_all:.1f} s; full benchmark: python -m bench.quantizers")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"threads": threads, "n_base": int(base.shape[0]), "n_queries": int(queries.shape[0]),
-                       "rows": rows}, f, indent=1)
+            json.dump(
+                {
+                    "threads": threads,
+                    "n_base": int(base.shape[0]),
+                    "n_queries": int(queries.shape[0]),
+                    "rows": rows,
+                },
+                f,
+                indent=1,
+            )
     return 0 if rows else 1

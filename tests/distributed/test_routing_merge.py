@@ -71,9 +71,12 @@ def test_merge_equals_topk_of_the_union(k, rng):
 
 
 def test_merge_pads_when_fewer_than_k():
-    ids, scores = merge_topk([np.array([[4, -1]]), np.array([[2, -1]])],
-                             [np.array([[0.5, -np.inf]], np.float32), np.array([[0.9, -np.inf]], np.float32)],
-                             5, -np.inf)
+    ids, scores = merge_topk(
+        [np.array([[4, -1]]), np.array([[2, -1]])],
+        [np.array([[0.5, -np.inf]], np.float32), np.array([[0.9, -np.inf]], np.float32)],
+        5,
+        -np.inf,
+    )
     assert ids.tolist() == [[2, 4, -1, -1, -1]]
     assert scores[0, :2].tolist() == [np.float32(0.9), np.float32(0.5)] and np.isneginf(scores[0, 2:]).all()
 

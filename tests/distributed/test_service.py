@@ -35,12 +35,15 @@ def test_sharded_collection_over_rest(ray_cluster, wordnet, tmp_path):
         assert [len(h) for h in hits] == [5, 5, 5]
         want = store.get("wn").index.search(q, 5).ids
         assert [[h["id"] for h in row] for row in hits] == want.tolist()
-        filtered = client.post("/collections/wn/search", json={"vector": q[0].tolist(), "k": 5,
-                                                               "filter": {"pos": 1}}).json()["results"]
+        filtered = client.post(
+            "/collections/wn/search", json={"vector": q[0].tolist(), "k": 5, "filter": {"pos": 1}}
+        ).json()["results"]
         assert all(h["id"] % 3 == 1 for h in filtered)
         described = client.get("/collections/wn").json()
         assert described["count"] == 400 and described["stats"]["n_shards"] == 2
-    with TestClient(_app(tmp_path, "local"), client=LOOPBACK) as client:       # the service restarted: reopened as sharded
+    with TestClient(
+        _app(tmp_path, "local"), client=LOOPBACK
+    ) as client:  # the service restarted: reopened as sharded
         described = client.get("/collections/wn").json()
         assert described["count"] == 400 and described["shards"] == 2
         hits = client.post("/collections/wn/search", json={"vectors": q.tolist(), "k": 5}).json()["results"]

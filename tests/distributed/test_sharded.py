@@ -11,14 +11,19 @@ import time
 
 import numpy as np
 import pytest
+from distributed_helpers import ACTORS, RAY_INIT
 
 import vqdb
 from vqdb.distributed import ShardedIndex, ShardedSearchResult, shard_of
 from vqdb.distributed import open as open_sharded
-from vqdb.errors import AlreadyExistsError, DuplicateIdError, InvalidInputError, NotFoundError, ShardUnavailableError
+from vqdb.errors import (
+    AlreadyExistsError,
+    DuplicateIdError,
+    InvalidInputError,
+    NotFoundError,
+    ShardUnavailableError,
+)
 from vqdb.testing import recall_at_k
-
-from distributed_helpers import ACTORS, RAY_INIT
 
 QUANTIZER = "turbo-4"
 N_QUERIES = 200
@@ -41,7 +46,9 @@ def search_small_batches(index, q, k, **kwargs):
     """Search in batches of 8 queries: the per-code LUT kernel path, whose scores do not depend on how
     many codes a segment holds (batches of >= 16 queries use a GEMM whose float rounding can)."""
     parts = [index.search(q[i : i + 8], k, **kwargs) for i in range(0, q.shape[0], 8)]
-    return vqdb.SearchResult(np.vstack([p.ids for p in parts]), np.vstack([p.scores for p in parts]), parts[0].metric)
+    return vqdb.SearchResult(
+        np.vstack([p.ids for p in parts]), np.vstack([p.scores for p in parts]), parts[0].metric
+    )
 
 
 # The quantizer's encode rounds its rotation (a BLAS GEMM) differently for different batch compositions and
@@ -90,9 +97,16 @@ def stored(ray_cluster, wordnet, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("sharded") / "wordnet")
     single = vqdb.Index(wordnet.dim, metric="ip", quantizer=QUANTIZER, store_vectors="float32")
     single.add(wordnet.base)
-    sharded = ShardedIndex(wordnet.dim, 2, metric="ip", quantizer=QUANTIZER, path=path, store_vectors="float32",
-                           actor_options=ACTORS)
-    sharded.add(wordnet.base)                 # the first write fits the centre, as in `single`
+    sharded = ShardedIndex(
+        wordnet.dim,
+        2,
+        metric="ip",
+        quantizer=QUANTIZER,
+        path=path,
+        store_vectors="float32",
+        actor_options=ACTORS,
+    )
+    sharded.add(wordnet.base)  # the first write fits the centre, as in `single`
     return single, sharded, path
 
 
@@ -111,7 +125,9 @@ def test_flat_search_identical_to_single_index_bit_for_bit(pair, same_batches, w
 def test_flat_search_matches_a_single_index_fed_at_once(pair, wordnet):
     single, sharded = pair
     q = wordnet.queries[:N_QUERIES]
-    assert_same_result(search_small_batches(sharded, q, 10), search_small_batches(single, q, 10), atol=SCORE_ATOL)
+    assert_same_result(
+        search_small_batches(sharded, q, 10), search_small_batches(single, q, 10), atol=SCORE_ATOL
+    )
     # one batch of 200 queries: the GEMM scoring path
     assert_same_result(sharded.search(q, 10), single.search(q, 10), atol=SCORE_ATOL)
 
@@ -122,7 +138,9 @@ def test_filtered_search_identical_to_single_index(pair, same_batches, wordnet):
     for flt in ({"pos": 1}, {"b20": {"$in": [3, 7]}}):
         got = search_small_batches(sharded, q, 10, filter=flt)
         assert_same_result(got, search_small_batches(same_batches, q, 10, filter=flt), atol=SCORE_ATOL)
-        assert_same_result(sharded.search(q, 10, filter=flt), same_batches.search(q, 10, filter=flt), atol=SCORE_ATOL)
+        assert_same_result(
+            sharded.search(q, 10, filter=flt), same_batches.search(q, 10, filter=flt), atol=SCORE_ATOL
+        )
         assert_same_result(got, search_small_batches(single, q, 10, filter=flt), atol=SCORE_ATOL)
 
 
@@ -130,7 +148,11 @@ def test_k_beyond_the_rows_of_a_shard_pads_like_a_single_index(pair, wordnet):
     single, sharded = pair
     q = wordnet.queries[:3]
     got = sharded.search(q, 100, filter={"b20": 0, "pos": 0})  # 84 matches, about 21 per shard
-    assert np.all(got.ids[:, :84] >= 0) and np.all(got.ids[:, 84:] == -1) and np.all(np.isneginf(got.scores[:, 84:]))
+    assert (
+        np.all(got.ids[:, :84] >= 0)
+        and np.all(got.ids[:, 84:] == -1)
+        and np.all(np.isneginf(got.scores[:, 84:]))
+    )
     assert_same_result(got, single.search(q, 100, filter={"b20": 0, "pos": 0}), atol=SCORE_ATOL)
 
 
@@ -184,20 +206,21 @@ def test_bad_input_is_rejected_at_the_door(pair):
 # ---- writes -------------------------------------------------------------------------------------
 def test_add_upsert_delete_are_routed(ray_cluster, wordnet, tmp_path):
     x = wordnet.base[:600]
-    index = ShardedIndex(wordnet.dim, 2, metric="l2sq", quantizer=QUANTIZER, path=str(tmp_path / "w"),
-                         actor_options=ACTORS)
+    index = ShardedIndex(
+        wordnet.dim, 2, metric="l2sq", quantizer=QUANTIZER, path=str(tmp_path / "w"), actor_options=ACTORS
+    )
     try:
         ids = index.add(x[:500], metadata=_meta(500))
         np.testing.assert_array_equal(ids, np.arange(500))
-        assert index.add(x[500:510]).tolist() == list(range(500, 510))   # auto ids continue over the set
+        assert index.add(x[500:510]).tolist() == list(range(500, 510))  # auto ids continue over the set
         assert sorted(index.ids(filter={"pos": 1}).tolist()) == list(range(1, 500, 3))
-        with pytest.raises(DuplicateIdError):            # 3 new ids + 1 existing: nothing is added
+        with pytest.raises(DuplicateIdError):  # 3 new ids + 1 existing: nothing is added
             index.add(x[:4], ids=[900, 901, 902, 7])
         assert len(index) == 510 and 900 not in index
         with pytest.raises(DuplicateIdError):
             index.add(x[:2], ids=[950, 950])
 
-        index.upsert(x[100:101], ids=[7], metadata=[{"pos": 99, "b20": 99}])   # id 7 now holds vector 100
+        index.upsert(x[100:101], ids=[7], metadata=[{"pos": 99, "b20": 99}])  # id 7 now holds vector 100
         assert len(index) == 510
         rec = index.get([7])
         assert rec.metadata == [{"pos": 99, "b20": 99}]
@@ -206,7 +229,7 @@ def test_add_upsert_delete_are_routed(ray_cluster, wordnet, tmp_path):
 
         assert index.delete([7, 8, 400]) == 3
         assert len(index) == 507 and 8 not in index
-        with pytest.raises(NotFoundError):               # one unknown id: nothing is deleted
+        with pytest.raises(NotFoundError):  # one unknown id: nothing is deleted
             index.delete([9, 8])
         assert 9 in index and len(index) == 507
         assert 7 not in index.search(x[100:101], 5).ids[0]
@@ -235,7 +258,9 @@ def test_rerank_runs_inside_each_shard(stored, wordnet):
     want = single.search(q, 10, rerank=True)
     # each shard re-ranks its own best k*oversample: a superset of the single index's candidates
     assert np.all(got.scores >= want.scores - 1e-6)
-    assert recall_at_k(got.ids, wordnet.gt_ids[:N_QUERIES], 10) >= recall_at_k(want.ids, wordnet.gt_ids[:N_QUERIES], 10)
+    assert recall_at_k(got.ids, wordnet.gt_ids[:N_QUERIES], 10) >= recall_at_k(
+        want.ids, wordnet.gt_ids[:N_QUERIES], 10
+    )
     exact = np.take_along_axis(q @ wordnet.base.T, got.ids, axis=1)
     np.testing.assert_allclose(got.scores, exact, rtol=1e-5, atol=1e-6)
 
@@ -268,13 +293,13 @@ def test_dead_in_memory_shard_is_an_error_never_a_partial_result(ray_cluster, wo
     q = wordnet.queries[:20]
     full = index.search(q, 10)
 
-    index.actor(1).debug_sleep.remote(2.0)        # shard 1 busy: it misses the deadline
+    index.actor(1).debug_sleep.remote(2.0)  # shard 1 busy: it misses the deadline
     with pytest.raises(ShardUnavailableError) as info:
         index.search(q, 10, timeout=0.5)
     assert info.value.shards == (1,)
     late = index.search(q, 10, timeout=0.5, allow_partial=True)
     assert late.shards_missing == (1,) and late.shards_answered == (0,)
-    assert index.search(q, 10).complete            # waits for shard 1 to wake up
+    assert index.search(q, 10).complete  # waits for shard 1 to wake up
 
     out = _search_while_killing(ray_cluster, index, 1, q)
     assert "result" not in out, "a search with a dead shard returned a result"
@@ -321,7 +346,7 @@ def test_data_survives_a_restart_of_the_cluster(stored, wordnet):
     before = sharded.search(q, 10)
     sharded.add(wordnet.queries[:5] * 0.5, ids=[10_000, 10_001, 10_002, 10_003, 10_004])  # in the WAL only
     ray = __import__("ray")
-    ray.shutdown()                      # every actor dies; nothing was saved explicitly
+    ray.shutdown()  # every actor dies; nothing was saved explicitly
     ray.init(**RAY_INIT)
     reopened = open_sharded(path, actor_options=ACTORS)
     try:
@@ -329,7 +354,7 @@ def test_data_survives_a_restart_of_the_cluster(stored, wordnet):
         assert 10_003 in reopened
         reopened.delete([10_000, 10_001, 10_002, 10_003, 10_004])
         assert_same_result(reopened.search(q, 10), before, atol=SCORE_ATOL)
-        assert reopened.add(wordnet.base[:1]).tolist() == [10_005]   # auto ids continue after the largest
+        assert reopened.add(wordnet.base[:1]).tolist() == [10_005]  # auto ids continue after the largest
     finally:
         reopened.close()
     assert os.path.isfile(os.path.join(path, "sharded.json"))

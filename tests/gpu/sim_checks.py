@@ -41,7 +41,7 @@ def pack_unpack():
 def bucketize_encode_scalar():
     x = RNG.standard_normal((6, 12)).astype(np.float32)
     b = np.sort(RNG.standard_normal(7))
-    x[0, :3] = b[:3].astype(np.float32)          # values on (float32-rounded) boundaries
+    x[0, :3] = b[:3].astype(np.float32)  # values on (float32-rounded) boundaries
     assert np.array_equal(G.bucketize(x, b), R.bucketize(x, b))
     for bits in (3, 4):
         assert np.array_equal(G.encode_scalar(x, b, bits), R.encode_scalar(x, b, bits))
@@ -56,8 +56,12 @@ def encode_scaled():
     u = RNG.standard_normal((8, 16)).astype(np.float32)
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     scales = np.asarray(q.scales, np.float64)
-    assert np.array_equal(G.scaled_indices(u, bounds, cents, scales), R.scaled_indices(u, bounds, cents, scales))
-    assert np.array_equal(G.encode_scaled(u, bounds, cents, scales, 3), R.encode_scaled(u, bounds, cents, scales, 3))
+    assert np.array_equal(
+        G.scaled_indices(u, bounds, cents, scales), R.scaled_indices(u, bounds, cents, scales)
+    )
+    assert np.array_equal(
+        G.encode_scaled(u, bounds, cents, scales, 3), R.encode_scaled(u, bounds, cents, scales, 3)
+    )
 
 
 @check
@@ -81,10 +85,16 @@ def decode_and_lut_scores():
     for bits, k in ((2, 13), (4, 16), (3, 10)):
         codes = RNG.integers(0, 256, (40, 3 + (k * bits + 7) // 8)).astype(np.uint8)
         values = RNG.standard_normal(2**bits).astype(np.float32)
-        np.testing.assert_array_equal(G.decode_values(codes, 3, bits, k, values), R.decode_values(codes, 3, bits, k, values))
-        qv = RNG.standard_normal((G.QCHUNK + 3, k)).astype(np.float32)      # two query chunks
-        np.testing.assert_allclose(G.lut_scores(qv, codes, 3, bits, values), R.lut_scores(qv, codes, 3, bits, values),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(
+            G.decode_values(codes, 3, bits, k, values), R.decode_values(codes, 3, bits, k, values)
+        )
+        qv = RNG.standard_normal((G.QCHUNK + 3, k)).astype(np.float32)  # two query chunks
+        np.testing.assert_allclose(
+            G.lut_scores(qv, codes, 3, bits, values),
+            R.lut_scores(qv, codes, 3, bits, values),
+            rtol=1e-5,
+            atol=1e-5,
+        )
 
 
 @check
@@ -101,7 +111,7 @@ def sign_scores_qjl():
 @check
 def topk_blocked():
     s = RNG.standard_normal((4, 50)).astype(np.float32)
-    s[0, 10:20] = 0.5                                 # ties across the block edge
+    s[0, 10:20] = 0.5  # ties across the block edge
     s[1, :] = -np.inf
     s[2, 5] = np.inf
     for k, block in ((1, 16), (5, 16), (12, 7), (50, 16), (60, 16)):
@@ -109,7 +119,7 @@ def topk_blocked():
         rids, rtop = R.topk(s, k)
         assert np.array_equal(ids, rids), (k, block, ids, rids)
         assert np.array_equal(top, rtop), (k, block)
-    ids, top = G.topk(s, G.KMAX + 1)                  # host fallback
+    ids, top = G.topk(s, G.KMAX + 1)  # host fallback
     assert np.array_equal(ids, R.topk(s, G.KMAX + 1)[0])
 
 
@@ -134,9 +144,13 @@ def quantizers_end_to_end():
 
     x = RNG.standard_normal((24, 16)).astype(np.float32)
     queries = RNG.standard_normal((3, 16)).astype(np.float32)
-    for qz in (vqdb.TurboQuantizer(16, bits=4), vqdb.TurboQuantizer(16, bits=2, variant="mse"),
-               vqdb.TurboQuantizer(16, bits=3, variant="prod"), vqdb.QJLQuantizer(16, sketch_dim=16),
-               vqdb.PolarQuantizer(16)):
+    for qz in (
+        vqdb.TurboQuantizer(16, bits=4),
+        vqdb.TurboQuantizer(16, bits=2, variant="mse"),
+        vqdb.TurboQuantizer(16, bits=3, variant="prod"),
+        vqdb.QJLQuantizer(16, sketch_dim=16),
+        vqdb.PolarQuantizer(16),
+    ):
         _quantizer_with_backend(qz, x, queries)
 
 
@@ -151,7 +165,7 @@ def kv_decode_attention():
     vf = RNG.uniform(0.5, 2, (H, n)).astype(np.float32)
     kv = RNG.standard_normal(2**kb).astype(np.float32)
     vv = RNG.standard_normal(2**vb).astype(np.float32)
-    out, rmax, rsum = G.decode_attention(qr, kc, kf, kb, kv, vc, vf, vb, vv, 0.3, split=8)   # 3 splits
+    out, rmax, rsum = G.decode_attention(qr, kc, kf, kb, kv, vc, vf, vb, vv, 0.3, split=8)  # 3 splits
     for h in range(H):
         kt = R.decode_values(kc[h], 0, kb, k, kv) * kf[h][:, None]
         vt = R.decode_values(vc[h], 0, vb, k, vv) * vf[h][:, None]
@@ -171,9 +185,12 @@ def kv_layer_numba_impl():
     from vqdb.gpu import kv
     from vqdb.kvcache import CompressedKVLayer, make_codec
 
-    layer = CompressedKVLayer(make_codec("turbo", 3, 16, role="key", side_dtype=torch.float32),
-                              make_codec("turbo-scaled", 2, 16, role="value", side_dtype=torch.float32),
-                              residual_length=4, flush_block=4)
+    layer = CompressedKVLayer(
+        make_codec("turbo", 3, 16, role="key", side_dtype=torch.float32),
+        make_codec("turbo-scaled", 2, 16, role="value", side_dtype=torch.float32),
+        residual_length=4,
+        flush_block=4,
+    )
     g = torch.Generator().manual_seed(0)
     layer.append(torch.randn(1, 2, 12, 16, generator=g), torch.randn(1, 2, 12, 16, generator=g))
     r = layer.append(torch.randn(1, 2, 1, 16, generator=g), torch.randn(1, 2, 1, 16, generator=g))

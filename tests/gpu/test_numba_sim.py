@@ -21,16 +21,19 @@ HERE = Path(__file__).resolve().parent
 def test_numba_cuda_kernels_match_reference_under_simulator():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(HERE.parents[1]))
     env.pop("VQDB_BACKEND", None)
-    proc = subprocess.run([sys.executable, str(HERE / "sim_checks.py")], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "sim_checks.py")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("ok ") == 10, proc.stdout
 
 
 def test_gpu_package_and_probes_import_nothing_heavy():
-    code = ("import sys, vqdb, vqdb.gpu, vqdb.kernels as k; k.available_backends(); "
-            "heavy = [m for m in ('numba', 'torch') if m in sys.modules]; "
-            "assert not heavy or k.available_backends()['cuda-torch'] is None, heavy; print('light')")
+    code = (
+        "import sys, vqdb, vqdb.gpu, vqdb.kernels as k; k.available_backends(); "
+        "heavy = [m for m in ('numba', 'torch') if m in sys.modules]; "
+        "assert not heavy or k.available_backends()['cuda-torch'] is None, heavy; print('light')"
+    )
     env = dict(os.environ, PYTHONPATH=str(HERE.parents[1]))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "light" in proc.stdout, proc.stdout + proc.stderr

@@ -35,9 +35,15 @@ def test_ops_match_reference(rng, cpu_device):
         assert np.array_equal(tc.unpack_bits(packed, bits, 13), idx)
         values = rng.standard_normal(2**bits).astype(np.float32)
         q = rng.standard_normal((3, 13)).astype(np.float32)
-        np.testing.assert_array_equal(tc.decode_values(packed, 0, bits, 13, values), R.decode_values(packed, 0, bits, 13, values))
-        np.testing.assert_allclose(tc.lut_scores(q, packed, 0, bits, values), R.lut_scores(q, packed, 0, bits, values),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(
+            tc.decode_values(packed, 0, bits, 13, values), R.decode_values(packed, 0, bits, 13, values)
+        )
+        np.testing.assert_allclose(
+            tc.lut_scores(q, packed, 0, bits, values),
+            R.lut_scores(q, packed, 0, bits, values),
+            rtol=1e-5,
+            atol=1e-5,
+        )
     x = rng.standard_normal((9, 16)).astype(np.float32)
     qz = vqdb.TurboQuantizer(16, bits=3)
     cents, bounds = qz.codebook
@@ -64,8 +70,12 @@ def test_quantizers_through_backend(rng, cpu_device, monkeypatch):
     try:
         x = rng.standard_normal((40, 24)).astype(np.float32)
         q = rng.standard_normal((4, 24)).astype(np.float32)
-        for qz in (vqdb.TurboQuantizer(24, bits=4), vqdb.TurboQuantizer(24, bits=3, variant="prod"),
-                   vqdb.QJLQuantizer(24), vqdb.PolarQuantizer(24)):
+        for qz in (
+            vqdb.TurboQuantizer(24, bits=4),
+            vqdb.TurboQuantizer(24, bits=3, variant="prod"),
+            vqdb.QJLQuantizer(24),
+            vqdb.PolarQuantizer(24),
+        ):
             with kernels.use_backend("reference"):
                 c_ref, s_ref = qz.encode(x), None
                 s_ref = qz.score(q, c_ref)
@@ -113,7 +123,7 @@ def test_index_device_scan_matches_host(rng, monkeypatch, cpu_device, metric, qu
     for flt in (None, {"even": True}):
         a, b = host.search(q, 10, filter=flt), dev.search(q, 10, filter=flt)
         np.testing.assert_allclose(b.scores, a.scores, rtol=1e-4, atol=1e-4)
-        assert (a.ids == b.ids).mean() > 0.95          # ties / float rounding may swap neighbours
+        assert (a.ids == b.ids).mean() > 0.95  # ties / float rounding may swap neighbours
     assert dev._gpu_scorer() is not None and dev._gpu_scorer().device.type == "cpu"
 
 
@@ -134,4 +144,6 @@ def test_real_gpu_ops_and_index():
     codes = host._snap.segments[0].codes if host._snap.segments else None
     if codes is not None:
         vals = np.linspace(-1, 1, 16).astype(np.float32)
-        np.testing.assert_allclose(tc.lut_scores(q, codes, 0, 4, vals), R.lut_scores(q, codes, 0, 4, vals), rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(
+            tc.lut_scores(q, codes, 0, 4, vals), R.lut_scores(q, codes, 0, 4, vals), rtol=1e-3, atol=1e-3
+        )

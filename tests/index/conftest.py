@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from index_helpers import make_quantizer
 
 import vqdb
-
-from index_helpers import make_quantizer
 
 
 @pytest.fixture(scope="session")
@@ -18,8 +17,17 @@ def quantizer(wordnet):
 def meta(wordnet):
     """Per-vector metadata with fields of known selectivity: half 50%, b20 5%, b200 0.5%."""
     n = wordnet.base.shape[0]
-    return [{"i": i, "half": i % 2, "b20": i % 20, "b200": i % 200, "word": f"w{i % 7}",
-             "score": float(i % 100) / 100.0} for i in range(n)]
+    return [
+        {
+            "i": i,
+            "half": i % 2,
+            "b20": i % 20,
+            "b200": i % 200,
+            "word": f"w{i % 7}",
+            "score": float(i % 100) / 100.0,
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,24 @@ import pyarrow.compute as pc
 import pytest
 
 import vqdb
-from vqdb.errors import (DimensionMismatchError, DTypeError, DuplicateIdError, FilterError, InvalidInputError,
-                         NotFoundError, UnknownNameError, VqdbError)
+from vqdb.errors import (
+    DimensionMismatchError,
+    DTypeError,
+    DuplicateIdError,
+    FilterError,
+    InvalidInputError,
+    NotFoundError,
+    UnknownNameError,
+    VqdbError,
+)
 
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory, wordnet, quantizer, meta):
     """One stored IVF index shared by the cases (each compares the index before and after its own call)."""
-    index = vqdb.Index(wordnet.dim, metric="cos", quantizer=quantizer, ivf=8, path=tmp_path_factory.mktemp("bad") / "ix")
+    index = vqdb.Index(
+        wordnet.dim, metric="cos", quantizer=quantizer, ivf=8, path=tmp_path_factory.mktemp("bad") / "ix"
+    )
     index.add(wordnet.base[:600], metadata=meta[:600])
     yield index
     index.close()
@@ -26,7 +36,14 @@ def fingerprint(index, wordnet):
     res = index.search(wordnet.queries[:5], 10, filter={"half": 1})
     wal = index.stats().get("wal_bytes")
     files = sorted(os.listdir(index.path)) if index.path else []
-    return len(index), np.sort(index.ids()).tolist(), res.ids.tolist(), wal, files, index.stats()["metadata_fields"]
+    return (
+        len(index),
+        np.sort(index.ids()).tolist(),
+        res.ids.tolist(),
+        wal,
+        files,
+        index.stats()["metadata_fields"],
+    )
 
 
 def nan_rows(x):
@@ -42,21 +59,35 @@ def inf_rows(x):
 
 
 BAD_WRITES = [
-    ("wrong dimension", lambda ix, x: ix.add(x[:4, :100]), DimensionMismatchError, "100 dimensions per row; expected 384"),
+    (
+        "wrong dimension",
+        lambda ix, x: ix.add(x[:4, :100]),
+        DimensionMismatchError,
+        "100 dimensions per row; expected 384",
+    ),
     ("1-D vector", lambda ix, x: ix.add(x[0]), DimensionMismatchError, r"x\[None, :\]"),
     ("NaN", lambda ix, x: ix.add(nan_rows(x[:5])), InvalidInputError, "NaN or inf"),
     ("inf", lambda ix, x: ix.upsert(inf_rows(x[:5]), ids=[1, 2, 3, 4, 5]), InvalidInputError, "NaN or inf"),
     ("strings", lambda ix, x: ix.add([["a"] * 384]), DTypeError, "numeric"),
     ("zero vector under cos", lambda ix, x: ix.add(np.zeros((2, 384))), InvalidInputError, "all zeros"),
-    ("duplicate ids in a call", lambda ix, x: ix.add(x[:3], ids=[7000, 7001, 7000]), DuplicateIdError, "repeat"),
+    (
+        "duplicate ids in a call",
+        lambda ix, x: ix.add(x[:3], ids=[7000, 7001, 7000]),
+        DuplicateIdError,
+        "repeat",
+    ),
     ("add an existing id", lambda ix, x: ix.add(x[:2], ids=[7000, 5]), DuplicateIdError, "use upsert"),
     ("negative id", lambda ix, x: ix.add(x[:1], ids=[-1]), InvalidInputError, ">= 0"),
     ("float ids", lambda ix, x: ix.add(x[:2], ids=[1.5, 2.5]), DTypeError, "integers"),
     ("ids length", lambda ix, x: ix.add(x[:2], ids=[7000]), DimensionMismatchError, "expected 2"),
     ("upsert without ids", lambda ix, x: ix.upsert(x[:2], None), InvalidInputError, "needs ids"),
     ("metadata length", lambda ix, x: ix.add(x[:2], metadata=[{"a": 1}]), InvalidInputError, "expected 2"),
-    ("metadata type conflict", lambda ix, x: ix.add(x[:2], metadata=[{"half": "x"}, {"half": "y"}]),
-     InvalidInputError, "half"),
+    (
+        "metadata type conflict",
+        lambda ix, x: ix.add(x[:2], metadata=[{"half": "x"}, {"half": "y"}]),
+        InvalidInputError,
+        "half",
+    ),
     ("reserved metadata name", lambda ix, x: ix.add(x[:1], metadata=[{"__id": 1}]), InvalidInputError, "__"),
     ("metadata not dicts", lambda ix, x: ix.add(x[:1], metadata=["a"]), InvalidInputError, "dict"),
     ("delete unknown ids", lambda ix, x: ix.delete([3, 999999]), NotFoundError, "999999"),
@@ -72,7 +103,7 @@ def test_bad_writes_raise_and_change_nothing(stored, wordnet, case, call, error,
         call(stored, wordnet.base)
     assert isinstance(info.value, VqdbError)
     assert fingerprint(stored, wordnet) == before
-    new = stored.add(wordnet.base[600:601])    # and the index still works afterwards
+    new = stored.add(wordnet.base[600:601])  # and the index still works afterwards
     assert len(stored) == before[0] + 1
     stored.delete(new)
 
@@ -105,16 +136,19 @@ def test_bad_reads_raise_and_change_nothing(stored, wordnet, case, call, error):
     assert fingerprint(stored, wordnet) == before
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"metric": "l2"}, UnknownNameError),
-    ({"metric": "cosine"}, UnknownNameError),
-    ({"ivf": -3}, InvalidInputError),
-    ({"store_vectors": "int8"}, InvalidInputError),
-    ({"quantizer": "turbo-99"}, VqdbError),
-    ({"quantizer": 3}, InvalidInputError),
-    ({"default_params": {"nprobe": 3}}, InvalidInputError),
-    ({"default_params": vqdb.SearchParams(rerank=True)}, InvalidInputError),     # no stored vectors
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"metric": "l2"}, UnknownNameError),
+        ({"metric": "cosine"}, UnknownNameError),
+        ({"ivf": -3}, InvalidInputError),
+        ({"store_vectors": "int8"}, InvalidInputError),
+        ({"quantizer": "turbo-99"}, VqdbError),
+        ({"quantizer": 3}, InvalidInputError),
+        ({"default_params": {"nprobe": 3}}, InvalidInputError),
+        ({"default_params": vqdb.SearchParams(rerank=True)}, InvalidInputError),  # no stored vectors
+    ],
+)
 def test_bad_constructor_arguments(wordnet, kwargs, error):
     with pytest.raises(error):
         vqdb.Index(wordnet.dim, **kwargs)

@@ -29,8 +29,11 @@ def test_searches_run_while_one_thread_writes(tmp_path, wordnet, quantizer, stor
                 lo = 1000 + step * 50
                 with ever_lock:
                     ever.update(range(lo, lo + 50))
-                index.add(x[lo % 5000 : lo % 5000 + 50], ids=np.arange(lo, lo + 50),
-                          metadata=[{"g": i % 3} for i in range(50)])
+                index.add(
+                    x[lo % 5000 : lo % 5000 + 50],
+                    ids=np.arange(lo, lo + 50),
+                    metadata=[{"g": i % 3} for i in range(50)],
+                )
                 victims = rng.choice(lo, 20, replace=False)
                 live = [v for v in victims.tolist() if v in index][:10]
                 index.upsert(x[rng.integers(0, 5000, len(live))], ids=live)
@@ -45,9 +48,11 @@ def test_searches_run_while_one_thread_writes(tmp_path, wordnet, quantizer, stor
     def reader(seed):
         rng = np.random.default_rng(seed)
         try:
-            while not (stop.is_set() and searches[0] >= 10):   # the writer's whole run, and >= 10 searches
+            while not (stop.is_set() and searches[0] >= 10):  # the writer's whole run, and >= 10 searches
                 flt = None if rng.random() < 0.5 else {"g": int(rng.integers(0, 3))}
-                res = index.search(q, 10, filter=flt, nprobe=int(rng.integers(1, 17)), rerank=bool(rng.random() < 0.3))
+                res = index.search(
+                    q, 10, filter=flt, nprobe=int(rng.integers(1, 17)), rerank=bool(rng.random() < 0.3)
+                )
                 assert res.ids.shape == (8, 10)
                 for row in res.ids:
                     found = row[row >= 0]
@@ -58,7 +63,9 @@ def test_searches_run_while_one_thread_writes(tmp_path, wordnet, quantizer, stor
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader, args=(s,)) for s in range(2)]
+    threads = [threading.Thread(target=writer)] + [
+        threading.Thread(target=reader, args=(s,)) for s in range(2)
+    ]
     t0 = time.time()
     for t in threads:
         t.start()

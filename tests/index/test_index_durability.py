@@ -53,15 +53,24 @@ def test_sigkill_during_writes_loses_no_acknowledged_add(tmp_path, wordnet, quan
     np.save(xfile, x)
     # IVF with 8 lists, trained by the children's first adds (a kill may land in the training too);
     # small flushes and periodic compactions so that kills also land in segment writes and renames
-    vqdb.Index(x.shape[1], metric="ip", quantizer=quantizer, ivf=8, path=path, store_vectors=True, flush_rows=300).close()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]),
-               VQDB_BACKEND=os.environ.get("VQDB_BACKEND", "reference"))
+    vqdb.Index(
+        x.shape[1], metric="ip", quantizer=quantizer, ivf=8, path=path, store_vectors=True, flush_rows=300
+    ).close()
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([REPO, os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]),
+        VQDB_BACKEND=os.environ.get("VQDB_BACKEND", "reference"),
+    )
     rng = np.random.default_rng(2024)
     acked: set[int] = set()
     for trial in range(KILLS):
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(xfile), str(trial)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        first = proc.stdout.readline()                 # the child is up and has acknowledged one add
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), str(xfile), str(trial)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        first = proc.stdout.readline()  # the child is up and has acknowledged one add
         assert first.endswith(b"\n"), proc.stderr.read().decode()[-3000:]
         time.sleep(float(rng.uniform(0.0, 0.25)))
         proc.send_signal(signal.SIGKILL)
@@ -69,10 +78,10 @@ def test_sigkill_during_writes_loses_no_acknowledged_add(tmp_path, wordnet, quan
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
-        lines = (first + rest).split(b"\n")[:-1]       # a line cut by the kill has no newline: not acked
+        lines = (first + rest).split(b"\n")[:-1]  # a line cut by the kill has no newline: not acked
         for line in lines:
             acked.update(int(t) for t in line.split())
-        with vqdb.open(path) as index:                 # always opens
+        with vqdb.open(path) as index:  # always opens
             present = set(index.ids().tolist())
             missing = acked - present
             assert not missing, f"kill {trial}: acknowledged ids lost: {sorted(missing)[:10]}"
@@ -82,7 +91,11 @@ def test_sigkill_during_writes_loses_no_acknowledged_add(tmp_path, wordnet, quan
             assert [m["id"] for m in got.metadata] == ids.tolist()
     assert len(acked) > KILLS * 10
     repairs = [r.getMessage() for r in caplog.records]
-    print(f"{len(acked)} acknowledged ids over {KILLS} kills; repairs on reopen: {len(repairs)}", *repairs, sep="\n")
-    with vqdb.open(path) as index:                     # and it still searches correctly
+    print(
+        f"{len(acked)} acknowledged ids over {KILLS} kills; repairs on reopen: {len(repairs)}",
+        *repairs,
+        sep="\n",
+    )
+    with vqdb.open(path) as index:  # and it still searches correctly
         res = index.search(x[:5], 1, nprobe=8)
         assert np.all(np.isin(res.ids[:, 0] % len(x), np.arange(5)))

@@ -6,69 +6,76 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from index_helpers import exact_topk
 
 import vqdb
 from vqdb.errors import FilterError
 from vqdb.index import _filters
 from vqdb.testing import recall_at_k
 
-from index_helpers import exact_topk
-
-TABLE = pa.table({
-    "lang": ["en", "de", None, "en", "fr"],
-    "year": [2019, 2020, 2021, None, 2024],
-    "score": [0.1, 0.5, 0.9, 0.3, None],
-    "draft": [True, False, False, None, True],
-})
+TABLE = pa.table(
+    {
+        "lang": ["en", "de", None, "en", "fr"],
+        "year": [2019, 2020, 2021, None, 2024],
+        "score": [0.1, 0.5, 0.9, 0.3, None],
+        "draft": [True, False, False, None, True],
+    }
+)
 
 
 def rows(flt) -> list[int]:
     return np.flatnonzero(_filters.evaluate(_filters.compile_filter(flt, TABLE.schema), TABLE)).tolist()
 
 
-@pytest.mark.parametrize("flt, expected", [
-    ({"lang": "en"}, [0, 3]),
-    ({"lang": {"$eq": "en"}}, [0, 3]),
-    ({"lang": {"$ne": "en"}}, [1, 2, 4]),                 # a missing value matches $ne (Mongo)
-    ({"year": {"$gte": 2020}}, [1, 2, 4]),
-    ({"year": {"$gt": 2020, "$lte": 2024}}, [2, 4]),
-    ({"year": {"$lt": 2020}}, [0]),
-    ({"score": {"$lte": 0.3}}, [0, 3]),
-    ({"lang": {"$in": ["de", "fr"]}}, [1, 4]),
-    ({"lang": {"$nin": ["de", "fr"]}}, [0, 2, 3]),
-    ({"lang": {"$in": []}}, []),
-    ({"lang": None}, [2]),
-    ({"lang": {"$exists": True}}, [0, 1, 3, 4]),
-    ({"year": {"$not": {"$gte": 2020}}}, [0, 3]),
-    ({"$not": {"lang": "en"}}, [1, 2, 4]),
-    ({"$or": [{"lang": "de"}, {"year": 2024}]}, [1, 4]),
-    ({"$and": [{"lang": "en"}, {"draft": True}]}, [0]),
-    ({"$nor": [{"lang": "en"}, {"draft": True}]}, [1, 2]),
-    ({"lang": "en", "year": {"$gte": 2000}}, [0]),
-    ({"draft": False}, [1, 2]),
-    (pc.field("year") >= 2021, [2, 4]),                   # Arrow semantics: null does not match
-    ((pc.field("lang") == "en") | (pc.field("score") > 0.8), [0, 2, 3]),
-])
+@pytest.mark.parametrize(
+    "flt, expected",
+    [
+        ({"lang": "en"}, [0, 3]),
+        ({"lang": {"$eq": "en"}}, [0, 3]),
+        ({"lang": {"$ne": "en"}}, [1, 2, 4]),  # a missing value matches $ne (Mongo)
+        ({"year": {"$gte": 2020}}, [1, 2, 4]),
+        ({"year": {"$gt": 2020, "$lte": 2024}}, [2, 4]),
+        ({"year": {"$lt": 2020}}, [0]),
+        ({"score": {"$lte": 0.3}}, [0, 3]),
+        ({"lang": {"$in": ["de", "fr"]}}, [1, 4]),
+        ({"lang": {"$nin": ["de", "fr"]}}, [0, 2, 3]),
+        ({"lang": {"$in": []}}, []),
+        ({"lang": None}, [2]),
+        ({"lang": {"$exists": True}}, [0, 1, 3, 4]),
+        ({"year": {"$not": {"$gte": 2020}}}, [0, 3]),
+        ({"$not": {"lang": "en"}}, [1, 2, 4]),
+        ({"$or": [{"lang": "de"}, {"year": 2024}]}, [1, 4]),
+        ({"$and": [{"lang": "en"}, {"draft": True}]}, [0]),
+        ({"$nor": [{"lang": "en"}, {"draft": True}]}, [1, 2]),
+        ({"lang": "en", "year": {"$gte": 2000}}, [0]),
+        ({"draft": False}, [1, 2]),
+        (pc.field("year") >= 2021, [2, 4]),  # Arrow semantics: null does not match
+        ((pc.field("lang") == "en") | (pc.field("score") > 0.8), [0, 2, 3]),
+    ],
+)
 def test_filter_semantics(flt, expected):
     assert rows(flt) == expected
 
 
-@pytest.mark.parametrize("flt", [
-    {"lang": {"$regex": "e.*"}},            # unknown operator
-    {"$xor": [{"lang": "en"}]},             # unknown logical operator
-    {"lnag": "en"},                         # unknown field (a typo)
-    {"year": "2020"},                       # type mismatch
-    {"lang": ["en", "de"]},                 # list as value
-    {"lang": {"$in": "en"}},                # $in needs a list
-    {"$or": {"lang": "en"}},                # $or needs a list
-    {"$or": []},
-    {"lang": {"nested": 1}},                # nested documents
-    {"year": {"$gt": None}},
-    {"lang": {}},
-    "lang == 'en'",                         # strings are not filters
-    pc.field("year") + 1,                   # not a boolean expression
-    pc.field("nope") == 1,
-])
+@pytest.mark.parametrize(
+    "flt",
+    [
+        {"lang": {"$regex": "e.*"}},  # unknown operator
+        {"$xor": [{"lang": "en"}]},  # unknown logical operator
+        {"lnag": "en"},  # unknown field (a typo)
+        {"year": "2020"},  # type mismatch
+        {"lang": ["en", "de"]},  # list as value
+        {"lang": {"$in": "en"}},  # $in needs a list
+        {"$or": {"lang": "en"}},  # $or needs a list
+        {"$or": []},
+        {"lang": {"nested": 1}},  # nested documents
+        {"year": {"$gt": None}},
+        {"lang": {}},
+        "lang == 'en'",  # strings are not filters
+        pc.field("year") + 1,  # not a boolean expression
+        pc.field("nope") == 1,
+    ],
+)
 def test_malformed_filters_raise(flt):
     with pytest.raises(FilterError):
         _filters.compile_filter(flt, TABLE.schema)
@@ -116,7 +123,7 @@ def test_filter_combinations_and_expressions(flat_index, wordnet):
 
 def test_filter_on_fields_added_later_and_deleted_rows(wordnet, quantizer):
     index = vqdb.Index(wordnet.dim, metric="ip", quantizer=quantizer)
-    index.add(wordnet.base[:1000])                                          # no metadata at all
+    index.add(wordnet.base[:1000])  # no metadata at all
     index.add(wordnet.base[1000:2000], metadata=[{"src": "b" if i % 2 else "a"} for i in range(1000)])
     index.add(wordnet.base[2000:2100], metadata={"src": ["a"] * 100, "n": np.arange(100)})
     q = wordnet.queries[:10]
@@ -133,11 +140,11 @@ def test_ivf_filter_opens_more_lists_when_the_probed_ones_hold_too_few(ivf_index
     """Matching vectors all sit in one list that the query does not probe first: still k results."""
     from vqdb.index import index as index_module
 
-    monkeypatch.setattr(index_module, "SUBSET_MAX_ROWS", 0)       # force the IVF path, not the subset scan
+    monkeypatch.setattr(index_module, "SUBSET_MAX_ROWS", 0)  # force the IVF path, not the subset scan
     seg = ivf_index._snap.segments[0]
     q = wordnet.queries[:1]
     probe_order = np.argsort(-ivf_index._snap.coarse.probe_scores(q, "ip")[0])
-    far = int(probe_order[-1])                                      # the least promising list
+    far = int(probe_order[-1])  # the least promising list
     members = seg.ids[seg.lists == far]
     assert members.size >= 10
     res = ivf_index.search(q, 10, filter={"i": {"$in": members.tolist()}}, nprobe=1)

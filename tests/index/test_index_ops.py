@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from index_helpers import exact_topk
 
 import vqdb
 from vqdb.errors import NotFoundError
 from vqdb.testing import recall_at_k
-
-from index_helpers import exact_topk
 
 
 def test_search_shapes_are_always_2d(flat_index, wordnet):
@@ -19,9 +18,9 @@ def test_search_shapes_are_always_2d(flat_index, wordnet):
         assert res.ids.shape == (m, 10) and res.ids.dtype == np.int64
         assert res.scores.shape == (m, 10) and res.scores.dtype == np.float32
         assert res.metric == "ip"
-    ids, scores = flat_index.search(q[:3], 5)      # unpacks
+    ids, scores = flat_index.search(q[:3], 5)  # unpacks
     assert ids.shape == scores.shape == (3, 5)
-    assert np.all(np.diff(scores, axis=1) <= 0)     # best first: higher is better
+    assert np.all(np.diff(scores, axis=1) <= 0)  # best first: higher is better
 
 
 def test_k_larger_than_index_pads_with_minus_one(wordnet, quantizer):
@@ -45,8 +44,8 @@ def test_rerank_covering_everything_equals_exact_search(wordnet, quantizer, metr
     index = vqdb.Index(wordnet.dim, metric=metric, quantizer=quantizer, store_vectors=True)
     index.add(x)
     k = 10
-    res = index.search(q, k, rerank=x.shape[0] / k)   # oversample so that every vector is re-scored
-    ids, scores = exact_topk(x, q, k, metric)        # the sample is float16-exact, so stored vectors are exact
+    res = index.search(q, k, rerank=x.shape[0] / k)  # oversample so that every vector is re-scored
+    ids, scores = exact_topk(x, q, k, metric)  # the sample is float16-exact, so stored vectors are exact
     np.testing.assert_allclose(res.scores, scores, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(res.ids, ids)
 
@@ -71,9 +70,9 @@ def test_l2sq_scores_are_negated_squared_distances(wordnet, quantizer):
     index = vqdb.Index(wordnet.dim, metric="l2sq", quantizer=quantizer)
     index.add(x)
     res = index.search(q, 10)
-    true = -((q[:, None, :] - x[res.ids]) ** 2).sum(-1)       # exact -||q - x||^2 of the returned ids
+    true = -((q[:, None, :] - x[res.ids]) ** 2).sum(-1)  # exact -||q - x||^2 of the returned ids
     assert np.all(res.scores <= 0.0 + 0.05)
-    assert np.mean(np.abs(res.scores - true)) < 0.05          # estimates of a quantity in [-4, 0]
+    assert np.mean(np.abs(res.scores - true)) < 0.05  # estimates of a quantity in [-4, 0]
     gt, _ = exact_topk(x, q, 10, "l2sq")
     assert recall_at_k(res.ids, gt, 10) >= 0.8
 
@@ -83,12 +82,12 @@ def test_ids_auto_explicit_and_stable(wordnet, quantizer):
     index = vqdb.Index(wordnet.dim, metric="ip", quantizer=quantizer)
     np.testing.assert_array_equal(index.add(x[:10]), np.arange(10))
     np.testing.assert_array_equal(index.add(x[10:13], ids=[100, 50, 70]), [100, 50, 70])
-    np.testing.assert_array_equal(index.add(x[13:15]), [101, 102])     # after the largest id ever used
+    np.testing.assert_array_equal(index.add(x[13:15]), [101, 102])  # after the largest id ever used
     index.delete([102])
-    np.testing.assert_array_equal(index.add(x[15:16]), [103])          # a deleted id is not reused
+    np.testing.assert_array_equal(index.add(x[15:16]), [103])  # a deleted id is not reused
     assert len(index) == 15 and 50 in index and 102 not in index
     res = index.search(x[[11]], 1)
-    assert res.ids[0, 0] == 50                                         # its own vector, under its id
+    assert res.ids[0, 0] == 50  # its own vector, under its id
 
 
 def test_upsert_replaces_delete_removes(wordnet, quantizer):
@@ -136,7 +135,9 @@ def test_get_vectors_and_metadata(flat_index, wordnet, quantizer):
 
 def test_stats(flat_index, ivf_index, quantizer):
     s = flat_index.stats()
-    assert s["n"] == 5000 and s["dim"] == 384 and s["metric"] == "ip" and s["code_size"] == quantizer.code_size
+    assert (
+        s["n"] == 5000 and s["dim"] == 384 and s["metric"] == "ip" and s["code_size"] == quantizer.code_size
+    )
     per = s["bytes_per_vector"]
     assert per["codes"] == quantizer.code_size and per["id"] == 8 and per["vectors"] == 768
     assert per["total"] >= per["codes"] + 8
@@ -151,12 +152,19 @@ def test_search_params_per_call_and_defaults(ivf_index, wordnet, tmp_path, quant
     a = ivf_index.search(q, 10, nprobe=2)
     b = ivf_index.search(q, 10, params=vqdb.SearchParams(nprobe=2))
     np.testing.assert_array_equal(a.ids, b.ids)
-    c = ivf_index.search(q, 10, nprobe=64, params=vqdb.SearchParams(nprobe=2))   # keyword wins over params
+    c = ivf_index.search(q, 10, nprobe=64, params=vqdb.SearchParams(nprobe=2))  # keyword wins over params
     assert recall_at_k(c.ids, wordnet.gt_ids) > recall_at_k(a.ids, wordnet.gt_ids)
-    assert ivf_index.default_params == vqdb.SearchParams()          # no call changed index state
+    assert ivf_index.default_params == vqdb.SearchParams()  # no call changed index state
     # defaults are persisted with the index
-    index = vqdb.Index(wordnet.dim, metric="ip", quantizer=quantizer, ivf=16, store_vectors=True, path=tmp_path / "ix",
-                       default_params=vqdb.SearchParams(nprobe=3, rerank=True, oversample=2))
+    index = vqdb.Index(
+        wordnet.dim,
+        metric="ip",
+        quantizer=quantizer,
+        ivf=16,
+        store_vectors=True,
+        path=tmp_path / "ix",
+        default_params=vqdb.SearchParams(nprobe=3, rerank=True, oversample=2),
+    )
     index.add(wordnet.base[:1000])
     index.set_default_params(vqdb.SearchParams(nprobe=5, rerank=True, oversample=3))
     expected = index.search(q, 10)

@@ -32,21 +32,33 @@ with vqdb.open(path) as index:
 
 
 def run_child(code: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=120)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([REPO, os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]),
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def build(path, wordnet, quantizer, meta, **kw):
     """An index with flushed segments, tombstones, an upsert, and un-flushed WAL records."""
-    index = vqdb.Index(wordnet.dim, metric="cos", quantizer=quantizer, ivf=16, path=path, store_vectors=True,
-                       flush_rows=700, **kw)
+    index = vqdb.Index(
+        wordnet.dim,
+        metric="cos",
+        quantizer=quantizer,
+        ivf=16,
+        path=path,
+        store_vectors=True,
+        flush_rows=700,
+        **kw,
+    )
     x = wordnet.base
-    index.add(x[:1000], metadata=meta[:1000])                     # trains IVF, flushes a segment
+    index.add(x[:1000], metadata=meta[:1000])  # trains IVF, flushes a segment
     index.add(x[1000:2000], ids=np.arange(1000, 2000), metadata=meta[1000:2000])
-    index.delete([0, 2, 1500])                                   # tombstones in a flushed segment
+    index.delete([0, 2, 1500])  # tombstones in a flushed segment
     index.upsert(x[[10]], ids=[1], metadata=[{"half": 1, "note": "upserted"}])
-    index.add(x[4000:4100], ids=np.arange(4000, 4100), metadata=meta[4000:4100])   # stays in the WAL
+    index.add(x[4000:4100], ids=np.arange(4000, 4100), metadata=meta[4000:4100])  # stays in the WAL
     return index
 
 
@@ -80,7 +92,7 @@ def test_save_flushes_and_reopen_is_memory_mapped(tmp_path, wordnet, quantizer, 
     before = pa.total_allocated_bytes()
     with vqdb.open(path) as again:
         mapped = sum(seg.codes.nbytes + seg.vectors.nbytes for seg in again._snap.segments)
-        assert pa.total_allocated_bytes() - before < 0.05 * mapped       # codes and vectors were not copied
+        assert pa.total_allocated_bytes() - before < 0.05 * mapped  # codes and vectors were not copied
         for seg in again._snap.segments:
             assert seg.file is not None and not seg.codes.flags.owndata and not seg.ids.flags.owndata
         assert again.stats()["heap_bytes"] < 20 * len(again)
@@ -104,11 +116,13 @@ def test_compact_merges_and_drops_deleted(tmp_path, wordnet, quantizer, meta):
 
 
 def test_compact_files_vectors_added_before_ivf_training(tmp_path, wordnet, quantizer):
-    index = vqdb.Index(wordnet.dim, metric="cos", quantizer=quantizer, ivf=16, store_vectors=True, path=tmp_path / "ix")
-    index.add(wordnet.base[:300])                         # below the training threshold: not in any list
-    index.add(wordnet.base[300:2000])                     # trains
+    index = vqdb.Index(
+        wordnet.dim, metric="cos", quantizer=quantizer, ivf=16, store_vectors=True, path=tmp_path / "ix"
+    )
+    index.add(wordnet.base[:300])  # below the training threshold: not in any list
+    index.add(wordnet.base[300:2000])  # trains
     assert index.stats()["ivf"]["unassigned"] == 300
-    hit = index.search(wordnet.base[:50], 1, nprobe=1)     # unassigned rows are always scanned
+    hit = index.search(wordnet.base[:50], 1, nprobe=1)  # unassigned rows are always scanned
     np.testing.assert_array_equal(hit.ids[:, 0], np.arange(50))
     index.compact()
     assert index.stats()["ivf"]["unassigned"] == 0
@@ -131,14 +145,14 @@ def test_damaged_wal_tail_is_cut_not_fatal(tmp_path, wordnet, quantizer, damage)
     wal = wal_path(path)
     size = os.path.getsize(wal)
     with open(wal, "r+b") as f:
-        if damage == "truncate":          # a torn final write
+        if damage == "truncate":  # a torn final write
             f.truncate(size - 7)
-        elif damage == "flip":            # a corrupt byte inside the last record
+        elif damage == "flip":  # a corrupt byte inside the last record
             f.seek(size - 20)
             b = f.read(1)
             f.seek(size - 20)
             f.write(bytes([b[0] ^ 0xFF]))
-        else:                             # a half-written header after the last good record
+        else:  # a half-written header after the last good record
             f.seek(size)
             f.write(b"\x10\x00\x00")
     with vqdb.open(path) as again:
@@ -173,7 +187,7 @@ def test_lock_read_only_and_create_over_existing(tmp_path, wordnet, quantizer):
     index.add(wordnet.base[:100])
     with pytest.raises(LockedError):
         vqdb.open(path)
-    reader = vqdb.open(path, read_only=True)              # sees everything acknowledged so far
+    reader = vqdb.open(path, read_only=True)  # sees everything acknowledged so far
     assert len(reader) == 100
     with pytest.raises(ReadOnlyError):
         reader.add(wordnet.base[:1])
@@ -192,11 +206,11 @@ def test_in_memory_save_attaches_and_export_snapshots(tmp_path, wordnet, quantiz
     with pytest.raises(vqdb.errors.InvalidInputError, match="save\\(path\\)"):
         index.save()
     index.save(tmp_path / "a")
-    index.add(wordnet.base[500:600])                     # now logged in tmp_path/a
+    index.add(wordnet.base[500:600])  # now logged in tmp_path/a
     q = wordnet.queries[:10]
     expected = index.search(q, 5)
     index.export(tmp_path / "snap")
-    index.add(wordnet.base[600:700])                     # not in the snapshot
+    index.add(wordnet.base[600:700])  # not in the snapshot
     index.close()
     with vqdb.open(tmp_path / "a") as a, vqdb.open(tmp_path / "snap") as snap:
         assert len(a) == 699 and len(snap) == 599

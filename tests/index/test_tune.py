@@ -30,7 +30,7 @@ def test_tune_picks_the_fastest_setting_reaching_the_target_and_persists_it(tmp_
     assert recall_at_k(index.search(q, 10).ids, truth, 10) == pytest.approx(chosen["recall"], abs=1e-9)
     assert index.default_params.nprobe == chosen["nprobe"]
     index.close()
-    with vqdb.open(path) as again:               # persisted in the manifest
+    with vqdb.open(path) as again:  # persisted in the manifest
         assert again.default_params.nprobe == chosen["nprobe"]
         assert again.default_params.rerank_factor() == (chosen["rerank"] or 0.0)
 
@@ -47,9 +47,17 @@ def test_tune_flat_without_vectors_and_an_unreachable_target(wordnet, quantizer)
     assert index.default_params.rerank_factor() == 0.0
 
 
-@pytest.mark.parametrize("kwargs", [{"target_recall": 0.0}, {"target_recall": 1.5}, {"target_recall": "high"},
-                                    {"truth": np.zeros((50, 3), np.int64)}, {"truth": np.zeros((7, 10), np.int64)},
-                                    {"truth": np.zeros((50, 10), np.float32)}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"target_recall": 0.0},
+        {"target_recall": 1.5},
+        {"target_recall": "high"},
+        {"truth": np.zeros((50, 3), np.int64)},
+        {"truth": np.zeros((7, 10), np.int64)},
+        {"truth": np.zeros((50, 10), np.float32)},
+    ],
+)
 def test_tune_rejects_bad_arguments_and_keeps_the_defaults(wordnet, quantizer, kwargs):
     index = vqdb.Index(wordnet.dim, metric="ip", quantizer=quantizer)
     index.add(wordnet.base[:500])

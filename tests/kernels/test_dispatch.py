@@ -28,7 +28,9 @@ def test_unknown_backend_lists_names(monkeypatch):
 
 
 def test_unusable_backend_lists_reasons(monkeypatch):
-    kernels.register_backend(kernels.KernelBackend("broken", "vqdb.kernels.reference", lambda: "no device here", -5))
+    kernels.register_backend(
+        kernels.KernelBackend("broken", "vqdb.kernels.reference", lambda: "no device here", -5)
+    )
     try:
         with pytest.raises(BackendUnavailableError, match="no device here") as info:
             kernels.get_ops("broken")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from reference.oracles import pack_slow
+
 from vqdb import TurboQuantizer
-from vqdb.kernels import reference as ref, use_backend
+from vqdb.kernels import reference as ref
+from vqdb.kernels import use_backend
 from vqdb.quantizers import _common as cm
 from vqdb.quantizers._codebooks import lloyd_max
 from vqdb.quantizers._rotation import HadamardRotation
@@ -23,11 +24,24 @@ def _table(d, widths):
         bnds.append(np.pad(b, (0, 255 - b.size), constant_values=np.inf))
         vals.append(np.pad(c, (0, 256 - c.size)).astype(np.float32))
         start, off = start + k, off + (k * bits + 7) // 8
-    return np.array(rows, np.int64).reshape(-1, 4), np.array(bnds).reshape(-1, 255), np.array(vals, np.float32).reshape(-1, 256), off
+    return (
+        np.array(rows, np.int64).reshape(-1, 4),
+        np.array(bnds).reshape(-1, 255),
+        np.array(vals, np.float32).reshape(-1, 256),
+        off,
+    )
 
 
-@pytest.mark.parametrize("widths", [[(97, 1)], [(97, 3)], [(64, 4)], [(5, 8), (9, 7), (11, 6), (16, 5), (20, 4), (9, 3), (3, 2)],
-                                    [(40, 2), (20, 1)]])
+@pytest.mark.parametrize(
+    "widths",
+    [
+        [(97, 1)],
+        [(97, 3)],
+        [(64, 4)],
+        [(5, 8), (9, 7), (11, 6), (16, 5), (20, 4), (9, 3), (3, 2)],
+        [(40, 2), (20, 1)],
+    ],
+)
 @pytest.mark.parametrize("n", [0, 1, 7, 50])
 def test_encode_turbo_block_bit_exact(ops, widths, n):
     d = sum(k for k, _ in widths) + 3  # 3 trailing coordinates without bits
@@ -47,8 +61,12 @@ def test_encode_turbo_block_bit_exact(ops, widths, n):
             want = got.copy()
             chat_got = np.full(y.shape, 5.0, np.float32)
             chat_want = chat_got.copy()
-            f_got = ops.encode_turbo_block(y, r, table, bnds, vals, scaled, full, got, chat_got if full else None)
-            f_want = ref.encode_turbo_block(y, r, table, bnds, vals, scaled, full, want, chat_want if full else None)
+            f_got = ops.encode_turbo_block(
+                y, r, table, bnds, vals, scaled, full, got, chat_got if full else None
+            )
+            f_want = ref.encode_turbo_block(
+                y, r, table, bnds, vals, scaled, full, want, chat_want if full else None
+            )
             np.testing.assert_array_equal(got, want)
             np.testing.assert_array_equal(chat_got, chat_want)
             np.testing.assert_array_equal(f_got, f_want)
@@ -62,7 +80,9 @@ def test_encode_turbo_block_bit_exact(ops, widths, n):
         u = (y / np.where(nrm > 0, nrm, 1.0)[:, None]).astype(np.float32).astype(np.float64)
         start, stop, bits, off = table[0]
         idx = np.searchsorted(bnds[0, : (1 << bits) - 1], u[:, start:stop], side="right").astype(np.uint8)
-        np.testing.assert_array_equal(codes[:, off : off + (int(stop - start) * int(bits) + 7) // 8], pack_slow(idx, int(bits)))
+        np.testing.assert_array_equal(
+            codes[:, off : off + (int(stop - start) * int(bits) + 7) // 8], pack_slow(idx, int(bits))
+        )
 
 
 @pytest.mark.parametrize("d", [3, 97, 128, 129])
@@ -76,9 +96,20 @@ def test_hadamard_rotate_bit_exact(ops, d, n):
     assert got.shape == (n, rot.p) and got.dtype == np.float32
 
 
-CONFIGS = [dict(bits=4), dict(bits=1), dict(bits=2, variant="mse"), dict(bits=3.5), dict(bits=2.5, rotation="hadamard"),
-           dict(bits=4, rotation="hadamard"), dict(bits=2, rotation="pca"), dict(bits=4, rotation="pca"), dict(bits=8),
-           dict(bits=3, variant="prod"), dict(bits=1, variant="prod"), dict(bits=2, variant="prod", rotation="hadamard")]
+CONFIGS = [
+    dict(bits=4),
+    dict(bits=1),
+    dict(bits=2, variant="mse"),
+    dict(bits=3.5),
+    dict(bits=2.5, rotation="hadamard"),
+    dict(bits=4, rotation="hadamard"),
+    dict(bits=2, rotation="pca"),
+    dict(bits=4, rotation="pca"),
+    dict(bits=8),
+    dict(bits=3, variant="prod"),
+    dict(bits=1, variant="prod"),
+    dict(bits=2, variant="prod", rotation="hadamard"),
+]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(str(v) for v in c.values()))
@@ -130,7 +161,6 @@ def test_encode_scalar_and_decode_serial_and_parallel_paths(ops):
 def test_qjl_polar_tiled_encode_backends_agree(name, monkeypatch):
     from vqdb.presets import make_quantizer
 
-
     monkeypatch.setattr(cm, "ENCODE_TILE", 16)
     x = np.random.default_rng(8).standard_normal((53, 97)).astype(np.float32)
     q = make_quantizer(name, 97).fit(x)
@@ -174,7 +204,9 @@ def test_concurrent_encodes_and_blas_limit_restored(monkeypatch):
     pytest.importorskip("threadpoolctl")
     monkeypatch.setattr(cm, "ENCODE_TILE", 32)
     x = np.random.default_rng(6).standard_normal((300, 64)).astype(np.float32)
-    qs = [TurboQuantizer(64, b, seed=b) for b in (1, 2, 4)] + [TurboQuantizer(64, 2, rotation="hadamard", seed=5)]
+    qs = [TurboQuantizer(64, b, seed=b) for b in (1, 2, 4)] + [
+        TurboQuantizer(64, 2, rotation="hadamard", seed=5)
+    ]
     assert cm.can_pin_blas()
 
     def blas_threads():  # the libraries the encoders pin (those loaded when they first pinned: numpy's BLAS)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from reference.oracles import nearest, pack_slow, unpack_slow
+
 from vqdb.kernels import reference as ref
 from vqdb.quantizers._codebooks import lloyd_max
 
@@ -25,7 +25,9 @@ def test_packing_layout_documented_examples(ops):
     # 4 bits: index 2p in the low nibble of byte p, 2p+1 in the high nibble
     np.testing.assert_array_equal(ops.pack_bits(np.array([[0x3, 0xA]], np.uint8), 4), [[0xA3]])
     # 1 bit: bit j of byte 0 is index j
-    np.testing.assert_array_equal(ops.pack_bits(np.array([[1, 0, 1, 1, 0, 0, 0, 0, 1]], np.uint8), 1), [[0b1101, 1]])
+    np.testing.assert_array_equal(
+        ops.pack_bits(np.array([[1, 0, 1, 1, 0, 0, 0, 0, 1]], np.uint8), 1), [[0b1101, 1]]
+    )
     # 3 bits: index 2 straddles bytes 0 and 1
     np.testing.assert_array_equal(ops.pack_bits(np.array([[0, 0, 0b111]], np.uint8), 3), [[0b11000000, 0b1]])
 
@@ -75,8 +77,13 @@ def test_lut_scores_and_decode(ops, bits, m):
     d, n, offset = 37, 61, 3
     rng = np.random.default_rng(bits * 7 + m)
     idx = rng.integers(0, 2**bits, size=(n, d), dtype=np.uint8)
-    codes = np.hstack([rng.integers(0, 256, size=(n, offset), dtype=np.uint8), pack_slow(idx, bits),
-                       rng.integers(0, 256, size=(n, 5), dtype=np.uint8)])
+    codes = np.hstack(
+        [
+            rng.integers(0, 256, size=(n, offset), dtype=np.uint8),
+            pack_slow(idx, bits),
+            rng.integers(0, 256, size=(n, 5), dtype=np.uint8),
+        ]
+    )
     values = rng.standard_normal(2**bits).astype(np.float32)
     q = rng.standard_normal((m, d)).astype(np.float32)
     np.testing.assert_array_equal(ops.decode_values(codes, offset, bits, d, values), values[idx])
@@ -127,5 +134,7 @@ def test_scaled_indices_segments(ops):
     np.testing.assert_array_equal(ops.scaled_indices_segments(u, segment, bounds, cents, scales), want)
     assert (want[:, 24:] == 0).all() and want[:, 8:24].max() <= 1 and want[:, :8].max() <= 7
     # one segment == the single-codebook op
-    np.testing.assert_array_equal(ref.scaled_indices_segments(u, np.zeros(d, np.int64), b3[None], c3[None], scales),
-                                  ref.scaled_indices(u, b3, c3, scales))
+    np.testing.assert_array_equal(
+        ref.scaled_indices_segments(u, np.zeros(d, np.int64), b3[None], c3[None], scales),
+        ref.scaled_indices(u, b3, c3, scales),
+    )

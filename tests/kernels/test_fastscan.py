@@ -27,7 +27,9 @@ from vqdb.quantizers._packing import pack_bits, unpack_bits  # noqa: E402
 def test_nibble_slots_hold_the_indices(bits, k):
     rng = np.random.default_rng(bits * 7 + k)
     idx = rng.integers(0, 1 << bits, size=(9, k), dtype=np.uint8)
-    codes = np.concatenate([np.zeros((9, 3), np.uint8), pack_bits(idx, bits), np.zeros((9, 4), np.uint8)], axis=1)
+    codes = np.concatenate(
+        [np.zeros((9, 3), np.uint8), pack_bits(idx, bits), np.zeros((9, 4), np.uint8)], axis=1
+    )
     slots = rf.nibble_slots(codes, 3, bits, k)
     assert slots.shape == (9, rf.slots_per_part(k, bits)) and slots.shape[1] % 2 == 0
     cps = rf.coords_per_slot(bits)
@@ -69,8 +71,12 @@ def test_build_luts_matches_reference_bit_for_bit(bits):
     np.testing.assert_allclose(err[:, 1], emax_ref, rtol=1e-5)
     # the rigorous bound holds for every code
     codes = rng.integers(0, 1 << bits if bits == 3 else 16, size=(200, ns))
-    exact = np.take_along_axis(fl_ref[0].astype(np.float64)[None], codes[:, :, None], axis=2)[..., 0].sum(axis=1)
-    approx = np.take_along_axis(u8_ref[0].astype(np.float64)[None], codes[:, :, None], axis=2)[..., 0].sum(axis=1)
+    exact = np.take_along_axis(fl_ref[0].astype(np.float64)[None], codes[:, :, None], axis=2)[..., 0].sum(
+        axis=1
+    )
+    approx = np.take_along_axis(u8_ref[0].astype(np.float64)[None], codes[:, :, None], axis=2)[..., 0].sum(
+        axis=1
+    )
     assert np.all(np.abs(approx * inv_ref[0] + off_ref[0] - exact) <= emax_ref[0])
     # sigma margins are never wider than the rigorous bound
     fk.build_luts(q, bits, values.astype(np.float64), ns, 2, 3.0, u8, fl, inv, off, err, 0)
@@ -80,10 +86,18 @@ def test_build_luts_matches_reference_bit_for_bit(bits):
 def test_quantize_group_matches_reference_bit_for_bit():
     """Parts sharing a factor (the bit-width slices of a PCA block) share one LUT scale."""
     rng = np.random.default_rng(7)
-    fl = np.concatenate([rf.float_luts(rng.standard_normal((4, 9)).astype(np.float32) * sc, bits,
-                                       np.sort(rng.standard_normal(1 << bits)).astype(np.float32),
-                                       rf.slots_per_part(9, bits))
-                         for bits, sc in ((4, 3.0), (3, 1.0), (1, 0.2))], axis=1)
+    fl = np.concatenate(
+        [
+            rf.float_luts(
+                rng.standard_normal((4, 9)).astype(np.float32) * sc,
+                bits,
+                np.sort(rng.standard_normal(1 << bits)).astype(np.float32),
+                rf.slots_per_part(9, bits),
+            )
+            for bits, sc in ((4, 3.0), (3, 1.0), (1, 0.2))
+        ],
+        axis=1,
+    )
     u8 = np.zeros(fl.shape, np.uint8)
     inv, off, err = (np.zeros((4, 2), np.float32) for _ in range(3))
     fk.quantize_group(fl, 2, fl.shape[1], -1.0, u8, inv, off, err, 1)
@@ -118,7 +132,7 @@ def test_accumulate_bit_exact(part_steps, m):
     rng = np.random.default_rng(len(part_steps) * 10 + m)
     ps = np.array(part_steps, np.int64)
     blocks, luts = _random_blocks(rng, 11, ps, m)
-    luts[0] = 255                                  # worst case for the uint16 windows
+    luts[0] = 255  # worst case for the uint16 windows
     got = fk.accumulate(blocks.reshape(-1), int(ps[-1]), ps, luts.reshape(-1), m)
     np.testing.assert_array_equal(got, rf.accumulate_ref(blocks, luts, ps))
 
@@ -171,7 +185,9 @@ def test_popcount_bit_exact(k):
     bits = rng.integers(0, 2, size=(40, k), dtype=np.uint8)
     codes = np.concatenate([pack_bits(bits, 1), np.zeros((40, 8), np.uint8)], axis=1)
     words = rf.sign_words(codes, 0, k)
-    np.testing.assert_array_equal(unpack_bits(np.ascontiguousarray(words.view(np.uint8))[:, : (k + 7) // 8], 1, k), bits)
+    np.testing.assert_array_equal(
+        unpack_bits(np.ascontiguousarray(words.view(np.uint8))[:, : (k + 7) // 8], 1, k), bits
+    )
     q = rng.standard_normal((3, k)).astype(np.float32)
     qw, lo, delta, elo, ehi = rf.bitplane_query(q, 6)
     acc, ones = fk.popcount_dot(words, qw)
@@ -259,8 +275,10 @@ def test_filters_ivf_lists_and_small_segments(sample):
         _check_same_topk(full, s2, r2, 7)
 
 
-@pytest.mark.parametrize("order,qblock,qgroup", [("block", 1, 4), ("block", 3, 2), ("block", 32, 4), ("block", 32, 3),
-                                                ("query", 32, 4), ("list", 32, 4)])
+@pytest.mark.parametrize(
+    "order,qblock,qgroup",
+    [("block", 1, 4), ("block", 3, 2), ("block", 32, 4), ("block", 32, 3), ("query", 32, 4), ("list", 32, 4)],
+)
 def test_ivf_work_orders_give_the_float_topk(sample, monkeypatch, order, qblock, qgroup):
     x, q = sample
     rng = np.random.default_rng(1)
@@ -274,7 +292,7 @@ def test_ivf_work_orders_give_the_float_topk(sample, monkeypatch, order, qblock,
     monkeypatch.setattr(scanner, "IVF_QBLOCK", qblock)
     monkeypatch.setattr(scanner, "IVF_MIN_BLOCKS", 1)
     monkeypatch.setattr(scanner, "IVF_QGROUP", qgroup)
-    monkeypatch.setattr(scanner, "CHUNK_BLOCKS", 2)       # several chunks per list
+    monkeypatch.setattr(scanner, "CHUNK_BLOCKS", 2)  # several chunks per list
     sc = scanner.FastScanner(qz)
     for metric in ("ip", "l2sq"):
         prep = sc.prepare(qq, metric=metric, cterm=cterm)
@@ -288,22 +306,28 @@ def test_block_items_cover_each_probed_chunk_once():
 
     rng = np.random.default_rng(2)
     nl, m = 9, 11
-    sizes = rng.integers(1, 6, size=nl)                      # blocks per list
+    sizes = rng.integers(1, 6, size=nl)  # blocks per list
     b1 = np.cumsum(sizes).astype(np.int64)
     b0 = b1 - sizes
     list_pos = np.full(nl + 2, -1, np.int64)
-    list_pos[np.arange(nl) + 1] = np.arange(nl)              # list 8 absent below: drop it from the layout
+    list_pos[np.arange(nl) + 1] = np.arange(nl)  # list 8 absent below: drop it from the layout
     list_pos[nl] = -1
     ptr, pl = scanner.probe_csr(np.argsort(-rng.random((m, nl)), axis=1), 4)
     it = fastscan.ivf_items_by_block(ptr, pl, 0, m, list_pos, b0, b1, 2, 64, 3, 2)
     ib0, ib1, iq, iout, ipair, q_ptr, pair_out, pair_cap, total, task_ptr = it
-    got = sorted((int(q), int(c)) for i in range(ib0.size) for q in iq[i] if q >= 0
-                 for c in range(ib0[i], ib1[i]))
-    want = sorted((q, c) for q in range(m) for l in pl[ptr[q] : ptr[q + 1]] if 0 <= l < nl - 1
-                  for c in range(b0[l], b1[l]))
+    got = sorted(
+        (int(q), int(c)) for i in range(ib0.size) for q in iq[i] if q >= 0 for c in range(ib0[i], ib1[i])
+    )
+    want = sorted(
+        (q, c)
+        for q in range(m)
+        for lst in pl[ptr[q] : ptr[q + 1]]
+        if 0 <= lst < nl - 1
+        for c in range(b0[lst], b1[lst])
+    )
     assert got == want
     assert task_ptr[0] == 0 and task_ptr[-1] == ib0.size and np.all(np.diff(task_ptr) >= 0)
-    for t in range(task_ptr.size - 1):                       # a query's items stay inside one task
+    for t in range(task_ptr.size - 1):  # a query's items stay inside one task
         qs = set(iq[task_ptr[t] : task_ptr[t + 1]].ravel()) - {-1}
         assert qs <= set(range(3 * t, 3 * t + 3))
     assert np.all(ipair[iq >= 0] == iq[iq >= 0]) and np.all(iout[iq >= 0] == 64 * iq[iq >= 0])
@@ -324,8 +348,18 @@ def test_rescore_four_equals_rescore_one_bit_for_bit(sample, name):
         prep = sc.prepare(q, metric=metric, cterm=cterm)
         beta = sc._beta(lay, prep, None)
         pos = rng.permutation(lay.pos_of)[:64].astype(np.int64)
-        args = (lay.blocks, lay.nsteps, sc.part_steps, prep.fluts, lay.factors, beta, prep.alpha, prep.qconst,
-                prep.cterm, lay.block_list)
+        args = (
+            lay.blocks,
+            lay.nsteps,
+            sc.part_steps,
+            prep.fluts,
+            lay.factors,
+            beta,
+            prep.alpha,
+            prep.qconst,
+            prep.cterm,
+            lay.block_list,
+        )
         for i in (0, q.shape[0] - 1):
             one = np.array([fastscan._rescore_one(*args, i, r) for r in pos], dtype=np.float32)
             four = np.empty(pos.size, dtype=np.float32)
@@ -338,15 +372,15 @@ def test_probe_csr_extends_until_need_is_met():
     order = np.array([[2, 0, 1, 3], [3, 2, 1, 0]])
     rows = np.array([5, 0, 1, 2])
     ptr, lists = scanner.probe_csr(order, 1, rows, need=4)
-    assert lists[ptr[0] : ptr[1]].tolist() == [-1, 2, 0]          # 1 row, then 1 + 5 after doubling
-    assert lists[ptr[1] : ptr[2]].tolist() == [-1, 3, 2, 1, 0]    # 2, 3, 3, then all
+    assert lists[ptr[0] : ptr[1]].tolist() == [-1, 2, 0]  # 1 row, then 1 + 5 after doubling
+    assert lists[ptr[1] : ptr[2]].tolist() == [-1, 3, 2, 1, 0]  # 2, 3, 3, then all
     ptr, lists = scanner.probe_csr(order, 2)
     assert lists.tolist() == [-1, 2, 0, -1, 3, 2]
 
 
 def test_ties_overflowing_candidate_slices_fall_back_exactly(sample, monkeypatch):
     x, q = sample
-    x = np.repeat(x[:3], 1000, axis=0)                           # 1000 identical copies of each vector
+    x = np.repeat(x[:3], 1000, axis=0)  # 1000 identical copies of each vector
     qz = vqdb.make_quantizer("turbo-2", x.shape[1]).fit(x)
     codes = qz.encode(x)
     monkeypatch.setattr(scanner, "CAND_CAP", 64)
@@ -388,7 +422,7 @@ def test_index_results_equal_the_float_path(wordnet, monkeypatch, metric, ivf):
     for a, b in zip(runs[True], runs[False]):
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5)
         same = (a.ids == b.ids).mean()
-        assert same >= 0.99, same            # only exact float ties may swap
+        assert same >= 0.99, same  # only exact float ties may swap
 
 
 def test_ivf_overflow_redo_respects_the_probed_lists(sample, monkeypatch):
@@ -412,7 +446,7 @@ def test_probe_order_is_a_sorted_prefix():
     from vqdb.index._scan import probe_order
 
     rng = np.random.default_rng(3)
-    scores = rng.integers(0, 6, size=(50, 40)).astype(np.float32)      # many ties
+    scores = rng.integers(0, 6, size=(50, 40)).astype(np.float32)  # many ties
     full = np.argsort(-scores, axis=1, kind="stable")
     for nprobe in (1, 7, 39, 40, 60):
         got = probe_order(scores, nprobe)
@@ -458,7 +492,7 @@ def test_threaded_rerank_gives_the_same_scores(wordnet, monkeypatch):
     q = np.ascontiguousarray(wordnet.queries[:40], dtype=np.float32)
     index = vqdb.Index(x.shape[1], metric="l2sq", quantizer="turbo-4", ivf=8, store_vectors=True)
     index.add(x)
-    monkeypatch.setattr(_scan, "_RERANK_FLOATS", 3 * 40 * x.shape[1])     # 3 queries per step: 14 steps
+    monkeypatch.setattr(_scan, "_RERANK_FLOATS", 3 * 40 * x.shape[1])  # 3 queries per step: 14 steps
     runs = []
     for n in (1, 2):
         monkeypatch.setattr(_scan, "_rerank_threads", lambda m, step, n=n: n)

@@ -11,7 +11,6 @@ from vqdb.errors import InvalidInputError, UnknownNameError
 from vqdb.kernels import torch_ops as ops
 from vqdb.kvcache import SplitCodec, make_codec
 from vqdb.kvcache.codecs import polar_codec_from, qjl_codec_from, turbo_codec_from
-from vqdb.quantizers._packing import unpack_bits
 
 
 @pytest.mark.parametrize("variant", ["mse", "scaled", "prod"])
@@ -30,7 +29,9 @@ def test_turbo_codec_matches_reference(kv_vectors, variant, bits):
     s_ref = ref.score(q, codes_ref)
     s = codec.score(codec.prepare(torch.from_numpy(q)), codes).numpy()
     np.testing.assert_allclose(s, s_ref, atol=1e-3 * np.abs(s_ref).max())
-    np.testing.assert_allclose(codec.decode(codes).numpy(), ref.decode(codes_ref), atol=1e-4 * np.abs(x).max())
+    np.testing.assert_allclose(
+        codec.decode(codes).numpy(), ref.decode(codes_ref), atol=1e-4 * np.abs(x).max()
+    )
     assert codec.code_bytes == ref.code_size - 4  # the reference also stores ||x||^2
     w = torch.softmax(torch.from_numpy(s_ref), -1)
     np.testing.assert_allclose(
@@ -49,7 +50,9 @@ def test_turbo_scaled_prescale_search_matches_reference(kv_vectors):
     codes = codec.encode(torch.from_numpy(x))
     assert np.array_equal(codes["idx"].numpy(), codes_ref[:, :24])
     s_ref = ref.score(q, codes_ref)
-    np.testing.assert_allclose(codec.score(codec.prepare(torch.from_numpy(q)), codes).numpy(), s_ref, atol=1e-3 * np.abs(s_ref).max())
+    np.testing.assert_allclose(
+        codec.score(codec.prepare(torch.from_numpy(q)), codes).numpy(), s_ref, atol=1e-3 * np.abs(s_ref).max()
+    )
     assert make_codec("turbo-scaled", 3, 64).scales == tuple(PRESCALE_GRID)
     assert make_codec("turbo-scaled", 3, 64, prescale=False).scales == (1.0,)
 
@@ -63,8 +66,12 @@ def test_qjl_codec_matches_reference(kv_vectors, m):
     codes = codec.encode(torch.from_numpy(x))
     assert np.array_equal(codes["signs"].numpy(), codes_ref[:, : m // 8])
     s_ref = ref.score(q, codes_ref)
-    np.testing.assert_allclose(codec.score(codec.prepare(torch.from_numpy(q)), codes).numpy(), s_ref, atol=1e-3 * np.abs(s_ref).max())
-    np.testing.assert_allclose(codec.decode(codes).numpy(), ref.decode(codes_ref), atol=1e-4 * np.abs(x).max())
+    np.testing.assert_allclose(
+        codec.score(codec.prepare(torch.from_numpy(q)), codes).numpy(), s_ref, atol=1e-3 * np.abs(s_ref).max()
+    )
+    np.testing.assert_allclose(
+        codec.decode(codes).numpy(), ref.decode(codes_ref), atol=1e-4 * np.abs(x).max()
+    )
 
 
 @pytest.mark.parametrize("level_bits", [(4, 2, 2, 2), (3, 1, 1, 1, 1)])
@@ -77,7 +84,9 @@ def test_polar_codec_matches_reference(kv_vectors, level_bits):
     packed = torch.cat([codes[f"a{i}"] for i in range(len(level_bits))], -1).numpy()
     assert np.array_equal(packed, codes_ref[:, : packed.shape[1]])
     s_ref = ref.score(q, codes_ref)
-    np.testing.assert_allclose(codec.score(codec.prepare(torch.from_numpy(q)), codes).numpy(), s_ref, atol=1e-3 * np.abs(s_ref).max())
+    np.testing.assert_allclose(
+        codec.score(codec.prepare(torch.from_numpy(q)), codes).numpy(), s_ref, atol=1e-3 * np.abs(s_ref).max()
+    )
     assert codec.code_bytes == ref.code_size - 4
 
 
@@ -112,7 +121,15 @@ def test_codec_linearity_score_equals_dot_with_decode():
     """The fused path (score from codes) and the compat path (dot with decode) are the same estimator."""
     x = torch.randn(2, 3, 40, 64)
     q = torch.randn(2, 3, 5, 64)
-    for kind, bits in (("turbo", 3), ("turbo-scaled", 4), ("turbo-prod", 3), ("qjl", 3), ("polar", 4), ("groups", 4), ("turbo", 3.5)):
+    for kind, bits in (
+        ("turbo", 3),
+        ("turbo-scaled", 4),
+        ("turbo-prod", 3),
+        ("qjl", 3),
+        ("polar", 4),
+        ("groups", 4),
+        ("turbo", 3.5),
+    ):
         c = make_codec(kind, bits, 64)
         codes = c.encode(x)
         s = c.score(c.prepare(q), codes)
@@ -169,11 +186,20 @@ def test_attention_fidelity_on_real_smollm2_cache(smollm2_kv):
         for layer_idx in (2, 15, 28):
             k = torch.from_numpy(z["k"][layer_idx : layer_idx + 1, :, : p + 1].astype(np.float32))
             v = torch.from_numpy(z["v"][layer_idx : layer_idx + 1, :, : p + 1].astype(np.float32))
-            q = torch.from_numpy(z["q"][layer_idx : layer_idx + 1, :, :1].astype(np.float32))  # first decode step
-            layer = CompressedKVLayer(make_codec(key_kind, bits, 64), make_codec(value_kind, bits, 64, role="value"), residual_length=0, flush_block=1)
+            q = torch.from_numpy(
+                z["q"][layer_idx : layer_idx + 1, :, :1].astype(np.float32)
+            )  # first decode step
+            layer = CompressedKVLayer(
+                make_codec(key_kind, bits, 64),
+                make_codec(value_kind, bits, 64, role="value"),
+                residual_length=0,
+                flush_block=1,
+            )
             layer.append(k[:, :, :n_prompt], v[:, :, :n_prompt])
             out = layer.attend(q, k[:, :, n_prompt:], v[:, :, n_prompt:], n_codes=layer.n_codes, scale=scale)
-            ref = torch.softmax(q @ k.repeat_interleave(3, 1).transpose(-1, -2) * scale, -1) @ v.repeat_interleave(3, 1)
+            ref = torch.softmax(
+                q @ k.repeat_interleave(3, 1).transpose(-1, -2) * scale, -1
+            ) @ v.repeat_interleave(3, 1)
             e.append(((out - ref).norm() / ref.norm()).item())
         return float(np.mean(e))
 

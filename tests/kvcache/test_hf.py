@@ -9,10 +9,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-import vqdb.kvcache as kv  # noqa: E402  (registers the "vqdb" attention)
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM  # noqa: E402
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer  # noqa: E402
 
+import vqdb.kvcache as kv  # noqa: E402  (registers the "vqdb" attention)
 from vqdb.errors import InvalidInputError, UnknownNameError  # noqa: E402
 from vqdb.kvcache import VQCache, VQLayer  # noqa: E402
 
@@ -22,8 +22,14 @@ def tiny():
     """A tiny randomly initialised Llama with GQA (4 query heads, 2 KV heads), built locally."""
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=32, max_position_embeddings=512,
+        vocab_size=256,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=512,
     )
     model = LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, 256, (2, 96), generator=torch.Generator().manual_seed(1))
@@ -42,7 +48,14 @@ def _generate(tiny, cache, impl, **kwargs):
     att = torch.ones(2, 40, dtype=torch.long)
     att[1, :5] = 0  # a left-padded row
     with torch.no_grad():
-        out = model.generate(input_ids=ids[:, :40], attention_mask=att, do_sample=False, pad_token_id=0, **{kw: cache}, **kwargs)
+        out = model.generate(
+            input_ids=ids[:, :40],
+            attention_mask=att,
+            do_sample=False,
+            pad_token_id=0,
+            **{kw: cache},
+            **kwargs,
+        )
     model.set_attn_implementation("sdpa")
     return out[:, 40:] if out.dim() == 2 else out
 
@@ -83,17 +96,30 @@ def test_compat_and_fused_generate_the_same_tokens(tiny):
 def test_compat_and_fused_logits_agree_and_4bit_matches_full_cache_on_most_steps(tiny):
     _, cfg, _, _ = tiny
     ref = _teacher_forced_logits(tiny, DynamicCache(config=cfg), "sdpa")
-    compat = _teacher_forced_logits(tiny, VQCache(cfg, key_bits=4, value_bits=4, residual_length=8, flush_block=4), "sdpa")
-    fused = _teacher_forced_logits(tiny, VQCache(cfg, key_bits=4, value_bits=4, residual_length=8, flush_block=4, mode="fused"), "vqdb")
+    compat = _teacher_forced_logits(
+        tiny, VQCache(cfg, key_bits=4, value_bits=4, residual_length=8, flush_block=4), "sdpa"
+    )
+    fused = _teacher_forced_logits(
+        tiny, VQCache(cfg, key_bits=4, value_bits=4, residual_length=8, flush_block=4, mode="fused"), "vqdb"
+    )
     torch.testing.assert_close(fused, compat, atol=1e-4, rtol=1e-4)
     agree = (compat.argmax(-1) == ref.argmax(-1)).float().mean().item()
     assert agree >= 0.9, agree
 
 
-@pytest.mark.parametrize("key_codec,value_codec", [("qjl", "groups"), ("turbo-prod", "turbo"), ("polar", "turbo-scaled")])
+@pytest.mark.parametrize(
+    "key_codec,value_codec", [("qjl", "groups"), ("turbo-prod", "turbo"), ("polar", "turbo-scaled")]
+)
 def test_other_codecs_compat_equals_fused(tiny, key_codec, value_codec):
     _, cfg, _, _ = tiny
-    opts = dict(key_bits=3.5 if key_codec != "polar" else 4, value_bits=2.5, key_codec=key_codec, value_codec=value_codec, residual_length=8, flush_block=4)
+    opts = dict(
+        key_bits=3.5 if key_codec != "polar" else 4,
+        value_bits=2.5,
+        key_codec=key_codec,
+        value_codec=value_codec,
+        residual_length=8,
+        flush_block=4,
+    )
     a = _generate(tiny, VQCache(cfg, **opts), COMPAT, max_new_tokens=6)
     b = _generate(tiny, VQCache(cfg, mode="fused", **opts), "vqdb", max_new_tokens=6)
     assert torch.equal(a, b)
@@ -180,11 +206,20 @@ def test_layer_overrides_first_layers_and_validation(tiny):
     cache = VQCache(cfg, key_bits=2.5, value_bits=2, first_layers=1)
     assert isinstance(cache.layers[0], DynamicLayer) and not isinstance(cache.layers[0], VQLayer)
     assert isinstance(cache.layers[1], VQLayer)
-    cache = VQCache(cfg, key_bits=3, key_codec="turbo", first_layers=1, first_layers_bits=8,
-                    layer_overrides={1: {"key_codec": "qjl", "key_bits": 4}})
+    cache = VQCache(
+        cfg,
+        key_bits=3,
+        key_codec="turbo",
+        first_layers=1,
+        first_layers_bits=8,
+        layer_overrides={1: {"key_codec": "qjl", "key_bits": 4}},
+    )
     assert cache.layers[0].core.key_codec.kind == "turbo-mse8"
     assert cache.layers[1].core.key_codec.kind.startswith("split(qjl")
-    assert cache.layers[1].core.value_codec is cache.layers[0].core.value_codec or cache.layers[0].core.value_codec.kind == "turbo-mse8"
+    assert (
+        cache.layers[1].core.value_codec is cache.layers[0].core.value_codec
+        or cache.layers[0].core.value_codec.kind == "turbo-mse8"
+    )
     cache = VQCache(cfg, layer_overrides={0: None})
     assert not isinstance(cache.layers[0], VQLayer)
     with pytest.raises(UnknownNameError):
@@ -201,8 +236,15 @@ def test_layer_overrides_first_layers_and_validation(tiny):
 def test_sliding_window_layers_stay_stock():
     from transformers import MistralConfig
 
-    cfg = MistralConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                        num_key_value_heads=2, sliding_window=16)
+    cfg = MistralConfig(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=16,
+    )
     cache = VQCache(cfg)
     assert all(isinstance(layer, DynamicSlidingWindowLayer) for layer in cache.layers)
     cache.update(torch.randn(1, 2, 20, 16), torch.randn(1, 2, 20, 16), 0)

@@ -46,19 +46,26 @@ class CountingCodec(KVCodec):
 def _sdpa(q, k, v, scale, mask=None, causal=False):
     g = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
-    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, is_causal=causal)
+    return torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, scale=scale, is_causal=causal
+    )
 
 
 def _layer(kind="turbo", bits=4, vkind="turbo", vbits=4, r=8, f=4, d=32):
-    return CompressedKVLayer(make_codec(kind, bits, d), make_codec(vkind, vbits, d, role="value"), residual_length=r, flush_block=f)
+    return CompressedKVLayer(
+        make_codec(kind, bits, d), make_codec(vkind, vbits, d, role="value"), residual_length=r, flush_block=f
+    )
 
 
 def test_tokens_are_encoded_exactly_once_when_they_leave_the_window():
-    kc, vc = CountingCodec(make_codec("turbo", 3, 32)), CountingCodec(make_codec("groups", 4, 32, role="value"))
+    kc, vc = (
+        CountingCodec(make_codec("turbo", 3, 32)),
+        CountingCodec(make_codec("groups", 4, 32, role="value")),
+    )
     layer = CompressedKVLayer(kc, vc, residual_length=8, flush_block=4)
     b, h = 2, 3
     total = 0
-    for step, n in enumerate([20, 1, 1, 1, 1, 5, 1, 1, 1, 1, 1, 1, 30, 1]):
+    for n in [20, 1, 1, 1, 1, 5, 1, 1, 1, 1, 1, 1, 30, 1]:
         r = layer.append(torch.randn(b, h, n, 32), torch.randn(b, h, n, 32))
         assert r.n_codes + r.keys.shape[2] == total + n  # the step sees every token, in order
         total += n
@@ -79,7 +86,14 @@ def test_prefill_attends_in_full_precision():
 
 @pytest.mark.parametrize(
     "kind,bits,vkind,vbits",
-    [("turbo", 4, "turbo", 4), ("turbo-scaled", 3, "groups", 2), ("turbo-prod", 3, "turbo", 3), ("qjl", 3, "turbo", 2.5), ("polar", 4, "groups", 3.5), ("turbo", 2.5, "turbo", 16)],
+    [
+        ("turbo", 4, "turbo", 4),
+        ("turbo-scaled", 3, "groups", 2),
+        ("turbo-prod", 3, "turbo", 3),
+        ("qjl", 3, "turbo", 2.5),
+        ("polar", 4, "groups", 3.5),
+        ("turbo", 2.5, "turbo", 16),
+    ],
 )
 @pytest.mark.parametrize("heads", [(4, 2), (4, 4), (4, 1)])  # GQA, MHA, MQA
 def test_fused_attention_equals_attention_over_materialized_cache(kind, bits, vkind, vbits, heads):
@@ -99,7 +113,9 @@ def test_fused_attention_equals_attention_over_materialized_cache(kind, bits, vk
         torch.testing.assert_close(out, _sdpa(q, k, v, 0.3, mask=causal), atol=2e-5, rtol=1e-4)
         s = layer.scores(q, n_codes=r.n_codes, scale=0.3)
         g = hq // hkv
-        torch.testing.assert_close(s, 0.3 * q @ k_old.repeat_interleave(g, 1).transpose(-1, -2), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            s, 0.3 * q @ k_old.repeat_interleave(g, 1).transpose(-1, -2), atol=1e-4, rtol=1e-4
+        )
 
 
 def test_masks_and_tiles():
@@ -115,9 +131,16 @@ def test_masks_and_tiles():
     k_old, v_old = layer.materialize(r.n_codes)
     k, v = torch.cat([k_old, r.keys], 2), torch.cat([v_old, r.values], 2)
     ref = _sdpa(q, k, v, 0.25, mask=keep)
-    torch.testing.assert_close(layer.attend(q, r.keys, r.values, n_codes=r.n_codes, scale=0.25, mask=keep), ref, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        layer.attend(q, r.keys, r.values, n_codes=r.n_codes, scale=0.25, mask=keep), ref, atol=2e-5, rtol=1e-4
+    )
     additive = torch.zeros(1, 1, 1, total).masked_fill(~keep, torch.finfo(torch.float32).min)
-    torch.testing.assert_close(layer.attend(q, r.keys, r.values, n_codes=r.n_codes, scale=0.25, mask=additive), ref, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        layer.attend(q, r.keys, r.values, n_codes=r.n_codes, scale=0.25, mask=additive),
+        ref,
+        atol=2e-5,
+        rtol=1e-4,
+    )
 
 
 def test_outlier_split_permutes_per_head_and_round_trips():

@@ -26,14 +26,20 @@ def test_packing_bucketing_and_lut_scores_match_reference(bits):
     assert np.array_equal(TO.encode_scalar(x, bounds, bits), REF.encode_scalar(x, bounds, bits))
     values = rng.standard_normal(2**bits)
     codes = np.concatenate([rng.integers(0, 256, (9, 3)), packed[:, :].repeat(2, 0)[:9]], 1).astype(np.uint8)
-    np.testing.assert_allclose(TO.decode_values(codes, 3, bits, 37, values), REF.decode_values(codes, 3, bits, 37, values))
+    np.testing.assert_allclose(
+        TO.decode_values(codes, 3, bits, 37, values), REF.decode_values(codes, 3, bits, 37, values)
+    )
     q = rng.standard_normal((4, 37)).astype(np.float32)
-    np.testing.assert_allclose(TO.lut_scores(q, codes, 3, bits, values), REF.lut_scores(q, codes, 3, bits, values), atol=1e-4)
+    np.testing.assert_allclose(
+        TO.lut_scores(q, codes, 3, bits, values), REF.lut_scores(q, codes, 3, bits, values), atol=1e-4
+    )
     cb = np.sort(rng.standard_normal(2**bits))
     mid = 0.5 * (cb[1:] + cb[:-1])
     scales = np.array([1.0, 0.9, 1.1, 1.3])
     assert np.array_equal(TO.scaled_indices(x, mid, cb, scales), REF.scaled_indices(x, mid, cb, scales))
-    assert np.array_equal(TO.encode_scaled(x, mid, cb, scales, bits), REF.encode_scaled(x, mid, cb, scales, bits))
+    assert np.array_equal(
+        TO.encode_scaled(x, mid, cb, scales, bits), REF.encode_scaled(x, mid, cb, scales, bits)
+    )
 
 
 def test_sign_scores_and_topk_match_reference():

@@ -41,10 +41,12 @@ def test_contract(name, dim):
         xh = q.decode(codes)
         assert xh.shape == (n, dim) and xh.dtype == np.float32
         np.testing.assert_allclose(s, queries @ xh.T, rtol=1e-4, atol=1e-3)
-        np.testing.assert_allclose(q.squared_norms(codes), np.sum(x[:n].astype(np.float64) ** 2, 1), rtol=1e-6)
+        np.testing.assert_allclose(
+            q.squared_norms(codes), np.sum(x[:n].astype(np.float64) ** 2, 1), rtol=1e-6
+        )
     codes = q.encode(x)
-    np.testing.assert_array_equal(q.encode(x), codes)                      # deterministic
-    np.testing.assert_array_equal(q.encode(np.asfortranarray(x)), codes)   # non-contiguous input
+    np.testing.assert_array_equal(q.encode(x), codes)  # deterministic
+    np.testing.assert_array_equal(q.encode(np.asfortranarray(x)), codes)  # non-contiguous input
     np.testing.assert_array_equal(q.encode(x.astype(np.float64)), codes)
     prepared = q.prepare(queries)
     assert isinstance(prepared, PreparedQueries)
@@ -52,8 +54,9 @@ def test_contract(name, dim):
     # an explicit centre (IVF list centroid) replaces the fitted one consistently
     c = x[0] * 0.5
     codes_c = q.encode(x, centre=c)
-    np.testing.assert_allclose(q.score(queries, codes_c, centre=c), queries @ q.decode(codes_c, centre=c).T,
-                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        q.score(queries, codes_c, centre=c), queries @ q.decode(codes_c, centre=c).T, rtol=1e-4, atol=1e-3
+    )
     q2 = vqdb.load_quantizer(q.state_dict())
     np.testing.assert_array_equal(q2.encode(x), codes)
     np.testing.assert_array_equal(q2.score(queries, codes), q.score(queries, codes))
@@ -101,7 +104,9 @@ def test_state_dict_round_trip_in_a_new_process(tmp_path, name):
     subprocess.run([sys.executable, "-c", _SUBPROCESS, str(tmp_path)], check=True)
     codes = q.encode(x)
     np.testing.assert_array_equal(np.load(tmp_path / "codes2.npy"), codes)
-    np.testing.assert_allclose(np.load(tmp_path / "scores2.npy"), q.score(queries, codes), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "scores2.npy"), q.score(queries, codes), rtol=1e-6, atol=1e-6
+    )
 
 
 # ---- bad input ------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
 from reference import oracles
+
 from vqdb import PolarQuantizer, QJLQuantizer
 from vqdb.kernels import available_backends, use_backend
 
@@ -65,8 +65,9 @@ def test_qjl_matches_oracle(backend):
     want = oracles.qjl_encode(x, q.sketch_, centre=q.centre_)
     np.testing.assert_array_equal(codes[:, :-8], want[:, :-8])
     np.testing.assert_allclose(codes[:, -8:].copy().view("<f4"), want[:, -8:].copy().view("<f4"), rtol=1e-6)
-    np.testing.assert_allclose(scores, oracles.qjl_score(qs, codes, q.sketch_, q.estimator_scale, q.centre_),
-                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        scores, oracles.qjl_score(qs, codes, q.sketch_, q.estimator_scale, q.centre_), rtol=1e-4, atol=1e-3
+    )
     assert q.code_size == 10 + 8
 
 

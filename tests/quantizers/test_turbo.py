@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 import pytest
-
 from reference import oracles
+
 from vqdb import TurboQuantizer
-from vqdb.quantizers.turbo import PRESCALE_GRID
 from vqdb.kernels import available_backends, use_backend
 from vqdb.quantizers._codebooks import lloyd_max
+from vqdb.quantizers.turbo import PRESCALE_GRID
 
 BACKENDS = [name for name, reason in available_backends().items() if reason is None]
 
@@ -32,8 +32,14 @@ def test_mse_distortion_matches_paper(dim, n):
     base = TurboQuantizer(dim, 1, variant="mse", seed=5).state_dict()
     for bits in (1, 2, 3, 4):
         c, b = lloyd_max(bits, dim)
-        arrays = dict(base["arrays"], **{"part0.slices": np.array([[0, dim, bits]]), "part0.centroids": c[None],
-                                         "part0.boundaries": b[None]})
+        arrays = dict(
+            base["arrays"],
+            **{
+                "part0.slices": np.array([[0, dim, bits]]),
+                "part0.centroids": c[None],
+                "part0.boundaries": b[None],
+            },
+        )
         q = TurboQuantizer(dim, bits, variant="mse", seed=5, _arrays=arrays)
         err = np.mean(np.sum((q.decode(q.encode(x)).astype(np.float64) - x) ** 2, axis=1))
         assert err == pytest.approx(PAPER_DMSE[dim][bits - 1], rel=0.03), (dim, bits, err)
@@ -99,8 +105,15 @@ def test_codes_equal_paper_oracle(backend, variant):
     np.testing.assert_array_equal(codes[:, : -4 * n_side], want[:, : -4 * n_side])
     side = lambda c: np.ascontiguousarray(c[:, -4 * n_side :]).view("<f4")  # noqa: E731
     np.testing.assert_allclose(side(codes), side(want), rtol=2e-6)
-    ref_scores = oracles.turbo_score(queries, codes, rot, c, mse_bits, scale=getattr(q, "estimator_scale", None),
-                                     **{k: kw[k] for k in ("variant", "sketch", "centre")})
+    ref_scores = oracles.turbo_score(
+        queries,
+        codes,
+        rot,
+        c,
+        mse_bits,
+        scale=getattr(q, "estimator_scale", None),
+        **{k: kw[k] for k in ("variant", "sketch", "centre")},
+    )
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-4, atol=1e-3)
 
 
@@ -114,6 +127,7 @@ def test_fractional_bits_split_by_energy():
     q = TurboQuantizer(d, 2.5, seed=0).fit(x)
     assert set(q.channels_[:16].tolist()) == set(loud.tolist())
     assert q.code_size == TurboQuantizer.code_size_for(d, 2.5) == 16 * 3 // 8 + 48 * 2 // 8 + 12
+
     def err(qq):
         return np.mean(np.sum((qq.decode(qq.encode(x)) - x) ** 2, 1))
 

@@ -12,7 +12,7 @@ def embedder():
     from vqdb.rag.embed import Embedder
 
     e = Embedder()
-    e.encode(["warm up"])       # load once, here, so per-test timings stay honest
+    e.encode(["warm up"])  # load once, here, so per-test timings stay honest
     return e
 
 

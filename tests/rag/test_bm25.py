@@ -13,7 +13,7 @@ def test_tokenize_lowercases_splits_and_drops_stop_words():
 @pytest.fixture(scope="module")
 def bm25(wordnet):
     idx = BM25Index()
-    ids = np.arange(1000, 1000 + 2000, dtype=np.int64)       # ids need not be row numbers
+    ids = np.arange(1000, 1000 + 2000, dtype=np.int64)  # ids need not be row numbers
     idx.build(ids, [tokenize(t) for t in wordnet.texts[:2000]])
     return idx
 
@@ -66,8 +66,10 @@ def test_import_vqdb_rag_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, vqdb.rag, vqdb.rag.cli, vqdb.rag.demo\n"
-            "print(','.join(m for m in ['torch', 'sentence_transformers', 'transformers', 'bm25s', 'numba', 'fastapi']"
-            " if m in sys.modules))")
+    code = (
+        "import sys, vqdb.rag, vqdb.rag.cli, vqdb.rag.demo\n"
+        "print(','.join(m for m in ['torch', 'sentence_transformers', 'transformers', 'bm25s', 'numba', 'fastapi']"
+        " if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -9,11 +9,11 @@ from vqdb.rag.chunking import chunk_spans, chunk_text
 
 def _check(text, size, overlap):
     spans = chunk_spans(text, size, overlap)
-    assert chunk_text(text, size, overlap) == [text[s.start:s.end] for s in spans]
+    assert chunk_text(text, size, overlap) == [text[s.start : s.end] for s in spans]
     covered = [False] * len(text)
     prev = None
     for s in spans:
-        piece = text[s.start:s.end]
+        piece = text[s.start : s.end]
         assert 1 <= len(piece) <= size
         assert piece == piece.strip(), "no chunk starts or ends with whitespace"
         for i in range(s.start, s.end):
@@ -22,7 +22,7 @@ def _check(text, size, overlap):
             assert s.start > prev.start
             assert prev.end - s.start <= overlap, "neighbours share at most chunk_overlap characters"
             if s.start > prev.end:
-                assert text[prev.end:s.start].isspace(), "a gap between chunks holds only whitespace"
+                assert text[prev.end : s.start].isspace(), "a gap between chunks holds only whitespace"
         prev = s
     assert all(c or ch.isspace() for c, ch in zip(covered, text)), "every non-space character is in a chunk"
     return spans
@@ -37,7 +37,9 @@ def long_document(wordnet):
     return "".join(parts)
 
 
-@pytest.mark.parametrize("size,overlap", [(1, 0), (7, 3), (50, 0), (97, 20), (200, 199), (800, 100), (5000, 500)])
+@pytest.mark.parametrize(
+    "size,overlap", [(1, 0), (7, 3), (50, 0), (97, 20), (200, 199), (800, 100), (5000, 500)]
+)
 def test_chunks_are_exact_slices_within_bounds(long_document, size, overlap):
     spans = _check(long_document, size, overlap)
     assert spans[0].start == 0 and spans[-1].end == len(long_document.rstrip())
@@ -69,7 +71,7 @@ def test_line_structured_text_is_cut_between_lines():
     for s in spans:
         assert s.end == len(text) or text[s.end] == "\n"
     for s in spans[1:]:
-        assert text[s.start - 1] == "\n"                  # overlap begins at a line start
+        assert text[s.start - 1] == "\n"  # overlap begins at a line start
     assert all(a.end > b.start for a, b in zip(spans, spans[1:]))
 
 
@@ -82,7 +84,9 @@ def test_overlap_starts_on_a_word():
     assert any(a.end > b.start for a, b in zip(spans, spans[1:]))
 
 
-@pytest.mark.parametrize("size,overlap", [(0, 0), (-5, 0), (10, 10), (10, -1), (10, 2.5), ("10", 0), (True, 0)])
+@pytest.mark.parametrize(
+    "size,overlap", [(0, 0), (-5, 0), (10, 10), (10, -1), (10, 2.5), ("10", 0), (True, 0)]
+)
 def test_bad_knobs_are_refused(size, overlap):
     with pytest.raises(InvalidInputError):
         chunk_spans("some text", size, overlap)

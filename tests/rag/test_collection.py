@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from vqdb.errors import DimensionMismatchError, InvalidInputError, NotFoundError, VqdbError
-from vqdb.rag import TextCollection, open as open_collection
+from vqdb.rag import TextCollection
+from vqdb.rag import open as open_collection
 
 MODES = ["dense", "bm25", "hybrid"]
 
@@ -15,7 +16,7 @@ def docs(wordnet):
     """9 documents made of real WordNet definitions (each ~1,300 characters), 3 sources."""
     texts, meta = [], []
     for d in range(9):
-        parts = wordnet.texts[d * 12:(d + 1) * 12]
+        parts = wordnet.texts[d * 12 : (d + 1) * 12]
         texts.append("\n\n".join(parts))
         meta.append({"source": ["atlas", "bible", "codex"][d % 3], "n": d})
     return texts, meta
@@ -36,12 +37,12 @@ def test_add_chunks_every_document_exactly(col, docs):
     assert len(hits) == len(col) > len(texts)
     by_doc = {}
     for h in hits:
-        assert h.text == texts[h.doc_id][h.start:h.end]
+        assert h.text == texts[h.doc_id][h.start : h.end]
         assert len(h.text) <= 400
         assert h.metadata == meta[h.doc_id]
         by_doc.setdefault(h.doc_id, []).append(h)
     assert sorted(by_doc) == list(range(len(texts)))
-    for d, hs in by_doc.items():
+    for hs in by_doc.values():
         assert sorted(h.chunk for h in hs) == list(range(len(hs)))
 
 
@@ -60,7 +61,9 @@ def test_filters_apply_to_every_mode(col, mode):
     flt = {"source": "bible"}
     hits = col.query("a person who acts", k=8, mode=mode, filter=flt)
     assert hits and all(h.metadata["source"] == "bible" for h in hits)
-    hits = col.query("a person who acts", k=8, mode=mode, filter={"$and": [{"source": "codex"}, {"n": {"$gte": 5}}]})
+    hits = col.query(
+        "a person who acts", k=8, mode=mode, filter={"$and": [{"source": "codex"}, {"n": {"$gte": 5}}]}
+    )
     assert hits and all(h.metadata["source"] == "codex" and h.metadata["n"] >= 5 for h in hits)
     assert col.query("plant", k=5, mode=mode, filter={"source": "nowhere"}) == []
 
@@ -79,17 +82,22 @@ def test_persistence_round_trip(tmp_path, embedder, docs, wordnet):
     c.add(wordnet.texts[1000:1400], vectors=wordnet.base[1000:1400], metadata={"source": "sample"})
     c.add(texts[:2], metadata=meta[:2])
     c.save()
-    c.add(texts[2:4], metadata=meta[2:4])       # written after save: durable through the index's log
+    c.add(texts[2:4], metadata=meta[2:4])  # written after save: durable through the index's log
     questions = ["a kind of tree", "relating to the sea", "to move quickly"]
-    before = {m: [[(h.id, h.text, h.metadata) for h in c.query(q, k=7, mode=m)] for q in questions] for m in MODES}
+    before = {
+        m: [[(h.id, h.text, h.metadata) for h in c.query(q, k=7, mode=m)] for q in questions] for m in MODES
+    }
     n = len(c)
     c.close()
     again = open_collection(path)
     assert len(again) == n and again.chunk_size == 500 and again.chunk_overlap == 50
-    after = {m: [[(h.id, h.text, h.metadata) for h in again.query(q, k=7, mode=m)] for q in questions] for m in MODES}
+    after = {
+        m: [[(h.id, h.text, h.metadata) for h in again.query(q, k=7, mode=m)] for q in questions]
+        for m in MODES
+    }
     assert after == before
     new_ids = again.add(["A brand new passage about quantum teleportation of zebras."])
-    assert new_ids[0] >= n                      # ids are never reused
+    assert new_ids[0] >= n  # ids are never reused
     assert again.query("zebra teleportation", k=1, mode="bm25")[0].id == new_ids[0]
     again.close()
     with pytest.raises(InvalidInputError, match="embedded with model"):
@@ -97,7 +105,7 @@ def test_persistence_round_trip(tmp_path, embedder, docs, wordnet):
 
 
 def test_precomputed_vectors_and_delete(wordnet):
-    c = TextCollection(chunk_size=50)           # chunking does not apply to precomputed passages
+    c = TextCollection(chunk_size=50)  # chunking does not apply to precomputed passages
     ids = c.add(wordnet.texts[:300], vectors=wordnet.base[:300], metadata={"part": 1})
     assert len(c) == 300
     res = c.query_many(["q"], k=3, mode="dense", query_vectors=wordnet.base[42:43])[0]
@@ -113,10 +121,18 @@ def test_precomputed_vectors_and_delete(wordnet):
         c.add(["a", "b"], vectors=wordnet.base[:3])
 
 
-@pytest.mark.parametrize("texts,match", [
-    ([""], "empty"), (["   \n\t"], "empty"), ([b"bytes"], "decode"), ([None], "string"), ([3], "string"),
-    (42, "list of strings"), ({"a": "b"}, "list of strings"),
-])
+@pytest.mark.parametrize(
+    "texts,match",
+    [
+        ([""], "empty"),
+        (["   \n\t"], "empty"),
+        ([b"bytes"], "decode"),
+        ([None], "string"),
+        ([3], "string"),
+        (42, "list of strings"),
+        ({"a": "b"}, "list of strings"),
+    ],
+)
 def test_bad_texts_are_refused_before_any_write(col, texts, match):
     n = len(col)
     with pytest.raises(InvalidInputError, match=match):
@@ -172,7 +188,7 @@ def test_empty_collection_and_metadata_with_different_keys(wordnet):
         assert c.query_many(["dog"], k=5, mode=mode, query_vectors=q) == [[]]
     meta = [{"lang": "en"} if i % 2 else {"year": 2000 + i, "tags": "x"} for i in range(40)]
     ids = c.add(wordnet.texts[:40], vectors=wordnet.base[:40], metadata=meta)
-    word = wordnet.texts[7].split(" (")[0].split(",")[0]           # row 7: odd, so {"lang": "en"}
+    word = wordnet.texts[7].split(" (")[0].split(",")[0]  # row 7: odd, so {"lang": "en"}
     for mode in MODES:
         hits = c.query_many([word], k=40, mode=mode, query_vectors=q, filter={"lang": "en"})[0]
         assert hits and all(h.metadata == {"lang": "en"} for h in hits) and hits[0].id == ids[7]

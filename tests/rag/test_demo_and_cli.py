@@ -28,7 +28,7 @@ def files(tmp_path, wordnet):
     (d / "sub").mkdir(parents=True)
     (d / "a.txt").write_text("\n".join(wordnet.texts[:30]), encoding="utf-8")
     (d / "sub" / "b.md").write_text("\n".join(wordnet.texts[30:60]), encoding="utf-8")
-    (d / "sub" / "skip.bin").write_bytes(b"\x00\x01")          # not a text suffix: not picked from a directory
+    (d / "sub" / "skip.bin").write_bytes(b"\x00\x01")  # not a text suffix: not picked from a directory
     return d
 
 

@@ -9,7 +9,7 @@ def test_rrf_matches_the_formula():
     b = np.array([30, 40])
     ids, scores = reciprocal_rank_fusion([a, b], 10, rrf_k=60)
     expect = {10: 1 / 61, 20: 1 / 62, 30: 1 / 63 + 1 / 61, 40: 1 / 62}
-    assert ids.tolist() == [30, 10, 20, 40]   # 20 and 40 tie at 1/62: better best rank, then smaller id
+    assert ids.tolist() == [30, 10, 20, 40]  # 20 and 40 tie at 1/62: better best rank, then smaller id
     np.testing.assert_allclose(scores, [expect[i] for i in ids.tolist()], rtol=1e-6)
 
 

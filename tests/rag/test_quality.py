@@ -34,7 +34,7 @@ def test_model_reproduces_the_shipped_query_vectors(wordnet, word_queries):
 def sample_collection(request, wordnet):
     col = TextCollection(quantizer=request.param)
     ids = col.add(wordnet.texts, vectors=wordnet.base)
-    assert ids.tolist() == list(range(len(wordnet.texts)))      # passage id = sample row
+    assert ids.tolist() == list(range(len(wordnet.texts)))  # passage id = sample row
     return request.param, col
 
 
@@ -44,10 +44,12 @@ def test_word_to_definition_recall_at_10(sample_collection, wordnet, word_querie
     # float reference: exact inner products over the unquantized vectors
     exact = np.argsort(-(vectors @ wordnet.base.T), axis=1)[:, :10]
     float_dense = np.mean([bool(set(r) & set(e.tolist())) for e, r in zip(exact, relevant) if r])
-    got = {m: answered_at_10(col.query_many(texts, k=10, mode=m, query_vectors=vectors), relevant) for m in MODES}
+    got = {
+        m: answered_at_10(col.query_many(texts, k=10, mode=m, query_vectors=vectors), relevant) for m in MODES
+    }
     print(f"\n{quantizer}: float dense {float_dense:.4f} " + " ".join(f"{m} {v:.4f}" for m, v in got.items()))
     for mode in MODES:
         assert got[mode] >= FLOOR[quantizer][mode], (quantizer, mode, got)
     assert got["hybrid"] >= got["dense"]
     if quantizer == "turbo-4":
-        assert got["dense"] >= float_dense - 0.0125     # 4 bits: within 5 of 400 queries of float
+        assert got["dense"] >= float_dense - 0.0125  # 4 bits: within 5 of 400 queries of float

@@ -23,7 +23,7 @@ def docs(client, wordnet):
     r = client.post("/text-collections", json={"name": "docs", "chunk_size": 300})
     assert r.status_code == 201, r.text
     assert r.json()["model"] == "all-MiniLM-L6-v2" and r.json()["dim"] == 384
-    texts = [" ".join(wordnet.texts[i * 6:(i + 1) * 6]) for i in range(6)]
+    texts = [" ".join(wordnet.texts[i * 6 : (i + 1) * 6]) for i in range(6)]
     meta = [{"part": i % 2, "name": f"doc{i}"} for i in range(6)]
     r = client.post("/collections/docs/documents", json={"texts": texts, "metadata": meta})
     assert r.status_code == 200, r.text
@@ -40,7 +40,7 @@ def test_query_in_words(client, docs, wordnet):
         hits = r.json()["hits"]
         assert hits and any(wordnet.texts[14] in h["text"] for h in hits), (mode, word, hits)
         h = hits[0]
-        assert h["text"] == docs[h["doc_id"]][h["start"]:h["end"]]
+        assert h["text"] == docs[h["doc_id"]][h["start"] : h["end"]]
     r = client.get("/collections/docs/query", params={"text": word, "k": 2})
     assert r.status_code == 200 and len(r.json()["hits"]) == 2
     r = client.post("/collections/docs/query", json={"text": word, "k": 5, "filter": {"part": 1}})
@@ -51,23 +51,26 @@ def test_query_in_words(client, docs, wordnet):
     assert client.get("/collections/docs").status_code == 200
 
 
-@pytest.mark.parametrize("method,path,body,status", [
-    ("post", "/collections/docs/query", {"text": "   "}, 400),                  # whitespace only
-    ("post", "/collections/docs/query", {"text": ""}, 422),
-    ("post", "/collections/docs/query", {"text": "x", "mode": "sparse"}, 422),
-    ("post", "/collections/docs/query", {"text": "x", "k": 0}, 422),
-    ("post", "/collections/docs/query", {"text": "x", "k": 10_000_000}, 400),
-    ("post", "/collections/docs/query", {"text": "x", "filter": {"nope": 1}}, 400),
-    ("post", "/collections/nowhere/query", {"text": "x"}, 404),
-    ("post", "/collections/docs/documents", {"texts": []}, 422),
-    ("post", "/collections/docs/documents", {"texts": ["ok", " \n "]}, 400),
-    ("post", "/collections/docs/documents", {"texts": ["a"], "metadata": [{}, {}]}, 400),
-    ("post", "/collections/docs/documents", {"texts": ["a"], "metadata": [{"_text": "x"}]}, 400),
-    ("post", "/text-collections", {"name": "../etc"}, 422),
-    ("post", "/text-collections", {"name": "docs"}, 409),
-    ("post", "/text-collections", {"name": "t2", "quantizer": "nope"}, 400),
-    ("post", "/text-collections", {"name": "t3", "chunk_size": 100, "chunk_overlap": 100}, 400),
-])
+@pytest.mark.parametrize(
+    "method,path,body,status",
+    [
+        ("post", "/collections/docs/query", {"text": "   "}, 400),  # whitespace only
+        ("post", "/collections/docs/query", {"text": ""}, 422),
+        ("post", "/collections/docs/query", {"text": "x", "mode": "sparse"}, 422),
+        ("post", "/collections/docs/query", {"text": "x", "k": 0}, 422),
+        ("post", "/collections/docs/query", {"text": "x", "k": 10_000_000}, 400),
+        ("post", "/collections/docs/query", {"text": "x", "filter": {"nope": 1}}, 400),
+        ("post", "/collections/nowhere/query", {"text": "x"}, 404),
+        ("post", "/collections/docs/documents", {"texts": []}, 422),
+        ("post", "/collections/docs/documents", {"texts": ["ok", " \n "]}, 400),
+        ("post", "/collections/docs/documents", {"texts": ["a"], "metadata": [{}, {}]}, 400),
+        ("post", "/collections/docs/documents", {"texts": ["a"], "metadata": [{"_text": "x"}]}, 400),
+        ("post", "/text-collections", {"name": "../etc"}, 422),
+        ("post", "/text-collections", {"name": "docs"}, 409),
+        ("post", "/text-collections", {"name": "t2", "quantizer": "nope"}, 400),
+        ("post", "/text-collections", {"name": "t3", "chunk_size": 100, "chunk_overlap": 100}, 400),
+    ],
+)
 def test_bad_requests_get_clear_4xx(client, docs, method, path, body, status):
     r = getattr(client, method)(path, json=body)
     assert r.status_code == status, r.text
@@ -81,7 +84,9 @@ def test_vector_collection_is_not_a_text_collection(client, docs):
 
 
 def test_read_key_cannot_add(client, docs):
-    r = client.post("/collections/docs/documents", json={"texts": ["x"]}, headers={"Authorization": "Bearer wrong"})
+    r = client.post(
+        "/collections/docs/documents", json={"texts": ["x"]}, headers={"Authorization": "Bearer wrong"}
+    )
     assert r.status_code == 401
 
 
@@ -105,8 +110,13 @@ def test_vector_writes_to_a_text_collection_keep_text_search_consistent(client, 
     assert r.status_code == 201
     word = wordnet.texts[3].split(" (")[0].split(",")[0]
     ids = client.post("/collections/mixed/documents", json={"texts": wordnet.texts[:5]}).json()["ids"]
-    assert client.get("/collections/mixed/query", params={"text": word, "mode": "bm25"}).json()["hits"][0]["id"] == ids[3]
-    r = client.post("/collections/mixed/points", json={"points": [{"id": 999, "vector": wordnet.base[3].tolist()}]})
+    assert (
+        client.get("/collections/mixed/query", params={"text": word, "mode": "bm25"}).json()["hits"][0]["id"]
+        == ids[3]
+    )
+    r = client.post(
+        "/collections/mixed/points", json={"points": [{"id": 999, "vector": wordnet.base[3].tolist()}]}
+    )
     assert r.status_code in (200, 201), r.text
     r = client.post("/collections/mixed/points/delete", json={"ids": [ids[3]]})
     assert r.status_code == 200, r.text

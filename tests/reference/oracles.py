@@ -42,7 +42,9 @@ def unpack_slow(packed: np.ndarray, bits: int, k: int) -> np.ndarray:
 
 def nearest(y: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """argmin_k |y - c_k| per entry (TurboQuant Alg. 1, line 'idx_j = argmin |y_j - c_k|')."""
-    return np.argmin(np.abs(y.astype(np.float64)[..., None] - centroids[None, None, :]), axis=-1).astype(np.uint8)
+    return np.argmin(np.abs(y.astype(np.float64)[..., None] - centroids[None, None, :]), axis=-1).astype(
+        np.uint8
+    )
 
 
 def _floats(values: np.ndarray) -> np.ndarray:
@@ -59,7 +61,7 @@ def turbo_encode(x, rotation, centroids, bits, *, variant="mse", scales=(1.0,), 
     n, d = r.shape
     rows_idx, factors, recon = [], [], []
     for i in range(n):
-        y = (r[i : i + 1] @ rotation.T)[0]            # Πr (float32, as the product computes it)
+        y = (r[i : i + 1] @ rotation.T)[0]  # Πr (float32, as the product computes it)
         norm = math.sqrt(float(np.sum(r[i].astype(np.float64) ** 2)))
         u = (y / (norm if norm > 0 else 1.0)).astype(np.float32)
         if variant == "scaled":
@@ -114,7 +116,9 @@ def turbo_score(q, codes, rotation, centroids, bits, *, variant="mse", sketch=No
 def qjl_encode(x, sketch, centre=None):
     r = np.asarray(x, np.float32) if centre is None else (x - centre).astype(np.float32)
     signs = ((r @ sketch.T) > 0).astype(np.uint8)
-    side = np.stack([np.sqrt(np.sum(r.astype(np.float64) ** 2, 1)), np.sum(np.asarray(x, np.float64) ** 2, 1)], 1)
+    side = np.stack(
+        [np.sqrt(np.sum(r.astype(np.float64) ** 2, 1)), np.sum(np.asarray(x, np.float64) ** 2, 1)], 1
+    )
     return np.hstack([pack_slow(signs, 1), _floats(side)])
 
 

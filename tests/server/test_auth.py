@@ -8,7 +8,6 @@ import sys
 
 import pytest
 from fastapi.testclient import TestClient
-
 from vqdb_server_harness import KEYS
 
 OPEN = {"/healthz", "/readyz"}
@@ -39,8 +38,11 @@ def _operations(spec, *, core_only: bool = False):
 
 
 def _concrete(path: str) -> str:
-    return (path.replace("{name}", "no-such-collection").replace("{point_id}", "1")
-            .replace("{snapshot}", "no-such-collection-20260101T000000000000Z.tar"))
+    return (
+        path.replace("{name}", "no-such-collection")
+        .replace("{point_id}", "1")
+        .replace("{snapshot}", "no-such-collection-20260101T000000000000Z.tar")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +80,12 @@ def test_every_endpoint_needs_a_key(http, operations):
     for method, path in operations:
         if path in OPEN:
             continue
-        for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"api-key": "wrong-key"},
-                        {"Authorization": "Basic YWRtaW46YWRtaW4="}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong-key"},
+            {"api-key": "wrong-key"},
+            {"Authorization": "Basic YWRtaW46YWRtaW4="},
+        ):
             r = http.request(method, _concrete(path), headers=headers)
             assert r.status_code == 401, (method, path, headers, r.status_code, r.text)
             assert r.json()["error"] == "AuthenticationError"
@@ -98,15 +104,21 @@ def test_scopes(http, core_operations):
                     assert r.status_code == 403, (method, path, scope, r.status_code, r.text)
                     assert "needs" in r.json()["detail"]
                 else:  # allowed through auth: any answer but 401/403 (and never a 5xx)
-                    assert r.status_code not in (401, 403) and r.status_code < 500, (method, path, scope, r.text)
+                    assert r.status_code not in (401, 403) and r.status_code < 500, (
+                        method,
+                        path,
+                        scope,
+                        r.text,
+                    )
 
 
 def test_read_key_can_search_but_not_write(http):
     read = {"Authorization": f"Bearer {KEYS['read']}"}
     r = http.post("/collections/wordnet/search", json={"id": 1, "k": 3}, headers=read)
     assert r.status_code == 200 and len(r.json()["results"]) == 3
-    r = http.post("/collections/wordnet/points", headers=read,
-                   json={"points": [{"id": 1, "vector": [0.1] * 384}]})
+    r = http.post(
+        "/collections/wordnet/points", headers=read, json={"points": [{"id": 1, "vector": [0.1] * 384}]}
+    )
     assert r.status_code == 403
 
 
@@ -125,8 +137,13 @@ def test_without_keys_only_loopback_clients_are_served(tmp_path):
 
 def test_refuses_to_bind_elsewhere_without_a_key(tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("VQDB_")}
-    out = subprocess.run([sys.executable, "-m", "vqdb.cli", "serve", "--host", "0.0.0.0", "--data", str(tmp_path)],
-                         capture_output=True, text=True, timeout=60, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "vqdb.cli", "serve", "--host", "0.0.0.0", "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert out.returncode == 2
     assert "refusing to listen on '0.0.0.0' without an API key" in out.stderr
 
@@ -134,6 +151,10 @@ def test_refuses_to_bind_elsewhere_without_a_key(tmp_path):
 def test_bad_keys_file_is_reported(tmp_path):
     bad = tmp_path / "keys.txt"
     bad.write_text("superuser abc\n")
-    out = subprocess.run([sys.executable, "-m", "vqdb.cli", "serve", "--keys-file", str(bad), "--data", str(tmp_path)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "vqdb.cli", "serve", "--keys-file", str(bad), "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "line 1" in out.stderr

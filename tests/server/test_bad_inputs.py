@@ -20,8 +20,10 @@ def col(admin):
     r = admin.post("/collections", json={"name": NAME, "dim": DIM, "metric": "cos"})
     assert r.status_code == 201, r.text
     rng = np.random.default_rng(0)
-    points = [{"id": i, "vector": rng.normal(size=DIM).tolist(), "payload": {"text": f"p{i}", "year": 2000 + i}}
-              for i in range(20)]
+    points = [
+        {"id": i, "vector": rng.normal(size=DIM).tolist(), "payload": {"text": f"p{i}", "year": 2000 + i}}
+        for i in range(20)
+    ]
     assert admin.post(f"/collections/{NAME}/points", json={"points": points}).status_code == 200
     yield NAME
     admin.delete(f"/collections/{NAME}")
@@ -39,17 +41,20 @@ def _expect(r, status: int, *words: str):
 V = [0.1] * DIM
 
 
-@pytest.mark.parametrize("body, words", [
-    ({"name": "../etc", "dim": 8}, ["pattern"]),
-    ({"name": ".hidden", "dim": 8}, ["pattern"]),
-    ({"name": "a/b", "dim": 8}, ["pattern"]),
-    ({"name": "x" * 65, "dim": 8}, ["64"]),
-    ({"name": "ok", "dim": 0}, ["greater"]),
-    ({"name": "ok", "dim": "many"}, ["integer"]),
-    ({"name": "ok", "dim": 8, "metric": "l2"}, ["cos"]),
-    ({"name": "ok", "dim": 8, "colour": "red"}, ["extra"]),
-    ({"dim": 8}, ["missing"]),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"name": "../etc", "dim": 8}, ["pattern"]),
+        ({"name": ".hidden", "dim": 8}, ["pattern"]),
+        ({"name": "a/b", "dim": 8}, ["pattern"]),
+        ({"name": "x" * 65, "dim": 8}, ["64"]),
+        ({"name": "ok", "dim": 0}, ["greater"]),
+        ({"name": "ok", "dim": "many"}, ["integer"]),
+        ({"name": "ok", "dim": 8, "metric": "l2"}, ["cos"]),
+        ({"name": "ok", "dim": 8, "colour": "red"}, ["extra"]),
+        ({"dim": 8}, ["missing"]),
+    ],
+)
 def test_create_collection_schema_errors(admin, body, words):
     _expect(admin.post("/collections", json=body), 422, *words)
 
@@ -67,8 +72,16 @@ def test_malformed_json(admin):
     assert r.status_code == 422
 
 
-@pytest.mark.parametrize("path", ["/collections/..%2F..%2Fetc", "/collections/%2e%2e", "/collections/a%00b",
-                                  "/collections/" + "y" * 65, "/collections/.secret"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/collections/..%2F..%2Fetc",
+        "/collections/%2e%2e",
+        "/collections/a%00b",
+        "/collections/" + "y" * 65,
+        "/collections/.secret",
+    ],
+)
 def test_path_traversal_names(admin, path):
     r = admin.get(path)
     assert r.status_code in (404, 422), (path, r.status_code, r.text)
@@ -76,18 +89,28 @@ def test_path_traversal_names(admin, path):
 
 def test_points_errors(admin, col):
     url = f"/collections/{col}/points"
-    _expect(admin.post(url, json={"points": [{"id": 1, "vector": [0.1] * 7}]}), 400, "7 dimensions", "expects 8")
-    for raw in (b'{"points": [{"id": 1, "vector": [NaN, 0,0,0,0,0,0,0]}]}',
-                b'{"points": [{"id": 1, "vector": [Infinity, 0,0,0,0,0,0,0]}]}'):
+    _expect(
+        admin.post(url, json={"points": [{"id": 1, "vector": [0.1] * 7}]}), 400, "7 dimensions", "expects 8"
+    )
+    for raw in (
+        b'{"points": [{"id": 1, "vector": [NaN, 0,0,0,0,0,0,0]}]}',
+        b'{"points": [{"id": 1, "vector": [Infinity, 0,0,0,0,0,0,0]}]}',
+    ):
         _expect(admin.post(url, content=raw, headers={"Content-Type": "application/json"}), 422, "finite")
     _expect(admin.post(url, json={"points": [{"id": 1, "vector": [1e39] + V[1:]}]}), 400, "nan or inf")
     _expect(admin.post(url, json={"points": [{"id": 1, "vector": [0.0] * DIM}]}), 400, "zeros")
     _expect(admin.post(url, json={"points": [{"id": -1, "vector": V}]}), 422, "greater")
     _expect(admin.post(url, json={"points": [{"id": 2**63, "vector": V}]}), 422, "less")
     _expect(admin.post(url, json={"points": [{"id": "x", "vector": V}]}), 422, "integer")
-    _expect(admin.post(url, json={"points": [{"id": 1, "vector": V}, {"id": 1, "vector": V}]}), 400, "more than once")
+    _expect(
+        admin.post(url, json={"points": [{"id": 1, "vector": V}, {"id": 1, "vector": V}]}),
+        400,
+        "more than once",
+    )
     _expect(admin.post(url, json={"points": [{"id": 1, "vector": V, "payload": {"a": {"b": 1}}}]}), 422)
-    _expect(admin.post(url, json={"points": [{"id": 1, "vector": V, "payload": {"year": "soon"}}]}), 400, "year")
+    _expect(
+        admin.post(url, json={"points": [{"id": 1, "vector": V, "payload": {"year": "soon"}}]}), 400, "year"
+    )
     _expect(admin.post(url, json={"points": [{"id": 1, "vector": V, "payload": {"__id": 3}}]}), 400, "__")
     _expect(admin.post(url, json={"points": []}), 422)
     _expect(admin.post(url, json={"points": [{"id": 1}]}), 422, "missing")
@@ -119,30 +142,40 @@ def test_arrow_errors(admin, col):
     _expect(admin.post(url, content=b"garbage", headers=h), 400, "arrow")
     _expect(admin.post(url, content=_arrow(pa.table({"id": [1]})), headers=h), 400, "vector")
     vec = pa.FixedSizeListArray.from_arrays(pa.array(np.ones(7, np.float32)), 7)
-    _expect(admin.post(url, content=_arrow(pa.table({"id": [1], "vector": vec})), headers=h), 400, "7 dimensions")
+    _expect(
+        admin.post(url, content=_arrow(pa.table({"id": [1], "vector": vec})), headers=h), 400, "7 dimensions"
+    )
     vec8 = pa.FixedSizeListArray.from_arrays(pa.array(np.ones(8, np.float32)), 8)
-    _expect(admin.post(url, content=_arrow(pa.table({"id": ["a"], "vector": vec8})), headers=h), 400, "integers")
-    _expect(admin.post(url, content=_arrow(pa.table({"id": [1], "vector": vec8, "blob": [b"\xff"]})), headers=h),
-            400, "blob")
+    _expect(
+        admin.post(url, content=_arrow(pa.table({"id": ["a"], "vector": vec8})), headers=h), 400, "integers"
+    )
+    _expect(
+        admin.post(url, content=_arrow(pa.table({"id": [1], "vector": vec8, "blob": [b"\xff"]})), headers=h),
+        400,
+        "blob",
+    )
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"k": 3}, 400, ["exactly one"]),
-    ({"vector": V, "id": 1, "k": 3}, 400, ["exactly one"]),
-    ({"vector": V, "k": 0}, 422, ["greater"]),
-    ({"vector": V, "k": 10**9}, 400, ["limit"]),
-    ({"vector": V[:3], "k": 3}, 400, ["expects 8"]),
-    ({"vectors": [V, V[:3]], "k": 3}, 400, ["dimensions"]),
-    ({"vectors": [], "k": 3}, 422, []),
-    ({"vector": V, "filter": {"colour": "red"}}, 400, ["unknown metadata field"]),
-    ({"vector": V, "filter": {"year": {"$near": 3}}}, 400, ["operator"]),
-    ({"vector": V, "filter": {"year": {"$in": 3}}}, 400, ["list"]),
-    ({"vector": V, "filter": {"year": "soon"}}, 400, []),
-    ({"vector": V, "filter": {"$or": []}}, 400, ["$or"]),
-    ({"vector": V, "rerank": True}, 400, ["store_vectors"]),
-    ({"vector": V, "nprobe": 0}, 422, []),
-    ({"id": 123456, "k": 3}, 404, ["123456"]),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"k": 3}, 400, ["exactly one"]),
+        ({"vector": V, "id": 1, "k": 3}, 400, ["exactly one"]),
+        ({"vector": V, "k": 0}, 422, ["greater"]),
+        ({"vector": V, "k": 10**9}, 400, ["limit"]),
+        ({"vector": V[:3], "k": 3}, 400, ["expects 8"]),
+        ({"vectors": [V, V[:3]], "k": 3}, 400, ["dimensions"]),
+        ({"vectors": [], "k": 3}, 422, []),
+        ({"vector": V, "filter": {"colour": "red"}}, 400, ["unknown metadata field"]),
+        ({"vector": V, "filter": {"year": {"$near": 3}}}, 400, ["operator"]),
+        ({"vector": V, "filter": {"year": {"$in": 3}}}, 400, ["list"]),
+        ({"vector": V, "filter": {"year": "soon"}}, 400, []),
+        ({"vector": V, "filter": {"$or": []}}, 400, ["$or"]),
+        ({"vector": V, "rerank": True}, 400, ["store_vectors"]),
+        ({"vector": V, "nprobe": 0}, 422, []),
+        ({"id": 123456, "k": 3}, 404, ["123456"]),
+    ],
+)
 def test_search_errors(admin, col, body, status, words):
     _expect(admin.post(f"/collections/{col}/search", json=body), status, *words)
 
@@ -162,7 +195,9 @@ def test_snapshot_errors(admin, col):
     _expect(admin.post(f"/collections/{col}/snapshots/{col}-1.tar/restore", json={"collection": "x"}), 404)
     snap = admin.post(f"/collections/{col}/snapshots").json()["name"]
     _expect(admin.post(f"/collections/{col}/snapshots/{snap}/restore", json={"collection": "../x"}), 422)
-    _expect(admin.post(f"/collections/{col}/snapshots/{snap}/restore", json={"collection": col}), 409, "exists")
+    _expect(
+        admin.post(f"/collections/{col}/snapshots/{snap}/restore", json={"collection": col}), 409, "exists"
+    )
     up = "/collections/uploaded/snapshots/upload"
     h = {"Content-Type": "application/x-tar"}
     _expect(admin.post(up, content=b"not a tar", headers=h), 400, "tar")
@@ -190,10 +225,23 @@ def test_oversized_bodies_get_413(admin, col):
         yield b"]}"
 
     _expect(admin.post(url, content=chunks(), headers={"Content-Type": "application/json"}), 413, "limit")
-    bulk = _arrow(pa.table({"id": np.arange(3000), "vector": pa.FixedSizeListArray.from_arrays(
-        pa.array(np.ones(3000 * 1024, np.float32)), 1024)}))
-    _expect(admin.post(f"/collections/{col}/points/arrow", content=bulk,
-                       headers={"Content-Type": "application/vnd.apache.arrow.stream"}), 413, "limit")
+    bulk = _arrow(
+        pa.table(
+            {
+                "id": np.arange(3000),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(3000 * 1024, np.float32)), 1024),
+            }
+        )
+    )
+    _expect(
+        admin.post(
+            f"/collections/{col}/points/arrow",
+            content=bulk,
+            headers={"Content-Type": "application/vnd.apache.arrow.stream"},
+        ),
+        413,
+        "limit",
+    )
     # the server is fine afterwards
     assert admin.post(f"/collections/{col}/search", json={"vector": V, "k": 3}).status_code == 200
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from vqdb_server_harness import KEYS
 
 import vqdb
 from vqdb import errors
-from vqdb_server_harness import KEYS
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_client_mirrors_the_embedded_index(client, wordnet, tmp_path):
     got = client.get("client-docs", [13, 99999], with_vector=True)
     assert [p["id"] for p in got] == [13] and got[0]["payload"] == {"n": 13, "even": False}
     assert len(got[0]["vector"]) == 384
-    rec = col.get([14, 13])                      # Index.get's Records, same order
+    rec = col.get([14, 13])  # Index.get's Records, same order
     want = local.get([14, 13])
     np.testing.assert_array_equal(rec.ids, [14, 13])
     np.testing.assert_allclose(rec.vectors, want.vectors, atol=1e-6)
@@ -75,7 +75,7 @@ def test_client_raises_the_library_errors(client, server):
     assert client.create_collection("client-errors", dim=4, exist_ok=True).dim == 4
     with pytest.raises(errors.DimensionMismatchError):
         client.collection("client-errors").upsert(np.ones((2, 5)), [1, 2])
-    with pytest.raises(errors.InvalidInputError):   # server side: filter on an unknown field
+    with pytest.raises(errors.InvalidInputError):  # server side: filter on an unknown field
         client.search("client-errors", np.ones((1, 4)), 3, filter={"nope": 1})
     with vqdb.Client(server.url, api_key=KEYS["read"]) as reader:
         with pytest.raises(errors.PermissionDeniedError):
@@ -97,14 +97,18 @@ def test_client_text_methods_over_the_live_server(client, wordnet):
     assert client.create_text_collection("client-texts", exist_ok=True)["name"] == "client-texts"
     with pytest.raises(errors.AlreadyExistsError):
         client.create_text_collection("client-texts")
-    texts = [" ".join(wordnet.texts[i * 5:(i + 1) * 5]) for i in range(8)]
+    texts = [" ".join(wordnet.texts[i * 5 : (i + 1) * 5]) for i in range(8)]
     ids = client.add_documents("client-texts", texts, metadata=[{"part": i % 2} for i in range(8)])
     assert ids.dtype == np.int64 and len(ids) >= 8 and len(set(ids.tolist())) == len(ids)
     word = wordnet.texts[12].split(" (")[0].split(",")[0]
     for mode in ("hybrid", "dense", "bm25"):
         hits = client.query_text("client-texts", word, k=3, mode=mode)
-        assert 1 <= len(hits) <= 3 and any(h["doc_id"] == 2 and word in h["text"] for h in hits), (mode, word, hits)
-        assert hits[0]["text"] == texts[hits[0]["doc_id"]][hits[0]["start"]:hits[0]["end"]]
+        assert 1 <= len(hits) <= 3 and any(h["doc_id"] == 2 and word in h["text"] for h in hits), (
+            mode,
+            word,
+            hits,
+        )
+        assert hits[0]["text"] == texts[hits[0]["doc_id"]][hits[0]["start"] : hits[0]["end"]]
     odd = client.query_text("client-texts", word, k=5, filter={"part": 1})
     assert odd and all(h["metadata"]["part"] == 1 for h in odd)
     with pytest.raises(errors.InvalidInputError):

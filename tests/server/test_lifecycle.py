@@ -20,8 +20,12 @@ NAME = "life"
 def data(wordnet):
     """1,000 real passages split into three ingest batches; payload = text + a category."""
     n = 1000
-    return {"x": wordnet.base[:n], "texts": wordnet.texts[:n], "q": wordnet.queries[:50],
-            "cat": [("even" if i % 2 == 0 else "odd") for i in range(n)]}
+    return {
+        "x": wordnet.base[:n],
+        "texts": wordnet.texts[:n],
+        "q": wordnet.queries[:50],
+        "cat": [("even" if i % 2 == 0 else "odd") for i in range(n)],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +47,7 @@ def test_demo_collection_serves_real_text(admin):
     assert r.status_code == 200, r.text
     hits = r.json()["results"]
     assert len(hits) == 5 and hits[0]["id"] == 42
-    assert all(h["payload"].get("_text") or h["payload"].get("text") for h in hits)   # text collection or not
+    assert all(h["payload"].get("_text") or h["payload"].get("text") for h in hits)  # text collection or not
     assert hits[0]["score"] >= hits[-1]["score"]
 
 
@@ -56,23 +60,33 @@ def test_ingest_three_ways(admin, life, data):
     assert r.json() == {"upserted": 150, "count": 150}
     # 2) base64 float32, ids 150..599
     ids = list(range(150, 600))
-    body = {"ids": ids, "vectors": base64.b64encode(x[150:600].astype("<f4").tobytes()).decode(),
-            "payloads": [_payload(data, i) for i in ids]}
+    body = {
+        "ids": ids,
+        "vectors": base64.b64encode(x[150:600].astype("<f4").tobytes()).decode(),
+        "payloads": [_payload(data, i) for i in ids],
+    }
     r = admin.post(f"/collections/{life}/points/b64", json=body)
     assert r.status_code == 200, r.text
     assert r.json()["count"] == 600
     # 3) Arrow IPC stream, ids 600..999
     ids = np.arange(600, 1000)
-    table = pa.table({
-        "id": pa.array(ids, pa.int64()),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(x[600:1000].ravel()), 384),
-        "text": [data["texts"][i] for i in ids], "cat": [data["cat"][i] for i in ids], "n": ids,
-    })
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(x[600:1000].ravel()), 384),
+            "text": [data["texts"][i] for i in ids],
+            "cat": [data["cat"][i] for i in ids],
+            "n": ids,
+        }
+    )
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
-    r = admin.post(f"/collections/{life}/points/arrow", content=sink.getvalue(),
-                   headers={"Content-Type": "application/vnd.apache.arrow.stream"})
+    r = admin.post(
+        f"/collections/{life}/points/arrow",
+        content=sink.getvalue(),
+        headers={"Content-Type": "application/vnd.apache.arrow.stream"},
+    )
     assert r.status_code == 200, r.text
     assert r.json() == {"upserted": 400, "count": 1000}
     info = admin.get(f"/collections/{life}").json()
@@ -91,18 +105,24 @@ def test_get_points(admin, life, data):
 
 def test_search_single_batch_filter(admin, life, data, wordnet):
     q = data["q"]
-    r = admin.post(f"/collections/{life}/search", json={"vectors": q.tolist(), "k": 10, "with_payload": False})
+    r = admin.post(
+        f"/collections/{life}/search", json={"vectors": q.tolist(), "k": 10, "with_payload": False}
+    )
     assert r.status_code == 200, r.text
     rows = r.json()["results"]
     assert len(rows) == len(q) and all(len(row) == 10 for row in rows)
     found = np.array([[h["id"] for h in row] for row in rows])
     truth = np.argsort(-(q @ data["x"].T), axis=1)[:, :10]
-    assert recall_at_k(found, truth, 10) >= 0.6          # turbo-4 codes, no re-rank
-    single = admin.post(f"/collections/{life}/search", json={"vector": q[0].tolist(), "k": 10}).json()["results"]
+    assert recall_at_k(found, truth, 10) >= 0.6  # turbo-4 codes, no re-rank
+    single = admin.post(f"/collections/{life}/search", json={"vector": q[0].tolist(), "k": 10}).json()[
+        "results"
+    ]
     assert [h["id"] for h in single] == list(found[0])
     assert single[0]["payload"]["text"]
-    flt = admin.post(f"/collections/{life}/search",
-                     json={"vectors": q[:5].tolist(), "k": 10, "filter": {"cat": "odd", "n": {"$gte": 500}}}).json()
+    flt = admin.post(
+        f"/collections/{life}/search",
+        json={"vectors": q[:5].tolist(), "k": 10, "filter": {"cat": "odd", "n": {"$gte": 500}}},
+    ).json()
     for row in flt["results"]:
         assert len(row) == 10
         assert all(h["payload"]["cat"] == "odd" and h["payload"]["n"] >= 500 for h in row)
@@ -123,8 +143,10 @@ def test_delete_by_ids_and_filter(admin, life):
 
 def test_upsert_replaces(admin, life, data):
     x = data["x"]
-    r = admin.post(f"/collections/{life}/points",
-                   json={"points": [{"id": 10, "vector": x[20].tolist(), "payload": {"text": "replaced"}}]})
+    r = admin.post(
+        f"/collections/{life}/points",
+        json={"points": [{"id": 10, "vector": x[20].tolist(), "payload": {"text": "replaced"}}]},
+    )
     assert r.json()["count"] == 986
     hit = admin.post(f"/collections/{life}/search", json={"vector": x[20].tolist(), "k": 2}).json()["results"]
     assert {h["id"] for h in hit} == {10, 20}
@@ -145,18 +167,31 @@ def test_snapshot_restore_into_new_collection(admin, life, data, tmp_path):
         assert "collection.json" in tar.getnames()
     # writes after the snapshot are not in it
     admin.post(f"/collections/{life}/points/delete", json={"ids": [500]})
-    r = admin.post(f"/collections/{life}/snapshots/{snap['name']}/restore", json={"collection": "life-restored"})
+    r = admin.post(
+        f"/collections/{life}/snapshots/{snap['name']}/restore", json={"collection": "life-restored"}
+    )
     assert r.status_code == 201, r.text
     assert r.json()["count"] == 986
     q = data["q"][:5].tolist()
-    a = admin.post(f"/collections/{life}/search", json={"vectors": q, "k": 10, "filter": {"n": {"$ne": 500}}}).json()
-    b = admin.post("/collections/life-restored/search", json={"vectors": q, "k": 10, "filter": {"n": {"$ne": 500}}}).json()
-    assert [[h["id"] for h in row] for row in a["results"]] == [[h["id"] for h in row] for row in b["results"]]
+    a = admin.post(
+        f"/collections/{life}/search", json={"vectors": q, "k": 10, "filter": {"n": {"$ne": 500}}}
+    ).json()
+    b = admin.post(
+        "/collections/life-restored/search", json={"vectors": q, "k": 10, "filter": {"n": {"$ne": 500}}}
+    ).json()
+    assert [[h["id"] for h in row] for row in a["results"]] == [
+        [h["id"] for h in row] for row in b["results"]
+    ]
     # restoring onto an existing name is refused; an uploaded tar restores too
-    r = admin.post(f"/collections/{life}/snapshots/{snap['name']}/restore", json={"collection": "life-restored"})
+    r = admin.post(
+        f"/collections/{life}/snapshots/{snap['name']}/restore", json={"collection": "life-restored"}
+    )
     assert r.status_code == 409
-    r = admin.post("/collections/life-uploaded/snapshots/upload", content=admin.get(
-        f"/collections/{life}/snapshots/{snap['name']}").content, headers={"Content-Type": "application/x-tar"})
+    r = admin.post(
+        "/collections/life-uploaded/snapshots/upload",
+        content=admin.get(f"/collections/{life}/snapshots/{snap['name']}").content,
+        headers={"Content-Type": "application/x-tar"},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["count"] == 986
     for name in ("life-restored", "life-uploaded"):
@@ -167,7 +202,7 @@ def test_snapshot_restore_into_new_collection(admin, life, data, tmp_path):
 def test_metrics_count_requests_and_vectors(admin, life):
     text = admin.get("/metrics").text
     assert 'vqdb_requests_total{method="POST",route="/collections/{name}/search",status="200"}' in text
-    assert 'vqdb_request_duration_seconds_bucket' in text
+    assert "vqdb_request_duration_seconds_bucket" in text
     assert f'vqdb_collection_vectors{{collection="{life}"}}' in text
     assert 'vqdb_collection_bytes{collection="wordnet"}' in text
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 
 import pytest
-
 from vqdb_server_harness import Server, write_keys_file
 
 
@@ -21,19 +20,27 @@ def test_restart_keeps_collections_points_payloads_and_results(tmp_path, wordnet
     x, q = wordnet.base[:600], wordnet.queries[:20]
     try:
         with server.client("admin") as http:
-            assert http.post("/collections", json={"name": "docs", "dim": 384, "metric": "ip",
-                                                   "store_vectors": True}).status_code == 201
-            body = {"ids": list(range(600)), "vectors": base64.b64encode(x.astype("<f4").tobytes()).decode(),
-                    "payloads": [{"n": i, "text": wordnet.texts[i]} for i in range(600)]}
+            assert (
+                http.post(
+                    "/collections", json={"name": "docs", "dim": 384, "metric": "ip", "store_vectors": True}
+                ).status_code
+                == 201
+            )
+            body = {
+                "ids": list(range(600)),
+                "vectors": base64.b64encode(x.astype("<f4").tobytes()).decode(),
+                "payloads": [{"n": i, "text": wordnet.texts[i]} for i in range(600)],
+            }
             assert http.post("/collections/docs/points/b64", json=body).status_code == 200
             assert http.post("/collections/docs/points/delete", json={"ids": [5, 6]}).json()["count"] == 598
             before = _ids_of(http, "docs", q)
-            exact_before = http.post("/collections/docs/search",
-                                     json={"vectors": q[:3].tolist(), "k": 5, "rerank": True}).json()
+            exact_before = http.post(
+                "/collections/docs/search", json={"vectors": q[:3].tolist(), "k": 5, "rerank": True}
+            ).json()
     finally:
         server.stop()
 
-    server.start()                                # graceful stop: collections were saved and closed
+    server.start()  # graceful stop: collections were saved and closed
     try:
         with server.client("read") as http:
             names = [c["name"] for c in http.get("/collections").json()["collections"]]
@@ -41,22 +48,37 @@ def test_restart_keeps_collections_points_payloads_and_results(tmp_path, wordnet
             info = http.get("/collections/docs").json()
             assert info["count"] == 598 and info["metric"] == "ip" and info["store_vectors"] is True
             assert _ids_of(http, "docs", q) == before
-            assert http.post("/collections/docs/search", json={"vectors": q[:3].tolist(), "k": 5,
-                                                               "rerank": True}).json()["results"] == \
-                exact_before["results"]
-            assert http.get("/collections/docs/points/7").json()["payload"] == {"n": 7, "text": wordnet.texts[7]}
+            assert (
+                http.post(
+                    "/collections/docs/search", json={"vectors": q[:3].tolist(), "k": 5, "rerank": True}
+                ).json()["results"]
+                == exact_before["results"]
+            )
+            assert http.get("/collections/docs/points/7").json()["payload"] == {
+                "n": 7,
+                "text": wordnet.texts[7],
+            }
             assert http.get("/collections/docs/points/5").status_code == 404
-        with server.client("write") as http:        # acknowledged writes, then a crash
-            more = {"points": [{"id": 1000 + i, "vector": wordnet.base[600 + i].tolist(), "payload": {"n": -i}}
-                               for i in range(30)]}
+        with server.client("write") as http:  # acknowledged writes, then a crash
+            more = {
+                "points": [
+                    {"id": 1000 + i, "vector": wordnet.base[600 + i].tolist(), "payload": {"n": -i}}
+                    for i in range(30)
+                ]
+            }
             assert http.post("/collections/docs/points", json=more).json()["count"] == 628
-            assert http.post("/collections/docs/points/delete", json={"filter": {"n": {"$gte": 590}}}).json()["deleted"] == 10
+            assert (
+                http.post("/collections/docs/points/delete", json={"filter": {"n": {"$gte": 590}}}).json()[
+                    "deleted"
+                ]
+                == 10
+            )
             after = _ids_of(http, "docs", q)
             count = http.get("/collections/docs").json()["count"]
     finally:
         server.kill()
 
-    server.start()                                # crash: the write-ahead log brings every acknowledged write back
+    server.start()  # crash: the write-ahead log brings every acknowledged write back
     try:
         second = Server(server.data, keys_file=keys)  # a second server on the same data directory is refused
         with pytest.raises(RuntimeError, match="another"):

@@ -36,8 +36,15 @@ def write_keys_file(path: Path) -> Path:
 class Server:
     """One ``python -m vqdb.cli serve`` process; ``start()`` waits until ``/readyz`` answers 200."""
 
-    def __init__(self, data: Path, *, keys_file: Path | None = None, demo: bool = False, env: dict | None = None,
-                 extra_args: list[str] | None = None):
+    def __init__(
+        self,
+        data: Path,
+        *,
+        keys_file: Path | None = None,
+        demo: bool = False,
+        env: dict | None = None,
+        extra_args: list[str] | None = None,
+    ):
         self.data = Path(data)
         self.keys_file = keys_file
         self.demo = demo
@@ -52,15 +59,25 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "vqdb.cli", "serve", "--data", str(self.data), "--port", str(self.port),
-               "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "vqdb.cli",
+            "serve",
+            "--data",
+            str(self.data),
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
         if self.keys_file is not None:
             cmd += ["--keys-file", str(self.keys_file)]
         if not self.demo:
             cmd.append("--no-demo")
         return cmd + self.extra_args
 
-    def start(self, timeout: float = 120.0) -> "Server":
+    def start(self, timeout: float = 120.0) -> Server:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
         env.update({"PYTHONUNBUFFERED": "1", **self.env})

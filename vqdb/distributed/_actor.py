@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-INDEX_MANIFEST = "manifest.json"   # the file that marks a vqdb.Index directory
-_LOCK_WAIT_S = 10.0                 # a restarted shard waits this long for its dead predecessor's flock
+INDEX_MANIFEST = "manifest.json"  # the file that marks a vqdb.Index directory
+_LOCK_WAIT_S = 10.0  # a restarted shard waits this long for its dead predecessor's flock
 
 
 class ShardActor:
@@ -51,7 +51,9 @@ class ShardActor:
         elif spec["on_missing"] == "error":
             from ..errors import NotFoundError
 
-            raise NotFoundError(f"shard {self.shard}: {self.path!r} holds no index (was the directory removed?)")
+            raise NotFoundError(
+                f"shard {self.shard}: {self.path!r} holds no index (was the directory removed?)"
+            )
 
     def _create(self, quantizer: dict[str, Any]) -> None:
         import vqdb
@@ -59,8 +61,13 @@ class ShardActor:
         from ._codec import load_quantizer_state
 
         spec = self.spec
-        self.index = vqdb.Index(spec["dim"], metric=spec["metric"], quantizer=load_quantizer_state(quantizer),
-                                path=self.path, **spec.get("index_kwargs", {}))
+        self.index = vqdb.Index(
+            spec["dim"],
+            metric=spec["metric"],
+            quantizer=load_quantizer_state(quantizer),
+            path=self.path,
+            **spec.get("index_kwargs", {}),
+        )
 
     # ---- lifecycle --------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:
@@ -111,8 +118,9 @@ class ShardActor:
             from ..index import SearchResult
 
             m = queries.shape[0]
-            return SearchResult(np.full((m, k), -1, np.int64), np.full((m, k), -np.inf, np.float32),
-                                self.spec["metric"])
+            return SearchResult(
+                np.full((m, k), -1, np.int64), np.full((m, k), -np.inf, np.float32), self.spec["metric"]
+            )
         return self.index.search(queries, k, **kwargs)
 
     def timed_search(self, queries: np.ndarray, k: int, kwargs: dict[str, Any]) -> dict[str, float]:
@@ -165,6 +173,7 @@ class ShardActor:
 def _open_waiting_for_lock(path: str):
     """``vqdb.open(path)``; a dead predecessor's flock can outlive it for a moment, so retry briefly."""
     import vqdb
+
     from ..index import LockedError
 
     deadline = time.monotonic() + _LOCK_WAIT_S

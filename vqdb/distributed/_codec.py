@@ -19,9 +19,13 @@ def quantizer_state(quantizer) -> dict[str, Any]:
     state = quantizer.state_dict()
     cls = type(quantizer)
     centre = getattr(quantizer, "centre_", None)
-    return {"kind": state["kind"], "config": state["config"], "class": f"{cls.__module__}:{cls.__qualname__}",
-            "arrays": {name: np.asarray(a) for name, a in state["arrays"].items()},
-            "centre": None if centre is None else np.asarray(centre, dtype=np.float32)}
+    return {
+        "kind": state["kind"],
+        "config": state["config"],
+        "class": f"{cls.__module__}:{cls.__qualname__}",
+        "arrays": {name: np.asarray(a) for name, a in state["arrays"].items()},
+        "centre": None if centre is None else np.asarray(centre, dtype=np.float32),
+    }
 
 
 def load_quantizer_state(state: dict[str, Any]):

@@ -104,13 +104,18 @@ def read_manifest(path: str) -> dict[str, Any]:
     """
     file = os.path.join(path, MANIFEST)
     if not os.path.isfile(file):
-        raise NotFoundError(f"{path!r} holds no sharded index (no {MANIFEST}); "
-                            "create one with ShardedIndex(dim, n_shards, path=...)")
+        raise NotFoundError(
+            f"{path!r} holds no sharded index (no {MANIFEST}); "
+            "create one with ShardedIndex(dim, n_shards, path=...)"
+        )
     with open(file, encoding="utf-8") as f:
         manifest = json.load(f)
     if manifest.get("format") != FORMAT:
-        raise IncompatibleFormatError(f"{file} is not a sharded vqdb manifest (format {manifest.get('format')!r})")
+        raise IncompatibleFormatError(
+            f"{file} is not a sharded vqdb manifest (format {manifest.get('format')!r})"
+        )
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IncompatibleFormatError(
-            f"{file} has format version {manifest.get('format_version')!r}; this vqdb reads version {FORMAT_VERSION}")
+            f"{file} has format version {manifest.get('format_version')!r}; this vqdb reads version {FORMAT_VERSION}"
+        )
     return manifest

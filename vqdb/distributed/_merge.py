@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def merge_topk(ids_parts: list[np.ndarray], scores_parts: list[np.ndarray], k: int,
-               pad_score: float) -> tuple[np.ndarray, np.ndarray]:
+def merge_topk(
+    ids_parts: list[np.ndarray], scores_parts: list[np.ndarray], k: int, pad_score: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Merge per-shard results into one (m, k) top-k.
 
     Parameters
@@ -35,8 +36,9 @@ def merge_topk(ids_parts: list[np.ndarray], scores_parts: list[np.ndarray], k: i
     valid = ids >= 0
     # sort key: valid first, then score descending, then id ascending
     key_score = np.where(valid, scores, np.float32(-np.inf))
-    order = np.lexsort((np.where(valid, ids, np.iinfo(np.int64).max), -key_score.astype(np.float64),
-                        ~valid), axis=1)[:, :k]
+    order = np.lexsort(
+        (np.where(valid, ids, np.iinfo(np.int64).max), -key_score.astype(np.float64), ~valid), axis=1
+    )[:, :k]
     out_ids = np.take_along_axis(ids, order, axis=1)
     out_scores = np.take_along_axis(scores, order, axis=1)
     out_valid = np.take_along_axis(valid, order, axis=1)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import ShardUnavailableError, VqdbError
 from . import _ray
 from ._actor import remote_class
 
-START_TIMEOUT_S = 300.0   # shard actors not placed and ready by then: the cluster lacks what actor_options ask
+START_TIMEOUT_S = 300.0  # shard actors not placed and ready by then: the cluster lacks what actor_options ask
 
 
 class ShardPool:
@@ -36,14 +37,20 @@ class ShardPool:
         The set's directory, or None when shards live in memory only (and cannot be restarted).
     """
 
-    def __init__(self, n_shards: int, spec: Callable[[int, str], dict], actor_options: dict, max_retries: int,
-                 where: str | None):
+    def __init__(
+        self,
+        n_shards: int,
+        spec: Callable[[int, str], dict],
+        actor_options: dict,
+        max_retries: int,
+        where: str | None,
+    ):
         self.n_shards = n_shards
         self._spec = spec
         self._options = actor_options
         self._max_retries = max_retries
         self._where = where
-        self._lock = threading.RLock()   # guards self._actors
+        self._lock = threading.RLock()  # guards self._actors
         self._actors: list = []
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -61,7 +68,8 @@ class ShardPool:
             raise ShardUnavailableError(
                 f"the {self.n_shards} shard actors were not all running after {START_TIMEOUT_S:.0f} s: the Ray "
                 f"cluster cannot place actors with options {self._options} (too few CPUs or resources?)",
-                range(self.n_shards)) from None
+                range(self.n_shards),
+            ) from None
         except Exception as exc:
             self._kill(actors)
             raise unwrap(exc) from None
@@ -95,14 +103,18 @@ class ShardPool:
             if self._where is None:
                 raise ShardUnavailableError(
                     f"shard {shard} died and cannot be restarted: the index has no path, so that shard's "
-                    "rows lived only in the dead actor's memory and are lost", [shard])
+                    "rows lived only in the dead actor's memory and are lost",
+                    [shard],
+                )
             actor = self._new(shard, "open")
             try:
                 ray.get(actor.ping.remote(), timeout=START_TIMEOUT_S)
             except Exception as exc:
                 self._kill([actor])
                 raise ShardUnavailableError(
-                    f"shard {shard} died and restarting it from {self._where!r} failed: {unwrap(exc)}", [shard]) from None
+                    f"shard {shard} died and restarting it from {self._where!r} failed: {unwrap(exc)}",
+                    [shard],
+                ) from None
             self._actors[shard] = actor
 
     # ---- scatter / gather -----------------------------------------------------------------------
@@ -178,8 +190,10 @@ def unwrap(exc: BaseException) -> BaseException:
 def unavailable(failed: dict[int, BaseException], what: str, path, hint: str = "") -> ShardUnavailableError:
     """One ShardUnavailableError naming every failed shard and why."""
     shards = sorted(failed)
-    reasons = "; ".join(f"shard {s}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                        for s, e in sorted(failed.items()))
+    reasons = "; ".join(
+        f"shard {s}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        for s, e in sorted(failed.items())
+    )
     where = f" of the sharded index at {path!r}" if path else ""
     msg = f"{what} failed: shard(s) {shards}{where} did not answer ({reasons})"
     if hint:

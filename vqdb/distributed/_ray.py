@@ -10,8 +10,7 @@ def ray():
     try:
         import ray as _ray
     except ImportError as exc:  # pragma: no cover - ray is installed in dev
-        raise BackendUnavailableError(
-            "vqdb.distributed needs Ray: pip install 'vqdb[ray]'") from exc
+        raise BackendUnavailableError("vqdb.distributed needs Ray: pip install 'vqdb[ray]'") from exc
     return _ray
 
 
@@ -30,8 +29,11 @@ def ensure_connected(address: str | None = None) -> None:
 def dead_actor_errors() -> tuple[type[BaseException], ...]:
     """Exceptions meaning "the actor is gone or unreachable" (as opposed to an error it raised)."""
     exc = ray().exceptions
-    return tuple(t for t in (getattr(exc, "RayActorError", None), getattr(exc, "ActorUnavailableError", None))
-                 if t is not None)
+    return tuple(
+        t
+        for t in (getattr(exc, "RayActorError", None), getattr(exc, "ActorUnavailableError", None))
+        if t is not None
+    )
 
 
 def is_stale_handle_error(exc: BaseException) -> bool:

@@ -42,18 +42,24 @@ def is_sharded(path) -> bool:
 def new_index(*, dim: int, n_shards: int, metric: str, quantizer: str, path, **index_kwargs):
     """Create a persistent :class:`ShardedIndex` in ``path`` (needs :func:`configure` first)."""
     if not configured():
-        raise InvalidInputError("a collection with shards > 1 needs the distributed engine: "
-                                "start the server with `vqdb serve --ray-address <address|local>`")
+        raise InvalidInputError(
+            "a collection with shards > 1 needs the distributed engine: "
+            "start the server with `vqdb serve --ray-address <address|local>`"
+        )
     from .sharded import ShardedIndex
 
-    return ShardedIndex(dim, n_shards, metric=metric, quantizer=quantizer, path=os.fspath(path), **index_kwargs)
+    return ShardedIndex(
+        dim, n_shards, metric=metric, quantizer=quantizer, path=os.fspath(path), **index_kwargs
+    )
 
 
 def open_index(path):
     """Reopen a sharded index directory (needs :func:`configure` first)."""
     if not configured():
-        raise InvalidInputError(f"{os.fspath(path)!r} is a sharded index: start the server with "
-                                "`vqdb serve --ray-address <address|local>` to open it")
+        raise InvalidInputError(
+            f"{os.fspath(path)!r} is a sharded index: start the server with "
+            "`vqdb serve --ray-address <address|local>` to open it"
+        )
     from .sharded import open_sharded
 
     return open_sharded(os.fspath(path), ray_address=None if _address in (None, "local") else _address)

@@ -55,7 +55,7 @@ from ._routing import ROUTING, split_by_shard
 
 METRICS = ("cos", "ip", "l2sq")
 MAX_SHARDS = 4096
-FIT_MIN = 256   # as vqdb.Index: the first write of at least this many rows fits the quantizer centre
+FIT_MIN = 256  # as vqdb.Index: the first write of at least this many rows fits the quantizer centre
 DEFAULT_ACTOR_OPTIONS = {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
 
 
@@ -108,9 +108,19 @@ class ShardedIndex:
     ((400, 10), True)
     """
 
-    def __init__(self, dim: int, n_shards: int = 4, *, metric: str = "cos", quantizer="turbo-4",
-                 path: str | os.PathLike | None = None, ray_address: str | None = None,
-                 actor_options: dict[str, Any] | None = None, max_retries: int = 1, **index_kwargs):
+    def __init__(
+        self,
+        dim: int,
+        n_shards: int = 4,
+        *,
+        metric: str = "cos",
+        quantizer="turbo-4",
+        path: str | os.PathLike | None = None,
+        ray_address: str | None = None,
+        actor_options: dict[str, Any] | None = None,
+        max_retries: int = 1,
+        **index_kwargs,
+    ):
         dim = check_int_range(dim, 1, 1 << 20, name="dim")
         n_shards = check_int_range(n_shards, 1, MAX_SHARDS, name="n_shards")
         check_choice(metric, METRICS, name="metric")
@@ -121,9 +131,19 @@ class ShardedIndex:
         q = _checks.resolve_quantizer(dim, metric, quantizer, index_kwargs)
         if path is not None:
             os.makedirs(path, exist_ok=True)
-        self._setup(dim=dim, n_shards=n_shards, metric=metric, quantizer=q, path=path,
-                    index_kwargs=dict(index_kwargs), next_id=0, centre_decided=q.centre_ is not None,
-                    shards_created=False, actor_options=actor_options, max_retries=max_retries)
+        self._setup(
+            dim=dim,
+            n_shards=n_shards,
+            metric=metric,
+            quantizer=q,
+            path=path,
+            index_kwargs=dict(index_kwargs),
+            next_id=0,
+            centre_decided=q.centre_ is not None,
+            shards_created=False,
+            actor_options=actor_options,
+            max_retries=max_retries,
+        )
         if path is not None:
             _manifest.write_quantizer(path, q)
             self._write_manifest()
@@ -135,8 +155,21 @@ class ShardedIndex:
                 self._write_manifest()
 
     # ---- construction helpers ---------------------------------------------------------------
-    def _setup(self, *, dim, n_shards, metric, quantizer, path, index_kwargs, next_id, centre_decided,
-               shards_created, actor_options, max_retries) -> None:
+    def _setup(
+        self,
+        *,
+        dim,
+        n_shards,
+        metric,
+        quantizer,
+        path,
+        index_kwargs,
+        next_id,
+        centre_decided,
+        shards_created,
+        actor_options,
+        max_retries,
+    ) -> None:
         self.dim = int(dim)
         self.n_shards = int(n_shards)
         self.metric = metric
@@ -148,25 +181,38 @@ class ShardedIndex:
         self._shards_created = bool(shards_created)
         opts = dict(DEFAULT_ACTOR_OPTIONS if actor_options is None else actor_options)
         opts.setdefault("max_restarts", 0)  # restarts are ours: from the shard's directory, counted
-        self._pool = ShardPool(self.n_shards, self._spec, opts, check_int_range(max_retries, 0, 100, name="max_retries"),
-                               path)
+        self._pool = ShardPool(
+            self.n_shards, self._spec, opts, check_int_range(max_retries, 0, 100, name="max_retries"), path
+        )
         self._write_lock = threading.RLock()  # one write at a time from this coordinator
         self._closed = False
 
     @classmethod
-    def _open(cls, path: str, *, ray_address=None, actor_options=None, max_retries: int = 1) -> "ShardedIndex":
+    def _open(cls, path: str, *, ray_address=None, actor_options=None, max_retries: int = 1) -> ShardedIndex:
         m = _manifest.read_manifest(path)
         if m.get("routing") != ROUTING:
-            raise InvalidInputError(f"{path!r} routes ids with {m.get('routing')!r}; this vqdb knows {ROUTING!r}")
+            raise InvalidInputError(
+                f"{path!r} routes ids with {m.get('routing')!r}; this vqdb knows {ROUTING!r}"
+            )
         self = cls.__new__(cls)
-        self._setup(dim=m["dim"], n_shards=m["n_shards"], metric=m["metric"],
-                    quantizer=_manifest.read_quantizer(path), path=path,
-                    index_kwargs=m.get("index_kwargs", {}), next_id=m.get("next_id", 0),
-                    centre_decided=m.get("centre_decided", False), shards_created=m.get("shards_created", False),
-                    actor_options=actor_options, max_retries=max_retries)
+        self._setup(
+            dim=m["dim"],
+            n_shards=m["n_shards"],
+            metric=m["metric"],
+            quantizer=_manifest.read_quantizer(path),
+            path=path,
+            index_kwargs=m.get("index_kwargs", {}),
+            next_id=m.get("next_id", 0),
+            centre_decided=m.get("centre_decided", False),
+            shards_created=m.get("shards_created", False),
+            actor_options=actor_options,
+            max_retries=max_retries,
+        )
         _ray.ensure_connected(ray_address)
         self._pool.start("open")
-        if self._centre_decided and not self._shards_created:  # crashed between the two steps of the first write
+        if (
+            self._centre_decided and not self._shards_created
+        ):  # crashed between the two steps of the first write
             self._shards_created = True
             self._write_manifest()
         # auto ids continue after the largest id any shard holds, even if the manifest lagged behind
@@ -185,16 +231,28 @@ class ShardedIndex:
         return "error" if self._shards_created else "create"
 
     def _spec(self, shard: int, mode: str) -> dict[str, Any]:
-        return {"shard": shard, "path": self._shard_path(shard), "dim": self.dim, "metric": self.metric,
-                "quantizer": quantizer_state(self._quantizer), "index_kwargs": self._index_kwargs,
-                "on_missing": self._on_missing(mode)}
+        return {
+            "shard": shard,
+            "path": self._shard_path(shard),
+            "dim": self.dim,
+            "metric": self.metric,
+            "quantizer": quantizer_state(self._quantizer),
+            "index_kwargs": self._index_kwargs,
+            "on_missing": self._on_missing(mode),
+        }
 
     def actor(self, shard: int):
         """The Ray actor handle of shard ``shard`` (for monitoring and tests; calls on it bypass routing)."""
         return self._pool.actor(shard)
 
-    def _run(self, calls: dict[int, tuple[str, tuple]], *, retry: bool, timeout: float | None = None,
-             errors: dict[int, BaseException] | None = None):
+    def _run(
+        self,
+        calls: dict[int, tuple[str, tuple]],
+        *,
+        retry: bool,
+        timeout: float | None = None,
+        errors: dict[int, BaseException] | None = None,
+    ):
         """``ShardPool.run``; an error raised by a shard's index is re-raised (after every shard answered)
         unless an ``errors`` dict is given to collect them. Returns ``(results, failed)``."""
         self._check_open()
@@ -269,7 +327,10 @@ class ShardedIndex:
                 self._decide_centre(x, metadata)
             parts = self._parts(ids)
             method = "upsert" if upsert else "add"
-            calls = {s: (method, (x[rows], ids[rows], _checks.take_metadata(metadata, rows))) for s, rows in parts.items()}
+            calls = {
+                s: (method, (x[rows], ids[rows], _checks.take_metadata(metadata, rows)))
+                for s, rows in parts.items()
+            }
             rejected: dict[int, BaseException] = {}
             done, failed = self._run(calls, retry=upsert, errors=rejected)
             if rejected:
@@ -278,8 +339,11 @@ class ShardedIndex:
                 raise rejected[min(rejected)]
             self._advance_next_id(int(ids.max()) + 1)
             if failed:
-                hint = ("re-send the same upsert" if upsert else
-                        "rows routed to these shards may not have been added; check with get() or re-send them with upsert()")
+                hint = (
+                    "re-send the same upsert"
+                    if upsert
+                    else "rows routed to these shards may not have been added; check with get() or re-send them with upsert()"
+                )
                 raise unavailable(failed, method, self.path, hint=hint)
         return ids
 
@@ -339,11 +403,18 @@ class ShardedIndex:
             present = self._contains(ids, parts)
             if not present.all():
                 missing = ids[~present]
-                raise NotFoundError(f"{missing.size} id(s) not in the index: {missing[:10].tolist()}; nothing deleted")
+                raise NotFoundError(
+                    f"{missing.size} id(s) not in the index: {missing[:10].tolist()}; nothing deleted"
+                )
             _, failed = self._run({s: ("delete", (ids[rows],)) for s, rows in parts.items()}, retry=False)
             if failed:
-                raise unavailable(failed, "delete", self.path, hint="ids routed to these shards may not have "
-                                   "been deleted; check with get() and delete them again")
+                raise unavailable(
+                    failed,
+                    "delete",
+                    self.path,
+                    hint="ids routed to these shards may not have "
+                    "been deleted; check with get() and delete them again",
+                )
         return int(ids.size)
 
     def _parts(self, ids: np.ndarray) -> dict[int, np.ndarray]:
@@ -370,8 +441,18 @@ class ShardedIndex:
                 pass
 
     # ---- reads ------------------------------------------------------------------------------
-    def search(self, queries, k: int, filter=None, nprobe=None, rerank=None, *, params=None,
-               allow_partial: bool = False, timeout: float | None = None) -> ShardedSearchResult:
+    def search(
+        self,
+        queries,
+        k: int,
+        filter=None,
+        nprobe=None,
+        rerank=None,
+        *,
+        params=None,
+        allow_partial: bool = False,
+        timeout: float | None = None,
+    ) -> ShardedSearchResult:
         """Global top-``k`` over all shards.
 
         Parameters
@@ -409,20 +490,31 @@ class ShardedIndex:
             if value is not None:
                 kwargs[name] = value
         qref = _ray.ray().put(q)
-        results, failed = self._run({s: ("search", (qref, k, kwargs)) for s in range(self.n_shards)},
-                                    retry=True, timeout=timeout)
+        results, failed = self._run(
+            {s: ("search", (qref, k, kwargs)) for s in range(self.n_shards)}, retry=True, timeout=timeout
+        )
         if failed and not allow_partial:
-            raise unavailable(failed, "search", self.path,
-                               hint="pass allow_partial=True to get the results of the shards that answered")
+            raise unavailable(
+                failed,
+                "search",
+                self.path,
+                hint="pass allow_partial=True to get the results of the shards that answered",
+            )
         answered = tuple(sorted(results))
         if answered:
-            ids, scores = merge_topk([results[s].ids for s in answered], [results[s].scores for s in answered],
-                                     k, -np.inf)
+            ids, scores = merge_topk(
+                [results[s].ids for s in answered], [results[s].scores for s in answered], k, -np.inf
+            )
         else:
             ids = np.full((q.shape[0], k), -1, dtype=np.int64)
             scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
-        return ShardedSearchResult(ids=ids, scores=scores, metric=self.metric, shards_answered=answered,
-                                   shards_missing=tuple(sorted(failed)))
+        return ShardedSearchResult(
+            ids=ids,
+            scores=scores,
+            metric=self.metric,
+            shards_answered=answered,
+            shards_missing=tuple(sorted(failed)),
+        )
 
     def get(self, ids, *, include_vectors: bool = True):
         """Vectors and metadata of ``ids``, in the order given (each row fetched from its shard).
@@ -442,8 +534,9 @@ class ShardedIndex:
 
         ids = as_ids(ids)
         parts = self._parts(ids)
-        results, failed = self._run({s: ("get", (ids[rows], bool(include_vectors))) for s, rows in parts.items()},
-                                    retry=True)
+        results, failed = self._run(
+            {s: ("get", (ids[rows], bool(include_vectors))) for s, rows in parts.items()}, retry=True
+        )
         if failed:
             raise unavailable(failed, "get", self.path)
         vectors = np.zeros((ids.size, self.dim), np.float32) if include_vectors else None
@@ -491,13 +584,26 @@ class ShardedIndex:
         shards = [per[s] for s in range(self.n_shards)]
         q = self._quantizer
         out: dict[str, Any] = {
-            "kind": "sharded", "n_shards": self.n_shards, "dim": self.dim, "metric": self.metric,
-            "routing": ROUTING, "path": self.path, "code_size": int(q.code_size),
+            "kind": "sharded",
+            "n_shards": self.n_shards,
+            "dim": self.dim,
+            "metric": self.metric,
+            "routing": ROUTING,
+            "path": self.path,
+            "code_size": int(q.code_size),
             "bits_per_dim": round(q.code_size * 8 / self.dim, 3),
             "quantizer": {"kind": q.state_dict()["kind"], "config": q.state_dict()["config"]},
         }
-        for key in ("n", "rows_stored", "rows_deleted", "segments", "memory_rows", "heap_bytes", "disk_bytes",
-                    "wal_bytes"):
+        for key in (
+            "n",
+            "rows_stored",
+            "rows_deleted",
+            "segments",
+            "memory_rows",
+            "heap_bytes",
+            "disk_bytes",
+            "wal_bytes",
+        ):
             values = [st.get(key) for st in shards if isinstance(st.get(key), (int, np.integer))]
             if values:
                 out[key] = int(sum(values))
@@ -506,8 +612,11 @@ class ShardedIndex:
         if weights.sum() and all(isinstance(p, dict) for p in per_vec if p is not None):
             keys = sorted({k for p in per_vec if p for k in p})
             out["bytes_per_vector"] = {
-                k: round(float(sum(w * (p or {}).get(k, 0) for w, p in zip(weights, per_vec)) / weights.sum()), 2)
-                for k in keys}
+                k: round(
+                    float(sum(w * (p or {}).get(k, 0) for w, p in zip(weights, per_vec)) / weights.sum()), 2
+                )
+                for k in keys
+            }
         out["shard_sizes"] = [int(st.get("n", 0)) for st in shards]
         out["shards"] = [{k: v for k, v in st.items() if k != "path"} for st in shards]  # path/shard-NNNNN
         return out
@@ -526,10 +635,16 @@ class ShardedIndex:
         """
         if self.path is None:
             if path is not None:
-                raise InvalidInputError("an in-memory ShardedIndex cannot move to a directory; use export(path)")
-            raise InvalidInputError("this ShardedIndex has no path; create it with path=... or use export(path)")
+                raise InvalidInputError(
+                    "an in-memory ShardedIndex cannot move to a directory; use export(path)"
+                )
+            raise InvalidInputError(
+                "this ShardedIndex has no path; create it with path=... or use export(path)"
+            )
         if path is not None and os.path.abspath(os.fspath(path)) != os.path.abspath(self.path):
-            raise InvalidInputError(f"this index is stored at {self.path!r}; use export(path) to copy it elsewhere")
+            raise InvalidInputError(
+                f"this index is stored at {self.path!r}; use export(path) to copy it elsewhere"
+            )
         with self._write_lock:
             self._all("save", retry=True)
             self._write_manifest()
@@ -544,7 +659,9 @@ class ShardedIndex:
         _checks.prepare_new_dir(root)
         with self._write_lock:
             _manifest.write_quantizer(root, self._quantizer)
-            calls = {s: ("export", (os.path.join(root, _manifest.shard_dirname(s)),)) for s in range(self.n_shards)}
+            calls = {
+                s: ("export", (os.path.join(root, _manifest.shard_dirname(s)),)) for s in range(self.n_shards)
+            }
             results, failed = self._run(calls, retry=True)
             if failed:
                 raise unavailable(failed, "export", self.path)
@@ -572,7 +689,7 @@ class ShardedIndex:
             self._closed = True
             self._pool.stop()
 
-    def __enter__(self) -> "ShardedIndex":
+    def __enter__(self) -> ShardedIndex:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -580,13 +697,20 @@ class ShardedIndex:
 
     def _manifest_body(self, **changes) -> dict[str, Any]:
         body = {
-            "dim": self.dim, "metric": self.metric, "n_shards": self.n_shards, "routing": ROUTING,
+            "dim": self.dim,
+            "metric": self.metric,
+            "n_shards": self.n_shards,
+            "routing": ROUTING,
             "quantizer_kind": self._quantizer.state_dict()["kind"],
-            "quantizer_seed": self._quantizer.state_dict()["config"].get("seed"),   # state itself: quantizer.npz
+            "quantizer_seed": self._quantizer.state_dict()["config"].get(
+                "seed"
+            ),  # state itself: quantizer.npz
             "index_kwargs": self._index_kwargs,
-            "next_id": self._next_id, "centre_decided": self._centre_decided,
+            "next_id": self._next_id,
+            "centre_decided": self._centre_decided,
             "shards_created": self._shards_created,
-            "shards": [_manifest.shard_dirname(s) for s in range(self.n_shards)], "vqdb_version": __version__,
+            "shards": [_manifest.shard_dirname(s) for s in range(self.n_shards)],
+            "vqdb_version": __version__,
         }
         body.update(changes)
         return body
@@ -595,7 +719,7 @@ class ShardedIndex:
         _manifest.write_manifest(self.path, self._manifest_body())
 
     # ---- re-sharding ------------------------------------------------------------------------
-    def reshard(self, path, n_shards: int, *, batch_size: int = 50_000, **options) -> "ShardedIndex":
+    def reshard(self, path, n_shards: int, *, batch_size: int = 50_000, **options) -> ShardedIndex:
         """Copy the set into a new set with ``n_shards`` shards at ``path``; this set is left unchanged.
 
         The shard count is fixed at creation because routing depends on it. To change it, stream every
@@ -628,8 +752,15 @@ class ShardedIndex:
             The new set, open.
         """
         batch_size = check_int_range(batch_size, 1, 1 << 30, name="batch_size")
-        new = ShardedIndex(self.dim, n_shards, metric=self.metric, quantizer=self._quantizer_for_copy(),
-                           path=path, **options, **self._index_kwargs)
+        new = ShardedIndex(
+            self.dim,
+            n_shards,
+            metric=self.metric,
+            quantizer=self._quantizer_for_copy(),
+            path=path,
+            **options,
+            **self._index_kwargs,
+        )
         with self._write_lock:
             per = self._all("ids", retry=True)
             for s in range(self.n_shards):
@@ -654,12 +785,15 @@ class ShardedIndex:
 
     def __repr__(self) -> str:
         where = f"path={self.path!r}" if self.path else "in memory"
-        return (f"ShardedIndex(dim={self.dim}, n_shards={self.n_shards}, metric={self.metric!r}, "
-                f"quantizer={self._quantizer.state_dict()['kind']!r}, {where})")
+        return (
+            f"ShardedIndex(dim={self.dim}, n_shards={self.n_shards}, metric={self.metric!r}, "
+            f"quantizer={self._quantizer.state_dict()['kind']!r}, {where})"
+        )
 
 
-def open_sharded(path, *, ray_address: str | None = None, actor_options: dict[str, Any] | None = None,
-                 max_retries: int = 1) -> ShardedIndex:
+def open_sharded(
+    path, *, ray_address: str | None = None, actor_options: dict[str, Any] | None = None, max_retries: int = 1
+) -> ShardedIndex:
     """Open a sharded index directory: one actor per shard, each opening its own ``vqdb.Index``.
 
     Parameters
@@ -676,5 +810,6 @@ def open_sharded(path, *, ray_address: str | None = None, actor_options: dict[st
     IncompatibleFormatError
         It was written by an incompatible format version.
     """
-    return ShardedIndex._open(os.fspath(path), ray_address=ray_address, actor_options=actor_options,
-                              max_retries=max_retries)
+    return ShardedIndex._open(
+        os.fspath(path), ray_address=ray_address, actor_options=actor_options, max_retries=max_retries
+    )

@@ -42,7 +42,7 @@ def simulator_enabled() -> bool:
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _driver_reason() -> str | None:
     """Cheap check (nothing imported): is an NVIDIA driver library present?"""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
@@ -52,7 +52,7 @@ def _driver_reason() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def probe_cuda_numba() -> str | None:
     """None when the ``cuda-numba`` backend can run here, else why not (cached)."""
     reason = _driver_reason()
@@ -72,7 +72,7 @@ def probe_cuda_numba() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def probe_cuda_torch() -> str | None:
     """None when the ``cuda-torch`` backend can run here, else why not (cached)."""
     reason = _driver_reason()
@@ -99,4 +99,6 @@ def require_cuda(what: str = "device='cuda'") -> None:
     """Raise :class:`BackendUnavailableError` naming ``what`` unless a CUDA device is usable via torch."""
     reason = probe_cuda_torch()
     if reason is not None:
-        raise BackendUnavailableError(f"{what} needs a CUDA GPU: {reason}. Use device='cpu' (the default) here.")
+        raise BackendUnavailableError(
+            f"{what} needs a CUDA GPU: {reason}. Use device='cpu' (the default) here."
+        )

@@ -14,10 +14,10 @@ import torch
 
 from . import torch_cuda as tc
 
-SHIFT = 40   # same ref encoding as vqdb.index._scan (segment << 40 | row)
+SHIFT = 40  # same ref encoding as vqdb.index._scan (segment << 40 | row)
 
 
-def scan_device(ctx, q: np.ndarray, top, scorer: "tc.DeviceScorer") -> None:
+def scan_device(ctx, q: np.ndarray, top, scorer: tc.DeviceScorer) -> None:
     """Score every allowed row of ``ctx.segments`` on ``scorer.device`` and push the best into ``top``.
 
     Parameters

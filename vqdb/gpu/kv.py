@@ -25,7 +25,7 @@ from ..kernels import torch_ops as T
 
 __all__ = ["supported", "decode_attention"]
 
-CHUNK = 8192   # tokens per decoded tile (torch impl)
+CHUNK = 8192  # tokens per decoded tile (torch impl)
 
 
 def supported(layer, queries: torch.Tensor, mask=None) -> bool:
@@ -33,15 +33,28 @@ def supported(layer, queries: torch.Tensor, mask=None) -> bool:
     from ..kvcache._turbo import TurboCodec
 
     kc, vc = layer.key_codec, layer.value_codec
-    return (mask is None and queries.dim() == 4 and queries.shape[2] == 1 and layer.n_codes > 0
-            and isinstance(kc, TurboCodec) and isinstance(vc, TurboCodec)
-            and kc.variant in ("mse", "scaled") and vc.variant in ("mse", "scaled")
-            and layer._perm_k is None and layer._perm_v is None)
+    return (
+        mask is None
+        and queries.dim() == 4
+        and queries.shape[2] == 1
+        and layer.n_codes > 0
+        and isinstance(kc, TurboCodec)
+        and isinstance(vc, TurboCodec)
+        and kc.variant in ("mse", "scaled")
+        and vc.variant in ("mse", "scaled")
+        and layer._perm_k is None
+        and layer._perm_v is None
+    )
 
 
 def _codes(layer, n: int):
     kc, vc = layer._key_codes, layer._value_codes
-    return (kc["idx"][:, :, :n], kc["norm"][:, :, :n, 0].float(), vc["idx"][:, :, :n], vc["norm"][:, :, :n, 0].float())
+    return (
+        kc["idx"][:, :, :n],
+        kc["norm"][:, :, :n, 0].float(),
+        vc["idx"][:, :, :n],
+        vc["norm"][:, :, :n, 0].float(),
+    )
 
 
 def _torch_partials(qr, kidx, knorm, vidx, vnorm, kcodec, vcodec, scale):
@@ -50,7 +63,9 @@ def _torch_partials(qr, kidx, knorm, vidx, vnorm, kcodec, vcodec, scale):
     parts = []
     for t0 in range(0, n, CHUNK):
         tile = T.decode_tensor(kidx[..., t0 : t0 + CHUNK, :], kcodec.centroids, kcodec.mse_bits, kcodec.k)
-        parts.append(torch.matmul(qr, tile.transpose(-1, -2)) * (knorm[..., t0 : t0 + CHUNK] * scale).unsqueeze(-2))
+        parts.append(
+            torch.matmul(qr, tile.transpose(-1, -2)) * (knorm[..., t0 : t0 + CHUNK] * scale).unsqueeze(-2)
+        )
     s = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
     rmax = s.amax(-1)
     e = torch.exp(s - rmax.unsqueeze(-1))
@@ -68,28 +83,52 @@ def _numba_partials(qr, kidx, knorm, vidx, vnorm, kcodec, vcodec, scale):
 
     b, h, g, k = qr.shape
     n = kidx.shape[2]
-    flat = [qr.reshape(b * h, g, k), kidx.reshape(b * h, n, -1), knorm.reshape(b * h, n),
-            vidx.reshape(b * h, n, -1), vnorm.reshape(b * h, n)]
+    flat = [
+        qr.reshape(b * h, g, k),
+        kidx.reshape(b * h, n, -1),
+        knorm.reshape(b * h, n),
+        vidx.reshape(b * h, n, -1),
+        vnorm.reshape(b * h, n),
+    ]
     kv, vv = kcodec.centroids.float(), vcodec.centroids.float()
     if qr.is_cuda:
         from numba import cuda
 
         args = [cuda.as_cuda_array(t.contiguous()) for t in flat]
         kv, vv = cuda.as_cuda_array(kv.contiguous()), cuda.as_cuda_array(vv.contiguous())
-        out, rmax, rsum = nc.decode_attention(args[0], args[1], args[2], kcodec.mse_bits, kv, args[3], args[4],
-                                              vcodec.mse_bits, vv, scale)
+        out, rmax, rsum = nc.decode_attention(
+            args[0], args[1], args[2], kcodec.mse_bits, kv, args[3], args[4], vcodec.mse_bits, vv, scale
+        )
         conv = [torch.as_tensor(a, device=qr.device) for a in (out, rmax, rsum)]
     else:  # CPU tensors: the CUDA simulator (tests)
         arrs = [t.contiguous().cpu().numpy() for t in flat]
-        out, rmax, rsum = nc.decode_attention(arrs[0], arrs[1], arrs[2], kcodec.mse_bits, kv.numpy(), arrs[3], arrs[4],
-                                              vcodec.mse_bits, vv.numpy(), scale)
+        out, rmax, rsum = nc.decode_attention(
+            arrs[0],
+            arrs[1],
+            arrs[2],
+            kcodec.mse_bits,
+            kv.numpy(),
+            arrs[3],
+            arrs[4],
+            vcodec.mse_bits,
+            vv.numpy(),
+            scale,
+        )
         conv = [torch.from_numpy(a) for a in (out, rmax, rsum)]
     vk = vcodec.k
     return conv[0].reshape(b, h, g, vk), conv[1].reshape(b, h, g), conv[2].reshape(b, h, g)
 
 
-def decode_attention(layer, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, *, n_codes: int,
-                     scale: float, impl: str = "auto") -> torch.Tensor | None:
+def decode_attention(
+    layer,
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    *,
+    n_codes: int,
+    scale: float,
+    impl: str = "auto",
+) -> torch.Tensor | None:
     """One decode step of ``layer`` from its codes, or ``None`` when unsupported (see :func:`supported`).
 
     Parameters
@@ -122,24 +161,27 @@ def decode_attention(layer, queries: torch.Tensor, keys: torch.Tensor, values: t
     kidx, knorm, vidx, vnorm = _codes(layer, n_codes)
     partials = _numba_partials if impl == "numba" else _torch_partials
     out_c, m_c, l_c = partials(qr, kidx, knorm, vidx, vnorm, kc, vc, float(scale))
-    out_c = torch.matmul(out_c, vc.rotation)                          # back from the value rotation
+    out_c = torch.matmul(out_c, vc.rotation)  # back from the value rotation
     if keys.shape[2]:
-        s_t = torch.matmul(qg, keys.float().transpose(-1, -2)) * scale   # exact tail scores
+        s_t = torch.matmul(qg, keys.float().transpose(-1, -2)) * scale  # exact tail scores
         m_t = s_t.amax(-1)
         m = torch.maximum(m_c, m_t)
         a_c = torch.exp(m_c - m) * l_c
         e_t = torch.exp(s_t - m.unsqueeze(-1))
-        out = (out_c * a_c.unsqueeze(-1) + torch.matmul(e_t, values.float())) / (a_c + e_t.sum(-1)).unsqueeze(-1)
+        out = (out_c * a_c.unsqueeze(-1) + torch.matmul(e_t, values.float())) / (a_c + e_t.sum(-1)).unsqueeze(
+            -1
+        )
     else:
         out = out_c
     return out.reshape(b, hq, 1, d).to(queries.dtype)
 
 
-def dense_decode_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float) -> torch.Tensor:
+def dense_decode_attention(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float
+) -> torch.Tensor:
     """fp16/fp32 baseline of a decode step: softmax(q kᵀ · scale) v with GQA ([B,Hq,1,D] x [B,Hkv,n,D])."""
     b, hq, _, d = queries.shape
     h = keys.shape[1]
     q = queries.reshape(b, h, hq // h, d).to(keys.dtype)
     w = torch.softmax((torch.matmul(q, keys.transpose(-1, -2)) * scale).float(), -1).to(values.dtype)
     return torch.matmul(w, values).reshape(b, hq, 1, d)
-

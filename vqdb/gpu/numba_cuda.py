@@ -35,11 +35,11 @@ from ..quantizers._packing import packed_size
 
 name = "cuda-numba"
 
-TPB = 128            # threads per block of the 1-D kernels
-QCHUNK = 16          # queries accumulated per pass of lut_scores (registers per thread)
-KMAX = 128           # largest k of the device top-k (larger k: host merge of a stable sort)
-TOPK_BLOCK = 1024    # columns per partial top-k
-TILE = 16            # matmul tile
+TPB = 128  # threads per block of the 1-D kernels
+QCHUNK = 16  # queries accumulated per pass of lut_scores (registers per thread)
+KMAX = 128  # largest k of the device top-k (larger k: host merge of a stable sort)
+TOPK_BLOCK = 1024  # columns per partial top-k
+TILE = 16  # matmul tile
 
 
 def _blocks(n: int, tpb: int = TPB) -> int:
@@ -214,8 +214,13 @@ def _scaled(u, boundaries, centroids, scales):
     n, k = d_u.shape
     best = cuda.device_array((n, k), dtype=np.uint8)
     if n:
-        _scaled_indices_k[_blocks(n), TPB](d_u, _dev(boundaries, np.float64), _dev(centroids, np.float64),
-                                           _dev(np.asarray(scales, np.float64).ravel()), best)
+        _scaled_indices_k[_blocks(n), TPB](
+            d_u,
+            _dev(boundaries, np.float64),
+            _dev(centroids, np.float64),
+            _dev(np.asarray(scales, np.float64).ravel()),
+            best,
+        )
     return best
 
 
@@ -314,7 +319,11 @@ def encode_rotated(x, rotation, boundaries, centroids, scales, bits: int):
     if n:
         _normalise_k[_blocks(n), TPB](y, d_x, u, norms)
     scales = np.asarray(scales, np.float64).ravel()
-    packed = encode_scaled(u, boundaries, centroids, scales, bits) if scales.size > 1 else encode_scalar(u, boundaries, bits)
+    packed = (
+        encode_scaled(u, boundaries, centroids, scales, bits)
+        if scales.size > 1
+        else encode_scalar(u, boundaries, bits)
+    )
     if _is_dev(x):
         return packed, u, norms
     return packed, u.copy_to_host(), norms.copy_to_host()
@@ -356,7 +365,9 @@ def decode_values(codes, offset: int, bits: int, k: int, values):
     n = d_c.shape[0]
     out = cuda.device_array((n, int(k)), dtype=np.float32)
     if n and k:
-        _decode_k[(_blocks(n, 16), _blocks(k, 16)), (16, 16)](d_c, int(offset), int(bits), _dev(values, np.float32), out)
+        _decode_k[(_blocks(n, 16), _blocks(k, 16)), (16, 16)](
+            d_c, int(offset), int(bits), _dev(values, np.float32), out
+        )
     return _ret(out, codes)
 
 
@@ -501,7 +512,7 @@ def _kv_scores_k(qr, kcodes, kfac, kbits, kvalues, scale, s):
             s[h, g0 + a, t] = acc[a] * f
 
 
-SPLIT = 256   # tokens per block of the decode-attention value kernel (flash-decoding split)
+SPLIT = 256  # tokens per block of the decode-attention value kernel (flash-decoding split)
 
 
 @cuda.jit
@@ -592,8 +603,20 @@ def _kv_merge_k(pout, pmax, psum, out, rmax, rsum):
         rsum[h, g] = total
 
 
-def decode_attention(qr, kcodes, kfac, kbits: int, kvalues, vcodes, vfac, vbits: int, vvalues, scale: float, *,
-                     split: int = SPLIT):
+def decode_attention(
+    qr,
+    kcodes,
+    kfac,
+    kbits: int,
+    kvalues,
+    vcodes,
+    vfac,
+    vbits: int,
+    vvalues,
+    scale: float,
+    *,
+    split: int = SPLIT,
+):
     """Softmax attention of rotated queries over TurboQuant key/value codes (flash-decoding style).
 
     Kernel 1 scores every (head, token) against the key codes (LUT, query rows in registers); kernel 2,
@@ -629,10 +652,20 @@ def decode_attention(qr, kcodes, kfac, kbits: int, kvalues, vcodes, vfac, vbits:
         pout = cuda.device_array((H, G, S, k), dtype=np.float32)
         pmax = cuda.device_array((H, G, S), dtype=np.float32)
         psum = cuda.device_array((H, G, S), dtype=np.float32)
-        _kv_scores_k[(_blocks(n, 32), _blocks(H, 4)), (32, 4)](d_q, d_kc, _dev(kfac, np.float32), int(kbits),
-                                                              _dev(kvalues, np.float32), np.float32(scale), s)
-        _kv_split_values_k[(H, S), TPB](s, d_vc, _dev(vfac, np.float32), int(vbits), _dev(vvalues, np.float32),
-                                        int(split), pout, pmax, psum)
+        _kv_scores_k[(_blocks(n, 32), _blocks(H, 4)), (32, 4)](
+            d_q, d_kc, _dev(kfac, np.float32), int(kbits), _dev(kvalues, np.float32), np.float32(scale), s
+        )
+        _kv_split_values_k[(H, S), TPB](
+            s,
+            d_vc,
+            _dev(vfac, np.float32),
+            int(vbits),
+            _dev(vvalues, np.float32),
+            int(split),
+            pout,
+            pmax,
+            psum,
+        )
         _kv_merge_k[(H, G), 32](pout, pmax, psum, out, rmax, rsum)
     if _is_dev(qr):
         return out, rmax, rsum

@@ -72,8 +72,13 @@ def unpack_bits(packed, bits: int, k: int):
 def bucketize(x, boundaries):
     """(n, k) float32, (L-1,) float64 -> (n, k) uint8 (count of boundaries <= x, compared in float64)."""
     xt = _t(x, torch.float64)
-    return _out(torch.bucketize(xt.contiguous(), _t(boundaries, torch.float64).to(xt.device), right=True).to(torch.uint8),
-                x, np.uint8)
+    return _out(
+        torch.bucketize(xt.contiguous(), _t(boundaries, torch.float64).to(xt.device), right=True).to(
+            torch.uint8
+        ),
+        x,
+        np.uint8,
+    )
 
 
 def encode_scalar(x, boundaries, bits: int):
@@ -85,8 +90,12 @@ def encode_scalar(x, boundaries, bits: int):
 
 def _scaled(u, boundaries, centroids, scales) -> torch.Tensor:
     ut = _t(u)
-    return T.scaled_indices_tensor(ut, _t(boundaries).to(ut.device), _t(centroids).to(ut.device),
-                                   [float(s) for s in np.asarray(scales, np.float64).ravel()])
+    return T.scaled_indices_tensor(
+        ut,
+        _t(boundaries).to(ut.device),
+        _t(centroids).to(ut.device),
+        [float(s) for s in np.asarray(scales, np.float64).ravel()],
+    )
 
 
 def scaled_indices(u, boundaries, centroids, scales):
@@ -102,7 +111,9 @@ def encode_scaled(u, boundaries, centroids, scales, bits: int):
 def _decode(codes, offset: int, bits: int, k: int, values) -> torch.Tensor:
     ct = _t(codes)
     nb = T.packed_size(int(k), int(bits))
-    return T.decode_tensor(ct[:, offset : offset + nb], _t(values, torch.float32).to(ct.device), int(bits), int(k))
+    return T.decode_tensor(
+        ct[:, offset : offset + nb], _t(values, torch.float32).to(ct.device), int(bits), int(k)
+    )
 
 
 def decode_values(codes, offset: int, bits: int, k: int, values):
@@ -127,7 +138,9 @@ def sign_scores(q, codes, offset: int):
 # ------------------------------------------------------------------------------------------------
 # blocked top-k
 # ------------------------------------------------------------------------------------------------
-def topk_tensor(scores: torch.Tensor, k: int, *, block: int = TOPK_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_tensor(
+    scores: torch.Tensor, k: int, *, block: int = TOPK_BLOCK
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Best ``k`` per row of ``scores`` (m, n), best first, ties to the lower column index.
 
     Blocked: each block of ``block`` columns keeps its best ``k`` (stable descending sort, so equal scores
@@ -176,7 +189,11 @@ class DeviceCodes:
         host = np.ascontiguousarray(codes, dtype=np.uint8)
         self.n = host.shape[0]
         self.codes = torch.from_numpy(host).to(dev)
-        side = np.ascontiguousarray(host[:, side_offset : side_offset + 4 * n_side]).view("<f4").reshape(self.n, n_side)
+        side = (
+            np.ascontiguousarray(host[:, side_offset : side_offset + 4 * n_side])
+            .view("<f4")
+            .reshape(self.n, n_side)
+        )
         self.side = torch.from_numpy(side.astype(np.float32)).to(dev)
         sq = np.ascontiguousarray(host[:, -4:]).view("<f4").reshape(-1)
         self.sqnorm = torch.from_numpy(sq.astype(np.float32)).to(dev)
@@ -208,8 +225,13 @@ class DeviceScorer:
         self.tile_rows = int(tile_rows)
         parts = quantizer.scan_parts() if hasattr(quantizer, "scan_parts") else None
         self._spec = parts
-        self._values = [] if parts is None else [torch.as_tensor(np.asarray(p["values"], np.float32)).to(self.device)
-                                                 for p in parts["parts"]]
+        self._values = (
+            []
+            if parts is None
+            else [
+                torch.as_tensor(np.asarray(p["values"], np.float32)).to(self.device) for p in parts["parts"]
+            ]
+        )
         self._cache: dict = {}
         self._lock = threading.Lock()
 
@@ -237,7 +259,9 @@ class DeviceScorer:
         for p in self._spec["parts"]:
             key, index, start, stop = p["query"]
             q = prepared.data[key] if index is None else prepared.data[key][index]
-            out.append(torch.from_numpy(np.ascontiguousarray(q[:, start:stop], dtype=np.float32)).to(self.device))
+            out.append(
+                torch.from_numpy(np.ascontiguousarray(q[:, start:stop], dtype=np.float32)).to(self.device)
+            )
         return out
 
     def score(self, qparts: list[torch.Tensor], dc: DeviceCodes, rows: slice = slice(None)) -> torch.Tensor:
@@ -247,7 +271,9 @@ class DeviceScorer:
         out = None
         for p, qp, vals in zip(self._spec["parts"], qparts, self._values):
             nb = T.packed_size(int(p["k"]), int(p["bits"]))
-            tile = T.decode_tensor(codes[:, p["offset"] : p["offset"] + nb], vals, int(p["bits"]), int(p["k"]))
+            tile = T.decode_tensor(
+                codes[:, p["offset"] : p["offset"] + nb], vals, int(p["bits"]), int(p["k"])
+            )
             s = (qp @ tile.T) * (side[:, p["side"]] * float(p["mult"]))[None, :]
             out = s if out is None else out + s
         return out

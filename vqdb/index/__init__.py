@@ -4,5 +4,13 @@ from ._params import SearchParams, SearchResult
 from ._storage import FORMAT_VERSION, LockedError, ReadOnlyError
 from .index import Index, Records, open_index
 
-__all__ = ["Index", "SearchParams", "SearchResult", "Records", "open_index", "LockedError", "ReadOnlyError",
-           "FORMAT_VERSION"]
+__all__ = [
+    "Index",
+    "SearchParams",
+    "SearchResult",
+    "Records",
+    "open_index",
+    "LockedError",
+    "ReadOnlyError",
+    "FORMAT_VERSION",
+]

@@ -14,10 +14,14 @@ def make_quantizer(quantizer, dim: int):
         if quantizer.dim != dim:
             raise DimensionMismatchError(f"quantizer has dim {quantizer.dim}; this index has dim {dim}")
         clone = load_quantizer(quantizer_meta(quantizer), quantizer.state_dict()["arrays"])
-        clone.centre_ = None if getattr(quantizer, "centre_", None) is None else np.array(quantizer.centre_, np.float32)
+        clone.centre_ = (
+            None if getattr(quantizer, "centre_", None) is None else np.array(quantizer.centre_, np.float32)
+        )
         return clone
     if not isinstance(quantizer, str):
-        raise InvalidInputError(f"quantizer must be a preset name or a Quantizer; got {type(quantizer).__name__}")
+        raise InvalidInputError(
+            f"quantizer must be a preset name or a Quantizer; got {type(quantizer).__name__}"
+        )
     from ..presets import make_quantizer
 
     return make_quantizer(quantizer, dim)

@@ -32,7 +32,14 @@ from ..errors import FilterError
 
 FIELD_OPERATORS = ("$eq", "$ne", "$lt", "$lte", "$gt", "$gte", "$in", "$nin", "$exists", "$not")
 LOGICAL_OPERATORS = ("$and", "$or", "$nor", "$not")
-_COMPARE = {"$eq": "equal", "$ne": "not_equal", "$lt": "less", "$lte": "less_equal", "$gt": "greater", "$gte": "greater_equal"}
+_COMPARE = {
+    "$eq": "equal",
+    "$ne": "not_equal",
+    "$lt": "less",
+    "$lte": "less_equal",
+    "$gt": "greater",
+    "$gte": "greater_equal",
+}
 _SCALARS = (str, bytes, bool, numbers.Number, _dt.date, _dt.datetime, _dt.time, _dt.timedelta, np.generic)
 
 
@@ -64,7 +71,9 @@ def _or(parts: list) -> pc.Expression:
 
 def _check_scalar(value, op: str, name: str):
     if not isinstance(value, _SCALARS) or isinstance(value, np.ndarray):
-        raise FilterError(f"filter {op} on field {name!r} needs a scalar value (str, number, bool, date); got {value!r}")
+        raise FilterError(
+            f"filter {op} on field {name!r} needs a scalar value (str, number, bool, date); got {value!r}"
+        )
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -72,7 +81,9 @@ def _field_op(name: str, op: str, value) -> pc.Expression:
     f = pc.field(name)
     if op == "$not":
         if not isinstance(value, dict):
-            raise FilterError(f"$not on field {name!r} takes a dict of operators, e.g. {{'$not': {{'$gt': 3}}}}; got {value!r}")
+            raise FilterError(
+                f"$not on field {name!r} takes a dict of operators, e.g. {{'$not': {{'$gt': 3}}}}; got {value!r}"
+            )
         return ~_field(name, value)
     if op == "$exists":
         if not isinstance(value, (bool, np.bool_)):
@@ -87,7 +98,9 @@ def _field_op(name: str, op: str, value) -> pc.Expression:
         hit = _coalesce(f.isin(values), False)
         return hit if op == "$in" else ~hit
     if op not in _COMPARE:
-        raise FilterError(f"unknown filter operator {op!r} on field {name!r}; expected one of {list(FIELD_OPERATORS)}")
+        raise FilterError(
+            f"unknown filter operator {op!r} on field {name!r}; expected one of {list(FIELD_OPERATORS)}"
+        )
     if value is None:
         if op == "$eq":
             return f.is_null()
@@ -96,7 +109,7 @@ def _field_op(name: str, op: str, value) -> pc.Expression:
         raise FilterError(f"{op} on field {name!r} cannot compare with None")
     value = _check_scalar(value, op, name)
     expr = pc.Expression._call(_COMPARE[op], [f, pc.scalar(value)])
-    return _coalesce(expr, op == "$ne")   # a missing value matches $ne only
+    return _coalesce(expr, op == "$ne")  # a missing value matches $ne only
 
 
 def _field(name: str, cond) -> pc.Expression:
@@ -107,7 +120,8 @@ def _field(name: str, cond) -> pc.Expression:
         if not all(isinstance(o, str) and o.startswith("$") for o in ops):
             raise FilterError(
                 f"field {name!r}: a dict value must hold only operators ({', '.join(FIELD_OPERATORS)}); got keys {ops}"
-                " (nested documents are not supported)")
+                " (nested documents are not supported)"
+            )
         return _and([_field_op(name, o, cond[o]) for o in ops])
     if isinstance(cond, (list, tuple, set)):
         raise FilterError(f"field {name!r}: a list is not a value; use {{'{name}': {{'$in': [...]}}}}")
@@ -137,8 +151,10 @@ def _compile_dict(flt: dict) -> pc.Expression:
                     raise FilterError(f"$not takes a non-empty filter dict; got {value!r}")
                 parts.append(~_compile_dict(value))
             else:
-                raise FilterError(f"unknown logical operator {key!r}; expected one of {list(LOGICAL_OPERATORS)}"
-                                  " (field operators go inside a field: {'year': {'$gte': 2020}})")
+                raise FilterError(
+                    f"unknown logical operator {key!r}; expected one of {list(LOGICAL_OPERATORS)}"
+                    " (field operators go inside a field: {'year': {'$gte': 2020}})"
+                )
         else:
             parts.append(_field(key, value))
     return _and(parts)
@@ -148,7 +164,7 @@ def _dict_fields(flt, out: set) -> set:
     if isinstance(flt, dict):
         for key, value in flt.items():
             if isinstance(key, str) and key.startswith("$"):
-                for v in (value if isinstance(value, (list, tuple)) else [value]):
+                for v in value if isinstance(value, (list, tuple)) else [value]:
                     _dict_fields(v, out)
             else:
                 out.add(key)
@@ -175,7 +191,9 @@ def compile_filter(flt, schema: pa.Schema) -> pc.Expression | None:
     elif isinstance(flt, dict):
         unknown = sorted(n for n in _dict_fields(flt, set()) if schema.get_field_index(n) < 0)
         if unknown:
-            raise FilterError(f"filter names unknown metadata field(s) {unknown}; known fields: {schema.names}")
+            raise FilterError(
+                f"filter names unknown metadata field(s) {unknown}; known fields: {schema.names}"
+            )
         expr = _compile_dict(flt)
     else:
         raise FilterError(f"filter must be a dict or a pyarrow.compute.Expression; got {type(flt).__name__}")
@@ -196,10 +214,12 @@ def evaluate(expr: pc.Expression, table: pa.Table) -> np.ndarray:
     n = table.num_rows
     if n == 0:
         return np.zeros(0, dtype=bool)
-    decl = acero.Declaration.from_sequence([
-        acero.Declaration("table_source", acero.TableSourceNodeOptions(table)),
-        acero.Declaration("project", acero.ProjectNodeOptions([expr], ["mask"])),
-    ])
+    decl = acero.Declaration.from_sequence(
+        [
+            acero.Declaration("table_source", acero.TableSourceNodeOptions(table)),
+            acero.Declaration("project", acero.ProjectNodeOptions([expr], ["mask"])),
+        ]
+    )
     try:
         col = decl.to_table(use_threads=False).column(0)
     except (pa.ArrowException, TypeError, ValueError) as exc:

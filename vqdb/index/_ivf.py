@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MIN_TRAIN = 256          # never train on fewer vectors than this
-POINTS_PER_LIST = 32     # need this many training vectors per list
-SAMPLE_PER_LIST = 64     # k-means sample size cap per list (faiss default is 256; 64 is plenty)
-SMALL_KMEANS = 200_000   # n * nlist below which plain NumPy k-means is used
+MIN_TRAIN = 256  # never train on fewer vectors than this
+POINTS_PER_LIST = 32  # need this many training vectors per list
+SAMPLE_PER_LIST = 64  # k-means sample size cap per list (faiss default is 256; 64 is plenty)
+SMALL_KMEANS = 200_000  # n * nlist below which plain NumPy k-means is used
 
 
-PROBE_METRIC = {"ip": "blend", "cos": "l2sq", "l2sq": "l2sq"}   # index metric -> list ranking at search time
+PROBE_METRIC = {"ip": "blend", "cos": "l2sq", "l2sq": "l2sq"}  # index metric -> list ranking at search time
 PROBE_NORM_WEIGHT = {"ip": 0.0, "blend": 0.5, "l2sq": 1.0}
 
 
@@ -90,8 +90,15 @@ def kmeans(x: np.ndarray, nlist: int, *, seed: int = 0, niter: int = 15) -> np.n
         faiss = None
     # tiny problems: NumPy Lloyd is faster than faiss' thread start-up (and immune to OpenMP spinning)
     if faiss is not None and x.shape[0] * nlist > SMALL_KMEANS:
-        km = faiss.Kmeans(x.shape[1], nlist, niter=niter, seed=int(seed) % (2**31), verbose=False,
-                          max_points_per_centroid=SAMPLE_PER_LIST, min_points_per_centroid=1)
+        km = faiss.Kmeans(
+            x.shape[1],
+            nlist,
+            niter=niter,
+            seed=int(seed) % (2**31),
+            verbose=False,
+            max_points_per_centroid=SAMPLE_PER_LIST,
+            min_points_per_centroid=1,
+        )
         km.train(x)
         return np.ascontiguousarray(km.centroids, dtype=np.float32)
     return _kmeans_numpy(x, nlist, rng, niter)
@@ -106,8 +113,10 @@ def _kmeans_numpy(x: np.ndarray, nlist: int, rng: np.random.Generator, niter: in
         counts = np.bincount(assign, minlength=nlist)
         present = np.flatnonzero(counts)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[present]
-        c[present] = (np.add.reduceat(x[order].astype(np.float64), starts, axis=0) / counts[present, None]).astype(np.float32)
+        c[present] = (
+            np.add.reduceat(x[order].astype(np.float64), starts, axis=0) / counts[present, None]
+        ).astype(np.float32)
         empty = counts == 0
-        if empty.any():   # re-seed empty lists on random points
+        if empty.any():  # re-seed empty lists on random points
             c[empty] = x[rng.choice(x.shape[0], int(empty.sum()), replace=False)]
     return c

@@ -42,14 +42,17 @@ def as_metadata_table(metadata, n: int) -> pa.Table:
             rows = list(metadata)
             bad = next((i for i, r in enumerate(rows) if r is not None and not isinstance(r, dict)), None)
             if bad is not None:
-                raise InvalidInputError(f"metadata[{bad}] must be a dict or None; got {type(rows[bad]).__name__}")
+                raise InvalidInputError(
+                    f"metadata[{bad}] must be a dict or None; got {type(rows[bad]).__name__}"
+                )
             if len(rows) != n:
                 raise InvalidInputError(f"metadata has {len(rows)} entries; expected {n} (one per vector)")
-            keys = list(dict.fromkeys(k for r in rows if r for k in r))   # union of keys, first-seen order
+            keys = list(dict.fromkeys(k for r in rows if r for k in r))  # union of keys, first-seen order
             table = pa.table({k: pa.array([r.get(k) if r else None for r in rows]) for k in keys})
         else:
             raise InvalidInputError(
-                f"metadata must be a list of dicts, a pyarrow Table, a dict of columns or None; got {type(metadata).__name__}")
+                f"metadata must be a list of dicts, a pyarrow Table, a dict of columns or None; got {type(metadata).__name__}"
+            )
     except (pa.ArrowException, TypeError) as exc:
         raise InvalidInputError(f"metadata could not be converted to Arrow: {exc}") from None
     if table.num_columns == 0:
@@ -58,7 +61,9 @@ def as_metadata_table(metadata, n: int) -> pa.Table:
         raise InvalidInputError(f"metadata has {table.num_rows} rows; expected {n} (one per vector)")
     for name in table.column_names:
         if not isinstance(name, str) or not name or name.startswith(RESERVED_PREFIX):
-            raise InvalidInputError(f"metadata field names must be non-empty and not start with '{RESERVED_PREFIX}'; got {name!r}")
+            raise InvalidInputError(
+                f"metadata field names must be non-empty and not start with '{RESERVED_PREFIX}'; got {name!r}"
+            )
     if len(set(table.column_names)) != table.num_columns:
         raise InvalidInputError(f"metadata has duplicate field names: {table.column_names}")
     return table.combine_chunks()
@@ -83,14 +88,15 @@ def merge_schema(schema: pa.Schema, table: pa.Table) -> tuple[pa.Schema, pa.Tabl
             order.append(name)
         elif col.type != old.type:
             if pa.types.is_null(old.type):
-                fields[name] = pa.field(name, col.type)     # first concrete type wins
+                fields[name] = pa.field(name, col.type)  # first concrete type wins
             else:
                 try:
                     col = col.cast(old.type, safe=True)
                 except (pa.ArrowException, TypeError) as exc:
                     raise InvalidInputError(
                         f"metadata field {name!r} has type {old.type} in this index; got {col.type} values that "
-                        f"do not convert ({exc})") from None
+                        f"do not convert ({exc})"
+                    ) from None
         columns[name] = col
     new_schema = pa.schema([fields[n] for n in order])
     return new_schema, pa.table(columns) if columns else pa.table({})

@@ -39,7 +39,11 @@ class SearchParams:
 
     def __post_init__(self):
         if self.nprobe is not None:
-            if isinstance(self.nprobe, bool) or not isinstance(self.nprobe, (int, np.integer)) or self.nprobe < 1:
+            if (
+                isinstance(self.nprobe, bool)
+                or not isinstance(self.nprobe, (int, np.integer))
+                or self.nprobe < 1
+            ):
                 raise InvalidInputError(f"nprobe must be a positive integer or None; got {self.nprobe!r}")
             object.__setattr__(self, "nprobe", int(self.nprobe))
         r = self.rerank
@@ -50,13 +54,21 @@ class SearchParams:
                 raise InvalidInputError(f"rerank as an oversampling factor must be >= 1; got {r!r}")
         if self.oversample is not None:
             o = self.oversample
-            if isinstance(o, bool) or not isinstance(o, (int, float, np.integer, np.floating)) or not np.isfinite(o) or o < 1:
+            if (
+                isinstance(o, bool)
+                or not isinstance(o, (int, float, np.integer, np.floating))
+                or not np.isfinite(o)
+                or o < 1
+            ):
                 raise InvalidInputError(f"oversample must be a number >= 1; got {o!r}")
             object.__setattr__(self, "oversample", float(o))
 
-    def merged_over(self, defaults: "SearchParams") -> "SearchParams":
+    def merged_over(self, defaults: SearchParams) -> SearchParams:
         """These params with every ``None`` taken from ``defaults``."""
-        return replace(defaults, **{f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None})
+        return replace(
+            defaults,
+            **{f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None},
+        )
 
     def rerank_factor(self) -> float:
         """0.0 when re-ranking is off, else the oversampling factor (>= 1)."""
@@ -72,7 +84,7 @@ class SearchParams:
         return {"nprobe": self.nprobe, "rerank": rerank, "oversample": self.oversample}
 
     @classmethod
-    def from_json(cls, obj: dict | None) -> "SearchParams":
+    def from_json(cls, obj: dict | None) -> SearchParams:
         obj = obj or {}
         return cls(nprobe=obj.get("nprobe"), rerank=obj.get("rerank"), oversample=obj.get("oversample"))
 

@@ -18,7 +18,8 @@ import pyarrow as pa
 
 from .. import __version__
 from ..errors import InvalidInputError
-from . import _ivf, _storage as st, _wal
+from . import _ivf, _wal
+from . import _storage as st
 from ._codec import quantizer_meta
 from ._segment import Segment, build_table, concat, from_table
 
@@ -47,9 +48,16 @@ class _Persistence:
         for entry in manifest["segments"]:
             fpath = os.path.join(root, entry["file"])
             if not os.path.isfile(fpath) or os.path.getsize(fpath) != entry["bytes"]:
-                raise st.IncompatibleFormatError(f"segment {fpath!r} named by the manifest is missing or damaged")
-            seg = from_table(st.map_table_file(fpath), code_size=self._quantizer.code_size, dim=self.dim,
-                             file=entry["file"], sort=False)
+                raise st.IncompatibleFormatError(
+                    f"segment {fpath!r} named by the manifest is missing or damaged"
+                )
+            seg = from_table(
+                st.map_table_file(fpath),
+                code_size=self._quantizer.code_size,
+                dim=self.dim,
+                file=entry["file"],
+                sort=False,
+            )
             segments.append(seg)
         if manifest.get("deletes_file"):
             dels = st.read_table_file(os.path.join(root, manifest["deletes_file"]))
@@ -98,16 +106,23 @@ class _Persistence:
     def _manifest_with(self, **changes) -> dict:
         snap = self._snap
         base = dict(self._manifest or {})
-        base.update({
-            "format": st.FORMAT, "format_version": st.FORMAT_VERSION, "vqdb_version": __version__,
-            "dim": self.dim, "metric": self.metric, "code_size": self._quantizer.code_size,
-            "quantizer": quantizer_meta(self._quantizer),
-            "ivf": None if not self._ivf else {"nlist": self._nlist, "trained": snap.coarse is not None},
-            "store_vectors": self._store_vectors, "default_params": self._defaults.to_json(),
-            "options": {"flush_rows": self._flush_rows, "seed": self._seed},
-            "metadata_schema": st.schema_to_json(snap.schema),
-            "next_id": int(self._next_id),
-        })
+        base.update(
+            {
+                "format": st.FORMAT,
+                "format_version": st.FORMAT_VERSION,
+                "vqdb_version": __version__,
+                "dim": self.dim,
+                "metric": self.metric,
+                "code_size": self._quantizer.code_size,
+                "quantizer": quantizer_meta(self._quantizer),
+                "ivf": None if not self._ivf else {"nlist": self._nlist, "trained": snap.coarse is not None},
+                "store_vectors": self._store_vectors,
+                "default_params": self._defaults.to_json(),
+                "options": {"flush_rows": self._flush_rows, "seed": self._seed},
+                "metadata_schema": st.schema_to_json(snap.schema),
+                "next_id": int(self._next_id),
+            }
+        )
         base.update(changes)
         base["generation"] = int(self._gen)
         return base
@@ -146,7 +161,9 @@ class _Persistence:
         wal = self._next_name("wal", "log")
         _wal.create(os.path.join(self._path, wal))
         segments = [] if segments_file is None else [segments_file]
-        self._write_manifest(self._manifest_with(state_file=state, wal_file=wal, segments=segments, deletes_file=None))
+        self._write_manifest(
+            self._manifest_with(state_file=state, wal_file=wal, segments=segments, deletes_file=None)
+        )
         self._wal = _wal.WalWriter(os.path.join(self._path, wal))
 
     def _flush(self) -> None:
@@ -160,8 +177,15 @@ class _Persistence:
             table = concat(memory, code_size=self._quantizer.code_size, dim=self.dim).to_table()
             name = self._next_name("seg", "arrow")
             size = st.write_table_file(os.path.join(self._path, name), table)
-            disk.append(from_table(st.map_table_file(os.path.join(self._path, name)), code_size=self._quantizer.code_size,
-                                   dim=self.dim, file=name, sort=False))
+            disk.append(
+                from_table(
+                    st.map_table_file(os.path.join(self._path, name)),
+                    code_size=self._quantizer.code_size,
+                    dim=self.dim,
+                    file=name,
+                    sort=False,
+                )
+            )
             entries.append({"file": name, "rows": int(table.num_rows), "bytes": int(size)})
         deletes = self._write_deletes(disk)
         wal = self._next_name("wal", "log")
@@ -184,8 +208,12 @@ class _Persistence:
         if not rows:
             return None
         name = self._next_name("del", "arrow")
-        st.write_table_file(os.path.join(self._path, name),
-                            pa.table({"segment": pa.array(names, pa.string()), "row": pa.array(np.concatenate(rows), pa.int64())}))
+        st.write_table_file(
+            os.path.join(self._path, name),
+            pa.table(
+                {"segment": pa.array(names, pa.string()), "row": pa.array(np.concatenate(rows), pa.int64())}
+            ),
+        )
         return name
 
     def _swap_wal(self, new_wal: str) -> None:
@@ -210,14 +238,18 @@ class _Persistence:
                     raise InvalidInputError("this index lives in memory; call save(path) with a directory")
                 root = os.fspath(path)
                 if os.path.exists(os.path.join(root, st.MANIFEST)):
-                    raise InvalidInputError(f"{root!r} already holds an index; open it with vqdb.open({root!r})")
+                    raise InvalidInputError(
+                        f"{root!r} already holds an index; open it with vqdb.open({root!r})"
+                    )
                 os.makedirs(root, exist_ok=True)
                 self._path = root
                 self._dirlock = st.DirLock(root)
                 self._compact_into_dir(fresh=True)
                 return
             if path is not None and os.path.abspath(os.fspath(path)) != os.path.abspath(self._path):
-                raise InvalidInputError(f"this index is stored at {self._path!r}; use export(path) to copy it elsewhere")
+                raise InvalidInputError(
+                    f"this index is stored at {self._path!r}; use export(path) to copy it elsewhere"
+                )
             if self._dirty or any(s.file is None for s in self._snap.segments):
                 self._flush()
 
@@ -230,8 +262,17 @@ class _Persistence:
         with self._lock:
             snap = self._snap
             copy = type(self).__new__(type(self))
-            copy._setup(dim=self.dim, metric=self.metric, quantizer=self._quantizer, ivf=self._ivf, nlist=self._nlist,
-                        store_vectors=self._store_vectors, defaults=self._defaults, flush_rows=self._flush_rows, seed=self._seed)
+            copy._setup(
+                dim=self.dim,
+                metric=self.metric,
+                quantizer=self._quantizer,
+                ivf=self._ivf,
+                nlist=self._nlist,
+                store_vectors=self._store_vectors,
+                defaults=self._defaults,
+                flush_rows=self._flush_rows,
+                seed=self._seed,
+            )
             copy._snap = snap
             copy._next_id = self._next_id
         os.makedirs(root, exist_ok=True)
@@ -256,11 +297,21 @@ class _Persistence:
             self._compact_into_dir(fresh=False)
 
     def _merged_segment(self, snap: _Snapshot) -> Segment:
-        merged = concat(list(snap.segments), code_size=self._quantizer.code_size, dim=self.dim) if snap.segments \
-            else from_table(build_table(np.zeros(0, np.int64), np.zeros(0, np.int32),
-                                        np.zeros((0, self._quantizer.code_size), np.uint8),
-                                        None if self._store_vectors is None else np.zeros((0, self.dim), self._store_vectors),
-                                        pa.table({})), code_size=self._quantizer.code_size, dim=self.dim)
+        merged = (
+            concat(list(snap.segments), code_size=self._quantizer.code_size, dim=self.dim)
+            if snap.segments
+            else from_table(
+                build_table(
+                    np.zeros(0, np.int64),
+                    np.zeros(0, np.int32),
+                    np.zeros((0, self._quantizer.code_size), np.uint8),
+                    None if self._store_vectors is None else np.zeros((0, self.dim), self._store_vectors),
+                    pa.table({}),
+                ),
+                code_size=self._quantizer.code_size,
+                dim=self.dim,
+            )
+        )
         coarse = snap.coarse
         if coarse is not None and merged.vectors is not None and merged.n and merged.lists[0] < 0:
             unassigned = np.flatnonzero(merged.lists < 0)
@@ -268,8 +319,11 @@ class _Persistence:
             lists, codes = self._encode(x, coarse)
             all_lists, all_codes = merged.lists.copy(), merged.codes.copy()
             all_lists[unassigned], all_codes[unassigned] = lists, codes
-            merged = from_table(build_table(merged.ids, all_lists, all_codes, merged.vectors, merged.meta),
-                                code_size=self._quantizer.code_size, dim=self.dim)
+            merged = from_table(
+                build_table(merged.ids, all_lists, all_codes, merged.vectors, merged.meta),
+                code_size=self._quantizer.code_size,
+                dim=self.dim,
+            )
         return merged
 
     def _compact_into_dir(self, *, fresh: bool) -> None:
@@ -281,8 +335,15 @@ class _Persistence:
             name = self._next_name("seg", "arrow")
             fpath = os.path.join(self._path, name)
             size = st.write_table_file(fpath, merged.to_table())
-            segments.append(from_table(st.map_table_file(fpath), code_size=self._quantizer.code_size, dim=self.dim,
-                                       file=name, sort=False))
+            segments.append(
+                from_table(
+                    st.map_table_file(fpath),
+                    code_size=self._quantizer.code_size,
+                    dim=self.dim,
+                    file=name,
+                    sort=False,
+                )
+            )
             entries.append({"file": name, "rows": merged.n, "bytes": int(size)})
         state = self._manifest.get("state_file") if (old_manifest and self._manifest) else None
         if state is None:
@@ -290,7 +351,9 @@ class _Persistence:
             st.write_arrays(os.path.join(self._path, state), self._state_arrays())
         wal = self._next_name("wal", "log")
         _wal.create(os.path.join(self._path, wal))
-        self._write_manifest(self._manifest_with(segments=entries, deletes_file=None, wal_file=wal, state_file=state))
+        self._write_manifest(
+            self._manifest_with(segments=entries, deletes_file=None, wal_file=wal, state_file=state)
+        )
         self._snap = replace(snap, segments=tuple(segments))
         self._swap_wal(wal)
         st.remove_unreferenced(self._path, self._manifest)

@@ -21,13 +21,13 @@ from ._segment import Segment
 
 SHIFT = 40
 ROW_MASK = (1 << SHIFT) - 1
-_BLOCK_FLOATS = 1 << 22        # scores tile of at most 4M floats (16 MB)
-_RERANK_FLOATS = 1 << 20       # re-rank: candidate vectors gathered per step (8 MB as float64)
+_BLOCK_FLOATS = 1 << 22  # scores tile of at most 4M floats (16 MB)
+_RERANK_FLOATS = 1 << 20  # re-rank: candidate vectors gathered per step (8 MB as float64)
 # With an exact re-rank the fast scan only proposes candidates, so its LUT-rounding margin is statistical
 # (this many standard deviations of the rounding error) rather than the rigorous worst case: fewer
 # re-scored candidates and more skipped blocks (WordNet nprobe 256 rerank 4: 137 -> ~50 candidates/query).
 RERANK_MARGIN = 4.0
-SORT_QUERIES = True            # IVF batches: scan queries grouped by their nearest list (cache reuse)
+SORT_QUERIES = True  # IVF batches: scan queries grouped by their nearest list (cache reuse)
 
 
 @dataclass
@@ -35,13 +35,13 @@ class ScanContext:
     """Everything a scan needs besides the rows; built once per search call."""
 
     quantizer: object
-    metric: str            # "ip" or "l2sq" (cos is scored as ip)
+    metric: str  # "ip" or "l2sq" (cos is scored as ip)
     coarse: Coarse | None
     segments: tuple[Segment, ...]
-    allow: list            # per segment: None (all rows allowed) or (n,) bool
-    zero: np.ndarray       # (d,) float32 zeros
+    allow: list  # per segment: None (all rows allowed) or (n,) bool
+    zero: np.ndarray  # (d,) float32 zeros
     probe_metric: str = "blend"  # how lists are ranked: a key of vqdb.index._ivf.PROBE_NORM_WEIGHT
-    margin: object = None        # fast-scan candidate margin: None (the scanner's, exact) or sigmas (float)
+    margin: object = None  # fast-scan candidate margin: None (the scanner's, exact) or sigmas (float)
 
     def centre_terms(self, q: np.ndarray) -> np.ndarray:
         """(m, 1 + nlist) float32 exact <q, centre> per list (column 0: the quantizer's fitted centre)."""
@@ -66,7 +66,7 @@ class TopK:
         if scores.shape[1] == 0:
             return
         if self._empty and scores.shape == self.scores[qrows].shape and refs.shape == scores.shape:
-            self.scores[qrows] = scores          # the first (m, k) block of every query: nothing to merge
+            self.scores[qrows] = scores  # the first (m, k) block of every query: nothing to merge
             self.refs[qrows] = np.where(np.isfinite(scores), refs, -1)
             self._empty = False
             return
@@ -94,12 +94,16 @@ def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) + np.repeat(starts - offsets, lengths)
 
 
-def _score(ctx: ScanContext, prepared, qnorm2: np.ndarray, cterm: np.ndarray, seg: Segment, sel) -> np.ndarray:
+def _score(
+    ctx: ScanContext, prepared, qnorm2: np.ndarray, cterm: np.ndarray, seg: Segment, sel
+) -> np.ndarray:
     """(m, b) scores of the prepared queries against rows ``sel`` (slice or int array) of ``seg``."""
     return _score_codes(ctx, prepared, qnorm2, cterm, seg.codes[sel], seg.lists[sel])
 
 
-def _score_codes(ctx: ScanContext, prepared, qnorm2, cterm, codes: np.ndarray, lists: np.ndarray) -> np.ndarray:
+def _score_codes(
+    ctx: ScanContext, prepared, qnorm2, cterm, codes: np.ndarray, lists: np.ndarray
+) -> np.ndarray:
     """(m, b) scores against ``codes`` (b, code_size) whose IVF lists are ``lists`` (b,)."""
     s = ctx.quantizer.score(prepared, codes, centre=ctx.zero)
     if lists.size and lists[0] == lists[-1] and np.all(lists == lists[0]):
@@ -152,11 +156,13 @@ def scan_subset(ctx: ScanContext, q: np.ndarray, top: TopK) -> None:
     prepared = ctx.quantizer.prepare(q)
     qnorm2 = np.einsum("ij,ij->i", q, q)
     cterm = ctx.centre_terms(q)
-    picks = [(si, np.arange(seg.n, dtype=np.int64) if ctx.allow[si] is None else np.flatnonzero(ctx.allow[si]))
-             for si, seg in enumerate(ctx.segments)]
+    picks = [
+        (si, np.arange(seg.n, dtype=np.int64) if ctx.allow[si] is None else np.flatnonzero(ctx.allow[si]))
+        for si, seg in enumerate(ctx.segments)
+    ]
     step = _block_rows(q.shape[0], sum(r.size for _, r in picks))
     batch, size = [], 0
-    for si, rows in picks:               # blocks of about ``step`` rows, spanning segments
+    for si, rows in picks:  # blocks of about ``step`` rows, spanning segments
         for b0 in range(0, rows.size, step):
             part = rows[b0 : b0 + step]
             batch.append((si, part))
@@ -213,7 +219,7 @@ def scan_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, *, need: i
             done = upto
             if need is None or found >= need or done >= nlist:
                 break
-            upto = min(nlist, done + max(nprobe, done))   # double the lists scanned
+            upto = min(nlist, done + max(nprobe, done))  # double the lists scanned
 
 
 # ---- fast paths (vqdb.kernels.scanner: fast-scan LUT kernels, batched BLAS, popcount) -------------
@@ -232,7 +238,7 @@ def _fast_flat(ctx: ScanContext, q: np.ndarray, top: TopK) -> bool:
     from ..kernels import scanner
 
     n_scan = sum(seg.n for seg in ctx.segments)
-    with scanner.serial_if_small(fs, q.shape[0], n_scan):       # BLAS is pinned by Index.search around every scan
+    with scanner.serial_if_small(fs, q.shape[0], n_scan):  # BLAS is pinned by Index.search around every scan
         prep = fs.prepare(q, metric=ctx.metric, cterm=ctx.centre_terms(q), margin=ctx.margin)
         for si, seg in enumerate(ctx.segments):
             s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si])
@@ -282,14 +288,17 @@ def probe_order(scores: np.ndarray, nprobe: int) -> np.ndarray:
 def _fast_ivf_scan(ctx: ScanContext, fs, q: np.ndarray, top: TopK, nprobe: int, need: int | None) -> None:
     from ..kernels import scanner
 
-    ip = q @ ctx.coarse.centroids.T                 # <q, c_j>: the centre terms, and the probe scores
+    ip = q @ ctx.coarse.centroids.T  # <q, c_j>: the centre terms, and the probe scores
     scores = ctx.coarse.probe_from_ip(ip, ctx.probe_metric)
     list_rows, outside = (None, 0) if need is None else _allowed_per_list(ctx)
     need_lists = None if need is None else need - outside
     order = probe_order(scores, nprobe)
-    if need_lists is not None and order.shape[1] < scores.shape[1] and \
-            bool((list_rows[order].sum(axis=1) < need_lists).any()):
-        order = np.argsort(-scores, axis=1, kind="stable")       # some query must open further lists
+    if (
+        need_lists is not None
+        and order.shape[1] < scores.shape[1]
+        and bool((list_rows[order].sum(axis=1) < need_lists).any())
+    ):
+        order = np.argsort(-scores, axis=1, kind="stable")  # some query must open further lists
     qrows = slice(None)
     if SORT_QUERIES and q.shape[0] > 2:
         # queries sharing their nearest list run one after another, so the lists they share are still in
@@ -324,8 +333,11 @@ def refs_to_ids(segments, refs: np.ndarray) -> np.ndarray:
     """Map refs (any shape) to ids; -1 stays -1."""
     valid = refs >= 0
     if len(segments) == 1:
-        return np.where(valid, segments[0].ids[np.where(valid, refs & ROW_MASK, 0)], -1) if segments[0].n else \
-            np.full(refs.shape, -1, dtype=np.int64)
+        return (
+            np.where(valid, segments[0].ids[np.where(valid, refs & ROW_MASK, 0)], -1)
+            if segments[0].n
+            else np.full(refs.shape, -1, dtype=np.int64)
+        )
     out = np.full(refs.shape, -1, dtype=np.int64)
     seg_of = np.where(valid, refs >> SHIFT, -1)
     rows = refs & ROW_MASK
@@ -381,15 +393,17 @@ def rerank(ctx: ScanContext, q: np.ndarray, refs: np.ndarray) -> np.ndarray:
     return out
 
 
-def _rerank_step(ctx: ScanContext, q: np.ndarray, refs: np.ndarray, out: np.ndarray, q0: int, step: int) -> None:
+def _rerank_step(
+    ctx: ScanContext, q: np.ndarray, refs: np.ndarray, out: np.ndarray, q0: int, step: int
+) -> None:
     r = refs[q0 : q0 + step]
     valid = r >= 0
     seg_of = np.where(valid, r >> SHIFT, -1)
     rows = r & ROW_MASK
     q64 = q[q0 : q0 + step].astype(np.float64)
     block = out[q0 : q0 + step]
-    if valid.all() and (seg_of == seg_of[0, 0]).all():     # one segment, no padding: batched products
-        v = ctx.segments[int(seg_of[0, 0])].vectors[rows].astype(np.float64)     # (mb, kk, d)
+    if valid.all() and (seg_of == seg_of[0, 0]).all():  # one segment, no padding: batched products
+        v = ctx.segments[int(seg_of[0, 0])].vectors[rows].astype(np.float64)  # (mb, kk, d)
         dots = np.matmul(v, q64[:, :, None])[..., 0]
         if ctx.metric == "l2sq":
             block[:] = 2.0 * dots - np.einsum("ijk,ijk->ij", v, v) - np.einsum("ij,ij->i", q64, q64)[:, None]
@@ -406,7 +420,9 @@ def _rerank_step(ctx: ScanContext, q: np.ndarray, refs: np.ndarray, out: np.ndar
             block[qi, cj] = np.einsum("ij,ij->i", v, q64[qi])
 
 
-def finish(segments, scores: np.ndarray, refs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def finish(
+    segments, scores: np.ndarray, refs: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Best ``k`` per row, sorted by score descending then id ascending; -1 / -inf padded.
 
     Returns ids (m, k) int64, scores (m, k) float32, refs (m, k) int64.

@@ -15,7 +15,17 @@ import numpy as np
 import pyarrow as pa
 
 from . import _metadata as md
-from ._storage import CODE, ID, LIST, VECTOR, codes_from_arrow, codes_to_arrow, int_column, vectors_from_arrow, vectors_to_arrow
+from ._storage import (
+    CODE,
+    ID,
+    LIST,
+    VECTOR,
+    codes_from_arrow,
+    codes_to_arrow,
+    int_column,
+    vectors_from_arrow,
+    vectors_to_arrow,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,13 +33,13 @@ class Segment:
     """Rows of one segment. ``file`` is None for rows held in memory (not yet flushed)."""
 
     file: str | None
-    ids: np.ndarray            # (n,) int64
-    lists: np.ndarray          # (n,) int32, ascending
-    codes: np.ndarray          # (n, code_size) uint8
+    ids: np.ndarray  # (n,) int64
+    lists: np.ndarray  # (n,) int32, ascending
+    codes: np.ndarray  # (n, code_size) uint8
     vectors: np.ndarray | None  # (n, d) float16/float32, or None
-    meta: pa.Table             # metadata fields only (may have zero columns)
-    id_order: np.ndarray       # (n,) intp: argsort of ids (for lookups)
-    deleted: np.ndarray | None = None   # (n,) bool, None = nothing deleted
+    meta: pa.Table  # metadata fields only (may have zero columns)
+    id_order: np.ndarray  # (n,) intp: argsort of ids (for lookups)
+    deleted: np.ndarray | None = None  # (n,) bool, None = nothing deleted
     n_deleted: int = 0
 
     @property
@@ -42,7 +52,10 @@ class Segment:
 
     def list_bounds(self, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Start and end rows of each list number in ``lists`` (empty slices for absent lists)."""
-        return (np.searchsorted(self.lists, lists, side="left"), np.searchsorted(self.lists, lists, side="right"))
+        return (
+            np.searchsorted(self.lists, lists, side="left"),
+            np.searchsorted(self.lists, lists, side="right"),
+        )
 
     def find(self, ids: np.ndarray) -> np.ndarray:
         """(len(ids),) row of each id in this segment among *live* rows, -1 where absent or deleted."""
@@ -59,7 +72,7 @@ class Segment:
     def live_mask(self) -> np.ndarray | None:
         return None if self.deleted is None else ~self.deleted
 
-    def with_deleted(self, rows: np.ndarray) -> "Segment":
+    def with_deleted(self, rows: np.ndarray) -> Segment:
         """A new Segment with ``rows`` also marked deleted (this one is left as it is)."""
         mask = np.zeros(self.n, dtype=bool) if self.deleted is None else self.deleted.copy()
         mask[rows] = True
@@ -70,8 +83,13 @@ class Segment:
         keep = None if (not live_only or self.deleted is None) else np.flatnonzero(~self.deleted)
         sel = (lambda a: a) if keep is None else (lambda a: a[keep])
         meta = self.meta if keep is None else md.take(self.meta, keep)
-        return build_table(sel(self.ids), sel(self.lists), sel(self.codes),
-                           None if self.vectors is None else sel(self.vectors), meta)
+        return build_table(
+            sel(self.ids),
+            sel(self.lists),
+            sel(self.codes),
+            None if self.vectors is None else sel(self.vectors),
+            meta,
+        )
 
     def heap_bytes(self) -> int:
         """Bytes of process memory this segment holds beyond what is memory-mapped from its file."""
@@ -92,7 +110,9 @@ def build_table(ids, lists, codes, vectors, meta: pa.Table) -> pa.Table:
     return pa.table(cols)
 
 
-def from_table(table: pa.Table, *, code_size: int, dim: int, file: str | None = None, sort: bool = True) -> Segment:
+def from_table(
+    table: pa.Table, *, code_size: int, dim: int, file: str | None = None, sort: bool = True
+) -> Segment:
     """A Segment over ``table`` (zero-copy where the table is a single chunk, e.g. memory-mapped)."""
     if sort and table.num_rows:
         lists = int_column(table, LIST, np.int32)
@@ -105,8 +125,15 @@ def from_table(table: pa.Table, *, code_size: int, dim: int, file: str | None = 
     vectors = vectors_from_arrow(table.column(VECTOR), dim) if VECTOR in table.column_names else None
     meta_names = [c for c in table.column_names if not c.startswith(md.RESERVED_PREFIX)]
     meta = table.select(meta_names) if meta_names else pa.table({})
-    return Segment(file=file, ids=ids, lists=lists, codes=codes, vectors=vectors, meta=meta,
-                   id_order=np.argsort(ids, kind="stable"))
+    return Segment(
+        file=file,
+        ids=ids,
+        lists=lists,
+        codes=codes,
+        vectors=vectors,
+        meta=meta,
+        id_order=np.argsort(ids, kind="stable"),
+    )
 
 
 def concat(segments: list[Segment], *, code_size: int, dim: int) -> Segment:

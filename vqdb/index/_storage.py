@@ -82,8 +82,11 @@ def read_manifest(root: str) -> dict:
     except (OSError, ValueError) as exc:
         raise IncompatibleFormatError(f"{path!r} is not a readable vqdb manifest: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IncompatibleFormatError(f"{path!r} is not a vqdb index manifest (format field {manifest.get('format')!r})"
-                                      if isinstance(manifest, dict) else f"{path!r} is not a vqdb index manifest")
+        raise IncompatibleFormatError(
+            f"{path!r} is not a vqdb index manifest (format field {manifest.get('format')!r})"
+            if isinstance(manifest, dict)
+            else f"{path!r} is not a vqdb index manifest"
+        )
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         from .. import __version__
@@ -92,7 +95,12 @@ def read_manifest(root: str) -> dict:
         raise IncompatibleFormatError(
             f"index at {root!r} has format version {version!r} (written by vqdb {manifest.get('vqdb_version', '?')}); "
             f"this vqdb {__version__} reads format version {FORMAT_VERSION} only. "
-            + ("Upgrade vqdb to open it." if newer else "Open it with the vqdb version that wrote it and export it."))
+            + (
+                "Upgrade vqdb to open it."
+                if newer
+                else "Open it with the vqdb version that wrote it and export it."
+            )
+        )
     return manifest
 
 
@@ -107,12 +115,14 @@ def schema_from_json(text: str) -> pa.Schema:
 # ---- arrays file (quantizer state, centre, centroids) -----------------------------------------
 def write_arrays(path: str, arrays: dict[str, np.ndarray]) -> None:
     names = sorted(arrays)
-    table = pa.table({
-        "name": pa.array(names, pa.string()),
-        "dtype": pa.array([np.asarray(arrays[k]).dtype.str for k in names], pa.string()),
-        "shape": pa.array([list(np.asarray(arrays[k]).shape) for k in names], pa.list_(pa.int64())),
-        "data": pa.array([np.ascontiguousarray(arrays[k]).tobytes() for k in names], pa.large_binary()),
-    })
+    table = pa.table(
+        {
+            "name": pa.array(names, pa.string()),
+            "dtype": pa.array([np.asarray(arrays[k]).dtype.str for k in names], pa.string()),
+            "shape": pa.array([list(np.asarray(arrays[k]).shape) for k in names], pa.list_(pa.int64())),
+            "data": pa.array([np.ascontiguousarray(arrays[k]).tobytes() for k in names], pa.large_binary()),
+        }
+    )
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema) as w:
         w.write_table(table)
@@ -123,7 +133,9 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
     with pa.OSFile(path, "rb") as f:
         table = pa.ipc.open_file(f).read_all()
     out = {}
-    for name, dtype, shape, data in zip(*(table.column(c).to_pylist() for c in ("name", "dtype", "shape", "data"))):
+    for name, dtype, shape, data in zip(
+        *(table.column(c).to_pylist() for c in ("name", "dtype", "shape", "data"))
+    ):
         out[name] = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape).copy()
     return out
 
@@ -131,7 +143,9 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
 # ---- segments and record batches ---------------------------------------------------------------
 def codes_to_arrow(codes: np.ndarray) -> pa.Array:
     n, cs = codes.shape
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(cs), n, [None, pa.py_buffer(np.ascontiguousarray(codes))])
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(cs), n, [None, pa.py_buffer(np.ascontiguousarray(codes))]
+    )
 
 
 def codes_from_arrow(arr, code_size: int) -> np.ndarray:
@@ -142,7 +156,9 @@ def codes_from_arrow(arr, code_size: int) -> np.ndarray:
     buf = arr.buffers()[1]
     if n == 0 or buf is None:
         return np.zeros((0, code_size), dtype=np.uint8)
-    return np.frombuffer(buf, dtype=np.uint8, count=n * code_size, offset=arr.offset * code_size).reshape(n, code_size)
+    return np.frombuffer(buf, dtype=np.uint8, count=n * code_size, offset=arr.offset * code_size).reshape(
+        n, code_size
+    )
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.Array:
@@ -239,12 +255,14 @@ class DirLock:
         except OSError:
             os.close(self._fd)
             self._fd = None
-            raise LockedError(f"index at {root!r} is already open for writing (by another process or another "
-                              "Index object); close it first, or open with read_only=True") from None
+            raise LockedError(
+                f"index at {root!r} is already open for writing (by another process or another "
+                "Index object); close it first, or open with read_only=True"
+            ) from None
 
     def release(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)   # closing the descriptor drops the flock
+            os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 
 

@@ -45,8 +45,11 @@ def _timed(index, q: np.ndarray, k: int, nprobe, rerank) -> tuple[np.ndarray, fl
 
 def tune(index, queries, *, k: int = 10, target_recall: float = 0.95, truth=None) -> dict:
     """Measure the settings on ``queries`` (m, d) and persist the chosen one. See :meth:`Index.tune`."""
-    if not isinstance(target_recall, (int, float)) or isinstance(target_recall, bool) \
-            or not 0.0 < float(target_recall) <= 1.0:
+    if (
+        not isinstance(target_recall, (int, float))
+        or isinstance(target_recall, bool)
+        or not 0.0 < float(target_recall) <= 1.0
+    ):
         raise InvalidInputError(f"target_recall must be a number in (0, 1]; got {target_recall!r}")
     q = index._queries(queries)
     if q.shape[0] == 0:
@@ -57,24 +60,44 @@ def tune(index, queries, *, k: int = 10, target_recall: float = 0.95, truth=None
         truth = _truth(index, q, k)
     else:
         truth = np.asarray(truth)
-        if truth.ndim != 2 or truth.shape[0] != q.shape[0] or truth.shape[1] < k or truth.dtype.kind not in "iu":
-            raise InvalidInputError(f"truth must be integer ids of shape ({q.shape[0]}, >= {k}); got "
-                                    f"{truth.dtype} {truth.shape}")
+        if (
+            truth.ndim != 2
+            or truth.shape[0] != q.shape[0]
+            or truth.shape[1] < k
+            or truth.dtype.kind not in "iu"
+        ):
+            raise InvalidInputError(
+                f"truth must be integer ids of shape ({q.shape[0]}, >= {k}); got {truth.dtype} {truth.shape}"
+            )
     nlist = _trained_lists(index)
     nprobes = [None] if not nlist else sorted({min(nlist, 1 << i) for i in range(int(math.log2(nlist)) + 2)})
     reranks = (False,) + (RERANK_FACTORS if index.store_vectors else ())
-    index.search(q[:1], k)                       # first-search work (layouts) stays out of the timings
+    index.search(q[:1], k)  # first-search work (layouts) stays out of the timings
     settings = []
     for rerank in reranks:
         for nprobe in nprobes:
             ids, seconds = _timed(index, q, k, nprobe, rerank)
-            row = {"nprobe": nprobe, "rerank": rerank, "recall": round(recall_at_k(ids, truth, k), 4),
-                   "qps": round(q.shape[0] / max(seconds, 1e-9), 1)}
+            row = {
+                "nprobe": nprobe,
+                "rerank": rerank,
+                "recall": round(recall_at_k(ids, truth, k), 4),
+                "qps": round(q.shape[0] / max(seconds, 1e-9), 1),
+            }
             settings.append(row)
             if row["recall"] >= target_recall:
                 break
     reached = [s for s in settings if s["recall"] >= target_recall]
-    chosen = max(reached, key=lambda s: s["qps"]) if reached else max(settings, key=lambda s: (s["recall"], s["qps"]))
+    chosen = (
+        max(reached, key=lambda s: s["qps"])
+        if reached
+        else max(settings, key=lambda s: (s["recall"], s["qps"]))
+    )
     index.set_default_params(SearchParams(nprobe=chosen["nprobe"], rerank=chosen["rerank"]))
-    return {"chosen": chosen, "reached": bool(reached), "target_recall": float(target_recall), "k": k,
-            "queries": int(q.shape[0]), "settings": settings}
+    return {
+        "chosen": chosen,
+        "reached": bool(reached),
+        "target_recall": float(target_recall),
+        "k": k,
+        "queries": int(q.shape[0]),
+        "settings": settings,
+    }

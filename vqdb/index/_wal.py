@@ -76,8 +76,12 @@ def read(path: str, *, repair: bool) -> tuple[list[tuple[int, memoryview]], int]
             pos = good = end
     cut = len(data) - good
     if cut:
-        log.warning("write-ahead log %s: cut %d bytes of incomplete or corrupt tail after %d good records",
-                    path, cut, len(records))
+        log.warning(
+            "write-ahead log %s: cut %d bytes of incomplete or corrupt tail after %d good records",
+            path,
+            cut,
+            len(records),
+        )
         if repair:
             with open(path, "r+b") as f:
                 if good == 0:
@@ -101,7 +105,9 @@ class WalWriter:
         """Write one record and fsync; on any failure, cut the file back so the record is absent."""
         payload = bytes((op,)) + body
         if len(payload) >= MAX_RECORD:
-            raise ValueError(f"write-ahead log record of {len(payload)} bytes is too large; add fewer vectors per call")
+            raise ValueError(
+                f"write-ahead log record of {len(payload)} bytes is too large; add fewer vectors per call"
+            )
         record = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         try:
             view = memoryview(record)

@@ -28,19 +28,21 @@ import pyarrow as pa
 
 from .._validation import as_float32_matrix, as_ids, check_choice, check_int_range, check_k
 from ..errors import DuplicateIdError, InvalidInputError, NotFoundError, VqdbError
-from . import _filters, _ivf, _metadata as md, _scan, _storage as st, _wal
-from ._params import SearchParams, SearchResult
+from . import _filters, _ivf, _scan, _wal
+from . import _metadata as md
+from . import _storage as st
 from ._codec import load_quantizer, make_quantizer, quantizer_meta
+from ._params import SearchParams, SearchResult
 from ._persist import _Persistence, _Snapshot
 from ._segment import Segment, build_table, concat, from_table
 
 log = logging.getLogger("vqdb.index")
 
 METRICS = ("cos", "ip", "l2sq")
-FIT_MIN = 256                # the first add fits the quantizer's centre if it has at least this many vectors
-MAX_MEMORY_CHUNKS = 24       # in-memory chunks are always merged beyond this
-SUBSET_MAX_ROWS = 4096       # a filter matching at most this many rows scores just those rows
-WRITE_CHUNK = 131072         # larger adds/upserts are logged and applied in chunks of this many vectors
+FIT_MIN = 256  # the first add fits the quantizer's centre if it has at least this many vectors
+MAX_MEMORY_CHUNKS = 24  # in-memory chunks are always merged beyond this
+SUBSET_MAX_ROWS = 4096  # a filter matching at most this many rows scores just those rows
+WRITE_CHUNK = 131072  # larger adds/upserts are logged and applied in chunks of this many vectors
 _F16_MAX = 65504.0
 
 
@@ -75,11 +77,16 @@ def _as_store_vectors(value) -> str | None:
 
 
 def _as_ivf(value) -> tuple[bool, int | None]:
-    if value is None or value is False or (not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value == 0):
+    if (
+        value is None
+        or value is False
+        or (not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value == 0)
+    ):
         return False, None
     if value is True:
         return True, None
     return True, check_int_range(value, 1, 1 << 24, name="ivf (number of lists)")
+
 
 class Index(_Persistence):
     """A vector index: ids + quantized codes (+ optional stored vectors) + Arrow metadata.
@@ -138,13 +145,27 @@ class Index(_Persistence):
     """
 
     # ------------------------------------------------------------------ construction / opening
-    def __init__(self, dim, *, metric="cos", quantizer="turbo-4", ivf=False, path=None, store_vectors=False,
-                 default_params: SearchParams | None = None, flush_rows: int = 65536, seed: int = 0, device: str = "cpu"):
+    def __init__(
+        self,
+        dim,
+        *,
+        metric="cos",
+        quantizer="turbo-4",
+        ivf=False,
+        path=None,
+        store_vectors=False,
+        default_params: SearchParams | None = None,
+        flush_rows: int = 65536,
+        seed: int = 0,
+        device: str = "cpu",
+    ):
         dim = check_int_range(dim, 1, 1 << 20, name="dim")
         check_choice(metric, METRICS, name="metric")
         ivf_on, nlist = _as_ivf(ivf)
         if default_params is not None and not isinstance(default_params, SearchParams):
-            raise InvalidInputError(f"default_params must be a SearchParams; got {type(default_params).__name__}")
+            raise InvalidInputError(
+                f"default_params must be a SearchParams; got {type(default_params).__name__}"
+            )
         store_vectors = _as_store_vectors(store_vectors)
         if default_params is not None and default_params.rerank_factor() and store_vectors is None:
             raise InvalidInputError("default_params re-rank needs store_vectors=True")
@@ -155,16 +176,24 @@ class Index(_Persistence):
             from ..gpu import require_cuda
 
             require_cuda("vqdb.Index(device='cuda')")
-        self._setup(dim=dim, metric=metric, quantizer=make_quantizer(quantizer, dim), ivf=ivf_on, nlist=nlist,
-                    store_vectors=store_vectors, defaults=default_params or SearchParams(), flush_rows=flush_rows,
-                    seed=seed)
+        self._setup(
+            dim=dim,
+            metric=metric,
+            quantizer=make_quantizer(quantizer, dim),
+            ivf=ivf_on,
+            nlist=nlist,
+            store_vectors=store_vectors,
+            defaults=default_params or SearchParams(),
+            flush_rows=flush_rows,
+            seed=seed,
+        )
         self._snap = _Snapshot((), None, md.empty_schema())
         self._device = device
         if path is not None:
             self._create_dir(os.fspath(path))
 
     def _setup(self, *, dim, metric, quantizer, ivf, nlist, store_vectors, defaults, flush_rows, seed):
-        _scan.warmup()          # compile/load the query kernels now, not on the first query (once per process)
+        _scan.warmup()  # compile/load the query kernels now, not on the first query (once per process)
         self.dim = dim
         self.metric = metric
         self._quantizer = quantizer
@@ -189,7 +218,7 @@ class Index(_Persistence):
         self._device_scorer = None
 
     @classmethod
-    def open(cls, path, *, read_only: bool = False) -> "Index":
+    def open(cls, path, *, read_only: bool = False) -> Index:
         """Open an index directory written by :class:`Index` (also ``vqdb.open(path)``).
 
         Replays the write-ahead log (cutting an incomplete or corrupt tail) and memory-maps the segments.
@@ -203,23 +232,32 @@ class Index(_Persistence):
             Another process (or Index object) has the directory open for writing.
         """
         root = os.fspath(path)
-        st.read_manifest(root)                    # is it an index at all (before creating a LOCK file)?
+        st.read_manifest(root)  # is it an index at all (before creating a LOCK file)?
         dirlock = None if read_only else st.DirLock(root)
         try:
-            manifest = st.read_manifest(root)     # (re-)read under the lock
+            manifest = st.read_manifest(root)  # (re-)read under the lock
             arrays = st.read_arrays(os.path.join(root, manifest["state_file"]))
-            qarrays = {k[len("quantizer/"):]: v for k, v in arrays.items() if k.startswith("quantizer/")}
+            qarrays = {k[len("quantizer/") :]: v for k, v in arrays.items() if k.startswith("quantizer/")}
             quantizer = load_quantizer(manifest["quantizer"], qarrays)
             quantizer.centre_ = arrays.get("index/centre")
             if quantizer.code_size != manifest["code_size"]:
-                raise st.IncompatibleFormatError(f"quantizer rebuilt from {root!r} has code_size {quantizer.code_size}; "
-                                                 f"the manifest says {manifest['code_size']}")
+                raise st.IncompatibleFormatError(
+                    f"quantizer rebuilt from {root!r} has code_size {quantizer.code_size}; "
+                    f"the manifest says {manifest['code_size']}"
+                )
             self = cls.__new__(cls)
             ivf = manifest["ivf"]
-            self._setup(dim=int(manifest["dim"]), metric=manifest["metric"], quantizer=quantizer, ivf=ivf is not None,
-                        nlist=None if ivf is None else ivf.get("nlist"), store_vectors=manifest["store_vectors"],
-                        defaults=SearchParams.from_json(manifest["default_params"]),
-                        flush_rows=int(manifest["options"]["flush_rows"]), seed=int(manifest["options"]["seed"]))
+            self._setup(
+                dim=int(manifest["dim"]),
+                metric=manifest["metric"],
+                quantizer=quantizer,
+                ivf=ivf is not None,
+                nlist=None if ivf is None else ivf.get("nlist"),
+                store_vectors=manifest["store_vectors"],
+                defaults=SearchParams.from_json(manifest["default_params"]),
+                flush_rows=int(manifest["options"]["flush_rows"]),
+                seed=int(manifest["options"]["seed"]),
+            )
             self._read_only = read_only
             self._dirlock = dirlock
             self._load(root, manifest, arrays)
@@ -227,9 +265,12 @@ class Index(_Persistence):
             if dirlock is not None:
                 dirlock.release()
             if isinstance(exc, (OSError, KeyError, ValueError)) and not isinstance(exc, VqdbError):
-                raise st.IncompatibleFormatError(f"index at {root!r} is damaged or incomplete: {exc!r}") from exc
+                raise st.IncompatibleFormatError(
+                    f"index at {root!r} is damaged or incomplete: {exc!r}"
+                ) from exc
             raise
         return self
+
     # ------------------------------------------------------------------ properties
     @property
     def quantizer(self):
@@ -267,8 +308,10 @@ class Index(_Persistence):
     def __repr__(self) -> str:
         where = f"path={self._path!r}" if self._path else "in memory"
         ivf = f", ivf={self.nlist or True}" if self._ivf else ""
-        return (f"Index(dim={self.dim}, metric={self.metric!r}, quantizer={self._quantizer.state_dict()['kind']!r}"
-                f"{ivf}, n={len(self)}, {where})")
+        return (
+            f"Index(dim={self.dim}, metric={self.metric!r}, quantizer={self._quantizer.state_dict()['kind']!r}"
+            f"{ivf}, n={len(self)}, {where})"
+        )
 
     def __enter__(self):
         return self
@@ -306,14 +349,18 @@ class Index(_Persistence):
         if self.metric == "cos" and x.shape[0]:
             norms = np.linalg.norm(x, axis=1)
             if np.any(norms == 0):
-                raise InvalidInputError(f"{name} row {int(np.flatnonzero(norms == 0)[0])} is all zeros; "
-                                        "metric 'cos' cannot normalise it")
+                raise InvalidInputError(
+                    f"{name} row {int(np.flatnonzero(norms == 0)[0])} is all zeros; "
+                    "metric 'cos' cannot normalise it"
+                )
             x = np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
             if not np.isfinite(x).all():
                 raise InvalidInputError(f"{name} overflow when normalised for metric 'cos'")
         if self._store_vectors == "float16" and x.size and np.abs(x).max() > _F16_MAX:
-            raise InvalidInputError(f"{name} has values beyond the float16 range (±{_F16_MAX:g}); "
-                                    "create the index with store_vectors='float32'")
+            raise InvalidInputError(
+                f"{name} has values beyond the float16 range (±{_F16_MAX:g}); "
+                "create the index with store_vectors='float32'"
+            )
         return x
 
     def _queries(self, queries) -> np.ndarray:
@@ -392,21 +439,25 @@ class Index(_Persistence):
                 ids = as_ids(ids, n)
                 self._unique_ids(ids)
             meta = md.as_metadata_table(metadata, n)
-            _, meta = md.merge_schema(snap.schema, meta)     # type check now, before anything changes
+            _, meta = md.merge_schema(snap.schema, meta)  # type check now, before anything changes
             if n == 0:
                 return ids
             if not upsert:
                 seg_idx, _ = self._locate(snap.segments, ids)
                 if np.any(seg_idx >= 0):
-                    raise DuplicateIdError(f"ids already in the index: {ids[seg_idx >= 0][:10].tolist()}"
-                                           " (use upsert to replace them)")
-            for c0 in range(0, n, WRITE_CHUNK):     # one WAL record per chunk (bounded record size and memory)
+                    raise DuplicateIdError(
+                        f"ids already in the index: {ids[seg_idx >= 0][:10].tolist()}"
+                        " (use upsert to replace them)"
+                    )
+            for c0 in range(0, n, WRITE_CHUNK):  # one WAL record per chunk (bounded record size and memory)
                 c1 = min(n, c0 + WRITE_CHUNK)
                 xc = x[c0:c1]
                 coarse = self._prepare_codec(self._snap, xc)
                 lists, codes = self._encode(xc, coarse)
                 vecs = None if self._store_vectors is None else xc.astype(self._store_vectors)
-                table = build_table(ids[c0:c1], lists, codes, vecs, meta.slice(c0, c1 - c0) if meta.num_columns else meta)
+                table = build_table(
+                    ids[c0:c1], lists, codes, vecs, meta.slice(c0, c1 - c0) if meta.num_columns else meta
+                )
                 if self._wal is not None:
                     self._wal.append(_wal.OP_UPSERT if upsert else _wal.OP_ADD, st.table_to_ipc_stream(table))
                     self._dirty = True
@@ -433,7 +484,9 @@ class Index(_Persistence):
             seg_idx, _ = self._locate(self._snap.segments, ids)
             if np.any(seg_idx < 0):
                 missing = ids[seg_idx < 0]
-                raise NotFoundError(f"{missing.size} id(s) not in the index: {missing[:10].tolist()}; nothing deleted")
+                raise NotFoundError(
+                    f"{missing.size} id(s) not in the index: {missing[:10].tolist()}; nothing deleted"
+                )
             if self._wal is not None:
                 self._wal.append(_wal.OP_DELETE, ids.astype("<i8").tobytes())
                 self._dirty = True
@@ -441,7 +494,7 @@ class Index(_Persistence):
             self._maybe_flush()
             return int(ids.size)
 
-    def train(self, sample) -> "Index":
+    def train(self, sample) -> Index:
         """Train the IVF partition now on ``sample`` (n, d) (n >= number of lists), instead of at the first
         large enough ``add``. Vectors already in the index stay outside the lists (always scanned) until
         :meth:`compact` re-files them (possible when vectors are stored). Fits the quantizer centre too if
@@ -455,8 +508,10 @@ class Index(_Persistence):
             x = self._vectors(sample, name="sample")
             nlist = self._nlist or _ivf.auto_nlist(x.shape[0])
             if x.shape[0] < nlist:
-                raise InvalidInputError(f"training {nlist} lists needs at least {nlist} vectors; got {x.shape[0]}")
-            fitted = self._maybe_fit_centre(x)
+                raise InvalidInputError(
+                    f"training {nlist} lists needs at least {nlist} vectors; got {x.shape[0]}"
+                )
+            self._maybe_fit_centre(x)
             coarse = _ivf.Coarse(_ivf.kmeans(x, nlist, seed=self._seed))
             self._snap = replace(self._snap, coarse=coarse)
             if self._path is not None:
@@ -499,8 +554,11 @@ class Index(_Persistence):
             rows = np.flatnonzero(seg.live_mask()) if seg.deleted is not None else np.arange(seg.n)
             rows = rows[:left]
             if rows.size:
-                out.append(seg.vectors[rows].astype(np.float32) if seg.vectors is not None
-                           else self._quantizer.decode(seg.codes[rows]))
+                out.append(
+                    seg.vectors[rows].astype(np.float32)
+                    if seg.vectors is not None
+                    else self._quantizer.decode(seg.codes[rows])
+                )
                 left -= rows.size
             if left <= 0:
                 break
@@ -542,10 +600,14 @@ class Index(_Persistence):
         if ok is None:
             rows = np.flatnonzero(lists == lists[0])[:4]
             ref = self._quantizer.encode(x[rows], centre=coarse.centroids[lists[rows[0]]])
-            ok = self._batching_ok = bool(np.array_equal(ref, self._encode_residuals(x[rows], lists[rows], coarse)))
+            ok = self._batching_ok = bool(
+                np.array_equal(ref, self._encode_residuals(x[rows], lists[rows], coarse))
+            )
             if not ok:
-                log.info("quantizer %s: residual batching differs from encode(centre=); encoding per list",
-                         type(self._quantizer).__name__)
+                log.info(
+                    "quantizer %s: residual batching differs from encode(centre=); encoding per list",
+                    type(self._quantizer).__name__,
+                )
         return ok
 
     def _apply_rows(self, table: pa.Table, *, replace_existing: bool) -> None:
@@ -583,8 +645,11 @@ class Index(_Persistence):
             memory[-2:] = [concat(memory[-2:], code_size=self._quantizer.code_size, dim=self.dim)]
             merged = True
         return disk + memory if merged else segments
+
     # ------------------------------------------------------------------ search
-    def search(self, queries, k, filter=None, nprobe=None, rerank=None, *, params: SearchParams | None = None) -> SearchResult:
+    def search(
+        self, queries, k, filter=None, nprobe=None, rerank=None, *, params: SearchParams | None = None
+    ) -> SearchResult:
         """Top-``k`` most similar vectors of each query.
 
         Parameters
@@ -609,7 +674,9 @@ class Index(_Persistence):
         k = check_k(k)
         if params is not None and not isinstance(params, SearchParams):
             raise InvalidInputError(f"params must be a SearchParams; got {type(params).__name__}")
-        p = SearchParams(nprobe=nprobe, rerank=rerank).merged_over((params or SearchParams()).merged_over(self._defaults))
+        p = SearchParams(nprobe=nprobe, rerank=rerank).merged_over(
+            (params or SearchParams()).merged_over(self._defaults)
+        )
         q = self._queries(queries)
         snap = self._snap
         expr = _filters.compile_filter(filter, snap.schema)
@@ -622,9 +689,16 @@ class Index(_Persistence):
         allow = [self._allowed(seg, expr, snap.schema) for seg in segments]
         n_rows = sum(s.n for s in segments)
         n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(segments, allow))
-        ctx = _scan.ScanContext(self._quantizer, "l2sq" if self.metric == "l2sq" else "ip", snap.coarse,
-                                segments, allow, self._zero, probe_metric=_ivf.PROBE_METRIC[self.metric],
-                                margin=_scan.RERANK_MARGIN if factor else None)
+        ctx = _scan.ScanContext(
+            self._quantizer,
+            "l2sq" if self.metric == "l2sq" else "ip",
+            snap.coarse,
+            segments,
+            allow,
+            self._zero,
+            probe_metric=_ivf.PROBE_METRIC[self.metric],
+            margin=_scan.RERANK_MARGIN if factor else None,
+        )
         top = _scan.TopK(m, kk)
         if m and n_allowed:
             with _scan.blas_serial(m):
@@ -666,7 +740,7 @@ class Index(_Persistence):
         mask = seg.live_mask()
         if expr is not None:
             table = md.align(seg.meta, schema, seg.n)
-            if table.num_columns == 0:              # no metadata at all: give the expression n rows to run on
+            if table.num_columns == 0:  # no metadata at all: give the expression n rows to run on
                 table = pa.table({"__rows": pa.nulls(seg.n)})
             fm = _filters.evaluate(expr, table)
             mask = fm if mask is None else (mask & fm)
@@ -697,7 +771,9 @@ class Index(_Persistence):
             for j, d in zip(where, md.rows_as_dicts(meta, r.size)):
                 metadata[j] = d
             if include_vectors:
-                vectors[where] = seg.vectors[r] if seg.vectors is not None else self._decode_rows(seg, r, snap.coarse)
+                vectors[where] = (
+                    seg.vectors[r] if seg.vectors is not None else self._decode_rows(seg, r, snap.coarse)
+                )
         return Records(ids, vectors, metadata, exact=self._store_vectors is not None)
 
     def _decode_rows(self, seg: Segment, rows: np.ndarray, coarse) -> np.ndarray:
@@ -735,18 +811,23 @@ class Index(_Persistence):
         per["deleted_mask"] = round(sum(0 if s.deleted is None else s.n for s in segs) / max(n_rows, 1), 2)
         per["total"] = round(sum(per.values()), 2)
         out = {
-            "n": n, "dim": self.dim, "metric": self.metric,
+            "n": n,
+            "dim": self.dim,
+            "metric": self.metric,
             "quantizer": {k: v for k, v in quantizer_meta(self._quantizer).items() if k != "class"},
-            "code_size": cs, "bits_per_dim": round(cs * 8 / self.dim, 3),
+            "code_size": cs,
+            "bits_per_dim": round(cs * 8 / self.dim, 3),
             "store_vectors": self._store_vectors,
             "bytes_per_vector": per,
-            "rows_stored": n_rows, "rows_deleted": n_rows - n,
+            "rows_stored": n_rows,
+            "rows_deleted": n_rows - n,
             "segments": sum(1 for s in segs if s.file is not None),
             "memory_rows": sum(s.n for s in segs if s.file is None),
             "heap_bytes": int(sum(s.heap_bytes() for s in segs)),
             "default_params": self._defaults.to_json(),
             "metadata_fields": {f.name: str(f.type) for f in snap.schema},
-            "path": self._path, "read_only": self._read_only,
+            "path": self._path,
+            "read_only": self._read_only,
         }
         if self._ivf:
             ivf = {"trained": snap.coarse is not None, "nlist": self.nlist}
@@ -755,13 +836,23 @@ class Index(_Persistence):
                 for s in segs:
                     live = s.lists if s.deleted is None else s.lists[~s.deleted]
                     sizes += np.bincount(live + 1, minlength=snap.coarse.nlist + 1)
-                ivf.update(unassigned=int(sizes[0]), list_size_min=int(sizes[1:].min()), list_size_max=int(sizes[1:].max()),
-                           list_size_mean=round(float(sizes[1:].mean()), 2), default_nprobe=_ivf.default_nprobe(snap.coarse.nlist))
+                ivf.update(
+                    unassigned=int(sizes[0]),
+                    list_size_min=int(sizes[1:].min()),
+                    list_size_max=int(sizes[1:].max()),
+                    list_size_mean=round(float(sizes[1:].mean()), 2),
+                    default_nprobe=_ivf.default_nprobe(snap.coarse.nlist),
+                )
             out["ivf"] = ivf
         if self._path is not None:
             files = st.referenced_files(self._manifest)
-            out["disk_bytes"] = int(sum(os.path.getsize(os.path.join(self._path, f)) for f in files
-                                        if os.path.exists(os.path.join(self._path, f))))
+            out["disk_bytes"] = int(
+                sum(
+                    os.path.getsize(os.path.join(self._path, f))
+                    for f in files
+                    if os.path.exists(os.path.join(self._path, f))
+                )
+            )
             out["wal_bytes"] = 0 if self._wal is None else int(self._wal.size)
             out["format_version"] = st.FORMAT_VERSION
         return out
@@ -774,7 +865,9 @@ class Index(_Persistence):
         with self._lock:
             self._check_writable()
             if params.rerank_factor() and self._store_vectors is None:
-                raise InvalidInputError("re-ranking needs the full vectors: this index has store_vectors=False")
+                raise InvalidInputError(
+                    "re-ranking needs the full vectors: this index has store_vectors=False"
+                )
             self._defaults = params
             if self._path is not None:
                 self._write_manifest(self._manifest_with())

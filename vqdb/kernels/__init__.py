@@ -32,8 +32,8 @@ import importlib
 import importlib.util
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from .. import envs
 from ..errors import BackendUnavailableError, UnknownNameError
@@ -119,7 +119,7 @@ class KernelOps:
 _LOADED: dict[str, KernelOps] = {}
 _LOCK = threading.Lock()
 _FORCED: str | None = None
-_DEFAULT: KernelOps | None = None          # cached automatic choice (probing costs ~10 µs per call)
+_DEFAULT: KernelOps | None = None  # cached automatic choice (probing costs ~10 µs per call)
 _HOST_EXCLUDED = frozenset({"torch", "cuda-numba", "cuda-torch"})
 
 register_backend(KernelBackend("reference", "vqdb.kernels.reference", lambda: None, 0))
@@ -127,7 +127,8 @@ register_backend(KernelBackend("numba", "vqdb.kernels.numba_cpu", _probe_numba, 
 register_backend(KernelBackend("torch", "vqdb.kernels.torch_ops", _probe_torch, 10))
 
 # GPU backends (vqdb.gpu imports nothing heavy; its probes are cached and say "no CUDA device" on CPU machines)
-from ..gpu import probe_cuda_numba as _probe_cuda_numba, probe_cuda_torch as _probe_cuda_torch  # noqa: E402
+from ..gpu import probe_cuda_numba as _probe_cuda_numba  # noqa: E402
+from ..gpu import probe_cuda_torch as _probe_cuda_torch  # noqa: E402
 
 register_backend(KernelBackend("cuda-numba", "vqdb.gpu.numba_cuda", _probe_cuda_numba, 40))
 register_backend(KernelBackend("cuda-torch", "vqdb.gpu.torch_cuda", _probe_cuda_torch, 30))
@@ -171,7 +172,9 @@ def get_ops(name: str | None = None) -> KernelOps:
     requested = name or _FORCED or envs.backend()
     if requested is not None:
         if requested not in _REGISTRY:
-            raise UnknownNameError(f"unknown kernel backend {requested!r}; expected one of {sorted(_REGISTRY)}")
+            raise UnknownNameError(
+                f"unknown kernel backend {requested!r}; expected one of {sorted(_REGISTRY)}"
+            )
         try:
             return _load(requested)
         except BackendUnavailableError as exc:
@@ -181,7 +184,7 @@ def get_ops(name: str | None = None) -> KernelOps:
     if _DEFAULT is not None:
         return _DEFAULT
     errors = []
-    for bname, backend in sorted(_REGISTRY.items(), key=lambda kv: -kv[1].priority):
+    for bname in sorted(_REGISTRY, key=lambda name: -_REGISTRY[name].priority):
         # The default serves host NumPy arrays: torch ops serve torch tensors (kvcache), and the CUDA
         # backends would copy every call's arrays to the device and back; device-resident data
         # (Index(device="cuda"), CUDA KV tensors) uses them explicitly, or VQDB_BACKEND forces one.

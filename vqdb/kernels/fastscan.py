@@ -25,14 +25,15 @@ float LUT path, so the final ranking is the float path's.
 from __future__ import annotations
 
 import numpy as np
-from numba import config as _nb_config, njit, prange, types
+from numba import config as _nb_config
+from numba import njit, prange, types
 
 from .. import envs
 
 _CACHE = envs.numba_cache()
-QMAX = 4                      # queries per work item (passed over each block in pairs)
-SUB = 16                      # blocks per inner sub-chunk of a work item (their sums stay in L1)
-TASKS = 64                    # parallel tasks per kernel call (each runs a contiguous range of items)
+QMAX = 4  # queries per work item (passed over each block in pairs)
+SUB = 16  # blocks per inner sub-chunk of a work item (their sums stay in L1)
+TASKS = 64  # parallel tasks per kernel call (each runs a contiguous range of items)
 _NEG_INF = np.float32(-np.inf)
 
 
@@ -88,7 +89,9 @@ def _make_window(nq: int):
     def shuffle(builder, table, idx):
         mod = builder.module
         if ISA == "avx2":
-            fn = cgutils.get_or_insert_function(mod, ir.FunctionType(v32, [v32, v32]), "llvm.x86.avx2.pshuf.b")
+            fn = cgutils.get_or_insert_function(
+                mod, ir.FunctionType(v32, [v32, v32]), "llvm.x86.avx2.pshuf.b"
+            )
             return builder.call(fn, [table, idx])
         if ISA in ("ssse3", "neon"):
             name = "llvm.x86.ssse3.pshuf.b.128" if ISA == "ssse3" else "llvm.aarch64.neon.tbl1.v16i8"
@@ -97,9 +100,15 @@ def _make_window(nq: int):
             halves = []
             for h in range(2):
                 sel = ir.Constant(ir.VectorType(i32, 16), list(range(16 * h, 16 * h + 16)))
-                halves.append(builder.call(fn, [builder.shuffle_vector(table, undef, sel),
-                                                builder.shuffle_vector(idx, undef, sel)]))
-            return builder.shuffle_vector(halves[0], halves[1], ir.Constant(ir.VectorType(i32, 32), list(range(32))))
+                halves.append(
+                    builder.call(
+                        fn,
+                        [builder.shuffle_vector(table, undef, sel), builder.shuffle_vector(idx, undef, sel)],
+                    )
+                )
+            return builder.shuffle_vector(
+                halves[0], halves[1], ir.Constant(ir.VectorType(i32, 32), list(range(32)))
+            )
         out = ir.Constant(v32, [0] * 32)
         for lane in range(32):
             j = builder.zext(builder.extract_element(idx, ir.Constant(i32, lane)), i32)
@@ -126,28 +135,79 @@ def _make_window(nq: int):
         while width > 1:
             width //= 2
             undef = ir.Constant(ir.VectorType(i32, 2 * width), ir.Undefined)
-            lo = builder.shuffle_vector(v, undef if width * 2 == 16 else v, ir.Constant(ir.VectorType(i32, width), list(range(width))))
-            hi = builder.shuffle_vector(v, undef if width * 2 == 16 else v,
-                                        ir.Constant(ir.VectorType(i32, width), list(range(width, 2 * width))))
+            lo = builder.shuffle_vector(
+                v, undef if width * 2 == 16 else v, ir.Constant(ir.VectorType(i32, width), list(range(width)))
+            )
+            hi = builder.shuffle_vector(
+                v,
+                undef if width * 2 == 16 else v,
+                ir.Constant(ir.VectorType(i32, width), list(range(width, 2 * width))),
+            )
             v = vmax(builder, lo, hi)
         return builder.extract_element(v, ir.Constant(i32, 0))
 
     @intrinsic
-    def window(typingctx, blocks, cbase, bstride, nblk, luts, lbases, nsteps, sums, sbase, qstride, first, mx, mbase,
-               mqstride):
-        sig = types.void(blocks, types.intp, types.intp, types.intp, luts, lbases, types.intp, sums, types.intp,
-                         types.intp, types.intp, mx, types.intp, types.intp)
+    def window(
+        typingctx,
+        blocks,
+        cbase,
+        bstride,
+        nblk,
+        luts,
+        lbases,
+        nsteps,
+        sums,
+        sbase,
+        qstride,
+        first,
+        mx,
+        mbase,
+        mqstride,
+    ):
+        sig = types.void(
+            blocks,
+            types.intp,
+            types.intp,
+            types.intp,
+            luts,
+            lbases,
+            types.intp,
+            sums,
+            types.intp,
+            types.intp,
+            types.intp,
+            mx,
+            types.intp,
+            types.intp,
+        )
 
         def codegen(context, builder, signature, args):
-            (blocks_v, cbase_v, bstride_v, nblk_v, luts_v, lbases_v, nsteps_v, sums_v, sbase_v, qstride_v, first_v,
-             mx_v, mbase_v, mqstride_v) = args
+            (
+                blocks_v,
+                cbase_v,
+                bstride_v,
+                nblk_v,
+                luts_v,
+                lbases_v,
+                nsteps_v,
+                sums_v,
+                sbase_v,
+                qstride_v,
+                first_v,
+                mx_v,
+                mbase_v,
+                mqstride_v,
+            ) = args
             mdata = context.make_array(signature.args[11])(context, builder, mx_v).data
             is_first = builder.icmp_signed("!=", first_v, ir.Constant(i64, 0))
             bdata = context.make_array(signature.args[0])(context, builder, blocks_v).data
             ldata = context.make_array(signature.args[4])(context, builder, luts_v).data
             lbdata = context.make_array(signature.args[5])(context, builder, lbases_v).data
             sdata = context.make_array(signature.args[7])(context, builder, sums_v).data
-            lptrs = [builder.gep(ldata, [builder.load(builder.gep(lbdata, [ir.Constant(i64, j)]))]) for j in range(nq)]
+            lptrs = [
+                builder.gep(ldata, [builder.load(builder.gep(lbdata, [ir.Constant(i64, j)]))])
+                for j in range(nq)
+            ]
             accs = [cgutils.alloca_once(builder, w16) for _ in range(4 * nq)]
             mask = ir.Constant(v32, [15] * 32)
             four = ir.Constant(v32, [4] * 32)
@@ -162,26 +222,38 @@ def _make_window(nq: int):
                     lo = builder.and_(c, mask)
                     hi = builder.and_(builder.lshr(c, four), mask)
                     for j in range(nq):
-                        t = builder.load(builder.bitcast(builder.gep(lptrs[j], [off]), v32.as_pointer()), align=1)
+                        t = builder.load(
+                            builder.bitcast(builder.gep(lptrs[j], [off]), v32.as_pointer()), align=1
+                        )
                         rlo = builder.bitcast(shuffle(builder, t, lo), w16)
                         rhi = builder.bitcast(shuffle(builder, t, hi), w16)
                         vals = (rlo, builder.lshr(rlo, eight), rhi, builder.lshr(rhi, eight))
                         for a, v in zip(accs[4 * j : 4 * j + 4], vals):
                             builder.store(builder.add(builder.load(a), v), a)
                 for j in range(nq):
-                    base = builder.add(builder.add(sbase_v, builder.mul(qstride_v, ir.Constant(i64, j))),
-                                       builder.mul(bl.index, ir.Constant(i64, 32)))
+                    base = builder.add(
+                        builder.add(sbase_v, builder.mul(qstride_v, ir.Constant(i64, j))),
+                        builder.mul(bl.index, ir.Constant(i64, 32)),
+                    )
                     halves = []
-                    for h in range(2):     # h = 0: vectors 0..15 (low nibbles), 1: vectors 16..31
-                        v = lane_sums(builder, builder.load(accs[4 * j + 2 * h]), builder.load(accs[4 * j + 2 * h + 1]))
-                        p = builder.bitcast(builder.gep(sdata, [builder.add(base, ir.Constant(i64, 16 * h))]),
-                                            d32.as_pointer())
+                    for h in range(2):  # h = 0: vectors 0..15 (low nibbles), 1: vectors 16..31
+                        v = lane_sums(
+                            builder, builder.load(accs[4 * j + 2 * h]), builder.load(accs[4 * j + 2 * h + 1])
+                        )
+                        p = builder.bitcast(
+                            builder.gep(sdata, [builder.add(base, ir.Constant(i64, 16 * h))]),
+                            d32.as_pointer(),
+                        )
                         old = builder.load(p, align=4)
                         v = builder.select(is_first, v, builder.add(old, v))
                         builder.store(v, p, align=4)
                         halves.append(v)
-                    mpos = builder.add(builder.add(mbase_v, builder.mul(mqstride_v, ir.Constant(i64, j))), bl.index)
-                    builder.store(hmax(builder, vmax(builder, halves[0], halves[1])), builder.gep(mdata, [mpos]))
+                    mpos = builder.add(
+                        builder.add(mbase_v, builder.mul(mqstride_v, ir.Constant(i64, j))), bl.index
+                    )
+                    builder.store(
+                        hmax(builder, vmax(builder, halves[0], halves[1])), builder.gep(mdata, [mpos])
+                    )
             return context.get_dummy_value()
 
         return sig, codegen
@@ -192,7 +264,9 @@ def _make_window(nq: int):
 def _py_window(nq: int):
     """Pure-Python twin of the intrinsic (``NUMBA_DISABLE_JIT=1``)."""
 
-    def window(blocks, cbase, bstride, nblk, luts, lbases, nsteps, sums, sbase, qstride, first, mx, mbase, mqstride):
+    def window(
+        blocks, cbase, bstride, nblk, luts, lbases, nsteps, sums, sbase, qstride, first, mx, mbase, mqstride
+    ):
         lane = np.arange(32) // 16 * 16
         for b in range(nblk):
             c0 = cbase + b * bstride
@@ -229,8 +303,9 @@ def _make_popcount():
         sig = types.int64(types.uint64)
 
         def codegen(context, builder, signature, args):
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), [ir.IntType(64)]),
-                                                "llvm.ctpop.i64")
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.IntType(64), [ir.IntType(64)]), "llvm.ctpop.i64"
+            )
             return builder.call(fn, [args[0]])
 
         return sig, codegen
@@ -239,6 +314,7 @@ def _make_popcount():
 
 
 if _nb_config.DISABLE_JIT:
+
     def _popcount(x):
         return bin(int(x)).count("1")
 else:
@@ -259,9 +335,11 @@ def _make_prefetch():
             data = context.make_array(signature.args[0])(context, builder, args[0]).data
             ptr = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
             i32 = ir.IntType(32)
-            fn = cgutils.get_or_insert_function(builder.module,
-                                                ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
-                                                "llvm.prefetch.p0i8" if hasattr(ir, "PointerType") else "llvm.prefetch")
+            fn = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+                "llvm.prefetch.p0i8" if hasattr(ir, "PointerType") else "llvm.prefetch",
+            )
             builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
             return context.get_dummy_value()
 
@@ -271,6 +349,7 @@ def _make_prefetch():
 
 
 if _nb_config.DISABLE_JIT:
+
     def _prefetch(arr, start):
         return None
 else:
@@ -292,7 +371,7 @@ def _item_sums(blocks, nsteps, part_steps, luts, qs, nq, b0, nblk, lbases, sums,
             cb = (b0 * nsteps + s0) * 32
             bs = nsteps * 32
             qstr = n_parts * cap
-            for j0 in range(0, nq, 2):         # pairs of queries share each code load (more spill on AVX2)
+            for j0 in range(0, nq, 2):  # pairs of queries share each code load (more spill on AVX2)
                 for j in range(j0, min(nq, j0 + 2)):
                     lbases[j - j0] = (qs[j] * nsteps + s0) * 32
                 sb = p * cap + j0 * qstr
@@ -348,15 +427,33 @@ def _heap_push_pair(hs, hp, x, pos):
 
 
 @njit(cache=_CACHE, nogil=True)
-def _emit_block(est, bnd, e0, q, blk, alpha, qconst, cterm, block_list, beta, bmag, heap, thr, out, cand_pos, cand_ub,
-                ubuf, lbuf):
+def _emit_block(
+    est,
+    bnd,
+    e0,
+    q,
+    blk,
+    alpha,
+    qconst,
+    cterm,
+    block_list,
+    beta,
+    bmag,
+    heap,
+    thr,
+    out,
+    cand_pos,
+    cand_ub,
+    ubuf,
+    lbuf,
+):
     """Bounds of the 32 vectors of block ``blk`` for query q from est/bnd[e0 : e0 + 32]: push lower
     bounds into the heap, append (position, ub) of every vector whose ub reaches max(root, thr) at
     ``cand_*[out:]``. Returns the number appended."""
     p0 = 32 * blk
     base = alpha * cterm[q, block_list[blk] + 1] + qconst[q]
     abase = abs(base)
-    for v in range(32):                        # a pure map: vectorized
+    for v in range(32):  # a pure map: vectorized
         a_est = alpha * est[e0 + v]
         s = a_est + base + beta[p0 + v]
         e = alpha * bnd[e0 + v] + np.float32(4e-7) * (abs(a_est) + abase + bmag[p0 + v])
@@ -365,7 +462,7 @@ def _emit_block(est, bnd, e0, q, blk, alpha, qconst, cterm, block_list, beta, bm
     root = heap[0]
     thr = max(thr, root)
     hits = 0
-    for v in range(32):                        # separate integer reductions vectorize as well
+    for v in range(32):  # separate integer reductions vectorize as well
         hits += ubuf[v] >= thr
     lhits = 0
     for v in range(32):
@@ -403,9 +500,47 @@ def _room(cand_pos, cand_ub, out, cnt, cap, thr):
 
 
 @njit(cache=_CACHE, nogil=True)
-def _scan_item(it, blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, fmax, bmax, bmagmax, beta, bmag,
-               alpha, qconst, cterm, block_list, item_b0, item_b1, item_q, item_out, item_pair, pair_cap, cand_pos,
-               cand_ub, counts, heaps, floor, lbases, sums, mx, est, bnd, ubuf, lbuf, cnts, qs):
+def _scan_item(
+    it,
+    blocks,
+    nsteps,
+    part_steps,
+    luts,
+    inv,
+    off,
+    err,
+    factors,
+    fmin,
+    fmax,
+    bmax,
+    bmagmax,
+    beta,
+    bmag,
+    alpha,
+    qconst,
+    cterm,
+    block_list,
+    item_b0,
+    item_b1,
+    item_q,
+    item_out,
+    item_pair,
+    pair_cap,
+    cand_pos,
+    cand_ub,
+    counts,
+    heaps,
+    floor,
+    lbases,
+    sums,
+    mx,
+    est,
+    bnd,
+    ubuf,
+    lbuf,
+    cnts,
+    qs,
+):
     """One work item of :func:`scan_items` (buffers passed in, allocated once per task)."""
     n_parts = part_steps.shape[0] - 1
     cap = 32 * SUB
@@ -414,8 +549,8 @@ def _scan_item(it, blocks, nsteps, part_steps, luts, inv, off, err, factors, fmi
         if item_q[it, j] >= 0:
             qs[nq] = item_q[it, j]
             nq += 1
-        cnts[j] = counts[item_pair[it, j]] if item_q[it, j] >= 0 else 0    # a pair may span several items
-    for c0 in range(item_b0[it], item_b1[it], SUB):     # sub-chunks: sums stay in L1
+        cnts[j] = counts[item_pair[it, j]] if item_q[it, j] >= 0 else 0  # a pair may span several items
+    for c0 in range(item_b0[it], item_b1[it], SUB):  # sub-chunks: sums stay in L1
         nblk = min(SUB, item_b1[it] - c0)
         _item_sums(blocks, nsteps, part_steps, luts, qs, nq, c0, nblk, lbases, sums, mx)
         for j in range(nq):
@@ -454,8 +589,26 @@ def _scan_item(it, blocks, nsteps, part_steps, luts, inv, off, err, factors, fmi
                 cnt = _room(cand_pos, cand_ub, item_out[it, j], cnt, pair_cap[pair], thr)
                 if cnt < 0:
                     break
-                cnt += _emit_block(est, bnd, 0, q, blk, alpha, qconst, cterm, block_list, beta, bmag, heap, thr,
-                                   item_out[it, j] + cnt, cand_pos, cand_ub, ubuf, lbuf)
+                cnt += _emit_block(
+                    est,
+                    bnd,
+                    0,
+                    q,
+                    blk,
+                    alpha,
+                    qconst,
+                    cterm,
+                    block_list,
+                    beta,
+                    bmag,
+                    heap,
+                    thr,
+                    item_out[it, j] + cnt,
+                    cand_pos,
+                    cand_ub,
+                    ubuf,
+                    lbuf,
+                )
             cnts[j] = cnt
             if heap[0] > floor[q]:
                 floor[q] = heap[0]
@@ -464,9 +617,38 @@ def _scan_item(it, blocks, nsteps, part_steps, luts, inv, off, err, factors, fmi
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True)
-def scan_items(blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, fmax, bmax, bmagmax, beta, bmag, alpha,
-               qconst, cterm, block_list, item_b0, item_b1, item_q, item_out, item_pair, pair_cap, task_ptr, cand_pos,
-               cand_ub, counts, heaps, floor):
+def scan_items(
+    blocks,
+    nsteps,
+    part_steps,
+    luts,
+    inv,
+    off,
+    err,
+    factors,
+    fmin,
+    fmax,
+    bmax,
+    bmagmax,
+    beta,
+    bmag,
+    alpha,
+    qconst,
+    cterm,
+    block_list,
+    item_b0,
+    item_b1,
+    item_q,
+    item_out,
+    item_pair,
+    pair_cap,
+    task_ptr,
+    cand_pos,
+    cand_ub,
+    counts,
+    heaps,
+    floor,
+):
     """Fast-scan work items in parallel (see the module docstring for the contract).
 
     blocks (nb*S*32,) uint8; luts (m*S*32,) uint8; inv/off/err (m, P) float32; factors (P, nb*32)
@@ -486,7 +668,7 @@ def scan_items(blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, f
     """
     n_parts = part_steps.shape[0] - 1
     n_tasks = task_ptr.shape[0] - 1
-    for task in prange(n_tasks):                 # contiguous runs of items; buffers allocated once per run
+    for task in prange(n_tasks):  # contiguous runs of items; buffers allocated once per run
         lbases = np.empty(QMAX, dtype=np.int64)
         sums = np.empty(QMAX * n_parts * 32 * SUB, dtype=np.int32)
         mx = np.empty(QMAX * n_parts * SUB, dtype=np.int32)
@@ -502,9 +684,47 @@ def scan_items(blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, f
                 # short runs (IVF lists) jump around memory: fetch the next one while this one is scanned
                 for x in range(item_b0[it + 1] * nsteps * 32, item_b1[it + 1] * nsteps * 32, 64):
                     _prefetch(blocks, x)
-            _scan_item(it, blocks, nsteps, part_steps, luts, inv, off, err, factors, fmin, fmax, bmax, bmagmax, beta,
-                       bmag, alpha, qconst, cterm, block_list, item_b0, item_b1, item_q, item_out, item_pair, pair_cap,
-                       cand_pos, cand_ub, counts, heaps, floor, lbases, sums, mx, est, bnd, ubuf, lbuf, cnts, qs)
+            _scan_item(
+                it,
+                blocks,
+                nsteps,
+                part_steps,
+                luts,
+                inv,
+                off,
+                err,
+                factors,
+                fmin,
+                fmax,
+                bmax,
+                bmagmax,
+                beta,
+                bmag,
+                alpha,
+                qconst,
+                cterm,
+                block_list,
+                item_b0,
+                item_b1,
+                item_q,
+                item_out,
+                item_pair,
+                pair_cap,
+                cand_pos,
+                cand_ub,
+                counts,
+                heaps,
+                floor,
+                lbases,
+                sums,
+                mx,
+                est,
+                bnd,
+                ubuf,
+                lbuf,
+                cnts,
+                qs,
+            )
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True)
@@ -590,7 +810,11 @@ def ivf_items(probe_ptr, probe_lists, q0, q1, list_ids, list_b0, list_b1, n_bloc
         fill[pair_b0[x]] += 1
     n_items = 0
     for x in range(npairs):
-        if x == 0 or pair_b0[order[x]] != pair_b0[order[x - 1]] or (x - start[pair_b0[order[x]]]) % qgroup == 0:
+        if (
+            x == 0
+            or pair_b0[order[x]] != pair_b0[order[x - 1]]
+            or (x - start[pair_b0[order[x]]]) % qgroup == 0
+        ):
             n_items += 1
     item_b0 = np.empty(n_items, dtype=np.int64)
     item_b1 = np.empty(n_items, dtype=np.int64)
@@ -697,7 +921,9 @@ def _block_lists(probe_ptr, probe_lists, a, b, list_pos, stamp, tag, cnt, order)
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True)
-def ivf_items_by_block(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b1, chunk, cand_cap, qblock, qgroup):
+def ivf_items_by_block(
+    probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b1, chunk, cand_cap, qblock, qgroup
+):
     """Block-major IVF items: queries [q0, q1) in blocks of ``qblock``; inside a block every list its queries
     probe once (in order of first appearance, rank by rank, so each query's best lists come early), each
     list chunk shared by up to ``qgroup`` of the block's queries per item (one code load serves them, and
@@ -712,7 +938,7 @@ def ivf_items_by_block(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b
     nq = q1 - q0
     n_blocks_q = (nq + qblock - 1) // qblock
     task_ptr = np.zeros(max(1, n_blocks_q) + 1, dtype=np.int64)
-    for bq in prange(n_blocks_q):              # items per block
+    for bq in prange(n_blocks_q):  # items per block
         stamp = np.full(nl, -1, dtype=np.int64)
         cnt = np.zeros(nl, dtype=np.int64)
         order = np.empty(nl, dtype=np.int64)
@@ -731,7 +957,7 @@ def ivf_items_by_block(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b
     item_q = np.empty((n_items, QMAX), dtype=np.int64)
     item_out = np.empty((n_items, QMAX), dtype=np.int64)
     item_pair = np.empty((n_items, QMAX), dtype=np.int64)
-    for bq in prange(n_blocks_q):              # fill
+    for bq in prange(n_blocks_q):  # fill
         stamp = np.full(nl, -1, dtype=np.int64)
         cnt = np.zeros(nl, dtype=np.int64)
         start = np.zeros(nl, dtype=np.int64)
@@ -746,7 +972,7 @@ def ivf_items_by_block(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b
             tot += cnt[w]
             cnt[w] = 0
         members = np.empty(max(1, tot), dtype=np.int64)
-        for q in range(a, b):                   # members of each list, in query order
+        for q in range(a, b):  # members of each list, in query order
             for t in range(probe_ptr[q], probe_ptr[q + 1]):
                 x = probe_lists[t] + 1
                 w = list_pos[x] if x < npos else -1
@@ -792,7 +1018,7 @@ def build_luts(q, bits, values, n_slots, slot0, sigmas, u8_out, fl_out, inv, off
     m, k = q.shape
     cps = 1 if bits == 3 else 4 // bits
     mask = (1 << bits) - 1
-    vtab = np.empty((cps, 16), dtype=np.float64)      # vtab[t, c] = values[(c >> t*bits) & mask]
+    vtab = np.empty((cps, 16), dtype=np.float64)  # vtab[t, c] = values[(c >> t*bits) & mask]
     for t in range(cps):
         for c in range(16):
             vtab[t, c] = values[(c >> (t * bits)) & mask]
@@ -807,10 +1033,10 @@ def build_luts(q, bits, values, n_slots, slot0, sigmas, u8_out, fl_out, inv, off
             for t in range(cps):
                 j = s * cps + t
                 qj = np.float64(q[i, j]) if j < k else 0.0
-                for c in range(16):                      # same float64 sums, in the same order
+                for c in range(16):  # same float64 sums, in the same order
                     row[c] += qj * vtab[t, c]
             for c in range(16):
-                lut[s, c] = np.float64(np.float32(row[c]))      # the float32 table is the float path
+                lut[s, c] = np.float64(np.float32(row[c]))  # the float32 table is the float path
             if bits == 3:
                 lo8 = lut[s, 0]
                 for c in range(1, 8):
@@ -839,7 +1065,7 @@ def build_luts(q, bits, values, n_slots, slot0, sigmas, u8_out, fl_out, inv, off
                 u = min(max(np.rint(d * a), 0.0), 255.0)
                 u8_out[i, slot0 + s, c] = np.uint8(u)
                 fl_out[i, slot0 + s, c] = lut[s, c]
-                r = d - u * ia                       # (the bound's 1e-5 relative slack covers the rounding)
+                r = d - u * ia  # (the bound's 1e-5 relative slack covers the rounding)
                 worst = max(worst, abs(r))
                 sq += r * r
                 big = max(big, abs(lut[s, c]))
@@ -934,9 +1160,35 @@ def popcount_dot(words, qwords):
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True)
-def scan_items_popcount(words, qwords, qlo, qdelta, qsum, elo, ehi, v0, dv, factors, beta, bmag, alpha, qconst, cterm,
-                        block_list, item_b0, item_b1, item_q, item_out, item_pair, pair_cap, cand_pos, cand_ub, counts,
-                        heaps, floor):
+def scan_items_popcount(
+    words,
+    qwords,
+    qlo,
+    qdelta,
+    qsum,
+    elo,
+    ehi,
+    v0,
+    dv,
+    factors,
+    beta,
+    bmag,
+    alpha,
+    qconst,
+    cterm,
+    block_list,
+    item_b0,
+    item_b1,
+    item_q,
+    item_out,
+    item_pair,
+    pair_cap,
+    cand_pos,
+    cand_ub,
+    counts,
+    heaps,
+    floor,
+):
     """Popcount twin of :func:`scan_items` for single-part 1-bit codes (same items and outputs).
 
     words (nb*32, W) uint64 in layout order; qwords (m, B, W) uint64; qlo, qdelta, qsum, elo, ehi (m,)
@@ -984,8 +1236,26 @@ def scan_items_popcount(words, qwords, qlo, qdelta, qsum, elo, ehi, v0, dv, fact
                 cnt = _room(cand_pos, cand_ub, out, cnt, pair_cap[pair], max(heap[0], floor[q]))
                 if cnt < 0:
                     break
-                cnt += _emit_block(est, bnd, 32 * bb, q, b0 + bb, alpha, qconst, cterm, block_list, beta, bmag, heap,
-                                   floor[q], out + cnt, cand_pos, cand_ub, ubuf, lbuf)
+                cnt += _emit_block(
+                    est,
+                    bnd,
+                    32 * bb,
+                    q,
+                    b0 + bb,
+                    alpha,
+                    qconst,
+                    cterm,
+                    block_list,
+                    beta,
+                    bmag,
+                    heap,
+                    floor[q],
+                    out + cnt,
+                    cand_pos,
+                    cand_ub,
+                    ubuf,
+                    lbuf,
+                )
             counts[pair] = cnt
             if heap[0] > floor[q]:
                 floor[q] = heap[0]
@@ -1046,8 +1316,29 @@ def _gather(cand_pos, cand_ub, counts, pair_out, h0, h1, thr):
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True)
-def finish(cand_pos, cand_ub, counts, pair_out, heaps, q_ptr, k, floor, blocks, nsteps, part_steps, fluts, factors,
-           beta, alpha, qconst, cterm, block_list, out_s, out_p, n_cand):
+def finish(
+    cand_pos,
+    cand_ub,
+    counts,
+    pair_out,
+    heaps,
+    q_ptr,
+    k,
+    floor,
+    blocks,
+    nsteps,
+    part_steps,
+    fluts,
+    factors,
+    beta,
+    alpha,
+    qconst,
+    cterm,
+    block_list,
+    out_s,
+    out_p,
+    n_cand,
+):
     """Per query (local index i, pairs q_ptr[i]..q_ptr[i+1], ``floor`` (m,) from the scan): threshold =
     k-th best lower bound, keep
     the candidates whose ub reaches it, score them with the float LUT path (:func:`_rescore_one`),
@@ -1061,17 +1352,53 @@ def finish(cand_pos, cand_ub, counts, pair_out, heaps, q_ptr, k, floor, blocks, 
         sc = np.empty(n, dtype=np.float32)
         n4 = n - n % 4
         for c in range(0, n4, 4):
-            _rescore_four(blocks, nsteps, part_steps, fluts, factors, beta, alpha, qconst, cterm, block_list, i, pos,
-                          c, sc)
+            _rescore_four(
+                blocks,
+                nsteps,
+                part_steps,
+                fluts,
+                factors,
+                beta,
+                alpha,
+                qconst,
+                cterm,
+                block_list,
+                i,
+                pos,
+                c,
+                sc,
+            )
         for c in range(n4, n):
-            sc[c] = _rescore_one(blocks, nsteps, part_steps, fluts, factors, beta, alpha, qconst, cterm, block_list,
-                                 i, pos[c])
+            sc[c] = _rescore_one(
+                blocks, nsteps, part_steps, fluts, factors, beta, alpha, qconst, cterm, block_list, i, pos[c]
+            )
         _take_topk(sc, pos, n, k, out_s, out_p, i)
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True)
-def finish_bits(cand_pos, cand_ub, counts, pair_out, heaps, q_ptr, k, floor, words, qf, v0, dv, factors, beta, alpha,
-                qconst, cterm, block_list, out_s, out_p, n_cand):
+def finish_bits(
+    cand_pos,
+    cand_ub,
+    counts,
+    pair_out,
+    heaps,
+    q_ptr,
+    k,
+    floor,
+    words,
+    qf,
+    v0,
+    dv,
+    factors,
+    beta,
+    alpha,
+    qconst,
+    cterm,
+    block_list,
+    out_s,
+    out_p,
+    n_cand,
+):
     """:func:`finish` for 1-bit codes scored from sign words (``qf`` (m, k) float64 queries)."""
     m = q_ptr.shape[0] - 1
     for i in prange(m):
@@ -1084,7 +1411,9 @@ def finish_bits(cand_pos, cand_ub, counts, pair_out, heaps, q_ptr, k, floor, wor
             qs += qf[i, j]
         sc = np.empty(n, dtype=np.float32)
         for c in range(n):
-            sc[c] = _rescore_bits_one(words, qf, qs, v0, dv, factors, beta, alpha, qconst, cterm, block_list, i, pos[c])
+            sc[c] = _rescore_bits_one(
+                words, qf, qs, v0, dv, factors, beta, alpha, qconst, cterm, block_list, i, pos[c]
+            )
         _take_topk(sc, pos, n, k, out_s, out_p, i)
 
 
@@ -1115,7 +1444,9 @@ def _rescore_one(blocks, nsteps, part_steps, fluts, factors, beta, alpha, qconst
 
 
 @njit(cache=_CACHE, nogil=True)
-def _rescore_four(blocks, nsteps, part_steps, fluts, factors, beta, alpha, qconst, cterm, block_list, i, pos, c, out):
+def _rescore_four(
+    blocks, nsteps, part_steps, fluts, factors, beta, alpha, qconst, cterm, block_list, i, pos, c, out
+):
     """:func:`_rescore_one` of positions pos[c : c + 4] into out[c : c + 4]: four independent float64 chains,
     each with the same operations in the same order as :func:`_rescore_one` (so the same results),
     interleaved so that the additions' latency overlaps (one chain is latency-bound)."""
@@ -1202,7 +1533,9 @@ def tile_topk(scores, alpha, qconst, cterm, block_list, beta, pos0, heaps_s, hea
         hp = heaps_p[i]
         for r in range(rows):
             pos = pos0 + r
-            s = np.float32(alpha * (cterm[i, block_list[pos >> 5] + 1] + scores[i, r]) + beta[pos] + qconst[i])
+            s = np.float32(
+                alpha * (cterm[i, block_list[pos >> 5] + 1] + scores[i, r]) + beta[pos] + qconst[i]
+            )
             _heap_push_pair(hs, hp, s, pos)
 
 
@@ -1238,15 +1571,63 @@ def warmup() -> None:
     for nq in (1, 2, 3, 4):
         iq = item_q.copy()
         iq[0, nq:] = -1
-        scan_items(blocks, S, part_steps, luts, inv, off, err, factors, np.zeros((P, nb), f32), np.ones((P, nb), f32),
-                   np.zeros(nb, f32), np.zeros(nb, f32), beta, beta, f32(1.0), qconst, cterm, block_list, item_b0,
-                   item_b1, iq, item_out, item_pair, np.full(4, 64, i64), np.array([0, 1], i64), cand_pos, cand_ub,
-                   counts, heaps, np.full(m, -np.inf, f32))
+        scan_items(
+            blocks,
+            S,
+            part_steps,
+            luts,
+            inv,
+            off,
+            err,
+            factors,
+            np.zeros((P, nb), f32),
+            np.ones((P, nb), f32),
+            np.zeros(nb, f32),
+            np.zeros(nb, f32),
+            beta,
+            beta,
+            f32(1.0),
+            qconst,
+            cterm,
+            block_list,
+            item_b0,
+            item_b1,
+            iq,
+            item_out,
+            item_pair,
+            np.full(4, 64, i64),
+            np.array([0, 1], i64),
+            cand_pos,
+            cand_ub,
+            counts,
+            heaps,
+            np.full(m, -np.inf, f32),
+        )
     fl = rng.standard_normal((4, 2 * S, 16)).astype(f32)
     q_ptr = np.arange(5, dtype=i64)
-    finish(cand_pos, cand_ub, counts, item_out[0], heaps, q_ptr, k, np.full(4, -np.inf, f32), blocks, S, part_steps, fl,
-           factors, beta, f32(1.0), qconst, cterm, block_list, np.full((4, k), -np.inf, f32), np.full((4, k), -1, i64),
-           np.zeros(4, i64))
+    finish(
+        cand_pos,
+        cand_ub,
+        counts,
+        item_out[0],
+        heaps,
+        q_ptr,
+        k,
+        np.full(4, -np.inf, f32),
+        blocks,
+        S,
+        part_steps,
+        fl,
+        factors,
+        beta,
+        f32(1.0),
+        qconst,
+        cterm,
+        block_list,
+        np.full((4, k), -np.inf, f32),
+        np.full((4, k), -1, i64),
+        np.zeros(4, i64),
+    )
     out = np.empty((64, 2 * S * 2), f32)
     decode_tile(blocks, S, part_steps, np.array([2, 2], i64), np.ones((P, 16), f32), factors, 0, nb, out)
     hs = np.full((m, k), -np.inf, f32)
@@ -1254,19 +1635,109 @@ def warmup() -> None:
     tile_topk(rng.standard_normal((m, 64)).astype(f32), f32(1.0), qconst, cterm, block_list, beta, 0, hs, hp)
     words = rng.integers(0, 2**63, size=(nb * 32, 2), dtype=i64).view(np.uint64)
     qw, lo, de, elo, ehi = rf.bitplane_query(rng.standard_normal((m, 100)).astype(f32), 4)
-    scan_items_popcount(words, qw, lo, de, lo * 0, elo, ehi, f64(-1.0), f64(2.0), factors, beta, beta, f32(1.0),
-                        qconst, cterm, block_list, item_b0, item_b1, item_q, item_out, item_pair, np.full(4, 64, i64),
-                        cand_pos, cand_ub, counts, heaps, np.full(m, -np.inf, f32))
-    finish_bits(cand_pos, cand_ub, counts, item_out[0], heaps, q_ptr, k, np.full(4, -np.inf, f32), words,
-                rng.standard_normal((4, 100)), f64(-1.0), f64(2.0), factors, beta, f32(1.0), qconst, cterm, block_list,
-                np.full((4, k), -np.inf, f32), np.full((4, k), -1, i64), np.zeros(4, i64))
-    ivf_items(np.array([0, 2], i64), np.array([-1, 3], i64), 0, 1, np.array([-1, 3], i64), np.array([0, 1], i64),
-              np.array([1, 2], i64), 2, 64, 2, 256)
-    ivf_items_by_query(np.array([0, 2], i64), np.array([-1, 3], i64), 0, 1, np.array([0, -1, -1, -1, 1], i64),
-                       np.array([0, 1], i64), np.array([1, 2], i64), 64, 256, 64)
-    ivf_items_by_block(np.array([0, 2, 4], i64), np.array([-1, 3, -1, 3], i64), 0, 2, np.array([0, -1, -1, -1, 1], i64),
-                       np.array([0, 1], i64), np.array([1, 2], i64), 64, 256, 2, 2)
+    scan_items_popcount(
+        words,
+        qw,
+        lo,
+        de,
+        lo * 0,
+        elo,
+        ehi,
+        f64(-1.0),
+        f64(2.0),
+        factors,
+        beta,
+        beta,
+        f32(1.0),
+        qconst,
+        cterm,
+        block_list,
+        item_b0,
+        item_b1,
+        item_q,
+        item_out,
+        item_pair,
+        np.full(4, 64, i64),
+        cand_pos,
+        cand_ub,
+        counts,
+        heaps,
+        np.full(m, -np.inf, f32),
+    )
+    finish_bits(
+        cand_pos,
+        cand_ub,
+        counts,
+        item_out[0],
+        heaps,
+        q_ptr,
+        k,
+        np.full(4, -np.inf, f32),
+        words,
+        rng.standard_normal((4, 100)),
+        f64(-1.0),
+        f64(2.0),
+        factors,
+        beta,
+        f32(1.0),
+        qconst,
+        cterm,
+        block_list,
+        np.full((4, k), -np.inf, f32),
+        np.full((4, k), -1, i64),
+        np.zeros(4, i64),
+    )
+    ivf_items(
+        np.array([0, 2], i64),
+        np.array([-1, 3], i64),
+        0,
+        1,
+        np.array([-1, 3], i64),
+        np.array([0, 1], i64),
+        np.array([1, 2], i64),
+        2,
+        64,
+        2,
+        256,
+    )
+    ivf_items_by_query(
+        np.array([0, 2], i64),
+        np.array([-1, 3], i64),
+        0,
+        1,
+        np.array([0, -1, -1, -1, 1], i64),
+        np.array([0, 1], i64),
+        np.array([1, 2], i64),
+        64,
+        256,
+        64,
+    )
+    ivf_items_by_block(
+        np.array([0, 2, 4], i64),
+        np.array([-1, 3, -1, 3], i64),
+        0,
+        2,
+        np.array([0, -1, -1, -1, 1], i64),
+        np.array([0, 1], i64),
+        np.array([1, 2], i64),
+        64,
+        256,
+        2,
+        2,
+    )
     quantize_group(np.ones((m, 8, 16), f32), 2, 6, -1.0, np.empty((m, 8, 16), np.uint8), inv, off, err, 0)
     for bits in (1, 2, 3, 4):
-        build_luts(rng.standard_normal((m, 7)).astype(f32), bits, np.linspace(-1, 1, 1 << bits), 8, 0, -1.0,
-                   np.empty((m, 8, 16), np.uint8), np.empty((m, 8, 16), f32), inv, off, err, 0)
+        build_luts(
+            rng.standard_normal((m, 7)).astype(f32),
+            bits,
+            np.linspace(-1, 1, 1 << bits),
+            8,
+            0,
+            -1.0,
+            np.empty((m, 8, 16), np.uint8),
+            np.empty((m, 8, 16), f32),
+            inv,
+            off,
+            err,
+            0,
+        )

@@ -275,7 +275,9 @@ def _coord_lut_kernel(q, codes, offset, bits, values, out):
             out[qi, i] = acc
 
 
-_LINEAR_MAX_BITS = 6  # up to this width, indices are counted against all boundaries (vectorised); above, binary search
+_LINEAR_MAX_BITS = (
+    6  # up to this width, indices are counted against all boundaries (vectorised); above, binary search
+)
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -590,10 +592,19 @@ def encode_turbo_block(y, r, table, boundaries, values, scaled, full, codes, cha
     factors = np.empty(y.shape[0], dtype=np.float32)
     if y.shape[0]:
         boundaries = np.ascontiguousarray(boundaries, dtype=np.float64)
-        _encode_turbo_block_rows(np.ascontiguousarray(y, dtype=np.float32), np.ascontiguousarray(r, dtype=np.float32),
-                             np.ascontiguousarray(table, dtype=np.int64), boundaries, _ceil_float32(boundaries),
-                             np.ascontiguousarray(values, dtype=np.float32), bool(scaled), bool(full), codes, factors,
-                             _NO_CHAT if chat is None else chat)
+        _encode_turbo_block_rows(
+            np.ascontiguousarray(y, dtype=np.float32),
+            np.ascontiguousarray(r, dtype=np.float32),
+            np.ascontiguousarray(table, dtype=np.int64),
+            boundaries,
+            _ceil_float32(boundaries),
+            np.ascontiguousarray(values, dtype=np.float32),
+            bool(scaled),
+            bool(full),
+            codes,
+            factors,
+            _NO_CHAT if chat is None else chat,
+        )
     return factors
 
 
@@ -601,7 +612,9 @@ def hadamard_rotate(x, signs) -> np.ndarray:
     signs = np.ascontiguousarray(signs, dtype=np.float32)
     out = np.empty((x.shape[0], signs.shape[1]), dtype=np.float32)
     if x.shape[0]:
-        _hadamard_rows(np.ascontiguousarray(x, dtype=np.float32), signs, np.float32(1.0 / np.sqrt(signs.shape[1])), out)
+        _hadamard_rows(
+            np.ascontiguousarray(x, dtype=np.float32), signs, np.float32(1.0 / np.sqrt(signs.shape[1])), out
+        )
     return out
 
 
@@ -610,8 +623,6 @@ def num_threads() -> int:
     import numba
 
     return int(numba.get_num_threads())
-
-
 
 
 def warmup() -> None:
@@ -632,11 +643,22 @@ def warmup() -> None:
     encode_scalar(np.repeat(x, SERIAL_MAX_ROWS, axis=0), b, 2)
     decode_values(np.zeros((SERIAL_MAX_ROWS + 1, 3), np.uint8), 0, 2, 10, c.astype(np.float32))
     encode_scaled(x, b, c, np.array([1.0, 1.2]), 2)
-    scaled_indices_segments(x, np.arange(10) % 2, np.vstack([b, b * 2]), np.vstack([c, c * 2]), np.array([1.0, 1.2]))
+    scaled_indices_segments(
+        x, np.arange(10) % 2, np.vstack([b, b * 2]), np.vstack([c, c * 2]), np.array([1.0, 1.2])
+    )
     sign_scores(x[:1], pack_bits((x > 0).astype(np.uint8), 1), 0)
     table = np.array([[0, 4, 2, 0], [4, 10, 1, 1]], dtype=np.int64)
     codes = np.zeros((3, 4), dtype=np.uint8)
     for scaled in (True, False):
-        encode_turbo_block(x, x, table, np.vstack([b, np.full(3, np.inf)]), np.vstack([c, c]).astype(np.float32), scaled,
-                       scaled, codes, np.zeros(x.shape, np.float32) if scaled else None)
+        encode_turbo_block(
+            x,
+            x,
+            table,
+            np.vstack([b, np.full(3, np.inf)]),
+            np.vstack([c, c]).astype(np.float32),
+            scaled,
+            scaled,
+            codes,
+            np.zeros(x.shape, np.float32) if scaled else None,
+        )
     hadamard_rotate(x, np.ones((2, 16), np.float32))

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..quantizers._packing import pack_bits as _pack, packed_size, unpack_bits as _unpack
+from ..quantizers._packing import pack_bits as _pack
+from ..quantizers._packing import packed_size
+from ..quantizers._packing import unpack_bits as _unpack
 from ..quantizers._rotation import fwht as _fwht
 
 name = "reference"
@@ -42,7 +44,9 @@ def encode_scalar(x: np.ndarray, boundaries: np.ndarray, bits: int) -> np.ndarra
     return _pack(bucketize(x, boundaries), bits)
 
 
-def scaled_indices(u: np.ndarray, boundaries: np.ndarray, centroids: np.ndarray, scales: np.ndarray) -> np.ndarray:
+def scaled_indices(
+    u: np.ndarray, boundaries: np.ndarray, centroids: np.ndarray, scales: np.ndarray
+) -> np.ndarray:
     """Per row, the indices of ``u * t`` for the ``t`` in ``scales`` whose reconstruction has the
     highest cosine with ``u`` (first such ``t`` on ties).
 
@@ -66,8 +70,9 @@ def scaled_indices(u: np.ndarray, boundaries: np.ndarray, centroids: np.ndarray,
     return best
 
 
-def scaled_indices_segments(u: np.ndarray, segment: np.ndarray, boundaries: np.ndarray, centroids: np.ndarray,
-                            scales: np.ndarray) -> np.ndarray:
+def scaled_indices_segments(
+    u: np.ndarray, segment: np.ndarray, boundaries: np.ndarray, centroids: np.ndarray, scales: np.ndarray
+) -> np.ndarray:
     """:func:`scaled_indices` with a codebook per coordinate segment.
 
     u : (n, k) float32; segment : (k,) int64 codebook id of each coordinate; boundaries : (S, L-1)
@@ -96,7 +101,9 @@ def scaled_indices_segments(u: np.ndarray, segment: np.ndarray, boundaries: np.n
     return best
 
 
-def encode_scaled(u: np.ndarray, boundaries: np.ndarray, centroids: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray:
+def encode_scaled(
+    u: np.ndarray, boundaries: np.ndarray, centroids: np.ndarray, scales: np.ndarray, bits: int
+) -> np.ndarray:
     """Fused :func:`scaled_indices` + pack: (n, k) float32 -> (n, ceil(k*bits/8)) uint8."""
     return _pack(scaled_indices(u, boundaries, centroids, scales), bits)
 
@@ -123,8 +130,17 @@ def sign_scores(q: np.ndarray, codes: np.ndarray, offset: int) -> np.ndarray:
     return lut_scores(q, codes, offset, 1, _SIGN_VALUES)
 
 
-def encode_turbo_block(y: np.ndarray, r: np.ndarray, table: np.ndarray, boundaries: np.ndarray, values: np.ndarray,
-                   scaled: bool, full: bool, codes: np.ndarray, chat: np.ndarray | None = None) -> np.ndarray:
+def encode_turbo_block(
+    y: np.ndarray,
+    r: np.ndarray,
+    table: np.ndarray,
+    boundaries: np.ndarray,
+    values: np.ndarray,
+    scaled: bool,
+    full: bool,
+    codes: np.ndarray,
+    chat: np.ndarray | None = None,
+) -> np.ndarray:
     """Fused TurboQuant block encode of rotated rows: norm, unit scaling, bucketize, pack, side factor.
 
     Parameters
@@ -185,7 +201,9 @@ def encode_turbo_block(y: np.ndarray, r: np.ndarray, table: np.ndarray, boundari
     dot = seqsum(np.concatenate(dot_terms, axis=1)) if dot_terms else np.zeros(n)
     if not scaled:
         return nrm.astype(np.float32)
-    coded = np.ones(n) if full else (seqsum(np.concatenate(coded_terms, axis=1)) if coded_terms else np.zeros(n))
+    coded = (
+        np.ones(n) if full else (seqsum(np.concatenate(coded_terms, axis=1)) if coded_terms else np.zeros(n))
+    )
     ok = (dot > 0) & (nrm > 0)
     return np.where(ok, nrm * coded / np.where(ok, dot, 1.0), 0.0).astype(np.float32)
 

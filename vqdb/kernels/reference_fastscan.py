@@ -44,7 +44,7 @@ import numpy as np
 from ..quantizers._packing import packed_size, unpack_bits
 
 BLOCK = 32
-WINDOW = 256          # steps accumulated in uint16 before widening (256 * 255 = 65280 < 65536)
+WINDOW = 256  # steps accumulated in uint16 before widening (256 * 255 = 65280 < 65536)
 FAST_BITS = (1, 2, 3, 4)
 
 
@@ -80,10 +80,10 @@ def interleave(slots: np.ndarray) -> np.ndarray:
     """(n_pad, n_slots) uint8 slots, n_pad a multiple of 32, n_slots even -> (n_pad/32, n_slots/2, 32) blocks."""
     n, ns = slots.shape
     nb = n // BLOCK
-    s = slots.reshape(nb, BLOCK, ns // 2, 2)                   # (block, vector, step, slot-of-pair)
-    lo = s[:, :16]                                             # vectors 0..15  -> low nibbles
-    hi = s[:, 16:]                                             # vectors 16..31 -> high nibbles
-    byte = lo | (hi << 4)                                      # (block, i, step, pair)
+    s = slots.reshape(nb, BLOCK, ns // 2, 2)  # (block, vector, step, slot-of-pair)
+    lo = s[:, :16]  # vectors 0..15  -> low nibbles
+    hi = s[:, 16:]  # vectors 16..31 -> high nibbles
+    byte = lo | (hi << 4)  # (block, i, step, pair)
     # -> (block, step, pair, i) -> bytes pair*16 + i
     return np.ascontiguousarray(byte.transpose(0, 2, 3, 1).reshape(nb, ns // 2, BLOCK))
 
@@ -91,7 +91,7 @@ def interleave(slots: np.ndarray) -> np.ndarray:
 def deinterleave(blocks: np.ndarray) -> np.ndarray:
     """Inverse of :func:`interleave`: (n_blocks, n_steps, 32) -> (n_blocks * 32, 2 * n_steps) slots."""
     nb, ns, _ = blocks.shape
-    b = blocks.reshape(nb, ns, 2, 16).transpose(0, 3, 1, 2)    # (block, i, step, pair)
+    b = blocks.reshape(nb, ns, 2, 16).transpose(0, 3, 1, 2)  # (block, i, step, pair)
     lo = b & 15
     hi = b >> 4
     return np.ascontiguousarray(np.concatenate([lo, hi], axis=1).reshape(nb * BLOCK, 2 * ns))
@@ -138,7 +138,7 @@ def quantize_luts(lut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     """
     lut64 = lut.astype(np.float64)
     mn = lut64.min(axis=2, keepdims=True)
-    span = (lut64 - mn).max(axis=2)                                   # (m, S)
+    span = (lut64 - mn).max(axis=2)  # (m, S)
     top = span.max(axis=1) if span.shape[1] else np.zeros(lut.shape[0])
     a = np.where(top > 0, 255.0 / np.where(top > 0, top, 1.0), 1.0)  # (m,)
     u8 = np.clip(np.rint((lut64 - mn) * a[:, None, None]), 0, 255)
@@ -147,8 +147,13 @@ def quantize_luts(lut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     err_rms = np.sqrt((err**2).mean(axis=2).sum(axis=1))
     # float32 evaluation of A * inv + offset and float32 table values: a small relative slack
     slack = 1e-5 * (np.abs(lut64).max(axis=2).sum(axis=1) + 1e-30)
-    return (u8.astype(np.uint8), (1.0 / a).astype(np.float32), mn[:, :, 0].sum(axis=1).astype(np.float32),
-            (err_max + slack).astype(np.float32), err_rms.astype(np.float32))
+    return (
+        u8.astype(np.uint8),
+        (1.0 / a).astype(np.float32),
+        mn[:, :, 0].sum(axis=1).astype(np.float32),
+        (err_max + slack).astype(np.float32),
+        err_rms.astype(np.float32),
+    )
 
 
 def pack_luts(lut_u8: np.ndarray) -> np.ndarray:
@@ -163,20 +168,22 @@ def pack_luts(lut_u8: np.ndarray) -> np.ndarray:
 def accumulate_ref(blocks: np.ndarray, luts: np.ndarray, part_steps: np.ndarray) -> np.ndarray:
     """Exact integer sums: (n_blocks, S, 32) blocks, (m, S, 32) packed uint8 LUTs, (P+1,) step bounds
     -> (m, P, n_blocks * 32) uint32 with ``out[i, p, v] = Σ_{s in part p} lut_u8[i, s, slot[v, s]]``."""
-    slots = deinterleave(blocks).astype(np.int64)              # (N, 2S)
+    slots = deinterleave(blocks).astype(np.int64)  # (N, 2S)
     m = luts.shape[0]
-    lut = luts.reshape(m, -1, 16).astype(np.int64)               # (m, 2S, 16)
+    lut = luts.reshape(m, -1, 16).astype(np.int64)  # (m, 2S, 16)
     P = len(part_steps) - 1
     out = np.zeros((m, P, slots.shape[0]), dtype=np.uint32)
     cols = np.arange(slots.shape[1])
     for i in range(m):
-        picked = lut[i][cols[None, :], slots]                    # (N, 2S)
+        picked = lut[i][cols[None, :], slots]  # (N, 2S)
         for p in range(P):
             out[i, p] = picked[:, 2 * part_steps[p] : 2 * part_steps[p + 1]].sum(axis=1)
     return out
 
 
-def float_scores_ref(blocks: np.ndarray, fluts: np.ndarray, part_steps: np.ndarray, factors: np.ndarray) -> np.ndarray:
+def float_scores_ref(
+    blocks: np.ndarray, fluts: np.ndarray, part_steps: np.ndarray, factors: np.ndarray
+) -> np.ndarray:
     """Float LUT path: (m, N) float32 ``Σ_p factors[p, v] · Σ_{s in p} flut[i, s, slot[v, s]]`` (float64 sums)."""
     slots = deinterleave(blocks).astype(np.int64)
     m = fluts.shape[0]
@@ -185,7 +192,9 @@ def float_scores_ref(blocks: np.ndarray, fluts: np.ndarray, part_steps: np.ndarr
     for i in range(m):
         picked = fluts[i].astype(np.float64)[cols[None, :], slots]
         for p in range(len(part_steps) - 1):
-            out[i] += factors[p].astype(np.float64) * picked[:, 2 * part_steps[p] : 2 * part_steps[p + 1]].sum(axis=1)
+            out[i] += factors[p].astype(np.float64) * picked[
+                :, 2 * part_steps[p] : 2 * part_steps[p + 1]
+            ].sum(axis=1)
     return out.astype(np.float32)
 
 
@@ -202,7 +211,9 @@ def sign_words(codes: np.ndarray, offset: int, k: int) -> np.ndarray:
     return np.ascontiguousarray(buf).view("<u8").reshape(n, w).astype(np.uint64)
 
 
-def bitplane_query(q: np.ndarray, planes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def bitplane_query(
+    q: np.ndarray, planes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Quantize (m, k) float32 queries to ``planes``-bit unsigned integers u: ``q ≈ lo + delta * u``.
 
     Returns
@@ -232,9 +243,14 @@ def bitplane_query(q: np.ndarray, planes: int) -> tuple[np.ndarray, np.ndarray, 
 def popcount_ref(words: np.ndarray, qwords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, W) code words, (m, B, W) query planes -> (acc (m, n) int64 = Σ_b 2^b popcount(plane_b & x),
     ones (n,) int64 = popcount(x))."""
+
     def pc(a):
         a = np.ascontiguousarray(a)
-        return np.unpackbits(a.view(np.uint8), axis=-1).reshape(a.shape[:-1] + (-1,)).sum(axis=-1, dtype=np.int64)
+        return (
+            np.unpackbits(a.view(np.uint8), axis=-1)
+            .reshape(a.shape[:-1] + (-1,))
+            .sum(axis=-1, dtype=np.int64)
+        )
 
     ones = pc(words)
     m, B, _ = qwords.shape

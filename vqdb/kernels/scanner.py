@@ -38,37 +38,40 @@ import numpy as np
 from . import _blas, get_ops
 from . import reference_fastscan as rf
 
-MIN_ROWS = 2048             # smaller segments are scored by the quantizer directly (no layout)
-QMAX = 4                   # columns of the item arrays (the kernels' maximum)
-QGROUP = 2                 # queries sharing one pass over a block (4 spills registers on AVX2)
-CHUNK_BLOCKS = 64          # flat scans: blocks per work item (64 * 32 = 2048 vectors)
-TILE_BLOCKS = 64           # blas path: blocks decoded per tile
+MIN_ROWS = 2048  # smaller segments are scored by the quantizer directly (no layout)
+QMAX = 4  # columns of the item arrays (the kernels' maximum)
+QGROUP = 2  # queries sharing one pass over a block (4 spills registers on AVX2)
+CHUNK_BLOCKS = 64  # flat scans: blocks per work item (64 * 32 = 2048 vectors)
+TILE_BLOCKS = 64  # blas path: blocks decoded per tile
 L2_CHUNK_BYTES = 96 << 10  # batches: code bytes per work item (stays in L2 across query groups)
-CAND_CAP = 256             # candidate slots per (query, block range) pair; overflow -> exact redo
-CAND_CAP_QUERY = 1024      # candidate slots per query of a query-major IVF scan
-IVF_ORDER = "block"        # IVF work order: "block" (blocks of queries, list-major inside), "query" (FAISS-style:
-                           # each query walks its lists) or "list" (all queries grouped by list, a heap per pair)
-IVF_QBLOCK = 64            # "block": queries per block (their LUTs stay in L2; each probed chunk is loaded once)
-IVF_QGROUP = 4             # "block": queries per work item (one item's pairs share the chunk in L1; 2 -> 4: +6%)
-IVF_MIN_BLOCKS = 8         # "block": at least this many blocks per call when there are enough queries (threads)
-TASKS = 64                 # parallel tasks per kernel call
-MAX_PAIRS = 1 << 16        # flat scans: queries per kernel call bounded by this many pairs
-BITPLANES = 8              # popcount path: bits of the quantized query
+CAND_CAP = 256  # candidate slots per (query, block range) pair; overflow -> exact redo
+CAND_CAP_QUERY = 1024  # candidate slots per query of a query-major IVF scan
+IVF_ORDER = "block"  # IVF work order: "block" (blocks of queries, list-major inside), "query" (FAISS-style:
+# each query walks its lists) or "list" (all queries grouped by list, a heap per pair)
+IVF_QBLOCK = 64  # "block": queries per block (their LUTs stay in L2; each probed chunk is loaded once)
+IVF_QGROUP = 4  # "block": queries per work item (one item's pairs share the chunk in L1; 2 -> 4: +6%)
+IVF_MIN_BLOCKS = 8  # "block": at least this many blocks per call when there are enough queries (threads)
+TASKS = 64  # parallel tasks per kernel call
+MAX_PAIRS = 1 << 16  # flat scans: queries per kernel call bounded by this many pairs
+BITPLANES = 8  # popcount path: bits of the quantized query
 PATHS = ("auto", "fastscan", "blas", "popcount")
 COSTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastscan_costs.json")
 
 # Path thresholds: the smallest batch (queries per call) at which the BLAS path beats the fast-scan
 # path, per bit width (None: never, on the machine measured), and the same for the popcount path of
 # 1-bit codes. ``bench/kernels_micro.py --calibrate`` measures them and writes COSTS_FILE.
-DEFAULT_COSTS = {"blas_min_queries": {"1": None, "2": None, "3": None, "4": None}, "popcount_min_queries": None}
+DEFAULT_COSTS = {
+    "blas_min_queries": {"1": None, "2": None, "3": None, "4": None},
+    "popcount_min_queries": None,
+}
 
 
-PAR_MIN_NS = 4e6           # kernel calls estimated below this run on one thread (a parallel region's
-STEP_NS = 3.0              # fork/join costs 0.01-0.2 ms, and ms when the other cores are busy)
-LUT_NS = 100.0             # per query and slot
+PAR_MIN_NS = 4e6  # kernel calls estimated below this run on one thread (a parallel region's
+STEP_NS = 3.0  # fork/join costs 0.01-0.2 ms, and ms when the other cores are busy)
+LUT_NS = 100.0  # per query and slot
 
 
-_SERIAL = threading.local()     # .on: this thread already runs its kernels single-threaded
+_SERIAL = threading.local()  # .on: this thread already runs its kernels single-threaded
 
 
 @contextlib.contextmanager
@@ -92,13 +95,15 @@ def _threads_for(work_ns: float):
         numba.set_num_threads(old)
 
 
-def serial_if_small(sc: "FastScanner", m: int, n_scan: int):
+def serial_if_small(sc: FastScanner, m: int, n_scan: int):
     """Context for a whole search of ``m`` queries over about ``n_scan`` vectors each: single-threaded
     kernels when the estimated work is small (one thread-count switch per search, not per kernel call)."""
     return _threads_for(STEP_NS * m * n_scan * max(sc.nsteps, 1) / 32 + LUT_NS * m * 2 * sc.nsteps)
 
 
-BLAS_SERIAL_MIN_QUERIES = 1    # single queries too: a threaded gemv wakes the workers (Fashion 1-query p50 8 ms -> 1 ms)
+BLAS_SERIAL_MIN_QUERIES = (
+    1  # single queries too: a threaded gemv wakes the workers (Fashion 1-query p50 8 ms -> 1 ms)
+)
 
 
 def blas_serial(m: int):
@@ -142,25 +147,25 @@ def costs() -> dict:
 class Layout:
     """Codes of one segment re-laid out for the kernels (positions = padded rows, 32 per block)."""
 
-    blocks: np.ndarray          # (nb * S * 32,) uint8
-    nsteps: int                 # S: 32-byte steps per block
-    factors: np.ndarray         # (P, N) float32: side factor * multiplier (0 on padding)
-    sq: np.ndarray              # (N,) float32 exact ||x||^2
-    pad_beta: np.ndarray        # (N,) float32: 0, -inf on padding
-    row_of: np.ndarray          # (N,) int64 segment row, -1 on padding
-    pos_of: np.ndarray          # (n,) int64 position of each segment row
-    block_list: np.ndarray      # (nb,) int32 list number of each block (-1: outside IVF lists)
-    list_ids: np.ndarray        # (L,) int64 list numbers present, ascending
-    list_b0: np.ndarray         # (L,) int64 first block of each list
-    list_b1: np.ndarray         # (L,) int64 end block
-    fmin: np.ndarray | None = None    # (P, nb) float32 smallest factor of each block
-    fmax: np.ndarray | None = None    # (P, nb) float32 largest factor of each block
-    sqmin: np.ndarray | None = None   # (nb,) float32 smallest ||x||^2 of each block
-    sqmax: np.ndarray | None = None   # (nb,) float32 largest ||x||^2 of each block
-    words: np.ndarray | None = None   # (N, W) uint64 sign words (single-part 1-bit codes)
-    zeros: np.ndarray | None = None   # (N,) float32 zeros
+    blocks: np.ndarray  # (nb * S * 32,) uint8
+    nsteps: int  # S: 32-byte steps per block
+    factors: np.ndarray  # (P, N) float32: side factor * multiplier (0 on padding)
+    sq: np.ndarray  # (N,) float32 exact ||x||^2
+    pad_beta: np.ndarray  # (N,) float32: 0, -inf on padding
+    row_of: np.ndarray  # (N,) int64 segment row, -1 on padding
+    pos_of: np.ndarray  # (n,) int64 position of each segment row
+    block_list: np.ndarray  # (nb,) int32 list number of each block (-1: outside IVF lists)
+    list_ids: np.ndarray  # (L,) int64 list numbers present, ascending
+    list_b0: np.ndarray  # (L,) int64 first block of each list
+    list_b1: np.ndarray  # (L,) int64 end block
+    fmin: np.ndarray | None = None  # (P, nb) float32 smallest factor of each block
+    fmax: np.ndarray | None = None  # (P, nb) float32 largest factor of each block
+    sqmin: np.ndarray | None = None  # (nb,) float32 smallest ||x||^2 of each block
+    sqmax: np.ndarray | None = None  # (nb,) float32 largest ||x||^2 of each block
+    words: np.ndarray | None = None  # (N, W) uint64 sign words (single-part 1-bit codes)
+    zeros: np.ndarray | None = None  # (N,) float32 zeros
     zeros_nb: np.ndarray | None = None  # (nb,) float32 zeros
-    items: dict = field(default_factory=dict, repr=False)   # cached flat work items
+    items: dict = field(default_factory=dict, repr=False)  # cached flat work items
     _list_pos: np.ndarray | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -193,18 +198,18 @@ class Prepared:
     """Per-call query data: LUTs, bounds, the affine map of the metric."""
 
     m: int
-    luts: np.ndarray            # (m * S * 32,) uint8
-    inv: np.ndarray             # (m, P) float32
-    off: np.ndarray             # (m, P) float32
-    err: np.ndarray             # (m, P) float32 (margin used)
-    fluts: np.ndarray           # (m, 2S, 16) float32
-    qcat: np.ndarray | None     # (m, K) float32 (blas), built lazily
-    parts_q: list               # per part (m, k) float32 rotated queries
+    luts: np.ndarray  # (m * S * 32,) uint8
+    inv: np.ndarray  # (m, P) float32
+    off: np.ndarray  # (m, P) float32
+    err: np.ndarray  # (m, P) float32 (margin used)
+    fluts: np.ndarray  # (m, 2S, 16) float32
+    qcat: np.ndarray | None  # (m, K) float32 (blas), built lazily
+    parts_q: list  # per part (m, k) float32 rotated queries
     alpha: np.float32
-    qconst: np.ndarray          # (m,) float32
-    cterm: np.ndarray           # (m, L+1) float32
+    qconst: np.ndarray  # (m,) float32
+    cterm: np.ndarray  # (m, L+1) float32
     l2: bool
-    pq: object = None           # the quantizer's PreparedQueries (float path for small segments)
+    pq: object = None  # the quantizer's PreparedQueries (float path for small segments)
 
 
 class FastScanner:
@@ -235,8 +240,8 @@ class FastScanner:
         self.group_of = self._plan_groups()
         self.n_groups = int(self.group_of[-1]) + 1 if len(self.parts) else 0
         first = np.searchsorted(self.group_of, np.arange(self.n_groups + 1))
-        self.part_steps = self.slice_steps[first].astype(np.int64)     # (G+1,) step bounds of the kernel parts
-        self.group_first = first[:-1].astype(np.int64)                  # first part of each group
+        self.part_steps = self.slice_steps[first].astype(np.int64)  # (G+1,) step bounds of the kernel parts
+        self.group_first = first[:-1].astype(np.int64)  # first part of each group
         self.part_bits = np.array([p["bits"] for p in self.parts], dtype=np.int64)
         vals = np.zeros((len(self.parts), 16), dtype=np.float32)
         for i, p in enumerate(self.parts):
@@ -246,9 +251,9 @@ class FastScanner:
         self.values64 = [np.asarray(p["values"], dtype=np.float32).astype(np.float64) for p in self.parts]
         self.coords = int(sum(s * rf.coords_per_slot(p["bits"]) for s, p in zip(self.slots, self.parts)))
         self.one_bit = len(self.parts) == 1 and self.parts[0]["bits"] == 1
-        self._layouts: dict[int, tuple] = {}      # id(codes) -> (weakref to codes, Layout)
+        self._layouts: dict[int, tuple] = {}  # id(codes) -> (weakref to codes, Layout)
         self._lock = threading.Lock()
-        self.last = {}            # diagnostics of the last call: path, candidates per query
+        self.last = {}  # diagnostics of the last call: path, candidates per query
 
     def _plan_groups(self) -> np.ndarray:
         """(P,) kernel part of each quantizer part.
@@ -265,7 +270,7 @@ class FastScanner:
         if P == 0:
             return out
         rng = []
-        for i, p in enumerate(self.parts):     # typical slot range: |q_j| ~ rms(values) in the coded basis
+        for p in self.parts:  # typical slot range: |q_j| ~ rms(values) in the coded basis
             v = np.asarray(p["values"], dtype=np.float64)
             rng.append(rf.coords_per_slot(p["bits"]) * np.sqrt(np.mean(v * v)) * (v.max() - v.min()))
         rng = np.asarray(rng)
@@ -277,7 +282,10 @@ class FastScanner:
         g, i = 0, 0
         while i < P:
             j = i + 1
-            while j < P and (self.parts[j]["side"], self.parts[j]["mult"]) == (self.parts[i]["side"], self.parts[i]["mult"]):
+            while j < P and (self.parts[j]["side"], self.parts[j]["mult"]) == (
+                self.parts[i]["side"],
+                self.parts[i]["mult"],
+            ):
                 j += 1
             whole = cost(i, j)
             best, cut = whole, None
@@ -333,7 +341,9 @@ class FastScanner:
         row_of = np.full(N, -1, dtype=np.int64)
         row_of[pos_of] = np.arange(n, dtype=np.int64)
         slots = np.zeros((N, 2 * self.nsteps), dtype=np.uint8)
-        side = np.ascontiguousarray(codes[:, self.side_offset : self.side_offset + 4 * self.n_side]).view("<f4")
+        side = np.ascontiguousarray(codes[:, self.side_offset : self.side_offset + 4 * self.n_side]).view(
+            "<f4"
+        )
         side = side.reshape(n, self.n_side)
         G = self.n_groups
         factors = np.zeros((G, N), dtype=np.float32)
@@ -356,20 +366,54 @@ class FastScanner:
         nbk = max(nb, 0)
         fb = factors.reshape(G, nbk, 32)
         valid = (pad_beta == 0).reshape(nbk, 32)
-        fmin = np.where(valid[None], fb, np.inf).min(axis=2).astype(np.float32) if nbk else np.zeros((G, 0), np.float32)
-        fmax = np.where(valid[None], fb, -np.inf).max(axis=2).astype(np.float32) if nbk else np.zeros((G, 0), np.float32)
+        fmin = (
+            np.where(valid[None], fb, np.inf).min(axis=2).astype(np.float32)
+            if nbk
+            else np.zeros((G, 0), np.float32)
+        )
+        fmax = (
+            np.where(valid[None], fb, -np.inf).max(axis=2).astype(np.float32)
+            if nbk
+            else np.zeros((G, 0), np.float32)
+        )
         sqb = sq.reshape(nbk, 32)
-        sqmin = np.where(valid, sqb, np.inf).min(axis=1).astype(np.float32) if nbk else np.zeros(0, np.float32)
-        sqmax = np.where(valid, sqb, -np.inf).max(axis=1).astype(np.float32) if nbk else np.zeros(0, np.float32)
-        return Layout(blocks=rf.interleave(slots).reshape(-1) if N else np.zeros(0, np.uint8), nsteps=self.nsteps,
-                      factors=factors, sq=sq, pad_beta=pad_beta, row_of=row_of, pos_of=pos_of,
-                      block_list=np.repeat(ids, nblk).astype(np.int32), list_ids=ids, list_b0=b0.astype(np.int64),
-                      list_b1=b1.astype(np.int64), fmin=fmin, fmax=fmax, sqmin=sqmin, sqmax=sqmax, words=words,
-                      zeros=np.zeros(N, dtype=np.float32), zeros_nb=np.zeros(nbk, dtype=np.float32))
+        sqmin = (
+            np.where(valid, sqb, np.inf).min(axis=1).astype(np.float32) if nbk else np.zeros(0, np.float32)
+        )
+        sqmax = (
+            np.where(valid, sqb, -np.inf).max(axis=1).astype(np.float32) if nbk else np.zeros(0, np.float32)
+        )
+        return Layout(
+            blocks=rf.interleave(slots).reshape(-1) if N else np.zeros(0, np.uint8),
+            nsteps=self.nsteps,
+            factors=factors,
+            sq=sq,
+            pad_beta=pad_beta,
+            row_of=row_of,
+            pos_of=pos_of,
+            block_list=np.repeat(ids, nblk).astype(np.int32),
+            list_ids=ids,
+            list_b0=b0.astype(np.int64),
+            list_b1=b1.astype(np.int64),
+            fmin=fmin,
+            fmax=fmax,
+            sqmin=sqmin,
+            sqmax=sqmax,
+            words=words,
+            zeros=np.zeros(N, dtype=np.float32),
+            zeros_nb=np.zeros(nbk, dtype=np.float32),
+        )
 
     # ---- queries -------------------------------------------------------------------------------
-    def prepare(self, q: np.ndarray, *, metric: str = "ip", cterm: np.ndarray | None = None, prepared=None,
-                margin=None) -> Prepared:
+    def prepare(
+        self,
+        q: np.ndarray,
+        *,
+        metric: str = "ip",
+        cterm: np.ndarray | None = None,
+        prepared=None,
+        margin=None,
+    ) -> Prepared:
         """LUTs and bounds of (m, d) float32 queries; ``cterm`` (m, L+1) exact centre terms (col 0 = list -1);
         ``margin`` overrides the scanner's (see :class:`FastScanner`) for these queries."""
         q = np.ascontiguousarray(q, dtype=np.float32)
@@ -394,23 +438,56 @@ class FastScanner:
             parts_q.append(qp)
             if m:
                 with _threads_for(LUT_NS * m * self.slots[i]):
-                    fs.build_luts(qp, int(p["bits"]), self.values64[i], self.slots[i], slot0, sigmas, u8, fl, inv, off,
-                                  err, i)
+                    fs.build_luts(
+                        qp,
+                        int(p["bits"]),
+                        self.values64[i],
+                        self.slots[i],
+                        slot0,
+                        sigmas,
+                        u8,
+                        fl,
+                        inv,
+                        off,
+                        err,
+                        i,
+                    )
             slot0 += self.slots[i]
         if G < P:
             if m:
-                for g in range(G):      # one scale per group, from the float tables of its parts
+                for g in range(G):  # one scale per group, from the float tables of its parts
                     with _threads_for(LUT_NS * m * 2 * (self.part_steps[g + 1] - self.part_steps[g])):
-                        fs.quantize_group(fl, 2 * int(self.part_steps[g]), 2 * int(self.part_steps[g + 1]), sigmas, u8,
-                                          inv, off, err, g)
+                        fs.quantize_group(
+                            fl,
+                            2 * int(self.part_steps[g]),
+                            2 * int(self.part_steps[g + 1]),
+                            sigmas,
+                            u8,
+                            inv,
+                            off,
+                            err,
+                            g,
+                        )
             inv, off, err = (np.ascontiguousarray(a[:, :G]) for a in (inv, off, err))
         l2 = metric == "l2sq"
         if cterm is None:
             cterm = np.zeros((m, 1), dtype=np.float32)
         qconst = -np.einsum("ij,ij->i", q, q).astype(np.float32) if l2 else np.zeros(m, np.float32)
-        return Prepared(m=m, luts=u8.reshape(-1), inv=inv, off=off, err=err, fluts=fl, qcat=None, parts_q=parts_q,
-                        alpha=np.float32(2.0 if l2 else 1.0), qconst=qconst,
-                        cterm=np.ascontiguousarray(cterm, dtype=np.float32), l2=l2, pq=pq)
+        return Prepared(
+            m=m,
+            luts=u8.reshape(-1),
+            inv=inv,
+            off=off,
+            err=err,
+            fluts=fl,
+            qcat=None,
+            parts_q=parts_q,
+            alpha=np.float32(2.0 if l2 else 1.0),
+            qconst=qconst,
+            cterm=np.ascontiguousarray(cterm, dtype=np.float32),
+            l2=l2,
+            pq=pq,
+        )
 
     def _beta(self, lay: Layout, prep: Prepared, allow: np.ndarray | None) -> np.ndarray:
         beta = lay.pad_beta - lay.sq if prep.l2 else lay.pad_beta
@@ -433,9 +510,17 @@ class FastScanner:
         return "blas" if blas is not None and m >= blas else "fastscan"
 
     # ---- top-k ---------------------------------------------------------------------------------
-    def topk(self, lay: Layout, prep: Prepared, k: int, *, allow: np.ndarray | None = None,
-             probe_ptr: np.ndarray | None = None, probe_lists: np.ndarray | None = None,
-             path: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    def topk(
+        self,
+        lay: Layout,
+        prep: Prepared,
+        k: int,
+        *,
+        allow: np.ndarray | None = None,
+        probe_ptr: np.ndarray | None = None,
+        probe_lists: np.ndarray | None = None,
+        path: str = "auto",
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` rows of the segment for each query.
 
         Parameters
@@ -460,26 +545,44 @@ class FastScanner:
             return out_s, out_r
         beta = self._beta(lay, prep, allow)
         if path == "auto":
-            n_est = lay.n_positions if probe_ptr is None else max(1, lay.n_positions * len(probe_lists) // max(1, m * len(lay.list_ids)))
+            n_est = (
+                lay.n_positions
+                if probe_ptr is None
+                else max(1, lay.n_positions * len(probe_lists) // max(1, m * len(lay.list_ids)))
+            )
             path = self.choose(m, n_est, ivf=probe_ptr is not None)
         if path == "popcount" and not self.one_bit:
             raise ValueError("the popcount path needs single-part 1-bit codes")
         if path == "blas" and probe_ptr is not None:
             path = "fastscan"
         self.last = {"path": path}
-        n_scan = lay.n_positions if probe_ptr is None else 32 * len(probe_lists) * max(1, lay.n_blocks // max(1, len(lay.list_ids)))
+        n_scan = (
+            lay.n_positions
+            if probe_ptr is None
+            else 32 * len(probe_lists) * max(1, lay.n_blocks // max(1, len(lay.list_ids)))
+        )
         with _threads_for(STEP_NS * m * n_scan * self.nsteps / 32):
             if path == "blas":
                 s, pos = self._blas(lay, prep, k, beta)
             else:
-                s, pos = self._bounded(lay, prep, k, beta, probe_ptr, probe_lists, popcount=path == "popcount")
+                s, pos = self._bounded(
+                    lay, prep, k, beta, probe_ptr, probe_lists, popcount=path == "popcount"
+                )
         out_s[:] = s
         out_r[:] = np.where(pos >= 0, lay.row_of[np.maximum(pos, 0)], -1)
         return out_s, out_r
 
-    def segment_topk(self, codes: np.ndarray, lists: np.ndarray | None, prep: Prepared, k: int, *,
-                     allow: np.ndarray | None = None, probe: tuple | None = None,
-                     path: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    def segment_topk(
+        self,
+        codes: np.ndarray,
+        lists: np.ndarray | None,
+        prep: Prepared,
+        k: int,
+        *,
+        allow: np.ndarray | None = None,
+        probe: tuple | None = None,
+        path: str = "auto",
+    ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`topk` over a run of codes (a segment), building/caching its layout; segments of fewer
         than :data:`MIN_ROWS` rows are scored directly by the quantizer (the float path).
 
@@ -550,13 +653,45 @@ class FastScanner:
             return self._make_items(lay, q0, q1, probe_ptr, probe_lists, CHUNK_BLOCKS)
         if IVF_ORDER == "block" and not popcount:
             qb = max(1, min(IVF_QBLOCK, -(-(q1 - q0) // IVF_MIN_BLOCKS)))
-            return _kernels().ivf_items_by_block(probe_ptr, probe_lists, q0, q1, lay.list_pos, lay.list_b0,
-                                                 lay.list_b1, CHUNK_BLOCKS, CAND_CAP_QUERY, qb, IVF_QGROUP)
+            return _kernels().ivf_items_by_block(
+                probe_ptr,
+                probe_lists,
+                q0,
+                q1,
+                lay.list_pos,
+                lay.list_b0,
+                lay.list_b1,
+                CHUNK_BLOCKS,
+                CAND_CAP_QUERY,
+                qb,
+                IVF_QGROUP,
+            )
         if IVF_ORDER == "query" and not popcount:
-            return _kernels().ivf_items_by_query(probe_ptr, probe_lists, q0, q1, lay.list_pos, lay.list_b0,
-                                                 lay.list_b1, CHUNK_BLOCKS, CAND_CAP_QUERY, TASKS)
-        return _kernels().ivf_items(probe_ptr, probe_lists, q0, q1, lay.list_ids, lay.list_b0, lay.list_b1,
-                                    lay.n_blocks, CHUNK_BLOCKS, QGROUP, CAND_CAP)
+            return _kernels().ivf_items_by_query(
+                probe_ptr,
+                probe_lists,
+                q0,
+                q1,
+                lay.list_pos,
+                lay.list_b0,
+                lay.list_b1,
+                CHUNK_BLOCKS,
+                CAND_CAP_QUERY,
+                TASKS,
+            )
+        return _kernels().ivf_items(
+            probe_ptr,
+            probe_lists,
+            q0,
+            q1,
+            lay.list_ids,
+            lay.list_b0,
+            lay.list_b1,
+            lay.n_blocks,
+            CHUNK_BLOCKS,
+            QGROUP,
+            CAND_CAP,
+        )
 
     def _make_items(self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists, chunk: int):
         """Work items (block range x up to QGROUP queries) for queries [q0, q1).
@@ -583,7 +718,7 @@ class FastScanner:
             else:
                 where, ok = np.zeros(lists.size, np.int64), np.zeros(lists.size, bool)
             where, qof = where[ok], qof[ok]
-            nblk = lay.list_b1[where] - lay.list_b0[where]      # split long lists (e.g. rows outside any list)
+            nblk = lay.list_b1[where] - lay.list_b0[where]  # split long lists (e.g. rows outside any list)
             nch = np.maximum(1, -(-nblk // chunk))
             rep = np.repeat(np.arange(where.size), nch)
             within = np.arange(rep.size) - np.repeat(np.cumsum(nch) - nch, nch)
@@ -597,7 +732,9 @@ class FastScanner:
         order = np.lexsort((pair_q, pair_b0))
         key = pair_b0[order]
         newgrp = np.r_[True, key[1:] != key[:-1]] if npairs else np.zeros(0, bool)
-        grp_start = np.maximum.accumulate(np.where(newgrp, np.arange(npairs), 0)) if npairs else np.zeros(0, np.int64)
+        grp_start = (
+            np.maximum.accumulate(np.where(newgrp, np.arange(npairs), 0)) if npairs else np.zeros(0, np.int64)
+        )
         rank = np.arange(npairs) - grp_start
         item_id = np.cumsum(newgrp | (rank % QGROUP == 0)) - 1
         n_items = int(item_id[-1]) + 1 if npairs else 0
@@ -612,9 +749,18 @@ class FastScanner:
         item_b1 = np.zeros(n_items, dtype=np.int64)
         item_b0[item_id] = pair_b0[order]
         item_b1[item_id] = pair_b1[order]
-        q_ptr = np.searchsorted(pair_q, np.arange(q0, q1 + 1)).astype(np.int64)    # pairs are query-major
-        return (item_b0, item_b1, item_q, item_out, item_pair, q_ptr, pair_out.astype(np.int64), caps.astype(np.int64),
-                int(caps.sum()))
+        q_ptr = np.searchsorted(pair_q, np.arange(q0, q1 + 1)).astype(np.int64)  # pairs are query-major
+        return (
+            item_b0,
+            item_b1,
+            item_q,
+            item_out,
+            item_pair,
+            q_ptr,
+            pair_out.astype(np.int64),
+            caps.astype(np.int64),
+            int(caps.sum()),
+        )
 
     def _bounded(self, lay, prep, k, beta, probe_ptr, probe_lists, *, popcount: bool):
         fs = _kernels()
@@ -629,7 +775,8 @@ class FastScanner:
         for q0 in range(0, m, step):
             q1 = min(m, q0 + step)
             b0, b1, iq, iout, ipair, q_ptr, pair_out, pair_cap, total, task_ptr = self._items(
-                lay, q0, q1, probe_ptr, probe_lists, popcount=popcount)
+                lay, q0, q1, probe_ptr, probe_lists, popcount=popcount
+            )
             npairs = pair_out.size
             cand_pos = np.empty(total, dtype=np.int64)
             cand_ub = np.empty(total, dtype=np.float32)
@@ -639,25 +786,118 @@ class FastScanner:
             sl = slice(q0, q1)
             if popcount:
                 words, lo, de, qsum, elo, ehi, v0, dv = qbits
-                fs.scan_items_popcount(lay.words, words, lo, de, qsum, elo, ehi, v0, dv, lay.factors, beta, bmag,
-                                       prep.alpha, prep.qconst, prep.cterm, lay.block_list, b0, b1, iq, iout, ipair,
-                                       pair_cap, cand_pos, cand_ub, counts, heaps, floor)
-                fs.finish_bits(cand_pos, cand_ub, counts, pair_out, heaps, q_ptr, k, floor[sl], lay.words,
-                               prep.parts_q[0][sl].astype(np.float64), v0, dv, lay.factors, beta, prep.alpha,
-                               prep.qconst[sl], prep.cterm[sl], lay.block_list, out_s[sl], out_p[sl], n_cand[sl])
+                fs.scan_items_popcount(
+                    lay.words,
+                    words,
+                    lo,
+                    de,
+                    qsum,
+                    elo,
+                    ehi,
+                    v0,
+                    dv,
+                    lay.factors,
+                    beta,
+                    bmag,
+                    prep.alpha,
+                    prep.qconst,
+                    prep.cterm,
+                    lay.block_list,
+                    b0,
+                    b1,
+                    iq,
+                    iout,
+                    ipair,
+                    pair_cap,
+                    cand_pos,
+                    cand_ub,
+                    counts,
+                    heaps,
+                    floor,
+                )
+                fs.finish_bits(
+                    cand_pos,
+                    cand_ub,
+                    counts,
+                    pair_out,
+                    heaps,
+                    q_ptr,
+                    k,
+                    floor[sl],
+                    lay.words,
+                    prep.parts_q[0][sl].astype(np.float64),
+                    v0,
+                    dv,
+                    lay.factors,
+                    beta,
+                    prep.alpha,
+                    prep.qconst[sl],
+                    prep.cterm[sl],
+                    lay.block_list,
+                    out_s[sl],
+                    out_p[sl],
+                    n_cand[sl],
+                )
             else:
                 bmax = -lay.sqmin if prep.l2 else lay.zeros_nb
                 bmagmax = lay.sqmax if prep.l2 else lay.zeros_nb
-                fs.scan_items(lay.blocks, lay.nsteps, self.part_steps, prep.luts, prep.inv, prep.off, prep.err,
-                              lay.factors, lay.fmin, lay.fmax, bmax, bmagmax, beta, bmag, prep.alpha, prep.qconst,
-                              prep.cterm, lay.block_list, b0, b1, iq, iout, ipair, pair_cap, task_ptr, cand_pos,
-                              cand_ub, counts, heaps, floor)
-                fs.finish(cand_pos, cand_ub, counts, pair_out, heaps, q_ptr, k, floor[sl], lay.blocks, lay.nsteps,
-                          self.part_steps,
-                          prep.fluts[sl], lay.factors, beta, prep.alpha, prep.qconst[sl], prep.cterm[sl],
-                          lay.block_list, out_s[sl], out_p[sl], n_cand[sl])
+                fs.scan_items(
+                    lay.blocks,
+                    lay.nsteps,
+                    self.part_steps,
+                    prep.luts,
+                    prep.inv,
+                    prep.off,
+                    prep.err,
+                    lay.factors,
+                    lay.fmin,
+                    lay.fmax,
+                    bmax,
+                    bmagmax,
+                    beta,
+                    bmag,
+                    prep.alpha,
+                    prep.qconst,
+                    prep.cterm,
+                    lay.block_list,
+                    b0,
+                    b1,
+                    iq,
+                    iout,
+                    ipair,
+                    pair_cap,
+                    task_ptr,
+                    cand_pos,
+                    cand_ub,
+                    counts,
+                    heaps,
+                    floor,
+                )
+                fs.finish(
+                    cand_pos,
+                    cand_ub,
+                    counts,
+                    pair_out,
+                    heaps,
+                    q_ptr,
+                    k,
+                    floor[sl],
+                    lay.blocks,
+                    lay.nsteps,
+                    self.part_steps,
+                    prep.fluts[sl],
+                    lay.factors,
+                    beta,
+                    prep.alpha,
+                    prep.qconst[sl],
+                    prep.cterm[sl],
+                    lay.block_list,
+                    out_s[sl],
+                    out_p[sl],
+                    n_cand[sl],
+                )
             over = np.flatnonzero(counts < 0)
-            if over.size:      # a pair overflowed its candidate slice (massive ties): redo those queries exactly
+            if over.size:  # a pair overflowed its candidate slice (massive ties): redo those queries exactly
                 redo = np.unique(np.searchsorted(q_ptr, over, side="right") - 1) + q0
                 for i in redo:
                     out_s[i], out_p[i] = self._exhaustive(lay, prep, k, beta, probe_ptr, probe_lists, int(i))
@@ -675,32 +915,72 @@ class FastScanner:
             ok = w < len(lay.list_ids)
             ok[ok] = lay.list_ids[w[ok]] == lists[ok]
             w = w[ok]
-            pos = np.concatenate([np.arange(32 * lay.list_b0[x], 32 * lay.list_b1[x]) for x in w] or [np.zeros(0, np.int64)])
+            pos = np.concatenate(
+                [np.arange(32 * lay.list_b0[x], 32 * lay.list_b1[x]) for x in w] or [np.zeros(0, np.int64)]
+            )
         pos = pos[np.isfinite(beta[pos])].astype(np.int64)
         out_s = np.full((1, k), -np.inf, dtype=np.float32)
         out_p = np.full((1, k), -1, dtype=np.int64)
         one = np.array([0, 1], dtype=np.int64)
-        fs.finish(pos, np.full(pos.size, np.inf, np.float32), np.array([pos.size]), np.zeros(1, np.int64),
-                  np.full((1, k), -np.inf, np.float32), one, k, np.full(1, -np.inf, np.float32), lay.blocks, lay.nsteps,
-                  self.part_steps, prep.fluts[i : i + 1], lay.factors, beta, prep.alpha, prep.qconst[i : i + 1],
-                  prep.cterm[i : i + 1], lay.block_list, out_s, out_p, np.zeros(1, np.int64))
+        fs.finish(
+            pos,
+            np.full(pos.size, np.inf, np.float32),
+            np.array([pos.size]),
+            np.zeros(1, np.int64),
+            np.full((1, k), -np.inf, np.float32),
+            one,
+            k,
+            np.full(1, -np.inf, np.float32),
+            lay.blocks,
+            lay.nsteps,
+            self.part_steps,
+            prep.fluts[i : i + 1],
+            lay.factors,
+            beta,
+            prep.alpha,
+            prep.qconst[i : i + 1],
+            prep.cterm[i : i + 1],
+            lay.block_list,
+            out_s,
+            out_p,
+            np.zeros(1, np.int64),
+        )
         return out_s[0], out_p[0]
 
     @staticmethod
     def _subset(prep: Prepared, rows: np.ndarray) -> Prepared:
         """The prepared queries ``rows`` (for re-doing a few queries on another path)."""
-        return Prepared(m=int(rows.size), luts=prep.luts.reshape(prep.m, -1)[rows].reshape(-1), inv=prep.inv[rows],
-                        off=prep.off[rows], err=prep.err[rows], fluts=prep.fluts[rows],
-                        qcat=None if prep.qcat is None else prep.qcat[rows], parts_q=[q[rows] for q in prep.parts_q],
-                        alpha=prep.alpha, qconst=prep.qconst[rows], cterm=prep.cterm[rows], l2=prep.l2,
-                        pq=None)
+        return Prepared(
+            m=int(rows.size),
+            luts=prep.luts.reshape(prep.m, -1)[rows].reshape(-1),
+            inv=prep.inv[rows],
+            off=prep.off[rows],
+            err=prep.err[rows],
+            fluts=prep.fluts[rows],
+            qcat=None if prep.qcat is None else prep.qcat[rows],
+            parts_q=[q[rows] for q in prep.parts_q],
+            alpha=prep.alpha,
+            qconst=prep.qconst[rows],
+            cterm=prep.cterm[rows],
+            l2=prep.l2,
+            pq=None,
+        )
 
     def _bitplanes(self, prep: Prepared):
         part = self.parts[0]
         q = prep.parts_q[0]
         words, lo, de, elo, ehi = rf.bitplane_query(q, BITPLANES)
         v = np.asarray(part["values"], dtype=np.float64)
-        return (words, lo, de, q.astype(np.float64).sum(axis=1), elo, ehi, np.float64(v[0]), np.float64(v[1] - v[0]))
+        return (
+            words,
+            lo,
+            de,
+            q.astype(np.float64).sum(axis=1),
+            elo,
+            ehi,
+            np.float64(v[0]),
+            np.float64(v[1] - v[0]),
+        )
 
     # ---- blas ------------------------------------------------------------------------------------
     def _qcat(self, prep: Prepared) -> np.ndarray:
@@ -726,8 +1006,17 @@ class FastScanner:
         for b0 in range(0, lay.n_blocks, TILE_BLOCKS):
             b1 = min(lay.n_blocks, b0 + TILE_BLOCKS)
             rows = 32 * (b1 - b0)
-            fs.decode_tile(lay.blocks, lay.nsteps, self.slice_steps, self.part_bits, self.values, part_factors, b0, b1,
-                           tile[:rows])
+            fs.decode_tile(
+                lay.blocks,
+                lay.nsteps,
+                self.slice_steps,
+                self.part_bits,
+                self.values,
+                part_factors,
+                b0,
+                b1,
+                tile[:rows],
+            )
             o = out if rows == out.shape[1] else np.empty((m, rows), dtype=np.float32)
             np.matmul(qcat, tile[:rows].T, out=o)
             fs.tile_topk(o, prep.alpha, prep.qconst, prep.cterm, lay.block_list, beta, 32 * b0, hs, hp)
@@ -738,7 +1027,7 @@ class FastScanner:
 # ------------------------------------------------------------------------------------------------
 # per-quantizer scanners and IVF probing helpers
 # ------------------------------------------------------------------------------------------------
-_SCANNERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_SCANNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SCANNERS_LOCK = threading.Lock()
 
 
@@ -834,7 +1123,7 @@ def warmup() -> float:
             return 0.0
         t0 = time.perf_counter()
         _kernels().warmup()
-        get_ops("numba").warmup()           # the generic LUT/sign scorers that small flat calls use
+        get_ops("numba").warmup()  # the generic LUT/sign scorers that small flat calls use
         _WARM["seconds"] = time.perf_counter() - t0
         _WARM["done"] = True
         return _WARM["seconds"]

@@ -119,7 +119,9 @@ def _unpack_words(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     lead = packed.shape[:-1]
     b = _pad_last(packed, bits).to(torch.int64).reshape(*lead, -1, bits)
     word = (b << (torch.arange(bits, device=packed.device, dtype=torch.int64) * 8)).sum(-1)
-    codes = (word.unsqueeze(-1) >> (torch.arange(8, device=packed.device, dtype=torch.int64) * bits)) & ((1 << bits) - 1)
+    codes = (word.unsqueeze(-1) >> (torch.arange(8, device=packed.device, dtype=torch.int64) * bits)) & (
+        (1 << bits) - 1
+    )
     return codes.reshape(*lead, -1)[..., :n]
 
 
@@ -155,7 +157,9 @@ def byte_table(values: torch.Tensor, bits: int) -> torch.Tensor:
     return values[_byte_codes(bits, str(values.device))]
 
 
-def decode_tensor(packed: torch.Tensor, values: torch.Tensor, bits: int, n: int, table: torch.Tensor | None = None) -> torch.Tensor:
+def decode_tensor(
+    packed: torch.Tensor, values: torch.Tensor, bits: int, n: int, table: torch.Tensor | None = None
+) -> torch.Tensor:
     """Replace packed codes by their values: ``values[unpack_tensor(packed)]`` without an index tensor per code.
 
     For ``bits`` in {1, 2, 4, 8} one ``index_select`` of a (256, 8 // bits) byte table per byte, for 3 bits
@@ -206,7 +210,9 @@ def sign_tensor(x: torch.Tensor) -> torch.Tensor:
     return (x > 0).long()
 
 
-def scores_from_tile(queries: torch.Tensor, tile: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+def scores_from_tile(
+    queries: torch.Tensor, tile: torch.Tensor, scale: torch.Tensor | None = None
+) -> torch.Tensor:
     """Inner products of queries with a decoded tile, optionally scaled per stored vector.
 
     Parameters
@@ -225,7 +231,9 @@ def scores_from_tile(queries: torch.Tensor, tile: torch.Tensor, scale: torch.Ten
     return s
 
 
-def weighted_tile_sum(weights: torch.Tensor, tile: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+def weighted_tile_sum(
+    weights: torch.Tensor, tile: torch.Tensor, scale: torch.Tensor | None = None
+) -> torch.Tensor:
     """``sum_t weights[..., m, t] * scale[..., t] * tile[..., t, :]`` as one matmul.
 
     Parameters
@@ -251,7 +259,9 @@ def _tensor(x, dtype=None) -> torch.Tensor:
         t = x
     else:
         a = np.ascontiguousarray(x)
-        t = torch.from_numpy(a if a.flags.writeable else a.copy())     # torch cannot wrap read-only memory (mapped codes)
+        t = torch.from_numpy(
+            a if a.flags.writeable else a.copy()
+        )  # torch cannot wrap read-only memory (mapped codes)
     return t if dtype is None else t.to(dtype)
 
 
@@ -287,7 +297,9 @@ def encode_scalar(x, boundaries, bits: int):
     return _out(pack_tensor(_bucketize64(x, boundaries), int(bits)), x, np.uint8)
 
 
-def scaled_indices_tensor(u: torch.Tensor, boundaries: torch.Tensor, centroids: torch.Tensor, scales) -> torch.Tensor:
+def scaled_indices_tensor(
+    u: torch.Tensor, boundaries: torch.Tensor, centroids: torch.Tensor, scales
+) -> torch.Tensor:
     """Indices of ``u * t`` for the ``t`` in ``scales`` whose reconstruction has the highest cosine with ``u``.
 
     Parameters
@@ -311,7 +323,11 @@ def scaled_indices_tensor(u: torch.Tensor, boundaries: torch.Tensor, centroids: 
         vals = c[idx]
         dot = (u64 * vals).sum(-1)
         nrm = torch.linalg.vector_norm(vals, dim=-1)
-        cos = torch.where(nrm > 0, dot / torch.where(nrm > 0, nrm, torch.ones_like(nrm)), torch.full_like(nrm, -float("inf")))
+        cos = torch.where(
+            nrm > 0,
+            dot / torch.where(nrm > 0, nrm, torch.ones_like(nrm)),
+            torch.full_like(nrm, -float("inf")),
+        )
         better = cos > best_cos
         best = torch.where(better.unsqueeze(-1), idx, best)
         best_cos = torch.where(better, cos, best_cos)
@@ -319,7 +335,9 @@ def scaled_indices_tensor(u: torch.Tensor, boundaries: torch.Tensor, centroids: 
 
 
 def _scaled_indices(u, boundaries, centroids, scales) -> torch.Tensor:
-    return scaled_indices_tensor(_tensor(u), _tensor(boundaries), _tensor(centroids), _tensor(scales, torch.float64).tolist())
+    return scaled_indices_tensor(
+        _tensor(u), _tensor(boundaries), _tensor(centroids), _tensor(scales, torch.float64).tolist()
+    )
 
 
 def scaled_indices(u, boundaries, centroids, scales):

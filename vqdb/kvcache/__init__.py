@@ -15,7 +15,17 @@ from ._codec_base import KVCodec, SplitCodec
 from .codecs import KINDS, make_codec
 from .layer import AppendResult, CompressedKVLayer
 
-__all__ = ["CompressedKVLayer", "AppendResult", "KVCodec", "SplitCodec", "make_codec", "KINDS", "VQCache", "VQLayer", "register"]
+__all__ = [
+    "CompressedKVLayer",
+    "AppendResult",
+    "KVCodec",
+    "SplitCodec",
+    "make_codec",
+    "KINDS",
+    "VQCache",
+    "VQLayer",
+    "register",
+]
 
 try:  # transformers is optional: the core layer works without it
     from .hf import VQCache, VQLayer, register, vqdb_attention  # noqa: F401
@@ -30,5 +40,7 @@ def __getattr__(name: str) -> Any:
     if name in ("VQCache", "VQLayer", "register", "vqdb_attention") and _HF_ERROR is not None:
         from ..errors import BackendUnavailableError
 
-        raise BackendUnavailableError(f"vqdb.kvcache.{name} needs transformers (pip install 'vqdb[kv]'): {_HF_ERROR}")
+        raise BackendUnavailableError(
+            f"vqdb.kvcache.{name} needs transformers (pip install 'vqdb[kv]'): {_HF_ERROR}"
+        )
     raise AttributeError(f"module 'vqdb.kvcache' has no attribute {name!r}")

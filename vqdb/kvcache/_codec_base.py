@@ -50,10 +50,10 @@ class KVCodec(abc.ABC):
         """Fixed state (rotations, sketches, codebooks) as named tensors."""
 
     @abc.abstractmethod
-    def _with_state(self, state: dict[str, torch.Tensor]) -> "KVCodec":
+    def _with_state(self, state: dict[str, torch.Tensor]) -> KVCodec:
         """A copy of this codec holding ``state`` (same names) instead of its own."""
 
-    def on(self, device: torch.device | str) -> "KVCodec":
+    def on(self, device: torch.device | str) -> KVCodec:
         """This codec with its state on ``device`` (cached; ``self`` when already there)."""
         device = torch.device(device)
         state = self.state_tensors()
@@ -116,7 +116,12 @@ class KVCodec(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description for reports."""
-        return {"kind": self.kind, "dim": self.dim, "code_bytes": self.code_bytes, "bits_per_dim": self.bits_per_dim}
+        return {
+            "kind": self.kind,
+            "dim": self.dim,
+            "code_bytes": self.code_bytes,
+            "bits_per_dim": self.bits_per_dim,
+        }
 
 
 class SplitCodec(KVCodec):
@@ -169,17 +174,24 @@ class SplitCodec(KVCodec):
         return out
 
     def decode(self, codes):
-        return torch.cat([self.hi.decode(self._part(codes, "hi.")), self.lo.decode(self._part(codes, "lo."))], dim=-1)
+        return torch.cat(
+            [self.hi.decode(self._part(codes, "hi.")), self.lo.decode(self._part(codes, "lo."))], dim=-1
+        )
 
     def prepare(self, queries):
         return self.hi.prepare(queries[..., : self.n_hi]), self.lo.prepare(queries[..., self.n_hi :])
 
     def score(self, prepared, codes):
-        return self.hi.score(prepared[0], self._part(codes, "hi.")) + self.lo.score(prepared[1], self._part(codes, "lo."))
+        return self.hi.score(prepared[0], self._part(codes, "hi.")) + self.lo.score(
+            prepared[1], self._part(codes, "lo.")
+        )
 
     def weighted_sum(self, weights, codes):
         return torch.cat(
-            [self.hi.weighted_sum(weights, self._part(codes, "hi.")), self.lo.weighted_sum(weights, self._part(codes, "lo."))],
+            [
+                self.hi.weighted_sum(weights, self._part(codes, "hi.")),
+                self.lo.weighted_sum(weights, self._part(codes, "lo.")),
+            ],
             dim=-1,
         )
 

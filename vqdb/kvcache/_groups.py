@@ -42,7 +42,9 @@ class GroupCodec(KVCodec):
     def _with_state(self, state):
         copy = GroupCodec(self.dim, self.bits, self.group_size, side_dtype=self.side_dtype)
         copy._levels = state["levels"]
-        copy._table = ops.byte_table(copy._levels, self.bits) if (8 % self.bits == 0 or self.bits == 3) else None
+        copy._table = (
+            ops.byte_table(copy._levels, self.bits) if (8 % self.bits == 0 or self.bits == 3) else None
+        )
         return copy
 
     @property

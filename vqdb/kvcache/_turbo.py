@@ -30,7 +30,9 @@ _FP16_MAX = 65504.0
 def _side(x: torch.Tensor, dtype: torch.dtype, what: str) -> torch.Tensor:
     out = x.to(dtype)
     if dtype == torch.float16 and x.numel() and bool((x.abs() > _FP16_MAX).any()):
-        raise InvalidInputError(f"a {what} exceeds the float16 range; build the cache with side_dtype=torch.float32")
+        raise InvalidInputError(
+            f"a {what} exceeds the float16 range; build the cache with side_dtype=torch.float32"
+        )
     return out
 
 
@@ -134,7 +136,11 @@ class TurboCodec(KVCodec):
         self.bits = self.mse_bits + (1 if variant == "prod" else 0)
         self.kind = f"turbo-{variant}{self.bits}"
         self._signs = torch.tensor([-1.0, 1.0], device=self.rotation.device)
-        self._table = ops.byte_table(self.centroids, self.mse_bits) if (8 % self.mse_bits == 0 or self.mse_bits == 3) else None
+        self._table = (
+            ops.byte_table(self.centroids, self.mse_bits)
+            if (8 % self.mse_bits == 0 or self.mse_bits == 3)
+            else None
+        )
         self._signs_table = ops.byte_table(self._signs, 1)
 
     def state_tensors(self):
@@ -145,8 +151,14 @@ class TurboCodec(KVCodec):
 
     def _with_state(self, state):
         return TurboCodec(
-            state["rotation"], state["centroids"], state["boundaries"], variant=self.variant, sketch=state.get("sketch"),
-            sketch_scale=self.sketch_scale, scales=self.scales, side_dtype=self.side_dtype,
+            state["rotation"],
+            state["centroids"],
+            state["boundaries"],
+            variant=self.variant,
+            sketch=state.get("sketch"),
+            sketch_scale=self.sketch_scale,
+            scales=self.scales,
+            side_dtype=self.side_dtype,
         )
 
     @property
@@ -171,14 +183,20 @@ class TurboCodec(KVCodec):
         out = {"idx": ops.pack_tensor(idx, self.mse_bits)}
         if self.variant == "scaled":
             dot = (u.float().double() * c.double()).sum(-1)
-            factor = torch.where((dot > 0) & (norm > 0), norm / torch.where(dot > 0, dot, torch.ones_like(dot)), torch.zeros_like(norm))
+            factor = torch.where(
+                (dot > 0) & (norm > 0),
+                norm / torch.where(dot > 0, dot, torch.ones_like(dot)),
+                torch.zeros_like(norm),
+            )
         else:
             factor = norm
         out["norm"] = _side(factor, self.side_dtype, "norm").unsqueeze(-1)
         if self.variant == "prod":
             e = x - (c @ self.rotation) * norm.float().unsqueeze(-1)
             out["signs"] = ops.pack_tensor(ops.sign_tensor(e @ self.sketch.T), 1)
-            out["rnorm"] = _side(torch.linalg.vector_norm(e.double(), dim=-1), self.side_dtype, "residual norm").unsqueeze(-1)
+            out["rnorm"] = _side(
+                torch.linalg.vector_norm(e.double(), dim=-1), self.side_dtype, "residual norm"
+            ).unsqueeze(-1)
         return out
 
     def _tile(self, codes: Codes) -> torch.Tensor:
@@ -203,14 +221,22 @@ class TurboCodec(KVCodec):
         qr, qs = prepared
         s = ops.scores_from_tile(qr, self._tile(codes), codes["norm"].float().squeeze(-1))
         if self.variant == "prod":
-            s = s + ops.scores_from_tile(qs, self._signs_tile(codes), self.sketch_scale * codes["rnorm"].float().squeeze(-1))
+            s = s + ops.scores_from_tile(
+                qs, self._signs_tile(codes), self.sketch_scale * codes["rnorm"].float().squeeze(-1)
+            )
         return s
 
     def weighted_sum(self, weights: torch.Tensor, codes: Codes) -> torch.Tensor:
         w = weights.float()
         out = ops.weighted_tile_sum(w, self._tile(codes), codes["norm"].float().squeeze(-1)) @ self.rotation
         if self.variant == "prod":
-            out = out + ops.weighted_tile_sum(w, self._signs_tile(codes), self.sketch_scale * codes["rnorm"].float().squeeze(-1)) @ self.sketch
+            out = (
+                out
+                + ops.weighted_tile_sum(
+                    w, self._signs_tile(codes), self.sketch_scale * codes["rnorm"].float().squeeze(-1)
+                )
+                @ self.sketch
+            )
         return out
 
     def describe(self):
@@ -229,7 +255,9 @@ class QJLCodec(KVCodec):
     side_dtype : torch dtype of the norm
     """
 
-    def __init__(self, sketch: torch.Tensor, scale: float, *, side_dtype: torch.dtype = torch.float16) -> None:
+    def __init__(
+        self, sketch: torch.Tensor, scale: float, *, side_dtype: torch.dtype = torch.float16
+    ) -> None:
         super().__init__()
         self.sketch = sketch.float()
         self.scale = float(scale)
@@ -252,7 +280,10 @@ class QJLCodec(KVCodec):
     def encode(self, x):
         x = x.float()
         norm = torch.linalg.vector_norm(x, dim=-1)
-        return {"signs": ops.pack_tensor(ops.sign_tensor(x @ self.sketch.T), 1), "norm": _side(norm, self.side_dtype, "norm").unsqueeze(-1)}
+        return {
+            "signs": ops.pack_tensor(ops.sign_tensor(x @ self.sketch.T), 1),
+            "norm": _side(norm, self.side_dtype, "norm").unsqueeze(-1),
+        }
 
     def _tile(self, codes):
         return ops.decode_tensor(codes["signs"], self._signs, 1, self.m, self._signs_table)
@@ -264,10 +295,17 @@ class QJLCodec(KVCodec):
         return queries.float() @ self.sketch.T
 
     def score(self, prepared, codes):
-        return ops.scores_from_tile(prepared, self._tile(codes), self.scale * codes["norm"].float().squeeze(-1))
+        return ops.scores_from_tile(
+            prepared, self._tile(codes), self.scale * codes["norm"].float().squeeze(-1)
+        )
 
     def weighted_sum(self, weights, codes):
-        return ops.weighted_tile_sum(weights.float(), self._tile(codes), self.scale * codes["norm"].float().squeeze(-1)) @ self.sketch
+        return (
+            ops.weighted_tile_sum(
+                weights.float(), self._tile(codes), self.scale * codes["norm"].float().squeeze(-1)
+            )
+            @ self.sketch
+        )
 
     def describe(self):
         out = super().describe()
@@ -288,7 +326,9 @@ class PolarCodec(KVCodec):
     side_dtype : torch dtype of the block radii (float16 like the reference)
     """
 
-    def __init__(self, rotation, level_centroids, level_boundaries, *, side_dtype: torch.dtype = torch.float16) -> None:
+    def __init__(
+        self, rotation, level_centroids, level_boundaries, *, side_dtype: torch.dtype = torch.float16
+    ) -> None:
         super().__init__()
         self.rotation = rotation.float()
         self.level_centroids = [c.double() for c in level_centroids]
@@ -298,7 +338,9 @@ class PolarCodec(KVCodec):
         self.k, self.dim = int(rotation.shape[0]), int(rotation.shape[1])
         self.block = 2**self.levels
         if self.k % self.block:
-            raise InvalidInputError(f"PolarQuant needs the rotated width divisible by 2**levels = {self.block}; got {self.k}")
+            raise InvalidInputError(
+                f"PolarQuant needs the rotated width divisible by 2**levels = {self.block}; got {self.k}"
+            )
         self.n_blocks = self.k // self.block
         self.side_dtype = side_dtype
         self.kind = "polar" + "-".join(str(b) for b in self.level_bits)
@@ -324,7 +366,10 @@ class PolarCodec(KVCodec):
     @property
     def code_bytes(self) -> int:
         side = torch.empty((), dtype=self.side_dtype).element_size()
-        return sum(ops.packed_size(self._n_angles(i), b) for i, b in enumerate(self.level_bits)) + self.n_blocks * side
+        return (
+            sum(ops.packed_size(self._n_angles(i), b) for i, b in enumerate(self.level_bits))
+            + self.n_blocks * side
+        )
 
     def encode(self, x):
         r = (x.float() @ self.rotation.T).double()
@@ -346,7 +391,9 @@ class PolarCodec(KVCodec):
         for i in range(self.levels - 1, -1, -1):
             n = self._n_angles(i)
             idx = ops.unpack_tensor(codes[f"a{i}"], self.level_bits[i], n)
-            cs = self._cs[i].index_select(0, idx.reshape(-1)).reshape(*idx.shape, 2)  # (cos, sin) of every angle
+            cs = (
+                self._cs[i].index_select(0, idx.reshape(-1)).reshape(*idx.shape, 2)
+            )  # (cos, sin) of every angle
             r = (r.unsqueeze(-1) * cs).reshape(*r.shape[:-1], 2 * n)
         return r
 

@@ -37,7 +37,14 @@ from ._codec_base import KVCodec, SplitCodec
 from ._groups import GroupCodec
 from ._turbo import FloatCodec, PolarCodec, QJLCodec, TurboCodec
 
-__all__ = ["make_codec", "KINDS", "POLAR_LEVEL_BITS", "turbo_codec_from", "qjl_codec_from", "polar_codec_from"]
+__all__ = [
+    "make_codec",
+    "KINDS",
+    "POLAR_LEVEL_BITS",
+    "turbo_codec_from",
+    "qjl_codec_from",
+    "polar_codec_from",
+]
 
 OPTIONS = ("group_size", "qjl_outlier_channels", "polar_level_bits", "rotation", "prescale")
 KINDS = ("turbo", "turbo-mse", "turbo-scaled", "turbo-prod", "qjl", "polar", "groups", "float16")
@@ -84,8 +91,14 @@ def turbo_codec_from(quantizer: Any, *, side_dtype: torch.dtype = torch.float16)
         sketch = _t(quantizer.state_dict()["arrays"]["sketch"])
         scale = quantizer.estimator_scale
     return TurboCodec(
-        _rotation_matrix(quantizer), torch.from_numpy(np.array(c, dtype=np.float64)), torch.from_numpy(np.array(b, dtype=np.float64)),
-        variant=quantizer.variant, sketch=sketch, sketch_scale=scale, scales=quantizer.scales, side_dtype=side_dtype,
+        _rotation_matrix(quantizer),
+        torch.from_numpy(np.array(c, dtype=np.float64)),
+        torch.from_numpy(np.array(b, dtype=np.float64)),
+        variant=quantizer.variant,
+        sketch=sketch,
+        sketch_scale=scale,
+        scales=quantizer.scales,
+        side_dtype=side_dtype,
     )
 
 
@@ -112,7 +125,9 @@ def _rotation_matrix(quantizer: Any) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 # factory
 # ------------------------------------------------------------------------------------------------
-def _integer_codec(kind: str, bits: int, dim: int, seed: int, side_dtype: torch.dtype, options: dict) -> KVCodec:
+def _integer_codec(
+    kind: str, bits: int, dim: int, seed: int, side_dtype: torch.dtype, options: dict
+) -> KVCodec:
     from .. import quantizers  # noqa: F401  (NumPy reference implementations)
 
     if kind in ("turbo", "turbo-mse", "turbo-scaled", "turbo-prod"):
@@ -120,7 +135,9 @@ def _integer_codec(kind: str, bits: int, dim: int, seed: int, side_dtype: torch.
 
         variant = {"turbo": "mse", "turbo-mse": "mse", "turbo-scaled": "scaled", "turbo-prod": "prod"}[kind]
         if variant == "prod" and bits < 2:
-            raise InvalidInputError("turbo-prod needs at least 2 bits (1 MSE bit + 1 QJL bit); use kind='qjl' for 1 bit")
+            raise InvalidInputError(
+                "turbo-prod needs at least 2 bits (1 MSE bit + 1 QJL bit); use kind='qjl' for 1 bit"
+            )
         kwargs = {}
         if variant == "scaled" and options.get("prescale", True):
             # the pre-scale search (pick the code of u*t with the best cosine) is off by default in the index
@@ -128,7 +145,9 @@ def _integer_codec(kind: str, bits: int, dim: int, seed: int, side_dtype: torch.
             from ..quantizers.turbo import PRESCALE_GRID
 
             kwargs["scales"] = PRESCALE_GRID
-        q = TurboQuantizer(dim, bits=bits, variant=variant, rotation=options.get("rotation", "dense"), seed=seed, **kwargs)
+        q = TurboQuantizer(
+            dim, bits=bits, variant=variant, rotation=options.get("rotation", "dense"), seed=seed, **kwargs
+        )
         return turbo_codec_from(q, side_dtype=side_dtype)
     if kind == "groups":
         group = int(options.get("group_size", 32))
@@ -164,7 +183,9 @@ def _polar(bits: float, dim: int, seed: int, side_dtype: torch.dtype, options: d
     level_bits = options.get("polar_level_bits")
     if level_bits is None:
         if bits not in POLAR_LEVEL_BITS:
-            raise InvalidInputError(f"polar supports bits in {sorted(POLAR_LEVEL_BITS)} (or pass polar_level_bits=...); got {bits}")
+            raise InvalidInputError(
+                f"polar supports bits in {sorted(POLAR_LEVEL_BITS)} (or pass polar_level_bits=...); got {bits}"
+            )
         level_bits = POLAR_LEVEL_BITS[bits]
     level_bits = tuple(int(b) for b in level_bits)
     q = PolarQuantizer(dim, levels=len(level_bits), level_bits=level_bits, seed=seed)
@@ -213,7 +234,9 @@ def make_codec(
     check_choice(kind, KINDS, name="codec kind")
     unknown = set(options) - set(OPTIONS)
     if unknown:
-        raise InvalidInputError(f"unknown codec option(s) {sorted(unknown)}; expected some of {list(OPTIONS)}")
+        raise InvalidInputError(
+            f"unknown codec option(s) {sorted(unknown)}; expected some of {list(OPTIONS)}"
+        )
     check_choice(role, tuple(_ROLE_OFFSET), name="role")
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 2:
         raise InvalidInputError(f"dim must be an integer >= 2; got {dim!r}")
@@ -231,7 +254,9 @@ def make_codec(
         return _integer_codec(kind, lo_bits, dim, _sub_seed(seed, role, 0), side_dtype, options)
     n_hi = int(outlier_channels) if outlier_channels is not None else int(round(frac * dim))
     if not 0 < n_hi < dim:
-        raise InvalidInputError(f"fractional bits {b} with dim {dim} give {n_hi} outlier channels; need 0 < n < dim")
+        raise InvalidInputError(
+            f"fractional bits {b} with dim {dim} give {n_hi} outlier channels; need 0 < n < dim"
+        )
     hi = _integer_codec(kind, lo_bits + 1, n_hi, _sub_seed(seed, role, 1), side_dtype, options)
     lo = _integer_codec(kind, lo_bits, dim - n_hi, _sub_seed(seed, role, 2), side_dtype, options)
     return SplitCodec(hi, lo)

@@ -25,8 +25,9 @@ types get transformers' own dynamic layers, so hybrid models still work (uncompr
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
@@ -70,7 +71,9 @@ class _FusedState:
     checked: bool = field(default=False)
 
 
-_ACTIVE: contextvars.ContextVar[_FusedStep | None] = contextvars.ContextVar("vqdb_kv_fused_step", default=None)
+_ACTIVE: contextvars.ContextVar[_FusedStep | None] = contextvars.ContextVar(
+    "vqdb_kv_fused_step", default=None
+)
 
 
 class VQLayer(DynamicLayer):
@@ -85,7 +88,9 @@ class VQLayer(DynamicLayer):
     is_sliding = False
     is_croppable = True
 
-    def __init__(self, core: CompressedKVLayer, *, mode: str = "compat", fused_state: _FusedState | None = None) -> None:
+    def __init__(
+        self, core: CompressedKVLayer, *, mode: str = "compat", fused_state: _FusedState | None = None
+    ) -> None:
         super().__init__()
         self.core = core
         self.mode = check_choice(mode, _MODES, name="mode")
@@ -102,7 +107,9 @@ class VQLayer(DynamicLayer):
         if self.core._win_k is not None:
             self.keys, self.values = self.core._win_k, self.core._win_v
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Append the new tokens; return what the attention of this step must see.
 
         Returns
@@ -132,7 +139,9 @@ class VQLayer(DynamicLayer):
         if result.n_codes == 0:
             return result.keys, result.values
         k, v = self.core.materialize(result.n_codes)
-        return torch.cat([k, result.keys.to(k.dtype)], dim=2), torch.cat([v, result.values.to(v.dtype)], dim=2)
+        return torch.cat([k, result.keys.to(k.dtype)], dim=2), torch.cat(
+            [v, result.values.to(v.dtype)], dim=2
+        )
 
     def load(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         """Append precomputed keys/values without an attention step (e.g. a prefill run elsewhere);
@@ -222,7 +231,9 @@ def _layer_types(config: Any) -> tuple[list[str], list[dict]]:
     except Exception:  # noqa: BLE001 - older transformers: infer from the config fields
         n = config.num_hidden_layers
         types = list(getattr(config, "layer_types", None) or ["full_attention"] * n)
-        kwargs = [{"sliding_window": config.sliding_window} if t == "sliding_attention" else {} for t in types]
+        kwargs = [
+            {"sliding_window": config.sliding_window} if t == "sliding_attention" else {} for t in types
+        ]
         return types, kwargs
 
 
@@ -286,14 +297,28 @@ class VQCache(Cache):
         n_layers = text_config.num_hidden_layers
         heads = text_config.num_attention_heads
         head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
-        if isinstance(first_layers, bool) or not isinstance(first_layers, int) or not 0 <= first_layers <= n_layers:
-            raise InvalidInputError(f"first_layers must be an integer in [0, {n_layers}]; got {first_layers!r}")
+        if (
+            isinstance(first_layers, bool)
+            or not isinstance(first_layers, int)
+            or not 0 <= first_layers <= n_layers
+        ):
+            raise InvalidInputError(
+                f"first_layers must be an integer in [0, {n_layers}]; got {first_layers!r}"
+            )
         overrides = dict(layer_overrides or {})
         for i in overrides:
             if not isinstance(i, int) or not 0 <= i < n_layers:
-                raise InvalidInputError(f"layer_overrides keys must be layer indices in [0, {n_layers}); got {i!r}")
+                raise InvalidInputError(
+                    f"layer_overrides keys must be layer indices in [0, {n_layers}); got {i!r}"
+                )
 
-        base = {"key_bits": key_bits, "value_bits": value_bits, "key_codec": key_codec, "value_codec": value_codec, **codec_options}
+        base = {
+            "key_bits": key_bits,
+            "value_bits": value_bits,
+            "key_codec": key_codec,
+            "value_codec": value_codec,
+            **codec_options,
+        }
         self.mode = mode
         self.residual_length = residual_length
         self.head_dim = head_dim
@@ -308,7 +333,11 @@ class VQCache(Cache):
         for i, (ltype, lkw) in enumerate(zip(types, type_kwargs)):
             spec: dict[str, Any] | None = dict(base)
             if i < first_layers:
-                spec = None if first_layers_bits is None else {**spec, "key_bits": first_layers_bits, "value_bits": first_layers_bits}
+                spec = (
+                    None
+                    if first_layers_bits is None
+                    else {**spec, "key_bits": first_layers_bits, "value_bits": first_layers_bits}
+                )
             if i in overrides:
                 spec = None if overrides[i] is None else {**(spec or base), **overrides[i]}
             if ltype != "full_attention":
@@ -330,10 +359,19 @@ class VQCache(Cache):
         super().__init__(layers=layers)
 
     def _codec(self, role: str, spec: Mapping[str, Any], seed: int):
-        options = {k: v for k, v in spec.items() if k not in ("key_bits", "value_bits", "key_codec", "value_codec")}
+        options = {
+            k: v for k, v in spec.items() if k not in ("key_bits", "value_bits", "key_codec", "value_codec")
+        }
         kind = spec[f"{role}_codec"]
         bits = spec[f"{role}_bits"]
-        key = (role, kind, float(bits), self.head_dim, seed, tuple(sorted((k, str(v)) for k, v in options.items())))
+        key = (
+            role,
+            kind,
+            float(bits),
+            self.head_dim,
+            seed,
+            tuple(sorted((k, str(v)) for k, v in options.items())),
+        )
         codec = self._codecs.get(key)
         if codec is None:
             codec = make_codec(kind, bits, self.head_dim, role=role, seed=seed, **options)
@@ -341,7 +379,7 @@ class VQCache(Cache):
         return codec
 
     # ---- vqdb extras ------------------------------------------------------------------------
-    def load(self, kv: Any) -> "VQCache":
+    def load(self, kv: Any) -> VQCache:
         """Fill the cache from precomputed per-layer keys/values, without running attention.
 
         Parameters
@@ -355,7 +393,9 @@ class VQCache(Cache):
         """
         pairs = [(layer.keys, layer.values) for layer in kv.layers] if isinstance(kv, Cache) else list(kv)
         if len(pairs) != len(self.layers):
-            raise InvalidInputError(f"expected {len(self.layers)} (keys, values) pairs, one per layer; got {len(pairs)}")
+            raise InvalidInputError(
+                f"expected {len(self.layers)} (keys, values) pairs, one per layer; got {len(pairs)}"
+            )
         for layer, (k, v) in zip(self.layers, pairs):
             if isinstance(layer, VQLayer):
                 layer.load(k, v)
@@ -375,7 +415,7 @@ class VQCache(Cache):
     def stats(self) -> dict[str, Any]:
         """Per-layer description: codecs, bits per coordinate, encoded tokens, window length, bytes."""
         out = []
-        for layer, spec in zip(self.layers, self.layer_specs):
+        for layer in self.layers:
             if isinstance(layer, VQLayer):
                 core = layer.core
                 out.append(
@@ -388,8 +428,19 @@ class VQCache(Cache):
                     }
                 )
             else:
-                out.append({"uncompressed": type(layer).__name__, "seq_length": layer.get_seq_length(), "bytes": _layer_bytes(layer)})
-        return {"mode": self.mode, "layers": out, "codec_state_bytes": self.codec_state_bytes(), "memory_bytes": self.memory_bytes()}
+                out.append(
+                    {
+                        "uncompressed": type(layer).__name__,
+                        "seq_length": layer.get_seq_length(),
+                        "bytes": _layer_bytes(layer),
+                    }
+                )
+        return {
+            "mode": self.mode,
+            "layers": out,
+            "codec_state_bytes": self.codec_state_bytes(),
+            "memory_bytes": self.memory_bytes(),
+        }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -398,7 +449,9 @@ class VQCache(Cache):
 def _fallback_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    return sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+    )
 
 
 def vqdb_attention(
@@ -420,7 +473,9 @@ def vqdb_attention(
     """
     step = _ACTIVE.get()
     if step is None or step.consumed or step.result.keys is not key:
-        return _fallback_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return _fallback_attention(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     step.consumed = True
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     out = step.core.attend(query, key, value, n_codes=step.result.n_codes, scale=scale, mask=attention_mask)

@@ -98,10 +98,18 @@ class CompressedKVLayer:
         tile_tokens: int = 8192,
     ) -> None:
         if not isinstance(key_codec, KVCodec) or not isinstance(value_codec, KVCodec):
-            raise InvalidInputError("key_codec and value_codec must be KVCodec instances (see vqdb.kvcache.make_codec)")
+            raise InvalidInputError(
+                "key_codec and value_codec must be KVCodec instances (see vqdb.kvcache.make_codec)"
+            )
         if key_codec.dim != value_codec.dim:
-            raise DimensionMismatchError(f"key and value codecs have different widths: {key_codec.dim} vs {value_codec.dim}")
-        for name, value, lo in (("residual_length", residual_length, 0), ("flush_block", flush_block, 1), ("tile_tokens", tile_tokens, 1)):
+            raise DimensionMismatchError(
+                f"key and value codecs have different widths: {key_codec.dim} vs {value_codec.dim}"
+            )
+        for name, value, lo in (
+            ("residual_length", residual_length, 0),
+            ("flush_block", flush_block, 1),
+            ("tile_tokens", tile_tokens, 1),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise InvalidInputError(f"{name} must be an integer >= {lo}; got {value!r}")
         self.key_codec = key_codec
@@ -144,7 +152,11 @@ class CompressedKVLayer:
 
     @property
     def batch_size(self) -> int:
-        t = self._win_k if self._win_k is not None else (next(iter(self._key_codes.values())) if self._key_codes else None)
+        t = (
+            self._win_k
+            if self._win_k is not None
+            else (next(iter(self._key_codes.values())) if self._key_codes else None)
+        )
         return 0 if t is None else t.shape[0]
 
     def _tensors(self) -> list[torch.Tensor]:
@@ -197,7 +209,9 @@ class CompressedKVLayer:
             self.dtype, self.device = keys.dtype, keys.device
         n_before = self._n_codes
         tail_k = keys if self._win_k is None else torch.cat([self._win_k, keys.to(self._win_k.dtype)], dim=2)
-        tail_v = values if self._win_v is None else torch.cat([self._win_v, values.to(self._win_v.dtype)], dim=2)
+        tail_v = (
+            values if self._win_v is None else torch.cat([self._win_v, values.to(self._win_v.dtype)], dim=2)
+        )
         n_tail = tail_k.shape[2]
         if n_tail >= self.residual_length + self.flush_block:
             n_flush = n_tail - self.residual_length
@@ -216,7 +230,9 @@ class CompressedKVLayer:
                 f"keys and values must both have shape [batch, kv_heads, tokens, head_dim]; got {tuple(keys.shape)} and {tuple(values.shape)}"
             )
         if keys.shape[-1] != self.head_dim:
-            raise DimensionMismatchError(f"head_dim is {keys.shape[-1]}; this layer's codecs expect {self.head_dim}")
+            raise DimensionMismatchError(
+                f"head_dim is {keys.shape[-1]}; this layer's codecs expect {self.head_dim}"
+            )
         if not keys.is_floating_point():
             raise InvalidInputError(f"keys must be a float tensor; got {keys.dtype}")
         if self.seq_length:
@@ -297,11 +313,15 @@ class CompressedKVLayer:
 
     def _group_queries(self, queries: torch.Tensor) -> tuple[torch.Tensor, int]:
         if queries.dim() != 4 or queries.shape[-1] != self.head_dim:
-            raise DimensionMismatchError(f"queries must have shape [batch, q_heads, q_len, {self.head_dim}]; got {tuple(queries.shape)}")
+            raise DimensionMismatchError(
+                f"queries must have shape [batch, q_heads, q_len, {self.head_dim}]; got {tuple(queries.shape)}"
+            )
         b, hq, q_len, d = queries.shape
         bb, h = self._shape_bh()
         if b != bb or hq % h:
-            raise DimensionMismatchError(f"queries [batch={b}, heads={hq}] do not fit the cache [batch={bb}, kv_heads={h}]")
+            raise DimensionMismatchError(
+                f"queries [batch={b}, heads={hq}] do not fit the cache [batch={bb}, kv_heads={h}]"
+            )
         g = hq // h
         return queries.float().reshape(b, h, g * q_len, d), g
 
@@ -312,7 +332,9 @@ class CompressedKVLayer:
         parts = [kc.score(prepared, kt) for kt, _ in self._tiles(n)]
         return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
 
-    def scores(self, queries: torch.Tensor, *, n_codes: int | None = None, scale: float = 1.0) -> torch.Tensor:
+    def scores(
+        self, queries: torch.Tensor, *, n_codes: int | None = None, scale: float = 1.0
+    ) -> torch.Tensor:
         """Estimated scaled scores ``scale * <q, k>`` of queries against the encoded keys.
 
         Parameters
@@ -367,7 +389,9 @@ class CompressedKVLayer:
         n = self._n(n_codes)
         b, hq, q_len, d = queries.shape
         if keys.dim() != 4 or keys.shape != values.shape or keys.shape[-1] != d:
-            raise DimensionMismatchError(f"keys/values must be [B, H_kv, n_fp, {d}]; got {tuple(keys.shape)} / {tuple(values.shape)}")
+            raise DimensionMismatchError(
+                f"keys/values must be [B, H_kv, n_fp, {d}]; got {tuple(keys.shape)} / {tuple(values.shape)}"
+            )
         if n and not self.seq_length:
             raise InvalidInputError("n_codes > 0 but the layer holds no codes")
         h = keys.shape[1]
@@ -433,7 +457,9 @@ class CompressedKVLayer:
         idx = torch.as_tensor(indices, dtype=torch.long)
         b = self.batch_size
         if idx.dim() != 1 or (idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= b)):
-            raise InvalidInputError(f"batch indices must be a 1-D tensor of rows in [0, {b}); got {idx.tolist()[:8]}")
+            raise InvalidInputError(
+                f"batch indices must be a 1-D tensor of rows in [0, {b}); got {idx.tolist()[:8]}"
+            )
         self._apply(lambda t: t.index_select(0, idx.to(t.device)))
 
     def repeat_interleave(self, repeats: int) -> None:

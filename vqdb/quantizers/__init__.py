@@ -20,8 +20,15 @@ QUANTIZERS: dict[str, type[Quantizer]] = {
     PolarQuantizer.kind: PolarQuantizer,
 }
 
-__all__ = ["Quantizer", "PreparedQueries", "TurboQuantizer", "QJLQuantizer", "PolarQuantizer", "QUANTIZERS",
-           "load_quantizer"]
+__all__ = [
+    "Quantizer",
+    "PreparedQueries",
+    "TurboQuantizer",
+    "QJLQuantizer",
+    "PolarQuantizer",
+    "QUANTIZERS",
+    "load_quantizer",
+]
 
 
 def load_quantizer(state: dict[str, Any]) -> Quantizer:

@@ -123,8 +123,8 @@ def _solve_cells(lo_edge: float, hi_edge: float, init: np.ndarray, scale: float,
         d_hi[:-1] = density(hi[:-1]) * (hi[:-1] - g[:-1]) / safe[:-1]
         # Jacobian of F(c) = c - g(c): tridiagonal
         diag = 1.0 - 0.5 * (d_lo + d_hi)
-        upper = -0.5 * d_hi[:-1]       # dF_i/dc_{i+1}
-        lower = -0.5 * d_lo[1:]        # dF_i/dc_{i-1}
+        upper = -0.5 * d_hi[:-1]  # dF_i/dc_{i+1}
+        lower = -0.5 * d_lo[1:]  # dF_i/dc_{i-1}
         ab = np.zeros((3, n))
         ab[0, 1:] = upper
         ab[1] = diag
@@ -169,7 +169,7 @@ def _gaussian_init(half: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # public solvers
 # ---------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gaussian_lloyd_max(bits: int):
     """Lloyd–Max codebook for N(0, 1) with ``2**bits`` levels.
 
@@ -205,7 +205,7 @@ def gaussian_lloyd_max(bits: int):
     return _frozen(*_mirror(pos_c, pos_b))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def lloyd_max(bits: int, dim: int):
     """Lloyd–Max codebook for one coordinate of a uniform unit vector in R^dim.
 
@@ -307,7 +307,7 @@ def angle_density(level: int, psi: np.ndarray) -> np.ndarray:
     return np.exp(log_c) * np.power(np.clip(np.sin(2 * psi), 0.0, None), k - 1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def angle_codebook(level: int, bits: int):
     """Lloyd–Max codebook for the level-``level`` polar angle with ``2**bits`` levels.
 

@@ -101,8 +101,11 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     """The shared encode pool, grown on demand and re-created in a forked child (its threads do not survive a fork)."""
     with _POOL_LOCK:
         if _POOL["pool"] is None or _POOL["workers"] < workers or _POOL["pid"] != os.getpid():
-            _POOL.update(pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqdb-encode"), workers=workers,
-                         pid=os.getpid())
+            _POOL.update(
+                pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqdb-encode"),
+                workers=workers,
+                pid=os.getpid(),
+            )
         return _POOL["pool"]
 
 

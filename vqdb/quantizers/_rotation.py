@@ -37,7 +37,9 @@ def haar_orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
     """(d, d) float64 Haar-distributed orthogonal matrix: Q of a Gaussian's QR with sign(diag R) fixed."""
     d = _check_dim(d)
     g = rng.standard_normal((d, d))
-    with _single_threaded_blas():  # any d: a threaded QR collapses on a busy machine (8 slices of a "pca" fit: 0.3 -> 1.4 s)
+    with (
+        _single_threaded_blas()
+    ):  # any d: a threaded QR collapses on a busy machine (8 slices of a "pca" fit: 0.3 -> 1.4 s)
         q, r = np.linalg.qr(g)
     signs = np.sign(np.diag(r))
     signs[signs == 0] = 1.0

@@ -49,12 +49,14 @@ class Quantizer(abc.ABC):
     # ---- centring -------------------------------------------------------------------------
     centre_: np.ndarray | None = None
 
-    def fit(self, x, /) -> "Quantizer":
+    def fit(self, x, /) -> Quantizer:
         """One pass over ``x`` (n, d) float32: store the mean as ``centre_``. No iterative training."""
         x = as_float32_matrix(x, self.dim)
         if x.shape[0] == 0:
             raise DimensionMismatchError("fit needs at least one vector; got 0")
-        self.centre_ = x.mean(axis=0, dtype=np.float64).astype(np.float32)  # float64 sum, no float64 copy of x
+        self.centre_ = x.mean(axis=0, dtype=np.float64).astype(
+            np.float32
+        )  # float64 sum, no float64 copy of x
         return self
 
     def _centre(self, centre) -> np.ndarray | None:
@@ -88,7 +90,7 @@ class Quantizer(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "Quantizer":
+    def from_state_dict(cls, state: dict[str, Any]) -> Quantizer:
         """Inverse of :meth:`state_dict`."""
 
     # ---- shared behaviour -----------------------------------------------------------------

@@ -57,8 +57,15 @@ class PolarQuantizer(Quantizer):
 
     kind = "polar"
 
-    def __init__(self, dim: int, levels: int = 4, level_bits: tuple[int, ...] = (4, 2, 2, 2), seed: int = 0, *,
-                 _arrays=None):
+    def __init__(
+        self,
+        dim: int,
+        levels: int = 4,
+        level_bits: tuple[int, ...] = (4, 2, 2, 2),
+        seed: int = 0,
+        *,
+        _arrays=None,
+    ):
         self.dim = cm.check_dim(dim)
         if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or not 1 <= levels <= 8:
             raise InvalidInputError(f"levels must be an integer in [1, 8]; got {levels!r}")
@@ -66,10 +73,17 @@ class PolarQuantizer(Quantizer):
         try:
             lb = tuple(int(b) for b in level_bits)
         except (TypeError, ValueError):
-            raise InvalidInputError(f"level_bits must be a tuple of {levels} integers in [1, 8]; got {level_bits!r}") from None
-        if len(lb) != self.levels or any(not 1 <= b <= 8 for b in lb) or any(
-                not float(b).is_integer() for b in level_bits):
-            raise InvalidInputError(f"level_bits must be a tuple of {self.levels} integers in [1, 8]; got {level_bits!r}")
+            raise InvalidInputError(
+                f"level_bits must be a tuple of {levels} integers in [1, 8]; got {level_bits!r}"
+            ) from None
+        if (
+            len(lb) != self.levels
+            or any(not 1 <= b <= 8 for b in lb)
+            or any(not float(b).is_integer() for b in level_bits)
+        ):
+            raise InvalidInputError(
+                f"level_bits must be a tuple of {self.levels} integers in [1, 8]; got {level_bits!r}"
+            )
         self.level_bits = lb
         self.seed = cm.check_seed(seed)
         self.block = 2**self.levels
@@ -79,7 +93,9 @@ class PolarQuantizer(Quantizer):
         if _arrays is not None and "rotation" in _arrays:
             mat = np.asarray(_arrays["rotation"], dtype=np.float32)
             if mat.shape != (self.padded_dim, self.dim):
-                raise InvalidInputError(f"state array 'rotation' must be ({self.padded_dim}, {self.dim}); got {mat.shape}")
+                raise InvalidInputError(
+                    f"state array 'rotation' must be ({self.padded_dim}, {self.dim}); got {mat.shape}"
+                )
         else:
             mat = haar_rotation(self.padded_dim, np.random.default_rng(self.seed))[:, : self.dim]
         self._rotation = DenseRotation(mat)
@@ -127,7 +143,8 @@ class PolarQuantizer(Quantizer):
                 bits = self.level_bits[level - 1]
                 off = self._offsets[level - 1]
                 ct[:, off : off + packed_size(psi.shape[1], bits)] = ops.encode_scalar(
-                    np.ascontiguousarray(psi, dtype=np.float32), bounds, bits)
+                    np.ascontiguousarray(psi, dtype=np.float32), bounds, bits
+                )
             radii = np.ascontiguousarray(rho.astype("<f2"))  # (n, n_blocks)
             ct[:, self._radius_offset : self._sq_offset] = radii.view(np.uint8).reshape(n, 2 * self.n_blocks)
             x64 = xt.astype(np.float64)
@@ -177,17 +194,24 @@ class PolarQuantizer(Quantizer):
     # ---- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         arrays = {"rotation": self._rotation.matrix_.copy()}
-        for i, (c, b) in enumerate(self.codebooks):
+        for i, (c, _bits) in enumerate(self.codebooks):
             arrays[f"level{i + 1}.centroids"] = np.asarray(c).copy()
         if self.centre_ is not None:
             arrays["centre"] = np.asarray(self.centre_, dtype=np.float32).copy()
-        config = {"dim": self.dim, "levels": self.levels, "level_bits": list(self.level_bits), "seed": self.seed}
+        config = {
+            "dim": self.dim,
+            "levels": self.levels,
+            "level_bits": list(self.level_bits),
+            "seed": self.seed,
+        }
         return {"kind": self.kind, "config": config, "arrays": arrays}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "PolarQuantizer":
+    def from_state_dict(cls, state: dict[str, Any]) -> PolarQuantizer:
         config, arrays = cm.check_state(state, cls.kind)
-        return cls(config["dim"], config["levels"], tuple(config["level_bits"]), config["seed"], _arrays=arrays)
+        return cls(
+            config["dim"], config["levels"], tuple(config["level_bits"]), config["seed"], _arrays=arrays
+        )
 
     @staticmethod
     def code_size_for(dim: int, levels: int = 4, level_bits: tuple[int, ...] = (4, 2, 2, 2)) -> int:

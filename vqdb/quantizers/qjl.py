@@ -71,7 +71,9 @@ class QJLQuantizer(Quantizer):
         if _arrays is not None and "sketch" in _arrays:
             s = np.ascontiguousarray(_arrays["sketch"], dtype=np.float32)
             if s.shape != (self.sketch_dim, self.dim):
-                raise InvalidInputError(f"state array 'sketch' must be ({self.sketch_dim}, {self.dim}); got {s.shape}")
+                raise InvalidInputError(
+                    f"state array 'sketch' must be ({self.sketch_dim}, {self.dim}); got {s.shape}"
+                )
         else:
             s = orthogonal_sketch(self.sketch_dim, self.dim, np.random.default_rng(self.seed))
         self.sketch_ = s
@@ -94,7 +96,9 @@ class QJLQuantizer(Quantizer):
             ct = codes[t0 : t0 + cm.ENCODE_TILE]
             ct[:, : self._nbytes] = np.packbits((rt @ self.sketch_.T) > 0, axis=1, bitorder="little")
             x64 = xt.astype(np.float64)
-            cm.write_side(ct, self._nbytes, np.stack([cm.row_norms(rt), np.einsum("ij,ij->i", x64, x64)], axis=1))
+            cm.write_side(
+                ct, self._nbytes, np.stack([cm.row_norms(rt), np.einsum("ij,ij->i", x64, x64)], axis=1)
+            )
 
         cm.run_tiles(tile, x.shape[0], get_ops())
         return codes
@@ -122,19 +126,34 @@ class QJLQuantizer(Quantizer):
 
     def scan_parts(self) -> dict[str, Any]:
         """Hook for :mod:`vqdb.kernels.scanner` (same contract as ``TurboQuantizer.scan_parts``)."""
-        return {"parts": [{"offset": 0, "bits": 1, "k": self.sketch_dim, "values": _SIGNS, "query": ("sketched", None, 0, self.sketch_dim),
-                           "side": 0, "mult": float(np.float32(self.estimator_scale))}],
-                "side_offset": self._nbytes, "n_side": 2}
+        return {
+            "parts": [
+                {
+                    "offset": 0,
+                    "bits": 1,
+                    "k": self.sketch_dim,
+                    "values": _SIGNS,
+                    "query": ("sketched", None, 0, self.sketch_dim),
+                    "side": 0,
+                    "mult": float(np.float32(self.estimator_scale)),
+                }
+            ],
+            "side_offset": self._nbytes,
+            "n_side": 2,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         arrays = {"sketch": self.sketch_.copy()}
         if self.centre_ is not None:
             arrays["centre"] = np.asarray(self.centre_, dtype=np.float32).copy()
-        return {"kind": self.kind, "config": {"dim": self.dim, "sketch_dim": self.sketch_dim, "seed": self.seed},
-                "arrays": arrays}
+        return {
+            "kind": self.kind,
+            "config": {"dim": self.dim, "sketch_dim": self.sketch_dim, "seed": self.seed},
+            "arrays": arrays,
+        }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "QJLQuantizer":
+    def from_state_dict(cls, state: dict[str, Any]) -> QJLQuantizer:
         config, arrays = cm.check_state(state, cls.kind)
         return cls(config["dim"], config["sketch_dim"], config["seed"], _arrays=arrays)
 

@@ -28,14 +28,23 @@ from ..kernels import get_ops
 from . import _common as cm
 from ._codebooks import gaussian_lloyd_max, lloyd_max
 from ._packing import packed_size
-from ._rotation import (DenseRotation, HadamardRotation, _single_threaded_blas, haar_orthogonal, haar_rotation,
-                        orthogonal_sketch)
+from ._rotation import (
+    DenseRotation,
+    HadamardRotation,
+    _single_threaded_blas,
+    haar_orthogonal,
+    haar_rotation,
+    orthogonal_sketch,
+)
 from .base import PreparedQueries, Quantizer
 
 VARIANTS = ("scaled", "mse", "prod")
 ROTATIONS = ("dense", "hadamard", "pca")
 INTEGER_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
-FRACTIONAL_BITS = {2.5: (3, 2, 4), 3.5: (4, 3, 2)}  # rate -> (high bits, low bits, 1/fraction of high channels)
+FRACTIONAL_BITS = {
+    2.5: (3, 2, 4),
+    3.5: (4, 3, 2),
+}  # rate -> (high bits, low bits, 1/fraction of high channels)
 # "pca" bit allocation weighs component i by λ_i^ALLOC_QUERY_POWER, a model of the query energy along it:
 # 0 = isotropic queries (plain MSE allocation), 1 = queries distributed like the data. 1/2 is the robust
 # middle: on WordNet/MiniLM (word queries vs passage base) and Fashion-MNIST it was within noise of the
@@ -87,7 +96,9 @@ def _pad_table(rows: list[np.ndarray], width: int, fill: float) -> np.ndarray:
     return out
 
 
-def allocate_bits(variances: np.ndarray, budget_bytes: int, unit: int = PCA_UNIT, max_bits: int = 8) -> np.ndarray:
+def allocate_bits(
+    variances: np.ndarray, budget_bytes: int, unit: int = PCA_UNIT, max_bits: int = 8
+) -> np.ndarray:
     """Greedy reverse water-filling: integer bits per group of ``unit`` consecutive coordinates.
 
     Parameters
@@ -209,20 +220,33 @@ class TurboQuantizer(Quantizer):
 
     kind = "turbo"
 
-    def __init__(self, dim: int, bits: float = 4, *, variant: str = "scaled", rotation: str = "dense", seed: int = 0,
-                 scales: tuple[float, ...] = DEFAULT_SCALES, _arrays: dict[str, np.ndarray] | None = None):
+    def __init__(
+        self,
+        dim: int,
+        bits: float = 4,
+        *,
+        variant: str = "scaled",
+        rotation: str = "dense",
+        seed: int = 0,
+        scales: tuple[float, ...] = DEFAULT_SCALES,
+        _arrays: dict[str, np.ndarray] | None = None,
+    ):
         self.dim = cm.check_dim(dim)
         self.bits = self._check_bits(bits)
         if variant not in VARIANTS:
-            raise UnknownNameError(f"unknown TurboQuant variant {variant!r}; expected one of {list(VARIANTS)}")
+            raise UnknownNameError(
+                f"unknown TurboQuant variant {variant!r}; expected one of {list(VARIANTS)}"
+            )
         if rotation not in ROTATIONS:
             raise UnknownNameError(f"unknown rotation {rotation!r}; expected one of {list(ROTATIONS)}")
         self.variant = variant
         self.rotation_kind = rotation
         self.seed = cm.check_seed(seed)
         if self.variant == "prod" and (not isinstance(self.bits, int) or rotation == "pca"):
-            raise InvalidInputError(f"variant 'prod' needs integer bits and a random rotation; got bits={self.bits}, "
-                                    f"rotation={rotation!r}")
+            raise InvalidInputError(
+                f"variant 'prod' needs integer bits and a random rotation; got bits={self.bits}, "
+                f"rotation={rotation!r}"
+            )
         try:
             scales = tuple(float(t) for t in scales)
         except (TypeError, ValueError):
@@ -241,7 +265,9 @@ class TurboQuantizer(Quantizer):
     @staticmethod
     def _check_bits(bits) -> int | float:
         if isinstance(bits, bool):
-            raise InvalidInputError(f"bits must be one of {list(INTEGER_BITS) + sorted(FRACTIONAL_BITS)}; got {bits!r}")
+            raise InvalidInputError(
+                f"bits must be one of {list(INTEGER_BITS) + sorted(FRACTIONAL_BITS)}; got {bits!r}"
+            )
         if isinstance(bits, (int, np.integer)) and int(bits) in INTEGER_BITS:
             return int(bits)
         if isinstance(bits, (float, np.floating)):
@@ -249,7 +275,9 @@ class TurboQuantizer(Quantizer):
                 return int(bits)
             if float(bits) in FRACTIONAL_BITS:
                 return float(bits)
-        raise InvalidInputError(f"bits must be one of {list(INTEGER_BITS) + sorted(FRACTIONAL_BITS)}; got {bits!r}")
+        raise InvalidInputError(
+            f"bits must be one of {list(INTEGER_BITS) + sorted(FRACTIONAL_BITS)}; got {bits!r}"
+        )
 
     def _max_bits(self) -> int:
         return FRACTIONAL_BITS[self.bits][0] if isinstance(self.bits, float) else self.bits
@@ -287,7 +315,9 @@ class TurboQuantizer(Quantizer):
             for n_ch, bits in self._random_split(self.dim, self.bits, self.variant):
                 rot = self._random_rotation(n_ch, rng)
                 c, b = lloyd_max(bits, rot.out_dim)
-                self._blocks.append(_Block(self.channels_[start : start + n_ch], rot, [_Slice(0, rot.out_dim, bits, c, b)]))
+                self._blocks.append(
+                    _Block(self.channels_[start : start + n_ch], rot, [_Slice(0, rot.out_dim, bits, c, b)])
+                )
                 start += n_ch
         self._sketch = orthogonal_sketch(self.dim, self.dim, rng) if self.variant == "prod" else None
         self._layout()
@@ -333,7 +363,7 @@ class TurboQuantizer(Quantizer):
             raise InvalidInputError(f"internal layout error: code_size {self.code_size} != {expected}")
 
     # ---- fitting ---------------------------------------------------------------------------
-    def fit(self, x, /) -> "TurboQuantizer":
+    def fit(self, x, /) -> TurboQuantizer:
         """One pass over ``x``: store the mean as ``centre_``; pick outlier channels (fractional bits)
         or learn the principal basis and bit allocation (``rotation="pca"``).
 
@@ -376,7 +406,7 @@ class TurboQuantizer(Quantizer):
             # allocate bits to minimise Σ λ_i^(1 + ALLOC_QUERY_POWER) D(b_i): the inner-product error
             # E<q, e>² weighs each component's distortion λ_i D(b_i) by the query energy along it, taken
             # as λ_i^ALLOC_QUERY_POWER (0: isotropic queries, 1: queries distributed like the data)
-            weights = lam ** ALLOC_QUERY_POWER
+            weights = lam**ALLOC_QUERY_POWER
             probe = self._pca_block(DenseRotation(np.eye(self.dim, dtype=np.float32)), lam, weights)
             # each slice (equal widths) gets a Haar rotation of its principal subspace; coordinates
             # without bits keep the principal axes
@@ -393,8 +423,11 @@ class TurboQuantizer(Quantizer):
         if self.variant == "scaled" and len(self.scales) > 1 and block.slices:
             if len(block.slices) == 1 and block.slices[0].k == block.k:
                 s = block.slices[0]
-                return ops.unpack_bits(ops.encode_scaled(u, s.boundaries, s.centroids, np.asarray(self.scales), s.bits),
-                                       s.bits, s.k)
+                return ops.unpack_bits(
+                    ops.encode_scaled(u, s.boundaries, s.centroids, np.asarray(self.scales), s.bits),
+                    s.bits,
+                    s.k,
+                )
             width = 1 << max(s.bits for s in block.slices)
             segment = np.full(block.k, len(block.slices), dtype=np.int64)
             for i, s in enumerate(block.slices):
@@ -404,7 +437,9 @@ class TurboQuantizer(Quantizer):
             return ops.scaled_indices_segments(u, segment, bounds, cents, np.asarray(self.scales))
         idx = np.zeros(u.shape, dtype=np.uint8)
         for s in block.slices:
-            idx[:, s.start : s.stop] = ops.bucketize(np.ascontiguousarray(u[:, s.start : s.stop]), s.boundaries)
+            idx[:, s.start : s.stop] = ops.bucketize(
+                np.ascontiguousarray(u[:, s.start : s.stop]), s.boundaries
+            )
         return idx
 
     def encode(self, x, /, *, centre=None) -> np.ndarray:
@@ -446,9 +481,14 @@ class TurboQuantizer(Quantizer):
             width = 1 << max((s.bits for s in block.slices), default=1)
             entry = {
                 "channels": None if np.array_equal(block.channels, np.arange(self.dim)) else block.channels,
-                "table": np.array([[s.start, s.stop, s.bits, s.offset] for s in block.slices], dtype=np.int64).reshape(-1, 4),
-                "boundaries": _pad_table([s.boundaries for s in block.slices], width - 1, np.inf) if block.slices else np.zeros((0, 1)),
-                "values": _pad_table([s.centroids for s in block.slices], width, 0.0).astype(np.float32) if block.slices
+                "table": np.array(
+                    [[s.start, s.stop, s.bits, s.offset] for s in block.slices], dtype=np.int64
+                ).reshape(-1, 4),
+                "boundaries": _pad_table([s.boundaries for s in block.slices], width - 1, np.inf)
+                if block.slices
+                else np.zeros((0, 1)),
+                "values": _pad_table([s.centroids for s in block.slices], width, 0.0).astype(np.float32)
+                if block.slices
                 else np.zeros((0, 2), np.float32),
                 "full": sum(s.k for s in block.slices) == block.k,
                 "hi": hi,
@@ -456,7 +496,9 @@ class TurboQuantizer(Quantizer):
             if isinstance(block.rotation, HadamardRotation):
                 entry["signs"] = block.rotation.signs
             else:
-                entry["matrix_t"] = block.rotation.matrix_[:hi].T  # only the rotated coordinates that get bits
+                entry["matrix_t"] = block.rotation.matrix_[
+                    :hi
+                ].T  # only the rotated coordinates that get bits
             plan.append(entry)
         self._plan = plan
         return plan
@@ -482,16 +524,21 @@ class TurboQuantizer(Quantizer):
                 else:
                     y = rp @ p["matrix_t"]
                 chat = np.zeros((rt.shape[0], self._blocks[b].k), dtype=np.float32) if prod else None
-                f = ops.encode_turbo_block(y, rp, p["table"], p["boundaries"], p["values"], scaled, p["full"], ct, chat)
+                f = ops.encode_turbo_block(
+                    y, rp, p["table"], p["boundaries"], p["values"], scaled, p["full"], ct, chat
+                )
                 ct[:, side + 4 * b : side + 4 * b + 4] = f.astype("<f4").view(np.uint8).reshape(-1, 4)
                 if prod:  # the mse reconstruction ||r|| Πᵀ ĉ (f = float32 ||r||), as in _encode_general
                     recon[:, self._blocks[b].channels] = self._blocks[b].rotation.inverse(chat) * f[:, None]
             if prod:  # 1-bit QJL of the residual e = r - recon, and γ = ||e||
                 e = rt - recon
                 ct[:, self._sign_offset : self._sign_offset + packed_size(self.dim, 1)] = np.packbits(
-                    (e @ self._sketch.T) > 0, axis=1, bitorder="little")
+                    (e @ self._sketch.T) > 0, axis=1, bitorder="little"
+                )
                 g = len(plan)
-                ct[:, side + 4 * g : side + 4 * g + 4] = cm.row_norms(e).astype("<f4").view(np.uint8).reshape(-1, 4)
+                ct[:, side + 4 * g : side + 4 * g + 4] = (
+                    cm.row_norms(e).astype("<f4").view(np.uint8).reshape(-1, 4)
+                )
             x64 = xt.astype(np.float64)
             sq = np.einsum("ij,ij->i", x64, x64).astype("<f4")
             ct[:, -4:] = sq.view(np.uint8).reshape(-1, 4)
@@ -528,8 +575,16 @@ class TurboQuantizer(Quantizer):
                 if sum(s.k for s in block.slices) == block.k:
                     coded = np.ones(n)  # no dropped coordinates: exactly the classic ||r|| / <u, ĉ>
                 else:
-                    coded = sum(np.einsum("ij,ij->i", u[:, s.start : s.stop], u[:, s.start : s.stop], dtype=np.float64)
-                                for s in block.slices) if block.slices else np.zeros(n)
+                    coded = (
+                        sum(
+                            np.einsum(
+                                "ij,ij->i", u[:, s.start : s.stop], u[:, s.start : s.stop], dtype=np.float64
+                            )
+                            for s in block.slices
+                        )
+                        if block.slices
+                        else np.zeros(n)
+                    )
                 factor = np.where((dot > 0) & (nrm > 0), nrm * coded / np.where(dot > 0, dot, 1.0), 0.0)
             else:
                 factor = nrm
@@ -540,7 +595,8 @@ class TurboQuantizer(Quantizer):
             e = r - recon
             proj = e @ self._sketch.T
             codes[:, self._sign_offset : self._sign_offset + packed_size(self.dim, 1)] = ops.pack_bits(
-                (proj > 0).astype(np.uint8), 1)
+                (proj > 0).astype(np.uint8), 1
+            )
             side.append(cm.row_norms(e))
         side.append(sq)
         cm.write_side(codes, self._side_offset, np.stack(side, axis=1) if n else np.zeros((0, self._n_side)))
@@ -563,7 +619,9 @@ class TurboQuantizer(Quantizer):
                 chat[:, s.start : s.stop] = ops.decode_values(codes, s.offset, s.bits, s.k, s.values)
             out[:, block.channels] = block.rotation.inverse(chat) * side[:, i : i + 1]
         if self.variant == "prod":
-            signs = ops.decode_values(codes, self._sign_offset, 1, self.dim, np.array([-1.0, 1.0], np.float32))
+            signs = ops.decode_values(
+                codes, self._sign_offset, 1, self.dim, np.array([-1.0, 1.0], np.float32)
+            )
             gamma = side[:, len(self._blocks)]
             out += (signs @ self._sketch) * (gamma * np.float32(self.estimator_scale))[:, None]
         c = self._centre(centre)
@@ -575,7 +633,10 @@ class TurboQuantizer(Quantizer):
     def prepare(self, queries, /) -> PreparedQueries:
         """Rotate (and sketch) queries once: (m, d) float32 -> PreparedQueries."""
         q = as_float32_matrix(queries, self.dim, name="queries")
-        rot = [np.ascontiguousarray(b.rotation.forward(np.ascontiguousarray(q[:, b.channels]))) for b in self._blocks]
+        rot = [
+            np.ascontiguousarray(b.rotation.forward(np.ascontiguousarray(q[:, b.channels])))
+            for b in self._blocks
+        ]
         data: dict[str, Any] = {"rotated": rot}
         if self.variant == "prod":
             data["sketched"] = np.ascontiguousarray(q @ self._sketch.T, dtype=np.float32)
@@ -603,12 +664,31 @@ class TurboQuantizer(Quantizer):
         None = no list), ``idx`` the ``p["bits"]``-bit indices of ``p["k"]`` coordinates packed at byte
         ``p["offset"]``; ``side`` = the float32 side data at ``side_offset`` (``n_side`` floats).
         """
-        parts = [{"offset": s.offset, "bits": s.bits, "k": s.k, "values": s.values, "query": ("rotated", i, s.start, s.stop),
-                  "side": i, "mult": 1.0} for i, b in enumerate(self._blocks) for s in b.slices]
+        parts = [
+            {
+                "offset": s.offset,
+                "bits": s.bits,
+                "k": s.k,
+                "values": s.values,
+                "query": ("rotated", i, s.start, s.stop),
+                "side": i,
+                "mult": 1.0,
+            }
+            for i, b in enumerate(self._blocks)
+            for s in b.slices
+        ]
         if self.variant == "prod":
-            parts.append({"offset": self._sign_offset, "bits": 1, "k": self.dim, "values": np.array([-1.0, 1.0], np.float32),
-                          "query": ("sketched", None, 0, self.dim), "side": len(self._blocks),
-                          "mult": float(np.float32(self.estimator_scale))})
+            parts.append(
+                {
+                    "offset": self._sign_offset,
+                    "bits": 1,
+                    "k": self.dim,
+                    "values": np.array([-1.0, 1.0], np.float32),
+                    "query": ("sketched", None, 0, self.dim),
+                    "side": len(self._blocks),
+                    "mult": float(np.float32(self.estimator_scale)),
+                }
+            )
         return {"parts": parts, "side_offset": self._side_offset, "n_side": self._n_side}
 
     @staticmethod
@@ -622,7 +702,9 @@ class TurboQuantizer(Quantizer):
         if len(block.slices) == 1 or m < _GEMM_MIN_QUERIES:
             raw = np.zeros((m, n), dtype=np.float32)
             for s in block.slices:
-                raw += ops.lut_scores(np.ascontiguousarray(rq[:, s.start : s.stop]), codes, s.offset, s.bits, s.values)
+                raw += ops.lut_scores(
+                    np.ascontiguousarray(rq[:, s.start : s.stop]), codes, s.offset, s.bits, s.values
+                )
             return raw
         lo, hi = block.slices[0].start, max(s.stop for s in block.slices)
         rq = np.ascontiguousarray(rq[:, lo:hi])
@@ -638,9 +720,15 @@ class TurboQuantizer(Quantizer):
 
     # ---- helpers for other modules (kvcache) -----------------------------------------------
     def _single(self) -> _Block:
-        if len(self._blocks) != 1 or len(self._blocks[0].slices) != 1 or self._blocks[0].slices[0].k != self._blocks[0].k:
-            raise InvalidInputError("rotate()/codebook are defined for integer-bit TurboQuantizers with one "
-                                    "codebook (random rotation, not prod at 1 bit)")
+        if (
+            len(self._blocks) != 1
+            or len(self._blocks[0].slices) != 1
+            or self._blocks[0].slices[0].k != self._blocks[0].k
+        ):
+            raise InvalidInputError(
+                "rotate()/codebook are defined for integer-bit TurboQuantizers with one "
+                "codebook (random rotation, not prod at 1 bit)"
+            )
         return self._blocks[0]
 
     def rotate(self, x) -> np.ndarray:
@@ -662,7 +750,9 @@ class TurboQuantizer(Quantizer):
                 arrays[f"part{i}.rotation"] = b.rotation.matrix_.copy()
             else:
                 arrays[f"part{i}.signs"] = b.rotation.signs.copy()
-            arrays[f"part{i}.slices"] = np.array([[s.start, s.stop, s.bits] for s in b.slices], dtype=np.int64).reshape(-1, 3)
+            arrays[f"part{i}.slices"] = np.array(
+                [[s.start, s.stop, s.bits] for s in b.slices], dtype=np.int64
+            ).reshape(-1, 3)
             width = 1 << max([s.bits for s in b.slices], default=0)
             arrays[f"part{i}.centroids"] = _pad_table([s.centroids for s in b.slices], width, 0.0)
             arrays[f"part{i}.boundaries"] = _pad_table([s.boundaries for s in b.slices], width - 1, np.inf)
@@ -670,12 +760,19 @@ class TurboQuantizer(Quantizer):
             arrays["sketch"] = self._sketch.copy()
         if self.centre_ is not None:
             arrays["centre"] = np.asarray(self.centre_, dtype=np.float32).copy()
-        config = {"dim": self.dim, "bits": self.bits, "variant": self.variant, "rotation": self.rotation_kind,
-                  "seed": self.seed, "scales": list(self.scales)}
+        config = {
+            "dim": self.dim,
+            "bits": self.bits,
+            "variant": self.variant,
+            "rotation": self.rotation_kind,
+            "seed": self.seed,
+            "scales": list(self.scales),
+        }
         return {"kind": self.kind, "config": config, "arrays": arrays}
 
     def _load(self, arrays: dict[str, np.ndarray]) -> None:
         """Rebuild blocks from persisted arrays (no random draws)."""
+
         def need(name):
             if name not in arrays:
                 raise InvalidInputError(f"TurboQuantizer state is missing array {name!r}")
@@ -685,7 +782,9 @@ class TurboQuantizer(Quantizer):
         if perm.shape != (self.dim,) or not np.array_equal(np.sort(perm), np.arange(self.dim)):
             raise InvalidInputError(f"state array 'channels' must be a permutation of range({self.dim})")
         self.channels_ = perm
-        n_blocks = 1 if self.rotation_kind == "pca" else len(self._random_split(self.dim, self.bits, self.variant))
+        n_blocks = (
+            1 if self.rotation_kind == "pca" else len(self._random_split(self.dim, self.bits, self.variant))
+        )
         self._blocks = []
         start = 0
         for i in range(n_blocks):
@@ -700,29 +799,42 @@ class TurboQuantizer(Quantizer):
             else:
                 mat = np.asarray(need(f"part{i}.rotation"), dtype=np.float32)
                 if mat.shape != (chans.size, chans.size):
-                    raise InvalidInputError(f"state array 'part{i}.rotation' must be ({chans.size}, {chans.size}); "
-                                            f"got {mat.shape}")
+                    raise InvalidInputError(
+                        f"state array 'part{i}.rotation' must be ({chans.size}, {chans.size}); "
+                        f"got {mat.shape}"
+                    )
                 rot = DenseRotation(mat)
             table = np.asarray(need(f"part{i}.slices"), dtype=np.int64).reshape(-1, 3)
             cents = np.asarray(need(f"part{i}.centroids"), dtype=np.float64).reshape(len(table), -1)
             bounds = np.asarray(need(f"part{i}.boundaries"), dtype=np.float64).reshape(len(table), -1)
-            slices = [_Slice(a, b, bits, cents[j, : 1 << bits], bounds[j, : (1 << bits) - 1])
-                      for j, (a, b, bits) in enumerate(table.tolist())]
+            slices = [
+                _Slice(a, b, bits, cents[j, : 1 << bits], bounds[j, : (1 << bits) - 1])
+                for j, (a, b, bits) in enumerate(table.tolist())
+            ]
             self._blocks.append(_Block(chans, rot, slices))
         self._sketch = None
         if self.variant == "prod":
             self._sketch = np.ascontiguousarray(need("sketch"), dtype=np.float32)
             if self._sketch.shape != (self.dim, self.dim):
-                raise InvalidInputError(f"state array 'sketch' must be ({self.dim}, {self.dim}); got {self._sketch.shape}")
+                raise InvalidInputError(
+                    f"state array 'sketch' must be ({self.dim}, {self.dim}); got {self._sketch.shape}"
+                )
         if "centre" in arrays:
             self.centre_ = np.ascontiguousarray(arrays["centre"], dtype=np.float32)
         self._layout()
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "TurboQuantizer":
+    def from_state_dict(cls, state: dict[str, Any]) -> TurboQuantizer:
         config, arrays = cm.check_state(state, cls.kind)
-        return cls(config["dim"], config["bits"], variant=config["variant"], rotation=config["rotation"],
-                   seed=config["seed"], scales=tuple(config.get("scales", DEFAULT_SCALES)), _arrays=arrays)
+        return cls(
+            config["dim"],
+            config["bits"],
+            variant=config["variant"],
+            rotation=config["rotation"],
+            seed=config["seed"],
+            scales=tuple(config.get("scales", DEFAULT_SCALES)),
+            _arrays=arrays,
+        )
 
     @staticmethod
     def code_size_for(dim: int, bits: float = 4, variant: str = "scaled", rotation: str = "dense") -> int:

@@ -56,7 +56,7 @@ def rows(index, ids: np.ndarray) -> list[dict | None]:
         return []
     try:
         return list(index.get(ids, include_vectors=False).metadata)
-    except NotFoundError:            # some were deleted meanwhile: fetch the others
+    except NotFoundError:  # some were deleted meanwhile: fetch the others
         present = np.isin(ids, index.ids())
         out: list[dict | None] = [None] * ids.size
         if present.any():

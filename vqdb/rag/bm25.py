@@ -40,7 +40,9 @@ def _bm25s():
     try:
         import bm25s
     except ImportError as exc:
-        raise BackendUnavailableError("BM25 search needs the 'bm25s' package (pip install 'vqdb[rag]')") from exc
+        raise BackendUnavailableError(
+            "BM25 search needs the 'bm25s' package (pip install 'vqdb[rag]')"
+        ) from exc
     return bm25s
 
 
@@ -56,8 +58,8 @@ class BM25Index:
     def __init__(self, *, k1: float = 1.5, b: float = 0.75):
         self.k1 = float(k1)
         self.b = float(b)
-        self.ids = np.zeros(0, dtype=np.int64)      # row -> passage id
-        self.fields = None                          # pyarrow.Table of filterable metadata, one row per id
+        self.ids = np.zeros(0, dtype=np.int64)  # row -> passage id
+        self.fields = None  # pyarrow.Table of filterable metadata, one row per id
         self._retriever = None
 
     def __len__(self) -> int:
@@ -114,7 +116,7 @@ class BM25Index:
         if candidates.size > k:
             part = np.argpartition(-scores[candidates], k - 1)[:k]
             kth = scores[candidates[part]].min()
-            candidates = candidates[scores[candidates] >= kth]      # keep ties, ordered below
+            candidates = candidates[scores[candidates] >= kth]  # keep ties, ordered below
         order = np.lexsort((candidates, -scores[candidates]))[:k]
         rows = candidates[order]
         return self.ids[rows], scores[rows]
@@ -137,11 +139,13 @@ class BM25Index:
             json.dump(state, f)
 
     @classmethod
-    def load(cls, directory: str) -> "BM25Index":
+    def load(cls, directory: str) -> BM25Index:
         with open(os.path.join(directory, "bm25.json"), encoding="utf-8") as f:
             state = json.load(f)
         if state.get("format") != FORMAT_VERSION:
-            raise IncompatibleFormatError(f"BM25 index format {state.get('format')!r}; this vqdb reads {FORMAT_VERSION}")
+            raise IncompatibleFormatError(
+                f"BM25 index format {state.get('format')!r}; this vqdb reads {FORMAT_VERSION}"
+            )
         out = cls(k1=state["k1"], b=state["b"])
         out.ids = np.load(os.path.join(directory, "ids.npy"))
         fields_path = os.path.join(directory, "fields.arrow")

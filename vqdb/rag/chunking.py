@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from .._validation import check_int_range
 from ..errors import InvalidInputError
 
-DEFAULT_CHUNK_SIZE = 800          # characters; ~190 MiniLM word pieces of English, under its 256 limit
-DEFAULT_CHUNK_OVERLAP = 100       # characters shared by neighbouring chunks
+DEFAULT_CHUNK_SIZE = 800  # characters; ~190 MiniLM word pieces of English, under its 256 limit
+DEFAULT_CHUNK_OVERLAP = 100  # characters shared by neighbouring chunks
 MAX_CHUNK_SIZE = 1_000_000
 
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")
@@ -71,9 +71,9 @@ def _last_break(text: str, lo: int, hard: int) -> int:
     window = text[lo : hard + 1]
     for pattern, at_start in _ENDS:
         last = None
-        for last in pattern.finditer(window):
+        for last in pattern.finditer(window):  # noqa: B007 (keeps the last match)
             pass
-        if last is not None:       # trailing whitespace is stripped by the caller
+        if last is not None:  # trailing whitespace is stripped by the caller
             return lo + (last.start() if at_start else last.end() - 1)
     return hard
 
@@ -87,7 +87,9 @@ def _first_start(text: str, lo: int, hi: int) -> int:
     return hi
 
 
-def chunk_spans(text: str, chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP) -> list[Span]:
+def chunk_spans(
+    text: str, chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+) -> list[Span]:
     """Cut ``text`` into chunks following the module rules.
 
     Parameters
@@ -135,6 +137,8 @@ def chunk_spans(text: str, chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: 
     return spans
 
 
-def chunk_text(text: str, chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP) -> list[str]:
+def chunk_text(
+    text: str, chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+) -> list[str]:
     """The chunk strings of :func:`chunk_spans`."""
     return [text[s.start : s.end] for s in chunk_spans(text, chunk_size, chunk_overlap)]

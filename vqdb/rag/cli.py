@@ -16,19 +16,29 @@ import sys
 
 DEFAULT_COLLECTION = "vqdb-rag"
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text", ".markdown")
-FILES_PER_BATCH = 64          # documents embedded and stored per write (progress survives interruptions)
+FILES_PER_BATCH = 64  # documents embedded and stored per write (progress survives interruptions)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="rag_command", required=True)
     a = sub.add_parser("add", help="add UTF-8 text files (or directories of them) to a collection")
     a.add_argument("files", nargs="+", help="text files or directories")
-    a.add_argument("--collection", "-c", default=DEFAULT_COLLECTION, help="collection directory (created if missing)")
-    a.add_argument("--model", default=None, help="sentence-transformers model directory (new collections only; "
-                                                 "default: the bundled all-MiniLM-L6-v2)")
+    a.add_argument(
+        "--collection", "-c", default=DEFAULT_COLLECTION, help="collection directory (created if missing)"
+    )
+    a.add_argument(
+        "--model",
+        default=None,
+        help="sentence-transformers model directory (new collections only; "
+        "default: the bundled all-MiniLM-L6-v2)",
+    )
     a.add_argument("--quantizer", default="turbo-4", help="vector compression preset of a new collection")
-    a.add_argument("--chunk-size", type=int, default=None, help="characters per passage (new collections only)")
-    a.add_argument("--chunk-overlap", type=int, default=None, help="characters shared by neighbouring passages")
+    a.add_argument(
+        "--chunk-size", type=int, default=None, help="characters per passage (new collections only)"
+    )
+    a.add_argument(
+        "--chunk-overlap", type=int, default=None, help="characters shared by neighbouring passages"
+    )
     a.add_argument("--no-progress", action="store_true", help="no progress bars")
     q = sub.add_parser("query", help="ask a collection a question")
     q.add_argument("text", help="the question")
@@ -66,7 +76,8 @@ def read_text_file(path: str) -> str:
     except UnicodeDecodeError as exc:
         raise InvalidInputError(
             f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-            "convert it first, e.g. `iconv -f latin1 -t utf-8`") from None
+            "convert it first, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
 
 
 def _open_or_create(args):
@@ -85,7 +96,7 @@ def _add(args) -> int:
 
     files = _collect_files(args.files)
     texts, sources = [], []
-    for path in files:        # read (and check) everything before writing anything
+    for path in files:  # read (and check) everything before writing anything
         text = read_text_file(path)
         if not text.strip():
             print(f"skipping {path}: empty", file=sys.stderr)
@@ -100,12 +111,17 @@ def _add(args) -> int:
     with tqdm(total=len(texts), desc="files", unit="file", disable=args.no_progress) as bar:
         for s in range(0, len(texts), FILES_PER_BATCH):
             batch = texts[s : s + FILES_PER_BATCH]
-            ids = col.add(batch, metadata=[{"source": p} for p in sources[s : s + FILES_PER_BATCH]],
-                          progress=not args.no_progress)
+            ids = col.add(
+                batch,
+                metadata=[{"source": p} for p in sources[s : s + FILES_PER_BATCH]],
+                progress=not args.no_progress,
+            )
             n_passages += len(ids)
             bar.update(len(batch))
     col.save()
-    print(f"added {len(texts)} file(s) as {n_passages} passage(s) to {args.collection} ({len(col)} passages in all)")
+    print(
+        f"added {len(texts)} file(s) as {n_passages} passage(s) to {args.collection} ({len(col)} passages in all)"
+    )
     return 0
 
 

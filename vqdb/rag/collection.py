@@ -54,7 +54,8 @@ def _check_texts(texts, max_chars: int) -> list[str]:
         if len(t) > max_chars:
             raise InvalidInputError(
                 f"text {i} has {len(t):,} characters; the limit is {max_chars:,} per document "
-                "(max_document_chars): split it into several documents or raise the limit")
+                "(max_document_chars): split it into several documents or raise the limit"
+            )
     return out
 
 
@@ -64,7 +65,9 @@ def _check_metadata(metadata, n: int) -> list[dict]:
     if isinstance(metadata, dict):
         metadata = [metadata] * n
     if not isinstance(metadata, (list, tuple)):
-        raise InvalidInputError(f"metadata must be None, a dict or a list of dicts (one per text); got {type(metadata).__name__}")
+        raise InvalidInputError(
+            f"metadata must be None, a dict or a list of dicts (one per text); got {type(metadata).__name__}"
+        )
     if len(metadata) != n:
         raise InvalidInputError(f"metadata has {len(metadata)} entries; expected {n} (one per text)")
     out = []
@@ -76,7 +79,8 @@ def _check_metadata(metadata, n: int) -> list[dict]:
         bad = [key for key in md if not isinstance(key, str) or not key or key in _store.RESERVED]
         if bad:
             raise InvalidInputError(
-                f"metadata {i} has invalid key(s) {bad}: keys must be non-empty strings other than {list(_store.RESERVED)}")
+                f"metadata {i} has invalid key(s) {bad}: keys must be non-empty strings other than {list(_store.RESERVED)}"
+            )
         out.append(dict(md))
     return out
 
@@ -96,7 +100,7 @@ def _fields_table(rows: list[dict]):
     import pyarrow as pa
 
     names: dict[str, None] = {}
-    for r in rows:                  # union of the keys (from_pylist would read the first row's only)
+    for r in rows:  # union of the keys (from_pylist would read the first row's only)
         names.update(dict.fromkeys(r))
     return pa.table({name: pa.array([r.get(name) for r in rows]) for name in names})
 
@@ -137,10 +141,20 @@ class TextCollection:
     'A cat sat on the mat.'
     """
 
-    def __init__(self, path=None, model=None, quantizer="turbo-4", chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 chunk_overlap: int | None = None, *, rrf_k: float = DEFAULT_RRF_K,
-                 candidates: int = DEFAULT_CANDIDATES, max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
-                 device: str = "cpu", index=None):
+    def __init__(
+        self,
+        path=None,
+        model=None,
+        quantizer="turbo-4",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_overlap: int | None = None,
+        *,
+        rrf_k: float = DEFAULT_RRF_K,
+        candidates: int = DEFAULT_CANDIDATES,
+        max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
+        device: str = "cpu",
+        index=None,
+    ):
         self.path = None if path is None else os.fspath(path)
         self._lock = threading.RLock()
         self._bm25: BM25Index | None = None
@@ -151,13 +165,17 @@ class TextCollection:
             self._open_existing(model, device, index)
             return
         if self.path is not None and os.path.isdir(self.path) and os.listdir(self.path) and index is None:
-            raise InvalidInputError(f"{self.path!r} exists, is not empty and holds no text collection ({MANIFEST} missing)")
+            raise InvalidInputError(
+                f"{self.path!r} exists, is not empty and holds no text collection ({MANIFEST} missing)"
+            )
         self.chunk_size, self.chunk_overlap = check_chunking(chunk_size, chunk_overlap)
         self.rrf_k = self._check_rrf_k(rrf_k)
         self.candidates = check_int_range(candidates, 1, MAX_K, name="candidates")
         self.max_document_chars = check_int_range(max_document_chars, 1, 1 << 40, name="max_document_chars")
         self.embedder = Embedder(model, device=device)
-        self.quantizer_name = quantizer if isinstance(quantizer, str) else getattr(quantizer, "kind", type(quantizer).__name__)
+        self.quantizer_name = (
+            quantizer if isinstance(quantizer, str) else getattr(quantizer, "kind", type(quantizer).__name__)
+        )
         self._next_id = 0
         self._next_doc = 0
         if index is not None:
@@ -165,14 +183,17 @@ class TextCollection:
         else:
             if self.path is not None:
                 os.makedirs(self.path, exist_ok=True)
-            self.index = _store.new_index(self.embedder.dim, quantizer,
-                                          None if self.path is None else os.path.join(self.path, INDEX_DIR))
+            self.index = _store.new_index(
+                self.embedder.dim,
+                quantizer,
+                None if self.path is None else os.path.join(self.path, INDEX_DIR),
+            )
         self._check_dim()
         self._write_manifest()
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path, *, model=None, device: str = "cpu") -> "TextCollection":
+    def open(cls, path, *, model=None, device: str = "cpu") -> TextCollection:
         """Open an existing collection; :class:`NotFoundError` when ``path`` holds none."""
         if not os.path.isfile(os.path.join(os.fspath(path), MANIFEST)):
             raise NotFoundError(f"no text collection at {os.fspath(path)!r} ({MANIFEST} missing)")
@@ -180,7 +201,12 @@ class TextCollection:
 
     @staticmethod
     def _check_rrf_k(value) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not np.isfinite(value)
+            or value <= 0
+        ):
             raise InvalidInputError(f"rrf_k must be a positive number; got {value!r}")
         return float(value)
 
@@ -191,7 +217,9 @@ class TextCollection:
         except (OSError, ValueError) as exc:
             raise IncompatibleFormatError(f"unreadable {MANIFEST} in {self.path!r}: {exc}") from None
         if m.get("format") != FORMAT_VERSION:
-            raise IncompatibleFormatError(f"text collection format {m.get('format')!r}; this vqdb reads {FORMAT_VERSION}")
+            raise IncompatibleFormatError(
+                f"text collection format {m.get('format')!r}; this vqdb reads {FORMAT_VERSION}"
+            )
         self.chunk_size, self.chunk_overlap = int(m["chunk_size"]), int(m["chunk_overlap"])
         self.rrf_k, self.candidates = float(m["rrf_k"]), int(m["candidates"])
         self.max_document_chars = int(m["max_document_chars"])
@@ -201,10 +229,13 @@ class TextCollection:
         if model is not None and self.embedder.name != stored_model:
             raise InvalidInputError(
                 f"this collection was embedded with model {stored_model!r}; got model={self.embedder.name!r}. "
-                "Queries must use the same model (pass model=None to use the stored one)")
+                "Queries must use the same model (pass model=None to use the stored one)"
+            )
         self.index = index if index is not None else _store.open_index(os.path.join(self.path, INDEX_DIR))
         if int(m["dim"]) != self._index_dim():
-            raise IncompatibleFormatError(f"{MANIFEST} says dim {m['dim']}, the index has {self._index_dim()}")
+            raise IncompatibleFormatError(
+                f"{MANIFEST} says dim {m['dim']}, the index has {self._index_dim()}"
+            )
         self._check_dim()
         ids = _store.live_ids(self.index)
         self._next_id = max(int(m.get("next_id", 0)), int(ids[-1]) + 1 if ids.size else 0)
@@ -219,7 +250,7 @@ class TextCollection:
                 self._bm25, self._bm25_fresh = bm25, True
 
     def _index_dim(self) -> int:
-        return int(getattr(self.index, "dim"))
+        return int(self.index.dim)
 
     def _check_dim(self) -> None:
         """Model width vs index width, when the model's width is known without loading it (else the
@@ -227,13 +258,23 @@ class TextCollection:
         d = self._index_dim()
         if self.embedder.known_dim is not None and self.embedder.known_dim != d:
             raise DimensionMismatchError(
-                f"the embedding model {self.embedder.name!r} gives {self.embedder.known_dim}-d vectors; the index holds {d}-d")
+                f"the embedding model {self.embedder.name!r} gives {self.embedder.known_dim}-d vectors; the index holds {d}-d"
+            )
 
     def _manifest(self) -> dict:
-        return {"format": FORMAT_VERSION, "model": self.embedder.name, "dim": self._index_dim(),
-                "quantizer": self.quantizer_name, "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap,
-                "rrf_k": self.rrf_k, "candidates": self.candidates, "max_document_chars": self.max_document_chars,
-                "next_id": self._next_id, "next_doc": self._next_doc}
+        return {
+            "format": FORMAT_VERSION,
+            "model": self.embedder.name,
+            "dim": self._index_dim(),
+            "quantizer": self.quantizer_name,
+            "chunk_size": self.chunk_size,
+            "chunk_overlap": self.chunk_overlap,
+            "rrf_k": self.rrf_k,
+            "candidates": self.candidates,
+            "max_document_chars": self.max_document_chars,
+            "next_id": self._next_id,
+            "next_doc": self._next_doc,
+        }
 
     def _write_manifest(self) -> None:
         if self.path is None:
@@ -286,10 +327,14 @@ class TextCollection:
         if vectors is not None:
             vectors = as_float32_matrix(vectors, self.dim, name="vectors")
             if vectors.shape[0] != len(texts):
-                raise DimensionMismatchError(f"vectors has {vectors.shape[0]} rows; expected {len(texts)} (one per text)")
+                raise DimensionMismatchError(
+                    f"vectors has {vectors.shape[0]} rows; expected {len(texts)} (one per text)"
+                )
             spans = [[(0, len(t))] for t in texts]
         else:
-            spans = [[(s.start, s.end) for s in chunk_spans(t, self.chunk_size, self.chunk_overlap)] for t in texts]
+            spans = [
+                [(s.start, s.end) for s in chunk_spans(t, self.chunk_size, self.chunk_overlap)] for t in texts
+            ]
         passages = [texts[d][s:e] for d, doc_spans in enumerate(spans) for s, e in doc_spans]
         if not passages:
             return np.zeros(0, dtype=np.int64)
@@ -301,8 +346,16 @@ class TextCollection:
             rows = []
             for d, doc_spans in enumerate(spans):
                 for c, (s, e) in enumerate(doc_spans):
-                    rows.append({**metas[d], _store.TEXT: texts[d][s:e], _store.DOC: first_doc + d,
-                                 _store.CHUNK: c, _store.START: s, _store.END: e})
+                    rows.append(
+                        {
+                            **metas[d],
+                            _store.TEXT: texts[d][s:e],
+                            _store.DOC: first_doc + d,
+                            _store.CHUNK: c,
+                            _store.START: s,
+                            _store.END: e,
+                        }
+                    )
             # reserve the ids first: after a crash between the two writes, ids are skipped, never reused
             self._next_id += len(passages)
             self._next_doc += len(texts)
@@ -351,7 +404,7 @@ class TextCollection:
             if self._owns_index and hasattr(self.index, "close"):
                 self.index.close()
 
-    def __enter__(self) -> "TextCollection":
+    def __enter__(self) -> TextCollection:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -368,7 +421,7 @@ class TextCollection:
             with self._lock:
                 ids = _store.live_ids(self.index)
                 rows = _store.rows(self.index, ids) if ids.size else []
-                self._bm25_fresh = True      # writes after this point mark it stale again
+                self._bm25_fresh = True  # writes after this point mark it stale again
             bm25 = BM25Index()
             fields = _fields_table([{key: v for key, v in r.items() if key != _store.TEXT} for r in rows])
             # a vector stored without text (through the vector API) has no words
@@ -402,8 +455,16 @@ class TextCollection:
         """
         return self.query_many([text], k=k, mode=mode, filter=filter, rerank=rerank)[0]
 
-    def query_many(self, texts: list[str], k: int = 10, mode: str = "hybrid", filter=None, *,
-                   rerank=None, query_vectors=None) -> list[list[Hit]]:
+    def query_many(
+        self,
+        texts: list[str],
+        k: int = 10,
+        mode: str = "hybrid",
+        filter=None,
+        *,
+        rerank=None,
+        query_vectors=None,
+    ) -> list[list[Hit]]:
         """:meth:`query` for several questions at once (the embeddings are computed in one batch).
 
         ``query_vectors`` (m, dim) float32, optional: precomputed query embeddings (skips the model).
@@ -451,7 +512,7 @@ class TextCollection:
     def _lexical(self, texts, depth, flt):
         bm25 = self._ensure_bm25()
         mask = None
-        if flt is not None:      # same filter semantics as the index (same compiler), on the BM25 rows
+        if flt is not None:  # same filter semantics as the index (same compiler), on the BM25 rows
             from ..index import _filters
 
             table = bm25.fields if bm25.fields is not None else _fields_table([])
@@ -466,13 +527,21 @@ class TextCollection:
             hits = []
             for pid, score in zip(ids.tolist(), scores.tolist()):
                 row = rows.get(pid)
-                if row is None or _store.TEXT not in row:   # deleted meanwhile, or a vector without text
+                if row is None or _store.TEXT not in row:  # deleted meanwhile, or a vector without text
                     continue
                 md = {key: v for key, v in row.items() if key not in _store.RESERVED and v is not None}
-                hits.append(Hit(id=pid, text=row[_store.TEXT], score=float(score), metadata=md,
-                                doc_id=int(row.get(_store.DOC, -1)), chunk=int(row.get(_store.CHUNK, 0)),
-                                start=int(row.get(_store.START, 0)),
-                                end=int(row.get(_store.END, len(row[_store.TEXT])))))
+                hits.append(
+                    Hit(
+                        id=pid,
+                        text=row[_store.TEXT],
+                        score=float(score),
+                        metadata=md,
+                        doc_id=int(row.get(_store.DOC, -1)),
+                        chunk=int(row.get(_store.CHUNK, 0)),
+                        start=int(row.get(_store.START, 0)),
+                        end=int(row.get(_store.END, len(row[_store.TEXT]))),
+                    )
+                )
             out.append(hits)
         return out
 

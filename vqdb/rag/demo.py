@@ -13,7 +13,7 @@ import os
 DEMO_NAME = "wordnet"
 
 
-def demo_passages() -> tuple[list[str], list[dict], "object"]:
+def demo_passages() -> tuple[list[str], list[dict], object]:
     """Texts, metadata (``synset``, ``pos``) and (n, 384) float32 vectors of the bundled sample."""
     import numpy as np
 
@@ -21,11 +21,15 @@ def demo_passages() -> tuple[list[str], list[dict], "object"]:
 
     z = np.load(os.path.join(PACKAGE_DATA, "wordnet_minilm_sample.npz"))
     vectors = z["base"].astype(np.float32)
-    with gzip.open(os.path.join(PACKAGE_DATA, "wordnet_passages_sample.jsonl.gz"), "rt", encoding="utf-8") as f:
+    with gzip.open(
+        os.path.join(PACKAGE_DATA, "wordnet_passages_sample.jsonl.gz"), "rt", encoding="utf-8"
+    ) as f:
         rows = [json.loads(line) for line in f]
     texts = [r["text"] for r in rows]
     pos_names = {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": "adverb"}
-    metadata = [{"synset": r["synset"], "pos": pos_names.get(r["synset"].rsplit("-", 1)[-1], "other")} for r in rows]
+    metadata = [
+        {"synset": r["synset"], "pos": pos_names.get(r["synset"].rsplit("-", 1)[-1], "other")} for r in rows
+    ]
     return texts, metadata, vectors
 
 

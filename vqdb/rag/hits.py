@@ -39,5 +39,13 @@ class Hit:
 
     def to_dict(self) -> dict:
         """JSON-ready form (used by the REST routes and the CLI)."""
-        return {"id": self.id, "score": self.score, "text": self.text, "metadata": self.metadata,
-                "doc_id": self.doc_id, "chunk": self.chunk, "start": self.start, "end": self.end}
+        return {
+            "id": self.id,
+            "score": self.score,
+            "text": self.text,
+            "metadata": self.metadata,
+            "doc_id": self.doc_id,
+            "chunk": self.chunk,
+            "start": self.start,
+            "end": self.end,
+        }

@@ -54,8 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if keyring.enabled:
             log.info("authentication on (%d key(s))", len(keyring._keys))
         else:
-            log.warning("no API key configured: authentication is OFF and only loopback clients are served "
-                        "(set VQDB_API_KEY or --api-key to serve other hosts)")
+            log.warning(
+                "no API key configured: authentication is OFF and only loopback clients are served "
+                "(set VQDB_API_KEY or --api-key to serve other hosts)"
+            )
         app.state.ready = True
         try:
             yield

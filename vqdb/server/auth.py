@@ -40,7 +40,7 @@ class KeyRing:
         return bool(self._keys)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "KeyRing":
+    def from_settings(cls, settings: Settings) -> KeyRing:
         keys: dict[str, Scope] = {}
         if settings.keys_file is not None:
             keys.update(read_keys_file(settings.keys_file))
@@ -117,7 +117,9 @@ def authorize(request: Request, key: str | None, scope: Scope) -> None:
             raise PermissionDeniedError("no API key is configured: this server serves loopback clients only")
         return
     if not key:
-        raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>' or an 'api-key' header")
+        raise AuthenticationError(
+            "missing API key: send 'Authorization: Bearer <key>' or an 'api-key' header"
+        )
     have = keyring.scope_of(key)
     if have is None:
         raise AuthenticationError("invalid API key")

@@ -17,8 +17,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port (default: $VQDB_PORT or 8000)")
     parser.add_argument("--api-key", help="admin API key (default: $VQDB_API_KEY); turns authentication on")
     parser.add_argument("--keys-file", help="file of '<scope> <key>' lines, scope read|write|admin")
-    parser.add_argument("--no-demo", action="store_true", help="do not create the demo collection on first start")
-    parser.add_argument("--ray-address", help="Ray cluster address, or 'local' (collections with shards > 1 become sharded indexes on it)")
+    parser.add_argument(
+        "--no-demo", action="store_true", help="do not create the demo collection on first start"
+    )
+    parser.add_argument(
+        "--ray-address",
+        help="Ray cluster address, or 'local' (collections with shards > 1 become sharded indexes on it)",
+    )
     parser.add_argument("--log-level", help="uvicorn / vqdb log level (default: info)")
 
 
@@ -26,8 +31,13 @@ def settings_from_args(args: argparse.Namespace):
     from .settings import Settings
 
     overrides = {
-        "data": args.data, "host": args.host, "port": args.port, "api_key": args.api_key,
-        "keys_file": args.keys_file, "ray_address": args.ray_address, "log_level": args.log_level,
+        "data": args.data,
+        "host": args.host,
+        "port": args.port,
+        "api_key": args.api_key,
+        "keys_file": args.keys_file,
+        "ray_address": args.ray_address,
+        "log_level": args.log_level,
     }
     if getattr(args, "no_demo", False):
         overrides["demo"] = False
@@ -53,8 +63,12 @@ def run(args: argparse.Namespace) -> int:
     _limit_blas(settings.blas_threads)
     level = settings.log_level.lower()
     logging.basicConfig(level=level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    print(f"vqdb serve: data {settings.data.resolve()}  ->  http://{_url_host(settings.host)}:{settings.port}"
-          f"  (docs at /docs)", file=sys.stderr, flush=True)
+    print(
+        f"vqdb serve: data {settings.data.resolve()}  ->  http://{_url_host(settings.host)}:{settings.port}"
+        f"  (docs at /docs)",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=level, timeout_graceful_shutdown=30)
     return 0
 

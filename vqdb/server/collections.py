@@ -20,7 +20,7 @@ import tempfile
 import threading
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +51,13 @@ class CollectionInfo:
     format: int = FORMAT
 
     @classmethod
-    def read(cls, root: Path) -> "CollectionInfo":
+    def read(cls, root: Path) -> CollectionInfo:
         try:
             raw = json.loads((root / INFO_FILE).read_text(encoding="utf-8"))
             known = {k: raw[k] for k in ("name", "dim", "metric", "quantizer", "ivf", "created_at", "format")}
-            return cls(**known, store_vectors=raw.get("store_vectors", False), shards=int(raw.get("shards", 1)))
+            return cls(
+                **known, store_vectors=raw.get("store_vectors", False), shards=int(raw.get("shards", 1))
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IncompatibleFormatError(f"{root.name}: unreadable {INFO_FILE} ({exc})") from None
 
@@ -66,7 +68,7 @@ class CollectionInfo:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Collection:
@@ -95,8 +97,16 @@ class Collection:
     def describe(self) -> dict:
         count, nbytes = self.size()
         return {
-            "name": self.name, "dim": self.dim, "metric": self.info.metric, "quantizer": self.info.quantizer,
-            "ivf": self.info.ivf, "store_vectors": self.info.store_vectors, "shards": self.info.shards, "count": count, "bytes": nbytes, "created_at": self.info.created_at,
+            "name": self.name,
+            "dim": self.dim,
+            "metric": self.info.metric,
+            "quantizer": self.info.quantizer,
+            "ivf": self.info.ivf,
+            "store_vectors": self.info.store_vectors,
+            "shards": self.info.shards,
+            "count": count,
+            "bytes": nbytes,
+            "created_at": self.info.created_at,
             "stats": _jsonable(engine.stats(self.index)),
         }
 
@@ -216,7 +226,7 @@ class CollectionStore:
                     log.error("closing collection %r: %s", collection.name, exc)
             self._collections.clear()
             if self._root_lock is not None:
-                os.close(self._root_lock)   # drops the flock
+                os.close(self._root_lock)  # drops the flock
                 self._root_lock = None
 
     def _lock_root(self) -> None:
@@ -232,8 +242,10 @@ class CollectionStore:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise LockedError(f"the data directory {str(self.root.parent)!r} is in use by another process "
-                              "(another `vqdb serve`?)") from None
+            raise LockedError(
+                f"the data directory {str(self.root.parent)!r} is in use by another process "
+                "(another `vqdb serve`?)"
+            ) from None
         self._root_lock = fd
 
     # ---- lookup -------------------------------------------------------------------------------
@@ -260,14 +272,38 @@ class CollectionStore:
 
     # ---- create / delete / restore --------------------------------------------------------------
 
-    def create(self, name: str, *, dim: int, metric: str = "cos", quantizer: str = "turbo-4",
-               ivf: bool | int = False, store_vectors: bool | str = False, shards: int = 1) -> Collection:
+    def create(
+        self,
+        name: str,
+        *,
+        dim: int,
+        metric: str = "cos",
+        quantizer: str = "turbo-4",
+        ivf: bool | int = False,
+        store_vectors: bool | str = False,
+        shards: int = 1,
+    ) -> Collection:
         check_collection_name(name)
         with self._reserved(name) as tmp:
-            info = CollectionInfo(name=name, dim=int(dim), metric=metric, quantizer=quantizer, ivf=ivf,
-                                  created_at=now(), store_vectors=store_vectors, shards=int(shards))
-            index = engine.new_index(dim=info.dim, metric=metric, quantizer=quantizer, ivf=ivf,
-                                     store_vectors=store_vectors, path=tmp / INDEX_DIR, shards=info.shards)
+            info = CollectionInfo(
+                name=name,
+                dim=int(dim),
+                metric=metric,
+                quantizer=quantizer,
+                ivf=ivf,
+                created_at=now(),
+                store_vectors=store_vectors,
+                shards=int(shards),
+            )
+            index = engine.new_index(
+                dim=info.dim,
+                metric=metric,
+                quantizer=quantizer,
+                ivf=ivf,
+                store_vectors=store_vectors,
+                path=tmp / INDEX_DIR,
+                shards=info.shards,
+            )
             engine.save(index)
             engine.close(index)
             info.write(tmp)
@@ -292,9 +328,14 @@ class CollectionStore:
                 with tarfile.open(tar_path, "r") as tar:
                     members = tar.getmembers()
                     tops = {m.name.split("/", 1)[0] for m in members}
-                    if INFO_FILE not in tops or INDEX_DIR not in tops or any(t.startswith(".") or not t for t in tops):
+                    if (
+                        INFO_FILE not in tops
+                        or INDEX_DIR not in tops
+                        or any(t.startswith(".") or not t for t in tops)
+                    ):
                         raise InvalidInputError(
-                            f"not a vqdb snapshot: expected {INFO_FILE} and {INDEX_DIR}/, found {sorted(tops)[:10]}")
+                            f"not a vqdb snapshot: expected {INFO_FILE} and {INDEX_DIR}/, found {sorted(tops)[:10]}"
+                        )
                     tar.extractall(tmp, members=members, filter="data")
             except (tarfile.TarError, EOFError) as exc:
                 raise InvalidInputError(f"not a readable snapshot tar: {exc}") from None

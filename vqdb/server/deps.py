@@ -12,10 +12,15 @@ from .schemas import NAME_PATTERN, SNAPSHOT_PATTERN
 from .settings import Settings
 from .snapshots import SnapshotStore
 
-CollectionNamePath = Annotated[str, Path(pattern=NAME_PATTERN, min_length=1, max_length=64,
-                                         description="collection name", examples=["wordnet"])]
-SnapshotNamePath = Annotated[str, Path(pattern=SNAPSHOT_PATTERN, min_length=5, max_length=132,
-                                       description="snapshot file name")]
+CollectionNamePath = Annotated[
+    str,
+    Path(
+        pattern=NAME_PATTERN, min_length=1, max_length=64, description="collection name", examples=["wordnet"]
+    ),
+]
+SnapshotNamePath = Annotated[
+    str, Path(pattern=SNAPSHOT_PATTERN, min_length=5, max_length=132, description="snapshot file name")
+]
 
 
 def get_settings(request: Request) -> Settings:

@@ -15,8 +15,16 @@ import numpy as np
 from ..errors import InvalidInputError, NotFoundError
 
 
-def new_index(*, dim: int, metric: str, quantizer: str, ivf: bool | int, store_vectors: bool | str, path: Path,
-              shards: int = 1):
+def new_index(
+    *,
+    dim: int,
+    metric: str,
+    quantizer: str,
+    ivf: bool | int,
+    store_vectors: bool | str,
+    path: Path,
+    shards: int = 1,
+):
     """Create an empty persistent index in ``path`` (which must not hold one).
 
     ``shards > 1`` creates a ``vqdb.distributed.ShardedIndex`` (same methods) on the Ray cluster the
@@ -27,10 +35,19 @@ def new_index(*, dim: int, metric: str, quantizer: str, ivf: bool | int, store_v
     if shards > 1:
         from ..distributed import service
 
-        return service.new_index(dim=dim, n_shards=shards, metric=metric, quantizer=quantizer, path=path, ivf=ivf,
-                                 store_vectors=store_vectors)
+        return service.new_index(
+            dim=dim,
+            n_shards=shards,
+            metric=metric,
+            quantizer=quantizer,
+            path=path,
+            ivf=ivf,
+            store_vectors=store_vectors,
+        )
 
-    return Index(dim, metric=metric, quantizer=quantizer, ivf=ivf, store_vectors=store_vectors, path=str(path))
+    return Index(
+        dim, metric=metric, quantizer=quantizer, ivf=ivf, store_vectors=store_vectors, path=str(path)
+    )
 
 
 def open_index(path: Path):
@@ -84,8 +101,11 @@ def fetch(index, ids: np.ndarray, *, with_vector: bool) -> list[dict[str, Any] |
         records = index.get(ids[where], include_vectors=with_vector)
     vectors = records.vectors
     for j, (pos, point_id, payload) in enumerate(zip(where.tolist(), records.ids.tolist(), records.metadata)):
-        out[pos] = {"id": int(point_id), "payload": payload or {},
-                    "vector": vectors[j].tolist() if with_vector and vectors is not None else None}
+        out[pos] = {
+            "id": int(point_id),
+            "payload": payload or {},
+            "vector": vectors[j].tolist() if with_vector and vectors is not None else None,
+        }
     return out
 
 

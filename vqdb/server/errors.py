@@ -56,7 +56,11 @@ async def _vqdb_error(request: Request, exc: E.VqdbError) -> JSONResponse:
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     # keep location and message; drop echoed inputs (they may be megabytes of floats)
     problems = [
-        {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+        {
+            "loc": [str(p) for p in err.get("loc", ())],
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
         for err in exc.errors()[:20]
     ]
     return JSONResponse(error_body(422, "RequestValidationError", problems), status_code=422)

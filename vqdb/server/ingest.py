@@ -35,9 +35,12 @@ def from_points(points, dim: int) -> Batch:
     if widths != {dim}:
         bad = next(i for i, p in enumerate(points) if len(p.vector) != dim)
         raise DimensionMismatchError(
-            f"points[{bad}].vector has {len(points[bad].vector)} dimensions; this collection expects {dim}")
+            f"points[{bad}].vector has {len(points[bad].vector)} dimensions; this collection expects {dim}"
+        )
     with np.errstate(over="ignore"):  # 1e39 becomes inf here and is refused just below
-        vectors = as_float32_matrix(np.array([p.vector for p in points], dtype=np.float32), dim, name="vectors")
+        vectors = as_float32_matrix(
+            np.array([p.vector for p in points], dtype=np.float32), dim, name="vectors"
+        )
     ids = unique_ids([p.id for p in points])
     payloads = [p.payload for p in points]
     return vectors, ids, (payloads if any(p for p in payloads) else None)
@@ -52,7 +55,8 @@ def from_b64(body, dim: int) -> Batch:
     n = len(body.ids)
     if len(raw) != n * dim * 4:
         raise DimensionMismatchError(
-            f"'vectors' decodes to {len(raw)} bytes; {n} ids x {dim} dimensions x 4 bytes = {n * dim * 4} expected")
+            f"'vectors' decodes to {len(raw)} bytes; {n} ids x {dim} dimensions x 4 bytes = {n * dim * 4} expected"
+        )
     vectors = as_float32_matrix(np.frombuffer(raw, dtype="<f4").reshape(n, dim), dim, name="vectors")
     ids = unique_ids(body.ids)
     payloads = body.payloads
@@ -85,7 +89,9 @@ def from_arrow_stream(data: bytes, dim: int) -> Batch:
         for row in payloads:
             for key, value in row.items():
                 if isinstance(value, float) and not np.isfinite(value):
-                    raise InvalidInputError(f"payload column {key!r} holds NaN or inf; payload floats must be finite")
+                    raise InvalidInputError(
+                        f"payload column {key!r} holds NaN or inf; payload floats must be finite"
+                    )
     return vectors, ids, payloads
 
 
@@ -117,7 +123,9 @@ def _arrow_vectors(column, dim: int) -> np.ndarray:
     lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False)
     if lengths.size and (lengths != dim).any():
         bad = int(np.flatnonzero(lengths != dim)[0])
-        raise DimensionMismatchError(f"row {bad} of 'vector' has {int(lengths[bad])} dimensions; expected {dim}")
+        raise DimensionMismatchError(
+            f"row {bad} of 'vector' has {int(lengths[bad])} dimensions; expected {dim}"
+        )
     values = chunk.flatten()
     if values.null_count:
         raise InvalidInputError("column 'vector' holds null values inside vectors")
@@ -129,12 +137,19 @@ def _check_payload_type(field) -> None:
     import pyarrow as pa
 
     def scalar_ok(t) -> bool:
-        return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
-                or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t))
+        return (
+            pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+            or pa.types.is_integer(t)
+            or pa.types.is_floating(t)
+            or pa.types.is_boolean(t)
+            or pa.types.is_null(t)
+        )
 
     t = field.type
     ok = scalar_ok(t) or ((pa.types.is_list(t) or pa.types.is_large_list(t)) and scalar_ok(t.value_type))
     if not ok:
         raise InvalidInputError(
             f"payload column {field.name!r} has type {t}; payload columns must be strings, integers, floats, "
-            "booleans or lists of those")
+            "booleans or lists of those"
+        )

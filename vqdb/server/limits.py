@@ -17,8 +17,11 @@ def _reply(status: int, error: str, detail: str):
     start = {
         "type": "http.response.start",
         "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")],
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ],
     }
     return start, {"type": "http.response.body", "body": body}
 
@@ -77,5 +80,7 @@ class BodyLimitMiddleware:
 
 
 def _too_large(size: int, limit: int) -> str:
-    return (f"request body of {size} bytes is over this endpoint's limit of {limit} bytes; "
-            "split the upload into smaller batches")
+    return (
+        f"request body of {size} bytes is over this endpoint's limit of {limit} bytes; "
+        "split the upload into smaller batches"
+    )

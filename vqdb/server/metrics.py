@@ -22,8 +22,12 @@ class CollectionsCollector:
         self.store = store
 
     def collect(self):
-        vectors = GaugeMetricFamily("vqdb_collection_vectors", "live vectors per collection", labels=["collection"])
-        nbytes = GaugeMetricFamily("vqdb_collection_bytes", "bytes held by a collection's index", labels=["collection"])
+        vectors = GaugeMetricFamily(
+            "vqdb_collection_vectors", "live vectors per collection", labels=["collection"]
+        )
+        nbytes = GaugeMetricFamily(
+            "vqdb_collection_bytes", "bytes held by a collection's index", labels=["collection"]
+        )
         count = GaugeMetricFamily("vqdb_collections", "open collections")
         total = 0
         for collection in self.store.all():
@@ -47,8 +51,11 @@ class Metrics:
             "vqdb_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
         )
         self.latency = Histogram(
-            "vqdb_request_duration_seconds", "HTTP request latency", ["method", "route"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "vqdb_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.vectors_ingested = Counter("vqdb_vectors_ingested", "vectors upserted", registry=self.registry)
         self.queries = Counter("vqdb_queries", "query vectors searched", registry=self.registry)

@@ -27,5 +27,7 @@ def check_collection_name(name: str) -> str:
 
 def check_snapshot_name(name: str) -> str:
     if not isinstance(name, str) or not _SNAPSHOT.fullmatch(name):
-        raise InvalidInputError(f"invalid snapshot name {str(name)[:140]!r}: expected '<letters, digits, _-.>.tar'")
+        raise InvalidInputError(
+            f"invalid snapshot name {str(name)[:140]!r}: expected '<letters, digits, _-.>.tar'"
+        )
     return name

@@ -31,15 +31,16 @@ from .deps import CollectionDep, MetricsDep, SettingsDep, StoreDep
 from .routes._responses import PROTECTED, errors
 from .schemas import CollectionName, Payload
 
-MAX_TEXTS = 10_000            # documents per request
-MAX_QUERY_CHARS = 10_000      # the model reads at most 256 word pieces anyway
+MAX_TEXTS = 10_000  # documents per request
+MAX_QUERY_CHARS = 10_000  # the model reads at most 256 word pieces anyway
 Mode = Literal["hybrid", "dense", "bm25"]
 
-_TEXT: "weakref.WeakKeyDictionary[Collection, TextCollection]" = weakref.WeakKeyDictionary()
+_TEXT: weakref.WeakKeyDictionary[Collection, TextCollection] = weakref.WeakKeyDictionary()
 _TEXT_LOCK = threading.Lock()
 
 
 # ---- schemas --------------------------------------------------------------------------------------
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -49,8 +50,12 @@ class TextCollectionCreate(_In):
     name: CollectionName
     quantizer: str = Field("turbo-4", max_length=64, description="a preset name, see GET /presets")
     chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=16, le=100_000, description="most characters per passage")
-    chunk_overlap: int = Field(DEFAULT_CHUNK_OVERLAP, ge=0, le=50_000,
-                               description="most characters shared by neighbouring passages (< chunk_size)")
+    chunk_overlap: int = Field(
+        DEFAULT_CHUNK_OVERLAP,
+        ge=0,
+        le=50_000,
+        description="most characters shared by neighbouring passages (< chunk_size)",
+    )
 
 
 class TextCollectionPublic(BaseModel):
@@ -64,8 +69,9 @@ class TextCollectionPublic(BaseModel):
 
 
 class DocumentsAdd(_In):
-    texts: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=MAX_TEXTS,
-                                                            description="documents (UTF-8 text), chunked into passages")
+    texts: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, max_length=MAX_TEXTS, description="documents (UTF-8 text), chunked into passages"
+    )
     metadata: list[Payload | None] | None = Field(None, description="one flat metadata object per document")
 
 
@@ -78,8 +84,12 @@ class DocumentsAdded(BaseModel):
 class TextQuery(_In):
     text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="the question, in words")
     k: int = Field(10, ge=1, description="passages to return")
-    mode: Mode = Field("hybrid", description="dense (embeddings), bm25 (words) or hybrid (both, fused by rank)")
-    filter: dict[str, Any] | None = Field(None, description="Mongo-style metadata filter, applied to both sides")
+    mode: Mode = Field(
+        "hybrid", description="dense (embeddings), bm25 (words) or hybrid (both, fused by rank)"
+    )
+    filter: dict[str, Any] | None = Field(
+        None, description="Mongo-style metadata filter, applied to both sides"
+    )
 
 
 class TextHit(BaseModel):
@@ -100,6 +110,7 @@ class TextQueryResponse(BaseModel):
 
 # ---- helpers --------------------------------------------------------------------------------------
 
+
 def text_collection(collection: Collection) -> TextCollection:
     """The TextCollection over ``collection``'s index; 400 if the collection holds no text."""
     with _TEXT_LOCK:
@@ -107,16 +118,23 @@ def text_collection(collection: Collection) -> TextCollection:
         if col is None:
             if not (collection.root / MANIFEST).is_file():
                 raise InvalidInputError(
-                    f"collection {collection.name!r} is not a text collection (create one with POST /text-collections)")
+                    f"collection {collection.name!r} is not a text collection (create one with POST /text-collections)"
+                )
             col = TextCollection(collection.root, index=collection.index)
             _TEXT[collection] = col
         return col
 
 
 def _describe(collection: Collection, col: TextCollection) -> TextCollectionPublic:
-    return TextCollectionPublic(name=collection.name, model=col.embedder.name, dim=col.dim,
-                                quantizer=col.quantizer_name, chunk_size=col.chunk_size,
-                                chunk_overlap=col.chunk_overlap, passages=len(col))
+    return TextCollectionPublic(
+        name=collection.name,
+        model=col.embedder.name,
+        dim=col.dim,
+        quantizer=col.quantizer_name,
+        chunk_size=col.chunk_size,
+        chunk_overlap=col.chunk_overlap,
+        passages=len(col),
+    )
 
 
 # ---- routes ---------------------------------------------------------------------------------------
@@ -124,34 +142,56 @@ def _describe(collection: Collection, col: TextCollection) -> TextCollectionPubl
 router = APIRouter(tags=["text"], responses=PROTECTED)
 
 
-@router.post("/text-collections", response_model=TextCollectionPublic, status_code=status.HTTP_201_CREATED,
-             dependencies=[AdminAccess], responses=errors(409, 503),
-             summary="Create a text collection (default embedding model, cosine)")
+@router.post(
+    "/text-collections",
+    response_model=TextCollectionPublic,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[AdminAccess],
+    responses=errors(409, 503),
+    summary="Create a text collection (default embedding model, cosine)",
+)
 def create_text_collection(body: TextCollectionCreate, store: StoreDep) -> TextCollectionPublic:
     from ..presets import make_quantizer
     from ..rag.embed import Embedder
 
     if body.chunk_overlap >= body.chunk_size:
-        raise InvalidInputError(f"chunk_overlap ({body.chunk_overlap}) must be smaller than chunk_size ({body.chunk_size})")
+        raise InvalidInputError(
+            f"chunk_overlap ({body.chunk_overlap}) must be smaller than chunk_size ({body.chunk_size})"
+        )
     dim = Embedder().dim
-    make_quantizer(body.quantizer, dim)          # UnknownNameError (400) listing the presets
+    make_quantizer(body.quantizer, dim)  # UnknownNameError (400) listing the presets
     collection = store.create(body.name, dim=dim, metric="cos", quantizer=body.quantizer)
     with collection.write_lock:
-        col = TextCollection(collection.root, index=collection.index, quantizer=body.quantizer,
-                             chunk_size=body.chunk_size, chunk_overlap=body.chunk_overlap)
+        col = TextCollection(
+            collection.root,
+            index=collection.index,
+            quantizer=body.quantizer,
+            chunk_size=body.chunk_size,
+            chunk_overlap=body.chunk_overlap,
+        )
         with _TEXT_LOCK:
             _TEXT[collection] = col
     return _describe(collection, col)
 
 
-@router.get("/collections/{name}/text", response_model=TextCollectionPublic, dependencies=[ReadAccess],
-            responses=errors(404), summary="Settings of a text collection")
+@router.get(
+    "/collections/{name}/text",
+    response_model=TextCollectionPublic,
+    dependencies=[ReadAccess],
+    responses=errors(404),
+    summary="Settings of a text collection",
+)
 def describe_text_collection(collection: CollectionDep) -> TextCollectionPublic:
     return _describe(collection, text_collection(collection))
 
 
-@router.post("/collections/{name}/documents", response_model=DocumentsAdded, dependencies=[WriteAccess],
-             responses=errors(404, 503), summary="Add documents: chunked, embedded and stored")
+@router.post(
+    "/collections/{name}/documents",
+    response_model=DocumentsAdded,
+    dependencies=[WriteAccess],
+    responses=errors(404, 503),
+    summary="Add documents: chunked, embedded and stored",
+)
 def add_documents(body: DocumentsAdd, collection: CollectionDep) -> DocumentsAdded:
     col = text_collection(collection)
     with collection.write_lock:
@@ -166,18 +206,37 @@ def _query(collection: Collection, body: TextQuery, settings, metrics) -> TextQu
         raise InvalidInputError(f"k={body.k} is above this server's limit of {settings.max_k}")
     hits = text_collection(collection).query(body.text, k=body.k, mode=body.mode, filter=body.filter)
     metrics.queries.inc(1)
-    return TextQueryResponse(hits=[TextHit(**h.to_dict()) for h in hits], time_ms=(time.perf_counter() - start) * 1e3)
+    return TextQueryResponse(
+        hits=[TextHit(**h.to_dict()) for h in hits], time_ms=(time.perf_counter() - start) * 1e3
+    )
 
 
-@router.post("/collections/{name}/query", response_model=TextQueryResponse, dependencies=[ReadAccess],
-             responses=errors(404, 503), summary="The passages that best answer a question in words")
-def query_text(body: TextQuery, collection: CollectionDep, settings: SettingsDep, metrics: MetricsDep) -> TextQueryResponse:
+@router.post(
+    "/collections/{name}/query",
+    response_model=TextQueryResponse,
+    dependencies=[ReadAccess],
+    responses=errors(404, 503),
+    summary="The passages that best answer a question in words",
+)
+def query_text(
+    body: TextQuery, collection: CollectionDep, settings: SettingsDep, metrics: MetricsDep
+) -> TextQueryResponse:
     return _query(collection, body, settings, metrics)
 
 
-@router.get("/collections/{name}/query", response_model=TextQueryResponse, dependencies=[ReadAccess],
-            responses=errors(404, 503), summary="Same as POST, with the question in the URL (?text=...)")
-def query_text_get(collection: CollectionDep, settings: SettingsDep, metrics: MetricsDep,
-                   text: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
-                   k: Annotated[int, Query(ge=1)] = 10, mode: Mode = "hybrid") -> TextQueryResponse:
+@router.get(
+    "/collections/{name}/query",
+    response_model=TextQueryResponse,
+    dependencies=[ReadAccess],
+    responses=errors(404, 503),
+    summary="Same as POST, with the question in the URL (?text=...)",
+)
+def query_text_get(
+    collection: CollectionDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    text: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
+    k: Annotated[int, Query(ge=1)] = 10,
+    mode: Mode = "hybrid",
+) -> TextQueryResponse:
     return _query(collection, TextQuery(text=text, k=k, mode=mode), settings, metrics)

@@ -16,8 +16,15 @@ SNAPSHOT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.tar$"
 MAX_DIM = 65_536
 INT64_MAX = 2**63 - 1
 
-CollectionName = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=64,
-                                      description="letters, digits, '_', '-', '.'; starts with a letter or digit; at most 64 characters")]
+CollectionName = Annotated[
+    str,
+    Field(
+        pattern=NAME_PATTERN,
+        min_length=1,
+        max_length=64,
+        description="letters, digits, '_', '-', '.'; starts with a letter or digit; at most 64 characters",
+    ),
+]
 PointId = Annotated[int, Field(ge=0, le=INT64_MAX, description="non-negative int64")]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=INT64_MAX)]
@@ -47,18 +54,30 @@ class Health(BaseModel):
 
 
 class CollectionCreate(_In):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"name": "docs", "dim": 384, "metric": "cos", "quantizer": "turbo-4"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "docs", "dim": 384, "metric": "cos", "quantizer": "turbo-4"}]
+        },
+    )
     name: CollectionName
     dim: int = Field(ge=2, le=MAX_DIM)
     metric: Metric = "cos"
     quantizer: str = Field("turbo-4", max_length=64, description="a preset name, see GET /presets")
     ivf: bool | Annotated[int, Field(ge=1, le=1 << 20)] = Field(
-        False, description="false: flat scan; true: IVF with an automatic nlist; an integer: IVF with that nlist")
+        False,
+        description="false: flat scan; true: IVF with an automatic nlist; an integer: IVF with that nlist",
+    )
     store_vectors: bool | Literal["float16", "float32"] = Field(
-        False, description="also keep the full vectors (true = float16) for exact re-ranking and exact get")
-    shards: int = Field(1, ge=1, le=256, description="1: one index; more: a vqdb.distributed.ShardedIndex over that "
-                        "many Ray actors (the server must run with --ray-address)")
+        False, description="also keep the full vectors (true = float16) for exact re-ranking and exact get"
+    )
+    shards: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="1: one index; more: a vqdb.distributed.ShardedIndex over that "
+        "many Ray actors (the server must run with --ray-address)",
+    )
 
 
 class CollectionPublic(BaseModel):
@@ -70,7 +89,9 @@ class CollectionPublic(BaseModel):
     store_vectors: bool | str
     shards: int = Field(1, description="number of shards (Ray actors); 1 = a plain index")
     count: int = Field(description="live vectors")
-    bytes: int = Field(description="bytes on disk: segments (codes, ids, metadata, vectors) + write-ahead log")
+    bytes: int = Field(
+        description="bytes on disk: segments (codes, ids, metadata, vectors) + write-ahead log"
+    )
     created_at: str
     stats: dict[str, Any] = Field(default_factory=dict, description="the index's own stats()")
 
@@ -100,8 +121,14 @@ class PointIn(_In):
 
 
 class PointsUpsert(_In):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"points": [{"id": 1, "vector": [0.1, 0.2, 0.3], "payload": {"lang": "en", "year": 2024}}]}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"points": [{"id": 1, "vector": [0.1, 0.2, 0.3], "payload": {"lang": "en", "year": 2024}}]}
+            ]
+        },
+    )
     points: list[PointIn] = Field(min_length=1, max_length=100_000)
 
 
@@ -145,20 +172,28 @@ class DeleteResult(BaseModel):
 
 
 class SearchRequest(_In):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"id": 42, "k": 5},
-        {"vector": [0.1, 0.2, 0.3], "k": 10, "filter": {"lang": "en", "year": {"$gte": 2020}}},
-    ]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"id": 42, "k": 5},
+                {"vector": [0.1, 0.2, 0.3], "k": 10, "filter": {"lang": "en", "year": {"$gte": 2020}}},
+            ]
+        },
+    )
     vector: Vector | None = Field(None, description="one query vector")
     vectors: list[Vector] | None = Field(None, min_length=1, description="a batch of query vectors")
     id: PointId | None = Field(None, description="use the stored vector of this point as the query")
     k: int = Field(10, ge=1)
     filter: dict[str, Any] | None = Field(
-        None, description='Mongo-style payload filter, e.g. {"lang": "en", "year": {"$gte": 2020}}')
+        None, description='Mongo-style payload filter, e.g. {"lang": "en", "year": {"$gte": 2020}}'
+    )
     nprobe: int | None = Field(None, ge=1, le=1 << 20, description="IVF lists to scan")
     rerank: bool | Annotated[float, Field(ge=1, le=1024)] | None = Field(
-        None, description="re-score candidates with the stored full-precision vectors: true, or an oversampling "
-                          "factor >= 1; false turns it off; null uses the collection default")
+        None,
+        description="re-score candidates with the stored full-precision vectors: true, or an oversampling "
+        "factor >= 1; false turns it off; null uses the collection default",
+    )
     with_payload: bool = True
     with_vector: bool = False
 
@@ -172,7 +207,8 @@ class Hit(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[Hit] | list[list[Hit]] = Field(
-        description="hits best first for `vector` / `id`; one such list per query for `vectors`")
+        description="hits best first for `vector` / `id`; one such list per query for `vectors`"
+    )
     time_ms: float
 
 

@@ -20,24 +20,44 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VQDB_", extra="ignore", populate_by_name=True)
 
-    data: Path = Field(Path("vqdb-data"), validation_alias=AliasChoices("data", "VQDB_DATA", "VQDB_DATA_DIR"),
-                      description="data directory (collections/, snapshots/)")
+    data: Path = Field(
+        Path("vqdb-data"),
+        validation_alias=AliasChoices("data", "VQDB_DATA", "VQDB_DATA_DIR"),
+        description="data directory (collections/, snapshots/)",
+    )
     host: str = Field("127.0.0.1", description="bind address")
     port: int = Field(8000, ge=0, le=65535)
     api_key: SecretStr | None = Field(None, description="admin key; turns authentication on")
     keys_file: Path | None = Field(None, description="file of '<scope> <key>' lines; turns authentication on")
-    demo: bool = Field(True, description="create the 'wordnet' demo collection on first start with an empty data dir")
-    max_body_bytes: int = Field(16 * MiB, gt=0, description="largest JSON request body (bulk: use /points/b64 "
-                                                            "or /points/arrow)")
+    demo: bool = Field(
+        True, description="create the 'wordnet' demo collection on first start with an empty data dir"
+    )
+    max_body_bytes: int = Field(
+        16 * MiB, gt=0, description="largest JSON request body (bulk: use /points/b64 or /points/arrow)"
+    )
     max_bulk_bytes: int = Field(1024 * MiB, gt=0, description="largest bulk-ingest / snapshot-upload body")
     max_k: int = Field(10_000, gt=0, description="largest k of one search")
-    max_dim: int = Field(4096, ge=2, le=65_536, description="largest dimension of a new collection (a dense "
-                                                             "rotation costs d^2 memory and d^3 time to draw)")
+    max_dim: int = Field(
+        4096,
+        ge=2,
+        le=65_536,
+        description="largest dimension of a new collection (a dense "
+        "rotation costs d^2 memory and d^3 time to draw)",
+    )
     max_batch: int = Field(1_024, gt=0, description="most query vectors in one batch search")
-    metrics_public: bool = Field(False, description="serve /metrics without a key even when keys are configured")
-    blas_threads: int = Field(1, ge=0, description="BLAS threads per call in `vqdb serve` (requests already run "
-                                                    "in parallel; 0 = the library default)")
-    ray_address: str | None = Field(None, description="Ray cluster address ('auto', 'host:6379', 'ray://host:10001', or 'local' for a private local cluster): collections created with shards > 1 are sharded over it")
+    metrics_public: bool = Field(
+        False, description="serve /metrics without a key even when keys are configured"
+    )
+    blas_threads: int = Field(
+        1,
+        ge=0,
+        description="BLAS threads per call in `vqdb serve` (requests already run "
+        "in parallel; 0 = the library default)",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster address ('auto', 'host:6379', 'ray://host:10001', or 'local' for a private local cluster): collections created with shards > 1 are sharded over it",
+    )
     log_level: str = Field("info")
 
     @property

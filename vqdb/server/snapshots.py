@@ -11,7 +11,7 @@ import os
 import shutil
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import NotFoundError
@@ -30,7 +30,7 @@ class SnapshotStore:
     def create(self, collection: Collection) -> dict:
         folder = self.root / collection.name
         folder.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         name = check_snapshot_name(f"{collection.name}-{stamp}.tar")
         tmp = folder / f".tmp-{uuid.uuid4().hex}"
         try:
@@ -50,7 +50,9 @@ class SnapshotStore:
         folder = self.root / collection
         if not folder.is_dir():
             return []
-        return [self._describe(collection, p) for p in sorted(folder.glob("*.tar")) if not p.name.startswith(".")]
+        return [
+            self._describe(collection, p) for p in sorted(folder.glob("*.tar")) if not p.name.startswith(".")
+        ]
 
     def path(self, collection: str, snapshot: str) -> Path:
         check_collection_name(collection)
@@ -74,6 +76,10 @@ class SnapshotStore:
     @staticmethod
     def _describe(collection: str, path: Path) -> dict:
         st = path.stat()
-        created = datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(timespec="milliseconds")
-        return {"name": path.name, "collection": collection, "size_bytes": st.st_size,
-                "created_at": created.replace("+00:00", "Z")}
+        created = datetime.fromtimestamp(st.st_mtime, UTC).isoformat(timespec="milliseconds")
+        return {
+            "name": path.name,
+            "collection": collection,
+            "size_bytes": st.st_size,
+            "created_at": created.replace("+00:00", "Z"),
+        }

@@ -14,5 +14,5 @@ CORE = [
 ]
 
 OPTIONAL: list[str] = [
-    "vqdb.server.routes_text",       # text collections (vqdb.rag): documents in, questions in words
+    "vqdb.server.routes_text",  # text collections (vqdb.rag): documents in, questions in words
 ]

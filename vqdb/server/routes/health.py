@@ -21,8 +21,12 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Health, "description": "not ready"}},
-            summary="Readiness: collections are open and the data directory is writable")
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "not ready"}},
+    summary="Readiness: collections are open and the data directory is writable",
+)
 def readyz(request: Request, store: StoreDep, settings: SettingsDep):
     ready = getattr(request.app.state, "ready", False) and os.access(settings.data, os.W_OK)
     if not ready:
@@ -31,9 +35,10 @@ def readyz(request: Request, store: StoreDep, settings: SettingsDep):
 
 
 @router.get(
-    "/metrics", summary="Prometheus metrics (read scope unless VQDB_METRICS_PUBLIC)",
-    response_class=Response, responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
-                                        **errors(401, 403)},
+    "/metrics",
+    summary="Prometheus metrics (read scope unless VQDB_METRICS_PUBLIC)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **errors(401, 403)},
 )
 def metrics(request: Request, metrics: MetricsDep, settings: SettingsDep, key: PresentedKey) -> Response:
     if not settings.metrics_public:

@@ -19,11 +19,22 @@ from ..auth import ReadAccess, WriteAccess
 from ..collections import Collection
 from ..deps import CollectionDep, MetricsDep
 from ..ingest import from_arrow_stream, from_b64, from_points, unique_ids
-from ..schemas import (INT64_MAX, DeleteResult, PointList, PointPublic, PointsB64, PointsDelete, PointsGet,
-                       PointsUpsert, UpsertResult)
+from ..schemas import (
+    INT64_MAX,
+    DeleteResult,
+    PointList,
+    PointPublic,
+    PointsB64,
+    PointsDelete,
+    PointsGet,
+    PointsUpsert,
+    UpsertResult,
+)
 from ._responses import PROTECTED, errors
 
-router = APIRouter(prefix="/collections/{name}/points", tags=["points"], responses={**PROTECTED, **errors(404)})
+router = APIRouter(
+    prefix="/collections/{name}/points", tags=["points"], responses={**PROTECTED, **errors(404)}
+)
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
@@ -34,19 +45,29 @@ def _upsert(collection: Collection, metrics, vectors, ids, payloads) -> UpsertRe
     return UpsertResult(upserted=len(ids), count=count)
 
 
-@router.post("", response_model=UpsertResult, dependencies=[WriteAccess],
-             summary="Upsert points given as JSON (id, vector, payload)")
+@router.post(
+    "",
+    response_model=UpsertResult,
+    dependencies=[WriteAccess],
+    summary="Upsert points given as JSON (id, vector, payload)",
+)
 def upsert_points(body: PointsUpsert, collection: CollectionDep, metrics: MetricsDep) -> UpsertResult:
     vectors, ids, payloads = from_points(body.points, collection.dim)
     return _upsert(collection, metrics, vectors, ids, payloads)
 
 
 @router.post(
-    "/b64", response_model=UpsertResult, dependencies=[WriteAccess],
+    "/b64",
+    response_model=UpsertResult,
+    dependencies=[WriteAccess],
     summary="Bulk upsert: ids + base64 of little-endian float32 vectors (+ payloads)",
     description="The body is parsed and validated in a worker thread, so large batches do not hold up searches.",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": PointsB64.model_json_schema()}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PointsB64.model_json_schema()}},
+        }
+    },
 )
 async def upsert_b64(request: Request, collection: CollectionDep, metrics: MetricsDep) -> UpsertResult:
     raw = await read_body(request)
@@ -63,13 +84,21 @@ async def upsert_b64(request: Request, collection: CollectionDep, metrics: Metri
 
 
 @router.post(
-    "/arrow", response_model=UpsertResult, dependencies=[WriteAccess],
+    "/arrow",
+    response_model=UpsertResult,
+    dependencies=[WriteAccess],
     summary="Bulk upsert from an Arrow IPC stream",
     description="Body: an Arrow IPC *stream* with an integer column `id`, a `vector` column "
-                "(fixed_size_list or list of float) and, optionally, more columns that become payload fields.",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+    "(fixed_size_list or list of float) and, optionally, more columns that become payload fields.",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
 )
 async def upsert_arrow(request: Request, collection: CollectionDep, metrics: MetricsDep) -> UpsertResult:
     body = await read_body(request)
@@ -89,24 +118,42 @@ async def read_body(request: Request) -> bytes:
         raise RequestTooLargeError("request body too large") from None
 
 
-@router.get("/{point_id}", response_model=PointPublic, response_model_exclude_none=True, dependencies=[ReadAccess],
-            summary="Get one point")
-def get_point(point_id: Annotated[int, Path(ge=0, le=INT64_MAX, examples=[42])], collection: CollectionDep, with_vector: bool = False) -> PointPublic:
+@router.get(
+    "/{point_id}",
+    response_model=PointPublic,
+    response_model_exclude_none=True,
+    dependencies=[ReadAccess],
+    summary="Get one point",
+)
+def get_point(
+    point_id: Annotated[int, Path(ge=0, le=INT64_MAX, examples=[42])],
+    collection: CollectionDep,
+    with_vector: bool = False,
+) -> PointPublic:
     (record,) = collection.fetch(unique_ids([point_id]), with_vector=with_vector)
     if record is None:
         raise NotFoundError(f"point {point_id} does not exist in collection {collection.name!r}")
     return PointPublic(**record)
 
 
-@router.post("/get", response_model=PointList, response_model_exclude_none=True, dependencies=[ReadAccess],
-             summary="Get points by id (missing ids are left out)")
+@router.post(
+    "/get",
+    response_model=PointList,
+    response_model_exclude_none=True,
+    dependencies=[ReadAccess],
+    summary="Get points by id (missing ids are left out)",
+)
 def get_points(body: PointsGet, collection: CollectionDep) -> PointList:
     records = collection.fetch(unique_ids(body.ids), with_vector=body.with_vector)
     return PointList(points=[PointPublic(**r) for r in records if r is not None])
 
 
-@router.post("/delete", response_model=DeleteResult, dependencies=[WriteAccess],
-             summary="Delete points by ids, or every point whose payload matches a filter")
+@router.post(
+    "/delete",
+    response_model=DeleteResult,
+    dependencies=[WriteAccess],
+    summary="Delete points by ids, or every point whose payload matches a filter",
+)
 def delete_points(body: PointsDelete, collection: CollectionDep) -> DeleteResult:
     if (body.ids is None) == (body.filter is None):
         raise InvalidInputError("give exactly one of 'ids' or 'filter'")
@@ -119,9 +166,16 @@ def delete_points(body: PointsDelete, collection: CollectionDep) -> DeleteResult
     return DeleteResult(deleted=deleted, count=collection.size()[0])
 
 
-@router.delete("/{point_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
-               dependencies=[WriteAccess], summary="Delete one point")
-def delete_point(point_id: Annotated[int, Path(ge=0, le=INT64_MAX, examples=[42])], collection: CollectionDep) -> Response:
+@router.delete(
+    "/{point_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    dependencies=[WriteAccess],
+    summary="Delete one point",
+)
+def delete_point(
+    point_id: Annotated[int, Path(ge=0, le=INT64_MAX, examples=[42])], collection: CollectionDep
+) -> Response:
     if collection.delete_ids(unique_ids([point_id])) == 0:
         raise NotFoundError(f"point {point_id} does not exist in collection {collection.name!r}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -20,10 +20,16 @@ from ._responses import PROTECTED, errors
 router = APIRouter(prefix="/collections/{name}", tags=["search"], responses={**PROTECTED, **errors(404)})
 
 
-@router.post("/search", response_model=SearchResponse, response_model_exclude_none=True, dependencies=[ReadAccess],
-             summary="k nearest points to a vector, a batch of vectors, or a stored point")
-def search(body: SearchRequest, collection: CollectionDep, settings: SettingsDep,
-           metrics: MetricsDep) -> SearchResponse:
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    response_model_exclude_none=True,
+    dependencies=[ReadAccess],
+    summary="k nearest points to a vector, a batch of vectors, or a stored point",
+)
+def search(
+    body: SearchRequest, collection: CollectionDep, settings: SettingsDep, metrics: MetricsDep
+) -> SearchResponse:
     start = time.perf_counter()
     given = [f for f in ("vector", "vectors", "id") if getattr(body, f) is not None]
     if len(given) != 1:
@@ -46,16 +52,21 @@ def _queries(body: SearchRequest, collection: Collection, settings) -> np.ndarra
         return as_float32_matrix(np.asarray(record["vector"], dtype=np.float32)[None, :], collection.dim)
     rows = [body.vector] if body.vector is not None else body.vectors
     if len(rows) > settings.max_batch:
-        raise InvalidInputError(f"{len(rows)} query vectors; this server takes at most {settings.max_batch} per call")
+        raise InvalidInputError(
+            f"{len(rows)} query vectors; this server takes at most {settings.max_batch} per call"
+        )
     widths = {len(r) for r in rows}
     if widths != {collection.dim}:
         raise DimensionMismatchError(
-            f"query vectors have {sorted(widths)} dimensions; collection {collection.name!r} expects {collection.dim}")
+            f"query vectors have {sorted(widths)} dimensions; collection {collection.name!r} expects {collection.dim}"
+        )
     with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused
         return as_float32_matrix(np.asarray(rows, dtype=np.float32), collection.dim, name="query")
 
 
-def _hits(collection: Collection, ids: np.ndarray, scores: np.ndarray, body: SearchRequest) -> list[list[Hit]]:
+def _hits(
+    collection: Collection, ids: np.ndarray, scores: np.ndarray, body: SearchRequest
+) -> list[list[Hit]]:
     keep = (ids >= 0) & np.isfinite(scores)
     records = {}
     if body.with_payload or body.with_vector:
@@ -71,7 +82,13 @@ def _hits(collection: Collection, ids: np.ndarray, scores: np.ndarray, body: Sea
             if not k or not math.isfinite(s):
                 continue
             record = records.get(i, {})
-            row.append(Hit(id=i, score=s, payload=record.get("payload") if body.with_payload else None,
-                           vector=record.get("vector") if body.with_vector else None))
+            row.append(
+                Hit(
+                    id=i,
+                    score=s,
+                    payload=record.get("payload") if body.with_payload else None,
+                    vector=record.get("vector") if body.with_vector else None,
+                )
+            )
         out.append(row)
     return out
