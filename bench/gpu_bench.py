@@ -34,8 +34,8 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 import torch  # noqa: E402
 
 import vqdb  # noqa: E402
-from vqdb.gpu import probe_cuda_numba, probe_cuda_torch  # noqa: E402
-from vqdb.gpu import torch_cuda as tc  # noqa: E402
+from vqdb.kernels.cuda import probe_cuda_numba, probe_cuda_torch  # noqa: E402
+from vqdb.kernels.cuda import torch_cuda as tc  # noqa: E402
 
 
 def _sync(dev):
@@ -120,7 +120,7 @@ def bench_scoring(dev, n: int, d: int, ms, copy_read_GBps) -> list[dict]:
     if dev.type == "cuda" and probe_cuda_numba() is None:
         from numba import cuda
 
-        from vqdb.gpu import numba_cuda as nc
+        from vqdb.kernels.cuda import numba_cuda as nc
 
         d_codes = cuda.as_cuda_array(dc.codes)
         part = q.scan_parts()["parts"][0]
@@ -282,8 +282,8 @@ def _faiss_rows(x, qv, gt, k, dev):
 
 # ------------------------------------------------------------------------------------------------
 def bench_kv(dev, lengths, *, b=1, hq=32, hkv=8, d=128) -> list[dict]:
-    from vqdb.gpu import kv
     from vqdb.kvcache import CompressedKVLayer, make_codec
+    from vqdb.kvcache import device_decode as kv
 
     rows = []
     g = torch.Generator(device="cpu").manual_seed(0)

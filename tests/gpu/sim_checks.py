@@ -16,8 +16,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
-from vqdb.gpu import numba_cuda as G  # noqa: E402
 from vqdb.kernels import reference as R  # noqa: E402
+from vqdb.kernels.cuda import numba_cuda as G  # noqa: E402
 
 RNG = np.random.default_rng(7)
 CHECKS = []
@@ -127,7 +127,9 @@ def _quantizer_with_backend(qz, x, queries):
     """Encode/score with the cuda-numba ops registered (forced), compare with the reference backend."""
     from vqdb import kernels
 
-    kernels.register_backend(kernels.KernelBackend("cuda-numba", "vqdb.gpu.numba_cuda", lambda: None, 40))
+    kernels.register_backend(
+        kernels.KernelBackend("cuda-numba", "vqdb.kernels.cuda.numba_cuda", lambda: None, 40)
+    )
     with kernels.use_backend("reference"):
         c_ref = qz.encode(x)
         s_ref = qz.score(queries, c_ref)
@@ -179,11 +181,11 @@ def kv_decode_attention():
 
 @check
 def kv_layer_numba_impl():
-    """vqdb.gpu.kv with impl="numba" (simulated kernels on CPU tensors) equals CompressedKVLayer.attend."""
+    """vqdb.kvcache.device_decode with impl="numba" (simulated kernels on CPU tensors) equals CompressedKVLayer.attend."""
     import torch
 
-    from vqdb.gpu import kv
     from vqdb.kvcache import CompressedKVLayer, make_codec
+    from vqdb.kvcache import device_decode as kv
 
     layer = CompressedKVLayer(
         make_codec("turbo", 3, 16, role="key", side_dtype=torch.float32),

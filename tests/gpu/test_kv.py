@@ -1,4 +1,4 @@
-"""KV decode step over codes (vqdb.gpu.kv) agrees with CompressedKVLayer.attend; torch impl on CPU tensors."""
+"""KV decode step over codes (vqdb.kvcache.device_decode) agrees with CompressedKVLayer.attend; torch impl on CPU tensors."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from vqdb.gpu import (
-    kv,  # noqa: E402
-    probe_cuda_torch,  # noqa: E402
-)
+from vqdb.kernels.cuda import probe_cuda_torch  # noqa: E402
 from vqdb.kvcache import CompressedKVLayer, make_codec  # noqa: E402
+from vqdb.kvcache import device_decode as kv  # noqa: E402
 
 
 def _layer(kind_k="turbo", kind_v="turbo-scaled", bits=(4, 2), d=32, device="cpu"):

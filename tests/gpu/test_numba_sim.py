@@ -30,7 +30,7 @@ def test_numba_cuda_kernels_match_reference_under_simulator():
 
 def test_gpu_package_and_probes_import_nothing_heavy():
     code = (
-        "import sys, vqdb, vqdb.gpu, vqdb.kernels as k; k.available_backends(); "
+        "import sys, vqdb, vqdb.kernels.cuda, vqdb.kernels as k; k.available_backends(); "
         "heavy = [m for m in ('numba', 'torch') if m in sys.modules]; "
         "assert not heavy or k.available_backends()['cuda-torch'] is None, heavy; print('light')"
     )

@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 import vqdb  # noqa: E402
 from vqdb import kernels  # noqa: E402
 from vqdb.errors import BackendUnavailableError  # noqa: E402
-from vqdb.gpu import probe_cuda_torch  # noqa: E402
-from vqdb.gpu import torch_cuda as tc  # noqa: E402
 from vqdb.kernels import reference as R  # noqa: E402
+from vqdb.kernels.cuda import probe_cuda_torch  # noqa: E402
+from vqdb.kernels.cuda import torch_cuda as tc  # noqa: E402
 
 HAS_CUDA = probe_cuda_torch() is None
 gpu = pytest.mark.gpu
@@ -66,7 +66,9 @@ def test_blocked_topk_ties_like_reference(rng):
 
 
 def test_quantizers_through_backend(rng, cpu_device, monkeypatch):
-    kernels.register_backend(kernels.KernelBackend("cuda-torch", "vqdb.gpu.torch_cuda", lambda: None, 30))
+    kernels.register_backend(
+        kernels.KernelBackend("cuda-torch", "vqdb.kernels.cuda.torch_cuda", lambda: None, 30)
+    )
     try:
         x = rng.standard_normal((40, 24)).astype(np.float32)
         q = rng.standard_normal((4, 24)).astype(np.float32)
@@ -85,9 +87,11 @@ def test_quantizers_through_backend(rng, cpu_device, monkeypatch):
             assert np.array_equal(c, c_ref), type(qz).__name__
             np.testing.assert_allclose(s, s_ref, rtol=1e-4, atol=1e-4)
     finally:
-        from vqdb.gpu import probe_cuda_torch as probe
+        from vqdb.kernels.cuda import probe_cuda_torch as probe
 
-        kernels.register_backend(kernels.KernelBackend("cuda-torch", "vqdb.gpu.torch_cuda", probe, 30))
+        kernels.register_backend(
+            kernels.KernelBackend("cuda-torch", "vqdb.kernels.cuda.torch_cuda", probe, 30)
+        )
 
 
 def test_dispatch_reports_no_cuda_here():
@@ -109,9 +113,7 @@ def test_index_device_cuda_without_gpu_raises():
 @pytest.mark.parametrize("metric,quantizer", [("cos", "turbo-4"), ("l2sq", "turbo-2"), ("ip", "qjl")])
 def test_index_device_scan_matches_host(rng, monkeypatch, cpu_device, metric, quantizer):
     """Index(device="cuda") with the device scan forced onto CPU tensors gives the host scan's results."""
-    import vqdb.gpu as g
-
-    monkeypatch.setattr(g, "require_cuda", lambda what="": None)
+    monkeypatch.setattr(kernels, "require_device", lambda device, *, what: None)
     x = rng.standard_normal((600, 32)).astype(np.float32)
     meta = [{"even": i % 2 == 0} for i in range(600)]
     host = vqdb.Index(32, metric=metric, quantizer=quantizer, flush_rows=250)
@@ -124,7 +126,7 @@ def test_index_device_scan_matches_host(rng, monkeypatch, cpu_device, metric, qu
         a, b = host.search(q, 10, filter=flt), dev.search(q, 10, filter=flt)
         np.testing.assert_allclose(b.scores, a.scores, rtol=1e-4, atol=1e-4)
         assert (a.ids == b.ids).mean() > 0.95  # ties / float rounding may swap neighbours
-    assert dev._gpu_scorer() is not None and dev._gpu_scorer().device.type == "cpu"
+    assert dev._gpu_scorer() is not None and dev._gpu_scorer().scorer.device.type == "cpu"
 
 
 @gpu

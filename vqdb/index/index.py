@@ -122,7 +122,7 @@ class Index(_Persistence):
         Seed of the IVF k-means.
     device : {"cpu", "cuda"}
         ``"cuda"``: codes are kept resident on the GPU and flat / filtered searches are scored there as one
-        batch, filters shipped as bitmaps (:mod:`vqdb.gpu.index_scan`; IVF probing stays on the host; a
+        batch, filters shipped as bitmaps (:mod:`vqdb.kernels.cuda.index_scan`, through the kernel dispatch; IVF probing stays on the host; a
         quantizer without ``scan_parts``, e.g. PolarQuant, is scored on the host). Not persisted. Raises
         ``BackendUnavailableError`` where no CUDA device is usable.
 
@@ -173,9 +173,9 @@ class Index(_Persistence):
         seed = check_int_range(seed, 0, 2**63 - 1, name="seed")
         check_choice(device, ("cpu", "cuda"), name="device")
         if device == "cuda":
-            from ..gpu import require_cuda
+            from ..kernels import require_device
 
-            require_cuda("vqdb.Index(device='cuda')")
+            require_device("cuda", what="vqdb.Index(device='cuda')")
         self._setup(
             dim=dim,
             metric=metric,
@@ -718,9 +718,7 @@ class Index(_Persistence):
             else:
                 _scan.scan_ivf(ctx, q, top, nprobe_eff, need=kk)
         elif self._device == "cuda" and self._gpu_scorer() is not None:
-            from ..gpu.index_scan import scan_device
-
-            scan_device(ctx, q, top, self._gpu_scorer())
+            self._gpu_scorer().scan(ctx, q, top)
         elif expr is not None and n_allowed <= max(n_rows // 4, SUBSET_MAX_ROWS):
             _scan.scan_subset(ctx, q, top)
         else:
@@ -729,9 +727,9 @@ class Index(_Persistence):
     def _gpu_scorer(self):
         """The device scorer of ``device="cuda"`` (created once); None when the quantizer has no device path."""
         if self._device_scorer is None:
-            from ..gpu.torch_cuda import DeviceScorer
+            from ..kernels import device_scanner
 
-            self._device_scorer = DeviceScorer(self._quantizer)
+            self._device_scorer = device_scanner(self._quantizer, device="cuda")
         return self._device_scorer if self._device_scorer.supports else None
 
     @staticmethod

@@ -17,8 +17,8 @@ device-resident data (``Index(device="cuda")``, CUDA KV tensors), both by name o
 ==============  =============================  ========  ==========================================
 name            module                         priority  usable when
 ==============  =============================  ========  ==========================================
-``cuda-numba``  ``vqdb.gpu.numba_cuda``        40        numba.cuda sees a device
-``cuda-torch``  ``vqdb.gpu.torch_cuda``        30        torch.cuda.is_available()
+``cuda-numba``  ``vqdb.kernels.cuda.numba_cuda`` 40      numba.cuda sees a device
+``cuda-torch``  ``vqdb.kernels.cuda.torch_cuda`` 30      torch.cuda.is_available()
 ``numba``       ``vqdb.kernels.numba_cpu``     20        numba is installed
 ``torch``       ``vqdb.kernels.torch_ops``     10        torch is installed and the module exists
 ``reference``   ``vqdb.kernels.reference``     0         always (NumPy)
@@ -90,7 +90,7 @@ _REGISTRY: dict[str, KernelBackend] = {}
 
 
 def register_backend(backend: KernelBackend) -> None:
-    """Add or replace a backend (e.g. ``vqdb.gpu`` registers ``cuda-numba``/``cuda-torch``)."""
+    """Add or replace a backend (tests register the CUDA ones with a probe that lets the simulator run)."""
     global _DEFAULT
     _REGISTRY[backend.name] = backend
     _LOADED.pop(backend.name, None)
@@ -126,12 +126,33 @@ register_backend(KernelBackend("reference", "vqdb.kernels.reference", lambda: No
 register_backend(KernelBackend("numba", "vqdb.kernels.numba_cpu", _probe_numba, 20))
 register_backend(KernelBackend("torch", "vqdb.kernels.torch_ops", _probe_torch, 10))
 
-# GPU backends (vqdb.gpu imports nothing heavy; its probes are cached and say "no CUDA device" on CPU machines)
-from ..gpu import probe_cuda_numba as _probe_cuda_numba  # noqa: E402
-from ..gpu import probe_cuda_torch as _probe_cuda_torch  # noqa: E402
+# GPU backends (vqdb.kernels.cuda imports nothing heavy; its probes are cached and say "no CUDA device" on CPU
+# machines)
+from .cuda import probe_cuda_numba as _probe_cuda_numba  # noqa: E402
+from .cuda import probe_cuda_torch as _probe_cuda_torch  # noqa: E402
+from .cuda import require_cuda  # noqa: E402
 
-register_backend(KernelBackend("cuda-numba", "vqdb.gpu.numba_cuda", _probe_cuda_numba, 40))
-register_backend(KernelBackend("cuda-torch", "vqdb.gpu.torch_cuda", _probe_cuda_torch, 30))
+register_backend(KernelBackend("cuda-numba", "vqdb.kernels.cuda.numba_cuda", _probe_cuda_numba, 40))
+register_backend(KernelBackend("cuda-torch", "vqdb.kernels.cuda.torch_cuda", _probe_cuda_torch, 30))
+
+
+def require_device(device: str, *, what: str) -> None:
+    """Raise :class:`BackendUnavailableError` naming ``what`` unless ``device`` (``"cpu"``/``"cuda"``) is usable."""
+    if device == "cuda":
+        require_cuda(what)
+
+
+def device_scanner(quantizer, *, device: str = "cuda"):
+    """The device-resident scan of ``quantizer``'s codes (``Index(device="cuda")``): an object with
+    ``supports`` (False when the quantizer has no device path) and ``scan(ctx, queries, top)``.
+
+    Imports torch on first call; call :func:`require_device` first.
+    """
+    if device != "cuda":
+        raise UnknownNameError(f"unknown device {device!r}; expected 'cuda'")
+    from .cuda.index_scan import DeviceScan
+
+    return DeviceScan(quantizer)
 
 
 def available_backends() -> dict[str, str | None]:

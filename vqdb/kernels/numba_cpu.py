@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import envs
-from ..quantizers._packing import packed_size
+from .._core.packing import packed_size
 from . import reference
 
 name = "numba"

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..quantizers._packing import pack_bits as _pack
-from ..quantizers._packing import packed_size
-from ..quantizers._packing import unpack_bits as _unpack
-from ..quantizers._rotation import fwht as _fwht
+from .._core.hadamard import fwht as _fwht
+from .._core.packing import pack_bits as _pack
+from .._core.packing import packed_size
+from .._core.packing import unpack_bits as _unpack
 
 name = "reference"
 

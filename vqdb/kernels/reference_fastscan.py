@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..quantizers._packing import packed_size, unpack_bits
+from .._core.packing import packed_size, unpack_bits
 
 BLOCK = 32
 WINDOW = 256  # steps accumulated in uint16 before widening (256 * 255 = 65280 < 65536)

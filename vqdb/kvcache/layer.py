@@ -151,6 +151,22 @@ class CompressedKVLayer:
         return self._n_codes + self.window_length
 
     @property
+    def channels_permuted(self) -> bool:
+        """True when a split codec reorders channels (outlier split) before encoding keys or values."""
+        return self._perm_k is not None or self._perm_v is not None
+
+    def codes(self, n_codes: int | None = None) -> tuple[Codes, Codes]:
+        """Key and value codes of the first ``n_codes`` encoded tokens (default: all), as views.
+
+        Returns ``(key_codes, value_codes)``: each a dict of the codec's fields (e.g. ``"idx"`` uint8
+        [B, H_kv, n, bytes], ``"norm"`` [B, H_kv, n, 1]), sliced along the token axis without copying.
+        """
+        n = self._n(n_codes)
+        if self._key_codes is None:
+            raise InvalidInputError("the layer holds no codes")
+        return _slice_codes(self._key_codes, 0, n), _slice_codes(self._value_codes, 0, n)
+
+    @property
     def batch_size(self) -> int:
         t = (
             self._win_k
@@ -398,8 +414,8 @@ class CompressedKVLayer:
         if hq % h:
             raise DimensionMismatchError(f"{hq} query heads are not a multiple of {h} kv heads")
         g = hq // h
-        if queries.is_cuda and mask is None and q_len == 1 and n:  # GPU decode step from codes (vqdb.gpu.kv)
-            from ..gpu.kv import decode_attention
+        if queries.is_cuda and mask is None and q_len == 1 and n:  # GPU decode step from codes
+            from .device_decode import decode_attention
 
             fused = decode_attention(self, queries, keys, values, n_codes=n, scale=scale)
             if fused is not None:

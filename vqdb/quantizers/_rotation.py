@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from .._core.hadamard import fwht, next_pow2
 from ..errors import InvalidInputError
 
 
@@ -88,29 +89,6 @@ def orthogonal_sketch(m: int, d: int, rng: np.random.Generator) -> np.ndarray:
         blocks.append(haar_orthogonal(d, rng))
     s = np.concatenate(blocks, axis=0)[:m] * math.sqrt(d)
     return np.ascontiguousarray(s, dtype=np.float32)
-
-
-def next_pow2(d: int) -> int:
-    return 1 << max(0, int(d - 1).bit_length())
-
-
-def fwht(x: np.ndarray) -> np.ndarray:
-    """Unnormalised fast Walsh–Hadamard transform along the last axis (length a power of two).
-
-    (n, p) float32 -> (n, p) float32, a new array; the butterfly order is fixed, so the result is
-    deterministic across runs and machines with IEEE arithmetic.
-    """
-    x = np.array(x, dtype=np.float32, copy=True)
-    n, p = x.shape
-    h = 1
-    while h < p:
-        v = x.reshape(n, p // (2 * h), 2, h)
-        a = v[:, :, 0, :].copy()
-        b = v[:, :, 1, :]
-        v[:, :, 0, :] += b
-        v[:, :, 1, :] = a - b
-        h *= 2
-    return x
 
 
 class HadamardRotation:

@@ -22,7 +22,7 @@ import weakref
 import numpy as np
 import torch
 
-from ..kernels import torch_ops as T
+from .. import torch_ops as T
 
 name = "cuda-torch"
 

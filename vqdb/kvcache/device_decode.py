@@ -4,7 +4,7 @@
 :func:`decode_attention` computes exactly what ``CompressedKVLayer.attend`` computes for a decode step
 (``q_len == 1``, no mask), in two kernels over the codes:
 
-``impl="numba"``  :func:`vqdb.gpu.numba_cuda.decode_attention` — kernel 1 scores the rotated queries
+``impl="numba"``  :func:`vqdb.kernels.cuda.numba_cuda.decode_attention` — kernel 1 scores the rotated queries
                   against the packed key codes (LUT per token, queries in registers); kernel 2 takes the row
                   max, the softmax and the weighted sum of dequantized values, one block per query row.
 ``impl="torch"``  the same two passes as torch ops over token chunks (decode a chunk to a tile, matmul),
@@ -30,7 +30,7 @@ CHUNK = 8192  # tokens per decoded tile (torch impl)
 
 def supported(layer, queries: torch.Tensor, mask=None) -> bool:
     """True when :func:`decode_attention` handles this layer and call."""
-    from ..kvcache._turbo import TurboCodec
+    from ._turbo import TurboCodec
 
     kc, vc = layer.key_codec, layer.value_codec
     return (
@@ -42,19 +42,13 @@ def supported(layer, queries: torch.Tensor, mask=None) -> bool:
         and isinstance(vc, TurboCodec)
         and kc.variant in ("mse", "scaled")
         and vc.variant in ("mse", "scaled")
-        and layer._perm_k is None
-        and layer._perm_v is None
+        and not layer.channels_permuted
     )
 
 
 def _codes(layer, n: int):
-    kc, vc = layer._key_codes, layer._value_codes
-    return (
-        kc["idx"][:, :, :n],
-        kc["norm"][:, :, :n, 0].float(),
-        vc["idx"][:, :, :n],
-        vc["norm"][:, :, :n, 0].float(),
-    )
+    kc, vc = layer.codes(n)
+    return kc["idx"], kc["norm"][..., 0].float(), vc["idx"], vc["norm"][..., 0].float()
 
 
 def _torch_partials(qr, kidx, knorm, vidx, vnorm, kcodec, vcodec, scale):
@@ -79,7 +73,7 @@ def _torch_partials(qr, kidx, knorm, vidx, vnorm, kcodec, vcodec, scale):
 
 
 def _numba_partials(qr, kidx, knorm, vidx, vnorm, kcodec, vcodec, scale):
-    from . import numba_cuda as nc
+    from ..kernels.cuda import numba_cuda as nc
 
     b, h, g, k = qr.shape
     n = kidx.shape[2]
@@ -148,7 +142,7 @@ def decode_attention(
     if not supported(layer, queries) or n_codes <= 0:
         return None
     if impl == "auto":
-        from . import probe_cuda_numba
+        from ..kernels.cuda import probe_cuda_numba
 
         impl = "numba" if queries.is_cuda and probe_cuda_numba() is None else "torch"
     b, hq, _, d = queries.shape

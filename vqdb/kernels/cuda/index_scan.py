@@ -1,8 +1,9 @@
 """Device-side scan of ``vqdb.Index(device="cuda")``: every allowed row of every segment, scored on the GPU.
 
-Used by :meth:`vqdb.Index.search` instead of ``vqdb.index._scan.scan_flat`` / ``scan_subset`` when the index
+Reached through :func:`vqdb.kernels.device_scanner` (the index never imports this module). Used by
+:meth:`vqdb.Index.search` instead of ``vqdb.index._scan.scan_flat`` / ``scan_subset`` when the index
 was created with ``device="cuda"`` (IVF probing stays on the host). Codes stay resident on the device
-(:class:`~vqdb.gpu.torch_cuda.DeviceScorer` uploads each immutable segment once); filters travel as packed
+(:class:`~vqdb.kernels.cuda.torch_cuda.DeviceScorer` uploads each immutable segment once); filters travel as packed
 bitmaps (1 bit per row) and are applied on the device; all queries of the call are scored as one batch,
 and a running top-``k`` is kept on the device, so only (m, k) scores and refs come back.
 """
@@ -15,6 +16,22 @@ import torch
 from . import torch_cuda as tc
 
 SHIFT = 40  # same ref encoding as vqdb.index._scan (segment << 40 | row)
+
+
+class DeviceScan:
+    """The device scan of one quantizer's codes: ``supports`` (False: the quantizer has no device path) and
+    :meth:`scan`. Segments are uploaded once, on first use, and stay resident."""
+
+    def __init__(self, quantizer):
+        self.scorer = tc.DeviceScorer(quantizer)
+
+    @property
+    def supports(self) -> bool:
+        return self.scorer.supports
+
+    def scan(self, ctx, q: np.ndarray, top) -> None:
+        """:func:`scan_device` with this quantizer's scorer."""
+        scan_device(ctx, q, top, self.scorer)
 
 
 def scan_device(ctx, q: np.ndarray, top, scorer: tc.DeviceScorer) -> None:

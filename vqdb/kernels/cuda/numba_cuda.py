@@ -6,7 +6,7 @@ signature (NumPy in, NumPy out; device arrays are accepted too and stay on the d
 * ``pack_bits`` / ``unpack_bits`` / ``bucketize`` / ``encode_scalar`` / ``encode_scaled`` /
   ``scaled_indices``: one thread per row; indices are compared in float64 with float64 boundaries
   (binary search, count of boundaries ``<= x``) and packed into the LSB-first bitstream of
-  :mod:`vqdb.quantizers._packing`, so codes equal the reference's bit for bit.
+  :mod:`vqdb._core.packing`, so codes equal the reference's bit for bit.
 * ``decode_values`` / ``lut_scores`` / ``sign_scores``: one thread per code; the code's indices are
   unpacked once and accumulated against a chunk of up to ``QCHUNK`` queries held in registers, so each
   code byte is read once per query chunk (the scan is memory-bound). TurboQuant, QJL (1-bit signs) and
@@ -31,7 +31,7 @@ import math
 import numpy as np
 from numba import cuda, float32, float64, int64
 
-from ..quantizers._packing import packed_size
+from ..._core.packing import packed_size
 
 name = "cuda-numba"
 
@@ -464,7 +464,7 @@ def topk(scores, k: int, *, block: int = TOPK_BLOCK):
     """
     k = int(k)
     if k > KMAX:
-        from ..kernels import reference
+        from .. import reference
 
         host = scores.copy_to_host() if _is_dev(scores) else scores
         return reference.topk(np.asarray(host, np.float32), k)

@@ -1,5 +1,6 @@
-"""GPU backends of vqdb: numba-cuda kernels (:mod:`vqdb.gpu.numba_cuda`) and torch kernels on CUDA tensors
-(:mod:`vqdb.gpu.torch_cuda`).
+"""GPU backends of the kernel dispatch: numba-cuda kernels (:mod:`vqdb.kernels.cuda.numba_cuda`), torch
+kernels on CUDA tensors (:mod:`vqdb.kernels.cuda.torch_cuda`) and the device-resident scan of
+``Index(device="cuda")`` (:mod:`vqdb.kernels.cuda.index_scan`, reached through :func:`vqdb.kernels.device_scanner`).
 
 This package module imports nothing heavy (no numba, no torch): it only holds the *probes* the kernel
 dispatch (:mod:`vqdb.kernels`) calls to decide whether the ``cuda-numba`` and ``cuda-torch`` backends can
@@ -13,7 +14,7 @@ Backends
 ``cuda-torch``  (priority 30) torch ops on CUDA tensors (plain torch, no Triton). Usable when
                 ``torch.cuda.is_available()``.
 
-The CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) runs :mod:`vqdb.gpu.numba_cuda` on the CPU for tests; the
+The CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) runs :mod:`vqdb.kernels.cuda.numba_cuda` on the CPU for tests; the
 probe still reports "no CUDA device" then, so the simulator is never chosen by default (tests import the
 module directly).
 """
@@ -25,7 +26,7 @@ import functools
 import importlib.util
 import os
 
-from ..errors import BackendUnavailableError
+from ...errors import BackendUnavailableError
 
 __all__ = ["probe_cuda_numba", "probe_cuda_torch", "require_cuda", "cuda_available", "simulator_enabled"]
 
