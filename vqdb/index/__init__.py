@@ -1,5 +1,6 @@
 """The embedded vector index: ``Index``, ``open_index`` (``vqdb.open``), search params and results."""
 
+from ._ids import MAX_ID_BYTES
 from ._params import SearchParams, SearchResult
 from ._storage import FORMAT_VERSION, LockedError, ReadOnlyError
 from .index import Index, Records, open_index
@@ -13,4 +14,5 @@ __all__ = [
     "LockedError",
     "ReadOnlyError",
     "FORMAT_VERSION",
+    "MAX_ID_BYTES",
 ]

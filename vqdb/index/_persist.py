@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +33,7 @@ class _Snapshot:
     segments: tuple[Segment, ...]
     coarse: _ivf.Coarse | None
     schema: pa.Schema
+    aliases: dict = field(default_factory=dict)  # string id -> key, where not its hash (never mutated)
 
 
 class _Persistence:
@@ -67,7 +68,12 @@ class _Persistence:
             for name in set(names.tolist()):
                 i = by_file[name]
                 segments[i] = segments[i].with_deleted(rows[names == name])
-        self._snap = _Snapshot(tuple(segments), coarse, st.schema_from_json(manifest["metadata_schema"]))
+        self._snap = _Snapshot(
+            tuple(segments),
+            coarse,
+            st.schema_from_json(manifest["metadata_schema"]),
+            aliases={s: int(k) for s, k in manifest.get("id_aliases", {}).items()},
+        )
         wal_path = os.path.join(root, manifest["wal_file"])
         records, _ = _wal.read(wal_path, repair=not self._read_only)
         for op, body in records:
@@ -121,6 +127,8 @@ class _Persistence:
                 "options": {"flush_rows": self._flush_rows, "seed": self._seed},
                 "metadata_schema": st.schema_to_json(snap.schema),
                 "next_id": int(self._next_id),
+                "id_type": self._id_type,
+                "id_aliases": dict(snap.aliases),
             }
         )
         base.update(changes)
@@ -272,6 +280,7 @@ class _Persistence:
                 defaults=self._defaults,
                 flush_rows=self._flush_rows,
                 seed=self._seed,
+                id_type=self._id_type,
             )
             copy._snap = snap
             copy._next_id = self._next_id
@@ -320,7 +329,7 @@ class _Persistence:
             all_lists, all_codes = merged.lists.copy(), merged.codes.copy()
             all_lists[unassigned], all_codes[unassigned] = lists, codes
             merged = from_table(
-                build_table(merged.ids, all_lists, all_codes, merged.vectors, merged.meta),
+                build_table(merged.ids, all_lists, all_codes, merged.vectors, merged.meta, sids=merged.sids),
                 code_size=self._quantizer.code_size,
                 dim=self.dim,
             )

@@ -19,6 +19,7 @@ from ._storage import (
     CODE,
     ID,
     LIST,
+    SID,
     VECTOR,
     codes_from_arrow,
     codes_to_arrow,
@@ -41,6 +42,7 @@ class Segment:
     id_order: np.ndarray  # (n,) intp: argsort of ids (for lookups)
     deleted: np.ndarray | None = None  # (n,) bool, None = nothing deleted
     n_deleted: int = 0
+    sids: pa.Array | None = None  # (n,) string ids of a string-id index (``ids`` holds their keys)
 
     @property
     def n(self) -> int:
@@ -83,26 +85,37 @@ class Segment:
         keep = None if (not live_only or self.deleted is None) else np.flatnonzero(~self.deleted)
         sel = (lambda a: a) if keep is None else (lambda a: a[keep])
         meta = self.meta if keep is None else md.take(self.meta, keep)
+        sids = self.sids if keep is None or self.sids is None else self.sids.take(pa.array(keep))
         return build_table(
             sel(self.ids),
             sel(self.lists),
             sel(self.codes),
             None if self.vectors is None else sel(self.vectors),
             meta,
+            sids=sids,
         )
+
+    def sids_at(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows),) object array of the string ids at ``rows`` (a string-id segment)."""
+        return self.sids.take(pa.array(rows, pa.int64())).to_numpy(zero_copy_only=False)
 
     def heap_bytes(self) -> int:
         """Bytes of process memory this segment holds beyond what is memory-mapped from its file."""
         own = self.id_order.nbytes + (0 if self.deleted is None else self.deleted.nbytes)
         if self.file is None:
             own += self.ids.nbytes + self.lists.nbytes + self.codes.nbytes + self.meta.nbytes
+            own += 0 if self.sids is None else self.sids.nbytes
             own += 0 if self.vectors is None else self.vectors.nbytes
         return int(own)
 
 
-def build_table(ids, lists, codes, vectors, meta: pa.Table) -> pa.Table:
-    """The on-disk / WAL row layout: reserved columns first, then the metadata fields."""
-    cols = {ID: pa.array(ids, pa.int64()), LIST: pa.array(lists, pa.int32()), CODE: codes_to_arrow(codes)}
+def build_table(ids, lists, codes, vectors, meta: pa.Table, *, sids=None) -> pa.Table:
+    """The on-disk / WAL row layout: reserved columns first, then the metadata fields. ``ids`` are the
+    int64 keys; ``sids`` (string-id indexes only) the string ids they stand for."""
+    cols = {ID: pa.array(ids, pa.int64())}
+    if sids is not None:
+        cols[SID] = sids if isinstance(sids, (pa.Array, pa.ChunkedArray)) else pa.array(sids, pa.string())
+    cols.update({LIST: pa.array(lists, pa.int32()), CODE: codes_to_arrow(codes)})
     if vectors is not None:
         cols[VECTOR] = vectors_to_arrow(vectors)
     for name in meta.column_names:
@@ -123,6 +136,10 @@ def from_table(
     lists = int_column(table, LIST, np.int32)
     codes = codes_from_arrow(table.column(CODE), code_size)
     vectors = vectors_from_arrow(table.column(VECTOR), dim) if VECTOR in table.column_names else None
+    sids = None
+    if SID in table.column_names:
+        col = table.column(SID)
+        sids = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
     meta_names = [c for c in table.column_names if not c.startswith(md.RESERVED_PREFIX)]
     meta = table.select(meta_names) if meta_names else pa.table({})
     return Segment(
@@ -133,6 +150,7 @@ def from_table(
         vectors=vectors,
         meta=meta,
         id_order=np.argsort(ids, kind="stable"),
+        sids=sids,
     )
 
 

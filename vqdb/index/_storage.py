@@ -39,6 +39,7 @@ LOCK = "LOCK"
 _OWNED = re.compile(r"^(seg|del|state|wal)-\d+\.(arrow|log)$|^manifest\.json\.tmp$|^.*\.tmp$")
 
 ID, LIST, CODE, VECTOR = "__id", "__list", "__code", "__vector"
+SID = "__sid"  # string ids (format 2): the id each ``__id`` key stands for
 
 
 class LockedError(VqdbError, RuntimeError):

@@ -26,9 +26,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 
-from .._validation import as_float32_matrix, as_ids, check_choice, check_int_range, check_k
+from .._validation import as_float32_matrix, check_choice, check_int_range, check_k
 from ..errors import DuplicateIdError, InvalidInputError, NotFoundError, VqdbError
-from . import _filters, _ivf, _scan, _wal
+from . import _filters, _ids, _ivf, _scan, _wal
 from . import _metadata as md
 from . import _storage as st
 from ._codec import load_quantizer, make_quantizer, quantizer_meta
@@ -52,7 +52,7 @@ class Records:
 
     Attributes
     ----------
-    ids : ndarray of shape (n,), int64
+    ids : ndarray of shape (n,), int64 (integer-id index) or object of str (string-id index)
     vectors : ndarray of shape (n, d), float32, or None
         The stored vectors (``store_vectors``: exact to float16/float32 precision, normalised for ``cos``)
         or, when none are stored, the quantizer's reconstruction from the codes (``exact`` is False).
@@ -111,6 +111,10 @@ class Index(_Persistence):
     path : str or None
         A directory to store the index in (created; must not already hold an index: use ``vqdb.open``).
         ``None`` keeps the index in memory (``save(path)`` writes it out later).
+    id_type : {"int", "str"} or None
+        The kind of ids: non-negative integers, or strings (UUIDs included, at most
+        ``vqdb.index.MAX_ID_BYTES`` UTF-8 bytes each). ``None``: fixed by the first write (an ``add``
+        without ids makes it ``"int"``). Ids of the other kind are refused with ``DTypeError``.
     store_vectors : bool or {"float16", "float32"}
         Also keep the full vectors (``True`` = float16), memory-mapped on disk, for exact re-ranking and
         exact ``get``.
@@ -153,6 +157,7 @@ class Index(_Persistence):
         quantizer="turbo-4",
         ivf=False,
         path=None,
+        id_type: str | None = None,
         store_vectors=False,
         default_params: SearchParams | None = None,
         flush_rows: int = 65536,
@@ -160,6 +165,7 @@ class Index(_Persistence):
         device: str = "cpu",
     ):
         dim = check_int_range(dim, 1, 1 << 20, name="dim")
+        id_type = _ids.check_id_type(id_type)
         check_choice(metric, METRICS, name="metric")
         ivf_on, nlist = _as_ivf(ivf)
         if default_params is not None and not isinstance(default_params, SearchParams):
@@ -186,15 +192,19 @@ class Index(_Persistence):
             defaults=default_params or SearchParams(),
             flush_rows=flush_rows,
             seed=seed,
+            id_type=id_type,
         )
         self._snap = _Snapshot((), None, md.empty_schema())
         self._device = device
         if path is not None:
             self._create_dir(os.fspath(path))
 
-    def _setup(self, *, dim, metric, quantizer, ivf, nlist, store_vectors, defaults, flush_rows, seed):
+    def _setup(
+        self, *, dim, metric, quantizer, ivf, nlist, store_vectors, defaults, flush_rows, seed, id_type=None
+    ):
         _scan.warmup()  # compile/load the query kernels now, not on the first query (once per process)
         self.dim = dim
+        self._id_type = id_type
         self.metric = metric
         self._quantizer = quantizer
         self._ivf = ivf
@@ -257,6 +267,7 @@ class Index(_Persistence):
                 defaults=SearchParams.from_json(manifest["default_params"]),
                 flush_rows=int(manifest["options"]["flush_rows"]),
                 seed=int(manifest["options"]["seed"]),
+                id_type=manifest.get("id_type") or (_ids.INT if int(manifest["next_id"]) else None),
             )
             self._read_only = read_only
             self._dirlock = dirlock
@@ -286,6 +297,11 @@ class Index(_Persistence):
         return self._store_vectors
 
     @property
+    def id_type(self) -> str | None:
+        """``"int"`` or ``"str"``: the kind of this index's ids (None until the first write fixes it)."""
+        return self._id_type
+
+    @property
     def default_params(self) -> SearchParams:
         return self._defaults
 
@@ -300,10 +316,12 @@ class Index(_Persistence):
 
     def __contains__(self, id_) -> bool:
         try:
-            ids = as_ids(id_)
+            kind, ids = _ids.as_user_ids(id_)
         except VqdbError:
             return False
-        return ids.size == 1 and bool(self._locate(self._snap.segments, ids)[0][0] >= 0)
+        if ids.size != 1 or (self._id_type is not None and kind != self._id_type):
+            return False
+        return bool(self._lookup(self._snap, ids)[1][0] >= 0)
 
     def __repr__(self) -> str:
         where = f"path={self._path!r}" if self._path else "in memory"
@@ -372,11 +390,69 @@ class Index(_Persistence):
 
     @staticmethod
     def _unique_ids(ids: np.ndarray) -> None:
-        if ids.size and np.any(ids < 0):
-            raise InvalidInputError(f"ids must be >= 0 (-1 pads search results); got {int(ids[ids < 0][0])}")
-        uniq, counts = np.unique(ids, return_counts=True)
-        if np.any(counts > 1):
-            raise DuplicateIdError(f"ids repeat within one call: {uniq[counts > 1][:10].tolist()}")
+        dup = _ids.duplicates(ids)
+        if dup:
+            raise DuplicateIdError(f"ids repeat within one call: {dup}")
+
+    def _user_ids(self, ids, n: int | None = None) -> np.ndarray:
+        """Validated ids of this index's kind: int64, or object array of str."""
+        kind, arr = _ids.as_user_ids(ids, n)
+        _ids.check_kind(kind, self._id_type)
+        return arr
+
+    def _lookup(self, snap: _Snapshot, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keys, segment index, row) of each id; -1, -1 where absent. For string ids, ``keys`` are the
+        keys they have (alias) or would have (primary hash); a key held by another string is absent."""
+        if ids.dtype != object:
+            seg_idx, rows = self._locate(snap.segments, ids)
+            return ids, seg_idx, rows
+        keys, seg_idx, rows, _ = self._lookup_str(snap, ids)
+        return keys, seg_idx, rows
+
+    def _lookup_str(self, snap: _Snapshot, sids: np.ndarray):
+        """:meth:`_lookup` of string ids, plus ``clash`` (n,) bool: the key is live with another string."""
+        keys = _ids.str_keys(sids)
+        if snap.aliases:
+            for i, s in enumerate(sids.tolist()):
+                alias = snap.aliases.get(s)
+                if alias is not None:
+                    keys[i] = alias
+        seg_idx, rows = self._locate(snap.segments, keys)
+        clash = np.zeros(sids.shape, dtype=bool)
+        for si in np.unique(seg_idx[seg_idx >= 0]):
+            where = np.flatnonzero(seg_idx == si)
+            other = snap.segments[si].sids_at(rows[where]) != sids[where]
+            clash[where[other]] = True
+        seg_idx[clash], rows[clash] = -1, -1
+        return keys, seg_idx, rows, clash
+
+    def _assign_str_keys(self, snap: _Snapshot, sids: np.ndarray, keys, seg_idx, clash) -> dict:
+        """Give each new string id (``seg_idx`` < 0) a key no live row and no other id of the call holds,
+        in place in ``keys``; return the aliases made (string -> key) for those that could not keep their
+        primary key."""
+        new = seg_idx < 0
+        need = clash & new
+        nk = keys[new]
+        if nk.size > 1:
+            _, first = np.unique(nk, return_index=True)
+            repeat = np.ones(nk.size, dtype=bool)
+            repeat[first] = False
+            need[np.flatnonzero(new)[repeat]] = True
+        aliases = {}
+        if not need.any():
+            return aliases
+        taken = set(keys[~need].tolist())
+        for i in np.flatnonzero(need):
+            s, attempt = sids[i], 1
+            while True:
+                key = _ids.alternate_key(s, attempt)
+                if key not in taken and self._locate(snap.segments, np.array([key], np.int64))[0][0] < 0:
+                    break
+                attempt += 1
+            keys[i] = key
+            taken.add(key)
+            aliases[s] = key
+        return aliases
 
     @staticmethod
     def _locate(segments, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -433,22 +509,35 @@ class Index(_Persistence):
             snap = self._snap
             x = self._vectors(vectors)
             n = x.shape[0]
+            id_type = self._id_type
             if ids is None:
-                ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+                id_type = id_type or _ids.INT
+                ids = (
+                    np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+                    if id_type == _ids.INT
+                    else _ids.new_str_ids(n)
+                )
             else:
-                ids = as_ids(ids, n)
+                id_type, ids = _ids.as_user_ids(ids, n)
+                _ids.check_kind(id_type, self._id_type)
                 self._unique_ids(ids)
             meta = md.as_metadata_table(metadata, n)
             _, meta = md.merge_schema(snap.schema, meta)  # type check now, before anything changes
             if n == 0:
                 return ids
-            if not upsert:
+            keys, sids, aliases = ids, None, None
+            if id_type == _ids.STR:
+                keys, seg_idx, _, clash = self._lookup_str(snap, ids)
+                aliases = {}
+            elif not upsert:
                 seg_idx, _ = self._locate(snap.segments, ids)
-                if np.any(seg_idx >= 0):
-                    raise DuplicateIdError(
-                        f"ids already in the index: {ids[seg_idx >= 0][:10].tolist()}"
-                        " (use upsert to replace them)"
-                    )
+            if not upsert and np.any(seg_idx >= 0):
+                raise DuplicateIdError(
+                    f"ids already in the index: {ids[seg_idx >= 0][:10].tolist()} (use upsert to replace them)"
+                )
+            if id_type == _ids.STR:
+                aliases = self._assign_str_keys(snap, ids, keys, seg_idx, clash)
+                sids = pa.array(ids, pa.string())
             for c0 in range(0, n, WRITE_CHUNK):  # one WAL record per chunk (bounded record size and memory)
                 c1 = min(n, c0 + WRITE_CHUNK)
                 xc = x[c0:c1]
@@ -456,43 +545,54 @@ class Index(_Persistence):
                 lists, codes = self._encode(xc, coarse)
                 vecs = None if self._store_vectors is None else xc.astype(self._store_vectors)
                 table = build_table(
-                    ids[c0:c1], lists, codes, vecs, meta.slice(c0, c1 - c0) if meta.num_columns else meta
+                    keys[c0:c1],
+                    lists,
+                    codes,
+                    vecs,
+                    meta.slice(c0, c1 - c0) if meta.num_columns else meta,
+                    sids=None if sids is None else sids.slice(c0, c1 - c0),
                 )
                 if self._wal is not None:
                     self._wal.append(_wal.OP_UPSERT if upsert else _wal.OP_ADD, st.table_to_ipc_stream(table))
                     self._dirty = True
-                self._apply_rows(table, replace_existing=upsert)
+                self._apply_rows(table, replace_existing=upsert, aliases=aliases)
                 self._maybe_flush()
             return ids
 
-    def delete(self, ids) -> int:
+    def delete(self, ids, *, missing_ok: bool = False) -> int:
         """Delete vectors by id; durable when it returns. Returns the number deleted.
+
+        ``missing_ok=True`` skips ids that are not in the index instead of raising.
 
         Raises
         ------
         NotFoundError
-            Some ids are not in the index (nothing is deleted then).
+            Some ids are not in the index and ``missing_ok`` is False (nothing is deleted then).
         DuplicateIdError
             An id repeats within the call.
         """
         with self._lock:
             self._check_writable()
-            ids = as_ids(ids)
+            ids = self._user_ids(ids)
             self._unique_ids(ids)
             if ids.size == 0:
                 return 0
-            seg_idx, _ = self._locate(self._snap.segments, ids)
+            keys, seg_idx, _ = self._lookup(self._snap, ids)
             if np.any(seg_idx < 0):
-                missing = ids[seg_idx < 0]
-                raise NotFoundError(
-                    f"{missing.size} id(s) not in the index: {missing[:10].tolist()}; nothing deleted"
-                )
+                if not missing_ok:
+                    missing = ids[seg_idx < 0]
+                    raise NotFoundError(
+                        f"{missing.size} id(s) not in the index: {missing[:10].tolist()}; nothing deleted"
+                    )
+                keys = keys[seg_idx >= 0]
+                if keys.size == 0:
+                    return 0
             if self._wal is not None:
-                self._wal.append(_wal.OP_DELETE, ids.astype("<i8").tobytes())
+                self._wal.append(_wal.OP_DELETE, keys.astype("<i8").tobytes())
                 self._dirty = True
-            self._apply_delete(ids)
+            self._apply_delete(keys)
             self._maybe_flush()
-            return int(ids.size)
+            return int(keys.size)
 
     def train(self, sample) -> Index:
         """Train the IVF partition now on ``sample`` (n, d) (n >= number of lists), instead of at the first
@@ -610,10 +710,17 @@ class Index(_Persistence):
                 )
         return ok
 
-    def _apply_rows(self, table: pa.Table, *, replace_existing: bool) -> None:
-        """Append logged rows (and tombstone the rows they replace). Shared by writes and WAL replay."""
+    def _apply_rows(self, table: pa.Table, *, replace_existing: bool, aliases: dict | None = None) -> None:
+        """Append logged rows (and tombstone the rows they replace). Shared by writes and WAL replay.
+
+        ``aliases``: string ids given a key other than their hash by this write; None (replay) finds them."""
         snap = self._snap
         ids = st.int_column(table, st.ID, np.int64)
+        has_sid = st.SID in table.column_names
+        if aliases is None and has_sid and table.num_rows:
+            sids = table.column(st.SID).to_numpy(zero_copy_only=False)
+            off = _ids.str_keys(sids) != ids
+            aliases = dict(zip(sids[off].tolist(), ids[off].tolist()))
         segments = list(snap.segments)
         if replace_existing:
             self._tombstone(segments, ids)
@@ -621,14 +728,26 @@ class Index(_Persistence):
         schema, _ = md.merge_schema(snap.schema, table.select(meta_names) if meta_names else pa.table({}))
         segments.append(from_table(table, code_size=self._quantizer.code_size, dim=self.dim))
         segments = self._consolidate(segments)
-        if ids.size:
+        if ids.size and not has_sid:
             self._next_id = max(self._next_id, int(ids.max()) + 1)
-        self._snap = replace(self._snap, segments=tuple(segments), schema=schema)
+        if self._id_type is None and table.num_rows:
+            self._id_type = _ids.STR if has_sid else _ids.INT
+        self._snap = replace(
+            self._snap,
+            segments=tuple(segments),
+            schema=schema,
+            aliases={**snap.aliases, **aliases} if aliases else snap.aliases,
+        )
 
-    def _apply_delete(self, ids: np.ndarray) -> None:
-        segments = list(self._snap.segments)
-        self._tombstone(segments, ids)
-        self._snap = replace(self._snap, segments=tuple(segments))
+    def _apply_delete(self, keys: np.ndarray) -> None:
+        snap = self._snap
+        segments = list(snap.segments)
+        self._tombstone(segments, keys)
+        aliases = snap.aliases
+        if aliases:
+            gone = set(keys.tolist())
+            aliases = {s: k for s, k in aliases.items() if k not in gone}
+        self._snap = replace(snap, segments=tuple(segments), aliases=aliases)
 
     def _tombstone(self, segments: list, ids: np.ndarray) -> None:
         seg_idx, rows = self._locate(segments, ids)
@@ -704,8 +823,22 @@ class Index(_Persistence):
             with _scan.blas_serial(m):
                 self._scan(ctx, q, top, snap, p, expr, n_rows, n_allowed, kk)
         scores = _scan.rerank(ctx, q, top.refs) if factor else top.scores
-        ids, scores, _ = _scan.finish(segments, scores, top.refs, k)
+        ids, scores, refs = _scan.finish(segments, scores, top.refs, k)
+        if self._id_type == _ids.STR:
+            ids = self._sids_of_refs(segments, refs)
         return SearchResult(ids, scores, self.metric)
+
+    @staticmethod
+    def _sids_of_refs(segments, refs: np.ndarray) -> np.ndarray:
+        """(m, k) object array of the string ids of ``refs``; None where a ref is -1."""
+        out = np.full(refs.shape, None, dtype=object)
+        valid = refs >= 0
+        seg_of = np.where(valid, refs >> _scan.SHIFT, -1)
+        rows = refs & _scan.ROW_MASK
+        for si in np.unique(seg_of[valid]):
+            hit = seg_of == si
+            out[hit] = segments[int(si)].sids_at(rows[hit])
+        return out
 
     def _scan(self, ctx, q, top, snap, p, expr, n_rows, n_allowed, kk) -> None:
         """Fill ``top`` by the scan the query needs: IVF lists, a filtered subset, the device, or flat."""
@@ -745,20 +878,26 @@ class Index(_Persistence):
         return mask
 
     # ------------------------------------------------------------------ reads
-    def get(self, ids, *, include_vectors: bool = True) -> Records:
+    def get(self, ids, *, include_vectors: bool = True, missing_ok: bool = False) -> Records:
         """Vectors and metadata of ``ids`` (in the order given).
+
+        ``missing_ok=True`` leaves out ids that are not in the index (the records are those found, in
+        the order given) instead of raising.
 
         Raises
         ------
         NotFoundError
-            Some ids are not in the index.
+            Some ids are not in the index and ``missing_ok`` is False.
         """
-        ids = as_ids(ids)
+        ids = self._user_ids(ids)
         snap = self._snap
-        seg_idx, rows = self._locate(snap.segments, ids)
+        _, seg_idx, rows = self._lookup(snap, ids)
         if np.any(seg_idx < 0):
             missing = ids[seg_idx < 0]
-            raise NotFoundError(f"{missing.size} id(s) not in the index: {missing[:10].tolist()}")
+            if not missing_ok:
+                raise NotFoundError(f"{missing.size} id(s) not in the index: {missing[:10].tolist()}")
+            found = seg_idx >= 0
+            ids, seg_idx, rows = ids[found], seg_idx[found], rows[found]
         vectors = np.zeros((ids.size, self.dim), np.float32) if include_vectors else None
         metadata: list = [None] * ids.size
         for si in np.unique(seg_idx):
@@ -784,15 +923,21 @@ class Index(_Persistence):
         return out
 
     def ids(self, filter=None) -> np.ndarray:
-        """(n,) int64 ids of every vector in the index (in storage order), or of those whose metadata
-        match ``filter`` (same forms as in :meth:`search`)."""
+        """(n,) ids of every vector in the index (in storage order), or of those whose metadata match
+        ``filter`` (same forms as in :meth:`search`): int64, or an object array of str (string ids)."""
         snap = self._snap
         expr = _filters.compile_filter(filter, snap.schema)
         parts = []
         for seg in snap.segments:
             mask = self._allowed(seg, expr, snap.schema)
-            parts.append(seg.ids if mask is None else seg.ids[mask])
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            if self._id_type == _ids.STR:
+                sids = seg.sids.to_numpy(zero_copy_only=False)
+                parts.append(sids if mask is None else sids[mask])
+            else:
+                parts.append(seg.ids if mask is None else seg.ids[mask])
+        if parts:
+            return np.concatenate(parts)
+        return np.zeros(0, object if self._id_type == _ids.STR else np.int64)
 
     def stats(self) -> dict:
         """Sizes and settings: counts, bytes per vector (codes + id + list + id-index overhead), IVF lists,
@@ -802,7 +947,8 @@ class Index(_Persistence):
         n = len(self)
         n_rows = sum(s.n for s in segs)
         cs = self._quantizer.code_size
-        per = {"codes": cs, "id": 8, "list": 4, "id_index": 8}
+        sid_bytes = sum(0 if s.sids is None else s.sids.nbytes for s in segs) / max(n_rows, 1)
+        per = {"codes": cs, "id": round(8 + sid_bytes, 2), "list": 4, "id_index": 8}
         if self._store_vectors:
             per["vectors"] = self.dim * (2 if self._store_vectors == "float16" else 4)
         per["metadata"] = round(sum(s.meta.nbytes for s in segs) / max(n_rows, 1), 2)
@@ -812,6 +958,7 @@ class Index(_Persistence):
             "n": n,
             "dim": self.dim,
             "metric": self.metric,
+            "id_type": self._id_type,
             "quantizer": {k: v for k, v in quantizer_meta(self._quantizer).items() if k != "class"},
             "code_size": cs,
             "bits_per_dim": round(cs * 8 / self.dim, 3),
