@@ -11,6 +11,7 @@ CORE = [
     "vqdb.server.routes.points",
     "vqdb.server.routes.search",
     "vqdb.server.routes.snapshots",
+    "vqdb.server.qdrant",  # the Qdrant-compatible subset under /qdrant
 ]
 
 OPTIONAL: list[str] = [

@@ -1,0 +1,277 @@
+"""The Qdrant-compatible subset under /qdrant, driven by the real ``qdrant-client`` against a real
+``vqdb serve`` subprocess (the session ``server`` fixture: keys on)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+
+qdrant_client = pytest.importorskip("qdrant_client")
+from qdrant_client import AsyncQdrantClient, QdrantClient, models  # noqa: E402
+from qdrant_client.http.exceptions import UnexpectedResponse  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+
+
+@pytest.fixture(scope="module")
+def qc(server, keys):
+    client = QdrantClient(url=server.url, prefix="qdrant", api_key=keys["admin"], timeout=120)
+    yield client
+    client.close()
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _brute_cos(x, q, mask=None):
+    s = _unit(x) @ _unit(q[None, :])[0]
+    if mask is not None:
+        s = np.where(mask, s, -np.inf)
+    return np.argsort(-s, kind="stable"), s
+
+
+def test_version_endpoint(server):
+    with httpx.Client(base_url=server.url) as http:
+        for path in ("/qdrant", "/qdrant/"):
+            body = http.get(path).json()
+            assert body["title"].startswith("vqdb")
+            assert body["version"] == "1.20.0"
+
+
+def test_int_ids_lifecycle_matches_brute_force(qc):
+    name = "qd-int"
+    assert not qc.collection_exists(name)
+    qc.create_collection(name, vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE))
+    assert qc.collection_exists(name)
+    assert name in [c.name for c in qc.get_collections().collections]
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(120, 8)).astype(np.float32)
+    payloads = [
+        {"group": i % 3, "meta": {"src": f"s{i % 2}", "score": i / 10}, "tags": ["a", "b"]}
+        for i in range(120)
+    ]
+    qc.upsert(
+        name, points=[models.PointStruct(id=i, vector=x[i].tolist(), payload=payloads[i]) for i in range(60)]
+    )
+    qc.upsert(
+        name,
+        points=models.Batch(ids=list(range(60, 120)), vectors=x[60:].tolist(), payloads=payloads[60:]),
+    )
+    info = qc.get_collection(name)
+    assert info.points_count == 120
+    assert info.config.params.vectors.size == 8
+    assert info.config.params.vectors.distance == models.Distance.COSINE
+
+    # retrieve: missing ids left out, payload exactly as given (nesting, lists, ints)
+    got = qc.retrieve(name, [3, 999, 4], with_vectors=True)
+    assert [r.id for r in got] == [3, 4]
+    assert got[0].payload == payloads[3]
+    np.testing.assert_allclose(got[1].vector, _unit(x[4:5])[0], rtol=1e-5, atol=1e-6)
+
+    # query = exact cosine ranking (small collection: every candidate re-scored from float32 vectors)
+    q = rng.normal(size=8).astype(np.float32)
+    order, s = _brute_cos(x, q)
+    res = qc.query_points(name, query=q.tolist(), limit=10).points
+    assert [p.id for p in res] == order[:10].tolist()
+    np.testing.assert_allclose([p.score for p in res], s[order[:10]], rtol=1e-5)
+    assert res[0].payload == payloads[order[0]]
+    bare = qc.query_points(name, query=q.tolist(), limit=2, with_payload=False).points
+    assert [p.payload for p in bare] == [None, None]
+
+    flt = models.Filter(
+        must=[models.FieldCondition(key="group", match=models.MatchValue(value=2))],
+        must_not=[models.FieldCondition(key="meta.src", match=models.MatchValue(value="s0"))],
+    )
+    mask = np.array([(i % 3 == 2) and (i % 2 == 1) for i in range(120)])
+    order_f, s_f = _brute_cos(x, q, mask)
+    res = qc.query_points(name, query=q.tolist(), query_filter=flt, limit=5, with_payload=True).points
+    assert [p.id for p in res] == order_f[:5].tolist()
+    assert all(p.payload["group"] == 2 and p.payload["meta"]["src"] == "s1" for p in res)
+
+    # range, should, score_threshold, offset
+    rng_flt = models.Filter(
+        should=[
+            models.FieldCondition(key="meta.score", range=models.Range(gte=11.0)),
+            models.FieldCondition(key="group", match=models.MatchAny(any=[0])),
+        ]
+    )
+    mask_r = np.array([(i / 10 >= 11.0) or (i % 3 == 0) for i in range(120)])
+    order_r, s_r = _brute_cos(x, q, mask_r)
+    res = qc.query_points(name, query=q.tolist(), query_filter=rng_flt, limit=4, offset=2).points
+    assert [p.id for p in res] == order_r[2:6].tolist()
+    threshold = float(s[order[4]])
+    res = qc.query_points(name, query=q.tolist(), limit=50, score_threshold=threshold).points
+    assert [p.id for p in res] == order[:5].tolist()
+
+    # a filter on a key no point has matches nothing (as in Qdrant), not an error
+    nobody = models.Filter(must=[models.FieldCondition(key="nope", match=models.MatchValue(value=1))])
+    assert qc.query_points(name, query=q.tolist(), query_filter=nobody).points == []
+    assert qc.count(name, count_filter=nobody).count == 0
+
+    # batch queries
+    batch = qc.query_batch_points(
+        name,
+        requests=[
+            models.QueryRequest(query=q.tolist(), limit=3),
+            models.QueryRequest(query=x[10].tolist(), limit=1, filter=flt),
+        ],
+    )
+    assert [p.id for p in batch[0].points] == order[:3].tolist()
+    assert [p.id for p in batch[1].points] == _brute_cos(x, x[10], mask)[0][:1].tolist()
+
+    # scroll pages through every matching id once, in id order
+    seen, offset = [], None
+    while True:
+        page, offset = qc.scroll(name, scroll_filter=flt, limit=7, offset=offset)
+        seen += [p.id for p in page]
+        if offset is None:
+            break
+    assert seen == np.flatnonzero(mask).tolist()
+    assert qc.count(name, count_filter=flt).count == int(mask.sum())
+
+    qc.create_payload_index(name, field_name="group", field_schema=models.PayloadSchemaType.INTEGER)
+
+    # delete by ids (missing ones ignored) and by filter
+    qc.delete(name, points_selector=models.PointIdsList(points=[0, 1, 5000]))
+    assert qc.count(name).count == 118
+    qc.delete(name, points_selector=models.FilterSelector(filter=flt))
+    left = [i for i in range(2, 120) if not mask[i]]
+    assert qc.count(name).count == len(left)
+    page, _ = qc.scroll(name, limit=1000)
+    assert [p.id for p in page] == left
+    assert qc.delete_collection(name) is True
+    assert not qc.collection_exists(name)
+
+
+def test_euclid_and_dot_distances(qc):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    q = rng.normal(size=6).astype(np.float32)
+    for distance in (models.Distance.EUCLID, models.Distance.DOT):
+        name = f"qd-{distance.value.lower()}"
+        qc.create_collection(name, vectors_config=models.VectorParams(size=6, distance=distance))
+        qc.upsert(name, points=models.Batch(ids=list(range(50)), vectors=x.tolist()))
+        res = qc.query_points(name, query=q.tolist(), limit=5).points
+        if distance == models.Distance.EUCLID:
+            d = np.linalg.norm(x - q, axis=1)
+            want = np.argsort(d)[:5]
+            np.testing.assert_allclose([p.score for p in res], d[want], rtol=1e-4)
+            res_t = qc.query_points(name, query=q.tolist(), limit=50, score_threshold=float(d[want[2]]))
+            assert [p.id for p in res_t.points] == want[:3].tolist()
+        else:
+            s = x @ q
+            want = np.argsort(-s)[:5]
+            np.testing.assert_allclose([p.score for p in res], s[want], rtol=1e-4)
+        assert [p.id for p in res] == want.tolist()
+        qc.delete_collection(name)
+
+
+def _error(exc_info) -> tuple[int, dict]:
+    exc = exc_info.value
+    import json
+
+    return exc.status_code, json.loads(exc.content)
+
+
+def test_errors_have_qdrant_shape(qc, server, keys):
+    with pytest.raises(UnexpectedResponse) as e:
+        qc.get_collection("qd-missing")
+    status, body = _error(e)
+    assert status == 404 and "qd-missing" in body["status"]["error"] and "time" in body
+
+    qc.create_collection(
+        "qd-err", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE)
+    )
+    with pytest.raises(UnexpectedResponse) as e:
+        qc.create_collection(
+            "qd-err", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE)
+        )
+    assert _error(e)[0] == 409
+    with pytest.raises(UnexpectedResponse) as e:  # a Qdrant feature this subset lacks
+        qc.query_points("qd-err", query=[1, 0, 0, 0], prefetch=[models.Prefetch(query=[1, 0, 0, 0])])
+    status, body = _error(e)
+    assert status == 400 and "prefetch" in body["status"]["error"]
+    with pytest.raises(UnexpectedResponse) as e:
+        qc.upsert("qd-err", points=[models.PointStruct(id=1, vector=[1.0, 2.0], payload={})])
+    status, body = _error(e)
+    assert status == 400 and "dimension" in body["status"]["error"]
+    with pytest.raises(UnexpectedResponse) as e:
+        qc.query_points(
+            "qd-err",
+            query=[1, 0, 0, 0],
+            query_filter=models.Filter(
+                must=[
+                    models.FieldCondition(
+                        key="loc", geo_radius=models.GeoRadius(center=models.GeoPoint(lon=0, lat=0), radius=1)
+                    )
+                ]
+            ),
+        )
+    status, body = _error(e)
+    assert status == 400 and "geo_radius" in body["status"]["error"]
+    with httpx.Client(base_url=server.url, headers={"api-key": keys["admin"]}) as http:
+        r = http.put(
+            "/qdrant/collections/qd-err/points",
+            json={"points": [{"id": 1, "vector": [1, 0, 0, 0], "colour": 3}]},
+        )
+        assert r.status_code == 400 and "colour" in r.json()["status"]["error"]
+        r = http.put(
+            "/qdrant/collections/qd-err/points",
+            json={"points": [{"id": "not-a-uuid", "vector": [1, 0, 0, 0]}]},
+        )
+        assert r.status_code == 400 and "UUID" in r.json()["status"]["error"]
+    assert qc.count("qd-err").count == 0  # nothing of the bad requests was written
+
+    reader = QdrantClient(url=server.url, prefix="qdrant", api_key=keys["read"])
+    assert reader.collection_exists("qd-err")
+    with pytest.raises(UnexpectedResponse) as e:
+        reader.upsert("qd-err", points=[models.PointStruct(id=1, vector=[1.0, 0, 0, 0])])
+    assert _error(e)[0] == 403
+    nobody = QdrantClient(url=server.url, prefix="qdrant")
+    with pytest.raises(UnexpectedResponse) as e:
+        nobody.get_collections()
+    assert _error(e)[0] == 401
+    qc.delete_collection("qd-err")
+
+
+def test_async_client(server, keys):
+    async def main():
+        client = AsyncQdrantClient(url=server.url, prefix="qdrant", api_key=keys["admin"])
+        name = "qd-async"
+        await client.create_collection(
+            name, vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT)
+        )
+        await client.upsert(
+            name,
+            points=[
+                models.PointStruct(id=i, vector=[float(i), 1.0, 0.0, 0.0], payload={"i": i})
+                for i in range(10)
+            ],
+        )
+        res = await client.query_points(name, query=[1.0, 0.0, 0.0, 0.0], limit=3, with_payload=True)
+        got = await client.retrieve(name, [9])
+        await client.delete_collection(name)
+        await client.close()
+        return res, got
+
+    res, got = asyncio.run(main())
+    assert [p.id for p in res.points] == [9, 8, 7]
+    assert [p.payload["i"] for p in res.points] == [9, 8, 7]
+    assert got[0].payload == {"i": 9}
+
+
+def test_uuid_ids_are_canonical():
+    from vqdb.server.qdrant_schemas import point_id
+
+    u = uuid.uuid4()
+    assert point_id(u.hex) == str(u)
+    assert point_id(str(u).upper()) == str(u)
+    assert point_id(7) == 7
+    for bad in (-1, 2**63, True, 1.5, "x"):
+        with pytest.raises(ValueError):
+            point_id(bad)
