@@ -24,6 +24,8 @@ _LAZY = {
     "SearchResult": "vqdb.index:SearchResult",
     "SearchParams": "vqdb.index:SearchParams",
     "open": "vqdb.index:open_index",
+    "open_or_create": "vqdb.index:open_or_create",
+    "IndexProtocol": "vqdb.index:IndexProtocol",
     "Client": "vqdb.client:Client",
 }
 

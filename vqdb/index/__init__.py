@@ -3,14 +3,18 @@
 from ._ids import MAX_ID_BYTES
 from ._params import SearchParams, SearchResult
 from ._storage import FORMAT_VERSION, LockedError, ReadOnlyError
-from .index import Index, Records, open_index
+from .index import Index, Page, Records, open_index, open_or_create
+from .protocol import IndexProtocol
 
 __all__ = [
     "Index",
     "SearchParams",
     "SearchResult",
     "Records",
+    "Page",
+    "IndexProtocol",
     "open_index",
+    "open_or_create",
     "LockedError",
     "ReadOnlyError",
     "FORMAT_VERSION",

@@ -95,18 +95,21 @@ class SearchResult:
 
     Attributes
     ----------
-    ids : ndarray of shape (m, k), int64
-        Ids best first; ``-1`` where fewer than ``k`` vectors qualified.
+    ids : ndarray of shape (m, k), int64 (object of str for a string-id index)
+        Ids best first; ``-1`` (``None`` for string ids) where fewer than ``k`` vectors qualified.
     scores : ndarray of shape (m, k), float32
         Higher is better for every metric: ``ip`` the inner product, ``cos`` the cosine similarity,
         ``l2sq`` the *negated* squared Euclidean distance ``-||q - x||^2``. ``-inf`` where ``ids`` is -1.
     metric : str
         The metric of the index that produced the result.
+    metadata : list of m lists of k dicts, or None
+        Each hit's metadata (None where padded), when the search was asked ``include_metadata=True``.
     """
 
     ids: np.ndarray
     scores: np.ndarray
     metric: str = field(default="ip")
+    metadata: list | None = field(default=None, compare=False)
 
     def __iter__(self):  # ``ids, scores = index.search(...)``
         yield self.ids

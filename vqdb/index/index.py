@@ -66,6 +66,15 @@ class Records:
     exact: bool
 
 
+@dataclass(frozen=True)
+class Page:
+    """What :meth:`Index.scroll` returns: ``records`` of one page, and ``next_offset`` (the id to pass as
+    ``offset`` for the next page; None on the last page)."""
+
+    records: Records
+    next_offset: int | str | None
+
+
 def _as_store_vectors(value) -> str | None:
     if value is None or value is False:
         return None
@@ -282,6 +291,31 @@ class Index(_Persistence):
             raise
         return self
 
+    @classmethod
+    def open_or_create(cls, path, dim, **options) -> Index:
+        """Open the index at ``path``, or create it there (``Index(dim, path=path, **options)``) when the
+        directory holds none. An existing index must match ``dim`` and any ``metric`` / ``id_type`` given.
+
+        Raises
+        ------
+        InvalidInputError
+            The existing index has another dimension, metric or id type.
+        """
+        root = os.fspath(path)
+        if not os.path.exists(os.path.join(root, st.MANIFEST)):
+            return cls(dim, path=root, **options)
+        index = cls.open(root, read_only=bool(options.get("read_only", False)))
+        want = {"dim": dim, "metric": options.get("metric"), "id_type": options.get("id_type")}
+        have = {"dim": index.dim, "metric": index.metric, "id_type": index.id_type}
+        clash = {
+            k: (v, have[k]) for k, v in want.items() if v is not None and have[k] is not None and v != have[k]
+        }
+        if clash:
+            index.close()
+            detail = ", ".join(f"{k} {h!r} (asked for {w!r})" for k, (w, h) in clash.items())
+            raise InvalidInputError(f"the index at {root!r} has {detail}")
+        return index
+
     # ------------------------------------------------------------------ properties
     @property
     def quantizer(self):
@@ -313,6 +347,13 @@ class Index(_Persistence):
 
     def __len__(self) -> int:
         return int(sum(s.n_live for s in self._snap.segments))
+
+    def contains(self, ids) -> np.ndarray:
+        """(n,) bool: which of ``ids`` are in the index (ids of the other kind are not)."""
+        kind, ids = _ids.as_user_ids(ids)
+        if self._id_type is not None and kind != self._id_type:
+            return np.zeros(ids.shape[0], dtype=bool)
+        return self._lookup(self._snap, ids)[1] >= 0
 
     def __contains__(self, id_) -> bool:
         try:
@@ -594,6 +635,85 @@ class Index(_Persistence):
             self._maybe_flush()
             return int(keys.size)
 
+    def update_metadata(self, ids, metadata, *, merge: bool = True) -> int:
+        """Change the metadata of existing vectors without re-sending (or re-encoding) them: the new rows
+        keep the codes, IVF list and stored vector of the old ones byte for byte. Durable when it returns.
+
+        Parameters
+        ----------
+        ids : array-like of shape (n,), int or str
+        metadata : dict, or list of n dicts
+            One dict for every id, or one per id. ``merge=True``: its fields are set and the other fields
+            kept (a field set to None is removed); ``merge=False``: it replaces the whole metadata.
+
+        Returns
+        -------
+        int
+            Number of vectors updated.
+
+        Raises
+        ------
+        NotFoundError
+            Some ids are not in the index (nothing changes).
+        InvalidInputError, DuplicateIdError
+            Bad metadata, or an id repeats.
+        """
+        with self._lock:
+            self._check_writable()
+            ids = self._user_ids(ids)
+            self._unique_ids(ids)
+            n = ids.size
+            if isinstance(metadata, dict):
+                metadata = [metadata] * n
+            if not isinstance(metadata, (list, tuple)) or len(metadata) != n:
+                raise InvalidInputError(f"metadata must be one dict or a list of {n} dicts (one per id)")
+            bad = next((i for i, m in enumerate(metadata) if m is not None and not isinstance(m, dict)), None)
+            if bad is not None:
+                raise InvalidInputError(f"metadata[{bad}] must be a dict; got {type(metadata[bad]).__name__}")
+            if n == 0:
+                return 0
+            snap = self._snap
+            keys, seg_idx, rows = self._lookup(snap, ids)
+            if np.any(seg_idx < 0):
+                missing = ids[seg_idx < 0]
+                raise NotFoundError(
+                    f"{missing.size} id(s) not in the index: {missing[:10].tolist()}; nothing updated"
+                )
+            old = self._records(snap, ids, seg_idx, rows, include_vectors=False).metadata
+            if merge:
+                rows_meta = [{**o, **(u or {})} for o, u in zip(old, metadata)]
+                rows_meta = [{k: v for k, v in r.items() if v is not None} for r in rows_meta]
+            else:
+                rows_meta = [dict(u or {}) for u in metadata]
+            meta = md.as_metadata_table(rows_meta, n)
+            _, meta = md.merge_schema(snap.schema, meta)
+            lists = np.empty(n, np.int32)
+            codes = np.empty((n, self._quantizer.code_size), np.uint8)
+            vecs = None if self._store_vectors is None else np.empty((n, self.dim), self._store_vectors)
+            for si in np.unique(seg_idx):
+                where = np.flatnonzero(seg_idx == si)
+                seg, r = snap.segments[si], rows[where]
+                lists[where], codes[where] = seg.lists[r], seg.codes[r]
+                if vecs is not None:
+                    vecs[where] = seg.vectors[r]
+            sids = pa.array(ids, pa.string()) if ids.dtype == object else None
+            for c0 in range(0, n, WRITE_CHUNK):
+                c1 = min(n, c0 + WRITE_CHUNK)
+                table = build_table(
+                    keys[c0:c1],
+                    lists[c0:c1],
+                    codes[c0:c1],
+                    None if vecs is None else vecs[c0:c1],
+                    meta.slice(c0, c1 - c0) if meta.num_columns else meta,
+                    sids=None if sids is None else sids.slice(c0, c1 - c0),
+                )
+                if self._wal is not None:
+                    self._wal.append(_wal.OP_UPSERT, st.table_to_ipc_stream(table))
+                    self._dirty = True
+                self._apply_rows(table, replace_existing=True, aliases={})
+                self._maybe_flush()
+            return int(n)
+
     def train(self, sample) -> Index:
         """Train the IVF partition now on ``sample`` (n, d) (n >= number of lists), instead of at the first
         large enough ``add``. Vectors already in the index stay outside the lists (always scanned) until
@@ -767,7 +887,15 @@ class Index(_Persistence):
 
     # ------------------------------------------------------------------ search
     def search(
-        self, queries, k, filter=None, nprobe=None, rerank=None, *, params: SearchParams | None = None
+        self,
+        queries,
+        k,
+        filter=None,
+        nprobe=None,
+        rerank=None,
+        *,
+        params: SearchParams | None = None,
+        include_metadata: bool = False,
     ) -> SearchResult:
         """Top-``k`` most similar vectors of each query.
 
@@ -782,6 +910,8 @@ class Index(_Persistence):
         nprobe, rerank : optional
             Per-call knobs (see :class:`SearchParams`); override ``params``, which overrides the index's
             persisted ``default_params``.
+        include_metadata : bool
+            Also return each hit's metadata (``result.metadata``: m lists of k dicts, None where padded).
 
         Returns
         -------
@@ -826,7 +956,25 @@ class Index(_Persistence):
         ids, scores, refs = _scan.finish(segments, scores, top.refs, k)
         if self._id_type == _ids.STR:
             ids = self._sids_of_refs(segments, refs)
-        return SearchResult(ids, scores, self.metric)
+        meta = self._metadata_of_refs(segments, snap.schema, refs) if include_metadata else None
+        return SearchResult(ids, scores, self.metric, metadata=meta)
+
+    @staticmethod
+    def _metadata_of_refs(segments, schema, refs: np.ndarray) -> list[list]:
+        """m lists of k metadata dicts of ``refs`` (m, k); None where a ref is -1."""
+        flat = refs.reshape(-1)
+        out: list = [None] * flat.size
+        valid = flat >= 0
+        seg_of = np.where(valid, flat >> _scan.SHIFT, -1)
+        rows = flat & _scan.ROW_MASK
+        for si in np.unique(seg_of[valid]):
+            where = np.flatnonzero(seg_of == si)
+            seg, r = segments[int(si)], rows[where]
+            meta = md.align(md.take(seg.meta, r), schema, r.size)
+            for j, d in zip(where.tolist(), md.rows_as_dicts(meta, r.size)):
+                out[j] = d
+        k = refs.shape[1]
+        return [out[i * k : (i + 1) * k] for i in range(refs.shape[0])]
 
     @staticmethod
     def _sids_of_refs(segments, refs: np.ndarray) -> np.ndarray:
@@ -898,6 +1046,10 @@ class Index(_Persistence):
                 raise NotFoundError(f"{missing.size} id(s) not in the index: {missing[:10].tolist()}")
             found = seg_idx >= 0
             ids, seg_idx, rows = ids[found], seg_idx[found], rows[found]
+        return self._records(snap, ids, seg_idx, rows, include_vectors)
+
+    def _records(self, snap: _Snapshot, ids, seg_idx, rows, include_vectors: bool) -> Records:
+        """Records of the live rows ``(seg_idx, rows)`` (all found), labelled ``ids``."""
         vectors = np.zeros((ids.size, self.dim), np.float32) if include_vectors else None
         metadata: list = [None] * ids.size
         for si in np.unique(seg_idx):
@@ -912,6 +1064,69 @@ class Index(_Persistence):
                     seg.vectors[r] if seg.vectors is not None else self._decode_rows(seg, r, snap.coarse)
                 )
         return Records(ids, vectors, metadata, exact=self._store_vectors is not None)
+
+    def scroll(self, *, limit: int = 100, offset=None, filter=None, include_vectors: bool = False) -> Page:
+        """One page of records, in a stable order, for walking through the whole index (or the rows that
+        match ``filter``) page by page.
+
+        Parameters
+        ----------
+        limit : int > 0
+            Records per page.
+        offset : int or str, optional
+            Where to start: the ``next_offset`` of the previous page (``None``: the first page).
+        filter : dict or pyarrow.compute.Expression, optional
+            As in :meth:`search`.
+        include_vectors : bool
+
+        Returns
+        -------
+        Page
+            ``records`` (at most ``limit``) and ``next_offset`` (None on the last page). Integer ids come
+            in ascending order; string ids in the order of their internal key (stable, not alphabetical).
+            Rows written between two calls appear in a later page when they sort after the offset.
+        """
+        limit = check_int_range(limit, 1, 1 << 30, name="limit")
+        snap = self._snap
+        expr = _filters.compile_filter(filter, snap.schema)
+        start = None
+        if offset is not None:
+            start = int(self._lookup(snap, self._user_ids([offset]))[0][0])
+        keys, seg_of, row_of = [], [], []
+        for si, seg in enumerate(snap.segments):
+            mask = self._allowed(seg, expr, snap.schema)
+            rows = np.arange(seg.n) if mask is None else np.flatnonzero(mask)
+            if start is not None:
+                rows = rows[seg.ids[rows] >= start]
+            keys.append(seg.ids[rows])
+            row_of.append(rows)
+            seg_of.append(np.full(rows.size, si, np.int64))
+        keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+        take = min(limit + 1, keys.size)
+        pick = np.argpartition(keys, take - 1)[:take] if 0 < take < keys.size else np.arange(keys.size)
+        pick = pick[np.argsort(keys[pick], kind="stable")]
+        seg_idx = np.concatenate(seg_of)[pick] if seg_of else np.zeros(0, np.int64)
+        rows = np.concatenate(row_of)[pick] if row_of else np.zeros(0, np.int64)
+        ids = self._ids_at(snap, seg_idx, rows)
+        next_offset = None
+        if ids.size > limit:
+            next_offset = ids[limit].item() if ids.dtype != object else ids[limit]
+            ids, seg_idx, rows = ids[:limit], seg_idx[:limit], rows[:limit]
+        return Page(self._records(snap, ids, seg_idx, rows, include_vectors), next_offset)
+
+    def _ids_at(self, snap: _Snapshot, seg_idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """User ids of the rows ``(seg_idx, rows)``: int64, or object strings."""
+        if self._id_type != _ids.STR:
+            out = np.zeros(rows.size, np.int64)
+            for si in np.unique(seg_idx):
+                where = seg_idx == si
+                out[where] = snap.segments[si].ids[rows[where]]
+            return out
+        out = np.empty(rows.size, object)
+        for si in np.unique(seg_idx):
+            where = seg_idx == si
+            out[where] = snap.segments[si].sids_at(rows[where])
+        return out
 
     def _decode_rows(self, seg: Segment, rows: np.ndarray, coarse) -> np.ndarray:
         out = np.empty((rows.size, self.dim), np.float32)
@@ -1043,6 +1258,11 @@ class Index(_Persistence):
         from ._tune import tune
 
         return tune(self, queries, k=check_k(k), target_recall=target_recall, truth=truth)
+
+
+def open_or_create(path, dim, **options) -> Index:
+    """``vqdb.open_or_create``: see :meth:`Index.open_or_create`."""
+    return Index.open_or_create(path, dim, **options)
 
 
 def open_index(path, *, read_only: bool = False) -> Index:
