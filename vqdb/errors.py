@@ -50,6 +50,21 @@ class IncompatibleFormatError(VqdbError, RuntimeError):
     """An on-disk index was written by an incompatible format version."""
 
 
+class CorruptIndexError(IncompatibleFormatError):
+    """A file of an on-disk index failed its checksum or structural check, or is missing or not where
+    it must be. ``file`` is the file's name inside the index directory (None for the directory itself)."""
+
+    def __init__(self, message: str, file: str | None = None):
+        super().__init__(message)
+        self.file = file
+
+
+class WalDamagedError(CorruptIndexError):
+    """The write-ahead log holds a damaged record that is not the torn tail of an unacknowledged write:
+    acknowledged writes after it cannot be read. Opening for writing is refused; ``Index.open(path,
+    salvage=True)`` (or ``vqdb salvage PATH``) keeps the intact records and moves the damaged log aside."""
+
+
 class NotFittedError(VqdbError, RuntimeError):
     """An operation needs state that ``fit`` has not produced yet."""
 

@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import VqdbError
-
 
 def quantizer_state(quantizer) -> dict[str, Any]:
     """``{"kind", "config", "class", "arrays", "centre"}`` of ``quantizer`` (``centre`` (d,) float32 or None)."""
@@ -29,22 +27,12 @@ def quantizer_state(quantizer) -> dict[str, Any]:
 
 
 def load_quantizer_state(state: dict[str, Any]):
-    """Inverse of :func:`quantizer_state`: the registry's ``load_quantizer``, else the class named in ``class``."""
-    core = {"kind": state["kind"], "config": state["config"], "arrays": state["arrays"]}
-    try:
-        from ..quantizers import load_quantizer
+    """Inverse of :func:`quantizer_state`: the class vqdb's registry holds for ``kind``
+    (:func:`vqdb.quantizers.register_quantizer`). ``class`` is informative only: nothing named in a
+    data file is ever imported."""
+    from ..quantizers import load_quantizer
 
-        quantizer = load_quantizer(core)
-    except (ImportError, VqdbError):  # a quantizer class outside the registry
-        import importlib
-
-        module, _, qualname = (state.get("class") or "").partition(":")
-        if not module:
-            raise
-        obj = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        quantizer = obj.from_state_dict(core)
+    quantizer = load_quantizer({"kind": state["kind"], "config": state["config"], "arrays": state["arrays"]})
     centre = state.get("centre")
     quantizer.centre_ = None if centre is None else np.asarray(centre, dtype=np.float32)
     return quantizer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DimensionMismatchError, InvalidInputError, VqdbError
+from ..errors import DimensionMismatchError, InvalidInputError
 
 
 def make_quantizer(quantizer, dim: int):
@@ -13,7 +13,8 @@ def make_quantizer(quantizer, dim: int):
     if isinstance(quantizer, Quantizer):
         if quantizer.dim != dim:
             raise DimensionMismatchError(f"quantizer has dim {quantizer.dim}; this index has dim {dim}")
-        clone = load_quantizer(quantizer_meta(quantizer), quantizer.state_dict()["arrays"])
+        state = quantizer.state_dict()
+        clone = type(quantizer).from_state_dict({**state, "arrays": dict(state["arrays"])})
         clone.centre_ = (
             None if getattr(quantizer, "centre_", None) is None else np.array(quantizer.centre_, np.float32)
         )
@@ -29,23 +30,13 @@ def make_quantizer(quantizer, dim: int):
 
 def quantizer_meta(q) -> dict:
     state = q.state_dict()
-    cls = type(q)
-    return {"kind": state["kind"], "config": state["config"], "class": f"{cls.__module__}:{cls.__qualname__}"}
+    return {"kind": state["kind"], "config": state["config"]}
 
 
 def load_quantizer(meta: dict, arrays: dict):
-    state = {"kind": meta["kind"], "config": meta["config"], "arrays": arrays}
-    try:
-        from ..quantizers import load_quantizer
+    """The quantizer of a manifest, rebuilt by the class vqdb's registry holds for ``meta["kind"]``
+    (:func:`vqdb.quantizers.register_quantizer`). Nothing named in a data file is ever imported: a
+    format-1 manifest's ``class`` entry is ignored."""
+    from ..quantizers import load_quantizer as from_registry
 
-        return load_quantizer(state)
-    except (ImportError, VqdbError):
-        import importlib
-
-        module, _, qualname = meta.get("class", "").partition(":")
-        if not module:
-            raise
-        obj = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        return obj.from_state_dict(state)
+    return from_registry({"kind": meta["kind"], "config": meta["config"], "arrays": arrays})

@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow as pa
 
 from .. import __version__
-from ..errors import InvalidInputError
+from ..errors import CorruptIndexError, InvalidInputError
 from . import _ivf, _wal
 from . import _storage as st
 from ._codec import quantizer_meta
-from ._segment import Segment, build_table, concat, from_table
+from ._segment import Segment, build_table, check_layout, concat, from_table
 
 log = logging.getLogger("vqdb.index")
 
@@ -42,39 +42,23 @@ class _Persistence:
     def _load(self, root: str, manifest: dict, arrays: dict) -> None:
         self._path = root
         self._manifest = manifest
+        self._sums = dict(manifest.get("checksums") or {})
         self._gen = int(manifest["generation"])
         self._next_id = int(manifest["next_id"])
         coarse = _ivf.Coarse(arrays["index/centroids"]) if "index/centroids" in arrays else None
-        segments = []
-        for entry in manifest["segments"]:
-            fpath = os.path.join(root, entry["file"])
-            if not os.path.isfile(fpath) or os.path.getsize(fpath) != entry["bytes"]:
-                raise st.IncompatibleFormatError(
-                    f"segment {fpath!r} named by the manifest is missing or damaged"
-                )
-            seg = from_table(
-                st.map_table_file(fpath),
-                code_size=self._quantizer.code_size,
-                dim=self.dim,
-                file=entry["file"],
-                sort=False,
-            )
-            segments.append(seg)
+        schema = st.schema_from_json(manifest["metadata_schema"])
+        segments = [
+            self._open_segment(root, manifest, entry, coarse, schema) for entry in manifest["segments"]
+        ]
         if manifest.get("deletes_file"):
-            dels = st.read_table_file(os.path.join(root, manifest["deletes_file"]))
-            by_file = {s.file: i for i, s in enumerate(segments)}
-            names = np.array(dels.column("segment").to_pylist(), dtype=object)
-            rows = dels.column("row").to_numpy()
-            for name in set(names.tolist()):
-                i = by_file[name]
-                segments[i] = segments[i].with_deleted(rows[names == name])
+            segments = self._open_deletes(root, manifest, segments)
+        aliases = manifest.get("id_aliases") or {}
+        if not isinstance(aliases, dict):
+            raise CorruptIndexError(f"the manifest of {root!r} has id_aliases {aliases!r}", file=st.MANIFEST)
         self._snap = _Snapshot(
-            tuple(segments),
-            coarse,
-            st.schema_from_json(manifest["metadata_schema"]),
-            aliases={s: int(k) for s, k in manifest.get("id_aliases", {}).items()},
+            tuple(segments), coarse, schema, aliases={s: int(k) for s, k in aliases.items()}
         )
-        wal_path = os.path.join(root, manifest["wal_file"])
+        wal_path = st.resolve(root, manifest["wal_file"], what="write-ahead log")
         records, _ = _wal.read(wal_path, repair=not self._read_only)
         for op, body in records:
             if op == _wal.OP_DELETE:
@@ -87,7 +71,61 @@ class _Persistence:
             if removed:
                 log.info("removed leftover files of an interrupted write: %s", removed)
             self._wal = _wal.WalWriter(wal_path)
+            if manifest["format_version"] < st.FORMAT_VERSION:
+                self._migrate()
             self._maybe_flush()
+
+    def _open_segment(self, root: str, manifest: dict, entry: dict, coarse, schema) -> Segment:
+        """Memory-map one segment named by the manifest, checked (checksum, then layout)."""
+        name = entry["file"]
+        fpath = st.resolve(root, name, what="segment")
+        if not os.path.isfile(fpath):
+            raise CorruptIndexError(
+                f"segment {name!r} named by the manifest of {root!r} is missing", file=name
+            )
+        table = st.map_table_file(fpath, st.checksum_of(manifest, name))
+        problem = check_layout(
+            table,
+            rows=entry["rows"],
+            code_size=self._quantizer.code_size,
+            dim=self.dim,
+            store_vectors=self._store_vectors,
+            nlist=None if coarse is None else coarse.nlist,
+            schema=schema,
+        )
+        if problem:
+            raise CorruptIndexError(f"segment {name!r} of index {root!r} is damaged: {problem}", file=name)
+        return from_table(table, code_size=self._quantizer.code_size, dim=self.dim, file=name, sort=False)
+
+    def _open_deletes(self, root: str, manifest: dict, segments: list) -> list:
+        name = manifest["deletes_file"]
+        dels = st.read_table_file(st.resolve(root, name, what="deletes file"), st.checksum_of(manifest, name))
+        by_file = {s.file: i for i, s in enumerate(segments)}
+        try:
+            if dels.schema.names != ["segment", "row"] or dels.column("row").null_count:
+                raise ValueError(f"columns {dels.schema}")
+            names = np.array(dels.column("segment").to_pylist(), dtype=object)
+            rows = dels.column("row").to_numpy().astype(np.int64, copy=False)
+            for seg_name in set(names.tolist()):
+                i = by_file.get(seg_name)
+                r = rows[names == seg_name]
+                if i is None or r.size and (r.min() < 0 or r.max() >= segments[i].n):
+                    raise ValueError(f"rows of unknown segment {seg_name!r} or out of range")
+                segments[i] = segments[i].with_deleted(r)
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            raise CorruptIndexError(
+                f"deletes file {name!r} of index {root!r} is damaged: {exc}", file=name
+            ) from None
+        return segments
+
+    def _migrate(self) -> None:
+        """Rewrite a format-1 index as format 2 (opened for writing): checksum the files it has, then flush
+        (a new segment of the replayed log, a format-2 log, a checksummed manifest). Crash-safe like any flush."""
+        old = self._manifest["format_version"]
+        for name in st.named_files(self._manifest):
+            self._sums[name] = st.file_entry(st.resolve(self._path, name))
+        self._flush()
+        log.info("index at %s migrated from format %d to format %d", self._path, old, st.FORMAT_VERSION)
 
     def _maybe_flush(self) -> None:
         if self._path is None:
@@ -133,17 +171,21 @@ class _Persistence:
         )
         base.update(changes)
         base["generation"] = int(self._gen)
+        base.setdefault("features", [])
+        base.setdefault("files", {})
+        base["checksums"] = {name: self._sums[name] for name in st.named_files(base)}
         return base
 
     def _write_manifest(self, manifest: dict) -> None:
         st.write_manifest(self._path, manifest)
         self._manifest = manifest
+        self._sums = dict(manifest["checksums"])
 
     def _persist_state(self) -> None:
         """Write the quantizer/centre/centroid arrays to a new state file and point the manifest at it."""
         old = self._manifest.get("state_file")
         name = self._next_name("state", "arrow")
-        st.write_arrays(os.path.join(self._path, name), self._state_arrays())
+        self._sums[name] = st.write_arrays(os.path.join(self._path, name), self._state_arrays())
         self._write_manifest(self._manifest_with(state_file=name))
         if old and old != name:
             _remove_quietly(os.path.join(self._path, old))
@@ -165,7 +207,7 @@ class _Persistence:
     def _write_snapshot_files(self, *, segments_file) -> None:
         """Fresh state + WAL + manifest for a new directory (optionally with one segment already written)."""
         state = self._next_name("state", "arrow")
-        st.write_arrays(os.path.join(self._path, state), self._state_arrays())
+        self._sums[state] = st.write_arrays(os.path.join(self._path, state), self._state_arrays())
         wal = self._next_name("wal", "log")
         _wal.create(os.path.join(self._path, wal))
         segments = [] if segments_file is None else [segments_file]
@@ -184,17 +226,17 @@ class _Persistence:
         if memory and sum(s.n_live for s in memory):
             table = concat(memory, code_size=self._quantizer.code_size, dim=self.dim).to_table()
             name = self._next_name("seg", "arrow")
-            size = st.write_table_file(os.path.join(self._path, name), table)
+            self._sums[name] = st.write_table_file(os.path.join(self._path, name), table)
             disk.append(
                 from_table(
-                    st.map_table_file(os.path.join(self._path, name)),
+                    st.map_table_file(os.path.join(self._path, name), check=False),
                     code_size=self._quantizer.code_size,
                     dim=self.dim,
                     file=name,
                     sort=False,
                 )
             )
-            entries.append({"file": name, "rows": int(table.num_rows), "bytes": int(size)})
+            entries.append({"file": name, "rows": int(table.num_rows), "bytes": self._sums[name]["bytes"]})
         deletes = self._write_deletes(disk)
         wal = self._next_name("wal", "log")
         _wal.create(os.path.join(self._path, wal))
@@ -216,7 +258,7 @@ class _Persistence:
         if not rows:
             return None
         name = self._next_name("del", "arrow")
-        st.write_table_file(
+        self._sums[name] = st.write_table_file(
             os.path.join(self._path, name),
             pa.table(
                 {"segment": pa.array(names, pa.string()), "row": pa.array(np.concatenate(rows), pa.int64())}
@@ -343,21 +385,21 @@ class _Persistence:
         if merged.n:
             name = self._next_name("seg", "arrow")
             fpath = os.path.join(self._path, name)
-            size = st.write_table_file(fpath, merged.to_table())
+            self._sums[name] = st.write_table_file(fpath, merged.to_table())
             segments.append(
                 from_table(
-                    st.map_table_file(fpath),
+                    st.map_table_file(fpath, check=False),
                     code_size=self._quantizer.code_size,
                     dim=self.dim,
                     file=name,
                     sort=False,
                 )
             )
-            entries.append({"file": name, "rows": merged.n, "bytes": int(size)})
+            entries.append({"file": name, "rows": merged.n, "bytes": self._sums[name]["bytes"]})
         state = self._manifest.get("state_file") if (old_manifest and self._manifest) else None
         if state is None:
             state = self._next_name("state", "arrow")
-            st.write_arrays(os.path.join(self._path, state), self._state_arrays())
+            self._sums[state] = st.write_arrays(os.path.join(self._path, state), self._state_arrays())
         wal = self._next_name("wal", "log")
         _wal.create(os.path.join(self._path, wal))
         self._write_manifest(

@@ -160,3 +160,48 @@ def concat(segments: list[Segment], *, code_size: int, dim: int) -> Segment:
     tables = [t for t in tables if t.num_rows] or tables[:1]
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     return from_table(table, code_size=code_size, dim=dim)
+
+
+def check_layout(
+    table: pa.Table, *, rows: int, code_size: int, dim: int, store_vectors, nlist, schema: pa.Schema
+) -> str | None:
+    """What is wrong with a segment table read from disk (None when it has the layout the index
+    expects): reserved column types, row count, nulls, list numbers sorted and in range, ids >= 0,
+    metadata columns of the index's types. Cheap next to the checksum; guards format-1 files and
+    checksummed files that are well-formed but not this index's."""
+    want = {ID: pa.int64(), LIST: pa.int32(), CODE: pa.binary(code_size)}
+    if SID in table.column_names:  # string ids (a string-id index): checked by type and nulls only
+        want[SID] = pa.string()
+    if store_vectors is not None:
+        want[VECTOR] = pa.list_(pa.float16() if store_vectors == "float16" else pa.float32(), dim)
+    if table.num_rows != rows:
+        return f"{table.num_rows} rows; the manifest says {rows}"
+    for name, typ in want.items():
+        if name not in table.column_names:
+            return f"no {name} column"
+        col = table.column(name)
+        if col.type != typ:
+            return f"column {name} has type {col.type}; expected {typ}"
+        if col.null_count:
+            return f"column {name} has nulls"
+    if VECTOR in table.column_names and VECTOR not in want:
+        return f"a {VECTOR} column in an index that stores no vectors"
+    for name in table.column_names:
+        if name.startswith(md.RESERVED_PREFIX):
+            if name not in want:
+                return f"unknown reserved column {name!r}"
+            continue
+        field = schema.field(name) if schema.get_field_index(name) >= 0 else None
+        if field is None or table.column(name).type != field.type:
+            return f"metadata column {name!r} ({table.column(name).type}) is not in the index's schema"
+    if rows:
+        ids = int_column(table, ID, np.int64)
+        lists = int_column(table, LIST, np.int32)
+        if ids.min() < 0:
+            return "negative ids"
+        if np.any(lists[1:] < lists[:-1]):
+            return "rows not sorted by list"
+        hi = -1 if nlist is None else nlist - 1
+        if lists[0] < -1 or lists[-1] > hi:
+            return f"list numbers outside [-1, {hi}]"
+    return None

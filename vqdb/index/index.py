@@ -231,6 +231,7 @@ class Index(_Persistence):
         self._closed = False
         self._gen = 0
         self._manifest = None
+        self._sums = {}
         self._dirty = False
         self._zero = np.zeros(dim, dtype=np.float32)
         self._device = "cpu"
@@ -255,8 +256,17 @@ class Index(_Persistence):
         dirlock = None if read_only else st.DirLock(root)
         try:
             manifest = st.read_manifest(root)  # (re-)read under the lock
-            arrays = st.read_arrays(os.path.join(root, manifest["state_file"]))
+            state_file = manifest["state_file"]
+            arrays = st.read_arrays(
+                st.resolve(root, state_file, what="state file"), st.checksum_of(manifest, state_file)
+            )
             qarrays = {k[len("quantizer/") :]: v for k, v in arrays.items() if k.startswith("quantizer/")}
+            if manifest["quantizer"]["config"].get("dim", manifest["dim"]) != manifest["dim"]:
+                raise st.CorruptIndexError(
+                    f"the manifest of {root!r} gives the quantizer dim "
+                    f"{manifest['quantizer']['config'].get('dim')!r} in an index of dim {manifest['dim']}",
+                    file=st.MANIFEST,
+                )
             quantizer = load_quantizer(manifest["quantizer"], qarrays)
             quantizer.centre_ = arrays.get("index/centre")
             if quantizer.code_size != manifest["code_size"]:
@@ -284,10 +294,10 @@ class Index(_Persistence):
         except BaseException as exc:
             if dirlock is not None:
                 dirlock.release()
-            if isinstance(exc, (OSError, KeyError, ValueError)) and not isinstance(exc, VqdbError):
-                raise st.IncompatibleFormatError(
-                    f"index at {root!r} is damaged or incomplete: {exc!r}"
-                ) from exc
+            if isinstance(
+                exc, (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError)
+            ) and not (isinstance(exc, VqdbError)):
+                raise st.CorruptIndexError(f"index at {root!r} is damaged or incomplete: {exc!r}") from exc
             raise
         return self
 
@@ -1214,7 +1224,7 @@ class Index(_Persistence):
                 )
             )
             out["wal_bytes"] = 0 if self._wal is None else int(self._wal.size)
-            out["format_version"] = st.FORMAT_VERSION
+            out["format_version"] = int(self._manifest["format_version"])
         return out
 
     # ------------------------------------------------------------------ defaults

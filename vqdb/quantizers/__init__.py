@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import UnknownNameError
+from ..errors import InvalidInputError, UnknownNameError
 from .base import PreparedQueries, Quantizer
 from .polar import PolarQuantizer
 from .qjl import QJLQuantizer
@@ -28,7 +28,26 @@ __all__ = [
     "PolarQuantizer",
     "QUANTIZERS",
     "load_quantizer",
+    "register_quantizer",
 ]
+
+
+def register_quantizer(cls: type[Quantizer]) -> type[Quantizer]:
+    """Add a quantizer class to the registry under ``cls.kind`` so indexes that use it can be reopened.
+
+    Stored indexes name their quantizer by kind only; the class is found here, never imported from a
+    name in a data file. Registering a kind that is already taken by another class is an error.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Quantizer)) or not isinstance(
+        getattr(cls, "kind", None), str
+    ):
+        raise InvalidInputError("register_quantizer takes a Quantizer subclass with a 'kind' string")
+    if QUANTIZERS.get(cls.kind, cls) is not cls:
+        raise InvalidInputError(
+            f"quantizer kind {cls.kind!r} is already registered by {QUANTIZERS[cls.kind].__name__}"
+        )
+    QUANTIZERS[cls.kind] = cls
+    return cls
 
 
 def load_quantizer(state: dict[str, Any]) -> Quantizer:
