@@ -257,3 +257,19 @@ def test_integer_ids_keep_their_fast_path(x, quantizer):
     assert index.get(np.array([12], np.uint32)).ids.tolist() == [12]
     with pytest.raises(InvalidInputError):
         index.add(x[:1], ids=[-3])
+
+
+def test_a_string_id_index_names_its_format_feature(tmp_path, x, quantizer):
+    """Format 2: the manifest lists ``string_ids`` as soon as the first string id is written, so a
+    reader that does not know string ids refuses the index instead of misreading its keys."""
+    import json
+
+    with vqdb.Index(x.shape[1], quantizer=quantizer, path=tmp_path / "s") as index:
+        index.add(x[:2], ids=["a", "b"])  # in the WAL only
+        manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+        assert manifest["format_version"] == 2 and "string_ids" in manifest["features"]
+        assert manifest["id_type"] == "str"
+    with vqdb.Index(x.shape[1], quantizer=quantizer, path=tmp_path / "i") as index:
+        index.add(x[:2])
+        index.save()
+        assert "string_ids" not in json.loads((tmp_path / "i" / "manifest.json").read_text())["features"]

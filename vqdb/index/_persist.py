@@ -172,6 +172,8 @@ class _Persistence:
         base.update(changes)
         base["generation"] = int(self._gen)
         base.setdefault("features", [])
+        if self._id_type == "str" and "string_ids" not in base["features"]:
+            base["features"] = [*base["features"], "string_ids"]  # __sid columns, id_aliases
         base.setdefault("files", {})
         base["checksums"] = {name: self._sums[name] for name in st.named_files(base)}
         return base

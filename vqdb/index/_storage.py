@@ -53,7 +53,7 @@ from ..errors import CorruptIndexError, IncompatibleFormatError, VqdbError
 FORMAT = "vqdb-index"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-KNOWN_FEATURES: frozenset[str] = frozenset()
+KNOWN_FEATURES: frozenset[str] = frozenset({"string_ids"})  # string_ids: see _ids.py
 MANIFEST = "manifest.json"
 MANIFEST_CRC = "manifest_crc32c"
 LOCK = "LOCK"

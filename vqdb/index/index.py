@@ -589,6 +589,10 @@ class Index(_Persistence):
             if id_type == _ids.STR:
                 aliases = self._assign_str_keys(snap, ids, keys, seg_idx, clash)
                 sids = pa.array(ids, pa.string())
+            if self._id_type is None:
+                self._id_type = id_type
+                if self._path is not None and id_type == _ids.STR:  # the manifest names the feature first
+                    self._write_manifest(self._manifest_with())
             for c0 in range(0, n, WRITE_CHUNK):  # one WAL record per chunk (bounded record size and memory)
                 c1 = min(n, c0 + WRITE_CHUNK)
                 xc = x[c0:c1]
