@@ -24,20 +24,36 @@ class Preset:
     description: str = ""
 
 
+# The data-oblivious ``turbo-N`` presets store one more exact float per vector, β = <c, r> - est<c, r>, so
+# that scores estimate <q, x> as <q, c> + <c, r> + est<q - c, r> (the query centred like the data; RaBitQ's
+# form): the estimation error scales with ||q - c|| instead of ||q|| (TurboQuantizer ``centred_query``).
+# Indexes persist their quantizer state, so indexes made before this keep their codes and scores.
+_CENTRED = {"centred_query": True}
+
 PRESETS: dict[str, Preset] = {
     "turbo-1": Preset(
-        "turbo", {"bits": 1}, "TurboQuant 1 bit/dim, scaled (RaBitQ-like sign code + length correction)"
+        "turbo",
+        {"bits": 1, **_CENTRED},
+        "TurboQuant 1 bit/dim, scaled, centred query (RaBitQ-like sign code + length correction)",
     ),
-    "turbo-2": Preset("turbo", {"bits": 2}, "TurboQuant 2 bits/dim, scaled"),
+    "turbo-2": Preset("turbo", {"bits": 2, **_CENTRED}, "TurboQuant 2 bits/dim, scaled, centred query"),
     "turbo-2.5": Preset(
-        "turbo", {"bits": 2.5}, "TurboQuant 2.5 bits/dim: 1/4 outlier channels at 3 bits, rest at 2"
+        "turbo",
+        {"bits": 2.5, **_CENTRED},
+        "TurboQuant 2.5 bits/dim: 1/4 outlier channels at 3 bits, rest at 2; centred query",
     ),
-    "turbo-3": Preset("turbo", {"bits": 3}, "TurboQuant 3 bits/dim, scaled"),
+    "turbo-3": Preset("turbo", {"bits": 3, **_CENTRED}, "TurboQuant 3 bits/dim, scaled, centred query"),
     "turbo-3.5": Preset(
-        "turbo", {"bits": 3.5}, "TurboQuant 3.5 bits/dim: 1/2 outlier channels at 4 bits, rest at 3"
+        "turbo",
+        {"bits": 3.5, **_CENTRED},
+        "TurboQuant 3.5 bits/dim: 1/2 outlier channels at 4 bits, rest at 3; centred query",
     ),
-    "turbo-4": Preset("turbo", {"bits": 4}, "TurboQuant 4 bits/dim, scaled (default)"),
-    "turbo-8": Preset("turbo", {"bits": 8}, "TurboQuant 8 bits/dim, scaled (near lossless)"),
+    "turbo-4": Preset(
+        "turbo", {"bits": 4, **_CENTRED}, "TurboQuant 4 bits/dim, scaled, centred query (default)"
+    ),
+    "turbo-8": Preset(
+        "turbo", {"bits": 8, **_CENTRED}, "TurboQuant 8 bits/dim, scaled, centred query (near lossless)"
+    ),
     "turbo-mse-2": Preset(
         "turbo", {"bits": 2, "variant": "mse"}, "TurboQuant_mse 2 bits/dim (paper Algorithm 1)"
     ),
@@ -56,8 +72,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "turbo-hadamard-4": Preset(
         "turbo",
-        {"bits": 4, "rotation": "hadamard"},
-        "TurboQuant 4 bits/dim, randomized Hadamard rotation (padded to 2^k)",
+        {"bits": 4, "rotation": "hadamard", **_CENTRED},
+        "TurboQuant 4 bits/dim, randomized Hadamard rotation (padded to 2^k), centred query",
     ),
     "turbo-pca-1": Preset(
         "turbo",

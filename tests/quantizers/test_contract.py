@@ -40,7 +40,9 @@ def test_contract(name, dim):
         assert s.shape == (3, n) and s.dtype == np.float32
         xh = q.decode(codes)
         assert xh.shape == (n, dim) and xh.dtype == np.float32
-        np.testing.assert_allclose(s, queries @ xh.T, rtol=1e-4, atol=1e-3)
+        off = q.score_offsets(codes)
+        assert off.shape == (n,) and off.dtype == np.float32
+        np.testing.assert_allclose(s, queries @ xh.T + off[None, :], rtol=1e-4, atol=1e-3)
         np.testing.assert_allclose(
             q.squared_norms(codes), np.sum(x[:n].astype(np.float64) ** 2, 1), rtol=1e-6
         )
@@ -55,7 +57,10 @@ def test_contract(name, dim):
     c = x[0] * 0.5
     codes_c = q.encode(x, centre=c)
     np.testing.assert_allclose(
-        q.score(queries, codes_c, centre=c), queries @ q.decode(codes_c, centre=c).T, rtol=1e-4, atol=1e-3
+        q.score(queries, codes_c, centre=c),
+        queries @ q.decode(codes_c, centre=c).T + q.score_offsets(codes_c)[None, :],
+        rtol=1e-4,
+        atol=1e-3,
     )
     q2 = vqdb.load_quantizer(q.state_dict())
     np.testing.assert_array_equal(q2.encode(x), codes)

@@ -162,6 +162,9 @@ class Layout:
     fmax: np.ndarray | None = None  # (P, nb) float32 largest factor of each block
     sqmin: np.ndarray | None = None  # (nb,) float32 smallest ||x||^2 of each block
     sqmax: np.ndarray | None = None  # (nb,) float32 largest ||x||^2 of each block
+    add: np.ndarray | None = (
+        None  # (N,) float32 per-vector additive term of the estimate (None: none; 0 on padding)
+    )
     words: np.ndarray | None = None  # (N, W) uint64 sign words (single-part 1-bit codes)
     zeros: np.ndarray | None = None  # (N,) float32 zeros
     zeros_nb: np.ndarray | None = None  # (nb,) float32 zeros
@@ -231,6 +234,8 @@ class FastScanner:
         self.parts = spec["parts"]
         self.side_offset = int(spec["side_offset"])
         self.n_side = int(spec["n_side"])
+        # the quantizer's per-vector additive term (a side float; e.g. TurboQuant's centred-query β), or None
+        self.additive = spec.get("additive")
         self.margin = margin
         self.slots = [rf.slots_per_part(p["k"], p["bits"]) for p in self.parts]
         self.slice_steps = np.concatenate([[0], np.cumsum([s // 2 for s in self.slots])]).astype(np.int64)
@@ -355,6 +360,10 @@ class FastScanner:
                 factors[self.group_of[i], pos_of] = side[:, p["side"]] * np.float32(p["mult"])
         sq = np.zeros(N, dtype=np.float32)
         sq[pos_of] = side[:, self.n_side - 1]
+        add = None
+        if self.additive is not None:
+            add = np.zeros(N, dtype=np.float32)
+            add[pos_of] = side[:, int(self.additive)]
         pad_beta = np.full(N, -np.inf, dtype=np.float32)
         pad_beta[pos_of] = 0.0
         words = None
@@ -399,6 +408,7 @@ class FastScanner:
             fmax=fmax,
             sqmin=sqmin,
             sqmax=sqmax,
+            add=add,
             words=words,
             zeros=np.zeros(N, dtype=np.float32),
             zeros_nb=np.zeros(nbk, dtype=np.float32),
@@ -489,8 +499,34 @@ class FastScanner:
             pq=pq,
         )
 
+    @staticmethod
+    def _fixed(lay: Layout, prep: Prepared) -> np.ndarray | None:
+        """(N,) float32 per-vector constant of the score, ``alpha * add - [l2] ||x||^2`` (padding 0), or
+        None when it is just ``-[l2] ||x||^2`` (no additive term). Cached on the layout per metric."""
+        if lay.add is None:
+            return None
+        key = ("fixed", prep.l2)
+        hit = lay.items.get(key)
+        if hit is None:
+            fixed = prep.alpha * lay.add - (lay.sq if prep.l2 else np.float32(0.0))
+            fixed = np.ascontiguousarray(fixed, dtype=np.float32)
+            valid = (lay.pad_beta == 0).reshape(-1, 32)
+            fb = fixed.reshape(-1, 32)
+            hit = (
+                fixed,
+                np.abs(fixed),
+                np.where(valid, fb, -np.inf).max(axis=1).astype(np.float32),
+                np.where(valid, np.abs(fb), 0.0).max(axis=1).astype(np.float32),
+            )
+            lay.items[key] = hit
+        return hit
+
     def _beta(self, lay: Layout, prep: Prepared, allow: np.ndarray | None) -> np.ndarray:
-        beta = lay.pad_beta - lay.sq if prep.l2 else lay.pad_beta
+        fixed = self._fixed(lay, prep)
+        if fixed is not None:
+            beta = lay.pad_beta + fixed[0]
+        else:
+            beta = lay.pad_beta - lay.sq if prep.l2 else lay.pad_beta
         if allow is not None:
             beta = beta.copy()
             beta[lay.pos_of[~np.asarray(allow, dtype=bool)]] = -np.inf
@@ -769,7 +805,8 @@ class FastScanner:
         out_s = np.full((m, k), -np.inf, dtype=np.float32)
         out_p = np.full((m, k), -1, dtype=np.int64)
         n_cand = np.zeros(m, dtype=np.int64)
-        bmag = lay.sq if prep.l2 else lay.zeros
+        fixed = self._fixed(lay, prep)
+        bmag = fixed[1] if fixed is not None else (lay.sq if prep.l2 else lay.zeros)
         if popcount:
             qbits = self._bitplanes(prep)
         for q0 in range(0, m, step):
@@ -839,8 +876,11 @@ class FastScanner:
                     n_cand[sl],
                 )
             else:
-                bmax = -lay.sqmin if prep.l2 else lay.zeros_nb
-                bmagmax = lay.sqmax if prep.l2 else lay.zeros_nb
+                if fixed is not None:
+                    bmax, bmagmax = fixed[2], fixed[3]
+                else:
+                    bmax = -lay.sqmin if prep.l2 else lay.zeros_nb
+                    bmagmax = lay.sqmax if prep.l2 else lay.zeros_nb
                 fs.scan_items(
                     lay.blocks,
                     lay.nsteps,

@@ -115,6 +115,13 @@ class Quantizer(abc.ABC):
             out += (prepared.queries @ c)[:, None]
         return out
 
+    def score_offsets(self, codes, /) -> np.ndarray:
+        """(n,) float32 per-vector additive term of :meth:`score`: ``score(q, codes) == q @ decode(codes).T
+        + score_offsets(codes)`` up to float rounding. Zero unless a quantizer stores one (TurboQuant's
+        ``centred_query``)."""
+        codes = as_codes(codes, self.code_size)
+        return np.zeros(codes.shape[0], dtype=np.float32)
+
     def squared_norms(self, codes, /) -> np.ndarray:
         """(n,) float32 exact ||x||^2 stored in the last side-data float of each code."""
         codes = as_codes(codes, self.code_size)

@@ -229,6 +229,7 @@ class TurboQuantizer(Quantizer):
         rotation: str = "dense",
         seed: int = 0,
         scales: tuple[float, ...] = DEFAULT_SCALES,
+        centred_query: bool = False,
         _arrays: dict[str, np.ndarray] | None = None,
     ):
         self.dim = cm.check_dim(dim)
@@ -254,6 +255,13 @@ class TurboQuantizer(Quantizer):
         if not scales or not all(math.isfinite(t) and t > 0 for t in scales):
             raise InvalidInputError(f"scales must be a non-empty sequence of positive floats; got {scales!r}")
         self.scales = scales if (variant == "scaled" and self._max_bits() > 1) else (1.0,)
+        if not isinstance(centred_query, (bool, np.bool_)):
+            raise InvalidInputError(f"centred_query must be a bool; got {centred_query!r}")
+        if centred_query and variant != "scaled":
+            raise InvalidInputError(
+                f"centred_query needs variant 'scaled' (mse and prod stay as published); got {variant!r}"
+            )
+        self.centred_query = bool(centred_query)
         self.centre_ = None
         self.requires_fit = rotation == "pca"
         if _arrays is not None:
@@ -356,9 +364,16 @@ class TurboQuantizer(Quantizer):
             off += packed_size(self.dim, 1)
             self.estimator_scale = cm.sign_estimator_scale(self.dim, self.dim)
         self._side_offset = off
-        self._n_side = len(self._blocks) + (1 if self.variant == "prod" else 0) + 1
+        self._n_side = (
+            len(self._blocks) + (1 if self.variant == "prod" else 0) + (1 if self.centred_query else 0) + 1
+        )
+        self._offset_side = (
+            self._n_side - 2 if self.centred_query else None
+        )  # β: the per-vector additive term
         self.code_size = off + 4 * self._n_side
-        expected = self.code_size_for(self.dim, self.bits, self.variant, self.rotation_kind)
+        expected = self.code_size_for(
+            self.dim, self.bits, self.variant, self.rotation_kind, centred_query=self.centred_query
+        )
         if self.code_size != expected:  # pragma: no cover - internal consistency
             raise InvalidInputError(f"internal layout error: code_size {self.code_size} != {expected}")
 
@@ -503,6 +518,15 @@ class TurboQuantizer(Quantizer):
         self._plan = plan
         return plan
 
+    def _rotated_centre(self, c: np.ndarray | None) -> list[np.ndarray] | None:
+        """Per block, (Π_B c_B) float32 of the encode centre (None when no β is stored or c is None)."""
+        if self._offset_side is None or c is None:
+            return None
+        return [
+            b.rotation.forward(np.ascontiguousarray(c[None, b.channels], dtype=np.float32))[0]
+            for b in self._blocks
+        ]
+
     def _encode_tiled(self, x: np.ndarray, c: np.ndarray | None) -> np.ndarray:
         ops = get_ops()
         n = x.shape[0]
@@ -511,23 +535,28 @@ class TurboQuantizer(Quantizer):
         scaled = self.variant == "scaled"
         prod = self.variant == "prod"
         side = self._side_offset
+        pc = self._rotated_centre(c)
 
         def tile(t0: int) -> None:
             xt = x[t0 : t0 + cm.ENCODE_TILE]
             ct = codes[t0 : t0 + cm.ENCODE_TILE]
             rt = xt if c is None else xt - c[None, :]
             recon = np.zeros_like(rt) if prod else None
+            beta = np.zeros(rt.shape[0]) if pc is not None else None
             for b, p in enumerate(plan):
                 rp = rt if p["channels"] is None else rt[:, p["channels"]]
                 if "signs" in p:
                     y = ops.hadamard_rotate(rp, p["signs"])
                 else:
                     y = rp @ p["matrix_t"]
-                chat = np.zeros((rt.shape[0], self._blocks[b].k), dtype=np.float32) if prod else None
+                keep = prod or beta is not None
+                chat = np.zeros((rt.shape[0], self._blocks[b].k), dtype=np.float32) if keep else None
                 f = ops.encode_turbo_block(
                     y, rp, p["table"], p["boundaries"], p["values"], scaled, p["full"], ct, chat
                 )
                 ct[:, side + 4 * b : side + 4 * b + 4] = f.astype("<f4").view(np.uint8).reshape(-1, 4)
+                if beta is not None:
+                    beta += self._beta_terms(rp, c[self._blocks[b].channels], chat, pc[b], f)
                 if prod:  # the mse reconstruction ||r|| Πᵀ ĉ (f = float32 ||r||), as in _encode_general
                     recon[:, self._blocks[b].channels] = self._blocks[b].rotation.inverse(chat) * f[:, None]
             if prod:  # 1-bit QJL of the residual e = r - recon, and γ = ||e||
@@ -539,12 +568,26 @@ class TurboQuantizer(Quantizer):
                 ct[:, side + 4 * g : side + 4 * g + 4] = (
                     cm.row_norms(e).astype("<f4").view(np.uint8).reshape(-1, 4)
                 )
+            if beta is not None:
+                o = side + 4 * self._offset_side
+                ct[:, o : o + 4] = beta.astype("<f4").view(np.uint8).reshape(-1, 4)
             x64 = xt.astype(np.float64)
             sq = np.einsum("ij,ij->i", x64, x64).astype("<f4")
             ct[:, -4:] = sq.view(np.uint8).reshape(-1, 4)
 
         cm.run_tiles(tile, n, ops)
         return codes
+
+    @staticmethod
+    def _beta_terms(
+        r: np.ndarray, c: np.ndarray, chat: np.ndarray, pc: np.ndarray, f: np.ndarray
+    ) -> np.ndarray:
+        """(n,) float64 one block's share of β = <c, r> - f <Π c, ĉ> (the exact minus the estimated
+        <c, r>), from the block's residuals r (n, d_B), centre c (d_B,), levels ĉ (n, k) (0 where no bits),
+        rotated centre Πc (k,) and side factor f (n,). Plain float64 dot products."""
+        exact = r.astype(np.float64) @ c.astype(np.float64)
+        est = chat.astype(np.float64) @ pc.astype(np.float64)
+        return exact - f.astype(np.float64) * est
 
     def _encode_general(self, x: np.ndarray, c: np.ndarray | None) -> np.ndarray:
         """The untiled path (``prod``, several pre-scales): per block rotate, bucketize, pack, decode."""
@@ -556,7 +599,9 @@ class TurboQuantizer(Quantizer):
         codes = np.zeros((n, self.code_size), dtype=np.uint8)
         side = []
         recon = np.zeros_like(r) if self.variant == "prod" else None
-        for block in self._blocks:
+        pc = self._rotated_centre(c)
+        beta = np.zeros(n) if pc is not None else None
+        for bi, block in enumerate(self._blocks):
             rp = np.ascontiguousarray(r[:, block.channels])
             y = block.rotation.forward(rp)
             nrm = cm.row_norms(rp)
@@ -589,6 +634,8 @@ class TurboQuantizer(Quantizer):
             else:
                 factor = nrm
             side.append(factor)
+            if beta is not None:
+                beta += self._beta_terms(rp, c[block.channels], chat, pc[bi], np.float32(factor))
             if recon is not None:
                 recon[:, block.channels] = block.rotation.inverse(chat) * nrm[:, None].astype(np.float32)
         if self.variant == "prod":
@@ -598,6 +645,8 @@ class TurboQuantizer(Quantizer):
                 (proj > 0).astype(np.uint8), 1
             )
             side.append(cm.row_norms(e))
+        if self._offset_side is not None:
+            side.append(np.zeros(n) if beta is None else beta)
         side.append(sq)
         cm.write_side(codes, self._side_offset, np.stack(side, axis=1) if n else np.zeros((0, self._n_side)))
         return codes
@@ -653,7 +702,19 @@ class TurboQuantizer(Quantizer):
             raw = ops.sign_scores(prepared.data["sketched"], codes, self._sign_offset)
             gamma = side[:, len(self._blocks)]
             out += raw * (gamma * np.float32(self.estimator_scale))[None, :]
+        if self._offset_side is not None:
+            out += side[None, :, self._offset_side]
         return out
+
+    def score_offsets(self, codes, /) -> np.ndarray:
+        """(n,) float32 per-vector additive term β of the scores (zeros unless ``centred_query``).
+
+        ``score(q, codes) == q @ decode(codes).T + score_offsets(codes)`` up to float rounding.
+        """
+        codes = as_codes(codes, self.code_size)
+        if self._offset_side is None:
+            return np.zeros(codes.shape[0], dtype=np.float32)
+        return cm.read_side(codes, self._side_offset, self._n_side)[:, self._offset_side].copy()
 
     # ---- hook for the fast-scan kernels (vqdb.kernels.scanner; owner: speed) ----------------
     def scan_parts(self) -> dict[str, Any]:
@@ -662,7 +723,8 @@ class TurboQuantizer(Quantizer):
         ``score_residual = Σ_parts side[:, p["side"]] * p["mult"] * Σ_j Q[:, j] * p["values"][idx_j]`` with
         ``Q = prepared.data[key][index][:, start:stop]`` (``p["query"] = (key, index, start, stop)``; index
         None = no list), ``idx`` the ``p["bits"]``-bit indices of ``p["k"]`` coordinates packed at byte
-        ``p["offset"]``; ``side`` = the float32 side data at ``side_offset`` (``n_side`` floats).
+        ``p["offset"]``; ``side`` = the float32 side data at ``side_offset`` (``n_side`` floats); plus
+        ``side[:, additive]`` when ``additive`` is not None (the centred-query term β, a per-vector constant).
         """
         parts = [
             {
@@ -689,7 +751,12 @@ class TurboQuantizer(Quantizer):
                     "mult": float(np.float32(self.estimator_scale)),
                 }
             )
-        return {"parts": parts, "side_offset": self._side_offset, "n_side": self._n_side}
+        return {
+            "parts": parts,
+            "side_offset": self._side_offset,
+            "n_side": self._n_side,
+            "additive": self._offset_side,
+        }
 
     @staticmethod
     def _block_scores(ops, rq: np.ndarray, codes: np.ndarray, block: _Block) -> np.ndarray:
@@ -768,6 +835,8 @@ class TurboQuantizer(Quantizer):
             "seed": self.seed,
             "scales": list(self.scales),
         }
+        if self.centred_query:  # absent from states written before the centred estimator: they load unchanged
+            config["centred_query"] = True
         return {"kind": self.kind, "config": config, "arrays": arrays}
 
     def _load(self, arrays: dict[str, np.ndarray]) -> None:
@@ -833,19 +902,28 @@ class TurboQuantizer(Quantizer):
             rotation=config["rotation"],
             seed=config["seed"],
             scales=tuple(config.get("scales", DEFAULT_SCALES)),
+            centred_query=bool(config.get("centred_query", False)),
             _arrays=arrays,
         )
 
     @staticmethod
-    def code_size_for(dim: int, bits: float = 4, variant: str = "scaled", rotation: str = "dense") -> int:
+    def code_size_for(
+        dim: int,
+        bits: float = 4,
+        variant: str = "scaled",
+        rotation: str = "dense",
+        *,
+        centred_query: bool = False,
+    ) -> int:
         """``code_size`` without drawing any random state (cheap; used by :func:`vqdb.presets`)."""
         bits = TurboQuantizer._check_bits(bits)
         dim = cm.check_dim(dim)
+        extra = 4 if centred_query else 0
         if rotation == "pca":
-            return -(-int(round(bits * 8)) * dim // 64) + 8
+            return -(-int(round(bits * 8)) * dim // 64) + 8 + extra
         k = (lambda n: 1 << max(0, int(n - 1).bit_length())) if rotation == "hadamard" else (lambda n: n)
         parts = TurboQuantizer._random_split(dim, bits, variant)
-        size = sum(packed_size(k(n), b) for n, b in parts) + 4 * (len(parts) + 1)
+        size = sum(packed_size(k(n), b) for n, b in parts) + 4 * (len(parts) + 1) + extra
         if variant == "prod":
             size += packed_size(dim, 1) + 4
         return size

@@ -214,7 +214,7 @@ class DeviceScorer:
 
     Notes
     -----
-    ``score = Σ_parts side[:, p.side] * p.mult * (Q_p @ decode(codes_p).T)`` — the quantizer's own
+    ``score = Σ_parts side[:, p.side] * p.mult * (Q_p @ decode(codes_p).T)`` (+ ``side[:, additive]``) — the quantizer's own
     ``_score_residual`` as plain data; decoded tiles are float32, ``tile_rows`` codes at a time. Uploads are
     cached per segment object (segments are immutable), so a segment is copied to the device once.
     """
@@ -276,6 +276,8 @@ class DeviceScorer:
             )
             s = (qp @ tile.T) * (side[:, p["side"]] * float(p["mult"]))[None, :]
             out = s if out is None else out + s
+        if self._spec.get("additive") is not None:  # per-vector additive term (TurboQuant centred query)
+            out = out + side[:, int(self._spec["additive"])][None, :]
         return out
 
 
