@@ -102,7 +102,7 @@ class LocalBackend(Backend):
             raise InvalidInputError(f"{len(ids)} ids need {len(ids)} payloads; got {len(payloads)}")
         if not ids:
             return []
-        index = self._index or self._create(vectors.shape[1])
+        index = self._index if self._index is not None else self._create(vectors.shape[1])
         rows = [_payload.to_row(p) for p in payloads]
         index.upsert(vectors, np.asarray(ids, dtype=object), metadata=rows)
         return ids
@@ -216,7 +216,7 @@ class RemoteBackend(Backend):
             raise InvalidInputError(f"{len(ids)} ids need ({len(ids)}, d) vectors; got shape {vectors.shape}")
         if not ids:
             return []
-        coll = self._coll or self._create(vectors.shape[1])
+        coll = self._coll if self._coll is not None else self._create(vectors.shape[1])
         coll.upsert(vectors, ids, [_payload.to_row(p) for p in payloads])
         return ids
 
