@@ -128,7 +128,7 @@ def _quantizer_with_backend(qz, x, queries):
     from vqdb import kernels
 
     kernels.register_backend(
-        kernels.KernelBackend("cuda-numba", "vqdb.kernels.cuda.numba_cuda", lambda: None, 40)
+        kernels.KernelBackend("cuda-numba", "vqdb.kernels.cuda.numba_cuda:KERNELS", lambda: None, 40)
     )
     with kernels.use_backend("reference"):
         c_ref = qz.encode(x)

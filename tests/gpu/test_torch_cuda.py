@@ -67,7 +67,7 @@ def test_blocked_topk_ties_like_reference(rng):
 
 def test_quantizers_through_backend(rng, cpu_device, monkeypatch):
     kernels.register_backend(
-        kernels.KernelBackend("cuda-torch", "vqdb.kernels.cuda.torch_cuda", lambda: None, 30)
+        kernels.KernelBackend("cuda-torch", "vqdb.kernels.cuda.torch_cuda:KERNELS", lambda: None, 30)
     )
     try:
         x = rng.standard_normal((40, 24)).astype(np.float32)
@@ -90,7 +90,7 @@ def test_quantizers_through_backend(rng, cpu_device, monkeypatch):
         from vqdb.kernels.cuda import probe_cuda_torch as probe
 
         kernels.register_backend(
-            kernels.KernelBackend("cuda-torch", "vqdb.kernels.cuda.torch_cuda", probe, 30)
+            kernels.KernelBackend("cuda-torch", "vqdb.kernels.cuda.torch_cuda:KERNELS", probe, 30)
         )
 
 

@@ -1,9 +1,11 @@
 """Kernel dispatch: one small registry of backends, chosen lazily by name.
 
 ``get_ops()`` returns the best usable backend (``VQDB_BACKEND`` forces one); ``get_ops("numba")`` a
-named one. A backend module is imported only when selected, so ``import vqdb`` (and importing the
-quantizer modules) never imports numba or torch. A backend may implement a subset of the ops; a
-missing op falls back to the NumPy reference (logged once at debug level).
+named one: a :class:`~vqdb.kernels.registry.KernelSet` (the typed Protocol of what a backend provides). A
+backend module is imported only when selected, so ``import vqdb`` (and importing the quantizer modules)
+never imports numba or torch. Each backend is registered explicitly below with the ``Kernels`` value its
+module declares; a backend that implements only some ops builds that value from the reference's, so the
+ops it borrows are listed in its own module.
 
 Ops (signatures in :mod:`vqdb.kernels.reference`, the oracle): ``pack_bits``, ``unpack_bits``,
 ``bucketize``, ``encode_scalar``, ``scaled_indices``, ``scaled_indices_segments``, ``encode_scaled``, ``decode_values``,
@@ -14,15 +16,15 @@ Registered backends. The default for host (NumPy) arrays is the highest-priority
 ``numba`` and ``reference``; ``torch`` serves torch tensors (kvcache) and the CUDA backends serve
 device-resident data (``Index(device="cuda")``, CUDA KV tensors), both by name or ``VQDB_BACKEND``:
 
-==============  =============================  ========  ==========================================
-name            module                         priority  usable when
-==============  =============================  ========  ==========================================
-``cuda-numba``  ``vqdb.kernels.cuda.numba_cuda`` 40      numba.cuda sees a device
-``cuda-torch``  ``vqdb.kernels.cuda.torch_cuda`` 30      torch.cuda.is_available()
-``numba``       ``vqdb.kernels.numba_cpu``     20        numba is installed
-``torch``       ``vqdb.kernels.torch_ops``     10        torch is installed and the module exists
-``reference``   ``vqdb.kernels.reference``     0         always (NumPy)
-==============  =============================  ========  ==========================================
+==============  ===================================  ========  ==========================================
+name            module (declares ``KERNELS``)        priority  usable when
+==============  ===================================  ========  ==========================================
+``cuda-numba``  ``vqdb.kernels.cuda.numba_cuda``     40        numba.cuda sees a device
+``cuda-torch``  ``vqdb.kernels.cuda.torch_cuda``     30        torch.cuda.is_available()
+``numba``       ``vqdb.kernels.numba_cpu``           20        numba is installed
+``torch``       ``vqdb.kernels.torch_ops``           10        torch is installed and the module exists
+``reference``   ``vqdb.kernels.reference``           0         always (NumPy)
+==============  ===================================  ========  ==========================================
 """
 
 from __future__ import annotations
@@ -30,31 +32,25 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import logging
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 from .. import envs
 from ..errors import BackendUnavailableError, UnknownNameError
+from .registry import OPS, KernelBackend, Kernels, KernelSet
 
-log = logging.getLogger("vqdb.kernels")
-
-OPS = (
-    "pack_bits",
-    "unpack_bits",
-    "bucketize",
-    "encode_scalar",
-    "scaled_indices",
-    "scaled_indices_segments",
-    "encode_scaled",
-    "decode_values",
-    "lut_scores",
-    "sign_scores",
-    "topk",
-    "encode_turbo_block",
-    "hadamard_rotate",
-)
+__all__ = [
+    "OPS",
+    "KernelBackend",
+    "KernelSet",
+    "Kernels",
+    "available_backends",
+    "device_scanner",
+    "get_ops",
+    "register_backend",
+    "require_device",
+    "use_backend",
+]
 
 
 def _has(module: str) -> bool:
@@ -76,55 +72,29 @@ def _probe_torch() -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class KernelBackend:
-    """A registered backend: imported from ``qualname`` on first use if ``probe()`` returns None."""
-
-    name: str
-    qualname: str
-    probe: Callable[[], str | None]
-    priority: int
-
-
 _REGISTRY: dict[str, KernelBackend] = {}
 
 
 def register_backend(backend: KernelBackend) -> None:
     """Add or replace a backend (tests register the CUDA ones with a probe that lets the simulator run)."""
     global _DEFAULT
+    if not isinstance(backend, KernelBackend):
+        raise TypeError(f"register_backend takes a KernelBackend; got {type(backend).__name__}")
     _REGISTRY[backend.name] = backend
     _LOADED.pop(backend.name, None)
     _DEFAULT = None
 
 
-class KernelOps:
-    """The ops of one backend, with per-op fallback to the NumPy reference."""
-
-    def __init__(self, name: str, module, fallback):
-        self.name = name
-        self._module = module
-        for op in OPS:
-            fn = getattr(module, op, None)
-            if fn is None:
-                log.debug("backend %s has no %s; using the reference", name, op)
-                fn = getattr(fallback, op)
-            setattr(self, op, fn)
-        self.warmup = getattr(module, "warmup", lambda: None)
-        self.num_threads = getattr(module, "num_threads", lambda: 1)
-
-    def __repr__(self) -> str:
-        return f"KernelOps({self.name!r})"
-
-
-_LOADED: dict[str, KernelOps] = {}
+_LOADED: dict[str, KernelSet] = {}
 _LOCK = threading.Lock()
 _FORCED: str | None = None
-_DEFAULT: KernelOps | None = None  # cached automatic choice (probing costs ~10 µs per call)
+_DEFAULT: KernelSet | None = None  # cached automatic choice (probing costs ~10 µs per call)
 _HOST_EXCLUDED = frozenset({"torch", "cuda-numba", "cuda-torch"})
 
-register_backend(KernelBackend("reference", "vqdb.kernels.reference", lambda: None, 0))
-register_backend(KernelBackend("numba", "vqdb.kernels.numba_cpu", _probe_numba, 20))
-register_backend(KernelBackend("torch", "vqdb.kernels.torch_ops", _probe_torch, 10))
+# Every backend, registered explicitly: name, the KernelSet its module declares, probe, priority.
+register_backend(KernelBackend("reference", "vqdb.kernels.reference:KERNELS", lambda: None, 0))
+register_backend(KernelBackend("numba", "vqdb.kernels.numba_cpu:KERNELS", _probe_numba, 20))
+register_backend(KernelBackend("torch", "vqdb.kernels.torch_ops:KERNELS", _probe_torch, 10))
 
 # GPU backends (vqdb.kernels.cuda imports nothing heavy; its probes are cached and say "no CUDA device" on CPU
 # machines)
@@ -132,8 +102,8 @@ from .cuda import probe_cuda_numba as _probe_cuda_numba  # noqa: E402
 from .cuda import probe_cuda_torch as _probe_cuda_torch  # noqa: E402
 from .cuda import require_cuda  # noqa: E402
 
-register_backend(KernelBackend("cuda-numba", "vqdb.kernels.cuda.numba_cuda", _probe_cuda_numba, 40))
-register_backend(KernelBackend("cuda-torch", "vqdb.kernels.cuda.torch_cuda", _probe_cuda_torch, 30))
+register_backend(KernelBackend("cuda-numba", "vqdb.kernels.cuda.numba_cuda:KERNELS", _probe_cuda_numba, 40))
+register_backend(KernelBackend("cuda-torch", "vqdb.kernels.cuda.torch_cuda:KERNELS", _probe_cuda_torch, 30))
 
 
 def require_device(device: str, *, what: str) -> None:
@@ -160,7 +130,7 @@ def available_backends() -> dict[str, str | None]:
     return {name: b.probe() for name, b in sorted(_REGISTRY.items(), key=lambda kv: -kv[1].priority)}
 
 
-def _load(name: str) -> KernelOps:
+def _load(name: str) -> KernelSet:
     with _LOCK:
         ops = _LOADED.get(name)
         if ops is not None:
@@ -169,18 +139,21 @@ def _load(name: str) -> KernelOps:
         reason = backend.probe()
         if reason is not None:
             raise BackendUnavailableError(f"kernel backend {name!r} is unavailable: {reason}")
+        module, _, attr = backend.target.partition(":")
         try:
-            module = importlib.import_module(backend.qualname)
+            ops = getattr(importlib.import_module(module), attr)
         except Exception as exc:  # noqa: BLE001 - report any import failure as unavailability
             raise BackendUnavailableError(f"kernel backend {name!r} failed to import: {exc!r}") from exc
-        from . import reference
-
-        ops = KernelOps(name, module, reference)
+        if not isinstance(ops, KernelSet):
+            missing = [op for op in (*OPS, "num_threads", "warmup", "name") if not hasattr(ops, op)]
+            raise BackendUnavailableError(
+                f"kernel backend {name!r}: {backend.target} is not a KernelSet (missing {missing})"
+            )
         _LOADED[name] = ops
         return ops
 
 
-def get_ops(name: str | None = None) -> KernelOps:
+def get_ops(name: str | None = None) -> KernelSet:
     """Return the kernel ops of backend ``name`` (default: ``VQDB_BACKEND`` or the best usable one).
 
     Raises
@@ -220,7 +193,7 @@ def get_ops(name: str | None = None) -> KernelOps:
 
 
 @contextlib.contextmanager
-def use_backend(name: str) -> Iterator[KernelOps]:
+def use_backend(name: str) -> Iterator[KernelSet]:
     """Temporarily make ``name`` the default of :func:`get_ops` (tests, benchmarks); not thread-local."""
     global _FORCED
     ops = get_ops(name)

@@ -662,3 +662,23 @@ def warmup() -> None:
             np.zeros(x.shape, np.float32) if scaled else None,
         )
     hadamard_rotate(x, np.ones((2, 16), np.float32))
+
+
+KERNELS = reference.KERNELS.replace(
+    name="numba",
+    pack_bits=pack_bits,
+    unpack_bits=unpack_bits,
+    bucketize=bucketize,
+    encode_scalar=encode_scalar,
+    scaled_indices=scaled_indices,
+    scaled_indices_segments=scaled_indices_segments,
+    encode_scaled=encode_scaled,
+    decode_values=decode_values,
+    lut_scores=lut_scores,
+    sign_scores=sign_scores,
+    topk=topk,  # the reference's (NumPy argpartition is not the bottleneck)
+    encode_turbo_block=encode_turbo_block,
+    hadamard_rotate=hadamard_rotate,
+    num_threads=num_threads,
+    warmup=warmup,
+)

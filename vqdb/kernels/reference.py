@@ -20,6 +20,7 @@ from .._core.hadamard import fwht as _fwht
 from .._core.packing import pack_bits as _pack
 from .._core.packing import packed_size
 from .._core.packing import unpack_bits as _unpack
+from .registry import Kernels
 
 name = "reference"
 
@@ -270,3 +271,32 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     ids[:, :kk] = sel
     top[:, :kk] = sv
     return ids, top
+
+
+def num_threads() -> int:
+    """NumPy runs the quantizers' row tiles on the calling thread."""
+    return 1
+
+
+def warmup() -> None:
+    """Nothing to compile."""
+
+
+KERNELS = Kernels(
+    name="reference",
+    pack_bits=pack_bits,
+    unpack_bits=unpack_bits,
+    bucketize=bucketize,
+    encode_scalar=encode_scalar,
+    scaled_indices=scaled_indices,
+    scaled_indices_segments=scaled_indices_segments,
+    encode_scaled=encode_scaled,
+    decode_values=decode_values,
+    lut_scores=lut_scores,
+    sign_scores=sign_scores,
+    topk=topk,
+    encode_turbo_block=encode_turbo_block,
+    hadamard_rotate=hadamard_rotate,
+    num_threads=num_threads,
+    warmup=warmup,
+)

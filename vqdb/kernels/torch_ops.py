@@ -26,6 +26,8 @@ import functools
 import numpy as np
 import torch
 
+from . import reference
+
 name = "torch"
 
 __all__ = [
@@ -393,3 +395,19 @@ def topk(scores, k: int):
         ids[:, :kk] = order[:, :kk]
         top[:, :kk] = vals[:, :kk]
     return _out(ids, scores, np.int64), _out(top, scores, np.float32)
+
+
+# scaled_indices_segments, encode_turbo_block, hadamard_rotate: the NumPy reference's (host arrays only)
+KERNELS = reference.KERNELS.replace(
+    name="torch",
+    pack_bits=pack_bits,
+    unpack_bits=unpack_bits,
+    bucketize=bucketize,
+    encode_scalar=encode_scalar,
+    scaled_indices=scaled_indices,
+    encode_scaled=encode_scaled,
+    decode_values=decode_values,
+    lut_scores=lut_scores,
+    sign_scores=sign_scores,
+    topk=topk,
+)

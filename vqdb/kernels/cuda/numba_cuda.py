@@ -32,6 +32,7 @@ import numpy as np
 from numba import cuda, float32, float64, int64
 
 from ..._core.packing import packed_size
+from .. import reference
 
 name = "cuda-numba"
 
@@ -464,8 +465,6 @@ def topk(scores, k: int, *, block: int = TOPK_BLOCK):
     """
     k = int(k)
     if k > KMAX:
-        from .. import reference
-
         host = scores.copy_to_host() if _is_dev(scores) else scores
         return reference.topk(np.asarray(host, np.float32), k)
     d_s = _dev(scores, np.float32)
@@ -677,3 +676,20 @@ def warmup() -> None:
     codes = np.zeros((2, 3), np.uint8)
     lut_scores(np.zeros((1, 4), np.float32), codes, 0, 4, np.zeros(16, np.float32))
     topk(np.zeros((1, 4), np.float32), 2)
+
+
+# scaled_indices_segments, encode_turbo_block, hadamard_rotate: the NumPy reference's (host arrays)
+KERNELS = reference.KERNELS.replace(
+    name="cuda-numba",
+    pack_bits=pack_bits,
+    unpack_bits=unpack_bits,
+    bucketize=bucketize,
+    encode_scalar=encode_scalar,
+    scaled_indices=scaled_indices,
+    encode_scaled=encode_scaled,
+    decode_values=decode_values,
+    lut_scores=lut_scores,
+    sign_scores=sign_scores,
+    topk=topk,
+    warmup=warmup,
+)

@@ -22,6 +22,7 @@ import weakref
 import numpy as np
 import torch
 
+from .. import reference
 from .. import torch_ops as T
 
 name = "cuda-torch"
@@ -295,3 +296,20 @@ def bitmap_to_device(mask: np.ndarray, dev) -> torch.Tensor:
 
 def warmup() -> None:
     """Nothing to compile (torch)."""
+
+
+# scaled_indices_segments, encode_turbo_block, hadamard_rotate: the NumPy reference's (host arrays)
+KERNELS = reference.KERNELS.replace(
+    name="cuda-torch",
+    pack_bits=pack_bits,
+    unpack_bits=unpack_bits,
+    bucketize=bucketize,
+    encode_scalar=encode_scalar,
+    scaled_indices=scaled_indices,
+    encode_scaled=encode_scaled,
+    decode_values=decode_values,
+    lut_scores=lut_scores,
+    sign_scores=sign_scores,
+    topk=topk,
+    warmup=warmup,
+)
