@@ -53,8 +53,17 @@ class LocalBackend(Backend):
     """An embedded ``vqdb.Index``: in memory (``path=None``) or in a directory (opened if it holds an
     index, else created there at the first write, when the dimension is known)."""
 
-    def __init__(self, path=None, *, metric: str = "cos", quantizer: str = "turbo-4", dim: int | None = None):
+    def __init__(
+        self,
+        path=None,
+        *,
+        metric: str = "cos",
+        quantizer: str = "turbo-4",
+        dim: int | None = None,
+        unindexed: tuple[str, ...] = (),
+    ):
         self.path = None if path is None else os.fspath(path)
+        self.unindexed = unindexed
         self.metric = metric
         self.quantizer = quantizer
         self._index = None
@@ -103,7 +112,7 @@ class LocalBackend(Backend):
         if not ids:
             return []
         index = self._index if self._index is not None else self._create(vectors.shape[1])
-        rows = [_payload.to_row(p) for p in payloads]
+        rows = [_payload.to_row(p, unindexed=self.unindexed) for p in payloads]
         index.upsert(vectors, np.asarray(ids, dtype=object), metadata=rows)
         return ids
 
@@ -170,7 +179,9 @@ class RemoteBackend(Backend):
         metric: str = "cos",
         quantizer: str = "turbo-4",
         dim: int | None = None,
+        unindexed: tuple[str, ...] = (),
     ):
+        self.unindexed = unindexed
         if client is None:
             import vqdb
 
@@ -217,7 +228,7 @@ class RemoteBackend(Backend):
         if not ids:
             return []
         coll = self._coll if self._coll is not None else self._create(vectors.shape[1])
-        coll.upsert(vectors, ids, [_payload.to_row(p) for p in payloads])
+        coll.upsert(vectors, ids, [_payload.to_row(p, unindexed=self.unindexed) for p in payloads])
         return ids
 
     def get(self, ids, *, with_vectors: bool = False) -> list[Record]:

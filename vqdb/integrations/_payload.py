@@ -26,8 +26,9 @@ MATCH_ALL = True
 MATCH_NONE = False
 
 
-def to_row(payload: dict | None) -> dict:
-    """The metadata row of one payload: the JSON blob plus one column per scalar leaf."""
+def to_row(payload: dict | None, *, unindexed: tuple[str, ...] = ()) -> dict:
+    """The metadata row of one payload: the JSON blob plus one column per scalar leaf (leaves under
+    the top-level keys ``unindexed`` stay in the JSON only: bulky parts nobody filters on)."""
     if payload is None:
         payload = {}
     if not isinstance(payload, dict):
@@ -37,7 +38,7 @@ def to_row(payload: dict | None) -> dict:
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"payload is not JSON-serialisable (finite numbers only): {exc}") from None
     row: dict[str, Any] = {BLOB: blob}
-    _flatten(payload, "", row)
+    _flatten({k: v for k, v in payload.items() if k not in unindexed} if unindexed else payload, "", row)
     return row
 
 

@@ -176,6 +176,7 @@ class VqdbDocumentStore:
             metric=SIMILARITIES[similarity],
             quantizer=quantizer,
             dim=self.embedding_dim,
+            unindexed=("blob", "sparse_embedding"),  # kept in the JSON, not as filterable columns
         )
         dim = self._backend.dim()
         if dim is not None and dim != self.embedding_dim:

@@ -104,6 +104,7 @@ class VqdbVectorStore(VectorStore):
             api_key=api_key,
             metric=metric,
             quantizer=quantizer,
+            unindexed=(TEXT,),  # filters are on metadata; the text stays in the JSON only
         )
 
     @property
