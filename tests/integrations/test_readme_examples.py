@@ -29,5 +29,7 @@ def test_readme_example_runs(name, capsys):
     )
     exec(compile(_examples()[name], f"README[{name}]", "exec"), {})
     out = capsys.readouterr().out
-    assert {"langchain": "a cat on a mat", "llama_index": "a cat on a mat", "haystack": "content: 'a cat'"}[name] in out
+    assert {"langchain": "a cat on a mat", "llama_index": "a cat on a mat", "haystack": "content: 'a cat'"}[
+        name
+    ] in out
     assert "a dog" not in out  # Haystack's example filters it out
