@@ -1,7 +1,7 @@
 """The app factory: ``create_app(settings) -> FastAPI``.
 
 Collections open in the lifespan (and the demo collection is built there on a first start);
-they are saved and closed on shutdown. Middleware, outermost first: metrics, body limit.
+they are saved and closed on shutdown. Middleware, outermost first: metrics, the last-resort error guard, body limit.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from .. import __version__
 from . import errors
 from .auth import KeyRing, check_bind
-from .collections import CollectionStore
+from .collections import CollectionStore, UnpackLimits
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .routes import CORE, OPTIONAL
@@ -44,7 +44,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     keyring = KeyRing.from_settings(settings)
     check_bind(settings, keyring)
-    store = CollectionStore(settings.collections_dir)
+    store = CollectionStore(
+        settings.collections_dir,
+        unpack_limits=UnpackLimits(
+            ratio=settings.max_inflate_ratio,
+            floor=settings.max_body_bytes,
+            cap=settings.max_snapshot_bytes,
+            max_members=settings.max_snapshot_members,
+        ),
+    )
     snapshots = SnapshotStore(settings.snapshots_dir, store)
     metrics = Metrics(store)
 
@@ -73,11 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.ready = False
     errors.install(app)
+    errors.add_scrubbed_root(settings.data, "<data>")
     for router in load_routers():
         app.include_router(router)
     if not keyring.enabled:
         _document_open_access(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=_limits(settings))
+    app.add_middleware(errors.GuardMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AlreadyExistsError, IncompatibleFormatError, InvalidInputError, NotFoundError, VqdbError
-from . import engine
+from . import engine, unpack
+from .limits import inflate_limit
 from .names import check_collection_name
 
 log = logging.getLogger("vqdb.server")
@@ -34,6 +35,17 @@ log = logging.getLogger("vqdb.server")
 INFO_FILE = "collection.json"
 INDEX_DIR = "index"
 FORMAT = 1
+
+
+@dataclass(frozen=True)
+class UnpackLimits:
+    """Bounds on unpacking a snapshot: at most ``ratio`` x its file size (at least ``floor``, at most
+    ``cap`` bytes) and ``max_members`` members."""
+
+    ratio: float = 100.0
+    floor: int = 16 << 20
+    cap: int = 64 << 30
+    max_members: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -181,8 +193,9 @@ class Collection:
 class CollectionStore:
     """All collections under ``<data>/collections``. Thread-safe."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, unpack_limits: UnpackLimits | None = None):
         self.root = Path(root)
+        self.unpack = unpack_limits or UnpackLimits()
         self._lock = threading.RLock()
         self._collections: dict[str, Collection] = {}
         self._pending: set[str] = set()
@@ -321,24 +334,23 @@ class CollectionStore:
         shutil.rmtree(trash, ignore_errors=True)
 
     def restore(self, tar_path: Path, name: str) -> Collection:
-        """Create collection ``name`` from a snapshot tar (slow work happens outside the store lock)."""
+        """Create collection ``name`` from a snapshot tar (slow work happens outside the store lock).
+
+        The tar may be compressed (gzip, bz2, xz); it is unpacked within ``self.unpack`` limits
+        (:mod:`vqdb.server.unpack`): a bomb, a link, an odd name or a path out of the directory is a
+        4xx and leaves nothing behind."""
         check_collection_name(name)
         with self._reserved(name) as tmp:
-            try:
-                with tarfile.open(tar_path, "r") as tar:
-                    members = tar.getmembers()
-                    tops = {m.name.split("/", 1)[0] for m in members}
-                    if (
-                        INFO_FILE not in tops
-                        or INDEX_DIR not in tops
-                        or any(t.startswith(".") or not t for t in tops)
-                    ):
-                        raise InvalidInputError(
-                            f"not a vqdb snapshot: expected {INFO_FILE} and {INDEX_DIR}/, found {sorted(tops)[:10]}"
-                        )
-                    tar.extractall(tmp, members=members, filter="data")
-            except (tarfile.TarError, EOFError) as exc:
-                raise InvalidInputError(f"not a readable snapshot tar: {exc}") from None
+            limits = self.unpack
+            max_bytes = inflate_limit(
+                Path(tar_path).stat().st_size, ratio=limits.ratio, floor=limits.floor, cap=limits.cap
+            )
+            names = unpack.extract(tar_path, tmp, max_bytes=max_bytes, max_members=limits.max_members)
+            tops = {n.split("/", 1)[0] for n in names}
+            if INFO_FILE not in tops or INDEX_DIR not in tops or any(t.startswith(".") for t in tops):
+                raise InvalidInputError(
+                    f"not a vqdb snapshot: expected {INFO_FILE} and {INDEX_DIR}/, found {sorted(tops)[:10]}"
+                )
             old = CollectionInfo.read(tmp)
             info = CollectionInfo(**{**asdict(old), "name": name})
             info.write(tmp)

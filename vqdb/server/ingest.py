@@ -12,7 +12,8 @@ import binascii
 import numpy as np
 
 from .._validation import as_float32_matrix, as_ids
-from ..errors import DimensionMismatchError, InvalidInputError
+from ..errors import DimensionMismatchError, InvalidInputError, RequestTooLargeError
+from .arrow_size import inflated_size
 from .schemas import INT64_MAX
 
 Batch = tuple[np.ndarray, np.ndarray, "list[dict | None] | None"]
@@ -65,10 +66,20 @@ def from_b64(body, dim: int) -> Batch:
     return vectors, ids, (payloads if payloads is not None and any(p for p in payloads) else None)
 
 
-def from_arrow_stream(data: bytes, dim: int) -> Batch:
-    """From an Arrow IPC stream with columns ``id``, ``vector`` and optional payload columns."""
+def from_arrow_stream(data: bytes, dim: int, *, max_inflated: int) -> Batch:
+    """From an Arrow IPC stream with columns ``id``, ``vector`` and optional payload columns.
+
+    A compressed stream whose buffers would unpack to more than ``max_inflated`` bytes is refused
+    (:class:`RequestTooLargeError`) from its metadata, before anything is decompressed.
+    """
     import pyarrow as pa
 
+    inflated = inflated_size(data, limit=max_inflated)
+    if inflated > max_inflated:
+        raise RequestTooLargeError(
+            f"the Arrow stream unpacks to more than {max_inflated} bytes ({len(data)} bytes sent); this "
+            "server's limit is VQDB_MAX_INFLATE_RATIO times the body size, at most VQDB_MAX_BULK_BYTES"
+        )
     try:
         table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
     except (pa.ArrowException, OSError, ValueError) as exc:

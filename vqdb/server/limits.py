@@ -79,6 +79,12 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, guarded_send)
 
 
+def inflate_limit(size: int, *, ratio: float, floor: int, cap: int) -> int:
+    """Bytes a compressed body or file of ``size`` bytes may unpack to: ``ratio`` times its size, at
+    least ``floor`` (what an uncompressed body may be anyway), at most ``cap``."""
+    return int(min(cap, max(floor, ratio * size)))
+
+
 def _too_large(size: int, limit: int) -> str:
     return (
         f"request body of {size} bytes is over this endpoint's limit of {limit} bytes; "

@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1 << 20
+GiB = 1 << 30
 
 
 class Settings(BaseSettings):
@@ -45,6 +46,48 @@ class Settings(BaseSettings):
         "rotation costs d^2 memory and d^3 time to draw)",
     )
     max_batch: int = Field(1_024, gt=0, description="most query vectors in one batch search")
+    max_hits: int = Field(
+        100_000, gt=0, description="most hits one search may return: k x number of query vectors"
+    )
+    max_response_bytes: int = Field(
+        64 * MiB, gt=0, description="largest search / get response (vectors and payloads included)"
+    )
+    max_inflate_ratio: float = Field(
+        100.0,
+        ge=1,
+        description="a compressed snapshot or Arrow body may unpack to at most this many times its own "
+        "size (and always to max_body_bytes)",
+    )
+    max_snapshot_bytes: int = Field(
+        64 * GiB, gt=0, description="largest unpacked size of a restored or uploaded snapshot"
+    )
+    max_snapshot_members: int = Field(
+        100_000, gt=0, description="most files and directories in a restored or uploaded snapshot"
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="seconds a connection has to send a request's headers (and its first byte)"
+    )
+    body_timeout: float = Field(
+        20.0, gt=0, description="seconds a request has to send its body, plus 1 s per body_min_rate bytes"
+    )
+    body_min_rate: int = Field(
+        1024, gt=0, description="bytes per second that extend body_timeout (slower bodies are cut with 408)"
+    )
+    keep_alive_timeout: float = Field(
+        5.0, gt=0, description="seconds an idle keep-alive connection stays open"
+    )
+    max_connections: int | None = Field(
+        None,
+        gt=0,
+        description="most open client connections (default: from the file-descriptor limit); at the "
+        "limit the longest-idle connection is closed for a new one, or the new one gets 503",
+    )
+    max_open_collections: int = Field(
+        128,
+        gt=0,
+        description="collections whose index is open at once (least recently used ones are closed; "
+        "each open index holds 2 file descriptors)",
+    )
     metrics_public: bool = Field(
         False, description="serve /metrics without a key even when keys are configured"
     )

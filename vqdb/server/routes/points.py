@@ -17,8 +17,9 @@ from starlette.requests import ClientDisconnect
 from ...errors import InvalidInputError, NotFoundError, RequestTooLargeError
 from ..auth import ReadAccess, WriteAccess
 from ..collections import Collection
-from ..deps import CollectionDep, MetricsDep
+from ..deps import CollectionDep, MetricsDep, SettingsDep
 from ..ingest import from_arrow_stream, from_b64, from_points, unique_ids
+from ..limits import inflate_limit
 from ..schemas import (
     INT64_MAX,
     DeleteResult,
@@ -31,6 +32,7 @@ from ..schemas import (
     UpsertResult,
 )
 from ._responses import PROTECTED, errors
+from .search import check_response_size
 
 router = APIRouter(
     prefix="/collections/{name}/points", tags=["points"], responses={**PROTECTED, **errors(404)}
@@ -100,11 +102,19 @@ async def upsert_b64(request: Request, collection: CollectionDep, metrics: Metri
         }
     },
 )
-async def upsert_arrow(request: Request, collection: CollectionDep, metrics: MetricsDep) -> UpsertResult:
+async def upsert_arrow(
+    request: Request, collection: CollectionDep, metrics: MetricsDep, settings: SettingsDep
+) -> UpsertResult:
     body = await read_body(request)
+    limit = inflate_limit(
+        len(body),
+        ratio=settings.max_inflate_ratio,
+        floor=settings.max_body_bytes,
+        cap=settings.max_bulk_bytes,
+    )
 
     def work() -> UpsertResult:
-        vectors, ids, payloads = from_arrow_stream(body, collection.dim)
+        vectors, ids, payloads = from_arrow_stream(body, collection.dim, max_inflated=limit)
         return _upsert(collection, metrics, vectors, ids, payloads)
 
     return await anyio.to_thread.run_sync(work)
@@ -143,7 +153,8 @@ def get_point(
     dependencies=[ReadAccess],
     summary="Get points by id (missing ids are left out)",
 )
-def get_points(body: PointsGet, collection: CollectionDep) -> PointList:
+def get_points(body: PointsGet, collection: CollectionDep, settings: SettingsDep) -> PointList:
+    check_response_size(len(body.ids), 1, collection.dim, body.with_vector, settings)
     records = collection.fetch(unique_ids(body.ids), with_vector=body.with_vector)
     return PointList(points=[PointPublic(**r) for r in records if r is not None])
 
