@@ -1,0 +1,157 @@
+"""Time to the first search result of a fresh process: ``import vqdb``, ``Index(384)``, ``add`` 1,000 vectors,
+``search`` (k = 10), cold (a clean copy of the source tree and an empty numba cache, as after ``pip install``)
+and warm (the same tree and cache, a new process), per quantizer preset.
+
+Vectors and queries are the bundled WordNet/MiniLM-384 sample (real embeddings, ``vqdb/data``). Each
+measurement runs in its own interpreter (``python -c``) with ``NUMBA_CACHE_DIR`` pointing at a directory
+of its own; the tree copy is ``git archive HEAD`` (no ``__pycache__``, so no numba cache and no bytecode).
+
+    python -m bench.cold_start                       # every preset in PRESETS, 2 warm runs each
+    python -m bench.cold_start --presets turbo-4 --warm-runs 3
+    python -m bench.cold_start --warmup-first        # cold run after `vqdb warmup` (what `make install` does)
+
+Writes bench/results/cold_start.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench.common import RESULTS_DIR
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRESETS = ("turbo-4", "turbo-2", "turbo-1", "turbo-pca-4", "qjl")
+
+# the child: prints one JSON line of phase times (seconds, perf_counter deltas from interpreter start of the code)
+CHILD = r"""
+import json, sys, time  # noqa: E401
+t0 = time.perf_counter()
+import numpy as np
+t_np = time.perf_counter()
+import vqdb
+t_import = time.perf_counter()
+heavy = [m for m in ("numba", "torch", "fastapi", "pyarrow", "transformers") if m in sys.modules]
+import os
+z = np.load(os.path.join(os.path.dirname(vqdb.__file__), "data", "wordnet_minilm_sample.npz"))
+base, queries = z["base"][:1000].astype(np.float32), z["queries"][:10].astype(np.float32)
+t_data = time.perf_counter()
+index = vqdb.Index(384, quantizer=sys.argv[1])
+t_create = time.perf_counter()
+index.add(base)
+t_add = time.perf_counter()
+res = index.search(queries[:1], 10)
+t_first = time.perf_counter()
+assert res.ids.shape == (1, 10) and (res.ids >= 0).all()
+res = index.search(queries, 10)
+t_batch = time.perf_counter()
+res = index.search(queries[1:2], 10)
+t_again = time.perf_counter()
+print(json.dumps({
+    "numpy_s": t_np - t0,
+    "import_vqdb_s": t_import - t_np,
+    "heavy_after_import": heavy,
+    "create_s": t_create - t_data,
+    "add_s": t_add - t_create,
+    "first_search_s": t_first - t_add,
+    "batch_search_s": t_batch - t_first,
+    "next_search_s": t_again - t_batch,
+    "to_first_result_s": (t_first - t0) - (t_data - t_import),
+}))
+"""
+
+
+def _tree_copy(dest: str) -> str:
+    """A clean copy of HEAD's tracked files (what an installed package holds) under ``dest``."""
+    src = os.path.join(dest, "src")
+    os.makedirs(src)
+    archive = subprocess.run(["git", "-C", ROOT, "archive", "HEAD", "vqdb"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", src], input=archive.stdout, check=True)
+    return src
+
+
+def _run(src: str, cache: str, preset: str, *, env_extra: dict | None = None) -> dict:
+    env = dict(os.environ, PYTHONPATH=src, NUMBA_CACHE_DIR=cache, PYTHONDONTWRITEBYTECODE="1")
+    env.pop("VQDB_BACKEND", None)
+    env.update(env_extra or {})
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, preset], env=env, capture_output=True, text=True, cwd=src, timeout=900
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"child failed ({preset}):\n{proc.stdout}\n{proc.stderr}")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row["process_wall_s"] = wall
+    return row
+
+
+def _warmup(src: str, cache: str) -> float:
+    env = dict(os.environ, PYTHONPATH=src, NUMBA_CACHE_DIR=cache, PYTHONDONTWRITEBYTECODE="1")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "vqdb", "warmup"], env=env, check=True, cwd=src, timeout=1800)
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=list(PRESETS))
+    ap.add_argument("--warm-runs", type=int, default=2)
+    ap.add_argument("--warmup-first", action="store_true", help="run `vqdb warmup` before the cold run")
+    ap.add_argument("--out", default=os.path.join(RESULTS_DIR, "cold_start"))
+    args = ap.parse_args(argv)
+    rows = []
+    load = os.getloadavg()
+    for preset in args.presets:
+        with tempfile.TemporaryDirectory(prefix="vqdb-cold-") as tmp:
+            src, cache = _tree_copy(tmp), os.path.join(tmp, "numba-cache")
+            os.makedirs(cache)
+            warmup_s = _warmup(src, cache) if args.warmup_first else None
+            cold = _run(src, cache, preset)
+            rows.append({"preset": preset, "run": "cold", "warmup_s": warmup_s, **cold})
+            print(f"{preset:12s} cold {cold['to_first_result_s']:7.2f} s  {json.dumps(cold)}", flush=True)
+            for i in range(args.warm_runs):
+                warm = _run(src, cache, preset)
+                rows.append({"preset": preset, "run": f"warm{i + 1}", **warm})
+                print(f"{preset:12s} warm {warm['to_first_result_s']:7.2f} s  {json.dumps(warm)}", flush=True)
+    info = {
+        "command": "python -m bench.cold_start " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "loadavg_before": load,
+        "loadavg_after": os.getloadavg(),
+        "commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        .stdout.strip(),
+    }
+    with open(args.out + ".json", "w", encoding="utf-8") as f:
+        json.dump({"info": info, "rows": rows}, f, indent=1)
+    lines = [
+        "# Cold start: time to the first search result of a fresh process",
+        "",
+        f"Command: `{info['command']}` (commit {info['commit']}, Python {info['python']}, {info['cpus']} CPUs, "
+        f"load average {load[0]:.2f} before / {info['loadavg_after'][0]:.2f} after).",
+        "",
+        "Each row is a new interpreter: `import vqdb`, `Index(384, quantizer=preset)`, `add` 1,000 WordNet/MiniLM "
+        "vectors, `search` one query (k = 10). *cold*: a clean copy of the tree (`git archive`) and an empty "
+        "`NUMBA_CACHE_DIR`; *warm*: the same copy and cache, a new process. Seconds; `to first result` excludes "
+        "only loading the sample data.",
+        "",
+        "| preset | run | import vqdb | Index() | add 1,000 | first search | to first result | next search |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['preset']} | {r['run']} | {r['import_vqdb_s']:.3f} | {r['create_s']:.3f} | {r['add_s']:.3f} | "
+            f"{r['first_search_s']:.3f} | **{r['to_first_result_s']:.2f}** | {r['next_search_s'] * 1e3:.1f} ms |"
+        )
+    with open(args.out + ".md", "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
