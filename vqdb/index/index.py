@@ -211,7 +211,8 @@ class Index(_Persistence):
     def _setup(
         self, *, dim, metric, quantizer, ivf, nlist, store_vectors, defaults, flush_rows, seed, id_type=None
     ):
-        _scan.warmup()  # compile/load the query kernels now, not on the first query (once per process)
+        # No eager warm-up: each kernel compiles (or loads from numba's cache) on its first call, so a new
+        # index pays only for what its preset and its searches use; `vqdb warmup` builds them all ahead.
         self.dim = dim
         self._id_type = id_type
         self.metric = metric
