@@ -31,11 +31,15 @@ class SearchParams:
         the oversampling factor; ``False`` or ``0`` turns it off.
     oversample : float or None
         Oversampling factor of the re-rank (>= 1).
+    ef : int or None
+        Graph indexes only: the search beam (how many best nodes the walk keeps; more = slower, higher
+        recall; at least ``k`` is used). Ignored by flat and IVF indexes. Default 64.
     """
 
     nprobe: int | None = None
     rerank: bool | float | None = None
     oversample: float | None = None
+    ef: int | None = None
 
     def __post_init__(self):
         if self.nprobe is not None:
@@ -46,6 +50,14 @@ class SearchParams:
             ):
                 raise InvalidInputError(f"nprobe must be a positive integer or None; got {self.nprobe!r}")
             object.__setattr__(self, "nprobe", int(self.nprobe))
+        if self.ef is not None:
+            if (
+                isinstance(self.ef, bool)
+                or not isinstance(self.ef, (int, np.integer))
+                or not 1 <= self.ef <= 1 << 16
+            ):
+                raise InvalidInputError(f"ef must be an integer in [1, 65536] or None; got {self.ef!r}")
+            object.__setattr__(self, "ef", int(self.ef))
         r = self.rerank
         if r is not None and not isinstance(r, (bool, np.bool_)):
             if not isinstance(r, (int, float, np.integer, np.floating)) or not np.isfinite(r) or r < 0:
@@ -81,12 +93,17 @@ class SearchParams:
 
     def to_json(self) -> dict:
         rerank = self.rerank if self.rerank is None or isinstance(self.rerank, bool) else float(self.rerank)
-        return {"nprobe": self.nprobe, "rerank": rerank, "oversample": self.oversample}
+        return {"nprobe": self.nprobe, "rerank": rerank, "oversample": self.oversample, "ef": self.ef}
 
     @classmethod
     def from_json(cls, obj: dict | None) -> SearchParams:
         obj = obj or {}
-        return cls(nprobe=obj.get("nprobe"), rerank=obj.get("rerank"), oversample=obj.get("oversample"))
+        return cls(
+            nprobe=obj.get("nprobe"),
+            rerank=obj.get("rerank"),
+            oversample=obj.get("oversample"),
+            ef=obj.get("ef"),
+        )
 
 
 @dataclass(frozen=True)

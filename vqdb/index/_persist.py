@@ -58,6 +58,8 @@ class _Persistence:
         self._snap = _Snapshot(
             tuple(segments), coarse, schema, aliases={s: int(k) for s, k in aliases.items()}
         )
+        if self._graph is not None:
+            self._load_graph(root, manifest)
         wal_path = st.resolve(root, manifest["wal_file"], what="write-ahead log")
         records, _ = _wal.read(wal_path, repair=not self._read_only)
         for op, body in records:
@@ -172,6 +174,10 @@ class _Persistence:
         base.update(changes)
         base["generation"] = int(self._gen)
         base.setdefault("features", [])
+        if self._graph is not None:
+            base.setdefault("graph", {"degree": self._graph.R})
+            if "graph" not in base["features"]:
+                base["features"] = [*base["features"], "graph"]  # files["graph"]: the graph's nodes
         if self._id_type == "str" and "string_ids" not in base["features"]:
             base["features"] = [*base["features"], "string_ids"]  # __sid columns, id_aliases
         base.setdefault("files", {})
@@ -218,6 +224,74 @@ class _Persistence:
         )
         self._wal = _wal.WalWriter(os.path.join(self._path, wal))
 
+    # ------------------------------------------------------------------ graph
+    def _load_graph(self, root: str, manifest: dict) -> None:
+        """Memory-map the graph file of ``manifest`` (checksummed); rebuild the graph from the segments when
+        it is absent or does not hold exactly the live rows."""
+        from .graph import Graph
+
+        name, meta = (manifest.get("files") or {}).get("graph"), manifest.get("graph")
+        graph = None
+        if name and meta and "nodes" in meta:
+            try:
+                graph = Graph.from_table(
+                    st.map_table_file(
+                        st.resolve(root, name, what="graph file"), st.checksum_of(manifest, name)
+                    ),
+                    self._graph.sc,
+                    self.dim,
+                    "l2sq" if self.metric == "l2sq" else "ip",
+                    meta,
+                )
+            except (OSError, ValueError, KeyError, pa.ArrowException, CorruptIndexError) as exc:
+                log.warning(
+                    "graph file %r unreadable (%s); rebuilding the graph from the segments", name, exc
+                )
+        if graph is not None:
+            live = [s.ids if s.deleted is None else s.ids[~s.deleted] for s in self._snap.segments]
+            live_keys = np.sort(np.concatenate(live)) if live else np.zeros(0, np.int64)
+            nodes = np.sort(graph.ids[: graph.n][graph.live[: graph.n]])
+            if not np.array_equal(nodes, live_keys):
+                log.warning("graph file %r does not match the segments; rebuilding the graph", name)
+                graph = None
+        if graph is None:
+            self._rebuild_graph()
+        else:
+            self._graph = graph
+
+    def _rebuild_graph(self) -> None:
+        """A fresh graph over the live rows of the current segments (compaction, repair)."""
+        from .graph import Graph
+
+        old = self._graph
+        graph = Graph(old.sc, self.dim, old.R, "l2sq" if self.metric == "l2sq" else "ip")
+        keys, vecs, codes = [], [], []
+        for seg in self._snap.segments:
+            rows = np.flatnonzero(~seg.deleted) if seg.deleted is not None else slice(None)
+            keys.append(seg.ids[rows])
+            vecs.append(seg.vectors[rows])
+            codes.append(seg.codes[rows])
+        if keys:
+            graph.insert(np.concatenate(keys), np.concatenate(vecs), np.concatenate(codes))
+        self._graph = graph
+
+    def _compact_graph(self) -> None:
+        """Drop retired nodes: rebuild the graph over the live rows when it holds any."""
+        g = self._graph
+        if g is not None and int(g.live[: g.n].sum()) != g.n:
+            self._rebuild_graph()
+
+    def _write_graph(self) -> dict:
+        """Write the graph to a new file; the manifest changes naming it (none without a graph)."""
+        g = self._graph
+        if g is None:
+            return {}
+        name = self._next_name("graph", "arrow")
+        self._sums[name] = st.write_table_file(os.path.join(self._path, name), g.to_table())
+        files = dict((self._manifest or {}).get("files") or {})
+        files["graph"] = name
+        return {"files": files, "graph": g.meta()}
+
     def _flush(self) -> None:
         """Write the in-memory rows into a new segment, persist the tombstones, start a fresh WAL."""
         snap = self._snap
@@ -240,14 +314,17 @@ class _Persistence:
             )
             entries.append({"file": name, "rows": int(table.num_rows), "bytes": self._sums[name]["bytes"]})
         deletes = self._write_deletes(disk)
+        graph_changes = self._write_graph()
         wal = self._next_name("wal", "log")
         _wal.create(os.path.join(self._path, wal))
-        self._write_manifest(self._manifest_with(segments=entries, deletes_file=deletes, wal_file=wal))
+        self._write_manifest(
+            self._manifest_with(segments=entries, deletes_file=deletes, wal_file=wal, **graph_changes)
+        )
         self._snap = replace(snap, segments=tuple(disk))
         self._swap_wal(wal)
-        old_deletes = old_manifest.get("deletes_file")
-        if old_deletes and old_deletes != self._manifest.get("deletes_file"):
-            _remove_quietly(os.path.join(self._path, old_deletes))
+        for old in (old_manifest.get("deletes_file"), (old_manifest.get("files") or {}).get("graph")):
+            if old and old not in st.referenced_files(self._manifest):
+                _remove_quietly(os.path.join(self._path, old))
         self._dirty = False
 
     def _write_deletes(self, disk: list) -> str | None:
@@ -325,8 +402,10 @@ class _Persistence:
                 flush_rows=self._flush_rows,
                 seed=self._seed,
                 id_type=self._id_type,
+                graph=None if self._graph is None else self._graph.R,
             )
             copy._snap = snap
+            copy._graph = self._graph
             copy._next_id = self._next_id
         os.makedirs(root, exist_ok=True)
         copy._path = root
@@ -346,6 +425,7 @@ class _Persistence:
             if self._path is None:
                 merged = self._merged_segment(self._snap)
                 self._snap = replace(self._snap, segments=(merged,) if merged.n else ())
+                self._compact_graph()
                 return
             self._compact_into_dir(fresh=False)
 
@@ -398,6 +478,9 @@ class _Persistence:
                 )
             )
             entries.append({"file": name, "rows": merged.n, "bytes": self._sums[name]["bytes"]})
+        self._snap = replace(snap, segments=tuple(segments))
+        self._compact_graph()  # (before the manifest: the graph file must name the compacted rows)
+        graph_changes = self._write_graph()
         state = self._manifest.get("state_file") if (old_manifest and self._manifest) else None
         if state is None:
             state = self._next_name("state", "arrow")
@@ -405,9 +488,10 @@ class _Persistence:
         wal = self._next_name("wal", "log")
         _wal.create(os.path.join(self._path, wal))
         self._write_manifest(
-            self._manifest_with(segments=entries, deletes_file=None, wal_file=wal, state_file=state)
+            self._manifest_with(
+                segments=entries, deletes_file=None, wal_file=wal, state_file=state, **graph_changes
+            )
         )
-        self._snap = replace(snap, segments=tuple(segments))
         self._swap_wal(wal)
         st.remove_unreferenced(self._path, self._manifest)
         self._dirty = False

@@ -13,6 +13,8 @@
                            fixed_size_binary(code_size), optional ``__vector`` fixed_size_list<float16|float32>[dim],
                            then the metadata fields. Memory-mapped on open.
       del-<gen>.arrow      deleted rows of the segments: ``segment`` string, ``row`` int64
+      graph-<gen>.arrow    graph indexes (feature ``graph``, ``files["graph"]``): one row per node (see
+                           ``graph.py``); its entry point and size in the manifest's ``graph``
       wal-<gen>.log        the write-ahead log of everything since the last flush (see ``_wal.py``)
       LOCK                 ``flock``-ed by the one process that writes
 
@@ -53,7 +55,7 @@ from ..errors import CorruptIndexError, IncompatibleFormatError, VqdbError
 FORMAT = "vqdb-index"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-KNOWN_FEATURES: frozenset[str] = frozenset({"string_ids"})  # string_ids: see _ids.py
+KNOWN_FEATURES: frozenset[str] = frozenset({"string_ids", "graph"})  # string_ids: _ids.py; graph: graph.py
 MANIFEST = "manifest.json"
 MANIFEST_CRC = "manifest_crc32c"
 LOCK = "LOCK"

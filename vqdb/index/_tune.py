@@ -1,9 +1,10 @@
 """Pick an index's default ``nprobe`` and re-rank from measured recall and speed on sample queries.
 
 The FAISS way (``ParameterSpace.explore``) made small: sweep nprobe = 1, 2, 4, ... nlist (one value on a
-flat index) for each re-rank factor (off, and 2 / 4 / 8 when vectors are stored), stop a sweep once it
-reaches the target (more lists are only slower), and keep the fastest setting whose recall@k reaches
-``target_recall``, else the most accurate one. The choice is persisted with ``set_default_params``.
+flat index) for each re-rank factor (off, and 2 / 4 / 8 when vectors are stored) -- on a graph index
+ef = 16, 32, ... 1024 instead (its walk scores expanded nodes exactly: no separate re-rank) --, stop a
+sweep once it reaches the target (more is only slower), and keep the fastest setting whose recall@k
+reaches ``target_recall``, else the most accurate one. The choice is persisted with ``set_default_params``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..testing import recall_at_k
 from ._params import SearchParams
 
 RERANK_FACTORS = (2.0, 4.0, 8.0)
+GRAPH_EFS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
 
 
 def _trained_lists(index) -> int | None:
@@ -30,7 +32,20 @@ def _truth(index, q: np.ndarray, k: int) -> np.ndarray:
     without stored vectors, the full scan of the codes (recall is then relative to it)."""
     nlist = _trained_lists(index)
     rerank = max(1.0, math.ceil(len(index) / k)) if index.store_vectors else False
+    if index._graph is not None:
+        return _exact(index, q, k)
     return index.search(q, k, nprobe=nlist, rerank=rerank).ids
+
+
+def _exact(index, q: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k ids of a graph index: every live stored vector scored (float64), ties by lower id."""
+    rec = index.get(index.ids())
+    v = rec.vectors.astype(np.float64)
+    s = q.astype(np.float64) @ v.T
+    if index.metric == "l2sq":
+        s = 2 * s - np.einsum("ij,ij->i", v, v)[None, :]
+    order = np.lexsort((np.broadcast_to(rec.ids, s.shape), -s), axis=1)[:, :k]
+    return rec.ids[order]
 
 
 def _timed(index, q: np.ndarray, k: int, nprobe, rerank) -> tuple[np.ndarray, float]:
@@ -72,6 +87,9 @@ def tune(index, queries, *, k: int = 10, target_recall: float = 0.95, truth=None
     nlist = _trained_lists(index)
     nprobes = [None] if not nlist else sorted({min(nlist, 1 << i) for i in range(int(math.log2(nlist)) + 2)})
     reranks = (False,) + (RERANK_FACTORS if index.store_vectors else ())
+    graph = index._graph is not None
+    if graph:
+        return _tune_graph(index, q, k, target_recall, truth)
     index.search(q[:1], k)  # first-search work (layouts) stays out of the timings
     settings = []
     for rerank in reranks:
@@ -93,6 +111,41 @@ def tune(index, queries, *, k: int = 10, target_recall: float = 0.95, truth=None
         else max(settings, key=lambda s: (s["recall"], s["qps"]))
     )
     index.set_default_params(SearchParams(nprobe=chosen["nprobe"], rerank=chosen["rerank"]))
+    return {
+        "chosen": chosen,
+        "reached": bool(reached),
+        "target_recall": float(target_recall),
+        "k": k,
+        "queries": int(q.shape[0]),
+        "settings": settings,
+    }
+
+
+def _tune_graph(index, q: np.ndarray, k: int, target_recall: float, truth: np.ndarray) -> dict:
+    """The ef sweep of a graph index (see the module docstring)."""
+    index.search(q[:1], k)
+    settings = []
+    for ef in GRAPH_EFS:
+        best, ids = math.inf, None
+        for _ in range(2):
+            t = time.perf_counter()
+            ids = index.search(q, k, ef=ef).ids
+            best = min(best, time.perf_counter() - t)
+        row = {
+            "ef": ef,
+            "recall": round(recall_at_k(ids, truth, k), 4),
+            "qps": round(q.shape[0] / max(best, 1e-9), 1),
+        }
+        settings.append(row)
+        if row["recall"] >= target_recall:
+            break
+    reached = [s for s in settings if s["recall"] >= target_recall]
+    chosen = (
+        max(reached, key=lambda s: s["qps"])
+        if reached
+        else max(settings, key=lambda s: (s["recall"], s["qps"]))
+    )
+    index.set_default_params(SearchParams(ef=chosen["ef"]))
     return {
         "chosen": chosen,
         "reached": bool(reached),

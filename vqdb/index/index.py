@@ -31,6 +31,7 @@ from ..errors import DuplicateIdError, InvalidInputError, NotFoundError, VqdbErr
 from . import _filters, _ids, _ivf, _scan, _wal
 from . import _metadata as md
 from . import _storage as st
+from . import graph as _graph
 from ._codec import load_quantizer, make_quantizer, quantizer_meta
 from ._params import SearchParams, SearchResult
 from ._persist import _Persistence, _Snapshot
@@ -42,6 +43,10 @@ METRICS = ("cos", "ip", "l2sq")
 FIT_MIN = 256  # the first add fits the quantizer's centre if it has at least this many vectors
 MAX_MEMORY_CHUNKS = 24  # in-memory chunks are always merged beyond this
 SUBSET_MAX_ROWS = 4096  # a filter matching at most this many rows scores just those rows
+# graph index: a filter matching at most this share of the rows (or SUBSET_MAX_ROWS) scans the matching
+# rows instead of walking the graph (Qdrant's full-scan threshold: exact, and cheaper than a walk that
+# must pass through ~1/selectivity non-matching nodes per match)
+GRAPH_SUBSET_FRACTION = 0.05
 WRITE_CHUNK = 131072  # larger adds/upserts are logged and applied in chunks of this many vectors
 _F16_MAX = 65504.0
 
@@ -111,6 +116,13 @@ class Index(_Persistence):
         A preset name (``"turbo-4"``, ``"turbo-2"``, ``"qjl"``, ... see ``vqdb.presets(dim)``) or a quantizer
         instance (copied). The first ``add`` of at least 256 vectors fits its centre (the mean), once;
         it never changes afterwards.
+    graph : bool or int
+        ``True``: a graph index (degree 32); an int sets the degree. Exclusive with ``ivf``. Searches
+        walk the graph scoring each hop's neighbours on their codes (fast-scan LUTs) and score the nodes
+        they expand exactly from float16 vectors (search knob ``ef``, see :class:`SearchParams`); the
+        quantizer must support fast scans (TurboQuant, QJL). Needs ``store_vectors`` (the default for a
+        graph). Filters below ``GRAPH_SUBSET_FRACTION`` of the rows scan the matching rows instead.
+        Deleted nodes are skipped and dropped by :meth:`compact` (which rebuilds the graph).
     ivf : bool or int
         ``False``: flat scan over all codes. ``True``: an IVF partition whose number of lists is chosen when
         it is trained (about ``4 sqrt(n)``). An int: that many lists. The partition (k-means, faiss) is
@@ -124,9 +136,9 @@ class Index(_Persistence):
         The kind of ids: non-negative integers, or strings (UUIDs included, at most
         ``vqdb.index.MAX_ID_BYTES`` UTF-8 bytes each). ``None``: fixed by the first write (an ``add``
         without ids makes it ``"int"``). Ids of the other kind are refused with ``DTypeError``.
-    store_vectors : bool or {"float16", "float32"}
+    store_vectors : bool, {"float16", "float32"} or None
         Also keep the full vectors (``True`` = float16), memory-mapped on disk, for exact re-ranking and
-        exact ``get``.
+        exact ``get``. ``None`` (default): float16 for a graph index, none otherwise.
     default_params : SearchParams, optional
         Defaults of the search knobs (persisted with the index).
     flush_rows : int
@@ -165,9 +177,10 @@ class Index(_Persistence):
         metric="cos",
         quantizer="turbo-4",
         ivf=False,
+        graph=False,
         path=None,
         id_type: str | None = None,
-        store_vectors=False,
+        store_vectors=None,
         default_params: SearchParams | None = None,
         flush_rows: int = 65536,
         seed: int = 0,
@@ -177,6 +190,11 @@ class Index(_Persistence):
         id_type = _ids.check_id_type(id_type)
         check_choice(metric, METRICS, name="metric")
         ivf_on, nlist = _as_ivf(ivf)
+        degree = _graph.as_graph(graph)
+        if degree is not None and ivf_on:
+            raise InvalidInputError("graph and ivf are exclusive: choose one index structure")
+        if degree is not None and store_vectors is None:
+            store_vectors = "float16"
         if default_params is not None and not isinstance(default_params, SearchParams):
             raise InvalidInputError(
                 f"default_params must be a SearchParams; got {type(default_params).__name__}"
@@ -187,6 +205,17 @@ class Index(_Persistence):
         flush_rows = check_int_range(flush_rows, 1, 1 << 40, name="flush_rows")
         seed = check_int_range(seed, 0, 2**63 - 1, name="seed")
         check_choice(device, ("cpu", "cuda"), name="device")
+        quantizer = make_quantizer(quantizer, dim)
+        if degree is not None:
+            if store_vectors is None:
+                raise InvalidInputError("a graph index needs store_vectors (True, 'float16' or 'float32')")
+            from ..kernels import scanner as _scanner
+
+            if not _scanner.FastScanner.supports(quantizer):
+                raise InvalidInputError(
+                    f"a graph index needs a quantizer with fast-scan codes (TurboQuant, QJL); "
+                    f"{type(quantizer).__name__} has none"
+                )
         if device == "cuda":
             from ..kernels import require_device
 
@@ -194,7 +223,7 @@ class Index(_Persistence):
         self._setup(
             dim=dim,
             metric=metric,
-            quantizer=make_quantizer(quantizer, dim),
+            quantizer=quantizer,
             ivf=ivf_on,
             nlist=nlist,
             store_vectors=store_vectors,
@@ -202,6 +231,7 @@ class Index(_Persistence):
             flush_rows=flush_rows,
             seed=seed,
             id_type=id_type,
+            graph=degree,
         )
         self._snap = _Snapshot((), None, md.empty_schema())
         self._device = device
@@ -209,7 +239,19 @@ class Index(_Persistence):
             self._create_dir(os.fspath(path))
 
     def _setup(
-        self, *, dim, metric, quantizer, ivf, nlist, store_vectors, defaults, flush_rows, seed, id_type=None
+        self,
+        *,
+        dim,
+        metric,
+        quantizer,
+        ivf,
+        nlist,
+        store_vectors,
+        defaults,
+        flush_rows,
+        seed,
+        id_type=None,
+        graph=None,
     ):
         # No eager warm-up: each kernel compiles (or loads from numba's cache) on its first call, so a new
         # index pays only for what its preset and its searches use; `vqdb warmup` builds them all ahead.
@@ -237,6 +279,13 @@ class Index(_Persistence):
         self._zero = np.zeros(dim, dtype=np.float32)
         self._device = "cpu"
         self._device_scorer = None
+        self._graph = None
+        if graph is not None:
+            from ..kernels import scanner as _scanner
+
+            self._graph = _graph.Graph(
+                _scanner.FastScanner(quantizer), dim, graph, "l2sq" if metric == "l2sq" else "ip"
+            )
 
     @classmethod
     def open(cls, path, *, read_only: bool = False) -> Index:
@@ -288,6 +337,7 @@ class Index(_Persistence):
                 flush_rows=int(manifest["options"]["flush_rows"]),
                 seed=int(manifest["options"]["seed"]),
                 id_type=manifest.get("id_type") or (_ids.INT if int(manifest["next_id"]) else None),
+                graph=None if not manifest.get("graph") else int(manifest["graph"]["degree"]),
             )
             self._read_only = read_only
             self._dirlock = dirlock
@@ -378,6 +428,7 @@ class Index(_Persistence):
     def __repr__(self) -> str:
         where = f"path={self._path!r}" if self._path else "in memory"
         ivf = f", ivf={self.nlist or True}" if self._ivf else ""
+        ivf += f", graph={self._graph.R}" if self._graph is not None else ""
         return (
             f"Index(dim={self.dim}, metric={self.metric!r}, quantizer={self._quantizer.state_dict()['kind']!r}"
             f"{ivf}, n={len(self)}, {where})"
@@ -873,6 +924,12 @@ class Index(_Persistence):
             schema=schema,
             aliases={**snap.aliases, **aliases} if aliases else snap.aliases,
         )
+        if self._graph is not None:
+            self._graph.insert(
+                ids,
+                st.vectors_from_arrow(table.column(st.VECTOR), self.dim),
+                st.codes_from_arrow(table.column(st.CODE), self._quantizer.code_size),
+            )
 
     def _apply_delete(self, keys: np.ndarray) -> None:
         snap = self._snap
@@ -883,6 +940,8 @@ class Index(_Persistence):
             gone = set(keys.tolist())
             aliases = {s: k for s, k in aliases.items() if k not in gone}
         self._snap = replace(snap, segments=tuple(segments), aliases=aliases)
+        if self._graph is not None:
+            self._graph.retire(keys)
 
     def _tombstone(self, segments: list, ids: np.ndarray) -> None:
         seg_idx, rows = self._locate(segments, ids)
@@ -909,6 +968,7 @@ class Index(_Persistence):
         nprobe=None,
         rerank=None,
         *,
+        ef=None,
         params: SearchParams | None = None,
         include_metadata: bool = False,
     ) -> SearchResult:
@@ -922,7 +982,7 @@ class Index(_Persistence):
         filter : dict or pyarrow.compute.Expression, optional
             Only vectors whose metadata match (see ``vqdb.index._filters``). ``k`` results are returned
             whenever at least ``k`` vectors match, however selective the filter.
-        nprobe, rerank : optional
+        nprobe, rerank, ef : optional
             Per-call knobs (see :class:`SearchParams`); override ``params``, which overrides the index's
             persisted ``default_params``.
         include_metadata : bool
@@ -938,7 +998,7 @@ class Index(_Persistence):
         k = check_k(k)
         if params is not None and not isinstance(params, SearchParams):
             raise InvalidInputError(f"params must be a SearchParams; got {type(params).__name__}")
-        p = SearchParams(nprobe=nprobe, rerank=rerank).merged_over(
+        p = SearchParams(nprobe=nprobe, rerank=rerank, ef=ef).merged_over(
             (params or SearchParams()).merged_over(self._defaults)
         )
         q = self._queries(queries)
@@ -953,6 +1013,31 @@ class Index(_Persistence):
         allow = [self._allowed(seg, expr, snap.schema) for seg in segments]
         n_rows = sum(s.n for s in segments)
         n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(segments, allow))
+        graph = self._graph
+        if (
+            graph is not None
+            and graph.n
+            and n_allowed
+            and m
+            and (expr is None or n_allowed > max(SUBSET_MAX_ROWS, GRAPH_SUBSET_FRACTION * n_rows))
+        ):
+            ok = None
+            if expr is not None:
+                ok = graph.ok_for(
+                    np.concatenate([s.ids if a is None else s.ids[a] for s, a in zip(segments, allow)])
+                )
+            with _scan.blas_serial(m):
+                nodes, scores, _ = graph.search(
+                    q, k, p.ef or _graph.DEFAULT_EF, centre=getattr(self._quantizer, "centre_", None), ok=ok
+                )
+            keys = np.where(nodes >= 0, graph.ids[np.maximum(nodes, 0)], -1)
+            if self._id_type != _ids.STR and not include_metadata:
+                return SearchResult(keys, scores, self.metric)
+            seg_idx, rows = self._locate(segments, keys)
+            refs = np.where(seg_idx >= 0, (seg_idx << _scan.SHIFT) | rows, -1)
+            ids = self._sids_of_refs(segments, refs) if self._id_type == _ids.STR else keys
+            meta = self._metadata_of_refs(segments, snap.schema, refs) if include_metadata else None
+            return SearchResult(ids, scores, self.metric, metadata=meta)
         ctx = _scan.ScanContext(
             self._quantizer,
             "l2sq" if self.metric == "l2sq" else "ip",
@@ -1181,6 +1266,9 @@ class Index(_Persistence):
         per = {"codes": cs, "id": round(8 + sid_bytes, 2), "list": 4, "id_index": 8}
         if self._store_vectors:
             per["vectors"] = self.dim * (2 if self._store_vectors == "float16" else 4)
+        graph = self._graph
+        if graph is not None:
+            per.update(graph.nbytes_per_node)
         per["metadata"] = round(sum(s.meta.nbytes for s in segs) / max(n_rows, 1), 2)
         per["deleted_mask"] = round(sum(0 if s.deleted is None else s.n for s in segs) / max(n_rows, 1), 2)
         per["total"] = round(sum(per.values()), 2)
@@ -1219,6 +1307,13 @@ class Index(_Persistence):
                     default_nprobe=_ivf.default_nprobe(snap.coarse.nlist),
                 )
             out["ivf"] = ivf
+        if graph is not None:
+            out["graph"] = {
+                "degree": graph.R,
+                "nodes": int(graph.n),
+                "retired_nodes": int(graph.n - graph.live[: graph.n].sum()),
+                "default_ef": self._defaults.ef or _graph.DEFAULT_EF,
+            }
         if self._path is not None:
             files = st.referenced_files(self._manifest)
             out["disk_bytes"] = int(

@@ -1,0 +1,265 @@
+"""The graph index (``Index(graph=...)``) on the real WordNet sample: recall against exact search, deletes,
+upserts, filters (graph walk and subset fallback), compaction, persistence (same and another process),
+SIGKILL during inserts, tuning of ``ef``, and bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from index_helpers import exact_topk
+
+import vqdb
+from vqdb.index import index as index_module
+from vqdb.testing import recall_at_k
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def f16(x):
+    """What a graph index scores exactly: the float16 vectors."""
+    return x.astype(np.float16).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def graph_index(wordnet, quantizer, meta):
+    """In-memory ``ip`` graph index (degree 32) over the 5,000-vector sample (read-only use)."""
+    index = vqdb.Index(wordnet.dim, metric="ip", quantizer=quantizer, graph=True)
+    index.add(wordnet.base, metadata=meta)
+    return index
+
+
+def test_recall_against_exact_search_and_exact_scores(graph_index, wordnet):
+    base, q = f16(wordnet.base), wordnet.queries
+    truth, truth_scores = exact_topk(base, q, 10)
+    low = graph_index.search(q, 10, ef=16)
+    high = graph_index.search(q, 10, ef=128)
+    r_low, r_high = recall_at_k(low.ids, truth, 10), recall_at_k(high.ids, truth, 10)
+    assert r_high >= 0.97, r_high
+    assert r_low < r_high  # ef is a real knob
+    assert high.ids.shape == (q.shape[0], 10) and (high.ids >= 0).all()
+    # the scores are the exact inner products of the float16 vectors, best first
+    exact = np.einsum("ij,ikj->ik", q.astype(np.float64), base[high.ids].astype(np.float64))
+    np.testing.assert_allclose(high.scores, exact, rtol=0, atol=2e-5)
+    assert (np.diff(high.scores, axis=1) <= 0).all()
+    # each stored vector finds itself first
+    own = graph_index.search(wordnet.base[:200], 1, ef=32)
+    assert (own.ids[:, 0] == np.arange(200)).mean() >= 0.99
+
+
+def test_ef_default_params_and_stats(wordnet, quantizer):
+    index = vqdb.Index(
+        wordnet.dim, metric="cos", quantizer=quantizer, graph=16, default_params=vqdb.SearchParams(ef=24)
+    )
+    index.add(wordnet.base[:1000])
+    st = index.stats()
+    assert st["graph"] == {"degree": 16, "nodes": 1000, "retired_nodes": 0, "default_ef": 24}
+    assert st["store_vectors"] == "float16"
+    assert st["bytes_per_vector"]["graph_vector"] == 2 * wordnet.dim
+    per_call = index.search(wordnet.queries, 10, ef=24)
+    default = index.search(wordnet.queries, 10)
+    assert np.array_equal(per_call.ids, default.ids)
+
+
+def test_deleted_ids_never_returned_and_compact_drops_them(wordnet, quantizer):
+    base, q = wordnet.base[:2000], wordnet.queries[:100]
+    index = vqdb.Index(wordnet.dim, metric="ip", quantizer=quantizer, graph=True)
+    index.add(base)
+    first = index.search(q, 10).ids
+    gone = np.unique(first[:, :3])
+    index.delete(gone)
+    after = index.search(q, 10, ef=64)
+    assert not np.isin(after.ids, gone).any()
+    assert (after.ids >= 0).all()  # still k results
+    keep = np.setdiff1d(np.arange(2000), gone)
+    truth = keep[exact_topk(f16(base[keep]), q, 10)[0]]
+    assert recall_at_k(after.ids, truth, 10) >= 0.95
+    assert index.stats()["graph"]["retired_nodes"] == gone.size
+    index.compact()
+    assert index.stats()["graph"] == {"degree": 32, "nodes": keep.size, "retired_nodes": 0, "default_ef": 64}
+    again = index.search(q, 10, ef=64)
+    assert not np.isin(again.ids, gone).any()
+    assert recall_at_k(again.ids, truth, 10) >= 0.95
+
+
+def test_upsert_moves_a_vector(wordnet, quantizer):
+    base = wordnet.base[:1500]
+    index = vqdb.Index(wordnet.dim, metric="ip", quantizer=quantizer, graph=True)
+    index.add(base)
+    # id 7 takes the vector of row 1000; row 1000 itself is deleted
+    index.upsert(base[1000:1001], ids=[7])
+    index.delete([1000])
+    hits = index.search(base[[7, 1000]], 3, ef=64).ids
+    assert hits[1, 0] == 7
+    assert 7 not in hits[0]  # its old vector is gone
+    assert len(index) == 1499
+
+
+@pytest.mark.parametrize("walk", [True, False], ids=["graph-walk", "subset-scan"])
+@pytest.mark.parametrize("field,value", [("half", 1), ("b20", 3), ("b200", 7)])
+def test_filters_exact_and_k_results(graph_index, wordnet, monkeypatch, walk, field, value):
+    """Every result matches the filter; k results whenever k rows match; recall against the exact filtered
+    search. ``walk`` forces the filtered graph walk (no subset fallback) even for 0.5 % selectivity."""
+    if walk:
+        monkeypatch.setattr(index_module, "SUBSET_MAX_ROWS", 0)
+        monkeypatch.setattr(index_module, "GRAPH_SUBSET_FRACTION", 0.0)
+    else:
+        monkeypatch.setattr(index_module, "GRAPH_SUBSET_FRACTION", 1.0)
+    q = wordnet.queries[:100]
+    allowed = np.arange(wordnet.base.shape[0]) % {"half": 2, "b20": 20, "b200": 200}[field] == value
+    res = graph_index.search(q, 10, filter={field: value}, ef=64, rerank=not walk)
+    assert (res.ids >= 0).all()
+    assert allowed[res.ids].all()
+    truth, _ = exact_topk(f16(wordnet.base), q, 10, allowed=allowed)
+    assert recall_at_k(res.ids, truth, 10) >= 0.9
+
+
+def test_filter_fewer_matches_than_k(graph_index, wordnet, monkeypatch):
+    monkeypatch.setattr(index_module, "SUBSET_MAX_ROWS", 0)
+    monkeypatch.setattr(index_module, "GRAPH_SUBSET_FRACTION", 0.0)
+    res = graph_index.search(wordnet.queries[:5], 10, filter={"i": {"$in": [3, 77, 4000]}})
+    assert (np.sort(res.ids[:, :3], axis=1) == [3, 77, 4000]).all()
+    assert (res.ids[:, 3:] == -1).all() and np.isneginf(res.scores[:, 3:]).all()
+
+
+def test_save_open_identical_and_another_process(tmp_path, wordnet, quantizer, meta):
+    path = tmp_path / "g"
+    index = vqdb.Index(wordnet.dim, metric="cos", quantizer=quantizer, graph=24, path=path, flush_rows=1500)
+    index.add(
+        wordnet.base[:2000], metadata=meta[:2000]
+    )  # one flushed segment + graph file, the rest in the WAL
+    index.add(wordnet.base[2000:2600], metadata=meta[2000:2600])
+    index.delete([5, 2100])
+    q = wordnet.queries[:50]
+    before = index.search(q, 10, ef=48)
+    index.close()
+    again = vqdb.open(path)
+    after = again.search(q, 10, ef=48)
+    assert np.array_equal(before.ids, after.ids) and np.array_equal(before.scores, after.scores)
+    again.save()
+    assert any(f.startswith("graph-") for f in os.listdir(path))
+    saved = again.search(q, 10, ef=48)
+    again.close()
+    np.save(tmp_path / "q.npy", q)
+    child = (
+        "import sys, numpy as np, vqdb\n"
+        "ix = vqdb.open(sys.argv[1], read_only=True)\n"
+        "assert ix._graph is not None and not ix._graph.rows.flags.writeable  # memory-mapped\n"
+        "r = ix.search(np.load(sys.argv[2]), 10, ef=48)\n"
+        "np.save(sys.argv[3], r.ids)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    out = tmp_path / "ids.npy"
+    proc = subprocess.run(
+        [sys.executable, "-c", child, str(path), str(tmp_path / "q.npy"), str(out)],
+        env=env,
+        capture_output=True,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert np.array_equal(np.load(out), saved.ids)
+    assert np.array_equal(saved.ids, before.ids)
+
+
+def test_export_and_in_memory_save(tmp_path, wordnet, quantizer):
+    index = vqdb.Index(wordnet.dim, metric="ip", quantizer=quantizer, graph=True)
+    index.add(wordnet.base[:1200])
+    q = wordnet.queries[:40]
+    before = index.search(q, 10)
+    index.save(tmp_path / "a")
+    index.export(tmp_path / "b")
+    index.close()
+    for name in ("a", "b"):
+        with vqdb.open(tmp_path / name) as ix:
+            assert np.array_equal(ix.search(q, 10).ids, before.ids)
+
+
+CHILD = """
+import sys
+import numpy as np
+import vqdb
+path, xfile, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+x = np.load(xfile)
+index = vqdb.open(path)
+rng = np.random.default_rng(seed)
+nxt = int(index.ids().max()) + 1 if len(index) else 0
+while nxt < len(x):
+    n = int(rng.integers(1, 40))
+    ids = np.arange(nxt, min(len(x), nxt + n))
+    index.add(x[ids], ids=ids)
+    print(" ".join(map(str, ids.tolist())), flush=True)      # acknowledged: add has returned
+    nxt = int(ids[-1]) + 1
+    if rng.random() < 0.1:
+        index.delete(rng.choice(nxt, 1))
+"""
+
+
+def test_sigkill_during_inserts(tmp_path, wordnet, quantizer):
+    """A child adds (and sometimes deletes) in a loop and is SIGKILLed at random moments; after each kill the
+    index opens, holds every acknowledged add, and its graph finds each stored vector."""
+    path, xfile = tmp_path / "ix", tmp_path / "x.npy"
+    x = wordnet.base[:3000]
+    np.save(xfile, x)
+    vqdb.Index(x.shape[1], metric="ip", quantizer=quantizer, graph=16, path=path, flush_rows=200).close()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    rng = np.random.default_rng(7)
+    acked: set[int] = set()
+    for trial in range(6):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), str(xfile), str(trial)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        first = proc.stdout.readline()
+        assert first.endswith(b"\n"), proc.stderr.read().decode()[-3000:]
+        time.sleep(float(rng.uniform(0.05, 0.4)))
+        proc.send_signal(signal.SIGKILL)
+        rest = proc.stdout.read()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        lines = (first + rest).decode().splitlines()
+        if lines and not (first + rest).endswith(b"\n"):
+            lines = lines[:-1]  # a line cut by the kill was not acknowledged
+        for line in lines:
+            acked.update(int(t) for t in line.split())
+        with vqdb.open(path, read_only=True) as index:
+            present = set(index.ids().tolist())
+            deleted = acked - present
+            assert len(deleted) <= 4 * (trial + 1)  # only the child's own deletes (at most a few per run)
+            live = np.array(sorted(acked & present))
+            hits = index.search(x[live], 1, ef=64).ids[:, 0]
+            assert (hits == live).mean() >= 0.98
+            assert not np.isin(index.search(x[:50], 10).ids, list(deleted)).any()
+    assert len(acked) > 50
+
+
+def test_tune_chooses_ef(wordnet, quantizer):
+    index = vqdb.Index(wordnet.dim, metric="ip", quantizer=quantizer, graph=True)
+    index.add(wordnet.base[:2000])
+    out = index.tune(wordnet.queries[:100], 10, target_recall=0.95)
+    assert out["reached"] and out["chosen"]["recall"] >= 0.95
+    assert index.default_params.ef == out["chosen"]["ef"]
+    assert [s["ef"] for s in out["settings"]] == sorted(s["ef"] for s in out["settings"])
+
+
+def test_bad_input(wordnet, quantizer):
+    with pytest.raises(vqdb.errors.InvalidInputError, match="exclusive"):
+        vqdb.Index(8, graph=True, ivf=True)
+    with pytest.raises(vqdb.errors.InvalidInputError, match="store_vectors"):
+        vqdb.Index(8, graph=True, store_vectors=False)
+    for bad in (0, 3, 1000, 2.5, "yes"):
+        with pytest.raises(vqdb.errors.InvalidInputError, match="graph"):
+            vqdb.Index(8, graph=bad)
+    with pytest.raises(vqdb.errors.InvalidInputError, match="fast-scan"):
+        vqdb.Index(16, graph=True, quantizer="polar")
+    index = vqdb.Index(wordnet.dim, quantizer=quantizer, graph=8)
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(vqdb.errors.InvalidInputError, match="ef"):
+            index.search(wordnet.queries[:1], 5, ef=bad)
+    assert index.search(wordnet.queries[:2], 5).ids.tolist() == [[-1] * 5] * 2  # empty graph

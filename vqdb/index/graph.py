@@ -1,0 +1,320 @@
+"""The graph index of ``Index(graph=True | degree)``: nodes, insertion, code-scored search, persistence.
+
+One node per stored row version (an upsert adds a node and retires the old one; a delete retires it).
+Retired nodes stay in the graph as waypoints, never in results, until :meth:`Index.compact` rebuilds it.
+Each node's row holds its neighbours' ids and codes contiguously (layout in :mod:`vqdb.kernels.graph`);
+a search scores a hop's neighbours with the fast-scan LUT of the index's own quantizer
+(:class:`vqdb.kernels.scanner.FastScanner`: the same LUTs, factors and score formula as flat and IVF
+scans) and scores every node it expands exactly from its float16 vector, which is also the re-rank.
+
+Construction: prefix-doubling batch insertion with RobustPrune (ParlayANN's parallel DiskANN build):
+batches of at most ``max(1, n_linked)`` and ``BATCH_FRACTION`` of the add, each searched in parallel
+against the graph linked so far. Distances between nodes are squared L2 of the float16 vectors; for
+``cos`` (unit vectors) that orders neighbours exactly as the cosine does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import InvalidInputError
+
+DEFAULT_DEGREE = 32
+DEFAULT_EF = 64
+BUILD_EF = 96  # beam width of the construction searches (DiskANN's L)
+ALPHA = 1.2  # RobustPrune's alpha, applied to squared distances
+BATCH_FRACTION = 0.02  # a batch links at most this share of the nodes being added (and >= 64)
+MIN_BATCH = 64
+MAX_DEGREE = 256
+
+
+def as_graph(value) -> int | None:
+    """``graph=`` argument -> degree (None = no graph)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DEFAULT_DEGREE
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 4 <= value <= MAX_DEGREE:
+        raise InvalidInputError(
+            f"graph must be False, True or a degree (int in [4, {MAX_DEGREE}]); got {value!r}"
+        )
+    return int(value)
+
+
+def _kernels():
+    from ..kernels import graph as kg
+
+    return kg
+
+
+def _threads() -> int:
+    import numba
+
+    return int(numba.get_num_threads())
+
+
+class Graph:
+    """Nodes of the graph of one index (mutated under the index's write lock; searched lock-free).
+
+    Parameters
+    ----------
+    scanner : vqdb.kernels.scanner.FastScanner
+        Of the index's quantizer (the code layout and LUTs).
+    dim : int
+    degree : int
+        Out-degree R.
+    metric : {"ip", "l2sq"}
+        Score of a search (``cos`` indexes pass ``ip``: their vectors are unit).
+    """
+
+    def __init__(self, scanner, dim: int, degree: int, metric: str):
+        self.sc = scanner
+        self.dim = dim
+        self.R = degree
+        self.l2 = metric == "l2sq"
+        self.nsteps = int(scanner.nsteps)
+        self.G = int(scanner.n_groups)
+        code_bytes = -(-degree // 32) * self.nsteps * 32
+        self.io = code_bytes // 4
+        self.fo = self.io + degree
+        self.so = self.fo + self.G * degree
+        self.row_bytes = int(-(-(self.so + degree) * 4 // 64) * 64)
+        self.code_size = None
+        self.n = 0
+        self.entry = 0
+        self._writable = True
+        self._node_of: dict[int, int] = {}
+        self._alloc(0)
+
+    # ---- storage -------------------------------------------------------------------------------
+    def _alloc(self, cap: int) -> None:
+        d, R = self.dim, self.R
+        self.ids = np.full(cap, -1, np.int64)
+        self.live = np.zeros(cap, bool)
+        self.vbits = np.zeros((cap, d), np.uint16)
+        self.norms = np.zeros(cap, np.float32)
+        self.slots = np.zeros((cap, 2 * self.nsteps), np.uint8)
+        self.facs = np.zeros((cap, max(self.G, 1)), np.float32)
+        self.sqc = np.zeros(cap, np.float32)
+        self.rows = np.zeros((cap, self.row_bytes), np.uint8)
+        self._views()
+        self.rowsi[:, self.io : self.io + R] = -1
+
+    def _views(self) -> None:
+        self.rowsi = self.rows.view(np.int32)
+        self.rowsf = self.rows.view(np.float32)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.ids.shape[0])
+
+    def _reserve(self, need: int) -> None:
+        """Room for ``need`` nodes in writable arrays (new arrays: running searches keep the old ones)."""
+        if need <= self.capacity and self._writable:
+            return
+        cap = max(need, int(self.capacity * 1.5) + 1024) if need > self.capacity else self.capacity
+        old = (self.ids, self.live, self.vbits, self.norms, self.slots, self.facs, self.sqc, self.rows)
+        n = self.n
+        self._alloc(cap)
+        for dst, src in zip(
+            (self.ids, self.live, self.vbits, self.norms, self.slots, self.facs, self.sqc, self.rows), old
+        ):
+            dst[:n] = src[:n]
+        self._writable = True
+
+    @property
+    def nbytes_per_node(self) -> dict:
+        """Bytes per node held for search: the row (codes + ids + factors), the float16 vector, id/flags."""
+        return {"graph_row": self.row_bytes, "graph_vector": 2 * self.dim, "graph_id": 9}
+
+    # ---- code slots ------------------------------------------------------------------------------
+    def _code_arrays(self, codes: np.ndarray):
+        """(slots (n, 2S) uint8, factors (n, G) float32, ||x||^2 (n,) float32) of codes (n, code_size)."""
+        from ..kernels import reference_fastscan as rf
+
+        sc = self.sc
+        n = codes.shape[0]
+        slots = np.zeros((n, 2 * self.nsteps), np.uint8)
+        side = np.ascontiguousarray(codes[:, sc.side_offset : sc.side_offset + 4 * sc.n_side]).view("<f4")
+        side = side.reshape(n, sc.n_side)
+        facs = np.zeros((n, max(self.G, 1)), np.float32)
+        col = 0
+        for i, p in enumerate(sc.parts):
+            slots[:, col : col + sc.slots[i]] = rf.nibble_slots(codes, p["offset"], p["bits"], p["k"])
+            col += sc.slots[i]
+            if sc.group_first[sc.group_of[i]] == i:
+                facs[:, sc.group_of[i]] = side[:, p["side"]] * np.float32(p["mult"])
+        return slots, facs, side[:, sc.n_side - 1].astype(np.float32)
+
+    # ---- writes ----------------------------------------------------------------------------------
+    def retire(self, ids: np.ndarray) -> None:
+        """Nodes of ``ids`` (where present) are no longer results."""
+        if not self._writable:
+            self._reserve(self.n)
+        for i in np.asarray(ids, np.int64).tolist():
+            node = self._node_of.pop(i, None)
+            if node is not None:
+                self.live[node] = False
+
+    def insert(
+        self, ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray, *, build_ef: int = BUILD_EF
+    ) -> None:
+        """Add nodes: ``ids`` (b,) int64, ``vectors`` (b, d) float (stored as float16), ``codes`` (b, code_size)
+        uint8. Ids already present are retired first (upsert)."""
+        b = int(ids.shape[0])
+        if b == 0:
+            return
+        kg = _kernels()
+        self.retire(ids)
+        v16 = np.ascontiguousarray(vectors, dtype=np.float16)
+        n0 = self.n
+        if n0 == 0:  # the entry point: the vector nearest the batch mean, linked first
+            x = v16.astype(np.float32)
+            first = int(np.argmin(((x - x.mean(0)) ** 2).sum(1)))
+            order = np.r_[first, np.delete(np.arange(b), first)]
+            ids, v16, codes = ids[order], v16[order], codes[order]
+        self._reserve(n0 + b)
+        self.code_size = codes.shape[1]
+        sl = slice(n0, n0 + b)
+        self.ids[sl] = ids
+        self.live[sl] = True
+        self.vbits[sl] = v16.view(np.uint16)
+        self.slots[sl], self.facs[sl], self.sqc[sl] = self._code_arrays(codes)
+        self.rowsi[sl, self.io : self.io + self.R] = -1
+        new_nodes = np.arange(n0, n0 + b, dtype=np.int64)
+        kg.squared_norms(self.vbits, new_nodes, self.norms)
+        touched = np.zeros(n0 + b, bool)
+        touched[sl] = True
+        cur = n0
+        if cur == 0:
+            cur = 1  # node 0 is the entry; it has no one to link to yet
+            self.entry = 0
+        cap = max(MIN_BATCH, int(math.ceil(BATCH_FRACTION * b)))
+        while cur < n0 + b:
+            size = min(n0 + b - cur, max(1, cur), cap)
+            batch = np.arange(cur, cur + size, dtype=np.int64)
+            tasks = max(1, min(size, 8 * _threads()))
+            incoming = np.empty(size * self.R, np.int64)
+            kg.link_batch(
+                batch, cur, self.entry, self.vbits, self.norms, self.rowsi, self.io, self.R,
+                int(build_ef), np.float32(ALPHA), tasks, incoming,
+            )  # fmt: skip
+            pairs = np.sort(incoming[incoming >= 0])
+            if pairs.size:
+                tgt = pairs >> 32
+                starts = np.flatnonzero(np.r_[True, tgt[1:] != tgt[:-1]])
+                starts = np.r_[starts, pairs.size].astype(np.int64)
+                hit = np.empty(starts.size - 1, np.int64)
+                kg.merge_reverse(
+                    pairs, starts, self.vbits, self.norms, self.rowsi, self.io, self.R, np.float32(ALPHA), hit
+                )
+                touched[hit] = True
+            cur += size
+        for j, i in enumerate(ids.tolist()):
+            self._node_of[i] = n0 + j
+        kg.pack_rows(
+            np.flatnonzero(touched).astype(np.int64), self.rows, self.rowsi, self.rowsf, self.slots,
+            self.facs, self.sqc, self.R, self.nsteps, self.io, self.fo, self.so,
+        )  # fmt: skip
+        self.n = n0 + b
+
+    # ---- search ----------------------------------------------------------------------------------
+    def search(self, q: np.ndarray, k: int, ef: int, *, centre=None, ok: np.ndarray | None = None):
+        """(nodes (m, k) int64 -1 padded, scores (m, k) float32, expanded (m,) int64) of (m, d) queries.
+
+        ``ok`` (n,) bool: nodes that may be returned (live and matching a filter); default the live ones."""
+        kg = _kernels()
+        m = q.shape[0]
+        n = self.n
+        out_nodes = np.full((m, k), -1, np.int64)
+        out_scores = np.full((m, k), -np.inf, np.float32)
+        stats = np.zeros(m, np.int64)
+        if m == 0 or n == 0:
+            return out_nodes, out_scores, stats
+        rows, rowsi, rowsf, vbits, norms = self.rows, self.rowsi, self.rowsf, self.vbits, self.norms
+        ok = self.live[:n] if ok is None else ok
+        prep = self.sc.prepare(q, metric="l2sq" if self.l2 else "ip")
+        c0 = q @ centre if centre is not None else np.zeros(m, np.float32)
+        base = (prep.alpha * c0 + prep.qconst).astype(np.float32)
+        G = self.G
+        tasks = max(1, min(m, 4 * _threads()))
+        kg.search(
+            q, prep.luts, np.ascontiguousarray(prep.inv[:, :G]), np.ascontiguousarray(prep.off[:, :G]), base,
+            np.float32(prep.alpha), self.l2, self.sc.part_steps, self.nsteps,
+            rows.reshape(-1), self.row_bytes, rowsi, rowsf, self.io, self.fo, self.so, self.R,
+            vbits, norms, np.ascontiguousarray(ok), n, self.entry, max(int(ef), k), k, tasks,
+            out_nodes, out_scores, stats,
+        )  # fmt: skip
+        return out_nodes, out_scores, stats
+
+    def ok_for(self, allowed_ids: np.ndarray) -> np.ndarray:
+        """(n,) bool: live nodes whose id is in ``allowed_ids``."""
+        n = self.n
+        return self.live[:n] & np.isin(self.ids[:n], allowed_ids)
+
+    # ---- persistence -----------------------------------------------------------------------------
+    def to_table(self) -> pa.Table:
+        """The nodes as an Arrow table (one row per node): id, live, float16 vector bits, row, slots, factors."""
+        n = self.n
+
+        def fixed(a: np.ndarray) -> pa.Array:
+            a = np.ascontiguousarray(a[:n])
+            width = a.shape[1] * a.itemsize
+            return pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(width), n, [None, pa.py_buffer(a.view(np.uint8).reshape(-1))]
+            )
+
+        return pa.table(
+            {
+                "id": pa.array(self.ids[:n], pa.int64()),
+                "live": pa.array(self.live[:n], pa.bool_()),
+                "vector_f16": fixed(self.vbits),
+                "row": fixed(self.rows),
+                "slots": fixed(self.slots),
+                "factors": fixed(self.facs),
+                "code_sq": pa.array(self.sqc[:n], pa.float32()),
+            }
+        )
+
+    def meta(self) -> dict:
+        return {"degree": self.R, "entry": int(self.entry), "nodes": int(self.n), "row_bytes": self.row_bytes}
+
+    @classmethod
+    def from_table(cls, table: pa.Table, scanner, dim: int, metric: str, meta: dict) -> Graph:
+        """Nodes read from :meth:`to_table` (memory-mapped: zero-copy, copied on the first write)."""
+        g = cls(scanner, dim, int(meta["degree"]), metric)
+        if int(meta["row_bytes"]) != g.row_bytes or table.num_rows != int(meta["nodes"]):
+            raise ValueError("graph file does not match the index's code layout")
+        table = table.combine_chunks()
+        n = table.num_rows
+
+        def fixed(name: str, dtype, width: int) -> np.ndarray:
+            col = table.column(name)
+            arr = (
+                col.chunk(0) if col.num_chunks else pa.array([], pa.binary(width * np.dtype(dtype).itemsize))
+            )
+            buf = arr.buffers()[1]
+            raw = np.frombuffer(buf, dtype=np.uint8) if buf is not None else np.zeros(0, np.uint8)
+            size = width * np.dtype(dtype).itemsize
+            raw = raw[arr.offset * size : (arr.offset + n) * size]
+            return raw.view(dtype).reshape(n, width)
+
+        g.ids = table.column("id").to_numpy().astype(np.int64, copy=False)
+        g.live = np.asarray(table.column("live").to_numpy(zero_copy_only=False), dtype=bool)
+        g.vbits = fixed("vector_f16", np.uint16, dim)
+        g.rows = fixed("row", np.uint8, g.row_bytes)
+        g.slots = fixed("slots", np.uint8, 2 * g.nsteps)
+        g.facs = fixed("factors", np.float32, max(g.G, 1))
+        g.sqc = table.column("code_sq").to_numpy().astype(np.float32, copy=False)
+        g._views()
+        g.norms = np.zeros(n, np.float32)
+        if n:
+            _kernels().squared_norms(g.vbits, np.arange(n, dtype=np.int64), g.norms)
+        g.n = n
+        g.entry = int(meta["entry"])
+        g._writable = False
+        g._node_of = {int(i): j for j, i in enumerate(g.ids.tolist()) if g.live[j]}
+        return g

@@ -1,0 +1,523 @@
+"""Graph-index kernels (numba): batch insertion (greedy search + RobustPrune) and code-scored traversal.
+
+A graph of ``N`` nodes with out-degree at most ``R``. Each node ``n`` owns one row of ``rows`` (uint8,
+``row_bytes`` a multiple of 64), so expanding a node is one sequential read::
+
+    [0, code_bytes)                 its neighbours' codes, 4-bit slots in blocks of 32 lanes
+                                    (the fast-scan layout: block b, step t at (b * nsteps + t) * 32)
+    ids   at int32   [io, io + R)   neighbour node numbers, -1 = empty slot
+    facs  at float32 [fo, fo + G*R) per kernel part g and slot j: the neighbour's factor
+    sqs   at float32 [so, so + R)   the neighbour's exact ||x||^2 (l2sq scores)
+
+``vbits`` (N, d) uint16 holds every node's vector as IEEE float16 bits (the exact re-rank data): the
+kernels widen it to float32 on the fly (numba has no float16). Node-to-node distances (construction)
+are squared L2 on those vectors; query scores are higher-is-better: ``<q, x>`` or ``2<q, x> - |x|^2 - |q|^2``.
+
+Construction (:func:`link_batch`) is the batch insertion of ParlayANN / DiskANN ("prefix doubling"):
+every new node of a batch searches the graph as it was before the batch (in parallel), keeps the
+RobustPrune of its ``L`` best (Vamana's alpha rule, squared distances), then the reverse edges are
+merged per target node (in parallel, one thread per target), pruning a list that overflows ``R``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import envs
+from .fastscan import _win1
+
+_CACHE = envs.numba_cache()
+_NEG = np.float32(-np.inf)
+
+
+# ------------------------------------------------------------------------------------------------
+# float16 bits -> float32 (no numba float16: integer widening, vectorizes)
+# ------------------------------------------------------------------------------------------------
+@njit(cache=_CACHE, nogil=True, inline="always")
+def _widen(vbits, n, out_u):
+    """Row ``n`` of ``vbits`` (uint16 float16 bits) into ``out_u`` (d,) uint32 as float32 bits
+    (float16 subnormals, |x| < 6.1e-5, are flushed to signed zero)."""
+    d = vbits.shape[1]
+    for j in range(d):
+        h = np.uint32(vbits[n, j])
+        e = (h >> np.uint32(10)) & np.uint32(31)
+        s = (h & np.uint32(0x8000)) << np.uint32(16)
+        v = s | ((e + np.uint32(112)) << np.uint32(23)) | ((h & np.uint32(0x3FF)) << np.uint32(13))
+        out_u[j] = v if e != 0 else s
+
+
+@njit(cache=_CACHE, nogil=True, inline="always", fastmath=True)
+def _dot(a, b):
+    s = np.float32(0.0)
+    for j in range(a.shape[0]):
+        s += a[j] * b[j]
+    return s
+
+
+# ------------------------------------------------------------------------------------------------
+# small heaps over parallel (key, node) arrays
+# ------------------------------------------------------------------------------------------------
+@njit(cache=_CACHE, nogil=True, inline="always")
+def _push_min(ks, ns, cnt, k, n):
+    """Push (k, n) into the min-heap ks/ns of ``cnt`` entries (root = smallest key); returns cnt + 1."""
+    i = cnt
+    while i > 0:
+        p = (i - 1) >> 1
+        if ks[p] <= k:
+            break
+        ks[i] = ks[p]
+        ns[i] = ns[p]
+        i = p
+    ks[i] = k
+    ns[i] = n
+    return cnt + 1
+
+
+@njit(cache=_CACHE, nogil=True, inline="always")
+def _pop_min(ks, ns, cnt):
+    """Remove the root of the min-heap (caller read it first); returns cnt - 1."""
+    cnt -= 1
+    k = ks[cnt]
+    n = ns[cnt]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= cnt:
+            break
+        if c + 1 < cnt and ks[c + 1] < ks[c]:
+            c += 1
+        if ks[c] >= k:
+            break
+        ks[i] = ks[c]
+        ns[i] = ns[c]
+        i = c
+    ks[i] = k
+    ns[i] = n
+    return cnt
+
+
+@njit(cache=_CACHE, nogil=True, inline="always")
+def _replace_min(ks, ns, cnt, k, n):
+    """Replace the root of a full min-heap by (k, n) and sift it down."""
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= cnt:
+            break
+        if c + 1 < cnt and ks[c + 1] < ks[c]:
+            c += 1
+        if ks[c] >= k:
+            break
+        ks[i] = ks[c]
+        ns[i] = ns[c]
+        i = c
+    ks[i] = k
+    ns[i] = n
+
+
+# ------------------------------------------------------------------------------------------------
+# rows
+# ------------------------------------------------------------------------------------------------
+@njit(cache=_CACHE, nogil=True)
+def _pack_row(n, rows, rowsi, rowsf, slots, facs, sqc, R, nsteps, io, fo, so):
+    """Rewrite node ``n``'s neighbour codes, factors and squared norms from its ids (rows[n] ids area)."""
+    G = facs.shape[1]
+    code_bytes = ((R + 31) // 32) * nsteps * 32
+    for b in range(code_bytes):
+        rows[n, b] = 0
+    for j in range(R):
+        u = rowsi[n, io + j]
+        if u < 0:
+            for g in range(G):
+                rowsf[n, fo + g * R + j] = 0.0
+            rowsf[n, so + j] = 0.0
+            continue
+        base = (j >> 5) * nsteps * 32
+        v = j & 31
+        lane = v & 15
+        shift = 4 * (v >> 4)
+        for t in range(nsteps):
+            rows[n, base + t * 32 + lane] |= np.uint8(slots[u, 2 * t] << shift)
+            rows[n, base + t * 32 + 16 + lane] |= np.uint8(slots[u, 2 * t + 1] << shift)
+        for g in range(G):
+            rowsf[n, fo + g * R + j] = facs[u, g]
+        rowsf[n, so + j] = sqc[u]
+
+
+@njit(cache=_CACHE, nogil=True, parallel=True)
+def pack_rows(nodes, rows, rowsi, rowsf, slots, facs, sqc, R, nsteps, io, fo, so):
+    """:func:`_pack_row` of every node in ``nodes`` (int64), in parallel."""
+    for i in prange(nodes.shape[0]):
+        _pack_row(nodes[i], rows, rowsi, rowsf, slots, facs, sqc, R, nsteps, io, fo, so)
+
+
+@njit(cache=_CACHE, nogil=True, parallel=True)
+def squared_norms(vbits, nodes, out):
+    """out[n] = ||x_n||^2 of the float16 vectors of ``nodes``."""
+    d = vbits.shape[1]
+    for i in prange(nodes.shape[0]):
+        n = nodes[i]
+        bu = np.empty(d, np.uint32)
+        bf = bu.view(np.float32)
+        _widen(vbits, n, bu)
+        out[n] = _dot(bf, bf)
+
+
+# ------------------------------------------------------------------------------------------------
+# construction
+# ------------------------------------------------------------------------------------------------
+@njit(cache=_CACHE, nogil=True, fastmath=True)
+def _greedy(
+    p, pf, vbits, norms, rowsi, io, R, entry, n_old, L, tags, tag, bu, bf, cand_k, cand_n, res_k, res_n
+):
+    """Beam search of node ``p`` (vector ``pf`` float32) over nodes < n_old from ``entry``, exact squared
+    distances; returns the number of results in res_k/res_n (a max-heap on negated keys: res_k holds
+    -dist, min-heap root = farthest)."""
+    pn = norms[p]
+    _widen(vbits, entry, bu)
+    d0 = pn + norms[entry] - 2.0 * _dot(pf, bf)
+    tags[entry] = tag
+    nc = _push_min(cand_k, cand_n, 0, d0, entry)
+    nr = _push_min(res_k, res_n, 0, -d0, entry)
+    while nc > 0:
+        dc = cand_k[0]
+        c = cand_n[0]
+        nc = _pop_min(cand_k, cand_n, nc)
+        if nr >= L and dc > -res_k[0]:
+            break
+        for j in range(R):
+            u = rowsi[c, io + j]
+            if u < 0:
+                break
+            if u >= n_old or tags[u] == tag:
+                continue
+            tags[u] = tag
+            _widen(vbits, u, bu)
+            du = pn + norms[u] - 2.0 * _dot(pf, bf)
+            if nr < L:
+                nr = _push_min(res_k, res_n, nr, -du, u)
+            elif du < -res_k[0]:
+                _replace_min(res_k, res_n, nr, -du, u)
+            else:
+                continue
+            if nc < cand_k.shape[0]:
+                nc = _push_min(cand_k, cand_n, nc, du, u)
+    return nr
+
+
+@njit(cache=_CACHE, nogil=True)
+def _sort_by_key(ks, ns, cnt):
+    """Sort the first ``cnt`` (key, node) pairs by key ascending (insertion sort: cnt is small)."""
+    for i in range(1, cnt):
+        k = ks[i]
+        n = ns[i]
+        j = i - 1
+        while j >= 0 and ks[j] > k:
+            ks[j + 1] = ks[j]
+            ns[j + 1] = ns[j]
+            j -= 1
+        ks[j + 1] = k
+        ns[j + 1] = n
+
+
+@njit(cache=_CACHE, nogil=True, fastmath=True)
+def _prune(p, dk, dn, cnt, vbits, norms, R, alpha, kept_f, bu, bf, out):
+    """RobustPrune: from candidates (dk squared distance to p ascending, dn node) keep up to R nodes;
+    a candidate c is dropped when a kept r has alpha * d(r, c) <= d(p, c). Returns the count in out."""
+    nk = 0
+    for i in range(cnt):
+        c = dn[i]
+        if c == p:
+            continue
+        dup = False
+        for r in range(nk):
+            if out[r] == c:
+                dup = True
+                break
+        if dup:
+            continue
+        _widen(vbits, c, bu)
+        dpc = dk[i]
+        ok = True
+        for r in range(nk):
+            drc = norms[out[r]] + norms[c] - 2.0 * _dot(kept_f[r], bf)
+            if alpha * drc <= dpc:
+                ok = False
+                break
+        if ok:
+            out[nk] = c
+            for j in range(bf.shape[0]):
+                kept_f[nk, j] = bf[j]
+            nk += 1
+            if nk >= R:
+                break
+    return nk
+
+
+@njit(cache=_CACHE, nogil=True, parallel=True, fastmath=True)
+def link_batch(new, n_old, entry, vbits, norms, rowsi, io, R, L, alpha, n_tasks, incoming):
+    """Link the nodes ``new`` (int64, all >= n_old) into the graph of nodes < n_old.
+
+    Phase 1 (parallel over new nodes): greedy search + RobustPrune -> their out-lists (rows ids).
+    ``incoming`` (len(new) * R,) int64 scratch receives the reverse edges as target * 2**32 + source.
+    Phase 2 is :func:`merge_reverse` (called by the driver after sorting ``incoming``).
+    """
+    b = new.shape[0]
+    d = vbits.shape[1]
+    N = rowsi.shape[0]
+    per = (b + n_tasks - 1) // n_tasks
+    for t in prange(n_tasks):
+        i0 = t * per
+        i1 = min(b, i0 + per)
+        if i0 >= i1:
+            continue
+        tags = np.zeros(N, np.int32)
+        cap = L + R * L + 64
+        cand_k = np.empty(cap, np.float32)
+        cand_n = np.empty(cap, np.int64)
+        res_k = np.empty(L + 1, np.float32)
+        res_n = np.empty(L + 1, np.int64)
+        pu = np.empty(d, np.uint32)
+        pf = pu.view(np.float32)
+        bu = np.empty(d, np.uint32)
+        bf = bu.view(np.float32)
+        kept = np.empty((R, d), np.float32)
+        out = np.empty(R, np.int64)
+        for i in range(i0, i1):
+            p = new[i]
+            for j in range(R):
+                incoming[i * R + j] = -1
+            if n_old == 0:
+                continue
+            _widen(vbits, p, pu)
+            nr = _greedy(
+                p,
+                pf,
+                vbits,
+                norms,
+                rowsi,
+                io,
+                R,
+                entry,
+                n_old,
+                L,
+                tags,
+                i + 1,
+                bu,
+                bf,
+                cand_k,
+                cand_n,
+                res_k,
+                res_n,
+            )
+            for j in range(nr):
+                res_k[j] = -res_k[j]
+            _sort_by_key(res_k, res_n, nr)
+            nk = _prune(p, res_k, res_n, nr, vbits, norms, R, alpha, kept, bu, bf, out)
+            for j in range(R):
+                rowsi[p, io + j] = out[j] if j < nk else -1
+            for j in range(nk):
+                incoming[i * R + j] = (out[j] << 32) | p
+
+
+@njit(cache=_CACHE, nogil=True, parallel=True, fastmath=True)
+def merge_reverse(pairs, starts, vbits, norms, rowsi, io, R, alpha, touched):
+    """Add reverse edges: ``pairs`` sorted (target << 32 | source), groups [starts[g], starts[g+1]) share
+    a target. A target whose list would overflow R is re-pruned over its old list plus the new sources.
+    touched[g] = the target node."""
+    d = vbits.shape[1]
+    n_groups = starts.shape[0] - 1
+    for g in prange(n_groups):
+        a = starts[g]
+        e = starts[g + 1]
+        u = pairs[a] >> 32
+        touched[g] = u
+        deg = 0
+        while deg < R and rowsi[u, io + deg] >= 0:
+            deg += 1
+        m = e - a
+        if deg + m <= R:
+            for x in range(m):
+                src = pairs[a + x] & 0xFFFFFFFF
+                dup = False
+                for y in range(deg):
+                    if rowsi[u, io + y] == src:
+                        dup = True
+                        break
+                if not dup:
+                    rowsi[u, io + deg] = src
+                    deg += 1
+            continue
+        cnt = deg + m
+        dk = np.empty(cnt, np.float32)
+        dn = np.empty(cnt, np.int64)
+        uu = np.empty(d, np.uint32)
+        uf = uu.view(np.float32)
+        bu = np.empty(d, np.uint32)
+        bf = bu.view(np.float32)
+        _widen(vbits, u, uu)
+        for x in range(cnt):
+            c = rowsi[u, io + x] if x < deg else pairs[a + x - deg] & 0xFFFFFFFF
+            _widen(vbits, c, bu)
+            dk[x] = norms[u] + norms[c] - 2.0 * _dot(uf, bf)
+            dn[x] = c
+        _sort_by_key(dk, dn, cnt)
+        kept = np.empty((R, d), np.float32)
+        out = np.empty(R, np.int64)
+        nk = _prune(u, dk, dn, cnt, vbits, norms, R, alpha, kept, bu, bf, out)
+        for j in range(R):
+            rowsi[u, io + j] = out[j] if j < nk else -1
+
+
+# ------------------------------------------------------------------------------------------------
+# search: traversal scored on the neighbours' codes, exact scores of expanded nodes
+# ------------------------------------------------------------------------------------------------
+@njit(cache=_CACHE, nogil=True, parallel=True, fastmath=True)
+def search(
+    q,
+    luts,
+    inv,
+    off,
+    base,
+    alpha,
+    l2,
+    part_steps,
+    nsteps,
+    rows_flat,
+    row_bytes,
+    rowsi,
+    rowsf,
+    io,
+    fo,
+    so,
+    R,
+    vbits,
+    norms,
+    ok,
+    n_nodes,
+    entry,
+    ef,
+    k,
+    n_tasks,
+    out_nodes,
+    out_scores,
+    stats,
+):
+    """Top-``k`` nodes of each query (m, d) float32 by a best-first traversal.
+
+    Candidates are ordered by the fast-scan estimate of their code (read from the expanding node's
+    row: ``alpha * Σ_g f_g (A_g * inv_g + off_g) + base - l2 * sq``); each node taken from the candidate
+    queue is scored exactly from its float16 vector and, when ``ok[n]`` (live and allowed), kept among
+    the ``ef`` best. The walk stops when the best remaining estimate falls below the ef-th exact score.
+    ``luts`` (m * nsteps * 32,) uint8, inv/off (m, G) float32, base (m,) float32 (centre term and query
+    constant). Writes out_nodes (m, k) int64 (-1 pad), out_scores (m, k) float32 (-inf pad);
+    stats[i] = nodes expanded by query i.
+    """
+    m = q.shape[0]
+    d = q.shape[1]
+    G = part_steps.shape[0] - 1
+    nb32 = (R + 31) // 32
+    per = (m + n_tasks - 1) // n_tasks
+    for t in prange(n_tasks):
+        i0 = t * per
+        i1 = min(m, i0 + per)
+        if i0 >= i1:
+            continue
+        tags = np.zeros(n_nodes, np.int32)
+        cap = (ef + 64) * R * 2
+        cand_k = np.empty(cap, np.float32)  # min-heap of negated estimates (root = best)
+        cand_n = np.empty(cap, np.int64)
+        res_k = np.empty(ef + 1, np.float32)  # min-heap of exact scores (root = ef-th best)
+        res_n = np.empty(ef + 1, np.int64)
+        bu = np.empty(d, np.uint32)
+        bf = bu.view(np.float32)
+        sums = np.empty(G * nb32 * 32, np.int32)
+        mx = np.empty(G * nb32 + 1, np.int32)
+        lb = np.empty(1, np.int64)
+        est = np.empty(R, np.float32)
+        for i in range(i0, i1):
+            tag = i - i0 + 1
+            qi = q[i]
+            qn = _dot(qi, qi)
+            nc = 0
+            nr = 0
+            expanded = 0
+            tags[entry] = tag
+            nc = _push_min(cand_k, cand_n, nc, _NEG, entry)
+            while nc > 0:
+                ce = -cand_k[0]
+                c = cand_n[0]
+                nc = _pop_min(cand_k, cand_n, nc)
+                if nr >= ef and ce < res_k[0]:
+                    break
+                _widen(vbits, c, bu)
+                ip = _dot(qi, bf)
+                sc = 2.0 * ip - norms[c] - qn if l2 else ip
+                if ok[c]:
+                    if nr < ef:
+                        nr = _push_min(res_k, res_n, nr, sc, c)
+                    elif sc > res_k[0]:
+                        _replace_min(res_k, res_n, nr, sc, c)
+                expanded += 1
+                # integer LUT sums of c's neighbours' codes, per kernel part
+                for g in range(G):
+                    s0 = part_steps[g]
+                    s1 = part_steps[g + 1]
+                    first = 1
+                    while s0 < s1:
+                        w = min(256, s1 - s0)
+                        lb[0] = (i * nsteps + s0) * 32
+                        _win1(
+                            rows_flat,
+                            c * row_bytes + s0 * 32,
+                            nsteps * 32,
+                            nb32,
+                            luts,
+                            lb,
+                            w,
+                            sums,
+                            g * nb32 * 32,
+                            0,
+                            first,
+                            mx,
+                            g * nb32,
+                            0,
+                        )
+                        s0 += w
+                        first = 0
+                for j in range(R):
+                    acc = np.float32(0.0)
+                    for g in range(G):
+                        acc += rowsf[c, fo + g * R + j] * (
+                            np.float32(sums[g * nb32 * 32 + j]) * inv[i, g] + off[i, g]
+                        )
+                    e = alpha * acc + base[i]
+                    if l2:
+                        e -= rowsf[c, so + j]
+                    est[j] = e
+                thr = res_k[0] if nr >= ef else _NEG
+                for j in range(R):
+                    u = rowsi[c, io + j]
+                    if u < 0:
+                        break
+                    if u >= n_nodes or tags[u] == tag:
+                        continue
+                    tags[u] = tag
+                    if est[j] > thr and nc < cap:
+                        nc = _push_min(cand_k, cand_n, nc, -est[j], u)
+            stats[i] = expanded
+            # results, best first
+            cnt = nr
+            for j in range(k):
+                out_nodes[i, j] = -1
+                out_scores[i, j] = _NEG
+            while cnt > 0:
+                s = res_k[0]
+                n = res_n[0]
+                cnt = _pop_min(res_k, res_n, cnt)
+                if cnt < k:
+                    out_nodes[i, cnt] = n
+                    out_scores[i, cnt] = s
+            if tag > 2_000_000_000 - m:
+                tags[:] = 0
