@@ -72,6 +72,15 @@ def vqdb_methods(d: int, quick: bool = False) -> list[Method]:
     import vqdb
 
     out = []
+    for bits in TURBO_BITS_QUICK if quick else TURBO_BITS_FULL:  # the presets a user gets by name
+        out.append(
+            _method(
+                f"vqdb-default-turbo-{bits:g}",
+                "vqdb-turbo-default",
+                lambda b=bits: vqdb.make_quantizer(f"turbo-{b:g}", d, seed=0),
+                {"preset": f"turbo-{bits:g}", "centred_query": True, "rotation": "fht"},
+            )
+        )
     for variant, bits, rotation in turbo_configs(d, quick):
         bits_arg = int(bits) if float(bits).is_integer() else float(bits)
         out.append(

@@ -12,7 +12,7 @@ from vqdb.kernels import reference as ref
 from vqdb.kernels import use_backend
 from vqdb.quantizers import _common as cm
 from vqdb.quantizers._codebooks import lloyd_max
-from vqdb.quantizers._rotation import HadamardRotation
+from vqdb.quantizers._rotation import FhtKacRotation, HadamardRotation
 
 
 def _table(d, widths):
@@ -96,6 +96,20 @@ def test_hadamard_rotate_bit_exact(ops, d, n):
     assert got.shape == (n, rot.p) and got.dtype == np.float32
 
 
+@pytest.mark.parametrize("d", [2, 3, 97, 128, 129, 384, 784])
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_fht_kac_rotate_bit_exact_and_orthogonal(ops, d, n):
+    rot = FhtKacRotation(d, np.random.default_rng(d))
+    x = np.random.default_rng(n).standard_normal((n, d)).astype(np.float32)
+    got = ops.fht_kac_rotate(x, rot.signs)
+    np.testing.assert_array_equal(got, ref.fht_kac_rotate(x, rot.signs))
+    np.testing.assert_array_equal(got, rot.forward(x))
+    assert got.shape == (n, d) and got.dtype == np.float32
+    m = rot.matrix().astype(np.float64)
+    np.testing.assert_allclose(m @ m.T, np.eye(d), atol=2e-6)  # an exact rotation, up to float32
+    np.testing.assert_allclose(rot.inverse(got), x, atol=1e-5)
+
+
 CONFIGS = [
     dict(bits=4),
     dict(bits=1),
@@ -109,6 +123,10 @@ CONFIGS = [
     dict(bits=3, variant="prod"),
     dict(bits=1, variant="prod"),
     dict(bits=2, variant="prod", rotation="hadamard"),
+    dict(bits=1, rotation="fht", centred_query=True),
+    dict(bits=4, rotation="fht", centred_query=True),
+    dict(bits=2.5, rotation="fht", centred_query=True),
+    dict(bits=2, centred_query=True),
 ]
 
 

@@ -460,6 +460,65 @@ def _hadamard_rows(x, signs, norm, out):
                 buf[j] = buf[j] * norm
 
 
+_FHT_GROUP = 16  # rows rotated together, transposed: every butterfly is one 16-float SIMD add/sub
+
+
+@njit(cache=_CACHE, nogil=True, inline="always")
+def _fwht_cols(buf, lo, p, norm):
+    """Normalised FWHT of rows lo .. lo + p of buf (d, G): the transform runs down the columns, each
+    butterfly on a whole row of G floats; per element the same float32 ops in the same order as the
+    reference (h = 1, 2, 4, ..., then the scaling)."""
+    h = 1
+    while h < p:
+        for i0 in range(lo, lo + p, 2 * h):
+            for j in range(i0, i0 + h):
+                for t in range(_FHT_GROUP):
+                    a = buf[j, t]
+                    b = buf[j + h, t]
+                    buf[j, t] = a + b
+                    buf[j + h, t] = a - b
+        h *= 2
+    for j in range(lo, lo + p):
+        for t in range(_FHT_GROUP):
+            buf[j, t] = buf[j, t] * norm
+
+
+@njit(cache=_CACHE, nogil=True)
+def _fht_kac_rows(x, signs, p, norm, s2, out):
+    """Serial FHT-Kac rotation (see reference.fht_kac_rotate), rows of x (n, d) into out (n, d), in groups
+    of ``_FHT_GROUP`` rows held transposed (the last group zero-padded)."""
+    n, d = x.shape
+    rounds = signs.shape[0]
+    half = d // 2
+    G = _FHT_GROUP
+    buf = np.zeros((d, G), dtype=np.float32)
+    for g0 in range(0, n, G):
+        gn = min(G, n - g0)
+        for t in range(gn):
+            for j in range(d):
+                buf[j, t] = x[g0 + t, j]
+        for t in range(gn, G):
+            for j in range(d):
+                buf[j, t] = np.float32(0.0)
+        for rr in range(rounds):
+            for j in range(d):
+                sj = signs[rr, j]
+                for t in range(_FHT_GROUP):
+                    buf[j, t] = buf[j, t] * sj
+            _fwht_cols(buf, 0, p, norm)
+            if p < d:
+                for j in range(half):
+                    for t in range(_FHT_GROUP):
+                        a = buf[j, t]
+                        b = buf[j + half, t]
+                        buf[j, t] = (a + b) * s2
+                        buf[j + half, t] = (a - b) * s2
+                _fwht_cols(buf, d - p, p, norm)
+        for t in range(gn):
+            for j in range(d):
+                out[g0 + t, j] = buf[j, t]
+
+
 # ----------------------------------------------------------------------------------------------
 # ops (same signatures as reference.py)
 # ----------------------------------------------------------------------------------------------
@@ -618,6 +677,23 @@ def hadamard_rotate(x, signs) -> np.ndarray:
     return out
 
 
+def fht_kac_rotate(x, signs) -> np.ndarray:
+    signs = np.ascontiguousarray(signs, dtype=np.float32)
+    n, d = x.shape
+    out = np.empty((n, d), dtype=np.float32)
+    if n:
+        p = 1 << (int(d).bit_length() - 1)
+        _fht_kac_rows(
+            np.ascontiguousarray(x, dtype=np.float32),
+            signs,
+            p,
+            np.float32(1.0 / np.sqrt(p)),
+            np.float32(1.0 / np.sqrt(2.0)),
+            out,
+        )
+    return out
+
+
 def num_threads() -> int:
     """Worker threads the quantizers may use for row tiles (numba's current thread count)."""
     import numba
@@ -679,6 +755,7 @@ KERNELS = reference.KERNELS.replace(
     topk=topk,  # the reference's (NumPy argpartition is not the bottleneck)
     encode_turbo_block=encode_turbo_block,
     hadamard_rotate=hadamard_rotate,
+    fht_kac_rotate=fht_kac_rotate,
     num_threads=num_threads,
     warmup=warmup,
 )

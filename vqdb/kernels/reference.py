@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._core.hadamard import fht_kac as _fht_kac
 from .._core.hadamard import fwht as _fwht
 from .._core.packing import pack_bits as _pack
 from .._core.packing import packed_size
@@ -228,6 +229,17 @@ def hadamard_rotate(x: np.ndarray, signs: np.ndarray) -> np.ndarray:
     return y
 
 
+def fht_kac_rotate(x: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """Structured rotation of rows, exactly :meth:`vqdb.quantizers._rotation.FhtKacRotation.forward`.
+
+    x : (n, d) float32; signs : (rounds, d) float32 ±1. Returns (n, d) float32. Per round: ``y *= signs[r]``;
+    Hadamard on ``[:p]`` (p = largest power of two <= d; unnormalised FWHT, then ``*= float32(1/sqrt(p))``);
+    if p < d: Kac ``(a, b) -> ((a + b)·s, (a - b)·s)``, s = float32(1/sqrt(2)), on pairs (j, j + d//2), then
+    Hadamard on ``[d-p:]``.
+    """
+    return _fht_kac(x, signs)
+
+
 def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` per row of ``scores``, best first, ties broken by lower column index.
 
@@ -297,6 +309,7 @@ KERNELS = Kernels(
     topk=topk,
     encode_turbo_block=encode_turbo_block,
     hadamard_rotate=hadamard_rotate,
+    fht_kac_rotate=fht_kac_rotate,
     num_threads=num_threads,
     warmup=warmup,
 )

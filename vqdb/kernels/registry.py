@@ -37,6 +37,7 @@ OPS = (
     "topk",
     "encode_turbo_block",
     "hadamard_rotate",
+    "fht_kac_rotate",
 )
 
 
@@ -78,6 +79,7 @@ class KernelSet(Protocol):
         chat: Array | None = None,
     ) -> Array: ...
     def hadamard_rotate(self, x: Array, signs: Array) -> Array: ...
+    def fht_kac_rotate(self, x: Array, signs: Array) -> Array: ...
     def num_threads(self) -> int:
         """Worker threads the quantizers may use for row tiles (1 for NumPy)."""
         ...
@@ -105,6 +107,7 @@ class Kernels:
     topk: Callable[..., Any]
     encode_turbo_block: Callable[..., Any]
     hadamard_rotate: Callable[..., Any]
+    fht_kac_rotate: Callable[..., Any]
     num_threads: Callable[[], int]
     warmup: Callable[[], None]
 

@@ -397,7 +397,7 @@ def topk(scores, k: int):
     return _out(ids, scores, np.int64), _out(top, scores, np.float32)
 
 
-# scaled_indices_segments, encode_turbo_block, hadamard_rotate: the NumPy reference's (host arrays only)
+# scaled_indices_segments, encode_turbo_block, hadamard_rotate, fht_kac_rotate: the NumPy reference's (host arrays only)
 KERNELS = reference.KERNELS.replace(
     name="torch",
     pack_bits=pack_bits,

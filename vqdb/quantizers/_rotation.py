@@ -6,6 +6,9 @@ single column vector transforms as ``R x``) and rotated back as ``x = y @ R``.
 * :func:`haar_rotation` — dense Haar-distributed rotation (QR of a Gaussian with the sign fix).
 * :class:`HadamardRotation` — randomized Hadamard ``(H D_r) ... (H D_1)`` on the input zero-padded to
   the next power of two: O(d log d) per vector, output dimension ``p = 2**ceil(log2 d)``.
+* :class:`FhtKacRotation` — structured rotation of R^d for any d (no padding): per round random signs,
+  a normalised Hadamard on the first ``p`` coordinates (p = largest power of two <= d), a Kac butterfly
+  between the two halves, a Hadamard on the last ``p``. O(d log d) per vector, output dimension d.
 * :func:`orthogonal_sketch` — QJL's row-orthogonalised Gaussian sketch (official code's
   ``init_rot_dir``): ``m`` rows in blocks of ``d`` orthonormal rows, each scaled to norm sqrt(d).
 """
@@ -16,7 +19,7 @@ import math
 
 import numpy as np
 
-from .._core.hadamard import fwht, next_pow2
+from .._core.hadamard import fht_kac, fwht, next_pow2, prev_pow2
 from ..errors import InvalidInputError
 
 
@@ -182,3 +185,52 @@ class DenseRotation:
 
     def matrix(self) -> np.ndarray:
         return self.matrix_
+
+
+class FhtKacRotation:
+    """Structured random rotation of R^d for any d >= 2, without padding (output dimension d).
+
+    Per round r (``signs[r]`` a random ±1 diagonal): ``y *= signs[r]``; ``y[:p] = H y[:p]``; if p < d, a
+    Kac butterfly between the halves and ``y[d-p:] = H y[d-p:]`` (H the Hadamard of order p = the largest
+    power of two <= d, normalised by float32(1/sqrt(p)); butterflies in the order of :func:`fwht`). Every
+    step is orthogonal, so the map is an exact rotation; 3 rounds mix like a Haar rotation in our
+    measurements (bench.quantizers). The structure of rabitqlib's FHT-Kac rotator, our own order.
+
+    Parameters
+    ----------
+    d : int >= 2
+    rng : numpy.random.Generator, optional (omit when passing ``signs``)
+    rounds : int
+    signs : ndarray of shape (rounds, d), float32, optional — a persisted rotation.
+    """
+
+    def __init__(self, d: int, rng: np.random.Generator | None = None, *, rounds: int = 3, signs=None):
+        self.d = _check_dim(d)
+        if self.d < 2:
+            raise InvalidInputError(f"FhtKacRotation needs d >= 2; got {d}")
+        self.p = prev_pow2(self.d)
+        if signs is None:
+            if rng is None:
+                raise InvalidInputError("FhtKacRotation needs rng or signs")
+            signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(int(rounds), self.d))
+        signs = np.ascontiguousarray(signs, dtype=np.float32)
+        if signs.ndim != 2 or signs.shape[1] != self.d or signs.shape[0] < 1:
+            raise InvalidInputError(f"signs must have shape (rounds, {self.d}); got {signs.shape}")
+        self.signs = signs
+        self.rounds = signs.shape[0]
+
+    @property
+    def out_dim(self) -> int:
+        return self.d
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """(n, d) float32 -> (n, d) float32 rotated rows."""
+        return fht_kac(np.asarray(x, dtype=np.float32).reshape(-1, self.d), self.signs)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        """(n, d) float32 -> (n, d) float32: the transpose of :meth:`forward`."""
+        return fht_kac(np.asarray(y, dtype=np.float32).reshape(-1, self.d), self.signs, inverse=True)
+
+    def matrix(self) -> np.ndarray:
+        """(d, d) float32 dense equivalent: ``forward(x) == x @ matrix().T`` up to round-off."""
+        return np.ascontiguousarray(self.forward(np.eye(self.d, dtype=np.float32)).T)

@@ -30,6 +30,7 @@ from ._codebooks import gaussian_lloyd_max, lloyd_max
 from ._packing import packed_size
 from ._rotation import (
     DenseRotation,
+    FhtKacRotation,
     HadamardRotation,
     _single_threaded_blas,
     haar_orthogonal,
@@ -39,7 +40,7 @@ from ._rotation import (
 from .base import PreparedQueries, Quantizer
 
 VARIANTS = ("scaled", "mse", "prod")
-ROTATIONS = ("dense", "hadamard", "pca")
+ROTATIONS = ("dense", "hadamard", "fht", "pca")
 INTEGER_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 FRACTIONAL_BITS = {
     2.5: (3, 2, 4),
@@ -168,9 +169,12 @@ class TurboQuantizer(Quantizer):
         sketch S independent of Π, scale ``1/(d·sqrt(d)·E|u_1|) ≈ sqrt(π/2)/d`` for rows of norm sqrt(d)
         (= sqrt(π/2)/sqrt(d) for unit rows), and the real residual norm stored. Integer bits, random
         rotations only.
-    rotation : {"dense", "hadamard", "pca"}
+    rotation : {"dense", "hadamard", "fht", "pca"}
         ``dense``: Haar rotation (d×d). ``hadamard``: randomized Hadamard (3 rounds of H·D on the input
-        zero-padded to the next power of two p; codes then cover p coordinates). ``pca``: a one-pass,
+        zero-padded to the next power of two p; codes then cover p coordinates). ``fht``: structured
+        FHT-Kac rotation of R^d without padding (3 rounds of signs, Hadamard on the first and last p
+        coordinates, p the largest power of two <= d, and a Kac butterfly between the halves;
+        :class:`~vqdb.quantizers._rotation.FhtKacRotation`): O(d log d), codes cover d coordinates. ``pca``: a one-pass,
         non-iterative fit (mean + covariance + eigendecomposition) learns the principal basis; bits are
         allocated to groups of 8 components by greedy reverse water-filling (integer widths 0–8, same
         total bytes as ``bits`` per coordinate) minimising ``Σ λ_i^1.5 D(b_i)`` — the inner-product
@@ -178,6 +182,11 @@ class TurboQuantizer(Quantizer):
         Haar rotation and a Gaussian Lloyd–Max codebook scaled to its variance. Not data-oblivious:
         it trades that for accuracy on anisotropic data (real embeddings). Before ``fit`` it behaves
         like ``dense`` with uniform widths.
+    centred_query : bool
+        ``scaled`` only (the ``turbo-N`` presets set it): store one more exact float per vector,
+        ``β = <c, r> - est<c, r>`` (c the encode centre), so that scores estimate
+        ``<q, c> + <c, r> + est<q - c, r>`` (RaBitQ's form, the query centred like the data): the error
+        scales with ``||q - c||`` instead of ``||q||``. ``score = q @ decode.T + score_offsets``.
     seed : int
         Seeds every random draw (rotations, sketch); the draws are persisted by :meth:`state_dict`.
     scales : tuple of float
@@ -308,6 +317,8 @@ class TurboQuantizer(Quantizer):
     def _random_rotation(self, n_ch: int, rng):
         if self.rotation_kind == "hadamard":
             return HadamardRotation(n_ch, rng)
+        if self.rotation_kind == "fht":
+            return FhtKacRotation(n_ch, rng)
         return DenseRotation(haar_rotation(n_ch, rng))
 
     def _draw(self) -> None:
@@ -508,7 +519,9 @@ class TurboQuantizer(Quantizer):
                 "full": sum(s.k for s in block.slices) == block.k,
                 "hi": hi,
             }
-            if isinstance(block.rotation, HadamardRotation):
+            if isinstance(block.rotation, FhtKacRotation):
+                entry["fht_signs"] = block.rotation.signs
+            elif isinstance(block.rotation, HadamardRotation):
                 entry["signs"] = block.rotation.signs
             else:
                 entry["matrix_t"] = block.rotation.matrix_[
@@ -545,7 +558,9 @@ class TurboQuantizer(Quantizer):
             beta = np.zeros(rt.shape[0]) if pc is not None else None
             for b, p in enumerate(plan):
                 rp = rt if p["channels"] is None else rt[:, p["channels"]]
-                if "signs" in p:
+                if "fht_signs" in p:
+                    y = ops.fht_kac_rotate(rp, p["fht_signs"])
+                elif "signs" in p:
                     y = ops.hadamard_rotate(rp, p["signs"])
                 else:
                     y = rp @ p["matrix_t"]
@@ -863,7 +878,9 @@ class TurboQuantizer(Quantizer):
                 n_ch = self._random_split(self.dim, self.bits, self.variant)[i][0]
                 chans = perm[start : start + n_ch]
                 start += n_ch
-            if f"part{i}.signs" in arrays:
+            if f"part{i}.signs" in arrays and self.rotation_kind == "fht":
+                rot = FhtKacRotation(chans.size, signs=arrays[f"part{i}.signs"])
+            elif f"part{i}.signs" in arrays:
                 rot = HadamardRotation(chans.size, signs=arrays[f"part{i}.signs"])
             else:
                 mat = np.asarray(need(f"part{i}.rotation"), dtype=np.float32)
