@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"vqdb serve: {exc}", file=sys.stderr)
         return 2
     _limit_blas(settings.blas_threads)
+    from ..kernels.warmup import warmup
+
+    warmup()  # every kernel loaded (or compiled) before the first request, not during it
     level = settings.log_level.lower()
     logging.basicConfig(level=level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     print(
