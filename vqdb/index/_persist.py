@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 
 from .. import __version__
-from ..errors import CorruptIndexError, InvalidInputError
+from ..errors import CorruptIndexError, InvalidInputError, WalDamagedError
 from . import _ivf, _wal
 from . import _storage as st
 from ._codec import quantizer_meta
@@ -60,22 +62,73 @@ class _Persistence:
         )
         if self._graph is not None:
             self._load_graph(root, manifest)
-        wal_path = st.resolve(root, manifest["wal_file"], what="write-ahead log")
-        records, _ = _wal.read(wal_path, repair=not self._read_only)
-        for op, body in records:
+        wal_name = manifest["wal_file"]
+        wal_path = st.resolve(root, wal_name, what="write-ahead log")
+        closed = manifest.get("wal_closed") or {}
+        contents = _wal.read(
+            wal_path,
+            repair=not self._read_only,
+            closed_bytes=closed.get("bytes") if closed.get("file") == wal_name else None,
+        )
+        if contents.damage:
+            self._on_wal_damage(wal_name, contents)
+        for op, body in contents.records:
             if op == _wal.OP_DELETE:
                 self._apply_delete(np.frombuffer(body, dtype="<i8").astype(np.int64))
             else:
                 self._apply_rows(st.table_from_ipc_stream(body), replace_existing=True)
-        self._dirty = bool(records)
+        self._dirty = bool(contents.records)
         if not self._read_only:
             removed = st.remove_unreferenced(root, manifest)
             if removed:
                 log.info("removed leftover files of an interrupted write: %s", removed)
-            self._wal = _wal.WalWriter(wal_path)
-            if manifest["format_version"] < st.FORMAT_VERSION:
-                self._migrate()
+            if manifest["format_version"] < st.FORMAT_VERSION or contents.damage:
+                self._rewrite(contents.damage)
+            else:
+                self._wal = _wal.WalWriter(wal_path)
             self._maybe_flush()
+
+    def _on_wal_damage(self, wal_name: str, contents) -> None:
+        """A damaged log (not a torn tail): refuse to open for writing; read-only says what is lost;
+        ``salvage`` keeps the intact prefix and copies the damaged log aside first."""
+        what = (
+            f"write-ahead log {wal_name!r} of index {self._path!r} is damaged: {contents.damage}. "
+            f"{len(contents.records)} intact records ({contents.good} bytes) precede the damage; the "
+            f"{contents.size - contents.good} bytes after them cannot be read (acknowledged writes may be "
+            "among them)"
+        )
+        self._wal_damage = what
+        if self._read_only:
+            log.warning("%s; opened read-only with the intact records", what)
+            return
+        if not self._salvage:
+            raise WalDamagedError(
+                what + ". Opening for writing is refused. Index.open(path, read_only=True) shows the intact "
+                "data; Index.open(path, salvage=True) (or 'vqdb salvage PATH') keeps it and moves the "
+                "damaged log aside.",
+                file=wal_name,
+            )
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = f"{wal_name}.damaged-{stamp}"
+        shutil.copyfile(os.path.join(self._path, wal_name), os.path.join(self._path, aside))
+        with open(os.path.join(self._path, aside), "rb") as f:
+            os.fsync(f.fileno())
+        st.fsync_dir(self._path)
+        self._salvaged = {"kept_records": len(contents.records), "lost_bytes": contents.size - contents.good}
+        self._salvaged["damaged_log"] = aside
+        log.warning("%s; salvage: kept the intact records, damaged log copied to %s", what, aside)
+
+    def _rewrite(self, damage) -> None:
+        """Write what was loaded as format 2 with a fresh log (a format-1 index opened for writing, or a
+        salvage): checksum the files kept, flush (crash-safe like any flush), remove what is left over."""
+        old = self._manifest["format_version"]
+        for name in st.named_files(self._manifest):
+            if name not in self._sums:
+                self._sums[name] = st.file_entry(st.resolve(self._path, name))
+        self._flush()
+        st.remove_unreferenced(self._path, self._manifest)
+        if old < st.FORMAT_VERSION:
+            log.info("index at %s migrated from format %d to format %d", self._path, old, st.FORMAT_VERSION)
 
     def _open_segment(self, root: str, manifest: dict, entry: dict, coarse, schema) -> Segment:
         """Memory-map one segment named by the manifest, checked (checksum, then layout)."""
@@ -119,15 +172,6 @@ class _Persistence:
                 f"deletes file {name!r} of index {root!r} is damaged: {exc}", file=name
             ) from None
         return segments
-
-    def _migrate(self) -> None:
-        """Rewrite a format-1 index as format 2 (opened for writing): checksum the files it has, then flush
-        (a new segment of the replayed log, a format-2 log, a checksummed manifest). Crash-safe like any flush."""
-        old = self._manifest["format_version"]
-        for name in st.named_files(self._manifest):
-            self._sums[name] = st.file_entry(st.resolve(self._path, name))
-        self._flush()
-        log.info("index at %s migrated from format %d to format %d", self._path, old, st.FORMAT_VERSION)
 
     def _maybe_flush(self) -> None:
         if self._path is None:
@@ -173,6 +217,8 @@ class _Persistence:
         )
         base.update(changes)
         base["generation"] = int(self._gen)
+        if (base.get("wal_closed") or {}).get("file") != base.get("wal_file"):
+            base.pop("wal_closed", None)  # the marker of a log this manifest no longer names
         base.setdefault("features", [])
         if self._graph is not None:
             base.setdefault("graph", {"degree": self._graph.R})
@@ -344,6 +390,16 @@ class _Persistence:
             ),
         )
         return name
+
+    def _mark_wal_closed(self) -> None:
+        """Record the log's size in the manifest (a clean close): on the next open, records up to it
+        must all be intact, so a log cut short after its close is damage, never a torn tail."""
+        m = self._manifest
+        if self._path is None or m is None or self._read_only or self._wal is None:
+            return
+        mark = {"file": m["wal_file"], "bytes": int(self._wal.size)}
+        if m.get("wal_closed") != mark and os.path.basename(self._wal.path) == m["wal_file"]:
+            self._write_manifest({**m, "wal_closed": mark})
 
     def _swap_wal(self, new_wal: str) -> None:
         old = self._wal

@@ -1,17 +1,24 @@
 """The write-ahead log: one append-only file of checksummed records.
 
-Layout::
+Layout (format 2)::
 
     file   := MAGIC record*
-    MAGIC  := b"VQDBWAL1"
-    record := length:u32le  crc32(payload):u32le  payload[length]
+    MAGIC  := b"VQDBWAL2"
+    record := length:u32le  crc32c(payload):u32le  crc32c(length, payload crc):u32le  payload[length]
     payload:= op:u8  body          op 1 = add, 2 = upsert (body: Arrow IPC stream of the rows),
-                                   op 3 = delete (body: int64le ids)
+                                   op 3 = delete (body: int64le keys)
 
-A write returns only after its record is on disk (``fdatasync``). On replay the records are read in
-order until the first one that is cut short, fails its checksum or has an unknown op: that record and
-everything after it are the unacknowledged tail of an interrupted write, and are cut off (the file is
-truncated back to the last good record). A bad tail is never fatal.
+(Format 1, ``VQDBWAL1``, has no header checksum and zlib's CRC-32 of the payload; it is still read.)
+
+A write returns only after its record is on disk (``fdatasync``), and writes are serialised, so only
+the *last* record can be incomplete: the torn tail of a write that was never acknowledged. On replay a
+damaged record is that torn tail only when nothing intact could follow it -- fewer bytes left than
+its header claims (or than a header), or nothing but zeros -- and it lies beyond the size the log had
+at its last clean close (``wal_closed`` in the manifest, written by ``Index.close``). The torn tail is
+cut off (the file truncated back to the last good record, when opened for writing). Anything else --
+a bad header or magic, a bad record with more bytes after it, a log shorter than at its last close --
+is damage: acknowledged writes may be lost, so :func:`read` reports it and the index refuses to open
+for writing (see ``Index.open(salvage=True)``).
 """
 
 from __future__ import annotations
@@ -20,16 +27,37 @@ import logging
 import os
 import struct
 import zlib
+from dataclasses import dataclass, field
 
-from ._storage import fsync_dir
+import pyarrow as pa
+
+from ._storage import crc32c, fsync_dir
 
 log = logging.getLogger("vqdb.index")
 
-MAGIC = b"VQDBWAL1"
+MAGIC = b"VQDBWAL2"
+MAGIC_V1 = b"VQDBWAL1"
 OP_ADD, OP_UPSERT, OP_DELETE = 1, 2, 3
 _OPS = (OP_ADD, OP_UPSERT, OP_DELETE)
-_HEADER = struct.Struct("<II")
+_HEADER = struct.Struct("<III")  # length, payload crc32c, header crc32c (of the first 8 bytes)
+_HEADER_V1 = struct.Struct("<II")  # length, payload zlib.crc32
 MAX_RECORD = 1 << 31
+
+
+@dataclass
+class WalContents:
+    """What :func:`read` found.
+
+    ``records``: the intact records, in order (op, body). ``good``: bytes up to the end of the last of
+    them. ``torn``: bytes of torn tail after them (cut when repaired). ``damage``: None, or what is
+    wrong when the log is damaged (``records`` are then the intact prefix; what followed is lost).
+    """
+
+    records: list = field(default_factory=list)
+    good: int = 0
+    torn: int = 0
+    size: int = 0
+    damage: str | None = None
 
 
 def create(path: str) -> None:
@@ -41,64 +69,96 @@ def create(path: str) -> None:
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
-def read(path: str, *, repair: bool) -> tuple[list[tuple[int, memoryview]], int]:
-    """Read every valid record of the log at ``path``.
+def _all_zero(view: memoryview) -> bool:
+    return not any(view.tobytes().rstrip(b"\0"))
 
-    Parameters
-    ----------
-    repair : bool
-        Truncate the file after the last valid record (when opened for writing).
 
-    Returns
-    -------
-    records : list of (op, body)
-    cut : int
-        Number of bytes of invalid tail found (and removed when ``repair``).
+def parse(data: bytes, *, closed_bytes: int | None = None) -> WalContents:
+    """Split log bytes into intact records, torn tail and damage (see the module docstring).
+
+    ``closed_bytes``: the log's size at its last clean close (None when unknown).
     """
+    out = WalContents(size=len(data))
+    view = memoryview(data)
+    buf = pa.py_buffer(data)
+    magic = data[: len(MAGIC)]
+    if magic not in (MAGIC, MAGIC_V1):
+        out.damage = f"the log header is damaged ({bytes(magic)!r})"
+        return out
+    v2 = magic == MAGIC
+    header = _HEADER if v2 else _HEADER_V1
+    pos = out.good = len(MAGIC)
+    tail = None  # why the bytes from ``pos`` are a torn tail
+    while pos < len(data):
+        left = len(data) - pos
+        if left < header.size:
+            tail = "an incomplete record header"
+            break
+        fields = header.unpack_from(data, pos)
+        length, crc = fields[0], fields[1]
+        if v2 and fields[2] != crc32c(data[pos : pos + 8]):
+            if _all_zero(view[pos:]):
+                tail = "a zero-filled tail"
+                break
+            out.damage = f"the record header at byte {pos} fails its checksum"
+            return out
+        start, end = pos + header.size, pos + header.size + length
+        if length < 1:
+            if _all_zero(view[pos:]):
+                tail = "a zero-filled tail"
+                break
+            out.damage = f"the record at byte {pos} has length 0"
+            return out
+        if end > len(data):
+            tail = f"an incomplete record ({left} of {header.size + length} bytes)"
+            break
+        payload = view[start:end]
+        ok = (crc32c(buf.slice(start, length)) if v2 else zlib.crc32(payload)) == crc
+        if not ok or payload[0] not in _OPS:
+            if end == len(data) and (v2 or not ok):  # the last record: its data may not have landed
+                tail = "a last record that fails its checksum"
+                break
+            out.damage = f"the record at byte {pos} fails its checksum" + (
+                f" ({len(data) - end} bytes follow it)" if end < len(data) else ""
+            )
+            return out
+        out.records.append((payload[0], payload[1:]))
+        pos = out.good = end
+    if closed_bytes is not None and out.good < closed_bytes:
+        what = "it is shorter" if tail is None else f"it has {tail} at byte {pos}"
+        out.damage = (
+            f"the log held {closed_bytes} bytes of records at its last clean close; {what} "
+            f"(intact records end at byte {out.good})"
+        )
+        return out
+    out.torn = len(data) - out.good
+    if tail is not None:
+        log.warning("write-ahead log: cut %s (%d bytes) after %d records", tail, out.torn, len(out.records))
+    return out
+
+
+def read(path: str, *, repair: bool, closed_bytes: int | None = None) -> WalContents:
+    """Read the log at ``path`` (:func:`parse`); with ``repair``, truncate a torn tail (never damage)."""
     with open(path, "rb") as f:
         data = f.read()
-    view = memoryview(data)
-    records = []
-    if data[: len(MAGIC)] != MAGIC:
-        good = 0
-        log.warning("write-ahead log %s has a damaged header; treating it as empty", path)
-    else:
-        pos = good = len(MAGIC)
-        while pos + _HEADER.size <= len(data):
-            length, crc = _HEADER.unpack_from(data, pos)
-            start, end = pos + _HEADER.size, pos + _HEADER.size + length
-            if length < 1 or end > len(data):
-                break
-            payload = view[start:end]
-            if zlib.crc32(payload) != crc or payload[0] not in _OPS:
-                break
-            records.append((payload[0], payload[1:]))
-            pos = good = end
-    cut = len(data) - good
-    if cut:
-        log.warning(
-            "write-ahead log %s: cut %d bytes of incomplete or corrupt tail after %d good records",
-            path,
-            cut,
-            len(records),
-        )
-        if repair:
-            with open(path, "r+b") as f:
-                if good == 0:
-                    f.write(MAGIC)
-                    good = len(MAGIC)
-                f.truncate(good)
-                f.flush()
-                os.fsync(f.fileno())
-    return records, cut
+    contents = parse(data, closed_bytes=closed_bytes)
+    if repair and contents.damage is None and contents.torn:
+        with open(path, "r+b") as f:
+            f.truncate(contents.good)
+            f.flush()
+            os.fsync(f.fileno())
+    return contents
 
 
 class WalWriter:
-    """Appends records to an existing log; every :meth:`append` is durable when it returns."""
+    """Appends records to an existing format-2 log; every :meth:`append` is durable when it returns."""
 
     def __init__(self, path: str):
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        if os.pread(self._fd, len(MAGIC), 0) != MAGIC:
+            os.close(self._fd)
+            raise ValueError(f"{path!r} is not a format-2 write-ahead log")
         self.size = os.fstat(self._fd).st_size
 
     def append(self, op: int, body: bytes) -> None:
@@ -108,7 +168,8 @@ class WalWriter:
             raise ValueError(
                 f"write-ahead log record of {len(payload)} bytes is too large; add fewer vectors per call"
             )
-        record = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        head = struct.pack("<II", len(payload), crc32c(payload))
+        record = head + struct.pack("<I", crc32c(head)) + payload
         try:
             view = memoryview(record)
             while view:

@@ -275,6 +275,9 @@ class Index(_Persistence):
         self._gen = 0
         self._manifest = None
         self._sums = {}
+        self._salvage = False
+        self._wal_damage = None
+        self._salvaged = None
         self._dirty = False
         self._zero = np.zeros(dim, dtype=np.float32)
         self._device = "cpu"
@@ -288,19 +291,37 @@ class Index(_Persistence):
             )
 
     @classmethod
-    def open(cls, path, *, read_only: bool = False) -> Index:
+    def open(cls, path, *, read_only: bool = False, salvage: bool = False) -> Index:
         """Open an index directory written by :class:`Index` (also ``vqdb.open(path)``).
 
-        Replays the write-ahead log (cutting an incomplete or corrupt tail) and memory-maps the segments.
-        ``read_only=True`` takes no lock and never writes (writes raise ``ReadOnlyError``).
+        Checks every file against its checksum, memory-maps the segments and replays the write-ahead
+        log, cutting the torn tail of a write that was never acknowledged. A format-1 index opened for
+        writing is rewritten as format 2 first.
+
+        Parameters
+        ----------
+        read_only : bool
+            Take no lock and never write (writes raise ``ReadOnlyError``). A damaged log is then
+            reported (a warning, and ``stats()["wal_damage"]``) and its intact records are used.
+        salvage : bool
+            When the log is damaged (not a torn tail), keep its intact records, copy the damaged log
+            aside (``wal-*.log.damaged-<UTC time>``, kept in the directory) and start a fresh one; what
+            followed the damage is lost (``stats()["salvaged"]`` says how much). Also ``vqdb salvage PATH``.
 
         Raises
         ------
         IncompatibleFormatError
-            ``path`` is not an index, or was written with another format version.
+            ``path`` is not an index, or was written with a format version this vqdb cannot read.
+        CorruptIndexError
+            A file is damaged (checksum or layout), missing, or named outside the directory; the
+            message and ``.file`` name it.
+        WalDamagedError
+            The write-ahead log is damaged and ``salvage`` is False (opening for writing only).
         LockedError
             Another process (or Index object) has the directory open for writing.
         """
+        if salvage and read_only:
+            raise InvalidInputError("salvage rewrites the index; it cannot be combined with read_only=True")
         root = os.fspath(path)
         st.read_manifest(root)  # is it an index at all (before creating a LOCK file)?
         dirlock = None if read_only else st.DirLock(root)
@@ -340,6 +361,7 @@ class Index(_Persistence):
                 graph=None if not manifest.get("graph") else int(manifest["graph"]["degree"]),
             )
             self._read_only = read_only
+            self._salvage = bool(salvage)
             self._dirlock = dirlock
             self._load(root, manifest, arrays)
         except BaseException as exc:
@@ -451,6 +473,7 @@ class Index(_Persistence):
         write is already in the log. The object can still be searched; writes raise ``ReadOnlyError``."""
         with getattr(self, "_lock", threading.RLock()):
             if getattr(self, "_wal", None) is not None:
+                self._mark_wal_closed()
                 self._wal.close()
                 self._wal = None
             if getattr(self, "_dirlock", None) is not None:
@@ -1325,6 +1348,10 @@ class Index(_Persistence):
             )
             out["wal_bytes"] = 0 if self._wal is None else int(self._wal.size)
             out["format_version"] = int(self._manifest["format_version"])
+            if self._wal_damage:
+                out["wal_damage"] = self._wal_damage
+            if self._salvaged:
+                out["salvaged"] = dict(self._salvaged)
         return out
 
     # ------------------------------------------------------------------ defaults
@@ -1375,6 +1402,6 @@ def open_or_create(path, dim, **options) -> Index:
     return Index.open_or_create(path, dim, **options)
 
 
-def open_index(path, *, read_only: bool = False) -> Index:
+def open_index(path, *, read_only: bool = False, salvage: bool = False) -> Index:
     """Open an index directory (``vqdb.open``). See :meth:`Index.open`."""
-    return Index.open(path, read_only=read_only)
+    return Index.open(path, read_only=read_only, salvage=salvage)
