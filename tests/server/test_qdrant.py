@@ -275,3 +275,25 @@ def test_uuid_ids_are_canonical():
     for bad in (-1, 2**63, True, 1.5, "x"):
         with pytest.raises(ValueError):
             point_id(bad)
+
+
+def test_unnamed_vector_by_empty_name(server, keys):
+    """langchain-qdrant creates ``{"": {size, distance}}`` with ``sparse_vectors: {}``: the default vector."""
+    with httpx.Client(base_url=server.url, headers={"api-key": keys["admin"]}, timeout=60) as http:
+        body = {"vectors": {"": {"size": 3, "distance": "Dot"}}, "sparse_vectors": {}}
+        assert http.put("/qdrant/collections/qd-empty-name", json=body).json()["result"] is True
+        info = http.get("/qdrant/collections/qd-empty-name").json()["result"]
+        assert info["config"]["params"]["vectors"] == {"size": 3, "distance": "Dot"}
+        up = {"points": [{"id": 1, "vector": {"": [1.0, 2.0, 3.0]}}]}
+        assert http.put("/qdrant/collections/qd-empty-name/points", json=up).status_code == 200
+        hits = http.post(
+            "/qdrant/collections/qd-empty-name/points/query", json={"query": [1, 0, 0], "using": ""}
+        )
+        assert [p["id"] for p in hits.json()["result"]["points"]] == [1]
+        bad = {"vectors": {"size": 3, "distance": "Dot"}, "sparse_vectors": {"text": {}}}
+        r = http.put("/qdrant/collections/qd-sparse", json=bad)
+        assert r.status_code == 400 and "sparse_vectors" in r.json()["status"]["error"]
+        bad = {"vectors": {"a": {"size": 3, "distance": "Dot"}, "b": {"size": 3, "distance": "Dot"}}}
+        r = http.put("/qdrant/collections/qd-named", json=bad)
+        assert r.status_code == 400 and "named vectors" in r.json()["status"]["error"]
+        assert http.delete("/qdrant/collections/qd-empty-name").json()["result"] is True

@@ -127,7 +127,10 @@ def _document_open_access(app: FastAPI) -> None:
 
 def _limits(settings: Settings):
     def limit_for(path: str) -> int:
-        return settings.max_bulk_bytes if path.endswith(BULK_SUFFIXES) else settings.max_body_bytes
+        bulk = path.endswith(BULK_SUFFIXES) or (path.startswith("/qdrant/") and path.endswith("/points"))
+        return (
+            settings.max_bulk_bytes if bulk else settings.max_body_bytes
+        )  # Qdrant clients upsert in one call
 
     return limit_for
 

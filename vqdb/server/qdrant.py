@@ -28,6 +28,7 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -50,6 +51,7 @@ from .qdrant_schemas import (
     Query,
     QueryBatch,
     Scroll,
+    VectorParams,
     point_id,
     select_payload,
     to_vqdb_filter,
@@ -185,6 +187,13 @@ def create_collection(
 ) -> JSONResponse:
     start = time.perf_counter()
     vectors = body.vectors
+    if isinstance(vectors, dict) and set(vectors) == {
+        ""
+    }:  # the unnamed vector by its empty name (langchain-qdrant)
+        try:
+            vectors = VectorParams.model_validate(vectors[""])
+        except ValidationError as exc:
+            raise E.InvalidInputError(f"vectors['']: {exc.errors(include_input=False)[:3]}") from None
     if isinstance(vectors, dict):
         raise E.InvalidInputError(
             "named vectors are not supported by vqdb's Qdrant subset: give 'vectors': {'size': d, 'distance': ...}"

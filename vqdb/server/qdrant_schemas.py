@@ -35,6 +35,7 @@ class CollectionCreate(_In):
     shard_number: int | None = Field(None, ge=1, le=1)
     replication_factor: int | None = Field(None, ge=1, le=1)
     write_consistency_factor: int | None = Field(None, ge=1, le=1)
+    sparse_vectors: dict[str, Any] | None = Field(None, max_length=0)  # langchain-qdrant sends {}
 
 
 class Batch(_In):
