@@ -87,6 +87,7 @@ class Graph:
         self.entry = 0
         self._writable = True
         self._node_of: dict[int, int] = {}
+        self._vf = None
         self._alloc(0)
 
     # ---- storage -------------------------------------------------------------------------------
@@ -186,6 +187,7 @@ class Graph:
         self.rowsi[sl, self.io : self.io + self.R] = -1
         new_nodes = np.arange(n0, n0 + b, dtype=np.int64)
         kg.squared_norms(self.vbits, new_nodes, self.norms)
+        vf = self._float_vectors(n0, b)
         touched = np.zeros(n0 + b, bool)
         touched[sl] = True
         cur = n0
@@ -199,7 +201,7 @@ class Graph:
             tasks = max(1, min(size, 8 * _threads()))
             incoming = np.empty(size * self.R, np.int64)
             kg.link_batch(
-                batch, cur, self.entry, self.vbits, self.norms, self.rowsi, self.io, self.R,
+                batch, cur, self.entry, vf, self.norms, self.rowsi, self.io, self.R,
                 int(build_ef), np.float32(ALPHA), tasks, incoming,
             )  # fmt: skip
             pairs = np.sort(incoming[incoming >= 0])
@@ -209,7 +211,7 @@ class Graph:
                 starts = np.r_[starts, pairs.size].astype(np.int64)
                 hit = np.empty(starts.size - 1, np.int64)
                 kg.merge_reverse(
-                    pairs, starts, self.vbits, self.norms, self.rowsi, self.io, self.R, np.float32(ALPHA), hit
+                    pairs, starts, vf, self.norms, self.rowsi, self.io, self.R, np.float32(ALPHA), hit
                 )
                 touched[hit] = True
             cur += size
@@ -220,6 +222,21 @@ class Graph:
             self.facs, self.sqc, self.R, self.nsteps, self.io, self.fo, self.so,
         )  # fmt: skip
         self.n = n0 + b
+
+    def _float_vectors(self, n0: int, b: int) -> np.ndarray:
+        """(capacity, d) float32 copy of the float16 vectors for construction, kept while this object
+        writes (so small adds do not widen every vector again): nodes [0, n0) as cached, [n0, n0+b) new."""
+        vf = self._vf
+        if vf is None or vf.shape[0] < n0 + b:
+            old = vf
+            vf = np.empty((self.capacity, self.dim), np.float32)
+            have = 0 if old is None else min(old.shape[0], n0)
+            if have:
+                vf[:have] = old[:have]
+            vf[have:n0] = self.vbits[have:n0].view(np.float16)
+            self._vf = vf
+        vf[n0 : n0 + b] = self.vbits[n0 : n0 + b].view(np.float16)
+        return vf
 
     # ---- search ----------------------------------------------------------------------------------
     def search(self, q: np.ndarray, k: int, ef: int, *, centre=None, ok: np.ndarray | None = None):
@@ -245,7 +262,7 @@ class Graph:
             q, prep.luts, np.ascontiguousarray(prep.inv[:, :G]), np.ascontiguousarray(prep.off[:, :G]), base,
             np.float32(prep.alpha), self.l2, self.sc.part_steps, self.nsteps,
             rows.reshape(-1), self.row_bytes, rowsi, rowsf, self.io, self.fo, self.so, self.R,
-            vbits, norms, np.ascontiguousarray(ok), n, self.entry, max(int(ef), k), k, tasks,
+            vbits, vbits.reshape(-1), norms, np.ascontiguousarray(ok), n, self.entry, max(int(ef), k), k, tasks,
             out_nodes, out_scores, stats,
         )  # fmt: skip
         return out_nodes, out_scores, stats

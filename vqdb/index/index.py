@@ -1061,6 +1061,8 @@ class Index(_Persistence):
             ids = self._sids_of_refs(segments, refs) if self._id_type == _ids.STR else keys
             meta = self._metadata_of_refs(segments, snap.schema, refs) if include_metadata else None
             return SearchResult(ids, scores, self.metric, metadata=meta)
+        if graph is not None:  # a graph index's filtered-subset fallback is exact too: every match re-scored
+            factor, kk = 1.0, max(k, n_allowed)
         ctx = _scan.ScanContext(
             self._quantizer,
             "l2sq" if self.metric == "l2sq" else "ip",

@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import envs
-from .fastscan import _win1
+from .fastscan import _prefetch, _win1
 
 _CACHE = envs.numba_cache()
 _NEG = np.float32(-np.inf)
@@ -168,15 +168,12 @@ def squared_norms(vbits, nodes, out):
 # construction
 # ------------------------------------------------------------------------------------------------
 @njit(cache=_CACHE, nogil=True, fastmath=True)
-def _greedy(
-    p, pf, vbits, norms, rowsi, io, R, entry, n_old, L, tags, tag, bu, bf, cand_k, cand_n, res_k, res_n
-):
+def _greedy(p, pf, vf, norms, rowsi, io, R, entry, n_old, L, tags, tag, cand_k, cand_n, res_k, res_n):
     """Beam search of node ``p`` (vector ``pf`` float32) over nodes < n_old from ``entry``, exact squared
     distances; returns the number of results in res_k/res_n (a max-heap on negated keys: res_k holds
     -dist, min-heap root = farthest)."""
     pn = norms[p]
-    _widen(vbits, entry, bu)
-    d0 = pn + norms[entry] - 2.0 * _dot(pf, bf)
+    d0 = pn + norms[entry] - 2.0 * _dot(pf, vf[entry])
     tags[entry] = tag
     nc = _push_min(cand_k, cand_n, 0, d0, entry)
     nr = _push_min(res_k, res_n, 0, -d0, entry)
@@ -193,8 +190,7 @@ def _greedy(
             if u >= n_old or tags[u] == tag:
                 continue
             tags[u] = tag
-            _widen(vbits, u, bu)
-            du = pn + norms[u] - 2.0 * _dot(pf, bf)
+            du = pn + norms[u] - 2.0 * _dot(pf, vf[u])
             if nr < L:
                 nr = _push_min(res_k, res_n, nr, -du, u)
             elif du < -res_k[0]:
@@ -222,7 +218,7 @@ def _sort_by_key(ks, ns, cnt):
 
 
 @njit(cache=_CACHE, nogil=True, fastmath=True)
-def _prune(p, dk, dn, cnt, vbits, norms, R, alpha, kept_f, bu, bf, out):
+def _prune(p, dk, dn, cnt, vf, norms, R, alpha, out):
     """RobustPrune: from candidates (dk squared distance to p ascending, dn node) keep up to R nodes;
     a candidate c is dropped when a kept r has alpha * d(r, c) <= d(p, c). Returns the count in out."""
     nk = 0
@@ -237,18 +233,16 @@ def _prune(p, dk, dn, cnt, vbits, norms, R, alpha, kept_f, bu, bf, out):
                 break
         if dup:
             continue
-        _widen(vbits, c, bu)
+        bf = vf[c]
         dpc = dk[i]
         ok = True
         for r in range(nk):
-            drc = norms[out[r]] + norms[c] - 2.0 * _dot(kept_f[r], bf)
+            drc = norms[out[r]] + norms[c] - 2.0 * _dot(vf[out[r]], bf)
             if alpha * drc <= dpc:
                 ok = False
                 break
         if ok:
             out[nk] = c
-            for j in range(bf.shape[0]):
-                kept_f[nk, j] = bf[j]
             nk += 1
             if nk >= R:
                 break
@@ -256,7 +250,7 @@ def _prune(p, dk, dn, cnt, vbits, norms, R, alpha, kept_f, bu, bf, out):
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True, fastmath=True)
-def link_batch(new, n_old, entry, vbits, norms, rowsi, io, R, L, alpha, n_tasks, incoming):
+def link_batch(new, n_old, entry, vf, norms, rowsi, io, R, L, alpha, n_tasks, incoming):
     """Link the nodes ``new`` (int64, all >= n_old) into the graph of nodes < n_old.
 
     Phase 1 (parallel over new nodes): greedy search + RobustPrune -> their out-lists (rows ids).
@@ -264,7 +258,6 @@ def link_batch(new, n_old, entry, vbits, norms, rowsi, io, R, L, alpha, n_tasks,
     Phase 2 is :func:`merge_reverse` (called by the driver after sorting ``incoming``).
     """
     b = new.shape[0]
-    d = vbits.shape[1]
     N = rowsi.shape[0]
     per = (b + n_tasks - 1) // n_tasks
     for t in prange(n_tasks):
@@ -278,11 +271,6 @@ def link_batch(new, n_old, entry, vbits, norms, rowsi, io, R, L, alpha, n_tasks,
         cand_n = np.empty(cap, np.int64)
         res_k = np.empty(L + 1, np.float32)
         res_n = np.empty(L + 1, np.int64)
-        pu = np.empty(d, np.uint32)
-        pf = pu.view(np.float32)
-        bu = np.empty(d, np.uint32)
-        bf = bu.view(np.float32)
-        kept = np.empty((R, d), np.float32)
         out = np.empty(R, np.int64)
         for i in range(i0, i1):
             p = new[i]
@@ -290,31 +278,13 @@ def link_batch(new, n_old, entry, vbits, norms, rowsi, io, R, L, alpha, n_tasks,
                 incoming[i * R + j] = -1
             if n_old == 0:
                 continue
-            _widen(vbits, p, pu)
             nr = _greedy(
-                p,
-                pf,
-                vbits,
-                norms,
-                rowsi,
-                io,
-                R,
-                entry,
-                n_old,
-                L,
-                tags,
-                i + 1,
-                bu,
-                bf,
-                cand_k,
-                cand_n,
-                res_k,
-                res_n,
+                p, vf[p], vf, norms, rowsi, io, R, entry, n_old, L, tags, i + 1, cand_k, cand_n, res_k, res_n
             )
             for j in range(nr):
                 res_k[j] = -res_k[j]
             _sort_by_key(res_k, res_n, nr)
-            nk = _prune(p, res_k, res_n, nr, vbits, norms, R, alpha, kept, bu, bf, out)
+            nk = _prune(p, res_k, res_n, nr, vf, norms, R, alpha, out)
             for j in range(R):
                 rowsi[p, io + j] = out[j] if j < nk else -1
             for j in range(nk):
@@ -322,11 +292,10 @@ def link_batch(new, n_old, entry, vbits, norms, rowsi, io, R, L, alpha, n_tasks,
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True, fastmath=True)
-def merge_reverse(pairs, starts, vbits, norms, rowsi, io, R, alpha, touched):
+def merge_reverse(pairs, starts, vf, norms, rowsi, io, R, alpha, touched):
     """Add reverse edges: ``pairs`` sorted (target << 32 | source), groups [starts[g], starts[g+1]) share
     a target. A target whose list would overflow R is re-pruned over its old list plus the new sources.
     touched[g] = the target node."""
-    d = vbits.shape[1]
     n_groups = starts.shape[0] - 1
     for g in prange(n_groups):
         a = starts[g]
@@ -352,20 +321,14 @@ def merge_reverse(pairs, starts, vbits, norms, rowsi, io, R, alpha, touched):
         cnt = deg + m
         dk = np.empty(cnt, np.float32)
         dn = np.empty(cnt, np.int64)
-        uu = np.empty(d, np.uint32)
-        uf = uu.view(np.float32)
-        bu = np.empty(d, np.uint32)
-        bf = bu.view(np.float32)
-        _widen(vbits, u, uu)
+        uf = vf[u]
         for x in range(cnt):
             c = rowsi[u, io + x] if x < deg else pairs[a + x - deg] & 0xFFFFFFFF
-            _widen(vbits, c, bu)
-            dk[x] = norms[u] + norms[c] - 2.0 * _dot(uf, bf)
+            dk[x] = norms[u] + norms[c] - 2.0 * _dot(uf, vf[c])
             dn[x] = c
         _sort_by_key(dk, dn, cnt)
-        kept = np.empty((R, d), np.float32)
         out = np.empty(R, np.int64)
-        nk = _prune(u, dk, dn, cnt, vbits, norms, R, alpha, kept, bu, bf, out)
+        nk = _prune(u, dk, dn, cnt, vf, norms, R, alpha, out)
         for j in range(R):
             rowsi[u, io + j] = out[j] if j < nk else -1
 
@@ -393,6 +356,7 @@ def search(
     so,
     R,
     vbits,
+    vflat,
     norms,
     ok,
     n_nodes,
@@ -451,6 +415,12 @@ def search(
                 nc = _pop_min(cand_k, cand_n, nc)
                 if nr >= ef and ce < res_k[0]:
                     break
+                if nc > 0:  # the likely next node: fetch its row and vector while this one is scored
+                    nx = cand_n[0]
+                    for o in range(0, row_bytes, 64):
+                        _prefetch(rows_flat, nx * row_bytes + o)
+                    for o in range(0, d, 32):
+                        _prefetch(vflat, nx * d + o)
                 _widen(vbits, c, bu)
                 ip = _dot(qi, bf)
                 sc = 2.0 * ip - norms[c] - qn if l2 else ip
