@@ -72,6 +72,18 @@ def test_encode_turbo_block_bit_exact(ops, widths, n):
             np.testing.assert_array_equal(f_got, f_want)
             assert f_got.dtype == np.float32 and f_got.shape == (n,)
             assert (got[:, -2:] == 7).all()  # bytes outside the slices untouched
+            # the centred-query sums <c, r> and <Πc, ĉ>: bit for bit, and their plain meaning
+            c = rng.standard_normal(d).astype(np.float32)
+            pc = rng.standard_normal(y.shape[1]).astype(np.float32)
+            t_got, t_want = np.full((n, 2), 9.0), np.full((n, 2), 9.0)
+            ops.encode_turbo_block(y, r, table, bnds, vals, scaled, full, got, None, c, pc, t_got)
+            ref.encode_turbo_block(y, r, table, bnds, vals, scaled, full, want, chat_want, c, pc, t_want)
+            np.testing.assert_array_equal(t_got, t_want)
+            if n and full:
+                np.testing.assert_allclose(t_want[:, 0], r.astype(np.float64) @ c, rtol=1e-12, atol=1e-12)
+                np.testing.assert_allclose(
+                    t_want[:, 1], chat_want.astype(np.float64) @ pc, rtol=1e-12, atol=1e-12
+                )
     # the reference's indices are the plain float64 rule, packed LSB first
     if n:
         codes = np.zeros((n, nbytes), np.uint8)

@@ -311,7 +311,9 @@ def _count_le(u, b, out):
 
 
 @njit(cache=_CACHE, nogil=True)
-def _encode_turbo_block_rows(y, r, table, boundaries, bounds32, values, scaled, full, codes, factors, chat):
+def _encode_turbo_block_rows(
+    y, r, table, boundaries, bounds32, values, scaled, full, codes, factors, chat, cvec, pc, cterms
+):
     """Serial fused block encode (see reference.encode_turbo_block); callers parallelise over row tiles.
 
     ``bounds32[s, m]`` is the smallest float32 >= ``boundaries[s, m]``, so for a float32 u
@@ -326,25 +328,45 @@ def _encode_turbo_block_rows(y, r, table, boundaries, bounds32, values, scaled, 
     nrm = np.zeros(2)
     dot = np.zeros(2)
     coded = np.zeros(2)
+    want = cterms.shape[0] > 0
     i = 0
     while i < n:
         m = 2 if i + 1 < n else 1
         if m == 2:
             a2 = 0.0
             b2 = 0.0
-            for j in range(d):
-                a = np.float64(r[i, j])
-                b = np.float64(r[i + 1, j])
-                a2 += a * a
-                b2 += b * b
+            if want:  # <c, r> as two more independent float64 chains of the same pass
+                ca = 0.0
+                cb = 0.0
+                for j in range(d):
+                    a = np.float64(r[i, j])
+                    b = np.float64(r[i + 1, j])
+                    cj = np.float64(cvec[j])
+                    a2 += a * a
+                    b2 += b * b
+                    ca += a * cj
+                    cb += b * cj
+                cterms[i, 0] = ca
+                cterms[i + 1, 0] = cb
+            else:
+                for j in range(d):
+                    a = np.float64(r[i, j])
+                    b = np.float64(r[i + 1, j])
+                    a2 += a * a
+                    b2 += b * b
             nrm[0] = np.sqrt(a2)
             nrm[1] = np.sqrt(b2)
         else:
             a2 = 0.0
+            ca = 0.0
             for j in range(d):
                 a = np.float64(r[i, j])
                 a2 += a * a
+                if want:
+                    ca += a * np.float64(cvec[j])
             nrm[0] = np.sqrt(a2)
+            if want:
+                cterms[i, 0] = ca
         for t in range(m):
             safe = nrm[t] if nrm[t] > 0.0 else 1.0
             ut = u[t]
@@ -420,6 +442,21 @@ def _encode_turbo_block_rows(y, r, table, boundaries, bounds32, values, scaled, 
                 factors[i + t] = np.float32(nrm[t] * cf / dot[t]) if ok else np.float32(0.0)
             else:
                 factors[i + t] = np.float32(nrm[t])
+        if want:  # <Πc, ĉ> of both rows, two interleaved chains
+            p0 = 0.0
+            p1 = 0.0
+            for s in range(table.shape[0]):
+                if m == 2:
+                    for j in range(table[s, 0], table[s, 1]):
+                        pj = np.float64(pc[j])
+                        p0 += pj * np.float64(values[s, idx[0, j]])
+                        p1 += pj * np.float64(values[s, idx[1, j]])
+                else:
+                    for j in range(table[s, 0], table[s, 1]):
+                        p0 += np.float64(pc[j]) * np.float64(values[s, idx[0, j]])
+            cterms[i, 1] = p0
+            if m == 2:
+                cterms[i + 1, 1] = p1
         i += m
 
 
@@ -460,7 +497,7 @@ def _hadamard_rows(x, signs, norm, out):
                 buf[j] = buf[j] * norm
 
 
-_FHT_GROUP = 16  # rows rotated together, transposed: every butterfly is one 16-float SIMD add/sub
+_FHT_GROUP = 64  # rows rotated together, held transposed: each butterfly is a 64-float loop that vectorises
 
 
 @njit(cache=_CACHE, nogil=True, inline="always")
@@ -472,15 +509,18 @@ def _fwht_cols(buf, lo, p, norm):
     while h < p:
         for i0 in range(lo, lo + p, 2 * h):
             for j in range(i0, i0 + h):
+                a_row = buf[j]
+                b_row = buf[j + h]
                 for t in range(_FHT_GROUP):
-                    a = buf[j, t]
-                    b = buf[j + h, t]
-                    buf[j, t] = a + b
-                    buf[j + h, t] = a - b
+                    a = a_row[t]
+                    b = b_row[t]
+                    a_row[t] = a + b
+                    b_row[t] = a - b
         h *= 2
     for j in range(lo, lo + p):
+        row = buf[j]
         for t in range(_FHT_GROUP):
-            buf[j, t] = buf[j, t] * norm
+            row[t] = row[t] * norm
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -503,16 +543,19 @@ def _fht_kac_rows(x, signs, p, norm, s2, out):
         for rr in range(rounds):
             for j in range(d):
                 sj = signs[rr, j]
+                row = buf[j]
                 for t in range(_FHT_GROUP):
-                    buf[j, t] = buf[j, t] * sj
+                    row[t] = row[t] * sj
             _fwht_cols(buf, 0, p, norm)
             if p < d:
                 for j in range(half):
+                    a_row = buf[j]
+                    b_row = buf[j + half]
                     for t in range(_FHT_GROUP):
-                        a = buf[j, t]
-                        b = buf[j + half, t]
-                        buf[j, t] = (a + b) * s2
-                        buf[j + half, t] = (a - b) * s2
+                        a = a_row[t]
+                        b = b_row[t]
+                        a_row[t] = (a + b) * s2
+                        b_row[t] = (a - b) * s2
                 _fwht_cols(buf, d - p, p, norm)
         for t in range(gn):
             for j in range(d):
@@ -645,9 +688,24 @@ def _ceil_float32(b: np.ndarray) -> np.ndarray:
 
 
 _NO_CHAT = np.zeros((0, 0), dtype=np.float32)
+_NO_VEC = np.zeros(0, dtype=np.float32)
+_NO_TERMS = np.zeros((0, 2), dtype=np.float64)
 
 
-def encode_turbo_block(y, r, table, boundaries, values, scaled, full, codes, chat=None) -> np.ndarray:
+def encode_turbo_block(
+    y,
+    r,
+    table,
+    boundaries,
+    values,
+    scaled,
+    full,
+    codes,
+    chat=None,
+    centre=None,
+    rotated_centre=None,
+    centre_terms=None,
+) -> np.ndarray:
     factors = np.empty(y.shape[0], dtype=np.float32)
     if y.shape[0]:
         boundaries = np.ascontiguousarray(boundaries, dtype=np.float64)
@@ -663,6 +721,9 @@ def encode_turbo_block(y, r, table, boundaries, values, scaled, full, codes, cha
             codes,
             factors,
             _NO_CHAT if chat is None else chat,
+            _NO_VEC if centre_terms is None else np.ascontiguousarray(centre, dtype=np.float32),
+            _NO_VEC if centre_terms is None else np.ascontiguousarray(rotated_centre, dtype=np.float32),
+            _NO_TERMS if centre_terms is None else centre_terms,
         )
     return factors
 

@@ -142,6 +142,9 @@ def encode_turbo_block(
     full: bool,
     codes: np.ndarray,
     chat: np.ndarray | None = None,
+    centre: np.ndarray | None = None,
+    rotated_centre: np.ndarray | None = None,
+    centre_terms: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fused TurboQuant block encode of rotated rows: norm, unit scaling, bucketize, pack, side factor.
 
@@ -167,6 +170,10 @@ def encode_turbo_block(
     chat : ndarray of shape (n, k), float32, optional
         If given, the reconstruction levels ``values[idx]`` are written to its slice columns (the
         ``prod`` variant rebuilds its residual from them); other columns are left as they are.
+    centre, rotated_centre, centre_terms : optional, all or none
+        (d,) float32 encode centre c of the block, (k,) float32 its rotation Πc, and (n, 2) float64 written
+        with ``[<c, r>, <Πc, ĉ>]`` per row (the centred-query term β = <c, r> - factor · <Πc, ĉ>);
+        plain left-to-right float64 sums, ``<Πc, ĉ>`` over the slices in order like ``<u, ĉ>``.
 
     Returns
     -------
@@ -191,7 +198,7 @@ def encode_turbo_block(
     nrm = np.sqrt(seqsum(r64 * r64))
     safe = np.where(nrm > 0, nrm, 1.0)
     u64 = (y.astype(np.float64) / safe[:, None]).astype(np.float32).astype(np.float64)
-    dot_terms, coded_terms = [], []
+    dot_terms, coded_terms, pc_terms = [], [], []
     for (start, stop, bits, offset), bnd, val in zip(table.tolist(), boundaries, values):
         us = u64[:, start:stop]
         idx = np.searchsorted(bnd[: (1 << bits) - 1], us, side="right")
@@ -200,6 +207,13 @@ def encode_turbo_block(
             chat[:, start:stop] = val[idx]
         dot_terms.append(us * val[idx].astype(np.float64))
         coded_terms.append(us * us)
+        if centre_terms is not None:
+            pc_terms.append(
+                rotated_centre[start:stop].astype(np.float64)[None, :] * val[idx].astype(np.float64)
+            )
+    if centre_terms is not None:
+        centre_terms[:, 0] = seqsum(r64 * centre.astype(np.float64)[None, :])
+        centre_terms[:, 1] = seqsum(np.concatenate(pc_terms, axis=1)) if pc_terms else 0.0
     dot = seqsum(np.concatenate(dot_terms, axis=1)) if dot_terms else np.zeros(n)
     if not scaled:
         return nrm.astype(np.float32)

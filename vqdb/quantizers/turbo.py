@@ -549,6 +549,7 @@ class TurboQuantizer(Quantizer):
         prod = self.variant == "prod"
         side = self._side_offset
         pc = self._rotated_centre(c)
+        cb = None if pc is None else [np.ascontiguousarray(c[b.channels]) for b in self._blocks]
 
         def tile(t0: int) -> None:
             xt = x[t0 : t0 + cm.ENCODE_TILE]
@@ -564,14 +565,15 @@ class TurboQuantizer(Quantizer):
                     y = ops.hadamard_rotate(rp, p["signs"])
                 else:
                     y = rp @ p["matrix_t"]
-                keep = prod or beta is not None
-                chat = np.zeros((rt.shape[0], self._blocks[b].k), dtype=np.float32) if keep else None
+                chat = np.zeros((rt.shape[0], self._blocks[b].k), dtype=np.float32) if prod else None
+                terms = np.empty((rt.shape[0], 2)) if beta is not None else None
                 f = ops.encode_turbo_block(
-                    y, rp, p["table"], p["boundaries"], p["values"], scaled, p["full"], ct, chat
-                )
+                    y, rp, p["table"], p["boundaries"], p["values"], scaled, p["full"], ct, chat,
+                    None if terms is None else cb[b], None if terms is None else pc[b], terms,
+                )  # fmt: skip
                 ct[:, side + 4 * b : side + 4 * b + 4] = f.astype("<f4").view(np.uint8).reshape(-1, 4)
-                if beta is not None:
-                    beta += self._beta_terms(rp, c[self._blocks[b].channels], chat, pc[b], f)
+                if beta is not None:  # β += <c, r> - f <Πc, ĉ> (the exact minus the estimated <c, r>)
+                    beta += terms[:, 0] - f.astype(np.float64) * terms[:, 1]
                 if prod:  # the mse reconstruction ||r|| Πᵀ ĉ (f = float32 ||r||), as in _encode_general
                     recon[:, self._blocks[b].channels] = self._blocks[b].rotation.inverse(chat) * f[:, None]
             if prod:  # 1-bit QJL of the residual e = r - recon, and γ = ||e||
