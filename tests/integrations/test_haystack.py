@@ -8,9 +8,15 @@ import pytest
 
 pytest.importorskip("haystack")
 from haystack import Document, Pipeline  # noqa: E402
+from haystack.document_stores.errors import DuplicateDocumentError  # noqa: E402
 from haystack.document_stores.types import DuplicatePolicy  # noqa: E402
 from haystack.errors import FilterError  # noqa: E402
-from haystack.testing.document_store import DocumentStoreBaseTests  # noqa: E402
+from haystack.testing.document_store import (  # noqa: E402
+    CountDocumentsTest,
+    DeleteDocumentsTest,
+    DocumentStoreBaseTests,
+    WriteDocumentsTest,
+)
 
 from vqdb.integrations.haystack import VqdbDocumentStore, VqdbEmbeddingRetriever  # noqa: E402
 
@@ -22,7 +28,7 @@ def _as_float32(doc: Document) -> dict:
     return data
 
 
-class _Base(DocumentStoreBaseTests):
+class _Equality:
     @staticmethod
     def assert_documents_are_equal(received, expected):
         """Equal in every field; embeddings compared after the float32 cast the store applies."""
@@ -31,9 +37,18 @@ class _Base(DocumentStoreBaseTests):
     def test_write_documents(self, document_store):
         doc = Document(content="test doc")
         assert document_store.write_documents([doc]) == 1
-        with pytest.raises(Exception, match="already"):  # the default policy (NONE) fails on duplicates
+        with pytest.raises(DuplicateDocumentError):  # the default policy (NONE) fails on duplicates
             document_store.write_documents([doc])
         self.assert_documents_are_equal(document_store.filter_documents(), [doc])
+
+
+class _Base(_Equality, DocumentStoreBaseTests):
+    pass
+
+
+class _Crud(_Equality, CountDocumentsTest, DeleteDocumentsTest, WriteDocumentsTest):
+    """The storage half of the suite: path and remote stores share the filter translation (tested in
+    full in memory) and differ only in where records live."""
 
 
 class TestInMemory(_Base):
@@ -42,11 +57,10 @@ class TestInMemory(_Base):
         return VqdbDocumentStore()  # the defaults: 768 dimensions, dot product, turbo-4
 
 
-class TestOnPath(_Base):
+class TestOnPath(_Crud):
     @pytest.fixture
     def document_store(self, tmp_path):
-        # a Hadamard rotation: a 768-d index is made per test, and drawing a dense rotation takes 0.36 s
-        store = VqdbDocumentStore(path=str(tmp_path / "kb"), quantizer="turbo-hadamard-4")
+        store = VqdbDocumentStore(path=str(tmp_path / "kb"))
         yield store
         store.backend.close()
 

@@ -57,7 +57,11 @@ DOCS = [
 
 @pytest.fixture(params=["memory", "path"])
 def store(request, tmp_path):
-    s = VqdbVectorStore() if request.param == "memory" else VqdbVectorStore(path=str(tmp_path / "kb"))
+    if request.param == "remote":
+        server, name = request.getfixturevalue("vqdb_server"), request.getfixturevalue("collection_name")
+        s = VqdbVectorStore(url=server.url, collection=name, api_key=server.admin_key)
+    else:
+        s = VqdbVectorStore() if request.param == "memory" else VqdbVectorStore(path=str(tmp_path / "kb"))
     yield s
     s.client.close()
 
@@ -118,13 +122,15 @@ def test_filters_get_delete_clear(store):
     nested = MetadataFilters(
         filters=[f_or, MetadataFilter(key="year", value=2020, operator=FilterOperator.GT)]
     )
-    assert [n.metadata["year"] for n in store.get_nodes(filters=nested)] == [2023, 2022]
+    assert sorted(n.metadata["year"] for n in store.get_nodes(filters=nested)) == [2022, 2023]
     unknown = MetadataFilters(filters=[MetadataFilter(key="colour", value="red")])
     assert store.get_nodes(filters=unknown) == []
     q = VectorStoreQuery(query_embedding=_embed("cat"), similarity_top_k=5, filters=unknown)
     assert store.query(q).ids == []
 
-    first = store.get_nodes()[0]
+    first = next(
+        n for n in store.get_nodes() if n.metadata.get("animal") == "cat"
+    )  # survives the deletes below
     assert [n.node_id for n in store.get_nodes(node_ids=[first.node_id, "nope"])] == [first.node_id]
     store.delete("doc-1")  # by source document
     assert all(n.ref_doc_id != "doc-1" for n in store.get_nodes()) and len(store.get_nodes()) == 4

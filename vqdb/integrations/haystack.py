@@ -18,6 +18,7 @@ collections up to 10,000 documents are ranked exactly.
 from __future__ import annotations
 
 import math
+import time
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from ._backend import Backend, Record, make_backend
 SIMILARITIES = {"dot_product": "ip", "cosine": "cos", "l2": "l2sq"}
 DOT_PRODUCT_SCALING_FACTOR = 100  # as InMemoryDocumentStore
 EMBEDDED = "_embedded"  # payload flag: the document came with an embedding
+WRITTEN = "_written"  # payload: [time_ns of the write, position in it] (filter_documents keeps write order)
 
 
 # ---- Haystack filters -> vqdb filters ---------------------------------------------------------------
@@ -118,17 +120,19 @@ def _value(v, op: str):
 # ---- the store --------------------------------------------------------------------------------------
 
 
-def _payload_of(doc: Document) -> dict:
+def _payload_of(doc: Document, written: list[int]) -> dict:
     data = doc.to_dict(flatten=False)
     data.pop("embedding", None)
     data.pop("score", None)
     data[EMBEDDED] = doc.embedding is not None
+    data[WRITTEN] = written  # a list: kept in the JSON, not a filter column
     return data
 
 
 def _document(record: Record, *, score: float | None = None, with_embedding: bool = True) -> Document:
     data = dict(record.payload)
     embedded = data.pop(EMBEDDED, False)
+    data.pop(WRITTEN, None)
     data["id"] = record.id
     if with_embedding and embedded and record.vector is not None:
         data["embedding"] = record.vector.tolist()
@@ -209,9 +213,11 @@ class VqdbDocumentStore:
         return self._backend.count()
 
     def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
-        """Every document matching ``filters``, in the order they were written."""
-        ids = self._ids(filters)
-        return [_document(r) for r in self._backend.get(ids, with_vectors=True)]
+        """Every document matching ``filters``, in the order they were written (an overwrite moves a
+        document to the end)."""
+        records = self._backend.get(self._ids(filters), with_vectors=True)
+        records.sort(key=lambda r: r.payload.get(WRITTEN) or [0, 0])
+        return [_document(r) for r in records]
 
     def _ids(self, filters) -> list[str]:
         try:
@@ -250,7 +256,9 @@ class VqdbDocumentStore:
                         f"this store holds {self.embedding_dim}"
                     )
                 vectors[row] = doc.embedding
-        self._backend.upsert(list(by_id), vectors, [_payload_of(d) for d in by_id.values()])
+        now = time.time_ns()
+        payloads = [_payload_of(d, [now, j]) for j, d in enumerate(by_id.values())]
+        self._backend.upsert(list(by_id), vectors, payloads)
         return len(by_id)
 
     def delete_documents(self, document_ids: list[str]) -> None:
