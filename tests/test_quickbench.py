@@ -36,7 +36,7 @@ def test_vqdb_bench_smoke(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "recall@10" in text and "turbo-2" in text and "qjl" in text
     rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
-    # 384 dims * 2 bits / 8 = 96 B of codes + three float32 side scalars (scale, centred-query term, one more)
+    # 384 dims * 2 bits / 8 = 96 B of codes + three float32 side scalars (the scale, the centred-query term β and the last side slot)
     assert rows["turbo-2"]["bytes"] == 96 + 3 * 4
     assert 0.5 < rows["turbo-2"]["recall@10"] <= 1.0  # real MiniLM vectors, exact ground truth
     if peers:
