@@ -10,6 +10,11 @@ import sys
 SUBCOMMANDS = {
     "serve": ("vqdb.server.cli", "run the REST search service (uvicorn)"),
     "rag": ("vqdb.rag.cli", "add text files to / query a text collection"),
+    "verify": ("vqdb.index.cli", "check every file of an index directory (checksums, layout, log)"),
+    "salvage": (
+        "vqdb.index.cli",
+        "reopen an index whose write-ahead log is damaged, keeping its intact records",
+    ),
     "bench": ("vqdb.quickbench", "quick benchmark of the quantizers on the bundled real sample"),
     "warmup": ("vqdb.kernels.warmup", "compile every CPU kernel into numba's on-disk cache (after install)"),
 }

@@ -3,6 +3,7 @@
 from ._ids import MAX_ID_BYTES
 from ._params import SearchParams, SearchResult
 from ._storage import FORMAT_VERSION, LockedError, ReadOnlyError
+from ._verify import verify
 from .index import Index, Page, Records, open_index, open_or_create
 from .protocol import IndexProtocol
 
@@ -19,4 +20,5 @@ __all__ = [
     "ReadOnlyError",
     "FORMAT_VERSION",
     "MAX_ID_BYTES",
+    "verify",
 ]

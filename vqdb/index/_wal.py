@@ -12,9 +12,11 @@ Layout (format 2)::
 
 A write returns only after its record is on disk (``fdatasync``), and writes are serialised, so only
 the *last* record can be incomplete: the torn tail of a write that was never acknowledged. On replay a
-damaged record is that torn tail only when nothing intact could follow it -- fewer bytes left than
-its header claims (or than a header), or nothing but zeros -- and it lies beyond the size the log had
-at its last clean close (``wal_closed`` in the manifest, written by ``Index.close``). The torn tail is
+damaged record is that torn tail only when it is cut short -- fewer bytes left than its header claims
+(or than a header), or nothing but zeros -- and it lies beyond the size the log had at its last clean
+close (``wal_closed`` in the manifest, written by ``Index.close``). A complete record that fails its
+checksum is damage even at the very end (a write that was cut short leaves a short record, never a
+wrong one; format 1, without a header checksum, still takes a bad last record for a torn one). The torn tail is
 cut off (the file truncated back to the last good record, when opened for writing). Anything else --
 a bad header or magic, a bad record with more bytes after it, a log shorter than at its last close --
 is damage: acknowledged writes may be lost, so :func:`read` reports it and the index refuses to open
@@ -115,7 +117,7 @@ def parse(data: bytes, *, closed_bytes: int | None = None) -> WalContents:
         payload = view[start:end]
         ok = (crc32c(buf.slice(start, length)) if v2 else zlib.crc32(payload)) == crc
         if not ok or payload[0] not in _OPS:
-            if end == len(data) and (v2 or not ok):  # the last record: its data may not have landed
+            if end == len(data) and not v2 and not ok:  # format 1: a torn last record may look so
                 tail = "a last record that fails its checksum"
                 break
             out.damage = f"the record at byte {pos} fails its checksum" + (

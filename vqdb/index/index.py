@@ -399,6 +399,15 @@ class Index(_Persistence):
             raise InvalidInputError(f"the index at {root!r} has {detail}")
         return index
 
+    def verify(self) -> dict:
+        """Check every file of this index's directory (see :func:`vqdb.index.verify`): checksums of all
+        files, segment layouts, the write-ahead log. Returns the report (``ok``, ``problems``, ...)."""
+        if self._path is None:
+            raise InvalidInputError("this index lives in memory; there are no files to verify")
+        from ._verify import verify
+
+        return verify(self._path)
+
     # ------------------------------------------------------------------ properties
     @property
     def quantizer(self):
