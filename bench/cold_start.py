@@ -9,6 +9,8 @@ of its own; the tree copy holds the tracked files of ``vqdb/`` (no ``__pycache__
     python -m bench.cold_start                       # every preset in PRESETS, 2 warm runs each
     python -m bench.cold_start --presets turbo-4 --warm-runs 3
     python -m bench.cold_start --warmup-first        # cold run after `vqdb warmup` (what `make install` does)
+    python -m bench.cold_start --read-only           # in-tree cache unwritable: numba's user-cache fallback
+    python -m bench.cold_start --tree /tmp/old       # another checkout (an older commit, for before/after)
 
 Writes bench/results/cold_start.json and .md.
 """
@@ -75,18 +77,18 @@ print(json.dumps({
 """
 
 
-def _tree_copy(dest: str) -> str:
+def _tree_copy(dest: str, root: str = ROOT) -> str:
     """A clean copy of the package's tracked files as they are in the working tree (what an installed
     package holds: no ``__pycache__``, so neither bytecode nor numba cache) under ``dest``."""
     src = os.path.join(dest, "src")
     os.makedirs(src)
     files = subprocess.run(
-        ["git", "-C", ROOT, "ls-files", "vqdb"], check=True, capture_output=True, text=True
+        ["git", "-C", root, "ls-files", "vqdb"], check=True, capture_output=True, text=True
     )
     for rel in files.stdout.split():
-        if os.path.isfile(os.path.join(ROOT, rel)):
+        if os.path.isfile(os.path.join(root, rel)):
             os.makedirs(os.path.dirname(os.path.join(src, rel)), exist_ok=True)
-            shutil.copy2(os.path.join(ROOT, rel), os.path.join(src, rel))
+            shutil.copy2(os.path.join(root, rel), os.path.join(src, rel))
     return src
 
 
@@ -141,13 +143,16 @@ def main(argv=None) -> None:
         action="store_true",
         help="in-tree cache unwritable, no NUMBA_CACHE_DIR (installed package)",
     )
+    ap.add_argument(
+        "--tree", default=ROOT, help="checkout whose vqdb/ is measured (e.g. a worktree of an older commit)"
+    )
     ap.add_argument("--out", default=os.path.join(RESULTS_DIR, "cold_start"))
     args = ap.parse_args(argv)
     rows = []
     load = os.getloadavg()
     for preset in args.presets:
         with tempfile.TemporaryDirectory(prefix="vqdb-cold-") as tmp:
-            src, cache = _tree_copy(tmp), os.path.join(tmp, "cache")
+            src, cache = _tree_copy(tmp, args.tree), os.path.join(tmp, "cache")
             os.makedirs(cache)
             if args.read_only:
                 _block_in_tree_cache(src)
@@ -167,7 +172,7 @@ def main(argv=None) -> None:
         "loadavg_before": load,
         "loadavg_after": os.getloadavg(),
         "commit": subprocess.run(
-            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+            ["git", "-C", args.tree, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
     }
     with open(args.out + ".json", "w", encoding="utf-8") as f:

@@ -799,6 +799,7 @@ def warmup() -> None:
             np.zeros(x.shape, np.float32) if scaled else None,
         )
     hadamard_rotate(x, np.ones((2, 16), np.float32))
+    fht_kac_rotate(x, np.ones((2, 10), np.float32))
 
 
 KERNELS = reference.KERNELS.replace(
