@@ -16,6 +16,7 @@ from vqdb.kernels import fastscan as fk  # noqa: E402
 from vqdb.kernels import reference as ref  # noqa: E402
 from vqdb.kernels import reference_fastscan as rf  # noqa: E402
 from vqdb.kernels import scanner  # noqa: E402
+from vqdb.kernels.fastscan import isa as fk_isa  # noqa: E402
 from vqdb.quantizers._packing import pack_bits, unpack_bits  # noqa: E402
 
 
@@ -155,28 +156,23 @@ def test_window_variants_agree_with_the_python_twin():
         win(blocks, 0, S * 32, nblk, luts, lbases, S, out, 0, 32 * nblk, 0, mx, 0, nblk)
 
     expect, emx = np.full(2 * 32 * nblk, 7, np.int32), np.zeros(2 * nblk, np.int32)
-    twice(fk._py_window(2), expect, emx)
+    twice(fk_isa._py_window(2), expect, emx)
     np.testing.assert_array_equal(expect.reshape(2, -1), 2 * ref_sums)
     np.testing.assert_array_equal(emx.reshape(2, nblk), (2 * ref_sums).reshape(2, nblk, 32).max(axis=2))
-    saved = fk.ISA
-    try:
-        for isa in ("avx2", "ssse3", "generic"):
-            if isa == "avx2" and saved != "avx2":
-                continue
-            fk.ISA = isa
-            win = fk._make_window(2)
+    for isa in ("avx2", "ssse3", "generic"):
+        if isa == "avx2" and fk.ISA != "avx2":
+            continue
+        win = fk_isa._make_window(2, isa=isa)
 
-            @njit
-            def run(out, mx):
-                win(blocks, 0, S * 32, nblk, luts, lbases, S, out, 0, 32 * nblk, 1, mx, 0, nblk)
-                win(blocks, 0, S * 32, nblk, luts, lbases, S, out, 0, 32 * nblk, 0, mx, 0, nblk)
+        @njit
+        def run(out, mx):
+            win(blocks, 0, S * 32, nblk, luts, lbases, S, out, 0, 32 * nblk, 1, mx, 0, nblk)
+            win(blocks, 0, S * 32, nblk, luts, lbases, S, out, 0, 32 * nblk, 0, mx, 0, nblk)
 
-            out, mx = np.full_like(expect, 7), np.zeros_like(emx)
-            run(out, mx)
-            np.testing.assert_array_equal(out, expect, err_msg=isa)
-            np.testing.assert_array_equal(mx, emx, err_msg=isa)
-    finally:
-        fk.ISA = saved
+        out, mx = np.full_like(expect, 7), np.zeros_like(emx)
+        run(out, mx)
+        np.testing.assert_array_equal(out, expect, err_msg=isa)
+        np.testing.assert_array_equal(mx, emx, err_msg=isa)
 
 
 @pytest.mark.parametrize("k", [1, 64, 130])
@@ -349,8 +345,7 @@ def test_rescore_four_equals_rescore_one_bit_for_bit(sample, name):
         beta = sc._beta(lay, prep, None)
         pos = rng.permutation(lay.pos_of)[:64].astype(np.int64)
         args = (
-            lay.blocks,
-            lay.nsteps,
+            lay.rows,
             sc.part_steps,
             prep.fluts,
             lay.factors,
@@ -378,12 +373,11 @@ def test_probe_csr_extends_until_need_is_met():
     assert lists.tolist() == [-1, 2, 0, -1, 3, 2]
 
 
-def test_ties_overflowing_candidate_slices_fall_back_exactly(sample, monkeypatch):
+def test_massive_ties_keep_the_exact_topk(sample):
     x, q = sample
     x = np.repeat(x[:3], 1000, axis=0)  # 1000 identical copies of each vector
     qz = vqdb.make_quantizer("turbo-2", x.shape[1]).fit(x)
     codes = qz.encode(x)
-    monkeypatch.setattr(scanner, "CAND_CAP", 64)
     sc = scanner.FastScanner(qz)
     cterm = (q @ qz.centre_)[:, None].astype(np.float32)
     prep = sc.prepare(q[:3], cterm=cterm[:3])
@@ -425,13 +419,12 @@ def test_index_results_equal_the_float_path(wordnet, monkeypatch, metric, ivf):
         assert same >= 0.99, same  # only exact float ties may swap
 
 
-def test_ivf_overflow_redo_respects_the_probed_lists(sample, monkeypatch):
+def test_ivf_ties_respect_the_probed_lists(sample):
     x, q = sample
     x = np.repeat(x[:4], 500, axis=0)
     lists = np.repeat(np.arange(4), 500)
     qz = vqdb.make_quantizer("turbo-2", x.shape[1]).fit(x)
     codes = qz.encode(x)
-    monkeypatch.setattr(scanner, "CAND_CAP_QUERY", 64)
     sc = scanner.FastScanner(qz)
     cterm = np.zeros((3, 5), np.float32)
     prep = sc.prepare(q[:3], cterm=cterm)
@@ -499,3 +492,40 @@ def test_threaded_rerank_gives_the_same_scores(wordnet, monkeypatch):
         runs.append(index.search(q, 10, nprobe=3, rerank=4))
     np.testing.assert_array_equal(runs[0].ids, runs[1].ids)
     np.testing.assert_array_equal(runs[0].scores, runs[1].scores)
+
+
+@pytest.mark.parametrize("name", ["turbo-4", "turbo-1", "turbo-pca-1"])
+@pytest.mark.parametrize("k", [1, 100, 1000])
+def test_every_k_gives_the_float_topk(sample, name, k):
+    """k from 1 to 1,000 (beyond the old candidate slices), flat and IVF, one query and a batch."""
+    x, q = sample
+    rng = np.random.default_rng(k)
+    qz = vqdb.make_quantizer(name, x.shape[1]).fit(x)
+    codes = qz.encode(x)
+    lists = np.sort(rng.integers(-1, 6, size=x.shape[0]))
+    cterm = rng.standard_normal((q.shape[0], 7)).astype(np.float32)
+    sc = scanner.FastScanner(qz)
+    probe = scanner.probe_csr(np.argsort(-rng.random((q.shape[0], 6)), axis=1), 3)
+    for kw in ({}, {"probe": probe}):
+        full, _ = _float_topk(qz, q, codes, lists, cterm, k, "ip", probe=kw.get("probe"))
+        s, r = sc.segment_topk(codes, lists, sc.prepare(q, cterm=cterm), k, **kw)
+        _check_same_topk(full, s, r, k)
+        one = {"probe": (kw["probe"][0][:2], kw["probe"][1][: kw["probe"][0][1]])} if kw else {}
+        s1, r1 = sc.segment_topk(codes, lists, sc.prepare(q[:1], cterm=cterm[:1]), k, **one)
+        _check_same_topk(full[:1], s1, r1, k)
+
+
+@pytest.mark.parametrize("S", [3, 300])
+def test_block_sums_are_the_exact_lut_sums(S):
+    """The numba-callable block scorer (graph traversals) against the oracle, past one 256-step window."""
+    rng = np.random.default_rng(S)
+    nblk = 3
+    blocks = rng.integers(0, 256, size=(nblk, S, 32), dtype=np.uint8)
+    luts = rng.integers(0, 256, size=(2, S, 32), dtype=np.uint8)
+    want = rf.accumulate_ref(blocks, luts, np.array([0, S]))[1, 0].astype(np.int32)
+    sums, mx = np.zeros(32 * nblk, np.int32), np.zeros(nblk, np.int32)
+    lbases = np.array([S * 32], np.int64)  # the second query's LUT
+    fk.block_sums(blocks.reshape(-1), 0, nblk, S, luts.reshape(-1), lbases, sums, mx)
+    np.testing.assert_array_equal(sums, want)
+    np.testing.assert_array_equal(mx, want.reshape(nblk, 32).max(axis=1))
+    assert lbases[0] == S * 32

@@ -44,8 +44,7 @@ QGROUP = 2  # queries sharing one pass over a block (4 spills registers on AVX2)
 CHUNK_BLOCKS = 64  # flat scans: blocks per work item (64 * 32 = 2048 vectors)
 TILE_BLOCKS = 64  # blas path: blocks decoded per tile
 L2_CHUNK_BYTES = 96 << 10  # batches: code bytes per work item (stays in L2 across query groups)
-CAND_CAP = 256  # candidate slots per (query, block range) pair; overflow -> exact redo
-CAND_CAP_QUERY = 1024  # candidate slots per query of a query-major IVF scan
+HEAP_BUDGET = 1 << 22  # heap entries (pairs x k) per kernel call (queries are split to stay below)
 IVF_ORDER = "block"  # IVF work order: "block" (blocks of queries, list-major inside), "query" (FAISS-style:
 # each query walks its lists) or "list" (all queries grouped by list, a heap per pair)
 IVF_QBLOCK = 64  # "block": queries per block (their LUTs stay in L2; each probed chunk is loaded once)
@@ -53,6 +52,8 @@ IVF_QGROUP = 4  # "block": queries per work item (one item's pairs share the chu
 IVF_MIN_BLOCKS = 8  # "block": at least this many blocks per call when there are enough queries (threads)
 TASKS = 64  # parallel tasks per kernel call
 MAX_PAIRS = 1 << 16  # flat scans: queries per kernel call bounded by this many pairs
+MAX_ITEMS = 1 << 18  # flat scans: work items per kernel call (queries are split to stay below)
+FLAT_QTASK = 64  # flat scans: queries per task (their LUTs stay in L2 while each chunk passes them)
 BITPLANES = 8  # popcount path: bits of the quantized query
 PATHS = ("auto", "fastscan", "blas", "popcount")
 COSTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastscan_costs.json")
@@ -118,6 +119,21 @@ def _kernels():
     return fastscan
 
 
+def _threads() -> int:
+    import numba
+
+    return int(numba.get_num_threads())
+
+
+CAND_SLOTS = 64  # the IVF item planners still lay out candidate slices; the scan no longer uses them
+
+
+def _serial(work_ns: float) -> bool:
+    """Run a kernel call of about ``work_ns`` on the calling thread (its serial build): one thread, or too
+    little work to pay for waking the others (a parallel region costs 0.01-0.2 ms, ms when cores are busy)."""
+    return work_ns < PAR_MIN_NS or _threads() == 1
+
+
 # ------------------------------------------------------------------------------------------------
 # cost model
 # ------------------------------------------------------------------------------------------------
@@ -148,6 +164,7 @@ class Layout:
     """Codes of one segment re-laid out for the kernels (positions = padded rows, 32 per block)."""
 
     blocks: np.ndarray  # (nb * S * 32,) uint8
+    rows: np.ndarray  # (N, S) uint8 the same slots in row order (re-scoring reads one row per candidate)
     nsteps: int  # S: 32-byte steps per block
     factors: np.ndarray  # (P, N) float32: side factor * multiplier (0 on padding)
     sq: np.ndarray  # (N,) float32 exact ||x||^2
@@ -192,7 +209,16 @@ class Layout:
 
     @property
     def nbytes(self) -> int:
-        arrs = (self.blocks, self.factors, self.sq, self.pad_beta, self.row_of, self.pos_of, self.block_list)
+        arrs = (
+            self.blocks,
+            self.rows,
+            self.factors,
+            self.sq,
+            self.pad_beta,
+            self.row_of,
+            self.pos_of,
+            self.block_list,
+        )
         return int(sum(a.nbytes for a in arrs) + (0 if self.words is None else self.words.nbytes))
 
 
@@ -394,6 +420,7 @@ class FastScanner:
         )
         return Layout(
             blocks=rf.interleave(slots).reshape(-1) if N else np.zeros(0, np.uint8),
+            rows=np.ascontiguousarray(slots[:, 0::2] | (slots[:, 1::2] << 4)),
             nsteps=self.nsteps,
             factors=factors,
             sq=sq,
@@ -659,25 +686,69 @@ class FastScanner:
             return CHUNK_BLOCKS
         return int(min(CHUNK_BLOCKS, max(4, L2_CHUNK_BYTES // (32 * max(self.nsteps, 1)))))
 
-    def _items(self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists, *, popcount: bool = False):
+    def _flat_items(self, lay: Layout, m: int, chunk: int, cap: int):
+        """Flat work items of ``m`` queries: tasks of up to ``G`` queries x one of ``R`` block ranges, each
+        walking its range chunk by chunk (a chunk stays in L2 while the task's query pairs pass over it).
+        One pair (heap, candidate slice, threshold) per (query, range): with one thread ``R = 1``, so a
+        query's threshold rises over the whole scan, however large ``k``. Returns the layout of
+        :meth:`_make_items` plus task_ptr."""
+        nb = lay.n_blocks
+        threads = _threads()
+        g = int(max(1, min(FLAT_QTASK, -(-m // (4 * threads)))))
+        n_qt = -(-m // g)
+        r = 1 if threads == 1 else int(max(1, min(-(-2 * threads // n_qt), -(-nb // chunk))))
+        edges = (np.arange(r + 1, dtype=np.int64) * nb) // r
+        it_b0, it_b1, it_q, it_pair, t_ptr = [], [], [], [], [0]
+        for gt in range(n_qt):
+            qs = np.arange(gt * g, min(m, gt * g + g), dtype=np.int64)
+            nsub = -(-qs.size // QGROUP)
+            qpad = np.full(nsub * QGROUP, -1, dtype=np.int64)
+            qpad[: qs.size] = qs
+            qsub = qpad.reshape(nsub, QGROUP)
+            for ri in range(r):
+                c0 = np.arange(edges[ri], edges[ri + 1], chunk, dtype=np.int64)
+                it_b0.append(np.repeat(c0, nsub))
+                it_b1.append(np.repeat(np.minimum(c0 + chunk, edges[ri + 1]), nsub))
+                qq = np.tile(qsub, (c0.size, 1))
+                it_q.append(qq)
+                it_pair.append(np.where(qq >= 0, qq * r + ri, 0))
+                t_ptr.append(t_ptr[-1] + c0.size * nsub)
+        item_b0, item_b1 = np.concatenate(it_b0), np.concatenate(it_b1)
+        n_items = item_b0.size
+        item_q = np.full((n_items, QMAX), -1, dtype=np.int64)
+        item_pair = np.zeros((n_items, QMAX), dtype=np.int64)
+        item_q[:, :QGROUP] = np.concatenate(it_q)
+        item_pair[:, :QGROUP] = np.concatenate(it_pair)
+        caps = np.tile(np.minimum(32 * np.diff(edges), cap), m).astype(np.int64)
+        pair_out = (np.cumsum(caps) - caps).astype(np.int64)
+        item_out = np.where(item_q >= 0, pair_out[item_pair], 0)
+        q_ptr = np.arange(m + 1, dtype=np.int64) * r
+        task_ptr = np.asarray(t_ptr, dtype=np.int64)
+        return item_b0, item_b1, item_q, item_out, item_pair, q_ptr, pair_out, caps, int(caps.sum()), task_ptr
+
+    def _items(
+        self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists, k: int, *, popcount: bool = False
+    ):
         """Work items for queries [q0, q1) and the task split (task_ptr); flat scans are cached on the layout.
 
         IVF scans are query-major (:data:`IVF_ORDER` = "query": each query walks its lists with its LUT in
         L1 and one heap, FAISS-style) or list-major ("list": queries probing the same list share each
         code load, in pairs); the popcount kernel always takes list-major items."""
-        items = self._items_only(lay, q0, q1, probe_ptr, probe_lists, popcount)
+        items = self._items_only(lay, q0, q1, probe_ptr, probe_lists, k, popcount)
         if len(items) == 10:
             return items
         n_items = items[0].size
         t = max(1, min(n_items, TASKS))
         return items + ((np.arange(t + 1, dtype=np.int64) * n_items) // t,)
 
-    def _items_only(self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists, popcount: bool):
+    def _items_only(self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists, k: int, popcount: bool):
         if probe_ptr is None:
-            key = (q1 - q0, self._chunk(q1 - q0))
+            key = (q1 - q0, self._chunk(q1 - q0), CAND_SLOTS)
+            hit = lay.items.get(key)
+            key = key + (popcount, _threads())
             hit = lay.items.get(key)
             if hit is None:
-                hit = self._make_items(lay, 0, q1 - q0, None, None, key[1])
+                hit = self._make_items(lay, 0, q1 - q0, None, None, key[1], key[2], popcount)
                 if len(lay.items) > 16:
                     lay.items.clear()
                 lay.items[key] = hit
@@ -686,7 +757,7 @@ class FastScanner:
             iq = np.where(hit[2] >= 0, hit[2] + q0, -1)
             return hit[:2] + (iq,) + hit[3:]
         if lay.n_blocks == 0:
-            return self._make_items(lay, q0, q1, probe_ptr, probe_lists, CHUNK_BLOCKS)
+            return self._make_items(lay, q0, q1, probe_ptr, probe_lists, CHUNK_BLOCKS, CAND_SLOTS)
         if IVF_ORDER == "block" and not popcount:
             qb = max(1, min(IVF_QBLOCK, -(-(q1 - q0) // IVF_MIN_BLOCKS)))
             return _kernels().ivf_items_by_block(
@@ -698,7 +769,7 @@ class FastScanner:
                 lay.list_b0,
                 lay.list_b1,
                 CHUNK_BLOCKS,
-                CAND_CAP_QUERY,
+                CAND_SLOTS,
                 qb,
                 IVF_QGROUP,
             )
@@ -712,7 +783,7 @@ class FastScanner:
                 lay.list_b0,
                 lay.list_b1,
                 CHUNK_BLOCKS,
-                CAND_CAP_QUERY,
+                CAND_SLOTS,
                 TASKS,
             )
         return _kernels().ivf_items(
@@ -726,16 +797,28 @@ class FastScanner:
             lay.n_blocks,
             CHUNK_BLOCKS,
             QGROUP,
-            CAND_CAP,
+            CAND_SLOTS,
         )
 
-    def _make_items(self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists, chunk: int):
+    def _make_items(
+        self,
+        lay: Layout,
+        q0: int,
+        q1: int,
+        probe_ptr,
+        probe_lists,
+        chunk: int,
+        cap: int,
+        popcount: bool = True,
+    ):
         """Work items (block range x up to QGROUP queries) for queries [q0, q1).
 
         Returns item_b0, item_b1 (I,), item_q, item_out, item_pair (I, 4) (global query numbers,
         candidate slice starts, pair numbers), q_ptr (q1-q0+1,) CSR of each query's pairs, pair_out
         (pairs,) candidate slice start of each pair, total candidate capacity.
         """
+        if probe_ptr is None and not popcount:
+            return self._flat_items(lay, q1 - q0, chunk, cap)
         if probe_ptr is None:
             nb = lay.n_blocks
             step = max(1, min(chunk, -(-nb // 8)))
@@ -762,7 +845,7 @@ class FastScanner:
             pair_b0 = lay.list_b0[where][rep] + within * chunk
             pair_b1 = np.minimum(pair_b0 + chunk, lay.list_b1[where][rep])
         npairs = pair_q.size
-        caps = np.minimum(32 * (pair_b1 - pair_b0), CAND_CAP)
+        caps = np.minimum(32 * (pair_b1 - pair_b0), cap)
         pair_out = np.cumsum(caps) - caps
         # group pairs over the same block range into items of <= QGROUP queries
         order = np.lexsort((pair_q, pair_b0))
@@ -799,228 +882,84 @@ class FastScanner:
         )
 
     def _bounded(self, lay, prep, k, beta, probe_ptr, probe_lists, *, popcount: bool):
+        """The fast-scan / popcount paths: (m, k) exact scores and positions (see :mod:`.fastscan.scan`)."""
         fs = _kernels()
         m = prep.m
-        step = m if probe_ptr is not None else max(1, MAX_PAIRS // max(1, -(-lay.n_blocks // self._chunk(m))))
+        pairs_per_query = (
+            max(1, -(-lay.n_blocks // self._chunk(m))) if probe_ptr is None and popcount else 2 * _threads()
+        )
+        items_per_query = max(1, lay.n_blocks // (self._chunk(m) * QGROUP)) if probe_ptr is None else 1
+        step = max(
+            1,
+            min(
+                HEAP_BUDGET // ((k + _kernels().pending_slots(k)) * pairs_per_query),
+                MAX_ITEMS // items_per_query,
+            ),
+        )
         out_s = np.full((m, k), -np.inf, dtype=np.float32)
         out_p = np.full((m, k), -1, dtype=np.int64)
         n_cand = np.zeros(m, dtype=np.int64)
-        fixed = self._fixed(lay, prep)
-        bmag = fixed[1] if fixed is not None else (lay.sq if prep.l2 else lay.zeros)
-        if popcount:
-            qbits = self._bitplanes(prep)
+        bias = self._bias(lay, prep, beta)
+        codes = fs.Codes(
+            lay.blocks, lay.rows, lay.nsteps, self.part_steps, lay.factors, lay.fmin, lay.fmax, lay.block_list
+        )
+        qy = fs.Queries(
+            prep.luts, prep.inv, prep.off, prep.err, prep.fluts, prep.alpha, prep.qconst, prep.cterm
+        )
+        bits = self._bitplanes(lay, prep) if popcount else None
+        serial = _serial(STEP_NS * m * max(1, lay.n_positions) * self.nsteps / 32)
         for q0 in range(0, m, step):
             q1 = min(m, q0 + step)
-            b0, b1, iq, iout, ipair, q_ptr, pair_out, pair_cap, total, task_ptr = self._items(
-                lay, q0, q1, probe_ptr, probe_lists, popcount=popcount
+            b0, b1, iq, _, ipair, q_ptr, pair_out, _, _, task_ptr = self._items(
+                lay, q0, q1, probe_ptr, probe_lists, k, popcount=popcount
             )
             npairs = pair_out.size
-            cand_pos = np.empty(total, dtype=np.int64)
-            cand_ub = np.empty(total, dtype=np.float32)
-            counts = np.zeros(npairs, dtype=np.int64)
-            heaps = np.full((npairs, k), -np.inf, dtype=np.float32)
-            floor = np.full(m, -np.inf, dtype=np.float32)
+            work = fs.Work(b0, b1, iq, ipair, task_ptr)
+            top = fs.new_top(npairs, k, m)
             sl = slice(q0, q1)
             if popcount:
-                words, lo, de, qsum, elo, ehi, v0, dv = qbits
-                fs.scan_items_popcount(
-                    lay.words,
-                    words,
-                    lo,
-                    de,
-                    qsum,
-                    elo,
-                    ehi,
-                    v0,
-                    dv,
-                    lay.factors,
-                    beta,
-                    bmag,
-                    prep.alpha,
-                    prep.qconst,
-                    prep.cterm,
-                    lay.block_list,
-                    b0,
-                    b1,
-                    iq,
-                    iout,
-                    ipair,
-                    pair_cap,
-                    cand_pos,
-                    cand_ub,
-                    counts,
-                    heaps,
-                    floor,
-                )
-                fs.finish_bits(
-                    cand_pos,
-                    cand_ub,
-                    counts,
-                    pair_out,
-                    heaps,
-                    q_ptr,
-                    k,
-                    floor[sl],
-                    lay.words,
-                    prep.parts_q[0][sl].astype(np.float64),
-                    v0,
-                    dv,
-                    lay.factors,
-                    beta,
-                    prep.alpha,
-                    prep.qconst[sl],
-                    prep.cterm[sl],
-                    lay.block_list,
-                    out_s[sl],
-                    out_p[sl],
-                    n_cand[sl],
+                (fs.scan_bits_serial if serial else fs.scan_bits)(bits, codes, qy, bias, work, top)
+                (fs.merge_pairs_serial if serial else fs.merge_pairs)(
+                    top.scores, top.pos, q_ptr, k, out_s[sl], out_p[sl]
                 )
             else:
-                if fixed is not None:
-                    bmax, bmagmax = fixed[2], fixed[3]
-                else:
-                    bmax = -lay.sqmin if prep.l2 else lay.zeros_nb
-                    bmagmax = lay.sqmax if prep.l2 else lay.zeros_nb
-                fs.scan_items(
-                    lay.blocks,
-                    lay.nsteps,
-                    self.part_steps,
-                    prep.luts,
-                    prep.inv,
-                    prep.off,
-                    prep.err,
-                    lay.factors,
-                    lay.fmin,
-                    lay.fmax,
-                    bmax,
-                    bmagmax,
-                    beta,
-                    bmag,
-                    prep.alpha,
-                    prep.qconst,
-                    prep.cterm,
-                    lay.block_list,
-                    b0,
-                    b1,
-                    iq,
-                    iout,
-                    ipair,
-                    pair_cap,
-                    task_ptr,
-                    cand_pos,
-                    cand_ub,
-                    counts,
-                    heaps,
-                    floor,
+                (fs.scan_lut_serial if serial else fs.scan_lut)(codes, qy, bias, work, top)
+                (fs.finish_lut_serial if serial else fs.finish_lut)(
+                    codes, qy, bias, top, q_ptr, q0, k, out_s[sl], out_p[sl]
                 )
-                fs.finish(
-                    cand_pos,
-                    cand_ub,
-                    counts,
-                    pair_out,
-                    heaps,
-                    q_ptr,
-                    k,
-                    floor[sl],
-                    lay.blocks,
-                    lay.nsteps,
-                    self.part_steps,
-                    prep.fluts[sl],
-                    lay.factors,
-                    beta,
-                    prep.alpha,
-                    prep.qconst[sl],
-                    prep.cterm[sl],
-                    lay.block_list,
-                    out_s[sl],
-                    out_p[sl],
-                    n_cand[sl],
-                )
-            over = np.flatnonzero(counts < 0)
-            if over.size:  # a pair overflowed its candidate slice (massive ties): redo those queries exactly
-                redo = np.unique(np.searchsorted(q_ptr, over, side="right") - 1) + q0
-                for i in redo:
-                    out_s[i], out_p[i] = self._exhaustive(lay, prep, k, beta, probe_ptr, probe_lists, int(i))
+            n_cand[sl] = np.add.reduceat(top.rescored, q_ptr[:-1]) if npairs else 0
         self.last["candidates_per_query"] = float(n_cand.mean()) if m else 0.0
         return out_s, out_p
 
-    def _exhaustive(self, lay, prep, k, beta, probe_ptr, probe_lists, i):
-        """Exact float scores of every scanned position of query i (all of them, or its probed lists)."""
+    def _bitplanes(self, lay: Layout, prep: Prepared):
+        """The popcount scan's query side, with the layout's sign words (:class:`.fastscan.scan.Bits`)."""
         fs = _kernels()
-        if probe_ptr is None:
-            pos = np.arange(lay.n_positions, dtype=np.int64)
-        else:
-            lists = probe_lists[probe_ptr[i] : probe_ptr[i + 1]]
-            w = np.searchsorted(lay.list_ids, lists)
-            ok = w < len(lay.list_ids)
-            ok[ok] = lay.list_ids[w[ok]] == lists[ok]
-            w = w[ok]
-            pos = np.concatenate(
-                [np.arange(32 * lay.list_b0[x], 32 * lay.list_b1[x]) for x in w] or [np.zeros(0, np.int64)]
-            )
-        pos = pos[np.isfinite(beta[pos])].astype(np.int64)
-        out_s = np.full((1, k), -np.inf, dtype=np.float32)
-        out_p = np.full((1, k), -1, dtype=np.int64)
-        one = np.array([0, 1], dtype=np.int64)
-        fs.finish(
-            pos,
-            np.full(pos.size, np.inf, np.float32),
-            np.array([pos.size]),
-            np.zeros(1, np.int64),
-            np.full((1, k), -np.inf, np.float32),
-            one,
-            k,
-            np.full(1, -np.inf, np.float32),
-            lay.blocks,
-            lay.nsteps,
-            self.part_steps,
-            prep.fluts[i : i + 1],
-            lay.factors,
-            beta,
-            prep.alpha,
-            prep.qconst[i : i + 1],
-            prep.cterm[i : i + 1],
-            lay.block_list,
-            out_s,
-            out_p,
-            np.zeros(1, np.int64),
-        )
-        return out_s[0], out_p[0]
-
-    @staticmethod
-    def _subset(prep: Prepared, rows: np.ndarray) -> Prepared:
-        """The prepared queries ``rows`` (for re-doing a few queries on another path)."""
-        return Prepared(
-            m=int(rows.size),
-            luts=prep.luts.reshape(prep.m, -1)[rows].reshape(-1),
-            inv=prep.inv[rows],
-            off=prep.off[rows],
-            err=prep.err[rows],
-            fluts=prep.fluts[rows],
-            qcat=None if prep.qcat is None else prep.qcat[rows],
-            parts_q=[q[rows] for q in prep.parts_q],
-            alpha=prep.alpha,
-            qconst=prep.qconst[rows],
-            cterm=prep.cterm[rows],
-            l2=prep.l2,
-            pq=None,
-        )
-
-    def _bitplanes(self, prep: Prepared):
-        part = self.parts[0]
         q = prep.parts_q[0]
         words, lo, de, elo, ehi = rf.bitplane_query(q, BITPLANES)
-        v = np.asarray(part["values"], dtype=np.float64)
-        return (
+        v = np.asarray(self.parts[0]["values"], dtype=np.float64)
+        qf = np.ascontiguousarray(q, dtype=np.float64)
+        return fs.Bits(
+            lay.words,
             words,
             lo,
             de,
-            q.astype(np.float64).sum(axis=1),
+            fs.ordered_sums(qf),
             elo,
             ehi,
+            qf,
             np.float64(v[0]),
             np.float64(v[1] - v[0]),
         )
+
+    def _bias(self, lay: Layout, prep: Prepared, beta: np.ndarray):
+        """The per-vector additive term ``beta`` (N,) and its block bounds (:class:`.fastscan.scan.Bias`)."""
+        fs = _kernels()
+        fixed = self._fixed(lay, prep)
+        if fixed is not None:
+            return fs.Bias(beta, fixed[1], fixed[2], fixed[3])
+        if prep.l2:
+            return fs.Bias(beta, lay.sq, -lay.sqmin, lay.sqmax)
+        return fs.Bias(beta, lay.zeros, lay.zeros_nb, lay.zeros_nb)
 
     # ---- blas ------------------------------------------------------------------------------------
     def _qcat(self, prep: Prepared) -> np.ndarray:

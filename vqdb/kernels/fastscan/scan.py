@@ -1,0 +1,504 @@
+"""The scan: bounds from the integer sums, exact re-score of the vectors that can still enter the top k.
+
+Contract (LUT and popcount scans alike). Work items are (block range, up to 4 queries); each (item, query)
+belongs to a *pair* -- (query, block range) for flat scans, the query for IVF scans -- that owns a heap
+of the k best (exact score, position). For every scanned vector ``v`` of query ``i`` the kernel forms an
+upper bound ``ub = s + e`` of the exact score from the integer estimate ``s`` and its rounding bound ``e``;
+when ``ub`` reaches the pair's threshold (the heap's worst score, or the query's ``floor``: the worst kept
+score of any of its full heaps), ``v`` is re-scored exactly (:mod:`.rescore`) and offered to the heap.
+The heaps' union therefore holds the exact top k, and :func:`.select.merge_pairs` takes it out. No
+candidate list, no overflow: memory is ``pairs x k``.
+
+Blocks are skipped whole when the bound from their largest integer sum cannot reach the threshold; for
+single-part codes the threshold is turned into an integer one per block (:func:`_min_sum`, FAISS-style),
+so only vectors whose sum reaches it get any float work.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from ._config import CACHE as _CACHE
+from ._config import twin
+from .accumulate import QMAX, SUB, _item_sums
+from .isa import _popcount, _prefetch
+from .rescore import _rescore_bits_one, _rescore_four, _rescore_one
+from .select import heap_offer, merge_one
+
+_NEG_INF = np.float32(-np.inf)
+
+
+class Codes(NamedTuple):
+    """A segment's codes in scan layout (positions = padded rows, 32 per block; N = 32 nb)."""
+
+    blocks: np.ndarray  # (nb * S * 32,) uint8 interleaved 4-bit slots
+    rows: np.ndarray  # (N, S) uint8 the same slots in row order (re-scoring)
+    nsteps: int  # S: 32-byte steps per block
+    part_steps: np.ndarray  # (G + 1,) int64 step bounds of the kernel parts
+    factors: np.ndarray  # (G, N) float32 per-vector factor of each part (0 on padding)
+    fmin: np.ndarray  # (G, nb) float32 smallest factor of each block
+    fmax: np.ndarray  # (G, nb) float32 largest factor of each block
+    block_list: np.ndarray  # (nb,) int32 IVF list of each block (-1: none)
+
+
+class Queries(NamedTuple):
+    """Prepared queries (m of them) and the affine map of the metric."""
+
+    luts: np.ndarray  # (m * S * 32,) uint8
+    inv: np.ndarray  # (m, G) float32 LUT scale
+    off: np.ndarray  # (m, G) float32 LUT offset
+    err: np.ndarray  # (m, G) float32 rounding bound
+    fluts: np.ndarray  # (m, 2S, 16) float32 float LUTs (the exact score)
+    alpha: np.float32  # 1 (ip) or 2 (l2sq)
+    qconst: np.ndarray  # (m,) float32 per-query additive term
+    cterm: np.ndarray  # (m, L + 1) float32 per-(query, list) additive term inside alpha
+
+
+class Bias(NamedTuple):
+    """Per-vector additive term of the score and its block bounds (built by :mod:`vqdb.kernels.scorer`)."""
+
+    beta: np.ndarray  # (N,) float32, -inf = never returned (padding, deleted, filtered out)
+    bmag: np.ndarray  # (N,) float32 magnitude of the finite part (float rounding slack)
+    bmax: np.ndarray  # (nb,) float32 largest finite beta of each block
+    bmagmax: np.ndarray  # (nb,) float32 largest bmag of each block
+
+
+class Work(NamedTuple):
+    """Work items and their split into parallel tasks (items of one pair share a task)."""
+
+    item_b0: np.ndarray  # (I,) int64 first block
+    item_b1: np.ndarray  # (I,) int64 end block
+    item_q: np.ndarray  # (I, 4) int64 queries, -1 padded (valid ones first)
+    item_pair: np.ndarray  # (I, 4) int64 pair of each query
+    task_ptr: np.ndarray  # (T + 1,) int64 items of each task
+
+
+class Top(NamedTuple):
+    """Outputs and per-pair state: the heap of the k best, pending candidates, the per-query floor."""
+
+    scores: np.ndarray  # (pairs, k) float32, start -inf
+    pos: np.ndarray  # (pairs, k) int64, start -1
+    pend_pos: np.ndarray  # (pairs, C) int64 pending candidates (C >= 64: see pending_slots)
+    pend_ub: np.ndarray  # (pairs, C) float32 their upper bounds
+    npend: np.ndarray  # (pairs,) int64 pending count, start 0
+    floor: np.ndarray  # (m,) float32, start -inf (a stale read is safe: every value written is valid)
+    rescored: np.ndarray  # (pairs,) int64 vectors re-scored
+
+
+def pending_slots(k: int) -> int:
+    """Pending candidates per pair: a flush re-scores them best bound first, so a larger buffer re-scores
+    fewer (it stops where the bounds fall below the k-th exact score) at 12 bytes a slot."""
+    return 8 * k + 96
+
+
+# ------------------------------------------------------------------------------------------------
+# bounds
+# ------------------------------------------------------------------------------------------------
+@njit(cache=_CACHE, nogil=True)
+def _block_top(sv, iv, of, er, f0, f1, base, bmx, bmagmx, alpha):
+    """Upper bound of every score in a block whose single-part integer sums are <= ``sv`` (factors in
+    [f0, f1], f0 >= 0, block beta <= bmx): nondecreasing in ``sv``."""
+    val = np.float32(sv) * iv + of
+    bound = max(f1 * val, f0 * val) + max(abs(f1), abs(f0)) * er
+    top = alpha * bound + base + bmx
+    return top + np.float32(1e-6) * (abs(alpha * bound) + abs(base) + bmagmx)
+
+
+@njit(cache=_CACHE, nogil=True)
+def _min_sum(thr, iv, of, er, f0, f1, base, bmx, bmagmx, alpha):
+    """Smallest integer sum that can reach ``thr`` in a single-part block (0: any may): every vector with a
+    smaller sum has an upper bound below ``thr``. Solved in closed form, then stepped down while
+    :func:`_block_top` still reaches ``thr`` (so float rounding can only lower it)."""
+    if not thr > _NEG_INF or f0 < 0 or not f1 > 0 or not iv > 0:
+        return 0
+    b = (thr - base - bmx) / alpha - max(abs(f1), abs(f0)) * er
+    if b > 0:
+        need = b / f1
+    elif f0 > 0:
+        need = b / f0
+    else:
+        return 0
+    x = (need - of) / iv
+    if not x < 2.0e9:
+        return 2147483647
+    if not x > 0:
+        return 0
+    s = np.int64(np.floor(x))
+    for _ in range(16):
+        if s <= 0:
+            return 0
+        if _block_top(s - 1, iv, of, er, f0, f1, base, bmx, bmagmx, alpha) < thr:
+            return s
+        s -= 1
+    return 0
+
+
+@njit(cache=_CACHE, nogil=True)
+def _multi_top(mx, j, bb, n_parts, q, blk, inv, off, err, fmin, fmax, base, bmx, bmagmx, alpha):
+    """Block bound for multi-part codes from each part's largest sum ``mx[(j*P + p)*SUB + bb]``."""
+    bound = np.float32(0.0)
+    for p in range(n_parts):
+        val = np.float32(mx[(j * n_parts + p) * SUB + bb]) * inv[q, p] + off[q, p]
+        f0 = fmin[p, blk]
+        f1 = fmax[p, blk]
+        bound += max(f1 * val, f0 * val) + max(abs(f1), abs(f0)) * err[q, p]
+    top = alpha * bound + base + bmx
+    return top + np.float32(1e-6) * (abs(alpha * bound) + abs(base) + bmagmx)
+
+
+# ------------------------------------------------------------------------------------------------
+# pending candidates -> exact scores -> heap
+# ------------------------------------------------------------------------------------------------
+@njit(cache=_CACHE, nogil=True)
+def _rescore_pass(pp, ub, n, cut, q, hs, hp, top, codes, qy, beta, psc, first):
+    """Re-score (four chains at a time) and offer the pending entries whose bound reaches the threshold:
+    ``first``: only those with ub >= cut (marking them done with ub = -inf); else every remaining one."""
+    quad = np.empty(4, dtype=np.int64)
+    thr = max(hs[0], top.floor[q])
+    done = 0
+    c = 0
+    while c < n:
+        g = 0
+        while c < n and g < 4:
+            u = ub[c]
+            if u >= thr and u > _NEG_INF and (not first or u >= cut):
+                quad[g] = pp[c]
+                g += 1
+                if first:
+                    ub[c] = _NEG_INF
+            c += 1
+        if g == 4:
+            _rescore_four(
+                codes.rows,
+                codes.part_steps,
+                qy.fluts,
+                codes.factors,
+                beta,
+                qy.alpha,
+                qy.qconst,
+                qy.cterm,
+                codes.block_list,
+                q,
+                quad,
+                0,
+                psc,
+            )
+        else:
+            for t in range(g):
+                psc[t] = _rescore_one(
+                    codes.rows,
+                    codes.part_steps,
+                    qy.fluts,
+                    codes.factors,
+                    beta,
+                    qy.alpha,
+                    qy.qconst,
+                    qy.cterm,
+                    codes.block_list,
+                    q,
+                    quad[t],
+                )
+        for t in range(g):
+            heap_offer(hs, hp, psc[t], quad[t])
+        done += g
+        thr = max(hs[0], top.floor[q])
+    return done
+
+
+@njit(cache=_CACHE, nogil=True)
+def flush_pair(pair, q, top, codes, qy, beta, psc):
+    """Re-score the pending candidates of ``pair`` (query q) whose bound still reaches the threshold and
+    offer them to the pair's heap: the k best bounds first when there are many (the threshold they set
+    spares most of the rest), then the others. Empties the buffer; returns how many were re-scored."""
+    hs = top.scores[pair]
+    hp = top.pos[pair]
+    cnt = top.npend[pair]
+    top.npend[pair] = 0
+    if cnt == 0:
+        return 0
+    ub = top.pend_ub[pair]
+    pp = top.pend_pos[pair]
+    thr = max(hs[0], top.floor[q])
+    n = 0
+    for c in range(cnt):
+        if ub[c] >= thr:
+            pp[n] = pp[c]
+            ub[n] = ub[c]
+            n += 1
+    k = hs.shape[0]
+    done = 0
+    if n > 2 * k:
+        # the k best bounds first (a partition, not a sort): their exact k-th score is a tight threshold
+        # for the rest, so the second pass re-scores few
+        cut = np.partition(-ub[:n], k - 1)[k - 1]
+        done += _rescore_pass(pp, ub, n, -cut, q, hs, hp, top, codes, qy, beta, psc, True)
+    done += _rescore_pass(pp, ub, n, np.float32(np.inf), q, hs, hp, top, codes, qy, beta, psc, False)
+    return done
+
+
+@njit(cache=_CACHE, nogil=True)
+def _scan_query_blocks(j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc, est, bnd):
+    """Blocks [c0, c0 + nblk) of query slot j of an item (its sums at ``sums``/``mx``, layout of
+    :func:`.accumulate._item_sums`). Returns the number of vectors re-scored."""
+    n_parts = codes.part_steps.shape[0] - 1
+    stride = 32 * SUB
+    alpha = qy.alpha
+    beta = bias.beta
+    hs = top.scores[pair]
+    floor = top.floor
+    pend = top.pend_pos[pair]
+    pub = top.pend_ub[pair]
+    cap = pend.shape[0]
+    npend = top.npend[pair]
+    rescored = 0
+    for bb in range(nblk):
+        blk = c0 + bb
+        thr = max(hs[0], floor[q])
+        base = alpha * qy.cterm[q, codes.block_list[blk] + 1] + qy.qconst[q]
+        abase = abs(base)
+        p0 = 32 * blk
+        if n_parts == 1:
+            iv = qy.inv[q, 0]
+            of = qy.off[q, 0]
+            er = qy.err[q, 0]
+            f0 = codes.fmin[0, blk]
+            f1 = codes.fmax[0, blk]
+            smin = _min_sum(thr, iv, of, er, f0, f1, base, bias.bmax[blk], bias.bmagmax[blk], alpha)
+            top_sum = mx[j * SUB + bb]
+            if top_sum < smin:
+                continue
+            if (
+                smin == 0
+                and _block_top(top_sum, iv, of, er, f0, f1, base, bias.bmax[blk], bias.bmagmax[blk], alpha)
+                < thr
+            ):
+                continue
+            if npend + 32 > cap:
+                top.npend[pair] = npend
+                rescored += flush_pair(pair, q, top, codes, qy, beta, psc)
+                npend = 0
+                thr = max(hs[0], floor[q])
+            o = j * stride + 32 * bb
+            for v in range(32):
+                sv = sums[o + v]
+                if sv < smin:
+                    continue
+                f = codes.factors[0, p0 + v]
+                a_est = alpha * (f * (np.float32(sv) * iv + of))
+                s = a_est + base + beta[p0 + v]
+                e = alpha * (abs(f) * er) + np.float32(4e-7) * (abs(a_est) + abase + bias.bmag[p0 + v])
+                u = s + e
+                if u >= thr and u > _NEG_INF:
+                    pend[npend] = p0 + v
+                    pub[npend] = u
+                    npend += 1
+        else:
+            btop = _multi_top(
+                mx,
+                j,
+                bb,
+                n_parts,
+                q,
+                blk,
+                qy.inv,
+                qy.off,
+                qy.err,
+                codes.fmin,
+                codes.fmax,
+                base,
+                bias.bmax[blk],
+                bias.bmagmax[blk],
+                alpha,
+            )
+            if btop < thr:
+                continue
+            for v in range(32):
+                est[v] = 0.0
+                bnd[v] = 0.0
+            for p in range(n_parts):
+                iv = qy.inv[q, p]
+                of = qy.off[q, p]
+                er = qy.err[q, p]
+                o = (j * n_parts + p) * stride + 32 * bb
+                for v in range(32):
+                    f = codes.factors[p, p0 + v]
+                    est[v] += f * (np.float32(sums[o + v]) * iv + of)
+                    bnd[v] += abs(f) * er
+            if npend + 32 > cap:
+                top.npend[pair] = npend
+                rescored += flush_pair(pair, q, top, codes, qy, beta, psc)
+                npend = 0
+                thr = max(hs[0], floor[q])
+            for v in range(32):
+                a_est = alpha * est[v]
+                s = a_est + base + beta[p0 + v]
+                e = alpha * bnd[v] + np.float32(4e-7) * (abs(a_est) + abase + bias.bmag[p0 + v])
+                u = s + e
+                if u >= thr and u > _NEG_INF:
+                    pend[npend] = p0 + v
+                    pub[npend] = u
+                    npend += 1
+    top.npend[pair] = npend
+    return rescored
+
+
+def _scan_lut(codes, qy, bias, work, top):
+    """Fast-scan work items (see the module docstring); one task per contiguous run of items."""
+    n_parts = codes.part_steps.shape[0] - 1
+    n_tasks = work.task_ptr.shape[0] - 1
+    nsteps = codes.nsteps
+    blocks = codes.blocks
+    for task in prange(n_tasks):  # buffers allocated once per task
+        lbases = np.empty(QMAX, dtype=np.int64)
+        sums = np.empty(QMAX * n_parts * 32 * SUB, dtype=np.int32)
+        mx = np.empty(QMAX * n_parts * SUB, dtype=np.int32)
+        est = np.empty(32, dtype=np.float32)
+        bnd = np.empty(32, dtype=np.float32)
+        psc = np.empty(4, dtype=np.float32)
+        qs = np.empty(QMAX, dtype=np.int64)
+        i1 = work.task_ptr[task + 1]
+        for it in range(work.task_ptr[task], i1):
+            b0 = work.item_b0[it]
+            b1 = work.item_b1[it]
+            if (
+                it + 1 < i1
+                and work.item_b0[it + 1] != b0
+                and work.item_b1[it + 1] - work.item_b0[it + 1] <= SUB
+            ):
+                # short runs (IVF lists) jump around memory: fetch the next one while this one is scanned
+                for x in range(work.item_b0[it + 1] * nsteps * 32, work.item_b1[it + 1] * nsteps * 32, 64):
+                    _prefetch(blocks, x)
+            nq = 0
+            for j in range(QMAX):
+                if work.item_q[it, j] >= 0:
+                    qs[nq] = work.item_q[it, j]
+                    nq += 1
+            for c0 in range(b0, b1, SUB):  # sub-chunks: sums stay in L1
+                nblk = min(SUB, b1 - c0)
+                _item_sums(blocks, nsteps, codes.part_steps, qy.luts, qs, nq, c0, nblk, lbases, sums, mx)
+                for j in range(nq):
+                    q = qs[j]
+                    pair = work.item_pair[it, j]
+                    top.rescored[pair] += _scan_query_blocks(
+                        j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc, est, bnd
+                    )
+                    root = top.scores[pair, 0]
+                    if root > top.floor[q]:
+                        top.floor[q] = root
+
+
+scan_lut_serial, scan_lut = twin(_scan_lut)
+
+
+def _finish_lut(codes, qy, bias, top, q_ptr, q0, k, out_s, out_p):
+    """Per query q0 + i (pairs q_ptr[i]..q_ptr[i+1]): flush its pairs' pending candidates, then write the
+    best k of its heaps into out_s[i]/out_p[i] (pre-filled -inf / -1)."""
+    m = q_ptr.shape[0] - 1
+    for i in prange(m):
+        psc = np.empty(4, dtype=np.float32)
+        for h in range(q_ptr[i], q_ptr[i + 1]):
+            top.rescored[h] += flush_pair(h, q0 + i, top, codes, qy, bias.beta, psc)
+        merge_one(top.scores, top.pos, q_ptr[i], q_ptr[i + 1], k, out_s, out_p, i)
+
+
+finish_lut_serial, finish_lut = twin(_finish_lut)
+
+
+class Bits(NamedTuple):
+    """1-bit codes and bit-plane queries for :func:`scan_bits`."""
+
+    words: np.ndarray  # (N, W) uint64 sign words in layout order
+    qwords: np.ndarray  # (m, B, W) uint64 query bit planes
+    qlo: np.ndarray  # (m,) float64: q ≈ qlo + qdelta * u
+    qdelta: np.ndarray  # (m,) float64
+    qsum: np.ndarray  # (m,) float64 Σ_j q_j (same order as the re-score)
+    elo: np.ndarray  # (m,) float64 bounds of Σ_j e_j x_j
+    ehi: np.ndarray  # (m,) float64
+    qf: np.ndarray  # (m, k) float64 queries (the exact re-score)
+    v0: np.float64  # values = [v0, v0 + dv]
+    dv: np.float64
+
+
+def _scan_bits(bits, codes, qy, bias, work, top):
+    """Popcount twin of :func:`scan_lut` for single-part 1-bit codes: the part's float sum is
+    ``v0 Σq + dv (qlo·ones + qdelta·acc)``; vectors whose bound reaches the threshold are re-scored from
+    their sign words (:func:`.rescore._rescore_bits_one`)."""
+    n_tasks = work.task_ptr.shape[0] - 1
+    W = bits.words.shape[1]
+    B = bits.qwords.shape[1]
+    alpha = qy.alpha
+    beta = bias.beta
+    for task in prange(n_tasks):
+        for it in range(work.task_ptr[task], work.task_ptr[task + 1]):
+            b0 = work.item_b0[it]
+            b1 = work.item_b1[it]
+            for j in range(QMAX):
+                q = work.item_q[it, j]
+                if q < 0:
+                    continue
+                pair = work.item_pair[it, j]
+                hs = top.scores[pair]
+                hp = top.pos[pair]
+                e_abs = max(abs(bits.dv * bits.elo[q]), abs(bits.dv * bits.ehi[q])) * 1.000001
+                n = 0
+                for blk in range(b0, b1):
+                    base = alpha * qy.cterm[q, codes.block_list[blk] + 1] + qy.qconst[q]
+                    abase = abs(base)
+                    for v in range(32):
+                        r = 32 * blk + v
+                        if not beta[r] > _NEG_INF:
+                            continue
+                        c = 0
+                        a = 0
+                        for w in range(W):
+                            c += _popcount(bits.words[r, w])
+                        for b in range(B):
+                            t = 0
+                            for w in range(W):
+                                t += _popcount(bits.words[r, w] & bits.qwords[q, b, w])
+                            a += t << b
+                        part = bits.v0 * bits.qsum[q] + bits.dv * (bits.qlo[q] * c + bits.qdelta[q] * a)
+                        f = codes.factors[0, r]
+                        a_est = alpha * np.float32(f * part)
+                        bnd = np.float32(abs(f) * e_abs + 1e-6 * abs(f * part))
+                        s = a_est + base + beta[r]
+                        e = alpha * bnd + np.float32(4e-7) * (abs(a_est) + abase + bias.bmag[r])
+                        if s + e >= max(hs[0], top.floor[q]):
+                            x = _rescore_bits_one(
+                                bits.words,
+                                bits.qf,
+                                bits.qsum[q],
+                                bits.v0,
+                                bits.dv,
+                                codes.factors,
+                                beta,
+                                alpha,
+                                qy.qconst,
+                                qy.cterm,
+                                codes.block_list,
+                                q,
+                                r,
+                            )
+                            heap_offer(hs, hp, x, r)
+                            n += 1
+                top.rescored[pair] += n
+                if hs[0] > top.floor[q]:
+                    top.floor[q] = hs[0]
+
+
+scan_bits_serial, scan_bits = twin(_scan_bits)
+
+
+@njit(cache=_CACHE, nogil=True)
+def ordered_sums(qf):
+    """(m,) Σ_j qf[i, j] summed left to right (the order :func:`.rescore._rescore_bits_one` expects)."""
+    out = np.zeros(qf.shape[0], dtype=np.float64)
+    for i in range(qf.shape[0]):
+        s = 0.0
+        for j in range(qf.shape[1]):
+            s += qf[i, j]
+        out[i] = s
+    return out
