@@ -297,3 +297,42 @@ def test_unnamed_vector_by_empty_name(server, keys):
         r = http.put("/qdrant/collections/qd-named", json=bad)
         assert r.status_code == 400 and "named vectors" in r.json()["status"]["error"]
         assert http.delete("/qdrant/collections/qd-empty-name").json()["result"] is True
+
+
+def _mmr_oracle(x, q, diversity, k, candidates):
+    """Qdrant's MMR over the ``candidates`` nearest by cosine, written out plainly."""
+    u = _unit(x.astype(np.float64))
+    qq = _unit(q[None, :].astype(np.float64))[0]
+    rel = u @ qq
+    pool = list(np.argsort(-rel, kind="stable")[:candidates])
+    chosen = [pool.pop(0)]
+    while len(chosen) < k:
+        gains = [(1 - diversity) * rel[i] - diversity * max(u[i] @ u[j] for j in chosen) for i in pool]
+        chosen.append(pool.pop(int(np.argmax(gains))))
+    return chosen, rel
+
+
+def test_mmr_query(qc):
+    name = "qd-mmr"
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(10, 8))
+    x = np.vstack([base + 0.05 * rng.normal(size=(10, 8)) for _ in range(4)]).astype(
+        np.float32
+    )  # near-duplicates
+    qc.create_collection(name, vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE))
+    qc.upsert(name, points=models.Batch(ids=list(range(40)), vectors=x.tolist()))
+    q = base[3].astype(np.float32)
+    for diversity in (0.0, 0.5, 0.9):
+        res = qc.query_points(
+            name,
+            query=models.NearestQuery(
+                nearest=q.tolist(), mmr=models.Mmr(diversity=diversity, candidates_limit=20)
+            ),
+            limit=5,
+        ).points
+        want, rel = _mmr_oracle(x, q, diversity, 5, 20)
+        assert [p.id for p in res] == [int(i) for i in want]
+        np.testing.assert_allclose([p.score for p in res], rel[want], rtol=1e-5)
+    plain = qc.query_points(name, query=q.tolist(), limit=5).points
+    assert [p.id for p in plain] == _mmr_oracle(x, q, 0.0, 5, 5)[0]
+    qc.delete_collection(name)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, NotFoundError
 from . import _exact, _payload
 
 REMOTE_MAX_RERANK = 1024  # the service's largest re-rank factor
@@ -194,7 +194,7 @@ class RemoteBackend(Backend):
         try:
             self._coll = client.collection(collection)
             self.metric = self._coll.metric
-        except KeyError:  # NotFoundError: created at the first write
+        except NotFoundError:  # created at the first write
             if dim is not None:
                 self._create(dim)
 
@@ -293,8 +293,8 @@ class RemoteBackend(Backend):
     def clear(self) -> None:
         if self._coll is not None:
             ids = self.ids()
-            if ids:
-                self.client.delete(self.name, ids)
+            for s in range(0, len(ids), 10_000):  # bounded request bodies
+                self.client.delete(self.name, ids[s : s + 10_000])
 
     def close(self) -> None:
         self.client.close()

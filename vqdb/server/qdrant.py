@@ -411,12 +411,20 @@ def count_points(name: CollectionNamePath, body: Count, store: StoreDep) -> JSON
 # ---- queries --------------------------------------------------------------------------------------
 
 
-def _query_vector(collection, query) -> np.ndarray:
+def _query_vector(collection, query) -> tuple[np.ndarray, dict | None]:
+    """The (1, d) query vector, and the ``mmr`` options of a ``{"nearest": ..., "mmr": ...}`` query."""
+    mmr = None
     if isinstance(query, dict):
-        if set(query) != {"nearest"}:
+        if not set(query) <= {"nearest", "mmr"} or "nearest" not in query:
             raise E.InvalidInputError(
-                f"query {sorted(query)} is not supported by vqdb's Qdrant subset (a vector, a point id, or 'nearest')"
+                f"query {sorted(query)} is not supported by vqdb's Qdrant subset "
+                "(a vector, a point id, or 'nearest' with an optional 'mmr')"
             )
+        mmr = query.get("mmr")
+        if mmr is not None and (
+            not isinstance(mmr, dict) or not set(mmr) <= {"diversity", "candidates_limit"}
+        ):
+            raise E.InvalidInputError(f"mmr takes 'diversity' and 'candidates_limit'; got {mmr!r}")
         query = query["nearest"]
     if query is None:
         raise E.InvalidInputError("'query' is required (a vector, a point id, or {'nearest': ...})")
@@ -435,7 +443,29 @@ def _query_vector(collection, query) -> np.ndarray:
             f"Wrong input: Vector dimension error: expected dim: {collection.dim}, got {len(query)}"
         )
     with np.errstate(over="ignore"):
-        return as_float32_matrix(np.asarray([query], dtype=np.float32), collection.dim, name="query")
+        return as_float32_matrix(np.asarray([query], dtype=np.float32), collection.dim, name="query"), mmr
+
+
+def _mmr_order(
+    relevance: np.ndarray, vectors: np.ndarray, metric: str, diversity: float, k: int
+) -> list[int]:
+    """Maximal marginal relevance (Qdrant's: ``(1 - diversity) * sim(q, x) - diversity * max sim(x, chosen)``,
+    similarities in the collection's orientation, higher is better); returns ``k`` row positions."""
+    v = vectors.astype(np.float64)
+    if metric == "l2sq":
+        sq = np.einsum("ij,ij->i", v, v)
+        between = -np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * v @ v.T, 0.0))
+    else:
+        between = v @ v.T
+    chosen = [int(np.argmax(relevance))]
+    closest = between[chosen[0]].copy()
+    while len(chosen) < min(k, relevance.size):
+        gain = (1.0 - diversity) * relevance - diversity * closest
+        gain[chosen] = -np.inf
+        best = int(np.argmax(gain))
+        chosen.append(best)
+        closest = np.maximum(closest, between[best])
+    return chosen
 
 
 def _run_query(collection, q: Query, settings) -> dict:
@@ -443,10 +473,19 @@ def _run_query(collection, q: Query, settings) -> dict:
         raise E.InvalidInputError(
             f"named vectors are not supported by vqdb's Qdrant subset (using={q.using!r})"
         )
-    vector = _query_vector(collection, q.query)
+    vector, mmr = _query_vector(collection, q.query)
     limit = q.limit or 10
     offset = q.offset or 0
     k = limit + offset
+    wanted = k
+    if mmr is not None:
+        diversity = 0.5 if mmr.get("diversity") is None else mmr["diversity"]
+        if isinstance(diversity, bool) or not isinstance(diversity, (int, float)) or not 0 <= diversity <= 1:
+            raise E.InvalidInputError(f"mmr.diversity must be a number in [0, 1]; got {diversity!r}")
+        limit_c = mmr.get("candidates_limit")
+        if limit_c is not None and (isinstance(limit_c, bool) or not isinstance(limit_c, int) or limit_c < 1):
+            raise E.InvalidInputError(f"mmr.candidates_limit must be a positive integer; got {limit_c!r}")
+        k = max(k, limit_c or k)
     if k > settings.max_k:
         raise E.InvalidInputError(f"limit + offset = {k} is above this server's limit of {settings.max_k}")
     flt = _resolved(collection, q.filter)
@@ -468,8 +507,13 @@ def _run_query(collection, q: Query, settings) -> dict:
             score > q.score_threshold if metric == "l2sq" else score < q.score_threshold
         ):
             continue
-        hits.append((_qdrant_id(i), score))
-    hits = hits[offset:]
+        hits.append((_qdrant_id(i), score, s))
+    if mmr is not None and hits:
+        found = collection.fetch(_vqdb_ids([h[0] for h in hits]), with_vector=True)
+        vectors = np.asarray([r["vector"] for r in found], dtype=np.float32)
+        order = _mmr_order(np.asarray([h[2] for h in hits]), vectors, metric, float(diversity), wanted)
+        hits = [hits[j] for j in order]
+    hits = [(pid, score) for pid, score, _ in hits[offset:wanted]]
     with_payload = False if q.with_payload is None else q.with_payload
     vector_wanted = wants_vector(q.with_vector)
     records = {}
