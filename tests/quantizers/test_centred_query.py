@@ -146,3 +146,28 @@ def test_centred_query_is_for_the_scaled_variant_only():
             TurboQuantizer(16, 2, variant=variant, centred_query=True)
     with pytest.raises(InvalidInputError, match="bool"):
         TurboQuantizer(16, 2, centred_query="yes")
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2sq"])
+def test_graph_rows_carry_the_offsets_and_old_graphs_keep_theirs(wordnet, metric):
+    """The graph's per-node code constant folds β in (ip: -β, l2sq: ||x||² - 2β); a graph table written
+    without the ``code_offsets`` flag (before β) is read back with the old meaning."""
+    x, queries = wordnet.base[:1500], wordnet.queries[:50]
+    q = vqdb.make_quantizer("turbo-2", x.shape[1])
+    idx = vqdb.Index(x.shape[1], metric=metric, quantizer=q, graph=True)
+    idx.add(x)
+    g, q = idx._graph, idx._quantizer  # the index fits its own copy of the quantizer on the first add
+    codes = q.encode(x)
+    beta, sq = q.score_offsets(codes), q.squared_norms(codes)
+    want = sq - 2 * beta if metric == "l2sq" else -beta
+    np.testing.assert_allclose(g.sqc[: g.n][np.argsort(g.ids[: g.n])], want, rtol=1e-6, atol=1e-6)
+    assert g.meta()["code_offsets"] is True
+    # graph search = exact scores of the nodes it reaches: recall against exact search stays high
+    found = idx.search(queries, 10, ef=64).ids
+    exact = np.argsort(
+        -(queries @ x.T) if metric == "ip" else ((queries[:, None] - x[None]) ** 2).sum(-1), axis=1
+    )
+    assert np.mean([len(set(a) & set(b[:10])) / 10 for a, b in zip(found, exact)]) > 0.9
+    meta = {k: v for k, v in g.meta().items() if k != "code_offsets"}
+    old = type(g).from_table(g.to_table(), g.sc, x.shape[1], metric, meta)
+    assert old.offsets is False

@@ -75,6 +75,9 @@ class Graph:
         self.dim = dim
         self.R = degree
         self.l2 = metric == "l2sq"
+        # the quantizer's per-vector additive term (TurboQuant's centred-query β): folded into each node's
+        # code constant (``code_sq``: ||x||² - 2β for l2sq, -β for ip). Graphs written before it keep ||x||².
+        self.offsets = getattr(scanner, "additive", None) is not None
         self.nsteps = int(scanner.nsteps)
         self.G = int(scanner.n_groups)
         code_bytes = -(-degree // 32) * self.nsteps * 32
@@ -148,7 +151,11 @@ class Graph:
             col += sc.slots[i]
             if sc.group_first[sc.group_of[i]] == i:
                 facs[:, sc.group_of[i]] = side[:, p["side"]] * np.float32(p["mult"])
-        return slots, facs, side[:, sc.n_side - 1].astype(np.float32)
+        const = side[:, sc.n_side - 1].astype(np.float32)  # ||x||^2, subtracted from l2sq estimates
+        if self.offsets:  # the estimate gains alpha * β: subtract -alpha * β (alpha = 2 for l2sq, 1 for ip)
+            beta = side[:, int(sc.additive)].astype(np.float32)
+            const = const - np.float32(2.0) * beta if self.l2 else -beta
+        return slots, facs, const
 
     # ---- writes ----------------------------------------------------------------------------------
     def retire(self, ids: np.ndarray) -> None:
@@ -260,7 +267,7 @@ class Graph:
         tasks = max(1, min(m, 4 * _threads()))
         kg.search(
             q, prep.luts, np.ascontiguousarray(prep.inv[:, :G]), np.ascontiguousarray(prep.off[:, :G]), base,
-            np.float32(prep.alpha), self.l2, self.sc.part_steps, self.nsteps,
+            np.float32(prep.alpha), self.l2, self.l2 or self.offsets, self.sc.part_steps, self.nsteps,
             rows.reshape(-1), self.row_bytes, rowsi, rowsf, self.io, self.fo, self.so, self.R,
             vbits, vbits.reshape(-1), norms, np.ascontiguousarray(ok), n, self.entry, max(int(ef), k), k, tasks,
             out_nodes, out_scores, stats,
@@ -297,12 +304,16 @@ class Graph:
         )
 
     def meta(self) -> dict:
-        return {"degree": self.R, "entry": int(self.entry), "nodes": int(self.n), "row_bytes": self.row_bytes}
+        out = {"degree": self.R, "entry": int(self.entry), "nodes": int(self.n), "row_bytes": self.row_bytes}
+        if self.offsets:
+            out["code_offsets"] = True
+        return out
 
     @classmethod
     def from_table(cls, table: pa.Table, scanner, dim: int, metric: str, meta: dict) -> Graph:
         """Nodes read from :meth:`to_table` (memory-mapped: zero-copy, copied on the first write)."""
         g = cls(scanner, dim, int(meta["degree"]), metric)
+        g.offsets = bool(meta.get("code_offsets", False))  # graphs written before the offsets: as before
         if int(meta["row_bytes"]) != g.row_bytes or table.num_rows != int(meta["nodes"]):
             raise ValueError("graph file does not match the index's code layout")
         table = table.combine_chunks()

@@ -7,7 +7,7 @@ A graph of ``N`` nodes with out-degree at most ``R``. Each node ``n`` owns one r
                                     (the fast-scan layout: block b, step t at (b * nsteps + t) * 32)
     ids   at int32   [io, io + R)   neighbour node numbers, -1 = empty slot
     facs  at float32 [fo, fo + G*R) per kernel part g and slot j: the neighbour's factor
-    sqs   at float32 [so, so + R)   the neighbour's exact ||x||^2 (l2sq scores)
+    sqs   at float32 [so, so + R)   the neighbour's code constant (||x||^2 for l2sq; minus alpha·β with offsets)
 
 ``vbits`` (N, d) uint16 holds every node's vector as IEEE float16 bits (the exact re-rank data): the
 kernels widen it to float32 on the fly (numba has no float16). Node-to-node distances (construction)
@@ -345,6 +345,7 @@ def search(
     base,
     alpha,
     l2,
+    sub,
     part_steps,
     nsteps,
     rows_flat,
@@ -371,7 +372,8 @@ def search(
     """Top-``k`` nodes of each query (m, d) float32 by a best-first traversal.
 
     Candidates are ordered by the fast-scan estimate of their code (read from the expanding node's
-    row: ``alpha * Σ_g f_g (A_g * inv_g + off_g) + base - l2 * sq``); each node taken from the candidate
+    row: ``alpha * Σ_g f_g (A_g * inv_g + off_g) + base - sub * sq``, ``sq`` the node's code constant:
+    ||x||² for l2sq, with the quantizer's additive term folded in when it has one); each node taken from the candidate
     queue is scored exactly from its float16 vector and, when ``ok[n]`` (live and allowed), kept among
     the ``ef`` best. The walk stops when the best remaining estimate falls below the ef-th exact score.
     ``luts`` (m * nsteps * 32,) uint8, inv/off (m, G) float32, base (m,) float32 (centre term and query
@@ -463,7 +465,7 @@ def search(
                             np.float32(sums[g * nb32 * 32 + j]) * inv[i, g] + off[i, g]
                         )
                     e = alpha * acc + base[i]
-                    if l2:
+                    if sub:
                         e -= rowsf[c, so + j]
                     est[j] = e
                 thr = res_k[0] if nr >= ef else _NEG
