@@ -84,6 +84,11 @@ class PermissionDeniedError(VqdbError, PermissionError):
     """The API key is valid but its scope does not allow the operation (HTTP 403)."""
 
 
+class DamagedCollectionError(VqdbError, RuntimeError):
+    """A collection's directory exists but its files cannot be opened (HTTP 409 on every request naming
+    it, create included; deleting it frees the name)."""
+
+
 class RequestTooLargeError(InvalidInputError):
     """A request body is larger than the server accepts (HTTP 413)."""
 

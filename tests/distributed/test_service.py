@@ -29,11 +29,13 @@ def test_sharded_collection_over_rest(ray_cluster, wordnet, tmp_path):
         assert r.status_code == 201, r.text
         assert r.json()["shards"] == 2
         store = client.app.state.store
-        assert isinstance(store.get("wn").index, ShardedIndex)
+        with store.get("wn").lease() as index:
+            assert isinstance(index, ShardedIndex)
         assert client.post("/collections/wn/points", json={"points": points}).status_code in (200, 201)
         hits = client.post("/collections/wn/search", json={"vectors": q.tolist(), "k": 5}).json()["results"]
         assert [len(h) for h in hits] == [5, 5, 5]
-        want = store.get("wn").index.search(q, 5).ids
+        with store.get("wn").lease() as index:
+            want = index.search(q, 5).ids
         assert [[h["id"] for h in row] for row in hits] == want.tolist()
         filtered = client.post(
             "/collections/wn/search", json={"vector": q[0].tolist(), "k": 5, "filter": {"pos": 1}}

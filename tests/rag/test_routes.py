@@ -96,8 +96,8 @@ def test_demo_hook_makes_a_text_collection_of_a_service_collection(client, embed
 
     store = client.app.state.store
     collection = store.create("wordnet-demo", dim=384, metric="cos", quantizer="turbo-4")
-    with collection.write_lock:
-        build_demo_collection(collection.root, index=collection.index)
+    with collection.write_lock, collection.lease() as index:
+        build_demo_collection(collection.root, index=index)
     r = client.get("/collections/wordnet-demo/query", params={"text": "a large wild cat", "k": 3})
     assert r.status_code == 200, r.text
     assert any("Felis" in h["text"] or "wildcat" in h["text"] for h in r.json()["hits"])

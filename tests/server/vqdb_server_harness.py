@@ -44,12 +44,14 @@ class Server:
         demo: bool = False,
         env: dict | None = None,
         extra_args: list[str] | None = None,
+        max_open_files: int | None = None,
     ):
         self.data = Path(data)
         self.keys_file = keys_file
         self.demo = demo
         self.env = env or {}
         self.extra_args = extra_args or []
+        self.max_open_files = max_open_files  # RLIMIT_NOFILE (soft and hard) of the server process
         self.port = None
         self.proc: subprocess.Popen | None = None
         self.log = self.data.parent / f"{self.data.name}-server.log"
@@ -77,14 +79,20 @@ class Server:
             cmd.append("--no-demo")
         return cmd + self.extra_args
 
-    def start(self, timeout: float = 120.0) -> Server:
+    def start(self, timeout: float = 300.0) -> Server:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
         env.update({"PYTHONUNBUFFERED": "1", **self.env})
         # the server imports the same vqdb as the tests, installed or not
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
         self._logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=self._logf, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=self._limit_files if self.max_open_files else None,
+        )
         deadline = time.monotonic() + timeout
         with httpx.Client(base_url=self.url, timeout=2) as http:
             while time.monotonic() < deadline:
@@ -98,6 +106,15 @@ class Server:
                 time.sleep(0.1)
         self.kill()
         raise RuntimeError(f"server not ready after {timeout} s:\n{self.read_log()}")
+
+    def _limit_files(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.max_open_files, self.max_open_files))
+
+    def open_files(self) -> int:
+        """File descriptors the server process holds now."""
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def read_log(self) -> str:
         return self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""

@@ -16,17 +16,38 @@ from ._manifest import is_sharded_dir
 
 _lock = threading.Lock()
 _address: str | None = None
+_started_here = False
 
 
 def configure(ray_address: str) -> None:
     """Connect this process to the Ray cluster at ``ray_address`` (``"auto"``, ``"local"``, ``"host:6379"``,
-    ``"ray://head:10001"``); ``"local"`` starts a private local cluster."""
-    global _address
-    from ._ray import ensure_connected
+    ``"ray://head:10001"``).
+
+    ``"local"`` starts a private cluster on this machine, stopped with all its processes by
+    :func:`shutdown`. (Ray has no setting that binds its GCS and raylet to loopback: they listen on every
+    interface, behind Ray's token authentication, on by default since Ray 2.50; see ``_ray.start_local``.)"""
+    global _address, _started_here
+    from ._ray import ensure_connected, start_local
 
     with _lock:
-        ensure_connected(None if ray_address == "local" else ray_address)
+        _started_here = start_local() if ray_address == "local" else ensure_connected(ray_address)
         _address = ray_address
+
+
+def shutdown() -> None:
+    """Undo :func:`configure`: if it connected this process to Ray, disconnect (a ``"local"`` cluster it
+    started stops with all its processes); a connection made before it is left alone."""
+    global _address, _started_here
+    with _lock:
+        if _address is None:
+            return
+        if _started_here:
+            from ._ray import ray
+
+            r = ray()
+            if r.is_initialized():
+                r.shutdown()
+        _address, _started_here = None, False
 
 
 def configured() -> bool:

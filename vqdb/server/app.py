@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cap=settings.max_snapshot_bytes,
             max_members=settings.max_snapshot_members,
         ),
+        max_open=settings.max_open_collections,
     )
     snapshots = SnapshotStore(settings.snapshots_dir, store)
     metrics = Metrics(store)
@@ -71,7 +72,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.state.ready = False
-            await anyio.to_thread.run_sync(store.close)
+            try:
+                await anyio.to_thread.run_sync(store.close)
+            finally:
+                if settings.ray_address:  # stops the processes of a cluster started here ('local')
+                    from ..distributed import service
+
+                    await anyio.to_thread.run_sync(service.shutdown)
 
     app = FastAPI(title="vqdb", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
@@ -145,7 +152,8 @@ def _open(settings: Settings, store: CollectionStore) -> None:
         service.configure(settings.ray_address)
         log.info("distributed engine: Ray at %s", settings.ray_address)
     names = store.load()
-    log.info("data directory %s: %d collection(s) %s", data.resolve(), len(names), names)
+    shown = names if len(names) <= 20 else [*names[:20], "..."]
+    log.info("data directory %s: %d collection(s) %s", data.resolve(), len(names), shown)
     if first_start and not names and settings.demo:
         from .demo import create_demo
 

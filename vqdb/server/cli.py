@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import VqdbError
     from .app import create_app
+    from .connections import protocol_class
+    from .logs import RateLimitFilter, rate_limit_handlers
 
     try:
         settings = settings_from_args(args)
@@ -66,14 +68,42 @@ def run(args: argparse.Namespace) -> int:
     warmup()  # every kernel loaded (or compiled) before the first request, not during it
     level = settings.log_level.lower()
     logging.basicConfig(level=level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    guards = connection_guards(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=level,
+        timeout_graceful_shutdown=30,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        http=protocol_class(guards),
+        backlog=guards.backlog,
+    )
+    app.state.metrics.connections.stats = guards.stats
+    rate_limit_handlers(RateLimitFilter())  # after uvicorn.Config: it installs its own handlers
     print(
         f"vqdb serve: data {settings.data.resolve()}  ->  http://{_url_host(settings.host)}:{settings.port}"
-        f"  (docs at /docs)",
+        f"  (docs at /docs; at most {guards.max_connections} connections)",
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=level, timeout_graceful_shutdown=30)
+    uvicorn.Server(config).run()
     return 0
+
+
+def connection_guards(settings):
+    """The connection deadlines and cap of ``settings`` (:mod:`vqdb.server.connections`)."""
+    from .connections import ConnectionGuards, accept_backlog, default_max_connections
+
+    backlog = accept_backlog()
+    cap = settings.max_connections or default_max_connections(settings.max_open_collections, backlog)
+    return ConnectionGuards(
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        body_min_rate=settings.body_min_rate,
+        max_connections=cap,
+        backlog=backlog,
+    )
 
 
 def _limit_blas(threads: int) -> None:

@@ -11,6 +11,7 @@ half-made collection under a real name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -19,13 +20,21 @@ import tarfile
 import tempfile
 import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import AlreadyExistsError, IncompatibleFormatError, InvalidInputError, NotFoundError, VqdbError
+from ..errors import (
+    AlreadyExistsError,
+    DamagedCollectionError,
+    IncompatibleFormatError,
+    InvalidInputError,
+    NotFoundError,
+    VqdbError,
+)
 from . import engine, unpack
 from .limits import inflate_limit
 from .names import check_collection_name
@@ -34,6 +43,8 @@ log = logging.getLogger("vqdb.server")
 
 INFO_FILE = "collection.json"
 INDEX_DIR = "index"
+DESCRIBED_FILE = ".described.json"  # the last description of a closed index, with its files' fingerprint
+INDEX_MANIFESTS = ("manifest.json", "sharded.json")  # a vqdb.Index, a vqdb.distributed.ShardedIndex
 FORMAT = 1
 
 
@@ -83,15 +94,89 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class Collection:
-    """One open collection. Thread-safe: writes take ``write_lock``; reads take no lock."""
+class OpenIndexes:
+    """The indexes that are open: at most ``capacity`` (least recently used ones are saved and closed),
+    so file descriptors do not grow with the number of collections. A collection in use (leased) is
+    never closed; if every open one is in use the pool runs over its capacity until leases end.
+    Thread-safe. Lock order: a collection's ``_open_lock``, then the pool's ``_lock``."""
 
-    def __init__(self, info: CollectionInfo, root: Path, index):
+    def __init__(self, capacity: int):
+        self.capacity = int(capacity)
+        self._lock = threading.Lock()
+        self._open: OrderedDict[Collection, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def acquire(self, collection: Collection):
+        with collection._open_lock:
+            if collection.closed:
+                raise NotFoundError(f"collection {collection.name!r} was deleted")
+            with self._lock:
+                index = collection._index
+                if index is not None:
+                    collection._users += 1
+                    self._open.move_to_end(collection)
+                    return index
+            index = collection._opener()
+            with self._lock:
+                collection._index = index
+                collection._users += 1
+                self._open[collection] = None
+                excess = len(self._open) - self.capacity
+                victims = [c for c in self._open if c._users == 0][: max(0, excess)]
+        for victim in victims:
+            self.close_idle(victim)
+        return index
+
+    def release(self, collection: Collection) -> None:
+        with self._lock:
+            collection._users -= 1
+
+    def close_idle(self, collection: Collection) -> None:
+        """Save and close ``collection``'s index unless it is in use (then it stays open)."""
+        with collection._open_lock:
+            with self._lock:
+                if collection._users or collection._index is None:
+                    return
+                index, collection._index = collection._index, None
+                self._open.pop(collection, None)
+            described = None
+            try:
+                engine.save(index)
+                described = collection._remember(index)
+            except Exception as exc:  # noqa: BLE001 - a failed save must not keep the index open
+                log.error("saving collection %r before closing it: %s", collection.name, exc)
+            finally:
+                engine.close(index)
+            if described is not None:
+                collection._persist_described(described)
+
+    def forget(self, collection: Collection) -> None:
+        with self._lock:
+            self._open.pop(collection, None)
+
+
+class Collection:
+    """One collection; its index is opened on first use and may be closed when idle (:class:`OpenIndexes`).
+
+    Thread-safe: writes take ``write_lock``; every use of the index holds a :meth:`lease`, so the index
+    is never closed under a reader or a writer. What :meth:`describe` reports is remembered when the
+    index closes (nothing can change it while it is closed), so listing does not reopen it.
+    """
+
+    def __init__(self, info: CollectionInfo, root: Path, pool: OpenIndexes, *, on_damaged=None):
         self.info = info
         self.root = root
-        self.index = index
         self.write_lock = threading.Lock()
         self.closed = False
+        self._pool = pool
+        self._index = None
+        self._users = 0
+        self._open_lock = threading.Lock()
+        self._described: dict | None = None
+        self._on_damaged = on_damaged
 
     @property
     def name(self) -> str:
@@ -101,14 +186,63 @@ class Collection:
     def dim(self) -> int:
         return self.info.dim
 
+    @contextlib.contextmanager
+    def lease(self):
+        """The open index, kept open until the ``with`` block ends."""
+        index = self._pool.acquire(self)
+        try:
+            yield index
+        finally:
+            self._pool.release(self)
+
+    @property
+    def is_open(self) -> bool:
+        return self._index is not None
+
+    def _opener(self):
+        from ..index import LockedError
+
+        try:
+            return engine.open_index(self.root / INDEX_DIR)
+        except LockedError:
+            raise  # held by another process: not damage
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise  # the process is short of descriptors: a 503, the collection is fine
+            reason = f"its index cannot be opened: {exc.strerror or exc}"
+        except VqdbError as exc:
+            reason = f"its index cannot be opened: {exc}"
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes a reader raise
+            reason = f"its index cannot be opened: {type(exc).__name__}: {exc}"
+        if self._on_damaged is not None:
+            self._on_damaged(self.name, reason)
+        raise DamagedCollectionError(damaged_message(self.name, reason))
+
     # ---- reads ----------------------------------------------------------------------------------
 
     def size(self) -> tuple[int, int]:
-        return engine.size(self.index)
+        with self.lease() as index:
+            return engine.size(index)
+
+    def known_size(self) -> tuple[int, int] | None:
+        """(count, bytes) without opening the index: live when open, else as last seen, else None."""
+        if self.is_open:
+            try:
+                return self.size()
+            except VqdbError:
+                return None
+        d = self._described
+        return (d["count"], d["bytes"]) if d is not None else None
 
     def describe(self) -> dict:
-        count, nbytes = self.size()
-        return {
+        if not self.is_open and self._described is not None:
+            return dict(self._described)
+        with self.lease() as index:
+            return self._remember(index)
+
+    def _remember(self, index) -> dict:
+        count, nbytes = engine.size(index)
+        self._described = {
             "name": self.name,
             "dim": self.dim,
             "metric": self.info.metric,
@@ -119,45 +253,80 @@ class Collection:
             "count": count,
             "bytes": nbytes,
             "created_at": self.info.created_at,
-            "stats": _jsonable(engine.stats(self.index)),
+            "stats": _jsonable(engine.stats(index)),
         }
+        return dict(self._described)
+
+    def _fingerprint(self) -> list:
+        """(name, size, mtime) of every file of the index: what a remembered description is valid for."""
+        out = []
+        for folder, _, files in os.walk(self.root / INDEX_DIR):
+            for name in files:
+                if name != "LOCK":
+                    st = os.stat(os.path.join(folder, name))
+                    out.append(
+                        [os.path.relpath(os.path.join(folder, name), self.root), st.st_size, st.st_mtime_ns]
+                    )
+        return sorted(out)
+
+    def _persist_described(self, described: dict) -> None:
+        """Keep the description of the closed index on disk, so a restart lists it without opening it."""
+        try:
+            payload = {"fingerprint": self._fingerprint(), "described": described}
+            tmp = self.root / (DESCRIBED_FILE + ".tmp")
+            tmp.write_text(json.dumps(payload), encoding="utf-8")
+            tmp.replace(self.root / DESCRIBED_FILE)
+        except (OSError, TypeError, ValueError) as exc:
+            log.warning("collection %r: description not kept (%s)", self.name, exc)
+
+    def load_described(self) -> None:
+        """Take the description kept on disk if the index files have not changed since."""
+        try:
+            payload = json.loads((self.root / DESCRIBED_FILE).read_text(encoding="utf-8"))
+            if payload["fingerprint"] == self._fingerprint() and payload["described"]["name"] == self.name:
+                self._described = payload["described"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
 
     def search(self, queries: np.ndarray, k: int, *, filter=None, nprobe=None, rerank=None):
-        return engine.search(self.index, queries, k, filter=filter, nprobe=nprobe, rerank=rerank)
+        with self.lease() as index:
+            return engine.search(index, queries, k, filter=filter, nprobe=nprobe, rerank=rerank)
 
     def fetch(self, ids: np.ndarray, *, with_vector: bool = False) -> list[dict | None]:
-        return engine.fetch(self.index, ids, with_vector=with_vector)
+        with self.lease() as index:
+            return engine.fetch(index, ids, with_vector=with_vector)
 
     # ---- writes ---------------------------------------------------------------------------------
 
     def upsert(self, vectors: np.ndarray, ids: np.ndarray, payloads: list[dict | None] | None) -> int:
         if payloads is not None and all(p is None for p in payloads):
             payloads = None
-        with self.write_lock:
+        with self.write_lock, self.lease() as index:
             self._check_open()
-            engine.upsert(self.index, vectors, ids, payloads)
-            return len(self.index)
+            engine.upsert(index, vectors, ids, payloads)
+            return len(index)
 
     def delete_ids(self, ids: np.ndarray) -> int:
-        with self.write_lock:
+        with self.write_lock, self.lease() as index:
             self._check_open()
-            return engine.delete(self.index, ids)
+            return engine.delete(index, ids)
 
     def delete_matching(self, filter: dict) -> int:
-        with self.write_lock:
+        with self.write_lock, self.lease() as index:
             self._check_open()
-            ids = engine.ids_matching(self.index, filter)
-            return engine.delete(self.index, ids) if ids.size else 0
+            ids = engine.ids_matching(index, filter)
+            return engine.delete(index, ids) if ids.size else 0
 
     def compact(self) -> None:
-        with self.write_lock:
+        with self.write_lock, self.lease() as index:
             self._check_open()
-            engine.compact(self.index)
+            engine.compact(index)
 
     def save(self) -> None:
         with self.write_lock:
-            if not self.closed:
-                engine.save(self.index)
+            if not self.closed and self.is_open:
+                with self.lease() as index:
+                    engine.save(index)
 
     def write_tar(self, dest: Path) -> None:
         """Write a point-in-time tar of the collection to ``dest``: ``collection.json``, a compacted export
@@ -167,7 +336,8 @@ class Collection:
         self._check_open()
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".export-") as tmp:
             exported = Path(tmp) / INDEX_DIR
-            engine.export(self.index, exported)
+            with self.lease() as index:
+                engine.export(index, exported)
             with tarfile.open(dest, "w") as tar:
                 tar.add(self.root / INFO_FILE, arcname=INFO_FILE)
                 tar.add(exported, arcname=INDEX_DIR, filter=_skip_lock)
@@ -176,39 +346,57 @@ class Collection:
                         tar.add(extra, arcname=extra.name)
 
     def close(self) -> None:
+        """Save and close the index for good (server shutdown or collection delete)."""
         with self.write_lock:
             if self.closed:
                 return
-            try:
-                engine.save(self.index)
-            finally:
-                engine.close(self.index)
-                self.closed = True
+            self.closed = True
+            with self._open_lock:
+                index, self._index = self._index, None
+                self._pool.forget(self)
+                if index is not None:
+                    described = None
+                    try:
+                        engine.save(index)
+                        described = self._remember(index)
+                    finally:
+                        engine.close(index)
+                    if described is not None:
+                        self._persist_described(described)
 
     def _check_open(self) -> None:
         if self.closed:
             raise NotFoundError(f"collection {self.name!r} was deleted")
 
 
+def damaged_message(name: str, reason: str) -> str:
+    return (
+        f"collection {name!r} exists on disk but is damaged ({reason}); it is not served: "
+        f"DELETE /collections/{name} removes it (its snapshots are kept), or restore a snapshot "
+        "under another name"
+    )
+
+
 class CollectionStore:
     """All collections under ``<data>/collections``. Thread-safe."""
 
-    def __init__(self, root: Path, *, unpack_limits: UnpackLimits | None = None):
+    def __init__(self, root: Path, *, unpack_limits: UnpackLimits | None = None, max_open: int = 128):
         self.root = Path(root)
         self.unpack = unpack_limits or UnpackLimits()
+        self.pool = OpenIndexes(max_open)
         self._lock = threading.RLock()
         self._collections: dict[str, Collection] = {}
+        self._damaged: dict[str, str] = {}  # name -> why its directory cannot be served
         self._pending: set[str] = set()
         self._root_lock: int | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
     def load(self) -> list[str]:
-        """Open every collection on disk; a broken one is logged and skipped. Returns the names opened.
+        """Register every collection on disk (indexes open on first use). Returns the names served.
 
-        Raises ``LockedError`` when another process holds a collection (two servers on one data dir)."""
-        from ..index import LockedError
-
+        A directory whose ``collection.json`` or index manifest is missing or unreadable is *damaged*:
+        it is logged, not served, and its name answers 409 (see :meth:`get`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_root()
         self._sweep_temporaries()
@@ -217,18 +405,31 @@ class CollectionStore:
                 continue
             try:
                 check_collection_name(path.name)
+            except InvalidInputError:
+                log.warning("ignoring %r in the collections directory: not a collection name", path.name)
+                continue
+            try:
                 info = CollectionInfo.read(path)
-                index = engine.open_index(path / INDEX_DIR)
-            except LockedError:
-                self.close()
-                raise LockedError(f"collection {path.name!r} is open in another process") from None
-            except Exception as exc:  # one bad directory must not keep the others offline
-                log.error("collection %r not opened: %s", path.name, exc)
+                if not any((path / INDEX_DIR / m).is_file() for m in INDEX_MANIFESTS):
+                    raise IncompatibleFormatError(f"{INDEX_DIR}/{INDEX_MANIFESTS[0]} is missing")
+            except IncompatibleFormatError as exc:
+                self._mark_damaged(path.name, str(exc))
                 continue
             if info.name != path.name:
                 info = CollectionInfo(**{**asdict(info), "name": path.name})
-            self._collections[path.name] = Collection(info, path, index)
+            collection = self._new(info, path)
+            collection.load_described()
+            self._collections[path.name] = collection
         return sorted(self._collections)
+
+    def _new(self, info: CollectionInfo, root: Path) -> Collection:
+        return Collection(info, root, self.pool, on_damaged=self._mark_damaged)
+
+    def _mark_damaged(self, name: str, reason: str) -> None:
+        log.error("collection %r is damaged and not served: %s", name, reason)
+        with self._lock:
+            self._damaged[name] = reason
+            self._collections.pop(name, None)
 
     def close(self) -> None:
         with self._lock:
@@ -272,12 +473,21 @@ class CollectionStore:
             return sorted(self._collections)
 
     def get(self, name: str) -> Collection:
+        """The collection ``name``: :class:`NotFoundError` (404) if there is none, and
+        :class:`DamagedCollectionError` (409) if its directory exists but cannot be served."""
         check_collection_name(name)
         with self._lock:
             collection = self._collections.get(name)
+            damaged = self._damaged.get(name)
+        if damaged is not None:
+            raise DamagedCollectionError(damaged_message(name, damaged))
         if collection is None:
             raise NotFoundError(f"collection {name!r} does not exist")
         return collection
+
+    def damaged(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._damaged)
 
     def __contains__(self, name: str) -> bool:
         with self._lock:
@@ -323,14 +533,23 @@ class CollectionStore:
             return self._install(tmp, info)
 
     def delete(self, name: str) -> None:
+        """Delete collection ``name`` and its directory (also a damaged one: that frees its name)."""
+        check_collection_name(name)
         with self._lock:
-            collection = self.get(name)
-            del self._collections[name]
-        with collection.write_lock:
-            collection.closed = True
-            engine.close(collection.index)
+            if self._damaged.pop(name, None) is not None:
+                collection = None
+            else:
+                collection = self.get(name)
+                del self._collections[name]
+        if collection is not None:
+            with collection.write_lock, collection._open_lock:
+                collection.closed = True
+                index, collection._index = collection._index, None
+                self.pool.forget(collection)
+                if index is not None:
+                    engine.close(index)
         trash = self.root / f".trash-{name}-{uuid.uuid4().hex[:8]}"
-        collection.root.rename(trash)
+        (self.root / name).rename(trash)
         shutil.rmtree(trash, ignore_errors=True)
 
     def restore(self, tar_path: Path, name: str) -> Collection:
@@ -362,6 +581,8 @@ class CollectionStore:
     def _reserved(self, name: str):
         """Hold ``name`` (no other create/restore may take it) and yield a fresh temporary directory."""
         with self._lock:
+            if name in self._damaged:
+                raise DamagedCollectionError(damaged_message(name, self._damaged[name]))
             if name in self._collections or name in self._pending or (self.root / name).exists():
                 raise AlreadyExistsError(f"collection {name!r} already exists")
             self._pending.add(name)
@@ -385,7 +606,7 @@ class CollectionStore:
             raise IncompatibleFormatError(f"the index in this snapshot cannot be opened: {exc}") from None
         final = self.root / info.name
         tmp.rename(final)
-        collection = Collection(info, final, engine.open_index(final / INDEX_DIR))
+        collection = self._new(info, final)
         with self._lock:
             self._collections[info.name] = collection
         return collection

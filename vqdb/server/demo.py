@@ -33,8 +33,8 @@ def create_demo(store: CollectionStore) -> None:
         log.info("demo collection without text search (%s)", exc)
         _fill_vectors(collection)
     else:
-        with collection.write_lock:
-            build_demo_collection(collection.root, index=collection.index)
+        with collection.write_lock, collection.lease() as index:
+            build_demo_collection(collection.root, index=index)
     log.info("created demo collection %r: %d WordNet passages", DEMO_NAME, collection.size()[0])
 
 

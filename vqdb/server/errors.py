@@ -35,6 +35,7 @@ STATUS_OF: list[tuple[type[E.VqdbError], int]] = [
     (E.PermissionDeniedError, 403),
     (E.NotFoundError, 404),
     (E.AlreadyExistsError, 409),
+    (E.DamagedCollectionError, 409),
     (E.DuplicateIdError, 409),
     (E.RequestTooLargeError, 413),
     (E.IncompatibleFormatError, 422),

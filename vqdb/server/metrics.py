@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -32,14 +32,35 @@ class CollectionsCollector:
         total = 0
         for collection in self.store.all():
             try:
-                n, b = collection.size()
+                known = collection.known_size()  # never opens a closed index
             except Exception:  # a collection being deleted right now: skip it this scrape
                 continue
+            if known is None:
+                continue
+            n, b = known
             vectors.add_metric([collection.name], n)
             nbytes.add_metric([collection.name], b)
             total += 1
         count.add_metric([], total)
         yield from (vectors, nbytes, count)
+
+
+class ConnectionsCollector:
+    """Open connections and what the connection guards cut (``vqdb serve`` only: set ``stats``)."""
+
+    def __init__(self):
+        self.stats = None
+
+    def collect(self):
+        if self.stats is None:
+            return
+        yield GaugeMetricFamily("vqdb_connections_open", "open client connections", value=self.stats.open)
+        cut = CounterMetricFamily(
+            "vqdb_connections_closed", "connections closed by the server's guards", labels=["reason"]
+        )
+        for reason in ("head_timeouts", "body_timeouts", "reaped_idle", "refused_busy"):
+            cut.add_metric([reason], getattr(self.stats, reason))
+        yield cut
 
 
 class Metrics:
@@ -61,6 +82,8 @@ class Metrics:
         self.queries = Counter("vqdb_queries", "query vectors searched", registry=self.registry)
         if store is not None:
             self.registry.register(CollectionsCollector(store))
+        self.connections = ConnectionsCollector()
+        self.registry.register(self.connections)
 
 
 class MetricsMiddleware:

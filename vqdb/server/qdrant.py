@@ -343,7 +343,8 @@ def _matching_ids(collection, qfilter) -> np.ndarray | None:
         return None
     if flt is False:
         return np.zeros(0, dtype=np.int64)
-    return engine.ids_matching(collection.index, flt)
+    with collection.lease() as index:
+        return engine.ids_matching(index, flt)
 
 
 def _resolved(collection, qfilter) -> dict | bool:
@@ -356,7 +357,8 @@ def _resolved(collection, qfilter) -> dict | bool:
 
 
 def _all_ids(collection) -> np.ndarray:
-    return np.asarray(collection.index.ids())
+    with collection.lease() as index:
+        return np.asarray(index.ids())
 
 
 @router.post("/collections/{name}/points/delete", dependencies=[WriteAccess], summary="Delete points")

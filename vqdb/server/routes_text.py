@@ -14,6 +14,7 @@ collection) and is kept per collection object. Writes take the collection's writ
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
@@ -111,18 +112,21 @@ class TextQueryResponse(BaseModel):
 # ---- helpers --------------------------------------------------------------------------------------
 
 
-def text_collection(collection: Collection) -> TextCollection:
-    """The TextCollection over ``collection``'s index; 400 if the collection holds no text."""
-    with _TEXT_LOCK:
-        col = _TEXT.get(collection)
-        if col is None:
-            if not (collection.root / MANIFEST).is_file():
-                raise InvalidInputError(
-                    f"collection {collection.name!r} is not a text collection (create one with POST /text-collections)"
-                )
-            col = TextCollection(collection.root, index=collection.index)
-            _TEXT[collection] = col
-        return col
+@contextlib.contextmanager
+def leased_text(collection: Collection):
+    """The TextCollection over ``collection``'s index, open for the ``with`` block; 400 if the collection
+    holds no text. Rebuilt when the index was closed and reopened (an LRU of open indexes)."""
+    with collection.lease() as index:
+        with _TEXT_LOCK:
+            col = _TEXT.get(collection)
+            if col is None or col.index is not index:
+                if not (collection.root / MANIFEST).is_file():
+                    raise InvalidInputError(
+                        f"collection {collection.name!r} is not a text collection (create one with POST /text-collections)"
+                    )
+                col = TextCollection(collection.root, index=index)
+                _TEXT[collection] = col
+        yield col
 
 
 def _describe(collection: Collection, col: TextCollection) -> TextCollectionPublic:
@@ -161,17 +165,17 @@ def create_text_collection(body: TextCollectionCreate, store: StoreDep) -> TextC
     dim = Embedder().dim
     make_quantizer(body.quantizer, dim)  # UnknownNameError (400) listing the presets
     collection = store.create(body.name, dim=dim, metric="cos", quantizer=body.quantizer)
-    with collection.write_lock:
+    with collection.write_lock, collection.lease() as index:
         col = TextCollection(
             collection.root,
-            index=collection.index,
+            index=index,
             quantizer=body.quantizer,
             chunk_size=body.chunk_size,
             chunk_overlap=body.chunk_overlap,
         )
         with _TEXT_LOCK:
             _TEXT[collection] = col
-    return _describe(collection, col)
+        return _describe(collection, col)
 
 
 @router.get(
@@ -182,7 +186,8 @@ def create_text_collection(body: TextCollectionCreate, store: StoreDep) -> TextC
     summary="Settings of a text collection",
 )
 def describe_text_collection(collection: CollectionDep) -> TextCollectionPublic:
-    return _describe(collection, text_collection(collection))
+    with leased_text(collection) as col:
+        return _describe(collection, col)
 
 
 @router.post(
@@ -193,18 +198,18 @@ def describe_text_collection(collection: CollectionDep) -> TextCollectionPublic:
     summary="Add documents: chunked, embedded and stored",
 )
 def add_documents(body: DocumentsAdd, collection: CollectionDep) -> DocumentsAdded:
-    col = text_collection(collection)
-    with collection.write_lock:
+    with collection.write_lock, leased_text(collection) as col:
         collection._check_open()
         ids = col.add(body.texts, metadata=body.metadata)
-    return DocumentsAdded(ids=ids.tolist(), documents=len(body.texts), passages=len(col))
+        return DocumentsAdded(ids=ids.tolist(), documents=len(body.texts), passages=len(col))
 
 
 def _query(collection: Collection, body: TextQuery, settings, metrics) -> TextQueryResponse:
     start = time.perf_counter()
     if body.k > settings.max_k:
         raise InvalidInputError(f"k={body.k} is above this server's limit of {settings.max_k}")
-    hits = text_collection(collection).query(body.text, k=body.k, mode=body.mode, filter=body.filter)
+    with leased_text(collection) as col:
+        hits = col.query(body.text, k=body.k, mode=body.mode, filter=body.filter)
     metrics.queries.inc(1)
     return TextQueryResponse(
         hits=[TextHit(**h.to_dict()) for h in hits], time_ms=(time.perf_counter() - start) * 1e3

@@ -11,7 +11,7 @@ def errors(*codes: int) -> dict[int | str, dict]:
         401: "missing or unknown API key",
         403: "the key's scope does not allow this, or a non-loopback client without configured keys",
         404: "no such collection, point or snapshot",
-        409: "already exists",
+        409: "already exists, or the collection is damaged on disk (DELETE frees its name)",
         413: "request body too large",
         422: "request does not match the schema, or an incompatible snapshot",
         503: "not ready",

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from ...errors import InvalidInputError
 from ..auth import AdminAccess, ReadAccess, WriteAccess
-from ..deps import CollectionDep, SettingsDep, StoreDep
+from ..deps import CollectionDep, CollectionNamePath, SettingsDep, StoreDep
 from ..schemas import (
     MAX_DIM,
     CollectionCreate,
@@ -70,10 +70,10 @@ def describe_collection(collection: CollectionDep) -> CollectionPublic:
     response_class=Response,
     dependencies=[AdminAccess],
     responses=errors(404),
-    summary="Delete a collection and its data (its snapshots are kept)",
+    summary="Delete a collection and its data (its snapshots are kept); also a damaged one (409 elsewhere)",
 )
-def delete_collection(collection: CollectionDep, store: StoreDep) -> Response:
-    store.delete(collection.name)
+def delete_collection(name: CollectionNamePath, store: StoreDep) -> Response:
+    store.delete(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
