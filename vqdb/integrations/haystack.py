@@ -12,7 +12,7 @@ Filters are Haystack's (``{"field": "meta.year", "operator": ">=", "value": 2020
 index. Documents without an embedding are kept (a unit vector stands in) and never retrieved by
 embedding. ``similarity``: ``"dot_product"`` (default, as ``InMemoryDocumentStore``), ``"cosine"``
 (embeddings come back unit-normalised) or ``"l2"``. Embeddings are stored as float32, and
-collections up to 10,000 documents are ranked exactly.
+collections up to 1,000 documents are ranked exactly (larger ones re-score 1,000 candidates).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ vqdb's Mongo-style dict on metadata keys (``{"year": {"$gte": 2020}}``, ``$and``
 nested keys dotted), and a key no document has matches nothing. Scores of
 ``similarity_search_with_score`` are similarities, higher is better (cosine by default; ``ip``:
 inner product; ``l2sq``: minus the squared distance). Ids are strings (uuid4 when not given);
-adding an existing id replaces it. Collections up to 10,000 documents are ranked exactly.
+adding an existing id replaces it. Collections up to 1,000 documents are ranked
+exactly (larger ones re-score 1,000 candidates).
 """
 
 from __future__ import annotations

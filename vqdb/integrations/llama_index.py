@@ -11,7 +11,8 @@
 Nodes are stored whole (text, relationships, metadata: lossless JSON); ``MetadataFilters``
 (``==, !=, >, >=, <, <=, in, nin, is_empty``; AND / OR / NOT; nested) run on the metadata as vqdb
 filters, and a key no node has matches nothing. Similarities are cosine by default (``metric``),
-higher is better. Collections up to 10,000 nodes are ranked exactly.
+higher is better. Collections up to 1,000 nodes are ranked exactly
+(larger ones re-score 1,000 candidates).
 """
 
 from __future__ import annotations
