@@ -64,8 +64,9 @@ def _module_name(path: Path, root: Path) -> tuple[str, bool]:
     return ".".join(parts), is_pkg
 
 
-def _imported(tree: ast.AST, module: str, is_pkg: bool) -> list[tuple[int, str]]:
-    """(line, absolute dotted target) of every import in ``tree``, lazy ones included."""
+def _imported(tree: ast.AST, module: str, is_pkg: bool, *, names: bool = False) -> list[tuple[int, str]]:
+    """(line, absolute dotted target) of every import in ``tree``, lazy ones included; with ``names``, each
+    name of a ``from X import name`` is reported as ``X.name`` too (it may be a submodule)."""
     package = module if is_pkg else module.rpartition(".")[0]
     out = []
     for node in ast.walk(tree):
@@ -80,6 +81,8 @@ def _imported(tree: ast.AST, module: str, is_pkg: bool) -> list[tuple[int, str]]
                 mod = node.module or ""
             # "from vqdb import errors" imports vqdb.errors: judge each name against the package it comes from
             out += [(node.lineno, f"{mod}.{a.name}" if mod == "vqdb" else mod) for a in node.names]
+            if names and mod != "vqdb":
+                out += [(node.lineno, f"{mod}.{a.name}") for a in node.names]
         elif (
             isinstance(node, ast.Call)
             and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")
@@ -197,3 +200,30 @@ def test_a_module_without_a_layer_is_reported(tmp_path):
     root = _tree(tmp_path, {"graphs/hnsw.py": "from ..index import index\n"})
     found = violations(root)
     assert len(found) == 1 and "vqdb.graphs has no layer" in found[0], found
+
+
+def device_imports(root: Path) -> list[str]:
+    """Imports of the CUDA backends (``vqdb.kernels.cuda``) from the index, one per line: it reaches devices
+    only through the dispatch (``vqdb.kernels.require_device`` / ``device_scanner``)."""
+    bad = {}
+    for path in sorted((root / "index").rglob("*.py")):
+        module, is_pkg = _module_name(path, root)
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for line, target in sorted(set(_imported(tree, module, is_pkg, names=True))):
+            if target == "vqdb.kernels.cuda" or target.startswith("vqdb.kernels.cuda."):
+                bad.setdefault(
+                    (str(path), line), f"{path}:{line} {module} imports {target}: use vqdb.kernels"
+                )
+    return list(bad.values())
+
+
+def test_the_index_reaches_devices_only_through_the_dispatch(tmp_path):
+    assert device_imports(Path(vqdb.__file__).parent) == []
+    files = {
+        "index/dev.py": "from vqdb.kernels import cuda, device_scanner\n",
+        "index/scan.py": "def f():\n    from ..kernels.cuda.index_scan import DeviceScan\n",
+    }
+    found = device_imports(_tree(tmp_path, files))
+    assert len(found) == 2, found
+    assert "dev.py:1 vqdb.index.dev imports vqdb.kernels.cuda:" in found[0], found
+    assert "scan.py:2 vqdb.index.scan imports vqdb.kernels.cuda.index_scan" in found[1], found
