@@ -3,6 +3,8 @@ scope is too small (403); health endpoints are open; without keys only loopback 
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 
@@ -161,3 +163,29 @@ def test_bad_keys_file_is_reported(tmp_path):
         timeout=60,
     )
     assert out.returncode == 2 and "line 1" in out.stderr
+
+
+def test_the_key_is_checked_before_the_body_is_parsed(http):
+    broken = {"Content-Type": "application/json"}
+    r = http.post("/collections", content=b"{not json", headers=broken)
+    assert r.status_code == 401 and r.json()["error"] == "AuthenticationError"  # was 422
+    r = http.post("/collections", content=b"{not json", headers={**broken, "api-key": KEYS["read"]})
+    assert r.status_code == 403 and "needs 'admin'" in r.json()["detail"]
+    r = http.post("/collections", content=b"{not json", headers={**broken, "api-key": KEYS["admin"]})
+    assert r.status_code == 422  # with the right key the body is parsed, and found wanting
+
+
+def test_the_key_is_checked_before_the_body_is_read(server):
+    """A request that announces 1 MB of body (under the limit) and sends one byte of it is answered 401
+    at once, and the connection closed: the server never waits for the body of a request it refuses."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(
+            b"POST /collections/wordnet/points HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000\r\n\r\n{"
+        )
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401") and b"connection: close" in head.lower(), head
+    assert json.loads(body)["error"] == "AuthenticationError"

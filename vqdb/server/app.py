@@ -1,7 +1,8 @@
 """The app factory: ``create_app(settings) -> FastAPI``.
 
 Collections open in the lifespan (and the demo collection is built there on a first start);
-they are saved and closed on shutdown. Middleware, outermost first: metrics, the last-resort error guard, body limit.
+they are saved and closed on shutdown. Middleware, outermost first: metrics, the last-resort error guard, the key check (before any body
+is read), body limit.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi import FastAPI
 
 from .. import __version__
 from . import errors
-from .auth import KeyRing, check_bind
+from .auth import AuthMiddleware, KeyRing, check_bind
 from .collections import CollectionStore, UnpackLimits
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not keyring.enabled:
         _document_open_access(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=_limits(settings))
+    app.add_middleware(AuthMiddleware)
     app.add_middleware(errors.GuardMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

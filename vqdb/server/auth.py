@@ -110,9 +110,12 @@ PresentedKey = Annotated[str | None, Depends(presented_key)]
 
 def authorize(request: Request, key: str | None, scope: Scope) -> None:
     """Raise 401/403 unless ``key`` allows ``scope`` (or auth is off and the client is on loopback)."""
-    keyring: KeyRing = request.app.state.keyring
+    check_access(request.app.state.keyring, request.client.host if request.client else "", key, scope)
+
+
+def check_access(keyring: KeyRing, host: str, key: str | None, scope: Scope) -> None:
+    """Raise 401/403 unless ``key`` allows ``scope`` (with no keys configured: unless ``host`` is loopback)."""
     if not keyring.enabled:
-        host = request.client.host if request.client else ""
         if not is_loopback(host):
             raise PermissionDeniedError("no API key is configured: this server serves loopback clients only")
         return
@@ -134,9 +137,100 @@ def require(scope: Scope):
         authorize(request, key, scope)
 
     check.__name__ = f"require_{scope.name}"
+    check.vqdb_scope = scope  # read by AuthMiddleware
     return check
 
 
 ReadAccess = Depends(require(Scope.read))
 WriteAccess = Depends(require(Scope.write))
 AdminAccess = Depends(require(Scope.admin))
+
+
+# ---- the key is checked before the body is read ----------------------------------------------------
+
+
+def key_of_headers(headers) -> str | None:
+    """The key in raw ASGI ``headers``, as :func:`presented_key` reads it (Bearer first, then api-key)."""
+    bearer = api_key = None
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                bearer = credentials.strip()
+        elif name == b"api-key":
+            api_key = value.decode("latin-1")
+    return bearer if bearer is not None else api_key
+
+
+class AuthMiddleware:
+    """Check a request's key against its route's scope before the body is read.
+
+    FastAPI reads and parses a JSON body before it runs the route's dependencies, so a request with no
+    key and a malformed (or huge) body got a 422 (or was read whole) before its 401. This middleware
+    wraps ``receive``: on the app's first read of the body the router has matched the route
+    (``scope["route"]``), whose ``require(...)`` dependency declares the scope; a key that does not
+    allow it gets its 401/403 at once, with ``connection: close``, and the app sees a disconnect (its
+    own answer is dropped). Requests without a body keep the route dependency's check, as do routes of
+    another route class (e.g. the Qdrant-compatible subset, which answers in its own error shape).
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = {"checked": False, "refused": False}
+
+        async def checked_receive():
+            if state["refused"]:
+                return {"type": "http.disconnect"}
+            if not state["checked"]:
+                state["checked"] = True
+                refusal = _refusal(scope)
+                if refusal is not None:
+                    state["refused"] = True
+                    for message in refusal:
+                        await send(message)
+                    return {"type": "http.disconnect"}
+            return await receive()
+
+        async def guarded_send(message):
+            if not state["refused"]:
+                await send(message)
+
+        await self.app(scope, checked_receive, guarded_send)
+
+
+def _refusal(scope) -> list[dict] | None:
+    """The 401/403 response messages for this request, or None if its key allows its route."""
+    from fastapi.routing import APIRoute
+
+    route = scope.get("route")
+    if type(route) is not APIRoute:
+        return None
+    needed = [getattr(d.call, "vqdb_scope", None) for d in route.dependant.dependencies]
+    needed = [n for n in needed if n is not None]
+    if not needed:
+        return None
+    client = scope.get("client") or ("", 0)
+    try:
+        check_access(scope["app"].state.keyring, client[0], key_of_headers(scope["headers"]), max(needed))
+    except (AuthenticationError, PermissionDeniedError) as exc:
+        from .errors import error_bytes
+
+        status = 401 if isinstance(exc, AuthenticationError) else 403
+        body = error_bytes(status, type(exc).__name__, str(exc))
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        return [
+            {"type": "http.response.start", "status": status, "headers": headers},
+            {"type": "http.response.body", "body": body},
+        ]
+    return None
