@@ -451,29 +451,20 @@ def test_probe_order_is_a_sorted_prefix():
             assert set(g[i]) == set(w[i]) and len(set(g)) == len(g)
 
 
-def test_blas_serial_restores_the_thread_counts():
-    libs = scanner._blas.blas_libs()
-    before = [lib.get_num_threads() for lib in libs]
-    with scanner.blas_serial(100):
-        with scanner.blas_serial(100):
-            assert all(lib.get_num_threads() == 1 for lib in libs)
-    assert [lib.get_num_threads() for lib in libs] == before
-
-
 def test_rerank_searches_use_a_statistical_margin(wordnet, monkeypatch):
     """With an exact re-rank the scan only proposes candidates: a 4-sigma margin instead of the rigorous one
     (narrower bounds), and the same results up to rare swaps at the candidate cut."""
-    from vqdb.index import _scan
+    from vqdb.index import _plan
 
     x = np.ascontiguousarray(wordnet.base[:4000], dtype=np.float32)
     q = np.ascontiguousarray(wordnet.queries[:30], dtype=np.float32)
     sc = scanner.FastScanner(vqdb.make_quantizer("turbo-4", x.shape[1]).fit(x))
-    exact, loose = sc.prepare(q), sc.prepare(q, margin=_scan.RERANK_MARGIN)
+    exact, loose = sc.prepare(q), sc.prepare(q, margin=_plan.RERANK_MARGIN)
     assert np.all(loose.err <= exact.err) and np.mean(loose.err) < 0.5 * np.mean(exact.err)
     index = vqdb.Index(x.shape[1], metric="ip", quantizer="turbo-4", ivf=16, store_vectors=True)
     index.add(x)
     got = index.search(q, 10, nprobe=4, rerank=4)
-    monkeypatch.setattr(_scan, "RERANK_MARGIN", None)
+    monkeypatch.setattr(_plan, "RERANK_MARGIN", None)
     want = index.search(q, 10, nprobe=4, rerank=4)
     assert (got.ids == want.ids).mean() >= 0.98
 

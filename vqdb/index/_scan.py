@@ -11,11 +11,13 @@ scores the residual (``centre=0``) and the exact centre term comes from a small 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..kernels.scorer import ScoreMap, small_matmul
 from ._ivf import Coarse
 from ._segment import Segment
 
@@ -23,10 +25,6 @@ SHIFT = 40
 ROW_MASK = (1 << SHIFT) - 1
 _BLOCK_FLOATS = 1 << 22  # scores tile of at most 4M floats (16 MB)
 _RERANK_FLOATS = 1 << 20  # re-rank: candidate vectors gathered per step (8 MB as float64)
-# With an exact re-rank the fast scan only proposes candidates, so its LUT-rounding margin is statistical
-# (this many standard deviations of the rounding error) rather than the rigorous worst case: fewer
-# re-scored candidates and more skipped blocks (WordNet nprobe 256 rerank 4: 137 -> ~50 candidates/query).
-RERANK_MARGIN = 4.0
 SORT_QUERIES = True  # IVF batches: scan queries grouped by their nearest list (cache reuse)
 
 
@@ -43,13 +41,16 @@ class ScanContext:
     probe_metric: str = "blend"  # how lists are ranked: a key of vqdb.index._ivf.PROBE_NORM_WEIGHT
     margin: object = None  # fast-scan candidate margin: None (the scanner's, exact) or sigmas (float)
 
-    def centre_terms(self, q: np.ndarray) -> np.ndarray:
-        """(m, 1 + nlist) float32 exact <q, centre> per list (column 0: the quantizer's fitted centre)."""
-        c0 = getattr(self.quantizer, "centre_", None)
-        cols = [np.zeros((q.shape[0], 1), np.float32) if c0 is None else (q @ c0)[:, None]]
-        if self.coarse is not None:
-            cols.append(q @ self.coarse.centroids.T)
-        return np.ascontiguousarray(np.hstack(cols), dtype=np.float32)
+    @property
+    def smap(self) -> ScoreMap:
+        return ScoreMap(self.metric)
+
+    def centre_terms(self, q: np.ndarray, centroids_ip: np.ndarray | None = None) -> np.ndarray:
+        """(m, 1 + nlist) float32 exact <q, centre> per list (column 0: the quantizer's fitted centre);
+        ``centroids_ip`` (m, nlist): ``q @ centroids.T`` when the caller has it already."""
+        if centroids_ip is None and self.coarse is not None:
+            centroids_ip = small_matmul(q, self.coarse.centroids.T)
+        return ScoreMap.centre_terms(q, getattr(self.quantizer, "centre_", None), centroids_ip)
 
 
 class TopK:
@@ -95,24 +96,19 @@ def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def _score(
-    ctx: ScanContext, prepared, qnorm2: np.ndarray, cterm: np.ndarray, seg: Segment, sel
+    ctx: ScanContext, prepared, qconst: np.ndarray, cterm: np.ndarray, seg: Segment, sel
 ) -> np.ndarray:
     """(m, b) scores of the prepared queries against rows ``sel`` (slice or int array) of ``seg``."""
-    return _score_codes(ctx, prepared, qnorm2, cterm, seg.codes[sel], seg.lists[sel])
+    return _score_codes(ctx, prepared, qconst, cterm, seg.codes[sel], seg.lists[sel])
 
 
 def _score_codes(
-    ctx: ScanContext, prepared, qnorm2, cterm, codes: np.ndarray, lists: np.ndarray
+    ctx: ScanContext, prepared, qconst, cterm, codes: np.ndarray, lists: np.ndarray
 ) -> np.ndarray:
     """(m, b) scores against ``codes`` (b, code_size) whose IVF lists are ``lists`` (b,)."""
-    s = ctx.quantizer.score(prepared, codes, centre=ctx.zero)
-    if lists.size and lists[0] == lists[-1] and np.all(lists == lists[0]):
-        s += cterm[:, lists[0] + 1][:, None]
-    elif lists.size:
-        s += cterm[:, lists + 1]
-    if ctx.metric == "l2sq":
-        s = 2.0 * s - ctx.quantizer.squared_norms(codes)[None, :] - qnorm2[:, None]
-    return s
+    est = ctx.quantizer.score(prepared, codes, centre=ctx.zero)
+    sq = ctx.quantizer.squared_norms(codes) if ctx.metric == "l2sq" else None
+    return ctx.smap.apply(est, cterm, lists, sq, qconst)
 
 
 def _gather(ctx: ScanContext, picks: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -129,12 +125,13 @@ def _block_rows(m: int, n: int) -> int:
     return int(max(256, min(n, _BLOCK_FLOATS // max(m, 1))))
 
 
-def scan_flat(ctx: ScanContext, q: np.ndarray, top: TopK) -> None:
-    """Score every allowed row of every segment."""
-    if _fast_flat(ctx, q, top):
+def scan_flat(ctx: ScanContext, q: np.ndarray, top: TopK, plan=None) -> None:
+    """Score every allowed row of every segment (on the plan's fast-scan kernel when it has one)."""
+    if plan is not None and plan.scanner is not None:
+        _fast_flat(ctx, plan, q, top)
         return
     prepared = ctx.quantizer.prepare(q)
-    qnorm2 = np.einsum("ij,ij->i", q, q)
+    qconst = ctx.smap.qconst(q)
     cterm = ctx.centre_terms(q)
     for si, seg in enumerate(ctx.segments):
         allow = ctx.allow[si]
@@ -144,7 +141,7 @@ def scan_flat(ctx: ScanContext, q: np.ndarray, top: TopK) -> None:
             block_allow = None if allow is None else allow[b0:b1]
             if block_allow is not None and not block_allow.any():
                 continue
-            s = _score(ctx, prepared, qnorm2, cterm, seg, slice(b0, b1))
+            s = _score(ctx, prepared, qconst, cterm, seg, slice(b0, b1))
             refs = (si << SHIFT) + np.arange(b0, b1, dtype=np.int64)
             if block_allow is not None:
                 s[:, ~block_allow] = -np.inf
@@ -154,7 +151,7 @@ def scan_flat(ctx: ScanContext, q: np.ndarray, top: TopK) -> None:
 def scan_subset(ctx: ScanContext, q: np.ndarray, top: TopK) -> None:
     """Score only the allowed rows (selective filters): gather them from all segments, then score."""
     prepared = ctx.quantizer.prepare(q)
-    qnorm2 = np.einsum("ij,ij->i", q, q)
+    qconst = ctx.smap.qconst(q)
     cterm = ctx.centre_terms(q)
     picks = [
         (si, np.arange(seg.n, dtype=np.int64) if ctx.allow[si] is None else np.flatnonzero(ctx.allow[si]))
@@ -168,35 +165,36 @@ def scan_subset(ctx: ScanContext, q: np.ndarray, top: TopK) -> None:
             batch.append((si, part))
             size += part.size
             if size >= step:
-                top.push(*_scored(ctx, prepared, qnorm2, cterm, batch))
+                top.push(*_scored(ctx, prepared, qconst, cterm, batch))
                 batch, size = [], 0
     if batch:
-        top.push(*_scored(ctx, prepared, qnorm2, cterm, batch))
+        top.push(*_scored(ctx, prepared, qconst, cterm, batch))
 
 
-def _scored(ctx, prepared, qnorm2, cterm, picks):
+def _scored(ctx, prepared, qconst, cterm, picks):
     codes, lists, refs = _gather(ctx, picks)
-    return _score_codes(ctx, prepared, qnorm2, cterm, codes, lists), refs
+    return _score_codes(ctx, prepared, qconst, cterm, codes, lists), refs
 
 
-def scan_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, *, need: int | None) -> None:
+def scan_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, *, need: int | None, plan=None) -> None:
     """Per query: scan the rows outside any list plus the ``nprobe`` most promising lists.
 
     ``need``: when not None, keep opening further lists until at least ``need`` allowed rows were
     scanned or every list was, so a filtered search returns k results when k exist.
     The probed rows of all segments are gathered and scored in one call per query (and round).
     """
-    if _fast_ivf(ctx, q, top, nprobe, need):
+    if plan is not None and plan.scanner is not None:
+        _fast_ivf_scan(ctx, plan.scanner, q, top, nprobe, need, plan.kernel)
         return
     coarse = ctx.coarse
     nlist = coarse.nlist
     cterm_all = ctx.centre_terms(q)
     order_all = np.argsort(-coarse.probe_scores(q, ctx.probe_metric), axis=1, kind="stable")
-    qnorm2_all = np.einsum("ij,ij->i", q, q)
+    qconst_all = ctx.smap.qconst(q)
     unassigned = np.array([-1], dtype=np.int64)
     for i in range(q.shape[0]):
         prepared = ctx.quantizer.prepare(q[i : i + 1])
-        cterm, qnorm2 = cterm_all[i : i + 1], qnorm2_all[i : i + 1]
+        cterm, qconst = cterm_all[i : i + 1], qconst_all[i : i + 1]
         order = order_all[i]
         done, upto, found = 0, min(nprobe, nlist), 0
         first = True
@@ -214,7 +212,7 @@ def scan_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, *, need: i
                     picks.append((si, rows))
                     found += rows.size
             if picks:
-                top.push(*_scored(ctx, prepared, qnorm2, cterm, picks), qrows=slice(i, i + 1))
+                top.push(*_scored(ctx, prepared, qconst, cterm, picks), qrows=slice(i, i + 1))
             first = False
             done = upto
             if need is None or found >= need or done >= nlist:
@@ -223,27 +221,47 @@ def scan_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, *, need: i
 
 
 # ---- fast paths (vqdb.kernels.scanner: fast-scan LUT kernels, batched BLAS, popcount) -------------
-def _fast_scanner(ctx: ScanContext):
-    """The quantizer's FastScanner when the fast paths apply (numba backend, supported codes), else None."""
-    from ..kernels import scanner
+def execute(plan, ctx: ScanContext, q: np.ndarray, top: TopK, device_scorer=None) -> None:
+    """Fill ``top`` by the scan ``plan`` (:func:`vqdb.index._plan.plan_search`) says, on its threads."""
+    with threads(plan.threads):
+        if plan.route == "ivf":
+            scan_ivf(ctx, q, top, plan.nprobe, need=plan.need, plan=plan)
+        elif plan.route == "subset":
+            scan_subset(ctx, q, top)
+        elif plan.route == "device":
+            device_scorer.scan(ctx, q, top)
+        elif plan.route == "flat":
+            scan_flat(ctx, q, top, plan)
 
-    return scanner.for_quantizer(ctx.quantizer) if scanner.enabled() else None
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Run the calling thread's numba kernels on ``n`` threads inside the block. numba's thread count
+    belongs to the calling thread, so other threads of the process are unaffected; no BLAS pin."""
+    try:
+        import numba
+    except ImportError:
+        yield
+        return
+    n = int(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    old = numba.get_num_threads()
+    if n == old:
+        yield
+        return
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
 
 
-def _fast_flat(ctx: ScanContext, q: np.ndarray, top: TopK) -> bool:
-    """Flat scan on the fast paths; same ranking as the float path (see vqdb.kernels.scanner)."""
-    fs = _fast_scanner(ctx)
-    if fs is None:
-        return False
-    from ..kernels import scanner
-
-    n_scan = sum(seg.n for seg in ctx.segments)
-    with scanner.serial_if_small(fs, q.shape[0], n_scan):  # BLAS is pinned by Index.search around every scan
-        prep = fs.prepare(q, metric=ctx.metric, cterm=ctx.centre_terms(q), margin=ctx.margin)
-        for si, seg in enumerate(ctx.segments):
-            s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si])
-            top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1))
-    return True
+def _fast_flat(ctx: ScanContext, plan, q: np.ndarray, top: TopK) -> None:
+    """Flat scan on the plan's fast kernel; same ranking as the float path (see vqdb.kernels.scanner)."""
+    fs = plan.scanner
+    prep = fs.prepare(q, metric=ctx.metric, cterm=ctx.centre_terms(q), margin=ctx.margin)
+    for si, seg in enumerate(ctx.segments):
+        s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si], path=plan.kernel)
+        top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1))
 
 
 def _allowed_per_list(ctx: ScanContext) -> tuple[np.ndarray, int]:
@@ -260,20 +278,6 @@ def _allowed_per_list(ctx: ScanContext) -> tuple[np.ndarray, int]:
     return counts[1:], int(counts[0])
 
 
-def _fast_ivf(ctx: ScanContext, q: np.ndarray, top: TopK, nprobe: int, need: int | None) -> bool:
-    """IVF scan on the fast paths: every query's lists in one kernel call per segment, queries that
-    probe the same list grouped so the list's codes are read once per group."""
-    fs = _fast_scanner(ctx)
-    if fs is None:
-        return False
-    from ..kernels import scanner
-
-    n_scan = sum(seg.n for seg in ctx.segments) * min(1.0, nprobe / max(1, ctx.coarse.nlist))
-    with scanner.serial_if_small(fs, q.shape[0], int(n_scan)):
-        _fast_ivf_scan(ctx, fs, q, top, nprobe, need)
-    return True
-
-
 def probe_order(scores: np.ndarray, nprobe: int) -> np.ndarray:
     """(m, min(nprobe, nlist)) int64: the ``nprobe`` best lists of each query, best first, by a partial
     sort (the order only steers how fast the scan's threshold rises; tied lists may come in any order)."""
@@ -285,10 +289,14 @@ def probe_order(scores: np.ndarray, nprobe: int) -> np.ndarray:
     return np.take_along_axis(part, o, axis=1)
 
 
-def _fast_ivf_scan(ctx: ScanContext, fs, q: np.ndarray, top: TopK, nprobe: int, need: int | None) -> None:
+def _fast_ivf_scan(
+    ctx: ScanContext, fs, q: np.ndarray, top: TopK, nprobe: int, need: int | None, path: str = "fastscan"
+) -> None:
+    """IVF scan on the fast kernels: every query's lists in one kernel call per segment, queries that probe
+    the same list grouped so the list's codes are read once per group."""
     from ..kernels import scanner
 
-    ip = q @ ctx.coarse.centroids.T  # <q, c_j>: the centre terms, and the probe scores
+    ip = small_matmul(q, ctx.coarse.centroids.T)  # <q, c_j>: the centre terms, and the probe scores
     scores = ctx.coarse.probe_from_ip(ip, ctx.probe_metric)
     list_rows, outside = (None, 0) if need is None else _allowed_per_list(ctx)
     need_lists = None if need is None else need - outside
@@ -306,20 +314,13 @@ def _fast_ivf_scan(ctx: ScanContext, fs, q: np.ndarray, top: TopK, nprobe: int, 
         perm = np.argsort(order[:, 0], kind="stable")
         q, order, ip, qrows = q[perm], order[perm], ip[perm], perm
     probe = scanner.probe_csr(order, nprobe, list_rows, need_lists)
-    c0 = getattr(ctx.quantizer, "centre_", None)
-    col0 = np.zeros((q.shape[0], 1), np.float32) if c0 is None else (q @ c0)[:, None]
-    cterm = np.ascontiguousarray(np.hstack([col0, ip]), dtype=np.float32)
+    cterm = ctx.centre_terms(q, ip)
     prep = fs.prepare(q, metric=ctx.metric, cterm=cterm, margin=ctx.margin)
     for si, seg in enumerate(ctx.segments):
-        s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si], probe=probe)
+        s, rows = fs.segment_topk(
+            seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si], probe=probe, path=path
+        )
         top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1), qrows=qrows)
-
-
-def blas_serial(m: int):
-    """Context: BLAS on one thread during a search of ``m`` queries (see ``vqdb.kernels.scanner.blas_serial``)."""
-    from ..kernels import scanner
-
-    return scanner.blas_serial(m)
 
 
 def warmup() -> float:
@@ -352,11 +353,10 @@ def _rerank_threads(m: int, step: int) -> int:
     search's thread budget), 1 for a single step or without numba."""
     if m <= step:
         return 1
-    from ..kernels import scanner
-
-    if not scanner.enabled():
+    try:
+        import numba
+    except ImportError:
         return 1
-    import numba
 
     return int(max(1, min(numba.get_num_threads(), -(-m // step))))
 

@@ -18,7 +18,6 @@ Only one process (one ``Index`` object) may open a directory for writing at a ti
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -28,7 +27,7 @@ import pyarrow as pa
 
 from .._validation import as_float32_matrix, check_choice, check_int_range, check_k
 from ..errors import DuplicateIdError, InvalidInputError, NotFoundError, VqdbError
-from . import _filters, _ids, _ivf, _scan, _wal
+from . import _filters, _ids, _ivf, _plan, _scan, _wal
 from . import _metadata as md
 from . import _storage as st
 from . import graph as _graph
@@ -42,11 +41,8 @@ log = logging.getLogger("vqdb.index")
 METRICS = ("cos", "ip", "l2sq")
 FIT_MIN = 256  # the first add fits the quantizer's centre if it has at least this many vectors
 MAX_MEMORY_CHUNKS = 24  # in-memory chunks are always merged beyond this
-SUBSET_MAX_ROWS = 4096  # a filter matching at most this many rows scores just those rows
-# graph index: a filter matching at most this share of the rows (or SUBSET_MAX_ROWS) scans the matching
-# rows instead of walking the graph (Qdrant's full-scan threshold: exact, and cheaper than a walk that
-# must pass through ~1/selectivity non-matching nodes per match)
-GRAPH_SUBSET_FRACTION = 0.05
+SUBSET_MAX_ROWS = _plan.SUBSET_MAX_ROWS  # (the planner's thresholds, re-exported)
+GRAPH_SUBSET_FRACTION = _plan.GRAPH_SUBSET_FRACTION
 WRITE_CHUNK = 131072  # larger adds/upserts are logged and applied in chunks of this many vectors
 _F16_MAX = 65504.0
 
@@ -150,6 +146,10 @@ class Index(_Persistence):
         batch, filters shipped as bitmaps (:mod:`vqdb.kernels.cuda.index_scan`, through the kernel dispatch; IVF probing stays on the host; a
         quantizer without ``scan_parts``, e.g. PolarQuant, is scored on the host). Not persisted. Raises
         ``BackendUnavailableError`` where no CUDA device is usable.
+    threads : int or None
+        Threads a search may use (``None``: all cores numba may use). A search's ``threads=`` overrides it.
+        Searches never change a process-wide setting: numba's thread count is set for the calling thread
+        only, for the duration of the call, and BLAS is left alone. Not persisted.
 
     Notes
     -----
@@ -185,6 +185,7 @@ class Index(_Persistence):
         flush_rows: int = 65536,
         seed: int = 0,
         device: str = "cpu",
+        threads: int | None = None,
     ):
         dim = check_int_range(dim, 1, 1 << 20, name="dim")
         id_type = _ids.check_id_type(id_type)
@@ -205,6 +206,7 @@ class Index(_Persistence):
         flush_rows = check_int_range(flush_rows, 1, 1 << 40, name="flush_rows")
         seed = check_int_range(seed, 0, 2**63 - 1, name="seed")
         check_choice(device, ("cpu", "cuda"), name="device")
+        threads = None if threads is None else check_int_range(threads, 1, 1 << 16, name="threads")
         quantizer = make_quantizer(quantizer, dim)
         if degree is not None:
             if store_vectors is None:
@@ -235,6 +237,7 @@ class Index(_Persistence):
         )
         self._snap = _Snapshot((), None, md.empty_schema())
         self._device = device
+        self._threads = threads
         if path is not None:
             self._create_dir(os.fspath(path))
 
@@ -281,6 +284,7 @@ class Index(_Persistence):
         self._dirty = False
         self._zero = np.zeros(dim, dtype=np.float32)
         self._device = "cpu"
+        self._threads = None
         self._device_scorer = None
         self._graph = None
         if graph is not None:
@@ -1003,6 +1007,7 @@ class Index(_Persistence):
         ef=None,
         params: SearchParams | None = None,
         include_metadata: bool = False,
+        threads: int | None = None,
     ) -> SearchResult:
         """Top-``k`` most similar vectors of each query.
 
@@ -1019,6 +1024,9 @@ class Index(_Persistence):
             persisted ``default_params``.
         include_metadata : bool
             Also return each hit's metadata (``result.metadata``: m lists of k dicts, None where padded).
+        threads : int, optional
+            Threads this call may use (default: the index's ``threads``, else all cores). Other threads of
+            the process are not affected.
 
         Returns
         -------
@@ -1040,25 +1048,33 @@ class Index(_Persistence):
         if factor and self._store_vectors is None:
             raise InvalidInputError("rerank needs the full vectors: create the index with store_vectors=True")
         m = q.shape[0]
-        kk = k if not factor else max(k, int(math.ceil(k * factor)))
+        threads = self._threads if threads is None else check_int_range(threads, 1, 1 << 16, name="threads")
         segments = snap.segments
         allow = [self._allowed(seg, expr, snap.schema) for seg in segments]
         n_rows = sum(s.n for s in segments)
         n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(segments, allow))
         graph = self._graph
-        if (
-            graph is not None
-            and graph.n
-            and n_allowed
-            and m
-            and (expr is None or n_allowed > max(SUBSET_MAX_ROWS, GRAPH_SUBSET_FRACTION * n_rows))
-        ):
+        plan = _plan.plan_search(
+            quantizer=self._quantizer,
+            coarse=snap.coarse,
+            graph_ready=graph is not None and graph.n > 0,
+            device_ok=self._device == "cuda" and self._gpu_scorer() is not None,
+            m=m,
+            k=k,
+            rerank_factor=factor,
+            nprobe=p.nprobe,
+            filtered=expr is not None,
+            n_rows=n_rows,
+            n_allowed=n_allowed,
+            threads=threads,
+        )
+        if plan.route == "graph":
             ok = None
             if expr is not None:
                 ok = graph.ok_for(
                     np.concatenate([s.ids if a is None else s.ids[a] for s, a in zip(segments, allow)])
                 )
-            with _scan.blas_serial(m):
+            with _scan.threads(plan.threads):
                 nodes, scores, _ = graph.search(
                     q, k, p.ef or _graph.DEFAULT_EF, centre=getattr(self._quantizer, "centre_", None), ok=ok
                 )
@@ -1071,7 +1087,8 @@ class Index(_Persistence):
             meta = self._metadata_of_refs(segments, snap.schema, refs) if include_metadata else None
             return SearchResult(ids, scores, self.metric, metadata=meta)
         if graph is not None:  # a graph index's filtered-subset fallback is exact too: every match re-scored
-            factor, kk = 1.0, max(k, n_allowed)
+            factor = 1.0
+            plan = replace(plan, kk=max(k, n_allowed), rerank=True, margin=_plan.RERANK_MARGIN)
         ctx = _scan.ScanContext(
             self._quantizer,
             "l2sq" if self.metric == "l2sq" else "ip",
@@ -1080,13 +1097,16 @@ class Index(_Persistence):
             allow,
             self._zero,
             probe_metric=_ivf.PROBE_METRIC[self.metric],
-            margin=_scan.RERANK_MARGIN if factor else None,
+            margin=plan.margin,
         )
-        top = _scan.TopK(m, kk)
-        if m and n_allowed:
-            with _scan.blas_serial(m):
-                self._scan(ctx, q, top, snap, p, expr, n_rows, n_allowed, kk)
-        scores = _scan.rerank(ctx, q, top.refs) if factor else top.scores
+        top = _scan.TopK(m, plan.kk)
+        if plan.route != "none":
+            _scan.execute(plan, ctx, q, top, self._device_scorer)
+        if factor:
+            with _scan.threads(plan.threads):
+                scores = _scan.rerank(ctx, q, top.refs)
+        else:
+            scores = top.scores
         ids, scores, refs = _scan.finish(segments, scores, top.refs, k)
         if self._id_type == _ids.STR:
             ids = self._sids_of_refs(segments, refs)
@@ -1121,23 +1141,6 @@ class Index(_Persistence):
             hit = seg_of == si
             out[hit] = segments[int(si)].sids_at(rows[hit])
         return out
-
-    def _scan(self, ctx, q, top, snap, p, expr, n_rows, n_allowed, kk) -> None:
-        """Fill ``top`` by the scan the query needs: IVF lists, a filtered subset, the device, or flat."""
-        coarse = snap.coarse
-        nprobe_eff = None if coarse is None else (p.nprobe or _ivf.default_nprobe(coarse.nlist))
-        if coarse is not None and nprobe_eff < coarse.nlist:
-            probed = n_rows * nprobe_eff / coarse.nlist
-            if expr is not None and n_allowed <= max(2 * probed, SUBSET_MAX_ROWS):
-                _scan.scan_subset(ctx, q, top)
-            else:
-                _scan.scan_ivf(ctx, q, top, nprobe_eff, need=kk)
-        elif self._device == "cuda" and self._gpu_scorer() is not None:
-            self._gpu_scorer().scan(ctx, q, top)
-        elif expr is not None and n_allowed <= max(n_rows // 4, SUBSET_MAX_ROWS):
-            _scan.scan_subset(ctx, q, top)
-        else:
-            _scan.scan_flat(ctx, q, top)
 
     def _gpu_scorer(self):
         """The device scorer of ``device="cuda"`` (created once); None when the quantizer has no device path."""

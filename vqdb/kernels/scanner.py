@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _blas, get_ops
+from . import get_ops
 from . import reference_fastscan as rf
+from .scorer import ScoreMap
 
 MIN_ROWS = 2048  # smaller segments are scored by the quantizer directly (no layout)
 QMAX = 4  # columns of the item arrays (the kernels' maximum)
@@ -94,23 +95,6 @@ def _threads_for(work_ns: float):
     finally:
         _SERIAL.on = False
         numba.set_num_threads(old)
-
-
-def serial_if_small(sc: FastScanner, m: int, n_scan: int):
-    """Context for a whole search of ``m`` queries over about ``n_scan`` vectors each: single-threaded
-    kernels when the estimated work is small (one thread-count switch per search, not per kernel call)."""
-    return _threads_for(STEP_NS * m * n_scan * max(sc.nsteps, 1) / 32 + LUT_NS * m * 2 * sc.nsteps)
-
-
-BLAS_SERIAL_MIN_QUERIES = (
-    1  # single queries too: a threaded gemv wakes the workers (Fashion 1-query p50 8 ms -> 1 ms)
-)
-
-
-def blas_serial(m: int):
-    """Context: the query path's small BLAS products (rotation, centre terms, probe scores) of a search of
-    ``m`` queries run on one thread (see :mod:`vqdb.kernels._blas` for why)."""
-    return _blas.one_thread() if m >= BLAS_SERIAL_MIN_QUERIES else contextlib.nullcontext()
 
 
 def _kernels():
@@ -238,6 +222,7 @@ class Prepared:
     qconst: np.ndarray  # (m,) float32
     cterm: np.ndarray  # (m, L+1) float32
     l2: bool
+    smap: ScoreMap  # the metric's score formula (vqdb.kernels.scorer)
     pq: object = None  # the quantizer's PreparedQueries (float path for small segments)
 
 
@@ -506,10 +491,9 @@ class FastScanner:
                             g,
                         )
             inv, off, err = (np.ascontiguousarray(a[:, :G]) for a in (inv, off, err))
-        l2 = metric == "l2sq"
+        smap = ScoreMap("l2sq" if metric == "l2sq" else "ip")
         if cterm is None:
             cterm = np.zeros((m, 1), dtype=np.float32)
-        qconst = -np.einsum("ij,ij->i", q, q).astype(np.float32) if l2 else np.zeros(m, np.float32)
         return Prepared(
             m=m,
             luts=u8.reshape(-1),
@@ -519,47 +503,49 @@ class FastScanner:
             fluts=fl,
             qcat=None,
             parts_q=parts_q,
-            alpha=np.float32(2.0 if l2 else 1.0),
-            qconst=qconst,
+            alpha=smap.alpha,
+            qconst=smap.qconst(q),
             cterm=np.ascontiguousarray(cterm, dtype=np.float32),
-            l2=l2,
+            l2=smap.l2,
+            smap=smap,
             pq=pq,
         )
 
     @staticmethod
-    def _fixed(lay: Layout, prep: Prepared) -> np.ndarray | None:
-        """(N,) float32 per-vector constant of the score, ``alpha * add - [l2] ||x||^2`` (padding 0), or
-        None when it is just ``-[l2] ||x||^2`` (no additive term). Cached on the layout per metric."""
-        if lay.add is None:
-            return None
-        key = ("fixed", prep.l2)
+    def _vector_terms(lay: Layout, prep: Prepared) -> tuple:
+        """(beta (N,), bmag (N,), bmax (nb,), bmagmax (nb,)) float32 of the metric, no filter: the per-vector
+        constant of the score (:meth:`vqdb.kernels.scorer.ScoreMap.beta`; -inf on padding), its magnitude
+        and their block maxima (the kernels' bounds). Cached on the layout per metric."""
+        key = ("terms", prep.smap.metric)
         hit = lay.items.get(key)
         if hit is None:
-            fixed = prep.alpha * lay.add - (lay.sq if prep.l2 else np.float32(0.0))
-            fixed = np.ascontiguousarray(fixed, dtype=np.float32)
-            valid = (lay.pad_beta == 0).reshape(-1, 32)
-            fb = fixed.reshape(-1, 32)
+            valid = lay.pad_beta == 0
+            beta = prep.smap.beta(lay.sq, lay.add, valid)
+            mag = np.where(valid, np.abs(beta), np.float32(0.0)).astype(np.float32)
+            vb, fb = valid.reshape(-1, 32), beta.reshape(-1, 32)
             hit = (
-                fixed,
-                np.abs(fixed),
-                np.where(valid, fb, -np.inf).max(axis=1).astype(np.float32),
-                np.where(valid, np.abs(fb), 0.0).max(axis=1).astype(np.float32),
+                beta,
+                mag,
+                np.where(vb, fb, -np.inf).max(axis=1, initial=-np.inf).astype(np.float32),
+                mag.reshape(-1, 32).max(axis=1, initial=0.0).astype(np.float32),
             )
             lay.items[key] = hit
         return hit
 
     def _beta(self, lay: Layout, prep: Prepared, allow: np.ndarray | None) -> np.ndarray:
-        fixed = self._fixed(lay, prep)
-        if fixed is not None:
-            beta = lay.pad_beta + fixed[0]
-        else:
-            beta = lay.pad_beta - lay.sq if prep.l2 else lay.pad_beta
+        """(N,) float32 ``beta`` of this call: the metric's per-vector constant, -inf where ``allow`` is False."""
+        beta = self._vector_terms(lay, prep)[0]
         if allow is not None:
             beta = beta.copy()
             beta[lay.pos_of[~np.asarray(allow, dtype=bool)]] = -np.inf
-        return np.ascontiguousarray(beta, dtype=np.float32)
+        return beta
 
     # ---- path choice ---------------------------------------------------------------------------
+    def small_work(self, m: int, n_scan: int) -> bool:
+        """True when a search of ``m`` queries over about ``n_scan`` vectors each is too small to pay for
+        waking other threads (the planner then runs it on the calling thread only)."""
+        return STEP_NS * m * n_scan * max(self.nsteps, 1) / 32 + LUT_NS * m * 2 * self.nsteps < PAR_MIN_NS
+
     def choose(self, m: int, n: int, *, ivf: bool = False) -> str:
         """The path for ``m`` queries over ``n`` vectors: the persisted thresholds (:func:`costs`), keyed on
         the batch size and the widest part's bits; IVF scans (short lists) always take the LUT paths."""
@@ -664,10 +650,9 @@ class FastScanner:
 
         m, n = prep.m, codes.shape[0]
         lists = np.full(n, -1, np.int64) if lists is None else np.asarray(lists, dtype=np.int64)
-        s = self.quantizer.score(prep.pq, codes, centre=np.zeros(self.quantizer.dim, np.float32))
-        s = s + prep.cterm[:, lists + 1]
-        if prep.l2:
-            s = 2.0 * s - self.quantizer.squared_norms(codes)[None, :] + prep.qconst[:, None]
+        est = self.quantizer.score(prep.pq, codes, centre=np.zeros(self.quantizer.dim, np.float32))
+        sq = self.quantizer.squared_norms(codes) if prep.l2 else None
+        s = prep.smap.apply(est, prep.cterm, lists, sq, prep.qconst)
         if allow is not None:
             s[:, ~np.asarray(allow, dtype=bool)] = -np.inf
         if probe is not None:
@@ -952,14 +937,10 @@ class FastScanner:
         )
 
     def _bias(self, lay: Layout, prep: Prepared, beta: np.ndarray):
-        """The per-vector additive term ``beta`` (N,) and its block bounds (:class:`.fastscan.scan.Bias`)."""
-        fs = _kernels()
-        fixed = self._fixed(lay, prep)
-        if fixed is not None:
-            return fs.Bias(beta, fixed[1], fixed[2], fixed[3])
-        if prep.l2:
-            return fs.Bias(beta, lay.sq, -lay.sqmin, lay.sqmax)
-        return fs.Bias(beta, lay.zeros, lay.zeros_nb, lay.zeros_nb)
+        """This call's ``beta`` (N,) (filter applied) and the metric's bounds (:class:`.fastscan.scan.Bias`);
+        the bounds ignore the filter (a filtered-out row only lowers its block's true maximum)."""
+        _, mag, bmax, bmagmax = self._vector_terms(lay, prep)
+        return _kernels().Bias(beta, mag, bmax, bmagmax)
 
     # ---- blas ------------------------------------------------------------------------------------
     def _qcat(self, prep: Prepared) -> np.ndarray:
