@@ -27,6 +27,7 @@ _LAZY = {
     "open_or_create": "vqdb.index:open_or_create",
     "IndexProtocol": "vqdb.index:IndexProtocol",
     "Client": "vqdb.client:Client",
+    "AsyncClient": "vqdb.client:AsyncClient",
 }
 
 __all__ = sorted(_LAZY) + ["__version__", "errors"]

@@ -1,4 +1,4 @@
-"""``vqdb.Client``: a typed HTTP client of ``vqdb serve`` that mirrors the embedded API.
+"""``vqdb.Client`` and ``vqdb.AsyncClient``: typed HTTP clients of ``vqdb serve`` that mirror the embedded API.
 
 >>> client = vqdb.Client("http://127.0.0.1:8000", api_key=None)           # doctest: +SKIP
 >>> docs = client.create_collection("docs", dim=384, metric="cos")        # doctest: +SKIP
@@ -6,22 +6,33 @@
 >>> res = docs.search(queries, 10, filter={"lang": "en"})                 # doctest: +SKIP
 >>> res.ids.shape, res.scores.shape                                       # (m, 10), -1 / -inf padded
 
-``RemoteCollection.search`` returns the same :class:`vqdb.SearchResult` as ``vqdb.Index.search``;
-``query`` returns hits with payloads. Vectors are sent as base64 float32 in batches. HTTP errors
-are raised as the matching :mod:`vqdb.errors` class (404 -> ``NotFoundError``, 401 ->
-``AuthenticationError``, ...). Thread-safe (one ``httpx.Client`` underneath).
+``client.collection(name)`` is a :class:`RemoteCollection`, which implements ``vqdb.IndexProtocol``
+exactly as ``vqdb.Index`` does (same names, arguments, return types and errors); ``AsyncClient`` gives
+an :class:`AsyncRemoteCollection` with the same methods as coroutines. Ids are integers or strings
+(UUIDs included), one kind per collection. Vectors are sent as base64 float32 in batches.
+
+HTTP errors are raised as the matching :mod:`vqdb.errors` class (404 -> ``NotFoundError``, 401 ->
+``AuthenticationError``, ...). Idempotent calls (reads, searches, upserts, deletes that ignore missing
+ids) are retried ``retries`` times, with exponential backoff, when the connection fails or the server
+answers 502 / 503 / 504; ``add`` and the other non-idempotent calls are sent once. Thread-safe (one
+``httpx.Client`` underneath); an ``AsyncClient`` belongs to one event loop.
+
+Every call is defined once, without I/O, in :mod:`vqdb._client_ops`; the two clients only drive it.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import _client_ops as ops
 from . import errors as E
-from ._validation import as_float32_matrix, as_ids, check_k
+from ._client_ops import MAX_BATCH_BYTES, MAX_QUERIES  # noqa: F401  (public constants, kept here)
+from ._validation import check_k
 
 _BY_STATUS = {
     400: E.InvalidInputError,
@@ -32,11 +43,213 @@ _BY_STATUS = {
     413: E.RequestTooLargeError,
     422: E.InvalidInputError,
 }
-MAX_BATCH_BYTES = 8 << 20  # vectors per upsert request, before base64
-MAX_QUERIES = 1024  # query vectors per search request (the server's default limit)
+RETRY_STATUS = (502, 503, 504)
+BACKOFF_S = 0.2  # first retry after this long, then doubling
 
 
-class Client:
+class _Api:
+    """Everything both clients share: the operations, in terms of ``self._run(op)``."""
+
+    url: str
+
+    def _run(self, op):  # pragma: no cover - implemented by the two drivers
+        raise NotImplementedError
+
+    # ---- collections ----------------------------------------------------------------------------
+    def collections(self):
+        """Every collection, described (name, dim, metric, quantizer, id_type, count, bytes, ...)."""
+        return self._run(_one(ops.Request("GET", "/collections"), lambda r: r["collections"]))
+
+    def describe(self, name: str):
+        return self._run(_one(ops.Request("GET", f"/collections/{name}")))
+
+    def delete_collection(self, name: str):
+        return self._run(_one(ops.Request("DELETE", f"/collections/{name}", idempotent=False)))
+
+    def compact(self, name: str):
+        return self._run(_one(ops.Request("POST", f"/collections/{name}/compact")))
+
+    # ---- points ---------------------------------------------------------------------------------
+    def upsert(self, name: str, vectors, ids, metadata=None, *, batch_bytes: int = MAX_BATCH_BYTES):
+        """Insert or replace (n, d) float32 ``vectors`` under ``ids``; returns the live count afterwards."""
+        return self._run(
+            _then(ops.upsert(name, vectors, ids, metadata, batch_bytes=batch_bytes), lambda r: r[1])
+        )
+
+    def get(self, name: str, ids, *, with_vector: bool = False):
+        """Points ``{"id", "payload", "vector"}`` for the ids that exist (missing ids are left out)."""
+        return self._run(ops.get_points(name, ids, with_vector=with_vector))
+
+    def delete(self, name: str, ids=None, *, filter: dict | None = None, missing_ok: bool = True):
+        """Delete points by ids (absent ones are ignored unless ``missing_ok=False``), or every point
+        matching ``filter``; returns how many were deleted."""
+        return self._run(ops.delete(name, ids, filter=filter, missing_ok=missing_ok))
+
+    def update_payload(self, name: str, ids, metadata, *, merge: bool = True):
+        """Set the payload of existing points without re-sending their vectors; returns how many."""
+        return self._run(ops.update_payload(name, ids, metadata, merge=merge))
+
+    def scroll(self, name: str, *, limit: int = 100, offset=None, filter=None, with_vector: bool = False):
+        """One page ``{"points": [...], "next_offset": id or None}`` of the collection, in a stable order."""
+        return self._run(ops.scroll(name, limit=limit, offset=offset, filter=filter, with_vector=with_vector))
+
+    def ids(self, name: str, *, filter: dict | None = None):
+        """Every id of the collection (or of the points matching ``filter``), as a list."""
+        return self._run(ops.all_ids(name, filter=filter))
+
+    # ---- search ---------------------------------------------------------------------------------
+    def search(self, name: str, queries, k: int = 10, *, filter=None, nprobe=None, rerank=None):
+        """Like ``vqdb.Index.search``: a :class:`vqdb.SearchResult` with (m, k) ids (-1 padded) and scores."""
+        return self._run(_search_by_name(name, queries, k, filter=filter, nprobe=nprobe, rerank=rerank))
+
+    def query(
+        self,
+        name: str,
+        queries,
+        k: int = 10,
+        *,
+        filter=None,
+        nprobe=None,
+        rerank=None,
+        with_payload: bool = True,
+        with_vector: bool = False,
+    ):
+        """Hits ``{"id", "score", "payload"}`` best first, one list per query row of ``queries`` (m, d)."""
+        return self._run(
+            ops.query(
+                name,
+                queries,
+                k,
+                filter=filter,
+                nprobe=nprobe,
+                rerank=rerank,
+                with_payload=with_payload,
+                with_vector=with_vector,
+            )
+        )
+
+    def search_by_id(self, name: str, point_id, k: int = 10, **kwargs):
+        """Hits nearest to the stored vector of ``point_id``."""
+        point_id = ops.user_ids([point_id]).tolist()[0]
+        body = {"id": point_id, "k": check_k(k), **{k_: v for k_, v in kwargs.items() if v is not None}}
+        return self._run(
+            _one(ops.Request("POST", f"/collections/{name}/search", body), lambda r: r["results"])
+        )
+
+    # ---- text (vqdb.rag on the server) ----------------------------------------------------------
+    def _create_text(self, name, quantizer, chunk_size, chunk_overlap, exist_ok):
+        body = {"name": name, "quantizer": quantizer}
+        body.update(
+            {
+                key: int(v)
+                for key, v in (("chunk_size", chunk_size), ("chunk_overlap", chunk_overlap))
+                if v is not None
+            }
+        )
+        try:
+            info = yield ops.Request("POST", "/text-collections", body, idempotent=False)
+        except E.AlreadyExistsError:
+            if not exist_ok:
+                raise
+            info = yield ops.Request("GET", f"/collections/{name}/text")
+        return info
+
+    def create_text_collection(
+        self,
+        name: str,
+        *,
+        quantizer: str = "turbo-4",
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        exist_ok: bool = False,
+    ):
+        """Create a text collection (the server's embedding model, cosine); returns its settings."""
+        return self._run(self._create_text(name, quantizer, chunk_size, chunk_overlap, exist_ok))
+
+    def add_documents(self, name: str, texts: list[str], metadata: list[dict | None] | None = None):
+        """Chunk, embed and store ``texts`` on the server; (n_passages,) int64 new passage ids."""
+        if isinstance(texts, str):
+            raise E.InvalidInputError("texts must be a list of strings, not one string")
+        body: dict[str, Any] = {"texts": list(texts)}
+        if metadata is not None:
+            body["metadata"] = list(metadata)
+        request = ops.Request("POST", f"/collections/{name}/documents", body, idempotent=False)
+        return self._run(_one(request, lambda r: np.asarray(r["ids"], dtype=np.int64)))
+
+    def query_text(self, name: str, text: str, k: int = 10, *, mode: str = "hybrid", filter=None):
+        """The passages that best answer ``text``: hits ``{"id", "score", "text", "metadata", "doc_id", ...}``
+        best first; ``mode`` is "hybrid" (BM25 + dense, rank fusion), "dense" or "bm25"."""
+        body = {"text": text, "k": check_k(k), "mode": mode}
+        if filter is not None:
+            body["filter"] = filter
+        return self._run(_one(ops.Request("POST", f"/collections/{name}/query", body), lambda r: r["hits"]))
+
+    # ---- snapshots ------------------------------------------------------------------------------
+    def create_snapshot(self, name: str):
+        return self._run(_one(ops.Request("POST", f"/collections/{name}/snapshots", idempotent=False)))
+
+    def snapshots(self, name: str):
+        return self._run(_one(ops.Request("GET", f"/collections/{name}/snapshots"), lambda r: r["snapshots"]))
+
+    def delete_snapshot(self, name: str, snapshot: str):
+        return self._run(
+            _one(ops.Request("DELETE", f"/collections/{name}/snapshots/{snapshot}", idempotent=False))
+        )
+
+
+def _one(request: ops.Request, parse=lambda r: r):
+    """An operation of one request."""
+    reply = yield request
+    return parse(reply)
+
+
+def _then(op, parse):
+    result = yield from op
+    return parse(result)
+
+
+def _search_by_name(name, queries, k, **knobs):
+    info = yield ops.Request("GET", f"/collections/{name}")
+    return (
+        yield from ops.search(
+            name,
+            queries,
+            k,
+            metric=info["metric"],
+            id_type=info.get("id_type"),
+            dim=int(info["dim"]),
+            **knobs,
+        )
+    )
+
+
+def _error_from(response) -> E.VqdbError:
+    try:
+        body = response.json()
+        detail, name = body.get("detail"), body.get("error")
+    except Exception:
+        detail, name = response.text[:500], None
+    cls = getattr(E, name, None) if isinstance(name, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, E.VqdbError)):
+        cls = _BY_STATUS.get(response.status_code, E.ServiceError)
+    message = detail if isinstance(detail, str) else f"{detail}"
+    return cls(f"HTTP {response.status_code}: {message}")
+
+
+def _headers(api_key: str | None) -> dict:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _kwargs(request: ops.Request) -> dict:
+    out: dict[str, Any] = {}
+    if request.json is not None:
+        out["json"] = request.json
+    if request.params:
+        out["params"] = request.params
+    return out
+
+
+class Client(_Api):
     """A connection to a ``vqdb serve`` service.
 
     Parameters
@@ -47,8 +260,10 @@ class Client:
         Sent as ``Authorization: Bearer <key>``.
     timeout : float
         Seconds per request (bulk uploads and snapshots may need more).
+    retries : int
+        How many times an idempotent call is re-sent after a connection failure or a 502/503/504.
     transport : httpx.BaseTransport or None
-        For tests (e.g. ``httpx.ASGITransport`` is async-only; use ``fastapi.testclient`` instead).
+        For tests (e.g. a transport that fails on purpose in front of a real server).
     """
 
     def __init__(
@@ -57,16 +272,16 @@ class Client:
         *,
         api_key: str | None = None,
         timeout: float = 60.0,
+        retries: int = 2,
         transport=None,
     ):
         import httpx
 
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
-        self._metric_of: dict[str, str] = {}
-
-    # ---- plumbing ---------------------------------------------------------------------------------
+        self.retries = int(retries)
+        self._http = httpx.Client(
+            base_url=self.url, headers=_headers(api_key), timeout=timeout, transport=transport
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -77,23 +292,40 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs):
+    # ---- the driver ---------------------------------------------------------------------------
+    def _run(self, op):
+        reply, error = None, None
+        while True:
+            try:
+                request = op.send(reply) if error is None else op.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                reply, error = self._send(request), None
+            except E.VqdbError as exc:
+                reply, error = None, exc
+
+    def _send(self, request: ops.Request):
         import httpx
 
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise E.ServiceError(f"{method} {self.url}{path} failed: {exc}") from exc
-        if response.status_code >= 400:
-            raise _error_from(response)
-        return response
+        tries = 1 + (self.retries if request.idempotent else 0)
+        for attempt in range(tries):
+            try:
+                response = self._http.request(request.method, request.path, **_kwargs(request))
+            except httpx.TransportError as exc:
+                if attempt + 1 < tries:
+                    time.sleep(BACKOFF_S * 2**attempt)
+                    continue
+                raise E.ServiceError(f"{request.method} {self.url}{request.path} failed: {exc}") from exc
+            if response.status_code in RETRY_STATUS and attempt + 1 < tries:
+                time.sleep(BACKOFF_S * 2**attempt)
+                continue
+            if response.status_code >= 400:
+                raise _error_from(response)
+            return response.json() if response.content else None
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _json(self, method: str, path: str, **kwargs) -> Any:
-        response = self._request(method, path, **kwargs)
-        return response.json() if response.content else None
-
-    # ---- service ------------------------------------------------------------------------------------
-
+    # ---- sync-only calls ------------------------------------------------------------------------
     def health(self) -> bool:
         """True when ``/readyz`` says the service is ready."""
         try:
@@ -103,13 +335,10 @@ class Client:
 
     def metrics(self) -> str:
         """The Prometheus exposition text of ``/metrics``."""
-        return self._request("GET", "/metrics").text
-
-    # ---- collections ------------------------------------------------------------------------------
-
-    def collections(self) -> list[dict]:
-        """Every collection, described (name, dim, metric, quantizer, count, bytes, ...)."""
-        return self._json("GET", "/collections")["collections"]
+        response = self._http.get("/metrics")
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response.text
 
     def create_collection(
         self,
@@ -120,195 +349,26 @@ class Client:
         quantizer: str = "turbo-4",
         ivf: bool | int = False,
         store_vectors: bool | str = False,
+        id_type: str | None = None,
         exist_ok: bool = False,
     ) -> RemoteCollection:
         """Create a collection (arguments as ``vqdb.Index``); with ``exist_ok`` an existing one is returned."""
-        body = {
-            "name": name,
-            "dim": int(dim),
-            "metric": metric,
-            "quantizer": quantizer,
-            "ivf": ivf,
-            "store_vectors": store_vectors,
-        }
-        try:
-            info = self._json("POST", "/collections", json=body)
-        except E.AlreadyExistsError:
-            if not exist_ok:
-                raise
-            info = self.describe(name)
-        self._metric_of[name] = info["metric"]
+        info = self._run(
+            ops.create_collection(
+                name,
+                dim,
+                metric=metric,
+                quantizer=quantizer,
+                ivf=ivf,
+                store_vectors=store_vectors,
+                id_type=id_type,
+                exist_ok=exist_ok,
+            )
+        )
         return RemoteCollection(self, info)
 
     def collection(self, name: str) -> RemoteCollection:
         return RemoteCollection(self, self.describe(name))
-
-    def describe(self, name: str) -> dict:
-        info = self._json("GET", f"/collections/{name}")
-        self._metric_of[name] = info["metric"]
-        return info
-
-    def delete_collection(self, name: str) -> None:
-        self._request("DELETE", f"/collections/{name}")
-
-    def compact(self, name: str) -> dict:
-        return self._json("POST", f"/collections/{name}/compact")
-
-    # ---- points -----------------------------------------------------------------------------------
-
-    def upsert(
-        self,
-        name: str,
-        vectors,
-        ids,
-        metadata: list[dict | None] | None = None,
-        *,
-        batch_bytes: int = MAX_BATCH_BYTES,
-    ) -> int:
-        """Insert or replace (n, d) float32 ``vectors`` under ``ids``; returns the live count afterwards."""
-        x = as_float32_matrix(vectors, name="vectors")
-        ids = as_ids(ids, x.shape[0])
-        if metadata is not None and len(metadata) != x.shape[0]:
-            raise E.DimensionMismatchError(f"metadata has {len(metadata)} entries; expected {x.shape[0]}")
-        rows = max(1, batch_bytes // max(1, 4 * x.shape[1]))
-        count = None
-        for s in range(0, x.shape[0], rows):
-            body = {
-                "ids": ids[s : s + rows].tolist(),
-                "vectors": base64.b64encode(x[s : s + rows].astype("<f4").tobytes()).decode("ascii"),
-            }
-            if metadata is not None:
-                body["payloads"] = list(metadata[s : s + rows])
-            count = self._json("POST", f"/collections/{name}/points/b64", json=body)["count"]
-        return int(count if count is not None else self.describe(name)["count"])
-
-    def get(self, name: str, ids, *, with_vector: bool = False) -> list[dict]:
-        """Points ``{"id", "payload", "vector"}`` for the ids that exist (missing ids are left out)."""
-        body = {"ids": as_ids(ids).tolist(), "with_vector": with_vector}
-        return self._json("POST", f"/collections/{name}/points/get", json=body)["points"]
-
-    def delete(self, name: str, ids=None, *, filter: dict | None = None) -> int:
-        """Delete points by ids, or every point matching ``filter``; returns how many were deleted."""
-        body = {"filter": filter} if filter is not None else {"ids": as_ids(ids).tolist()}
-        return int(self._json("POST", f"/collections/{name}/points/delete", json=body)["deleted"])
-
-    # ---- search -----------------------------------------------------------------------------------
-
-    def search(
-        self,
-        name: str,
-        queries,
-        k: int = 10,
-        *,
-        filter: dict | None = None,
-        nprobe: int | None = None,
-        rerank: bool | float | None = None,
-    ):
-        """Like ``vqdb.Index.search``: a :class:`vqdb.SearchResult` with (m, k) ids (-1 padded) and scores."""
-        from .index import SearchResult
-
-        hits = self.query(name, queries, k, filter=filter, nprobe=nprobe, rerank=rerank, with_payload=False)
-        m = len(hits)
-        ids = np.full((m, k), -1, dtype=np.int64)
-        scores = np.full((m, k), -np.inf, dtype=np.float32)
-        for row, row_hits in enumerate(hits):
-            for col, hit in enumerate(row_hits[:k]):
-                ids[row, col] = hit["id"]
-                scores[row, col] = hit["score"]
-        metric = self._metric_of.get(name) or self.describe(name)["metric"]
-        return SearchResult(ids, scores, metric)
-
-    def query(
-        self,
-        name: str,
-        queries,
-        k: int = 10,
-        *,
-        filter: dict | None = None,
-        nprobe: int | None = None,
-        rerank: bool | float | None = None,
-        with_payload: bool = True,
-        with_vector: bool = False,
-    ) -> list[list[dict]]:
-        """Hits ``{"id", "score", "payload"}`` best first, one list per query row of ``queries`` (m, d)."""
-        q = as_float32_matrix(queries, name="queries")
-        k = check_k(k)
-        out: list[list[dict]] = []
-        for s in range(0, q.shape[0], MAX_QUERIES):
-            body = {
-                "vectors": q[s : s + MAX_QUERIES].tolist(),
-                "k": k,
-                "with_payload": with_payload,
-                "with_vector": with_vector,
-            }
-            for key, value in (("filter", filter), ("nprobe", nprobe), ("rerank", rerank)):
-                if value is not None:
-                    body[key] = value
-            out.extend(self._json("POST", f"/collections/{name}/search", json=body)["results"])
-        return out
-
-    def search_by_id(self, name: str, point_id: int, k: int = 10, **kwargs) -> list[dict]:
-        """Hits nearest to the stored vector of ``point_id``."""
-        body = {"id": int(point_id), "k": check_k(k), **{k_: v for k_, v in kwargs.items() if v is not None}}
-        return self._json("POST", f"/collections/{name}/search", json=body)["results"]
-
-    # ---- text (vqdb.rag on the server) ------------------------------------------------------------
-
-    def create_text_collection(
-        self,
-        name: str,
-        *,
-        quantizer: str = "turbo-4",
-        chunk_size: int | None = None,
-        chunk_overlap: int | None = None,
-        exist_ok: bool = False,
-    ) -> dict:
-        """Create a text collection (the server's embedding model, cosine); returns its settings."""
-        body = {"name": name, "quantizer": quantizer}
-        body.update(
-            {
-                key: int(v)
-                for key, v in (("chunk_size", chunk_size), ("chunk_overlap", chunk_overlap))
-                if v is not None
-            }
-        )
-        try:
-            return self._json("POST", "/text-collections", json=body)
-        except E.AlreadyExistsError:
-            if not exist_ok:
-                raise
-            return self._json("GET", f"/collections/{name}/text")
-
-    def add_documents(
-        self, name: str, texts: list[str], metadata: list[dict | None] | None = None
-    ) -> np.ndarray:
-        """Chunk, embed and store ``texts`` on the server; (n_passages,) int64 new passage ids."""
-        if isinstance(texts, str):
-            raise E.InvalidInputError("texts must be a list of strings, not one string")
-        body = {"texts": list(texts)}
-        if metadata is not None:
-            body["metadata"] = list(metadata)
-        return np.asarray(
-            self._json("POST", f"/collections/{name}/documents", json=body)["ids"], dtype=np.int64
-        )
-
-    def query_text(
-        self, name: str, text: str, k: int = 10, *, mode: str = "hybrid", filter: dict | None = None
-    ) -> list[dict]:
-        """The passages that best answer ``text``: hits ``{"id", "score", "text", "metadata", "doc_id", ...}``
-        best first; ``mode`` is "hybrid" (BM25 + dense, rank fusion), "dense" or "bm25"."""
-        body = {"text": text, "k": check_k(k), "mode": mode}
-        if filter is not None:
-            body["filter"] = filter
-        return self._json("POST", f"/collections/{name}/query", json=body)["hits"]
-
-    # ---- snapshots --------------------------------------------------------------------------------
-
-    def create_snapshot(self, name: str) -> dict:
-        return self._json("POST", f"/collections/{name}/snapshots")
-
-    def snapshots(self, name: str) -> list[dict]:
-        return self._json("GET", f"/collections/{name}/snapshots")["snapshots"]
 
     def download_snapshot(self, name: str, snapshot: str, path: str | Path) -> Path:
         import httpx
@@ -327,85 +387,285 @@ class Client:
         return path
 
     def restore_snapshot(self, name: str, snapshot: str, new_name: str) -> RemoteCollection:
-        info = self._json(
-            "POST", f"/collections/{name}/snapshots/{snapshot}/restore", json={"collection": new_name}
+        request = ops.Request(
+            "POST",
+            f"/collections/{name}/snapshots/{snapshot}/restore",
+            {"collection": new_name},
+            idempotent=False,
         )
-        return RemoteCollection(self, info)
+        return RemoteCollection(self, self._run(_one(request)))
 
     def upload_snapshot(self, path: str | Path, new_name: str) -> RemoteCollection:
+        import httpx
+
         with open(path, "rb") as f:
-            info = self._json(
-                "POST",
-                f"/collections/{new_name}/snapshots/upload",
-                content=f,
-                headers={"Content-Type": "application/x-tar"},
+            try:
+                response = self._http.post(
+                    f"/collections/{new_name}/snapshots/upload",
+                    content=f,
+                    headers={"Content-Type": "application/x-tar"},
+                )
+            except httpx.HTTPError as exc:
+                raise E.ServiceError(f"uploading snapshot {path} failed: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return RemoteCollection(self, response.json())
+
+
+class AsyncClient(_Api):
+    """:class:`Client` for asyncio (``httpx.AsyncClient``): the same methods, as coroutines.
+
+    >>> async with vqdb.AsyncClient("http://127.0.0.1:8000") as client:        # doctest: +SKIP
+    ...     docs = await client.collection("docs")
+    ...     res = await docs.search(queries, 10)
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 2,
+        transport=None,
+    ):
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.retries = int(retries)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=_headers(api_key), timeout=timeout, transport=transport
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def _run(self, op):
+        reply, error = None, None
+        while True:
+            try:
+                request = op.send(reply) if error is None else op.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                reply, error = await self._send(request), None
+            except E.VqdbError as exc:
+                reply, error = None, exc
+
+    async def _send(self, request: ops.Request):
+        import httpx
+
+        tries = 1 + (self.retries if request.idempotent else 0)
+        for attempt in range(tries):
+            try:
+                response = await self._http.request(request.method, request.path, **_kwargs(request))
+            except httpx.TransportError as exc:
+                if attempt + 1 < tries:
+                    await asyncio.sleep(BACKOFF_S * 2**attempt)
+                    continue
+                raise E.ServiceError(f"{request.method} {self.url}{request.path} failed: {exc}") from exc
+            if response.status_code in RETRY_STATUS and attempt + 1 < tries:
+                await asyncio.sleep(BACKOFF_S * 2**attempt)
+                continue
+            if response.status_code >= 400:
+                raise _error_from(response)
+            return response.json() if response.content else None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def health(self) -> bool:
+        try:
+            return (await self._http.get("/readyz")).status_code == 200
+        except Exception:
+            return False
+
+    async def create_collection(
+        self,
+        name: str,
+        dim: int,
+        *,
+        metric: str = "cos",
+        quantizer: str = "turbo-4",
+        ivf: bool | int = False,
+        store_vectors: bool | str = False,
+        id_type: str | None = None,
+        exist_ok: bool = False,
+    ) -> AsyncRemoteCollection:
+        info = await self._run(
+            ops.create_collection(
+                name,
+                dim,
+                metric=metric,
+                quantizer=quantizer,
+                ivf=ivf,
+                store_vectors=store_vectors,
+                id_type=id_type,
+                exist_ok=exist_ok,
             )
-        return RemoteCollection(self, info)
+        )
+        return AsyncRemoteCollection(self, info)
 
-    def delete_snapshot(self, name: str, snapshot: str) -> None:
-        self._request("DELETE", f"/collections/{name}/snapshots/{snapshot}")
+    async def collection(self, name: str) -> AsyncRemoteCollection:
+        return AsyncRemoteCollection(self, await self.describe(name))
 
 
-class RemoteCollection:
-    """A collection on a server, with the method names of ``vqdb.Index``."""
+class _CollectionOps:
+    """The ``vqdb.IndexProtocol`` operations of one remote collection, as client operations."""
 
-    def __init__(self, client: Client, info: dict):
+    def __init__(self, client, info: dict):
         self.client = client
         self.name: str = info["name"]
         self.dim: int = int(info["dim"])
         self.metric: str = info["metric"]
         self.quantizer: str = info["quantizer"]
         self.store_vectors = info.get("store_vectors", False)
+        self._id_type = info.get("id_type")
 
     def __repr__(self) -> str:
-        return f"RemoteCollection({self.name!r}, dim={self.dim}, metric={self.metric!r}, url={self.client.url!r})"
+        return f"{type(self).__name__}({self.name!r}, dim={self.dim}, metric={self.metric!r}, url={self.client.url!r})"
 
-    def __len__(self) -> int:
-        return int(self.stats()["count"])
+    @property
+    def id_type(self) -> str | None:
+        """``"int"`` or ``"str"`` (None while the collection has never been written)."""
+        return self._id_type
 
-    def stats(self) -> dict:
-        return self.client.describe(self.name)
+    def _write(self, vectors, ids, metadata, *, replace: bool):
+        if ids is None and self._id_type == "str":
+            from .index._ids import new_str_ids
 
-    def upsert(self, vectors, ids, metadata=None) -> int:
-        return self.client.upsert(
-            self.name, as_float32_matrix(vectors, self.dim, name="vectors"), ids, metadata
-        )
+            ids = new_str_ids(np.asarray(vectors).shape[0] if np.ndim(vectors) == 2 else 0)
+        if ids is not None:
+            ids = ops.user_ids(ids, id_type=self._id_type)
+        out, _ = yield from ops.upsert(self.name, vectors, ids, metadata, replace=replace, dim=self.dim)
+        if self._id_type is None and out.size:
+            self._id_type = ops.id_type_of(out)
+        return out
 
-    def delete(self, ids=None, *, filter: dict | None = None) -> int:
-        return self.client.delete(self.name, ids, filter=filter)
+    def _len(self):
+        return int((yield ops.Request("GET", f"/collections/{self.name}"))["count"])
 
-    def get(self, ids, *, include_vectors: bool = True):
-        """Like ``vqdb.Index.get``: :class:`vqdb.index.Records` of ``ids`` in the order given.
+    def _contains(self, id_):
+        try:
+            rec = yield from ops.collection_get(
+                self.name,
+                [id_],
+                dim=self.dim,
+                id_type=self._id_type,
+                include_vectors=False,
+                missing_ok=True,
+                exact=self.store_vectors,
+            )
+        except E.VqdbError:
+            return False
+        return bool(rec.ids.size)
 
-        Raises ``NotFoundError`` when some ids are not in the collection."""
-        from .index import Records
-
-        ids = as_ids(ids)
-        found = {p["id"]: p for p in self.client.get(self.name, ids, with_vector=include_vectors)}
-        missing = [int(i) for i in ids if int(i) not in found]
-        if missing:
-            raise E.NotFoundError(f"{len(missing)} id(s) not in collection {self.name!r}: {missing[:10]}")
-        rows = [found[int(i)] for i in ids]
-        vectors = (
-            np.asarray([p["vector"] for p in rows], dtype=np.float32).reshape(len(rows), self.dim)
-            if include_vectors
-            else None
-        )
-        return Records(ids, vectors, [p.get("payload") or {} for p in rows], exact=bool(self.store_vectors))
-
-    def search(self, queries, k: int = 10, *, filter=None, nprobe=None, rerank=None):
-        self.client._metric_of[self.name] = self.metric
-        return self.client.search(
+    def _get(self, ids, include_vectors, missing_ok):
+        return ops.collection_get(
             self.name,
-            as_float32_matrix(queries, self.dim, name="queries"),
+            ids,
+            dim=self.dim,
+            id_type=self._id_type,
+            include_vectors=include_vectors,
+            missing_ok=missing_ok,
+            exact=self.store_vectors,
+        )
+
+    def _delete(self, ids, filter, missing_ok):
+        if filter is None:
+            ids = ops.user_ids(ids, id_type=self._id_type)
+        return ops.delete(self.name, ids, filter=filter, missing_ok=missing_ok)
+
+    def _search(self, queries, k, filter, nprobe, rerank, include_metadata):
+        return ops.search(
+            self.name,
+            queries,
             k,
             filter=filter,
             nprobe=nprobe,
             rerank=rerank,
+            metric=self.metric,
+            id_type=self._id_type,
+            include_metadata=include_metadata,
+            dim=self.dim,
         )
 
+    def _ids(self, filter):
+        values = yield from ops.all_ids(self.name, filter=filter)
+        arr = ops._as_id_array(values)
+        if not values and self._id_type == "str":
+            return np.zeros(0, dtype=object)
+        return arr
+
+    def _scroll(self, limit, offset, filter, include_vectors):
+        return ops.collection_scroll(
+            self.name,
+            dim=self.dim,
+            limit=limit,
+            offset=offset,
+            filter=filter,
+            include_vectors=include_vectors,
+            exact=self.store_vectors,
+        )
+
+    def _update(self, ids, metadata, merge):
+        ids = ops.user_ids(ids, id_type=self._id_type)
+        if not isinstance(metadata, dict) and (
+            not isinstance(metadata, (list, tuple)) or len(metadata) != ids.size
+        ):
+            raise E.InvalidInputError(f"metadata must be one dict or a list of {ids.size} dicts (one per id)")
+        return ops.update_payload(self.name, ids, metadata, merge=merge)
+
+
+class RemoteCollection(_CollectionOps):
+    """A collection on a server, implementing ``vqdb.IndexProtocol`` like ``vqdb.Index``."""
+
+    def __len__(self) -> int:
+        return self.client._run(self._len())
+
+    def __contains__(self, id_) -> bool:
+        return self.client._run(self._contains(id_))
+
+    def stats(self) -> dict:
+        return self.client.describe(self.name)
+
+    def add(self, vectors, ids=None, metadata=None) -> np.ndarray:
+        """Add new vectors; returns their ids. ``DuplicateIdError`` (nothing added) if an id exists."""
+        return self.client._run(self._write(vectors, ids, metadata, replace=False))
+
+    def upsert(self, vectors, ids, metadata=None) -> np.ndarray:
+        """Insert or replace by id; returns the ids."""
+        if ids is None:
+            raise E.InvalidInputError("upsert needs ids (use add to get new ids)")
+        return self.client._run(self._write(vectors, ids, metadata, replace=True))
+
+    def delete(self, ids=None, *, filter: dict | None = None, missing_ok: bool = False) -> int:
+        """Delete by ids (``NotFoundError``, nothing deleted, when some are absent and ``missing_ok`` is
+        False) or every point matching ``filter``; returns how many were deleted."""
+        return self.client._run(self._delete(ids, filter, missing_ok))
+
+    def get(self, ids, *, include_vectors: bool = True, missing_ok: bool = False):
+        """Like ``vqdb.Index.get``: :class:`vqdb.index.Records` of ``ids`` in the order given."""
+        return self.client._run(self._get(ids, include_vectors, missing_ok))
+
+    def update_metadata(self, ids, metadata, *, merge: bool = True) -> int:
+        return self.client._run(self._update(ids, metadata, merge))
+
+    def search(self, queries, k: int = 10, filter=None, nprobe=None, rerank=None, *, include_metadata=False):
+        return self.client._run(self._search(queries, k, filter, nprobe, rerank, include_metadata))
+
+    def ids(self, filter=None) -> np.ndarray:
+        return self.client._run(self._ids(filter))
+
+    def scroll(self, *, limit: int = 100, offset=None, filter=None, include_vectors: bool = False):
+        return self.client._run(self._scroll(limit, offset, filter, include_vectors))
+
     def query(self, queries, k: int = 10, **kwargs) -> list[list[dict]]:
-        return self.client.query(self.name, as_float32_matrix(queries, self.dim, name="queries"), k, **kwargs)
+        return self.client.query(self.name, queries, k, **kwargs)
 
     def compact(self) -> dict:
         return self.client.compact(self.name)
@@ -413,15 +673,46 @@ class RemoteCollection:
     def snapshot(self) -> dict:
         return self.client.create_snapshot(self.name)
 
+    def close(self) -> None:
+        """Nothing to release per collection (the client owns the connection)."""
 
-def _error_from(response) -> E.VqdbError:
-    try:
-        body = response.json()
-        detail, name = body.get("detail"), body.get("error")
-    except Exception:
-        detail, name = response.text[:500], None
-    cls = getattr(E, name, None) if isinstance(name, str) else None
-    if not (isinstance(cls, type) and issubclass(cls, E.VqdbError)):
-        cls = _BY_STATUS.get(response.status_code, E.ServiceError)
-    message = detail if isinstance(detail, str) else f"{detail}"
-    return cls(f"HTTP {response.status_code}: {message}")
+
+class AsyncRemoteCollection(_CollectionOps):
+    """:class:`RemoteCollection` for :class:`AsyncClient`: the same methods, as coroutines."""
+
+    async def count(self) -> int:
+        return await self.client._run(self._len())
+
+    async def contains(self, id_) -> bool:
+        return await self.client._run(self._contains(id_))
+
+    async def stats(self) -> dict:
+        return await self.client.describe(self.name)
+
+    async def add(self, vectors, ids=None, metadata=None) -> np.ndarray:
+        return await self.client._run(self._write(vectors, ids, metadata, replace=False))
+
+    async def upsert(self, vectors, ids, metadata=None) -> np.ndarray:
+        if ids is None:
+            raise E.InvalidInputError("upsert needs ids (use add to get new ids)")
+        return await self.client._run(self._write(vectors, ids, metadata, replace=True))
+
+    async def delete(self, ids=None, *, filter: dict | None = None, missing_ok: bool = False) -> int:
+        return await self.client._run(self._delete(ids, filter, missing_ok))
+
+    async def get(self, ids, *, include_vectors: bool = True, missing_ok: bool = False):
+        return await self.client._run(self._get(ids, include_vectors, missing_ok))
+
+    async def update_metadata(self, ids, metadata, *, merge: bool = True) -> int:
+        return await self.client._run(self._update(ids, metadata, merge))
+
+    async def search(
+        self, queries, k: int = 10, filter=None, nprobe=None, rerank=None, *, include_metadata=False
+    ):
+        return await self.client._run(self._search(queries, k, filter, nprobe, rerank, include_metadata))
+
+    async def ids(self, filter=None) -> np.ndarray:
+        return await self.client._run(self._ids(filter))
+
+    async def scroll(self, *, limit: int = 100, offset=None, filter=None, include_vectors: bool = False):
+        return await self.client._run(self._scroll(limit, offset, filter, include_vectors))

@@ -21,7 +21,7 @@ def test_client_mirrors_the_embedded_index(client, wordnet, tmp_path):
     col = client.create_collection("client-docs", dim=384, metric="cos", store_vectors=True)
     assert col.dim == 384 and len(col) == 0
     meta = [{"n": i, "even": i % 2 == 0} for i in range(800)]
-    assert col.upsert(x, np.arange(800), metadata=meta) == 800
+    assert col.upsert(x, np.arange(800), metadata=meta).tolist() == list(range(800))  # ids, as Index.upsert
     assert client.upsert("client-docs", x[:10], np.arange(10), batch_bytes=4 * 384 * 3) == 800  # many batches
 
     res = col.search(q, 10)
@@ -53,7 +53,10 @@ def test_client_mirrors_the_embedded_index(client, wordnet, tmp_path):
     assert rec.metadata == want.metadata and rec.exact
     with pytest.raises(errors.NotFoundError):
         col.get([13, 99999])
-    assert col.delete([1, 2, 99999]) == 2
+    with pytest.raises(errors.NotFoundError):  # as Index.delete: nothing deleted
+        col.delete([1, 2, 99999])
+    assert len(col) == 800
+    assert col.delete([1, 2, 99999], missing_ok=True) == 2
     assert col.delete(filter={"n": {"$gte": 790}}) == 10 and len(col) == 788
 
     snap = col.snapshot()

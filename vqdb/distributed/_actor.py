@@ -94,8 +94,19 @@ class ShardActor:
     def upsert(self, vectors: np.ndarray, ids: np.ndarray, metadata=None) -> np.ndarray:
         return self._ready().upsert(vectors, ids, metadata=metadata)
 
-    def delete(self, ids: np.ndarray) -> int:
-        return self._ready().delete(ids)
+    def delete(self, ids: np.ndarray, missing_ok: bool = False) -> int:
+        return self._ready().delete(ids, missing_ok=missing_ok)
+
+    def update_metadata(self, ids: np.ndarray, metadata: list, merge: bool) -> int:
+        return self._ready(ids).update_metadata(ids, metadata, merge=merge)
+
+    def scroll(self, limit: int, offset, filter, include_vectors: bool):
+        if self.index is None:
+            from ..index import Page, Records
+
+            vectors = np.zeros((0, self.spec["dim"]), np.float32) if include_vectors else None
+            return Page(Records(np.zeros(0, np.int64), vectors, [], exact=False), None)
+        return self.index.scroll(limit=limit, offset=offset, filter=filter, include_vectors=include_vectors)
 
     def save(self) -> None:
         if self.index is not None:
@@ -149,8 +160,9 @@ class ShardActor:
         return self.index.ids() if filter is None else self.index.ids(filter=filter)
 
     def max_id(self) -> int | None:
+        """The largest integer id held (None when empty or string ids)."""
         ids = self.ids()
-        return int(ids.max()) if ids.size else None
+        return int(ids.max()) if ids.size and ids.dtype != object else None
 
     def size(self) -> int:
         return 0 if self.index is None else len(self.index)

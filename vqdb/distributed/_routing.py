@@ -6,6 +6,9 @@ We use the SplitMix64 finaliser (Steele, Lea & Flood 2014; the mixer of ``java.u
 on the id's 64 bits, then ``mod n_shards``. It is a bijection of uint64 with full avalanche, so
 consecutive ids spread evenly over shards.
 
+String ids route by their 63-bit BLAKE2b key (``vqdb.index._ids.str_keys``, the key a string-id
+``vqdb.Index`` files them under), then the same mixer.
+
 The scheme's name, :data:`ROUTING`, is written into every sharded manifest; a future scheme gets a
 new name and old indexes keep the one they were built with.
 """
@@ -56,9 +59,19 @@ def shard_of(ids, n_shards: int) -> np.ndarray:
     return (splitmix64(ids.reshape(-1)) % np.uint64(n_shards)).astype(np.int64).reshape(ids.shape)
 
 
+def route_keys(ids: np.ndarray) -> np.ndarray:
+    """(n,) int64 routing keys: integer ids themselves, string ids (object array) their BLAKE2b key."""
+    if ids.dtype != object:
+        return ids
+    from ..index._ids import str_keys
+
+    return str_keys(ids)
+
+
 def split_by_shard(ids: np.ndarray, n_shards: int) -> list[np.ndarray]:
-    """Row positions of ``ids`` (n,) int64 owned by each shard, in input order: a list of n_shards int64 arrays."""
-    owner = shard_of(ids, n_shards)
+    """Row positions of ``ids`` (n,) int64 or str owned by each shard, in input order: a list of n_shards
+    int64 arrays."""
+    owner = shard_of(route_keys(ids), n_shards)
     order = np.argsort(owner, kind="stable")
     bounds = np.searchsorted(owner[order], np.arange(n_shards + 1))
     return [order[bounds[s] : bounds[s + 1]] for s in range(n_shards)]

@@ -44,8 +44,9 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from .._validation import as_float32_matrix, as_ids, check_choice, check_int_range, check_k
+from .._validation import as_float32_matrix, check_choice, check_int_range, check_k
 from ..errors import InvalidInputError, NotFoundError, VqdbError
+from ..index import _ids
 from . import _checks, _manifest, _ray
 from ._codec import quantizer_state
 from ._merge import merge_topk
@@ -169,6 +170,7 @@ class ShardedIndex:
         shards_created,
         actor_options,
         max_retries,
+        id_type=None,
     ) -> None:
         self.dim = int(dim)
         self.n_shards = int(n_shards)
@@ -176,6 +178,7 @@ class ShardedIndex:
         self.path = path
         self._quantizer = quantizer
         self._index_kwargs = index_kwargs
+        self._id_type = _ids.check_id_type(index_kwargs.get("id_type")) or id_type
         self._next_id = int(next_id)
         self._centre_decided = bool(centre_decided)
         self._shards_created = bool(shards_created)
@@ -207,6 +210,7 @@ class ShardedIndex:
             shards_created=m.get("shards_created", False),
             actor_options=actor_options,
             max_retries=max_retries,
+            id_type=m.get("id_type"),
         )
         _ray.ensure_connected(ray_address)
         self._pool.start("open")
@@ -281,13 +285,14 @@ class ShardedIndex:
         Parameters
         ----------
         vectors : array-like of shape (n, d), finite floats
-        ids : array-like of shape (n,), int64 >= 0, or None
-            ``None`` draws consecutive ids after the largest id ever used in the set.
+        ids : array-like of shape (n,), int64 >= 0 or str (one kind per set, as ``vqdb.Index``), or None
+            ``None`` draws consecutive ids after the largest id ever used in the set (UUID4 strings in a
+            string-id set).
         metadata : list of n dicts, a pyarrow Table of n rows, or None
 
         Returns
         -------
-        ids : ndarray of shape (n,), int64
+        ids : ndarray of shape (n,), int64 (or object of str)
 
         Raises
         ------
@@ -317,12 +322,22 @@ class ShardedIndex:
         with self._write_lock:
             self._check_open()
             if ids is None:
-                ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+                kind = self._id_type or _ids.INT
+                ids = (
+                    np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+                    if kind == _ids.INT
+                    else _ids.new_str_ids(n)
+                )
             else:
-                ids = as_ids(ids, n)
-                _checks.check_ids(ids)
+                kind, ids = self._user_ids(ids, n)
+                dup = _ids.duplicates(ids)
+                if dup:
+                    from ..errors import DuplicateIdError
+
+                    raise DuplicateIdError(f"ids repeat within one call: {dup}")
             if n == 0:
                 return ids
+            self._fix_id_type(kind)
             if not self._centre_decided:
                 self._decide_centre(x, metadata)
             parts = self._parts(ids)
@@ -337,7 +352,8 @@ class ShardedIndex:
                 if not upsert:
                     self._rollback_add(ids, parts, done)
                 raise rejected[min(rejected)]
-            self._advance_next_id(int(ids.max()) + 1)
+            if kind == _ids.INT:
+                self._advance_next_id(int(ids.max()) + 1)
             if failed:
                 hint = (
                     "re-send the same upsert"
@@ -370,18 +386,37 @@ class ShardedIndex:
         if self.path is not None:
             self._write_manifest()
 
+    def _user_ids(self, ids, n: int | None = None) -> tuple[str, np.ndarray]:
+        kind, arr = _ids.as_user_ids(ids, n)
+        _ids.check_kind(kind, self._id_type)
+        return kind, arr
+
+    def _fix_id_type(self, kind: str) -> None:
+        """The first write fixes the set's id kind (persisted in the top-level manifest)."""
+        if self._id_type is None:
+            self._id_type = kind
+            if self.path is not None:
+                self._write_manifest()
+
+    @property
+    def id_type(self) -> str | None:
+        """``"int"`` or ``"str"`` (None until the first write fixes it), as ``vqdb.Index.id_type``."""
+        return self._id_type
+
     def _advance_next_id(self, candidate: int) -> None:
         if candidate > self._next_id:
             self._next_id = candidate
             if self.path is not None:
                 self._write_manifest()
 
-    def delete(self, ids) -> int:
+    def delete(self, ids, *, missing_ok: bool = False) -> int:
         """Delete rows by id; durable when it returns.
 
         Parameters
         ----------
-        ids : array-like of shape (n,), int64
+        ids : array-like of shape (n,), int64 or str
+        missing_ok : bool
+            Skip ids that are not in the set instead of raising.
 
         Returns
         -------
@@ -390,22 +425,31 @@ class ShardedIndex:
         Raises
         ------
         NotFoundError
-            Some ids are not in the index (nothing is deleted).
+            Some ids are not in the index and ``missing_ok`` is False (nothing is deleted).
         DuplicateIdError
             An id repeats within the call.
         """
-        ids = as_ids(ids)
-        _checks.check_ids(ids)
+        _, ids = self._user_ids(ids)
+        dup = _ids.duplicates(ids)
+        if dup:
+            from ..errors import DuplicateIdError
+
+            raise DuplicateIdError(f"ids repeat within one call: {dup}")
         with self._write_lock:
             if ids.size == 0:
                 return 0
             parts = self._parts(ids)
             present = self._contains(ids, parts)
             if not present.all():
-                missing = ids[~present]
-                raise NotFoundError(
-                    f"{missing.size} id(s) not in the index: {missing[:10].tolist()}; nothing deleted"
-                )
+                if not missing_ok:
+                    missing = ids[~present]
+                    raise NotFoundError(
+                        f"{missing.size} id(s) not in the index: {missing[:10].tolist()}; nothing deleted"
+                    )
+                ids = ids[present]
+                if ids.size == 0:
+                    return 0
+                parts = self._parts(ids)
             _, failed = self._run({s: ("delete", (ids[rows],)) for s, rows in parts.items()}, retry=False)
             if failed:
                 raise unavailable(
@@ -416,6 +460,78 @@ class ShardedIndex:
                     "been deleted; check with get() and delete them again",
                 )
         return int(ids.size)
+
+    def update_metadata(self, ids, metadata, *, merge: bool = True) -> int:
+        """Set the metadata of existing rows without re-sending their vectors (each on its shard; codes
+        and stored vectors kept byte for byte). As ``vqdb.Index.update_metadata``.
+
+        Raises
+        ------
+        NotFoundError
+            Some ids are not in the set (nothing changes).
+        """
+        _, ids = self._user_ids(ids)
+        dup = _ids.duplicates(ids)
+        if dup:
+            from ..errors import DuplicateIdError
+
+            raise DuplicateIdError(f"ids repeat within one call: {dup}")
+        if isinstance(metadata, dict):
+            metadata = [metadata] * ids.size
+        if not isinstance(metadata, (list, tuple)) or len(metadata) != ids.size:
+            raise InvalidInputError(f"metadata must be one dict or a list of {ids.size} dicts (one per id)")
+        if ids.size == 0:
+            return 0
+        with self._write_lock:
+            parts = self._parts(ids)
+            present = self._contains(ids, parts)
+            if not present.all():
+                missing = ids[~present]
+                raise NotFoundError(
+                    f"{missing.size} id(s) not in the index: {missing[:10].tolist()}; nothing updated"
+                )
+            calls = {
+                s: ("update_metadata", (ids[rows], [metadata[i] for i in rows.tolist()], bool(merge)))
+                for s, rows in parts.items()
+            }
+            results, failed = self._run(calls, retry=True)
+            if failed:
+                raise unavailable(failed, "update_metadata", self.path, hint="re-send the same update")
+        return int(sum(results.values()))
+
+    def scroll(self, *, limit: int = 100, offset=None, filter=None, include_vectors: bool = False):
+        """One page of records over all shards, in the order of the routing key (integer ids: ascending;
+        string ids: their BLAKE2b key). As ``vqdb.Index.scroll``: returns a ``Page``."""
+        from ..index import Page, Records
+        from ._routing import route_keys
+
+        limit = check_int_range(limit, 1, 1 << 30, name="limit")
+        if offset is not None:
+            self._user_ids([offset])
+        per = self._all("scroll", limit, offset, filter, bool(include_vectors), retry=True)
+        pages = [per[s].records for s in range(self.n_shards)]
+        strings = self._id_type == _ids.STR
+        ids = np.concatenate([np.asarray(p.ids, dtype=object if strings else np.int64) for p in pages])
+        order = np.argsort(route_keys(ids), kind="stable")
+        metadata = [m for p in pages for m in p.metadata]
+        vectors = None
+        if include_vectors:
+            vectors = (
+                np.concatenate([p.vectors for p in pages]) if pages else np.zeros((0, self.dim), np.float32)
+            )
+        next_offset = None
+        if order.size > limit:
+            nxt = ids[order[limit]]
+            next_offset = nxt if strings else int(nxt)
+            order = order[:limit]
+        exact = self._index_kwargs.get("store_vectors") not in (None, False)
+        rec = Records(
+            ids[order],
+            None if vectors is None else vectors[order],
+            [metadata[i] for i in order.tolist()],
+            exact=bool(exact),
+        )
+        return Page(rec, next_offset)
 
     def _parts(self, ids: np.ndarray) -> dict[int, np.ndarray]:
         """Row positions per shard, only for shards that own at least one of ``ids``."""
@@ -452,6 +568,7 @@ class ShardedIndex:
         params=None,
         allow_partial: bool = False,
         timeout: float | None = None,
+        include_metadata: bool = False,
     ) -> ShardedSearchResult:
         """Global top-``k`` over all shards.
 
@@ -508,31 +625,50 @@ class ShardedIndex:
         else:
             ids = np.full((q.shape[0], k), -1, dtype=np.int64)
             scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
+        meta = self._metadata_of(ids) if include_metadata else None
         return ShardedSearchResult(
             ids=ids,
             scores=scores,
             metric=self.metric,
+            metadata=meta,
             shards_answered=answered,
             shards_missing=tuple(sorted(failed)),
         )
 
-    def get(self, ids, *, include_vectors: bool = True):
+    def _metadata_of(self, ids: np.ndarray) -> list[list]:
+        """m lists of k metadata dicts of the hits ``ids`` (m, k); None where padded (or deleted since)."""
+        valid = (ids != None) if ids.dtype == object else (ids >= 0)  # noqa: E711
+        wanted = list(dict.fromkeys(ids[valid].tolist()))
+        found = {}
+        if wanted:
+            rec = self.get(wanted, include_vectors=False, missing_ok=True)
+            found = dict(zip(rec.ids.tolist(), rec.metadata))
+        return [
+            [found.get(i) if ok else None for i, ok in zip(r, v)]
+            for r, v in zip(ids.tolist(), valid.tolist())
+        ]
+
+    def get(self, ids, *, include_vectors: bool = True, missing_ok: bool = False):
         """Vectors and metadata of ``ids``, in the order given (each row fetched from its shard).
+
+        ``missing_ok=True`` leaves out ids that are not in the set instead of raising.
 
         Returns
         -------
         vqdb.index.Records
-            ``ids`` (n,) int64; ``vectors`` (n, d) float32 or None; ``metadata`` list of n dicts;
+            ``ids`` (n,) int64 or str; ``vectors`` (n, d) float32 or None; ``metadata`` list of n dicts;
             ``exact`` (True when the vectors are stored ones, not reconstructions).
 
         Raises
         ------
         NotFoundError
-            Some ids are not in the index.
+            Some ids are not in the index and ``missing_ok`` is False.
         """
         from ..index import Records
 
-        ids = as_ids(ids)
+        _, ids = self._user_ids(ids)
+        if missing_ok and ids.size:
+            ids = ids[self._contains(ids, self._parts(ids))]
         parts = self._parts(ids)
         results, failed = self._run(
             {s: ("get", (ids[rows], bool(include_vectors))) for s, rows in parts.items()}, retry=True
@@ -557,18 +693,26 @@ class ShardedIndex:
         """(n,) int64 ids of every vector in the set (shard by shard), or of those whose metadata match
         ``filter`` (as in :meth:`search`)."""
         per = self._all("ids", filter, retry=True)
-        parts = [np.asarray(per[s], dtype=np.int64) for s in range(self.n_shards)]
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        dtype = object if self._id_type == _ids.STR else np.int64
+        parts = [np.asarray(per[s], dtype=dtype) for s in range(self.n_shards)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
     def __len__(self) -> int:
         return int(sum(self._all("size", retry=True).values()))
 
+    def contains(self, ids) -> np.ndarray:
+        """(n,) bool: which of ``ids`` are in the set (ids of the other kind are not)."""
+        kind, ids = _ids.as_user_ids(ids)
+        if self._id_type is not None and kind != self._id_type:
+            return np.zeros(ids.shape[0], dtype=bool)
+        return self._contains(ids, self._parts(ids)) if ids.size else np.zeros(0, bool)
+
     def __contains__(self, id_) -> bool:
         try:
-            ids = as_ids(id_)
+            hit = self.contains(id_)
         except VqdbError:
             return False
-        return ids.size == 1 and bool(self._contains(ids, self._parts(ids))[0])
+        return hit.size == 1 and bool(hit[0])
 
     def shard_sizes(self) -> list[int]:
         """Rows held by each shard, in shard order."""
@@ -707,6 +851,7 @@ class ShardedIndex:
             ),  # state itself: quantizer.npz
             "index_kwargs": self._index_kwargs,
             "next_id": self._next_id,
+            "id_type": self._id_type,
             "centre_decided": self._centre_decided,
             "shards_created": self._shards_created,
             "shards": [_manifest.shard_dirname(s) for s in range(self.n_shards)],
@@ -764,7 +909,7 @@ class ShardedIndex:
         with self._write_lock:
             per = self._all("ids", retry=True)
             for s in range(self.n_shards):
-                shard_ids = np.asarray(per[s], dtype=np.int64)
+                shard_ids = np.asarray(per[s], dtype=object if self._id_type == _ids.STR else np.int64)
                 for b0 in range(0, shard_ids.size, batch_size):
                     batch = shard_ids[b0 : b0 + batch_size]
                     rec = self._run({s: ("get", (batch, True))}, retry=True)[0][s]

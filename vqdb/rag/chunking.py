@@ -9,6 +9,10 @@ be traced back to its place in the source. The rules, in order:
    break (blank line) in the second half of the window, else the last line break, else the last
    sentence end (``.``, ``!``, ``?`` followed by whitespace), else the last whitespace, else a hard
    cut at ``chunk_size`` (the order of LangChain's recursive splitter, plus sentences).
+3b. With a token budget (``token_offsets`` + ``max_tokens``: the embedding model's window), the window
+   also ends where the ``max_tokens``-th token of the chunk ends, so no chunk is longer than the model
+   reads (an 800-character window of digits, code or non-English text can hold far more than
+   MiniLM's 256 word pieces, and the model would silently drop the rest).
 4. The next chunk starts in the last ``chunk_overlap`` characters of the previous one, at the first
    line start there, else the first sentence start, else the first word start (so two neighbours
    share at most ``chunk_overlap`` characters and never half a word); with no such start it begins
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+import numpy as np
 
 from .._validation import check_int_range
 from ..errors import InvalidInputError
@@ -87,8 +93,21 @@ def _first_start(text: str, lo: int, hi: int) -> int:
     return hi
 
 
+def token_offsets(tokenizer, text: str) -> np.ndarray:
+    """(t, 2) int64 character ``[start, end)`` of every token of ``text`` (no special tokens), from a
+    Hugging Face fast tokenizer."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+    return offsets[offsets[:, 1] > offsets[:, 0]]
+
+
 def chunk_spans(
-    text: str, chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+    text: str,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+    *,
+    token_offsets: np.ndarray | None = None,
+    max_tokens: int | None = None,
 ) -> list[Span]:
     """Cut ``text`` into chunks following the module rules.
 
@@ -100,6 +119,10 @@ def chunk_spans(
         Most characters in one chunk (>= 1).
     chunk_overlap : int
         Most characters shared by two consecutive chunks (0 <= chunk_overlap < chunk_size).
+    token_offsets : ndarray of shape (t, 2), int64, optional
+        Character ``[start, end)`` of each token of ``text`` (see :func:`token_offsets`).
+    max_tokens : int, optional
+        With ``token_offsets``: most tokens in one chunk (the model's window without its special tokens).
 
     Returns
     -------
@@ -114,13 +137,22 @@ def chunk_spans(
     stop = n
     while stop > start and text[stop - 1].isspace():
         stop -= 1
+    budget = None
+    if token_offsets is not None and max_tokens is not None:
+        max_tokens = check_int_range(max_tokens, 1, 1 << 20, name="max_tokens")
+        budget = np.asarray(token_offsets, dtype=np.int64).reshape(-1, 2)
     spans: list[Span] = []
     while start < stop:
         hard = min(start + chunk_size, stop)
+        if budget is not None:
+            first = int(np.searchsorted(budget[:, 1], start, side="right"))  # first token ending after start
+            last = first + max_tokens - 1
+            if last < budget.shape[0]:
+                hard = max(start + 1, min(hard, int(budget[last, 1])))
         if hard == stop:
             end = stop
         else:
-            end = _last_break(text, start + max(1, chunk_size // 2), hard)
+            end = _last_break(text, start + max(1, (hard - start) // 2), hard)
         while end > start and text[end - 1].isspace():
             end -= 1
         spans.append(Span(start, end))

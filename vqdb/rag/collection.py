@@ -19,8 +19,15 @@ import threading
 
 import numpy as np
 
-from .._validation import as_float32_matrix, as_ids, check_choice, check_int_range, check_k
-from ..errors import DimensionMismatchError, IncompatibleFormatError, InvalidInputError, NotFoundError
+from .._validation import as_float32_matrix, check_choice, check_int_range, check_k
+from ..errors import (
+    DimensionMismatchError,
+    DuplicateIdError,
+    IncompatibleFormatError,
+    InvalidInputError,
+    NotFoundError,
+)
+from ..index import _ids
 from . import _store
 from .bm25 import BM25Index, tokenize
 from .chunking import DEFAULT_CHUNK_SIZE, check_chunking, chunk_spans
@@ -154,6 +161,7 @@ class TextCollection:
         max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
         device: str = "cpu",
         index=None,
+        id_type: str | None = None,
     ):
         self.path = None if path is None else os.fspath(path)
         self._lock = threading.RLock()
@@ -187,6 +195,7 @@ class TextCollection:
                 self.embedder.dim,
                 quantizer,
                 None if self.path is None else os.path.join(self.path, INDEX_DIR),
+                id_type=_ids.check_id_type(id_type),
             )
         self._check_dim()
         self._write_manifest()
@@ -238,7 +247,8 @@ class TextCollection:
             )
         self._check_dim()
         ids = _store.live_ids(self.index)
-        self._next_id = max(int(m.get("next_id", 0)), int(ids[-1]) + 1 if ids.size else 0)
+        top = int(ids[-1]) + 1 if ids.size and ids.dtype != object else 0
+        self._next_id = max(int(m.get("next_id", 0)), top)
         self._next_doc = int(m.get("next_doc", 0))
         bm25_dir = os.path.join(self.path, BM25_DIR)
         if os.path.isfile(os.path.join(bm25_dir, "bm25.json")):
@@ -294,7 +304,7 @@ class TextCollection:
     def dim(self) -> int:
         return self._index_dim()
 
-    def add(self, texts, metadata=None, *, vectors=None, progress: bool = False) -> np.ndarray:
+    def add(self, texts, metadata=None, *, ids=None, vectors=None, progress: bool = False) -> np.ndarray:
         """Add documents: chunk, embed and store them.
 
         Parameters
@@ -304,6 +314,12 @@ class TextCollection:
         metadata : list of dict, dict or None
             One dict per document (a single dict applies to all); every passage of a document
             carries its document's metadata. Keys starting ``_text``/``_doc``/... are reserved.
+        ids : list of int or str, optional
+            One id per document (all of one kind, as the collection's ``id_type``). A document stored as
+            one passage gets exactly its id; with string ids, a document cut into several passages gets
+            ``"<id>#<chunk>"`` for each (its id is then ``Hit.doc_id``); with integer ids every document
+            must fit one passage. Without ids: new integer ids (new UUID strings in a string-id
+            collection).
         vectors : array of shape (len(texts), dim), float, optional
             Precomputed unit-norm embeddings, one per text. Then each text is stored as exactly one
             passage (no chunking, no model run) — for importing already-embedded corpora.
@@ -312,7 +328,7 @@ class TextCollection:
 
         Returns
         -------
-        ndarray of shape (n_passages,), int64
+        ndarray of shape (n_passages,), int64 (object of str in a string-id collection)
             The new passage ids, document by document, chunks in order.
 
         Raises
@@ -324,6 +340,7 @@ class TextCollection:
         """
         texts = _check_texts(texts, self.max_document_chars)
         metas = _check_metadata(metadata, len(texts))
+        doc_ids = self._doc_ids(ids, len(texts))
         if vectors is not None:
             vectors = as_float32_matrix(vectors, self.dim, name="vectors")
             if vectors.shape[0] != len(texts):
@@ -332,16 +349,18 @@ class TextCollection:
                 )
             spans = [[(0, len(t))] for t in texts]
         else:
-            spans = [
-                [(s.start, s.end) for s in chunk_spans(t, self.chunk_size, self.chunk_overlap)] for t in texts
-            ]
+            spans = [self._spans(t) for t in texts]
         passages = [texts[d][s:e] for d, doc_spans in enumerate(spans) for s, e in doc_spans]
         if not passages:
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=object if doc_ids is not None and doc_ids.dtype == object else np.int64)
+        passage_ids = None if doc_ids is None else self._passage_ids(doc_ids, spans)
         if vectors is None:
             vectors = self.embedder.encode(passages, progress=progress)
         with self._lock:
-            ids = np.arange(self._next_id, self._next_id + len(passages), dtype=np.int64)
+            if passage_ids is None:
+                ids = np.arange(self._next_id, self._next_id + len(passages), dtype=np.int64)
+            else:
+                ids = passage_ids
             first_doc = self._next_doc
             rows = []
             for d, doc_spans in enumerate(spans):
@@ -350,19 +369,78 @@ class TextCollection:
                         {
                             **metas[d],
                             _store.TEXT: texts[d][s:e],
-                            _store.DOC: first_doc + d,
+                            _store.DOC: doc_ids[d] if ids.dtype == object else first_doc + d,
                             _store.CHUNK: c,
                             _store.START: s,
                             _store.END: e,
                         }
                     )
             # reserve the ids first: after a crash between the two writes, ids are skipped, never reused
-            self._next_id += len(passages)
+            if ids.dtype != object:
+                self._next_id = max(self._next_id, int(ids.max()) + 1)
             self._next_doc += len(texts)
             self._write_manifest()
+            before = _store.size(self.index)
             _store.add(self.index, vectors, ids, rows)
-            self._bm25_fresh = False
+            self._bm25_after_add(ids, rows, before)
         return ids
+
+    def _bm25_after_add(self, ids: np.ndarray, rows: list[dict], before: int) -> None:
+        """Add the new passages to a BM25 index that is in step with the index (cost: these passages
+        only); one that is not (never built, or written behind our back) is rebuilt on the next query."""
+        with self._bm25_lock:
+            bm25 = self._bm25
+            if bm25 is None or not self._bm25_fresh or len(bm25) != before:
+                self._bm25_fresh = False
+                return
+            fields = _fields_table([{k: v for k, v in r.items() if k != _store.TEXT} for r in rows])
+            bm25.add(ids, [tokenize(r[_store.TEXT]) for r in rows], fields=fields)
+
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        """Chunks of ``text``: at most ``chunk_size`` characters and at most the embedding model's window
+        of tokens (counted with its own tokenizer), so the model never truncates a passage."""
+        from .chunking import token_offsets
+
+        tokenizer = self.embedder.tokenizer
+        spans = chunk_spans(
+            text,
+            self.chunk_size,
+            self.chunk_overlap,
+            token_offsets=token_offsets(tokenizer, text),
+            max_tokens=self.embedder.max_tokens,
+        )
+        return [(s.start, s.end) for s in spans]
+
+    def _doc_ids(self, ids, n: int) -> np.ndarray | None:
+        """Validated document ids (None: integer passage ids allocated by the collection)."""
+        id_type = getattr(self.index, "id_type", None)
+        if ids is None:
+            return _ids.new_str_ids(n) if id_type == _ids.STR else None
+        kind, arr = _ids.as_user_ids(ids, n)
+        _ids.check_kind(kind, id_type)
+        dup = _ids.duplicates(arr)
+        if dup:
+            raise DuplicateIdError(f"ids repeat within one call: {dup}")
+        return arr
+
+    @staticmethod
+    def _passage_ids(doc_ids: np.ndarray, spans) -> np.ndarray:
+        """Passage ids from document ids: the id itself for a one-passage document, ``"<id>#<c>"`` per
+        chunk for a longer one (string ids only)."""
+        if doc_ids.dtype != object:
+            long = [d for d, s in enumerate(spans) if len(s) != 1]
+            if long:
+                raise InvalidInputError(
+                    f"document {long[0]} is cut into {len(spans[long[0]])} passages; an integer id names one "
+                    "passage: use string ids (passages get '<id>#<chunk>') or a larger chunk_size"
+                )
+            return doc_ids
+        out = []
+        for doc, doc_spans in zip(doc_ids.tolist(), spans):
+            out.extend([doc] if len(doc_spans) == 1 else [f"{doc}#{c}" for c in range(len(doc_spans))])
+        arr = np.empty(len(out), dtype=object)
+        arr[:] = out
+        return arr
 
     def delete(self, ids) -> int:
         """Remove passages by id; returns how many were removed.
@@ -372,10 +450,13 @@ class TextCollection:
         NotFoundError
             An id does not exist (then nothing is removed).
         """
-        ids = as_ids(ids)
+        _, ids = _ids.as_user_ids(ids)
         with self._lock:
             n = _store.delete(self.index, ids)
-            self._bm25_fresh = False
+            with self._bm25_lock:
+                if self._bm25 is not None and self._bm25_fresh:
+                    self._bm25.remove(ids)
+                    self._bm25_fresh = len(self._bm25) == _store.size(self.index)
         return n
 
     def save(self) -> None:
@@ -412,21 +493,23 @@ class TextCollection:
 
     # ---- BM25 ----------------------------------------------------------------------------------
     def _ensure_bm25(self) -> BM25Index:
-        """The BM25 index, rebuilt from the stored passages if writes happened since it was built."""
+        """The BM25 index; built from the stored passages when there is none in step with the index.
+
+        Writes through this object update it incrementally; the size check catches writes made to the
+        index directly (e.g. through the service's vector endpoints). Lock order: ``_lock`` first."""
         with self._bm25_lock:
-            # writes through this object clear the flag; the size check catches writes made to the
-            # index directly (e.g. through the service's vector endpoints)
             if self._bm25 is not None and self._bm25_fresh and len(self._bm25) == _store.size(self.index):
                 return self._bm25
-            with self._lock:
-                ids = _store.live_ids(self.index)
-                rows = _store.rows(self.index, ids) if ids.size else []
-                self._bm25_fresh = True  # writes after this point mark it stale again
+        with self._lock, self._bm25_lock:
+            if self._bm25 is not None and self._bm25_fresh and len(self._bm25) == _store.size(self.index):
+                return self._bm25
+            ids = _store.live_ids(self.index)
+            rows = _store.rows(self.index, ids) if ids.size else []
             bm25 = BM25Index()
             fields = _fields_table([{key: v for key, v in r.items() if key != _store.TEXT} for r in rows])
             # a vector stored without text (through the vector API) has no words
             bm25.build(ids, [tokenize(r.get(_store.TEXT) or "") for r in rows], fields=fields)
-            self._bm25 = bm25
+            self._bm25, self._bm25_fresh = bm25, True
             return bm25
 
     # ---- queries -------------------------------------------------------------------------------
@@ -505,19 +588,24 @@ class TextCollection:
         ids, scores = _store.search(self.index, q, depth, flt, rerank=rerank)
         out = []
         for row_ids, row_scores in zip(ids, scores):
-            keep = row_ids >= 0
+            keep = (row_ids != None) if row_ids.dtype == object else (row_ids >= 0)  # noqa: E711
             out.append((row_ids[keep], row_scores[keep]))
         return out
 
     def _lexical(self, texts, depth, flt):
         bm25 = self._ensure_bm25()
-        mask = None
-        if flt is not None:  # same filter semantics as the index (same compiler), on the BM25 rows
-            from ..index import _filters
+        with self._bm25_lock:  # BM25Index is not thread-safe; mask and search see the same rows
+            mask = None
+            if flt is not None:  # same filter semantics as the index (same compiler), on the BM25 rows
+                from ..index import _filters
 
-            table = bm25.fields if bm25.fields is not None else _fields_table([])
-            mask = _filters.evaluate(_filters.compile_filter(flt, table.schema), table) if len(bm25) else None
-        return [bm25.search(t, depth, mask) for t in texts]
+                table = bm25.fields if bm25.fields is not None else _fields_table([])
+                mask = (
+                    _filters.evaluate(_filters.compile_filter(flt, table.schema), table)
+                    if len(bm25)
+                    else None
+                )
+            return [bm25.search(t, depth, mask) for t in texts]
 
     def _hits(self, results) -> list[list[Hit]]:
         all_ids = np.unique(np.concatenate([r[0] for r in results])) if results else np.zeros(0, np.int64)
@@ -536,7 +624,7 @@ class TextCollection:
                         text=row[_store.TEXT],
                         score=float(score),
                         metadata=md,
-                        doc_id=int(row.get(_store.DOC, -1)),
+                        doc_id=_doc_id(row.get(_store.DOC, -1)),
                         chunk=int(row.get(_store.CHUNK, 0)),
                         start=int(row.get(_store.START, 0)),
                         end=int(row.get(_store.END, len(row[_store.TEXT]))),
@@ -548,6 +636,10 @@ class TextCollection:
     def __repr__(self) -> str:
         where = "memory" if self.path is None else repr(self.path)
         return f"TextCollection({where}, model={self.embedder.name!r}, passages={len(self)})"
+
+
+def _doc_id(value):
+    return value if isinstance(value, str) else int(value)
 
 
 def open_collection(path, *, model=None, device: str = "cpu") -> TextCollection:

@@ -137,6 +137,16 @@ class Embedder:
         return _load(self.location, self.device)
 
     @property
+    def tokenizer(self):
+        """The model's (fast) tokenizer."""
+        return self.model.tokenizer
+
+    @property
+    def max_tokens(self) -> int:
+        """Word pieces one passage may hold: the model's window minus its two special tokens."""
+        return int(self.model.max_seq_length) - 2
+
+    @property
     def loaded(self) -> bool:
         return (self.location, self.device) in _MODELS
 

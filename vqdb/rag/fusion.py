@@ -20,7 +20,7 @@ def reciprocal_rank_fusion(
 
     Parameters
     ----------
-    rankings : list of ndarray of shape (n_i,), int64
+    rankings : list of ndarray of shape (n_i,), int64 or object str (one kind)
         Each list best first, without repeats.
     k : int
         Results to keep.
@@ -31,19 +31,24 @@ def reciprocal_rank_fusion(
 
     Returns
     -------
-    ids : ndarray of shape (<= k,), int64
+    ids : ndarray of shape (<= k,), int64 (object for string ids)
         Best first; ties go to the better best rank, then to the smaller id.
     scores : ndarray of shape (<= k,), float32
         Fused scores.
     """
     if weights is None:
         weights = [1.0] * len(rankings)
-    fused: dict[int, float] = {}
-    best_rank: dict[int, int] = {}
+    fused: dict = {}
+    best_rank: dict = {}
+    strings = any(np.asarray(r).dtype == object for r in rankings)
     for ranking, w in zip(rankings, weights):
-        for rank, pid in enumerate(np.asarray(ranking, dtype=np.int64).tolist(), start=1):
+        ranking = np.asarray(ranking) if strings else np.asarray(ranking, dtype=np.int64)
+        for rank, pid in enumerate(ranking.tolist(), start=1):
             fused[pid] = fused.get(pid, 0.0) + w / (rrf_k + rank)
             if rank < best_rank.get(pid, 1 << 62):
                 best_rank[pid] = rank
     order = sorted(fused, key=lambda p: (-fused[p], best_rank[p], p))[:k]
-    return np.asarray(order, dtype=np.int64), np.asarray([fused[p] for p in order], dtype=np.float32)
+    ids = np.empty(len(order), dtype=object) if strings else np.asarray(order, dtype=np.int64)
+    if strings:
+        ids[:] = order
+    return ids, np.asarray([fused[p] for p in order], dtype=np.float32)

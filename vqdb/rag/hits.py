@@ -11,7 +11,7 @@ class Hit:
 
     Attributes
     ----------
-    id : int
+    id : int or str
         Passage id (what :meth:`TextCollection.add` returned).
     text : str
         The passage: ``document[start:end]`` of the document it was cut from.
@@ -20,19 +20,20 @@ class Hit:
         BM25 score; ``hybrid``: the reciprocal-rank-fusion score.
     metadata : dict
         The metadata given with the passage's document.
-    doc_id : int
-        Id of the document (one per text given to ``add``); all its chunks share it.
+    doc_id : int or str
+        Id of the document (one per text given to ``add``: the id given in a string-id collection); all
+        its chunks share it.
     chunk : int
         Position of the passage in its document (0 for the first chunk).
     start, end : int
         Character offsets of the passage in its document.
     """
 
-    id: int
+    id: int | str
     text: str
     score: float
     metadata: dict = field(default_factory=dict)
-    doc_id: int = -1
+    doc_id: int | str = -1
     chunk: int = 0
     start: int = 0
     end: int = 0

@@ -72,6 +72,7 @@ class CollectionInfo:
     store_vectors: bool | str = False
     shards: int = 1
     format: int = FORMAT
+    id_type: str | None = None
 
     @classmethod
     def read(cls, root: Path) -> CollectionInfo:
@@ -79,7 +80,10 @@ class CollectionInfo:
             raw = json.loads((root / INFO_FILE).read_text(encoding="utf-8"))
             known = {k: raw[k] for k in ("name", "dim", "metric", "quantizer", "ivf", "created_at", "format")}
             return cls(
-                **known, store_vectors=raw.get("store_vectors", False), shards=int(raw.get("shards", 1))
+                **known,
+                store_vectors=raw.get("store_vectors", False),
+                shards=int(raw.get("shards", 1)),
+                id_type=raw.get("id_type"),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IncompatibleFormatError(f"{root.name}: unreadable {INFO_FILE} ({exc})") from None
@@ -250,6 +254,7 @@ class Collection:
             "ivf": self.info.ivf,
             "store_vectors": self.info.store_vectors,
             "shards": self.info.shards,
+            "id_type": getattr(index, "id_type", None) or self.info.id_type,
             "count": count,
             "bytes": nbytes,
             "created_at": self.info.created_at,
@@ -298,18 +303,47 @@ class Collection:
 
     # ---- writes ---------------------------------------------------------------------------------
 
-    def upsert(self, vectors: np.ndarray, ids: np.ndarray, payloads: list[dict | None] | None) -> int:
+    def upsert(
+        self,
+        vectors: np.ndarray,
+        ids: np.ndarray,
+        payloads: list[dict | None] | None,
+        *,
+        replace: bool = True,
+    ) -> int:
         if payloads is not None and all(p is None for p in payloads):
             payloads = None
         with self.write_lock, self.lease() as index:
             self._check_open()
-            engine.upsert(index, vectors, ids, payloads)
+            engine.upsert(index, vectors, ids, payloads, replace=replace)
             return len(index)
 
-    def delete_ids(self, ids: np.ndarray) -> int:
+    def add_points(self, vectors: np.ndarray, ids, payloads) -> tuple[np.ndarray, int]:
+        """Add only (``ids`` None: the index assigns them); returns (ids, live count afterwards)."""
+        if payloads is not None and all(p is None for p in payloads):
+            payloads = None
         with self.write_lock, self.lease() as index:
             self._check_open()
-            return engine.delete(index, ids)
+            ids = engine.upsert(index, vectors, ids, payloads, replace=False)
+            return ids, len(index)
+
+    def scroll(self, **kwargs) -> dict:
+        with self.lease() as index:
+            return engine.scroll(index, **kwargs)
+
+    def id_type(self) -> str | None:
+        with self.lease() as index:
+            return getattr(index, "id_type", None) or self.info.id_type
+
+    def update_payload(self, ids: np.ndarray, payloads: list, *, merge: bool) -> int:
+        with self.write_lock, self.lease() as index:
+            self._check_open()
+            return engine.update_metadata(index, ids, payloads, merge=merge)
+
+    def delete_ids(self, ids: np.ndarray, *, missing_ok: bool = True) -> int:
+        with self.write_lock, self.lease() as index:
+            self._check_open()
+            return engine.delete(index, ids, missing_ok=missing_ok)
 
     def delete_matching(self, filter: dict) -> int:
         with self.write_lock, self.lease() as index:
@@ -505,6 +539,7 @@ class CollectionStore:
         ivf: bool | int = False,
         store_vectors: bool | str = False,
         shards: int = 1,
+        id_type: str | None = None,
     ) -> Collection:
         check_collection_name(name)
         with self._reserved(name) as tmp:
@@ -517,6 +552,7 @@ class CollectionStore:
                 created_at=now(),
                 store_vectors=store_vectors,
                 shards=int(shards),
+                id_type=id_type,
             )
             index = engine.new_index(
                 dim=info.dim,
@@ -526,6 +562,7 @@ class CollectionStore:
                 store_vectors=store_vectors,
                 path=tmp / INDEX_DIR,
                 shards=info.shards,
+                id_type=id_type,
             )
             engine.save(index)
             engine.close(index)

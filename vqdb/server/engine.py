@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError, NotFoundError
+from ..errors import InvalidInputError, NotFoundError, VqdbError
 
 
 def new_index(
@@ -24,6 +24,7 @@ def new_index(
     store_vectors: bool | str,
     path: Path,
     shards: int = 1,
+    id_type: str | None = None,
 ):
     """Create an empty persistent index in ``path`` (which must not hold one).
 
@@ -43,10 +44,17 @@ def new_index(
             path=path,
             ivf=ivf,
             store_vectors=store_vectors,
+            **({} if id_type is None else {"id_type": id_type}),
         )
 
     return Index(
-        dim, metric=metric, quantizer=quantizer, ivf=ivf, store_vectors=store_vectors, path=str(path)
+        dim,
+        metric=metric,
+        quantizer=quantizer,
+        ivf=ivf,
+        store_vectors=store_vectors,
+        path=str(path),
+        id_type=id_type,
     )
 
 
@@ -60,10 +68,17 @@ def open_index(path: Path):
     return _open(str(path))
 
 
-def upsert(index, vectors: np.ndarray, ids: np.ndarray, payloads: list[dict | None] | None) -> None:
-    """Insert or replace (n, d) float32 ``vectors`` under int64 ``ids``; durable when it returns."""
+def upsert(
+    index, vectors: np.ndarray, ids: np.ndarray, payloads: list[dict | None] | None, *, replace: bool = True
+) -> None:
+    """Insert or replace (n, d) float32 ``vectors`` under ``ids``; durable when it returns.
+    ``replace=False`` adds only (``DuplicateIdError`` when an id exists, nothing written)."""
     try:
-        index.upsert(vectors, ids, metadata=payloads)
+        if replace:
+            return index.upsert(vectors, ids, metadata=payloads)
+        return index.add(vectors, ids, metadata=payloads)
+    except VqdbError:
+        raise
     except (TypeError, OverflowError) as exc:  # payload values the metadata table cannot hold
         raise InvalidInputError(f"payload rejected: {exc}") from None
     except _arrow_errors() as exc:
@@ -72,20 +87,54 @@ def upsert(index, vectors: np.ndarray, ids: np.ndarray, payloads: list[dict | No
 
 def present(index, ids: np.ndarray) -> np.ndarray:
     """(n,) bool: which ``ids`` are in the index."""
+    if hasattr(index, "contains"):
+        return np.asarray(index.contains(ids), dtype=bool)
     if ids.size <= 64:
         return np.fromiter((int(i) in index for i in ids), dtype=bool, count=ids.size)
     return np.isin(ids, index.ids())
 
 
-def delete(index, ids: np.ndarray) -> int:
-    """Delete the ``ids`` that exist; returns how many were deleted (absent ids are ignored)."""
+def delete(index, ids: np.ndarray, *, missing_ok: bool = True) -> int:
+    """Delete ``ids``; returns how many were deleted. Absent ids are ignored (``missing_ok``) or raise
+    ``NotFoundError`` with nothing deleted."""
+    if not missing_ok:
+        return int(index.delete(ids)) if ids.size else 0
     ids = ids[present(index, ids)]
     return int(index.delete(ids)) if ids.size else 0
 
 
+def scroll(index, *, limit: int, offset, filter, with_vector: bool, with_payload: bool) -> dict:
+    """One page: ``{"points": [{"id", "payload", "vector"}], "next_offset"}``."""
+    try:
+        page = index.scroll(limit=limit, offset=offset, filter=filter, include_vectors=with_vector)
+    except _arrow_errors() as exc:
+        raise InvalidInputError(f"filter cannot be evaluated on this collection's payloads: {exc}") from None
+    rec = page.records
+    points = [
+        {
+            "id": point_id,
+            "payload": (payload or {}) if with_payload else None,
+            "vector": rec.vectors[j].tolist() if with_vector else None,
+        }
+        for j, (point_id, payload) in enumerate(zip(rec.ids.tolist(), rec.metadata))
+    ]
+    return {"points": points, "next_offset": page.next_offset}
+
+
+def update_metadata(index, ids: np.ndarray, payloads: list, *, merge: bool) -> int:
+    try:
+        return int(index.update_metadata(ids, [p or {} for p in payloads], merge=merge))
+    except VqdbError:
+        raise
+    except (TypeError, OverflowError) as exc:
+        raise InvalidInputError(f"payload rejected: {exc}") from None
+    except _arrow_errors() as exc:
+        raise InvalidInputError(f"payload rejected: {exc}") from None
+
+
 def ids_matching(index, filter: dict) -> np.ndarray:
-    """int64 ids of every live point whose payload matches ``filter``."""
-    return np.asarray(index.ids(filter=filter), dtype=np.int64)
+    """Ids (int64, or str) of every live point whose payload matches ``filter``."""
+    return np.asarray(index.ids(filter=filter))
 
 
 def fetch(index, ids: np.ndarray, *, with_vector: bool) -> list[dict[str, Any] | None]:
@@ -102,7 +151,7 @@ def fetch(index, ids: np.ndarray, *, with_vector: bool) -> list[dict[str, Any] |
     vectors = records.vectors
     for j, (pos, point_id, payload) in enumerate(zip(where.tolist(), records.ids.tolist(), records.metadata)):
         out[pos] = {
-            "id": int(point_id),
+            "id": point_id,
             "payload": payload or {},
             "vector": vectors[j].tolist() if with_vector and vectors is not None else None,
         }

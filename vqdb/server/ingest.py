@@ -11,8 +11,9 @@ import binascii
 
 import numpy as np
 
-from .._validation import as_float32_matrix, as_ids
+from .._validation import as_float32_matrix
 from ..errors import DimensionMismatchError, InvalidInputError, RequestTooLargeError
+from ..index._ids import as_user_ids, duplicates
 from .arrow_size import inflated_size
 from .schemas import INT64_MAX
 
@@ -20,13 +21,12 @@ Batch = tuple[np.ndarray, np.ndarray, "list[dict | None] | None"]
 
 
 def unique_ids(ids) -> np.ndarray:
-    """int64 ids, refusing duplicates (an upsert of the same id twice in one call is ambiguous)."""
-    arr = as_ids(np.asarray(ids, dtype=np.int64) if len(ids) else np.zeros(0, np.int64))
-    if arr.size and (arr < 0).any():
-        raise InvalidInputError("ids must be non-negative int64")
-    if np.unique(arr).size != arr.size:
-        values, counts = np.unique(arr, return_counts=True)
-        raise InvalidInputError(f"id {int(values[counts > 1][0])} appears more than once in this request")
+    """int64 ids or an object array of string ids (all of one kind), refusing duplicates (an upsert of
+    the same id twice in one call is ambiguous)."""
+    _, arr = as_user_ids(ids)  # DTypeError (400) for mixed kinds, floats, bools
+    dup = duplicates(arr)
+    if dup:
+        raise InvalidInputError(f"id {dup[0]!r} appears more than once in this request")
     return arr
 
 
@@ -53,13 +53,20 @@ def from_b64(body, dim: int) -> Batch:
         raw = base64.b64decode(body.vectors, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidInputError(f"'vectors' is not valid base64: {exc}") from None
-    n = len(body.ids)
+    if body.ids is None:  # the server assigns ids (an add)
+        if len(raw) % (dim * 4) or not raw:
+            raise DimensionMismatchError(
+                f"'vectors' decodes to {len(raw)} bytes, not a whole number of {dim}-d float32 vectors"
+            )
+        n = len(raw) // (dim * 4)
+    else:
+        n = len(body.ids)
     if len(raw) != n * dim * 4:
         raise DimensionMismatchError(
             f"'vectors' decodes to {len(raw)} bytes; {n} ids x {dim} dimensions x 4 bytes = {n * dim * 4} expected"
         )
     vectors = as_float32_matrix(np.frombuffer(raw, dtype="<f4").reshape(n, dim), dim, name="vectors")
-    ids = unique_ids(body.ids)
+    ids = None if body.ids is None else unique_ids(body.ids)
     payloads = body.payloads
     if payloads is not None and len(payloads) != n:
         raise DimensionMismatchError(f"'payloads' has {len(payloads)} entries; expected {n} (one per id)")
@@ -109,10 +116,12 @@ def from_arrow_stream(data: bytes, dim: int, *, max_inflated: int) -> Batch:
 def _arrow_ids(column) -> np.ndarray:
     import pyarrow as pa
 
-    if not pa.types.is_integer(column.type):
-        raise InvalidInputError(f"column 'id' must be integers; got {column.type}")
     if column.null_count:
         raise InvalidInputError("column 'id' holds nulls")
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return unique_ids(column.to_numpy(zero_copy_only=False))
+    if not pa.types.is_integer(column.type):
+        raise InvalidInputError(f"column 'id' must be integers or strings; got {column.type}")
     arr = column.to_numpy()
     if pa.types.is_unsigned_integer(column.type) and arr.size and arr.max() > INT64_MAX:
         raise InvalidInputError("column 'id' holds values above int64")

@@ -25,7 +25,13 @@ CollectionName = Annotated[
         description="letters, digits, '_', '-', '.'; starts with a letter or digit; at most 64 characters",
     ),
 ]
-PointId = Annotated[int, Field(ge=0, le=INT64_MAX, description="non-negative int64")]
+IntId = Annotated[StrictInt, Field(ge=0, le=INT64_MAX, description="non-negative int64")]
+StrId = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=512, description="a string id (UUIDs included), at most 512 UTF-8 bytes"),
+]
+PointId = IntId | StrId  # one kind per collection (fixed by its first write, or id_type at creation)
+IdType = Literal["int", "str"]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=INT64_MAX)]
 Scalar = StrictBool | Int64 | FiniteFloat | StrictStr | None
@@ -71,6 +77,9 @@ class CollectionCreate(_In):
     store_vectors: bool | Literal["float16", "float32"] = Field(
         False, description="also keep the full vectors (true = float16) for exact re-ranking and exact get"
     )
+    id_type: IdType | None = Field(
+        None, description='"int" or "str" ids; null: fixed by the first upsert (one kind per collection)'
+    )
     shards: int = Field(
         1,
         ge=1,
@@ -88,6 +97,7 @@ class CollectionPublic(BaseModel):
     ivf: bool | int
     store_vectors: bool | str
     shards: int = Field(1, description="number of shards (Ray actors); 1 = a plain index")
+    id_type: str | None = Field(None, description='"int" or "str"; null until the first write fixes it')
     count: int = Field(description="live vectors")
     bytes: int = Field(
         description="bytes on disk: segments (codes, ids, metadata, vectors) + write-ahead log"
@@ -130,17 +140,24 @@ class PointsUpsert(_In):
         },
     )
     points: list[PointIn] = Field(min_length=1, max_length=100_000)
+    upsert: bool = Field(True, description="false: refuse ids that already exist (409), like Index.add")
 
 
 class PointsB64(_In):
-    ids: list[PointId] = Field(min_length=1, description="one id per vector")
+    ids: list[PointId] | None = Field(
+        None,
+        min_length=1,
+        description="one id per vector; omitted with upsert=false: the server assigns them",
+    )
     vectors: str = Field(description="base64 of the little-endian float32 matrix (n, dim), row-major")
     payloads: list[Payload | None] | None = Field(None, description="one payload per vector, or omitted")
+    upsert: bool = Field(True, description="false: refuse ids that already exist (409), like Index.add")
 
 
 class UpsertResult(BaseModel):
     upserted: int
     count: int = Field(description="live vectors in the collection afterwards")
+    ids: list[int | str] | None = Field(None, description="the ids the server assigned (ids omitted)")
 
 
 class PointsGet(_In):
@@ -149,7 +166,7 @@ class PointsGet(_In):
 
 
 class PointPublic(BaseModel):
-    id: int
+    id: int | str
     payload: dict[str, Any] | None = None
     vector: list[float] | None = None
 
@@ -161,11 +178,37 @@ class PointList(BaseModel):
 class PointsDelete(_In):
     ids: list[PointId] | None = Field(None, max_length=1_000_000)
     filter: dict[str, Any] | None = Field(None, description="Mongo-style payload filter; deletes every match")
+    missing_ok: bool = Field(True, description="false: 404 (and nothing deleted) when some ids do not exist")
 
 
 class DeleteResult(BaseModel):
     deleted: int
     count: int
+
+
+class PointsScroll(_In):
+    limit: int = Field(100, ge=1, le=10_000, description="points per page")
+    offset: PointId | None = Field(None, description="the next_offset of the previous page; null: the first")
+    filter: dict[str, Any] | None = Field(None, description="Mongo-style payload filter")
+    with_payload: bool = True
+    with_vector: bool = False
+
+
+class ScrollResult(BaseModel):
+    points: list[PointPublic]
+    next_offset: int | str | None = Field(
+        None, description="pass as offset for the next page; absent on the last"
+    )
+
+
+class PointsPayload(_In):
+    ids: list[PointId] = Field(min_length=1, max_length=10_000)
+    payloads: list[Payload | None] = Field(description="one payload per id")
+    merge: bool = Field(True, description="true: set these fields, keep the others; false: replace")
+
+
+class PayloadResult(BaseModel):
+    updated: int
 
 
 # ---- search -------------------------------------------------------------------------------------
@@ -199,7 +242,7 @@ class SearchRequest(_In):
 
 
 class Hit(BaseModel):
-    id: int
+    id: int | str
     score: float = Field(description="higher is better (l2sq: minus the squared distance)")
     payload: dict[str, Any] | None = None
     vector: list[float] | None = None

@@ -49,6 +49,7 @@ def create_collection(body: CollectionCreate, store: StoreDep, settings: Setting
         ivf=body.ivf,
         store_vectors=body.store_vectors,
         shards=body.shards,
+        id_type=body.id_type,
     )
     return CollectionPublic(**collection.describe())
 

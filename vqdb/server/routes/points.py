@@ -21,14 +21,17 @@ from ..deps import CollectionDep, MetricsDep, SettingsDep
 from ..ingest import from_arrow_stream, from_b64, from_points, unique_ids
 from ..limits import inflate_limit
 from ..schemas import (
-    INT64_MAX,
     DeleteResult,
+    PayloadResult,
     PointList,
     PointPublic,
     PointsB64,
     PointsDelete,
     PointsGet,
+    PointsPayload,
+    PointsScroll,
     PointsUpsert,
+    ScrollResult,
     UpsertResult,
 )
 from ._responses import PROTECTED, errors
@@ -41,7 +44,14 @@ router = APIRouter(
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
-def _upsert(collection: Collection, metrics, vectors, ids, payloads) -> UpsertResult:
+def _upsert(collection: Collection, metrics, vectors, ids, payloads, *, replace: bool = True) -> UpsertResult:
+    if ids is None or not replace:
+        if ids is None and replace:
+            raise InvalidInputError("an upsert needs ids; omit them only with upsert=false (an add)")
+        given = ids is not None
+        ids, count = collection.add_points(vectors, ids, payloads)
+        metrics.vectors_ingested.inc(len(ids))
+        return UpsertResult(upserted=len(ids), count=count, ids=None if given else ids.tolist())
     count = collection.upsert(vectors, ids, payloads)
     metrics.vectors_ingested.inc(len(ids))
     return UpsertResult(upserted=len(ids), count=count)
@@ -50,18 +60,22 @@ def _upsert(collection: Collection, metrics, vectors, ids, payloads) -> UpsertRe
 @router.post(
     "",
     response_model=UpsertResult,
+    response_model_exclude_none=True,
     dependencies=[WriteAccess],
+    responses=errors(409),
     summary="Upsert points given as JSON (id, vector, payload)",
 )
 def upsert_points(body: PointsUpsert, collection: CollectionDep, metrics: MetricsDep) -> UpsertResult:
     vectors, ids, payloads = from_points(body.points, collection.dim)
-    return _upsert(collection, metrics, vectors, ids, payloads)
+    return _upsert(collection, metrics, vectors, ids, payloads, replace=body.upsert)
 
 
 @router.post(
     "/b64",
     response_model=UpsertResult,
+    response_model_exclude_none=True,
     dependencies=[WriteAccess],
+    responses=errors(409),
     summary="Bulk upsert: ids + base64 of little-endian float32 vectors (+ payloads)",
     description="The body is parsed and validated in a worker thread, so large batches do not hold up searches.",
     openapi_extra={
@@ -80,7 +94,7 @@ async def upsert_b64(request: Request, collection: CollectionDep, metrics: Metri
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_input=False)) from None
         vectors, ids, payloads = from_b64(body, collection.dim)
-        return _upsert(collection, metrics, vectors, ids, payloads)
+        return _upsert(collection, metrics, vectors, ids, payloads, replace=body.upsert)
 
     return await anyio.to_thread.run_sync(work)
 
@@ -88,7 +102,9 @@ async def upsert_b64(request: Request, collection: CollectionDep, metrics: Metri
 @router.post(
     "/arrow",
     response_model=UpsertResult,
+    response_model_exclude_none=True,
     dependencies=[WriteAccess],
+    responses=errors(409),
     summary="Bulk upsert from an Arrow IPC stream",
     description="Body: an Arrow IPC *stream* with an integer column `id`, a `vector` column "
     "(fixed_size_list or list of float) and, optionally, more columns that become payload fields.",
@@ -136,11 +152,11 @@ async def read_body(request: Request) -> bytes:
     summary="Get one point",
 )
 def get_point(
-    point_id: Annotated[int, Path(ge=0, le=INT64_MAX, examples=[42])],
+    point_id: Annotated[str, Path(min_length=1, max_length=512, examples=["42"])],
     collection: CollectionDep,
     with_vector: bool = False,
 ) -> PointPublic:
-    (record,) = collection.fetch(unique_ids([point_id]), with_vector=with_vector)
+    (record,) = collection.fetch(unique_ids([path_id(point_id, collection)]), with_vector=with_vector)
     if record is None:
         raise NotFoundError(f"point {point_id} does not exist in collection {collection.name!r}")
     return PointPublic(**record)
@@ -173,7 +189,7 @@ def delete_points(body: PointsDelete, collection: CollectionDep) -> DeleteResult
             raise InvalidInputError("an empty filter would delete every point; delete the collection instead")
         deleted = collection.delete_matching(body.filter)
     else:
-        deleted = collection.delete_ids(unique_ids(body.ids)) if body.ids else 0
+        deleted = collection.delete_ids(unique_ids(body.ids), missing_ok=body.missing_ok) if body.ids else 0
     return DeleteResult(deleted=deleted, count=collection.size()[0])
 
 
@@ -185,8 +201,52 @@ def delete_points(body: PointsDelete, collection: CollectionDep) -> DeleteResult
     summary="Delete one point",
 )
 def delete_point(
-    point_id: Annotated[int, Path(ge=0, le=INT64_MAX, examples=[42])], collection: CollectionDep
+    point_id: Annotated[str, Path(min_length=1, max_length=512, examples=["42"])], collection: CollectionDep
 ) -> Response:
-    if collection.delete_ids(unique_ids([point_id])) == 0:
+    if collection.delete_ids(unique_ids([path_id(point_id, collection)])) == 0:
         raise NotFoundError(f"point {point_id} does not exist in collection {collection.name!r}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def path_id(text: str, collection: Collection) -> int | str:
+    """The id in a URL path: the string itself in a string-id collection, else a non-negative int64."""
+    if collection.id_type() == "str":
+        return text
+    if not text.isascii() or not text.isdigit() or int(text) > 2**63 - 1:
+        raise InvalidInputError(
+            f"point id {text[:80]!r} is not a non-negative int64 (this collection has integer ids)"
+        )
+    return int(text)
+
+
+@router.post(
+    "/scroll",
+    response_model=ScrollResult,
+    response_model_exclude_none=True,
+    dependencies=[ReadAccess],
+    summary="One page of points (optionally filtered), in a stable order; next_offset continues",
+)
+def scroll_points(body: PointsScroll, collection: CollectionDep) -> ScrollResult:
+    offset = body.offset
+    page = collection.scroll(
+        limit=body.limit,
+        offset=offset,
+        filter=body.filter,
+        with_vector=body.with_vector,
+        with_payload=body.with_payload,
+    )
+    return ScrollResult(points=[PointPublic(**p) for p in page["points"]], next_offset=page["next_offset"])
+
+
+@router.post(
+    "/payload",
+    response_model=PayloadResult,
+    dependencies=[WriteAccess],
+    summary="Set the payloads of existing points without re-sending their vectors",
+)
+def update_payloads(body: PointsPayload, collection: CollectionDep) -> PayloadResult:
+    if len(body.payloads) != len(body.ids):
+        raise InvalidInputError(f"'payloads' has {len(body.payloads)} entries; expected {len(body.ids)}")
+    return PayloadResult(
+        updated=collection.update_payload(unique_ids(body.ids), body.payloads, merge=body.merge)
+    )

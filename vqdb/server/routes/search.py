@@ -103,14 +103,14 @@ def _hits(
     collection: Collection, ids: np.ndarray, scores: np.ndarray, body: SearchRequest
 ) -> list[list[dict]]:
     """Per query, the hits best first as JSON-ready dicts (``payload`` / ``vector`` only when asked)."""
-    keep = (ids >= 0) & np.isfinite(scores)
+    keep = ((ids != None) if ids.dtype == object else (ids >= 0)) & np.isfinite(scores)  # noqa: E711
     records = {}
     if body.with_payload or body.with_vector:
         found = np.unique(ids[keep])
         if found.size:
             for record in collection.fetch(found, with_vector=body.with_vector):
                 if record is not None:
-                    records[int(record["id"])] = record
+                    records[record["id"]] = record
     out = []
     for row_ids, row_scores, row_keep in zip(ids.tolist(), scores.tolist(), keep.tolist()):
         row = []
