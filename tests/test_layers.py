@@ -47,6 +47,7 @@ LAYERS = {
     "distributed": APP,
     "integrations": APP,
     "client": APP,
+    "_client_ops": APP,  # the sans-IO calls of vqdb.Client / AsyncClient
     "datasets": APP,
     "quickbench": APP,
     "cli": APP,
