@@ -274,3 +274,113 @@ def test_load_converts_a_full_precision_prefill(tiny):
     torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=1e-4)
     with pytest.raises(InvalidInputError):
         VQCache(cfg).load([(torch.randn(1, 2, 3, 32), torch.randn(1, 2, 3, 32))])
+
+
+# ---- transformers 5.x generate(cache=...) and the rest of the cache interface through generate() ----------------
+def test_generate_takes_the_cache_as_cache_and_returns_it(tiny):
+    """transformers >= 5.25 takes a user cache as ``generate(cache=...)`` (``past_key_values=`` is deprecated, to
+    be removed in 6.0, and warns); the same object comes back in the output and holds every token."""
+    model, cfg, ids, _ = tiny
+    params = inspect.signature(model.forward).parameters
+    if "cache" not in params:
+        pytest.skip("this transformers takes past_key_values= (before 5.25)")
+    cache = VQCache(cfg, residual_length=8, flush_block=4)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        out = model.generate(
+            input_ids=ids[:1, :30],
+            cache=cache,
+            max_new_tokens=5,
+            do_sample=False,
+            pad_token_id=0,
+            return_dict_in_generate=True,
+        )
+    assert out.cache is cache
+    assert cache.get_seq_length() == 30 + 4 and cache.layers[0].core.n_codes > 0
+    with pytest.warns(FutureWarning, match="past_key_values"):
+        model.generate(
+            input_ids=ids[:1, :30],
+            past_key_values=VQCache(cfg, residual_length=8, flush_block=4),
+            max_new_tokens=2,
+            do_sample=False,
+            pad_token_id=0,
+        )
+
+
+def test_prompt_lookup_decoding_crops_the_cache(tiny, monkeypatch):
+    """Prompt-lookup (assisted) decoding verifies several candidate tokens per step and crops the rejected
+    ones: with no token encoded VQCache gives exactly DynamicCache's tokens, and with codes compat == fused."""
+    model, cfg, ids, kw = tiny
+    crops = []
+    orig = VQLayer.crop
+    monkeypatch.setattr(VQLayer, "crop", lambda self, n: (crops.append(n), orig(self, n))[1])
+    prompt = ids[:1, :10].repeat(1, 4)  # repeated n-grams, so the lookup proposes candidates
+
+    def run(cache, impl):
+        model.set_attn_implementation(impl)
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=prompt,
+                do_sample=False,
+                pad_token_id=0,
+                max_new_tokens=12,
+                prompt_lookup_num_tokens=3,
+                **{kw: cache},
+            )
+        model.set_attn_implementation("sdpa")
+        return out[:, prompt.shape[1] :]
+
+    ref = run(DynamicCache(config=cfg), COMPAT)
+    wide = run(VQCache(cfg, residual_length=512), COMPAT)
+    assert torch.equal(wide, ref)
+    assert any(n < 0 for n in crops), crops  # rejected candidates were cropped
+    opts = dict(key_bits=4, value_bits=4, residual_length=8, flush_block=4)
+    a = run(VQCache(cfg, **opts), COMPAT)
+    b = run(VQCache(cfg, mode="fused", **opts), "vqdb")
+    assert torch.equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def hybrid():
+    """A tiny Qwen2 whose layers alternate full and sliding-window (8 tokens) attention."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=256,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        use_sliding_window=True,
+        sliding_window=8,
+        layer_types=["full_attention", "sliding_attention"],
+        max_position_embeddings=512,
+    )
+    model = Qwen2ForCausalLM(cfg).eval()
+    ids = torch.randint(0, 256, (2, 96), generator=torch.Generator().manual_seed(1))
+    kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return model, cfg, ids, kw
+
+
+def test_hybrid_sliding_window_model(hybrid):
+    """Full-attention layers are compressed, sliding ones stay transformers' own; masks and lengths follow each
+    layer: uncompressed it equals DynamicCache exactly, compressed compat == fused, the window keeps 7 tokens."""
+    _, cfg, _, _ = hybrid
+    cache = VQCache(cfg, key_bits=4, value_bits=4, residual_length=8, flush_block=4)
+    assert isinstance(cache.layers[0], VQLayer)
+    assert isinstance(cache.layers[1], DynamicSlidingWindowLayer)
+    assert cache.is_sliding == [False, True]
+    ref = _generate(hybrid, DynamicCache(config=cfg), COMPAT, max_new_tokens=10)
+    assert torch.equal(_generate(hybrid, VQCache(cfg, residual_length=512), COMPAT, max_new_tokens=10), ref)
+    fused = VQCache(cfg, key_bits=4, value_bits=4, residual_length=8, flush_block=4, mode="fused")
+    a = _generate(hybrid, cache, COMPAT, max_new_tokens=10)
+    b = _generate(hybrid, fused, "vqdb", max_new_tokens=10)
+    assert torch.equal(a, b)
+    assert cache.get_seq_length(0) == 49 and cache.layers[0].core.n_codes > 0
+    assert cache.layers[1].keys.shape[2] == 7  # sliding_window - 1
+    assert cache.get_mask_sizes(1, 0) == (50, 0)

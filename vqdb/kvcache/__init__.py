@@ -2,9 +2,11 @@
 
 * :class:`CompressedKVLayer` — framework-free core (torch tensors, CPU or CUDA).
 * :func:`make_codec` — torch codecs (TurboQuant mse/scaled/prod, QJL, PolarQuant, per-token groups).
-* :class:`VQCache` — a transformers ``Cache`` (``past_key_values=`` / ``cache=``) in ``"compat"`` or
-  ``"fused"`` mode. Importing this package registers the ``"vqdb"`` attention function and mask with
-  transformers when transformers is installed, so ``model.set_attn_implementation("vqdb")`` works.
+* :class:`VQCache` — a transformers ``Cache`` in ``"compat"`` or ``"fused"`` mode, passed as
+  ``model.generate(..., cache=VQCache(model.config))`` (transformers 5.25, as installed; releases before the
+  rename take ``past_key_values=``, deprecated since). Full-attention layers are compressed; sliding-window
+  layers stay transformers' own. Importing this package registers the ``"vqdb"`` attention function and mask
+  with transformers when transformers is installed, so ``model.set_attn_implementation("vqdb")`` works.
 """
 
 from __future__ import annotations

@@ -5,8 +5,17 @@ Usage::
     import vqdb.kvcache                       # registers the "vqdb" attention + mask with transformers
     from vqdb.kvcache import VQCache
     cache = VQCache(model.config)   # defaults: turbo-scaled 3.5-bit keys, turbo 3-bit values, 128-token window
-    out = model.generate(**inputs, past_key_values=cache, max_new_tokens=64)   # `cache=` on transformers >= 5.23
-    cache.memory_bytes()
+    out = model.generate(**inputs, cache=cache, max_new_tokens=64)
+    cache.memory_bytes()          # bytes the cache holds: codes, side data and the full-precision window
+
+transformers 5.25 (installed here) takes a user cache as ``generate(cache=...)`` and ``model(..., cache=...)``;
+``past_key_values=`` still works there but warns (``FutureWarning``: removed in 6.0); releases before the
+rename take ``past_key_values=`` only. ``cache_implementation=`` accepts only transformers' built-in names, so a
+cache object is the one way in. The cache is returned as ``generate(..., return_dict_in_generate=True).cache``.
+generate() uses the whole cache interface and VQCache implements all of it on the codes (tests/kvcache/
+test_hf.py): ``reorder_cache`` (beam search), ``crop`` (assisted / prompt-lookup decoding, into the codes
+too), ``batch_repeat_interleave`` / ``batch_select_indices``, ``get_seq_length`` / ``get_mask_sizes``,
+``reset``, ``offload`` / ``prefetch``.
 
 Two modes (``kvcache.md`` §1):
 
