@@ -230,6 +230,216 @@ def run_flat(bs: BenchSet, threads: int, min_s: float, limits: dict) -> list[dic
     return rows
 
 
+# ---- the grid a user meets (issue 12): flat, k = 10 and 100, 1 and 2 threads, batch and one query ---------
+GRID_PRESETS = (
+    "turbo-1",
+    "turbo-2",
+    "turbo-3",
+    "turbo-4",
+    "turbo-pca-1",
+    "turbo-pca-2",
+    "turbo-pca-3",
+    "turbo-pca-4",
+)
+GRID_KS = (10, 100)
+
+
+def grid_methods(bs: BenchSet, quick: bool) -> list[tuple[str, str, float, int, callable]]:
+    """(name, library, bytes/vector, bits, build() -> (search(q, k) -> ids, handle)): every turbo-N and
+    turbo-pca-N preset (vqdb flat), FAISS IndexPQFastScan at <= each turbo-N's bytes and rabitqlib
+    (one cluster = a flat RaBitQ scan) at 1, 2, 3 and 4 total bits."""
+    import faiss
+
+    import vqdb
+
+    from .peers import rabitqlib_bytes
+
+    d = bs.dim
+    sizes = {name: size for name, size, _ in vqdb.presets(d)}
+    out = []
+    for preset in GRID_PRESETS:
+        if preset not in sizes:
+            continue
+
+        def build(preset=preset):
+            idx, _ = vqdb_index(bs, preset)
+            return (lambda q, k: idx.search(q, k).ids), idx
+
+        bits = int(preset.rsplit("-", 1)[1])
+        out.append((f"vqdb-{preset}", "vqdb", float(sizes[preset]), bits, build))
+    for preset in ("turbo-1", "turbo-2", "turbo-4"):
+        m = divisor_at_most(d, 2 * sizes[preset])  # 4-bit PQ: M/2 bytes <= vqdb's bytes
+
+        def build_fs(m=m):
+            ix, _ = faiss_build(faiss.IndexPQFastScan(d, m, 4, faiss.METRIC_INNER_PRODUCT), bs.base)
+            return (lambda q, k: ix.search(q, k)[1]), ix
+
+        out.append(
+            (f"faiss-PQFastScan{m}x4", "faiss", float(faiss.IndexPQFastScan(d, m, 4).code_size), 0, build_fs)
+        )
+    try:
+        import rabitqlib
+    except ImportError:
+        rabitqlib = None
+    for nbits in (1, 2, 3, 4) if rabitqlib is not None else ():
+
+        def build_rq(nbits=nbits):
+            n = bs.base.shape[0]
+            centre = bs.base.astype(np.float64).mean(axis=0, keepdims=True).astype(np.float32)
+            ix = rabitqlib.IvfIndex(d, n, 1, nbits, "ip")
+            ix.build(bs.base, centre, np.zeros(n, np.uint32), num_threads=2)
+
+            def search(q, k, ix=ix):
+                import numba
+
+                ids, _ = ix.search(q, k, 1, num_threads=numba.get_num_threads())
+                ids = np.asarray(ids).astype(np.int64)
+                ids[ids >= 2**32 - 1] = -1
+                return ids
+
+            return search, ix
+
+        out.append((f"rabitqlib-{nbits}bit", "rabitqlib", float(rabitqlib_bytes(d, nbits)), nbits, build_rq))
+    return out
+
+
+def run_grid(bs: BenchSet, threads: int, min_s: float, limits: dict, quick: bool) -> list[dict]:
+    """One row per (method, k, threads): batch QPS, one-query p50 latency, recall@k, scan bytes/s."""
+    from vqdb.testing import recall_at_k
+
+    qs = bs.query_sets[0]
+    n = bs.base.shape[0]
+    rows = []
+    for name, lib, nbytes, bits, build in grid_methods(bs, quick):
+        try:
+            search, handle = build()
+        except Exception as exc:  # noqa: BLE001 - one failing config must not stop the run
+            log(f"  {name}: build failed: {exc!r}")
+            rows.append({"dataset": bs.name, "section": "grid", "method": name, "error": repr(exc)})
+            continue
+        for k in GRID_KS:
+            with Threads(threads):
+                rec = round(recall_at_k(search(qs.queries, k), qs.gt, k), 4)
+            for t in sorted({1, threads, 2} & set(range(1, threads + 1))):
+                with Threads(t):
+                    qps = batch_qps(lambda q, k=k, f=search: f(q, k), qs.queries, min_s)
+                    lat = latency_ms(lambda q, k=k, f=search: f(q, k), qs.queries)
+                bw = limits[str(t)]["read_GBps"] * 1e9 if str(t) in limits else float("nan")
+                row = {
+                    "dataset": bs.name,
+                    "section": "grid",
+                    "method": name,
+                    "library": lib,
+                    "bits": bits,
+                    "bytes": nbytes,
+                    "n": n,
+                    "k": k,
+                    "threads": t,
+                    f"recall@{k}": rec,
+                    "recall": rec,
+                    "qps": round(qps, 1),
+                    "latency_ms": round(lat, 3),
+                    "scan_GBps_batch": round(n * nbytes * qps / 1e9, 2),
+                    "batch_frac_of_read_bw": round(n * nbytes * qps / bw, 3),
+                    "single_frac_of_read_bw": round(n * nbytes / (lat / 1e3) / bw, 3),
+                    "load_avg": round(os.getloadavg()[0], 2),
+                }
+                rows.append(row)
+                log(
+                    f"  {name:24s} {nbytes:6.1f} B k={k:3d} {t}t  r@k {rec:.4f}  {qps:9.1f} qps  {lat:7.3f} ms"
+                    f"  load {row['load_avg']}"
+                )
+        del handle, search
+    return rows
+
+
+def grid_summary(rows: list[dict]) -> dict:
+    """Issue-12 ratios: k = 100 / k = 10 QPS, 2 / 1 threads, vs PQFastScan at <= bytes and rabitqlib at the
+    same bits; turbo-pca-N / turbo-N."""
+    ok = [r for r in rows if "qps" in r]
+    at = {(r["dataset"], r["method"], r["k"], r["threads"]): r for r in ok}
+    out = []
+    for (ds, meth, k, t), r in sorted(at.items()):
+        s = {
+            "dataset": ds,
+            "method": meth,
+            "k": k,
+            "threads": t,
+            "qps": r["qps"],
+            "recall": r["recall"],
+            "latency_ms": r["latency_ms"],
+        }
+        if k == 100 and (ds, meth, 10, t) in at:
+            s["k100_over_k10"] = round(r["qps"] / at[(ds, meth, 10, t)]["qps"], 3)
+        if t == 2 and (ds, meth, k, 1) in at:
+            s["t2_over_t1"] = round(r["qps"] / at[(ds, meth, k, 1)]["qps"], 3)
+        if r["library"] == "vqdb":
+            fs = [
+                x
+                for x in ok
+                if x["dataset"] == ds
+                and x["k"] == k
+                and x["threads"] == t
+                and x["library"] == "faiss"
+                and x["bytes"] <= r["bytes"]
+            ]
+            if fs:
+                best = max(fs, key=lambda x: x["bytes"])
+                s["vs_pqfastscan"] = {
+                    "method": best["method"],
+                    "qps_ratio": round(r["qps"] / best["qps"], 3),
+                    "latency_ratio": round(r["latency_ms"] / best["latency_ms"], 3),
+                    "recall": best["recall"],
+                }
+            rq = at.get((ds, f"rabitqlib-{r['bits']}bit", k, t))
+            if rq is not None and "pca" not in meth:
+                s["vs_rabitqlib"] = {
+                    "qps_ratio": round(r["qps"] / rq["qps"], 3),
+                    "recall": rq["recall"],
+                    "bytes": rq["bytes"],
+                }
+            if "pca" in meth:
+                base = at.get((ds, meth.replace("turbo-pca-", "turbo-"), k, t))
+                if base is not None:
+                    s["pca_over_turbo"] = round(r["qps"] / base["qps"], 3)
+        out.append(s)
+    return {"ratios": out}
+
+
+def grid_markdown(result: dict) -> str:
+    lines = [
+        "# Search speed grid (issue 12): flat scans, k = 10 and 100, 1 and 2 threads",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Machine: {result['machine'].get('cpu', '?')}, load average at start {result['load_start']}, "
+        f"at end {result.get('load_end')}; read bandwidth {result['limits']}.  ",
+        "Same process, same arrays, same thread count for numba, FAISS (OpenMP) and rabitqlib. QPS = batch of all "
+        "queries per call (wall clock); latency = p50 of one query per call. The machine is shared: compare "
+        "rows of one run only.",
+        "",
+        "| data | method | B/vec | k | thr | recall@k | QPS | 1-query ms | k100/k10 | 2t/1t | vs PQFastScan (QPS, lat) | vs rabitqlib | pca/turbo |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    by = {(r["dataset"], r["method"], r["k"], r["threads"]): r for r in result["rows"] if "qps" in r}
+    for s in result["summary"]["ratios"]:
+        r = by[(s["dataset"], s["method"], s["k"], s["threads"])]
+        fs = s.get("vs_pqfastscan")
+        rq = s.get("vs_rabitqlib")
+        lines.append(
+            f"| {s['dataset']} | {s['method']} | {r['bytes']:.0f} | {s['k']} | {s['threads']} | {s['recall']:.4f} | "
+            f"{s['qps']:,.0f} | {s['latency_ms']:.2f} | {s.get('k100_over_k10', '')} | {s.get('t2_over_t1', '')} | "
+            + (
+                f"{fs['qps_ratio']}x, {fs['latency_ratio']}x ({fs['method']}, r {fs['recall']:.3f})"
+                if fs
+                else ""
+            )
+            + " | "
+            + (f"{rq['qps_ratio']}x (r {rq['recall']:.3f})" if rq else "")
+            + f" | {s.get('pca_over_turbo', '')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def ivf_sweeps(bs: BenchSet, quick: bool, tmp: str):
     """(name, library, bytes/vector, build() -> (search(q, knob) -> ids, build_s, handle), knobs, knob name)."""
     import faiss
@@ -643,7 +853,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="subsampled bases, 200 queries, short sweeps")
     ap.add_argument("--only", nargs="*", default=None, help="data set name substrings")
     ap.add_argument(
-        "--sections", nargs="*", default=["flat", "ivf", "first"], choices=["flat", "ivf", "first"]
+        "--sections",
+        nargs="*",
+        default=["flat", "ivf", "first", "grid"],
+        choices=["flat", "ivf", "first", "grid"],
     )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument(
@@ -677,6 +890,27 @@ def main(argv: list[str] | None = None) -> int:
         "ivf_best": [],
         "first_query": {},
     }
+    if "grid" in args.sections:
+        grid = {
+            "command": command.strip(),
+            "machine": info,
+            "limits": limits,
+            "rows": [],
+            "load_start": [round(x, 2) for x in os.getloadavg()],
+        }
+        for bs in sets:
+            log(f"{bs.name} grid: base {bs.base.shape}, {bs.query_sets[0].queries.shape[0]} queries")
+            grid["rows"] += run_grid(bs, threads, min_s, limits, args.quick)
+            grid["summary"] = grid_summary(grid["rows"])
+            write_json(os.path.join(out_dir, "search_speed_grid.json"), grid)
+        grid["load_end"] = [round(x, 2) for x in os.getloadavg()]
+        grid["summary"] = grid_summary(grid["rows"])
+        write_json(os.path.join(out_dir, "search_speed_grid.json"), grid)
+        with open(os.path.join(out_dir, "search_speed_grid.md"), "w", encoding="utf-8") as f:
+            f.write(grid_markdown(grid))
+        log(f"wrote {out_dir}/search_speed_grid.{{json,md}}")
+        if set(args.sections) == {"grid"}:
+            return 0
     with tempfile.TemporaryDirectory(prefix="vqdb-speed-") as tmp:
         for bs in sets:
             log(f"{bs.name}: base {bs.base.shape}, {bs.query_sets[0].queries.shape[0]} queries")
