@@ -17,6 +17,10 @@ leaf yields true/false (never null), so ``$not`` is plain negation. A ``pyarrow.
 is used as given (Arrow semantics: a null result does not match).
 
 A filter naming a field no row of the index has ever had is an error (it is almost always a typo).
+
+Limits (a filter is user input, often from a request): nesting at most :data:`MAX_DEPTH` levels, at
+most :data:`MAX_CONDITIONS` operators and sub-filters in all, at most :data:`MAX_IN_VALUES` values in
+one ``$in``/``$nin``; integers within int64 (uint64 for values above it).
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ _COMPARE = {
     "$gt": "greater",
     "$gte": "greater_equal",
 }
+MAX_DEPTH = 32
+MAX_CONDITIONS = 1024
+MAX_IN_VALUES = 65536
+_INT_MIN, _UINT_MAX = -(1 << 63), (1 << 64) - 1
 _SCALARS = (str, bytes, bool, numbers.Number, _dt.date, _dt.datetime, _dt.time, _dt.timedelta, np.generic)
 
 
@@ -72,9 +80,12 @@ def _or(parts: list) -> pc.Expression:
 def _check_scalar(value, op: str, name: str):
     if not isinstance(value, _SCALARS) or isinstance(value, np.ndarray):
         raise FilterError(
-            f"filter {op} on field {name!r} needs a scalar value (str, number, bool, date); got {value!r}"
+            f"filter {op} on field {name!r} needs a scalar value (str, number, bool, date); got {str(value)[:100]!r}"
         )
-    return value.item() if isinstance(value, np.generic) else value
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _UINT_MAX:
+        raise FilterError(f"filter {op} on field {name!r}: integer {value} is outside the 64-bit range")
+    return value
 
 
 def _field_op(name: str, op: str, value) -> pc.Expression:
@@ -92,7 +103,10 @@ def _field_op(name: str, op: str, value) -> pc.Expression:
     if op in ("$in", "$nin"):
         if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
             raise FilterError(f"{op} on field {name!r} takes a list of values; got {value!r}")
-        values = [_check_scalar(v, op, name) for v in value]
+        values = list(value)
+        if len(values) > MAX_IN_VALUES:
+            raise FilterError(f"{op} on field {name!r} has {len(values)} values; at most {MAX_IN_VALUES}")
+        values = [_check_scalar(v, op, name) for v in values]
         if not values:
             return pc.scalar(op == "$nin")
         hit = _coalesce(f.isin(values), False)
@@ -171,6 +185,30 @@ def _dict_fields(flt, out: set) -> set:
     return out
 
 
+def _check_size(flt) -> None:
+    """Depth and size limits, checked without recursion (a deep filter must not hit Python's stack)."""
+    stack, conditions = [(flt, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise FilterError(f"filter is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, dict):
+            conditions += len(node)
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list, tuple)))
+        elif isinstance(node, (list, tuple)):
+            if node and all(isinstance(v, dict) for v in node):
+                stack.extend((v, depth) for v in node)  # a list of sub-filters: one level with its operator
+            else:  # a list of values ($in): counted by its own limit
+                continue
+        if conditions > MAX_CONDITIONS:
+            raise FilterError(f"filter has more than {MAX_CONDITIONS} conditions")
+
+
+def field_names(flt) -> list[str] | None:
+    """The metadata fields a dict filter names (None for an Expression: it may use any field)."""
+    return sorted(_dict_fields(flt, set())) if isinstance(flt, dict) else None
+
+
 def compile_filter(flt, schema: pa.Schema) -> pc.Expression | None:
     """Compile a filter against the index's metadata ``schema``; raise :class:`FilterError` if malformed.
 
@@ -189,6 +227,7 @@ def compile_filter(flt, schema: pa.Schema) -> pc.Expression | None:
     if isinstance(flt, pc.Expression):
         expr = flt
     elif isinstance(flt, dict):
+        _check_size(flt)
         unknown = sorted(n for n in _dict_fields(flt, set()) if schema.get_field_index(n) < 0)
         if unknown:
             raise FilterError(

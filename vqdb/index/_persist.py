@@ -21,6 +21,7 @@ import pyarrow as pa
 from .. import __version__
 from ..errors import CorruptIndexError, InvalidInputError, WalDamagedError
 from . import _ivf, _wal
+from . import _metadata as md
 from . import _storage as st
 from ._codec import quantizer_meta
 from ._segment import Segment, build_table, check_layout, concat, from_table
@@ -479,13 +480,15 @@ class _Persistence:
         with self._lock:
             self._check_writable()
             if self._path is None:
-                merged = self._merged_segment(self._snap)
-                self._snap = replace(self._snap, segments=(merged,) if merged.n else ())
+                merged, schema = self._merged_segment(self._snap)
+                self._snap = replace(self._snap, segments=(merged,) if merged.n else (), schema=schema)
                 self._compact_graph()
                 return
             self._compact_into_dir(fresh=False)
 
-    def _merged_segment(self, snap: _Snapshot) -> Segment:
+    def _merged_segment(self, snap: _Snapshot) -> tuple[Segment, pa.Schema]:
+        """One segment of the live rows (IVF-unassigned rows filed when vectors are stored), and the
+        metadata schema without the fields none of them has."""
         merged = (
             concat(list(snap.segments), code_size=self._quantizer.code_size, dim=self.dim)
             if snap.segments
@@ -513,12 +516,13 @@ class _Persistence:
                 code_size=self._quantizer.code_size,
                 dim=self.dim,
             )
-        return merged
+        meta, schema = md.prune(merged.meta, snap.schema)
+        return (merged if meta.num_columns == merged.meta.num_columns else replace(merged, meta=meta)), schema
 
     def _compact_into_dir(self, *, fresh: bool) -> None:
         snap = self._snap
         old_manifest = None if fresh else self._manifest
-        merged = self._merged_segment(snap)
+        merged, schema = self._merged_segment(snap)
         entries, segments = [], []
         if merged.n:
             name = self._next_name("seg", "arrow")
@@ -534,7 +538,7 @@ class _Persistence:
                 )
             )
             entries.append({"file": name, "rows": merged.n, "bytes": self._sums[name]["bytes"]})
-        self._snap = replace(snap, segments=tuple(segments))
+        self._snap = replace(snap, segments=tuple(segments), schema=schema)
         self._compact_graph()  # (before the manifest: the graph file must name the compacted rows)
         graph_changes = self._write_graph()
         state = self._manifest.get("state_file") if (old_manifest and self._manifest) else None

@@ -45,6 +45,8 @@ SUBSET_MAX_ROWS = _plan.SUBSET_MAX_ROWS  # (the planner's thresholds, re-exporte
 GRAPH_SUBSET_FRACTION = _plan.GRAPH_SUBSET_FRACTION
 WRITE_CHUNK = 131072  # larger adds/upserts are logged and applied in chunks of this many vectors
 _F16_MAX = 65504.0
+MAX_K = 100_000  # results per query (Elasticsearch allows 10,000, Milvus 16,384)
+MAX_RESULTS = 1 << 26  # queries x k per search call (67M results: 800 MB of ids and scores)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,29 @@ class Page:
 
     records: Records
     next_offset: int | str | None
+
+
+def _check_result_size(m: int, k: int) -> None:
+    """A search allocates (m, k) results (and its heaps): refuse sizes that cannot be meant."""
+    if k > MAX_K:
+        raise InvalidInputError(f"k = {k:,} is larger than the {MAX_K:,} results a search returns at most")
+    if m * k > MAX_RESULTS:
+        raise InvalidInputError(
+            f"{m:,} queries x k = {k:,} is {m * k:,} results; at most {MAX_RESULTS:,} per call "
+            "(search fewer queries per call)"
+        )
+
+
+def _unit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, d) float32 rows scaled to unit length, and (n,) bool: the rows that are all zeros (left zero).
+
+    Each row is first divided by its largest magnitude, so the norm neither overflows (a finite row of
+    values near 3e38, whose float32 norm is inf) nor underflows (values near 1e-30)."""
+    scale = np.abs(x).max(axis=1)
+    zero = scale == 0
+    y = x / np.where(zero, 1.0, scale)[:, None]
+    norms = np.linalg.norm(y, axis=1)
+    return np.ascontiguousarray(y / np.where(zero, 1.0, norms)[:, None], dtype=np.float32), zero
 
 
 def _as_store_vectors(value) -> str | None:
@@ -342,6 +367,17 @@ class Index(_Persistence):
                     f"{manifest['quantizer']['config'].get('dim')!r} in an index of dim {manifest['dim']}",
                     file=st.MANIFEST,
                 )
+            dim = manifest["dim"]
+            for key, shape in (("index/centre", (dim,)), ("index/centroids", (None, dim))):
+                a = arrays.get(key)
+                if a is not None and (
+                    a.dtype != np.float32 or a.ndim != len(shape) or a.shape[-1] != dim or not a.shape[0]
+                ):
+                    raise st.CorruptIndexError(
+                        f"state file {state_file!r} of {root!r} holds {key} of shape {a.shape} {a.dtype}; "
+                        f"expected {shape} float32",
+                        file=state_file,
+                    )
             quantizer = load_quantizer(manifest["quantizer"], qarrays)
             quantizer.centre_ = arrays.get("index/centre")
             if quantizer.code_size != manifest["code_size"]:
@@ -504,15 +540,11 @@ class Index(_Persistence):
     def _vectors(self, vectors, name="vectors") -> np.ndarray:
         x = as_float32_matrix(vectors, self.dim, name=name)
         if self.metric == "cos" and x.shape[0]:
-            norms = np.linalg.norm(x, axis=1)
-            if np.any(norms == 0):
+            x, zero = _unit_rows(x)
+            if np.any(zero):
                 raise InvalidInputError(
-                    f"{name} row {int(np.flatnonzero(norms == 0)[0])} is all zeros; "
-                    "metric 'cos' cannot normalise it"
+                    f"{name} row {int(np.flatnonzero(zero)[0])} is all zeros; metric 'cos' cannot normalise it"
                 )
-            x = np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
-            if not np.isfinite(x).all():
-                raise InvalidInputError(f"{name} overflow when normalised for metric 'cos'")
         if self._store_vectors == "float16" and x.size and np.abs(x).max() > _F16_MAX:
             raise InvalidInputError(
                 f"{name} has values beyond the float16 range (±{_F16_MAX:g}); "
@@ -523,8 +555,7 @@ class Index(_Persistence):
     def _queries(self, queries) -> np.ndarray:
         q = as_float32_matrix(queries, self.dim, name="queries")
         if self.metric == "cos" and q.shape[0]:
-            norms = np.linalg.norm(q, axis=1)
-            q = np.ascontiguousarray(q / np.where(norms == 0, 1.0, norms)[:, None], dtype=np.float32)
+            q, _ = _unit_rows(q)  # an all-zero query stays zero (every score 0)
         return q
 
     @staticmethod
@@ -1042,15 +1073,17 @@ class Index(_Persistence):
             (params or SearchParams()).merged_over(self._defaults)
         )
         q = self._queries(queries)
+        _check_result_size(q.shape[0], k)
         snap = self._snap
         expr = _filters.compile_filter(filter, snap.schema)
+        names = _filters.field_names(filter)
         factor = p.rerank_factor()
         if factor and self._store_vectors is None:
             raise InvalidInputError("rerank needs the full vectors: create the index with store_vectors=True")
         m = q.shape[0]
         threads = self._threads if threads is None else check_int_range(threads, 1, 1 << 16, name="threads")
         segments = snap.segments
-        allow = [self._allowed(seg, expr, snap.schema) for seg in segments]
+        allow = [self._allowed(seg, expr, snap.schema, names) for seg in segments]
         n_rows = sum(s.n for s in segments)
         n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(segments, allow))
         graph = self._graph
@@ -1151,11 +1184,12 @@ class Index(_Persistence):
         return self._device_scorer if self._device_scorer.supports else None
 
     @staticmethod
-    def _allowed(seg: Segment, expr, schema) -> np.ndarray | None:
-        """(n,) bool rows of ``seg`` that are live and match ``expr``; None when every row qualifies."""
+    def _allowed(seg: Segment, expr, schema, names=None) -> np.ndarray | None:
+        """(n,) bool rows of ``seg`` that are live and match ``expr`` (which reads only the fields
+        ``names``, when known); None when every row qualifies."""
         mask = seg.live_mask()
         if expr is not None:
-            table = md.align(seg.meta, schema, seg.n)
+            table = md.align(seg.meta, schema, seg.n, names)
             if table.num_columns == 0:  # no metadata at all: give the expression n rows to run on
                 table = pa.table({"__rows": pa.nulls(seg.n)})
             fm = _filters.evaluate(expr, table)
@@ -1226,12 +1260,13 @@ class Index(_Persistence):
         limit = check_int_range(limit, 1, 1 << 30, name="limit")
         snap = self._snap
         expr = _filters.compile_filter(filter, snap.schema)
+        names = _filters.field_names(filter)
         start = None
         if offset is not None:
             start = int(self._lookup(snap, self._user_ids([offset]))[0][0])
         keys, seg_of, row_of = [], [], []
         for si, seg in enumerate(snap.segments):
-            mask = self._allowed(seg, expr, snap.schema)
+            mask = self._allowed(seg, expr, snap.schema, names)
             rows = np.arange(seg.n) if mask is None else np.flatnonzero(mask)
             if start is not None:
                 rows = rows[seg.ids[rows] >= start]
@@ -1279,9 +1314,10 @@ class Index(_Persistence):
         ``filter`` (same forms as in :meth:`search`): int64, or an object array of str (string ids)."""
         snap = self._snap
         expr = _filters.compile_filter(filter, snap.schema)
+        names = _filters.field_names(filter)
         parts = []
         for seg in snap.segments:
-            mask = self._allowed(seg, expr, snap.schema)
+            mask = self._allowed(seg, expr, snap.schema, names)
             if self._id_type == _ids.STR:
                 sids = seg.sids.to_numpy(zero_copy_only=False)
                 parts.append(sids if mask is None else sids[mask])
