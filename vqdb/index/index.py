@@ -92,13 +92,20 @@ def _check_result_size(m: int, k: int) -> None:
 def _unit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, d) float32 rows scaled to unit length, and (n,) bool: the rows that are all zeros (left zero).
 
-    Each row is first divided by its largest magnitude, so the norm neither overflows (a finite row of
-    values near 3e38, whose float32 norm is inf) nor underflows (values near 1e-30)."""
-    scale = np.abs(x).max(axis=1)
-    zero = scale == 0
-    y = x / np.where(zero, 1.0, scale)[:, None]
-    norms = np.linalg.norm(y, axis=1)
-    return np.ascontiguousarray(y / np.where(zero, 1.0, norms)[:, None], dtype=np.float32), zero
+    Rows whose float32 norm overflows (a finite row of values near 3e38 has norm inf) or may underflow
+    (values near 1e-30) are first divided by their largest magnitude; the others exactly as ``x / ||x||``."""
+    norms = np.linalg.norm(x, axis=1)
+    risky = ~np.isfinite(norms) | (norms < 1e-18)
+    if np.any(risky):
+        rows = x[risky]
+        scale = np.abs(rows).max(axis=1)
+        scale[scale == 0] = 1.0
+        rows = rows / scale[:, None]
+        x = x.copy()
+        x[risky] = rows
+        norms[risky] = np.linalg.norm(rows, axis=1)
+    zero = norms == 0
+    return np.ascontiguousarray(x / np.where(zero, 1.0, norms)[:, None], dtype=np.float32), zero
 
 
 def _as_store_vectors(value) -> str | None:
