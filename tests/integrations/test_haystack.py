@@ -65,6 +65,17 @@ class TestOnPath(_Crud):
         store.backend.close()
 
 
+class TestRemote(_Crud):
+    @pytest.fixture
+    def document_store(self, vqdb_server, collection_name):
+        store = VqdbDocumentStore(
+            url=vqdb_server.url, collection=collection_name, api_key=vqdb_server.admin_key
+        )
+        yield store
+        store.backend.client.delete_collection(collection_name)
+        store.backend.close()
+
+
 @pytest.mark.parametrize("similarity", ["dot_product", "cosine", "l2"])
 def test_retriever_ranks_exactly(similarity):
     rng = np.random.default_rng(11)

@@ -33,6 +33,40 @@ class TestOnPath(VectorStoreIntegrationTests):
         store.backend.close()
 
 
+class TestRemote(VectorStoreIntegrationTests):
+    @pytest.fixture
+    def vectorstore(self, vqdb_server, collection_name):
+        store = VqdbVectorStore(
+            embedding=self.get_embeddings(),
+            url=vqdb_server.url,
+            collection=collection_name,
+            api_key=vqdb_server.admin_key,
+        )
+        yield store
+        store.backend.close()
+
+
+def test_remote_ranks_exactly_and_filters(vqdb_server, collection_name):
+    emb = DeterministicFakeEmbedding(size=6)
+    texts = _texts(300)
+    store = VqdbVectorStore(
+        embedding=emb, url=vqdb_server.url, collection=collection_name, api_key=vqdb_server.admin_key
+    )
+    store.add_texts(texts, metadatas=[{"topic": i % 7, "src": {"page": i}} for i in range(300)])
+    x = np.asarray(emb.embed_documents(texts), dtype=np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = np.asarray(emb.embed_query("topic 3"), dtype=np.float64)
+    sims = x @ (q / np.linalg.norm(q))
+    got = store.similarity_search_with_score("topic 3", k=1)
+    assert got[0][0].page_content == texts[int(np.argmax(sims))]
+    want = np.argsort(-np.where(np.arange(300) % 7 == 3, sims, -np.inf), kind="stable")[:10]
+    got = store.similarity_search("topic 3", k=10, filter={"topic": 3, "src.page": {"$lt": 1000}})
+    assert [d.page_content for d in got] == [texts[i] for i in want]
+    assert got[0].metadata == {"topic": 3, "src": {"page": int(want[0])}}
+    assert store.similarity_search("topic 3", k=3, filter={"missing": 1}) == []
+    store.backend.client.delete_collection(collection_name)
+
+
 def _texts(n):
     return [f"passage number {i} about topic {i % 7}" for i in range(n)]
 

@@ -55,7 +55,7 @@ DOCS = [
 ]
 
 
-@pytest.fixture(params=["memory", "path"])
+@pytest.fixture(params=["memory", "path", "remote"])
 def store(request, tmp_path):
     if request.param == "remote":
         server, name = request.getfixturevalue("vqdb_server"), request.getfixturevalue("collection_name")

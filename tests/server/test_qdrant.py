@@ -336,3 +336,87 @@ def test_mmr_query(qc):
     plain = qc.query_points(name, query=q.tolist(), limit=5).points
     assert [p.id for p in plain] == _mmr_oracle(x, q, 0.0, 5, 5)[0]
     qc.delete_collection(name)
+
+
+def test_issue_script_10000_uuid_points(qc):
+    """The script of issue 15, unchanged qdrant-client calls: create, upsert 10,000 points with UUID
+    ids and payloads, filtered query, scroll, retrieve, delete by filter, delete collection."""
+    name = "qd-uuid"
+    rng = np.random.default_rng(15)
+    n, d = 10_000, 16
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    ids = [str(uuid.UUID(int=int(rng.integers(0, 2**62)) << 64 | i)) for i in range(n)]
+    payloads = [
+        {"city": ["paris", "rome", "oslo", "lima"][i % 4], "rank": i, "tags": {"even": i % 2 == 0}}
+        for i in range(n)
+    ]
+    qc.create_collection(name, vectors_config=models.VectorParams(size=d, distance=models.Distance.COSINE))
+    qc.upsert(
+        name,
+        points=[models.PointStruct(id=ids[i], vector=x[i].tolist(), payload=payloads[i]) for i in range(n)],
+    )
+    assert qc.count(name).count == n
+
+    flt = models.Filter(
+        must=[models.FieldCondition(key="city", match=models.MatchAny(any=["rome", "lima"]))],
+        must_not=[models.FieldCondition(key="tags.even", match=models.MatchValue(value=True))],
+    )
+    mask = np.array([(i % 4 in (1, 3)) and i % 2 == 1 for i in range(n)])
+    q = rng.normal(size=d).astype(np.float32)
+    order, s = _brute_cos(x, q, mask)
+    res = qc.query_points(name, query=q.tolist(), query_filter=flt, limit=10, with_payload=True).points
+    assert [p.id for p in res] == [ids[i] for i in order[:10]]  # 1,000 candidates re-scored exactly
+    np.testing.assert_allclose([p.score for p in res], s[order[:10]], rtol=1e-5)
+    assert res[0].payload == payloads[order[0]]
+
+    seen, offset = [], None
+    while True:
+        page, offset = qc.scroll(name, scroll_filter=flt, limit=1000, offset=offset, with_payload=False)
+        seen += [p.id for p in page]
+        if offset is None:
+            break
+    assert len(seen) == len(set(seen)) == int(mask.sum()) and set(seen) == {
+        ids[i] for i in np.flatnonzero(mask)
+    }
+
+    got = qc.retrieve(name, [ids[7], str(uuid.uuid4()), ids[42]], with_vectors=True)
+    assert [r.id for r in got] == [ids[7], ids[42]] and got[1].payload == payloads[42]
+    np.testing.assert_allclose(got[0].vector, _unit(x[7:8])[0], rtol=1e-5, atol=1e-6)
+
+    qc.delete(name, points_selector=models.FilterSelector(filter=flt))
+    assert qc.count(name).count == n - int(mask.sum())
+    assert qc.query_points(name, query=q.tolist(), query_filter=flt, limit=5).points == []
+    assert qc.delete_collection(name) is True
+    assert not qc.collection_exists(name)
+
+
+def test_langchain_qdrant_unchanged(server, keys):
+    lq = pytest.importorskip("langchain_qdrant")
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    emb = DeterministicFakeEmbedding(size=8)
+    texts = [f"note {i} about {['cats', 'dogs', 'birds'][i % 3]}" for i in range(30)]
+    store = lq.QdrantVectorStore.from_texts(
+        texts,
+        emb,
+        metadatas=[{"animal": ["cats", "dogs", "birds"][i % 3], "i": i} for i in range(30)],
+        url=server.url,
+        prefix="qdrant",
+        api_key=keys["admin"],
+        collection_name="qd-langchain",
+    )
+    (doc,) = store.similarity_search(texts[4], k=1)
+    assert doc.page_content == texts[4] and doc.metadata["i"] == 4
+    flt = models.Filter(
+        must=[models.FieldCondition(key="metadata.animal", match=models.MatchValue(value="birds"))]
+    )
+    hits = store.similarity_search_with_score(texts[4], k=5, filter=flt)
+    assert len(hits) == 5 and all(d.metadata["animal"] == "birds" for d, _ in hits)
+    mmr = store.max_marginal_relevance_search(texts[4], k=3, fetch_k=10)
+    assert len(mmr) == 3 and mmr[0].page_content == texts[4]
+    ids = store.add_documents([Document(page_content="a new note", metadata={"animal": "cats", "i": 99})])
+    assert [d.page_content for d in store.get_by_ids(ids)] == ["a new note"]
+    store.delete(ids)
+    assert store.get_by_ids(ids) == []
+    store.client.delete_collection("qd-langchain")
