@@ -384,3 +384,36 @@ def test_hybrid_sliding_window_model(hybrid):
     assert cache.get_seq_length(0) == 49 and cache.layers[0].core.n_codes > 0
     assert cache.layers[1].keys.shape[2] == 7  # sliding_window - 1
     assert cache.get_mask_sizes(1, 0) == (50, 0)
+
+
+def test_memory_bytes_count_codes_side_data_window_and_state_exactly(tiny):
+    """Bytes by hand, 2 layers x batch 2 x 2 KV heads x head_dim 32, K/V turbo 4 bits (16 B of indices + a
+    float16 norm per vector), an 8-token window held in bfloat16 (the model's dtype here)."""
+    _, cfg, _, _ = tiny
+    cache = VQCache(cfg, key_bits=4, value_bits=4, key_codec="turbo", residual_length=8, flush_block=4)
+    state = 2 * (32 * 32 * 4 + 16 * 8 + 15 * 8)  # key and value codecs: float32 rotation + float64 codebook
+    assert cache.codec_state_bytes() == state and cache.memory_bytes() == state and cache.dense_bytes() == 0
+    torch.manual_seed(3)
+    for i in range(2):  # 30 tokens: 22 leave the window (30 >= 8 + 4), 8 stay
+        cache.update(torch.randn(2, 2, 30, 32, dtype=torch.bfloat16), torch.randn(2, 2, 30, 32).bfloat16(), i)
+    vectors = 2 * 2 * 2  # layers x batch x heads
+    codes = 22 * vectors * 2 * (16 + 2)  # tokens x vectors x (K, V) x (indices + norm)
+    window = 8 * vectors * 2 * 32 * 2  # tokens x vectors x (K, V) x head_dim x bfloat16
+    assert cache.memory_bytes() == codes + window + state
+    assert cache.memory_bytes(dtype=torch.float32) == codes + 2 * window + state
+    assert cache.dense_bytes() == 30 * vectors * 2 * 32 * 2  # the same 30 tokens in float16
+    assert cache.dense_bytes(torch.float32) == 2 * cache.dense_bytes()
+    for i in range(2):  # 3 decode steps: the window grows to 11 (< 12), nothing is encoded
+        for _ in range(3):
+            cache.update(torch.randn(2, 2, 1, 32).bfloat16(), torch.randn(2, 2, 1, 32).bfloat16(), i)
+    assert cache.memory_bytes() == codes + 11 * vectors * 2 * 32 * 2 + state
+    for i in range(2):  # the 12th window token flushes 4 more
+        cache.update(torch.randn(2, 2, 1, 32).bfloat16(), torch.randn(2, 2, 1, 32).bfloat16(), i)
+    assert cache.memory_bytes() == 26 * vectors * 2 * 18 + window + state
+    assert cache.dense_bytes() == 34 * vectors * 2 * 32 * 2
+    # an uncompressed layer counts its keys/values as held
+    mixed = VQCache(cfg, key_bits=4, value_bits=4, key_codec="turbo", layer_overrides={0: None})
+    mixed.update(torch.randn(1, 2, 5, 32), torch.randn(1, 2, 5, 32), 0)
+    assert mixed.memory_bytes() - mixed.codec_state_bytes() == 5 * 2 * 2 * 32 * 4
+    assert mixed.memory_bytes(dtype=torch.float16) - mixed.codec_state_bytes() == 5 * 2 * 2 * 32 * 2
+    assert mixed.dense_bytes() == 5 * 2 * 2 * 32 * 2

@@ -51,8 +51,9 @@ __all__ = ["VQCache", "VQLayer", "vqdb_attention", "register"]
 _MODES = ("compat", "fused")
 
 # The default configuration, chosen by bench/kvcache_smollm2.py (results in bench/results/kvcache.md, SmolLM2-135M
-# over real text): the smallest cache that is >= 4x smaller than fp16 (3.625 bits per coordinate, norms
-# included: 4.41x), raises perplexity by <= 1% (+0.42% pooled over 1,149 tokens) and stays at least as close to
+# over real text): the smallest cache that is >= 4x smaller than fp16 per encoded token (3.625 bits per
+# coordinate, norms included: 4.41x; the whole cache at 1,152 tokens, 128-token fp16 window included, holds
+# 3.19x less than fp16: VQCache.memory_bytes(dtype=torch.float16) vs dense_bytes()), raises perplexity by <= 1% (+0.42% pooled over 1,149 tokens) and stays at least as close to
 # the full cache (mean KL 0.0095) as transformers' best 4-bit QuantizedCache (HQQ int4, KL 0.0101 at 4.5 bits).
 # Keys get more bits than values because softmax amplifies key errors; the scaled TurboQuant variant removes
 # the 1 - D_mse shrinkage of the scores; the QJL residual (turbo-prod), QJL and PolarQuant keys were worse at
@@ -213,23 +214,31 @@ class VQLayer(DynamicLayer):
             self._sync()
 
     # ---- vqdb extras ------------------------------------------------------------------------
-    def memory_bytes(self) -> int:
-        """Bytes held by this layer (codes + side data + window + outlier permutations)."""
-        return self.core.memory_bytes()
+    def memory_bytes(self, *, dtype: torch.dtype | None = None) -> int:
+        """Bytes held by this layer (codes + side data + window + outlier permutations); ``dtype`` as in
+        :meth:`CompressedKVLayer.memory_bytes`."""
+        return self.core.memory_bytes(dtype=dtype)
 
     def __repr__(self) -> str:
         return f"VQLayer({self.core!r}, mode={self.mode!r})"
 
 
-def _layer_bytes(layer: Any) -> int:
+def _layer_bytes(layer: Any, dtype: torch.dtype | None = None) -> int:
     if isinstance(layer, VQLayer):
-        return layer.memory_bytes()
+        return layer.memory_bytes(dtype=dtype)
     total = 0
     for name in ("keys", "values"):
         t = getattr(layer, name, None)
         if isinstance(t, torch.Tensor):
-            total += t.numel() * t.element_size()
+            size = t.element_size() if dtype is None else torch.empty((), dtype=dtype).element_size()
+            total += t.numel() * size
     return total
+
+
+def _dense_layer_bytes(layer: Any, dtype: torch.dtype) -> int:
+    if isinstance(layer, VQLayer):
+        return layer.core.dense_bytes(dtype)
+    return _layer_bytes(layer, dtype)
 
 
 def _layer_types(config: Any) -> tuple[list[str], list[dict]]:
@@ -257,7 +266,8 @@ class VQCache(Cache):
         Bits per coordinate of the key and value codes; halves (2.5, 3.5) split each head's channels into
         outlier channels at the next integer and the rest below (``papers.md`` §4.8). ``16`` stores float16.
         Norms come on top (float16 per vector and part): the defaults cost 3.625 bits per coordinate at
-        head_dim 64, 4.4x less than fp16.
+        head_dim 64, 4.4x less than fp16 per encoded token; the full-precision window comes on top of that
+        (see :meth:`memory_bytes` and :meth:`dense_bytes` for the whole cache).
     residual_length : int, default 128
         Most recent tokens kept in full precision.
     mode : {"compat", "fused"}
@@ -412,10 +422,21 @@ class VQCache(Cache):
                 layer.update(k, v)
         return self
 
-    def memory_bytes(self) -> int:
-        """Bytes actually held: every layer's codes, side data, windows and permutations, the uncompressed
-        layers' tensors, and the codecs' shared state (rotations, sketches, codebooks) counted once."""
-        return sum(_layer_bytes(layer) for layer in self.layers) + self.codec_state_bytes()
+    def memory_bytes(self, *, dtype: torch.dtype | None = None) -> int:
+        """Bytes the cache really holds: every layer's codes, side data, full-precision window and outlier
+        permutations, the uncompressed layers' keys/values, and the codecs' shared state (rotations,
+        sketches, codebooks) counted once.
+
+        ``dtype=None`` counts the window and uncompressed layers as held (the model's dtype); a dtype
+        (e.g. ``torch.float16``) counts them as if held at that dtype, for a model run here in float32
+        but deployed in half precision. Compare with :meth:`dense_bytes` of the same cache.
+        """
+        return sum(_layer_bytes(layer, dtype) for layer in self.layers) + self.codec_state_bytes()
+
+    def dense_bytes(self, dtype: torch.dtype = torch.float16) -> int:
+        """Bytes an uncompressed cache of the same layers and tokens would hold at ``dtype`` (float16 by
+        default): ``dense_bytes() / memory_bytes()`` is the honest compression ratio."""
+        return sum(_dense_layer_bytes(layer, dtype) for layer in self.layers)
 
     def codec_state_bytes(self) -> int:
         """Bytes of the codecs' fixed state, shared by all layers."""

@@ -182,13 +182,37 @@ class CompressedKVLayer:
                 out.extend(codes.values())
         return out
 
-    def memory_bytes(self) -> int:
+    def memory_bytes(self, *, dtype: torch.dtype | None = None) -> int:
         """Bytes held by this layer: codes + side data + full-precision window + outlier permutations.
+
+        Parameters
+        ----------
+        dtype : torch dtype or None
+            ``None`` counts the window as held (the dtype of the appended keys, i.e. the model's); a dtype
+            counts it as if held at that dtype (e.g. ``torch.float16`` for a half-precision deployment of a
+            model run here in float32). Codes, side data and permutations are always counted as stored.
 
         The codecs' fixed state (rotations, sketches) is shared between layers and not included; see
         ``key_codec.state_bytes``.
         """
-        return sum(_nbytes(t) for t in self._tensors())
+        window = [t for t in (self._win_k, self._win_v) if t is not None]
+        rest = [t for t in (self._perm_k, self._perm_v) if t is not None]
+        for codes in (self._key_codes, self._value_codes):
+            if codes:
+                rest.extend(codes.values())
+        if dtype is None:
+            held = sum(_nbytes(t) for t in window)
+        else:
+            size = torch.empty((), dtype=dtype).element_size()
+            held = sum(t.numel() * size for t in window)
+        return held + sum(_nbytes(t) for t in rest)
+
+    def dense_bytes(self, dtype: torch.dtype = torch.float16) -> int:
+        """Bytes an uncompressed cache of the same tokens would hold at ``dtype`` (keys and values)."""
+        if not self.seq_length:
+            return 0
+        b, h = self._shape_bh()
+        return 2 * b * h * self.seq_length * self.head_dim * torch.empty((), dtype=dtype).element_size()
 
     def code_bytes_per_token(self) -> int:
         """Bytes one encoded token costs in this layer, over all batch rows and heads."""
