@@ -124,6 +124,31 @@ def test_pipeline_and_serialisation(tmp_path):
     assert again.document_store.count_documents() == 2
 
 
+def test_remote_store_serialises_its_key_by_name(vqdb_server, collection_name, monkeypatch):
+    from haystack.utils import Secret
+
+    monkeypatch.setenv("VQDB_TEST_KEY", vqdb_server.admin_key)
+    store = VqdbDocumentStore(
+        url=vqdb_server.url,
+        collection=collection_name,
+        api_key=Secret.from_env_var("VQDB_TEST_KEY"),
+        embedding_dim=4,
+    )
+    store.write_documents([Document(content="x", embedding=[1, 0, 0, 0])])
+    data = store.to_dict()
+    assert data["init_parameters"]["api_key"] == {
+        "type": "env_var",
+        "env_vars": ["VQDB_TEST_KEY"],
+        "strict": True,
+    }
+    assert VqdbDocumentStore.from_dict(data).count_documents() == 1
+    with pytest.raises(ValueError):  # a plain token is never written out
+        VqdbDocumentStore(
+            url=vqdb_server.url, collection=collection_name, api_key=vqdb_server.admin_key, embedding_dim=4
+        ).to_dict()
+    store.backend.client.delete_collection(collection_name)
+
+
 def test_bad_input():
     store = VqdbDocumentStore(embedding_dim=3)
     with pytest.raises(ValueError, match="3"):

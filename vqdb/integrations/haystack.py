@@ -28,6 +28,7 @@ from haystack.dataclasses import Document
 from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 from haystack.errors import FilterError
+from haystack.utils import Secret, deserialize_secrets_inplace
 
 from .. import errors as E
 from ._backend import Backend, Record, make_backend
@@ -35,6 +36,7 @@ from ._backend import Backend, Record, make_backend
 SIMILARITIES = {"dot_product": "ip", "cosine": "cos", "l2": "l2sq"}
 DOT_PRODUCT_SCALING_FACTOR = 100  # as InMemoryDocumentStore
 EMBEDDED = "_embedded"  # payload flag: the document came with an embedding
+DEFAULT_API_KEY = Secret.from_env_var("VQDB_API_KEY", strict=False)  # as vqdb serve reads it
 WRITTEN = "_written"  # payload: [time_ns of the write, position in it] (filter_documents keeps write order)
 
 
@@ -149,7 +151,9 @@ class VqdbDocumentStore:
     path : str or None
         A directory (opened if it holds an index, else created). ``None`` and no ``url``: in memory.
     url, collection, api_key :
-        A running ``vqdb serve`` and the collection to use (created when missing).
+        A running ``vqdb serve`` and the collection to use (created when missing). ``api_key`` is a
+        Haystack ``Secret`` (default: the ``VQDB_API_KEY`` environment variable, if set) or a string;
+        ``to_dict`` keeps an environment-variable secret by name and refuses to write a plain token.
     embedding_dim : int
         Dimension of the embeddings (documents without one are stored with zeros of this size).
     similarity : {"dot_product", "cosine", "l2"}
@@ -163,20 +167,22 @@ class VqdbDocumentStore:
         *,
         url: str | None = None,
         collection: str | None = None,
-        api_key: str | None = None,
+        api_key: Secret | str | None = DEFAULT_API_KEY,
         embedding_dim: int = 768,
         similarity: str = "dot_product",
         quantizer: str = "turbo-4",
     ):
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {sorted(SIMILARITIES)}; got {similarity!r}")
+        if isinstance(api_key, str):
+            api_key = Secret.from_token(api_key)
         self.path, self.url, self.collection, self.api_key = path, url, collection, api_key
         self.embedding_dim, self.similarity, self.quantizer = int(embedding_dim), similarity, quantizer
         self._backend: Backend = make_backend(
             path=path,
             url=url,
             collection=collection,
-            api_key=api_key,
+            api_key=None if api_key is None else api_key.resolve_value(),
             metric=SIMILARITIES[similarity],
             quantizer=quantizer,
             dim=self.embedding_dim,
@@ -198,6 +204,7 @@ class VqdbDocumentStore:
             path=None if self.path is None else str(self.path),
             url=self.url,
             collection=self.collection,
+            api_key=None if self.api_key is None else self.api_key.to_dict(),
             embedding_dim=self.embedding_dim,
             similarity=self.similarity,
             quantizer=self.quantizer,
@@ -205,6 +212,7 @@ class VqdbDocumentStore:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VqdbDocumentStore:
+        deserialize_secrets_inplace(data.get("init_parameters", {}), keys=["api_key"])
         return default_from_dict(cls, data)
 
     # ---- the DocumentStore protocol -----------------------------------------------------------------
