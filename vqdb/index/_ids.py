@@ -68,7 +68,9 @@ def as_user_ids(ids, n: int | None = None, *, name: str = "ids") -> tuple[str, n
         arr = ids.astype(object)
     else:
         items = ids if isinstance(ids, np.ndarray) else list(ids)
-        kinds = {_kind_of(x) for x in (items.tolist() if isinstance(items, np.ndarray) else items)}
+        values = items.tolist() if isinstance(items, np.ndarray) else items
+        types = set(map(type, values))  # one C-level pass; the per-element check only when mixed
+        kinds = {STR} if types == {str} else {_kind_of(x) for x in values}
         if len(kinds) > 1:
             if None in kinds:
                 bad = next(x for x in items if _kind_of(x) is None)
@@ -109,10 +111,15 @@ def _kind_of(x) -> str | None:
 
 
 def _check_strings(arr: np.ndarray, name: str) -> None:
-    for s in arr:
-        if not s:
-            raise InvalidInputError(f"{name} must not contain the empty string")
-        if len(s) * 4 > MAX_ID_BYTES and len(s.encode("utf-8")) > MAX_ID_BYTES:
+    if not arr.size:
+        return
+    lengths = np.fromiter(map(len, arr.tolist()), dtype=np.int64, count=arr.size)
+    if lengths.min() == 0:
+        raise InvalidInputError(f"{name} must not contain the empty string")
+    if lengths.max() * 4 <= MAX_ID_BYTES:  # UTF-8 has at most 4 bytes per character
+        return
+    for s in arr[lengths * 4 > MAX_ID_BYTES].tolist():
+        if len(s.encode("utf-8")) > MAX_ID_BYTES:
             raise InvalidInputError(
                 f"{name} has a string of {len(s.encode('utf-8'))} UTF-8 bytes; at most {MAX_ID_BYTES} are allowed"
                 f" (starts {s[:40]!r})"

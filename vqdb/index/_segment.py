@@ -95,6 +95,14 @@ class Segment:
             sids=sids,
         )
 
+    def sids_equal(self, rows: np.ndarray, sids: np.ndarray) -> np.ndarray:
+        """(len(rows),) bool: is the string id stored at each of ``rows`` the matching one of ``sids``
+        (compared in Arrow, no Python strings made)."""
+        import pyarrow.compute as pc
+
+        stored = self.sids.take(pa.array(rows, pa.int64()))
+        return pc.equal(stored, pa.array(sids, pa.string())).to_numpy(zero_copy_only=False)
+
     def sids_at(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows),) object array of the string ids at ``rows`` (a string-id segment)."""
         return self.sids.take(pa.array(rows, pa.int64())).to_numpy(zero_copy_only=False)

@@ -598,8 +598,7 @@ class Index(_Persistence):
         clash = np.zeros(sids.shape, dtype=bool)
         for si in np.unique(seg_idx[seg_idx >= 0]):
             where = np.flatnonzero(seg_idx == si)
-            other = snap.segments[si].sids_at(rows[where]) != sids[where]
-            clash[where[other]] = True
+            clash[where[~snap.segments[si].sids_equal(rows[where], sids[where])]] = True
         seg_idx[clash], rows[clash] = -1, -1
         return keys, seg_idx, rows, clash
 
