@@ -26,6 +26,7 @@ from vqdb.testing import recall_at_k
 
 EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 TARGET = 0.95
+CURVE_EFS = list(EFS)  # (--efs)
 
 
 def _dir_bytes(path: str) -> int:
@@ -35,6 +36,7 @@ def _dir_bytes(path: str) -> int:
 
 
 def _curve(search, q, gt, efs, single: int) -> list[dict]:
+    efs = CURVE_EFS
     """recall@10 and QPS (batch of all queries; and ``single`` queries one per call) for each ef."""
     rows = []
     for ef in efs:
@@ -256,7 +258,9 @@ def main(argv=None) -> None:
     ap.add_argument("--single", type=int, default=200, help="queries searched one per call")
     ap.add_argument("--methods", default="vqdb,faiss,rabitq-hnsw,symqg")
     ap.add_argument("--out", default="graph")
+    ap.add_argument("--efs", default=",".join(map(str, EFS)), help="ef values of the curves")
     args = ap.parse_args(argv)
+    CURVE_EFS[:] = [int(e) for e in args.efs.split(",")]
     sets = load_sets(quick=args.quick, only=args.sets.split(","))
     results = {
         "command": "python -m bench.graph "

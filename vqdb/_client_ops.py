@@ -38,7 +38,7 @@ class Request:
 # ---- collections -------------------------------------------------------------------------------
 
 
-def create_collection(name, dim, *, metric, quantizer, ivf, store_vectors, id_type, exist_ok):
+def create_collection(name, dim, *, metric, quantizer, ivf, store_vectors, id_type, exist_ok, graph=False):
     body = {
         "name": name,
         "dim": int(dim),
@@ -49,6 +49,8 @@ def create_collection(name, dim, *, metric, quantizer, ivf, store_vectors, id_ty
     }
     if id_type is not None:
         body["id_type"] = id_type
+    if graph:
+        body["graph"] = graph
     try:
         info = yield Request("POST", "/collections", body, idempotent=False)
     except E.AlreadyExistsError:
@@ -156,7 +158,7 @@ def all_ids(name, *, filter=None):
 # ---- search ------------------------------------------------------------------------------------
 
 
-def query(name, queries, k, *, filter, nprobe, rerank, with_payload, with_vector, dim=None):
+def query(name, queries, k, *, filter, nprobe, rerank, with_payload, with_vector, dim=None, ef=None):
     """Hits ``{"id", "score", "payload"}`` best first, one list per query row."""
     q = as_float32_matrix(queries, dim, name="queries")
     k = check_k(k)
@@ -168,14 +170,16 @@ def query(name, queries, k, *, filter, nprobe, rerank, with_payload, with_vector
             "with_payload": with_payload,
             "with_vector": with_vector,
         }
-        for key, value in (("filter", filter), ("nprobe", nprobe), ("rerank", rerank)):
+        for key, value in (("filter", filter), ("nprobe", nprobe), ("rerank", rerank), ("ef", ef)):
             if value is not None:
                 body[key] = value
         out.extend((yield Request("POST", f"/collections/{name}/search", body))["results"])
     return out
 
 
-def search(name, queries, k, *, filter, nprobe, rerank, metric, id_type, include_metadata=False, dim=None):
+def search(
+    name, queries, k, *, filter, nprobe, rerank, metric, id_type, include_metadata=False, dim=None, ef=None
+):
     """A ``vqdb.SearchResult`` from :func:`query`: ids (m, k) int64 -1 padded (object None padded for
     string ids), scores (m, k) float32 -inf padded, and the hits' metadata when asked."""
     from .index import SearchResult
@@ -190,6 +194,7 @@ def search(name, queries, k, *, filter, nprobe, rerank, metric, id_type, include
         with_payload=include_metadata,
         with_vector=False,
         dim=dim,
+        ef=ef,
     )
     m = len(hits)
     strings = id_type == STR or any(isinstance(h["id"], str) for row in hits for h in row)

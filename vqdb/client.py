@@ -98,9 +98,11 @@ class _Api:
         return self._run(ops.all_ids(name, filter=filter))
 
     # ---- search ---------------------------------------------------------------------------------
-    def search(self, name: str, queries, k: int = 10, *, filter=None, nprobe=None, rerank=None):
+    def search(self, name: str, queries, k: int = 10, *, filter=None, nprobe=None, rerank=None, ef=None):
         """Like ``vqdb.Index.search``: a :class:`vqdb.SearchResult` with (m, k) ids (-1 padded) and scores."""
-        return self._run(_search_by_name(name, queries, k, filter=filter, nprobe=nprobe, rerank=rerank))
+        return self._run(
+            _search_by_name(name, queries, k, filter=filter, nprobe=nprobe, rerank=rerank, ef=ef)
+        )
 
     def query(
         self,
@@ -113,6 +115,7 @@ class _Api:
         rerank=None,
         with_payload: bool = True,
         with_vector: bool = False,
+        ef=None,
     ):
         """Hits ``{"id", "score", "payload"}`` best first, one list per query row of ``queries`` (m, d)."""
         return self._run(
@@ -123,6 +126,7 @@ class _Api:
                 filter=filter,
                 nprobe=nprobe,
                 rerank=rerank,
+                ef=ef,
                 with_payload=with_payload,
                 with_vector=with_vector,
             )
@@ -351,6 +355,7 @@ class Client(_Api):
         store_vectors: bool | str = False,
         id_type: str | None = None,
         exist_ok: bool = False,
+        graph: bool | int = False,
     ) -> RemoteCollection:
         """Create a collection (arguments as ``vqdb.Index``); with ``exist_ok`` an existing one is returned."""
         info = self._run(
@@ -363,6 +368,7 @@ class Client(_Api):
                 store_vectors=store_vectors,
                 id_type=id_type,
                 exist_ok=exist_ok,
+                graph=graph,
             )
         )
         return RemoteCollection(self, info)
@@ -580,7 +586,7 @@ class _CollectionOps:
             ids = ops.user_ids(ids, id_type=self._id_type)
         return ops.delete(self.name, ids, filter=filter, missing_ok=missing_ok)
 
-    def _search(self, queries, k, filter, nprobe, rerank, include_metadata):
+    def _search(self, queries, k, filter, nprobe, rerank, include_metadata, ef=None):
         return ops.search(
             self.name,
             queries,
@@ -588,6 +594,7 @@ class _CollectionOps:
             filter=filter,
             nprobe=nprobe,
             rerank=rerank,
+            ef=ef,
             metric=self.metric,
             id_type=self._id_type,
             include_metadata=include_metadata,
@@ -655,8 +662,10 @@ class RemoteCollection(_CollectionOps):
     def update_metadata(self, ids, metadata, *, merge: bool = True) -> int:
         return self.client._run(self._update(ids, metadata, merge))
 
-    def search(self, queries, k: int = 10, filter=None, nprobe=None, rerank=None, *, include_metadata=False):
-        return self.client._run(self._search(queries, k, filter, nprobe, rerank, include_metadata))
+    def search(
+        self, queries, k: int = 10, filter=None, nprobe=None, rerank=None, *, include_metadata=False, ef=None
+    ):
+        return self.client._run(self._search(queries, k, filter, nprobe, rerank, include_metadata, ef))
 
     def ids(self, filter=None) -> np.ndarray:
         return self.client._run(self._ids(filter))
@@ -707,9 +716,9 @@ class AsyncRemoteCollection(_CollectionOps):
         return await self.client._run(self._update(ids, metadata, merge))
 
     async def search(
-        self, queries, k: int = 10, filter=None, nprobe=None, rerank=None, *, include_metadata=False
+        self, queries, k: int = 10, filter=None, nprobe=None, rerank=None, *, include_metadata=False, ef=None
     ):
-        return await self.client._run(self._search(queries, k, filter, nprobe, rerank, include_metadata))
+        return await self.client._run(self._search(queries, k, filter, nprobe, rerank, include_metadata, ef))
 
     async def ids(self, filter=None) -> np.ndarray:
         return await self.client._run(self._ids(filter))

@@ -149,7 +149,10 @@ def test_save_open_identical_and_another_process(tmp_path, wordnet, quantizer, m
     child = (
         "import sys, numpy as np, vqdb\n"
         "ix = vqdb.open(sys.argv[1], read_only=True)\n"
-        "assert ix._graph is not None and not ix._graph.rows.flags.writeable  # memory-mapped\n"
+        "b = ix._graph.rows\n"
+        "while b is not None and not isinstance(b, np.memmap):\n"
+        "    b = b.base\n"
+        "assert isinstance(b, np.memmap) and b.mode == 'c'  # memory-mapped (copy-on-write)\n"
         "r = ix.search(np.load(sys.argv[2]), 10, ef=48)\n"
         "np.save(sys.argv[3], r.ids)\n"
     )

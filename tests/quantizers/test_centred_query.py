@@ -149,7 +149,7 @@ def test_centred_query_is_for_the_scaled_variant_only():
 
 
 @pytest.mark.parametrize("metric", ["ip", "l2sq"])
-def test_graph_rows_carry_the_offsets_and_old_graphs_keep_theirs(wordnet, metric):
+def test_graph_rows_carry_the_offsets_and_old_graphs_keep_theirs(wordnet, metric, tmp_path):
     """The graph's per-node code constant folds β in (ip: -β, l2sq: ||x||² - 2β); a graph table written
     without the ``code_offsets`` flag (before β) is read back with the old meaning."""
     x, queries = wordnet.base[:1500], wordnet.queries[:50]
@@ -169,5 +169,8 @@ def test_graph_rows_carry_the_offsets_and_old_graphs_keep_theirs(wordnet, metric
     )
     assert np.mean([len(set(a) & set(b[:10])) / 10 for a, b in zip(found, exact)]) > 0.9
     meta = {k: v for k, v in g.meta().items() if k != "code_offsets"}
-    old = type(g).from_table(g.to_table(), g.sc, x.shape[1], metric, meta)
+    from vqdb.index._storage import write_table_file
+
+    write_table_file(str(tmp_path / "graph.arrow"), g.to_table())
+    old = type(g).from_file(str(tmp_path / "graph.arrow"), g.sc, x.shape[1], metric, meta)
     assert old.offsets is False

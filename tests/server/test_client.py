@@ -8,6 +8,7 @@ from vqdb_server_harness import KEYS
 
 import vqdb
 from vqdb import errors
+from vqdb.testing import recall_at_k
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +121,25 @@ def test_client_text_methods_over_the_live_server(client, wordnet):
         client.query_text("client-texts", word, mode="sparse")
     with pytest.raises(errors.NotFoundError):
         client.query_text("no-such-collection", word)
+
+
+def test_graph_collection_over_rest_and_client(client, wordnet):
+    """``"graph": true`` at creation, ``ef`` in the search body: recall against exact search, ef is a real
+    knob, and the scores are the exact inner products of the float16 vectors."""
+    x, q = wordnet.base[:1500], wordnet.queries[:20]
+    col = client.create_collection("graph-docs", dim=384, metric="ip", graph=True)
+    assert client.describe("graph-docs")["graph"] is True
+    assert client.describe("graph-docs")["stats"]["graph"]["degree"] == 32
+    col.upsert(x, np.arange(1500))
+    x16 = x.astype(np.float16).astype(np.float64)
+    exact = np.argsort(-(q.astype(np.float64) @ x16.T), axis=1)[:, :10]
+    low, high = col.search(q, 10, ef=8), col.search(q, 10, ef=64)
+    assert recall_at_k(high.ids, exact, 10) >= 0.95
+    assert recall_at_k(low.ids, exact, 10) < recall_at_k(high.ids, exact, 10)
+    want = np.einsum("ij,ikj->ik", q.astype(np.float64), x16[high.ids])
+    np.testing.assert_allclose(high.scores, want, rtol=0, atol=2e-5)
+    with pytest.raises(errors.InvalidInputError):
+        col.search(q[:1], 10, ef=0)
+    with pytest.raises(errors.InvalidInputError):
+        client.create_collection("graph-ivf", dim=8, graph=True, ivf=True)
+    client.delete_collection("graph-docs")

@@ -565,6 +565,7 @@ class ShardedIndex:
         nprobe=None,
         rerank=None,
         *,
+        ef=None,
         params=None,
         allow_partial: bool = False,
         timeout: float | None = None,
@@ -577,7 +578,7 @@ class ShardedIndex:
         queries : array-like of shape (m, d)
             Always 2-D (a single query is ``q[None, :]``).
         k : int > 0
-        filter, nprobe, rerank, params
+        filter, nprobe, rerank, ef, params
             As for ``vqdb.Index.search``, applied inside each shard: a filtered search is filtered,
             and a re-ranked search re-ranked from stored vectors, on each shard's own rows; then the
             per-shard top-k lists are merged.
@@ -603,7 +604,13 @@ class ShardedIndex:
         q = as_float32_matrix(queries, self.dim, name="queries")
         k = check_k(k)
         kwargs: dict[str, Any] = {}
-        for name, value in (("filter", filter), ("nprobe", nprobe), ("rerank", rerank), ("params", params)):
+        for name, value in (
+            ("filter", filter),
+            ("nprobe", nprobe),
+            ("rerank", rerank),
+            ("ef", ef),
+            ("params", params),
+        ):
             if value is not None:
                 kwargs[name] = value
         qref = _ray.ray().put(q)

@@ -281,10 +281,10 @@ class _Persistence:
         graph = None
         if name and meta and "nodes" in meta:
             try:
-                graph = Graph.from_table(
-                    st.map_table_file(
-                        st.resolve(root, name, what="graph file"), st.checksum_of(manifest, name)
-                    ),
+                fpath = st.resolve(root, name, what="graph file")
+                st.map_table_file(fpath, st.checksum_of(manifest, name))  # checksum and Arrow validation
+                graph = Graph.from_file(
+                    fpath,
                     self._graph.sc,
                     self.dim,
                     "l2sq" if self.metric == "l2sq" else "ip",

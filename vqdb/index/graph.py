@@ -94,18 +94,28 @@ class Graph:
         self._alloc(0)
 
     # ---- storage -------------------------------------------------------------------------------
-    def _alloc(self, cap: int) -> None:
-        d, R = self.dim, self.R
-        self.ids = np.full(cap, -1, np.int64)
-        self.live = np.zeros(cap, bool)
-        self.vbits = np.zeros((cap, d), np.uint16)
-        self.norms = np.zeros(cap, np.float32)
-        self.slots = np.zeros((cap, 2 * self.nsteps), np.uint8)
-        self.facs = np.zeros((cap, max(self.G, 1)), np.float32)
-        self.sqc = np.zeros(cap, np.float32)
-        self.rows = np.zeros((cap, self.row_bytes), np.uint8)
+    _ARRAYS = ("ids", "live", "vbits", "norms", "slots", "facs", "sqc", "rows")
+
+    def _alloc(self, cap: int, keep: int = 0) -> None:
+        """Fresh arrays for ``cap`` nodes holding the first ``keep`` nodes of the current ones; attached only
+        once filled, so a search running meanwhile sees either the old arrays or complete new ones."""
+        d = self.dim
+        new = {
+            "ids": np.full(cap, -1, np.int64),
+            "live": np.zeros(cap, bool),
+            "vbits": np.zeros((cap, d), np.uint16),
+            "norms": np.zeros(cap, np.float32),
+            "slots": np.zeros((cap, 2 * self.nsteps), np.uint8),
+            "facs": np.zeros((cap, max(self.G, 1)), np.float32),
+            "sqc": np.zeros(cap, np.float32),
+            "rows": np.zeros((cap, self.row_bytes), np.uint8),
+        }
+        new["rows"].view(np.int32)[:, self.io : self.io + self.R] = -1
+        for name in self._ARRAYS if keep else ():
+            new[name][:keep] = getattr(self, name)[:keep]
+        for name in ("rows", "vbits", "norms", "live", "ids", "slots", "facs", "sqc"):
+            setattr(self, name, new[name])
         self._views()
-        self.rowsi[:, self.io : self.io + R] = -1
 
     def _views(self) -> None:
         self.rowsi = self.rows.view(np.int32)
@@ -120,13 +130,7 @@ class Graph:
         if need <= self.capacity and self._writable:
             return
         cap = max(need, int(self.capacity * 1.5) + 1024) if need > self.capacity else self.capacity
-        old = (self.ids, self.live, self.vbits, self.norms, self.slots, self.facs, self.sqc, self.rows)
-        n = self.n
-        self._alloc(cap)
-        for dst, src in zip(
-            (self.ids, self.live, self.vbits, self.norms, self.slots, self.facs, self.sqc, self.rows), old
-        ):
-            dst[:n] = src[:n]
+        self._alloc(cap, keep=self.n)
         self._writable = True
 
     @property
@@ -310,39 +314,47 @@ class Graph:
         return out
 
     @classmethod
-    def from_table(cls, table: pa.Table, scanner, dim: int, metric: str, meta: dict) -> Graph:
-        """Nodes read from :meth:`to_table` (memory-mapped: zero-copy, copied on the first write)."""
+    def from_file(cls, path: str, scanner, dim: int, metric: str, meta: dict) -> Graph:
+        """Nodes of a file written from :meth:`to_table` (checked by the caller), memory-mapped copy-on-write:
+        pages are shared with the file until this process writes them (never back to the file), and the
+        arrays are ordinary writable arrays for the kernels (no second compilation for read-only arrays)."""
         g = cls(scanner, dim, int(meta["degree"]), metric)
         g.offsets = bool(meta.get("code_offsets", False))  # graphs written before the offsets: as before
+        buf = pa.memory_map(path, "r").read_buffer()
+        table = pa.ipc.open_file(buf).read_all()
         if int(meta["row_bytes"]) != g.row_bytes or table.num_rows != int(meta["nodes"]):
             raise ValueError("graph file does not match the index's code layout")
-        table = table.combine_chunks()
         n = table.num_rows
+        cow = np.memmap(path, dtype=np.uint8, mode="c") if n else np.zeros(0, np.uint8)
 
-        def fixed(name: str, dtype, width: int) -> np.ndarray:
+        def column(name: str, dtype, width: int) -> np.ndarray:
             col = table.column(name)
-            arr = (
-                col.chunk(0) if col.num_chunks else pa.array([], pa.binary(width * np.dtype(dtype).itemsize))
-            )
-            buf = arr.buffers()[1]
-            raw = np.frombuffer(buf, dtype=np.uint8) if buf is not None else np.zeros(0, np.uint8)
             size = width * np.dtype(dtype).itemsize
-            raw = raw[arr.offset * size : (arr.offset + n) * size]
-            return raw.view(dtype).reshape(n, width)
+            if n == 0:
+                return np.zeros((0, width), dtype)
+            if col.num_chunks != 1 or col.null_count:
+                raise ValueError(f"graph file column {name!r} is not one dense chunk")
+            arr = col.chunk(0)
+            start = arr.buffers()[1].address - buf.address + arr.offset * size
+            if start < 0 or start + n * size > cow.shape[0]:
+                raise ValueError(f"graph file column {name!r} lies outside the file")
+            return cow[start : start + n * size].view(dtype).reshape(n, width)
 
-        g.ids = table.column("id").to_numpy().astype(np.int64, copy=False)
+        g.ids = column("id", np.int64, 1).reshape(-1)
         g.live = np.asarray(table.column("live").to_numpy(zero_copy_only=False), dtype=bool)
-        g.vbits = fixed("vector_f16", np.uint16, dim)
-        g.rows = fixed("row", np.uint8, g.row_bytes)
-        g.slots = fixed("slots", np.uint8, 2 * g.nsteps)
-        g.facs = fixed("factors", np.float32, max(g.G, 1))
-        g.sqc = table.column("code_sq").to_numpy().astype(np.float32, copy=False)
+        g.vbits = column("vector_f16", np.uint16, dim)
+        g.rows = column("row", np.uint8, g.row_bytes)
+        g.slots = column("slots", np.uint8, 2 * g.nsteps)
+        g.facs = column("factors", np.float32, max(g.G, 1))
+        g.sqc = column("code_sq", np.float32, 1).reshape(-1)
         g._views()
         g.norms = np.zeros(n, np.float32)
         if n:
             _kernels().squared_norms(g.vbits, np.arange(n, dtype=np.int64), g.norms)
         g.n = n
         g.entry = int(meta["entry"])
-        g._writable = False
+        if not 0 <= g.entry < max(n, 1):
+            raise ValueError(f"graph entry {g.entry} outside {n} nodes")
+        g._writable = True
         g._node_of = {int(i): j for j, i in enumerate(g.ids.tolist()) if g.live[j]}
         return g

@@ -493,3 +493,47 @@ def search(
                     out_scores[i, cnt] = s
             if tag > 2_000_000_000 - m:
                 tags[:] = 0
+
+
+def warmup() -> None:
+    """Compile (or load from the cache) every graph kernel with the argument types the index passes, on a
+    tiny synthetic graph (40 nodes, d = 8, degree 4, one kernel part of 2 steps)."""
+    rng = np.random.default_rng(0)
+    n, d, R, nsteps = 40, 8, 4, 2
+    io, fo, so = 16, 20, 24
+    row_bytes = 128
+    vf = rng.normal(size=(n, d)).astype(np.float32)
+    vbits = vf.astype(np.float16).view(np.uint16)
+    norms = np.zeros(n, np.float32)
+    nodes = np.arange(n, dtype=np.int64)
+    squared_norms(vbits, nodes, norms)
+    rows = np.zeros((n, row_bytes), np.uint8)
+    rowsi, rowsf = rows.view(np.int32), rows.view(np.float32)
+    rowsi[:, io : io + R] = -1
+    incoming = np.empty((n - 1) * R, np.int64)
+    link_batch(nodes[1:], 1, 0, vf, norms, rowsi, io, R, 8, np.float32(1.2), 2, incoming)
+    pairs = np.sort(incoming[incoming >= 0])
+    tgt = pairs >> 32
+    starts = np.r_[np.flatnonzero(np.r_[True, tgt[1:] != tgt[:-1]]), pairs.size].astype(np.int64)
+    hit = np.empty(starts.size - 1, np.int64)
+    merge_reverse(pairs, starts, vf, norms, rowsi, io, R, np.float32(1.2), hit)
+    slots = rng.integers(0, 16, size=(n, 2 * nsteps)).astype(np.uint8)
+    facs = np.ones((n, 1), np.float32)
+    sqc = norms.copy()
+    pack_rows(nodes, rows, rowsi, rowsf, slots, facs, sqc, R, nsteps, io, fo, so)
+    m = 3
+    luts = rng.integers(0, 255, size=m * nsteps * 32).astype(np.uint8)
+    inv = np.full((m, 1), 0.01, np.float32)
+    off = np.zeros((m, 1), np.float32)
+    base = np.zeros(m, np.float32)
+    out_nodes = np.empty((m, 5), np.int64)
+    out_scores = np.empty((m, 5), np.float32)
+    stats = np.zeros(m, np.int64)
+    part_steps = np.array([0, nsteps], np.int64)
+    ok = np.ones(n, bool)
+    for l2 in (False, True):
+        search(
+            vf[:m].copy(), luts, inv, off, base, np.float32(1.0), l2, l2, part_steps, nsteps,
+            rows.reshape(-1), row_bytes, rowsi, rowsf, io, fo, so, R,
+            vbits, vbits.reshape(-1), norms, ok, n, 0, 8, 5, 2, out_nodes, out_scores, stats,
+        )  # fmt: skip

@@ -73,6 +73,7 @@ class CollectionInfo:
     shards: int = 1
     format: int = FORMAT
     id_type: str | None = None
+    graph: bool | int = False
 
     @classmethod
     def read(cls, root: Path) -> CollectionInfo:
@@ -84,6 +85,7 @@ class CollectionInfo:
                 store_vectors=raw.get("store_vectors", False),
                 shards=int(raw.get("shards", 1)),
                 id_type=raw.get("id_type"),
+                graph=raw.get("graph", False),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IncompatibleFormatError(f"{root.name}: unreadable {INFO_FILE} ({exc})") from None
@@ -253,6 +255,7 @@ class Collection:
             "quantizer": self.info.quantizer,
             "ivf": self.info.ivf,
             "store_vectors": self.info.store_vectors,
+            "graph": self.info.graph,
             "shards": self.info.shards,
             "id_type": getattr(index, "id_type", None) or self.info.id_type,
             "count": count,
@@ -293,9 +296,9 @@ class Collection:
         except (OSError, ValueError, KeyError, TypeError):
             pass
 
-    def search(self, queries: np.ndarray, k: int, *, filter=None, nprobe=None, rerank=None):
+    def search(self, queries: np.ndarray, k: int, *, filter=None, nprobe=None, rerank=None, ef=None):
         with self.lease() as index:
-            return engine.search(index, queries, k, filter=filter, nprobe=nprobe, rerank=rerank)
+            return engine.search(index, queries, k, filter=filter, nprobe=nprobe, rerank=rerank, ef=ef)
 
     def fetch(self, ids: np.ndarray, *, with_vector: bool = False) -> list[dict | None]:
         with self.lease() as index:
@@ -540,6 +543,7 @@ class CollectionStore:
         store_vectors: bool | str = False,
         shards: int = 1,
         id_type: str | None = None,
+        graph: bool | int = False,
     ) -> Collection:
         check_collection_name(name)
         with self._reserved(name) as tmp:
@@ -553,6 +557,7 @@ class CollectionStore:
                 store_vectors=store_vectors,
                 shards=int(shards),
                 id_type=id_type,
+                graph=graph,
             )
             index = engine.new_index(
                 dim=info.dim,
@@ -563,6 +568,7 @@ class CollectionStore:
                 path=tmp / INDEX_DIR,
                 shards=info.shards,
                 id_type=id_type,
+                graph=graph,
             )
             engine.save(index)
             engine.close(index)

@@ -25,6 +25,7 @@ def new_index(
     path: Path,
     shards: int = 1,
     id_type: str | None = None,
+    graph: bool | int = False,
 ):
     """Create an empty persistent index in ``path`` (which must not hold one).
 
@@ -33,6 +34,14 @@ def new_index(
     """
     from ..index import Index
 
+    if graph and ivf:
+        raise InvalidInputError("graph and ivf are exclusive: choose one index structure")
+    # a graph collection keeps float16 vectors unless store_vectors names a type (the graph's re-rank data)
+    extra = (
+        {"graph": graph, "store_vectors": store_vectors or None}
+        if graph
+        else {"store_vectors": store_vectors}
+    )
     if shards > 1:
         from ..distributed import service
 
@@ -43,7 +52,7 @@ def new_index(
             quantizer=quantizer,
             path=path,
             ivf=ivf,
-            store_vectors=store_vectors,
+            **extra,
             **({} if id_type is None else {"id_type": id_type}),
         )
 
@@ -52,9 +61,9 @@ def new_index(
         metric=metric,
         quantizer=quantizer,
         ivf=ivf,
-        store_vectors=store_vectors,
         path=str(path),
         id_type=id_type,
+        **extra,
     )
 
 
@@ -158,9 +167,10 @@ def fetch(index, ids: np.ndarray, *, with_vector: bool) -> list[dict[str, Any] |
     return out
 
 
-def search(index, queries: np.ndarray, k: int, *, filter, nprobe, rerank):
+def search(index, queries: np.ndarray, k: int, *, filter, nprobe, rerank, ef=None):
     try:
-        return index.search(queries, k, filter=filter, nprobe=nprobe, rerank=rerank)
+        kwargs = {} if ef is None else {"ef": ef}  # (graph knob; flat / IVF indexes ignore it)
+        return index.search(queries, k, filter=filter, nprobe=nprobe, rerank=rerank, **kwargs)
     except _arrow_errors() as exc:
         raise InvalidInputError(f"filter cannot be evaluated on this collection's payloads: {exc}") from None
 

@@ -77,6 +77,11 @@ class CollectionCreate(_In):
     store_vectors: bool | Literal["float16", "float32"] = Field(
         False, description="also keep the full vectors (true = float16) for exact re-ranking and exact get"
     )
+    graph: bool | Annotated[int, Field(ge=4, le=256)] = Field(
+        False,
+        description="true: a graph index (degree 32; an integer sets the degree), exclusive with ivf; "
+        "searched with ef; a graph collection always keeps its vectors (float16 unless store_vectors says)",
+    )
     id_type: IdType | None = Field(
         None, description='"int" or "str" ids; null: fixed by the first upsert (one kind per collection)'
     )
@@ -96,6 +101,7 @@ class CollectionPublic(BaseModel):
     quantizer: str
     ivf: bool | int
     store_vectors: bool | str
+    graph: bool | int = Field(False, description="false, or the graph index's degree")
     shards: int = Field(1, description="number of shards (Ray actors); 1 = a plain index")
     id_type: str | None = Field(None, description='"int" or "str"; null until the first write fixes it')
     count: int = Field(description="live vectors")
@@ -232,6 +238,12 @@ class SearchRequest(_In):
         None, description='Mongo-style payload filter, e.g. {"lang": "en", "year": {"$gte": 2020}}'
     )
     nprobe: int | None = Field(None, ge=1, le=1 << 20, description="IVF lists to scan")
+    ef: int | None = Field(
+        None,
+        ge=1,
+        le=1 << 16,
+        description="graph collections: the search beam (more = slower, higher recall)",
+    )
     rerank: bool | Annotated[float, Field(ge=1, le=1024)] | None = Field(
         None,
         description="re-score candidates with the stored full-precision vectors: true, or an oversampling "

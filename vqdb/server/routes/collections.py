@@ -48,6 +48,7 @@ def create_collection(body: CollectionCreate, store: StoreDep, settings: Setting
         quantizer=body.quantizer,
         ivf=body.ivf,
         store_vectors=body.store_vectors,
+        graph=body.graph,
         shards=body.shards,
         id_type=body.id_type,
     )

@@ -44,7 +44,9 @@ def search(body: SearchRequest, collection: CollectionDep, settings: SettingsDep
     n_queries = len(body.vectors) if body.vectors is not None else 1
     check_response_size(n_queries, body.k, collection.dim, body.with_vector, settings)
     queries = _queries(body, collection, settings)
-    result = collection.search(queries, body.k, filter=body.filter, nprobe=body.nprobe, rerank=body.rerank)
+    result = collection.search(
+        queries, body.k, filter=body.filter, nprobe=body.nprobe, rerank=body.rerank, ef=body.ef
+    )
     metrics.queries.inc(queries.shape[0])
     hits = _hits(collection, np.asarray(result.ids), np.asarray(result.scores), body)
     results = hits if body.vectors is not None else hits[0]
