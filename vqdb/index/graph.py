@@ -269,13 +269,16 @@ class Graph:
         base = (prep.alpha * c0 + prep.qconst).astype(np.float32)
         G = self.G
         tasks = max(1, min(m, 4 * _threads()))
-        kg.search(
+        head = (
             q, prep.luts, np.ascontiguousarray(prep.inv[:, :G]), np.ascontiguousarray(prep.off[:, :G]), base,
             np.float32(prep.alpha), self.l2, self.l2 or self.offsets, self.sc.part_steps, self.nsteps,
             rows.reshape(-1), self.row_bytes, rowsi, rowsf, self.io, self.fo, self.so, self.R,
-            vbits, vbits.reshape(-1), norms, np.ascontiguousarray(ok), n, self.entry, max(int(ef), k), k, tasks,
-            out_nodes, out_scores, stats,
+            vbits, vbits.reshape(-1), norms, np.ascontiguousarray(ok), n, self.entry, max(int(ef), k), k,
         )  # fmt: skip
+        if tasks == 1:  # one range on this thread: no parallel region to start and join
+            kg.search_range(*head, 0, m, out_nodes, out_scores, stats)
+        else:
+            kg.search(*head, tasks, out_nodes, out_scores, stats)
         return out_nodes, out_scores, stats
 
     def ok_for(self, allowed_ids: np.ndarray) -> np.ndarray:

@@ -336,8 +336,8 @@ def merge_reverse(pairs, starts, vf, norms, rowsi, io, R, alpha, touched):
 # ------------------------------------------------------------------------------------------------
 # search: traversal scored on the neighbours' codes, exact scores of expanded nodes
 # ------------------------------------------------------------------------------------------------
-@njit(cache=_CACHE, nogil=True, parallel=True, fastmath=True)
-def search(
+@njit(cache=_CACHE, nogil=True, fastmath=True)
+def search_range(
     q,
     luts,
     inv,
@@ -364,12 +364,15 @@ def search(
     entry,
     ef,
     k,
-    n_tasks,
+    i0,
+    i1,
     out_nodes,
     out_scores,
     stats,
 ):
-    """Top-``k`` nodes of each query (m, d) float32 by a best-first traversal.
+    """Queries [i0, i1) of :func:`search`, on the calling thread (one query: no parallel region).
+
+    Top-``k`` nodes of each query (m, d) float32 by a best-first traversal.
 
     Candidates are ordered by the fast-scan estimate of their code (read from the expanding node's
     row: ``alpha * Σ_g f_g (A_g * inv_g + off_g) + base - sub * sq``, ``sq`` the node's code constant:
@@ -384,12 +387,7 @@ def search(
     d = q.shape[1]
     G = part_steps.shape[0] - 1
     nb32 = (R + 31) // 32
-    per = (m + n_tasks - 1) // n_tasks
-    for t in prange(n_tasks):
-        i0 = t * per
-        i1 = min(m, i0 + per)
-        if i0 >= i1:
-            continue
+    if i0 < i1:
         tags = np.zeros(n_nodes, np.int32)
         cap = (ef + 64) * R * 2
         cand_k = np.empty(cap, np.float32)  # min-heap of negated estimates (root = best)
@@ -495,6 +493,81 @@ def search(
                 tags[:] = 0
 
 
+@njit(cache=_CACHE, nogil=True, parallel=True)
+def search(
+    q,
+    luts,
+    inv,
+    off,
+    base,
+    alpha,
+    l2,
+    sub,
+    part_steps,
+    nsteps,
+    rows_flat,
+    row_bytes,
+    rowsi,
+    rowsf,
+    io,
+    fo,
+    so,
+    R,
+    vbits,
+    vflat,
+    norms,
+    ok,
+    n_nodes,
+    entry,
+    ef,
+    k,
+    n_tasks,
+    out_nodes,
+    out_scores,
+    stats,
+):
+    """Top-``k`` nodes of each query, ``n_tasks`` contiguous ranges of queries in parallel (see
+    :func:`search_range`)."""
+    m = q.shape[0]
+    per = (m + n_tasks - 1) // n_tasks
+    for t in prange(n_tasks):
+        i0 = t * per
+        i1 = min(m, i0 + per)
+        search_range(
+            q,
+            luts,
+            inv,
+            off,
+            base,
+            alpha,
+            l2,
+            sub,
+            part_steps,
+            nsteps,
+            rows_flat,
+            row_bytes,
+            rowsi,
+            rowsf,
+            io,
+            fo,
+            so,
+            R,
+            vbits,
+            vflat,
+            norms,
+            ok,
+            n_nodes,
+            entry,
+            ef,
+            k,
+            i0,
+            i1,
+            out_nodes,
+            out_scores,
+            stats,
+        )
+
+
 def warmup() -> None:
     """Compile (or load from the cache) every graph kernel with the argument types the index passes, on a
     tiny synthetic graph (40 nodes, d = 8, degree 4, one kernel part of 2 steps)."""
@@ -532,6 +605,11 @@ def warmup() -> None:
     part_steps = np.array([0, nsteps], np.int64)
     ok = np.ones(n, bool)
     for l2 in (False, True):
+        search_range(
+            vf[:m].copy(), luts, inv, off, base, np.float32(1.0), l2, l2, part_steps, nsteps,
+            rows.reshape(-1), row_bytes, rowsi, rowsf, io, fo, so, R,
+            vbits, vbits.reshape(-1), norms, ok, n, 0, 8, 5, 0, m, out_nodes, out_scores, stats,
+        )  # fmt: skip
         search(
             vf[:m].copy(), luts, inv, off, base, np.float32(1.0), l2, l2, part_steps, nsteps,
             rows.reshape(-1), row_bytes, rowsi, rowsf, io, fo, so, R,
