@@ -151,6 +151,23 @@ def test_hadamard_rotation_pads_and_matches_paper_distortion():
     assert np.mean(np.sum((q97.decode(q97.encode(y)) - y) ** 2, 1)) < 0.02
 
 
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_fht_rotation_matches_paper_distortion_without_padding(bits):
+    """The structured FHT-Kac rotation gives the Haar figures of papers.md §4.4 at d = 128 (a power of two)
+    and close to them at d = 96 (Hadamard windows of 64 + Kac), with codes of d coordinates."""
+    x = unit_rows(1500, 128, seed=5)
+    q = TurboQuantizer(128, bits, variant="mse", rotation="fht", seed=1)
+    err = np.mean(np.sum((q.decode(q.encode(x)) - x) ** 2, 1))
+    assert err == pytest.approx(PAPER_DMSE[128][bits - 1], rel=0.03)
+    y = unit_rows(1500, 96, seed=6)
+    q96 = TurboQuantizer(96, bits, variant="mse", rotation="fht", seed=2)
+    assert q96.code_size == 96 * bits // 8 + 8  # no padding
+    haar = TurboQuantizer(96, bits, variant="mse", rotation="dense", seed=2)
+    e_fht = np.mean(np.sum((q96.decode(q96.encode(y)) - y) ** 2, 1))
+    e_haar = np.mean(np.sum((haar.decode(haar.encode(y)) - y) ** 2, 1))
+    assert e_fht == pytest.approx(e_haar, rel=0.03)
+
+
 def test_scaled_prescale_search_never_hurts_cosine():
     d = 128
     x = unit_rows(300, d, seed=8)
