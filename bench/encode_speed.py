@@ -9,6 +9,7 @@ bundled 5,000-row WordNet sample stands in. For every thread count (numba, BLAS 
 set to it):
 
 * vqdb: ``turbo-1/2/4``, ``turbo-hadamard-4``, ``turbo-prod-3`` (fit = the mean, then encode),
+  ``turbo-4-dense-plain`` (the turbo-4 preset before the FHT-Kac rotation and the centred query),
   ``turbo-pca-1/2/4`` (fit = one covariance pass + eigendecomposition, timed apart from encode),
   ``qjl``, ``polar``. Encode is timed on the whole base after a warm-up call (numba compiled or loaded
   from cache, encode thread pool started), best of ``--repeat``.
@@ -42,7 +43,10 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from vqdb import datasets  # noqa: E402
+from vqdb import (
+    TurboQuantizer,  # noqa: E402
+    datasets,  # noqa: E402
+)
 from vqdb.presets import make_quantizer  # noqa: E402
 
 from .common import RESULTS_DIR, best_time, machine_info, set_threads  # noqa: E402
@@ -58,7 +62,11 @@ VQDB = (
     "turbo-prod-3",
     "qjl",
     "polar",
+    "turbo-4-dense-plain",
 )
+# configurations that are not presets: the turbo-4 preset as it was before the FHT-Kac rotation and the
+# centred-query estimator (dense Haar rotation, no β), for the before/after ratio in one run
+EXTRA = {"turbo-4-dense-plain": lambda d: TurboQuantizer(d, 4)}
 
 
 def log(msg: str) -> None:
@@ -83,7 +91,7 @@ def load(quick: bool) -> list[tuple[str, np.ndarray]]:
 
 
 def time_vqdb(name: str, base: np.ndarray, repeat: int) -> dict:
-    q = make_quantizer(name, base.shape[1])
+    q = EXTRA[name](base.shape[1]) if name in EXTRA else make_quantizer(name, base.shape[1])
     t = time.perf_counter()
     q.fit(base)
     fit_s = time.perf_counter() - t
