@@ -170,15 +170,21 @@ class _Api:
         """Create a text collection (the server's embedding model, cosine); returns its settings."""
         return self._run(self._create_text(name, quantizer, chunk_size, chunk_overlap, exist_ok))
 
-    def add_documents(self, name: str, texts: list[str], metadata: list[dict | None] | None = None):
-        """Chunk, embed and store ``texts`` on the server; (n_passages,) int64 new passage ids."""
+    def add_documents(
+        self, name: str, texts: list[str], metadata: list[dict | None] | None = None, *, ids=None
+    ):
+        """Chunk, embed and store ``texts`` on the server, under ``ids`` (one per text, all int or all str;
+        None: new ids). Returns the (n_passages,) passage ids as ``TextCollection.add`` does: int64, or
+        object str in a string-id collection (``"<id>#<chunk>"`` for a document cut into several)."""
         if isinstance(texts, str):
             raise E.InvalidInputError("texts must be a list of strings, not one string")
         body: dict[str, Any] = {"texts": list(texts)}
         if metadata is not None:
             body["metadata"] = list(metadata)
+        if ids is not None:
+            body["ids"] = ops.user_ids(ids, len(body["texts"])).tolist()
         request = ops.Request("POST", f"/collections/{name}/documents", body, idempotent=False)
-        return self._run(_one(request, lambda r: np.asarray(r["ids"], dtype=np.int64)))
+        return self._run(_one(request, lambda r: ops._as_id_array(r["ids"])))
 
     def query_text(self, name: str, text: str, k: int = 10, *, mode: str = "hybrid", filter=None):
         """The passages that best answer ``text``: hits ``{"id", "score", "text", "metadata", "doc_id", ...}``

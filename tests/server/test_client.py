@@ -143,3 +143,50 @@ def test_graph_collection_over_rest_and_client(client, wordnet):
     with pytest.raises(errors.InvalidInputError):
         client.create_collection("graph-ivf", dim=8, graph=True, ivf=True)
     client.delete_collection("graph-docs")
+
+
+def test_text_collection_with_uuid_ids_over_rest_and_client(client, server, wordnet):
+    """Documents added under UUIDs (raw REST and vqdb.Client) come back under the same ids; a document cut
+    into several passages gets '<id>#<chunk>'; mixed kinds and too-long ids are a 4xx with nothing written."""
+    import uuid
+
+    import httpx
+
+    client.create_text_collection("uuid-texts", chunk_size=200)
+    short = [wordnet.texts[i] for i in range(20, 23) if len(wordnet.texts[i]) < 200]
+    long_doc = " ".join(wordnet.texts[40:52])
+    assert len(long_doc) > 400 and short
+    rest_ids = [str(uuid.UUID(int=i + 1)) for i in range(len(short))]
+    headers = {"Authorization": f"Bearer {KEYS['admin']}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=120) as http:
+        r = http.post("/collections/uuid-texts/documents", json={"texts": short, "ids": rest_ids})
+        assert r.status_code == 200, r.text
+        assert r.json()["ids"] == rest_ids and r.json()["passages"] == len(short)
+        before = http.get("/collections/uuid-texts").json()["count"]
+        for bad in ([rest_ids[0][:-1] + "f", 7], ["x" * 513]):
+            r = http.post(
+                "/collections/uuid-texts/documents", json={"texts": ["a", "b"][: len(bad)], "ids": bad}
+            )
+            assert 400 <= r.status_code < 500 and "error" in r.json(), r.text
+        r = http.post("/collections/uuid-texts/documents", json={"texts": ["one", "two"], "ids": [1]})
+        assert 400 <= r.status_code < 500, r.text
+        assert http.get("/collections/uuid-texts").json()["count"] == before
+    long_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "long"))
+    ids = client.add_documents("uuid-texts", [long_doc], metadata=[{"kind": "long"}], ids=[long_id])
+    assert ids.dtype == object and len(ids) >= 3
+    assert ids.tolist() == [f"{long_id}#{c}" for c in range(len(ids))]
+    hits = client.query_text("uuid-texts", short[0], k=3, mode="bm25")
+    assert rest_ids[0] in [h["id"] for h in hits]
+    for h in hits:
+        if h["id"] in rest_ids:
+            assert h["doc_id"] == h["id"] and h["text"] == short[rest_ids.index(h["id"])]
+    hits = client.query_text("uuid-texts", long_doc[:150], k=10, filter={"kind": "long"})
+    assert hits and {h["id"] for h in hits} <= set(ids.tolist()) and {h["doc_id"] for h in hits} == {long_id}
+    for h in hits:
+        assert h["text"] == long_doc[h["start"] : h["end"]] and h["id"] == f"{long_id}#{h['chunk']}"
+    with pytest.raises(errors.DTypeError, match="mix integers and strings"):
+        client.add_documents("uuid-texts", ["a", "b"], ids=[str(uuid.uuid4()), 3])
+    with pytest.raises(errors.DTypeError, match="one kind per collection"):
+        client.add_documents("uuid-texts", ["an int id in a string-id collection"], ids=[5])
+    with httpx.Client(base_url=server.url, headers=headers, timeout=120) as http:
+        assert http.get("/collections/uuid-texts").json()["count"] == len(short) + len(ids)

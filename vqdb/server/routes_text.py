@@ -7,7 +7,7 @@ collection) and is kept per collection object. Writes take the collection's writ
 
     POST /text-collections                     {"name": "docs"}                        (admin)
     GET  /collections/{name}/text                                                       (read)
-    POST /collections/{name}/documents         {"texts": [...], "metadata": [...]}      (write)
+    POST /collections/{name}/documents         {"texts": [...], "metadata": [...], "ids": [...]} (write)
     POST /collections/{name}/query             {"text": "...", "k": 5, "mode": "hybrid"} (read)
     GET  /collections/{name}/query?text=...&k=5&mode=hybrid                             (read)
 """
@@ -30,7 +30,7 @@ from .auth import AdminAccess, ReadAccess, WriteAccess
 from .collections import Collection
 from .deps import CollectionDep, MetricsDep, SettingsDep, StoreDep
 from .routes._responses import PROTECTED, errors
-from .schemas import CollectionName, Payload
+from .schemas import CollectionName, Payload, PointId
 
 MAX_TEXTS = 10_000  # documents per request
 MAX_QUERY_CHARS = 10_000  # the model reads at most 256 word pieces anyway
@@ -74,10 +74,16 @@ class DocumentsAdd(_In):
         min_length=1, max_length=MAX_TEXTS, description="documents (UTF-8 text), chunked into passages"
     )
     metadata: list[Payload | None] | None = Field(None, description="one flat metadata object per document")
+    ids: list[PointId] | None = Field(
+        None,
+        max_length=MAX_TEXTS,
+        description="one id per document, all int64 or all strings (<= 512); a string-id document cut into "
+        "several passages gets '<id>#<chunk>' per passage; omitted: new ids",
+    )
 
 
 class DocumentsAdded(BaseModel):
-    ids: list[int] = Field(description="new passage ids, document by document")
+    ids: list[int | str] = Field(description="new passage ids, document by document")
     documents: int
     passages: int = Field(description="passages in the collection afterwards")
 
@@ -94,11 +100,11 @@ class TextQuery(_In):
 
 
 class TextHit(BaseModel):
-    id: int
+    id: int | str
     score: float = Field(description="dense: cosine; bm25: BM25 score; hybrid: reciprocal-rank-fusion score")
     text: str
     metadata: dict[str, Any]
-    doc_id: int
+    doc_id: int | str
     chunk: int
     start: int
     end: int
@@ -200,7 +206,7 @@ def describe_text_collection(collection: CollectionDep) -> TextCollectionPublic:
 def add_documents(body: DocumentsAdd, collection: CollectionDep) -> DocumentsAdded:
     with collection.write_lock, leased_text(collection) as col:
         collection._check_open()
-        ids = col.add(body.texts, metadata=body.metadata)
+        ids = col.add(body.texts, metadata=body.metadata, ids=body.ids)
         return DocumentsAdded(ids=ids.tolist(), documents=len(body.texts), passages=len(col))
 
 
