@@ -85,3 +85,24 @@ def test_idempotent_calls_are_retried_and_adds_are_not(server, wordnet):
             len(col)
     with vqdb.Client(server.url, api_key=KEYS["admin"]) as admin:
         admin.delete_collection("retry-docs")
+
+
+def test_async_client_text_documents_keep_their_uuid_ids(server, wordnet):
+    """AsyncClient.add_documents(ids=) returns the UUIDs as stored and query_text answers under them."""
+    texts = [wordnet.texts[i] for i in range(60, 64)]
+    ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"t{i}")) for i in range(len(texts))]
+
+    async def run():
+        async with vqdb.AsyncClient(server.url, api_key=KEYS["admin"], timeout=120) as client:
+            await client.create_text_collection("async-texts", chunk_size=2000)
+            got = await client.add_documents("async-texts", texts, ids=ids)
+            hits = await client.query_text("async-texts", texts[2], k=2, mode="bm25")
+            with pytest.raises(errors.DTypeError):
+                await client.add_documents("async-texts", ["x", "y"], ids=[ids[0] + "z", 1])
+            return got, hits
+
+    got, hits = asyncio.run(run())
+    assert got.dtype == object and got.tolist() == ids
+    assert ids[2] in [h["id"] for h in hits]
+    for h in hits:
+        assert h["doc_id"] == h["id"] and h["text"] == texts[ids.index(h["id"])]
