@@ -239,6 +239,23 @@ def test_errors_have_qdrant_shape(qc, server, keys):
     qc.delete_collection("qd-err")
 
 
+def test_key_is_checked_before_the_body_is_parsed(server, keys):
+    """A malformed body is 401 with no key and 403 with too small a key (was 400 either way: the body
+    was parsed first); only a key allowed through gets the 400 about the body, all in Qdrant's shape."""
+    bad = b'{"points": [{"id": 1, "vector": '
+    path = "/qdrant/collections/qd-auth-order/points"
+    cases = [({}, 401), ({"api-key": keys["read"]}, 403), ({"api-key": keys["admin"]}, 400)]
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for headers, expected in cases:
+            r = http.put(path, content=bad, headers={**headers, "content-type": "application/json"})
+            assert r.status_code == expected, (headers.keys(), r.status_code, r.text)
+            assert "error" in r.json()["status"], r.text
+        r = http.put(
+            "/qdrant/collections/qd-auth-order", content=b"{", headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 401, r.text
+
+
 def test_async_client(server, keys):
     async def main():
         client = AsyncQdrantClient(url=server.url, prefix="qdrant", api_key=keys["admin"])

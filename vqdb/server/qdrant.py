@@ -36,7 +36,7 @@ from .. import errors as E
 from .._validation import as_float32_matrix
 from ..integrations import _exact, _payload
 from . import engine
-from .auth import AdminAccess, ReadAccess, WriteAccess
+from .auth import AdminAccess, ReadAccess, WriteAccess, check_access, key_of_headers
 from .deps import CollectionNamePath, SettingsDep, StoreDep
 from .errors import status_of
 from .qdrant_schemas import (
@@ -63,14 +63,22 @@ QUANTIZER = "turbo-4"
 
 
 class QdrantRoute(APIRoute):
-    """Answers every error of these routes in Qdrant's shape (validation errors included)."""
+    """Answers every error of these routes in Qdrant's shape (validation errors included), and checks
+    the API key before the body is read or parsed (401/403 before 422, as the native routes do)."""
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
+        needed = [getattr(d.call, "vqdb_scope", None) for d in self.dependant.dependencies]
+        needed = [n for n in needed if n is not None]
 
         async def qdrant_handler(request: Request) -> Response:
             start = time.perf_counter()
             try:
+                if needed:
+                    host = request.client.host if request.client else ""
+                    check_access(
+                        request.app.state.keyring, host, key_of_headers(request.scope["headers"]), max(needed)
+                    )
                 return await handler(request)
             except E.VqdbError as exc:
                 status, message = status_of(exc), str(exc)
