@@ -104,21 +104,9 @@ def tune(index, queries, *, k: int = 10, target_recall: float = 0.95, truth=None
             settings.append(row)
             if row["recall"] >= target_recall:
                 break
-    reached = [s for s in settings if s["recall"] >= target_recall]
-    chosen = (
-        max(reached, key=lambda s: s["qps"])
-        if reached
-        else max(settings, key=lambda s: (s["recall"], s["qps"]))
+    return _choose(
+        index, settings, target_recall, k, q, lambda c: SearchParams(nprobe=c["nprobe"], rerank=c["rerank"])
     )
-    index.set_default_params(SearchParams(nprobe=chosen["nprobe"], rerank=chosen["rerank"]))
-    return {
-        "chosen": chosen,
-        "reached": bool(reached),
-        "target_recall": float(target_recall),
-        "k": k,
-        "queries": int(q.shape[0]),
-        "settings": settings,
-    }
 
 
 def _tune_graph(index, q: np.ndarray, k: int, target_recall: float, truth: np.ndarray) -> dict:
@@ -139,13 +127,19 @@ def _tune_graph(index, q: np.ndarray, k: int, target_recall: float, truth: np.nd
         settings.append(row)
         if row["recall"] >= target_recall:
             break
+    return _choose(index, settings, target_recall, k, q, lambda c: SearchParams(ef=c["ef"]))
+
+
+def _choose(index, settings: list[dict], target_recall: float, k: int, q: np.ndarray, params_of) -> dict:
+    """Persist the fastest measured setting reaching ``target_recall`` (else the most accurate) as the
+    index default; ``params_of(row)`` turns a settings row into its SearchParams. Returns the report."""
     reached = [s for s in settings if s["recall"] >= target_recall]
     chosen = (
         max(reached, key=lambda s: s["qps"])
         if reached
         else max(settings, key=lambda s: (s["recall"], s["qps"]))
     )
-    index.set_default_params(SearchParams(ef=chosen["ef"]))
+    index.set_default_params(params_of(chosen))
     return {
         "chosen": chosen,
         "reached": bool(reached),
