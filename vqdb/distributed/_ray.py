@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+
 from ..errors import BackendUnavailableError
 
 
@@ -18,9 +23,12 @@ def ensure_connected(address: str | None = None) -> bool:
     """Connect to Ray if this process is not connected yet.
 
     ``address`` is passed to ``ray.init`` (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
-    ``None`` joins a cluster named by ``RAY_ADDRESS`` or starts a local one, as ``ray.init()`` does.
+    ``None`` joins a cluster named by ``RAY_ADDRESS`` or starts a local one, as ``ray.init()`` does;
+    ``"local"`` starts a private one bound to loopback (:func:`start_local`).
     An existing connection is kept as is. Returns True if this call connected.
     """
+    if address == "local":
+        return start_local()
     r = ray()
     if r.is_initialized():
         return False
@@ -28,25 +36,85 @@ def ensure_connected(address: str | None = None) -> bool:
     return True
 
 
+# Ray's single-machine mode, the one it runs on macOS and Windows: the node address is 127.0.0.1 and
+# then its GCS, raylet, workers, agents and autoscaler monitor bind 127.0.0.1 (on Linux Ray replaces a
+# 127.0.0.1 node address by the machine's reachable one, and its gRPC servers bind every interface).
+# Ray reads this variable once, when ``ray._private.ray_constants`` is imported; its child processes
+# inherit it from the environment. Measured with Ray 2.60: every port of the cluster on loopback.
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _single_machine_mode():
+    """Within the block, a Ray cluster started by this process binds loopback only (see above)."""
+    constants = sys.modules.get("ray._private.ray_constants")  # imported already: its value is fixed
+    saved_env = os.environ.get(SINGLE_MACHINE_ENV)
+    saved = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[SINGLE_MACHINE_ENV] = "0"
+    if saved is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop(SINGLE_MACHINE_ENV, None)
+        else:
+            os.environ[SINGLE_MACHINE_ENV] = saved_env
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+            # what Ray would have read without this block (a later ray.init may join a real cluster)
+            multi = sys.platform not in ("darwin", "win32")
+            if saved_env is not None:
+                multi = saved_env.strip().lower() in ("1", "true", "yes", "on")
+            constants.ENABLE_RAY_CLUSTER = saved if saved is not None else multi
+
+
 def start_local() -> bool:
-    """Start a private Ray cluster on this machine (no dashboard), even when ``RAY_ADDRESS`` names
-    another. Returns True if this call started it (False: this process was connected already).
+    """Start a private Ray cluster on this machine, bound to loopback, with no dashboard, even when
+    ``RAY_ADDRESS`` names another. Returns True if this call started it (False: this process was
+    connected already, and nothing is changed).
 
-    Ray >= 2.x cannot be confined to loopback: its GCS and raylet listen on every interface and Ray
-    replaces a 127.0.0.1 node address by the machine's reachable one. What guards those ports is Ray's
-    token authentication, on by default since Ray 2.50: a warning is logged when it is turned off."""
-    import logging
-    import os
-
-    r = ray()
-    if r.is_initialized():
+    Every process of the cluster (GCS, raylet, workers, agents) listens on 127.0.0.1 only; the ports
+    are checked once it is up, and any that another host could reach is named in a warning (a Ray
+    version that no longer honours the single-machine mode). Ray's token authentication (on by default
+    since Ray 2.50) still guards them against other local users; turning it off is warned about."""
+    log = logging.getLogger("vqdb.distributed")
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         return False
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-        logging.getLogger("vqdb.distributed").warning(
-            "RAY_AUTH_MODE=disabled: the local Ray cluster's ports (all interfaces) accept any client"
-        )
-    r.init(address="local", include_dashboard=False, log_to_driver=False)
+        log.warning("RAY_AUTH_MODE=disabled: any local user can connect to the private Ray cluster")
+    before = _own_listeners()
+    with _single_machine_mode():
+        r = ray()
+        if r.is_initialized():
+            return False
+        r.init(address="local", include_dashboard=False, log_to_driver=False)
+    _warn_if_reachable(before, log)
     return True
+
+
+def _own_listeners() -> set:
+    """The sockets this process listens on before Ray starts (its own, e.g. the REST server's)."""
+    try:
+        from ._ports import listeners, process_tree
+
+        return set(listeners(process_tree()[:1]))
+    except ImportError:  # no psutil: the check after start is skipped too
+        return set()
+
+
+def _warn_if_reachable(before: set, log: logging.Logger) -> None:
+    try:
+        from ._ports import exposed, listeners, process_tree
+    except ImportError:  # pragma: no cover - psutil ships with vqdb[ray]
+        log.info("psutil is not installed: the ports of the local Ray cluster were not checked")
+        return
+    reachable = exposed([x for x in listeners(process_tree()) if x not in before])
+    if reachable:
+        log.warning(
+            "the local Ray cluster listens on addresses other hosts can reach: %s",
+            ", ".join(f"{x.process} {x.ip}:{x.port}/{x.kind}" for x in reachable),
+        )
 
 
 def dead_actor_errors() -> tuple[type[BaseException], ...]:

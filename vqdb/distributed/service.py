@@ -23,9 +23,8 @@ def configure(ray_address: str) -> None:
     """Connect this process to the Ray cluster at ``ray_address`` (``"auto"``, ``"local"``, ``"host:6379"``,
     ``"ray://head:10001"``).
 
-    ``"local"`` starts a private cluster on this machine, stopped with all its processes by
-    :func:`shutdown`. (Ray has no setting that binds its GCS and raylet to loopback: they listen on every
-    interface, behind Ray's token authentication, on by default since Ray 2.50; see ``_ray.start_local``.)"""
+    ``"local"`` starts a private cluster on this machine, every port of it bound to 127.0.0.1 (see
+    ``_ray.start_local``), stopped with all its processes by :func:`shutdown`."""
     global _address, _started_here
     from ._ray import ensure_connected, start_local
 

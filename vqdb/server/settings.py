@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     )
     ray_address: str | None = Field(
         None,
-        description="Ray cluster address ('auto', 'host:6379', 'ray://host:10001', or 'local' for a private local cluster): collections created with shards > 1 are sharded over it",
+        description="Ray cluster address ('auto', 'host:6379', 'ray://host:10001', or 'local' for a private local cluster bound to 127.0.0.1): collections created with shards > 1 are sharded over it",
     )
     log_level: str = Field("info")
 
