@@ -54,8 +54,8 @@ from ._pool import ShardPool, unavailable
 from ._result import ShardedSearchResult
 from ._routing import ROUTING, split_by_shard
 
-METRICS = ("cos", "ip", "l2sq")
-MAX_SHARDS = 4096
+METRICS = _manifest.METRICS
+MAX_SHARDS = _manifest.MAX_SHARDS
 FIT_MIN = 256  # as vqdb.Index: the first write of at least this many rows fits the quantizer centre
 DEFAULT_ACTOR_OPTIONS = {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
 
@@ -146,7 +146,7 @@ class ShardedIndex:
             max_retries=max_retries,
         )
         if path is not None:
-            _manifest.write_quantizer(path, q)
+            self._quantizer_files = _manifest.write_quantizer(path, q)
             self._write_manifest()
         _ray.ensure_connected(ray_address)
         self._pool.start("create" if self._centre_decided else "pending")
@@ -171,6 +171,7 @@ class ShardedIndex:
         actor_options,
         max_retries,
         id_type=None,
+        quantizer_files=None,
     ) -> None:
         self.dim = int(dim)
         self.n_shards = int(n_shards)
@@ -187,6 +188,7 @@ class ShardedIndex:
         self._pool = ShardPool(
             self.n_shards, self._spec, opts, check_int_range(max_retries, 0, 100, name="max_retries"), path
         )
+        self._quantizer_files = quantizer_files  # names + checksums of the current quantizer files
         self._write_lock = threading.RLock()  # one write at a time from this coordinator
         self._closed = False
 
@@ -202,7 +204,7 @@ class ShardedIndex:
             dim=m["dim"],
             n_shards=m["n_shards"],
             metric=m["metric"],
-            quantizer=_manifest.read_quantizer(path),
+            quantizer=_manifest.read_quantizer(path, m),
             path=path,
             index_kwargs=m.get("index_kwargs", {}),
             next_id=m.get("next_id", 0),
@@ -211,6 +213,11 @@ class ShardedIndex:
             actor_options=actor_options,
             max_retries=max_retries,
             id_type=m.get("id_type"),
+            quantizer_files=(
+                {"quantizer_files": m["quantizer_files"], "checksums": m["checksums"]}
+                if m["format_version"] >= 2
+                else None
+            ),
         )
         _ray.ensure_connected(ray_address)
         self._pool.start("open")
@@ -379,7 +386,7 @@ class ShardedIndex:
             q.centre_ = np.zeros(self.dim, dtype=np.float32)
         self._centre_decided = True
         if self.path is not None:
-            _manifest.write_quantizer(self.path, q)
+            self._quantizer_files = _manifest.write_quantizer(self.path, q)
             self._write_manifest()
         self._all("init_index", quantizer_state(q), retry=True)
         self._shards_created = True
@@ -809,14 +816,15 @@ class ShardedIndex:
         root = os.fspath(path)
         _checks.prepare_new_dir(root)
         with self._write_lock:
-            _manifest.write_quantizer(root, self._quantizer)
+            quantizer_files = _manifest.write_quantizer(root, self._quantizer)
             calls = {
                 s: ("export", (os.path.join(root, _manifest.shard_dirname(s)),)) for s in range(self.n_shards)
             }
             results, failed = self._run(calls, retry=True)
             if failed:
                 raise unavailable(failed, "export", self.path)
-            _manifest.write_manifest(root, self._manifest_body(shards_created=all(results.values())))
+            body = self._manifest_body(shards_created=all(results.values()), **quantizer_files)
+            _manifest.write_manifest(root, body)
 
     def compact(self) -> None:
         """``Index.compact()`` on every shard, in parallel."""
@@ -863,11 +871,14 @@ class ShardedIndex:
             "shards_created": self._shards_created,
             "shards": [_manifest.shard_dirname(s) for s in range(self.n_shards)],
             "vqdb_version": __version__,
+            **(self._quantizer_files or {}),
         }
         body.update(changes)
         return body
 
     def _write_manifest(self) -> None:
+        if self._quantizer_files is None:  # opened from format 1: its quantizer is rewritten checksummed
+            self._quantizer_files = _manifest.write_quantizer(self.path, self._quantizer)
         _manifest.write_manifest(self.path, self._manifest_body())
 
     # ---- re-sharding ------------------------------------------------------------------------
@@ -959,6 +970,8 @@ def open_sharded(
     ------
     NotFoundError
         ``path`` holds no sharded index.
+    CorruptIndexError
+        Its manifest or quantizer files are damaged (checksums), checked before any actor starts.
     IncompatibleFormatError
         It was written by an incompatible format version.
     """
