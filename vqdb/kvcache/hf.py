@@ -279,6 +279,10 @@ class VQCache(Cache):
         ``"groups"``: KIVI-style per-token min/max groups (``group_size`` channels).
     flush_block : int, default 32
         Tokens leave the window in blocks of at least this many (see :class:`CompressedKVLayer`).
+    sink_tokens : int, default 0
+        The first this many tokens stay in full precision (attention sinks; see :class:`CompressedKVLayer`).
+    center : bool, default False
+        Code keys and values minus their per-head mean over the first encoded tokens.
     first_layers : int, default 0
         This many first layers use ``first_layers_bits`` instead (QJL and vLLM keep boundary layers at
         higher precision).
@@ -305,6 +309,8 @@ class VQCache(Cache):
         value_codec: str = DEFAULT_VALUE_CODEC,
         *,
         flush_block: int = 32,
+        sink_tokens: int = 0,
+        center: bool = False,
         first_layers: int = 0,
         first_layers_bits: float | None = None,
         layer_overrides: Mapping[int, Mapping[str, Any] | None] | None = None,
@@ -372,6 +378,8 @@ class VQCache(Cache):
                 self._codec("value", spec, seed),
                 residual_length=residual_length,
                 flush_block=flush_block,
+                sink_tokens=sink_tokens,
+                center=center,
             )
             layers.append(VQLayer(core, mode=mode, fused_state=self._fused_state))
             self.layer_specs.append(spec)
@@ -452,6 +460,7 @@ class VQCache(Cache):
                     {
                         "key": core.key_codec.describe(),
                         "value": core.value_codec.describe(),
+                        "sinks": core.n_sink,
                         "n_codes": core.n_codes,
                         "window": core.window_length,
                         "bytes": core.memory_bytes(),

@@ -11,6 +11,16 @@ outlier sketch), the layer picks, for each (batch row, head), the ``n_hi`` chann
 among the first tokens it encodes, and permutes every stored vector (and every query) so those channels
 come first. The permutation is stored per (row, head) as int16 and counted in :meth:`memory_bytes`.
 
+Attention sinks. With ``sink_tokens = s > 0`` the first ``s`` tokens of the sequence never get encoded:
+they stay in full precision before the codes (the "attention sink" tokens of StreamingLLM receive a large
+share of every query's attention, and their keys are outliers that a rotation code renders badly).
+
+Centring. With ``center=True`` the layer stores, per (batch row, head), the mean key and the mean value
+of the first tokens it encodes and codes ``x - mean`` instead of ``x``: real keys carry a large common
+offset (most of their norm at low bits), and a code of the residual is far more precise. Scores add the
+exact ``<q, mean>`` back (so codes and full-precision tokens stay on one scale) and outputs add
+``(sum of weights) * mean``.
+
 Attention. :meth:`attend` scores queries against the key codes directly (the codec rotates or sketches
 the query once; no key is reconstructed in the original space), concatenates exact scores against the
 full-precision tail, applies the mask and softmax, and applies the weights to the value codes (again in
@@ -39,7 +49,8 @@ class AppendResult:
     Attributes
     ----------
     n_codes : int
-        Number of encoded tokens visible to this step (the codes that existed *before* the append).
+        Number of tokens before the full-precision tail visible to this step (sink tokens + codes that
+        existed *before* the append; see :attr:`CompressedKVLayer.n_prefix`).
     keys, values : Tensor [batch, kv_heads, n_fp, head_dim]
         The full-precision tail in time order: the previous window followed by the appended tokens.
         ``n_codes + n_fp`` is the total length the queries attend to.
@@ -80,6 +91,10 @@ class CompressedKVLayer:
         ``1`` keeps the window at exactly ``residual_length`` tokens.
     tile_tokens : int >= 1, default 8192
         Codes are scored and decoded in tiles of this many tokens to bound temporary memory.
+    sink_tokens : int >= 0, default 0
+        The first this many tokens of the sequence stay in full precision (attention sinks).
+    center : bool, default False
+        Code keys and values minus their per-(row, head) mean over the first encoded tokens.
 
     Notes
     -----
@@ -96,6 +111,8 @@ class CompressedKVLayer:
         residual_length: int = 128,
         flush_block: int = 32,
         tile_tokens: int = 8192,
+        sink_tokens: int = 0,
+        center: bool = False,
     ) -> None:
         if not isinstance(key_codec, KVCodec) or not isinstance(value_codec, KVCodec):
             raise InvalidInputError(
@@ -109,6 +126,7 @@ class CompressedKVLayer:
             ("residual_length", residual_length, 0),
             ("flush_block", flush_block, 1),
             ("tile_tokens", tile_tokens, 1),
+            ("sink_tokens", sink_tokens, 0),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise InvalidInputError(f"{name} must be an integer >= {lo}; got {value!r}")
@@ -118,6 +136,10 @@ class CompressedKVLayer:
         self.residual_length = residual_length
         self.flush_block = flush_block
         self.tile_tokens = tile_tokens
+        self.sink_tokens = sink_tokens
+        if not isinstance(center, bool):
+            raise InvalidInputError(f"center must be True or False; got {center!r}")
+        self.center = center
         self.reset()
 
     # ------------------------------------------------------------------------------------------
@@ -132,6 +154,10 @@ class CompressedKVLayer:
         self._win_v: torch.Tensor | None = None
         self._perm_k: torch.Tensor | None = None
         self._perm_v: torch.Tensor | None = None
+        self._sink_k: torch.Tensor | None = None
+        self._sink_v: torch.Tensor | None = None
+        self._mu_k: torch.Tensor | None = None
+        self._mu_v: torch.Tensor | None = None
         self.dtype: torch.dtype | None = None
         self.device: torch.device | None = None
 
@@ -141,14 +167,24 @@ class CompressedKVLayer:
         return self._n_codes
 
     @property
+    def n_sink(self) -> int:
+        """Number of full-precision sink tokens held before the codes."""
+        return 0 if self._sink_k is None else self._sink_k.shape[2]
+
+    @property
+    def n_prefix(self) -> int:
+        """Tokens before the full-precision window: sink tokens + encoded tokens."""
+        return self.n_sink + self._n_codes
+
+    @property
     def window_length(self) -> int:
         """Number of full-precision tokens."""
         return 0 if self._win_k is None else self._win_k.shape[2]
 
     @property
     def seq_length(self) -> int:
-        """Total number of tokens held (encoded + full precision)."""
-        return self._n_codes + self.window_length
+        """Total number of tokens held (sinks + encoded + window)."""
+        return self.n_prefix + self.window_length
 
     @property
     def channels_permuted(self) -> bool:
@@ -161,29 +197,18 @@ class CompressedKVLayer:
         Returns ``(key_codes, value_codes)``: each a dict of the codec's fields (e.g. ``"idx"`` uint8
         [B, H_kv, n, bytes], ``"norm"`` [B, H_kv, n, 1]), sliced along the token axis without copying.
         """
-        n = self._n(n_codes)
+        n = self._n_enc(n_codes)
         if self._key_codes is None:
             raise InvalidInputError("the layer holds no codes")
         return _slice_codes(self._key_codes, 0, n), _slice_codes(self._value_codes, 0, n)
 
     @property
     def batch_size(self) -> int:
-        t = (
-            self._win_k
-            if self._win_k is not None
-            else (next(iter(self._key_codes.values())) if self._key_codes else None)
-        )
-        return 0 if t is None else t.shape[0]
-
-    def _tensors(self) -> list[torch.Tensor]:
-        out = [t for t in (self._win_k, self._win_v, self._perm_k, self._perm_v) if t is not None]
-        for codes in (self._key_codes, self._value_codes):
-            if codes:
-                out.extend(codes.values())
-        return out
+        return self._shape_bh()[0] if self.seq_length else 0
 
     def memory_bytes(self, *, dtype: torch.dtype | None = None) -> int:
-        """Bytes held by this layer: codes + side data + full-precision window + outlier permutations.
+        """Bytes held by this layer: codes + side data + full-precision window and sinks + outlier
+        permutations + centring means.
 
         Parameters
         ----------
@@ -195,8 +220,8 @@ class CompressedKVLayer:
         The codecs' fixed state (rotations, sketches) is shared between layers and not included; see
         ``key_codec.state_bytes``.
         """
-        window = [t for t in (self._win_k, self._win_v) if t is not None]
-        rest = [t for t in (self._perm_k, self._perm_v) if t is not None]
+        window = [t for t in (self._win_k, self._win_v, self._sink_k, self._sink_v) if t is not None]
+        rest = [t for t in (self._perm_k, self._perm_v, self._mu_k, self._mu_v) if t is not None]
         for codes in (self._key_codes, self._value_codes):
             if codes:
                 rest.extend(codes.values())
@@ -222,8 +247,9 @@ class CompressedKVLayer:
         return b * h * (self.key_codec.code_bytes + self.value_codec.code_bytes)
 
     def _shape_bh(self) -> tuple[int, int]:
-        if self._win_k is not None:
-            return self._win_k.shape[0], self._win_k.shape[1]
+        for t in (self._win_k, self._sink_k):
+            if t is not None:
+                return t.shape[0], t.shape[1]
         t = next(iter(self._key_codes.values()))
         return t.shape[0], t.shape[1]
 
@@ -247,7 +273,7 @@ class CompressedKVLayer:
         self._check_kv(keys, values)
         if self.dtype is None:
             self.dtype, self.device = keys.dtype, keys.device
-        n_before = self._n_codes
+        n_before = self.n_prefix
         tail_k = keys if self._win_k is None else torch.cat([self._win_k, keys.to(self._win_k.dtype)], dim=2)
         tail_v = (
             values if self._win_v is None else torch.cat([self._win_v, values.to(self._win_v.dtype)], dim=2)
@@ -304,6 +330,19 @@ class CompressedKVLayer:
         return torch.gather(x, -1, inv.unsqueeze(2).expand(-1, -1, x.shape[2], -1))
 
     def _encode(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        take = min(self.sink_tokens - self.n_sink, k.shape[2])
+        if take > 0:  # the first tokens of the sequence become full-precision sinks
+            sk, sv = k[:, :, :take].clone(), v[:, :, :take].clone()
+            self._sink_k = sk if self._sink_k is None else torch.cat([self._sink_k, sk], 2)
+            self._sink_v = sv if self._sink_v is None else torch.cat([self._sink_v, sv], 2)
+            k, v = k[:, :, take:], v[:, :, take:]
+            if not k.shape[2]:
+                return
+        if self.center and self._mu_k is None:
+            self._mu_k = k.float().mean(2, keepdim=True)
+            self._mu_v = v.float().mean(2, keepdim=True)
+        if self._mu_k is not None:
+            k, v = k.float() - self._mu_k, v.float() - self._mu_v
         kc = self.key_codec.on(k.device)
         vc = self.value_codec.on(v.device)
         if isinstance(kc, SplitCodec) and self._perm_k is None:
@@ -324,31 +363,49 @@ class CompressedKVLayer:
             stop = min(n_codes, start + self.tile_tokens)
             yield _slice_codes(self._key_codes, start, stop), _slice_codes(self._value_codes, start, stop)
 
-    def _n(self, n_codes: int | None) -> int:
+    def _n_enc(self, n_codes: int | None) -> int:
         if n_codes is None:
             return self._n_codes
         if not 0 <= n_codes <= self._n_codes:
             raise InvalidInputError(f"n_codes must be in [0, {self._n_codes}]; got {n_codes}")
         return n_codes
 
+    def _split(self, n_prefix: int | None) -> tuple[int, int]:
+        """(sink tokens, encoded tokens) of the first ``n_prefix`` prefix tokens (default: all)."""
+        if n_prefix is None:
+            return self.n_sink, self._n_codes
+        if not 0 <= n_prefix <= self.n_prefix:
+            raise InvalidInputError(f"n_codes must be in [0, {self.n_prefix}]; got {n_prefix}")
+        s = min(n_prefix, self.n_sink)
+        return s, n_prefix - s
+
     def materialize(self, n_codes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dequantized keys and values of the first ``n_codes`` encoded tokens (default: all).
+        """Keys and values of the first ``n_codes`` prefix tokens (default: all): the sink tokens as held,
+        then the encoded tokens dequantized.
 
         Returns
         -------
         keys, values : Tensor [B, H_kv, n_codes, D] in the dtype of the appended keys
         """
-        n = self._n(n_codes)
-        if n == 0 or self._key_codes is None:
+        s, n = self._split(n_codes)
+        if s + n == 0:
             b, h = self._shape_bh() if self.seq_length else (0, 0)
             empty = torch.empty(b, h, 0, self.head_dim, dtype=self.dtype or torch.float32, device=self.device)
             return empty, empty
-        kc = self.key_codec.on(self.device)
-        vc = self.value_codec.on(self.device)
         ks, vs = [], []
-        for kt, vt in self._tiles(n):
-            ks.append(self._unpermute(kc.decode(kt), self._perm_k).to(self.dtype))
-            vs.append(self._unpermute(vc.decode(vt), self._perm_v).to(self.dtype))
+        if s:
+            ks.append(self._sink_k[:, :, :s].to(self.dtype))
+            vs.append(self._sink_v[:, :, :s].to(self.dtype))
+        if n:
+            kc = self.key_codec.on(self.device)
+            vc = self.value_codec.on(self.device)
+            for kt, vt in self._tiles(n):
+                k = self._unpermute(kc.decode(kt), self._perm_k)
+                v = self._unpermute(vc.decode(vt), self._perm_v)
+                if self._mu_k is not None:
+                    k, v = k + self._mu_k, v + self._mu_v
+                ks.append(k.to(self.dtype))
+                vs.append(v.to(self.dtype))
         return (torch.cat(ks, 2), torch.cat(vs, 2)) if len(ks) > 1 else (ks[0], vs[0])
 
     def _group_queries(self, queries: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -370,7 +427,10 @@ class CompressedKVLayer:
         kc = self.key_codec.on(qg.device)
         prepared = kc.prepare(self._permute(qg, self._perm_k))
         parts = [kc.score(prepared, kt) for kt, _ in self._tiles(n)]
-        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+        out = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+        if self._mu_k is not None:  # codes hold k - mean: add the exact <q, mean> back
+            out = out + torch.matmul(qg, self._mu_k.transpose(-1, -2))
+        return out
 
     def scores(
         self, queries: torch.Tensor, *, n_codes: int | None = None, scale: float = 1.0
@@ -387,7 +447,7 @@ class CompressedKVLayer:
         -------
         Tensor [B, H_q, q_len, n_codes] float32
         """
-        n = self._n(n_codes)
+        n = self._n_enc(n_codes)
         qg, g = self._group_queries(queries)
         b, hq, q_len, _ = queries.shape
         if n == 0:
@@ -426,7 +486,8 @@ class CompressedKVLayer:
         -------
         Tensor [B, H_q, q_len, D] in the dtype of ``queries``.
         """
-        n = self._n(n_codes)
+        n_s, n_c = self._split(n_codes)
+        n = n_s + n_c
         b, hq, q_len, d = queries.shape
         if keys.dim() != 4 or keys.shape != values.shape or keys.shape[-1] != d:
             raise DimensionMismatchError(
@@ -438,16 +499,21 @@ class CompressedKVLayer:
         if hq % h:
             raise DimensionMismatchError(f"{hq} query heads are not a multiple of {h} kv heads")
         g = hq // h
-        if queries.is_cuda and mask is None and q_len == 1 and n:  # GPU decode step from codes
+        if queries.is_cuda and mask is None and q_len == 1 and n_c and not n_s:  # GPU decode from codes
             from .device_decode import decode_attention
 
-            fused = decode_attention(self, queries, keys, values, n_codes=n, scale=scale)
+            fused = decode_attention(self, queries, keys, values, n_codes=n_c, scale=scale)
             if fused is not None:
                 return fused
         qg = queries.float().reshape(b, h, g * q_len, d)
         kf, vf = keys.float(), values.float()
-        s_fp = torch.matmul(qg, kf.transpose(-1, -2))
-        s = torch.cat([self._code_scores(qg, n), s_fp], -1) if n else s_fp
+        parts = []
+        if n_s:
+            parts.append(torch.matmul(qg, self._sink_k[:, :, :n_s].float().transpose(-1, -2)))
+        if n_c:
+            parts.append(self._code_scores(qg, n_c))
+        parts.append(torch.matmul(qg, kf.transpose(-1, -2)))
+        s = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
         total = s.shape[-1]
         s = (s * scale).reshape(b, hq, q_len, total)
         if mask is not None:
@@ -459,16 +525,20 @@ class CompressedKVLayer:
             s = s.masked_fill(pos[None, :] > qpos[:, None], float("-inf"))
         w = torch.softmax(s, dim=-1).reshape(b, h, g * q_len, total)
         out = torch.matmul(w[..., n:], vf)
-        if n:
+        if n_s:
+            out = out + torch.matmul(w[..., :n_s], self._sink_v[:, :, :n_s].float())
+        if n_c:
             vc = self.value_codec.on(qg.device)
             acc = None
-            start = 0
-            for _, vt in self._tiles(n):
+            start = n_s
+            for _, vt in self._tiles(n_c):
                 stop = start + next(iter(vt.values())).shape[2]
                 part = vc.weighted_sum(w[..., start:stop], vt)
                 acc = part if acc is None else acc + part
                 start = stop
             out = out + self._unpermute(acc, self._perm_v)
+            if self._mu_v is not None:
+                out = out + w[..., n_s:n].sum(-1, keepdim=True) * self._mu_v
         return out.reshape(b, hq, q_len, d).to(queries.dtype)
 
     # ------------------------------------------------------------------------------------------
@@ -478,6 +548,10 @@ class CompressedKVLayer:
         """Apply ``fn`` to every per-row tensor (dim 0 = batch)."""
         if self._win_k is not None:
             self._win_k, self._win_v = fn(self._win_k), fn(self._win_v)
+        if self._sink_k is not None:
+            self._sink_k, self._sink_v = fn(self._sink_k), fn(self._sink_v)
+        if self._mu_k is not None:
+            self._mu_k, self._mu_v = fn(self._mu_k), fn(self._mu_v)
         if self._perm_k is not None:
             self._perm_k = fn(self._perm_k)
         if self._perm_v is not None:
@@ -518,14 +592,19 @@ class CompressedKVLayer:
             raise InvalidInputError(f"max_length must be a non-negative integer; got {max_length!r}")
         if max_length >= self.seq_length:
             return
-        if max_length >= self._n_codes:
-            keep = max_length - self._n_codes
+        if max_length >= self.n_prefix:
+            keep = max_length - self.n_prefix
             self._win_k = self._win_k[:, :, :keep].clone()
             self._win_v = self._win_v[:, :, :keep].clone()
             return
-        self._key_codes = {k: v[:, :, :max_length].clone() for k, v in self._key_codes.items()}
-        self._value_codes = {k: v[:, :, :max_length].clone() for k, v in self._value_codes.items()}
-        self._n_codes = max_length
+        n_enc = max(0, max_length - self.n_sink)
+        if self._key_codes is not None:
+            self._key_codes = {k: v[:, :, :n_enc].clone() for k, v in self._key_codes.items()}
+            self._value_codes = {k: v[:, :, :n_enc].clone() for k, v in self._value_codes.items()}
+        self._n_codes = n_enc
+        if max_length < self.n_sink:
+            self._sink_k = self._sink_k[:, :, :max_length].clone()
+            self._sink_v = self._sink_v[:, :, :max_length].clone()
         if self._win_k is not None:
             self._win_k = self._win_k[:, :, :0].clone()
             self._win_v = self._win_v[:, :, :0].clone()
@@ -539,5 +618,5 @@ class CompressedKVLayer:
     def __repr__(self) -> str:
         return (
             f"CompressedKVLayer(key={self.key_codec.kind}, value={self.value_codec.kind}, residual_length={self.residual_length}, "
-            f"n_codes={self._n_codes}, window={self.window_length})"
+            f"sinks={self.n_sink}, n_codes={self._n_codes}, window={self.window_length})"
         )
