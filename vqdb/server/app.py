@@ -1,8 +1,8 @@
 """The app factory: ``create_app(settings) -> FastAPI``.
 
 Collections open in the lifespan (and the demo collection is built there on a first start);
-they are saved and closed on shutdown. Middleware, outermost first: metrics, the last-resort error guard, the key check (before any body
-is read), body limit.
+they are saved and closed on shutdown. Middleware, outermost first: metrics, the last-resort error guard,
+the key check (before any body is read), body limit, the search lane (searches skip the router).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .collections import CollectionStore, UnpackLimits
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .routes import CORE, OPTIONAL
+from .routes.search import SearchLane
 from .settings import Settings
 from .snapshots import SnapshotStore
 
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     if not keyring.enabled:
         _document_open_access(app)
+    app.add_middleware(SearchLane)
     app.add_middleware(BodyLimitMiddleware, limit_for=_limits(settings))
     app.add_middleware(AuthMiddleware)
     app.add_middleware(errors.GuardMiddleware)

@@ -97,7 +97,7 @@ _bearer = HTTPBearer(auto_error=False, description="API key as `Authorization: B
 _api_key_header = APIKeyHeader(name="api-key", auto_error=False, description="API key as `api-key: <key>`")
 
 
-def presented_key(
+async def presented_key(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> str | None:
@@ -133,7 +133,7 @@ def check_access(keyring: KeyRing, host: str, key: str | None, scope: Scope) -> 
 def require(scope: Scope):
     """A FastAPI dependency that lets a request through only with a key of at least ``scope``."""
 
-    def check(request: Request, key: PresentedKey) -> None:
+    async def check(request: Request, key: PresentedKey) -> None:  # async: no worker-thread hop
         authorize(request, key, scope)
 
     check.__name__ = f"require_{scope.name}"

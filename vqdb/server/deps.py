@@ -1,4 +1,7 @@
-"""``Annotated`` dependency aliases shared by the routers (also for extra routers, e.g. ``vqdb.rag``)."""
+"""``Annotated`` dependency aliases shared by the routers (also for extra routers, e.g. ``vqdb.rag``).
+
+They are ``async`` (they only read app state, never block) so FastAPI calls them on the event loop
+instead of hopping to a worker thread for each one."""
 
 from __future__ import annotations
 
@@ -23,19 +26,19 @@ SnapshotNamePath = Annotated[
 ]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> CollectionStore:
+async def get_store(request: Request) -> CollectionStore:
     return request.app.state.store
 
 
-def get_snapshots(request: Request) -> SnapshotStore:
+async def get_snapshots(request: Request) -> SnapshotStore:
     return request.app.state.snapshots
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -45,7 +48,7 @@ SnapshotsDep = Annotated[SnapshotStore, Depends(get_snapshots)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
-def get_collection(name: CollectionNamePath, store: StoreDep) -> Collection:
+async def get_collection(name: CollectionNamePath, store: StoreDep) -> Collection:
     return store.get(name)
 
 

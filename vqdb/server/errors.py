@@ -108,7 +108,23 @@ async def _vqdb_error(request: Request, exc: E.VqdbError) -> JSONResponse:
     return JSONResponse(error_body(status, type(exc).__name__, str(exc)), status_code=status, headers=headers)
 
 
+def response_for(exc: BaseException) -> JSONResponse | None:
+    """The response the app's handlers give ``exc`` (for code that runs outside FastAPI's routing, e.g.
+    the search lane), or None for an exception they do not handle (a bug: let the guard answer it)."""
+    if isinstance(exc, RequestValidationError):
+        return validation_response(exc)
+    found = classify(exc)
+    if found is None:
+        return None
+    status, name, detail, headers = found
+    return JSONResponse(error_body(status, name, detail), status_code=status, headers=headers or None)
+
+
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return validation_response(exc)
+
+
+def validation_response(exc: RequestValidationError) -> JSONResponse:
     # keep location and message; drop echoed inputs (they may be megabytes of floats)
     problems = [
         {

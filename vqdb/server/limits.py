@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from starlette.requests import ClientDisconnect, Request
+
+from ..errors import RequestTooLargeError
 from .errors import error_body
 
 
@@ -90,3 +93,11 @@ def _too_large(size: int, limit: int) -> str:
         f"request body of {size} bytes is over this endpoint's limit of {limit} bytes; "
         "split the upload into smaller batches"
     )
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole raw body (its size is bounded by :class:`BodyLimitMiddleware`)."""
+    try:
+        return await request.body()
+    except ClientDisconnect:  # the limit middleware cut the body and has already answered 413
+        raise RequestTooLargeError("request body too large") from None

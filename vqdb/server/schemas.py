@@ -1,7 +1,7 @@
 """Request and response models of the REST API (``XCreate`` in, ``XPublic`` out).
 
-Vectors travel as JSON lists of finite floats, or — for bulk ingest — as base64 of little-endian
-float32 (``PointsB64``) or an Arrow IPC stream. Payloads are flat JSON objects whose values are
+Vectors travel as JSON lists of finite floats, or as base64 of little-endian float32 (bulk ingest:
+``PointsB64``; search: ``vector_b64`` / ``vectors_b64``, float16 too) or an Arrow IPC stream. Payloads are flat JSON objects whose values are
 strings, integers (int64), finite floats, booleans, null, or lists of those scalars.
 """
 
@@ -233,6 +233,16 @@ class SearchRequest(_In):
     vector: Vector | None = Field(None, description="one query vector")
     vectors: list[Vector] | None = Field(None, min_length=1, description="a batch of query vectors")
     id: PointId | None = Field(None, description="use the stored vector of this point as the query")
+    vector_b64: str | None = Field(
+        None, description="one query vector as base64 of little-endian `dtype` values (dim of them)"
+    )
+    vectors_b64: str | None = Field(
+        None,
+        description="a batch of query vectors: base64 of the little-endian `dtype` matrix (n, dim), row-major",
+    )
+    dtype: Literal["float32", "float16"] = Field(
+        "float32", description="the values of vector_b64 / vectors_b64"
+    )
     k: int = Field(10, ge=1)
     filter: dict[str, Any] | None = Field(
         None, description='Mongo-style payload filter, e.g. {"lang": "en", "year": {"$gte": 2020}}'

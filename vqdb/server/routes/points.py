@@ -12,14 +12,13 @@ from fastapi import APIRouter, Path, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
-from starlette.requests import ClientDisconnect
 
-from ...errors import InvalidInputError, NotFoundError, RequestTooLargeError
+from ...errors import InvalidInputError, NotFoundError
 from ..auth import ReadAccess, WriteAccess
 from ..collections import Collection
 from ..deps import CollectionDep, MetricsDep, SettingsDep
 from ..ingest import from_arrow_stream, from_b64, from_points, unique_ids
-from ..limits import inflate_limit
+from ..limits import inflate_limit, read_body
 from ..schemas import (
     DeleteResult,
     PayloadResult,
@@ -134,14 +133,6 @@ async def upsert_arrow(
         return _upsert(collection, metrics, vectors, ids, payloads)
 
     return await anyio.to_thread.run_sync(work)
-
-
-async def read_body(request: Request) -> bytes:
-    """The whole raw body (its size is bounded by the body-limit middleware)."""
-    try:
-        return await request.body()
-    except ClientDisconnect:  # the limit middleware cut the body and has already answered 413
-        raise RequestTooLargeError("request body too large") from None
 
 
 @router.get(

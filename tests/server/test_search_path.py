@@ -1,0 +1,157 @@
+"""The search hot path on the live server: binary query vectors, the search lane, searches in parallel.
+
+Binary (base64 float32 / float16) queries must give exactly what the same numbers as JSON give; the
+lane that serves ``POST /collections/{name}/search`` outside the router must keep the key check, the
+metrics, the error shapes and read-your-writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+NAME = "search-path"
+N = 2000
+
+
+def b64(x: np.ndarray, dtype: str = "<f4") -> str:
+    return base64.b64encode(np.ascontiguousarray(x, dtype=dtype).tobytes()).decode("ascii")
+
+
+@pytest.fixture(scope="module")
+def col(admin, wordnet):
+    r = admin.post("/collections", json={"name": NAME, "dim": 384, "metric": "cos"})
+    assert r.status_code == 201, r.text
+    x = wordnet.base[:N]
+    body = {"ids": list(range(N)), "vectors": b64(x), "payloads": [{"n": i} for i in range(N)]}
+    assert admin.post(f"/collections/{NAME}/points/b64", json=body).status_code == 200
+    yield NAME
+    admin.delete(f"/collections/{NAME}")
+
+
+def _search(http, body: dict) -> dict:
+    r = http.post(f"/collections/{NAME}/search", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _pairs(hits: list[dict]) -> list[tuple]:
+    return [(h["id"], h["score"]) for h in hits]
+
+
+def test_base64_float32_query_gives_what_json_gives(admin, col, wordnet):
+    q = wordnet.queries[:5].astype(np.float32)
+    for k in (1, 10, 100):
+        one_json = _search(admin, {"vector": q[0].tolist(), "k": k, "with_payload": False})["results"]
+        one_b64 = _search(admin, {"vector_b64": b64(q[0]), "k": k, "with_payload": False})["results"]
+        assert len(one_json) == k and _pairs(one_b64) == _pairs(one_json)
+        batch_json = _search(admin, {"vectors": q.tolist(), "k": k, "with_payload": False})["results"]
+        batch_b64 = _search(admin, {"vectors_b64": b64(q), "k": k, "with_payload": False})["results"]
+        assert len(batch_b64) == 5 and [_pairs(r) for r in batch_b64] == [_pairs(r) for r in batch_json]
+    with_payload = _search(admin, {"vector_b64": b64(q[0]), "k": 3})["results"]
+    assert [h["payload"] for h in with_payload] == [{"n": h["id"]} for h in with_payload]
+
+
+def test_base64_float16_query_is_the_float16_values(admin, col, wordnet):
+    q16 = wordnet.queries[:3].astype(np.float16)
+    as_json = _search(admin, {"vectors": q16.astype(np.float32).tolist(), "k": 10, "with_payload": False})
+    as_b64 = _search(
+        admin, {"vectors_b64": b64(q16, "<f2"), "dtype": "float16", "k": 10, "with_payload": False}
+    )
+    assert [_pairs(r) for r in as_b64["results"]] == [_pairs(r) for r in as_json["results"]]
+    # the same bytes read as float32 are other numbers (half as many): refused, not misread
+    r = admin.post(f"/collections/{NAME}/search", json={"vector_b64": b64(q16[0], "<f2"), "k": 3})
+    assert r.status_code == 400 and "bytes" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"vector_b64": "not base64!", "k": 3}, 400, ["base64"]),
+        ({"vector_b64": base64.b64encode(b"\0" * 12).decode(), "k": 3}, 400, ["12 bytes", "1536"]),
+        ({"vector_b64": "", "k": 3}, 400, ["0 bytes"]),
+        ({"vector_b64": b64(np.ones((2, 384))), "k": 3}, 400, ["vectors_b64"]),
+        ({"vector_b64": b64(np.full(384, np.nan)), "k": 3}, 400, ["nan"]),
+        (
+            {"vectors_b64": b64(np.ones((1025, 384)), "<f2"), "dtype": "float16", "k": 3},
+            400,
+            ["1025", "1024"],
+        ),
+        ({"vectors_b64": b64(np.ones((200, 384))), "k": 1000}, 400, ["200 queries", "hits"]),
+        ({"vector_b64": b64(np.ones(384)), "vector": [0.1] * 384, "k": 3}, 400, ["exactly one"]),
+        ({"vector_b64": b64(np.ones(384)), "id": 1, "k": 3}, 400, ["exactly one"]),
+        ({"vector_b64": b64(np.ones(384)), "dtype": "int8", "k": 3}, 422, ["float16"]),
+        ({"vector_b64": 12, "k": 3}, 422, ["string"]),
+    ],
+)
+def test_bad_binary_queries_get_a_clear_4xx(admin, col, body, status, words):
+    r = admin.post(f"/collections/{NAME}/search", json=body)
+    assert r.status_code == status, (r.status_code, r.text)
+    out = r.json()
+    assert set(out) == {"status", "error", "detail"} and out["status"] == status
+    text = json.dumps(out["detail"]).lower()
+    for w in words:
+        assert w.lower() in text, (w, out)
+
+
+def test_the_search_lane_keeps_keys_errors_and_metrics(server, admin, col, wordnet):
+    url = f"/collections/{NAME}/search"
+    body = {"vector_b64": b64(wordnet.queries[0]), "k": 3}
+    with server.client(None) as nobody:
+        r = nobody.post(url, json=body)
+        assert r.status_code == 401 and r.json()["error"] == "AuthenticationError"
+        assert r.headers["www-authenticate"] == "Bearer"
+        # the key is checked before the body is parsed, also for a collection that does not exist
+        assert nobody.post("/collections/nope/search", content=b"{not json").status_code == 401
+    with server.client("read") as reader:
+        assert reader.post(url, json=body).status_code == 200
+        assert reader.post("/collections/nope/search", json=body).status_code == 404
+        r = reader.post(url, content=b"{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"] == "RequestValidationError"
+        assert r.json()["detail"][0]["loc"][0] == "body"
+        assert reader.get(url).status_code == 405  # other methods still reach the router
+        # a path that is not a collection name is the app's 422, as before
+        assert reader.post("/collections/.hidden/search", json=body).status_code == 422
+
+    def searches_counted() -> float:
+        text = admin.get("/metrics").text
+        line = 'vqdb_requests_total{method="POST",route="/collections/{name}/search",status="200"}'
+        return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(line))
+
+    before = searches_counted()
+    for _ in range(3):
+        _search(admin, body)
+    assert searches_counted() == before + 3
+
+
+def test_a_search_sees_the_write_just_acknowledged(admin, col, wordnet):
+    """Read-your-writes: every upsert / delete is visible to the very next search."""
+    x = wordnet.base[N : N + 20].astype(np.float32)
+    for j in range(20):
+        point = N + 1000 + j
+        r = admin.post(f"/collections/{NAME}/points/b64", json={"ids": [point], "vectors": b64(x[j])})
+        assert r.status_code == 200
+        top = _search(admin, {"vector_b64": b64(x[j]), "k": 1, "with_payload": False})["results"]
+        assert top[0]["id"] == point and top[0]["score"] > 0.99
+        r = admin.post(f"/collections/{NAME}/points/delete", json={"ids": [point]})
+        assert r.json()["deleted"] == 1
+        again = _search(admin, {"vector_b64": b64(x[j]), "k": 5, "with_payload": False})["results"]
+        assert point not in [h["id"] for h in again]
+
+
+def test_parallel_searches_give_the_sequential_answers(server, col, wordnet):
+    q = wordnet.queries[:64].astype(np.float32)
+    with server.client("read") as reader:
+        want = [_search(reader, {"vector_b64": b64(v), "k": 10, "with_payload": False}) for v in q]
+
+    def one(i: int):
+        with server.client("read") as c:
+            return _search(c, {"vector": q[i].tolist(), "k": 10, "with_payload": False})
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(one, range(len(q))))
+    assert [_pairs(g["results"]) for g in got] == [_pairs(w["results"]) for w in want]
