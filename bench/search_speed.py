@@ -73,6 +73,14 @@ class Threads:
         return False
 
 
+def _threads() -> int:
+    """The thread count of the enclosing :class:`Threads` block: vqdb's ``threads=`` (its default is every core,
+    whatever numba's count of the calling thread, so it is passed explicitly, as FAISS and rabitqlib get theirs)."""
+    import numba
+
+    return int(numba.get_num_threads())
+
+
 def recall10(ids: np.ndarray, gt: np.ndarray) -> float:
     from vqdb.testing import recall_at_k
 
@@ -143,7 +151,7 @@ def flat_configs(bs: BenchSet) -> list[tuple[str, str, int, callable]]:
 
         def build(preset=preset):
             idx, s = vqdb_index(bs, preset)
-            return (lambda q: idx.search(q, K).ids), s, idx
+            return (lambda q: idx.search(q, K, threads=_threads()).ids), s, idx
 
         out.append((f"vqdb-flat-{preset}", "vqdb", sizes[preset], build))
         m = divisor_at_most(d, 2 * sizes[preset])  # 4-bit PQ: M/2 bytes <= vqdb's bytes
@@ -167,7 +175,7 @@ def flat_configs(bs: BenchSet) -> list[tuple[str, str, int, callable]]:
 
         def build_pca(preset=preset):
             idx, s = vqdb_index(bs, preset)
-            return (lambda q: idx.search(q, K).ids), s, idx
+            return (lambda q: idx.search(q, K, threads=_threads()).ids), s, idx
 
         out.append((f"vqdb-flat-{preset}", "vqdb", sizes[preset], build_pca))
     out.append(
@@ -263,7 +271,7 @@ def grid_methods(bs: BenchSet, quick: bool) -> list[tuple[str, str, float, int, 
 
         def build(preset=preset):
             idx, _ = vqdb_index(bs, preset)
-            return (lambda q, k: idx.search(q, k).ids), idx
+            return (lambda q, k: idx.search(q, k, threads=_threads()).ids), idx
 
         bits = int(preset.rsplit("-", 1)[1])
         out.append((f"vqdb-{preset}", "vqdb", float(sizes[preset]), bits, build))
@@ -459,7 +467,11 @@ def ivf_sweeps(bs: BenchSet, quick: bool, tmp: str):
             raise RuntimeError("vqdb index did not train its IVF partition (too few vectors?)")
         if hasattr(idx, "save"):
             idx.save()
-        return (lambda q, knob: idx.search(q, K, nprobe=knob[0], rerank=knob[1]).ids), s, idx
+        return (
+            (lambda q, knob: idx.search(q, K, nprobe=knob[0], rerank=knob[1], threads=_threads()).ids),
+            s,
+            idx,
+        )
 
     out.append(
         (

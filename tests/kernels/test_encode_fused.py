@@ -109,7 +109,7 @@ def test_hadamard_rotate_bit_exact(ops, d, n):
 
 
 @pytest.mark.parametrize("d", [2, 3, 97, 128, 129, 384, 784])
-@pytest.mark.parametrize("n", [0, 1, 7])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 70])  # one row at a time (< 8), 64-row groups
 def test_fht_kac_rotate_bit_exact_and_orthogonal(ops, d, n):
     rot = FhtKacRotation(d, np.random.default_rng(d))
     x = np.random.default_rng(n).standard_normal((n, d)).astype(np.float32)

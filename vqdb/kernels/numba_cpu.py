@@ -497,6 +497,7 @@ def _hadamard_rows(x, signs, norm, out):
                 buf[j] = buf[j] * norm
 
 
+_FHT_FEW = 8  # fewer rows are rotated one at a time (a 64-row group would be mostly padding)
 _FHT_GROUP = 64  # rows rotated together, held transposed: each butterfly is a 64-float loop that vectorises
 
 
@@ -521,6 +522,46 @@ def _fwht_cols(buf, lo, p, norm):
         row = buf[j]
         for t in range(_FHT_GROUP):
             row[t] = row[t] * norm
+
+
+@njit(cache=_CACHE, nogil=True)
+def _fwht_vec(y, lo, p, norm):
+    """:func:`_fwht_cols` on one vector: rows lo .. lo + p of y (d,), the same float32 ops per element."""
+    h = 1
+    while h < p:
+        for i0 in range(lo, lo + p, 2 * h):
+            for j in range(i0, i0 + h):
+                a = y[j]
+                b = y[j + h]
+                y[j] = a + b
+                y[j + h] = a - b
+        h *= 2
+    for j in range(lo, lo + p):
+        y[j] = y[j] * norm
+
+
+@njit(cache=_CACHE, nogil=True)
+def _fht_kac_few(x, signs, p, norm, s2, out):
+    """:func:`_fht_kac_rows` one row at a time, for a few rows (a query): no 64-row transposed group."""
+    n, d = x.shape
+    half = d // 2
+    y = np.empty(d, dtype=np.float32)
+    for i in range(n):
+        for j in range(d):
+            y[j] = x[i, j]
+        for rr in range(signs.shape[0]):
+            for j in range(d):
+                y[j] = y[j] * signs[rr, j]
+            _fwht_vec(y, 0, p, norm)
+            if p < d:
+                for j in range(half):
+                    a = y[j]
+                    b = y[j + half]
+                    y[j] = (a + b) * s2
+                    y[j + half] = (a - b) * s2
+                _fwht_vec(y, d - p, p, norm)
+        for j in range(d):
+            out[i, j] = y[j]
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -744,7 +785,7 @@ def fht_kac_rotate(x, signs) -> np.ndarray:
     out = np.empty((n, d), dtype=np.float32)
     if n:
         p = 1 << (int(d).bit_length() - 1)
-        _fht_kac_rows(
+        (_fht_kac_few if n < _FHT_FEW else _fht_kac_rows)(
             np.ascontiguousarray(x, dtype=np.float32),
             signs,
             p,

@@ -523,12 +523,18 @@ class FastScanner:
             beta = prep.smap.beta(lay.sq, lay.add, valid)
             mag = np.where(valid, np.abs(beta), np.float32(0.0)).astype(np.float32)
             vb, fb = valid.reshape(-1, 32), beta.reshape(-1, 32)
-            hit = (
-                beta,
-                mag,
-                np.where(vb, fb, -np.inf).max(axis=1, initial=-np.inf).astype(np.float32),
-                mag.reshape(-1, 32).max(axis=1, initial=0.0).astype(np.float32),
+            bmax = np.where(vb, fb, -np.inf).max(axis=1, initial=-np.inf).astype(np.float32)
+            bmagmax = mag.reshape(-1, 32).max(axis=1, initial=0.0).astype(np.float32)
+            whole = np.array(
+                [
+                    lay.fmin[0].min(initial=np.inf) if lay.fmin.shape[0] else 0.0,
+                    lay.fmax[0].max(initial=-np.inf) if lay.fmax.shape[0] else 0.0,
+                    bmax.max(initial=-np.inf),
+                    bmagmax.max(initial=0.0),
+                ],
+                dtype=np.float32,
             )
+            hit = (beta, mag, bmax, bmagmax, whole)
             lay.items[key] = hit
         return hit
 
@@ -939,8 +945,8 @@ class FastScanner:
     def _bias(self, lay: Layout, prep: Prepared, beta: np.ndarray):
         """This call's ``beta`` (N,) (filter applied) and the metric's bounds (:class:`.fastscan.scan.Bias`);
         the bounds ignore the filter (a filtered-out row only lowers its block's true maximum)."""
-        _, mag, bmax, bmagmax = self._vector_terms(lay, prep)
-        return _kernels().Bias(beta, mag, bmax, bmagmax)
+        _, mag, bmax, bmagmax, whole = self._vector_terms(lay, prep)
+        return _kernels().Bias(beta, mag, bmax, bmagmax, whole)
 
     # ---- blas ------------------------------------------------------------------------------------
     def _qcat(self, prep: Prepared) -> np.ndarray:

@@ -699,8 +699,12 @@ class TurboQuantizer(Quantizer):
     def prepare(self, queries, /) -> PreparedQueries:
         """Rotate (and sketch) queries once: (m, d) float32 -> PreparedQueries."""
         q = as_float32_matrix(queries, self.dim, name="queries")
+        ops = get_ops()
         rot = [
-            np.ascontiguousarray(b.rotation.forward(np.ascontiguousarray(q[:, b.channels])))
+            # FHT-Kac: the backend's rotation (bit for bit the NumPy one; numba's is ~50x faster on one query)
+            ops.fht_kac_rotate(np.ascontiguousarray(q[:, b.channels]), b.rotation.signs)
+            if isinstance(b.rotation, FhtKacRotation)
+            else np.ascontiguousarray(b.rotation.forward(np.ascontiguousarray(q[:, b.channels])))
             for b in self._blocks
         ]
         data: dict[str, Any] = {"rotated": rot}

@@ -106,6 +106,7 @@ def new_top(npairs: int, k: int, m: int) -> Top:
         np.zeros(npairs, dtype=np.int64),
         np.full(m, -np.inf, dtype=np.float32),
         np.zeros(npairs, dtype=np.int64),
+        np.full((npairs, k), -np.inf, dtype=np.float32),
     )
 
 
@@ -128,7 +129,7 @@ def warmup() -> None:
     block_list = np.full(nb, -1, np.int32)
     zeros = np.zeros(nb * 32, f32)
     zeros_nb = np.zeros(nb, f32)
-    bias = Bias(zeros, zeros, zeros_nb, zeros_nb)
+    bias = Bias(zeros, zeros, zeros_nb, zeros_nb, np.array([0.0, 1.0, 0.0, 0.0], f32))
     work = Work(
         np.array([0], i64),
         np.array([nb], i64),

@@ -4,8 +4,8 @@ Contract (LUT and popcount scans alike). Work items are (block range, up to 4 qu
 belongs to a *pair* -- (query, block range) for flat scans, the query for IVF scans -- that owns a heap
 of the k best (exact score, position). For every scanned vector ``v`` of query ``i`` the kernel forms an
 upper bound ``ub = s + e`` of the exact score from the integer estimate ``s`` and its rounding bound ``e``;
-when ``ub`` reaches the pair's threshold (the heap's worst score, or the query's ``floor``: the worst kept
-score of any of its full heaps), ``v`` is re-scored exactly (:mod:`.rescore`) and offered to the heap.
+when ``ub`` reaches the pair's threshold (the heap's worst score, the k-th best lower bound ``s - 2e`` the
+pair has seen, or the query's ``floor``: the best of those over its pairs), ``v`` is re-scored exactly (:mod:`.rescore`) and offered to the heap.
 The heaps' union therefore holds the exact top k, and :func:`.select.merge_pairs` takes it out. No
 candidate list, no overflow: memory is ``pairs x k``.
 
@@ -64,6 +64,7 @@ class Bias(NamedTuple):
     bmag: np.ndarray  # (N,) float32 magnitude of the finite part (float rounding slack)
     bmax: np.ndarray  # (nb,) float32 largest finite beta of each block
     bmagmax: np.ndarray  # (nb,) float32 largest bmag of each block
+    whole: np.ndarray  # (4,) float32 over every block of part 0: smallest fmin, largest fmax, bmax, bmagmax
 
 
 class Work(NamedTuple):
@@ -86,12 +87,34 @@ class Top(NamedTuple):
     npend: np.ndarray  # (pairs,) int64 pending count, start 0
     floor: np.ndarray  # (m,) float32, start -inf (a stale read is safe: every value written is valid)
     rescored: np.ndarray  # (pairs,) int64 vectors re-scored
+    lows: np.ndarray  # (pairs, k) float32 min-heap of the k best lower bounds seen, start -inf
 
 
 def pending_slots(k: int) -> int:
     """Pending candidates per pair: a flush re-scores them best bound first, so a larger buffer re-scores
     fewer (it stops where the bounds fall below the k-th exact score) at 12 bytes a slot."""
     return 8 * k + 96
+
+
+@njit(cache=_CACHE, nogil=True)
+def _low_offer(h, x):
+    """Keep ``x`` in the min-heap ``h`` (k,) float32 of the k largest values seen (root = the k-th): a lower
+    bound of the k-th best exact score, so it is a valid threshold as soon as it rises (no re-score needed)."""
+    if not x > h[0]:
+        return
+    n = h.shape[0]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and h[c + 1] < h[c]:
+            c += 1
+        if h[c] >= x:
+            break
+        h[i] = h[c]
+        i = c
+    h[i] = x
 
 
 # ------------------------------------------------------------------------------------------------
@@ -153,11 +176,11 @@ def _multi_top(mx, j, bb, n_parts, q, blk, inv, off, err, fmin, fmax, base, bmx,
 # pending candidates -> exact scores -> heap
 # ------------------------------------------------------------------------------------------------
 @njit(cache=_CACHE, nogil=True)
-def _rescore_pass(pp, ub, n, cut, q, hs, hp, top, codes, qy, beta, psc, first):
+def _rescore_pass(pp, ub, n, cut, q, hs, hp, low, top, codes, qy, beta, psc, first):
     """Re-score (four chains at a time) and offer the pending entries whose bound reaches the threshold:
     ``first``: only those with ub >= cut (marking them done with ub = -inf); else every remaining one."""
     quad = np.empty(4, dtype=np.int64)
-    thr = max(hs[0], top.floor[q])
+    thr = max(hs[0], low[0], top.floor[q])
     done = 0
     c = 0
     while c < n:
@@ -204,7 +227,7 @@ def _rescore_pass(pp, ub, n, cut, q, hs, hp, top, codes, qy, beta, psc, first):
         for t in range(g):
             heap_offer(hs, hp, psc[t], quad[t])
         done += g
-        thr = max(hs[0], top.floor[q])
+        thr = max(hs[0], low[0], top.floor[q])
     return done
 
 
@@ -215,13 +238,14 @@ def flush_pair(pair, q, top, codes, qy, beta, psc):
     spares most of the rest), then the others. Empties the buffer; returns how many were re-scored."""
     hs = top.scores[pair]
     hp = top.pos[pair]
+    low = top.lows[pair]
     cnt = top.npend[pair]
     top.npend[pair] = 0
     if cnt == 0:
         return 0
     ub = top.pend_ub[pair]
     pp = top.pend_pos[pair]
-    thr = max(hs[0], top.floor[q])
+    thr = max(hs[0], low[0], top.floor[q])
     n = 0
     for c in range(cnt):
         if ub[c] >= thr:
@@ -234,8 +258,8 @@ def flush_pair(pair, q, top, codes, qy, beta, psc):
         # the k best bounds first (a partition, not a sort): their exact k-th score is a tight threshold
         # for the rest, so the second pass re-scores few
         cut = np.partition(-ub[:n], k - 1)[k - 1]
-        done += _rescore_pass(pp, ub, n, -cut, q, hs, hp, top, codes, qy, beta, psc, True)
-    done += _rescore_pass(pp, ub, n, np.float32(np.inf), q, hs, hp, top, codes, qy, beta, psc, False)
+        done += _rescore_pass(pp, ub, n, -cut, q, hs, hp, low, top, codes, qy, beta, psc, True)
+    done += _rescore_pass(pp, ub, n, np.float32(np.inf), q, hs, hp, low, top, codes, qy, beta, psc, False)
     return done
 
 
@@ -248,15 +272,39 @@ def _scan_query_blocks(j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc
     alpha = qy.alpha
     beta = bias.beta
     hs = top.scores[pair]
+    low = top.lows[pair]
     floor = top.floor
     pend = top.pend_pos[pair]
     pub = top.pend_ub[pair]
     cap = pend.shape[0]
     npend = top.npend[pair]
     rescored = 0
+    # single part, one additive term for every block (no IVF lists): an integer threshold valid for the whole
+    # segment (its loosest block factors), recomputed only when the threshold moves; blocks below it cost
+    # one compare
+    whole = n_parts == 1 and qy.cterm.shape[1] == 1
+    gthr = _NEG_INF
+    gmin = 0
     for bb in range(nblk):
         blk = c0 + bb
-        thr = max(hs[0], floor[q])
+        thr = max(hs[0], low[0], floor[q])
+        if whole:
+            if thr != gthr:
+                gthr = thr
+                gmin = _min_sum(
+                    thr,
+                    qy.inv[q, 0],
+                    qy.off[q, 0],
+                    qy.err[q, 0],
+                    bias.whole[0],
+                    bias.whole[1],
+                    alpha * qy.cterm[q, 0] + qy.qconst[q],
+                    bias.whole[2],
+                    bias.whole[3],
+                    alpha,
+                )
+            if mx[j * SUB + bb] < gmin:
+                continue
         base = alpha * qy.cterm[q, codes.block_list[blk] + 1] + qy.qconst[q]
         abase = abs(base)
         p0 = 32 * blk
@@ -266,21 +314,18 @@ def _scan_query_blocks(j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc
             er = qy.err[q, 0]
             f0 = codes.fmin[0, blk]
             f1 = codes.fmax[0, blk]
-            smin = _min_sum(thr, iv, of, er, f0, f1, base, bias.bmax[blk], bias.bmagmax[blk], alpha)
             top_sum = mx[j * SUB + bb]
-            if top_sum < smin:
+            # the block's bound first (a few flops): most blocks stop here once the threshold has risen
+            if _block_top(top_sum, iv, of, er, f0, f1, base, bias.bmax[blk], bias.bmagmax[blk], alpha) < thr:
                 continue
-            if (
-                smin == 0
-                and _block_top(top_sum, iv, of, er, f0, f1, base, bias.bmax[blk], bias.bmagmax[blk], alpha)
-                < thr
-            ):
+            smin = _min_sum(thr, iv, of, er, f0, f1, base, bias.bmax[blk], bias.bmagmax[blk], alpha)
+            if top_sum < smin:
                 continue
             if npend + 32 > cap:
                 top.npend[pair] = npend
                 rescored += flush_pair(pair, q, top, codes, qy, beta, psc)
                 npend = 0
-                thr = max(hs[0], floor[q])
+                thr = max(hs[0], low[0], floor[q])
             o = j * stride + 32 * bb
             for v in range(32):
                 sv = sums[o + v]
@@ -295,6 +340,9 @@ def _scan_query_blocks(j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc
                     pend[npend] = p0 + v
                     pub[npend] = u
                     npend += 1
+                    # s - 2e <= the exact score: the threshold rises now, not at the next flush
+                    _low_offer(low, s - e - e)
+                    thr = max(thr, low[0])
         else:
             btop = _multi_top(
                 mx,
@@ -331,7 +379,7 @@ def _scan_query_blocks(j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc
                 top.npend[pair] = npend
                 rescored += flush_pair(pair, q, top, codes, qy, beta, psc)
                 npend = 0
-                thr = max(hs[0], floor[q])
+                thr = max(hs[0], low[0], floor[q])
             for v in range(32):
                 a_est = alpha * est[v]
                 s = a_est + base + beta[p0 + v]
@@ -341,6 +389,9 @@ def _scan_query_blocks(j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc
                     pend[npend] = p0 + v
                     pub[npend] = u
                     npend += 1
+                    # s - 2e <= the exact score: the threshold rises now, not at the next flush
+                    _low_offer(low, s - e - e)
+                    thr = max(thr, low[0])
     top.npend[pair] = npend
     return rescored
 
@@ -385,7 +436,7 @@ def _scan_lut(codes, qy, bias, work, top):
                     top.rescored[pair] += _scan_query_blocks(
                         j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc, est, bnd
                     )
-                    root = top.scores[pair, 0]
+                    root = max(top.scores[pair, 0], top.lows[pair, 0])
                     if root > top.floor[q]:
                         top.floor[q] = root
 
