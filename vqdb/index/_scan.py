@@ -428,12 +428,14 @@ def finish(
     Returns ids (m, k) int64, scores (m, k) float32, refs (m, k) int64.
     """
     ids = refs_to_ids(segments, refs)
-    scores = np.where(ids >= 0, scores, -np.inf)
-    tie_ids = np.where(ids >= 0, ids, np.iinfo(np.int64).max)
+    valid = ids >= 0
+    scores = np.where(valid, scores, -np.inf)
+    tie_ids = np.where(valid, ids, np.iinfo(np.int64).max)
     order = np.lexsort((tie_ids, -scores), axis=1)[:, :k]
-    ids = np.take_along_axis(ids, order, axis=1)
-    scores = np.take_along_axis(scores, order, axis=1).astype(np.float32)
-    refs = np.take_along_axis(refs, order, axis=1)
+    rows = np.arange(order.shape[0])[:, None]
+    ids = ids[rows, order]
+    scores = scores[rows, order].astype(np.float32, copy=False)
+    refs = refs[rows, order]
     if ids.shape[1] < k:
         pad = k - ids.shape[1]
         ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)

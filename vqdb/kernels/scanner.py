@@ -27,6 +27,7 @@ with the exact ``||x||²`` of the code (the index's conventions), plus a per-lis
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -459,37 +460,36 @@ class FastScanner:
             qp = np.ascontiguousarray(qp, dtype=np.float32)
             parts_q.append(qp)
             if m:
-                with _threads_for(LUT_NS * m * self.slots[i]):
-                    fs.build_luts(
-                        qp,
-                        int(p["bits"]),
-                        self.values64[i],
-                        self.slots[i],
-                        slot0,
-                        sigmas,
-                        u8,
-                        fl,
-                        inv,
-                        off,
-                        err,
-                        i,
-                    )
+                (fs.build_luts_serial if _serial(LUT_NS * m * self.slots[i]) else fs.build_luts)(
+                    qp,
+                    int(p["bits"]),
+                    self.values64[i],
+                    self.slots[i],
+                    slot0,
+                    sigmas,
+                    u8,
+                    fl,
+                    inv,
+                    off,
+                    err,
+                    i,
+                )
             slot0 += self.slots[i]
         if G < P:
             if m:
                 for g in range(G):  # one scale per group, from the float tables of its parts
-                    with _threads_for(LUT_NS * m * 2 * (self.part_steps[g + 1] - self.part_steps[g])):
-                        fs.quantize_group(
-                            fl,
-                            2 * int(self.part_steps[g]),
-                            2 * int(self.part_steps[g + 1]),
-                            sigmas,
-                            u8,
-                            inv,
-                            off,
-                            err,
-                            g,
-                        )
+                    work = LUT_NS * m * 2 * (self.part_steps[g + 1] - self.part_steps[g])
+                    (fs.quantize_group_serial if _serial(work) else fs.quantize_group)(
+                        fl,
+                        2 * int(self.part_steps[g]),
+                        2 * int(self.part_steps[g + 1]),
+                        sigmas,
+                        u8,
+                        inv,
+                        off,
+                        err,
+                        g,
+                    )
             inv, off, err = (np.ascontiguousarray(a[:, :G]) for a in (inv, off, err))
         smap = ScoreMap("l2sq" if metric == "l2sq" else "ip")
         if cterm is None:
@@ -594,10 +594,8 @@ class FastScanner:
         rows : (m, k) int64 segment rows, -1 padded
         """
         m = prep.m
-        out_s = np.full((m, k), -np.inf, dtype=np.float32)
-        out_r = np.full((m, k), -1, dtype=np.int64)
         if m == 0 or lay.n_blocks == 0:
-            return out_s, out_r
+            return np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
         beta = self._beta(lay, prep, allow)
         if path == "auto":
             n_est = (
@@ -623,9 +621,7 @@ class FastScanner:
                 s, pos = self._bounded(
                     lay, prep, k, beta, probe_ptr, probe_lists, popcount=path == "popcount"
                 )
-        out_s[:] = s
-        out_r[:] = np.where(pos >= 0, lay.row_of[np.maximum(pos, 0)], -1)
-        return out_s, out_r
+        return s, np.where(pos >= 0, lay.row_of[np.maximum(pos, 0)], -1)
 
     def segment_topk(
         self,
@@ -889,11 +885,20 @@ class FastScanner:
         )
         out_s = np.full((m, k), -np.inf, dtype=np.float32)
         out_p = np.full((m, k), -1, dtype=np.int64)
-        n_cand = np.zeros(m, dtype=np.int64)
+        n_cand = 0
         bias = self._bias(lay, prep, beta)
-        codes = fs.Codes(
-            lay.blocks, lay.rows, lay.nsteps, self.part_steps, lay.factors, lay.fmin, lay.fmax, lay.block_list
-        )
+        codes = lay.items.get("codes")
+        if codes is None:  # the kernels' view of the layout (one per layout: a layout belongs to one scanner)
+            codes = lay.items["codes"] = fs.Codes(
+                lay.blocks,
+                lay.rows,
+                lay.nsteps,
+                self.part_steps,
+                lay.factors,
+                lay.fmin,
+                lay.fmax,
+                lay.block_list,
+            )
         qy = fs.Queries(
             prep.luts, prep.inv, prep.off, prep.err, prep.fluts, prep.alpha, prep.qconst, prep.cterm
         )
@@ -918,8 +923,8 @@ class FastScanner:
                 (fs.finish_lut_serial if serial else fs.finish_lut)(
                     codes, qy, bias, top, q_ptr, q0, k, out_s[sl], out_p[sl]
                 )
-            n_cand[sl] = np.add.reduceat(top.rescored, q_ptr[:-1]) if npairs else 0
-        self.last["candidates_per_query"] = float(n_cand.mean()) if m else 0.0
+            n_cand += int(top.rescored.sum())
+        self.last["candidates_per_query"] = n_cand / m if m else 0.0
         return out_s, out_p
 
     def _bitplanes(self, lay: Layout, prep: Prepared):
@@ -1064,10 +1069,16 @@ def enabled() -> bool:
     """Fast scans are part of the numba backend: on when numba is importable and no other backend is
     forced with ``VQDB_BACKEND``."""
     from .. import envs
-    from . import _has
 
     forced = envs.backend()
-    return (forced is None or forced == "numba") and _has("numba")
+    return (forced is None or forced == "numba") and _numba_installed()
+
+
+@functools.cache
+def _numba_installed() -> bool:
+    from . import _has
+
+    return _has("numba")
 
 
 _WARM = {"done": False, "seconds": None}

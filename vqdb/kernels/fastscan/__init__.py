@@ -26,7 +26,7 @@ import numpy as np
 from .accumulate import QMAX, SUB, _item_sums, accumulate, block_sums
 from .blas import decode_tile, tile_topk
 from .isa import ISA, _host_isa, _prefetch, _win1, _win2
-from .lut import build_luts, quantize_group
+from .lut import build_luts, build_luts_serial, quantize_group, quantize_group_serial
 from .plan import ivf_items, ivf_items_by_block, ivf_items_by_query
 from .popcount import popcount_dot
 from .rescore import _rescore_bits_one, _rescore_four, _rescore_one
@@ -62,6 +62,7 @@ __all__ = [
     "accumulate",
     "block_sums",
     "build_luts",
+    "build_luts_serial",
     "decode_tile",
     "finish_lut",
     "finish_lut_serial",
@@ -77,6 +78,7 @@ __all__ = [
     "ordered_sums",
     "popcount_dot",
     "quantize_group",
+    "quantize_group_serial",
     "scan_bits",
     "scan_bits_serial",
     "scan_lut",
@@ -241,9 +243,12 @@ def warmup() -> None:
         2,
     )
     inv, off, err = np.ones((m, 2), f32), np.zeros((m, 2), f32), np.zeros((m, 2), f32)
-    quantize_group(np.ones((m, 8, 16), f32), 2, 6, -1.0, np.empty((m, 8, 16), np.uint8), inv, off, err, 0)
-    for b in (1, 2, 3, 4):
-        build_luts(
+    for qg in (quantize_group, quantize_group_serial):
+        qg(np.ones((m, 8, 16), f32), 2, 6, -1.0, np.empty((m, 8, 16), np.uint8), inv, off, err, 0)
+    for b, bl in ((1, build_luts), (2, build_luts), (3, build_luts), (4, build_luts)) + tuple(
+        (b, build_luts_serial) for b in (1, 2, 3, 4)
+    ):
+        bl(
             rng.standard_normal((m, 7)).astype(f32),
             b,
             np.linspace(-1, 1, 1 << b),

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from ._config import CACHE as _CACHE
+from ._config import twin
 
 
-@njit(cache=_CACHE, nogil=True, parallel=True)
-def build_luts(q, bits, values, n_slots, slot0, sigmas, u8_out, fl_out, inv, off, err, col):
+def _build_luts(q, bits, values, n_slots, slot0, sigmas, u8_out, fl_out, inv, off, err, col):
     """Float and uint8 LUTs of one part for every query, written at slots [slot0, slot0 + n_slots).
 
     q (m, k) float32; values (2**bits,) float64; u8_out (m, S2, 16) uint8; fl_out (m, S2, 16)
@@ -84,8 +83,10 @@ def build_luts(q, bits, values, n_slots, slot0, sigmas, u8_out, fl_out, inv, off
         err[i, col] = np.float32(bound)
 
 
-@njit(cache=_CACHE, nogil=True, parallel=True)
-def quantize_group(fl, s0, s1, sigmas, u8_out, inv, off, err, col):
+build_luts_serial, build_luts = twin(_build_luts)
+
+
+def _quantize_group(fl, s0, s1, sigmas, u8_out, inv, off, err, col):
     """Re-quantize slots [s0, s1) of the float LUTs ``fl`` (m, S2, 16) float32 with one scale per query
     (a group of parts sharing a factor): writes ``u8_out`` there and inv/off/err at column ``col``.
 
@@ -133,3 +134,6 @@ def quantize_group(fl, s0, s1, sigmas, u8_out, inv, off, err, col):
         inv[i, col] = np.float32(1.0 / a)
         off[i, col] = np.float32(offs)
         err[i, col] = np.float32(bound)
+
+
+quantize_group_serial, quantize_group = twin(_quantize_group)
