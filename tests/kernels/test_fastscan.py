@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("numba")
 
 import vqdb  # noqa: E402
+from vqdb._core.packing import pack_bits, unpack_bits  # noqa: E402
 from vqdb.kernels import fastscan as fk  # noqa: E402
 from vqdb.kernels import reference as ref  # noqa: E402
 from vqdb.kernels import reference_fastscan as rf  # noqa: E402
 from vqdb.kernels import scanner  # noqa: E402
 from vqdb.kernels.fastscan import isa as fk_isa  # noqa: E402
-from vqdb.quantizers._packing import pack_bits, unpack_bits  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def test_filters_ivf_lists_and_small_segments(sample):
     "order,qblock,qgroup",
     [("block", 1, 4), ("block", 3, 2), ("block", 32, 4), ("block", 32, 3), ("query", 32, 4), ("list", 32, 4)],
 )
-def test_ivf_work_orders_give_the_float_topk(sample, monkeypatch, order, qblock, qgroup):
+def test_ivf_work_orders_give_the_float_topk(sample, order, qblock, qgroup):
     x, q = sample
     rng = np.random.default_rng(1)
     qz = vqdb.make_quantizer("turbo-4", x.shape[1]).fit(x)
@@ -284,17 +284,27 @@ def test_ivf_work_orders_give_the_float_topk(sample, monkeypatch, order, qblock,
     qq = np.concatenate([q, q[::-1] + 0.01 * rng.standard_normal(q.shape).astype(np.float32)])
     cterm = rng.standard_normal((qq.shape[0], 13)).astype(np.float32)
     probe = scanner.probe_csr(np.argsort(-rng.random((qq.shape[0], 12)), axis=1), 5)
-    monkeypatch.setattr(scanner, "IVF_ORDER", order)
-    monkeypatch.setattr(scanner, "IVF_QBLOCK", qblock)
-    monkeypatch.setattr(scanner, "IVF_MIN_BLOCKS", 1)
-    monkeypatch.setattr(scanner, "IVF_QGROUP", qgroup)
-    monkeypatch.setattr(scanner, "CHUNK_BLOCKS", 2)  # several chunks per list
-    sc = scanner.FastScanner(qz)
+    config = scanner.ScanConfig(
+        ivf_order=order, ivf_qblock=qblock, ivf_min_blocks=1, ivf_qgroup=qgroup, chunk_blocks=2
+    )  # chunk_blocks=2: several chunks per list
+    sc = scanner.FastScanner(qz, config=config)
     for metric in ("ip", "l2sq"):
         prep = sc.prepare(qq, metric=metric, cterm=cterm)
         full, _ = _float_topk(qz, qq, codes, lists, cterm, 7, metric, probe=probe)
         s, r = sc.segment_topk(codes, lists, prep, 7, probe=probe)
         _check_same_topk(full, s, r, 7)
+
+
+def test_scan_config_rejects_unknown_orders_and_bad_sizes():
+    from vqdb.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="ivf_order"):
+        scanner.ScanConfig(ivf_order="diagonal")
+    with pytest.raises(InvalidInputError, match="chunk_blocks"):
+        scanner.ScanConfig(chunk_blocks=0)
+    with pytest.raises(InvalidInputError, match="ivf_qgroup"):
+        scanner.ScanConfig(ivf_qgroup=5)
+    assert scanner.FastScanner(vqdb.make_quantizer("turbo-2", 64)).config == scanner.DEFAULT_CONFIG
 
 
 def test_block_items_cover_each_probed_chunk_once():

@@ -1,6 +1,6 @@
 """Bit packing of b-bit indices (b = 1..8) into bytes. Pure NumPy; the kernels have fast twins.
 
-Used by the kernels and the quantizers alike (``vqdb.quantizers._packing`` re-exports it).
+Used by the kernels and the quantizers alike.
 
 Layout (the only one vqdb uses; documented here, next to the code)
 ------------------------------------------------------------------

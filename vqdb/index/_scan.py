@@ -323,13 +323,6 @@ def _fast_ivf_scan(
         top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1), qrows=qrows)
 
 
-def warmup() -> float:
-    """Compile/load the fast-scan kernels once per process (called when an index is opened); seconds."""
-    from ..kernels import scanner
-
-    return scanner.warmup()
-
-
 def refs_to_ids(segments, refs: np.ndarray) -> np.ndarray:
     """Map refs (any shape) to ids; -1 stays -1."""
     valid = refs >= 0

@@ -5,7 +5,7 @@ scores to float tolerance). Slow is acceptable; obvious is required. No validati
 Conventions shared by every backend
 -----------------------------------
 * ``codes`` is the full (n, code_size) uint8 code matrix; ``offset`` is the byte where the packed
-  bitstream of the op's part starts (layout: :mod:`vqdb.quantizers._packing`).
+  bitstream of the op's part starts (layout: :mod:`vqdb._core.packing`).
 * Quantization to indices compares ``float64(x)`` with float64 ``boundaries``: index = number of
   boundaries ``<= x`` (``np.searchsorted(..., side="right")``); a value on a boundary goes up.
 * ``values`` are the float32 reconstruction levels of a codebook, indexed by the b-bit code.

@@ -10,7 +10,7 @@ Nibble slots
 A code part of ``k`` coordinates at ``bits`` bits becomes a row of 4-bit *slots*:
 
 * ``bits`` in {1, 2, 4}: the slots are the nibbles of the packed LSB-first bitstream
-  (:mod:`vqdb.quantizers._packing`): slot ``2p`` is the low nibble of byte ``p``, ``2p + 1`` the high
+  (:mod:`vqdb._core.packing`): slot ``2p`` is the low nibble of byte ``p``, ``2p + 1`` the high
   nibble; one slot holds ``cps = 4 // bits`` consecutive coordinates (index of coordinate
   ``s*cps + t`` = bits ``[t*bits, (t+1)*bits)`` of the slot);
 * ``bits == 3``: one coordinate per slot (values 0..7).

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from . import get_ops
 from . import reference_fastscan as rf
 from .scorer import ScoreMap
@@ -43,15 +44,9 @@ from .scorer import ScoreMap
 MIN_ROWS = 2048  # smaller segments are scored by the quantizer directly (no layout)
 QMAX = 4  # columns of the item arrays (the kernels' maximum)
 QGROUP = 2  # queries sharing one pass over a block (4 spills registers on AVX2)
-CHUNK_BLOCKS = 64  # flat scans: blocks per work item (64 * 32 = 2048 vectors)
 TILE_BLOCKS = 64  # blas path: blocks decoded per tile
 L2_CHUNK_BYTES = 96 << 10  # batches: code bytes per work item (stays in L2 across query groups)
 HEAP_BUDGET = 1 << 22  # heap entries (pairs x k) per kernel call (queries are split to stay below)
-IVF_ORDER = "block"  # IVF work order: "block" (blocks of queries, list-major inside), "query" (FAISS-style:
-# each query walks its lists) or "list" (all queries grouped by list, a heap per pair)
-IVF_QBLOCK = 64  # "block": queries per block (their LUTs stay in L2; each probed chunk is loaded once)
-IVF_QGROUP = 4  # "block": queries per work item (one item's pairs share the chunk in L1; 2 -> 4: +6%)
-IVF_MIN_BLOCKS = 8  # "block": at least this many blocks per call when there are enough queries (threads)
 TASKS = 64  # parallel tasks per kernel call
 MAX_PAIRS = 1 << 16  # flat scans: queries per kernel call bounded by this many pairs
 MAX_ITEMS = 1 << 18  # flat scans: work items per kernel call (queries are split to stay below)
@@ -67,6 +62,36 @@ DEFAULT_COSTS = {
     "blas_min_queries": {"1": None, "2": None, "3": None, "4": None},
     "popcount_min_queries": None,
 }
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """How a :class:`FastScanner` cuts its work (the knobs tests and benchmarks vary; defaults measured on the
+    2-core AVX2/AVX-512 dev machine). Pass one to ``FastScanner(quantizer, config=...)``."""
+
+    chunk_blocks: int = 64  # blocks per work item of one query (64 * 32 = 2048 vectors); batches: L2-sized
+    ivf_order: str = "block"  # IVF work order: "block" (blocks of queries, list-major inside), "query"
+    # (FAISS-style: each query walks its lists) or "list" (all queries grouped by list, a heap per pair)
+    ivf_qblock: int = (
+        64  # "block": queries per block (their LUTs stay in L2; each probed chunk is loaded once)
+    )
+    ivf_qgroup: int = (
+        4  # "block": queries per work item (one item's pairs share the chunk in L1; 2 -> 4: +6%)
+    )
+    ivf_min_blocks: int = 8  # "block": at least this many blocks per call when there are enough queries
+
+    def __post_init__(self):
+        if self.ivf_order not in IVF_ORDERS:
+            raise InvalidInputError(f"ivf_order must be one of {IVF_ORDERS}; got {self.ivf_order!r}")
+        for name in ("chunk_blocks", "ivf_qblock", "ivf_min_blocks"):
+            if int(getattr(self, name)) < 1:
+                raise InvalidInputError(f"{name} must be >= 1")
+        if not 1 <= self.ivf_qgroup <= QMAX:
+            raise InvalidInputError(f"ivf_qgroup must be in 1..{QMAX}")
+
+
+IVF_ORDERS = ("block", "query", "list")
+DEFAULT_CONFIG = ScanConfig()
 
 
 PAR_MIN_NS = 4e6  # kernel calls estimated below this run on one thread (a parallel region's
@@ -233,6 +258,8 @@ class FastScanner:
     Parameters
     ----------
     quantizer : Quantizer with ``scan_parts()``
+    config : ScanConfig, optional
+        How the work is cut (:class:`ScanConfig`; default :data:`DEFAULT_CONFIG`).
     margin : {"exact", float}
         ``"exact"`` (default): candidates are selected with the rigorous bound of the LUT rounding, so
         the result is the float LUT path's top-k (up to float32 rounding of the scores). A float ``z``
@@ -240,9 +267,10 @@ class FastScanner:
         tiny probability of a different k-th neighbour).
     """
 
-    def __init__(self, quantizer, *, margin="exact"):
+    def __init__(self, quantizer, *, margin="exact", config: ScanConfig | None = None):
         spec = quantizer.scan_parts()
         self.quantizer = quantizer
+        self.config = DEFAULT_CONFIG if config is None else config
         self.parts = spec["parts"]
         self.side_offset = int(spec["side_offset"])
         self.n_side = int(spec["n_side"])
@@ -669,9 +697,10 @@ class FastScanner:
     def _chunk(self, m: int) -> int:
         """Blocks per work item: long runs for one query; for batches, chunks whose codes stay in L2
         while every query group passes over them."""
+        chunk = self.config.chunk_blocks
         if m <= QGROUP:
-            return CHUNK_BLOCKS
-        return int(min(CHUNK_BLOCKS, max(4, L2_CHUNK_BYTES // (32 * max(self.nsteps, 1)))))
+            return chunk
+        return int(min(chunk, max(4, L2_CHUNK_BYTES // (32 * max(self.nsteps, 1)))))
 
     def _flat_items(self, lay: Layout, m: int, chunk: int, cap: int):
         """Flat work items of ``m`` queries: tasks of up to ``G`` queries x one of ``R`` block ranges, each
@@ -718,7 +747,7 @@ class FastScanner:
     ):
         """Work items for queries [q0, q1) and the task split (task_ptr); flat scans are cached on the layout.
 
-        IVF scans are query-major (:data:`IVF_ORDER` = "query": each query walks its lists with its LUT in
+        IVF scans are query-major (``config.ivf_order`` = "query": each query walks its lists with its LUT in
         L1 and one heap, FAISS-style) or list-major ("list": queries probing the same list share each
         code load, in pairs); the popcount kernel always takes list-major items."""
         items = self._items_only(lay, q0, q1, probe_ptr, probe_lists, k, popcount)
@@ -729,10 +758,9 @@ class FastScanner:
         return items + ((np.arange(t + 1, dtype=np.int64) * n_items) // t,)
 
     def _items_only(self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists, k: int, popcount: bool):
+        cfg = self.config
         if probe_ptr is None:
-            key = (q1 - q0, self._chunk(q1 - q0), CAND_SLOTS)
-            hit = lay.items.get(key)
-            key = key + (popcount, _threads())
+            key = (q1 - q0, self._chunk(q1 - q0), CAND_SLOTS, popcount, _threads())
             hit = lay.items.get(key)
             if hit is None:
                 hit = self._make_items(lay, 0, q1 - q0, None, None, key[1], key[2], popcount)
@@ -744,9 +772,9 @@ class FastScanner:
             iq = np.where(hit[2] >= 0, hit[2] + q0, -1)
             return hit[:2] + (iq,) + hit[3:]
         if lay.n_blocks == 0:
-            return self._make_items(lay, q0, q1, probe_ptr, probe_lists, CHUNK_BLOCKS, CAND_SLOTS)
-        if IVF_ORDER == "block" and not popcount:
-            qb = max(1, min(IVF_QBLOCK, -(-(q1 - q0) // IVF_MIN_BLOCKS)))
+            return self._make_items(lay, q0, q1, probe_ptr, probe_lists, cfg.chunk_blocks, CAND_SLOTS)
+        if cfg.ivf_order == "block" and not popcount:
+            qb = max(1, min(cfg.ivf_qblock, -(-(q1 - q0) // cfg.ivf_min_blocks)))
             return _kernels().ivf_items_by_block(
                 probe_ptr,
                 probe_lists,
@@ -755,12 +783,12 @@ class FastScanner:
                 lay.list_pos,
                 lay.list_b0,
                 lay.list_b1,
-                CHUNK_BLOCKS,
+                cfg.chunk_blocks,
                 CAND_SLOTS,
                 qb,
-                IVF_QGROUP,
+                cfg.ivf_qgroup,
             )
-        if IVF_ORDER == "query" and not popcount:
+        if cfg.ivf_order == "query" and not popcount:
             return _kernels().ivf_items_by_query(
                 probe_ptr,
                 probe_lists,
@@ -769,7 +797,7 @@ class FastScanner:
                 lay.list_pos,
                 lay.list_b0,
                 lay.list_b1,
-                CHUNK_BLOCKS,
+                cfg.chunk_blocks,
                 CAND_SLOTS,
                 TASKS,
             )
@@ -782,7 +810,7 @@ class FastScanner:
             lay.list_b0,
             lay.list_b1,
             lay.n_blocks,
-            CHUNK_BLOCKS,
+            cfg.chunk_blocks,
             QGROUP,
             CAND_SLOTS,
         )

@@ -6,12 +6,12 @@ from typing import Any
 
 import numpy as np
 
+from .._core.packing import packed_size
 from .._validation import as_codes, as_float32_matrix
 from ..errors import InvalidInputError
 from ..kernels import get_ops
 from . import _common as cm
 from ._codebooks import angle_codebook
-from ._packing import packed_size
 from ._rotation import DenseRotation, haar_rotation
 from .base import PreparedQueries, Quantizer
 

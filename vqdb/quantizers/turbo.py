@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from .._core.packing import packed_size
 from .._validation import as_codes, as_float32_matrix
 from ..errors import InvalidInputError, UnknownNameError
 from ..kernels import get_ops
 from . import _common as cm
 from ._codebooks import gaussian_lloyd_max, lloyd_max
-from ._packing import packed_size
 from ._rotation import (
     DenseRotation,
     FhtKacRotation,
@@ -201,7 +201,7 @@ class TurboQuantizer(Quantizer):
     bytes                                           content
     ==============================================  ==========================================
     ``ceil(k_s * b_s / 8)`` per slice, in order     b_s-bit Lloyd–Max indices, LSB-first
-                                                    bitstream (:mod:`vqdb.quantizers._packing`)
+                                                    bitstream (:mod:`vqdb._core.packing`)
     ``ceil(d / 8)`` (prod only)                     QJL sign bits of S·e, bit=1 iff > 0
     4 per block, float32 LE                         ``mse``: ||r_B||; ``scaled``: ||r_B||/<u_B, ĉ_B>;
                                                     ``prod``: ||r|| (absent when b = 1)
