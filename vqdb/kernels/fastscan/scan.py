@@ -4,7 +4,7 @@ Contract (LUT and popcount scans alike). Work items are (block range, up to 4 qu
 belongs to a *pair* -- (query, block range) for flat scans, the query for IVF scans -- that owns a heap
 of the k best (exact score, position). For every scanned vector ``v`` of query ``i`` the kernel forms an
 upper bound ``ub = s + e`` of the exact score from the integer estimate ``s`` and its rounding bound ``e``;
-when ``ub`` reaches the pair's threshold (the heap's worst score, the k-th best lower bound ``s - 2e`` the
+when ``ub`` reaches the pair's threshold (the heap's worst score, the k-th best lower bound ``s - e`` the
 pair has seen, or the query's ``floor``: the best of those over its pairs), ``v`` is re-scored exactly (:mod:`.rescore`) and offered to the heap.
 The heaps' union therefore holds the exact top k, and :func:`.select.merge_pairs` takes it out. No
 candidate list, no overflow: memory is ``pairs x k``.
@@ -340,8 +340,9 @@ def _scan_query_blocks(j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc
                     pend[npend] = p0 + v
                     pub[npend] = u
                     npend += 1
-                    # s - 2e <= the exact score: the threshold rises now, not at the next flush
-                    _low_offer(low, s - e - e)
+                    # s - e <= the exact score (the bound of s + e, the other way): the threshold rises now, not at
+                    # the next flush
+                    _low_offer(low, s - e)
                     thr = max(thr, low[0])
         else:
             btop = _multi_top(
@@ -389,8 +390,9 @@ def _scan_query_blocks(j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc
                     pend[npend] = p0 + v
                     pub[npend] = u
                     npend += 1
-                    # s - 2e <= the exact score: the threshold rises now, not at the next flush
-                    _low_offer(low, s - e - e)
+                    # s - e <= the exact score (the bound of s + e, the other way): the threshold rises now, not at
+                    # the next flush
+                    _low_offer(low, s - e)
                     thr = max(thr, low[0])
     top.npend[pair] = npend
     return rescored
