@@ -929,6 +929,8 @@ class Index(_Persistence):
         if coarse is None:
             return np.full(x.shape[0], -1, dtype=np.int32), q.encode(x)
         lists = coarse.assign(x)
+        if hasattr(q, "encode_lists"):  # one pass over every row, each against its own list centroid
+            return lists, q.encode_lists(x, coarse.centroids, lists)
         if self._residual_batching_ok(x, lists, coarse):
             return lists, self._encode_residuals(x, lists, coarse)
         codes = np.empty((x.shape[0], q.code_size), dtype=np.uint8)

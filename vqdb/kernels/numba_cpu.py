@@ -603,6 +603,263 @@ def _fht_kac_rows(x, signs, p, norm, s2, out):
                 out[g0 + t, j] = buf[j, t]
 
 
+_EG = 64  # rows encode_turbo_fht works on at once, held transposed as (d, 64) float32: every per-coordinate
+# step (sign, butterfly, division, bucket count, float64 sums) is a 64-lane loop over one buffer row, which
+# LLVM vectorises (16 lanes: its SLP pass gives up on the row pairs of a butterfly). Each lane is one row, so
+# a row's arithmetic (and bytes) never depends on which rows share its group.
+
+
+_TB = 16  # coordinates per block of the transposed load
+
+
+@njit(cache=_CACHE, nogil=True)
+def _search_scaled(table, row, count, v, scale):
+    """Number of entries e among table[row, :count] (increasing float64) with e * scale <= v; branch-free."""
+    if count == 0:
+        return 0
+    n = count
+    base = 0
+    while n > 1:
+        half = n >> 1
+        base += half * np.int64(table[row, base + half] * scale <= v)
+        n -= half
+    return base + np.int64(table[row, base] * scale <= v)
+
+
+@njit(cache=_CACHE, nogil=True, inline="always")
+def _fwht_lanes(buf, lo, p, norm):
+    """Normalised FWHT of rows lo .. lo + p of buf (d, _EG), per lane the reference's float32 ops in order
+    (stages h = 1, 2, 4, ..., then ``* norm``). Two stages run per pass over the rows (a radix-4 step on
+    rows j, j + h, j + 2h, j + 3h: the same butterflies, half the loads and stores); the scaling is folded
+    into the last pass (``(a + b) * norm`` rounds exactly like the sum stored then scaled)."""
+    h = 1
+    while 4 * h <= p:
+        last = 4 * h == p
+        for i0 in range(lo, lo + p, 4 * h):
+            for j in range(i0, i0 + h):
+                r0 = buf[j]
+                r1 = buf[j + h]
+                r2 = buf[j + 2 * h]
+                r3 = buf[j + 3 * h]
+                if last:
+                    for t in range(_EG):
+                        a0 = r0[t] + r1[t]
+                        a1 = r0[t] - r1[t]
+                        a2 = r2[t] + r3[t]
+                        a3 = r2[t] - r3[t]
+                        r0[t] = (a0 + a2) * norm
+                        r2[t] = (a0 - a2) * norm
+                        r1[t] = (a1 + a3) * norm
+                        r3[t] = (a1 - a3) * norm
+                else:
+                    for t in range(_EG):
+                        a0 = r0[t] + r1[t]
+                        a1 = r0[t] - r1[t]
+                        a2 = r2[t] + r3[t]
+                        a3 = r2[t] - r3[t]
+                        r0[t] = a0 + a2
+                        r2[t] = a0 - a2
+                        r1[t] = a1 + a3
+                        r3[t] = a1 - a3
+        h *= 4
+    if h < p:  # one radix-2 stage left (p = 2 * 4**k), with the scaling
+        for i0 in range(lo, lo + p, 2 * h):
+            for j in range(i0, i0 + h):
+                ar = buf[j]
+                br = buf[j + h]
+                for t in range(_EG):
+                    a = ar[t]
+                    b = br[t]
+                    ar[t] = (a + b) * norm
+                    br[t] = (a - b) * norm
+    elif p == 1:
+        ar = buf[lo]
+        for t in range(_EG):
+            ar[t] = ar[t] * norm
+
+
+@njit(cache=_CACHE, nogil=True)
+def _encode_fht_rows(
+    x, centres, rcentres, lists, signs, p, norm, s2, table, boundaries, bounds32, values,
+    scaled, full, want_beta, codes, factor, beta, sq,
+):  # fmt: skip
+    """Serial fused one-block FHT-Kac encode (see reference.encode_turbo_fht), rows in groups of _EG lanes."""
+    n, d = x.shape
+    rounds = signs.shape[0]
+    half = d // 2
+    G = _EG
+    have_c = centres.shape[0] > 0
+    single = centres.shape[0] == 1
+    ns = table.shape[0]
+    buf = np.zeros((d, G), dtype=np.float32)
+    idx = np.zeros((d, G), dtype=np.int32)
+    lane = np.zeros(G, dtype=np.int64)
+    crow = np.zeros(G, dtype=np.float32)
+    pk = np.zeros(G, dtype=np.int32)
+    vrow = np.zeros(G)
+    x2 = np.zeros(G)
+    a2 = np.zeros(G)
+    cr = np.zeros(G)
+    dot = np.zeros(G)
+    cod = np.zeros(G)
+    pcv = np.zeros(G)
+    safe = np.ones(G)
+    thr = np.zeros(((1 << _LINEAR_MAX_BITS) - 1, G), dtype=np.float32)
+    for g0 in range(0, n, G):
+        gn = min(G, n - g0)
+        for t in range(G):
+            lane[t] = lists[g0 + t] if (have_c and t < gn) else 0
+        x2[:] = 0.0
+        a2[:] = 0.0
+        cr[:] = 0.0
+        for j0 in range(0, d, _TB):  # transpose in blocks of _TB coordinates (they stay in L1), then sum them
+            j1 = min(j0 + _TB, d)
+            for t in range(gn):
+                row = x[g0 + t]
+                for j in range(j0, j1):
+                    buf[j, t] = row[j]
+            if gn < G:
+                for j in range(j0, j1):
+                    br = buf[j]
+                    for t in range(gn, G):
+                        br[t] = np.float32(0.0)
+            for j in range(j0, j1):
+                br = buf[j]
+                for t in range(G):
+                    v = np.float64(br[t])
+                    x2[t] += v * v
+            if have_c:  # r = x - c (float32), ||r||² and <c, r> as float64 left-to-right sums
+                for j in range(j0, j1):
+                    br = buf[j]
+                    if single:
+                        c0 = centres[0, j]
+                        for t in range(G):
+                            crow[t] = c0
+                    else:
+                        for t in range(G):
+                            crow[t] = centres[lane[t], j]
+                    for t in range(G):
+                        rv = br[t] - crow[t]
+                        br[t] = rv
+                        v = np.float64(rv)
+                        a2[t] += v * v
+                        cr[t] += v * np.float64(crow[t])
+        if not have_c:
+            a2[:] = x2
+        for rr in range(rounds):
+            for j in range(d):
+                sj = signs[rr, j]
+                br = buf[j]
+                for t in range(G):
+                    br[t] = br[t] * sj
+            _fwht_lanes(buf, 0, p, norm)
+            if p < d:
+                for j in range(half):
+                    ar = buf[j]
+                    br = buf[j + half]
+                    for t in range(G):
+                        a = ar[t]
+                        b = br[t]
+                        ar[t] = (a + b) * s2
+                        br[t] = (a - b) * s2
+                _fwht_lanes(buf, d - p, p, norm)
+        for t in range(G):
+            nrm = np.sqrt(a2[t])
+            safe[t] = nrm if nrm > 0.0 else 1.0
+        dot[:] = 0.0
+        cod[:] = 0.0
+        pcv[:] = 0.0
+        for s in range(ns):  # no division: y is bucketed against the boundaries scaled by ||r|| (per lane)
+            start = table[s, 0]
+            stop = table[s, 1]
+            bits = table[s, 2]
+            cnt = (1 << bits) - 1
+            vals = values[s]
+            linear = bits <= _LINEAR_MAX_BITS
+            if linear:  # thr = the smallest float32 >= b * ||r||: y >= thr  <=>  float64(y) >= b * ||r||
+                for m in range(cnt):
+                    bm = boundaries[s, m]
+                    tr = thr[m]
+                    for t in range(G):
+                        v = bm * safe[t]
+                        c32 = np.float32(v)
+                        if np.float64(c32) < v:
+                            c32 = np.nextafter(c32, np.float32(np.inf))
+                        tr[t] = c32
+            for j in range(start, stop):
+                br = buf[j]
+                ir = idx[j]
+                if linear:
+                    for t in range(G):
+                        ir[t] = 0
+                    for m in range(cnt):
+                        tr = thr[m]
+                        for t in range(G):
+                            ir[t] += np.int32(br[t] >= tr[t])
+                else:
+                    for t in range(G):
+                        ir[t] = _search_scaled(boundaries, s, cnt, np.float64(br[t]), safe[t])
+                for t in range(G):
+                    vrow[t] = np.float64(vals[ir[t]])
+                for t in range(G):
+                    u = np.float64(br[t])
+                    dot[t] += u * vrow[t]
+                    cod[t] += u * u
+                if want_beta:
+                    if single:
+                        pj = np.float64(rcentres[0, j])
+                        for t in range(G):
+                            pcv[t] += pj * vrow[t]
+                    else:
+                        for t in range(G):
+                            pcv[t] += np.float64(rcentres[lane[t], j]) * vrow[t]
+        for s in range(ns):  # pack each slice's indices into its bytes, LSB-first
+            start = table[s, 0]
+            stop = table[s, 1]
+            bits = table[s, 2]
+            pos = table[s, 3]
+            if 8 % bits == 0:
+                per = 8 // bits
+                for b in range((stop - start + per - 1) // per):
+                    j0 = start + b * per
+                    pk[:] = 0
+                    for c in range(min(per, stop - j0)):
+                        sh = c * bits
+                        ir = idx[j0 + c]
+                        for t in range(G):
+                            pk[t] |= ir[t] << sh
+                    for t in range(gn):
+                        codes[g0 + t, pos + b] = np.uint8(pk[t])
+            else:
+                for t in range(gn):
+                    row = codes[g0 + t]
+                    q = pos
+                    acc = np.int64(0)
+                    nacc = 0
+                    for j in range(start, stop):
+                        acc |= np.int64(idx[j, t]) << nacc
+                        nacc += bits
+                        if nacc >= 8:
+                            row[q] = np.uint8(acc & 0xFF)
+                            q += 1
+                            acc >>= 8
+                            nacc -= 8
+                    if nacc > 0:
+                        row[q] = np.uint8(acc & 0xFF)
+        for t in range(gn):
+            i = g0 + t
+            nrm = np.sqrt(a2[t])
+            if scaled:  # ||r|| <u, u> / <u, ĉ> with u = y / ||r||: ||r||² / <y, ĉ> (full), <y, y> / <y, ĉ>
+                num = nrm * nrm if full else cod[t]
+                f = np.float32(num / dot[t]) if (dot[t] > 0.0 and nrm > 0.0) else np.float32(0.0)
+            else:
+                f = np.float32(nrm)
+            factor[i] = f
+            if want_beta:
+                beta[i] = np.float32(cr[t] - np.float64(f) * pcv[t])
+            sq[i] = np.float32(x2[t])
+
+
 # ----------------------------------------------------------------------------------------------
 # ops (same signatures as reference.py)
 # ----------------------------------------------------------------------------------------------
@@ -796,6 +1053,44 @@ def fht_kac_rotate(x, signs) -> np.ndarray:
     return out
 
 
+_NO_MAT = np.zeros((0, 1), dtype=np.float32)
+_NO_LISTS = np.zeros(0, dtype=np.int64)
+
+
+def encode_turbo_fht(
+    x, centres, rotated_centres, lists, signs, table, boundaries, values, scaled, full, codes, beta
+):
+    n, d = x.shape
+    factor = np.zeros(n, dtype=np.float32)
+    out_beta = np.zeros(n, dtype=np.float32)
+    sq = np.zeros(n, dtype=np.float32)
+    if n:
+        boundaries = np.ascontiguousarray(boundaries, dtype=np.float64)
+        has_c = centres is not None
+        _encode_fht_rows(
+            np.ascontiguousarray(x, dtype=np.float32),
+            np.ascontiguousarray(centres, dtype=np.float32) if has_c else _NO_MAT,
+            np.ascontiguousarray(rotated_centres, dtype=np.float32) if has_c and beta else _NO_MAT,
+            np.ascontiguousarray(lists, dtype=np.int64) if has_c else _NO_LISTS,
+            np.ascontiguousarray(signs, dtype=np.float32),
+            1 << (int(d).bit_length() - 1),
+            np.float32(1.0 / np.sqrt(1 << (int(d).bit_length() - 1))),
+            np.float32(1.0 / np.sqrt(2.0)),
+            np.ascontiguousarray(table, dtype=np.int64),
+            boundaries,
+            _ceil_float32(boundaries),
+            np.ascontiguousarray(values, dtype=np.float32),
+            bool(scaled),
+            bool(full),
+            bool(beta and has_c),
+            codes,
+            factor,
+            out_beta,
+            sq,
+        )
+    return factor, out_beta, sq
+
+
 def num_threads() -> int:
     """Worker threads the quantizers may use for row tiles (numba's current thread count)."""
     import numba
@@ -841,6 +1136,14 @@ def warmup() -> None:
         )
     hadamard_rotate(x, np.ones((2, 16), np.float32))
     fht_kac_rotate(x, np.ones((2, 10), np.float32))
+    for bits, cb in ((1, (0, 1)), (2, (0, 1, 2, 3)), (3, tuple(range(8))), (4, tuple(range(16)))):
+        bnd = np.sort(rng.standard_normal((1, (1 << bits) - 1)), axis=1) * 0.3
+        for cen in (None, np.zeros((1, 10), np.float32), np.zeros((2, 10), np.float32)):
+            encode_turbo_fht(
+                x, cen, cen, None if cen is None else np.arange(3) % cen.shape[0],
+                np.ones((2, 10), np.float32), np.array([[0, 10, bits, 0]], dtype=np.int64), bnd,
+                np.asarray([cb], np.float32), True, True, np.zeros((3, 8), np.uint8), cen is not None,
+            )  # fmt: skip
 
 
 KERNELS = reference.KERNELS.replace(
@@ -859,6 +1162,7 @@ KERNELS = reference.KERNELS.replace(
     encode_turbo_block=encode_turbo_block,
     hadamard_rotate=hadamard_rotate,
     fht_kac_rotate=fht_kac_rotate,
+    encode_turbo_fht=encode_turbo_fht,
     num_threads=num_threads,
     warmup=warmup,
 )

@@ -254,6 +254,92 @@ def fht_kac_rotate(x: np.ndarray, signs: np.ndarray) -> np.ndarray:
     return _fht_kac(x, signs)
 
 
+def encode_turbo_fht(
+    x: np.ndarray,
+    centres: np.ndarray | None,
+    rotated_centres: np.ndarray | None,
+    lists: np.ndarray | None,
+    signs: np.ndarray,
+    table: np.ndarray,
+    boundaries: np.ndarray,
+    values: np.ndarray,
+    scaled: bool,
+    full: bool,
+    codes: np.ndarray,
+    beta: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-block TurboQuant encode with the FHT-Kac rotation fused in, and no per-coordinate division.
+
+    Parameters
+    ----------
+    x : (n, d) float32 rows.
+    centres, rotated_centres : (L, d) float32 encode centres and ``fht_kac_rotate(centres)``, or None
+        (no centre: r = x, and no β).
+    lists : (n,) int64 in [0, L): each row's centre (None with ``centres`` None).
+    signs, table, boundaries, values, scaled, full, codes : as :func:`fht_kac_rotate` /
+        :func:`encode_turbo_block` (each slice's packed indices are written into ``codes``).
+    beta : bool
+        Compute β (needs ``centres``).
+
+    Returns
+    -------
+    factor, beta, sq : (n,) float32 each
+        The side factor, β (zeros when not asked) and ``||x||²``.
+
+    Notes
+    -----
+    ``r = x - centres[lists]`` (float32), ``y = fht_kac_rotate(r)``, ``ρ = sqrt(Σ r_j²)`` (left-to-right
+    float64 sums, as every sum here), ``s = ρ`` (1 if ρ = 0). The index of ``y_j`` in slice S is
+    ``#{m : float64(y_j) >= boundaries[S, m] · s}`` (the float64 product): the bucket of ``u = y / ρ``
+    without the division. ``<y, ĉ> = Σ y_j values[idx_j]`` and ``<y, y>`` over the slices in order;
+    ``scaled``: ``factor = float32(ρ² / <y, ĉ>)`` (``full``) or ``float32(<y, y> / <y, ĉ>)`` (0 if
+    ``<y, ĉ> <= 0`` or ρ = 0) — ``||r|| · coded / <u, ĉ>`` of :func:`encode_turbo_block`; else ``ρ``.
+    ``β = float32(<c, r> - float64(factor) · <Πc, ĉ>)``; ``sq = float32(Σ x_j²)``.
+    """
+    n = x.shape[0]
+    x = np.ascontiguousarray(x, dtype=np.float32)
+
+    def seqsum(a):
+        return np.cumsum(a, axis=1)[:, -1] if a.shape[1] else np.zeros(a.shape[0])
+
+    x64 = x.astype(np.float64)
+    sq = seqsum(x64 * x64).astype(np.float32) if n else np.zeros(0, np.float32)
+    factor = np.zeros(n, dtype=np.float32)
+    out_beta = np.zeros(n, dtype=np.float32)
+    if n == 0:
+        return factor, out_beta, sq
+    c = None if centres is None else np.asarray(centres, dtype=np.float32)[lists]
+    r = x if c is None else x - c
+    y = fht_kac_rotate(r, signs).astype(np.float64)
+    r64 = r.astype(np.float64)
+    nrm = np.sqrt(seqsum(r64 * r64))
+    safe = np.where(nrm > 0, nrm, 1.0)
+    dot_terms, yy_terms, pc_terms = [], [], []
+    pc = None if c is None or not beta else np.asarray(rotated_centres, dtype=np.float64)[lists]
+    for (start, stop, bits, offset), bnd, val in zip(table.tolist(), boundaries, values):
+        ys = y[:, start:stop]
+        b = bnd[: (1 << bits) - 1]
+        idx = (ys[:, :, None] >= b[None, None, :] * safe[:, None, None]).sum(axis=2)
+        codes[:, offset : offset + packed_size(stop - start, bits)] = _pack(idx.astype(np.uint8), bits)
+        lv = val[idx].astype(np.float64)
+        dot_terms.append(ys * lv)
+        yy_terms.append(ys * ys)
+        if pc is not None:
+            pc_terms.append(pc[:, start:stop] * lv)
+    dot = seqsum(np.concatenate(dot_terms, axis=1)) if dot_terms else np.zeros(n)
+    if scaled:
+        num = nrm * nrm if full else (seqsum(np.concatenate(yy_terms, axis=1)) if yy_terms else np.zeros(n))
+        ok = (dot > 0) & (nrm > 0)
+        factor = np.where(ok, num / np.where(ok, dot, 1.0), 0.0).astype(np.float32)
+    else:
+        factor = nrm.astype(np.float32)
+    if pc is not None:
+        cr = seqsum(r64 * c.astype(np.float64))
+        pcs = seqsum(np.concatenate(pc_terms, axis=1)) if pc_terms else np.zeros(n)
+        out_beta = (cr - factor.astype(np.float64) * pcs).astype(np.float32)
+    return factor, out_beta, sq
+
+
 def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` per row of ``scores``, best first, ties broken by lower column index.
 
@@ -324,6 +410,7 @@ KERNELS = Kernels(
     encode_turbo_block=encode_turbo_block,
     hadamard_rotate=hadamard_rotate,
     fht_kac_rotate=fht_kac_rotate,
+    encode_turbo_fht=encode_turbo_fht,
     num_threads=num_threads,
     warmup=warmup,
 )

@@ -38,6 +38,7 @@ OPS = (
     "encode_turbo_block",
     "hadamard_rotate",
     "fht_kac_rotate",
+    "encode_turbo_fht",
 )
 
 
@@ -80,6 +81,21 @@ class KernelSet(Protocol):
     ) -> Array: ...
     def hadamard_rotate(self, x: Array, signs: Array) -> Array: ...
     def fht_kac_rotate(self, x: Array, signs: Array) -> Array: ...
+    def encode_turbo_fht(
+        self,
+        x: Array,
+        centres: Array | None,
+        rotated_centres: Array | None,
+        lists: Array | None,
+        signs: Array,
+        table: Array,
+        boundaries: Array,
+        values: Array,
+        scaled: bool,
+        full: bool,
+        codes: Array,
+        beta: bool,
+    ) -> tuple[Array, Array, Array]: ...
     def num_threads(self) -> int:
         """Worker threads the quantizers may use for row tiles (1 for NumPy)."""
         ...
@@ -108,6 +124,7 @@ class Kernels:
     encode_turbo_block: Callable[..., Any]
     hadamard_rotate: Callable[..., Any]
     fht_kac_rotate: Callable[..., Any]
+    encode_turbo_fht: Callable[..., Any]
     num_threads: Callable[[], int]
     warmup: Callable[[], None]
 

@@ -126,11 +126,11 @@ def reduce_tiles(fn, n: int, ops, tile: int = 4096):
                 yield from pool.map(fn, starts[g : g + workers])
 
 
-def run_tiles(fn, n: int, ops) -> None:
-    """Call ``fn(t0)`` for every tile start ``t0 = 0, ENCODE_TILE, ...`` below ``n``, BLAS pinned to one
-    thread (so a tile's bytes never depend on the thread count), tiles spread over ``ops.num_threads()``
-    threads when BLAS can be pinned. ``fn`` must write only its own rows."""
-    starts = range(0, n, ENCODE_TILE)
+def run_tiles(fn, n: int, ops, tile: int | None = None) -> None:
+    """Call ``fn(t0)`` for every tile start ``t0 = 0, tile, ...`` below ``n`` (``tile`` default
+    ``ENCODE_TILE``), BLAS pinned to one thread (so a tile's bytes never depend on the thread count), tiles
+    spread over ``ops.num_threads()`` threads when BLAS can be pinned. ``fn`` must write only its own rows."""
+    starts = range(0, n, ENCODE_TILE if tile is None else tile)
     workers = min(int(ops.num_threads()), len(starts)) if can_pin_blas() else 1
     with blas_one_thread():
         if workers <= 1:
