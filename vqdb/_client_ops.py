@@ -158,21 +158,28 @@ def all_ids(name, *, filter=None):
 # ---- search ------------------------------------------------------------------------------------
 
 
+def _query_rows(q: np.ndarray) -> int:
+    """Query rows per search request: at most MAX_QUERIES, and at most MAX_BATCH_BYTES of float32."""
+    return max(1, min(MAX_QUERIES, MAX_BATCH_BYTES // max(1, 4 * q.shape[1])))
+
+
+def _search_body(q: np.ndarray, k: int, knobs: dict, **fields) -> dict:
+    """A search body with the query rows as base64 float32 (no per-number JSON either way)."""
+    body = {"vectors_b64": base64.b64encode(q.astype("<f4", copy=False).tobytes()).decode("ascii"), "k": k}
+    body.update(fields)
+    body.update({key: value for key, value in knobs.items() if value is not None})
+    return body
+
+
 def query(name, queries, k, *, filter, nprobe, rerank, with_payload, with_vector, dim=None, ef=None):
     """Hits ``{"id", "score", "payload"}`` best first, one list per query row."""
     q = as_float32_matrix(queries, dim, name="queries")
     k = check_k(k)
+    knobs = {"filter": filter, "nprobe": nprobe, "rerank": rerank, "ef": ef}
     out: list[list[dict]] = []
-    for s in range(0, q.shape[0], MAX_QUERIES):
-        body = {
-            "vectors": q[s : s + MAX_QUERIES].tolist(),
-            "k": k,
-            "with_payload": with_payload,
-            "with_vector": with_vector,
-        }
-        for key, value in (("filter", filter), ("nprobe", nprobe), ("rerank", rerank), ("ef", ef)):
-            if value is not None:
-                body[key] = value
+    rows = _query_rows(q)
+    for s in range(0, q.shape[0], rows):
+        body = _search_body(q[s : s + rows], k, knobs, with_payload=with_payload, with_vector=with_vector)
         out.extend((yield Request("POST", f"/collections/{name}/search", body))["results"])
     return out
 
@@ -180,33 +187,38 @@ def query(name, queries, k, *, filter, nprobe, rerank, with_payload, with_vector
 def search(
     name, queries, k, *, filter, nprobe, rerank, metric, id_type, include_metadata=False, dim=None, ef=None
 ):
-    """A ``vqdb.SearchResult`` from :func:`query`: ids (m, k) int64 -1 padded (object None padded for
-    string ids), scores (m, k) float32 -inf padded, and the hits' metadata when asked."""
+    """A ``vqdb.SearchResult``: ids (m, k) int64 -1 padded (object None padded for string ids), scores
+    (m, k) float32 -inf padded, and the hits' metadata when asked. The server answers in columns."""
     from .index import SearchResult
 
-    hits = yield from query(
-        name,
-        queries,
-        k,
-        filter=filter,
-        nprobe=nprobe,
-        rerank=rerank,
-        with_payload=include_metadata,
-        with_vector=False,
-        dim=dim,
-        ef=ef,
-    )
-    m = len(hits)
-    strings = id_type == STR or any(isinstance(h["id"], str) for row in hits for h in row)
+    q = as_float32_matrix(queries, dim, name="queries")
+    k = check_k(k)
+    knobs = {"filter": filter, "nprobe": nprobe, "rerank": rerank, "ef": ef}
+    id_rows: list = []
+    score_rows: list = []
+    payload_rows: list = []
+    rows = _query_rows(q)
+    for s in range(0, q.shape[0], rows):
+        body = _search_body(q[s : s + rows], k, knobs, with_payload=bool(include_metadata), layout="columns")
+        cols = (yield Request("POST", f"/collections/{name}/search", body))["results"]
+        id_rows.extend(cols["ids"])
+        score_rows.extend(cols["scores"])
+        payload_rows.extend(cols.get("payloads") or [])
+    m = q.shape[0]
+    strings = id_type == STR or any(isinstance(i, str) for row in id_rows for i in row)
     ids = np.full((m, k), None, dtype=object) if strings else np.full((m, k), -1, dtype=np.int64)
     scores = np.full((m, k), -np.inf, dtype=np.float32)
     meta = [[None] * k for _ in range(m)] if include_metadata else None
-    for row, row_hits in enumerate(hits):
-        for col, hit in enumerate(row_hits[:k]):
-            ids[row, col] = hit["id"]
-            scores[row, col] = hit["score"]
-            if meta is not None:
-                meta[row][col] = hit.get("payload") or {}
+    if not strings and all(len(row) == k for row in id_rows):  # full rows: straight into the arrays
+        ids[:] = np.asarray(id_rows, dtype=np.int64).reshape(m, k)
+        scores[:] = np.asarray(score_rows, dtype=np.float32).reshape(m, k)
+    else:
+        for row, (row_ids, row_scores) in enumerate(zip(id_rows, score_rows)):
+            ids[row, : len(row_ids)] = row_ids
+            scores[row, : len(row_scores)] = row_scores
+    if meta is not None:
+        for row, payloads in enumerate(payload_rows):
+            meta[row][: len(payloads)] = [p or {} for p in payloads]
     return SearchResult(ids, scores, metric, metadata=meta)
 
 

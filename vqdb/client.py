@@ -9,7 +9,9 @@
 ``client.collection(name)`` is a :class:`RemoteCollection`, which implements ``vqdb.IndexProtocol``
 exactly as ``vqdb.Index`` does (same names, arguments, return types and errors); ``AsyncClient`` gives
 an :class:`AsyncRemoteCollection` with the same methods as coroutines. Ids are integers or strings
-(UUIDs included), one kind per collection. Vectors are sent as base64 float32 in batches.
+(UUIDs included), one kind per collection. Vectors are sent as base64 float32 in batches (upserts and
+query vectors alike); searches come back as columns of ids and scores. Each client keeps its HTTP
+connections open between calls (keep-alive).
 
 HTTP errors are raised as the matching :mod:`vqdb.errors` class (404 -> ``NotFoundError``, 401 ->
 ``AuthenticationError``, ...). Idempotent calls (reads, searches, upserts, deletes that ignore missing
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from . import _client_ops as ops
 from . import errors as E
@@ -332,7 +335,7 @@ class Client(_Api):
                 continue
             if response.status_code >= 400:
                 raise _error_from(response)
-            return response.json() if response.content else None
+            return orjson.loads(response.content) if response.content else None
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- sync-only calls ------------------------------------------------------------------------
@@ -487,7 +490,7 @@ class AsyncClient(_Api):
                 continue
             if response.status_code >= 400:
                 raise _error_from(response)
-            return response.json() if response.content else None
+            return orjson.loads(response.content) if response.content else None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def health(self) -> bool:

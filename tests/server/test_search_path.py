@@ -155,3 +155,73 @@ def test_parallel_searches_give_the_sequential_answers(server, col, wordnet):
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(one, range(len(q))))
     assert [_pairs(g["results"]) for g in got] == [_pairs(w["results"]) for w in want]
+
+
+def test_columns_layout_is_the_hits_in_parallel_lists(admin, col, wordnet):
+    q = wordnet.queries[:4].astype(np.float32)
+    for body in ({"vectors_b64": b64(q)}, {"vectors": q.tolist()}):
+        for k, extra in ((10, {"with_payload": False}), (3, {"with_payload": True, "with_vector": True})):
+            hits = _search(admin, {**body, "k": k, **extra})["results"]
+            cols = _search(admin, {**body, "k": k, **extra, "layout": "columns"})["results"]
+            assert cols["ids"] == [[h["id"] for h in row] for row in hits]
+            got = np.asarray(cols["scores"], dtype=np.float32)
+            want = np.asarray([[h["score"] for h in row] for row in hits], dtype=np.float32)
+            np.testing.assert_array_equal(got, want)  # the same float32 values, however printed
+            if extra["with_payload"]:
+                assert cols["payloads"] == [[h["payload"] for h in row] for row in hits]
+                assert cols["vectors"] == [[h.get("vector") for h in row] for row in hits]
+            else:
+                assert "payloads" not in cols and "vectors" not in cols
+    one = _search(admin, {"vector_b64": b64(q[0]), "k": 5, "layout": "columns", "with_payload": False})
+    assert len(one["results"]["ids"]) == 5 and isinstance(one["results"]["ids"][0], int)
+    # fewer points than k: the lists are shorter, nothing padded
+    few = _search(admin, {"vector_b64": b64(q[0]), "k": N + 500, "layout": "columns", "with_payload": False})
+    assert len(few["results"]["ids"]) == len(few["results"]["scores"]) == N
+    assert len(set(few["results"]["ids"])) == N
+    r = admin.post(f"/collections/{NAME}/search", json={"vector_b64": b64(q[0]), "layout": "table"})
+    assert r.status_code == 422
+
+
+class _Recording:
+    """An httpx transport in front of the real one that keeps each request's path and JSON body."""
+
+    def __init__(self):
+        import httpx
+
+        self.inner = httpx.HTTPTransport()
+        self.seen: list[tuple[str, dict | None]] = []
+
+    def handle_request(self, request):
+        body = json.loads(request.content) if request.content else None
+        self.seen.append((request.url.path, body))
+        return self.inner.handle_request(request)
+
+    def close(self):
+        self.inner.close()
+
+
+def test_the_client_sends_binary_queries_and_reads_columns(server, col, wordnet):
+    import httpx
+    from vqdb_server_harness import KEYS
+
+    import vqdb
+
+    rec = _Recording()
+    transport = type("T", (httpx.BaseTransport,), {"handle_request": lambda s, r: rec.handle_request(r)})()
+    q = wordnet.queries[:6].astype(np.float32)
+    with server.client("read") as reader:
+        want = [_search(reader, {"vector_b64": b64(v), "k": 7, "with_payload": True}) for v in q]
+    with vqdb.Client(server.url, api_key=KEYS["read"], transport=transport) as client:
+        remote = client.collection(NAME)
+        res = remote.search(q, 7, include_metadata=True)
+        hits = client.query(NAME, q[:2], 7)
+    searches = [body for path, body in rec.seen if path.endswith("/search")]
+    assert len(searches) == 2 and all("vectors_b64" in b and "vectors" not in b for b in searches)
+    assert searches[0]["layout"] == "columns" and "layout" not in searches[1]
+    assert base64.b64decode(searches[0]["vectors_b64"]) == q.astype("<f4").tobytes()
+    assert res.ids.tolist() == [[h["id"] for h in w["results"]] for w in want]
+    np.testing.assert_array_equal(
+        res.scores, np.asarray([[h["score"] for h in w["results"]] for w in want], dtype=np.float32)
+    )
+    assert res.metadata == [[h["payload"] for h in w["results"]] for w in want]
+    assert hits == [w["results"] for w in want[:2]]

@@ -261,6 +261,11 @@ class SearchRequest(_In):
     )
     with_payload: bool = True
     with_vector: bool = False
+    layout: Literal["hits", "columns"] = Field(
+        "hits",
+        description='"hits": per query a list of {id, score, payload, vector}; "columns": per query the lists '
+        '{"ids", "scores"} (and "payloads" / "vectors" when asked), no object per hit',
+    )
 
 
 class Hit(BaseModel):
@@ -270,9 +275,19 @@ class Hit(BaseModel):
     vector: list[float] | None = None
 
 
+class HitColumns(BaseModel):
+    """``layout="columns"``: the hits as parallel lists, best first (one list per query for a batch)."""
+
+    ids: list[int | str] | list[list[int | str]]
+    scores: list[float] | list[list[float]]
+    payloads: list[dict[str, Any] | None] | list[list[dict[str, Any] | None]] | None = None
+    vectors: list[list[float] | None] | list[list[list[float] | None]] | None = None
+
+
 class SearchResponse(BaseModel):
-    results: list[Hit] | list[list[Hit]] = Field(
-        description="hits best first for `vector` / `id`; one such list per query for `vectors`"
+    results: list[Hit] | list[list[Hit]] | HitColumns = Field(
+        description="hits best first for `vector` / `id`; one such list per query for `vectors`; "
+        "parallel lists with layout=columns"
     )
     time_ms: float
 

@@ -72,8 +72,9 @@ async def answer(raw: bytes, collection: Collection, settings, metrics) -> Respo
             queries, body.k, filter=body.filter, nprobe=body.nprobe, rerank=body.rerank, ef=body.ef
         )
         metrics.queries.inc(queries.shape[0])
-        hits = _hits(collection, np.asarray(result.ids), np.asarray(result.scores), body)
-        results = hits if search_body.is_batch(body) else hits[0]
+        results = _hits(
+            collection, np.asarray(result.ids), np.asarray(result.scores), body, search_body.is_batch(body)
+        )
         return bounded_json({"results": results, "time_ms": (time.perf_counter() - start) * 1e3}, settings)
 
     return await in_worker(work)
@@ -142,7 +143,7 @@ def check_response_size(n_queries: int, k: int, dim: int, with_vector: bool, set
 
 def bounded_json(content: dict, settings) -> Response:
     """``content`` as a JSON response (orjson), refused (400) when it is over ``max_response_bytes``."""
-    data = orjson.dumps(content)
+    data = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
     if len(data) > settings.max_response_bytes:
         raise InvalidInputError(
             f"the answer is {len(data)} bytes, over this server's limit of {settings.max_response_bytes} "
@@ -176,10 +177,9 @@ def _queries(body: SearchRequest, collection: Collection, settings) -> np.ndarra
     return search_body.json_matrix(rows, dim, collection.name, max_batch=settings.max_batch)
 
 
-def _hits(
-    collection: Collection, ids: np.ndarray, scores: np.ndarray, body: SearchRequest
-) -> list[list[dict]]:
-    """Per query, the hits best first as JSON-ready dicts (``payload`` / ``vector`` only when asked)."""
+def _hits(collection: Collection, ids: np.ndarray, scores: np.ndarray, body: SearchRequest, batch: bool):
+    """The ``results`` of the response: per query the hits best first (``layout="hits"``: JSON-ready
+    dicts, ``payload`` / ``vector`` only when asked; ``"columns"``: lists of ids and scores)."""
     keep = ((ids != None) if ids.dtype == object else (ids >= 0)) & np.isfinite(scores)  # noqa: E711
     records = {}
     if body.with_payload or body.with_vector:
@@ -188,6 +188,14 @@ def _hits(
             for record in collection.fetch(found, with_vector=body.with_vector):
                 if record is not None:
                     records[record["id"]] = record
+    if body.layout == "columns":
+        return _columns(ids, scores, keep, records, body, batch)
+    if not records and keep.all():  # the common case: no payload, k hits per query
+        out = [
+            [{"id": i, "score": s} for i, s in zip(row_ids, row_scores)]
+            for row_ids, row_scores in zip(ids.tolist(), scores.tolist())
+        ]
+        return out if batch else out[0]
     out = []
     for row_ids, row_scores, row_keep in zip(ids.tolist(), scores.tolist(), keep.tolist()):
         row = []
@@ -203,7 +211,22 @@ def _hits(
                     hit["vector"] = record["vector"]
             row.append(hit)
         out.append(row)
-    return out
+    return out if batch else out[0]
+
+
+def _columns(ids, scores, keep, records: dict, body: SearchRequest, batch: bool) -> dict:
+    """``{"ids", "scores"[, "payloads"][, "vectors"]}``: (m, <=k) lists for a batch, (<=k,) for one query;
+    int ids and scores go to orjson as NumPy arrays when every row is full (no Python object per hit)."""
+    if keep.all() and ids.dtype != object:
+        out = {"ids": np.ascontiguousarray(ids), "scores": np.ascontiguousarray(scores, dtype=np.float32)}
+        rows = ids.tolist() if records else None
+    else:
+        rows = [r[kp].tolist() for r, kp in zip(ids, keep)]
+        out = {"ids": rows, "scores": [s[kp].astype(np.float64).tolist() for s, kp in zip(scores, keep)]}
+    for field, wanted in (("payload", body.with_payload), ("vector", body.with_vector)):
+        if wanted:
+            out[field + "s"] = [[records.get(i, {}).get(field) for i in row] for row in rows]
+    return out if batch else {key: value[0] for key, value in out.items()}
 
 
 async def in_worker(fn):
