@@ -1037,12 +1037,15 @@ def for_quantizer(quantizer) -> FastScanner | None:
     except TypeError:
         return None
     if sc is None:
-        if not FastScanner.supports(quantizer):
+        from .scanner_multitable import MultiTableScanner  # codes with 5-8-bit parts (turbo-pca-N)
+
+        cls = FastScanner if FastScanner.supports(quantizer) else MultiTableScanner
+        if not cls.supports(quantizer):
             return None
         with _SCANNERS_LOCK:
             sc = _SCANNERS.get(quantizer)
             if sc is None:
-                sc = FastScanner(quantizer)
+                sc = cls(quantizer)
                 _SCANNERS[quantizer] = sc
     return sc
 

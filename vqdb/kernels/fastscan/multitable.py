@@ -1,0 +1,737 @@
+"""Multi-table fast scan: codes with 5–8-bit coordinates (the fitted ``turbo-pca-N`` slices) beside nibble parts.
+
+A code's 1–4-bit parts are scanned by the nibble kernels (:func:`.accumulate._item_sums`, 16-entry tables);
+each 5–8-bit coordinate has its own table of up to 256 uint8 entries (layout and oracle:
+:mod:`vqdb.kernels.reference_multitable`), looked up for 32 vectors at once by
+
+``vbmi``     AVX-512 VBMI byte permutes: ``vpermb`` (64 entries, 5–6 bits), ``vpermt2b`` (128 entries,
+             7 bits), two of them and a blend on the index's top bit (256 entries, 8 bits);
+``avx2``     one 16-entry ``vpshufb`` per sub-table, the lanes of other sub-tables zeroed by a saturating add
+             that sets their index's top bit (2, 4, 8, 16 shuffles for 5, 6, 7, 8 bits);
+``generic``  a plain loop (also the pure-Python twin under ``NUMBA_DISABLE_JIT=1``).
+
+The integer sums do not depend on the variant (tests check each against the oracle). The scan itself is
+the nibble scan's contract (:mod:`.scan`): per block an upper bound from the largest integer sums of every
+group, per vector an upper bound ``estimate + rounding bound``, and an exact float re-score (nibble parts,
+then wide groups, float64, the oracle's order) of every vector that can still enter a pair's heap.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import config as _nb_config
+from numba import njit, prange, types
+
+from ._config import CACHE as _CACHE
+from ._config import twin
+from .accumulate import QMAX, SUB, _item_sums
+from .isa import _prefetch
+from .scan import _NEG_INF, _block_top
+from .select import heap_offer, merge_one
+
+WINDOW = 256  # wide coordinates summed in uint16 lanes before widening (256 * 255 < 65536)
+
+
+def _host_wide_isa() -> str:
+    """'vbmi' (AVX-512 VBMI + BW), 'avx2' or 'generic' for the CPU numba compiles for."""
+    try:
+        import llvmlite.binding as ll
+
+        feats = _nb_config.CPU_FEATURES or ll.get_host_cpu_features().flatten()
+        triple = ll.get_process_triple()
+    except Exception:  # noqa: BLE001 - any failure: portable code
+        return "generic"
+    flags = set(feats.split(","))
+    if not triple.startswith(("x86_64", "i686", "i386")):
+        return "generic"
+    if {"+avx512vbmi", "+avx512bw", "+avx512f"} <= flags:
+        return "vbmi"
+    return "avx2" if "+avx2" in flags else "generic"
+
+
+WIDE_ISA = _host_wide_isa()
+
+
+# ------------------------------------------------------------------------------------------------
+# the inner loop: exact uint8 table sums of wide coordinates for 32-vector blocks
+# ------------------------------------------------------------------------------------------------
+def _make_wide_window(nq: int, bits: int, isa: str):
+    """Intrinsic ``window(blocks, cbase, bstride, nblk, luts, lbases, ncoord, sums, sbase, qstride, first,
+    mx, mbase, mqstride)``: the wide twin of :func:`.isa._make_window`.
+
+    For ``nblk`` blocks (block b's ``ncoord`` 32-byte coordinate steps at ``cbase + b * bstride`` of the
+    uint8 1-D ``blocks``) and ``nq`` queries (query j's tables at ``lbases[j]`` of the uint8 1-D ``luts``,
+    one table of ``table_width(bits)`` bytes per coordinate, consecutive), add the exact sums over the
+    ``ncoord`` (<= 256) coordinates to the int32 ``sums`` at ``sbase + j * qstride + 32 * b + v`` (store
+    when ``first`` != 0) and write each block's largest updated sum to ``mx[mbase + j * mqstride + b]``.
+    """
+    from llvmlite import ir
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    from ..reference_multitable import table_width
+
+    tw = table_width(bits)
+    i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+    v16, v32, v64 = ir.VectorType(i8, 16), ir.VectorType(i8, 32), ir.VectorType(i8, 64)
+    w32 = ir.VectorType(i16, 32)
+    d32 = ir.VectorType(i32, 32)
+
+    def lookup(builder, tptr, idx):
+        """<32 x i8> table entries of the 32 indices ``idx`` (table of ``tw`` bytes at ``tptr``)."""
+        mod = builder.module
+
+        def load(off, vt):
+            return builder.load(
+                builder.bitcast(builder.gep(tptr, [ir.Constant(i64, off)]), vt.as_pointer()), align=1
+            )
+
+        if isa == "vbmi":
+            wide = builder.shuffle_vector(idx, idx, ir.Constant(ir.VectorType(i32, 64), list(range(64))))
+            if tw == 64:
+                fn = cgutils.get_or_insert_function(
+                    mod, ir.FunctionType(v64, [v64, v64]), "llvm.x86.avx512.permvar.qi.512"
+                )
+                r = builder.call(fn, [load(0, v64), wide])
+            else:
+                fn = cgutils.get_or_insert_function(
+                    mod, ir.FunctionType(v64, [v64, v64, v64]), "llvm.x86.avx512.vpermi2var.qi.512"
+                )
+                r = builder.call(fn, [load(0, v64), wide, load(64, v64)])
+                if tw == 256:
+                    r1 = builder.call(fn, [load(128, v64), wide, load(192, v64)])
+                    neg = builder.icmp_signed("<", wide, ir.Constant(v64, [0] * 64))
+                    r = builder.select(neg, r1, r)
+            return builder.shuffle_vector(r, r, ir.Constant(ir.VectorType(i32, 32), list(range(32))))
+        if isa == "avx2":
+            shuf = cgutils.get_or_insert_function(
+                mod, ir.FunctionType(v32, [v32, v32]), "llvm.x86.avx2.pshuf.b"
+            )
+            sat = cgutils.get_or_insert_function(mod, ir.FunctionType(v32, [v32, v32]), "llvm.uadd.sat.v32i8")
+            dup = ir.Constant(ir.VectorType(i32, 32), list(range(16)) * 2)
+            bias = ir.Constant(v32, [0x70] * 32)
+            out = ir.Constant(v32, [0] * 32)
+            for h in range(1 << (bits - 4)):  # sub-table h serves the indices whose high nibble is h
+                t = load(16 * h, v16)
+                t2 = builder.shuffle_vector(t, t, dup)
+                sel = builder.call(sat, [builder.xor(idx, ir.Constant(v32, [h << 4] * 32)), bias])
+                out = builder.or_(out, builder.call(shuf, [t2, sel]))
+            return out
+        raise ValueError(f"no intrinsic window for ISA {isa!r}")
+
+    def hmax(builder, v, width):
+        while width > 1:
+            width //= 2
+            lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, width), list(range(width))))
+            hi = builder.shuffle_vector(
+                v, v, ir.Constant(ir.VectorType(i32, width), list(range(width, 2 * width)))
+            )
+            v = builder.select(builder.icmp_signed(">", lo, hi), lo, hi)
+        return builder.extract_element(v, ir.Constant(i32, 0))
+
+    @intrinsic
+    def window(
+        typingctx,
+        blocks,
+        cbase,
+        bstride,
+        nblk,
+        luts,
+        lbases,
+        ncoord,
+        sums,
+        sbase,
+        qstride,
+        first,
+        mx,
+        mbase,
+        mqstride,
+    ):
+        sig = types.void(
+            blocks, types.intp, types.intp, types.intp, luts, lbases, types.intp, sums, types.intp,
+            types.intp, types.intp, mx, types.intp, types.intp,
+        )  # fmt: skip
+
+        def codegen(context, builder, signature, args):
+            (blocks_v, cbase_v, bstride_v, nblk_v, luts_v, lbases_v, ncoord_v, sums_v, sbase_v, qstride_v,
+             first_v, mx_v, mbase_v, mqstride_v) = args  # fmt: skip
+            bdata = context.make_array(signature.args[0])(context, builder, blocks_v).data
+            ldata = context.make_array(signature.args[4])(context, builder, luts_v).data
+            lbdata = context.make_array(signature.args[5])(context, builder, lbases_v).data
+            sdata = context.make_array(signature.args[7])(context, builder, sums_v).data
+            mdata = context.make_array(signature.args[11])(context, builder, mx_v).data
+            is_first = builder.icmp_signed("!=", first_v, ir.Constant(i64, 0))
+            lptrs = [
+                builder.gep(ldata, [builder.load(builder.gep(lbdata, [ir.Constant(i64, j)]))])
+                for j in range(nq)
+            ]
+            accs = [cgutils.alloca_once(builder, w32) for _ in range(nq)]
+            with cgutils.for_range(builder, nblk_v) as bl:
+                cptr = builder.gep(bdata, [builder.add(cbase_v, builder.mul(bl.index, bstride_v))])
+                for a in accs:
+                    builder.store(ir.Constant(w32, None), a)
+                with cgutils.for_range(builder, ncoord_v) as loop:
+                    off = builder.mul(loop.index, ir.Constant(i64, 32))
+                    idx = builder.load(builder.bitcast(builder.gep(cptr, [off]), v32.as_pointer()), align=1)
+                    toff = builder.mul(loop.index, ir.Constant(i64, tw))
+                    for j in range(nq):
+                        r = lookup(builder, builder.gep(lptrs[j], [toff]), idx)
+                        builder.store(builder.add(builder.load(accs[j]), builder.zext(r, w32)), accs[j])
+                for j in range(nq):
+                    base = builder.add(
+                        builder.add(sbase_v, builder.mul(qstride_v, ir.Constant(i64, j))),
+                        builder.mul(bl.index, ir.Constant(i64, 32)),
+                    )
+                    p = builder.bitcast(builder.gep(sdata, [base]), d32.as_pointer())
+                    v = builder.zext(builder.load(accs[j]), d32)
+                    v = builder.select(is_first, v, builder.add(builder.load(p, align=4), v))
+                    builder.store(v, p, align=4)
+                    mpos = builder.add(
+                        builder.add(mbase_v, builder.mul(mqstride_v, ir.Constant(i64, j))), bl.index
+                    )
+                    builder.store(hmax(builder, v, 32), builder.gep(mdata, [mpos]))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return window
+
+
+def _make_loop_window(nq: int, bits: int):
+    """The portable twin of :func:`_make_wide_window` (a plain numba loop; pure Python without the JIT)."""
+    tw = 64 if bits <= 6 else 1 << bits
+
+    @njit(cache=_CACHE, nogil=True)
+    def window(
+        blocks, cbase, bstride, nblk, luts, lbases, ncoord, sums, sbase, qstride, first, mx, mbase, mqstride
+    ):
+        for b in range(nblk):
+            c0 = cbase + b * bstride
+            for j in range(nq):
+                o = sbase + j * qstride + 32 * b
+                best = np.int32(-2147483648)
+                for v in range(32):
+                    acc = 0
+                    for t in range(ncoord):
+                        acc += luts[lbases[j] + t * tw + blocks[c0 + 32 * t + v]]
+                    s = np.int32(acc) if first else np.int32(sums[o + v] + acc)
+                    sums[o + v] = s
+                    best = max(best, s)
+                mx[mbase + j * mqstride + b] = best
+
+    return window
+
+
+def make_windows(isa: str):
+    """{(nq, bits): window} for nq in (1, 2), bits in 5..8 (``isa`` as :data:`WIDE_ISA`; tests build each)."""
+    if isa == "generic" or _nb_config.DISABLE_JIT:
+        return {(nq, b): _make_loop_window(nq, b) for nq in (1, 2) for b in (5, 6, 7, 8)}
+    return {(nq, b): _make_wide_window(nq, b, isa) for nq in (1, 2) for b in (5, 6, 7, 8)}
+
+
+_W = make_windows(WIDE_ISA)
+_w5a, _w6a, _w7a, _w8a = (_W[(1, b)] for b in (5, 6, 7, 8))
+_w5b, _w6b, _w7b, _w8b = (_W[(2, b)] for b in (5, 6, 7, 8))
+
+
+# ------------------------------------------------------------------------------------------------
+# named arrays
+# ------------------------------------------------------------------------------------------------
+class WideCodes(NamedTuple):
+    """The wide coordinates of a segment in scan layout (positions = padded rows, 32 per block)."""
+
+    blocks: np.ndarray  # (nb * K * 32,) uint8: block b, coordinate c, vector v at (b*K + c)*32 + v
+    rows: np.ndarray  # (N, K) uint8 the same codes in row order (re-scoring)
+    ncoords: int  # K
+    part_coords: np.ndarray  # (R + 1,) int64 coordinate bounds of the runs of one bit width (the slices)
+    part_bits: np.ndarray  # (R,) int64 bits of each run
+
+
+class WideQueries(NamedTuple):
+    """Wide tables of m queries (row of ``stride`` entries per query, coordinate c's table at ``coff[c]``)
+    and the combined integer estimate: float sum ≈ ``T * inv + off`` within ``err``, with
+    ``T = Σ_g weights[i, g] · A_g`` over the nibble groups, then the wide group (every wide coordinate)."""
+
+    luts: np.ndarray  # (m * stride,) uint8
+    fluts: np.ndarray  # (m * stride,) float32 the float tables (the exact score)
+    stride: int
+    coff: np.ndarray  # (K,) int64
+    weights: np.ndarray  # (m, Gn + 1) int64
+    inv: np.ndarray  # (m,) float32
+    off: np.ndarray  # (m,) float32
+    err: np.ndarray  # (m,) float32
+
+
+# ------------------------------------------------------------------------------------------------
+# tables
+# ------------------------------------------------------------------------------------------------
+@njit(cache=_CACHE, nogil=True, parallel=True)
+def wide_float_tables(q, values, c0, coff, stride, fl_out, tops, col):
+    """Float tables of one wide group (q (m, k) float32 rotated queries of one slice, values (2**bits,)
+    float64) for coordinates [c0, c0 + k) of the rows ``fl_out`` (m * stride,) float32, and the group's
+    largest table range into ``tops[:, col]`` (float64) (``reference_multitable.float_tables`` / ``row_tops``)."""
+    m, k = q.shape
+    ne = values.shape[0]
+    for i in prange(m):
+        top = 0.0
+        for c in range(k):
+            o = i * stride + coff[c0 + c]
+            qc = np.float64(q[i, c])
+            lo = np.inf
+            hi = -np.inf
+            for e in range(ne):
+                x = np.float32(qc * values[e])
+                fl_out[o + e] = x
+                lo = min(lo, np.float64(x))
+                hi = max(hi, np.float64(x))
+            top = max(top, hi - lo)
+        tops[i, col] = top
+
+
+@njit(cache=_CACHE, nogil=True)
+def _quantize_row(fl, o, ne, a, u8_out, acc, i):
+    """One table row fl[o : o + ne] with scale a -> u8_out[o : o + ne]; adds its terms to acc[i]."""
+    lo = np.float64(fl[o])
+    for e in range(1, ne):
+        lo = min(lo, np.float64(fl[o + e]))
+    worst = 0.0
+    sq = 0.0
+    big = 0.0
+    for e in range(ne):
+        x = np.float64(fl[o + e])
+        d = x - lo
+        u = min(max(np.rint(d * a), 0.0), 255.0)
+        u8_out[o + e] = np.uint8(u)
+        r = d - u / a
+        worst = max(worst, abs(r))
+        sq += r * r
+        big = max(big, abs(x))
+    acc[i, 0] += lo
+    acc[i, 1] += worst
+    acc[i, 2] += sq / ne
+    acc[i, 3] += big
+
+
+@njit(cache=_CACHE, nogil=True, parallel=True)
+def quantize_nibble(fl, s0, s1, a, u8_out, acc):
+    """Slots [s0, s1) of the nibble float LUTs fl (m, 2S, 16) float32 with scales a (m,) float64 into
+    u8_out (m, 2S, 16) uint8; adds to acc (m, 4) float64 (``reference_multitable.quantize_rows``)."""
+    m = fl.shape[0]
+    flat = fl.reshape(-1)
+    out = u8_out.reshape(-1)
+    width = fl.shape[1] * 16
+    for i in prange(m):
+        for s in range(s0, s1):
+            _quantize_row(flat, i * width + 16 * s, 16, a[i], out, acc, i)
+
+
+@njit(cache=_CACHE, nogil=True, parallel=True)
+def quantize_wide(fl, c0, c1, ne, coff, stride, a, u8_out, acc):
+    """Coordinates [c0, c1) (tables of ``ne`` entries) of the wide float tables fl (m * stride,) float32
+    with scales a (m,) float64 into u8_out (m * stride,) uint8; adds to acc (m, 4) float64."""
+    m = acc.shape[0]
+    for i in prange(m):
+        for c in range(c0, c1):
+            _quantize_row(fl, i * stride + coff[c], ne, a[i], u8_out, acc, i)
+
+
+# ------------------------------------------------------------------------------------------------
+# accumulation
+# ------------------------------------------------------------------------------------------------
+@njit(cache=_CACHE, nogil=True)
+def _wide_window(bits, two, blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs):
+    if bits == 5:
+        if two:
+            _w5b(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+        else:
+            _w5a(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+    elif bits == 6:
+        if two:
+            _w6b(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+        else:
+            _w6a(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+    elif bits == 7:
+        if two:
+            _w7b(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+        else:
+            _w7a(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+    else:
+        if two:
+            _w8b(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+        else:
+            _w8a(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+
+
+@njit(cache=_CACHE, nogil=True)
+def _wide_item_sums(wide, wq, qs, nq, b0, nblk, lbases, sums, mx):
+    """sums[j*cap + 32*b + v] = exact wide-table sum over every wide coordinate (one group: the runs of
+    each bit width add up), query qs[j], vector v of block b0 + b (cap = len(sums) // QMAX);
+    mx[j*SUB + b] = the largest of those 32 sums."""
+    K = wide.ncoords
+    cap = sums.shape[0] // QMAX
+    first = 1
+    for g in range(wide.part_coords.shape[0] - 1):
+        c0 = wide.part_coords[g]
+        c1 = wide.part_coords[g + 1]
+        bits = wide.part_bits[g]
+        while c0 < c1:
+            w = min(WINDOW, c1 - c0)
+            cb = (b0 * K + c0) * 32
+            for j0 in range(0, nq, 2):
+                for j in range(j0, min(nq, j0 + 2)):
+                    lbases[j - j0] = qs[j] * wq.stride + wq.coff[c0]
+                _wide_window(
+                    bits, nq - j0 >= 2, wide.blocks, cb, K * 32, nblk, wq.luts, lbases, w, sums,
+                    j0 * cap, cap, first, mx, j0 * SUB, SUB,
+                )  # fmt: skip
+            c0 += w
+            first = 0
+
+
+def _accumulate_wide(wide, wq, m):
+    """Exact integer wide sums of every query and position: (m, N) uint32 (the oracle's twin)."""
+    K = wide.ncoords
+    nb = wide.blocks.shape[0] // (32 * K) if K > 0 else 0
+    out = np.zeros((m, nb * 32), dtype=np.uint32)
+    nchunks = (nb + SUB - 1) // SUB
+    ngroups = (m + QMAX - 1) // QMAX
+    for task in prange(nchunks * ngroups):
+        c = task // ngroups
+        qg = task - c * ngroups
+        b0 = c * SUB
+        nblk = min(SUB, nb - b0)
+        nq = min(QMAX, m - qg * QMAX)
+        qs = np.arange(qg * QMAX, qg * QMAX + nq).astype(np.int64)
+        lbases = np.empty(QMAX, dtype=np.int64)
+        sums = np.empty(QMAX * 32 * SUB, dtype=np.int32)
+        mx = np.empty(QMAX * SUB, dtype=np.int32)
+        _wide_item_sums(wide, wq, qs, nq, b0, nblk, lbases, sums, mx)
+        for j in range(nq):
+            for v in range(32 * nblk):
+                out[qs[j], 32 * b0 + v] = np.uint32(sums[j * 32 * SUB + v])
+    return out
+
+
+accumulate_wide_serial, accumulate_wide = twin(_accumulate_wide)
+
+
+# ------------------------------------------------------------------------------------------------
+# exact re-score, bounds, candidates
+# ------------------------------------------------------------------------------------------------
+@njit(cache=_CACHE, nogil=True)
+def rescore_mixed(codes, wide, qy, wq, beta, i, r):
+    """Exact float score of position r for query i: ``factor · (Σ nibble slots + Σ wide coordinates)``
+    (float64, in order), then the affine map (``reference_multitable.exact_scores_ref``)."""
+    acc = 0.0
+    rows = codes.rows
+    for t in range(codes.nsteps):
+        b = rows[r, t]
+        acc += qy.fluts[i, 2 * t, b & 15]
+        acc += qy.fluts[i, 2 * t + 1, b >> 4]
+    base = i * wq.stride
+    for c in range(wide.ncoords):
+        acc += wq.fluts[base + wq.coff[c] + wide.rows[r, c]]
+    est = codes.factors[0, r] * acc
+    return np.float32(qy.alpha * (qy.cterm[i, codes.block_list[r >> 5] + 1] + est) + beta[r] + qy.qconst[i])
+
+
+@njit(cache=_CACHE, nogil=True)
+def rescore_mixed_four(codes, wide, qy, wq, beta, i, pos, out):
+    """:func:`rescore_mixed` of the four positions ``pos`` into ``out``: four independent float64 chains with
+    the same operations in the same order (so the same results), interleaved so their latencies overlap."""
+    r0, r1, r2, r3 = pos[0], pos[1], pos[2], pos[3]
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    rows = codes.rows
+    fl = qy.fluts
+    for t in range(codes.nsteps):
+        b0 = rows[r0, t]
+        b1 = rows[r1, t]
+        b2 = rows[r2, t]
+        b3 = rows[r3, t]
+        a0 += fl[i, 2 * t, b0 & 15]
+        a1 += fl[i, 2 * t, b1 & 15]
+        a2 += fl[i, 2 * t, b2 & 15]
+        a3 += fl[i, 2 * t, b3 & 15]
+        a0 += fl[i, 2 * t + 1, b0 >> 4]
+        a1 += fl[i, 2 * t + 1, b1 >> 4]
+        a2 += fl[i, 2 * t + 1, b2 >> 4]
+        a3 += fl[i, 2 * t + 1, b3 >> 4]
+    base = i * wq.stride
+    wr = wide.rows
+    for c in range(wide.ncoords):
+        o = base + wq.coff[c]
+        a0 += wq.fluts[o + wr[r0, c]]
+        a1 += wq.fluts[o + wr[r1, c]]
+        a2 += wq.fluts[o + wr[r2, c]]
+        a3 += wq.fluts[o + wr[r3, c]]
+    f = codes.factors
+    bl = codes.block_list
+    al = qy.alpha
+    qc = qy.qconst[i]
+    out[0] = np.float32(al * (qy.cterm[i, bl[r0 >> 5] + 1] + f[0, r0] * a0) + beta[r0] + qc)
+    out[1] = np.float32(al * (qy.cterm[i, bl[r1 >> 5] + 1] + f[0, r1] * a1) + beta[r1] + qc)
+    out[2] = np.float32(al * (qy.cterm[i, bl[r2 >> 5] + 1] + f[0, r2] * a2) + beta[r2] + qc)
+    out[3] = np.float32(al * (qy.cterm[i, bl[r3 >> 5] + 1] + f[0, r3] * a3) + beta[r3] + qc)
+
+
+@njit(cache=_CACHE, nogil=True)
+def _rescore_pass(pp, ub, n, cut, q, hs, hp, top, codes, wide, qy, wq, beta, quad, psc):
+    """Re-score (four chains at a time) and offer the entries of pp/ub[:n] whose bound reaches the threshold
+    and ``cut``, marking them done (ub = -inf). Returns how many were re-scored."""
+    thr = max(hs[0], top.floor[q])
+    done = 0
+    c = 0
+    while c < n:
+        g = 0
+        while c < n and g < 4:
+            u = ub[c]
+            if u >= thr and u > _NEG_INF and u >= cut:
+                quad[g] = pp[c]
+                g += 1
+                ub[c] = _NEG_INF
+            c += 1
+        if g == 4:
+            rescore_mixed_four(codes, wide, qy, wq, beta, q, quad, psc)
+        else:
+            for t in range(g):
+                psc[t] = rescore_mixed(codes, wide, qy, wq, beta, q, quad[t])
+        for t in range(g):
+            heap_offer(hs, hp, psc[t], quad[t])
+        done += g
+        thr = max(hs[0], top.floor[q])
+    return done
+
+
+@njit(cache=_CACHE, nogil=True)
+def _flush(pair, q, top, codes, wide, qy, wq, beta):
+    """Re-score the pending candidates of ``pair`` whose bound still reaches the threshold (the k best bounds
+    first, whose exact scores raise the threshold for the rest); empties the buffer; returns the count."""
+    hs = top.scores[pair]
+    hp = top.pos[pair]
+    cnt = top.npend[pair]
+    top.npend[pair] = 0
+    if cnt == 0:
+        return 0
+    ub = top.pend_ub[pair]
+    pp = top.pend_pos[pair]
+    thr = max(hs[0], top.floor[q])
+    n = 0
+    for c in range(cnt):
+        if ub[c] >= thr:
+            pp[n] = pp[c]
+            ub[n] = ub[c]
+            n += 1
+    k = hs.shape[0]
+    quad = np.empty(4, dtype=np.int64)
+    psc = np.empty(4, dtype=np.float32)
+    done = 0
+    if n > 2 * k:
+        cut = -np.partition(-ub[:n], k - 1)[k - 1]
+        done += _rescore_pass(pp, ub, n, cut, q, hs, hp, top, codes, wide, qy, wq, beta, quad, psc)
+    done += _rescore_pass(pp, ub, n, _NEG_INF, q, hs, hp, top, codes, wide, qy, wq, beta, quad, psc)
+    return done
+
+
+@njit(cache=_CACHE, nogil=True)
+def _min_sum(thr, iv, of, er, f0, f1, base, bmx, bmagmx, alpha):
+    """Smallest integer T that can reach ``thr`` in a block (0: any may): every vector with a smaller T has
+    an upper bound (:func:`.scan._block_top`, nondecreasing in T) below ``thr``. The closed form of
+    :func:`.scan._min_sum`, then a doubling + bisection search down to the largest T whose bound stays
+    below ``thr`` (the weighted sums use a finer unit than one table step, so float rounding spans many
+    units and the nibble scan's 16 single steps would give up)."""
+    if not thr > _NEG_INF or f0 < 0 or not f1 > 0 or not iv > 0:
+        return 0
+    b = (thr - base - bmx) / alpha - max(abs(f1), abs(f0)) * er
+    if b > 0:
+        need = b / f1
+    elif f0 > 0:
+        need = b / f0
+    else:
+        return 0
+    x = (need - of) / iv
+    if not x < 2.0e9:
+        return 2147483647
+    if not x > 0:
+        return 0
+    hi = np.int64(np.floor(x))  # candidate answer: the bound of T = hi - 1 must stay below thr
+    if _block_top(hi - 1, iv, of, er, f0, f1, base, bmx, bmagmx, alpha) < thr:
+        return hi
+    step = np.int64(1)
+    lo = hi - 1  # _block_top(lo) >= thr
+    while True:  # find a T whose bound is below thr
+        t = lo - step
+        if t < 0:
+            return 0
+        if _block_top(t, iv, of, er, f0, f1, base, bmx, bmagmx, alpha) < thr:
+            break
+        lo = t
+        step *= 2
+    below = t  # bound(below) < thr <= bound(lo)
+    while lo - below > 1:
+        mid = (lo + below) // 2
+        if _block_top(mid, iv, of, er, f0, f1, base, bmx, bmagmx, alpha) < thr:
+            below = mid
+        else:
+            lo = mid
+    return below + 1
+
+
+@njit(cache=_CACHE, nogil=True)
+def _combine(j, nblk, sums, gn, wsums, weights, q, tsum, tmax):
+    """T = Σ_g weights[q, g] · A_g (the gn nibble groups, then the wide group) of query slot j over nblk
+    blocks into tsum[: 32 * nblk] (int32; below 2**24 by construction) and each block's largest T into
+    tmax[:nblk]."""
+    n = 32 * nblk
+    stride = 32 * SUB
+    for v in range(n):
+        tsum[v] = 0
+    for p in range(gn):
+        w = np.int32(weights[q, p])
+        o = (j * gn + p) * stride
+        for v in range(n):
+            tsum[v] += w * sums[o + v]
+    w = np.int32(weights[q, gn])
+    o = j * stride
+    for v in range(n):
+        tsum[v] += w * wsums[o + v]
+    for b in range(nblk):
+        t = tsum[32 * b]
+        for v in range(32 * b + 1, 32 * b + 32):
+            t = max(t, tsum[v])
+        tmax[b] = t
+
+
+@njit(cache=_CACHE, nogil=True)
+def _scan_blocks(q, pair, c0, nblk, tsum, tmax, codes, wide, qy, wq, bias, top):
+    """Blocks [c0, c0 + nblk) of one query (its weighted sums T in tsum / tmax): the integer threshold of
+    each block (:func:`.scan._min_sum`; skip the block when its largest T is below it), then the vectors
+    whose T reaches it become pending candidates (flushed when full). Returns the number re-scored."""
+    alpha = qy.alpha
+    beta = bias.beta
+    hs = top.scores[pair]
+    floor = top.floor
+    pend = top.pend_pos[pair]
+    pub = top.pend_ub[pair]
+    cap = pend.shape[0]
+    npend = top.npend[pair]
+    iv = wq.inv[q]
+    of = wq.off[q]
+    er = wq.err[q]
+    rescored = 0
+    for bb in range(nblk):
+        blk = c0 + bb
+        thr = max(hs[0], floor[q])
+        base = alpha * qy.cterm[q, codes.block_list[blk] + 1] + qy.qconst[q]
+        abase = abs(base)
+        p0 = 32 * blk
+        f0 = codes.fmin[0, blk]
+        f1 = codes.fmax[0, blk]
+        bmx = bias.bmax[blk]
+        bmg = bias.bmagmax[blk]
+        smin = _min_sum(thr, iv, of, er, f0, f1, base, bmx, bmg, alpha)
+        top_sum = tmax[bb]
+        if top_sum < smin:
+            continue
+        if smin == 0 and _block_top(top_sum, iv, of, er, f0, f1, base, bmx, bmg, alpha) < thr:
+            continue
+        if npend + 32 > cap:
+            top.npend[pair] = npend
+            rescored += _flush(pair, q, top, codes, wide, qy, wq, beta)
+            npend = 0
+            thr = max(hs[0], floor[q])
+        o = 32 * bb
+        for v in range(32):
+            sv = tsum[o + v]
+            if sv < smin:
+                continue
+            f = codes.factors[0, p0 + v]
+            a_est = alpha * (f * (np.float32(sv) * iv + of))
+            s = a_est + base + beta[p0 + v]
+            e = alpha * (abs(f) * er) + np.float32(4e-7) * (abs(a_est) + abase + bias.bmag[p0 + v])
+            u = s + e
+            if u >= thr and u > _NEG_INF:
+                pend[npend] = p0 + v
+                pub[npend] = u
+                npend += 1
+    top.npend[pair] = npend
+    return rescored
+
+
+def _scan_mixed(codes, wide, qy, wq, bias, work, top):
+    """Work items (the nibble scan's :class:`.scan.Work`): per sub-chunk the nibble and wide sums of the
+    item's queries, then bounds, candidates and exact re-scores into the pairs' heaps.
+
+    ``codes`` is a :class:`.scan.Codes` whose ``factors`` / ``fmin`` / ``fmax`` hold the one factor of
+    every part (shape (1, N), (1, nb)); ``qy`` a :class:`.scan.Queries` (its ``fluts``, ``alpha``,
+    ``qconst``, ``cterm`` and the nibble ``luts`` are read)."""
+    gn = codes.part_steps.shape[0] - 1
+    n_tasks = work.task_ptr.shape[0] - 1
+    nsteps = codes.nsteps
+    wrow = wide.ncoords * 32
+    for task in prange(n_tasks):
+        lbases = np.empty(QMAX, dtype=np.int64)
+        sums = np.empty(QMAX * max(gn, 1) * 32 * SUB, dtype=np.int32)
+        mx = np.empty(QMAX * max(gn, 1) * SUB, dtype=np.int32)
+        wsums = np.empty(QMAX * 32 * SUB, dtype=np.int32)
+        wmx = np.empty(QMAX * SUB, dtype=np.int32)
+        tsum = np.empty(32 * SUB, dtype=np.int32)
+        tmax = np.empty(SUB, dtype=np.int32)
+        qs = np.empty(QMAX, dtype=np.int64)
+        i1 = work.task_ptr[task + 1]
+        for it in range(work.task_ptr[task], i1):
+            b0 = work.item_b0[it]
+            b1 = work.item_b1[it]
+            if (
+                it + 1 < i1
+                and work.item_b0[it + 1] != b0
+                and work.item_b1[it + 1] - work.item_b0[it + 1] <= SUB
+            ):
+                n0 = work.item_b0[it + 1]
+                n1 = work.item_b1[it + 1]
+                for x in range(n0 * nsteps * 32, n1 * nsteps * 32, 64):
+                    _prefetch(codes.blocks, x)
+                for x in range(n0 * wrow, n1 * wrow, 64):
+                    _prefetch(wide.blocks, x)
+            nq = 0
+            for j in range(QMAX):
+                if work.item_q[it, j] >= 0:
+                    qs[nq] = work.item_q[it, j]
+                    nq += 1
+            for c0 in range(b0, b1, SUB):
+                nblk = min(SUB, b1 - c0)
+                if gn > 0:
+                    _item_sums(
+                        codes.blocks, nsteps, codes.part_steps, qy.luts, qs, nq, c0, nblk, lbases, sums, mx
+                    )
+                _wide_item_sums(wide, wq, qs, nq, c0, nblk, lbases, wsums, wmx)
+                for j in range(nq):
+                    q = qs[j]
+                    pair = work.item_pair[it, j]
+                    _combine(j, nblk, sums, gn, wsums, wq.weights, q, tsum, tmax)
+                    top.rescored[pair] += _scan_blocks(
+                        q, pair, c0, nblk, tsum, tmax, codes, wide, qy, wq, bias, top
+                    )
+                    root = top.scores[pair, 0]
+                    if root > top.floor[q]:
+                        top.floor[q] = root
+
+
+scan_mixed_serial, scan_mixed = twin(_scan_mixed)
+
+
+def _finish_mixed(codes, wide, qy, wq, bias, top, q_ptr, q0, k, out_s, out_p):
+    """Per query q0 + i: flush its pairs' pending candidates, then the best k of its heaps into out_s[i] /
+    out_p[i] (pre-filled -inf / -1)."""
+    m = q_ptr.shape[0] - 1
+    for i in prange(m):
+        for h in range(q_ptr[i], q_ptr[i + 1]):
+            top.rescored[h] += _flush(h, q0 + i, top, codes, wide, qy, wq, bias.beta)
+        merge_one(top.scores, top.pos, q_ptr[i], q_ptr[i + 1], k, out_s, out_p, i)
+
+
+finish_mixed_serial, finish_mixed = twin(_finish_mixed)
