@@ -11,11 +11,15 @@ everything back (every id, vector and metadata row, and 10 searches), then again
 - ``raw``: an exception that is not a vqdb error (must be 0);
 - ``crash``: the process died (a signal, e.g. a segfault) (must be 0).
 
+Family ``crafted`` (``--crafted``; :mod:`bench.crafted_states`): no flipped byte but files rewritten
+with VALID checksums, state arrays of the wrong shape / dtype / range and manifest counts that
+disagree, over one small index per quantizer layout; the same outcomes apply.
+
 Trials run in worker subprocesses, one trial at a time, each reporting before the next starts, so a
 crash is pinned to its trial and the sweep goes on in a fresh worker. ``wal-crash`` flips the log of a
 writer that died without closing (no clean-close size in the manifest).
 
-Run: ``python -m bench.corruption_sweep --flips 40`` (writes bench/results/corruption_sweep.md).
+Run: ``python -m bench.corruption_sweep --flips 40 --crafted`` (writes bench/results/corruption_sweep.md).
 """
 
 from __future__ import annotations
@@ -78,7 +82,8 @@ def digest(index, queries) -> str:
     ids = np.sort(np.asarray(index.ids()))
     h.update(ids.tobytes())
     rec = index.get(ids)
-    h.update(np.ascontiguousarray(rec.vectors).tobytes())
+    if rec.vectors is not None:
+        h.update(np.ascontiguousarray(rec.vectors).tobytes())
     h.update(json.dumps(rec.metadata, sort_keys=True).encode())
     res = index.search(queries, 10)
     h.update(np.asarray(res.ids).tobytes())
@@ -97,13 +102,17 @@ def _worker() -> None:
         work = os.path.join(t["root"], "work")
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(os.path.join(t["root"], t["source"]), work)
-        target = os.path.join(work, t["file"])
-        with open(target, "r+b") as f:
-            f.seek(t["offset"])
-            b = f.read(1)
-            f.seek(t["offset"])
-            f.write(bytes([b[0] ^ t["xor"]]))
         out = {"i": t["i"]}
+        if "craft" in t:
+            from bench import crafted_states
+
+            crafted_states.apply(work, t["craft"])
+        else:
+            with open(os.path.join(work, t["file"]), "r+b") as f:
+                f.seek(t["offset"])
+                b = f.read(1)
+                f.seek(t["offset"])
+                f.write(bytes([b[0] ^ t["xor"]]))
         try:
             with vqdb.open(work) as index:
                 first = digest(index, queries)
@@ -133,8 +142,41 @@ def _truth(root: str, source: str) -> str:
         return digest(index, queries)
 
 
-def run_sweep(flips: int, *, seed: int = 0, root: str | None = None, kinds=KINDS) -> dict:
-    """Run ``flips`` byte flips per kind; return ``{"trials": [...], "summary": {kind: {outcome: n}}}``."""
+def _crafted_trials(root: str, sources: list[str] | None) -> list[dict]:
+    """One trial per craft of :mod:`bench.crafted_states` (of the named sources; None: all)."""
+    from bench import crafted_states
+    from vqdb import datasets
+    from vqdb.index import _storage as st
+
+    built = crafted_states.build_sources(root, datasets.wordnet_sample().base, sources)
+    truth = {d: _truth(root, d) for d in built.values()}
+    trials = []
+    for craft in crafted_states.crafts(root, built):
+        m = json.load(open(os.path.join(root, craft["source"], st.MANIFEST)))
+        trials.append(
+            {
+                "kind": "crafted",
+                "root": root,
+                "source": craft["source"],
+                "file": m["state_file"] if craft["target"] == "state" else st.MANIFEST,
+                "craft": craft,
+                "truth": truth[craft["source"]],
+            }
+        )
+    return trials
+
+
+def run_sweep(
+    flips: int,
+    *,
+    seed: int = 0,
+    root: str | None = None,
+    kinds=KINDS,
+    crafted: bool = False,
+    crafted_sources: list[str] | None = None,
+) -> dict:
+    """Run ``flips`` byte flips per kind (and, with ``crafted``, every craft of ``crafted_sources``);
+    return ``{"trials": [...], "summary": {kind: {outcome: n}}}``."""
     own = root is None
     root = root or tempfile.mkdtemp(prefix="vqdb-sweep-")
     try:
@@ -175,6 +217,9 @@ def run_sweep(flips: int, *, seed: int = 0, root: str | None = None, kinds=KINDS
                         "truth": truth[source],
                     }
                 )
+        if crafted:
+            for t in _crafted_trials(root, crafted_sources):
+                trials.append({"i": len(trials), **t})
         results = {}
         start = 0
         while start < len(trials):
@@ -201,9 +246,8 @@ def run_sweep(flips: int, *, seed: int = 0, root: str | None = None, kinds=KINDS
                 }
                 nxt += 1
             start = nxt
-        summary = {
-            k: dict.fromkeys((*OUTCOMES, "named"), 0) for k in (*kinds, "control-clean", "control-crashed")
-        }
+        families = (*kinds, "control-clean", "control-crashed", *(("crafted",) if crafted else ()))
+        summary = {k: dict.fromkeys((*OUTCOMES, "named"), 0) for k in families}
         for t in trials:
             r = results[t["i"]]
             t.update({k: v for k, v in r.items() if k != "i"})
@@ -222,7 +266,8 @@ def _write_report(result: dict, args, seconds: float) -> str:
     lines = [
         "# Corruption sweep: one flipped byte per trial, every outcome classified",
         "",
-        f"Command: `python -m bench.corruption_sweep --flips {args.flips} --seed {args.seed}`  ",
+        f"Command: `python -m bench.corruption_sweep --flips {args.flips} --seed {args.seed}"
+        f"{' --crafted' if args.crafted else ''}`  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {seconds:.0f} s; "
         f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (2 cores, shared)  ",
         "Index: 1,350 WordNet MiniLM-384 vectors, cos, turbo-4, float16 vectors stored, metadata "
@@ -249,6 +294,27 @@ def _write_report(result: dict, args, seconds: float) -> str:
         f"| **all** | {total['flips']} | {total['error']} | {total['named']} | {total['identical']} | "
         f"{total['silent']} | {total['raw']} | {total['crash']} |"
     )
+    crafted = [t for t in result["trials"] if t["kind"] == "crafted"]
+    if crafted:
+        lines += [
+            "",
+            "`crafted`: no flipped byte; the state file or manifest rewritten with VALID checksums "
+            "(bench/crafted_states.py: each state array dropped, cut short, lengthened, emptied, reshaped, "
+            "cast to bool / float16 / int / float, given NaN, ±inf, 3e38, -1, max+1 or 2**40; an unknown "
+            "array added; manifest code_size / dim / quantizer dim, bits, kind, seed / segment rows / "
+            "next_id / IVF nlist changed), over 400 WordNet vectors per quantizer layout:",
+            "",
+            "| source | crafts | clear error | identical data | silent change | raw exception | crash |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for src in sorted({t["source"] for t in crafted}):
+            mine = [t for t in crafted if t["source"] == src]
+            n = {o: sum(t["outcome"] == o for t in mine) for o in OUTCOMES}
+            lines.append(
+                f"| {src[4:]} | {len(mine)} | {n['error']} | {n['identical']} | {n['silent']} | {n['raw']} | {n['crash']} |"
+            )
+        same = sorted({t["craft"]["change"] for t in crafted if t["outcome"] == "identical"})
+        lines += ["", f"Crafts that read back identical data: {', '.join(same) or 'none'}"]
     controls = {k: s for k, s in result["summary"].items() if k.startswith("control")}
     lines += [
         "",
@@ -266,7 +332,9 @@ def _write_report(result: dict, args, seconds: float) -> str:
     lines += [f"- {k}: {v}" for k, v in sorted(classes.items())]
     odd = [t for t in result["trials"] if t["outcome"] in ("silent", "raw", "crash")]
     ident = [
-        t for t in result["trials"] if t["outcome"] == "identical" and not t["kind"].startswith("control")
+        t
+        for t in result["trials"]
+        if t["outcome"] == "identical" and not t["kind"].startswith("control") and t["kind"] != "crafted"
     ]
     lines += [
         "",
@@ -274,7 +342,9 @@ def _write_report(result: dict, args, seconds: float) -> str:
     ]
     if odd:
         lines += ["", "Silent changes, raw exceptions and crashes:", ""]
-        lines += [f"- {t['kind']} byte {t['offset']}: {t['outcome']} {t.get('error', '')}" for t in odd]
+        for t in odd:
+            where = t.get("craft") or "byte {}".format(t["offset"])
+            lines.append(f"- {t['kind']} {where}: {t['outcome']} {t.get('error', '')}")
     text = "\n".join(lines) + "\n"
     os.makedirs(RESULTS_DIR, exist_ok=True)
     with open(os.path.join(RESULTS_DIR, "corruption_sweep.md"), "w") as f:
@@ -288,13 +358,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flips", type=int, default=40, help="flips per file kind")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--crafted", action="store_true", help="also the crafted valid-checksum family")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         _worker()
         return 0
     t0 = time.perf_counter()
-    result = run_sweep(args.flips, seed=args.seed)
+    result = run_sweep(args.flips, seed=args.seed, crafted=args.crafted)
     print(_write_report(result, args, time.perf_counter() - t0))
     bad = sum(s["silent"] + s["raw"] + s["crash"] for s in result["summary"].values())
     controls_ok = all(

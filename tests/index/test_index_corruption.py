@@ -92,3 +92,20 @@ def test_salvage_cli_keeps_the_intact_log_records(tmp_path, wordnet, quantizer):
     assert vqdb.index.verify(path)["ok"]
     with vqdb.open(path) as index:
         assert len(index) == 298 and np.isin(np.arange(3, 300), index.ids()).all()
+
+
+def test_crafted_states_with_valid_checksums_are_clear_errors(tmp_path):
+    """State arrays of the wrong shape / dtype / range and manifest counts that disagree, each file
+    re-signed (valid checksums), over three quantizer layouts: each is a clear vqdb error at open, or
+    (a seed the stored arrays override, a next_id below the stored ids) reads back identical data."""
+    sources = ["turbo-4", "ivf-turbo-4", "turbo-pca-4"]
+    result = sweep.run_sweep(0, kinds=(), root=str(tmp_path), crafted=True, crafted_sources=sources)
+    crafted = [t for t in result["trials"] if t["kind"] == "crafted"]
+    assert len(crafted) > 200 and {t["source"] for t in crafted} == {f"src-{s}" for s in sources}
+    for t in crafted:
+        assert t["outcome"] in ("error", "identical"), t
+        if t["outcome"] == "identical":
+            assert t["craft"]["change"] in ("quantizer.seed", "next_id=0"), t
+    errors = [t for t in crafted if t["outcome"] == "error"]
+    assert len(errors) == len(crafted) - 2 * len(sources)
+    assert all(t["error"] == "CorruptIndexError" for t in errors), {t["error"] for t in errors}

@@ -138,3 +138,25 @@ def test_a_huge_length_in_a_log_header_is_not_read_as_a_torn_tail(stored):
     with vqdb.open(stored) as index:  # cut short (64 of 2 GiB bytes): the torn tail of a write, cut
         assert len(index) == 198
     assert os.path.getsize(wal) == len(_wal.MAGIC)
+
+
+def test_a_next_id_below_the_stored_ids_does_not_reuse_them(stored):
+    m = _manifest(stored)
+    m["next_id"] = 0
+    st.write_manifest(str(stored), m)
+    with vqdb.open(stored) as index:
+        assert index.add(np.ones((2, index.dim), np.float32)).tolist() == [200, 201]
+        assert len(index) == 200
+
+
+def test_the_two_copies_of_the_centre_must_agree(tmp_path, wordnet, quantizer):
+    stored = tmp_path / "fitted"
+    with vqdb.Index(wordnet.dim, metric="ip", quantizer=quantizer, path=stored) as index:
+        index.add(wordnet.base[:300])  # >= 256 rows: the centre is fitted
+    m = _manifest(stored)
+    name = m["state_file"]
+    arrays = st.read_arrays(str(stored / name))
+    assert np.array_equal(arrays["quantizer/centre"], arrays["index/centre"])
+    arrays["index/centre"] = arrays["index/centre"] * np.float32(1.5)
+    _replace(stored, name, lambda p: st.write_arrays(p, arrays))
+    _open_fails(stored, name, "centre")

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from .. import __version__
 from ..errors import CorruptIndexError, InvalidInputError, WalDamagedError
-from . import _ivf, _wal
+from . import _ids, _ivf, _wal
 from . import _metadata as md
 from . import _storage as st
 from ._codec import quantizer_meta
@@ -79,6 +79,11 @@ class _Persistence:
             else:
                 self._apply_rows(st.table_from_ipc_stream(body), replace_existing=True)
         self._dirty = bool(contents.records)
+        if (
+            self._id_type == _ids.INT
+        ):  # a next_id below a stored id (a crafted manifest) would make auto ids collide
+            top = max((int(s.ids.max()) for s in self._snap.segments if s.n), default=-1)
+            self._next_id = max(self._next_id, top + 1)
         if not self._read_only:
             removed = st.remove_unreferenced(root, manifest)
             if removed:

@@ -27,11 +27,11 @@ import pyarrow as pa
 
 from .._validation import as_float32_matrix, check_choice, check_int_range, check_k
 from ..errors import DuplicateIdError, InvalidInputError, NotFoundError, VqdbError
-from . import _filters, _ids, _ivf, _plan, _scan, _wal
+from . import _filters, _ids, _ivf, _plan, _scan, _state, _wal
 from . import _metadata as md
 from . import _storage as st
 from . import graph as _graph
-from ._codec import load_quantizer, make_quantizer, quantizer_meta
+from ._codec import make_quantizer, quantizer_meta
 from ._params import SearchParams, SearchResult
 from ._persist import _Persistence, _Snapshot
 from ._segment import Segment, build_table, concat, from_table
@@ -385,12 +385,12 @@ class Index(_Persistence):
                         f"expected {shape} float32",
                         file=state_file,
                     )
-            quantizer = load_quantizer(manifest["quantizer"], qarrays)
-            quantizer.centre_ = arrays.get("index/centre")
+            quantizer = _state.load_checked(root, state_file, manifest, qarrays, arrays)
             if quantizer.code_size != manifest["code_size"]:
-                raise st.IncompatibleFormatError(
+                raise st.CorruptIndexError(
                     f"quantizer rebuilt from {root!r} has code_size {quantizer.code_size}; "
-                    f"the manifest says {manifest['code_size']}"
+                    f"the manifest says {manifest['code_size']}",
+                    file=st.MANIFEST,
                 )
             self = cls.__new__(cls)
             ivf = manifest["ivf"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidInputError, UnknownNameError
+from ._common import as_array_dict
+from ._state_checks import check_round_trip
 from .base import PreparedQueries, Quantizer
 from .polar import PolarQuantizer
 from .qjl import QJLQuantizer
@@ -53,13 +55,20 @@ def register_quantizer(cls: type[Quantizer]) -> type[Quantizer]:
 def load_quantizer(state: dict[str, Any]) -> Quantizer:
     """Rebuild a quantizer from :meth:`Quantizer.state_dict` output (arrays are used, not re-drawn).
 
+    The state is checked once here (:mod:`._state_checks`): the rebuilt quantizer must write back
+    exactly the arrays it was given, and each loader checks the ranges the kernels rely on.
+
     Raises
     ------
     UnknownNameError
         ``state["kind"]`` is not a registered quantizer kind.
+    InvalidInputError
+        An array is missing, of the wrong shape or dtype, or holds values the kernels cannot use.
     """
     kind = state.get("kind") if isinstance(state, dict) else None
     cls = QUANTIZERS.get(kind)
     if cls is None:
         raise UnknownNameError(f"unknown quantizer kind {kind!r}; expected one of {sorted(QUANTIZERS)}")
-    return cls.from_state_dict(state)
+    quantizer = cls.from_state_dict(state)
+    check_round_trip(quantizer, as_array_dict(state.get("arrays") or {}))
+    return quantizer

@@ -11,6 +11,7 @@ from .._validation import as_codes, as_float32_matrix
 from ..errors import InvalidInputError
 from ..kernels import get_ops
 from . import _common as cm
+from . import _state_checks as checks
 from ._codebooks import angle_codebook
 from ._rotation import DenseRotation, haar_rotation
 from .base import PreparedQueries, Quantizer
@@ -91,7 +92,7 @@ class PolarQuantizer(Quantizer):
         self.n_blocks = self.padded_dim // self.block
         self.centre_ = None
         if _arrays is not None and "rotation" in _arrays:
-            mat = np.asarray(_arrays["rotation"], dtype=np.float32)
+            mat = np.asarray(checks.finite("rotation", _arrays["rotation"], bound=1.0), dtype=np.float32)
             if mat.shape != (self.padded_dim, self.dim):
                 raise InvalidInputError(
                     f"state array 'rotation' must be ({self.padded_dim}, {self.dim}); got {mat.shape}"
@@ -100,7 +101,9 @@ class PolarQuantizer(Quantizer):
             mat = haar_rotation(self.padded_dim, np.random.default_rng(self.seed))[:, : self.dim]
         self._rotation = DenseRotation(mat)
         if _arrays is not None and "centre" in _arrays:
-            self.centre_ = np.ascontiguousarray(_arrays["centre"], dtype=np.float32)
+            self.centre_ = np.ascontiguousarray(
+                checks.vector("centre", _arrays["centre"], self.dim), np.float32
+            )
         self.codebooks = [angle_codebook(level, bits) for level, bits in enumerate(self.level_bits, start=1)]
         self._cos = [np.cos(c).astype(np.float32) for c, _ in self.codebooks]
         self._sin = [np.sin(c).astype(np.float32) for c, _ in self.codebooks]

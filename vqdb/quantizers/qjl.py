@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from .._validation import as_codes, as_float32_matrix
 from ..errors import InvalidInputError
 from ..kernels import get_ops
 from . import _common as cm
+from . import _state_checks as checks
 from ._rotation import orthogonal_sketch
 from .base import PreparedQueries, Quantizer
 
@@ -69,7 +71,9 @@ class QJLQuantizer(Quantizer):
         self.seed = cm.check_seed(seed)
         self.centre_ = None
         if _arrays is not None and "sketch" in _arrays:
-            s = np.ascontiguousarray(_arrays["sketch"], dtype=np.float32)
+            s = np.ascontiguousarray(
+                checks.finite("sketch", _arrays["sketch"], bound=math.sqrt(self.dim)), dtype=np.float32
+            )
             if s.shape != (self.sketch_dim, self.dim):
                 raise InvalidInputError(
                     f"state array 'sketch' must be ({self.sketch_dim}, {self.dim}); got {s.shape}"
@@ -78,7 +82,9 @@ class QJLQuantizer(Quantizer):
             s = orthogonal_sketch(self.sketch_dim, self.dim, np.random.default_rng(self.seed))
         self.sketch_ = s
         if _arrays is not None and "centre" in _arrays:
-            self.centre_ = np.ascontiguousarray(_arrays["centre"], dtype=np.float32)
+            self.centre_ = np.ascontiguousarray(
+                checks.vector("centre", _arrays["centre"], self.dim), np.float32
+            )
         self.estimator_scale = cm.sign_estimator_scale(self.sketch_dim, self.dim)
         self._nbytes = packed_size(self.sketch_dim, 1)
         self.code_size = self._nbytes + 8

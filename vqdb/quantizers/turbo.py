@@ -27,6 +27,7 @@ from .._validation import as_codes, as_float32_matrix
 from ..errors import InvalidInputError, UnknownNameError
 from ..kernels import get_ops
 from . import _common as cm
+from . import _state_checks as checks
 from ._codebooks import gaussian_lloyd_max, lloyd_max
 from ._rotation import (
     DenseRotation,
@@ -977,21 +978,25 @@ class TurboQuantizer(Quantizer):
                 n_ch = self._random_split(self.dim, self.bits, self.variant)[i][0]
                 chans = perm[start : start + n_ch]
                 start += n_ch
-            if f"part{i}.signs" in arrays and self.rotation_kind == "fht":
-                rot = FhtKacRotation(chans.size, signs=arrays[f"part{i}.signs"])
-            elif f"part{i}.signs" in arrays:
-                rot = HadamardRotation(chans.size, signs=arrays[f"part{i}.signs"])
+            if f"part{i}.signs" in arrays and self.rotation_kind in ("fht", "hadamard"):
+                drawn = self._random_rotation(chans.size, np.random.default_rng(0)).signs.shape
+                signs = checks.signs(f"part{i}.signs", arrays[f"part{i}.signs"], drawn)
+                rotation = FhtKacRotation if self.rotation_kind == "fht" else HadamardRotation
+                rot = rotation(chans.size, signs=signs)
             else:
-                mat = np.asarray(need(f"part{i}.rotation"), dtype=np.float32)
+                mat = np.asarray(
+                    checks.finite(f"part{i}.rotation", need(f"part{i}.rotation"), bound=1.0), dtype=np.float32
+                )
                 if mat.shape != (chans.size, chans.size):
                     raise InvalidInputError(
                         f"state array 'part{i}.rotation' must be ({chans.size}, {chans.size}); "
                         f"got {mat.shape}"
                     )
                 rot = DenseRotation(mat)
-            table = np.asarray(need(f"part{i}.slices"), dtype=np.int64).reshape(-1, 3)
-            cents = np.asarray(need(f"part{i}.centroids"), dtype=np.float64).reshape(len(table), -1)
-            bounds = np.asarray(need(f"part{i}.boundaries"), dtype=np.float64).reshape(len(table), -1)
+            table = checks.rows(f"part{i}.slices", need(f"part{i}.slices"), np.int64, width=3)
+            cents = checks.rows(f"part{i}.centroids", need(f"part{i}.centroids"), np.float64, n=len(table))
+            bounds = checks.rows(f"part{i}.boundaries", need(f"part{i}.boundaries"), np.float64, n=len(table))
+            checks.codebook(f"part{i}", table, cents, bounds, rot.out_dim)
             slices = [
                 _Slice(a, b, bits, cents[j, : 1 << bits], bounds[j, : (1 << bits) - 1])
                 for j, (a, b, bits) in enumerate(table.tolist())
@@ -999,13 +1004,17 @@ class TurboQuantizer(Quantizer):
             self._blocks.append(_Block(chans, rot, slices))
         self._sketch = None
         if self.variant == "prod":
-            self._sketch = np.ascontiguousarray(need("sketch"), dtype=np.float32)
+            self._sketch = np.ascontiguousarray(
+                checks.finite("sketch", need("sketch"), bound=math.sqrt(self.dim)), dtype=np.float32
+            )
             if self._sketch.shape != (self.dim, self.dim):
                 raise InvalidInputError(
                     f"state array 'sketch' must be ({self.dim}, {self.dim}); got {self._sketch.shape}"
                 )
         if "centre" in arrays:
-            self.centre_ = np.ascontiguousarray(arrays["centre"], dtype=np.float32)
+            self.centre_ = np.ascontiguousarray(
+                checks.vector("centre", arrays["centre"], self.dim), np.float32
+            )
         self._layout()
 
     @classmethod
