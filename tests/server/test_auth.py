@@ -21,7 +21,7 @@ SCOPES = ("read", "write", "admin")
 def _needed(method: str, path: str) -> str:
     if path in ("/metrics",) or method == "GET" and "/snapshots" not in path:
         return READ
-    if path.endswith(("/search", "/points/get", "/points/scroll")):
+    if path.endswith(("/search", "/search/arrow", "/points/get", "/points/scroll")):
         return READ
     if path.startswith("/collections/{name}/points") or path.endswith("/compact"):
         return WRITE

@@ -225,3 +225,80 @@ def test_the_client_sends_binary_queries_and_reads_columns(server, col, wordnet)
     )
     assert res.metadata == [[h["payload"] for h in w["results"]] for w in want]
     assert hits == [w["results"] for w in want[:2]]
+
+
+def _arrow(x: np.ndarray, *, value_type=None, fixed: bool = True, extra: dict | None = None) -> bytes:
+    import io
+
+    import pyarrow as pa
+
+    value_type = value_type or pa.float32()
+    flat = pa.array(np.ascontiguousarray(x).ravel(), type=value_type)
+    if fixed:
+        column = pa.FixedSizeListArray.from_arrays(flat, x.shape[1])
+    else:
+        column = pa.ListArray.from_arrays(
+            pa.array(np.arange(0, x.size + 1, x.shape[1], dtype=np.int32)), flat
+        )
+    table = pa.table({"vector": column, **(extra or {})})
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+ARROW = {"Content-Type": "application/vnd.apache.arrow.stream"}
+
+
+def test_arrow_query_batch_gives_what_json_gives(admin, col, wordnet):
+    import pyarrow as pa
+
+    q = wordnet.queries[:6].astype(np.float32)
+    url = f"/collections/{NAME}/search/arrow"
+    want = _search(admin, {"vectors": q.tolist(), "k": 10, "with_payload": False})["results"]
+    r = admin.post(url, params={"k": 10, "with_payload": "false"}, content=_arrow(q), headers=ARROW)
+    assert r.status_code == 200, r.text
+    assert [_pairs(row) for row in r.json()["results"]] == [_pairs(row) for row in want]
+    q16 = q.astype(np.float16)
+    want16 = _search(admin, {"vectors": q16.astype(np.float32).tolist(), "k": 5, "layout": "columns"})
+    body = _arrow(q16, value_type=pa.float16(), fixed=False)
+    r = admin.post(url, params={"k": 5, "layout": "columns"}, content=body, headers=ARROW)
+    assert r.status_code == 200 and r.json()["results"] == want16["results"]
+    flt = {"n": {"$lt": 100}}
+    r = admin.post(url, params={"k": 3, "filter": json.dumps(flt)}, content=_arrow(q[:2]), headers=ARROW)
+    assert r.status_code == 200 and all(h["payload"]["n"] < 100 for row in r.json()["results"] for h in row)
+
+
+@pytest.mark.parametrize(
+    "params, body, status, words",
+    [
+        ({}, b"not arrow", 400, ["arrow"]),
+        ({}, "extra", 400, ["exactly one column"]),
+        ({}, "dim", 400, ["dimensions", "384"]),
+        ({"filter": "{nope"}, "ok", 400, ["filter", "json"]),
+        ({"k": 0}, "ok", 422, ["k"]),
+        ({"rerank": "abc"}, "ok", 422, ["rerank"]),
+        ({"layout": "table"}, "ok", 422, ["layout"]),
+        ({"k": 100}, "many", 400, ["1024 queries", "hits"]),
+    ],
+)
+def test_bad_arrow_queries_get_a_clear_4xx(server, admin, col, params, body, status, words):
+    import pyarrow as pa
+
+    ones = np.ones((2, 384), np.float32)
+    content = {
+        "extra": _arrow(ones, extra={"id": pa.array([1, 2])}),
+        "dim": _arrow(np.ones((2, 8), np.float32)),
+        "ok": _arrow(ones),
+        "many": _arrow(np.ones((1024, 384), np.float16), value_type=pa.float16()),
+    }.get(body, body)
+    r = admin.post(f"/collections/{NAME}/search/arrow", params=params, content=content, headers=ARROW)
+    assert r.status_code == status, (r.status_code, r.text)
+    text = json.dumps(r.json()["detail"]).lower()
+    for w in words:
+        assert w.lower() in text, (w, r.json())
+    with server.client(None) as nobody:
+        assert (
+            nobody.post(f"/collections/{NAME}/search/arrow", content=content, headers=ARROW).status_code
+            == 401
+        )

@@ -17,6 +17,7 @@ from ..index._ids import as_user_ids, duplicates
 from .arrow_size import inflated_size
 from .schemas import INT64_MAX
 
+ARROW_STREAM = "application/vnd.apache.arrow.stream"  # the media type of Arrow IPC stream bodies
 Batch = tuple[np.ndarray, np.ndarray, "list[dict | None] | None"]
 
 
@@ -111,6 +112,27 @@ def from_arrow_stream(data: bytes, dim: int, *, max_inflated: int) -> Batch:
                         f"payload column {key!r} holds NaN or inf; payload floats must be finite"
                     )
     return vectors, ids, payloads
+
+
+def queries_from_arrow(data: bytes, dim: int, *, max_inflated: int) -> np.ndarray:
+    """(n, dim) float32 query vectors from an Arrow IPC stream with the one column ``vector``."""
+    import pyarrow as pa
+
+    if inflated_size(data, limit=max_inflated) > max_inflated:
+        raise RequestTooLargeError(
+            f"the Arrow stream unpacks to more than {max_inflated} bytes ({len(data)} bytes sent)"
+        )
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InvalidInputError(f"body is not an Arrow IPC stream: {exc}") from None
+    if table.column_names != ["vector"]:
+        raise InvalidInputError(
+            f"the Arrow query stream needs exactly one column 'vector'; got {table.column_names}"
+        )
+    if table.num_rows == 0:
+        raise InvalidInputError("the Arrow stream holds no rows")
+    return _arrow_vectors(table.column("vector"), dim)
 
 
 def _arrow_ids(column) -> np.ndarray:

@@ -36,6 +36,16 @@ def parse(raw: bytes) -> SearchRequest:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
 
 
+def options(values: dict) -> SearchRequest:
+    """Search options given as query parameters (``/search/arrow``) through the same schema; a mismatch
+    is a 422 naming the parameter."""
+    try:
+        return SearchRequest.model_validate(values)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False)
+        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in errors]) from None
+
+
 def given_queries(body: SearchRequest) -> list[str]:
     """The query fields the request set (exactly one is allowed)."""
     return [f for f in QUERY_FIELDS if getattr(body, f) is not None]

@@ -17,7 +17,7 @@ from ...errors import InvalidInputError, NotFoundError
 from ..auth import ReadAccess, WriteAccess
 from ..collections import Collection
 from ..deps import CollectionDep, MetricsDep, SettingsDep
-from ..ingest import from_arrow_stream, from_b64, from_points, unique_ids
+from ..ingest import ARROW_STREAM, from_arrow_stream, from_b64, from_points, unique_ids
 from ..limits import inflate_limit, read_body
 from ..schemas import (
     DeleteResult,
@@ -39,8 +39,6 @@ from .search import check_response_size
 router = APIRouter(
     prefix="/collections/{name}/points", tags=["points"], responses={**PROTECTED, **errors(404)}
 )
-
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
 def _upsert(collection: Collection, metrics, vectors, ids, payloads, *, replace: bool = True) -> UpsertResult:

@@ -6,10 +6,11 @@ import asyncio
 import math
 import re
 import time
+from typing import Annotated, Literal
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from ..._validation import as_float32_matrix
@@ -19,7 +20,7 @@ from .. import search_body
 from ..auth import ReadAccess
 from ..collections import Collection
 from ..deps import CollectionDep, MetricsDep, SettingsDep
-from ..ingest import unique_ids
+from ..ingest import ARROW_STREAM, queries_from_arrow, unique_ids
 from ..limits import read_body
 from ..schemas import NAME_PATTERN, SearchRequest, SearchResponse
 from ._responses import PROTECTED, errors
@@ -66,18 +67,89 @@ async def answer(raw: bytes, collection: Collection, settings, metrics) -> Respo
     if body.k > settings.max_k:
         raise InvalidInputError(f"k={body.k} is above this server's limit of {settings.max_k}")
 
-    def work() -> Response:  # one hop to a worker thread: the kernels release the GIL, searches overlap
-        queries = _queries(body, collection, settings)
+    return await respond(
+        body, lambda: _queries(body, collection, settings), collection, settings, metrics, start=start
+    )
+
+
+async def respond(
+    body: SearchRequest, queries_of, collection: Collection, settings, metrics, *, start, batch=None
+) -> Response:
+    """Search the matrix ``queries_of()`` with ``body``'s options and answer (one list of hits per query
+    when ``batch``; None: as the body says), in a worker thread (one hop: the kernels release the GIL,
+    so searches of concurrent requests overlap)."""
+
+    def work() -> Response:
+        queries = queries_of()
         result = collection.search(
             queries, body.k, filter=body.filter, nprobe=body.nprobe, rerank=body.rerank, ef=body.ef
         )
         metrics.queries.inc(queries.shape[0])
-        results = _hits(
-            collection, np.asarray(result.ids), np.asarray(result.scores), body, search_body.is_batch(body)
-        )
+        per_query = search_body.is_batch(body) if batch is None else batch
+        results = _hits(collection, np.asarray(result.ids), np.asarray(result.scores), body, per_query)
         return bounded_json({"results": results, "time_ms": (time.perf_counter() - start) * 1e3}, settings)
 
     return await in_worker(work)
+
+
+@router.post(
+    "/search/arrow",
+    response_model=SearchResponse,
+    response_model_exclude_none=True,
+    dependencies=[ReadAccess],
+    summary="k nearest points to each query vector of an Arrow IPC stream (a batch)",
+    description="Body: an Arrow IPC *stream* with one column `vector` (fixed_size_list or list of float32 / "
+    "float16 / float64), one row per query; the options are query parameters. The answer is that of "
+    "`vectors`: one list of hits per query, in the order of the rows.",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+async def search_arrow(
+    request: Request,
+    collection: CollectionDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    k: Annotated[int, Query(ge=1)] = 10,
+    filter: Annotated[
+        str | None, Query(max_length=1 << 20, description="a payload filter as JSON text")
+    ] = None,
+    nprobe: Annotated[int | None, Query(ge=1, le=1 << 20)] = None,
+    ef: Annotated[int | None, Query(ge=1, le=1 << 16)] = None,
+    rerank: Annotated[str | None, Query(max_length=16, description="true, false, or a factor >= 1")] = None,
+    with_payload: bool = True,
+    with_vector: bool = False,
+    layout: Literal["hits", "columns"] = "hits",
+):
+    start = time.perf_counter()
+    raw = await read_body(request)
+    options = {"k": k, "nprobe": nprobe, "ef": ef, "rerank": rerank, "with_payload": with_payload}
+    options.update(with_vector=with_vector, layout=layout)
+    if filter is not None:
+        try:
+            options["filter"] = orjson.loads(filter)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInputError(f"the filter is not JSON: {exc}") from None
+    body = search_body.options({key: value for key, value in options.items() if value is not None})
+    if body.k > settings.max_k:
+        raise InvalidInputError(f"k={body.k} is above this server's limit of {settings.max_k}")
+
+    def queries() -> np.ndarray:
+        x = queries_from_arrow(raw, collection.dim, max_inflated=settings.max_body_bytes)
+        if x.shape[0] > settings.max_batch:
+            raise InvalidInputError(
+                f"{x.shape[0]} query vectors; this server takes at most {settings.max_batch} per call"
+            )
+        check_response_size(x.shape[0], body.k, collection.dim, body.with_vector, settings)
+        return x
+
+    return await respond(body, queries, collection, settings, metrics, start=start, batch=True)
 
 
 class SearchLane:
