@@ -1,21 +1,30 @@
-"""Load run of ``vqdb serve`` on loopback: N concurrent clients search while one client ingests.
+"""Load runs of ``vqdb serve`` on loopback: the service's cost per search over the embedded call,
+throughput and latency with 1 / 8 / 32 clients (JSON and base64 bodies), ingest rates, and searches
+while one client ingests.
 
-Starts the real server (uvicorn, one process, API key on) on a free loopback port with a fresh data
-directory, preloads a collection with real vectors (the full WordNet/MiniLM-384 set when
-``../shared/data`` is present, else the bundled 5,000-passage sample), then runs two phases of the
-same length:
+The real server (uvicorn, one process, API key on) runs on a free loopback port over a data directory
+whose collection ``load`` is built in-process first from real vectors (the full WordNet/MiniLM-384 set
+when ``VQDB_SHARED_DATA`` / ``../shared/data`` has it, else the bundled 5,000-passage sample), turbo-4,
+cosine, flat. Sections (``--sections``):
 
-1. ``search``: ``--clients`` concurrent clients, each sending one single-vector k=10 search after the
-   other (real word queries, payloads returned);
-2. ``search+ingest``: the same, while one more client upserts ``--batch`` vectors per request
-   (base64 float32 + payloads) as fast as the server takes them.
+* ``overhead``: one keep-alive connection sends one search after the other (one query vector, no
+  payload) while the server's CPU time (all its threads, from ``/proc/<pid>/stat``) is read around
+  them; the same queries go through ``Index.search`` (one query per call) on the same index, opened
+  read-only in this process, in alternating rounds. Reported per k: embedded CPU per query, server
+  CPU per request with a JSON and with a base64 body, and their difference (the service's overhead).
+* ``batches``: 100 query vectors per request as JSON ``vectors``, base64 ``vectors_b64`` and an Arrow
+  stream (``/search/arrow``): server CPU per query beside ``Index.search`` of the same 100 per call.
+* ``throughput``: C concurrent clients (one keep-alive connection each, asyncio raw HTTP/1.1 with
+  prebuilt requests: the lightest load generator we could write) search for ``--seconds``; the load
+  generator's own CPU time is reported beside the server's (both share the machine's cores).
+* ``cores``: 8 clients, base64 body, k=10, with the server pinned to 1 core and then to 2 (taskset):
+  what a second core gives the server.
+* ``ingest``: vectors/s into fresh collections over JSON (``/points``), base64 (``/points/b64``)
+  and Arrow (``/points/arrow``), bodies prebuilt before the clock starts, each with a small payload.
+* ``mixed``: 8 clients search (payloads returned) while one more upserts base64 batches.
 
-Reports throughput, latency percentiles and errors (non-2xx or transport errors; must be 0) to
-``bench/results/load_service.{json,md}``. Clients are asyncio tasks on one httpx connection pool in
-this process; the server and the clients share the machine's cores, so read the figures as a floor.
-
-    python -m bench.load_service                      # defaults: 8 clients, 15 s per phase
-    python -m bench.load_service --clients 16 --seconds 30 --preload 50000
+    python -m bench.load_service                              # every section
+    python -m bench.load_service --sections overhead,throughput --seconds 8
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import http.client
+import io
 import json
 import os
 import signal
@@ -31,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -46,7 +58,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data: str, log_path: str) -> tuple[subprocess.Popen, str]:
+def start_server(data: str, log_path: str, *, cpus: str | None = None) -> tuple[subprocess.Popen, str]:
+    """``vqdb serve`` on a free loopback port (pinned to ``cpus``, e.g. "0", with taskset when given)."""
     import httpx
 
     port = _free_port()
@@ -65,7 +78,9 @@ def start_server(data: str, log_path: str) -> tuple[subprocess.Popen, str]:
         "--log-level",
         "warning",
     ]
-    log = open(log_path, "wb")
+    if cpus is not None:
+        cmd = ["taskset", "-c", cpus, *cmd]
+    log = open(log_path, "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -95,7 +110,8 @@ def load_data():
 def b64_body(x: np.ndarray, ids: np.ndarray, texts) -> dict:
     body = {"ids": ids.tolist(), "vectors": base64.b64encode(x.astype("<f4").tobytes()).decode("ascii")}
     body["payloads"] = [
-        {"n": int(i), "text": texts[int(i)] if texts is not None else f"passage {int(i)}"} for i in ids
+        {"n": int(i), "text": texts[int(i) % len(texts)] if texts is not None else f"passage {int(i)}"}
+        for i in ids
     ]
     return body
 
@@ -156,7 +172,7 @@ async def run_phase(
             nxt = first
             while time.perf_counter() < stop and nxt < last:
                 ids = np.arange(nxt, min(nxt + batch, last))
-                body = b64_body(x[ids], ids, texts)
+                body = b64_body(x[ids % len(x)], ids, texts)
                 t0 = time.perf_counter()
                 try:
                     r = await http.post("/collections/load/points/b64", json=body)
@@ -193,72 +209,461 @@ async def run_phase(
     return out
 
 
+# ---- the served collection, the server's CPU time -------------------------------------------------
+
+
+def build_collection(data: Path, x: np.ndarray, quantizer: str) -> None:
+    """Collection ``load`` of ``x`` (ids 0..n-1, payload {"n": id}) in the server data directory ``data``."""
+    from vqdb.server.collections import CollectionStore
+
+    store = CollectionStore(data / "collections")
+    store.load()
+    col = store.create("load", dim=int(x.shape[1]), metric="cos", quantizer=quantizer)
+    for s in range(0, x.shape[0], 20_000):
+        ids = np.arange(s, min(s + 20_000, x.shape[0]))
+        col.upsert(np.ascontiguousarray(x[ids], dtype=np.float32), ids, [{"n": int(i)} for i in ids])
+    store.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def search_body(q: np.ndarray, k: int, kind: str) -> bytes:
+    if kind == "json":
+        doc = {"vector": q.tolist(), "k": k, "with_payload": False}
+    else:
+        doc = {"vector_b64": base64.b64encode(q.astype("<f4").tobytes()).decode("ascii"), "k": k}
+        doc["with_payload"] = False
+    return json.dumps(doc).encode()
+
+
+# ---- overhead: server CPU per request vs embedded CPU per query -----------------------------------
+
+
+def overhead(url: str, pid: int, index_path: str, queries: np.ndarray, *, ks, n: int, rounds: int) -> list:
+    import vqdb
+
+    host, port = url.rsplit("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port))
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    index = vqdb.open(index_path, read_only=True)
+    q = np.ascontiguousarray(queries[:n], dtype=np.float32)
+
+    def serve(bodies) -> float:
+        c0 = cpu_seconds(pid)
+        for b in bodies:
+            conn.request("POST", "/collections/load/search", b, headers)
+            r = conn.getresponse()
+            data = r.read()
+            if r.status != 200:
+                raise RuntimeError(f"search {r.status}: {data[:200]!r}")
+        return (cpu_seconds(pid) - c0) / len(bodies)
+
+    def embedded(k: int) -> float:
+        c0 = time.process_time()
+        for i in range(q.shape[0]):
+            index.search(q[i : i + 1], k)
+        return (time.process_time() - c0) / q.shape[0]
+
+    out = []
+    for k in ks:
+        bodies = {kind: [search_body(v, k, kind) for v in q] for kind in ("json", "b64")}
+        # the answers are the embedded ones (ids), and everything is warm before the clock
+        conn.request("POST", "/collections/load/search", bodies["b64"][0], headers)
+        served = json.loads(conn.getresponse().read())["results"]
+        assert [h["id"] for h in served] == index.search(q[:1], k).ids[0][: len(served)].tolist()
+        serve(bodies["json"][:50]), serve(bodies["b64"][:50]), embedded(k)
+        per = {"embedded": [], "json": [], "b64": []}
+        for _ in range(rounds):  # alternate, so a change of load hits all three alike
+            per["embedded"].append(embedded(k))
+            per["json"].append(serve(bodies["json"]))
+            per["b64"].append(serve(bodies["b64"]))
+        med = {key: float(np.median(v)) * 1e3 for key, v in per.items()}
+        out.append(
+            {
+                "k": k,
+                "requests_per_round": q.shape[0],
+                "rounds": rounds,
+                "embedded_cpu_ms_per_query": round(med["embedded"], 3),
+                "server_cpu_ms_per_request_json": round(med["json"], 3),
+                "server_cpu_ms_per_request_b64": round(med["b64"], 3),
+                "overhead_ms_json": round(med["json"] - med["embedded"], 3),
+                "overhead_ms_b64": round(med["b64"] - med["embedded"], 3),
+                "ratio_json": round(med["json"] / med["embedded"], 3),
+                "ratio_b64": round(med["b64"] / med["embedded"], 3),
+                "rounds_ms": {key: [round(x * 1e3, 3) for x in v] for key, v in per.items()},
+            }
+        )
+        print(f"overhead k={k}: {out[-1]}", file=sys.stderr, flush=True)
+    index.close()
+    conn.close()
+    return out
+
+
+# ---- batches: 100 query vectors per request as JSON, base64 and Arrow ---------------------------
+
+
+def batches(url: str, pid: int, index_path: str, queries: np.ndarray, *, ks, batch: int, rounds: int) -> list:
+    import vqdb
+
+    host, port = url.rsplit("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port))
+    index = vqdb.open(index_path, read_only=True)
+    q = np.ascontiguousarray(queries[: batch * 10], dtype=np.float32)
+    groups = [q[s : s + batch] for s in range(0, q.shape[0], batch)]
+    out = []
+    for k in ks:
+        requests = {
+            "json": [
+                (
+                    "/collections/load/search",
+                    json.dumps({"vectors": g.tolist(), "k": k, "with_payload": False}),
+                    "json",
+                )
+                for g in groups
+            ],
+            "b64": [
+                (
+                    "/collections/load/search",
+                    json.dumps(
+                        {
+                            "vectors_b64": base64.b64encode(g.astype("<f4").tobytes()).decode("ascii"),
+                            "k": k,
+                            "with_payload": False,
+                        }
+                    ),
+                    "json",
+                )
+                for g in groups
+            ],
+            "arrow": [
+                (f"/collections/load/search/arrow?k={k}&with_payload=false", query_arrow(g), "arrow")
+                for g in groups
+            ],
+        }
+
+        def serve(kind) -> float:
+            c0 = cpu_seconds(pid)
+            for path, body, ctype in requests[kind]:
+                content_type = (
+                    "application/json" if ctype == "json" else "application/vnd.apache.arrow.stream"
+                )
+                conn.request(
+                    "POST", path, body, {"Authorization": f"Bearer {KEY}", "Content-Type": content_type}
+                )
+                r = conn.getresponse()
+                data = r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"{kind} batch {r.status}: {data[:200]!r}")
+            return (cpu_seconds(pid) - c0) / q.shape[0]
+
+        def embedded() -> float:
+            c0 = time.process_time()
+            for g in groups:
+                index.search(g, k)
+            return (time.process_time() - c0) / q.shape[0]
+
+        for kind in requests:
+            serve(kind)
+        embedded()
+        per = {"embedded": [], "json": [], "b64": [], "arrow": []}
+        for _ in range(rounds):
+            per["embedded"].append(embedded())
+            for kind in ("json", "b64", "arrow"):
+                per[kind].append(serve(kind))
+        med = {key: float(np.median(v)) * 1e3 for key, v in per.items()}
+        out.append(
+            {
+                "k": k,
+                "batch": batch,
+                "requests_per_round": len(groups),
+                "rounds": rounds,
+                **{f"{key}_cpu_ms_per_query": round(v, 4) for key, v in med.items()},
+            }
+        )
+        print(f"batches k={k}: {out[-1]}", file=sys.stderr, flush=True)
+    index.close()
+    conn.close()
+    return out
+
+
+def query_arrow(x: np.ndarray) -> bytes:
+    import pyarrow as pa
+
+    flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).ravel())
+    table = pa.table({"vector": pa.FixedSizeListArray.from_arrays(flat, x.shape[1])})
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+# ---- throughput: C clients, raw HTTP/1.1 keep-alive ------------------------------------------------
+
+
+def raw_request(path: str, body: bytes) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {KEY}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+async def _client(host, port, requests, stop, latencies, errors) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    i = 0
+    try:
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            writer.write(requests[i % len(requests)])
+            i += 1
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            data = await reader.readexactly(length)
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            if head[9:12] != b"200":
+                errors.append(f"{head[9:12].decode()}: {data[:200]!r}")
+    finally:
+        writer.close()
+
+
+def throughput(url: str, pid: int, queries: np.ndarray, *, clients: int, kind: str, k: int, seconds: float):
+    host, port = url.rsplit("//", 1)[1].split(":")
+    requests = [raw_request("/collections/load/search", search_body(v, k, kind)) for v in queries[:512]]
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def run():
+        stop = time.perf_counter() + seconds
+        await asyncio.gather(
+            *[
+                _client(host, int(port), requests[j::clients] or requests, stop, latencies, errors)
+                for j in range(clients)
+            ]
+        )
+
+    s0, g0, t0 = cpu_seconds(pid), own_cpu_seconds(), time.perf_counter()
+    asyncio.run(run())
+    wall = time.perf_counter() - t0
+    served, generated = cpu_seconds(pid) - s0, own_cpu_seconds() - g0
+    n = max(1, len(latencies))
+    return {
+        "clients": clients,
+        "body": kind,
+        "k": k,
+        "seconds": round(wall, 2),
+        "requests": len(latencies),
+        "per_s": round(len(latencies) / wall, 1),
+        **{key: v for key, v in percentiles(latencies).items() if key in ("p50_ms", "p99_ms")},
+        "server_cpu_ms_per_request": round(served / n * 1e3, 3),
+        "loadgen_cpu_ms_per_request": round(generated / n * 1e3, 3),
+        "cores_busy": round((served + generated) / wall, 2),
+        "errors": len(errors),
+        "error_samples": errors[:3],
+    }
+
+
+# ---- ingest: JSON, base64, Arrow ------------------------------------------------------------------
+
+
+def arrow_body(x: np.ndarray, ids: np.ndarray) -> bytes:
+    import pyarrow as pa
+
+    flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).ravel())
+    table = pa.table(
+        {
+            "id": pa.array(ids, type=pa.int64()),
+            "vector": pa.FixedSizeListArray.from_arrays(flat, x.shape[1]),
+            "n": pa.array(ids, type=pa.int64()),
+        }
+    )
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def ingest(http, pid: int, x: np.ndarray, *, n: int, batches: dict) -> list:
+    out = []
+    for kind, (path, batch, content_type) in batches.items():
+        name = f"ingest-{kind}"
+        r = http.post("/collections", json={"name": name, "dim": int(x.shape[1]), "metric": "cos"})
+        r.raise_for_status()
+        bodies = []
+        for s in range(0, n, batch):
+            ids = np.arange(s, min(s + batch, n))
+            if kind == "json":
+                doc = {
+                    "points": [{"id": int(i), "vector": x[i].tolist(), "payload": {"n": int(i)}} for i in ids]
+                }
+                bodies.append(json.dumps(doc).encode())
+            elif kind == "b64":
+                doc = {
+                    "ids": ids.tolist(),
+                    "vectors": base64.b64encode(x[ids].astype("<f4").tobytes()).decode("ascii"),
+                    "payloads": [{"n": int(i)} for i in ids],
+                }
+                bodies.append(json.dumps(doc).encode())
+            else:
+                bodies.append(arrow_body(x[ids], ids))
+        c0, t0 = cpu_seconds(pid), time.perf_counter()
+        for b in bodies:
+            http.post(
+                f"/collections/{name}{path}", content=b, headers={"Content-Type": content_type}
+            ).raise_for_status()
+        wall, served = time.perf_counter() - t0, cpu_seconds(pid) - c0
+        count = http.get(f"/collections/{name}").json()["count"]
+        assert count == n, (kind, count)
+        out.append(
+            {
+                "body": kind,
+                "vectors": n,
+                "batch": batch,
+                "request_mb": round(sum(map(len, bodies)) / len(bodies) / 2**20, 2),
+                "seconds": round(wall, 2),
+                "vectors_per_s": round(n / wall, 1),
+                "server_cpu_us_per_vector": round(served / n * 1e6, 2),
+            }
+        )
+        print(f"ingest {kind}: {out[-1]}", file=sys.stderr, flush=True)
+        http.delete(f"/collections/{name}")
+    return out
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+SECTIONS = ("overhead", "batches", "throughput", "cores", "ingest", "mixed")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--preload", type=int, default=20_000, help="vectors loaded before the phases")
-    ap.add_argument("--batch", type=int, default=500, help="vectors per ingest request")
-    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {SECTIONS}")
+    ap.add_argument("--seconds", type=float, default=8.0, help="per throughput point and mixed phase")
+    ap.add_argument("--requests", type=int, default=300, help="overhead: requests per round")
+    ap.add_argument("--rounds", type=int, default=5, help="overhead: alternating rounds")
+    ap.add_argument("--clients", default="1,8,32")
+    ap.add_argument("--ks", default="10,100")
+    ap.add_argument("--ingest", type=int, default=20_000, help="vectors per ingest body kind")
     ap.add_argument("--quantizer", default="turbo-4")
+    ap.add_argument("--vectors", type=int, default=None, help="serve only the first N vectors (default: all)")
     ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
+    sections = [s for s in args.sections.split(",") if s]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    ks = [int(k) for k in args.ks.split(",")]
+    client_counts = [int(c) for c in args.clients.split(",")]
 
     import httpx
 
     x, texts, queries, source = load_data()
-    preload = min(args.preload, x.shape[0] // 2)  # keep the other half for the ingest phase
+    if args.vectors is not None:
+        x = x[: args.vectors]
+        source += f", first {x.shape[0]:,}"
+    result: dict = {
+        "benchmark": "load_service",
+        "data": source,
+        "dim": int(x.shape[1]),
+        "quantizer": args.quantizer,
+        "metric": "cos",
+        "served_vectors": int(x.shape[0]),
+        "sections": {},
+        "loadavg_before": list(os.getloadavg()),
+    }
     with tempfile.TemporaryDirectory(prefix="vqdb-load-") as tmp:
-        proc, url = start_server(os.path.join(tmp, "data"), os.path.join(tmp, "server.log"))
+        data = Path(tmp) / "data"
+        build_collection(data, x, args.quantizer)
+        log = os.path.join(tmp, "server.log")
+
+        def serving(cpus=None):
+            proc, url = start_server(str(data), log, cpus=cpus)
+            return proc, url
+
+        proc, url = serving()
         try:
-            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=300) as http:
-                r = http.post(
-                    "/collections",
-                    json={
-                        "name": "load",
-                        "dim": int(x.shape[1]),
-                        "metric": "cos",
-                        "quantizer": args.quantizer,
-                    },
-                )
-                r.raise_for_status()
-                t0 = time.perf_counter()
-                for s in range(0, preload, 5000):
-                    ids = np.arange(s, min(s + 5000, preload))
-                    http.post(
-                        "/collections/load/points/b64", json=b64_body(x[ids], ids, texts)
-                    ).raise_for_status()
-                preload_s = time.perf_counter() - t0
-                http.post(
-                    "/collections/load/search", json={"vector": queries[0].tolist(), "k": args.k}
-                )  # warm-up
-            search_only = asyncio.run(
-                run_phase(url, queries, clients=args.clients, seconds=args.seconds, k=args.k, ingest=None)
-            )
-            mixed = asyncio.run(
-                run_phase(
+            if "overhead" in sections:
+                result["sections"]["overhead"] = overhead(
                     url,
+                    proc.pid,
+                    str(data / "collections" / "load" / "index"),
                     queries,
-                    clients=args.clients,
-                    seconds=args.seconds,
-                    k=args.k,
-                    ingest=(x, texts, preload, x.shape[0], args.batch),
+                    ks=ks,
+                    n=args.requests,
+                    rounds=args.rounds,
                 )
-            )
-            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as http:
-                final_count = http.get("/collections/load").json()["count"]
-                metrics = http.get("/metrics").text
+            if "batches" in sections:
+                result["sections"]["batches"] = batches(
+                    url,
+                    proc.pid,
+                    str(data / "collections" / "load" / "index"),
+                    queries,
+                    ks=ks,
+                    batch=100,
+                    rounds=args.rounds,
+                )
+            if "throughput" in sections:
+                rows = []
+                for k in ks:
+                    for kind in ("json", "b64"):
+                        for c in client_counts:
+                            rows.append(
+                                throughput(
+                                    url, proc.pid, queries, clients=c, kind=kind, k=k, seconds=args.seconds
+                                )
+                            )
+                            print(f"throughput: {rows[-1]}", file=sys.stderr, flush=True)
+                result["sections"]["throughput"] = rows
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=600) as http:
+                if "ingest" in sections:
+                    result["sections"]["ingest"] = ingest(
+                        http,
+                        proc.pid,
+                        x,
+                        n=min(args.ingest, x.shape[0]),
+                        batches={
+                            "json": ("/points", 1000, "application/json"),
+                            "b64": ("/points/b64", 5000, "application/json"),
+                            "arrow": ("/points/arrow", 5000, "application/vnd.apache.arrow.stream"),
+                        },
+                    )
+            if "mixed" in sections:
+                n = x.shape[0]
+                phases = {}
+                for name, load in (("search", None), ("search+ingest", (x, texts, n, n + 100_000, 500))):
+                    phases[name] = asyncio.run(
+                        run_phase(url, queries, clients=8, seconds=args.seconds, k=10, ingest=load)
+                    )
+                    print(f"mixed {name}: {phases[name]}", file=sys.stderr, flush=True)
+                result["sections"]["mixed"] = phases
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        server_5xx = sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in metrics.splitlines()
-            if line.startswith("vqdb_requests_total") and 'status="5' in line
-        )
+            stop_server(proc)
+        if "cores" in sections:
+            rows = []
+            for cpus in ("0", "0,1"):
+                proc, url = serving(cpus)
+                try:
+                    throughput(url, proc.pid, queries, clients=8, kind="b64", k=10, seconds=1.0)  # warm
+                    row = throughput(
+                        url, proc.pid, queries, clients=8, kind="b64", k=10, seconds=args.seconds
+                    )
+                finally:
+                    stop_server(proc)
+                rows.append({"server_cpus": cpus, **row})
+                print(f"cores: {rows[-1]}", file=sys.stderr, flush=True)
+            result["sections"]["cores"] = rows
 
     try:
         from bench.common import machine_info
@@ -266,71 +671,146 @@ def main(argv=None) -> int:
         machine = machine_info(threads=os.cpu_count() or 1)
     except Exception:  # noqa: BLE001 - the figures stand without it
         machine = {"cores": os.cpu_count()}
-    result = {
-        "benchmark": "load_service",
-        "data": source,
-        "dim": int(x.shape[1]),
-        "quantizer": args.quantizer,
-        "metric": "cos",
-        "k": args.k,
-        "preloaded": preload,
-        "preload_seconds": round(preload_s, 2),
-        "preload_vectors_per_s": round(preload / preload_s, 1),
-        "phases": {"search": search_only, "search+ingest": mixed},
-        "final_count": final_count,
-        "server_5xx": server_5xx,
-        "total_errors": search_only["errors"] + mixed["errors"],
-        "machine": machine,
-        "command": "python -m bench.load_service " + " ".join(argv if argv is not None else sys.argv[1:]),
-    }
+    result["machine"] = machine
+    result["loadavg_after"] = list(os.getloadavg())
+    result["command"] = "python -m bench.load_service " + " ".join(argv if argv is not None else sys.argv[1:])
+    errors = sum(r["errors"] for key in ("throughput", "cores") for r in result["sections"].get(key, []))
+    errors += sum(p["errors"] for p in result["sections"].get("mixed", {}).values())
+    result["total_errors"] = errors
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "load_service.json"), "w", encoding="utf-8") as f:
+    stem = "load_service" if set(sections) == set(SECTIONS) else "load_service_" + "_".join(sections)
+    with open(os.path.join(args.out, stem + ".json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
         f.write("\n")
-    with open(os.path.join(args.out, "load_service.md"), "w", encoding="utf-8") as f:
+    with open(os.path.join(args.out, stem + ".md"), "w", encoding="utf-8") as f:
         f.write(report_md(result))
     print(report_md(result))
-    return 0 if result["total_errors"] == 0 and server_5xx == 0 else 1
+    return 0 if errors == 0 else 1
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def report_md(r: dict) -> str:
-    m = r["machine"]
-    rows = []
-    for name, p in r["phases"].items():
-        ingest = (
-            (
-                f"{p['ingest_vectors_per_s']:,.0f} vec/s ({p['ingested_vectors']:,} in {p['ingest_requests']} "
-                f"requests, p50 {p['ingest_p50_ms']} ms, p99 {p['ingest_p99_ms']} ms)"
+    m = r.get("machine", {})
+    s = r["sections"]
+    lines = [
+        "# vqdb serve — loopback load runs",
+        "",
+        f"`{r['command']}` — data: {r['data']}, {r['quantizer']} codes, flat, metric {r['metric']}; "
+        f"{r['served_vectors']:,} vectors served. One uvicorn process; the clients run in a second process "
+        "on the same machine.",
+        "",
+    ]
+    if "overhead" in s:
+        lines += [
+            "## The service's cost per search (one query vector per request, no payload, one keep-alive client)",
+            "",
+            "| k | embedded `Index.search` CPU/query | server CPU/request, JSON body | overhead | "
+            "server CPU/request, base64 body | overhead | ratio JSON / base64 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for o in s["overhead"]:
+            lines.append(
+                f"| {o['k']} | {o['embedded_cpu_ms_per_query']:.3f} ms | {o['server_cpu_ms_per_request_json']:.3f} ms "
+                f"| **{o['overhead_ms_json']:.3f} ms** | {o['server_cpu_ms_per_request_b64']:.3f} ms | "
+                f"**{o['overhead_ms_b64']:.3f} ms** | {o['ratio_json']:.2f} / {o['ratio_b64']:.2f} |"
             )
-            if "ingested_vectors" in p
-            else "—"
-        )
-        rows.append(
-            f"| {name} | {p['clients']} | {p['searches']:,} | {p['search_qps']:,.1f} | {p['search_p50_ms']} | "
-            f"{p['search_p95_ms']} | {p['search_p99_ms']} | {p['errors']} | {ingest} |"
-        )
-    return "\n".join(
-        [
-            "# vqdb serve — loopback load run",
+        o = s["overhead"][0]
+        lines += [
             "",
-            f"`{r['command']}` — data: {r['data']}, {r['quantizer']} codes, metric {r['metric']}, k={r['k']}, "
-            f"payloads returned; {r['preloaded']:,} vectors preloaded ({r['preload_vectors_per_s']:,.0f} vec/s over HTTP, "
-            "base64 batches of 5,000). One uvicorn process; clients are asyncio tasks in a second process on the "
-            "same machine.",
-            "",
-            "| phase | clients | searches | searches/s | p50 ms | p95 ms | p99 ms | errors | ingest (one more client) |",
-            "|---|---|---|---|---|---|---|---|---|",
-            *rows,
-            "",
-            f"Errors (non-2xx or transport) in total: **{r['total_errors']}**; server-side 5xx counted by /metrics: "
-            f"**{int(r['server_5xx'])}**. Final count {r['final_count']:,}.",
-            "",
-            f"Machine: {m.get('cpu', '?')}, {m.get('cores')} cores, load average at start "
-            f"{', '.join(f'{v:.1f}' for v in (m.get('loadavg_at_start') or []))}; commit {m.get('git_commit')}; "
-            f"{m.get('date', '')}. The machine is shared, so absolute figures are a floor.",
+            f"Medians of {o['rounds']} alternating rounds of {o['requests_per_round']} requests (embedded, JSON, "
+            "base64); server CPU = user + system time of the server process, all threads, from /proc.",
             "",
         ]
-    )
+    if "batches" in s:
+        lines += [
+            "## Batches of query vectors (100 per request, no payload): CPU per query",
+            "",
+            "| k | embedded `Index.search` (100 per call) | server, JSON `vectors` | server, base64 `vectors_b64` "
+            "| server, Arrow `/search/arrow` |",
+            "|---|---|---|---|---|",
+        ]
+        for b in s["batches"]:
+            lines.append(
+                f"| {b['k']} | {b['embedded_cpu_ms_per_query']:.3f} ms | {b['json_cpu_ms_per_query']:.3f} ms | "
+                f"{b['b64_cpu_ms_per_query']:.3f} ms | {b['arrow_cpu_ms_per_query']:.3f} ms |"
+            )
+        lines.append("")
+    if "throughput" in s:
+        lines += [
+            "## Throughput and latency (C concurrent keep-alive clients, no payload)",
+            "",
+            "| k | body | clients | searches/s | p50 ms | p99 ms | server CPU/request | load generator CPU/request "
+            "| cores busy | errors |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for t in s["throughput"]:
+            lines.append(
+                f"| {t['k']} | {t['body']} | {t['clients']} | {t['per_s']:,.1f} | {t['p50_ms']} | {t['p99_ms']} | "
+                f"{t['server_cpu_ms_per_request']:.3f} ms | {t['loadgen_cpu_ms_per_request']:.3f} ms | "
+                f"{t['cores_busy']} | {t['errors']} |"
+            )
+        lines.append("")
+    if "cores" in s:
+        lines += [
+            "## What a second core gives the server (8 clients, base64, k=10; server pinned with taskset)",
+            "",
+            "| server cores | searches/s | p50 ms | p99 ms | server CPU/request | load generator CPU/request |",
+            "|---|---|---|---|---|---|",
+        ]
+        for t in s["cores"]:
+            lines.append(
+                f"| {t['server_cpus']} | {t['per_s']:,.1f} | {t['p50_ms']} | {t['p99_ms']} | "
+                f"{t['server_cpu_ms_per_request']:.3f} ms | {t['loadgen_cpu_ms_per_request']:.3f} ms |"
+            )
+        lines.append("")
+    if "ingest" in s:
+        lines += [
+            '## Ingest (bodies prebuilt; payload {"n": id} on every point)',
+            "",
+            "| body | vectors | per request | MiB/request | vectors/s | server CPU/vector |",
+            "|---|---|---|---|---|---|",
+        ]
+        for g in s["ingest"]:
+            lines.append(
+                f"| {g['body']} | {g['vectors']:,} | {g['batch']:,} | {g['request_mb']} | {g['vectors_per_s']:,.0f} | "
+                f"{g['server_cpu_us_per_vector']} µs |"
+            )
+        lines.append("")
+    if "mixed" in s:
+        lines += [
+            "## Searches while one client ingests (8 searching clients, k=10, payloads returned; httpx)",
+            "",
+            "| phase | searches/s | p50 ms | p99 ms | errors | ingest |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, p in s["mixed"].items():
+            ingest_txt = (
+                f"{p['ingest_vectors_per_s']:,.0f} vec/s (p50 {p['ingest_p50_ms']} ms)"
+                if "ingested_vectors" in p
+                else "—"
+            )
+            lines.append(
+                f"| {name} | {p['search_qps']:,.1f} | {p['search_p50_ms']} | {p['search_p99_ms']} | {p['errors']} | "
+                f"{ingest_txt} |"
+            )
+        lines.append("")
+    lines += [
+        f"Errors in total: **{r['total_errors']}**. Load average before "
+        f"{', '.join(f'{v:.2f}' for v in r['loadavg_before'])}, after "
+        f"{', '.join(f'{v:.2f}' for v in r['loadavg_after'])}.",
+        "",
+        f"Machine: {m.get('cpu', '?')}, {m.get('cores')} cores; commit {m.get('git_commit')}; {m.get('date', '')}. "
+        "The machine is shared: read absolute figures as a floor.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
