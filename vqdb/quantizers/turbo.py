@@ -491,11 +491,14 @@ class TurboQuantizer(Quantizer):
 
         Notes
         -----
-        Every configuration but ``scales`` with several pre-scales takes the tiled path: rows in tiles of ``_common.ENCODE_TILE``,
-        per tile one rotation (one sgemm, or the Hadamard kernel) and one fused backend pass
-        (``encode_turbo_block``: norm, bucketize, pack, side factor) per block, tiles spread over the
-        backend's threads. Every tile is computed the same way whatever the thread count, so codes
-        do not depend on it.
+        One FHT-Kac block (the ``turbo-N`` presets, not ``prod``): one backend call per tile of
+        ``_FUSED_TILE`` rows does everything (``encode_turbo_fht``: centre, rotation, bucketize, pack, side
+        floats), each row on its own lane, so a row's bytes depend only on the row and its centre. Every
+        other configuration but ``scales`` with several pre-scales takes the tiled path: rows in tiles of
+        ``_common.ENCODE_TILE``, per tile one rotation (one sgemm, or the Hadamard kernel) and one fused
+        backend pass (``encode_turbo_block``: norm, bucketize, pack, side factor) per block. Tiles are spread
+        over the backend's threads and computed the same way whatever the thread count, so codes do not
+        depend on it.
         """
         x = as_float32_matrix(x, self.dim)
         c = self._centre(centre)
