@@ -159,3 +159,52 @@ def test_empty_filter_matches_everything_and_ids_filter(wordnet, quantizer):
     index.add(wordnet.base[100:200], metadata=[{"g": i % 4} for i in range(100)])
     np.testing.assert_array_equal(np.sort(index.ids(filter={"g": 1})), np.arange(101, 200, 4))
     np.testing.assert_array_equal(np.sort(index.ids(filter={"g": {"$exists": False}})), np.arange(100))
+
+
+@pytest.mark.parametrize(
+    "expr, fields",
+    [
+        ((pc.field("lang") == "en") & pc.field("year").is_null(), ["lang", "year"]),
+        (pc.field("score") > pc.field("year"), ["score", "year"]),
+        (pc.scalar(True), []),
+        (pc.field(0) == "en", None),  # positional: a sub-schema would re-point it, so every field is read
+        (pc.field("nope") == 1, None),  # not a field of the index: compile_filter refuses it
+    ],
+)
+def test_the_fields_an_expression_reads(expr, fields):
+    assert _filters.expression_fields(expr, TABLE.schema) == fields
+    assert _filters.field_names(expr, TABLE.schema) == fields
+
+
+def test_an_expression_filter_aligns_only_the_fields_it_reads(wordnet, quantizer, monkeypatch):
+    """With 300 metadata fields (two writes of 200), an Expression reads (aligns) only its own fields,
+    as a dict filter does, and both select exactly the rows a NumPy mask of the same condition selects;
+    a positional reference still answers right (every field aligned)."""
+    from vqdb.index import _metadata as md
+
+    rng = np.random.default_rng(11)
+    values = rng.integers(0, 5, (400, 300))
+    index = vqdb.Index(wordnet.dim, quantizer=quantizer)
+    index.add(wordnet.base[:200], metadata=pa.table({f"f{j}": values[:200, j] for j in range(200)}))
+    index.add(wordnet.base[200:400], metadata=pa.table({f"f{j}": values[200:, j] for j in range(100, 300)}))
+    present = np.zeros((400, 300), bool)
+    present[:200, :200] = present[200:, 100:] = True
+    want = np.flatnonzero(present[:, 7] & (values[:, 7] == 3) | present[:, 250] & (values[:, 250] < 1))
+    aligned = []
+    align = md.align
+
+    def spy(meta, schema, n, names=None):
+        aligned.append(names)
+        return align(meta, schema, n, names)
+
+    monkeypatch.setattr(md, "align", spy)
+    expr = (pc.field("f7") == 3) | (pc.field("f250") < 1)
+    assert np.array_equal(np.sort(index.ids(filter=expr)), want)
+    assert aligned and all(sorted(names) == ["f250", "f7"] for names in aligned)
+    assert np.array_equal(np.sort(index.ids(filter={"$or": [{"f7": 3}, {"f250": {"$lt": 1}}]})), want)
+    aligned.clear()
+    positional = (pc.field(7) == 3) | (pc.field("f250") < 1)  # f7 is the 8th field of the index's schema
+    assert np.array_equal(np.sort(index.ids(filter=positional)), want)
+    assert aligned and all(names is None for names in aligned)
+    hits = index.search(wordnet.queries[:3], 5, filter=expr).ids
+    assert (hits >= 0).all() and np.isin(hits, want).all()

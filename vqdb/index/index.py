@@ -1084,7 +1084,7 @@ class Index(_Persistence):
         _check_result_size(q.shape[0], k)
         snap = self._snap
         expr = _filters.compile_filter(filter, snap.schema)
-        names = _filters.field_names(filter)
+        names = _filters.field_names(filter, snap.schema)
         factor = p.rerank_factor()
         if factor and self._store_vectors is None:
             raise InvalidInputError("rerank needs the full vectors: create the index with store_vectors=True")
@@ -1268,7 +1268,7 @@ class Index(_Persistence):
         limit = check_int_range(limit, 1, 1 << 30, name="limit")
         snap = self._snap
         expr = _filters.compile_filter(filter, snap.schema)
-        names = _filters.field_names(filter)
+        names = _filters.field_names(filter, snap.schema)
         start = None
         if offset is not None:
             start = int(self._lookup(snap, self._user_ids([offset]))[0][0])
@@ -1322,7 +1322,7 @@ class Index(_Persistence):
         ``filter`` (same forms as in :meth:`search`): int64, or an object array of str (string ids)."""
         snap = self._snap
         expr = _filters.compile_filter(filter, snap.schema)
-        names = _filters.field_names(filter)
+        names = _filters.field_names(filter, snap.schema)
         parts = []
         for seg in snap.segments:
             mask = self._allowed(seg, expr, snap.schema, names)
