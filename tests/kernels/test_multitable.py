@@ -37,20 +37,26 @@ def test_wide_codes_hold_the_indices_and_the_documented_layout(bits):
     assert rm.table_width(bits) == (64 if bits <= 6 else 1 << bits)
 
 
-def test_choose_scales_keeps_entries_in_a_byte_and_the_sum_exact_in_float32():
-    tops = np.array([[2.55, 25.5], [1.0, 0.0], [0.0, 0.0], [1e-3, 1e3]])
-    rows = np.array([196, 16])
-    inv, w = rm.choose_scales(tops, rows)
+def test_wide_weights_keep_entries_in_a_byte_and_the_sum_exact_in_float32():
+    inv_n = np.array([0.01, 0.01, 1e-9, 0.5], np.float32)  # the nibble group's steps
+    top_w = np.array([[2.55, 25.5], [1.0, 0.0], [1.0, 2.0], [0.0, 0.0]])  # largest range of each run
+    rows_n, rows_w = 196, np.array([16, 40])
+    inv, w, requant = rm.wide_weights(inv_n, top_w, rows_n, rows_w)
     assert inv.dtype == np.float32 and w.dtype == np.int64
-    step = w * inv.astype(np.float64)[:, None]
-    assert (step >= tops / 255.0).all()  # (top - min) * a <= 255
-    assert ((w * 255 * rows).sum(axis=1) <= rm.MAX_COMBINED).all()
-    # row 0: the finest natural step is 0.01; the unit is 1/8 of it (in float32), weights ~8 and ~80
-    assert inv[0] == np.float32(0.01 / 8)
-    np.testing.assert_array_equal(w[0], np.ceil(tops[0] / 255.0 / np.float64(inv[0])))
-    assert w[0].tolist() in ([8, 80], [9, 81])
-    np.testing.assert_array_equal(w[2], [1, 1])  # an all-zero query: any unit, weights 1
-    assert (w[3] >= 1).all() and w[3, 1] > 1000 * w[3, 0] // 2  # huge ratio: the unit grows until it fits
+    assert ((w * inv.astype(np.float64)[:, None]) >= top_w / 255.0).all()  # (top - min) * a <= 255
+    assert (255 * (rows_n + (w * rows_w).sum(axis=1)) <= rm.MAX_COMBINED).all()
+    # rows 0, 1, 3: the unit is the nibble step, w = ceil(top / 255 / step) (>= 1), no re-quantization
+    np.testing.assert_array_equal(inv[[0, 1, 3]], inv_n[[0, 1, 3]])
+    np.testing.assert_array_equal(w[0], np.ceil(top_w[0] / 255.0 / np.float64(inv[0])))
+    np.testing.assert_array_equal(w[1], [1, 1])
+    np.testing.assert_array_equal(w[3], [1, 1])
+    # row 2: a tiny nibble step would need weights past 2**24 / 255: the unit doubles, the nibble re-quantizes
+    assert requant.tolist() == [False, False, True, False]
+    assert inv[2] > inv_n[2] and (w[2] >= 1).all()
+    # no nibble parts: the unit is the widest run's natural step
+    inv0, w0, rq0 = rm.wide_weights(None, top_w, 0, rows_w)
+    assert not rq0.any() and inv0[0] == np.float32(25.5 / 255.0)
+    assert ((w0 * inv0.astype(np.float64)[:, None]) >= top_w / 255.0).all()
 
 
 def test_table_kernels_match_the_reference_bit_for_bit():
@@ -92,8 +98,10 @@ def test_table_kernels_match_the_reference_bit_for_bit():
     np.testing.assert_array_equal(nu8[:, 2:8], rm.quantize_rows(nfl[:, 2:8], a, acc_ref))
     np.testing.assert_array_equal(acc, acc_ref)
     assert not nu8[:, :2].any() and not nu8[:, 8:].any()
-    off, err = rm.finish_bound(acc_ref)
-    assert (err > 0).all() and off.dtype == np.float32
+    off, err = rm.row_bounds(acc_ref)
+    np.testing.assert_array_equal(off, acc_ref[:, 0])
+    assert (err >= acc_ref[:, 1]).all()
+    assert (rm.row_bounds(acc_ref, 2.0)[1] <= err).all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,8 +110,8 @@ def test_table_kernels_match_the_reference_bit_for_bit():
 @pytest.mark.parametrize("isa", ["vbmi", "avx2", "generic"])
 @pytest.mark.parametrize("bits", [5, 6, 7, 8])
 def test_window_variants_match_the_oracle(isa, bits):
-    """Each ISA's window: sums stored (first) then added, per-block maxima, both query counts; 256
-    coordinates of worst-case 255 entries (the uint16 lanes' limit)."""
+    """Each ISA's window: weighted sums stored (first) then added, per-block maxima, both query counts;
+    256 coordinates of worst-case 255 entries (the uint16 lanes' limit)."""
     from numba import njit
 
     if (isa, mt.WIDE_ISA) in (("vbmi", "avx2"), ("vbmi", "generic"), ("avx2", "generic")):
@@ -118,22 +126,21 @@ def test_window_variants_match_the_oracle(isa, bits):
     want = rm.accumulate_ref(blocks, tables).astype(np.int64).reshape(2, nblk * 32)
     flat_b, flat_t = blocks.reshape(-1), tables.reshape(-1)
     lbases = np.array([0, K * tw, 0, 0], np.int64)
+    wmul = np.array([3, 5, 0, 0], np.int64)
     wins = mt.make_windows(isa)
     for nq in (1, 2):
         win = wins[(nq, bits)]
 
         @njit
         def run(out, mx, win=win):
-            win(flat_b, 0, K * 32, nblk, flat_t, lbases, K, out, 0, 32 * nblk, 1, mx, 0, nblk)
-            win(flat_b, 0, K * 32, nblk, flat_t, lbases, K, out, 0, 32 * nblk, 0, mx, 0, nblk)
+            win(flat_b, 0, K * 32, nblk, flat_t, lbases, wmul, K, out, 0, 32 * nblk, 1, mx, 0, nblk)
+            win(flat_b, 0, K * 32, nblk, flat_t, lbases, wmul, K, out, 0, 32 * nblk, 0, mx, 0, nblk)
 
         out, mx = np.full(2 * 32 * nblk, 7, np.int32), np.zeros(2 * nblk, np.int32)
         run(out, mx)
-        got = out.reshape(2, -1)[:nq]
-        np.testing.assert_array_equal(got, 2 * want[:nq], err_msg=f"{isa} nq={nq}")
-        np.testing.assert_array_equal(
-            mx.reshape(2, -1)[:nq], (2 * want[:nq]).reshape(nq, nblk, 32).max(axis=2)
-        )
+        expect = 2 * wmul[:nq, None] * want[:nq]
+        np.testing.assert_array_equal(out.reshape(2, -1)[:nq], expect, err_msg=f"{isa} nq={nq}")
+        np.testing.assert_array_equal(mx.reshape(2, -1)[:nq], expect.reshape(nq, nblk, 32).max(axis=2))
 
 
 def test_accumulate_wide_is_the_exact_sum_over_runs_of_each_width():
@@ -155,7 +162,7 @@ def test_accumulate_wide_is_the_exact_sum_over_runs_of_each_width():
             dense[:, c, : 1 << b] = t
     blocks = rm.interleave_wide(codes)
     wide = mt.WideCodes(blocks.reshape(-1), codes, K, coords, bits)
-    wq = mt.WideQueries(luts, np.zeros(m * stride, np.float32), stride, coff, np.ones((m, 2), np.int64),
+    wq = mt.WideQueries(luts, np.zeros(m * stride, np.float32), stride, coff, np.ones((m, 3), np.int64),
                         np.ones(m, np.float32), np.zeros(m, np.float32), np.zeros(m, np.float32))  # fmt: skip
     want = rm.accumulate_ref(blocks, dense)
     np.testing.assert_array_equal(mt.accumulate_wide(wide, wq, m), want)
@@ -187,9 +194,9 @@ def _oracle_topk(sc, lay, prep, k, allow=None, probe=None, lists=None):
     m, K = prep.m, lay.wide.ncoords
     wq = prep.wide
     wfl = np.zeros((m, K, 256), np.float32)
-    for g in range(len(sc.wide_parts)):
-        ne = 1 << int(sc.wide_bits[g])
-        for c in range(sc.wide_coords[g], sc.wide_coords[g + 1]):
+    for r in range(len(sc.wide_runs)):  # runs of one bit width
+        ne = 1 << int(sc.wide_bits[r])
+        for c in range(sc.wide_coords[r], sc.wide_coords[r + 1]):
             wfl[:, c, :ne] = wq.fluts.reshape(m, -1)[:, wq.coff[c] : wq.coff[c] + ne]
     slots = rf.deinterleave(lay.blocks.reshape(lay.n_blocks, lay.nsteps, 32))
     beta = sc._beta(lay, prep, allow)
@@ -268,6 +275,31 @@ def test_filters_ivf_lists_threads_and_statistical_margin(sample, fitted):
         assert [full[j] for j in r[i]] == s[i].tolist()
     with pytest.raises(ValueError, match="table"):
         sc.topk(lay, prep, 10, path="blas")
+
+
+def test_a_coarser_unit_requantizes_the_nibble_tables_and_stays_exact(sample, fitted, monkeypatch):
+    """When the wide weights would push T past the float32-exact range, the unit doubles and the nibble
+    tables are quantized again (forced here with a small limit): still the oracle's top-k, bit for bit."""
+    x, q = sample
+    qz, codes = fitted["turbo-pca-4"]
+    sc = scanner.for_quantizer(qz)
+    lay = sc.layout(codes)
+    cterm = (q @ qz.centre_)[:, None].astype(np.float32)
+    normal = sc.prepare(q, metric="ip", cterm=cterm)
+    rows = 2 * sc.nsteps + int(sc.wide_coords[-1])
+    monkeypatch.setattr(rm, "MAX_COMBINED", 255 * rows * 2)
+    prep = sc.prepare(q, metric="ip", cterm=cterm)
+    assert (prep.wide.inv >= normal.wide.inv).all()
+    assert (prep.wide.inv > normal.wide.inv).sum() >= q.shape[0] // 2  # most queries took a coarser unit
+    assert (
+        255 * (2 * sc.nsteps + (prep.wide.weight * np.diff(sc.wide_coords)).sum(axis=1)) <= rm.MAX_COMBINED
+    ).all()
+    assert not np.array_equal(prep.luts, normal.luts)
+    for k in (1, 50):
+        s, r = sc.topk(lay, prep, k)
+        want_s, want_r = _oracle_topk(sc, lay, prep, k)
+        np.testing.assert_array_equal(s, want_s)
+        np.testing.assert_array_equal(r, want_r)
 
 
 def test_pca1_without_wide_slices_stays_on_the_nibble_scanner(sample):

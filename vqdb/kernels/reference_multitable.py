@@ -25,13 +25,16 @@ Coordinate ``c`` of a ``bits``-bit slice has a table of :func:`table_width` byte
 ``2**bits``; entries past ``2**bits`` are 0 and never read) at offset ``coff[c]`` of the query's row:
 ``float[c, e] = float32(q_c · values[e])`` (float64 product).
 
-One threshold for all groups
-----------------------------
-Tables are quantized per *group* (the nibble slots, then every wide coordinate), each with its own step, but the steps are integer multiples ``w_g`` of one unit ``inv``
-(:func:`choose_scales`), so the float sum of a vector is estimated by ``T * inv + off`` from the single
-integer ``T = Σ_g w_g A_g`` (A_g: the group's exact uint8 table sum) within ``err = Σ`` of the rows' worst
-rounding. One factor per vector (all parts share it) then turns the scan into the nibble scan's
-single-part case: one integer threshold per block (:func:`vqdb.kernels.fastscan.scan._min_sum`).
+One threshold for both groups
+-----------------------------
+The nibble slots (one group, one step ``inv``) and the wide coordinates (in runs of at most
+``WIDE_RUN`` coordinates of one bit width) are quantized on steps that are integer multiples of one unit:
+run r's step is ``w_r · inv`` (:func:`wide_weights`), so the float sum of a vector is estimated by
+``T * inv + off`` from the single integer ``T = A_nibble + Σ_r w_r · A_r`` (A: a group's exact uint8
+table sum; the wide kernel adds ``w_r · A_r`` into the nibble sums) within ``err``, the sum of the rows'
+worst rounding. Runs follow the principal components' order, so a run's range (and step) falls with it. One factor per vector (all
+parts share it) then turns the scan into the nibble scan's single-part case: one integer threshold per
+block (:func:`vqdb.kernels.fastscan.multitable._min_sum`).
 
 Exact score
 -----------
@@ -49,6 +52,7 @@ from .._core.packing import packed_size, unpack_bits
 WIDE_BITS = (5, 6, 7, 8)
 BLOCK = 32
 WINDOW = 256  # coordinates accumulated in uint16 before widening (256 * 255 < 65536)
+WIDE_RUN = 32  # wide coordinates per run (one weight, one sums pass each)
 
 
 def table_width(bits: int) -> int:
@@ -97,30 +101,34 @@ def row_tops(fl: np.ndarray) -> np.ndarray:
     return f.max(axis=2) - f.min(axis=2)
 
 
-def choose_scales(tops: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One integer-sum unit per query and an integer weight per group.
+def wide_weights(inv_n, top_w: np.ndarray, rows_n: int, rows_w: np.ndarray):
+    """The integer unit and the weight of each wide run, per query.
 
-    tops (m, G) float64: the largest table range of each group; rows (G,): its tables (slots or
-    coordinates). Group g is quantized with step ``w[i, g] * inv[i]`` (>= its own ``top / 255``, so entries
-    stay <= 255); the weighted sum ``T = Σ_g w_g · A_g`` of the groups' integer sums then estimates the float
-    sum as ``T * inv + off`` and needs one threshold per block. ``inv`` starts at 1/8 of the finest group's
-    natural step (weights within 1/8 of each group's own step) and doubles until
-    ``max T = Σ_g 255 · rows_g · w_g <= 2**24`` (exact in float32).
+    inv_n (m,) float32: the nibble group's table step, which becomes the unit (its tables stay as built),
+    or None without nibble parts; top_w (m, R) float64: each wide run's largest table range; rows_w (R,):
+    its coordinates. Run r's tables are quantized with step ``w_r · inv >= top_r / 255`` (so entries stay
+    <= 255), ``w_r = ceil(top_r / 255 / inv) >= 1``, and a vector's float sum is estimated from
+    ``T = A_nibble + Σ_r w_r · A_r``. Where T's largest value ``255 (rows_n + Σ_r w_r rows_r)`` would pass
+    2**24 (exact in float32), the unit doubles and the nibble tables must be quantized again with it
+    (``requant``).
 
-    Returns inv (m,) float32 and w (m, G) int64.
+    Returns inv (m,) float32, w (m, R) int64, requant (m,) bool.
     """
-    m, G = tops.shape
-    nat = tops / 255.0
-    pos = np.where(nat > 0, nat, np.inf)
-    lo = pos.min(axis=1) if G else np.full(m, np.inf)
-    inv = np.where(np.isfinite(lo), lo / 8.0, 1.0)
+    nat = np.asarray(top_w, np.float64) / 255.0
+    rows_w = np.asarray(rows_w, np.int64)
+    if inv_n is None:
+        first = nat.max(axis=1, initial=0.0)
+        inv = np.where(first > 0, first, 1.0).astype(np.float32)
+    else:
+        inv = np.asarray(inv_n, np.float32).copy()
+    requant = np.zeros(nat.shape[0], dtype=bool)
     while True:
-        inv32 = inv.astype(np.float32).astype(np.float64)
-        w = np.maximum(1, np.ceil(nat / inv32[:, None])).astype(np.int64)
-        big = (w * 255 * np.asarray(rows, np.int64)[None, :]).sum(axis=1) > MAX_COMBINED
-        if not big.any():
-            return inv32.astype(np.float32), w
-        inv = np.where(big, 2.0 * inv, inv)
+        w = np.maximum(1, np.ceil(nat / inv.astype(np.float64)[:, None])).astype(np.int64)
+        over = 255 * (rows_n + (w * rows_w[None, :]).sum(axis=1)) > MAX_COMBINED
+        if not over.any():
+            return inv, w, requant
+        inv = np.where(over, inv * np.float32(2.0), inv).astype(np.float32)
+        requant |= over & (rows_n > 0)
 
 
 def quantize_rows(fl: np.ndarray, a: np.ndarray, acc: np.ndarray) -> np.ndarray:
@@ -148,13 +156,14 @@ def quantize_rows(fl: np.ndarray, a: np.ndarray, acc: np.ndarray) -> np.ndarray:
     return u8
 
 
-def finish_bound(acc: np.ndarray, sigmas: float = -1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(off (m,) float32, err (m,) float32) from :func:`quantize_rows`' sums: err = Σ max |rounding| +
-    1e-5 Σ max |fl| (rigorous; float slack), or ``sigmas`` standard deviations of the rounding if smaller."""
+def row_bounds(acc: np.ndarray, sigmas: float = -1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(offset (m,), error bound (m,)) float64 of a group from :func:`quantize_rows`' sums: the bound is
+    Σ max |rounding| + 1e-5 Σ max |fl| (rigorous, with float slack), or ``sigmas`` standard deviations of
+    the rounding where that is smaller (the statistical margin of re-ranked searches)."""
     bound = acc[:, 1] + 1e-5 * (acc[:, 3] + 1e-30)
     if sigmas > 0:
         bound = np.minimum(bound, sigmas * np.sqrt(acc[:, 2]))
-    return acc[:, 0].astype(np.float32), bound.astype(np.float32)
+    return acc[:, 0].copy(), bound
 
 
 def accumulate_ref(wide_blocks: np.ndarray, tables: np.ndarray) -> np.ndarray:

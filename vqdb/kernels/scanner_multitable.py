@@ -57,9 +57,9 @@ class MultiPrepared(Prepared):
 
 
 def _extend(base, cls, **extra):
-    """``base`` (a dataclass instance) as an instance of its subclass ``cls`` with the ``extra`` fields."""
+    """``base`` (a dataclass instance) as an instance of its subclass ``cls``, ``extra`` fields set or replaced."""
     values = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}
-    return cls(**values, **extra)
+    return cls(**{**values, **extra})
 
 
 class _NibblePartsOf:
@@ -102,13 +102,19 @@ class MultiTableScanner(FastScanner):
         self.quantizer = quantizer
         self.one_bit = False  # no popcount path: the wide parts need the tables
         self.wide_parts = wide
-        self.wide_coords = np.concatenate([[0], np.cumsum([p["k"] for p in wide])]).astype(np.int64)
-        self.wide_bits = np.array([p["bits"] for p in wide], dtype=np.int64)
+        # runs of at most WIDE_RUN coordinates of one part (one weight each): (part, first coordinate, k)
+        self.wide_runs = [
+            (g, c, min(rm.WIDE_RUN, p["k"] - c))
+            for g, p in enumerate(wide)
+            for c in range(0, p["k"], rm.WIDE_RUN)
+        ]
+        self.wide_coords = np.concatenate([[0], np.cumsum([k for _, _, k in self.wide_runs])]).astype(
+            np.int64
+        )
+        self.wide_bits = np.array([wide[g]["bits"] for g, _, _ in self.wide_runs], dtype=np.int64)
         self.wide_coff, self.wide_stride = rm.table_offsets(self.wide_coords, self.wide_bits)
         self.wide_values64 = [np.asarray(p["values"], dtype=np.float32).astype(np.float64) for p in wide]
         self.scan_steps = self.nsteps + WIDE_STEP_COST * int(self.wide_coords[-1])
-        # tables per group (the nibble group: slots; the wide group: coordinates), for choose_scales
-        self.group_rows = np.array([2 * self.nsteps] * self.n_groups + [self.wide_coords[-1]], dtype=np.int64)
 
     def _plan_groups(self) -> np.ndarray:
         """All nibble parts in one group: each group costs a pass of sums per block (measured on WordNet
@@ -140,9 +146,10 @@ class MultiTableScanner(FastScanner):
         N, nb, K = lay.n_positions, lay.n_blocks, int(self.wide_coords[-1])
         n = codes.shape[0]
         rows = np.zeros((N, K), dtype=np.uint8)
-        for g, p in enumerate(self.wide_parts):
-            c0, c1 = self.wide_coords[g], self.wide_coords[g + 1]
-            rows[lay.pos_of, c0:c1] = rm.wide_codes(codes, p["offset"], p["bits"], p["k"])
+        c0 = 0
+        for p in self.wide_parts:  # the runs of a part are consecutive coordinates
+            rows[lay.pos_of, c0 : c0 + p["k"]] = rm.wide_codes(codes, p["offset"], p["bits"], p["k"])
+            c0 += p["k"]
         side = np.ascontiguousarray(codes[:, self.side_offset : self.side_offset + 4 * self.n_side])
         side = side.view("<f4").reshape(n, self.n_side)
         first = self.wide_parts[0]
@@ -162,44 +169,56 @@ class MultiTableScanner(FastScanner):
 
     # ---- queries -------------------------------------------------------------------------------
     def prepare(self, q, *, metric="ip", cterm=None, prepared=None, margin=None) -> MultiPrepared:
-        """:meth:`FastScanner.prepare`'s float LUTs plus the wide tables of (m, d) float32 queries, all
-        quantized on one integer unit (:func:`.reference_multitable.choose_scales`)."""
+        """:meth:`FastScanner.prepare` (the nibble tables, one group) plus the wide tables of (m, d) float32
+        queries, quantized on an integer multiple of the nibble step (:func:`.reference_multitable.wide_weights`)."""
         q = np.ascontiguousarray(q, dtype=np.float32)
         pq = prepared if prepared is not None else self.quantizer.prepare(q)
         base = super().prepare(q, metric=metric, cterm=cterm, prepared=pq, margin=margin)
         fs = _kernels()
         m, stride, gn = base.m, self.wide_stride, self.n_groups
+        margin = self.margin if margin is None else margin
+        sigmas = -1.0 if margin == "exact" else float(margin)
+        serial = _serial(LUT_NS * m * stride / 16)
         wfl = np.zeros(m * stride, dtype=np.float32)
-        run_tops = np.zeros((m, len(self.wide_parts)), dtype=np.float64)
-        for g, p in enumerate(self.wide_parts):
+        run_tops = np.zeros((m, len(self.wide_runs)), dtype=np.float64)
+        qparts = []
+        for p in self.wide_parts:
             key, idx, start, stop = p["query"]
             qp = (pq.data[key] if idx is None else pq.data[key][idx])[:, start:stop]
-            if m:
-                with _threads_for(LUT_NS * m * p["k"] * (1 << p["bits"]) / 16):
-                    fs.wide_float_tables(
-                        np.ascontiguousarray(qp, dtype=np.float32), self.wide_values64[g],
-                        int(self.wide_coords[g]), self.wide_coff, stride, wfl, run_tops, g,
-                    )  # fmt: skip
-        tops = np.zeros((m, gn + 1), dtype=np.float64)
-        if gn and m:
-            tops[:, 0] = rm.row_tops(base.fluts).max(axis=1, initial=0.0)
-        tops[:, gn] = run_tops.max(axis=1, initial=0.0)
-        inv, weights = rm.choose_scales(tops, self.group_rows)
-        a = np.ascontiguousarray((1.0 / (weights * inv.astype(np.float64)[:, None])).T)  # (G, m)
+            qparts.append(np.ascontiguousarray(qp, dtype=np.float32))
+        if m:
+            for r, (g, c, k) in enumerate(self.wide_runs):
+                (fs.wide_float_tables_serial if serial else fs.wide_float_tables)(
+                    np.ascontiguousarray(qparts[g][:, c : c + k]), self.wide_values64[g],
+                    int(self.wide_coords[r]), self.wide_coff, stride, wfl, run_tops, r,
+                )  # fmt: skip
+        inv, weight, requant = rm.wide_weights(
+            base.inv[:, 0] if gn else None, run_tops, 2 * self.nsteps * gn, np.diff(self.wide_coords)
+        )
+        off = base.off[:, 0].astype(np.float64) if gn else np.zeros(m)
+        err = base.err[:, 0].astype(np.float64) if gn else np.zeros(m)
+        if requant.any():  # rare: the nibble tables again, on the coarser unit
+            rows = np.flatnonzero(requant)
+            acc = np.zeros((rows.size, 4))
+            fl = np.ascontiguousarray(base.fluts[rows])
+            u8 = np.zeros(fl.shape, dtype=np.uint8)
+            fs.quantize_nibble_serial(fl, 0, 2 * self.nsteps, 1.0 / inv[rows].astype(np.float64), u8, acc)
+            base.luts.reshape(m, -1)[rows] = u8.reshape(rows.size, -1)
+            off[rows], err[rows] = rm.row_bounds(acc, sigmas)
+        a = np.ascontiguousarray((1.0 / (weight * inv.astype(np.float64)[:, None])).T)  # (R, m)
         acc = np.zeros((m, 4), dtype=np.float64)
-        u8 = np.zeros_like(base.fluts, dtype=np.uint8)
         wu8 = np.zeros(m * stride, dtype=np.uint8)
         if m:
-            with _threads_for(LUT_NS * m * (2 * self.nsteps + stride / 16)):
-                if gn:
-                    fs.quantize_nibble(base.fluts, 0, 2 * self.nsteps, a[0], u8, acc)
-                for g, p in enumerate(self.wide_parts):
-                    c0, c1 = int(self.wide_coords[g]), int(self.wide_coords[g + 1])
-                    fs.quantize_wide(wfl, c0, c1, 1 << p["bits"], self.wide_coff, stride, a[gn], wu8, acc)
-        margin = self.margin if margin is None else margin
-        off, err = rm.finish_bound(acc, -1.0 if margin == "exact" else float(margin))
-        base.luts = u8.reshape(-1)
-        wq = fs.WideQueries(wu8, wfl, stride, self.wide_coff, weights, inv, off, err)
+            for r in range(len(self.wide_runs)):
+                c0, c1 = int(self.wide_coords[r]), int(self.wide_coords[r + 1])
+                (fs.quantize_wide_serial if serial else fs.quantize_wide)(
+                    wfl, c0, c1, 1 << int(self.wide_bits[r]), self.wide_coff, stride, a[r], wu8, acc
+                )
+        woff, werr = rm.row_bounds(acc, sigmas)
+        wq = fs.WideQueries(
+            wu8, wfl, stride, self.wide_coff, weight, inv, (off + woff).astype(np.float32),
+            (err + werr).astype(np.float32),
+        )  # fmt: skip
         return _extend(base, MultiPrepared, wide=wq)
 
     # ---- path choice ---------------------------------------------------------------------------

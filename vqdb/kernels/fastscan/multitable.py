@@ -58,13 +58,14 @@ WIDE_ISA = _host_wide_isa()
 # the inner loop: exact uint8 table sums of wide coordinates for 32-vector blocks
 # ------------------------------------------------------------------------------------------------
 def _make_wide_window(nq: int, bits: int, isa: str):
-    """Intrinsic ``window(blocks, cbase, bstride, nblk, luts, lbases, ncoord, sums, sbase, qstride, first,
-    mx, mbase, mqstride)``: the wide twin of :func:`.isa._make_window`.
+    """Intrinsic ``window(blocks, cbase, bstride, nblk, luts, lbases, wmul, ncoord, sums, sbase, qstride,
+    first, mx, mbase, mqstride)``: the wide twin of :func:`.isa._make_window`.
 
     For ``nblk`` blocks (block b's ``ncoord`` 32-byte coordinate steps at ``cbase + b * bstride`` of the
     uint8 1-D ``blocks``) and ``nq`` queries (query j's tables at ``lbases[j]`` of the uint8 1-D ``luts``,
     one table of ``table_width(bits)`` bytes per coordinate, consecutive), add the exact sums over the
-    ``ncoord`` (<= 256) coordinates to the int32 ``sums`` at ``sbase + j * qstride + 32 * b + v`` (store
+    ``ncoord`` (<= 256) coordinates, times the integer weight ``wmul[j]``, to the int32 ``sums`` at
+    ``sbase + j * qstride + 32 * b + v`` (store
     when ``first`` != 0) and write each block's largest updated sum to ``mx[mbase + j * mqstride + b]``.
     """
     from llvmlite import ir
@@ -140,6 +141,7 @@ def _make_wide_window(nq: int, bits: int, isa: str):
         nblk,
         luts,
         lbases,
+        wmul,
         ncoord,
         sums,
         sbase,
@@ -150,24 +152,35 @@ def _make_wide_window(nq: int, bits: int, isa: str):
         mqstride,
     ):
         sig = types.void(
-            blocks, types.intp, types.intp, types.intp, luts, lbases, types.intp, sums, types.intp,
+            blocks, types.intp, types.intp, types.intp, luts, lbases, wmul, types.intp, sums, types.intp,
             types.intp, types.intp, mx, types.intp, types.intp,
         )  # fmt: skip
 
         def codegen(context, builder, signature, args):
-            (blocks_v, cbase_v, bstride_v, nblk_v, luts_v, lbases_v, ncoord_v, sums_v, sbase_v, qstride_v,
-             first_v, mx_v, mbase_v, mqstride_v) = args  # fmt: skip
+            (blocks_v, cbase_v, bstride_v, nblk_v, luts_v, lbases_v, wmul_v, ncoord_v, sums_v, sbase_v,
+             qstride_v, first_v, mx_v, mbase_v, mqstride_v) = args  # fmt: skip
             bdata = context.make_array(signature.args[0])(context, builder, blocks_v).data
             ldata = context.make_array(signature.args[4])(context, builder, luts_v).data
             lbdata = context.make_array(signature.args[5])(context, builder, lbases_v).data
-            sdata = context.make_array(signature.args[7])(context, builder, sums_v).data
-            mdata = context.make_array(signature.args[11])(context, builder, mx_v).data
+            wdata = context.make_array(signature.args[6])(context, builder, wmul_v).data
+            sdata = context.make_array(signature.args[8])(context, builder, sums_v).data
+            mdata = context.make_array(signature.args[12])(context, builder, mx_v).data
             is_first = builder.icmp_signed("!=", first_v, ir.Constant(i64, 0))
             lptrs = [
                 builder.gep(ldata, [builder.load(builder.gep(lbdata, [ir.Constant(i64, j)]))])
                 for j in range(nq)
             ]
             accs = [cgutils.alloca_once(builder, w32) for _ in range(nq)]
+            undef32 = ir.Constant(d32, ir.Undefined)
+            splat = ir.Constant(ir.VectorType(i32, 32), [0] * 32)
+            wvecs = []
+            for j in range(nq):
+                wj = builder.trunc(builder.load(builder.gep(wdata, [ir.Constant(i64, j)])), i32)
+                wvecs.append(
+                    builder.shuffle_vector(
+                        builder.insert_element(undef32, wj, ir.Constant(i32, 0)), undef32, splat
+                    )
+                )
             with cgutils.for_range(builder, nblk_v) as bl:
                 cptr = builder.gep(bdata, [builder.add(cbase_v, builder.mul(bl.index, bstride_v))])
                 for a in accs:
@@ -185,7 +198,7 @@ def _make_wide_window(nq: int, bits: int, isa: str):
                         builder.mul(bl.index, ir.Constant(i64, 32)),
                     )
                     p = builder.bitcast(builder.gep(sdata, [base]), d32.as_pointer())
-                    v = builder.zext(builder.load(accs[j]), d32)
+                    v = builder.mul(builder.zext(builder.load(accs[j]), d32), wvecs[j])
                     v = builder.select(is_first, v, builder.add(builder.load(p, align=4), v))
                     builder.store(v, p, align=4)
                     mpos = builder.add(
@@ -205,7 +218,21 @@ def _make_loop_window(nq: int, bits: int):
 
     @njit(cache=_CACHE, nogil=True)
     def window(
-        blocks, cbase, bstride, nblk, luts, lbases, ncoord, sums, sbase, qstride, first, mx, mbase, mqstride
+        blocks,
+        cbase,
+        bstride,
+        nblk,
+        luts,
+        lbases,
+        wmul,
+        ncoord,
+        sums,
+        sbase,
+        qstride,
+        first,
+        mx,
+        mbase,
+        mqstride,
     ):
         for b in range(nblk):
             c0 = cbase + b * bstride
@@ -216,6 +243,7 @@ def _make_loop_window(nq: int, bits: int):
                     acc = 0
                     for t in range(ncoord):
                         acc += luts[lbases[j] + t * tw + blocks[c0 + 32 * t + v]]
+                    acc *= wmul[j]
                     s = np.int32(acc) if first else np.int32(sums[o + v] + acc)
                     sums[o + v] = s
                     best = max(best, s)
@@ -251,14 +279,14 @@ class WideCodes(NamedTuple):
 
 class WideQueries(NamedTuple):
     """Wide tables of m queries (row of ``stride`` entries per query, coordinate c's table at ``coff[c]``)
-    and the combined integer estimate: float sum ≈ ``T * inv + off`` within ``err``, with
-    ``T = Σ_g weights[i, g] · A_g`` over the nibble groups, then the wide group (every wide coordinate)."""
+    and the combined integer estimate: the float sum of a vector is ``T * inv + off`` within ``err``, with
+    ``T = A_nibble + Σ_r weight_r · A_r`` (the nibble group's and each wide run's exact table sums)."""
 
     luts: np.ndarray  # (m * stride,) uint8
     fluts: np.ndarray  # (m * stride,) float32 the float tables (the exact score)
     stride: int
     coff: np.ndarray  # (K,) int64
-    weights: np.ndarray  # (m, Gn + 1) int64
+    weight: np.ndarray  # (m, R) int64 integer weight of each wide run's sums
     inv: np.ndarray  # (m,) float32
     off: np.ndarray  # (m,) float32
     err: np.ndarray  # (m,) float32
@@ -267,8 +295,7 @@ class WideQueries(NamedTuple):
 # ------------------------------------------------------------------------------------------------
 # tables
 # ------------------------------------------------------------------------------------------------
-@njit(cache=_CACHE, nogil=True, parallel=True)
-def wide_float_tables(q, values, c0, coff, stride, fl_out, tops, col):
+def _wide_float_tables(q, values, c0, coff, stride, fl_out, tops, col):
     """Float tables of one wide group (q (m, k) float32 rotated queries of one slice, values (2**bits,)
     float64) for coordinates [c0, c0 + k) of the rows ``fl_out`` (m * stride,) float32, and the group's
     largest table range into ``tops[:, col]`` (float64) (``reference_multitable.float_tables`` / ``row_tops``)."""
@@ -288,6 +315,9 @@ def wide_float_tables(q, values, c0, coff, stride, fl_out, tops, col):
                 hi = max(hi, np.float64(x))
             top = max(top, hi - lo)
         tops[i, col] = top
+
+
+wide_float_tables_serial, wide_float_tables = twin(_wide_float_tables)
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -314,8 +344,7 @@ def _quantize_row(fl, o, ne, a, u8_out, acc, i):
     acc[i, 3] += big
 
 
-@njit(cache=_CACHE, nogil=True, parallel=True)
-def quantize_nibble(fl, s0, s1, a, u8_out, acc):
+def _quantize_nibble(fl, s0, s1, a, u8_out, acc):
     """Slots [s0, s1) of the nibble float LUTs fl (m, 2S, 16) float32 with scales a (m,) float64 into
     u8_out (m, 2S, 16) uint8; adds to acc (m, 4) float64 (``reference_multitable.quantize_rows``)."""
     m = fl.shape[0]
@@ -327,8 +356,10 @@ def quantize_nibble(fl, s0, s1, a, u8_out, acc):
             _quantize_row(flat, i * width + 16 * s, 16, a[i], out, acc, i)
 
 
-@njit(cache=_CACHE, nogil=True, parallel=True)
-def quantize_wide(fl, c0, c1, ne, coff, stride, a, u8_out, acc):
+quantize_nibble_serial, quantize_nibble = twin(_quantize_nibble)
+
+
+def _quantize_wide(fl, c0, c1, ne, coff, stride, a, u8_out, acc):
     """Coordinates [c0, c1) (tables of ``ne`` entries) of the wide float tables fl (m * stride,) float32
     with scales a (m,) float64 into u8_out (m * stride,) uint8; adds to acc (m, 4) float64."""
     m = acc.shape[0]
@@ -337,41 +368,43 @@ def quantize_wide(fl, c0, c1, ne, coff, stride, a, u8_out, acc):
             _quantize_row(fl, i * stride + coff[c], ne, a[i], u8_out, acc, i)
 
 
+quantize_wide_serial, quantize_wide = twin(_quantize_wide)
+
+
 # ------------------------------------------------------------------------------------------------
 # accumulation
 # ------------------------------------------------------------------------------------------------
 @njit(cache=_CACHE, nogil=True)
-def _wide_window(bits, two, blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs):
+def _wide_window(bits, two, blocks, cb, bs, nblk, luts, lbases, wm, w, sums, sb, qstr, first, mx, mb, mqs):
     if bits == 5:
         if two:
-            _w5b(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+            _w5b(blocks, cb, bs, nblk, luts, lbases, wm, w, sums, sb, qstr, first, mx, mb, mqs)
         else:
-            _w5a(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+            _w5a(blocks, cb, bs, nblk, luts, lbases, wm, w, sums, sb, qstr, first, mx, mb, mqs)
     elif bits == 6:
         if two:
-            _w6b(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+            _w6b(blocks, cb, bs, nblk, luts, lbases, wm, w, sums, sb, qstr, first, mx, mb, mqs)
         else:
-            _w6a(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+            _w6a(blocks, cb, bs, nblk, luts, lbases, wm, w, sums, sb, qstr, first, mx, mb, mqs)
     elif bits == 7:
         if two:
-            _w7b(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+            _w7b(blocks, cb, bs, nblk, luts, lbases, wm, w, sums, sb, qstr, first, mx, mb, mqs)
         else:
-            _w7a(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+            _w7a(blocks, cb, bs, nblk, luts, lbases, wm, w, sums, sb, qstr, first, mx, mb, mqs)
     else:
         if two:
-            _w8b(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+            _w8b(blocks, cb, bs, nblk, luts, lbases, wm, w, sums, sb, qstr, first, mx, mb, mqs)
         else:
-            _w8a(blocks, cb, bs, nblk, luts, lbases, w, sums, sb, qstr, first, mx, mb, mqs)
+            _w8a(blocks, cb, bs, nblk, luts, lbases, wm, w, sums, sb, qstr, first, mx, mb, mqs)
 
 
 @njit(cache=_CACHE, nogil=True)
-def _wide_item_sums(wide, wq, qs, nq, b0, nblk, lbases, sums, mx):
-    """sums[j*cap + 32*b + v] = exact wide-table sum over every wide coordinate (one group: the runs of
-    each bit width add up), query qs[j], vector v of block b0 + b (cap = len(sums) // QMAX);
-    mx[j*SUB + b] = the largest of those 32 sums."""
+def _wide_item_sums(wide, luts, stride, coff, weight, qs, nq, b0, nblk, lbases, wmul, first, sums, mx):
+    """Add ``weight[qs[j], r]`` x the exact wide-table sum over run r's coordinates, for every run in turn,
+    of query qs[j], vector v of block b0 + b, to sums[j*cap + 32*b + v] (cap = len(sums) //
+    QMAX; ``first``: store instead), and write the largest updated sum of each block to mx[j*SUB + b]."""
     K = wide.ncoords
     cap = sums.shape[0] // QMAX
-    first = 1
     for g in range(wide.part_coords.shape[0] - 1):
         c0 = wide.part_coords[g]
         c1 = wide.part_coords[g + 1]
@@ -381,9 +414,10 @@ def _wide_item_sums(wide, wq, qs, nq, b0, nblk, lbases, sums, mx):
             cb = (b0 * K + c0) * 32
             for j0 in range(0, nq, 2):
                 for j in range(j0, min(nq, j0 + 2)):
-                    lbases[j - j0] = qs[j] * wq.stride + wq.coff[c0]
+                    lbases[j - j0] = qs[j] * stride + coff[c0]
+                    wmul[j - j0] = weight[qs[j], g]
                 _wide_window(
-                    bits, nq - j0 >= 2, wide.blocks, cb, K * 32, nblk, wq.luts, lbases, w, sums,
+                    bits, nq - j0 >= 2, wide.blocks, cb, K * 32, nblk, luts, lbases, wmul, w, sums,
                     j0 * cap, cap, first, mx, j0 * SUB, SUB,
                 )  # fmt: skip
             c0 += w
@@ -391,12 +425,13 @@ def _wide_item_sums(wide, wq, qs, nq, b0, nblk, lbases, sums, mx):
 
 
 def _accumulate_wide(wide, wq, m):
-    """Exact integer wide sums of every query and position: (m, N) uint32 (the oracle's twin)."""
+    """Exact integer wide sums of every query and position (weights 1): (m, N) uint32 (the oracle's twin)."""
     K = wide.ncoords
     nb = wide.blocks.shape[0] // (32 * K) if K > 0 else 0
     out = np.zeros((m, nb * 32), dtype=np.uint32)
     nchunks = (nb + SUB - 1) // SUB
     ngroups = (m + QMAX - 1) // QMAX
+    ones = np.ones((m, wide.part_coords.shape[0] - 1), dtype=np.int64)
     for task in prange(nchunks * ngroups):
         c = task // ngroups
         qg = task - c * ngroups
@@ -405,9 +440,10 @@ def _accumulate_wide(wide, wq, m):
         nq = min(QMAX, m - qg * QMAX)
         qs = np.arange(qg * QMAX, qg * QMAX + nq).astype(np.int64)
         lbases = np.empty(QMAX, dtype=np.int64)
+        wmul = np.empty(QMAX, dtype=np.int64)
         sums = np.empty(QMAX * 32 * SUB, dtype=np.int32)
         mx = np.empty(QMAX * SUB, dtype=np.int32)
-        _wide_item_sums(wide, wq, qs, nq, b0, nblk, lbases, sums, mx)
+        _wide_item_sums(wide, wq.luts, wq.stride, wq.coff, ones, qs, nq, b0, nblk, lbases, wmul, 1, sums, mx)
         for j in range(nq):
             for v in range(32 * nblk):
                 out[qs[j], 32 * b0 + v] = np.uint32(sums[j * 32 * SUB + v])
@@ -540,13 +576,16 @@ def _flush(pair, q, top, codes, wide, qy, wq, beta):
 @njit(cache=_CACHE, nogil=True)
 def _min_sum(thr, iv, of, er, f0, f1, base, bmx, bmagmx, alpha):
     """Smallest integer T that can reach ``thr`` in a block (0: any may): every vector with a smaller T has
-    an upper bound (:func:`.scan._block_top`, nondecreasing in T) below ``thr``. The closed form of
-    :func:`.scan._min_sum`, then a doubling + bisection search down to the largest T whose bound stays
-    below ``thr`` (the weighted sums use a finer unit than one table step, so float rounding spans many
-    units and the nibble scan's 16 single steps would give up)."""
+    an upper bound (:func:`.scan._block_top`, nondecreasing in T) below ``thr``.
+
+    The weighted sums use a finer unit than one table step, so the float slack of the bound spans many
+    units: solve the bound with its 1e-6 slack term in closed form (float64), step 8 units down for the
+    float32 evaluation, check once; only if that fails, search down (doubling, then bisection)."""
     if not thr > _NEG_INF or f0 < 0 or not f1 > 0 or not iv > 0:
         return 0
-    b = (thr - base - bmx) / alpha - max(abs(f1), abs(f0)) * er
+    r = np.float64(thr) - base - bmx - 1e-6 * (abs(np.float64(base)) + bmagmx)
+    big = r / (1.0 + 1e-6) if r >= 0 else r / (1.0 - 1e-6)  # alpha * bound must stay below this
+    b = big / alpha - max(abs(f1), abs(f0)) * np.float64(er)
     if b > 0:
         need = b / f1
     elif f0 > 0:
@@ -556,9 +595,9 @@ def _min_sum(thr, iv, of, er, f0, f1, base, bmx, bmagmx, alpha):
     x = (need - of) / iv
     if not x < 2.0e9:
         return 2147483647
-    if not x > 0:
+    if not x > 8:
         return 0
-    hi = np.int64(np.floor(x))  # candidate answer: the bound of T = hi - 1 must stay below thr
+    hi = np.int64(np.floor(x)) - 8
     if _block_top(hi - 1, iv, of, er, f0, f1, base, bmx, bmagmx, alpha) < thr:
         return hi
     step = np.int64(1)
@@ -582,34 +621,9 @@ def _min_sum(thr, iv, of, er, f0, f1, base, bmx, bmagmx, alpha):
 
 
 @njit(cache=_CACHE, nogil=True)
-def _combine(j, nblk, sums, gn, wsums, weights, q, tsum, tmax):
-    """T = Σ_g weights[q, g] · A_g (the gn nibble groups, then the wide group) of query slot j over nblk
-    blocks into tsum[: 32 * nblk] (int32; below 2**24 by construction) and each block's largest T into
-    tmax[:nblk]."""
-    n = 32 * nblk
-    stride = 32 * SUB
-    for v in range(n):
-        tsum[v] = 0
-    for p in range(gn):
-        w = np.int32(weights[q, p])
-        o = (j * gn + p) * stride
-        for v in range(n):
-            tsum[v] += w * sums[o + v]
-    w = np.int32(weights[q, gn])
-    o = j * stride
-    for v in range(n):
-        tsum[v] += w * wsums[o + v]
-    for b in range(nblk):
-        t = tsum[32 * b]
-        for v in range(32 * b + 1, 32 * b + 32):
-            t = max(t, tsum[v])
-        tmax[b] = t
-
-
-@njit(cache=_CACHE, nogil=True)
 def _scan_blocks(q, pair, c0, nblk, tsum, tmax, codes, wide, qy, wq, bias, top):
-    """Blocks [c0, c0 + nblk) of one query (its weighted sums T in tsum / tmax): the integer threshold of
-    each block (:func:`.scan._min_sum`; skip the block when its largest T is below it), then the vectors
+    """Blocks [c0, c0 + nblk) of one query (its weighted sums T at ``tsum``, block maxima at ``tmax``, both
+    views of the item's buffers): the integer threshold of each block (:func:`.scan._min_sum`; skip the block when its largest T is below it), then the vectors
     whose T reaches it become pending candidates (flushed when full). Returns the number re-scored."""
     alpha = qy.alpha
     beta = bias.beta
@@ -666,21 +680,18 @@ def _scan_mixed(codes, wide, qy, wq, bias, work, top):
     """Work items (the nibble scan's :class:`.scan.Work`): per sub-chunk the nibble and wide sums of the
     item's queries, then bounds, candidates and exact re-scores into the pairs' heaps.
 
-    ``codes`` is a :class:`.scan.Codes` whose ``factors`` / ``fmin`` / ``fmax`` hold the one factor of
-    every part (shape (1, N), (1, nb)); ``qy`` a :class:`.scan.Queries` (its ``fluts``, ``alpha``,
-    ``qconst``, ``cterm`` and the nibble ``luts`` are read)."""
+    ``codes`` is a :class:`.scan.Codes` with at most one nibble group, whose ``factors`` / ``fmin`` /
+    ``fmax`` hold the one factor of every part (shape (1, N), (1, nb)); ``qy`` a :class:`.scan.Queries`
+    (its ``fluts``, ``alpha``, ``qconst``, ``cterm`` and the nibble ``luts`` are read)."""
     gn = codes.part_steps.shape[0] - 1
     n_tasks = work.task_ptr.shape[0] - 1
     nsteps = codes.nsteps
     wrow = wide.ncoords * 32
     for task in prange(n_tasks):
         lbases = np.empty(QMAX, dtype=np.int64)
-        sums = np.empty(QMAX * max(gn, 1) * 32 * SUB, dtype=np.int32)
-        mx = np.empty(QMAX * max(gn, 1) * SUB, dtype=np.int32)
-        wsums = np.empty(QMAX * 32 * SUB, dtype=np.int32)
-        wmx = np.empty(QMAX * SUB, dtype=np.int32)
-        tsum = np.empty(32 * SUB, dtype=np.int32)
-        tmax = np.empty(SUB, dtype=np.int32)
+        wmul = np.empty(QMAX, dtype=np.int64)
+        sums = np.empty(QMAX * 32 * SUB, dtype=np.int32)
+        mx = np.empty(QMAX * SUB, dtype=np.int32)
         qs = np.empty(QMAX, dtype=np.int64)
         i1 = work.task_ptr[task + 1]
         for it in range(work.task_ptr[task], i1):
@@ -704,18 +715,22 @@ def _scan_mixed(codes, wide, qy, wq, bias, work, top):
                     nq += 1
             for c0 in range(b0, b1, SUB):
                 nblk = min(SUB, b1 - c0)
-                if gn > 0:
+                if gn > 0:  # T = the nibble sums (one group) ...
                     _item_sums(
                         codes.blocks, nsteps, codes.part_steps, qy.luts, qs, nq, c0, nblk, lbases, sums, mx
                     )
-                _wide_item_sums(wide, wq, qs, nq, c0, nblk, lbases, wsums, wmx)
+                # ... + weight x the wide sums, and the blocks' largest T
+                _wide_item_sums(
+                    wide, wq.luts, wq.stride, wq.coff, wq.weight, qs, nq, c0, nblk, lbases, wmul,
+                    1 if gn == 0 else 0, sums, mx,
+                )  # fmt: skip
                 for j in range(nq):
                     q = qs[j]
                     pair = work.item_pair[it, j]
-                    _combine(j, nblk, sums, gn, wsums, wq.weights, q, tsum, tmax)
                     top.rescored[pair] += _scan_blocks(
-                        q, pair, c0, nblk, tsum, tmax, codes, wide, qy, wq, bias, top
-                    )
+                        q, pair, c0, nblk, sums[j * 32 * SUB : (j + 1) * 32 * SUB], mx[j * SUB : (j + 1) * SUB],
+                        codes, wide, qy, wq, bias, top,
+                    )  # fmt: skip
                     root = top.scores[pair, 0]
                     if root > top.floor[q]:
                         top.floor[q] = root
