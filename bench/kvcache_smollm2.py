@@ -66,6 +66,7 @@ VQ_OPTIONS = (
     "qjl_outlier_channels",
     "polar_level_bits",
     "outlier_channels",
+    "prescale",
 )
 MODEL_CACHE = os.environ.get(
     "VQDB_KVBENCH_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "vqdb-kvbench")

@@ -93,6 +93,30 @@ def test_compat_and_fused_generate_the_same_tokens(tiny):
     assert compat.layers[0].core.n_codes > 0  # tokens really went through codes
 
 
+def test_fused_decode_through_the_cpu_kernels_generates_the_compat_tokens(tiny, monkeypatch):
+    """The default cache in fused mode scores keys and sums values with the Numba lookup kernels (counted
+    here) and generates token-for-token what compat mode (dequantize + stock attention) generates."""
+    from vqdb.kvcache import _cpu_fused
+
+    calls = {"scores": 0, "weighted_sum": 0}
+    for name in calls:
+        fn = getattr(_cpu_fused, name)
+
+        def counted(*a, _fn=fn, _name=name, **k):
+            calls[_name] += 1
+            return _fn(*a, **k)
+
+        monkeypatch.setattr(_cpu_fused, name, counted)
+    _, cfg, _, _ = tiny
+    a = _generate(tiny, VQCache(cfg, residual_length=8, flush_block=4), COMPAT, max_new_tokens=16)
+    assert calls["scores"] == 0
+    b = _generate(
+        tiny, VQCache(cfg, residual_length=8, flush_block=4, mode="fused"), "vqdb", max_new_tokens=16
+    )
+    assert torch.equal(a, b)
+    assert calls["scores"] > 0 and calls["weighted_sum"] > 0
+
+
 def test_compat_and_fused_logits_agree_and_4bit_matches_full_cache_on_most_steps(tiny):
     _, cfg, _, _ = tiny
     ref = _teacher_forced_logits(tiny, DynamicCache(config=cfg), "sdpa")

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import DimensionMismatchError, InvalidInputError
+from . import _cpu_fused
 from ._codec_base import Codes, KVCodec, SplitCodec
 
 __all__ = ["CompressedKVLayer", "AppendResult"]
@@ -140,6 +141,8 @@ class CompressedKVLayer:
         if not isinstance(center, bool):
             raise InvalidInputError(f"center must be True or False; got {center!r}")
         self.center = center
+        # CPU attention from codes through the Numba lookup kernels (False: the torch decoded-tile path)
+        self.fast = True
         self.reset()
 
     # ------------------------------------------------------------------------------------------
@@ -425,9 +428,12 @@ class CompressedKVLayer:
     def _code_scores(self, qg: torch.Tensor, n: int) -> torch.Tensor:
         """[B, H, M, n] estimated <q, k> of grouped queries against the first n key codes."""
         kc = self.key_codec.on(qg.device)
-        prepared = kc.prepare(self._permute(qg, self._perm_k))
-        parts = [kc.score(prepared, kt) for kt, _ in self._tiles(n)]
-        out = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+        if self.fast and _cpu_fused.supported(kc, qg.device):  # lookup kernels, no decoded tile
+            out = _cpu_fused.scores(kc, self._permute(qg, self._perm_k), _slice_codes(self._key_codes, 0, n))
+        else:
+            prepared = kc.prepare(self._permute(qg, self._perm_k))
+            parts = [kc.score(prepared, kt) for kt, _ in self._tiles(n)]
+            out = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
         if self._mu_k is not None:  # codes hold k - mean: add the exact <q, mean> back
             out = out + torch.matmul(qg, self._mu_k.transpose(-1, -2))
         return out
@@ -529,13 +535,16 @@ class CompressedKVLayer:
             out = out + torch.matmul(w[..., :n_s], self._sink_v[:, :, :n_s].float())
         if n_c:
             vc = self.value_codec.on(qg.device)
-            acc = None
-            start = n_s
-            for _, vt in self._tiles(n_c):
-                stop = start + next(iter(vt.values())).shape[2]
-                part = vc.weighted_sum(w[..., start:stop], vt)
-                acc = part if acc is None else acc + part
-                start = stop
+            if self.fast and _cpu_fused.supported(vc, qg.device):
+                acc = _cpu_fused.weighted_sum(vc, w[..., n_s:n], _slice_codes(self._value_codes, 0, n_c))
+            else:
+                acc = None
+                start = n_s
+                for _, vt in self._tiles(n_c):
+                    stop = start + next(iter(vt.values())).shape[2]
+                    part = vc.weighted_sum(w[..., start:stop], vt)
+                    acc = part if acc is None else acc + part
+                    start = stop
             out = out + self._unpermute(acc, self._perm_v)
             if self._mu_v is not None:
                 out = out + w[..., n_s:n].sum(-1, keepdim=True) * self._mu_v
