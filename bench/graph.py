@@ -36,8 +36,8 @@ def _dir_bytes(path: str) -> int:
 
 
 def _curve(search, q, gt, efs, single: int) -> list[dict]:
-    efs = CURVE_EFS
     """recall@10 and QPS (batch of all queries; and ``single`` queries one per call) for each ef."""
+    efs = CURVE_EFS
     rows = []
     for ef in efs:
         ids = search(q, ef)
@@ -55,6 +55,30 @@ def _curve(search, q, gt, efs, single: int) -> list[dict]:
         if rec >= 0.995:
             break
     return rows
+
+
+def _cached_build(cache: str | None, key: str, build, save, load):
+    """(index, path of its saved file(s), build record) of a peer index: built and timed here, or loaded
+    from ``cache`` (``--cache``: a folder; the build seconds and load average of the run that built it are
+    kept beside it, so repeated runs time the searches without rebuilding the same peer)."""
+    import json
+
+    path = (
+        os.path.join(cache, key) if cache else os.path.join(tempfile.mkdtemp(prefix="vqdb-graph-bench-"), key)
+    )
+    record_path = path + ".json"
+    if cache and os.path.exists(record_path):
+        with open(record_path, encoding="utf-8") as f:
+            record = json.load(f)
+        return load(path), path, {**record, "cached": True}
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    t0 = time.perf_counter()
+    ix = build()
+    record = {"build_s": round(time.perf_counter() - t0, 2), "load_at_build": load_before}
+    save(ix, path)
+    with open(record_path, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    return ix, path, {**record, "cached": False}
 
 
 def _at_target(curve: list[dict]) -> dict | None:
@@ -110,28 +134,33 @@ def run_vqdb(bs, q, gt, *, quantizer: str, degree: int, threads: int, build_thre
     return {
         "method": f"vqdb graph R={degree} {quantizer}",
         "build_s": round(build, 2),
-        "bytes_per_vector": round(graph_bytes, 1),
-        "bytes_per_vector_note": "graph file (neighbour ids + neighbours' codes + float16 vectors + id) / n",
-        "bytes_per_vector_all_files": round(total_bytes, 1),
+        "bytes_per_vector": round(total_bytes, 1),
+        "bytes_per_vector_note": "every file of the saved index / n (graph file + segments + manifest)",
+        "bytes_per_vector_graph_file": round(graph_bytes, 1),
         "bytes_per_vector_stats": st["bytes_per_vector"],
         "curve": curve,
         "filters": filters,
     }
 
 
-def run_faiss(bs, q, gt, *, threads: int, build_threads: int, single: int):
+def run_faiss(bs, q, gt, *, threads: int, build_threads: int, single: int, cache: str | None):
     import faiss
 
     set_threads(build_threads)
     metric = faiss.METRIC_INNER_PRODUCT if bs.metric == "ip" else faiss.METRIC_L2
-    ix = faiss.IndexHNSWFlat(bs.dim, 32, metric)
-    t0 = time.perf_counter()
-    ix.add(bs.base)
-    build = time.perf_counter() - t0
-    path = tempfile.mktemp(suffix=".faiss")
-    faiss.write_index(ix, path)
-    nbytes = os.path.getsize(path) / bs.base.shape[0]
-    os.remove(path)
+
+    def build():
+        ix = faiss.IndexHNSWFlat(bs.dim, 32, metric)
+        ix.add(bs.base)
+        return ix
+
+    ix, path, record = _cached_build(
+        cache,
+        f"{bs.name}-faiss-hnsw32.faiss",
+        build,
+        lambda ix, p: faiss.write_index(ix, p),
+        faiss.read_index,
+    )
     set_threads(threads)
 
     def search(qq, ef):
@@ -140,8 +169,9 @@ def run_faiss(bs, q, gt, *, threads: int, build_threads: int, single: int):
 
     return {
         "method": "FAISS HNSW32,Flat",
-        "build_s": round(build, 2),
-        "bytes_per_vector": round(nbytes, 1),
+        "build_s": record["build_s"],
+        "build": record,
+        "bytes_per_vector": round(_dir_bytes(path) / bs.base.shape[0], 1),
         "curve": _curve(search, q, gt, EFS, single),
     }
 
@@ -150,49 +180,61 @@ def _unit(x: np.ndarray) -> bool:
     return bool(np.abs(np.linalg.norm(x, axis=1) - 1).max() < 1e-3)
 
 
-def run_rabitq_hnsw(bs, q, gt, *, threads: int, build_threads: int, single: int):
+def _rabitq_metric(bs, q) -> str:
+    """rabitqlib's metric for the set: l2 for l2sq and for unit vectors (cosine), else ip."""
+    return "l2" if bs.metric == "l2sq" or (_unit(bs.base) and _unit(q)) else "ip"
+
+
+def run_rabitq_hnsw(bs, q, gt, *, threads: int, build_threads: int, single: int, cache: str | None):
     import rabitqlib
 
-    metric = "l2" if bs.metric == "l2sq" or (_unit(bs.base) and _unit(q)) else "ip"
-    ix = rabitqlib.HnswIndex(bs.dim, bs.base.shape[0], M=16, ef_construction=200, nbits=5, metric=metric)
-    t0 = time.perf_counter()
-    centroid = bs.base.mean(0, keepdims=True).astype(np.float32)
-    ix.build(bs.base, centroid, np.zeros(bs.base.shape[0], np.uint32), num_threads=build_threads)
-    build = time.perf_counter() - t0
-    path = tempfile.mktemp(suffix=".rabitq")
-    ix.save(path)
-    nbytes = _dir_bytes(path) / bs.base.shape[0]
+    metric = _rabitq_metric(bs, q)
+    n = bs.base.shape[0]
+
+    def build():
+        ix = rabitqlib.HnswIndex(bs.dim, n, M=16, ef_construction=200, nbits=5, metric=metric)
+        centroid = bs.base.mean(0, keepdims=True).astype(np.float32)
+        ix.build(bs.base, centroid, np.zeros(n, np.uint32), num_threads=build_threads)
+        return ix
+
+    ix, path, record = _cached_build(
+        cache, f"{bs.name}-rabitq-hnsw16.idx", build, lambda ix, p: ix.save(p), rabitqlib.HnswIndex.load
+    )
 
     def search(qq, ef):
         return np.asarray(ix.search(qq, 10, ef=int(max(ef, 10)), num_threads=threads)[0], np.int64)
 
     return {
         "method": "rabitqlib HNSW-RaBitQ M=16 (32 links at level 0), 1+4 bits",
-        "build_s": round(build, 2),
-        "bytes_per_vector": round(nbytes, 1),
+        "build_s": record["build_s"],
+        "build": record,
+        "bytes_per_vector": round(_dir_bytes(path) / n, 1),
         "curve": _curve(search, q, gt, EFS, single),
     }
 
 
-def run_symqg(bs, q, gt, *, threads: int, build_threads: int, single: int):
+def run_symqg(bs, q, gt, *, threads: int, build_threads: int, single: int, cache: str | None):
     import rabitqlib
 
-    metric = "l2" if bs.metric == "l2sq" or (_unit(bs.base) and _unit(q)) else "ip"
-    ix = rabitqlib.SymqgIndex(bs.dim, 32, metric=metric)
-    t0 = time.perf_counter()
-    ix.build(bs.base, 200, num_threads=build_threads)
-    build = time.perf_counter() - t0
-    path = tempfile.mktemp(suffix=".symqg")
-    ix.save(path)
-    nbytes = _dir_bytes(path) / bs.base.shape[0]
+    metric = _rabitq_metric(bs, q)
+
+    def build():
+        ix = rabitqlib.SymqgIndex(bs.dim, 32, metric=metric)
+        ix.build(bs.base, 200, num_threads=build_threads)
+        return ix
+
+    ix, path, record = _cached_build(
+        cache, f"{bs.name}-symqg32.idx", build, lambda ix, p: ix.save(p), rabitqlib.SymqgIndex.load
+    )
 
     def search(qq, ef):
         return np.asarray(ix.search_batch(qq, 10, int(max(ef, 10)), num_threads=threads)[0], np.int64)
 
     return {
         "method": "rabitqlib SymphonyQG degree 32",
-        "build_s": round(build, 2),
-        "bytes_per_vector": round(nbytes, 1),
+        "build_s": record["build_s"],
+        "build": record,
+        "bytes_per_vector": round(_dir_bytes(path) / bs.base.shape[0], 1),
         "curve": _curve(search, q, gt, EFS, single),
     }
 
@@ -212,19 +254,23 @@ def _md(results: dict) -> str:
             f"## {set_name}",
             "",
             "| method | build s | bytes/vector | QPS @ recall ≥ 0.95 (ef, recall) | "
-            "1-query QPS there | max recall |",
-            "|---|---|---|---|---|---|",
+            "1-query QPS there | max recall | vqdb QPS ratio to it |",
+            "|---|---|---|---|---|---|---|",
         ]
+        ours = next((m for m in methods if m.get("method", "").startswith("vqdb") and "curve" in m), None)
+        ours_t = _at_target(ours["curve"]) if ours else None
         for m in methods:
             if "error" in m:
-                lines.append(f"| {m['method']} | error: {m['error']} | | | | |")
+                lines.append(f"| {m['method']} | error: {m['error']} | | | | | |")
                 continue
             t = _at_target(m["curve"])
             best = max(r["recall@10"] for r in m["curve"])
             hit = f"{t['qps']:,.0f} (ef {t['ef']}, {t['recall@10']})" if t else "not reached"
+            ratio = f"{ours_t['qps'] / t['qps']:.2f}x" if ours_t and t and m is not ours else ""
+            cached = " (cached build)" if m.get("build", {}).get("cached") else ""
             lines.append(
-                f"| {m['method']} | {m['build_s']} | {m['bytes_per_vector']} | {hit} | "
-                f"{t['qps_1query'] if t else '-'} | {best} |"
+                f"| {m['method']} | {m['build_s']}{cached} | {m['bytes_per_vector']} | {hit} | "
+                f"{t['qps_1query'] if t else '-'} | {best} | {ratio} |"
             )
         lines.append("")
         for m in methods:
@@ -258,6 +304,11 @@ def main(argv=None) -> None:
     ap.add_argument("--single", type=int, default=200, help="queries searched one per call")
     ap.add_argument("--methods", default="vqdb,faiss,rabitq-hnsw,symqg")
     ap.add_argument("--out", default="graph")
+    ap.add_argument(
+        "--cache",
+        default=None,
+        help="folder keeping the built peer indexes and their build seconds (later runs load them)",
+    )
     ap.add_argument("--efs", default=",".join(map(str, EFS)), help="ef values of the curves")
     args = ap.parse_args(argv)
     CURVE_EFS[:] = [int(e) for e in args.efs.split(",")]
@@ -271,16 +322,22 @@ def main(argv=None) -> None:
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "sets": {},
     }
+    peer = {
+        "threads": args.threads,
+        "build_threads": args.build_threads,
+        "single": args.single,
+        "cache": args.cache,
+    }
+    if args.cache:
+        os.makedirs(args.cache, exist_ok=True)
     runners = {
         "vqdb": lambda bs, q, gt: run_vqdb(
             bs, q, gt, quantizer=args.quantizer, degree=args.degree, threads=args.threads,
             build_threads=args.build_threads, single=args.single,
         ),
-        "faiss": lambda bs, q, gt: run_faiss(bs, q, gt, threads=args.threads, build_threads=args.build_threads, single=args.single),
-        "rabitq-hnsw": lambda bs, q, gt: run_rabitq_hnsw(
-            bs, q, gt, threads=args.threads, build_threads=args.build_threads, single=args.single
-        ),
-        "symqg": lambda bs, q, gt: run_symqg(bs, q, gt, threads=args.threads, build_threads=args.build_threads, single=args.single),
+        "faiss": lambda bs, q, gt: run_faiss(bs, q, gt, **peer),
+        "rabitq-hnsw": lambda bs, q, gt: run_rabitq_hnsw(bs, q, gt, **peer),
+        "symqg": lambda bs, q, gt: run_symqg(bs, q, gt, **peer),
     }  # fmt: skip
     for bs in sets:
         qs = bs.query_sets[0]

@@ -115,8 +115,32 @@ def test_filters_exact_and_k_results(graph_index, wordnet, monkeypatch, walk, fi
     res = graph_index.search(q, 10, filter={field: value}, ef=64, rerank=not walk)
     assert (res.ids >= 0).all()
     assert allowed[res.ids].all()
-    truth, _ = exact_topk(f16(wordnet.base), q, 10, allowed=allowed)
+    truth, truth_scores = exact_topk(f16(wordnet.base), q, 10, allowed=allowed)
     assert recall_at_k(res.ids, truth, 10) >= 0.9
+    if not walk:  # the fallback scores every match exactly: the exact filtered top-k of the float16 vectors
+        assert recall_at_k(res.ids, truth, 10) >= 0.999
+        np.testing.assert_allclose(res.scores, truth_scores, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("metric", ["l2sq", "cos"])
+def test_filtered_fallback_is_exact_search_over_the_matches(wordnet, quantizer, meta, monkeypatch, metric):
+    """Below the graph threshold a filter scores its matches exactly: ids, order and scores of exact search
+    (l2sq and cos), metadata of each hit, and a filter matching fewer than k rows returns just those."""
+    monkeypatch.setattr(index_module, "GRAPH_SUBSET_FRACTION", 1.0)
+    base = wordnet.base[:2000] * np.float32(3.0)  # not unit: l2sq and cos differ from ip
+    index = vqdb.Index(wordnet.dim, metric=metric, quantizer=quantizer, graph=16)
+    index.add(base, metadata=meta[:2000])
+    q = wordnet.queries[:20]
+    allowed = np.arange(2000) % 20 == 3
+    res = index.search(q, 5, filter={"b20": 3}, include_metadata=True)
+    ref = f16(base) if metric == "l2sq" else f16(base / np.linalg.norm(base, axis=1, keepdims=True))
+    qq = q if metric == "l2sq" else q / np.linalg.norm(q, axis=1, keepdims=True)
+    truth, truth_scores = exact_topk(ref, qq, 5, "l2sq" if metric == "l2sq" else "ip", allowed=allowed)
+    assert np.array_equal(res.ids, truth)
+    np.testing.assert_allclose(res.scores, truth_scores, rtol=1e-5, atol=1e-3 if metric == "l2sq" else 2e-5)
+    assert all(hit["b20"] == 3 for row in res.metadata for hit in row)
+    few = index.search(q[:3], 10, filter={"i": {"$in": [5, 1999]}})
+    assert (np.sort(few.ids[:, :2], axis=1) == [5, 1999]).all() and (few.ids[:, 2:] == -1).all()
 
 
 def test_filter_fewer_matches_than_k(graph_index, wordnet, monkeypatch):

@@ -28,6 +28,7 @@ BUILD_EF = 96  # beam width of the construction searches (DiskANN's L)
 ALPHA = 1.2  # RobustPrune's alpha, applied to squared distances
 BATCH_FRACTION = 0.02  # a batch links at most this share of the nodes being added (and >= 64)
 MIN_BATCH = 64
+REFINE_MIN = 1024  # a first add of at least this many vectors gets the second construction pass
 MAX_DEGREE = 256
 
 
@@ -215,17 +216,11 @@ class Graph:
                 batch, cur, self.entry, vf, self.norms, self.rowsi, self.io, self.R,
                 int(build_ef), np.float32(ALPHA), tasks, incoming,
             )  # fmt: skip
-            pairs = np.sort(incoming[incoming >= 0])
-            if pairs.size:
-                tgt = pairs >> 32
-                starts = np.flatnonzero(np.r_[True, tgt[1:] != tgt[:-1]])
-                starts = np.r_[starts, pairs.size].astype(np.int64)
-                hit = np.empty(starts.size - 1, np.int64)
-                kg.merge_reverse(
-                    pairs, starts, vf, self.norms, self.rowsi, self.io, self.R, np.float32(ALPHA), hit
-                )
-                touched[hit] = True
+            self._merge_incoming(incoming, vf, touched)
             cur += size
+        if n0 == 0 and b >= REFINE_MIN:  # the first bulk add: Vamana's second pass over the whole graph
+            self._refine(vf, n0 + b, cap, build_ef)
+            touched[:] = True
         for j, i in enumerate(ids.tolist()):
             self._node_of[i] = n0 + j
         kg.pack_rows(
@@ -233,6 +228,37 @@ class Graph:
             self.facs, self.sqc, self.R, self.nsteps, self.io, self.fo, self.so,
         )  # fmt: skip
         self.n = n0 + b
+
+    def _merge_incoming(self, incoming: np.ndarray, vf: np.ndarray, touched: np.ndarray) -> None:
+        """Add the reverse edges ``incoming`` (target << 32 | source, -1 = none) to their targets' lists
+        (re-pruning a list that overflows); marks the targets in ``touched``."""
+        pairs = np.sort(incoming[incoming >= 0])
+        if not pairs.size:
+            return
+        tgt = pairs >> 32
+        starts = np.r_[np.flatnonzero(np.r_[True, tgt[1:] != tgt[:-1]]), pairs.size].astype(np.int64)
+        hit = np.empty(starts.size - 1, np.int64)
+        _kernels().merge_reverse(
+            pairs, starts, vf, self.norms, self.rowsi, self.io, self.R, np.float32(ALPHA), hit
+        )
+        touched[hit] = True
+
+    def _refine(self, vf: np.ndarray, n: int, batch: int, build_ef: int) -> None:
+        """Second pass over nodes [0, n): batches searched against the whole graph (lists RobustPruned
+        over the search's best and the current list), their lists written, reverse edges merged."""
+        kg = _kernels()
+        touched = np.zeros(n, bool)
+        for start in range(0, n, batch):
+            nodes = np.arange(start, min(n, start + batch), dtype=np.int64)
+            lists = np.empty((nodes.size, self.R), np.int64)
+            tasks = max(1, min(nodes.size, 8 * _threads()))
+            kg.refine_batch(
+                nodes, n, self.entry, vf, self.norms, self.rowsi, self.io, self.R, int(build_ef),
+                np.float32(ALPHA), tasks, lists,
+            )  # fmt: skip
+            self.rowsi[start : start + nodes.size, self.io : self.io + self.R] = lists
+            incoming = np.where(lists >= 0, (lists << 32) | nodes[:, None], -1).reshape(-1)
+            self._merge_incoming(incoming, vf, touched)
 
     def _float_vectors(self, n0: int, b: int) -> np.ndarray:
         """(capacity, d) float32 copy of the float16 vectors for construction, kept while this object
@@ -280,6 +306,41 @@ class Graph:
         else:
             kg.search(*head, tasks, out_nodes, out_scores, stats)
         return out_nodes, out_scores, stats
+
+    def nodes_of(self, ids: np.ndarray) -> np.ndarray:
+        """(a,) int64 live node of each of ``ids`` (int64 keys); ids without a live node are left out."""
+        get = self._node_of.get
+        nodes = np.fromiter((get(i, -1) for i in np.asarray(ids, np.int64).tolist()), np.int64, len(ids))
+        return nodes[nodes >= 0]
+
+    def exact(self, q: np.ndarray, k: int, nodes: np.ndarray):
+        """(nodes (m, k) int64 -1 padded, scores (m, k) float32) of (m, d) float32 queries by exact scores
+        of the float16 vectors of ``nodes`` (a small subset, e.g. the matches of a selective filter): the
+        filtered fallback, the same scores a graph walk gives, best first (ties: lower node)."""
+        m, a = q.shape[0], int(nodes.shape[0])
+        out_nodes = np.full((m, k), -1, np.int64)
+        out_scores = np.full((m, k), -np.inf, np.float32)
+        if m == 0 or a == 0:
+            return out_nodes, out_scores
+        nodes = np.sort(nodes)
+        sub = self.vbits[nodes].view(np.float16).astype(np.float32)
+        kk = min(k, a)
+        step = max(1, (1 << 22) // a)  # queries per block: at most ~4M scores (16 MB) at once
+        for i0 in range(0, m, step):
+            qb = q[i0 : i0 + step]
+            s = qb @ sub.T
+            if self.l2:
+                s = 2.0 * s - self.norms[nodes][None, :] - np.einsum("ij,ij->i", qb, qb)[:, None]
+            part = (
+                np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+                if kk < a
+                else np.broadcast_to(np.arange(a), s.shape)
+            )
+            ps = np.take_along_axis(s, part, axis=1)
+            order = np.lexsort((part, -ps), axis=1)  # score descending, then lower node
+            out_nodes[i0 : i0 + qb.shape[0], :kk] = nodes[np.take_along_axis(part, order, axis=1)]
+            out_scores[i0 : i0 + qb.shape[0], :kk] = np.take_along_axis(ps, order, axis=1)
+        return out_nodes, out_scores
 
     def ok_for(self, allowed_ids: np.ndarray) -> np.ndarray:
         """(n,) bool: live nodes whose id is in ``allowed_ids``."""

@@ -1109,16 +1109,17 @@ class Index(_Persistence):
             n_allowed=n_allowed,
             threads=threads,
         )
-        if plan.route == "graph":
-            ok = None
+        if graph is not None and (plan.route == "graph" or expr is not None):
+            matches = None
             if expr is not None:
-                ok = graph.ok_for(
-                    np.concatenate([s.ids if a is None else s.ids[a] for s, a in zip(segments, allow)])
-                )
+                matches = np.concatenate([s.ids if a is None else s.ids[a] for s, a in zip(segments, allow)])
             with _scan.threads(plan.threads):
-                nodes, scores, _ = graph.search(
-                    q, k, p.ef or _graph.DEFAULT_EF, centre=getattr(self._quantizer, "centre_", None), ok=ok
-                )
+                if plan.route == "graph":
+                    ok = None if matches is None else graph.ok_for(matches)
+                    centre = getattr(self._quantizer, "centre_", None)
+                    nodes, scores, _ = graph.search(q, k, p.ef or _graph.DEFAULT_EF, centre=centre, ok=ok)
+                else:  # a filter below the graph threshold: every match scored exactly (float16 vectors)
+                    nodes, scores = graph.exact(q, k, graph.nodes_of(matches))
             keys = np.where(nodes >= 0, graph.ids[np.maximum(nodes, 0)], -1)
             if self._id_type != _ids.STR and not include_metadata:
                 return SearchResult(keys, scores, self.metric)
@@ -1127,9 +1128,6 @@ class Index(_Persistence):
             ids = self._sids_of_refs(segments, refs) if self._id_type == _ids.STR else keys
             meta = self._metadata_of_refs(segments, snap.schema, refs) if include_metadata else None
             return SearchResult(ids, scores, self.metric, metadata=meta)
-        if graph is not None:  # a graph index's filtered-subset fallback is exact too: every match re-scored
-            factor = 1.0
-            plan = replace(plan, kk=max(k, n_allowed), rerank=True, margin=_plan.RERANK_MARGIN)
         ctx = _scan.ScanContext(
             self._quantizer,
             "l2sq" if self.metric == "l2sq" else "ip",

@@ -10,7 +10,7 @@ A graph of ``N`` nodes with out-degree at most ``R``. Each node ``n`` owns one r
     sqs   at float32 [so, so + R)   the neighbour's code constant (||x||^2 for l2sq; minus alpha·β with offsets)
 
 ``vbits`` (N, d) uint16 holds every node's vector as IEEE float16 bits (the exact re-rank data): the
-kernels widen it to float32 on the fly (numba has no float16). Node-to-node distances (construction)
+kernels widen it to float32 on the fly, exactly (numba has no float16). Node-to-node distances (construction)
 are squared L2 on those vectors; query scores are higher-is-better: ``<q, x>`` or ``2<q, x> - |x|^2 - |q|^2``.
 
 Construction (:func:`link_batch`) is the batch insertion of ParlayANN / DiskANN ("prefix doubling"):
@@ -34,17 +34,22 @@ _NEG = np.float32(-np.inf)
 # ------------------------------------------------------------------------------------------------
 # float16 bits -> float32 (no numba float16: integer widening, vectorizes)
 # ------------------------------------------------------------------------------------------------
+_F16_SCALE = np.float32(2.0**112)  # 2**(127 - 15): the float32 / float16 exponent-bias gap
+
+
 @njit(cache=_CACHE, nogil=True, inline="always")
-def _widen(vbits, n, out_u):
-    """Row ``n`` of ``vbits`` (uint16 float16 bits) into ``out_u`` (d,) uint32 as float32 bits
-    (float16 subnormals, |x| < 6.1e-5, are flushed to signed zero)."""
+def _widen(vbits, n, out_u, out_f):
+    """Row ``n`` of ``vbits`` (uint16 float16 bits) into ``out_f`` (d,) float32 (``out_u``: the same memory
+    viewed as uint32), exactly
+    (subnormals included; no inf/nan: stored vectors are finite). Branch-free, two vectorised passes: the
+    float16 exponent and mantissa shifted into float32 position read as a float32 2**112 times too small
+    (a float16 subnormal lands on the float32 subnormal of the same digits), then one multiply."""
     d = vbits.shape[1]
     for j in range(d):
         h = np.uint32(vbits[n, j])
-        e = (h >> np.uint32(10)) & np.uint32(31)
-        s = (h & np.uint32(0x8000)) << np.uint32(16)
-        v = s | ((e + np.uint32(112)) << np.uint32(23)) | ((h & np.uint32(0x3FF)) << np.uint32(13))
-        out_u[j] = v if e != 0 else s
+        out_u[j] = ((h & np.uint32(0x7FFF)) << np.uint32(13)) | ((h & np.uint32(0x8000)) << np.uint32(16))
+    for j in range(d):
+        out_f[j] = out_f[j] * _F16_SCALE
 
 
 @njit(cache=_CACHE, nogil=True, inline="always", fastmath=True)
@@ -160,7 +165,7 @@ def squared_norms(vbits, nodes, out):
         n = nodes[i]
         bu = np.empty(d, np.uint32)
         bf = bu.view(np.float32)
-        _widen(vbits, n, bu)
+        _widen(vbits, n, bu, bf)
         out[n] = _dot(bf, bf)
 
 
@@ -289,6 +294,67 @@ def link_batch(new, n_old, entry, vf, norms, rowsi, io, R, L, alpha, n_tasks, in
                 rowsi[p, io + j] = out[j] if j < nk else -1
             for j in range(nk):
                 incoming[i * R + j] = (out[j] << 32) | p
+
+
+@njit(cache=_CACHE, nogil=True, parallel=True, fastmath=True)
+def refine_batch(nodes, n_nodes, entry, vf, norms, rowsi, io, R, L, alpha, n_tasks, out_lists):
+    """Vamana's second pass over ``nodes`` (int64) of a linked graph of ``n_nodes``: each node searches the
+    whole graph again and keeps the RobustPrune of its ``L`` best plus its current out-list. The new lists
+    go to ``out_lists`` (len(nodes), R) int64 (-1 padded); the graph is only read (the driver writes the
+    lists and merges the reverse edges, as for :func:`link_batch`)."""
+    b = nodes.shape[0]
+    per = (b + n_tasks - 1) // n_tasks
+    for t in prange(n_tasks):
+        i0 = t * per
+        i1 = min(b, i0 + per)
+        if i0 >= i1:
+            continue
+        tags = np.zeros(n_nodes, np.int32)
+        cap = L + R * L + 64
+        cand_k = np.empty(cap, np.float32)
+        cand_n = np.empty(cap, np.int64)
+        res_k = np.empty(L + 1, np.float32)
+        res_n = np.empty(L + 1, np.int64)
+        dk = np.empty(L + R, np.float32)
+        dn = np.empty(L + R, np.int64)
+        out = np.empty(R, np.int64)
+        for i in range(i0, i1):
+            p = nodes[i]
+            nr = _greedy(
+                p,
+                vf[p],
+                vf,
+                norms,
+                rowsi,
+                io,
+                R,
+                entry,
+                n_nodes,
+                L,
+                tags,
+                i + 1,
+                cand_k,
+                cand_n,
+                res_k,
+                res_n,
+            )
+            cnt = 0
+            for j in range(nr):
+                dk[cnt] = -res_k[j]
+                dn[cnt] = res_n[j]
+                cnt += 1
+            for j in range(R):  # the current out-list joins the candidates (if the search missed them)
+                u = rowsi[p, io + j]
+                if u < 0:
+                    break
+                if tags[u] != i + 1:
+                    dk[cnt] = norms[p] + norms[u] - 2.0 * _dot(vf[p], vf[u])
+                    dn[cnt] = u
+                    cnt += 1
+            _sort_by_key(dk, dn, cnt)
+            nk = _prune(p, dk, dn, cnt, vf, norms, R, alpha, out)
+            for j in range(R):
+                out_lists[i, j] = out[j] if j < nk else -1
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True, fastmath=True)
@@ -421,7 +487,7 @@ def search_range(
                         _prefetch(rows_flat, nx * row_bytes + o)
                     for o in range(0, d, 32):
                         _prefetch(vflat, nx * d + o)
-                _widen(vbits, c, bu)
+                _widen(vbits, c, bu, bf)
                 ip = _dot(qi, bf)
                 sc = 2.0 * ip - norms[c] - qn if l2 else ip
                 if ok[c]:
