@@ -10,7 +10,10 @@ import sys
 SUBCOMMANDS = {
     "serve": ("vqdb.server.cli", "run the REST search service (uvicorn)"),
     "rag": ("vqdb.rag.cli", "add text files to / query a text collection"),
-    "verify": ("vqdb.index.cli", "check every file of an index directory (checksums, layout, log)"),
+    "verify": (
+        "vqdb.distributed.cli",
+        "check every file of an index directory, plain or sharded (checksums, layout, log)",
+    ),
     "salvage": (
         "vqdb.index.cli",
         "reopen an index whose write-ahead log is damaged, keeping its intact records",

@@ -204,3 +204,40 @@ def test_format_1_still_opens_and_is_rewritten_checksummed(tmp_path):
     assert sorted(os.listdir(path)) == ["quantizer-1.json", "quantizer-1.npz", "sharded.json"]
     assert mf.read_manifest(path)["format_version"] == 2
     np.testing.assert_array_equal(_state(path)[4], _quantizer().centre_)
+
+
+def _set_with_shards(path):
+    """A sharded directory as ShardedIndex writes it (top-level files + one vqdb.Index per shard),
+    made without Ray: each shard is a plain index directory."""
+    import vqdb
+
+    _write_set(path)
+    x = np.random.default_rng(2).standard_normal((40, DIM)).astype(np.float32)
+    for s in range(2):
+        with vqdb.Index(
+            DIM, metric="ip", quantizer=_quantizer(), path=os.path.join(path, mf.shard_dirname(s))
+        ) as ix:
+            ix.add(x[s::2], ids=np.arange(s, 40, 2))
+            ix.save()
+
+
+def test_vqdb_verify_checks_the_top_level_files_and_every_shard(tmp_path, capsys):
+    from vqdb.cli import main
+
+    path = str(tmp_path / "s")
+    _set_with_shards(path)
+    assert main(["verify", path]) == 0
+    assert "OK" in capsys.readouterr().out
+    seg = next(n for n in os.listdir(os.path.join(path, "shard-00001")) if n.startswith("seg-"))
+    for name in (f"shard-00001/{seg}", "quantizer-1.npz"):
+        target = os.path.join(path, name)
+        data = open(target, "rb").read()
+        damaged = bytearray(data)
+        damaged[len(data) // 2] ^= 0x10
+        open(target, "wb").write(damaged)
+        assert main(["verify", path, "--json"]) == 1
+        report = json.loads(capsys.readouterr().out)
+        assert not report["ok"] and [p["file"] for p in report["problems"]] == [name], report
+        open(target, "wb").write(data)
+    assert main(["verify", path]) == 0
+    assert main(["verify", os.path.join(path, "shard-00000")]) == 0  # a plain index still verifies

@@ -19,8 +19,12 @@ def run(args) -> int:
 def _verify(args) -> int:
     from ._verify import verify
 
-    report = verify(args.path)
-    if args.json:
+    return print_report(verify(args.path), as_json=args.json)
+
+
+def print_report(report: dict, *, as_json: bool) -> int:
+    """Print a verify report (text or JSON); the exit status: 0 when intact, 1 when damaged."""
+    if as_json:
         print(json.dumps(report, indent=1))
     else:
         state = "OK" if report["ok"] else "DAMAGED"
