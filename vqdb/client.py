@@ -510,6 +510,7 @@ class AsyncClient(_Api):
         store_vectors: bool | str = False,
         id_type: str | None = None,
         exist_ok: bool = False,
+        graph: bool | int = False,
     ) -> AsyncRemoteCollection:
         info = await self._run(
             ops.create_collection(
@@ -521,6 +522,7 @@ class AsyncClient(_Api):
                 store_vectors=store_vectors,
                 id_type=id_type,
                 exist_ok=exist_ok,
+                graph=graph,
             )
         )
         return AsyncRemoteCollection(self, info)

@@ -13,6 +13,7 @@ from vqdb_server_harness import KEYS
 
 import vqdb
 from vqdb import errors
+from vqdb.testing import recall_at_k
 
 
 def test_async_client_mirrors_the_sync_one(server, wordnet):
@@ -45,6 +46,25 @@ def test_async_client_mirrors_the_sync_one(server, wordnet):
     assert rec.ids.tolist() == ids[:3] and [m["n"] for m in rec.metadata] == [0, 1, 2]
     assert len(page.records.ids) == 150 and page.next_offset is not None
     assert deleted == 2 and sorted(remaining.tolist()) == sorted(ids[2:])
+
+
+def test_async_client_creates_a_graph_collection(server, wordnet):
+    """AsyncClient.create_collection(graph=) makes a graph collection of that degree; ef in the search."""
+    x, q = wordnet.base[:1500], wordnet.queries[:20]
+
+    async def run():
+        async with vqdb.AsyncClient(server.url, api_key=KEYS["admin"], timeout=120) as client:
+            col = await client.create_collection("async-graph", 384, metric="ip", graph=16)
+            await col.add(x)
+            info = await client.describe("async-graph")
+            res = await col.search(q, 10, ef=64)
+            await client.delete_collection("async-graph")
+            return info, res
+
+    info, res = asyncio.run(run())
+    assert info["graph"] == 16 and info["stats"]["graph"]["degree"] == 16
+    truth = np.argsort(-(q @ x.astype(np.float16).astype(np.float32).T), axis=1)[:, :10]
+    assert recall_at_k(res.ids, truth, 10) >= 0.9
 
 
 class FlakyTransport(httpx.BaseTransport):
