@@ -104,6 +104,60 @@ def test_table_kernels_match_the_reference_bit_for_bit():
     assert (rm.row_bounds(acc_ref, 2.0)[1] <= err).all()
 
 
+@pytest.mark.parametrize("nibble", [True, False])
+def test_fused_wide_tables_equal_the_oracles_composed(nibble):
+    """wide_tables (one call per batch: float tables, run ranges, unit and weights, uint8 tables, offset and
+    bound) against float_tables + row_tops + wide_weights + quantize_rows + row_bounds, bit for bit."""
+    rng = np.random.default_rng(11)
+    m = 7
+    runs = [(7, 5), (6, 32), (6, 9), (5, 20)]  # (bits, coordinates)
+    coords = np.concatenate([[0], np.cumsum([k for _, k in runs])]).astype(np.int64)
+    bits = np.array([b for b, _ in runs], np.int64)
+    coff, stride = rm.table_offsets(coords, bits)
+    qw = rng.standard_normal((m, int(coords[-1]))).astype(np.float32)
+    qw[3] = 0.0  # an all-zero query
+    values = np.zeros((len(runs), 256))
+    for r, (b, _) in enumerate(runs):
+        values[r, : 1 << b] = np.sort(rng.standard_normal(1 << b)).astype(np.float32)
+    inv_n = (rng.uniform(0.005, 0.02, m) if nibble else np.zeros(m)).astype(np.float32)
+    rows_n = 196 if nibble else 0
+    limit = rm.MAX_COMBINED if nibble else 255 * 200  # small: some queries must take a coarser unit
+    for sigmas in (-1.0, 3.0):
+        out = dict(
+            fl=np.zeros(m * stride, np.float32), u8=np.zeros(m * stride, np.uint8), inv=np.empty(m, np.float32),
+            w=np.empty((m, len(runs)), np.int64), rq=np.zeros(m, np.bool_), off=np.empty(m), err=np.empty(m),
+        )  # fmt: skip
+        mt.wide_tables(
+            qw, values, coords, bits, coff, stride, inv_n, rows_n, limit, sigmas, out["fl"], out["u8"],
+            out["inv"], out["w"], out["rq"], out["off"], out["err"],
+        )  # fmt: skip
+        tables = [
+            rm.float_tables(qw[:, coords[r] : coords[r + 1]], values[r, : 1 << b])
+            for r, (b, _) in enumerate(runs)
+        ]
+        tops = np.stack([rm.row_tops(t).max(axis=1) for t in tables], axis=1)
+        old = rm.MAX_COMBINED
+        try:
+            rm.MAX_COMBINED = limit
+            inv, w, rq = rm.wide_weights(inv_n if nibble else None, tops, rows_n, np.diff(coords))
+        finally:
+            rm.MAX_COMBINED = old
+        np.testing.assert_array_equal(out["inv"], inv)
+        np.testing.assert_array_equal(out["w"], w)
+        np.testing.assert_array_equal(out["rq"], rq)
+        acc = np.zeros((m, 4))
+        for r, (b, _) in enumerate(runs):
+            u8 = rm.quantize_rows(tables[r], 1.0 / (w[:, r] * inv.astype(np.float64)), acc)
+            for j, c in enumerate(range(coords[r], coords[r + 1])):
+                o = coff[c]
+                np.testing.assert_array_equal(out["fl"].reshape(m, -1)[:, o : o + (1 << b)], tables[r][:, j])
+                np.testing.assert_array_equal(out["u8"].reshape(m, -1)[:, o : o + (1 << b)], u8[:, j])
+        off, err = rm.row_bounds(acc, sigmas)
+        np.testing.assert_array_equal(out["off"], off)
+        np.testing.assert_array_equal(out["err"], err)
+    assert nibble or not out["rq"].any()  # without nibble parts nothing is quantized again
+
+
 # ---------------------------------------------------------------------------------------------
 # accumulation
 # ---------------------------------------------------------------------------------------------

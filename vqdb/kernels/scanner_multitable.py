@@ -114,6 +114,11 @@ class MultiTableScanner(FastScanner):
         self.wide_bits = np.array([wide[g]["bits"] for g, _, _ in self.wide_runs], dtype=np.int64)
         self.wide_coff, self.wide_stride = rm.table_offsets(self.wide_coords, self.wide_bits)
         self.wide_values64 = [np.asarray(p["values"], dtype=np.float32).astype(np.float64) for p in wide]
+        self.run_values = np.zeros((len(self.wide_runs), 256), dtype=np.float64)  # each run's levels
+        for r, (g, _, _) in enumerate(self.wide_runs):
+            self.run_values[r, : self.wide_values64[g].size] = self.wide_values64[g]
+        ends = np.cumsum([p["k"] for p in wide])
+        self.wide_part_coords = [(int(e - p["k"]), int(e)) for p, e in zip(wide, ends)]
         self.scan_steps = self.nsteps + WIDE_STEP_COST * int(self.wide_coords[-1])
 
     def _plan_groups(self) -> np.ndarray:
@@ -179,22 +184,25 @@ class MultiTableScanner(FastScanner):
         margin = self.margin if margin is None else margin
         sigmas = -1.0 if margin == "exact" else float(margin)
         serial = _serial(LUT_NS * m * stride / 16)
-        wfl = np.zeros(m * stride, dtype=np.float32)
-        run_tops = np.zeros((m, len(self.wide_runs)), dtype=np.float64)
-        qparts = []
-        for p in self.wide_parts:
+        qw = np.empty((m, int(self.wide_coords[-1])), dtype=np.float32)
+        for p, (c0, c1) in zip(self.wide_parts, self.wide_part_coords):
             key, idx, start, stop = p["query"]
-            qp = (pq.data[key] if idx is None else pq.data[key][idx])[:, start:stop]
-            qparts.append(np.ascontiguousarray(qp, dtype=np.float32))
+            qw[:, c0:c1] = (pq.data[key] if idx is None else pq.data[key][idx])[:, start:stop]
+        R = len(self.wide_runs)
+        wfl = np.zeros(m * stride, dtype=np.float32)
+        wu8 = np.zeros(m * stride, dtype=np.uint8)
+        inv = np.empty(m, dtype=np.float32)
+        weight = np.empty((m, R), dtype=np.int64)
+        requant = np.zeros(m, dtype=np.bool_)
+        woff = np.empty(m)
+        werr = np.empty(m)
+        inv_n = base.inv[:, 0] if gn else np.zeros(m, np.float32)
         if m:
-            for r, (g, c, k) in enumerate(self.wide_runs):
-                (fs.wide_float_tables_serial if serial else fs.wide_float_tables)(
-                    np.ascontiguousarray(qparts[g][:, c : c + k]), self.wide_values64[g],
-                    int(self.wide_coords[r]), self.wide_coff, stride, wfl, run_tops, r,
-                )  # fmt: skip
-        inv, weight, requant = rm.wide_weights(
-            base.inv[:, 0] if gn else None, run_tops, 2 * self.nsteps * gn, np.diff(self.wide_coords)
-        )
+            (fs.wide_tables_serial if serial else fs.wide_tables)(
+                qw, self.run_values, self.wide_coords, self.wide_bits, self.wide_coff, stride,
+                np.ascontiguousarray(inv_n, dtype=np.float32), 2 * self.nsteps * gn, rm.MAX_COMBINED, sigmas,
+                wfl, wu8, inv, weight, requant, woff, werr,
+            )  # fmt: skip
         off = base.off[:, 0].astype(np.float64) if gn else np.zeros(m)
         err = base.err[:, 0].astype(np.float64) if gn else np.zeros(m)
         if requant.any():  # rare: the nibble tables again, on the coarser unit
@@ -205,16 +213,6 @@ class MultiTableScanner(FastScanner):
             fs.quantize_nibble_serial(fl, 0, 2 * self.nsteps, 1.0 / inv[rows].astype(np.float64), u8, acc)
             base.luts.reshape(m, -1)[rows] = u8.reshape(rows.size, -1)
             off[rows], err[rows] = rm.row_bounds(acc, sigmas)
-        a = np.ascontiguousarray((1.0 / (weight * inv.astype(np.float64)[:, None])).T)  # (R, m)
-        acc = np.zeros((m, 4), dtype=np.float64)
-        wu8 = np.zeros(m * stride, dtype=np.uint8)
-        if m:
-            for r in range(len(self.wide_runs)):
-                c0, c1 = int(self.wide_coords[r]), int(self.wide_coords[r + 1])
-                (fs.quantize_wide_serial if serial else fs.quantize_wide)(
-                    wfl, c0, c1, 1 << int(self.wide_bits[r]), self.wide_coff, stride, a[r], wu8, acc
-                )
-        woff, werr = rm.row_bounds(acc, sigmas)
         wq = fs.WideQueries(
             wu8, wfl, stride, self.wide_coff, weight, inv, (off + woff).astype(np.float32),
             (err + werr).astype(np.float32),

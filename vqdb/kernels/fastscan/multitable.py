@@ -371,6 +371,72 @@ def _quantize_wide(fl, c0, c1, ne, coff, stride, a, u8_out, acc):
 quantize_wide_serial, quantize_wide = twin(_quantize_wide)
 
 
+def _wide_tables(qw, values, run_coords, run_bits, coff, stride, inv_n, rows_n, limit, sigmas, fl_out, u8_out,
+                 inv, weight, requant, woff, werr):  # fmt: skip
+    """All wide tables of m queries in one call: float tables, each run's largest range, the unit and run
+    weights (``reference_multitable.wide_weights``), the uint8 tables and the wide offset / bound
+    (``quantize_rows`` + ``row_bounds``), with the oracles' float64 operations.
+
+    qw (m, K) float32 wide query coordinates (runs in order); values (R, 256) float64 each run's levels;
+    run_coords (R + 1,), run_bits (R,) int64; inv_n (m,) float32 the nibble step (the unit), or all <= 0
+    without nibble parts; rows_n nibble tables per query; limit the largest T (``MAX_COMBINED``). Writes
+    fl_out / u8_out (m * stride,), inv (m,) float32, weight (m, R) int64, requant (m,) bool (the unit grew:
+    the nibble tables need quantizing again), woff / werr (m,) float64.
+    """
+    m = qw.shape[0]
+    R = run_bits.shape[0]
+    for i in prange(m):
+        tops = np.zeros(R)
+        for r in range(R):
+            ne = 1 << run_bits[r]
+            top = 0.0
+            for c in range(run_coords[r], run_coords[r + 1]):
+                o = i * stride + coff[c]
+                qc = np.float64(qw[i, c])
+                lo = np.inf
+                hi = -np.inf
+                for e in range(ne):
+                    x = np.float32(qc * values[r, e])
+                    fl_out[o + e] = x
+                    lo = min(lo, np.float64(x))
+                    hi = max(hi, np.float64(x))
+                top = max(top, hi - lo)
+            tops[r] = top
+        if inv_n[i] > 0:
+            u = np.float32(inv_n[i])
+        else:
+            first = 0.0
+            for r in range(R):
+                first = max(first, tops[r] / 255.0)
+            u = np.float32(first if first > 0 else 1.0)
+        grew = False
+        while True:
+            big = rows_n
+            for r in range(R):
+                w = max(1.0, np.ceil((tops[r] / 255.0) / np.float64(u)))
+                weight[i, r] = np.int64(w)
+                big += weight[i, r] * (run_coords[r + 1] - run_coords[r])
+            if 255 * big <= limit:
+                break
+            u = np.float32(u * np.float32(2.0))
+            grew = True
+        inv[i] = u
+        requant[i] = grew and rows_n > 0
+        acc = np.zeros((1, 4))
+        for r in range(R):
+            a = 1.0 / (weight[i, r] * np.float64(u))
+            for c in range(run_coords[r], run_coords[r + 1]):
+                _quantize_row(fl_out, i * stride + coff[c], 1 << run_bits[r], a, u8_out, acc, 0)
+        bound = acc[0, 1] + 1e-5 * (acc[0, 3] + 1e-30)
+        if sigmas > 0:
+            bound = min(bound, sigmas * np.sqrt(acc[0, 2]))
+        woff[i] = acc[0, 0]
+        werr[i] = bound
+
+
+wide_tables_serial, wide_tables = twin(_wide_tables)
+
+
 # ------------------------------------------------------------------------------------------------
 # accumulation
 # ------------------------------------------------------------------------------------------------
