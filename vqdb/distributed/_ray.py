@@ -23,17 +23,36 @@ def ensure_connected(address: str | None = None) -> bool:
     """Connect to Ray if this process is not connected yet.
 
     ``address`` is passed to ``ray.init`` (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
-    ``None`` joins a cluster named by ``RAY_ADDRESS`` or starts a local one, as ``ray.init()`` does;
-    ``"local"`` starts a private one bound to loopback (:func:`start_local`).
+    ``None`` joins the cluster ``ray.init()`` would find (``RAY_ADDRESS``, then the last ``ray start`` of
+    this machine) and otherwise starts a private one bound to loopback, as ``"local"`` does
+    (:func:`start_local`): a plain ``ray.init()`` would start one listening on every interface.
     An existing connection is kept as is. Returns True if this call connected.
     """
-    if address == "local":
+    if address == "local" or (address is None and _no_cluster_to_join()):
         return start_local()
     r = ray()
     if r.is_initialized():
         return False
     r.init(address=address, include_dashboard=False, log_to_driver=False)
     return True
+
+
+def _no_cluster_to_join() -> bool:
+    """True when ``ray.init(address=None)`` would start a new local cluster rather than join one.
+
+    Asks Ray's own lookup (``ray._private.services``, private: if a Ray version moves it, the answer is
+    False and ``ray.init()`` decides as before)."""
+    r = ray()
+    if r.is_initialized():
+        return False
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # pragma: no cover - a Ray that moved its lookup
+        return False
+    try:
+        return canonicalize_bootstrap_address(None) is None
+    except Exception:  # noqa: BLE001 - an unreadable address file: let ray.init() report it
+        return False
 
 
 # Ray's single-machine mode, the one it runs on macOS and Windows: the node address is 127.0.0.1 and
