@@ -249,7 +249,17 @@ def search_body(q: np.ndarray, k: int, kind: str) -> bytes:
 # ---- overhead: server CPU per request vs embedded CPU per query -----------------------------------
 
 
-def overhead(url: str, pid: int, index_path: str, queries: np.ndarray, *, ks, n: int, rounds: int) -> list:
+def overhead(
+    url: str,
+    pid: int,
+    index_path: str,
+    queries: np.ndarray,
+    *,
+    ks,
+    n: int,
+    rounds: int,
+    kinds=("json", "b64"),
+) -> list:
     import vqdb
 
     host, port = url.rsplit("//", 1)[1].split(":")
@@ -276,30 +286,34 @@ def overhead(url: str, pid: int, index_path: str, queries: np.ndarray, *, ks, n:
 
     out = []
     for k in ks:
-        bodies = {kind: [search_body(v, k, kind) for v in q] for kind in ("json", "b64")}
+        bodies = {kind: [search_body(v, k, kind) for v in q] for kind in kinds}
         # the answers are the embedded ones (ids), and everything is warm before the clock
-        conn.request("POST", "/collections/load/search", bodies["b64"][0], headers)
+        conn.request("POST", "/collections/load/search", bodies["json"][0], headers)
         served = json.loads(conn.getresponse().read())["results"]
         assert [h["id"] for h in served] == index.search(q[:1], k).ids[0][: len(served)].tolist()
-        serve(bodies["json"][:50]), serve(bodies["b64"][:50]), embedded(k)
-        per = {"embedded": [], "json": [], "b64": []}
-        for _ in range(rounds):  # alternate, so a change of load hits all three alike
+        for kind in kinds:
+            serve(bodies[kind][:50])
+        embedded(k)
+        per = {"embedded": [], **{kind: [] for kind in kinds}}
+        for _ in range(rounds):  # alternate, so a change of load hits all alike
             per["embedded"].append(embedded(k))
-            per["json"].append(serve(bodies["json"]))
-            per["b64"].append(serve(bodies["b64"]))
+            for kind in kinds:
+                per[kind].append(serve(bodies[kind]))
         med = {key: float(np.median(v)) * 1e3 for key, v in per.items()}
+        row = {
+            "k": k,
+            "requests_per_round": q.shape[0],
+            "rounds": rounds,
+            "embedded_cpu_ms_per_query": round(med["embedded"], 3),
+        }
+        for kind in ("json", "b64"):
+            have = kind in med
+            row[f"server_cpu_ms_per_request_{kind}"] = round(med[kind], 3) if have else None
+            row[f"overhead_ms_{kind}"] = round(med[kind] - med["embedded"], 3) if have else None
+            row[f"ratio_{kind}"] = round(med[kind] / med["embedded"], 3) if have else None
         out.append(
             {
-                "k": k,
-                "requests_per_round": q.shape[0],
-                "rounds": rounds,
-                "embedded_cpu_ms_per_query": round(med["embedded"], 3),
-                "server_cpu_ms_per_request_json": round(med["json"], 3),
-                "server_cpu_ms_per_request_b64": round(med["b64"], 3),
-                "overhead_ms_json": round(med["json"] - med["embedded"], 3),
-                "overhead_ms_b64": round(med["b64"] - med["embedded"], 3),
-                "ratio_json": round(med["json"] / med["embedded"], 3),
-                "ratio_b64": round(med["b64"] / med["embedded"], 3),
+                **row,
                 "rounds_ms": {key: [round(x * 1e3, 3) for x in v] for key, v in per.items()},
             }
         )
@@ -557,7 +571,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ks", default="10,100")
     ap.add_argument("--ingest", type=int, default=20_000, help="vectors per ingest body kind")
     ap.add_argument("--quantizer", default="turbo-4")
+    ap.add_argument(
+        "--json-only", action="store_true", help="overhead: JSON bodies only (a server without vector_b64)"
+    )
     ap.add_argument("--vectors", type=int, default=None, help="serve only the first N vectors (default: all)")
+    ap.add_argument("--tag", default="", help="suffix of the results file names")
     ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
@@ -603,6 +621,7 @@ def main(argv=None) -> int:
                     ks=ks,
                     n=args.requests,
                     rounds=args.rounds,
+                    kinds=("json",) if args.json_only else ("json", "b64"),
                 )
             if "batches" in sections:
                 result["sections"]["batches"] = batches(
@@ -679,6 +698,7 @@ def main(argv=None) -> int:
     result["total_errors"] = errors
     os.makedirs(args.out, exist_ok=True)
     stem = "load_service" if set(sections) == set(SECTIONS) else "load_service_" + "_".join(sections)
+    stem += f"_{args.tag}" if args.tag else ""
     with open(os.path.join(args.out, stem + ".json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
         f.write("\n")
@@ -715,11 +735,18 @@ def report_md(r: dict) -> str:
             "server CPU/request, base64 body | overhead | ratio JSON / base64 |",
             "|---|---|---|---|---|---|---|",
         ]
+
+        def ms(v, bold=False):
+            return "—" if v is None else (f"**{v:.3f} ms**" if bold else f"{v:.3f} ms")
+
         for o in s["overhead"]:
+            ratios = " / ".join(
+                "—" if o[f"ratio_{kind}"] is None else f"{o[f'ratio_{kind}']:.2f}" for kind in ("json", "b64")
+            )
             lines.append(
-                f"| {o['k']} | {o['embedded_cpu_ms_per_query']:.3f} ms | {o['server_cpu_ms_per_request_json']:.3f} ms "
-                f"| **{o['overhead_ms_json']:.3f} ms** | {o['server_cpu_ms_per_request_b64']:.3f} ms | "
-                f"**{o['overhead_ms_b64']:.3f} ms** | {o['ratio_json']:.2f} / {o['ratio_b64']:.2f} |"
+                f"| {o['k']} | {ms(o['embedded_cpu_ms_per_query'])} | {ms(o['server_cpu_ms_per_request_json'])} "
+                f"| {ms(o['overhead_ms_json'], True)} | {ms(o['server_cpu_ms_per_request_b64'])} | "
+                f"{ms(o['overhead_ms_b64'], True)} | {ratios} |"
             )
         o = s["overhead"][0]
         lines += [
