@@ -454,7 +454,13 @@ def save(args, store: dict) -> None:
 def _all_specs(args) -> list[dict]:
     """Every configuration of every tier that has results in the store (the report covers all of them)."""
     tiers = configs()
-    names = {k[0] for k in args._store["ppl"]} | {k[0] for k in args._store["passkey"]}
+    st = args._store
+    names = (
+        {k[0] for k in st["ppl"]}
+        | {k[0] for k in st["passkey"]}
+        | set(st["errors"])
+        | set(st["passkey_errors"])
+    )
     seen, out = set(), []
     for t in ("main", "more", "sweep"):
         for s in tiers[t]:
@@ -588,6 +594,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-ppl", action="store_true")
     ap.add_argument("--skip-passkey", action="store_true")
     ap.add_argument("--resume", action="store_true", help="continue from / add to <out>_tokens.pkl")
+    ap.add_argument("--report-only", action="store_true", help="rewrite <out>.json/.md from <out>_tokens.pkl")
     ap.add_argument("--kv-dir", default=os.path.join(MODEL_CACHE, "long-prefill"))
     ap.add_argument("--out", default=os.path.join(RESULTS_DIR, "kvcache_long"))
     args = ap.parse_args(argv)
@@ -605,6 +612,10 @@ def main(argv=None) -> int:
     args._t0 = time.perf_counter()
     args._machine = machine_info(args.threads)
     args._command = "python -m bench.kvcache_long " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.report_only:
+        args.resume = True
+        report(args, load_store(args))
+        return 0
     model, tok = load_model()
     specs = _specs(args)
     store = load_store(args)

@@ -25,7 +25,11 @@ Two modes (``kvcache.md`` §1):
 * ``"fused"``: call ``model.set_attn_implementation("vqdb")`` too. ``update()`` returns only the
   full-precision tail and hands the layer to the registered attention function through a context
   variable; that function scores queries against the key codes and applies the softmax weights to the
-  value codes (:meth:`CompressedKVLayer.attend`), never reconstructing keys or values in model space.
+  value codes (:meth:`CompressedKVLayer.attend`), never reconstructing keys or values in model space. On
+  the CPU, TurboQuant codes (mse/scaled, 1-4 bits and their fractional splits) go through the Numba lookup
+  kernels of :mod:`vqdb.kernels.kv_lut`, which never write a decoded tile (``bench/results/kvcache_decode_t1.md``).
+* Attention sinks and centring (``sink_tokens=``, ``center=``): the first tokens stay exact and the codes
+  hold ``x - mean`` per head (see :class:`CompressedKVLayer`); both modes support them.
 
 Only standard full-attention layers (MHA/GQA) are compressed; sliding-window, chunked and other layer
 types get transformers' own dynamic layers, so hybrid models still work (uncompressed there).
