@@ -7,10 +7,10 @@ to the context length), then one-token decode steps are timed round-robin across
 shared machine's load drifts hit them alike); the first step warms up. Reported: median and minimum
 whole-model step time, and the ratio to the dense cache.
 
-Run (figures recorded under the team's bench lock)::
+Run (one benchmark at a time on a quiet machine)::
 
-    flock /work/team/bench.lock python -m bench.kvcache_decode --threads 1
-    flock /work/team/bench.lock python -m bench.kvcache_decode --threads 2
+    python -m bench.kvcache_decode --threads 1
+    python -m bench.kvcache_decode --threads 2
 
 Torch and the Numba kernels get the same thread count.
 """
