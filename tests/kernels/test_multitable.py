@@ -255,7 +255,7 @@ def _oracle_topk(sc, lay, prep, k, allow=None, probe=None, lists=None):
     slots = rf.deinterleave(lay.blocks.reshape(lay.n_blocks, lay.nsteps, 32))
     beta = sc._beta(lay, prep, allow)
     s = rm.exact_scores_ref(
-        slots=slots, fluts=prep.fluts, wide_rows=lay.wide.rows, wide_fluts=wfl, factor=lay.factor[0],
+        slots=slots, fluts=prep.fluts, wide_rows=lay.wide.rows, wide_fluts=wfl, factor=lay.factors[0],
         beta=beta, alpha=prep.alpha, qconst=prep.qconst, cterm=prep.cterm, block_list=lay.block_list,
     )  # fmt: skip
     if probe is not None:

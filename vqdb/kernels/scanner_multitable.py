@@ -36,17 +36,15 @@ WIDE_STEP_COST = 0.6  # a wide coordinate's 32-byte step vs a nibble step (one p
 
 @dataclass(eq=False)
 class MultiLayout(Layout):
-    """A :class:`~.scanner.Layout` plus the wide coordinates (:class:`.fastscan.multitable.WideCodes`)."""
+    """A :class:`~.scanner.Layout` plus the wide coordinates (:class:`.fastscan.multitable.WideCodes`); its
+    ``factors`` / ``fmin`` / ``fmax`` are (1, N) / (1, nb): the one per-vector factor of every part."""
 
     wide: object = None
-    factor: np.ndarray | None = None  # (1, N) float32 the one per-vector factor of every part
-    fmin1: np.ndarray | None = None  # (1, nb) float32 its smallest value per block
-    fmax1: np.ndarray | None = None  # (1, nb) float32 its largest value per block
 
     @property
     def nbytes(self) -> int:
         w = self.wide
-        return super().nbytes + int(w.blocks.nbytes + w.rows.nbytes + self.factor.nbytes)
+        return super().nbytes + int(w.blocks.nbytes + w.rows.nbytes)
 
 
 @dataclass(eq=False)
@@ -167,9 +165,9 @@ class MultiTableScanner(FastScanner):
             lay,
             MultiLayout,
             wide=wide,
-            factor=factor,
-            fmin1=np.where(valid, fb, np.inf).min(axis=2, initial=np.inf).astype(np.float32),
-            fmax1=np.where(valid, fb, -np.inf).max(axis=2, initial=-np.inf).astype(np.float32),
+            factors=factor,
+            fmin=np.where(valid, fb, np.inf).min(axis=2, initial=np.inf).astype(np.float32),
+            fmax=np.where(valid, fb, -np.inf).max(axis=2, initial=-np.inf).astype(np.float32),
         )
 
     # ---- queries -------------------------------------------------------------------------------
@@ -281,9 +279,9 @@ class MultiTableScanner(FastScanner):
             lay.rows,
             lay.nsteps,
             self.part_steps,
-            lay.factor,
-            lay.fmin1,
-            lay.fmax1,
+            lay.factors,
+            lay.fmin,
+            lay.fmax,
             lay.block_list,
         )
         qy = nib.Queries(

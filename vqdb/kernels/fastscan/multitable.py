@@ -28,7 +28,7 @@ from ._config import CACHE as _CACHE
 from ._config import twin
 from .accumulate import QMAX, SUB, _item_sums
 from .isa import _prefetch
-from .scan import _NEG_INF, _block_top
+from .scan import _NEG_INF, _block_top, _low_offer
 from .select import heap_offer, merge_one
 
 WINDOW = 256  # wide coordinates summed in uint16 lanes before widening (256 * 255 < 65536)
@@ -582,10 +582,10 @@ def rescore_mixed_four(codes, wide, qy, wq, beta, i, pos, out):
 
 
 @njit(cache=_CACHE, nogil=True)
-def _rescore_pass(pp, ub, n, cut, q, hs, hp, top, codes, wide, qy, wq, beta, quad, psc):
+def _rescore_pass(pp, ub, n, cut, q, hs, hp, low, top, codes, wide, qy, wq, beta, quad, psc):
     """Re-score (four chains at a time) and offer the entries of pp/ub[:n] whose bound reaches the threshold
     and ``cut``, marking them done (ub = -inf). Returns how many were re-scored."""
-    thr = max(hs[0], top.floor[q])
+    thr = max(hs[0], low[0], top.floor[q])
     done = 0
     c = 0
     while c < n:
@@ -605,7 +605,7 @@ def _rescore_pass(pp, ub, n, cut, q, hs, hp, top, codes, wide, qy, wq, beta, qua
         for t in range(g):
             heap_offer(hs, hp, psc[t], quad[t])
         done += g
-        thr = max(hs[0], top.floor[q])
+        thr = max(hs[0], low[0], top.floor[q])
     return done
 
 
@@ -615,13 +615,14 @@ def _flush(pair, q, top, codes, wide, qy, wq, beta):
     first, whose exact scores raise the threshold for the rest); empties the buffer; returns the count."""
     hs = top.scores[pair]
     hp = top.pos[pair]
+    low = top.lows[pair]
     cnt = top.npend[pair]
     top.npend[pair] = 0
     if cnt == 0:
         return 0
     ub = top.pend_ub[pair]
     pp = top.pend_pos[pair]
-    thr = max(hs[0], top.floor[q])
+    thr = max(hs[0], low[0], top.floor[q])
     n = 0
     for c in range(cnt):
         if ub[c] >= thr:
@@ -634,8 +635,8 @@ def _flush(pair, q, top, codes, wide, qy, wq, beta):
     done = 0
     if n > 2 * k:
         cut = -np.partition(-ub[:n], k - 1)[k - 1]
-        done += _rescore_pass(pp, ub, n, cut, q, hs, hp, top, codes, wide, qy, wq, beta, quad, psc)
-    done += _rescore_pass(pp, ub, n, _NEG_INF, q, hs, hp, top, codes, wide, qy, wq, beta, quad, psc)
+        done += _rescore_pass(pp, ub, n, cut, q, hs, hp, low, top, codes, wide, qy, wq, beta, quad, psc)
+    done += _rescore_pass(pp, ub, n, _NEG_INF, q, hs, hp, low, top, codes, wide, qy, wq, beta, quad, psc)
     return done
 
 
@@ -689,11 +690,16 @@ def _min_sum(thr, iv, of, er, f0, f1, base, bmx, bmagmx, alpha):
 @njit(cache=_CACHE, nogil=True)
 def _scan_blocks(q, pair, c0, nblk, tsum, tmax, codes, wide, qy, wq, bias, top):
     """Blocks [c0, c0 + nblk) of one query (its weighted sums T at ``tsum``, block maxima at ``tmax``, both
-    views of the item's buffers): the integer threshold of each block (:func:`.scan._min_sum`; skip the block when its largest T is below it), then the vectors
-    whose T reaches it become pending candidates (flushed when full). Returns the number re-scored."""
+    views of the item's buffers), as the nibble scan's single-part path (:func:`.scan._scan_query_blocks`):
+    flat scans first compare each block's largest T with one integer threshold valid for the whole segment
+    (recomputed only when the threshold moves), then the block's bound and its own integer threshold
+    (:func:`_min_sum`); the vectors whose T reaches it become pending candidates (flushed when full), and
+    each one's lower bound ``s - e`` raises the threshold at once (:func:`.scan._low_offer`). Returns the
+    number re-scored."""
     alpha = qy.alpha
     beta = bias.beta
     hs = top.scores[pair]
+    low = top.lows[pair]
     floor = top.floor
     pend = top.pend_pos[pair]
     pub = top.pend_ub[pair]
@@ -703,9 +709,22 @@ def _scan_blocks(q, pair, c0, nblk, tsum, tmax, codes, wide, qy, wq, bias, top):
     of = wq.off[q]
     er = wq.err[q]
     rescored = 0
+    whole = qy.cterm.shape[1] == 1  # one additive term for every block (no IVF lists)
+    gbase = alpha * qy.cterm[q, 0] + qy.qconst[q]
+    gthr = _NEG_INF
+    gmin = 0
     for bb in range(nblk):
         blk = c0 + bb
-        thr = max(hs[0], floor[q])
+        thr = max(hs[0], low[0], floor[q])
+        top_sum = tmax[bb]
+        if whole:
+            if thr != gthr:
+                gthr = thr
+                gmin = _min_sum(
+                    thr, iv, of, er, bias.whole[0], bias.whole[1], gbase, bias.whole[2], bias.whole[3], alpha
+                )
+            if top_sum < gmin:
+                continue
         base = alpha * qy.cterm[q, codes.block_list[blk] + 1] + qy.qconst[q]
         abase = abs(base)
         p0 = 32 * blk
@@ -713,17 +732,16 @@ def _scan_blocks(q, pair, c0, nblk, tsum, tmax, codes, wide, qy, wq, bias, top):
         f1 = codes.fmax[0, blk]
         bmx = bias.bmax[blk]
         bmg = bias.bmagmax[blk]
-        smin = _min_sum(thr, iv, of, er, f0, f1, base, bmx, bmg, alpha)
-        top_sum = tmax[bb]
-        if top_sum < smin:
+        if _block_top(top_sum, iv, of, er, f0, f1, base, bmx, bmg, alpha) < thr:
             continue
-        if smin == 0 and _block_top(top_sum, iv, of, er, f0, f1, base, bmx, bmg, alpha) < thr:
+        smin = _min_sum(thr, iv, of, er, f0, f1, base, bmx, bmg, alpha)
+        if top_sum < smin:
             continue
         if npend + 32 > cap:
             top.npend[pair] = npend
             rescored += _flush(pair, q, top, codes, wide, qy, wq, beta)
             npend = 0
-            thr = max(hs[0], floor[q])
+            thr = max(hs[0], low[0], floor[q])
         o = 32 * bb
         for v in range(32):
             sv = tsum[o + v]
@@ -738,6 +756,8 @@ def _scan_blocks(q, pair, c0, nblk, tsum, tmax, codes, wide, qy, wq, bias, top):
                 pend[npend] = p0 + v
                 pub[npend] = u
                 npend += 1
+                _low_offer(low, s - e)  # s - e <= the exact score: the threshold rises now
+                thr = max(thr, low[0])
     top.npend[pair] = npend
     return rescored
 
@@ -797,7 +817,7 @@ def _scan_mixed(codes, wide, qy, wq, bias, work, top):
                         q, pair, c0, nblk, sums[j * 32 * SUB : (j + 1) * 32 * SUB], mx[j * SUB : (j + 1) * SUB],
                         codes, wide, qy, wq, bias, top,
                     )  # fmt: skip
-                    root = top.scores[pair, 0]
+                    root = max(top.scores[pair, 0], top.lows[pair, 0])
                     if root > top.floor[q]:
                         top.floor[q] = root
 
