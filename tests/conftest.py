@@ -25,3 +25,14 @@ def wordnet_full():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _numba_backend_loaded():
+    """Run the suite on numba's kernels from its first test, whatever the order: with numba's backend not yet
+    loaded, a small index would take the NumPy path (``vqdb.kernels.numpy_path``), which its own tests
+    (tests/index/test_numpy_path.py, tests/test_import_hygiene.py) cover in fresh processes and explicitly."""
+    from vqdb.kernels import available_backends, get_ops
+
+    if available_backends().get("numba") is None:
+        get_ops("numba")

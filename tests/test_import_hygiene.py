@@ -46,3 +46,38 @@ def test_vqdb_warmup_builds_the_kernels_and_says_where_they_are_cached():
     assert "kernels ready" in out.stdout and "numba cache: " in out.stdout, out.stdout + out.stderr
     cache = out.stdout.split("numba cache: ")[1].strip()
     assert os.path.isdir(cache) and any(f.endswith(".nbi") for f in os.listdir(cache)), cache
+
+
+def test_small_first_index_loads_no_numba_and_gets_numbas_results(tmp_path):
+    """A new process's first small index (1,000 real vectors, one query) runs on the NumPy path: numba is never
+    imported, and the ids and scores are what the numba kernels return (tests/index/test_numpy_path.py)."""
+    import numpy as np
+
+    import vqdb
+    from vqdb import datasets
+    from vqdb.kernels import use_backend
+
+    out = tmp_path / "res.npz"
+    code = (
+        "import sys, numpy as np, vqdb\n"
+        "from vqdb import datasets, kernels\n"
+        "s = datasets.wordnet_sample()\n"
+        "index = vqdb.Index(384, quantizer='turbo-4')\n"
+        "index.add(s.base[:1000])\n"
+        "r = index.search(s.queries[:1], 10)\n"
+        f"np.savez({str(out)!r}, ids=r.ids, scores=r.scores, codes=index._snap.segments[0].codes)\n"
+        "print(','.join(m for m in ('numba', 'llvmlite') if m in sys.modules), sorted(kernels._LOADED))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert proc.stdout.split() == ["['reference']"], proc.stdout + proc.stderr
+    s = datasets.wordnet_sample()
+    with use_backend("numba"):
+        index = vqdb.Index(384, quantizer="turbo-4")
+        index.add(s.base[:1000])
+        want = index.search(s.queries[:1], 10)
+    got = np.load(out)
+    np.testing.assert_array_equal(got["codes"], index._snap.segments[0].codes)
+    np.testing.assert_array_equal(got["ids"], want.ids)
+    np.testing.assert_allclose(got["scores"], want.scores, rtol=1e-6, atol=1e-6)

@@ -15,8 +15,9 @@ def as_float32_matrix(
     Raises a clear error for 1-D input, a wrong width, a non-numeric dtype or NaN/inf values.
     """
     arr = np.asarray(x)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    if arr.dtype != np.float32 and (  # float32 (the usual input) is numeric: skip the dtype checks
+        arr.dtype == object
+        or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer))
     ):
         raise DTypeError(f"{name} must be a numeric array; got dtype {arr.dtype}")
     if arr.ndim != 2:

@@ -82,6 +82,10 @@ def unpack_bits(packed: np.ndarray, bits: int, k: int) -> np.ndarray:
         raise InvalidInputError(f"packed must be (n, {packed_size(k, bits)}); got {packed.shape}")
     if bits == 8:
         return packed.copy()
+    if 8 % bits == 0:  # 1, 2, 4 bits: whole indices per byte, lowest bits first (no bit stream needed)
+        shifts = np.arange(0, 8, bits, dtype=np.uint8)
+        idx = (packed[:, :, None] >> shifts) & np.uint8((1 << bits) - 1)
+        return np.ascontiguousarray(idx.reshape(n, packed.shape[1] * shifts.size)[:, :k])
     stream = np.unpackbits(packed, axis=1, count=k * bits, bitorder="little").reshape(n, k, bits)
     weights = (1 << np.arange(bits)).astype(np.uint8)
     return (stream * weights).sum(axis=2, dtype=np.uint8) if n else np.zeros((0, k), np.uint8)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..kernels import numpy_path_active
 from ..kernels.scorer import ScoreMap, small_matmul
 from ._ivf import Coarse
 from ._segment import Segment
@@ -237,8 +238,11 @@ def execute(plan, ctx: ScanContext, q: np.ndarray, top: TopK, device_scorer=None
 @contextlib.contextmanager
 def threads(n: int):
     """Run the calling thread's numba kernels on ``n`` threads inside the block. numba's thread count
-    belongs to the calling thread, so other threads of the process are unaffected; no BLAS pin."""
+    belongs to the calling thread, so other threads of the process are unaffected; no BLAS pin. On the NumPy
+    path (``kernels.numpy_path``) no numba kernel runs: numba is not imported for it."""
     try:
+        if numpy_path_active():
+            raise ImportError
         import numba
     except ImportError:
         yield
@@ -344,7 +348,7 @@ def refs_to_ids(segments, refs: np.ndarray) -> np.ndarray:
 def _rerank_threads(m: int, step: int) -> int:
     """Threads for the re-rank of ``m`` queries in steps of ``step``: numba's count on the fast paths (the
     search's thread budget), 1 for a single step or without numba."""
-    if m <= step:
+    if m <= step or numpy_path_active():
         return 1
     try:
         import numba

@@ -17,6 +17,7 @@ Only one process (one ``Index`` object) may open a directory for writing at a ti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -27,6 +28,7 @@ import pyarrow as pa
 
 from .._validation import as_float32_matrix, check_choice, check_int_range, check_k
 from ..errors import DuplicateIdError, InvalidInputError, NotFoundError, VqdbError
+from ..kernels import numpy_path
 from . import _filters, _ids, _ivf, _plan, _scan, _state, _wal
 from . import _metadata as md
 from . import _storage as st
@@ -721,8 +723,9 @@ class Index(_Persistence):
             for c0 in range(0, n, WRITE_CHUNK):  # one WAL record per chunk (bounded record size and memory)
                 c1 = min(n, c0 + WRITE_CHUNK)
                 xc = x[c0:c1]
-                coarse = self._prepare_codec(self._snap, xc)
-                lists, codes = self._encode(xc, coarse)
+                with self._numpy_path(n * self.dim):  # a process's small first add needs no numba
+                    coarse = self._prepare_codec(self._snap, xc)
+                    lists, codes = self._encode(xc, coarse)
                 vecs = None if self._store_vectors is None else xc.astype(self._store_vectors)
                 table = build_table(
                     keys[c0:c1],
@@ -1075,16 +1078,21 @@ class Index(_Persistence):
             scores are exact (from the stored vectors); otherwise they are the quantizer's estimates.
         """
         k = check_k(k)
-        if params is not None and not isinstance(params, SearchParams):
-            raise InvalidInputError(f"params must be a SearchParams; got {type(params).__name__}")
-        p = SearchParams(nprobe=nprobe, rerank=rerank, ef=ef).merged_over(
-            (params or SearchParams()).merged_over(self._defaults)
-        )
+        if params is None and nprobe is None and rerank is None and ef is None:
+            p = self._defaults  # no per-call knob (the usual call): nothing to merge
+        else:
+            if params is not None and not isinstance(params, SearchParams):
+                raise InvalidInputError(f"params must be a SearchParams; got {type(params).__name__}")
+            p = SearchParams(nprobe=nprobe, rerank=rerank, ef=ef).merged_over(
+                (params or SearchParams()).merged_over(self._defaults)
+            )
         q = self._queries(queries)
         _check_result_size(q.shape[0], k)
         snap = self._snap
-        expr = _filters.compile_filter(filter, snap.schema)
-        names = _filters.field_names(filter, snap.schema)
+        expr = names = None
+        if filter is not None:
+            expr = _filters.compile_filter(filter, snap.schema)
+            names = _filters.field_names(filter, snap.schema)
         factor = p.rerank_factor()
         if factor and self._store_vectors is None:
             raise InvalidInputError("rerank needs the full vectors: create the index with store_vectors=True")
@@ -1094,63 +1102,66 @@ class Index(_Persistence):
         allow = [self._allowed(seg, expr, snap.schema, names) for seg in segments]
         n_rows = sum(s.n for s in segments)
         n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(segments, allow))
-        graph = self._graph
-        plan = _plan.plan_search(
-            quantizer=self._quantizer,
-            coarse=snap.coarse,
-            graph_ready=graph is not None and graph.n > 0,
-            device_ok=self._device == "cuda" and self._gpu_scorer() is not None,
-            m=m,
-            k=k,
-            rerank_factor=factor,
-            nprobe=p.nprobe,
-            filtered=expr is not None,
-            n_rows=n_rows,
-            n_allowed=n_allowed,
-            threads=threads,
-        )
-        if graph is not None and (plan.route == "graph" or expr is not None):
-            matches = None
-            if expr is not None:
-                matches = np.concatenate([s.ids if a is None else s.ids[a] for s, a in zip(segments, allow)])
-            with _scan.threads(plan.threads):
-                if plan.route == "graph":
-                    ok = None if matches is None else graph.ok_for(matches)
-                    centre = getattr(self._quantizer, "centre_", None)
-                    nodes, scores, _ = graph.search(q, k, p.ef or _graph.DEFAULT_EF, centre=centre, ok=ok)
-                else:  # a filter below the graph threshold: every match scored exactly (float16 vectors)
-                    nodes, scores = graph.exact(q, k, graph.nodes_of(matches))
-            keys = np.where(nodes >= 0, graph.ids[np.maximum(nodes, 0)], -1)
-            if self._id_type != _ids.STR and not include_metadata:
-                return SearchResult(keys, scores, self.metric)
-            seg_idx, rows = self._locate(segments, keys)
-            refs = np.where(seg_idx >= 0, (seg_idx << _scan.SHIFT) | rows, -1)
-            ids = self._sids_of_refs(segments, refs) if self._id_type == _ids.STR else keys
+        with self._numpy_path(m * n_rows * self.dim) as on_numpy:
+            graph = self._graph
+            plan = _plan.plan_search(
+                quantizer=self._quantizer,
+                coarse=snap.coarse,
+                graph_ready=graph is not None and graph.n > 0,
+                device_ok=self._device == "cuda" and self._gpu_scorer() is not None,
+                m=m,
+                k=k,
+                rerank_factor=factor,
+                nprobe=p.nprobe,
+                filtered=expr is not None,
+                n_rows=n_rows,
+                n_allowed=n_allowed,
+                threads=1 if on_numpy else threads,
+            )
+            if graph is not None and (plan.route == "graph" or expr is not None):
+                matches = None
+                if expr is not None:
+                    matches = np.concatenate(
+                        [s.ids if a is None else s.ids[a] for s, a in zip(segments, allow)]
+                    )
+                with _scan.threads(plan.threads):
+                    if plan.route == "graph":
+                        ok = None if matches is None else graph.ok_for(matches)
+                        centre = getattr(self._quantizer, "centre_", None)
+                        nodes, scores, _ = graph.search(q, k, p.ef or _graph.DEFAULT_EF, centre=centre, ok=ok)
+                    else:  # a filter below the graph threshold: every match scored exactly (float16 vectors)
+                        nodes, scores = graph.exact(q, k, graph.nodes_of(matches))
+                keys = np.where(nodes >= 0, graph.ids[np.maximum(nodes, 0)], -1)
+                if self._id_type != _ids.STR and not include_metadata:
+                    return SearchResult(keys, scores, self.metric)
+                seg_idx, rows = self._locate(segments, keys)
+                refs = np.where(seg_idx >= 0, (seg_idx << _scan.SHIFT) | rows, -1)
+                ids = self._sids_of_refs(segments, refs) if self._id_type == _ids.STR else keys
+                meta = self._metadata_of_refs(segments, snap.schema, refs) if include_metadata else None
+                return SearchResult(ids, scores, self.metric, metadata=meta)
+            ctx = _scan.ScanContext(
+                self._quantizer,
+                "l2sq" if self.metric == "l2sq" else "ip",
+                snap.coarse,
+                segments,
+                allow,
+                self._zero,
+                probe_metric=_ivf.PROBE_METRIC[self.metric],
+                margin=plan.margin,
+            )
+            top = _scan.TopK(m, plan.kk)
+            if plan.route != "none":
+                _scan.execute(plan, ctx, q, top, self._device_scorer)
+            if factor:
+                with _scan.threads(plan.threads):
+                    scores = _scan.rerank(ctx, q, top.refs)
+            else:
+                scores = top.scores
+            ids, scores, refs = _scan.finish(segments, scores, top.refs, k)
+            if self._id_type == _ids.STR:
+                ids = self._sids_of_refs(segments, refs)
             meta = self._metadata_of_refs(segments, snap.schema, refs) if include_metadata else None
             return SearchResult(ids, scores, self.metric, metadata=meta)
-        ctx = _scan.ScanContext(
-            self._quantizer,
-            "l2sq" if self.metric == "l2sq" else "ip",
-            snap.coarse,
-            segments,
-            allow,
-            self._zero,
-            probe_metric=_ivf.PROBE_METRIC[self.metric],
-            margin=plan.margin,
-        )
-        top = _scan.TopK(m, plan.kk)
-        if plan.route != "none":
-            _scan.execute(plan, ctx, q, top, self._device_scorer)
-        if factor:
-            with _scan.threads(plan.threads):
-                scores = _scan.rerank(ctx, q, top.refs)
-        else:
-            scores = top.scores
-        ids, scores, refs = _scan.finish(segments, scores, top.refs, k)
-        if self._id_type == _ids.STR:
-            ids = self._sids_of_refs(segments, refs)
-        meta = self._metadata_of_refs(segments, snap.schema, refs) if include_metadata else None
-        return SearchResult(ids, scores, self.metric, metadata=meta)
 
     @staticmethod
     def _metadata_of_refs(segments, schema, refs: np.ndarray) -> list[list]:
@@ -1180,6 +1191,13 @@ class Index(_Persistence):
             hit = seg_of == si
             out[hit] = segments[int(si)].sids_at(rows[hit])
         return out
+
+    def _numpy_path(self, work: int):
+        """The NumPy path for ``work`` elements (``kernels.numpy_path``), or a no-op context (yields False)
+        for a graph or device index (their kernels are numba's / the device's)."""
+        if self._graph is not None or self._device != "cpu":
+            return contextlib.nullcontext(False)
+        return numpy_path(work)
 
     def _gpu_scorer(self):
         """The device scorer of ``device="cuda"`` (created once); None when the quantizer has no device path."""

@@ -12,6 +12,11 @@ Ops (signatures in :mod:`vqdb.kernels.reference`, the oracle): ``pack_bits``, ``
 ``lut_scores``, ``sign_scores``, ``topk``, ``encode_turbo_block``, ``hadamard_rotate``. ``num_threads()``: the
 worker threads a backend lets the quantizers use (1 for NumPy).
 
+The NumPy path: inside :func:`numpy_path` the calling thread's default backend is the reference and the fast
+scans are off. ``vqdb.Index`` enters it for a small add or search while numba's backend is not loaded yet (the
+first small index of a process: no numba import, no compiling); the reference encodes bit for bit the codes
+numba encodes, so an index built on either path is the same, and larger work loads numba as before.
+
 Registered backends. The default for host (NumPy) arrays is the highest-priority usable one among
 ``numba`` and ``reference``; ``torch`` serves torch tensors (kvcache) and the CUDA backends serve
 device-resident data (``Index(device="cuda")``, CUDA KV tensors), both by name or ``VQDB_BACKEND``:
@@ -47,6 +52,8 @@ __all__ = [
     "available_backends",
     "device_scanner",
     "get_ops",
+    "numpy_path",
+    "numpy_path_active",
     "register_backend",
     "require_device",
     "use_backend",
@@ -153,6 +160,51 @@ def _load(name: str) -> KernelSet:
         return ops
 
 
+# A process's small first work runs on the NumPy reference until numba's backend is loaded. The reference takes
+# ~10-50x numba's time per element, so one call is bounded (one query over ~5,000 rows of 384, an add of ~5,000
+# vectors: tens of ms) and so is the process's total (~100 such searches: well under a second), about what
+# loading numba costs from its cache (~1 s; compiling on an empty cache ~7 CPU s). Then numba loads as before.
+NUMPY_PATH_MAX_WORK = (
+    1 << 21
+)  # elements of one call: rows x dims of an add, queries x rows x dims of a search
+NUMPY_PATH_BUDGET = 1 << 26  # elements of every automatic NumPy-path call of the process together
+_NUMPY_SPENT = [0]
+_TLS = threading.local()  # .numpy: this thread is inside numpy_path()
+
+
+def numpy_path_active() -> bool:
+    """Whether the calling thread is inside :func:`numpy_path` (default kernels: the NumPy reference)."""
+    return getattr(_TLS, "numpy", False)
+
+
+@contextlib.contextmanager
+def numpy_path(work: float | None = None) -> Iterator[bool]:
+    """Run this thread's default kernels on the NumPy reference inside the block; yields whether it does.
+
+    ``work=None``: always. Otherwise only while numba's backend is not loaded in this process, no backend
+    is forced (:func:`use_backend`, ``VQDB_BACKEND``), ``work`` (elements) is at most ``NUMPY_PATH_MAX_WORK``
+    and the process's NumPy-path calls stay within ``NUMPY_PATH_BUDGET``; else the block runs as usual.
+    Named backends (``get_ops("numba")``) are not affected.
+    """
+    on = work is None or (
+        work <= NUMPY_PATH_MAX_WORK
+        and _NUMPY_SPENT[0] + work <= NUMPY_PATH_BUDGET
+        and "numba" not in _LOADED
+        and _FORCED is None
+        and envs.backend() is None
+    )
+    if on and work is not None:
+        _NUMPY_SPENT[0] += work
+    if not on or numpy_path_active():
+        yield on or numpy_path_active()
+        return
+    _TLS.numpy = True
+    try:
+        yield True
+    finally:
+        _TLS.numpy = False
+
+
 def get_ops(name: str | None = None) -> KernelSet:
     """Return the kernel ops of backend ``name`` (default: ``VQDB_BACKEND`` or the best usable one).
 
@@ -163,6 +215,8 @@ def get_ops(name: str | None = None) -> KernelSet:
     BackendUnavailableError
         The requested (or forced) backend cannot run here; the message lists every backend and why.
     """
+    if name is None and getattr(_TLS, "numpy", False):
+        return _load("reference")
     requested = name or _FORCED or envs.backend()
     if requested is not None:
         if requested not in _REGISTRY:

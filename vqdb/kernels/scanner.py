@@ -1097,12 +1097,13 @@ def probe_csr(order: np.ndarray, nprobe: int, list_rows: np.ndarray | None = Non
 
 
 def enabled() -> bool:
-    """Fast scans are part of the numba backend: on when numba is importable and no other backend is
-    forced with ``VQDB_BACKEND``."""
+    """Fast scans are part of the numba backend: on when numba is importable, no other backend is
+    forced with ``VQDB_BACKEND`` and the calling thread is not on the NumPy path (``kernels.numpy_path``)."""
     from .. import envs
+    from . import numpy_path_active
 
     forced = envs.backend()
-    return (forced is None or forced == "numba") and _numba_installed()
+    return (forced is None or forced == "numba") and _numba_installed() and not numpy_path_active()
 
 
 @functools.cache
