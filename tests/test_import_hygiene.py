@@ -50,7 +50,8 @@ def test_vqdb_warmup_builds_the_kernels_and_says_where_they_are_cached():
 
 def test_small_first_index_loads_no_numba_and_gets_numbas_results(tmp_path):
     """A new process's first small index (1,000 real vectors, one query) runs on the NumPy path: numba is never
-    imported, and the ids and scores are what the numba kernels return (tests/index/test_numpy_path.py)."""
+    imported (nor pyarrow.compute, which only filters need), and the ids and scores are what the numba kernels
+    return (tests/index/test_numpy_path.py)."""
     import numpy as np
 
     import vqdb
@@ -66,7 +67,8 @@ def test_small_first_index_loads_no_numba_and_gets_numbas_results(tmp_path):
         "index.add(s.base[:1000])\n"
         "r = index.search(s.queries[:1], 10)\n"
         f"np.savez({str(out)!r}, ids=r.ids, scores=r.scores, codes=index._snap.segments[0].codes)\n"
-        "print(','.join(m for m in ('numba', 'llvmlite') if m in sys.modules), sorted(kernels._LOADED))\n"
+        "print(','.join(m for m in ('numba', 'llvmlite', 'pyarrow.compute') if m in sys.modules), "
+        "sorted(kernels._LOADED))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300

@@ -31,9 +31,12 @@ import re
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from .._core.lazy import lazy_import
 from ..errors import FilterError
+
+# pyarrow.compute takes ~0.1 s to import (it builds a wrapper per compute function): only a filter needs it
+pc = lazy_import("pyarrow.compute", globals(), "pc")
 
 FIELD_OPERATORS = ("$eq", "$ne", "$lt", "$lte", "$gt", "$gte", "$in", "$nin", "$exists", "$not")
 LOGICAL_OPERATORS = ("$and", "$or", "$nor", "$not")
