@@ -28,8 +28,17 @@ def test_kernels_give_exact_values_on_a_small_case(bits):
     code_scores(q, idx, norm, table, bits, s)
     np.testing.assert_array_equal(s, np.einsum("bhmj,bhtj->bhmt", q, x))
     o = np.zeros((1, 2, 3, k), np.float32)
-    code_weighted_sum(w, idx, norm, table, bits, o)
+    code_weighted_sum(w, 0, idx, norm, table, bits, o)
     np.testing.assert_array_equal(o, np.einsum("bhmt,bhtj->bhmj", w, x))
+    # weights read from column 2 of a wider row; scores accumulated into a strided view of one
+    wide = np.concatenate([np.full((1, 2, 3, 2), 7.0, np.float32), w], -1)
+    o = np.zeros((1, 2, 3, k), np.float32)
+    code_weighted_sum(wide, 2, idx, norm, table, bits, o)
+    np.testing.assert_array_equal(o, np.einsum("bhmt,bhtj->bhmj", w, x))
+    row = np.ones((1, 2, 3, n + 3), np.float32)
+    code_scores(q, idx, norm, table, bits, row[..., 1 : n + 1])
+    np.testing.assert_array_equal(row[..., 1 : n + 1], 1.0 + np.einsum("bhmj,bhtj->bhmt", q, x))
+    assert (row[..., 0] == 1).all() and (row[..., n + 1 :] == 1).all()
 
 
 @pytest.mark.parametrize(

