@@ -97,6 +97,8 @@ def _unit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Rows whose float32 norm overflows (a finite row of values near 3e38 has norm inf) or may underflow
     (values near 1e-30) are first divided by their largest magnitude; the others exactly as ``x / ||x||``."""
     norms = np.linalg.norm(x, axis=1)
+    if x.shape[0] == 1 and 1e-18 <= float(norms[0]) < np.inf:  # one usual query: the same x / ||x||, sooner
+        return x / norms[:, None], np.zeros(1, dtype=bool)
     risky = ~np.isfinite(norms) | (norms < 1e-18)
     if np.any(risky):
         rows = x[risky]

@@ -177,8 +177,10 @@ def numpy_path_active() -> bool:
     return getattr(_TLS, "numpy", False)
 
 
-@contextlib.contextmanager
-def numpy_path(work: float | None = None) -> Iterator[bool]:
+_OFF = contextlib.nullcontext(False)
+
+
+def numpy_path(work: float | None = None) -> contextlib.AbstractContextManager[bool]:
     """Run this thread's default kernels on the NumPy reference inside the block; yields whether it does.
 
     ``work=None``: always. Otherwise only while numba's backend is not loaded in this process, no backend
@@ -186,6 +188,13 @@ def numpy_path(work: float | None = None) -> Iterator[bool]:
     and the process's NumPy-path calls stay within ``NUMPY_PATH_BUDGET``; else the block runs as usual.
     Named backends (``get_ops("numba")``) are not affected.
     """
+    if "numba" in _LOADED and work is not None and not numpy_path_active():
+        return _OFF  # the usual case once numba runs: nothing to decide (a search's cost stays as it was)
+    return _numpy_block(work)
+
+
+@contextlib.contextmanager
+def _numpy_block(work: float | None) -> Iterator[bool]:
     on = work is None or (
         work <= NUMPY_PATH_MAX_WORK
         and _NUMPY_SPENT[0] + work <= NUMPY_PATH_BUDGET
