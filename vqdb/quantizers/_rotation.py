@@ -179,6 +179,16 @@ class DenseRotation:
         """(n, d) float32 -> (n, p) float32."""
         return np.ascontiguousarray(x @ self.matrix_.T, dtype=np.float32)
 
+    def forward_queries(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`forward` of a query batch: a few rows on the calling thread, without waking BLAS's workers
+        (:func:`vqdb.kernels.small_gemm.rows_matmul`). Equal to :meth:`forward` up to float32 rounding;
+        codes are never built from it (encoding keeps :meth:`forward`, the same for any batch)."""
+        from ..kernels.small_gemm import rows_matmul
+
+        if getattr(self, "_matrix_t", None) is None:
+            self._matrix_t = np.ascontiguousarray(self.matrix_.T)
+        return rows_matmul(x, self._matrix_t)
+
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """(n, p) float32 -> (n, d) float32."""
         return np.ascontiguousarray(y @ self.matrix_, dtype=np.float32)

@@ -801,7 +801,9 @@ class TurboQuantizer(Quantizer):
             # FHT-Kac: the backend's rotation (bit for bit the NumPy one; numba's is ~50x faster on one query)
             ops.fht_kac_rotate(np.ascontiguousarray(q[:, b.channels]), b.rotation.signs)
             if isinstance(b.rotation, FhtKacRotation)
-            else np.ascontiguousarray(b.rotation.forward(np.ascontiguousarray(q[:, b.channels])))
+            else np.ascontiguousarray(
+                getattr(b.rotation, "forward_queries", b.rotation.forward)(q[:, b.channels])
+            )
             for b in self._blocks
         ]
         data: dict[str, Any] = {"rotated": rot}
