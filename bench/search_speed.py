@@ -252,10 +252,13 @@ GRID_PRESETS = (
 GRID_KS = (10, 100)
 
 
-def grid_methods(bs: BenchSet, quick: bool) -> list[tuple[str, str, float, int, callable]]:
+def grid_methods(
+    bs: BenchSet, quick: bool, presets: list[str] | None = None, ivf: int | None = None
+) -> list[tuple[str, str, float, int, callable]]:
     """(name, library, bytes/vector, bits, build() -> (search(q, k) -> ids, handle)): every turbo-N and
     turbo-pca-N preset (vqdb flat), FAISS IndexPQFastScan at <= each turbo-N's bytes and rabitqlib
-    (one cluster = a flat RaBitQ scan) at 1, 2, 3 and 4 total bits."""
+    (one cluster = a flat RaBitQ scan) at 1, 2, 3 and 4 total bits. ``presets``: only these vqdb presets,
+    no peers; ``ivf``: vqdb indexes with that many IVF lists (default nprobe), named ``vqdb-ivf<n>-...``."""
     import faiss
 
     import vqdb
@@ -265,16 +268,19 @@ def grid_methods(bs: BenchSet, quick: bool) -> list[tuple[str, str, float, int, 
     d = bs.dim
     sizes = {name: size for name, size, _ in vqdb.presets(d)}
     out = []
-    for preset in GRID_PRESETS:
+    for preset in presets or GRID_PRESETS:
         if preset not in sizes:
             continue
 
         def build(preset=preset):
-            idx, _ = vqdb_index(bs, preset)
+            idx, _ = vqdb_index(bs, preset, ivf=ivf or False)
             return (lambda q, k: idx.search(q, k, threads=_threads()).ids), idx
 
         bits = int(preset.rsplit("-", 1)[1])
-        out.append((f"vqdb-{preset}", "vqdb", float(sizes[preset]), bits, build))
+        name = f"vqdb-ivf{ivf}-{preset}" if ivf else f"vqdb-{preset}"
+        out.append((name, "vqdb", float(sizes[preset]), bits, build))
+    if presets:
+        return out
     for preset in ("turbo-1", "turbo-2", "turbo-4"):
         m = divisor_at_most(d, 2 * sizes[preset])  # 4-bit PQ: M/2 bytes <= vqdb's bytes
 
@@ -311,14 +317,16 @@ def grid_methods(bs: BenchSet, quick: bool) -> list[tuple[str, str, float, int, 
     return out
 
 
-def run_grid(bs: BenchSet, threads: int, min_s: float, limits: dict, quick: bool) -> list[dict]:
+def run_grid(
+    bs: BenchSet, threads: int, min_s: float, limits: dict, quick: bool, presets=None, ivf=None
+) -> list[dict]:
     """One row per (method, k, threads): batch QPS, one-query p50 latency, recall@k, scan bytes/s."""
     from vqdb.testing import recall_at_k
 
     qs = bs.query_sets[0]
     n = bs.base.shape[0]
     rows = []
-    for name, lib, nbytes, bits, build in grid_methods(bs, quick):
+    for name, lib, nbytes, bits, build in grid_methods(bs, quick, presets, ivf):
         try:
             search, handle = build()
         except Exception as exc:  # noqa: BLE001 - one failing config must not stop the run
@@ -416,7 +424,9 @@ def grid_summary(rows: list[dict]) -> dict:
 
 def grid_markdown(result: dict) -> str:
     lines = [
-        "# Search speed grid (issue 12): flat scans, k = 10 and 100, 1 and 2 threads",
+        "# Search speed grid (issue 12): "
+        + (f"IVF ({result['ivf']} lists, default nprobe)" if result.get("ivf") else "flat scans")
+        + ", k = 10 and 100, 1 and 2 threads",
         "",
         f"Command: `{result['command']}`  ",
         f"Machine: {result['machine'].get('cpu', '?')}, load average at start {result['load_start']}, "
@@ -875,6 +885,9 @@ def main(argv: list[str] | None = None) -> int:
         "--min-seconds", type=float, default=None, help="timed batch length (default 1, quick 0.3)"
     )
     ap.add_argument("--out", default=None)
+    ap.add_argument("--presets", nargs="*", default=None, help="grid: only these vqdb presets (no peers)")
+    ap.add_argument("--grid-ivf", type=int, default=None, help="grid: vqdb indexes with this many IVF lists")
+    ap.add_argument("--tag", default="", help="grid: results file suffix (search_speed_grid_<tag>.*)")
     args = ap.parse_args(argv)
     out_dir = args.out or (os.path.join(RESULTS_DIR, "quick") if args.quick else RESULTS_DIR)
     os.makedirs(out_dir, exist_ok=True)
@@ -908,19 +921,21 @@ def main(argv: list[str] | None = None) -> int:
             "machine": info,
             "limits": limits,
             "rows": [],
+            "ivf": args.grid_ivf,
             "load_start": [round(x, 2) for x in os.getloadavg()],
         }
+        stem = os.path.join(out_dir, "search_speed_grid" + (f"_{args.tag}" if args.tag else ""))
         for bs in sets:
             log(f"{bs.name} grid: base {bs.base.shape}, {bs.query_sets[0].queries.shape[0]} queries")
-            grid["rows"] += run_grid(bs, threads, min_s, limits, args.quick)
+            grid["rows"] += run_grid(bs, threads, min_s, limits, args.quick, args.presets, args.grid_ivf)
             grid["summary"] = grid_summary(grid["rows"])
-            write_json(os.path.join(out_dir, "search_speed_grid.json"), grid)
+            write_json(stem + ".json", grid)
         grid["load_end"] = [round(x, 2) for x in os.getloadavg()]
         grid["summary"] = grid_summary(grid["rows"])
-        write_json(os.path.join(out_dir, "search_speed_grid.json"), grid)
-        with open(os.path.join(out_dir, "search_speed_grid.md"), "w", encoding="utf-8") as f:
+        write_json(stem + ".json", grid)
+        with open(stem + ".md", "w", encoding="utf-8") as f:
             f.write(grid_markdown(grid))
-        log(f"wrote {out_dir}/search_speed_grid.{{json,md}}")
+        log(f"wrote {stem}.{{json,md}}")
         if set(args.sections) == {"grid"}:
             return 0
     with tempfile.TemporaryDirectory(prefix="vqdb-speed-") as tmp:
