@@ -35,6 +35,41 @@ def _dir_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
 
 
+_RSS_CHILD = """
+import os, sys, numpy as np, vqdb
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+path, qfile = sys.argv[1], sys.argv[2]
+q = np.load(qfile)
+warm = vqdb.Index(q.shape[1], metric=sys.argv[3], quantizer=sys.argv[4], graph=True)
+warm.add(np.random.default_rng(0).standard_normal((300, q.shape[1])).astype(np.float32))
+warm.search(q[:2], 10)
+r0 = rss()
+ix = vqdb.open(path, read_only=True)
+ix.search(q, 10, ef=64)
+print(rss() - r0, len(ix))
+"""
+
+
+def _resident_bytes(path: str, q: np.ndarray, metric: str, quantizer: str) -> float:
+    """Resident memory per vector of the saved index at ``path`` in a new process: RSS after opening it
+    and searching every query (ef 64) minus RSS before the open (kernels already compiled)."""
+    import subprocess
+    import sys
+
+    qfile = os.path.join(os.path.dirname(path), "rss_queries.npy")
+    np.save(qfile, q)
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, path, qfile, metric, quantizer],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "NUMBA_NUM_THREADS": "1"},
+    ).stdout.split()
+    return round(int(out[0]) / int(out[1]), 1)
+
+
 def _curve(search, q, gt, efs, single: int) -> list[dict]:
     """recall@10 and QPS (batch of all queries; and ``single`` queries one per call) for each ef."""
     efs = CURVE_EFS
@@ -131,12 +166,15 @@ def run_vqdb(bs, q, gt, *, quantizer: str, degree: int, threads: int, build_thre
             )
     st = index.stats()
     index.close()
+    resident = _resident_bytes(os.path.join(tmp, "ix"), q, bs.metric, quantizer)
     return {
         "method": f"vqdb graph R={degree} {quantizer}",
         "build_s": round(build, 2),
         "bytes_per_vector": round(total_bytes, 1),
         "bytes_per_vector_note": "every file of the saved index / n (graph file + segments + manifest)",
         "bytes_per_vector_graph_file": round(graph_bytes, 1),
+        "resident_bytes_per_vector": resident,
+        "resident_note": "RSS growth of a new process opening the saved index and searching every query",
         "bytes_per_vector_stats": st["bytes_per_vector"],
         "curve": curve,
         "filters": filters,
@@ -253,7 +291,7 @@ def _md(results: dict) -> str:
         lines += [
             f"## {set_name}",
             "",
-            "| method | build s | bytes/vector | QPS @ recall ≥ 0.95 (ef, recall) | "
+            "| method | build s | bytes/vector on disk | QPS @ recall ≥ 0.95 (ef, recall) | "
             "1-query QPS there | max recall | vqdb QPS ratio to it |",
             "|---|---|---|---|---|---|---|",
         ]
@@ -268,8 +306,11 @@ def _md(results: dict) -> str:
             hit = f"{t['qps']:,.0f} (ef {t['ef']}, {t['recall@10']})" if t else "not reached"
             ratio = f"{ours_t['qps'] / t['qps']:.2f}x" if ours_t and t and m is not ours else ""
             cached = " (cached build)" if m.get("build", {}).get("cached") else ""
+            size = f"{m['bytes_per_vector']}" + (
+                f" (resident {m['resident_bytes_per_vector']})" if "resident_bytes_per_vector" in m else ""
+            )
             lines.append(
-                f"| {m['method']} | {m['build_s']}{cached} | {m['bytes_per_vector']} | {hit} | "
+                f"| {m['method']} | {m['build_s']}{cached} | {size} | {hit} | "
                 f"{t['qps_1query'] if t else '-'} | {best} | {ratio} |"
             )
         lines.append("")

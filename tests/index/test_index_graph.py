@@ -192,6 +192,39 @@ def test_save_open_identical_and_another_process(tmp_path, wordnet, quantizer, m
     assert np.array_equal(saved.ids, before.ids)
 
 
+def test_graph_file_holds_each_vector_once(tmp_path, wordnet, quantizer):
+    """The float16 vectors of live rows are stored once (in the segments): the graph file keeps links,
+    codes and the vectors of retired nodes only, and a reopened graph takes the rest from the segments."""
+    import pyarrow as pa
+
+    path = tmp_path / "g"
+    index = vqdb.Index(wordnet.dim, metric="ip", quantizer=quantizer, graph=16, path=path)
+    index.add(wordnet.base[:1500])
+    index.upsert(wordnet.base[1500:1510], ids=np.arange(10))  # ids 0..9 move: 10 retired nodes
+    index.delete([20, 21])  # and two more
+    q = wordnet.queries[:30]
+    before = index.search(q, 10, ef=48)
+    index.save()
+    g = index._graph
+    name = [f for f in os.listdir(path) if f.startswith("graph-")][-1]
+    table = pa.ipc.open_file(pa.memory_map(str(path / name))).read_all()
+    assert "vector_f16" not in table.column_names
+    retired = table.column("retired_f16")
+    assert retired.null_count == 1498  # the 1,498 live nodes: no vector in the graph file
+    assert sorted(table.column("id").to_numpy()[retired.is_valid().to_numpy(zero_copy_only=False)]) == [
+        *range(10),
+        20,
+        21,
+    ]
+    per_node = g.row_bytes + 2 * g.nsteps + 4 * g.G + 4 + 8 + 1
+    assert os.path.getsize(path / name) < 1510 * per_node + 12 * 2 * wordnet.dim + 65536
+    index.close()
+    with vqdb.open(path) as again:
+        after = again.search(q, 10, ef=48)
+        np.testing.assert_array_equal(again._graph.vbits, g.vbits[: g.n])  # retired ones included
+    assert np.array_equal(before.ids, after.ids) and np.array_equal(before.scores, after.scores)
+
+
 def test_export_and_in_memory_save(tmp_path, wordnet, quantizer):
     index = vqdb.Index(wordnet.dim, metric="ip", quantizer=quantizer, graph=True)
     index.add(wordnet.base[:1200])

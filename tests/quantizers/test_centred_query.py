@@ -172,5 +172,6 @@ def test_graph_rows_carry_the_offsets_and_old_graphs_keep_theirs(wordnet, metric
     from vqdb.index._storage import write_table_file
 
     write_table_file(str(tmp_path / "graph.arrow"), g.to_table())
-    old = type(g).from_file(str(tmp_path / "graph.arrow"), g.sc, x.shape[1], metric, meta)
+    stored = [(g.ids[: g.n], g.vbits[: g.n].view(np.float16))]
+    old = type(g).from_file(str(tmp_path / "graph.arrow"), g.sc, x.shape[1], metric, meta, stored)
     assert old.offsets is False

@@ -294,6 +294,12 @@ class _Persistence:
                     self.dim,
                     "l2sq" if self.metric == "l2sq" else "ip",
                     meta,
+                    (
+                        (s.ids, s.vectors)
+                        if s.deleted is None
+                        else (s.ids[~s.deleted], s.vectors[~s.deleted])
+                        for s in self._snap.segments
+                    ),
                 )
             except (OSError, ValueError, KeyError, pa.ArrowException, CorruptIndexError) as exc:
                 log.warning(

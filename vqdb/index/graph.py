@@ -349,8 +349,23 @@ class Graph:
 
     # ---- persistence -----------------------------------------------------------------------------
     def to_table(self) -> pa.Table:
-        """The nodes as an Arrow table (one row per node): id, live, float16 vector bits, row, slots, factors."""
+        """The nodes as an Arrow table (one row per node): id, live, row, slots, factors, and the float16
+        vector bits of retired nodes only (null for live ones: their vectors are the segments' stored
+        vectors, attached again by :meth:`from_file`, so no vector is written twice)."""
         n = self.n
+        gone = ~self.live[:n]
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum(gone * (2 * self.dim), out=offsets[1:])
+        retired = pa.BinaryArray.from_buffers(
+            pa.binary(),
+            n,
+            [
+                pa.py_buffer(np.packbits(gone, bitorder="little")),
+                pa.py_buffer(offsets),
+                pa.py_buffer(np.ascontiguousarray(self.vbits[:n][gone]).view(np.uint8).reshape(-1)),
+            ],
+            null_count=int(n - gone.sum()),
+        )
 
         def fixed(a: np.ndarray) -> pa.Array:
             a = np.ascontiguousarray(a[:n])
@@ -363,7 +378,7 @@ class Graph:
             {
                 "id": pa.array(self.ids[:n], pa.int64()),
                 "live": pa.array(self.live[:n], pa.bool_()),
-                "vector_f16": fixed(self.vbits),
+                "retired_f16": retired,
                 "row": fixed(self.rows),
                 "slots": fixed(self.slots),
                 "factors": fixed(self.facs),
@@ -378,10 +393,14 @@ class Graph:
         return out
 
     @classmethod
-    def from_file(cls, path: str, scanner, dim: int, metric: str, meta: dict) -> Graph:
+    def from_file(cls, path: str, scanner, dim: int, metric: str, meta: dict, live_vectors=()) -> Graph:
         """Nodes of a file written from :meth:`to_table` (checked by the caller), memory-mapped copy-on-write:
         pages are shared with the file until this process writes them (never back to the file), and the
-        arrays are ordinary writable arrays for the kernels (no second compilation for read-only arrays)."""
+        arrays are ordinary writable arrays for the kernels (no second compilation for read-only arrays).
+
+        ``live_vectors``: iterable of (ids (a,) int64, vectors (a, d)) pairs, the stored vectors of the live
+        rows (the segments'); every live node's vector is taken from them into one float16 array (graph
+        files written before this kept every vector in a ``vector_f16`` column: read from there)."""
         g = cls(scanner, dim, int(meta["degree"]), metric)
         g.offsets = bool(meta.get("code_offsets", False))  # graphs written before the offsets: as before
         buf = pa.memory_map(path, "r").read_buffer()
@@ -406,7 +425,10 @@ class Graph:
 
         g.ids = column("id", np.int64, 1).reshape(-1)
         g.live = np.asarray(table.column("live").to_numpy(zero_copy_only=False), dtype=bool)
-        g.vbits = column("vector_f16", np.uint16, dim)
+        if "vector_f16" in table.column_names:
+            g.vbits = column("vector_f16", np.uint16, dim)
+        else:
+            g.vbits = _node_vectors(table, g.ids, g.live, dim, live_vectors)
         g.rows = column("row", np.uint8, g.row_bytes)
         g.slots = column("slots", np.uint8, 2 * g.nsteps)
         g.facs = column("factors", np.float32, max(g.G, 1))
@@ -422,3 +444,37 @@ class Graph:
         g._writable = True
         g._node_of = {int(i): j for j, i in enumerate(g.ids.tolist()) if g.live[j]}
         return g
+
+
+def _node_vectors(table: pa.Table, ids: np.ndarray, live: np.ndarray, dim: int, live_vectors) -> np.ndarray:
+    """(n, d) uint16 float16 bits of every node: retired ones from the graph table's ``retired_f16``, live
+    ones from ``live_vectors`` (see :meth:`Graph.from_file`); ValueError when one is missing."""
+    n = ids.shape[0]
+    out = np.zeros((n, dim), np.uint16)
+    gone = np.flatnonzero(~live)
+    col = table.column("retired_f16").combine_chunks()
+    valid = col.is_valid().to_numpy(zero_copy_only=False) if n else np.zeros(0, bool)
+    if not np.array_equal(valid, ~live):
+        raise ValueError("graph file's retired vectors do not match its live flags")
+    if gone.size:
+        offs = np.frombuffer(col.buffers()[1], np.int32)[col.offset : col.offset + n + 1]
+        data = np.frombuffer(col.buffers()[2], np.uint8)
+        start = offs[gone]
+        if not (offs[gone + 1] - start == 2 * dim).all() or int(offs[-1]) > data.size:
+            raise ValueError("graph file's retired vectors have the wrong width")
+        out[gone] = data[start[:, None] + np.arange(2 * dim)].view(np.uint16)
+    nodes = np.flatnonzero(live)
+    order = np.argsort(ids[nodes], kind="stable")
+    keys = ids[nodes][order]
+    filled = np.zeros(nodes.size, bool)
+    for sid, vec in live_vectors:
+        sid = np.asarray(sid, np.int64)
+        if not sid.size or not keys.size:
+            continue
+        pos = np.minimum(np.searchsorted(keys, sid), keys.size - 1)
+        hit = keys[pos] == sid
+        out[nodes[order[pos[hit]]]] = np.asarray(vec)[hit].astype(np.float16).view(np.uint16)
+        filled[order[pos[hit]]] = True
+    if not filled.all():
+        raise ValueError(f"{int((~filled).sum())} live graph nodes have no stored vector")
+    return out
