@@ -49,7 +49,7 @@ def test_vqdb_warmup_builds_the_kernels_and_says_where_they_are_cached():
 
 
 def test_small_first_index_loads_no_numba_and_gets_numbas_results(tmp_path):
-    """A new process's first small index (1,000 real vectors, one query) runs on the NumPy path: numba is never
+    """A new process's first small index (1,000 real vectors, one query, then ten) runs on the NumPy path: numba is never
     imported (nor pyarrow.compute, which only filters need), and the ids and scores are what the numba kernels
     return (tests/index/test_numpy_path.py)."""
     import numpy as np
@@ -66,7 +66,8 @@ def test_small_first_index_loads_no_numba_and_gets_numbas_results(tmp_path):
         "index = vqdb.Index(384, quantizer='turbo-4')\n"
         "index.add(s.base[:1000])\n"
         "r = index.search(s.queries[:1], 10)\n"
-        f"np.savez({str(out)!r}, ids=r.ids, scores=r.scores, codes=index._snap.segments[0].codes)\n"
+        "b = index.search(s.queries[:10], 10)\n"
+        f"np.savez({str(out)!r}, ids=r.ids, scores=r.scores, codes=index._snap.segments[0].codes, batch=b.ids)\n"
         "print(','.join(m for m in ('numba', 'llvmlite', 'pyarrow.compute') if m in sys.modules), "
         "sorted(kernels._LOADED))\n"
     )
@@ -79,7 +80,9 @@ def test_small_first_index_loads_no_numba_and_gets_numbas_results(tmp_path):
         index = vqdb.Index(384, quantizer="turbo-4")
         index.add(s.base[:1000])
         want = index.search(s.queries[:1], 10)
+        batch = index.search(s.queries[:10], 10)
     got = np.load(out)
     np.testing.assert_array_equal(got["codes"], index._snap.segments[0].codes)
     np.testing.assert_array_equal(got["ids"], want.ids)
     np.testing.assert_allclose(got["scores"], want.scores, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(got["batch"], batch.ids)

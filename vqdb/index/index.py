@@ -1104,7 +1104,8 @@ class Index(_Persistence):
         allow = [self._allowed(seg, expr, snap.schema, names) for seg in segments]
         n_rows = sum(s.n for s in segments)
         n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(segments, allow))
-        with self._numpy_path(m * n_rows * self.dim) as on_numpy:
+        # the NumPy path decodes the codes once per call and scores the whole batch in one matrix product
+        with self._numpy_path(n_rows * self.dim * (1 + m / 32)) as on_numpy:
             graph = self._graph
             plan = _plan.plan_search(
                 quantizer=self._quantizer,
