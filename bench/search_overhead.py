@@ -57,7 +57,8 @@ class PhaseTimer:
             setattr(obj, attr, real)
 
 
-def p50_us(fn, queries: np.ndarray, n: int) -> float:
+def p50_us(fn, queries: np.ndarray, n: int) -> tuple[float, float]:
+    """p50 and p10 (µs) of ``n`` one-query calls."""
     fn(queries[:1])
     times = []
     for i in range(n):
@@ -65,7 +66,7 @@ def p50_us(fn, queries: np.ndarray, n: int) -> float:
         t0 = time.perf_counter()
         fn(q)
         times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e6)
+    return float(np.median(times) * 1e6), float(np.percentile(times, 10) * 1e6)
 
 
 def phases_us(index, queries: np.ndarray, k: int, n: int) -> dict:
@@ -90,8 +91,9 @@ def phases_us(index, queries: np.ndarray, k: int, n: int) -> dict:
             rows["total"].append(time.perf_counter() - t0)
             for name in ("plan", "scan", "kernel", "finish"):
                 rows[name].append(timer.t.get(name, 0.0))
+    rows["python"] = list(np.subtract(rows["total"], rows["scan"]))
     out = {name: float(np.median(v) * 1e6) for name, v in rows.items()}
-    out["python"] = float(np.median(np.subtract(rows["total"], rows["scan"])) * 1e6)
+    out.update({f"{name}_p10": float(np.percentile(v, 10) * 1e6) for name, v in rows.items()})
     return out
 
 
@@ -124,23 +126,28 @@ def main(argv=None) -> None:
             pq.add(bs.base)
             for k in args.ks:
                 ph = phases_us(index, q, k, args.queries)
+                tiny_us = p50_us(lambda x, k=k: tiny.search(x, k, threads=1), q, args.queries)
+                pq_us = p50_us(lambda x, k=k, pq=pq: pq.search(x, k), q, args.queries)
                 row = {
                     "preset": preset,
                     "k": k,
                     "bytes": sizes[preset],
-                    **{f"{name}_us": round(v, 1) for name, v in ph.items()},
-                    "tiny_index_us": round(
-                        p50_us(lambda x, k=k: tiny.search(x, k, threads=1), q, args.queries), 1
-                    ),
+                    **{
+                        (f"{name[:-4]}_us_p10" if name.endswith("_p10") else f"{name}_us"): round(v, 1)
+                        for name, v in ph.items()
+                    },
+                    "tiny_index_us": round(tiny_us[0], 1),
+                    "tiny_index_us_p10": round(tiny_us[1], 1),
                     "faiss_pqfs": f"PQFastScan{m}x4 ({pq.code_size} B)",
-                    "faiss_pqfs_us": round(p50_us(lambda x, k=k, pq=pq: pq.search(x, k), q, args.queries), 1),
+                    "faiss_pqfs_us": round(pq_us[0], 1),
+                    "faiss_pqfs_us_p10": round(pq_us[1], 1),
                 }
                 rows.append(row)
                 print(row, file=sys.stderr, flush=True)
             del index, pq
         flat = faiss.IndexFlatIP(d)
         flat.add(bs.base)
-        flat_us = {k: round(p50_us(lambda x, k=k: flat.search(x, k), q, args.queries), 1) for k in args.ks}
+        flat_us = {k: round(p50_us(lambda x, k=k: flat.search(x, k), q, args.queries)[0], 1) for k in args.ks}
     info = machine_info(1)
     info["command"] = "python -m bench.search_overhead " + " ".join(
         argv if argv is not None else sys.argv[1:]
@@ -157,19 +164,24 @@ def main(argv=None) -> None:
         f"Command: `{info['command']}`; {machine_line(info)}; load average {load0[0]:.2f} before / "
         f"{info['loadavg_after'][0]:.2f} after.",
         "",
-        f"p50 of {args.queries} one-query calls, µs. *python* = the whole call minus the scan (`_scan.execute`); "
-        "*kernel* = the scanner's `segment_topk` (inside *scan*); *tiny* = the same call on a 64-row index. "
-        f"FAISS `IndexFlatIP` one query: {', '.join(f'k={k}: {v} µs' for k, v in flat_us.items())}.",
+        f"p50 (p10) of {args.queries} one-query calls, µs (the p10 is the steadier figure on a shared machine). "
+        "*python* = the whole call minus the scan (`_scan.execute`); *kernel* = the scanner's `segment_topk` "
+        "(inside *scan*); *tiny index* = the same call on a 64-row index. "
+        f"FAISS `IndexFlatIP` one query (p50): {', '.join(f'k={k}: {v} µs' for k, v in flat_us.items())}.",
         "",
-        "| preset | k | search | python | plan | scan | kernel | finish | tiny index | FAISS PQFastScan | ratio |",
+        "| preset | k | search | python | plan | scan | kernel | finish | tiny index | FAISS PQFastScan | search / FAISS |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def cell(r, name):
+        return f"{r[name + '_us']:.0f} ({r[name + '_us_p10']:.0f})"
+
     for r in rows:
         lines.append(
-            f"| {r['preset']} ({r['bytes']} B) | {r['k']} | **{r['total_us']:.0f}** | **{r['python_us']:.0f}** | "
-            f"{r['plan_us']:.0f} | {r['scan_us']:.0f} | {r['kernel_us']:.0f} | {r['finish_us']:.0f} | "
-            f"{r['tiny_index_us']:.0f} | {r['faiss_pqfs_us']:.0f} ({r['faiss_pqfs']}) | "
-            f"{r['total_us'] / r['faiss_pqfs_us']:.2f}x |"
+            f"| {r['preset']} ({r['bytes']} B) | {r['k']} | **{cell(r, 'total')}** | **{cell(r, 'python')}** | "
+            f"{cell(r, 'plan')} | {cell(r, 'scan')} | {cell(r, 'kernel')} | {cell(r, 'finish')} | "
+            f"{cell(r, 'tiny_index')} | {cell(r, 'faiss_pqfs')} {r['faiss_pqfs']} | "
+            f"{r['total_us'] / r['faiss_pqfs_us']:.2f}x ({r['total_us_p10'] / r['faiss_pqfs_us_p10']:.2f}x) |"
         )
     with open(os.path.join(RESULTS_DIR, name + ".md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..kernels import scanner
 from . import _ivf
 
 SUBSET_MAX_ROWS = 4096  # a filter matching at most this many rows scores just those rows
@@ -112,6 +113,4 @@ def plan_search(
 
 def _fast_scanner(quantizer):
     """The quantizer's FastScanner when the fast paths apply (numba backend, supported codes), else None."""
-    from ..kernels import scanner
-
     return scanner.for_quantizer(quantizer) if scanner.enabled() else None

@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import envs
 from ..errors import InvalidInputError
-from . import get_ops
+from . import get_ops, numpy_path_active
 from . import reference_fastscan as rf
 from .scorer import ScoreMap
 
@@ -288,6 +289,7 @@ class FastScanner:
         self.part_steps = self.slice_steps[first].astype(np.int64)  # (G+1,) step bounds of the kernel parts
         self.group_first = first[:-1].astype(np.int64)  # first part of each group
         self.part_bits = np.array([p["bits"] for p in self.parts], dtype=np.int64)
+        self._widest_bits = str(int(self.part_bits.max())) if self.part_bits.size else "0"  # choose()'s key
         vals = np.zeros((len(self.parts), 16), dtype=np.float32)
         for i, p in enumerate(self.parts):
             v = np.asarray(p["values"], dtype=np.float32)
@@ -589,7 +591,7 @@ class FastScanner:
             return "popcount"
         if ivf or n < 32 * QGROUP:
             return "fastscan"
-        blas = c["blas_min_queries"].get(str(int(self.part_bits.max())))
+        blas = c["blas_min_queries"].get(self._widest_bits)
         return "blas" if blas is not None and m >= blas else "fastscan"
 
     # ---- top-k ---------------------------------------------------------------------------------
@@ -1099,9 +1101,6 @@ def probe_csr(order: np.ndarray, nprobe: int, list_rows: np.ndarray | None = Non
 def enabled() -> bool:
     """Fast scans are part of the numba backend: on when numba is importable, no other backend is
     forced with ``VQDB_BACKEND`` and the calling thread is not on the NumPy path (``kernels.numpy_path``)."""
-    from .. import envs
-    from . import numpy_path_active
-
     forced = envs.backend()
     return (forced is None or forced == "numba") and _numba_installed() and not numpy_path_active()
 

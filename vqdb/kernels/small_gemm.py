@@ -4,13 +4,15 @@ A one-query product through BLAS may wake BLAS's worker threads; with numba's Op
 spinning after a scan, they fight for the same cores (Fashion-MNIST ``turbo-pca-2``: the 784 x 784
 rotation of one query took 25-35 ms instead of 0.1 ms on the busy 2-core machine). Up to
 :data:`vqdb.kernels.scorer.SMALL_BATCH` rows the product is a serial numba loop; larger batches (and
-machines without numba) go to BLAS.
+machines without numba, or calls whose default backend is not numba's: ``kernels.numpy_path``,
+``use_backend("reference")``) go to BLAS.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import get_ops
 from .scorer import SMALL_BATCH
 
 _KERNEL = None
@@ -47,7 +49,7 @@ def rows_matmul(a: np.ndarray, bt: np.ndarray) -> np.ndarray:
     """(m, d) float32 ``a`` @ (d, p) float32 C-contiguous ``bt`` -> (m, p) float32 C-contiguous: a serial
     loop for m <= SMALL_BATCH (see the module docstring), else BLAS."""
     a = np.ascontiguousarray(a, dtype=np.float32)
-    if a.shape[0] > SMALL_BATCH:
+    if a.shape[0] > SMALL_BATCH or get_ops().name != "numba":  # NumPy path / another backend: no numba import
         return np.ascontiguousarray(a @ bt, dtype=np.float32)
     try:
         kernel = _kernel()
