@@ -14,18 +14,25 @@ from numba import config as _nb_config
 from numba import types
 
 
-def _host_isa() -> str:
-    """'avx2', 'ssse3', 'neon' or 'generic' for the CPU numba compiles for."""
+def host_cpu() -> tuple[set, str] | None:
+    """(feature flags such as ``"+avx2"``, process triple) of the CPU numba compiles for, or None."""
     try:
         import llvmlite.binding as ll
 
         feats = _nb_config.CPU_FEATURES
         if feats is None:
             feats = ll.get_host_cpu_features().flatten()
-        triple = ll.get_process_triple()
+        return set(feats.split(",")), ll.get_process_triple()
     except Exception:  # noqa: BLE001 - any failure: portable code
+        return None
+
+
+def _host_isa() -> str:
+    """'avx2', 'ssse3', 'neon' or 'generic' for the CPU numba compiles for."""
+    host = host_cpu()
+    if host is None:
         return "generic"
-    flags = set(feats.split(","))
+    flags, triple = host
     if triple.startswith(("x86_64", "i686", "i386")):
         if "+avx2" in flags:
             return "avx2"

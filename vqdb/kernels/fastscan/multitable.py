@@ -27,7 +27,8 @@ from numba import njit, prange, types
 from ._config import CACHE as _CACHE
 from ._config import twin
 from .accumulate import QMAX, SUB, _item_sums
-from .isa import _prefetch
+from .isa import _prefetch, host_cpu
+from .rescore import score_of, slots_sum, slots_sum_four
 from .scan import _NEG_INF, _block_top, _low_offer
 from .select import heap_offer, merge_one
 
@@ -35,20 +36,13 @@ WINDOW = 256  # wide coordinates summed in uint16 lanes before widening (256 * 2
 
 
 def _host_wide_isa() -> str:
-    """'vbmi' (AVX-512 VBMI + BW), 'avx2' or 'generic' for the CPU numba compiles for."""
-    try:
-        import llvmlite.binding as ll
-
-        feats = _nb_config.CPU_FEATURES or ll.get_host_cpu_features().flatten()
-        triple = ll.get_process_triple()
-    except Exception:  # noqa: BLE001 - any failure: portable code
+    """'vbmi' (AVX-512 VBMI + BW), 'avx2' or 'generic' for the CPU numba compiles for (:func:`.isa.host_cpu`)."""
+    host = host_cpu()
+    if host is None or not host[1].startswith(("x86_64", "i686", "i386")):
         return "generic"
-    flags = set(feats.split(","))
-    if not triple.startswith(("x86_64", "i686", "i386")):
-        return "generic"
-    if {"+avx512vbmi", "+avx512bw", "+avx512f"} <= flags:
+    if {"+avx512vbmi", "+avx512bw", "+avx512f"} <= host[0]:
         return "vbmi"
-    return "avx2" if "+avx2" in flags else "generic"
+    return "avx2" if "+avx2" in host[0] else "generic"
 
 
 WIDE_ISA = _host_wide_isa()
@@ -526,43 +520,21 @@ accumulate_wide_serial, accumulate_wide = twin(_accumulate_wide)
 def rescore_mixed(codes, wide, qy, wq, beta, i, r):
     """Exact float score of position r for query i: ``factor · (Σ nibble slots + Σ wide coordinates)``
     (float64, in order), then the affine map (``reference_multitable.exact_scores_ref``)."""
-    acc = 0.0
-    rows = codes.rows
-    for t in range(codes.nsteps):
-        b = rows[r, t]
-        acc += qy.fluts[i, 2 * t, b & 15]
-        acc += qy.fluts[i, 2 * t + 1, b >> 4]
+    acc = slots_sum(codes.rows, qy.fluts, i, r, 0, codes.nsteps, 0.0)
     base = i * wq.stride
     for c in range(wide.ncoords):
         acc += wq.fluts[base + wq.coff[c] + wide.rows[r, c]]
-    est = codes.factors[0, r] * acc
-    return np.float32(qy.alpha * (qy.cterm[i, codes.block_list[r >> 5] + 1] + est) + beta[r] + qy.qconst[i])
+    return score_of(codes.factors[0, r] * acc, qy.alpha, qy.qconst, qy.cterm, codes.block_list, beta, i, r)
 
 
 @njit(cache=_CACHE, nogil=True)
 def rescore_mixed_four(codes, wide, qy, wq, beta, i, pos, out):
-    """:func:`rescore_mixed` of the four positions ``pos`` into ``out``: four independent float64 chains with
-    the same operations in the same order (so the same results), interleaved so their latencies overlap."""
+    """:func:`rescore_mixed` of the four positions ``pos`` into ``out`` (four interleaved chains, the same
+    operations in the same order, so the same results)."""
     r0, r1, r2, r3 = pos[0], pos[1], pos[2], pos[3]
-    a0 = 0.0
-    a1 = 0.0
-    a2 = 0.0
-    a3 = 0.0
-    rows = codes.rows
-    fl = qy.fluts
-    for t in range(codes.nsteps):
-        b0 = rows[r0, t]
-        b1 = rows[r1, t]
-        b2 = rows[r2, t]
-        b3 = rows[r3, t]
-        a0 += fl[i, 2 * t, b0 & 15]
-        a1 += fl[i, 2 * t, b1 & 15]
-        a2 += fl[i, 2 * t, b2 & 15]
-        a3 += fl[i, 2 * t, b3 & 15]
-        a0 += fl[i, 2 * t + 1, b0 >> 4]
-        a1 += fl[i, 2 * t + 1, b1 >> 4]
-        a2 += fl[i, 2 * t + 1, b2 >> 4]
-        a3 += fl[i, 2 * t + 1, b3 >> 4]
+    a0, a1, a2, a3 = slots_sum_four(
+        codes.rows, qy.fluts, i, r0, r1, r2, r3, 0, codes.nsteps, 0.0, 0.0, 0.0, 0.0
+    )
     base = i * wq.stride
     wr = wide.rows
     for c in range(wide.ncoords):
@@ -573,12 +545,10 @@ def rescore_mixed_four(codes, wide, qy, wq, beta, i, pos, out):
         a3 += wq.fluts[o + wr[r3, c]]
     f = codes.factors
     bl = codes.block_list
-    al = qy.alpha
-    qc = qy.qconst[i]
-    out[0] = np.float32(al * (qy.cterm[i, bl[r0 >> 5] + 1] + f[0, r0] * a0) + beta[r0] + qc)
-    out[1] = np.float32(al * (qy.cterm[i, bl[r1 >> 5] + 1] + f[0, r1] * a1) + beta[r1] + qc)
-    out[2] = np.float32(al * (qy.cterm[i, bl[r2 >> 5] + 1] + f[0, r2] * a2) + beta[r2] + qc)
-    out[3] = np.float32(al * (qy.cterm[i, bl[r3 >> 5] + 1] + f[0, r3] * a3) + beta[r3] + qc)
+    out[0] = score_of(f[0, r0] * a0, qy.alpha, qy.qconst, qy.cterm, bl, beta, i, r0)
+    out[1] = score_of(f[0, r1] * a1, qy.alpha, qy.qconst, qy.cterm, bl, beta, i, r1)
+    out[2] = score_of(f[0, r2] * a2, qy.alpha, qy.qconst, qy.cterm, bl, beta, i, r2)
+    out[3] = score_of(f[0, r3] * a3, qy.alpha, qy.qconst, qy.cterm, bl, beta, i, r3)
 
 
 @njit(cache=_CACHE, nogil=True)

@@ -21,28 +21,57 @@ def _slot_of(blocks, nsteps, pos, s):
 
 
 @njit(cache=_CACHE, nogil=True)
-def _rescore_one(rows, part_steps, fluts, factors, beta, alpha, qconst, cterm, block_list, i, r):
-    """Float LUT score of position r for query i (float64 sums, the scan's affine map).
+def slots_sum(rows, fluts, i, r, t0, t1, acc):
+    """``acc`` + the float LUT entries of position r's slots in steps [t0, t1) for query i, added in order
+    (step t: slot 2t then 2t + 1), float64. ``rows`` (N, S) uint8: the slots of each position in row order
+    (step t: slot 2t in the low nibble, slot 2t + 1 in the high one), so a re-score reads S contiguous
+    bytes instead of one line per 2 steps."""
+    for t in range(t0, t1):
+        b = rows[r, t]
+        acc += fluts[i, 2 * t, b & 15]
+        acc += fluts[i, 2 * t + 1, b >> 4]
+    return acc
 
-    ``rows`` (N, S) uint8: the slots of each position in row order (step t: slot 2t in the low nibble, slot
-    2t + 1 in the high one), so a re-score reads S contiguous bytes instead of one line per 2 steps."""
-    n_parts = part_steps.shape[0] - 1
-    est = 0.0
-    for p in range(n_parts):
-        acc = 0.0
-        for t in range(part_steps[p], part_steps[p + 1]):
-            b = rows[r, t]
-            acc += fluts[i, 2 * t, b & 15]
-            acc += fluts[i, 2 * t + 1, b >> 4]
-        est += factors[p, r] * acc
+
+@njit(cache=_CACHE, nogil=True)
+def slots_sum_four(rows, fluts, i, r0, r1, r2, r3, t0, t1, a0, a1, a2, a3):
+    """:func:`slots_sum` of four positions: four independent float64 chains, each with the same operations
+    in the same order (so the same results), interleaved so that the additions' latency overlaps."""
+    for t in range(t0, t1):
+        b0 = rows[r0, t]
+        b1 = rows[r1, t]
+        b2 = rows[r2, t]
+        b3 = rows[r3, t]
+        a0 += fluts[i, 2 * t, b0 & 15]
+        a1 += fluts[i, 2 * t, b1 & 15]
+        a2 += fluts[i, 2 * t, b2 & 15]
+        a3 += fluts[i, 2 * t, b3 & 15]
+        a0 += fluts[i, 2 * t + 1, b0 >> 4]
+        a1 += fluts[i, 2 * t + 1, b1 >> 4]
+        a2 += fluts[i, 2 * t + 1, b2 >> 4]
+        a3 += fluts[i, 2 * t + 1, b3 >> 4]
+    return a0, a1, a2, a3
+
+
+@njit(cache=_CACHE, nogil=True)
+def score_of(est, alpha, qconst, cterm, block_list, beta, i, r):
+    """The affine map of :mod:`vqdb.kernels.scorer` for position r, query i (``est`` float64)."""
     return np.float32(alpha * (cterm[i, block_list[r >> 5] + 1] + est) + beta[r] + qconst[i])
 
 
 @njit(cache=_CACHE, nogil=True)
+def _rescore_one(rows, part_steps, fluts, factors, beta, alpha, qconst, cterm, block_list, i, r):
+    """Float LUT score of position r for query i (float64 sums, the scan's affine map)."""
+    n_parts = part_steps.shape[0] - 1
+    est = 0.0
+    for p in range(n_parts):
+        est += factors[p, r] * slots_sum(rows, fluts, i, r, part_steps[p], part_steps[p + 1], 0.0)
+    return score_of(est, alpha, qconst, cterm, block_list, beta, i, r)
+
+
+@njit(cache=_CACHE, nogil=True)
 def _rescore_four(rows, part_steps, fluts, factors, beta, alpha, qconst, cterm, block_list, i, pos, c, out):
-    """:func:`_rescore_one` of positions pos[c : c + 4] into out[c : c + 4]: four independent float64 chains,
-    each with the same operations in the same order as :func:`_rescore_one` (so the same results),
-    interleaved so that the additions' latency overlaps (one chain is latency-bound)."""
+    """:func:`_rescore_one` of positions pos[c : c + 4] into out[c : c + 4] (four chains, the same results)."""
     n_parts = part_steps.shape[0] - 1
     r0, r1, r2, r3 = pos[c], pos[c + 1], pos[c + 2], pos[c + 3]
     e0 = 0.0
@@ -50,31 +79,17 @@ def _rescore_four(rows, part_steps, fluts, factors, beta, alpha, qconst, cterm, 
     e2 = 0.0
     e3 = 0.0
     for p in range(n_parts):
-        a0 = 0.0
-        a1 = 0.0
-        a2 = 0.0
-        a3 = 0.0
-        for t in range(part_steps[p], part_steps[p + 1]):
-            b0 = rows[r0, t]
-            b1 = rows[r1, t]
-            b2 = rows[r2, t]
-            b3 = rows[r3, t]
-            a0 += fluts[i, 2 * t, b0 & 15]
-            a1 += fluts[i, 2 * t, b1 & 15]
-            a2 += fluts[i, 2 * t, b2 & 15]
-            a3 += fluts[i, 2 * t, b3 & 15]
-            a0 += fluts[i, 2 * t + 1, b0 >> 4]
-            a1 += fluts[i, 2 * t + 1, b1 >> 4]
-            a2 += fluts[i, 2 * t + 1, b2 >> 4]
-            a3 += fluts[i, 2 * t + 1, b3 >> 4]
+        a0, a1, a2, a3 = slots_sum_four(
+            rows, fluts, i, r0, r1, r2, r3, part_steps[p], part_steps[p + 1], 0.0, 0.0, 0.0, 0.0
+        )
         e0 += factors[p, r0] * a0
         e1 += factors[p, r1] * a1
         e2 += factors[p, r2] * a2
         e3 += factors[p, r3] * a3
-    out[c] = np.float32(alpha * (cterm[i, block_list[r0 >> 5] + 1] + e0) + beta[r0] + qconst[i])
-    out[c + 1] = np.float32(alpha * (cterm[i, block_list[r1 >> 5] + 1] + e1) + beta[r1] + qconst[i])
-    out[c + 2] = np.float32(alpha * (cterm[i, block_list[r2 >> 5] + 1] + e2) + beta[r2] + qconst[i])
-    out[c + 3] = np.float32(alpha * (cterm[i, block_list[r3 >> 5] + 1] + e3) + beta[r3] + qconst[i])
+    out[c] = score_of(e0, alpha, qconst, cterm, block_list, beta, i, r0)
+    out[c + 1] = score_of(e1, alpha, qconst, cterm, block_list, beta, i, r1)
+    out[c + 2] = score_of(e2, alpha, qconst, cterm, block_list, beta, i, r2)
+    out[c + 3] = score_of(e3, alpha, qconst, cterm, block_list, beta, i, r3)
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -84,5 +99,4 @@ def _rescore_bits_one(words, qf, qs, v0, dv, factors, beta, alpha, qconst, cterm
     for j in range(qf.shape[1]):
         if (words[r, j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
             dot += qf[i, j]
-    est = factors[0, r] * (v0 * qs + dv * dot)
-    return np.float32(alpha * (cterm[i, block_list[r >> 5] + 1] + est) + beta[r] + qconst[i])
+    return score_of(factors[0, r] * (v0 * qs + dv * dot), alpha, qconst, cterm, block_list, beta, i, r)
