@@ -603,13 +603,14 @@ def _fht_kac_rows(x, signs, p, norm, s2, out):
                 out[g0 + t, j] = buf[j, t]
 
 
-_EG = 64  # rows encode_turbo_fht works on at once, held transposed as (d, 64) float32: every per-coordinate
-# step (sign, butterfly, division, bucket count, float64 sums) is a 64-lane loop over one buffer row, which
-# LLVM vectorises (16 lanes: its SLP pass gives up on the row pairs of a butterfly). Each lane is one row, so
-# a row's arithmetic (and bytes) never depends on which rows share its group.
-
-
-_TB = 16  # coordinates per block of the transposed load
+_EG = (
+    64  # rows encode_turbo_fht works on at once, held transposed in a flat (d * 64,) float32 buffer (row j of
+)
+# the rotated vectors = buf[j * 64 : j * 64 + 64], one lane per vector): every per-coordinate step (sign,
+# butterfly, bucket count, float64 sums) is a 64-lane loop that LLVM vectorises. Each lane is one vector, so a
+# vector's arithmetic (and bytes) never depends on which vectors share its group or how many threads run.
+# Indices into the flat buffer are unsigned (no negative-index wraparound), which keeps the loops vectorised.
+_U = np.uint64
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -627,55 +628,92 @@ def _search_scaled(table, row, count, v, scale):
 
 
 @njit(cache=_CACHE, nogil=True, inline="always")
+def _radix8_lanes(buf, lo, p, h, norm, last):
+    """Three FWHT stages (h, 2h, 4h) in one pass over rows lo .. lo + p of the flat lane buffer: per lane the
+    reference's butterflies in its order; ``* norm`` on the outputs when ``last``."""
+    s1 = _U(h * _EG)
+    s2, s3, s4 = _U(2) * s1, _U(3) * s1, _U(4) * s1
+    s5, s6, s7 = _U(5) * s1, _U(6) * s1, _U(7) * s1
+    for i0 in range(lo, lo + p, 8 * h):
+        for j in range(i0, i0 + h):
+            o = _U(j * _EG)
+            for tt in range(_EG):
+                t = o + _U(tt)
+                x0, x1, x2, x3 = buf[t], buf[t + s1], buf[t + s2], buf[t + s3]
+                x4, x5, x6, x7 = buf[t + s4], buf[t + s5], buf[t + s6], buf[t + s7]
+                a0, a1, a2, a3 = x0 + x1, x0 - x1, x2 + x3, x2 - x3
+                a4, a5, a6, a7 = x4 + x5, x4 - x5, x6 + x7, x6 - x7
+                b0, b2, b1, b3 = a0 + a2, a0 - a2, a1 + a3, a1 - a3
+                b4, b6, b5, b7 = a4 + a6, a4 - a6, a5 + a7, a5 - a7
+                if last:
+                    buf[t], buf[t + s4] = (b0 + b4) * norm, (b0 - b4) * norm
+                    buf[t + s1], buf[t + s5] = (b1 + b5) * norm, (b1 - b5) * norm
+                    buf[t + s2], buf[t + s6] = (b2 + b6) * norm, (b2 - b6) * norm
+                    buf[t + s3], buf[t + s7] = (b3 + b7) * norm, (b3 - b7) * norm
+                else:
+                    buf[t], buf[t + s4] = b0 + b4, b0 - b4
+                    buf[t + s1], buf[t + s5] = b1 + b5, b1 - b5
+                    buf[t + s2], buf[t + s6] = b2 + b6, b2 - b6
+                    buf[t + s3], buf[t + s7] = b3 + b7, b3 - b7
+
+
+@njit(cache=_CACHE, nogil=True, inline="always")
 def _fwht_lanes(buf, lo, p, norm):
-    """Normalised FWHT of rows lo .. lo + p of buf (d, _EG), per lane the reference's float32 ops in order
-    (stages h = 1, 2, 4, ..., then ``* norm``). Two stages run per pass over the rows (a radix-4 step on
-    rows j, j + h, j + 2h, j + 3h: the same butterflies, half the loads and stores); the scaling is folded
-    into the last pass (``(a + b) * norm`` rounds exactly like the sum stored then scaled)."""
+    """Normalised FWHT of rows lo .. lo + p of the flat lane buffer, per lane the reference's float32 ops in
+    order (stages h = 1, 2, 4, ..., then ``* norm``): three stages per pass (radix 8), one or two in a last pass;
+    the scaling is folded into the last pass (``(a + b) * norm`` rounds exactly like the sum stored then
+    scaled)."""
     h = 1
-    while 4 * h <= p:
-        last = 4 * h == p
+    while 8 * h <= p:
+        if 8 * h == p:
+            _radix8_lanes(buf, lo, p, h, norm, True)
+        else:
+            _radix8_lanes(buf, lo, p, h, norm, False)
+        h *= 8
+    if 4 * h == p:
+        s1 = _U(h * _EG)
+        s2, s3 = _U(2) * s1, _U(3) * s1
         for i0 in range(lo, lo + p, 4 * h):
             for j in range(i0, i0 + h):
-                r0 = buf[j]
-                r1 = buf[j + h]
-                r2 = buf[j + 2 * h]
-                r3 = buf[j + 3 * h]
-                if last:
-                    for t in range(_EG):
-                        a0 = r0[t] + r1[t]
-                        a1 = r0[t] - r1[t]
-                        a2 = r2[t] + r3[t]
-                        a3 = r2[t] - r3[t]
-                        r0[t] = (a0 + a2) * norm
-                        r2[t] = (a0 - a2) * norm
-                        r1[t] = (a1 + a3) * norm
-                        r3[t] = (a1 - a3) * norm
-                else:
-                    for t in range(_EG):
-                        a0 = r0[t] + r1[t]
-                        a1 = r0[t] - r1[t]
-                        a2 = r2[t] + r3[t]
-                        a3 = r2[t] - r3[t]
-                        r0[t] = a0 + a2
-                        r2[t] = a0 - a2
-                        r1[t] = a1 + a3
-                        r3[t] = a1 - a3
-        h *= 4
-    if h < p:  # one radix-2 stage left (p = 2 * 4**k), with the scaling
+                o = _U(j * _EG)
+                for tt in range(_EG):
+                    t = o + _U(tt)
+                    x0, x1, x2, x3 = buf[t], buf[t + s1], buf[t + s2], buf[t + s3]
+                    a0, a1, a2, a3 = x0 + x1, x0 - x1, x2 + x3, x2 - x3
+                    buf[t], buf[t + s2] = (a0 + a2) * norm, (a0 - a2) * norm
+                    buf[t + s1], buf[t + s3] = (a1 + a3) * norm, (a1 - a3) * norm
+    elif 2 * h == p:
+        s1 = _U(h * _EG)
         for i0 in range(lo, lo + p, 2 * h):
             for j in range(i0, i0 + h):
-                ar = buf[j]
-                br = buf[j + h]
-                for t in range(_EG):
-                    a = ar[t]
-                    b = br[t]
-                    ar[t] = (a + b) * norm
-                    br[t] = (a - b) * norm
+                o = _U(j * _EG)
+                for tt in range(_EG):
+                    t = o + _U(tt)
+                    a, b = buf[t], buf[t + s1]
+                    buf[t], buf[t + s1] = (a + b) * norm, (a - b) * norm
     elif p == 1:
-        ar = buf[lo]
-        for t in range(_EG):
-            ar[t] = ar[t] * norm
+        o = _U(lo * _EG)
+        for tt in range(_EG):
+            buf[o + _U(tt)] = buf[o + _U(tt)] * norm
+
+
+@njit(cache=_CACHE, nogil=True, inline="always")
+def _count_lanes(buf, o, thr, vals, ir, vr, cnt):
+    """Bucket of one rotated coordinate in every lane: ``ir[t] = #{m < cnt : buf[o + t] >= thr[m * _EG + t]}``
+    and its level ``vr[t] = vals[ir[t]]`` (a select per boundary, no gather). Called with a literal ``cnt``
+    (1, 3, 7, 15) the boundary loop unrolls and the lane loop vectorises with the counts in registers."""
+    for tt in range(_EG):
+        y = buf[o + _U(tt)]
+        c = np.int32(0)
+        v = vals[0]
+        for m in range(cnt):
+            tm = thr[_U(m * _EG + tt)]
+            vm = vals[m + 1]
+            ge = y >= tm
+            c += np.int32(ge)
+            v = vm if ge else v
+        ir[tt] = c
+        vr[tt] = v
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -691,12 +729,12 @@ def _encode_fht_rows(
     have_c = centres.shape[0] > 0
     single = centres.shape[0] == 1
     ns = table.shape[0]
-    buf = np.zeros((d, G), dtype=np.float32)
-    idx = np.zeros((d, G), dtype=np.int32)
+    buf = np.zeros(d * G, dtype=np.float32)
     lane = np.zeros(G, dtype=np.int64)
     crow = np.zeros(G, dtype=np.float32)
+    ir = np.zeros(G, dtype=np.int32)
+    vr = np.zeros(G, dtype=np.float32)
     pk = np.zeros(G, dtype=np.int32)
-    vrow = np.zeros(G)
     x2 = np.zeros(G)
     a2 = np.zeros(G)
     cr = np.zeros(G)
@@ -704,7 +742,7 @@ def _encode_fht_rows(
     cod = np.zeros(G)
     pcv = np.zeros(G)
     safe = np.ones(G)
-    thr = np.zeros(((1 << _LINEAR_MAX_BITS) - 1, G), dtype=np.float32)
+    thr = np.zeros(((1 << _LINEAR_MAX_BITS) - 1) * G, dtype=np.float32)
     for g0 in range(0, n, G):
         gn = min(G, n - g0)
         for t in range(G):
@@ -712,56 +750,48 @@ def _encode_fht_rows(
         x2[:] = 0.0
         a2[:] = 0.0
         cr[:] = 0.0
-        for j0 in range(0, d, _TB):  # transpose in blocks of _TB coordinates (they stay in L1), then sum them
-            j1 = min(j0 + _TB, d)
+        if gn < G:
+            buf[:] = 0.0
+        for j in range(
+            d
+        ):  # transpose (lane t = row g0 + t), then r = x - c and the float64 left-to-right sums
+            o = _U(j * G)
             for t in range(gn):
-                row = x[g0 + t]
-                for j in range(j0, j1):
-                    buf[j, t] = row[j]
-            if gn < G:
-                for j in range(j0, j1):
-                    br = buf[j]
-                    for t in range(gn, G):
-                        br[t] = np.float32(0.0)
-            for j in range(j0, j1):
-                br = buf[j]
-                for t in range(G):
-                    v = np.float64(br[t])
-                    x2[t] += v * v
-            if have_c:  # r = x - c (float32), ||r||² and <c, r> as float64 left-to-right sums
-                for j in range(j0, j1):
-                    br = buf[j]
-                    if single:
-                        c0 = centres[0, j]
-                        for t in range(G):
-                            crow[t] = c0
-                    else:
-                        for t in range(G):
-                            crow[t] = centres[lane[t], j]
-                    for t in range(G):
-                        rv = br[t] - crow[t]
-                        br[t] = rv
-                        v = np.float64(rv)
-                        a2[t] += v * v
-                        cr[t] += v * np.float64(crow[t])
+                buf[o + _U(t)] = x[g0 + t, j]
+            for tt in range(G):
+                v = np.float64(buf[o + _U(tt)])
+                x2[tt] += v * v
+            if have_c:  # r = x - c (float32), ||r||² and <c, r>
+                if single:
+                    c0 = centres[0, j]
+                    for tt in range(G):
+                        crow[tt] = c0
+                else:
+                    for tt in range(G):
+                        crow[tt] = centres[lane[tt], j]
+                for tt in range(G):
+                    rv = buf[o + _U(tt)] - crow[tt]
+                    buf[o + _U(tt)] = rv
+                    v = np.float64(rv)
+                    a2[tt] += v * v
+                    cr[tt] += v * np.float64(crow[tt])
         if not have_c:
             a2[:] = x2
         for rr in range(rounds):
             for j in range(d):
                 sj = signs[rr, j]
-                br = buf[j]
-                for t in range(G):
-                    br[t] = br[t] * sj
+                o = _U(j * G)
+                for tt in range(G):
+                    buf[o + _U(tt)] = buf[o + _U(tt)] * sj
             _fwht_lanes(buf, 0, p, norm)
             if p < d:
+                sh = _U(half * G)
                 for j in range(half):
-                    ar = buf[j]
-                    br = buf[j + half]
-                    for t in range(G):
-                        a = ar[t]
-                        b = br[t]
-                        ar[t] = (a + b) * s2
-                        br[t] = (a - b) * s2
+                    o = _U(j * G)
+                    for tt in range(G):
+                        t = o + _U(tt)
+                        a, b = buf[t], buf[t + sh]
+                        buf[t], buf[t + sh] = (a + b) * s2, (a - b) * s2
                 _fwht_lanes(buf, d - p, p, norm)
         for t in range(G):
             nrm = np.sqrt(a2[t])
@@ -773,79 +803,80 @@ def _encode_fht_rows(
             start = table[s, 0]
             stop = table[s, 1]
             bits = table[s, 2]
+            pos = table[s, 3]
             cnt = (1 << bits) - 1
             vals = values[s]
             linear = bits <= _LINEAR_MAX_BITS
             if linear:  # thr = the smallest float32 >= b * ||r||: y >= thr  <=>  float64(y) >= b * ||r||
                 for m in range(cnt):
                     bm = boundaries[s, m]
-                    tr = thr[m]
                     for t in range(G):
                         v = bm * safe[t]
                         c32 = np.float32(v)
                         if np.float64(c32) < v:
                             c32 = np.nextafter(c32, np.float32(np.inf))
-                        tr[t] = c32
+                        thr[_U(m * G + t)] = c32
+            aligned = 8 % bits == 0
+            per = 8 // bits if aligned else 1
+            c = 0  # indices gathered in pk since the last byte (aligned widths)
+            nacc = 0  # bits pending in pk (other widths)
+            b = 0  # bytes written of this slice
+            pk[:] = 0
             for j in range(start, stop):
-                br = buf[j]
-                ir = idx[j]
-                if linear:
-                    for t in range(G):
-                        ir[t] = 0
-                    for m in range(cnt):
-                        tr = thr[m]
-                        for t in range(G):
-                            ir[t] += np.int32(br[t] >= tr[t])
+                o = _U(j * G)
+                if cnt == 1:
+                    _count_lanes(buf, o, thr, vals, ir, vr, 1)
+                elif cnt == 3:
+                    _count_lanes(buf, o, thr, vals, ir, vr, 3)
+                elif cnt == 7:
+                    _count_lanes(buf, o, thr, vals, ir, vr, 7)
+                elif cnt == 15:
+                    _count_lanes(buf, o, thr, vals, ir, vr, 15)
+                elif linear:
+                    _count_lanes(buf, o, thr, vals, ir, vr, cnt)
                 else:
                     for t in range(G):
-                        ir[t] = _search_scaled(boundaries, s, cnt, np.float64(br[t]), safe[t])
-                for t in range(G):
-                    vrow[t] = np.float64(vals[ir[t]])
-                for t in range(G):
-                    u = np.float64(br[t])
-                    dot[t] += u * vrow[t]
-                    cod[t] += u * u
+                        ir[t] = _search_scaled(boundaries, s, cnt, np.float64(buf[o + _U(t)]), safe[t])
+                        vr[t] = vals[ir[t]]
+                for tt in range(G):
+                    dot[tt] += np.float64(buf[o + _U(tt)]) * np.float64(vr[tt])
+                if not full:
+                    for tt in range(G):
+                        u = np.float64(buf[o + _U(tt)])
+                        cod[tt] += u * u
                 if want_beta:
                     if single:
                         pj = np.float64(rcentres[0, j])
-                        for t in range(G):
-                            pcv[t] += pj * vrow[t]
+                        for tt in range(G):
+                            pcv[tt] += pj * np.float64(vr[tt])
                     else:
-                        for t in range(G):
-                            pcv[t] += np.float64(rcentres[lane[t], j]) * vrow[t]
-        for s in range(ns):  # pack each slice's indices into its bytes, LSB-first
-            start = table[s, 0]
-            stop = table[s, 1]
-            bits = table[s, 2]
-            pos = table[s, 3]
-            if 8 % bits == 0:
-                per = 8 // bits
-                for b in range((stop - start + per - 1) // per):
-                    j0 = start + b * per
-                    pk[:] = 0
-                    for c in range(min(per, stop - j0)):
-                        sh = c * bits
-                        ir = idx[j0 + c]
-                        for t in range(G):
-                            pk[t] |= ir[t] << sh
-                    for t in range(gn):
-                        codes[g0 + t, pos + b] = np.uint8(pk[t])
-            else:
+                        for tt in range(G):
+                            pcv[tt] += np.float64(rcentres[lane[tt], j]) * np.float64(vr[tt])
+                if aligned:  # LSB-first: index c of a byte at bit c * bits
+                    sh = c * bits
+                    for tt in range(G):
+                        pk[tt] |= ir[tt] << sh
+                    c += 1
+                    if c == per or j == stop - 1:
+                        for t in range(gn):
+                            codes[g0 + t, pos + b] = np.uint8(pk[t])
+                        pk[:] = 0
+                        c = 0
+                        b += 1
+                else:  # a bit accumulator per lane (holds < 8 + bits bits)
+                    for tt in range(G):
+                        pk[tt] |= ir[tt] << nacc
+                    nacc += bits
+                    if nacc >= 8:
+                        for t in range(gn):
+                            codes[g0 + t, pos + b] = np.uint8(pk[t] & 0xFF)
+                        for tt in range(G):
+                            pk[tt] >>= 8
+                        nacc -= 8
+                        b += 1
+            if not aligned and nacc > 0:
                 for t in range(gn):
-                    row = codes[g0 + t]
-                    q = pos
-                    acc = np.int64(0)
-                    nacc = 0
-                    for j in range(start, stop):
-                        acc |= np.int64(idx[j, t]) << nacc
-                        nacc += bits
-                        if nacc >= 8:
-                            row[q] = np.uint8(acc & 0xFF)
-                            q += 1
-                            acc >>= 8
-                            nacc -= 8
-                    if nacc > 0:
-                        row[q] = np.uint8(acc & 0xFF)
+                    codes[g0 + t, pos + b] = np.uint8(pk[t] & 0xFF)
         for t in range(gn):
             i = g0 + t
             nrm = np.sqrt(a2[t])
