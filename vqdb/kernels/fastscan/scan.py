@@ -9,9 +9,11 @@ pair has seen, or the query's ``floor``: the best of those over its pairs), ``v`
 The heaps' union therefore holds the exact top k, and :func:`.select.merge_pairs` takes it out. No
 candidate list, no overflow: memory is ``pairs x k``.
 
-Blocks are skipped whole when the bound from their largest integer sum cannot reach the threshold; for
-single-part codes the threshold is turned into an integer one per block (:func:`_min_sum`, FAISS-style),
-so only vectors whose sum reaches it get any float work.
+Blocks are skipped whole when the bound from their largest integer sum cannot reach the threshold. For
+single-part flat codes a sub-chunk of up to 16 blocks is first checked at once (its largest sum against the
+segment's loosest bound: one compare per query, FAISS-style, before any per-block work); the blocks of a
+sub-chunk that passes get their bounds in one branch-free (vectorized) loop, and the vectors of a block
+that passes get theirs the same way, so the only branches left are one per block and one per vector.
 """
 
 from __future__ import annotations
@@ -97,24 +99,25 @@ def pending_slots(k: int) -> int:
 
 
 @njit(cache=_CACHE, nogil=True)
-def _low_offer(h, x):
-    """Keep ``x`` in the min-heap ``h`` (k,) float32 of the k largest values seen (root = the k-th): a lower
-    bound of the k-th best exact score, so it is a valid threshold as soon as it rises (no re-score needed)."""
-    if not x > h[0]:
+def _low_offer(lows, r, x):
+    """Keep ``x`` in the min-heap ``lows[r]`` ((pairs, k) float32; root = the k-th) of the k largest values
+    seen: a lower bound of the k-th best exact score, so it is a valid threshold as soon as it rises (no
+    re-score needed). Indexes the row in place (a row view per call would cost a reference count)."""
+    if not x > lows[r, 0]:
         return
-    n = h.shape[0]
+    n = lows.shape[1]
     i = 0
     while True:
         c = 2 * i + 1
         if c >= n:
             break
-        if c + 1 < n and h[c + 1] < h[c]:
+        if c + 1 < n and lows[r, c + 1] < lows[r, c]:
             c += 1
-        if h[c] >= x:
+        if lows[r, c] >= x:
             break
-        h[i] = h[c]
+        lows[r, i] = lows[r, c]
         i = c
-    h[i] = x
+    lows[r, i] = x
 
 
 # ------------------------------------------------------------------------------------------------
@@ -128,35 +131,6 @@ def _block_top(sv, iv, of, er, f0, f1, base, bmx, bmagmx, alpha):
     bound = max(f1 * val, f0 * val) + max(abs(f1), abs(f0)) * er
     top = alpha * bound + base + bmx
     return top + np.float32(1e-6) * (abs(alpha * bound) + abs(base) + bmagmx)
-
-
-@njit(cache=_CACHE, nogil=True)
-def _min_sum(thr, iv, of, er, f0, f1, base, bmx, bmagmx, alpha):
-    """Smallest integer sum that can reach ``thr`` in a single-part block (0: any may): every vector with a
-    smaller sum has an upper bound below ``thr``. Solved in closed form, then stepped down while
-    :func:`_block_top` still reaches ``thr`` (so float rounding can only lower it)."""
-    if not thr > _NEG_INF or f0 < 0 or not f1 > 0 or not iv > 0:
-        return 0
-    b = (thr - base - bmx) / alpha - max(abs(f1), abs(f0)) * er
-    if b > 0:
-        need = b / f1
-    elif f0 > 0:
-        need = b / f0
-    else:
-        return 0
-    x = (need - of) / iv
-    if not x < 2.0e9:
-        return 2147483647
-    if not x > 0:
-        return 0
-    s = np.int64(np.floor(x))
-    for _ in range(16):
-        if s <= 0:
-            return 0
-        if _block_top(s - 1, iv, of, er, f0, f1, base, bmx, bmagmx, alpha) < thr:
-            return s
-        s -= 1
-    return 0
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -264,136 +238,75 @@ def flush_pair(pair, q, top, codes, qy, beta, psc):
 
 
 @njit(cache=_CACHE, nogil=True)
-def _scan_query_blocks(j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc, est, bnd):
-    """Blocks [c0, c0 + nblk) of query slot j of an item (its sums at ``sums``/``mx``, layout of
-    :func:`.accumulate._item_sums`). Returns the number of vectors re-scored."""
+def _scan_multi_blocks(j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc, est, bnd):
+    """Blocks [c0, c0 + nblk) of query slot j of an item, codes of several kernel parts (their sums at
+    ``sums``/``mx``, layout of :func:`.accumulate._item_sums`). Returns the number of vectors re-scored."""
     n_parts = codes.part_steps.shape[0] - 1
     stride = 32 * SUB
     alpha = qy.alpha
     beta = bias.beta
     hs = top.scores[pair]
-    low = top.lows[pair]
     floor = top.floor
     pend = top.pend_pos[pair]
     pub = top.pend_ub[pair]
     cap = pend.shape[0]
     npend = top.npend[pair]
     rescored = 0
-    # single part, one additive term for every block (no IVF lists): an integer threshold valid for the whole
-    # segment (its loosest block factors), recomputed only when the threshold moves; blocks below it cost
-    # one compare
-    whole = n_parts == 1 and qy.cterm.shape[1] == 1
-    gthr = _NEG_INF
-    gmin = 0
     for bb in range(nblk):
         blk = c0 + bb
-        thr = max(hs[0], low[0], floor[q])
-        if whole:
-            if thr != gthr:
-                gthr = thr
-                gmin = _min_sum(
-                    thr,
-                    qy.inv[q, 0],
-                    qy.off[q, 0],
-                    qy.err[q, 0],
-                    bias.whole[0],
-                    bias.whole[1],
-                    alpha * qy.cterm[q, 0] + qy.qconst[q],
-                    bias.whole[2],
-                    bias.whole[3],
-                    alpha,
-                )
-            if mx[j * SUB + bb] < gmin:
-                continue
+        thr = max(hs[0], top.lows[pair, 0], floor[q])
         base = alpha * qy.cterm[q, codes.block_list[blk] + 1] + qy.qconst[q]
         abase = abs(base)
         p0 = 32 * blk
-        if n_parts == 1:
-            iv = qy.inv[q, 0]
-            of = qy.off[q, 0]
-            er = qy.err[q, 0]
-            f0 = codes.fmin[0, blk]
-            f1 = codes.fmax[0, blk]
-            top_sum = mx[j * SUB + bb]
-            # the block's bound first (a few flops): most blocks stop here once the threshold has risen
-            if _block_top(top_sum, iv, of, er, f0, f1, base, bias.bmax[blk], bias.bmagmax[blk], alpha) < thr:
-                continue
-            smin = _min_sum(thr, iv, of, er, f0, f1, base, bias.bmax[blk], bias.bmagmax[blk], alpha)
-            if top_sum < smin:
-                continue
-            if npend + 32 > cap:
-                top.npend[pair] = npend
-                rescored += flush_pair(pair, q, top, codes, qy, beta, psc)
-                npend = 0
-                thr = max(hs[0], low[0], floor[q])
-            o = j * stride + 32 * bb
+        btop = _multi_top(
+            mx,
+            j,
+            bb,
+            n_parts,
+            q,
+            blk,
+            qy.inv,
+            qy.off,
+            qy.err,
+            codes.fmin,
+            codes.fmax,
+            base,
+            bias.bmax[blk],
+            bias.bmagmax[blk],
+            alpha,
+        )
+        if btop < thr:
+            continue
+        for v in range(32):
+            est[v] = 0.0
+            bnd[v] = 0.0
+        for p in range(n_parts):
+            iv = qy.inv[q, p]
+            of = qy.off[q, p]
+            er = qy.err[q, p]
+            o = (j * n_parts + p) * stride + 32 * bb
             for v in range(32):
-                sv = sums[o + v]
-                if sv < smin:
-                    continue
-                f = codes.factors[0, p0 + v]
-                a_est = alpha * (f * (np.float32(sv) * iv + of))
-                s = a_est + base + beta[p0 + v]
-                e = alpha * (abs(f) * er) + np.float32(4e-7) * (abs(a_est) + abase + bias.bmag[p0 + v])
-                u = s + e
-                if u >= thr and u > _NEG_INF:
-                    pend[npend] = p0 + v
-                    pub[npend] = u
-                    npend += 1
-                    # s - e <= the exact score (the bound of s + e, the other way): the threshold rises now, not at
-                    # the next flush
-                    _low_offer(low, s - e)
-                    thr = max(thr, low[0])
-        else:
-            btop = _multi_top(
-                mx,
-                j,
-                bb,
-                n_parts,
-                q,
-                blk,
-                qy.inv,
-                qy.off,
-                qy.err,
-                codes.fmin,
-                codes.fmax,
-                base,
-                bias.bmax[blk],
-                bias.bmagmax[blk],
-                alpha,
-            )
-            if btop < thr:
-                continue
-            for v in range(32):
-                est[v] = 0.0
-                bnd[v] = 0.0
-            for p in range(n_parts):
-                iv = qy.inv[q, p]
-                of = qy.off[q, p]
-                er = qy.err[q, p]
-                o = (j * n_parts + p) * stride + 32 * bb
-                for v in range(32):
-                    f = codes.factors[p, p0 + v]
-                    est[v] += f * (np.float32(sums[o + v]) * iv + of)
-                    bnd[v] += abs(f) * er
-            if npend + 32 > cap:
-                top.npend[pair] = npend
-                rescored += flush_pair(pair, q, top, codes, qy, beta, psc)
-                npend = 0
-                thr = max(hs[0], low[0], floor[q])
-            for v in range(32):
-                a_est = alpha * est[v]
-                s = a_est + base + beta[p0 + v]
-                e = alpha * bnd[v] + np.float32(4e-7) * (abs(a_est) + abase + bias.bmag[p0 + v])
-                u = s + e
-                if u >= thr and u > _NEG_INF:
-                    pend[npend] = p0 + v
-                    pub[npend] = u
-                    npend += 1
-                    # s - e <= the exact score (the bound of s + e, the other way): the threshold rises now, not at
-                    # the next flush
-                    _low_offer(low, s - e)
-                    thr = max(thr, low[0])
+                f = codes.factors[p, p0 + v]
+                est[v] += f * (np.float32(sums[o + v]) * iv + of)
+                bnd[v] += abs(f) * er
+        if npend + 32 > cap:
+            top.npend[pair] = npend
+            rescored += flush_pair(pair, q, top, codes, qy, beta, psc)
+            npend = 0
+            thr = max(hs[0], top.lows[pair, 0], floor[q])
+        for v in range(32):
+            a_est = alpha * est[v]
+            s = a_est + base + beta[p0 + v]
+            e = alpha * bnd[v] + np.float32(4e-7) * (abs(a_est) + abase + bias.bmag[p0 + v])
+            u = s + e
+            if u >= thr and u > _NEG_INF:
+                pend[npend] = p0 + v
+                pub[npend] = u
+                npend += 1
+                # s - e <= the exact score (the bound of s + e, the other way): the threshold rises now,
+                # not at the next flush
+                _low_offer(top.lows, pair, s - e)
+                thr = max(thr, top.lows[pair, 0])
     top.npend[pair] = npend
     return rescored
 
@@ -404,12 +317,24 @@ def _scan_lut(codes, qy, bias, work, top):
     n_tasks = work.task_ptr.shape[0] - 1
     nsteps = codes.nsteps
     blocks = codes.blocks
+    alpha = qy.alpha
+    whole = n_parts == 1 and qy.cterm.shape[1] == 1  # one additive term for every block (no IVF lists)
+    wf0, wf1, wbmax, wbmag = bias.whole[0], bias.whole[1], bias.whole[2], bias.whole[3]
+    fac0 = codes.factors[0]
+    fmin0 = codes.fmin[0]
+    fmax0 = codes.fmax[0]
+    block_list = codes.block_list
+    beta, bmag, bmax, bmagmax = bias.beta, bias.bmag, bias.bmax, bias.bmagmax
+    scores, lows, floor = top.scores, top.lows, top.floor
+    pend_pos, pend_ub, npend_of = top.pend_pos, top.pend_ub, top.npend
+    cap = pend_pos.shape[1]
     for task in prange(n_tasks):  # buffers allocated once per task
         lbases = np.empty(QMAX, dtype=np.int64)
         sums = np.empty(QMAX * n_parts * 32 * SUB, dtype=np.int32)
         mx = np.empty(QMAX * n_parts * SUB, dtype=np.int32)
         est = np.empty(32, dtype=np.float32)
         bnd = np.empty(32, dtype=np.float32)
+        tops = np.empty(SUB, dtype=np.float32)
         psc = np.empty(4, dtype=np.float32)
         qs = np.empty(QMAX, dtype=np.int64)
         i1 = work.task_ptr[task + 1]
@@ -435,9 +360,76 @@ def _scan_lut(codes, qy, bias, work, top):
                 for j in range(nq):
                     q = qs[j]
                     pair = work.item_pair[it, j]
-                    top.rescored[pair] += _scan_query_blocks(
-                        j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc, est, bnd
-                    )
+                    if n_parts > 1:
+                        top.rescored[pair] += _scan_multi_blocks(
+                            j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc, est, bnd
+                        )
+                    else:
+                        # single part, written here rather than in a callee: passing the named tuples to
+                        # a function costs a reference count per array, more than the blocks' own work
+                        iv = qy.inv[q, 0]
+                        of = qy.off[q, 0]
+                        er = qy.err[q, 0]
+                        thr = max(scores[pair, 0], lows[pair, 0], floor[q])
+                        if whole:
+                            # the sub-chunk's largest sum against the segment's loosest bound: once the
+                            # threshold has risen most sub-chunks stop here, before any per-block work
+                            hi = mx[j * SUB]
+                            for bb in range(1, nblk):
+                                hi = max(hi, mx[j * SUB + bb])
+                            b_all = alpha * qy.cterm[q, 0] + qy.qconst[q]
+                            if _block_top(hi, iv, of, er, wf0, wf1, b_all, wbmax, wbmag, alpha) < thr:
+                                continue
+                        for bb in range(nblk):  # every block's bound at once (branch-free: vectorizes)
+                            blk = c0 + bb
+                            base = alpha * qy.cterm[q, block_list[blk] + 1] + qy.qconst[q]
+                            tops[bb] = _block_top(
+                                mx[j * SUB + bb],
+                                iv,
+                                of,
+                                er,
+                                fmin0[blk],
+                                fmax0[blk],
+                                base,
+                                bmax[blk],
+                                bmagmax[blk],
+                                alpha,
+                            )
+                        npend = npend_of[pair]
+                        for bb in range(nblk):
+                            thr = max(scores[pair, 0], lows[pair, 0], floor[q])
+                            if tops[bb] < thr:
+                                continue
+                            blk = c0 + bb
+                            base = alpha * qy.cterm[q, block_list[blk] + 1] + qy.qconst[q]
+                            abase = abs(base)
+                            p0 = 32 * blk
+                            if npend + 32 > cap:
+                                npend_of[pair] = npend
+                                top.rescored[pair] += flush_pair(pair, q, top, codes, qy, beta, psc)
+                                npend = 0
+                                thr = max(scores[pair, 0], lows[pair, 0], floor[q])
+                            # every vector's bounds at once (branch-free), then one compare each
+                            o = j * 32 * SUB + 32 * bb
+                            for v in range(32):
+                                f = fac0[p0 + v]
+                                a_est = alpha * (f * (np.float32(sums[o + v]) * iv + of))
+                                sc = a_est + base + beta[p0 + v]
+                                e = alpha * (abs(f) * er) + np.float32(4e-7) * (
+                                    abs(a_est) + abase + bmag[p0 + v]
+                                )
+                                est[v] = sc + e
+                                bnd[v] = sc - e
+                            for v in range(32):
+                                u = est[v]
+                                if u >= thr and u > _NEG_INF:
+                                    pend_pos[pair, npend] = p0 + v
+                                    pend_ub[pair, npend] = u
+                                    npend += 1
+                                    # s - e <= the exact score: the threshold rises now, not at the next flush
+                                    _low_offer(lows, pair, bnd[v])
+                                    thr = max(thr, lows[pair, 0])
+                        npend_of[pair] = npend
                     root = max(top.scores[pair, 0], top.lows[pair, 0])
                     if root > top.floor[q]:
                         top.floor[q] = root
