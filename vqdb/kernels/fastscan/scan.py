@@ -99,7 +99,13 @@ def pending_slots(k: int) -> int:
 
 
 @njit(cache=_CACHE, nogil=True)
-def _low_offer(lows, r, x):
+def _low_offer(h, x):
+    """:func:`_low_offer_row` of a 1-D heap ``h`` (k,) float32."""
+    _low_offer_row(h.reshape((1, h.shape[0])), 0, x)
+
+
+@njit(cache=_CACHE, nogil=True)
+def _low_offer_row(lows, r, x):
     """Keep ``x`` in the min-heap ``lows[r]`` ((pairs, k) float32; root = the k-th) of the k largest values
     seen: a lower bound of the k-th best exact score, so it is a valid threshold as soon as it rises (no
     re-score needed). Indexes the row in place (a row view per call would cost a reference count)."""
@@ -305,7 +311,7 @@ def _scan_multi_blocks(j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc
                 npend += 1
                 # s - e <= the exact score (the bound of s + e, the other way): the threshold rises now,
                 # not at the next flush
-                _low_offer(top.lows, pair, s - e)
+                _low_offer_row(top.lows, pair, s - e)
                 thr = max(thr, top.lows[pair, 0])
     top.npend[pair] = npend
     return rescored
@@ -427,7 +433,7 @@ def _scan_lut(codes, qy, bias, work, top):
                                     pend_ub[pair, npend] = u
                                     npend += 1
                                     # s - e <= the exact score: the threshold rises now, not at the next flush
-                                    _low_offer(lows, pair, bnd[v])
+                                    _low_offer_row(lows, pair, bnd[v])
                                     thr = max(thr, lows[pair, 0])
                         npend_of[pair] = npend
                     root = max(top.scores[pair, 0], top.lows[pair, 0])
