@@ -162,12 +162,12 @@ def _load(name: str) -> KernelSet:
 
 # A process's small first work runs on the NumPy reference until numba's backend is loaded. The reference takes
 # ~10-50x numba's time per element, so one call is bounded (an add of ~5,000 vectors of 384, a search of one
-# query over ~5,000 rows or of ~140 queries over 1,000: tens of ms) and so is the process's total (~160 one-query searches of 1,000
-# rows: about a second), about what loading numba costs from its cache (~1-2 s; compiling on an empty cache
-# ~7 CPU s). Then numba loads as before.
+# query over ~5,000 rows or of ~140 queries over 1,000: tens of ms), and so is the process's total (~40
+# one-query searches of 1,000 rows: 0.4-1.5 s by bench.cold_start's "next search" at load ~10), about what
+# loading numba costs from its cache (~1-2 s; compiling on an empty cache ~7 CPU s). Then numba loads.
 # Work of one call, in elements: rows x dims of an add; rows x dims x (1 + queries / 32) of a search.
 NUMPY_PATH_MAX_WORK = 1 << 21
-NUMPY_PATH_BUDGET = 1 << 26  # elements of every automatic NumPy-path call of the process together
+NUMPY_PATH_BUDGET = 1 << 24  # elements of every automatic NumPy-path call of the process together
 _NUMPY_SPENT = [0]
 _TLS = threading.local()  # .numpy: this thread is inside numpy_path()
 
