@@ -25,10 +25,12 @@ TIMEOUTS = {
 SLACK = 10.0  # seconds a cut may come late on a loaded machine
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def srv(request, tmp_path_factory):
+    """A server on each HTTP parser: the guards hook into both."""
     root = tmp_path_factory.mktemp("conns")
-    server = Server(root / "data", keys_file=write_keys_file(root / "keys.txt"), env=TIMEOUTS).start()
+    env = {**TIMEOUTS, "VQDB_HTTP": request.param}
+    server = Server(root / "data", keys_file=write_keys_file(root / "keys.txt"), env=env).start()
     yield server
     server.stop()
 

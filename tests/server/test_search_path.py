@@ -128,6 +128,32 @@ def test_the_search_lane_keeps_keys_errors_and_metrics(server, admin, col, wordn
     assert searches_counted() == before + 3
 
 
+def test_the_search_lane_keeps_the_body_limit(server, col, wordnet):
+    """(the session server's limit is 2 MiB) A declared size over it is refused before the key check, a
+    chunked body when it passes the limit, each with a 413 that closes the connection."""
+    url = f"/collections/{NAME}/search"
+    huge = b'{"vector": [' + b"0.5," * (700 << 10) + b'0.5], "k": 3}'
+    with server.client(None) as nobody:
+        r = nobody.post(url, content=huge, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"] == "RequestTooLargeError"
+    with server.client("read") as reader:
+        r = reader.post(url, content=huge, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and "over this endpoint's limit of 2097152 bytes" in r.json()["detail"]
+        assert r.headers["connection"] == "close"
+
+        def chunks():
+            for i in range(0, len(huge), 1 << 16):
+                yield huge[i : i + (1 << 16)]
+
+        r = reader.post(url, content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"] == "RequestTooLargeError"
+        small = json.dumps({"vector_b64": b64(wordnet.queries[0]), "k": 3}).encode()
+        r = reader.post(
+            url, content=iter([small[:40], small[40:]]), headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code == 200 and len(r.json()["results"]) == 3  # a chunked body within the limit
+
+
 def test_a_search_sees_the_write_just_acknowledged(admin, col, wordnet):
     """Read-your-writes: every upsert / delete is visible to the very next search."""
     x = wordnet.base[N : N + 20].astype(np.float32)

@@ -2,7 +2,9 @@
 
 Collections open in the lifespan (and the demo collection is built there on a first start);
 they are saved and closed on shutdown. Middleware, outermost first: metrics, the last-resort error guard,
-the key check (before any body is read), body limit, the search lane (searches skip the router).
+the key check (before any body is read), body limit. Searches (``POST /collections/{name}/search``)
+take a lane ahead of all of it (:func:`vqdb.server.routes.search.serve_search`), which does the same
+checks itself.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from .auth import AuthMiddleware, KeyRing, check_bind
 from .collections import CollectionStore, UnpackLimits
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
+from .readers import ReaderPool
 from .routes import CORE, OPTIONAL
-from .routes.search import SearchLane
+from .routes.search import search_target, serve_search
 from .settings import Settings
 from .snapshots import SnapshotStore
 
@@ -62,6 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await anyio.to_thread.run_sync(_open, settings, store)
+        if settings.readers:
+            app.state.readers = ReaderPool(settings.readers, settings.collections_dir, settings)
+            await app.state.readers.start()
         if keyring.enabled:
             log.info("authentication on (%d key(s))", len(keyring._keys))
         else:
@@ -75,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.state.ready = False
             try:
+                if app.state.readers is not None:
+                    await app.state.readers.close()
                 await anyio.to_thread.run_sync(store.close)
             finally:
                 if settings.ray_address:  # stops the processes of a cluster started here ('local')
@@ -82,25 +90,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
                     await anyio.to_thread.run_sync(service.shutdown)
 
-    app = FastAPI(title="vqdb", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = ServiceApp(title="vqdb", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.keyring = keyring
     app.state.store = store
     app.state.snapshots = snapshots
     app.state.metrics = metrics
     app.state.ready = False
+    app.state.readers = None
+    app.state.limit_for = _limits(settings)
     errors.install(app)
     errors.add_scrubbed_root(settings.data, "<data>")
     for router in load_routers():
         app.include_router(router)
     if not keyring.enabled:
         _document_open_access(app)
-    app.add_middleware(SearchLane)
-    app.add_middleware(BodyLimitMiddleware, limit_for=_limits(settings))
+    app.add_middleware(BodyLimitMiddleware, limit_for=app.state.limit_for)
     app.add_middleware(AuthMiddleware)
     app.add_middleware(errors.GuardMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+class ServiceApp(FastAPI):
+    """The FastAPI app, with searches served ahead of its middleware stack and router."""
+
+    async def __call__(self, scope, receive, send):
+        name = search_target(scope)
+        if name is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await serve_search(scope, receive, send, name)
 
 
 def load_routers(core=CORE, optional=OPTIONAL) -> list:

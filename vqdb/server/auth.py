@@ -212,11 +212,15 @@ def _refusal(scope) -> list[dict] | None:
         return None
     needed = [getattr(d.call, "vqdb_scope", None) for d in route.dependant.dependencies]
     needed = [n for n in needed if n is not None]
-    if not needed:
-        return None
+    return refusal(scope, max(needed)) if needed else None
+
+
+def refusal(scope, needed: Scope) -> list[dict] | None:
+    """The 401/403 response messages (``connection: close``) for a request whose key does not allow
+    ``needed``, or None when it does."""
     client = scope.get("client") or ("", 0)
     try:
-        check_access(scope["app"].state.keyring, client[0], key_of_headers(scope["headers"]), max(needed))
+        check_access(scope["app"].state.keyring, client[0], key_of_headers(scope["headers"]), needed)
     except (AuthenticationError, PermissionDeniedError) as exc:
         from .errors import error_bytes
 

@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ray-address",
         help="Ray cluster address, or 'local' (collections with shards > 1 become sharded indexes on it)",
     )
+    parser.add_argument(
+        "--readers",
+        type=int,
+        help="search reader processes (default: $VQDB_READERS or 0; see vqdb.server.readers)",
+    )
     parser.add_argument("--log-level", help="uvicorn / vqdb log level (default: info)")
 
 
@@ -37,6 +42,7 @@ def settings_from_args(args: argparse.Namespace):
         "api_key": args.api_key,
         "keys_file": args.keys_file,
         "ray_address": args.ray_address,
+        "readers": getattr(args, "readers", None),
         "log_level": args.log_level,
     }
     if getattr(args, "no_demo", False):
@@ -76,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         log_level=level,
         timeout_graceful_shutdown=30,
         timeout_keep_alive=settings.keep_alive_timeout,
-        http=protocol_class(guards),
+        http=protocol_class(guards, settings.http),
+        loop=settings.loop,
         backlog=guards.backlog,
     )
     app.state.metrics.connections.stats = guards.stats

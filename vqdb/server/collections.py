@@ -19,6 +19,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -164,6 +165,29 @@ class OpenIndexes:
             self._open.pop(collection, None)
 
 
+class WriteLock:
+    """A collection's write lock. Releasing it raises ``generation`` (and stamps ``last_write``): a write
+    is durable before its lock is released, so a snapshot opened after the generation was read holds
+    every write of that generation (what :mod:`vqdb.server.readers` compares)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.generation = 0
+        self.last_write = 0.0  # time.monotonic() of the last release
+
+    def __enter__(self):
+        self._lock.acquire()
+        return self
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __exit__(self, *exc) -> None:
+        self.generation += 1
+        self.last_write = time.monotonic()
+        self._lock.release()
+
+
 class Collection:
     """One collection; its index is opened on first use and may be closed when idle (:class:`OpenIndexes`).
 
@@ -175,7 +199,8 @@ class Collection:
     def __init__(self, info: CollectionInfo, root: Path, pool: OpenIndexes, *, on_damaged=None):
         self.info = info
         self.root = root
-        self.write_lock = threading.Lock()
+        self.uid = uuid.uuid4().hex  # this collection, not another one later made under its name
+        self.write_lock = WriteLock()
         self.closed = False
         self._pool = pool
         self._index = None

@@ -1,12 +1,13 @@
-"""Connection deadlines and a connection cap: uvicorn's h11 protocol plus timers.
+"""Connection deadlines and a connection cap: uvicorn's HTTP protocols (httptools, or h11) plus timers.
 
-Why a protocol of ours: uvicorn (h11) closes an idle keep-alive connection after
+Why a protocol of ours: uvicorn closes an idle keep-alive connection after
 ``timeout_keep_alive`` but sets no deadline on a connection that has not sent a complete request head
 (an idle or slowloris client holds its socket, and a file descriptor, for ever) nor on a body that
 trickles in; its ``limit_concurrency`` answers 503 only after a connection is accepted and its head
 parsed, and never frees a descriptor. An ASGI middleware sees a request only once its head is
 complete, so these deadlines live in a subclass of ``H11Protocol`` that only adds timers, with the
-semantics of Apache's mod_reqtimeout:
+semantics of Apache's mod_reqtimeout (the same for both parsers: httptools, the faster, when it is
+installed, else h11):
 
 * head: the request head must be complete ``header_timeout`` seconds after its first byte, or after
   the connection opened (a connection that never sends a byte is closed then too);
@@ -29,6 +30,11 @@ from dataclasses import dataclass, field
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is not installed: h11 only
+    HttpToolsProtocol = None
 
 from .errors import error_bytes
 
@@ -77,18 +83,25 @@ def default_max_connections(max_open_collections: int, backlog: int) -> int:
     return max(16, min(4096, spare))
 
 
-def protocol_class(guards: ConnectionGuards) -> type[H11Protocol]:
-    """An ``H11Protocol`` subclass bound to ``guards`` (pass it as ``uvicorn.Config(http=...)``)."""
+def protocol_class(guards: ConnectionGuards, http: str = "auto") -> type:
+    """A guarded uvicorn protocol class bound to ``guards`` (pass it as ``uvicorn.Config(http=...)``):
+    ``http`` "httptools", "h11", or "auto" (httptools when it is installed)."""
+    if http == "auto":
+        http = "h11" if HttpToolsProtocol is None else "httptools"
+    if http == "httptools":
+        if HttpToolsProtocol is None:
+            raise ImportError("http='httptools' needs the httptools package (pip install httptools)")
+        return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"guards": guards})
     return type("GuardedH11Protocol", (GuardedH11Protocol,), {"guards": guards})
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with head / body deadlines and the connection cap (see the module)."""
+class Guarded:
+    """The deadlines and the cap, for a uvicorn protocol class that reports its request's phases:
+    :meth:`_head_data` (bytes of a head), :meth:`_body_begins`, :meth:`_body_data`, :meth:`_request_in`."""
 
     guards: ConnectionGuards
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def _guard_init(self) -> None:
         self._timer: asyncio.TimerHandle | None = None
         self._phase = "head"  # head: no request in flight; body: receiving one; app: being answered
         self._idle_since = time.monotonic()
@@ -107,28 +120,6 @@ class GuardedH11Protocol(H11Protocol):
             return
         self._arm(self.guards.header_timeout)
 
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.transport.is_closing():
-            self._cancel()
-            return
-        state = self.conn.their_state
-        if state is h11.SEND_BODY:
-            if self._phase != "body":  # this chunk ended the head: its body bytes are not counted
-                self._phase, self._body_start, self._body_bytes = "body", time.monotonic(), 0
-            else:
-                self._body_bytes += len(data)
-            g = self.guards
-            self._arm_at(self._body_start + g.body_timeout + self._body_bytes / g.body_min_rate)
-        elif state is h11.IDLE:  # part of a request head
-            if self._phase != "head" or self._timer is None:
-                self._phase = "head"
-                self._arm(self.guards.header_timeout)
-            self._head_bytes += len(data)
-        else:  # the whole request is in: the app answers it
-            self._phase = "app"
-            self._cancel()
-
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._phase, self._idle_since, self._head_bytes = "head", time.monotonic(), 0
@@ -138,6 +129,30 @@ class GuardedH11Protocol(H11Protocol):
         self._cancel()
         super().connection_lost(exc)
         self.guards.stats.open = len(self.connections)
+
+    # ---- phases ----------------------------------------------------------------------------------
+
+    def _head_data(self, n: int) -> None:
+        if self._phase != "head" or self._timer is None:
+            self._phase = "head"
+            self._arm(self.guards.header_timeout)
+        self._head_bytes += n
+
+    def _body_begins(self) -> None:
+        self._phase, self._body_start, self._body_bytes = "body", time.monotonic(), 0
+        self._arm_body()
+
+    def _body_data(self, n: int) -> None:
+        self._body_bytes += n
+        self._arm_body()
+
+    def _arm_body(self) -> None:
+        g = self.guards
+        self._arm_at(self._body_start + g.body_timeout + self._body_bytes / g.body_min_rate)
+
+    def _request_in(self) -> None:
+        self._phase = "app"
+        self._cancel()
 
     # ---- timers ----------------------------------------------------------------------------------
 
@@ -187,7 +202,7 @@ class GuardedH11Protocol(H11Protocol):
             c
             for c in self.connections
             if c is not self
-            and isinstance(c, GuardedH11Protocol)
+            and isinstance(c, Guarded)
             and c._phase == "head"
             and not c.transport.is_closing()
         ]
@@ -209,3 +224,56 @@ class GuardedH11Protocol(H11Protocol):
         self._cancel()
         self.transport.write(head + body)
         self.transport.close()
+
+
+class GuardedH11Protocol(Guarded, H11Protocol):
+    """uvicorn's h11 protocol with the guards (phases read from h11's state after each chunk)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._guard_init()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.is_closing():
+            self._cancel()
+            return
+        state = self.conn.their_state
+        if state is h11.SEND_BODY:
+            if self._phase != "body":  # this chunk ended the head: its body bytes are not counted
+                self._body_begins()
+            else:
+                self._body_data(len(data))
+        elif state is h11.IDLE:  # part of a request head
+            self._head_data(len(data))
+        else:  # the whole request is in: the app answers it
+            self._request_in()
+
+
+if HttpToolsProtocol is not None:
+
+    class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol):
+        """uvicorn's httptools protocol with the guards (phases from the parser's callbacks)."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._guard_init()
+
+        def data_received(self, data: bytes) -> None:
+            if self._phase == "head":
+                self._head_data(len(data))
+            super().data_received(data)
+            if self.transport.is_closing():
+                self._cancel()
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._body_begins()  # a request without a body completes at once (on_message_complete)
+
+        def on_body(self, body: bytes) -> None:
+            super().on_body(body)
+            self._body_data(len(body))
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._request_in()

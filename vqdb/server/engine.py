@@ -67,14 +67,17 @@ def new_index(
     )
 
 
-def open_index(path: Path):
+def open_index(path: Path, *, read_only: bool = False):
+    """The index in ``path`` (``read_only``: a snapshot of it that takes no lock; not for sharded ones)."""
     from ..distributed import service  # imports no Ray
 
     if service.is_sharded(path):
+        if read_only:
+            raise InvalidInputError("a sharded collection has no read-only snapshot")
         return service.open_index(path)
     from ..index import open_index as _open
 
-    return _open(str(path))
+    return _open(str(path), read_only=read_only)
 
 
 def upsert(

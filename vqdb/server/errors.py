@@ -210,26 +210,36 @@ class GuardMiddleware:
         try:
             await self.app(scope, receive, send_and_watch)
         except Exception as exc:  # noqa: BLE001 - the last resort, by design
-            found = classify(exc)
-            if found is None:
-                incident = uuid.uuid4().hex[:12]
-                log.error(
-                    "incident %s: unhandled %s on %s %s",
-                    incident,
-                    type(exc).__name__,
-                    scope.get("method", ""),
-                    scope.get("path", ""),
-                    exc_info=exc,
-                )
-                found = (500, "InternalError", f"internal server error (incident {incident}, logged)", {})
+            messages = last_resort(exc, scope)
             if started:
                 return  # the response is under way: nothing more can be said; the connection ends
-            status, name, detail, headers = found
-            body = error_bytes(status, name, detail)
-            raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-            await send({"type": "http.response.start", "status": status, "headers": raw})
-            await send({"type": "http.response.body", "body": body})
+            for message in messages:
+                await send(message)
+
+
+def last_resort(exc: Exception, scope) -> list[dict]:
+    """The response messages for an exception no handler answered: its 4xx when the request's content
+    explains it, else a 500 naming an incident id (the traceback is logged under that id)."""
+    found = classify(exc)
+    if found is None:
+        incident = uuid.uuid4().hex[:12]
+        log.error(
+            "incident %s: unhandled %s on %s %s",
+            incident,
+            type(exc).__name__,
+            scope.get("method", ""),
+            scope.get("path", ""),
+            exc_info=exc,
+        )
+        found = (500, "InternalError", f"internal server error (incident {incident}, logged)", {})
+    status, name, detail, headers = found
+    body = error_bytes(status, name, detail)
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    return [
+        {"type": "http.response.start", "status": status, "headers": raw},
+        {"type": "http.response.body", "body": body},
+    ]
 
 
 add_scrubbed_root(tempfile.gettempdir(), "<tmp>")

@@ -41,19 +41,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope.get("path", ""))
-        declared = None
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-        if declared is not None and declared < 0:
-            for message in _reply(400, "InvalidInputError", "malformed Content-Length header"):
-                await send(message)
-            return
-        if declared is not None and declared > limit:
-            for message in _reply(413, "RequestTooLargeError", _too_large(declared, limit)):
+        refused = declared_refusal(scope, limit)
+        if refused is not None:
+            for message in refused:
                 await send(message)
             return
 
@@ -80,6 +70,49 @@ class BodyLimitMiddleware:
             await send(message)
 
         await self.app(scope, limited_receive, guarded_send)
+
+
+def declared_refusal(scope, limit: int):
+    """The 400 / 413 response messages (``connection: close``) for a malformed ``Content-Length`` or
+    one over ``limit``, else None."""
+    declared = None
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = -1
+    if declared is not None and declared < 0:
+        return _reply(400, "InvalidInputError", "malformed Content-Length header")
+    if declared is not None and declared > limit:
+        return _reply(413, "RequestTooLargeError", _too_large(declared, limit))
+    return None
+
+
+async def read_within(receive, limit: int) -> bytes | None:
+    """The whole body from an ASGI ``receive``, or None when the client disconnected first; a body
+    passing ``limit`` bytes raises :class:`BodyCut` with its 413 messages (nothing more is read)."""
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyCut(_reply(413, "RequestTooLargeError", _too_large(size, limit)))
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class BodyCut(Exception):
+    """A body over its limit; ``messages`` is the 413 answer (``connection: close``)."""
+
+    def __init__(self, messages):
+        super().__init__("request body too large")
+        self.messages = messages
 
 
 def inflate_limit(size: int, *, ratio: float, floor: int, cap: int) -> int:

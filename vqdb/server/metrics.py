@@ -80,10 +80,24 @@ class Metrics:
         )
         self.vectors_ingested = Counter("vqdb_vectors_ingested", "vectors upserted", registry=self.registry)
         self.queries = Counter("vqdb_queries", "query vectors searched", registry=self.registry)
+        self.reader_searches = Counter(
+            "vqdb_reader_searches", "search requests answered by a reader process", registry=self.registry
+        )
         if store is not None:
             self.registry.register(CollectionsCollector(store))
         self.connections = ConnectionsCollector()
         self.registry.register(self.connections)
+        self._children: dict[tuple, tuple] = {}  # (method, route, status) -> (latency, count) children
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request and its latency (the labelled children are looked up once per label set)."""
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.latency.labels(method, route), self.requests.labels(method, route, str(status)))
+            self._children[key] = children
+        children[0].observe(seconds)
+        children[1].inc()
 
 
 class MetricsMiddleware:
@@ -108,8 +122,5 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            self.metrics.latency.labels(method, label).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(method, label, str(status["code"])).inc()
+            label = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.observe(scope.get("method", ""), label, status["code"], time.perf_counter() - start)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -97,11 +98,24 @@ class Settings(BaseSettings):
         description="BLAS threads per call in `vqdb serve` (requests already run "
         "in parallel; 0 = the library default)",
     )
+    readers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="search reader processes: searches are answered from read-only snapshots in N "
+        "processes besides the serving one (more cores busy; writes stay read-your-writes); 0 = none",
+    )
     ray_address: str | None = Field(
         None,
         description="Ray cluster address ('auto', 'host:6379', 'ray://host:10001', or 'local' for a private local cluster bound to 127.0.0.1): collections created with shards > 1 are sharded over it",
     )
     log_level: str = Field("info")
+    http: Literal["auto", "httptools", "h11"] = Field(
+        "auto", description="HTTP parser of `vqdb serve` (auto: httptools when installed, else h11)"
+    )
+    loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="event loop of `vqdb serve` (auto: uvloop when installed, else asyncio)"
+    )
 
     @property
     def auth_enabled(self) -> bool:

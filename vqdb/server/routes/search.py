@@ -17,11 +17,11 @@ from ..._validation import as_float32_matrix
 from ...errors import InvalidInputError, NotFoundError
 from .. import errors as errors_module
 from .. import search_body
-from ..auth import ReadAccess
+from ..auth import ReadAccess, Scope, refusal
 from ..collections import Collection
 from ..deps import CollectionDep, MetricsDep, SettingsDep
 from ..ingest import ARROW_STREAM, queries_from_arrow, unique_ids
-from ..limits import read_body
+from ..limits import BodyCut, declared_refusal, read_body, read_within
 from ..schemas import NAME_PATTERN, SearchRequest, SearchResponse
 from ._responses import PROTECTED, errors
 
@@ -51,14 +51,28 @@ FLOAT_BYTES = 14
     },
 )
 async def search(request: Request, collection: CollectionDep, settings: SettingsDep, metrics: MetricsDep):
-    # (served by SearchLane in the app; this route declares the operation and answers without the lane)
-    return await answer(await read_body(request), collection, settings, metrics)
+    # (served by the search lane, serve_search, in the app; this route declares the operation)
+    return json_response(await answer(await read_body(request), collection, settings, metrics))
 
 
-async def answer(raw: bytes, collection: Collection, settings, metrics) -> Response:
-    """The search response for the raw JSON body ``raw``."""
-    start = time.perf_counter()
-    body = search_body.parse(raw)  # on the event loop: tens of microseconds for one 384-d vector
+async def answer(raw: bytes, collection: Collection, settings, metrics, *, start=None) -> bytes:
+    """The JSON answer to the raw search body ``raw`` (``start``: the request's perf_counter time)."""
+    start = time.perf_counter() if start is None else start
+    body = parsed(raw, settings)  # on the event loop: tens of microseconds for one 384-d vector
+    return await respond(
+        body, lambda: _queries(body, collection, settings), collection, settings, metrics, start=start
+    )
+
+
+def answer_now(raw: bytes, collection, settings, *, start: float) -> tuple[bytes, int]:
+    """:func:`answer` on the calling thread: (the JSON answer, number of query vectors searched)."""
+    body = parsed(raw, settings)
+    return searched(body, lambda: _queries(body, collection, settings), collection, settings, start=start)
+
+
+def parsed(raw: bytes, settings) -> SearchRequest:
+    """The validated search body: exactly one query field, ``k`` within the server's limit."""
+    body = search_body.parse(raw)
     given = search_body.given_queries(body)
     if len(given) != 1:
         raise InvalidInputError(
@@ -66,30 +80,36 @@ async def answer(raw: bytes, collection: Collection, settings, metrics) -> Respo
         )
     if body.k > settings.max_k:
         raise InvalidInputError(f"k={body.k} is above this server's limit of {settings.max_k}")
-
-    return await respond(
-        body, lambda: _queries(body, collection, settings), collection, settings, metrics, start=start
-    )
+    return body
 
 
 async def respond(
     body: SearchRequest, queries_of, collection: Collection, settings, metrics, *, start, batch=None
-) -> Response:
+) -> bytes:
     """Search the matrix ``queries_of()`` with ``body``'s options and answer (one list of hits per query
     when ``batch``; None: as the body says), in a worker thread (one hop: the kernels release the GIL,
     so searches of concurrent requests overlap)."""
 
-    def work() -> Response:
-        queries = queries_of()
-        result = collection.search(
-            queries, body.k, filter=body.filter, nprobe=body.nprobe, rerank=body.rerank, ef=body.ef
-        )
-        metrics.queries.inc(queries.shape[0])
-        per_query = search_body.is_batch(body) if batch is None else batch
-        results = _hits(collection, np.asarray(result.ids), np.asarray(result.scores), body, per_query)
-        return bounded_json({"results": results, "time_ms": (time.perf_counter() - start) * 1e3}, settings)
+    def work() -> bytes:
+        data, n = searched(body, queries_of, collection, settings, start=start, batch=batch)
+        metrics.queries.inc(n)
+        return data
 
     return await in_worker(work)
+
+
+def searched(
+    body: SearchRequest, queries_of, collection, settings, *, start, batch=None
+) -> tuple[bytes, int]:
+    """(the JSON answer, number of query vectors) of searching ``queries_of()`` with ``body``'s options."""
+    queries = queries_of()
+    result = collection.search(
+        queries, body.k, filter=body.filter, nprobe=body.nprobe, rerank=body.rerank, ef=body.ef
+    )
+    per_query = search_body.is_batch(body) if batch is None else batch
+    results = _hits(collection, np.asarray(result.ids), np.asarray(result.scores), body, per_query)
+    data = bounded_json({"results": results, "time_ms": (time.perf_counter() - start) * 1e3}, settings)
+    return data, queries.shape[0]
 
 
 @router.post(
@@ -149,43 +169,81 @@ async def search_arrow(
         check_response_size(x.shape[0], body.k, collection.dim, body.with_vector, settings)
         return x
 
-    return await respond(body, queries, collection, settings, metrics, start=start, batch=True)
+    return json_response(await respond(body, queries, collection, settings, metrics, start=start, batch=True))
 
 
-class SearchLane:
-    """ASGI middleware serving ``POST /collections/{name}/search`` without Starlette's router and
-    FastAPI's dependency solving (about a third of the server's CPU time per search request).
+ROUTE = "/collections/{name}/search"
+JSON_HEADERS = [(b"content-type", b"application/json")]
 
-    It sets ``scope["route"]`` to the search route, so the middlewares outside it see the request as
-    before: :class:`~vqdb.server.auth.AuthMiddleware` checks the key on the first read of the body,
-    metrics label it by its path template, the body limit applies. Errors get the app's handlers'
-    responses (:func:`vqdb.server.errors.response_for`); a name that is not a collection name, and every
-    other request, goes on to the app unchanged.
+
+async def serve_search(scope, receive, send, name: str) -> None:
+    """Serve ``POST /collections/{name}/search`` as plain ASGI, ahead of FastAPI (its router, dependency
+    solving, telemetry hooks and the middleware stack cost about as much CPU as the HTTP parsing).
+
+    Everything the stack does for this route is done here, in the same order and with the same answers:
+    a malformed or too large ``Content-Length`` is refused first (400 / 413), then a key that does not
+    allow ``read`` (401 / 403, before any byte of the body is read), then a body passing the limit while
+    it streams (413); errors get the app's handlers' responses, anything else the guard's 500 with an
+    incident id; the request is counted and timed in the metrics under its route template.
     """
+    start = time.perf_counter()
+    state = scope["app"].state
+    status = 500
+    try:
+        messages = await _search_messages(scope, receive, name, state, start)
+    except Exception as exc:  # noqa: BLE001 - answered as the handlers / the guard would
+        response = errors_module.response_for(exc)
+        if response is None:
+            messages = errors_module.last_resort(exc, scope)
+        else:
+            messages = [
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": response.raw_headers,
+                },
+                {"type": "http.response.body", "body": response.body},
+            ]
+    try:
+        if messages:
+            status = messages[0]["status"]
+            for message in messages:
+                await send(message)
+    finally:
+        state.metrics.observe("POST", ROUTE, status, time.perf_counter() - start)
 
-    def __init__(self, app):
-        self.app = app
-        (self.route,) = [r for r in router.routes if r.path.endswith("/search") and "POST" in r.methods]
 
-    async def __call__(self, scope, receive, send):
-        name = _search_target(scope)
-        if name is None:
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = self.route
-        scope["path_params"] = {"name": name}
-        state = scope["app"].state
-        try:
-            raw = await read_body(Request(scope, receive))  # the key is checked on this first read
-            response = await answer(raw, state.store.get(name), state.settings, state.metrics)
-        except Exception as exc:  # noqa: BLE001 - answered as the app's handlers would, or re-raised
-            response = errors_module.response_for(exc)
-            if response is None:
-                raise
-        await response(scope, receive, send)
+async def _search_messages(scope, receive, name: str, state, start: float) -> list[dict]:
+    limit = state.limit_for(scope["path"])
+    refused = declared_refusal(scope, limit) or refusal(scope, Scope.read)
+    if refused is not None:
+        return refused
+    try:
+        raw = await read_within(receive, limit)
+    except BodyCut as cut:
+        return cut.messages
+    if raw is None:  # the client went away
+        return []
+    collection = state.store.get(name)
+    status = 200
+    served = None if state.readers is None else await state.readers.search(collection, raw)
+    if served is None:
+        data = await answer(raw, collection, state.settings, state.metrics, start=start)
+    else:
+        status, data, queries = served
+        state.metrics.queries.inc(queries)
+        state.metrics.reader_searches.inc()
+    return [
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*JSON_HEADERS, (b"content-length", str(len(data)).encode())],
+        },
+        {"type": "http.response.body", "body": data},
+    ]
 
 
-def _search_target(scope) -> str | None:
+def search_target(scope) -> str | None:
     """The collection name of a ``POST /collections/<name>/search`` request, else None."""
     if scope["type"] != "http" or scope.get("method") != "POST":
         return None
@@ -213,14 +271,18 @@ def check_response_size(n_queries: int, k: int, dim: int, with_vector: bool, set
         )
 
 
-def bounded_json(content: dict, settings) -> Response:
-    """``content`` as a JSON response (orjson), refused (400) when it is over ``max_response_bytes``."""
+def bounded_json(content: dict, settings) -> bytes:
+    """``content`` as JSON bytes (orjson), refused (400) when they are over ``max_response_bytes``."""
     data = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
     if len(data) > settings.max_response_bytes:
         raise InvalidInputError(
             f"the answer is {len(data)} bytes, over this server's limit of {settings.max_response_bytes} "
             "(VQDB_MAX_RESPONSE_BYTES): lower k, split the batch, or ask for fewer payload fields"
         )
+    return data
+
+
+def json_response(data: bytes) -> Response:
     return Response(data, media_type="application/json")
 
 
