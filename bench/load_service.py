@@ -58,13 +58,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data: str, log_path: str, *, cpus: str | None = None) -> tuple[subprocess.Popen, str]:
-    """``vqdb serve`` on a free loopback port (pinned to ``cpus``, e.g. "0", with taskset when given)."""
+def start_server(
+    data: str, log_path: str, *, cpus: str | None = None, readers: int = 0, http: str = "auto"
+) -> tuple[subprocess.Popen, str]:
+    """``vqdb serve`` on a free loopback port (pinned to ``cpus``, e.g. "0", with taskset when given;
+    ``readers`` search reader processes; ``http`` its HTTP parser)."""
     import httpx
 
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VQDB_") or k in ("VQDB_BACKEND",)}
-    env.update(VQDB_API_KEY=KEY, VQDB_MAX_BULK_BYTES=str(256 << 20))
+    env.update(
+        VQDB_API_KEY=KEY, VQDB_MAX_BULK_BYTES=str(256 << 20), VQDB_READERS=str(readers), VQDB_HTTP=http
+    )
     cmd = [
         sys.executable,
         "-m",
@@ -226,10 +231,39 @@ def build_collection(data: Path, x: np.ndarray, quantizer: str) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
+    """User + system CPU seconds so far of process ``pid`` (all its threads) and of its live children
+    (the server's search reader processes)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        children = []
+    return own + sum(cpu_seconds(c) for c in children)
+
+
+def wait_for_readers(url: str, queries: np.ndarray, readers: int, timeout: float = 300.0) -> None:
+    """Search until a reader process answers (``readers`` > 0): they open their snapshots after a first
+    search, once writes have been quiet; until then the serving process answers."""
+    import httpx
+
+    if not readers:
+        return
+    deadline = time.monotonic() + timeout
+    body = {"vector": queries[0].tolist(), "k": 10}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as http:
+        while time.monotonic() < deadline:
+            http.post("/collections/load/search", json=body).raise_for_status()
+            metrics = http.get("/metrics").text
+            if any(
+                line.startswith("vqdb_reader_searches_total") and float(line.split()[-1]) > 0
+                for line in metrics.splitlines()
+            ):
+                return
+            time.sleep(0.2)
+    raise RuntimeError(f"no search was answered by a reader within {timeout} s")
 
 
 def own_cpu_seconds() -> float:
@@ -575,6 +609,8 @@ def main(argv=None) -> int:
         "--json-only", action="store_true", help="overhead: JSON bodies only (a server without vector_b64)"
     )
     ap.add_argument("--vectors", type=int, default=None, help="serve only the first N vectors (default: all)")
+    ap.add_argument("--readers", default="0,2", help="search reader processes of the server, one run each")
+    ap.add_argument("--http", default="auto", help="the server's HTTP parser (auto, httptools, h11)")
     ap.add_argument("--tag", default="", help="suffix of the results file names")
     ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
@@ -584,6 +620,7 @@ def main(argv=None) -> int:
         ap.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     ks = [int(k) for k in args.ks.split(",")]
     client_counts = [int(c) for c in args.clients.split(",")]
+    reader_counts = [int(r) for r in args.readers.split(",")]
 
     import httpx
 
@@ -606,83 +643,79 @@ def main(argv=None) -> int:
         build_collection(data, x, args.quantizer)
         log = os.path.join(tmp, "server.log")
 
-        def serving(cpus=None):
-            proc, url = start_server(str(data), log, cpus=cpus)
+        def serving(readers, cpus=None):
+            proc, url = start_server(str(data), log, cpus=cpus, readers=readers, http=args.http)
+            wait_for_readers(url, queries, readers)
             return proc, url
 
-        proc, url = serving()
-        try:
-            if "overhead" in sections:
-                result["sections"]["overhead"] = overhead(
-                    url,
-                    proc.pid,
-                    str(data / "collections" / "load" / "index"),
-                    queries,
-                    ks=ks,
-                    n=args.requests,
-                    rounds=args.rounds,
-                    kinds=("json",) if args.json_only else ("json", "b64"),
-                )
-            if "batches" in sections:
-                result["sections"]["batches"] = batches(
-                    url,
-                    proc.pid,
-                    str(data / "collections" / "load" / "index"),
-                    queries,
-                    ks=ks,
-                    batch=100,
-                    rounds=args.rounds,
-                )
-            if "throughput" in sections:
-                rows = []
-                for k in ks:
-                    for kind in ("json", "b64"):
-                        for c in client_counts:
-                            rows.append(
-                                throughput(
+        index_path = str(data / "collections" / "load" / "index")
+        out = result["sections"]
+        for readers in reader_counts:
+            proc, url = serving(readers)
+            tag = {"readers": readers}
+            try:
+                if "overhead" in sections:
+                    kinds = ("json",) if args.json_only else ("json", "b64")
+                    rows = overhead(
+                        url,
+                        proc.pid,
+                        index_path,
+                        queries,
+                        ks=ks,
+                        n=args.requests,
+                        rounds=args.rounds,
+                        kinds=kinds,
+                    )
+                    out.setdefault("overhead", []).extend({**tag, **r} for r in rows)
+                if "batches" in sections:
+                    rows = batches(url, proc.pid, index_path, queries, ks=ks, batch=100, rounds=args.rounds)
+                    out.setdefault("batches", []).extend({**tag, **r} for r in rows)
+                if "throughput" in sections:
+                    for k in ks:
+                        for kind in ("json", "b64"):
+                            for c in client_counts:
+                                row = throughput(
                                     url, proc.pid, queries, clients=c, kind=kind, k=k, seconds=args.seconds
                                 )
-                            )
-                            print(f"throughput: {rows[-1]}", file=sys.stderr, flush=True)
-                result["sections"]["throughput"] = rows
-            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=600) as http:
-                if "ingest" in sections:
-                    result["sections"]["ingest"] = ingest(
-                        http,
-                        proc.pid,
-                        x,
-                        n=min(args.ingest, x.shape[0]),
-                        batches={
-                            "json": ("/points", 1000, "application/json"),
-                            "b64": ("/points/b64", 5000, "application/json"),
-                            "arrow": ("/points/arrow", 5000, "application/vnd.apache.arrow.stream"),
-                        },
-                    )
-            if "mixed" in sections:
-                n = x.shape[0]
-                phases = {}
-                for name, load in (("search", None), ("search+ingest", (x, texts, n, n + 100_000, 500))):
-                    phases[name] = asyncio.run(
-                        run_phase(url, queries, clients=8, seconds=args.seconds, k=10, ingest=load)
-                    )
-                    print(f"mixed {name}: {phases[name]}", file=sys.stderr, flush=True)
-                result["sections"]["mixed"] = phases
-        finally:
-            stop_server(proc)
-        if "cores" in sections:
-            rows = []
-            for cpus in ("0", "0,1"):
-                proc, url = serving(cpus)
-                try:
-                    throughput(url, proc.pid, queries, clients=8, kind="b64", k=10, seconds=1.0)  # warm
-                    row = throughput(
-                        url, proc.pid, queries, clients=8, kind="b64", k=10, seconds=args.seconds
-                    )
-                finally:
-                    stop_server(proc)
-                rows.append({"server_cpus": cpus, **row})
-                print(f"cores: {rows[-1]}", file=sys.stderr, flush=True)
-            result["sections"]["cores"] = rows
+                                out.setdefault("throughput", []).append({**tag, **row})
+                                print(f"throughput: {out['throughput'][-1]}", file=sys.stderr, flush=True)
+                if "ingest" in sections and readers == reader_counts[0]:
+                    with httpx.Client(
+                        base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=600
+                    ) as http:
+                        out["ingest"] = ingest(
+                            http,
+                            proc.pid,
+                            x,
+                            n=min(args.ingest, x.shape[0]),
+                            batches={
+                                "json": ("/points", 1000, "application/json"),
+                                "b64": ("/points/b64", 5000, "application/json"),
+                                "arrow": ("/points/arrow", 5000, "application/vnd.apache.arrow.stream"),
+                            },
+                        )
+                if "mixed" in sections:
+                    n = x.shape[0] + 1_000_000 * readers  # fresh ids per server run
+                    for name, load in (("search", None), ("search+ingest", (x, texts, n, n + 100_000, 500))):
+                        phase = asyncio.run(
+                            run_phase(url, queries, clients=8, seconds=args.seconds, k=10, ingest=load)
+                        )
+                        out.setdefault("mixed", []).append({**tag, "phase": name, **phase})
+                        print(f"mixed {name}: {out['mixed'][-1]}", file=sys.stderr, flush=True)
+            finally:
+                stop_server(proc)
+            if "cores" in sections:
+                for cpus in ("0", "0,1"):
+                    proc, url = serving(readers, cpus)
+                    try:
+                        throughput(url, proc.pid, queries, clients=8, kind="b64", k=10, seconds=1.0)  # warm
+                        row = throughput(
+                            url, proc.pid, queries, clients=8, kind="b64", k=10, seconds=args.seconds
+                        )
+                    finally:
+                        stop_server(proc)
+                    out.setdefault("cores", []).append({**tag, "server_cpus": cpus, **row})
+                    print(f"cores: {out['cores'][-1]}", file=sys.stderr, flush=True)
 
     try:
         from bench.common import machine_info
@@ -694,7 +727,7 @@ def main(argv=None) -> int:
     result["loadavg_after"] = list(os.getloadavg())
     result["command"] = "python -m bench.load_service " + " ".join(argv if argv is not None else sys.argv[1:])
     errors = sum(r["errors"] for key in ("throughput", "cores") for r in result["sections"].get(key, []))
-    errors += sum(p["errors"] for p in result["sections"].get("mixed", {}).values())
+    errors += sum(p["errors"] for p in result["sections"].get("mixed", []))
     result["total_errors"] = errors
     os.makedirs(args.out, exist_ok=True)
     stem = "load_service" if set(sections) == set(SECTIONS) else "load_service_" + "_".join(sections)
@@ -731,9 +764,9 @@ def report_md(r: dict) -> str:
         lines += [
             "## The service's cost per search (one query vector per request, no payload, one keep-alive client)",
             "",
-            "| k | embedded `Index.search` CPU/query | server CPU/request, JSON body | overhead | "
+            "| readers | k | embedded `Index.search` CPU/query | server CPU/request, JSON body | overhead | "
             "server CPU/request, base64 body | overhead | ratio JSON / base64 |",
-            "|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|",
         ]
 
         def ms(v, bold=False):
@@ -744,7 +777,7 @@ def report_md(r: dict) -> str:
                 "—" if o[f"ratio_{kind}"] is None else f"{o[f'ratio_{kind}']:.2f}" for kind in ("json", "b64")
             )
             lines.append(
-                f"| {o['k']} | {ms(o['embedded_cpu_ms_per_query'])} | {ms(o['server_cpu_ms_per_request_json'])} "
+                f"| {o.get('readers', 0)} | {o['k']} | {ms(o['embedded_cpu_ms_per_query'])} | {ms(o['server_cpu_ms_per_request_json'])} "
                 f"| {ms(o['overhead_ms_json'], True)} | {ms(o['server_cpu_ms_per_request_b64'])} | "
                 f"{ms(o['overhead_ms_b64'], True)} | {ratios} |"
             )
@@ -759,13 +792,13 @@ def report_md(r: dict) -> str:
         lines += [
             "## Batches of query vectors (100 per request, no payload): CPU per query",
             "",
-            "| k | embedded `Index.search` (100 per call) | server, JSON `vectors` | server, base64 `vectors_b64` "
-            "| server, Arrow `/search/arrow` |",
-            "|---|---|---|---|---|",
+            "| readers | k | embedded `Index.search` (100 per call) | server, JSON `vectors` | server, base64 "
+            "`vectors_b64` | server, Arrow `/search/arrow` |",
+            "|---|---|---|---|---|---|",
         ]
         for b in s["batches"]:
             lines.append(
-                f"| {b['k']} | {b['embedded_cpu_ms_per_query']:.3f} ms | {b['json_cpu_ms_per_query']:.3f} ms | "
+                f"| {b.get('readers', 0)} | {b['k']} | {b['embedded_cpu_ms_per_query']:.3f} ms | {b['json_cpu_ms_per_query']:.3f} ms | "
                 f"{b['b64_cpu_ms_per_query']:.3f} ms | {b['arrow_cpu_ms_per_query']:.3f} ms |"
             )
         lines.append("")
@@ -773,13 +806,13 @@ def report_md(r: dict) -> str:
         lines += [
             "## Throughput and latency (C concurrent keep-alive clients, no payload)",
             "",
-            "| k | body | clients | searches/s | p50 ms | p99 ms | server CPU/request | load generator CPU/request "
-            "| cores busy | errors |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| readers | k | body | clients | searches/s | p50 ms | p99 ms | server CPU/request | load generator "
+            "CPU/request | cores busy | errors |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for t in s["throughput"]:
             lines.append(
-                f"| {t['k']} | {t['body']} | {t['clients']} | {t['per_s']:,.1f} | {t['p50_ms']} | {t['p99_ms']} | "
+                f"| {t.get('readers', 0)} | {t['k']} | {t['body']} | {t['clients']} | {t['per_s']:,.1f} | {t['p50_ms']} | {t['p99_ms']} | "
                 f"{t['server_cpu_ms_per_request']:.3f} ms | {t['loadgen_cpu_ms_per_request']:.3f} ms | "
                 f"{t['cores_busy']} | {t['errors']} |"
             )
@@ -788,12 +821,12 @@ def report_md(r: dict) -> str:
         lines += [
             "## What a second core gives the server (8 clients, base64, k=10; server pinned with taskset)",
             "",
-            "| server cores | searches/s | p50 ms | p99 ms | server CPU/request | load generator CPU/request |",
-            "|---|---|---|---|---|---|",
+            "| readers | server cores | searches/s | p50 ms | p99 ms | server CPU/request | load generator CPU/request |",
+            "|---|---|---|---|---|---|---|",
         ]
         for t in s["cores"]:
             lines.append(
-                f"| {t['server_cpus']} | {t['per_s']:,.1f} | {t['p50_ms']} | {t['p99_ms']} | "
+                f"| {t.get('readers', 0)} | {t['server_cpus']} | {t['per_s']:,.1f} | {t['p50_ms']} | {t['p99_ms']} | "
                 f"{t['server_cpu_ms_per_request']:.3f} ms | {t['loadgen_cpu_ms_per_request']:.3f} ms |"
             )
         lines.append("")
@@ -814,17 +847,17 @@ def report_md(r: dict) -> str:
         lines += [
             "## Searches while one client ingests (8 searching clients, k=10, payloads returned; httpx)",
             "",
-            "| phase | searches/s | p50 ms | p99 ms | errors | ingest |",
-            "|---|---|---|---|---|---|",
+            "| readers | phase | searches/s | p50 ms | p99 ms | errors | ingest |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for name, p in s["mixed"].items():
+        for p in s["mixed"]:
             ingest_txt = (
                 f"{p['ingest_vectors_per_s']:,.0f} vec/s (p50 {p['ingest_p50_ms']} ms)"
                 if "ingested_vectors" in p
                 else "—"
             )
             lines.append(
-                f"| {name} | {p['search_qps']:,.1f} | {p['search_p50_ms']} | {p['search_p99_ms']} | {p['errors']} | "
+                f"| {p.get('readers', 0)} | {p['phase']} | {p['search_qps']:,.1f} | {p['search_p50_ms']} | {p['search_p99_ms']} | {p['errors']} | "
                 f"{ingest_txt} |"
             )
         lines.append("")
