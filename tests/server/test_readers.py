@@ -151,3 +151,9 @@ def test_a_killed_reader_costs_no_error(servers, wordnet):
             assert r.status_code == 200, r.text
             assert r.json()["results"] == want["results"]
         assert http.get("/healthz").status_code == 200
+        # another reader takes its place, and the readers answer again
+        deadline = time.monotonic() + 120
+        while len([p for p in _children(served.proc.pid) if p != readers[0]]) < 2:
+            assert time.monotonic() < deadline, "the killed reader was not replaced"
+            time.sleep(0.2)
+        _until_readers_answer(http, {"vector_b64": b64(q[1]), "k": 10})

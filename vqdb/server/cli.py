@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     except VqdbError as exc:
         print(f"vqdb serve: {exc}", file=sys.stderr)
         return 2
-    _limit_blas(settings.blas_threads)
+    limit_blas(settings.blas_threads)
     from ..kernels.warmup import warmup
 
     warmup()  # every kernel loaded (or compiled) before the first request, not during it
@@ -113,7 +113,7 @@ def connection_guards(settings):
     )
 
 
-def _limit_blas(threads: int) -> None:
+def limit_blas(threads: int) -> None:
     """Requests run in parallel threads; multi-threaded BLAS inside each one oversubscribes the cores
     (a 384 x 384 QR goes from 0.03 s to seconds on a busy machine)."""
     if threads <= 0:

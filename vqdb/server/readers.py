@@ -41,7 +41,7 @@ REPLY = struct.Struct("<IBHII")  # id, kind, HTTP status, query vectors searched
 SEARCH, REFRESH = 1, 2  # request kinds
 ANSWER, STALE, FAILED, REFRESHED, READY = 1, 2, 3, 4, 5  # reply kinds
 QUIET = 0.2  # seconds without a write before the readers reopen a collection
-SETTINGS = ("max_k", "max_batch", "max_hits", "max_response_bytes", "max_dim", "max_open_collections")
+SETTINGS = ("max_k", "max_batch", "max_hits", "max_response_bytes", "max_open_collections", "blas_threads")
 
 
 class ReaderGone(Exception):
@@ -51,9 +51,10 @@ class ReaderGone(Exception):
 class Reader:
     """The serving process's end of one reader process."""
 
-    def __init__(self, proc: subprocess.Popen, sock: socket.socket):
+    def __init__(self, proc: subprocess.Popen, sock: socket.socket, on_gone=None):
         self.proc = proc
         self.sock = sock
+        self.on_gone = on_gone  # called with this reader once its process or socket is gone
         self.ready = False
         self.alive = True
         self.pending: dict[int, asyncio.Future] = {}
@@ -97,9 +98,12 @@ class Reader:
                 if not future.done():
                     future.set_exception(ReaderGone())
             self.pending.clear()
+            if self.on_gone is not None:
+                self.on_gone(self)
 
     async def close(self) -> None:
         self.alive = False
+        self.on_gone = None
         if self._writer is not None:
             self._writer.close()
         if self._pump is not None:
@@ -125,21 +129,43 @@ class ReaderPool:
         self.settings = settings
         self.readers: list[Reader] = []
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._closing = False
 
     async def start(self) -> None:
-        options = json.dumps({key: getattr(self.settings, key) for key in SETTINGS})
         for _ in range(self.count):
-            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "vqdb.server.readers", str(theirs.fileno()), str(self.root), options],
-                pass_fds=(theirs.fileno(),),
-            )
-            theirs.close()
-            reader = Reader(proc, mine)
-            await reader.connect()
-            self.readers.append(reader)
+            self.readers.append(await self._spawn())
+
+    async def _spawn(self) -> Reader:
+        options = json.dumps({key: getattr(self.settings, key) for key in SETTINGS})
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vqdb.server.readers", str(theirs.fileno()), str(self.root), options],
+            pass_fds=(theirs.fileno(),),
+        )
+        theirs.close()
+        reader = Reader(proc, mine, on_gone=self._gone)
+        await reader.connect()
+        return reader
+
+    def _gone(self, reader: Reader) -> None:
+        """A reader ended: reap it and start another in its place (searches meanwhile go elsewhere)."""
+        log.warning(
+            "search reader process %d ended (exit %s); starting another", reader.proc.pid, reader.proc.poll()
+        )
+        asyncio.get_running_loop().create_task(self._replace(reader))
+
+    async def _replace(self, reader: Reader) -> None:
+        await asyncio.to_thread(_stop, reader.proc)
+        if self._closing or reader not in self.readers:
+            return
+        fresh = await self._spawn()
+        if self._closing:
+            await fresh.close()
+            return
+        self.readers[self.readers.index(reader)] = fresh
 
     async def close(self) -> None:
+        self._closing = True
         for timer in self._timers.values():
             timer.cancel()
         await asyncio.gather(*(r.close() for r in self.readers), return_exceptions=True)
@@ -287,7 +313,9 @@ def main(argv: list[str]) -> int:
     fd, root, options = int(argv[0]), Path(argv[1]), json.loads(argv[2])
     sock = socket.socket(fileno=fd)
     from ..kernels.warmup import warmup
+    from .cli import limit_blas
 
+    limit_blas(options["blas_threads"])
     warmup()
     try:
         serve(sock, root, SimpleNamespace(**options))
