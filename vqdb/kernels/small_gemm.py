@@ -1,60 +1,79 @@
-"""Products of a few query rows with a fixed matrix, on the calling thread (no BLAS worker threads).
+"""Products of query rows with a fixed matrix on numba's threads, never through BLAS.
 
-A one-query product through BLAS may wake BLAS's worker threads; with numba's OpenMP workers still
-spinning after a scan, they fight for the same cores (Fashion-MNIST ``turbo-pca-2``: the 784 x 784
-rotation of one query took 25-35 ms instead of 0.1 ms on the busy 2-core machine). Up to
-:data:`vqdb.kernels.scorer.SMALL_BATCH` rows the product is a serial numba loop; larger batches (and
-machines without numba, or calls whose default backend is not numba's: ``kernels.numpy_path``,
-``use_backend("reference")``) go to BLAS.
+A query product through BLAS wakes BLAS's own worker threads beside numba's: on a busy machine the two
+pools fight for the same cores and a BLAS worker keeps spinning into the scan that follows (Fashion-MNIST
+``turbo-pca-2``: the 784 x 784 rotation of one query took 25-35 ms instead of 0.1 ms; a 1,000-query
+batch at 2 threads slowed the next one-query scans of the same process). Up to
+:data:`vqdb.kernels.scorer.SMALL_BATCH` rows the product runs on the calling thread, larger batches on
+numba's threads (the calling thread's count); machines without numba use BLAS. Each row's result is the
+same for any batch size (one fixed order of float32 operations per row).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import get_ops
 from .scorer import SMALL_BATCH
 
-_KERNEL = None
+_KERNELS = None
 
 
-def _kernel():
-    global _KERNEL
-    if _KERNEL is None:
-        from numba import njit
+def _kernels():
+    global _KERNELS
+    if _KERNELS is None:
+        from numba import njit, prange
 
         from .. import envs
 
-        @njit(cache=envs.numba_cache(), nogil=True, error_model="numpy")
-        def rows_times(a, bt, out):
-            """out (m, p) float32 = a (m, d) @ bt (d, p): acc += a[i, t] * bt[t] for t = 0, 1, ... in order
-            (float32; the loop over p vectorizes without reordering any sum)."""
-            m, d = a.shape
-            p = bt.shape[1]
-            acc = np.empty(p, dtype=np.float32)
-            for i in range(m):
-                acc[:] = 0.0
-                for t in range(d):
-                    x = a[i, t]
-                    row = bt[t]
-                    for j in range(p):
-                        acc[j] += x * row[j]
-                out[i] = acc
+        cache = envs.numba_cache()
 
-        _KERNEL = rows_times
-    return _KERNEL
+        @njit(cache=cache, nogil=True)
+        def rows_times(a, bt, out, r0, r1):
+            """out[r0:r1] (float32) = a[r0:r1] @ bt (d, p), r1 - r0 <= 8: acc[i] += a[i, t] * bt[t] for
+            t = 0, 1, ... in order (float32; the loop over p vectorizes without reordering any sum, and bt
+            is read once for the 8 rows)."""
+            d = a.shape[1]
+            p = bt.shape[1]
+            acc = np.zeros((r1 - r0, p), dtype=np.float32)
+            for t in range(d):
+                row = bt[t]
+                for i in range(r1 - r0):
+                    x = a[r0 + i, t]
+                    ai = acc[i]
+                    for j in range(p):
+                        ai[j] += x * row[j]
+            out[r0:r1] = acc
+
+        @njit(cache=cache, nogil=True)
+        def rows_times_serial(a, bt, out):
+            """:func:`rows_times` of every row, chunks of 8 rows, on the calling thread."""
+            m = a.shape[0]
+            for c in range((m + 7) // 8):
+                rows_times(a, bt, out, 8 * c, min(m, 8 * c + 8))
+
+        @njit(cache=cache, nogil=True, parallel=True)
+        def rows_times_parallel(a, bt, out):
+            """:func:`rows_times` of every row, chunks of 8 rows on numba's threads (each chunk a serial call:
+            a parallel loop body would not vectorize)."""
+            m = a.shape[0]
+            for c in prange((m + 7) // 8):
+                rows_times(a, bt, out, 8 * c, min(m, 8 * c + 8))
+
+        _KERNELS = (rows_times_serial, rows_times_parallel)
+    return _KERNELS
 
 
 def rows_matmul(a: np.ndarray, bt: np.ndarray) -> np.ndarray:
-    """(m, d) float32 ``a`` @ (d, p) float32 C-contiguous ``bt`` -> (m, p) float32 C-contiguous: a serial
-    loop for m <= SMALL_BATCH (see the module docstring), else BLAS."""
+    """(m, d) float32 ``a`` @ (d, p) float32 ``bt`` -> (m, p) float32 C-contiguous (see the module docstring)."""
     a = np.ascontiguousarray(a, dtype=np.float32)
-    if a.shape[0] > SMALL_BATCH or get_ops().name != "numba":  # NumPy path / another backend: no numba import
-        return np.ascontiguousarray(a @ bt, dtype=np.float32)
     try:
-        kernel = _kernel()
+        serial, parallel = _kernels()
     except ImportError:
         return np.ascontiguousarray(a @ bt, dtype=np.float32)
     out = np.empty((a.shape[0], bt.shape[1]), dtype=np.float32)
-    kernel(a, np.ascontiguousarray(bt, dtype=np.float32), out)
+    bt = np.ascontiguousarray(bt, dtype=np.float32)
+    if a.shape[0] <= SMALL_BATCH:
+        serial(a, bt, out)
+    else:
+        parallel(a, bt, out)
     return out

@@ -180,9 +180,9 @@ class DenseRotation:
         return np.ascontiguousarray(x @ self.matrix_.T, dtype=np.float32)
 
     def forward_queries(self, x: np.ndarray) -> np.ndarray:
-        """:meth:`forward` of a query batch: a few rows on the calling thread, without waking BLAS's workers
-        (:func:`vqdb.kernels.small_gemm.rows_matmul`). Equal to :meth:`forward` up to float32 rounding;
-        codes are never built from it (encoding keeps :meth:`forward`, the same for any batch)."""
+        """:meth:`forward` of a query batch on numba's threads, without waking BLAS's workers
+        (:func:`vqdb.kernels.small_gemm.rows_matmul`; each row the same for any batch). Equal to
+        :meth:`forward` up to float32 rounding; codes are never built from it (encoding keeps :meth:`forward`)."""
         from ..kernels.small_gemm import rows_matmul
 
         if getattr(self, "_matrix_t", None) is None:
