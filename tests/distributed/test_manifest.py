@@ -160,8 +160,7 @@ def test_a_crafted_manifest_with_a_valid_checksum_is_refused(tmp_path, change, w
 
 def _write_raw(path, body):
     """The manifest exactly as given (a valid checksum), bypassing write_manifest's clean-up."""
-    body = {**body, "format": mf.FORMAT, "format_version": mf.FORMAT_VERSION}
-    body[mf.MANIFEST_CRC] = mf.crc_hex(mf.crc32c(mf._canonical(body)))
+    body = mf.seal_manifest({**body, "format": mf.FORMAT, "format_version": mf.FORMAT_VERSION})
     with open(os.path.join(path, mf.MANIFEST), "w") as f:
         json.dump(body, f)
 

@@ -34,10 +34,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptIndexError, IncompatibleFormatError, NotFoundError, VqdbError
-from ..index._storage import check_bytes, crc32c, crc_hex
+from ..index._storage import (
+    MANIFEST_CRC,
+    bytes_entry,
+    check_bytes,
+    is_checksum_entry,
+    is_int,
+    manifest_seal_ok,
+    seal_manifest,
+)
 
 MANIFEST = "sharded.json"
-MANIFEST_CRC = "manifest_crc32c"
 QUANTIZER_JSON = "quantizer.json"  # format 1 names
 QUANTIZER_NPZ = "quantizer.npz"
 FORMAT = "vqdb-sharded"
@@ -77,10 +84,6 @@ def _atomic_write(path: str, data: bytes) -> None:
     _fsync_dir(os.path.dirname(path) or ".")
 
 
-def _entry(data: bytes) -> dict:
-    return {"bytes": len(data), "crc32c": crc_hex(crc32c(data))}
-
-
 def write_quantizer(path: str, quantizer) -> dict[str, Any]:
     """Write ``quantizer`` (its ``state_dict()``, class, and fitted ``centre_`` if any) under fresh names
     in ``path``; returns ``{"quantizer_files": {"json", "npz"}, "checksums": {...}}``, the part of the
@@ -101,7 +104,10 @@ def write_quantizer(path: str, quantizer) -> dict[str, Any]:
     names = {"json": f"quantizer-{n}.json", "npz": f"quantizer-{n}.npz"}
     _atomic_write(os.path.join(path, names["npz"]), npz)
     _atomic_write(os.path.join(path, names["json"]), text)
-    return {"quantizer_files": names, "checksums": {names["json"]: _entry(text), names["npz"]: _entry(npz)}}
+    return {
+        "quantizer_files": names,
+        "checksums": {names["json"]: bytes_entry(text), names["npz"]: bytes_entry(npz)},
+    }
 
 
 def read_quantizer(path: str, manifest: dict[str, Any]):
@@ -146,16 +152,10 @@ def read_quantizer(path: str, manifest: dict[str, Any]):
         ) from None
 
 
-def _canonical(manifest: dict) -> bytes:
-    body = {k: v for k, v in manifest.items() if k != MANIFEST_CRC}
-    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-
-
 def write_manifest(path: str, manifest: dict[str, Any]) -> None:
     """Atomically replace ``path/sharded.json`` (format 2, with its checksum; ``manifest`` holds the
     :func:`write_quantizer` part), then remove quantizer files it does not name."""
-    body = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION}
-    body[MANIFEST_CRC] = crc_hex(crc32c(_canonical(body)))
+    body = seal_manifest({**manifest, "format": FORMAT, "format_version": FORMAT_VERSION})
     _atomic_write(os.path.join(path, MANIFEST), json.dumps(body, indent=1, sort_keys=True).encode())
     keep = set(body["quantizer_files"].values())
     for name in os.listdir(path):
@@ -192,7 +192,7 @@ def read_manifest(path: str) -> dict[str, Any]:
             f"{file!r} is not a readable sharded manifest: {exc}", file=MANIFEST
         ) from None
     if isinstance(manifest, dict) and MANIFEST_CRC in manifest:
-        if manifest[MANIFEST_CRC] != crc_hex(crc32c(_canonical(manifest))):
+        if not manifest_seal_ok(manifest):
             raise CorruptIndexError(f"{file!r} fails its checksum (CRC32C); it is damaged", file=MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IncompatibleFormatError(
@@ -216,9 +216,6 @@ def _check_fields(file: str, m: dict) -> None:
 
     def bad(what):
         raise CorruptIndexError(f"{file!r} is damaged: {what}", file=MANIFEST)
-
-    def is_int(v, lo=0, hi=None):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
 
     if not is_int(m.get("dim"), 1):
         bad(f"dim = {m.get('dim')!r}")
@@ -244,10 +241,5 @@ def _check_fields(file: str, m: dict) -> None:
         found = _QUANTIZER_FILE.match(name) if isinstance(name, str) else None
         if found is None or found.group(2) != role:
             bad(f"quantizer file {str(name)[:80]!r} is not a plain quantizer-<n>.{role} name")
-        entry = sums.get(name)
-        if (
-            not isinstance(entry, dict)
-            or not is_int(entry.get("bytes"))
-            or not isinstance(entry.get("crc32c"), str)
-        ):
+        if not is_checksum_entry(sums.get(name)):
             bad(f"no checksum for {name!r}")

@@ -106,6 +106,11 @@ def file_entry(path: str) -> dict:
     return {"bytes": size, "crc32c": crc_hex(crc)}
 
 
+def bytes_entry(data) -> dict:
+    """``{"bytes": size, "crc32c": hex}`` of ``data`` held in memory (bytes or a pyarrow Buffer)."""
+    return {"bytes": len(data), "crc32c": crc_hex(crc32c(data))}
+
+
 def check_bytes(data, entry: dict | None, *, name: str, root: str) -> None:
     """Raise :class:`CorruptIndexError` naming ``name`` unless ``data`` has the size and CRC32C in
     ``entry`` (``None``: format 1, no checksum to check)."""
@@ -160,9 +165,19 @@ def _canonical(manifest: dict) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
+def seal_manifest(manifest: dict) -> dict:
+    """``manifest`` with its own checksum (CRC32C of its canonical JSON without that field) added."""
+    return {**manifest, MANIFEST_CRC: crc_hex(crc32c(_canonical(manifest)))}
+
+
+def manifest_seal_ok(manifest: dict) -> bool:
+    """True when ``manifest``'s own checksum matches its fields."""
+    return manifest.get(MANIFEST_CRC) == crc_hex(crc32c(_canonical(manifest)))
+
+
 def write_manifest(root: str, manifest: dict) -> None:
     """Atomically replace ``root/manifest.json`` (with its checksum): temp file, fsync, rename, fsync dir."""
-    manifest = {**manifest, MANIFEST_CRC: crc_hex(crc32c(_canonical(manifest)))}
+    manifest = seal_manifest(manifest)
     tmp = os.path.join(root, MANIFEST + ".tmp")
     write_bytes_durable(tmp, json.dumps(manifest, indent=1, sort_keys=True).encode())
     os.replace(tmp, os.path.join(root, MANIFEST))
@@ -208,7 +223,7 @@ def read_manifest(root: str) -> dict:
             )
         )
     if version >= 2:
-        if manifest.get(MANIFEST_CRC) != crc_hex(crc32c(_canonical(manifest))):
+        if not manifest_seal_ok(manifest):
             raise CorruptIndexError(f"{path!r} fails its checksum (CRC32C); it is damaged", file=MANIFEST)
         unknown = sorted(set(manifest.get("features") or []) - KNOWN_FEATURES)
         if unknown:
@@ -219,14 +234,21 @@ def read_manifest(root: str) -> dict:
     return manifest
 
 
+def is_int(v, lo: int = 0, hi: int | None = None) -> bool:
+    """True for a JSON integer (not a bool) in ``lo..hi``."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+
+
+def is_checksum_entry(entry) -> bool:
+    """True for a manifest's ``{"bytes": int, "crc32c": str}`` entry of one file."""
+    return isinstance(entry, dict) and is_int(entry.get("bytes")) and isinstance(entry.get("crc32c"), str)
+
+
 def _check_manifest_fields(root: str, m: dict) -> None:
     """Types of the fields an open relies on, and every file name plain (no path outside ``root``)."""
 
     def bad(what):
         raise CorruptIndexError(f"the manifest of {root!r} is damaged: {what}", file=MANIFEST)
-
-    def is_int(v, lo=0):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
     for key in ("dim", "code_size", "generation", "next_id"):
         if not is_int(m.get(key), 1 if key in ("dim", "code_size") else 0):
@@ -254,12 +276,7 @@ def _check_manifest_fields(root: str, m: dict) -> None:
         if not isinstance(sums, dict):
             bad("no checksums")
         for name in named_files(m):
-            entry = sums.get(name)
-            if (
-                not isinstance(entry, dict)
-                or not is_int(entry.get("bytes"))
-                or not isinstance(entry.get("crc32c"), str)
-            ):
+            if not is_checksum_entry(sums.get(name)):
                 bad(f"no checksum for {name!r}")
 
 
@@ -296,7 +313,7 @@ def write_arrays(path: str, arrays: dict[str, np.ndarray]) -> dict:
         w.write_table(table)
     data = sink.getvalue()
     write_bytes_durable(path, data.to_pybytes())
-    return {"bytes": data.size, "crc32c": crc_hex(crc32c(data))}
+    return bytes_entry(data)
 
 
 def read_arrays(path: str, entry: dict | None = None) -> dict[str, np.ndarray]:
