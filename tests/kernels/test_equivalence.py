@@ -93,6 +93,24 @@ def test_lut_scores_and_decode(ops, bits, m):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("bits", [2, 3])
+def test_numba_lut_scores_serial_and_parallel_paths_agree_bit_for_bit(bits):
+    """Above SERIAL_MAX_ROWS rows numba's lut_scores switches to the multi-threaded kernel (byte tables
+    for bits dividing 8, coordinate decoding otherwise); every row's sum is the same arithmetic either way."""
+    from vqdb.kernels import numba_cpu as ops
+
+    serial_max = ops.SERIAL_MAX_ROWS
+
+    d, n = 37, serial_max + 77
+    rng = np.random.default_rng(bits)
+    codes = pack_slow(rng.integers(0, 2**bits, size=(n, d), dtype=np.uint8), bits)
+    values = rng.standard_normal(2**bits).astype(np.float32)
+    q = rng.standard_normal((2, d)).astype(np.float32)
+    whole = ops.lut_scores(q, codes, 0, bits, values)
+    parts = [ops.lut_scores(q, codes[s : s + serial_max], 0, bits, values) for s in (0, serial_max)]
+    np.testing.assert_array_equal(whole, np.hstack(parts))
+
+
 def test_sign_scores(ops):
     rng = np.random.default_rng(11)
     signs = rng.integers(0, 2, size=(20, 45), dtype=np.uint8)

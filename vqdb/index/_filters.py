@@ -225,8 +225,26 @@ def field_names(flt, schema: pa.Schema | None = None) -> list[str] | None:
 _MISSING_FIELD = re.compile(r"No match for FieldRef\.(?:Nested\(FieldRef\.)?Name\(([^)]*)\)")
 
 
+def _project(expr: pc.Expression, table: pa.Table) -> pa.ChunkedArray:
+    """``expr`` evaluated over the rows of ``table`` (an Acero projection on the calling thread: no
+    column is copied, and no thread pool is woken for a small table)."""
+    from pyarrow import acero
+
+    decl = acero.Declaration.from_sequence(
+        [
+            acero.Declaration("table_source", acero.TableSourceNodeOptions(table)),
+            acero.Declaration("project", acero.ProjectNodeOptions([expr], ["mask"])),
+        ]
+    )
+    return decl.to_table(use_threads=False).column(0)
+
+
 def _bind(expr: pc.Expression, schema: pa.Schema) -> None:
-    schema.empty_table().filter(expr)
+    """Raise the Arrow error ``expr`` gives against ``schema`` (unknown field, type mismatch), if any,
+    or TypeError when it does not give booleans."""
+    col = _project(expr, schema.empty_table())
+    if not pa.types.is_boolean(col.type):
+        raise TypeError(f"a filter must evaluate to booleans; this one gives {col.type}")
 
 
 def expression_fields(expr: pc.Expression, schema: pa.Schema) -> list[str] | None:
@@ -298,19 +316,11 @@ def evaluate(expr: pc.Expression, table: pa.Table) -> np.ndarray:
 
     The expression is projected (Acero), so no column is copied or filtered.
     """
-    from pyarrow import acero
-
     n = table.num_rows
     if n == 0:
         return np.zeros(0, dtype=bool)
-    decl = acero.Declaration.from_sequence(
-        [
-            acero.Declaration("table_source", acero.TableSourceNodeOptions(table)),
-            acero.Declaration("project", acero.ProjectNodeOptions([expr], ["mask"])),
-        ]
-    )
     try:
-        col = decl.to_table(use_threads=False).column(0)
+        col = _project(expr, table)
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise FilterError(f"filter could not be evaluated: {exc}") from None
     if not pa.types.is_boolean(col.type):

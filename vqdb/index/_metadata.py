@@ -162,13 +162,23 @@ def prune(meta: pa.Table, schema: pa.Schema) -> tuple[pa.Table, pa.Schema]:
 
 
 def align(meta: pa.Table, schema: pa.Schema, n: int, names: list[str] | None = None) -> pa.Table:
-    """``meta`` (n rows or no columns) with exactly the fields of ``schema`` (or ``names``), nulls where absent."""
+    """``meta`` (n rows or no columns) with exactly the fields of ``schema`` (or ``names``), nulls where absent.
+
+    With ``names`` only those fields are looked at (schema order kept), so the cost does not grow with
+    the number of fields the index has."""
+    if names is None:
+        wanted = list(schema)
+    else:
+        wanted = sorted(
+            (schema.field(i) for i in {schema.get_field_index(m) for m in names} if i >= 0),
+            key=lambda f: schema.get_field_index(f.name),
+        )
+    have = meta.schema
     cols, fields = [], []
-    for f in schema:
-        if names is not None and f.name not in names:
-            continue
-        if f.name in meta.column_names:
-            col = meta.column(f.name)
+    for f in wanted:
+        i = have.get_field_index(f.name)
+        if i >= 0:
+            col = meta.column(i)
             if col.type != f.type:
                 col = col.cast(f.type)
         else:

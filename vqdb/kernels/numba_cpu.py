@@ -245,34 +245,57 @@ def _byte_tables(q, bits, values, nbytes):
     return table
 
 
+@njit(cache=_CACHE, nogil=True, inline="always")
+def _byte_lut_row(table, row, offset, out, i):
+    """Scores of code row ``i`` against every query: one table lookup per code byte."""
+    m, nbytes, _ = table.shape
+    for qi in range(m):
+        acc = np.float32(0.0)
+        for p in range(nbytes):
+            acc += table[qi, p, row[offset + p]]
+        out[qi, i] = acc
+
+
+@njit(cache=_CACHE, nogil=True)
+def _byte_lut_rows(table, codes, offset, out):
+    """Serial twin of _byte_lut_kernel (small subsets; safe from several Python threads at once)."""
+    for i in range(codes.shape[0]):
+        _byte_lut_row(table, codes[i], offset, out, i)
+
+
 @njit(cache=_CACHE, nogil=True, parallel=True)
 def _byte_lut_kernel(table, codes, offset, out):
-    m, nbytes, _ = table.shape
-    n = codes.shape[0]
-    for i in prange(n):
-        row = codes[i]
-        for qi in range(m):
-            acc = np.float32(0.0)
-            for p in range(nbytes):
-                acc += table[qi, p, row[offset + p]]
-            out[qi, i] = acc
+    for i in prange(codes.shape[0]):
+        _byte_lut_row(table, codes[i], offset, out, i)
+
+
+@njit(cache=_CACHE, nogil=True, inline="always")
+def _coord_lut_row(q, row, offset, bits, values, out, i, vals):
+    """Scores of code row ``i`` against every query, decoding the row's ``k`` values into ``vals``."""
+    m, k = q.shape
+    mask = (1 << bits) - 1
+    for j in range(k):
+        vals[j] = values[_get(row, offset, j, bits, mask)]
+    for qi in range(m):
+        acc = np.float32(0.0)
+        for j in range(k):
+            acc += q[qi, j] * vals[j]
+        out[qi, i] = acc
+
+
+@njit(cache=_CACHE, nogil=True)
+def _coord_lut_rows(q, codes, offset, bits, values, out):
+    """Serial twin of _coord_lut_kernel."""
+    vals = np.empty(q.shape[1], dtype=np.float32)
+    for i in range(codes.shape[0]):
+        _coord_lut_row(q, codes[i], offset, bits, values, out, i, vals)
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True)
 def _coord_lut_kernel(q, codes, offset, bits, values, out):
-    m, k = q.shape
-    n = codes.shape[0]
-    mask = (1 << bits) - 1
-    for i in prange(n):
-        row = codes[i]
-        vals = np.empty(k, dtype=np.float32)
-        for j in range(k):
-            vals[j] = values[_get(row, offset, j, bits, mask)]
-        for qi in range(m):
-            acc = np.float32(0.0)
-            for j in range(k):
-                acc += q[qi, j] * vals[j]
-            out[qi, i] = acc
+    for i in prange(codes.shape[0]):
+        vals = np.empty(q.shape[1], dtype=np.float32)
+        _coord_lut_row(q, codes[i], offset, bits, values, out, i, vals)
 
 
 _LINEAR_MAX_BITS = (
@@ -992,9 +1015,11 @@ def lut_scores(q: np.ndarray, codes: np.ndarray, offset: int, bits: int, values:
     if 8 % bits == 0:
         nbytes = packed_size(k, bits)
         table = _byte_tables(q, int(bits), values, nbytes)
-        _byte_lut_kernel(table, codes, int(offset), out)
+        byte_lut = _byte_lut_kernel if n > SERIAL_MAX_ROWS else _byte_lut_rows
+        byte_lut(table, codes, int(offset), out)
     else:
-        _coord_lut_kernel(q, codes, int(offset), int(bits), values, out)
+        coord_lut = _coord_lut_kernel if n > SERIAL_MAX_ROWS else _coord_lut_rows
+        coord_lut(q, codes, int(offset), int(bits), values, out)
     return out
 
 
@@ -1142,6 +1167,7 @@ def warmup() -> None:
         vals = np.linspace(-1, 1, 1 << bits).astype(np.float32)
         lut_scores(x[:2], packed, 0, bits, vals)
         lut_scores(np.repeat(x, 6, axis=0), packed, 0, bits, vals)
+        lut_scores(x[:1], np.repeat(packed, SERIAL_MAX_ROWS, axis=0), 0, bits, vals)
     bucketize(x, b)
     encode_scalar(x, b, 2)
     encode_scalar(np.repeat(x, SERIAL_MAX_ROWS, axis=0), b, 2)
@@ -1166,7 +1192,8 @@ def warmup() -> None:
             np.zeros(x.shape, np.float32) if scaled else None,
         )
     hadamard_rotate(x, np.ones((2, 16), np.float32))
-    fht_kac_rotate(x, np.ones((2, 10), np.float32))
+    for rows in (x, np.tile(x, (_FHT_FEW, 1))):  # one at a time, and in lane groups
+        fht_kac_rotate(rows, np.ones((2, 10), np.float32))
     for bits, cb in ((1, (0, 1)), (2, (0, 1, 2, 3)), (3, tuple(range(8))), (4, tuple(range(16)))):
         bnd = np.sort(rng.standard_normal((1, (1 << bits) - 1)), axis=1) * 0.3
         for cen in (None, np.zeros((1, 10), np.float32), np.zeros((2, 10), np.float32)):
