@@ -70,6 +70,9 @@ def start_server(
     env.update(
         VQDB_API_KEY=KEY, VQDB_MAX_BULK_BYTES=str(256 << 20), VQDB_READERS=str(readers), VQDB_HTTP=http
     )
+    env.update(
+        VQDB_KEEP_ALIVE_TIMEOUT="120"
+    )  # an overhead round idles its connection while the embedded side runs
     cmd = [
         sys.executable,
         "-m",
