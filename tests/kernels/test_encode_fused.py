@@ -348,3 +348,46 @@ def test_default_codes_same_for_any_batching_and_threads(preset, monkeypatch):
         numba.set_num_threads(prev)
     for got in outs:
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [
+        "turbo-prod-3",
+        "turbo-prod-4",
+        "turbo-mse-2",
+        "turbo-pca-2",
+        "turbo-hadamard-4",
+        "turbo-2.5",
+        "turbo-3.5",
+    ],
+)
+def test_other_turbo_codes_same_for_any_batching_threads_and_backend(preset, monkeypatch):
+    """Every other TurboQuant configuration (the tiled path: dense rotations by the sequential row product,
+    prod's QJL sketch and reconstruction too): the same bytes for one row at a time, odd splits, small tiles,
+    1 and 2 threads, and on the NumPy reference backend."""
+    import numba
+
+    from vqdb.presets import make_quantizer
+
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((300, 97)) * np.linspace(2, 0.3, 97) + 0.5).astype(np.float32)
+    q = make_quantizer(preset, 97).fit(x)
+    with use_backend("reference"):
+        want = q.encode(x)
+        np.testing.assert_array_equal(np.vstack([q.encode(x[i : i + 1]) for i in range(3)]), want[:3])
+    outs = []
+    prev = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            for tile in (512, 40):
+                monkeypatch.setattr(cm, "ENCODE_TILE", tile)
+                with use_backend("numba"):
+                    outs.append(q.encode(x))
+                    singles = [q.encode(x[i : i + 1]) for i in range(5)]
+                    outs.append(np.vstack([*singles, q.encode(x[5:70]), q.encode(x[70:])]))
+    finally:
+        numba.set_num_threads(prev)
+    for got in outs:
+        np.testing.assert_array_equal(got, want)

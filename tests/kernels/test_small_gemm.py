@@ -37,3 +37,19 @@ def test_dense_rotation_query_path_equals_forward_up_to_rounding():
     for i in (0, 7, 19):
         np.testing.assert_array_equal(rot.forward_queries(q[i : i + 1])[0], batch[i])
     np.testing.assert_allclose(np.linalg.norm(batch, axis=1), np.linalg.norm(q, axis=1), rtol=1e-5)
+
+
+def test_rows_matmul_exact_is_the_numpy_twin_for_any_batch():
+    """exact=True (encoding): every row by the serial loop whatever m, bit for bit the NumPy twin (the path
+    without numba), and a row's product the same alone or in a batch."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((3 * SMALL_BATCH + 5, 130)).astype(np.float32)
+    bt = rng.standard_normal((130, 90)).astype(np.float32)
+    got = small_gemm.rows_matmul(a, bt, exact=True)
+    np.testing.assert_array_equal(got, small_gemm.rows_matmul_numpy(a, bt))
+    np.testing.assert_array_equal(got, small_gemm.rows_matmul(a, bt))  # the query path: the same bits
+    for i in (0, SMALL_BATCH, a.shape[0] - 1):
+        np.testing.assert_array_equal(small_gemm.rows_matmul(a[i : i + 1], bt, exact=True)[0], got[i])
+    want = a.astype(np.float64) @ bt.astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
+    assert small_gemm.rows_matmul(a[:0], bt, exact=True).shape == (0, 90)

@@ -63,17 +63,34 @@ def _kernels():
     return _KERNELS
 
 
-def rows_matmul(a: np.ndarray, bt: np.ndarray) -> np.ndarray:
-    """(m, d) float32 ``a`` @ (d, p) float32 ``bt`` -> (m, p) float32 C-contiguous (see the module docstring)."""
+def rows_matmul(a: np.ndarray, bt: np.ndarray, *, exact: bool = False) -> np.ndarray:
+    """(m, d) float32 ``a`` @ (d, p) float32 ``bt`` -> (m, p) float32 C-contiguous (see the module docstring).
+
+    ``exact=True`` (encoding, whose row tiles already run on several threads): every row on the calling
+    thread, and without numba :func:`rows_matmul_numpy` (the same float32 operations in the same order)
+    instead of BLAS, so a row's bits never depend on its batch (BLAS takes gemv for one row, gemm blocks for
+    many) or on whether numba is installed.
+    """
     a = np.ascontiguousarray(a, dtype=np.float32)
     try:
         serial, parallel = _kernels()
     except ImportError:
-        return np.ascontiguousarray(a @ bt, dtype=np.float32)
+        return rows_matmul_numpy(a, bt) if exact else np.ascontiguousarray(a @ bt, dtype=np.float32)
     out = np.empty((a.shape[0], bt.shape[1]), dtype=np.float32)
     bt = np.ascontiguousarray(bt, dtype=np.float32)
-    if a.shape[0] <= SMALL_BATCH:
+    if a.shape[0] <= SMALL_BATCH or exact:
         serial(a, bt, out)
     else:
         parallel(a, bt, out)
     return out
+
+
+def rows_matmul_numpy(a: np.ndarray, bt: np.ndarray) -> np.ndarray:
+    """The numba loop's product in NumPy, bit for bit: ``acc += a[:, t] * bt[t]`` for t = 0, 1, ... (float32
+    product, then float32 sum; no fused multiply-add), (m, d) @ (d, p) -> (m, p) float32."""
+    a = np.asarray(a, dtype=np.float32)
+    bt = np.asarray(bt, dtype=np.float32)
+    acc = np.zeros((a.shape[0], bt.shape[1]), dtype=np.float32)
+    for t in range(a.shape[1]):
+        acc += a[:, t : t + 1] * bt[t][None, :]
+    return acc

@@ -182,12 +182,18 @@ class DenseRotation:
     def forward_queries(self, x: np.ndarray) -> np.ndarray:
         """:meth:`forward` of a query batch on numba's threads, without waking BLAS's workers
         (:func:`vqdb.kernels.small_gemm.rows_matmul`; each row the same for any batch). Equal to
-        :meth:`forward` up to float32 rounding; codes are never built from it (encoding keeps :meth:`forward`)."""
+        :meth:`forward` up to float32 rounding; encoding uses the same row product (``exact=True``: on the
+        encoder's own thread)."""
         from ..kernels.small_gemm import rows_matmul
 
+        return rows_matmul(x, self.matrix_t_)
+
+    @property
+    def matrix_t_(self) -> np.ndarray:
+        """(d, p) float32 C-contiguous ``R.T`` (made once): ``forward(x) == x @ matrix_t_``."""
         if getattr(self, "_matrix_t", None) is None:
             self._matrix_t = np.ascontiguousarray(self.matrix_.T)
-        return rows_matmul(x, self._matrix_t)
+        return self._matrix_t
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """(n, p) float32 -> (n, d) float32."""

@@ -75,6 +75,25 @@ def _zeros_i64(n: int) -> np.ndarray:
     return np.zeros(n, dtype=np.int64)
 
 
+def _row_product(a: np.ndarray, bt: np.ndarray) -> np.ndarray:
+    """(n, d) @ (d, p) float32 for encoding: each row by the sequential float32 product, so its bits never
+    depend on the batch it came in (BLAS takes gemv for one row, gemm blocks for many) or the backend."""
+    from ..kernels.small_gemm import rows_matmul
+
+    return rows_matmul(a, bt, exact=True)
+
+
+def _forward(rotation, x: np.ndarray) -> np.ndarray:
+    """``rotation.forward`` for encoding: a dense rotation by :func:`_row_product` (the structured ones are
+    row by row already)."""
+    return _row_product(x, rotation.matrix_t_) if isinstance(rotation, DenseRotation) else rotation.forward(x)
+
+
+def _inverse(rotation, y: np.ndarray) -> np.ndarray:
+    """``rotation.inverse`` for encoding, as :func:`_forward`."""
+    return _row_product(y, rotation.matrix_) if isinstance(rotation, DenseRotation) else rotation.inverse(y)
+
+
 class _Slice:
     """Rotated coordinates ``[start, stop)`` of a block, coded with ``bits`` bits and one codebook."""
 
@@ -371,6 +390,7 @@ class TurboQuantizer(Quantizer):
 
     def _layout(self) -> None:
         self._plan = None
+        self._sketch_t = None if self._sketch is None else np.ascontiguousarray(self._sketch.T)
         off = 0
         for block in self._blocks:
             for s in block.slices:
@@ -574,9 +594,8 @@ class TurboQuantizer(Quantizer):
             elif isinstance(block.rotation, HadamardRotation):
                 entry["signs"] = block.rotation.signs
             else:
-                entry["matrix_t"] = block.rotation.matrix_[
-                    :hi
-                ].T  # only the rotated coordinates that get bits
+                # only the rotated coordinates that get bits, C-contiguous for the sequential product
+                entry["matrix_t"] = np.ascontiguousarray(block.rotation.matrix_[:hi].T)
             plan.append(entry)
         self._plan = plan
         return plan
@@ -661,7 +680,7 @@ class TurboQuantizer(Quantizer):
                 elif "signs" in p:
                     y = ops.hadamard_rotate(rp, p["signs"])
                 else:
-                    y = rp @ p["matrix_t"]
+                    y = _row_product(rp, p["matrix_t"])
                 chat = np.zeros((rt.shape[0], self._blocks[b].k), dtype=np.float32) if prod else None
                 terms = np.empty((rt.shape[0], 2)) if beta is not None else None
                 f = ops.encode_turbo_block(
@@ -672,11 +691,11 @@ class TurboQuantizer(Quantizer):
                 if beta is not None:  # β += <c, r> - f <Πc, ĉ> (the exact minus the estimated <c, r>)
                     beta += terms[:, 0] - f.astype(np.float64) * terms[:, 1]
                 if prod:  # the mse reconstruction ||r|| Πᵀ ĉ (f = float32 ||r||), as in _encode_general
-                    recon[:, self._blocks[b].channels] = self._blocks[b].rotation.inverse(chat) * f[:, None]
+                    recon[:, self._blocks[b].channels] = _inverse(self._blocks[b].rotation, chat) * f[:, None]
             if prod:  # 1-bit QJL of the residual e = r - recon, and γ = ||e||
                 e = rt - recon
                 ct[:, self._sign_offset : self._sign_offset + packed_size(self.dim, 1)] = np.packbits(
-                    (e @ self._sketch.T) > 0, axis=1, bitorder="little"
+                    _row_product(e, self._sketch_t) > 0, axis=1, bitorder="little"
                 )
                 g = len(plan)
                 ct[:, side + 4 * g : side + 4 * g + 4] = (
@@ -717,7 +736,7 @@ class TurboQuantizer(Quantizer):
         beta = np.zeros(n) if pc is not None else None
         for bi, block in enumerate(self._blocks):
             rp = np.ascontiguousarray(r[:, block.channels])
-            y = block.rotation.forward(rp)
+            y = _forward(block.rotation, rp)
             nrm = cm.row_norms(rp)
             safe = np.where(nrm > 0, nrm, 1.0)
             u = np.ascontiguousarray((y / safe[:, None]).astype(np.float32))
@@ -751,10 +770,10 @@ class TurboQuantizer(Quantizer):
             if beta is not None:
                 beta += self._beta_terms(rp, c[block.channels], chat, pc[bi], np.float32(factor))
             if recon is not None:
-                recon[:, block.channels] = block.rotation.inverse(chat) * nrm[:, None].astype(np.float32)
+                recon[:, block.channels] = _inverse(block.rotation, chat) * nrm[:, None].astype(np.float32)
         if self.variant == "prod":
             e = r - recon
-            proj = e @ self._sketch.T
+            proj = _row_product(e, self._sketch_t)
             codes[:, self._sign_offset : self._sign_offset + packed_size(self.dim, 1)] = ops.pack_bits(
                 (proj > 0).astype(np.uint8), 1
             )
