@@ -29,6 +29,7 @@ import pyarrow as pa
 from .._validation import as_float32_matrix, check_choice, check_int_range, check_k
 from ..errors import DuplicateIdError, InvalidInputError, NotFoundError, VqdbError
 from ..kernels import numpy_path
+from ..kernels import scanner as _scanner
 from . import _filters, _ids, _ivf, _plan, _scan, _state, _wal
 from . import _metadata as md
 from . import _storage as st
@@ -247,8 +248,6 @@ class Index(_Persistence):
         if degree is not None:
             if store_vectors is None:
                 raise InvalidInputError("a graph index needs store_vectors (True, 'float16' or 'float32')")
-            from ..kernels import scanner as _scanner
-
             if not _scanner.FastScanner.supports(quantizer):
                 raise InvalidInputError(
                     f"a graph index needs a quantizer with fast-scan codes (TurboQuant, QJL); "
@@ -324,8 +323,6 @@ class Index(_Persistence):
         self._device_scorer = None
         self._graph = None
         if graph is not None:
-            from ..kernels import scanner as _scanner
-
             self._graph = _graph.Graph(
                 _scanner.FastScanner(quantizer), dim, graph, "l2sq" if metric == "l2sq" else "ip"
             )
@@ -1104,8 +1101,10 @@ class Index(_Persistence):
         allow = [self._allowed(seg, expr, snap.schema, names) for seg in segments]
         n_rows = sum(s.n for s in segments)
         n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(segments, allow))
-        # the NumPy path decodes the codes once per call and scores the whole batch in one matrix product
-        with self._numpy_path(n_rows * self.dim * (1 + m / 32)) as on_numpy:
+        # The NumPy path serves indexes below the scanner's MIN_ROWS, where numba's kernels also score with the
+        # quantizer's float sums (the same bits); it decodes the codes once per call for the whole batch.
+        work = n_rows * self.dim * (1 + m / 32) if n_rows < _scanner.MIN_ROWS else float("inf")
+        with self._numpy_path(work) as on_numpy:
             graph = self._graph
             plan = _plan.plan_search(
                 quantizer=self._quantizer,
@@ -1330,10 +1329,11 @@ class Index(_Persistence):
     def _decode_rows(self, seg: Segment, rows: np.ndarray, coarse) -> np.ndarray:
         out = np.empty((rows.size, self.dim), np.float32)
         lists = seg.lists[rows]
-        for j in np.unique(lists):
-            hit = lists == j
-            centre = None if j < 0 else coarse.centroids[j]
-            out[hit] = self._quantizer.decode(seg.codes[rows[hit]], centre=centre)
+        with self._numpy_path(rows.size * self.dim):  # as add/search: a small get loads no numba
+            for j in np.unique(lists):
+                hit = lists == j
+                centre = None if j < 0 else coarse.centroids[j]
+                out[hit] = self._quantizer.decode(seg.codes[rows[hit]], centre=centre)
         return out
 
     def ids(self, filter=None) -> np.ndarray:

@@ -117,11 +117,40 @@ def decode_values(codes: np.ndarray, offset: int, bits: int, k: int, values: np.
     return values.astype(np.float32)[idx]
 
 
+# Below this many queries the sums run in numba's order (its one-query scorer), so both backends give the same
+# float32 scores bit for bit; from it on both decode a tile and take one matrix product.
+FEW_QUERIES = 16
+
+
 def lut_scores(q: np.ndarray, codes: np.ndarray, offset: int, bits: int, values: np.ndarray) -> np.ndarray:
-    """Σ_j q[i, j] · values[idx[n, j]]: (m, k) float32 queries x packed codes -> (m, n) float32."""
-    k = q.shape[1]
+    """Σ_j q[i, j] · values[idx[n, j]]: (m, k) float32 queries x packed codes -> (m, n) float32.
+
+    Fewer than ``FEW_QUERIES`` queries: float32 sums in order, per byte of the code when ``bits`` divides 8
+    (a table of each byte's partial sums, then the bytes in order), else per coordinate in order."""
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    m, k = q.shape
     tile = decode_values(codes, offset, bits, k, values)
-    return np.ascontiguousarray(q @ tile.T, dtype=np.float32)
+    if m >= FEW_QUERIES or m == 0 or codes.shape[0] == 0:
+        return np.ascontiguousarray(q @ tile.T, dtype=np.float32)
+    out = np.empty((m, codes.shape[0]), dtype=np.float32)
+    if 8 % bits:
+        for i in range(m):
+            out[i] = np.cumsum(tile * q[i], axis=1, dtype=np.float32)[:, -1]
+        return out
+    per, nb = 8 // bits, packed_size(k, bits)
+    qp = np.zeros((m, nb * per), dtype=np.float32)
+    qp[:, :k] = q
+    levels = np.asarray(values, dtype=np.float32)[
+        (np.arange(256)[:, None] >> (np.arange(per) * bits)) & ((1 << bits) - 1)
+    ]
+    rows = np.arange(nb)[None, :]
+    byte = np.ascontiguousarray(codes[:, offset : offset + nb])
+    for i in range(m):
+        table = np.zeros((nb, 256), dtype=np.float32)  # table[p, v]: Σ_c q[p*per + c] * level_c(v), in order
+        for c in range(per):
+            table += qp[i, c::per][:, None] * levels[:, c][None, :]
+        out[i] = np.cumsum(table[rows, byte], axis=1, dtype=np.float32)[:, -1]
+    return out
 
 
 _SIGN_VALUES = np.array([-1.0, 1.0], dtype=np.float32)

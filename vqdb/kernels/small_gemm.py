@@ -5,7 +5,9 @@ pools fight for the same cores and a BLAS worker keeps spinning into the scan th
 ``turbo-pca-2``: the 784 x 784 rotation of one query took 25-35 ms instead of 0.1 ms; a 1,000-query
 batch at 2 threads slowed the next one-query scans of the same process). Up to
 :data:`vqdb.kernels.scorer.SMALL_BATCH` rows the product runs on the calling thread, larger batches on
-numba's threads (the calling thread's count); machines without numba use BLAS. Each row's result is the
+numba's threads (the calling thread's count); machines without numba use BLAS. Where the calling thread's
+default backend is not numba's (``kernels.numpy_path``, ``use_backend("reference")``) numba is not imported:
+:func:`rows_matmul_numpy` gives numba's bits (BLAS only for a large batch outside the NumPy path). Each row's result is the
 same for any batch size (one fixed order of float32 operations per row).
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import get_ops, numpy_path_active
 from .scorer import SMALL_BATCH
 
 _KERNELS = None
@@ -72,6 +75,10 @@ def rows_matmul(a: np.ndarray, bt: np.ndarray, *, exact: bool = False) -> np.nda
     many) or on whether numba is installed.
     """
     a = np.ascontiguousarray(a, dtype=np.float32)
+    if get_ops().name != "numba":  # the NumPy path (kernels.numpy_path) or another backend: no numba import
+        if exact or numpy_path_active() or a.shape[0] <= SMALL_BATCH:
+            return rows_matmul_numpy(a, bt)  # numba's bits
+        return np.ascontiguousarray(a @ bt, dtype=np.float32)
     try:
         serial, parallel = _kernels()
     except ImportError:
