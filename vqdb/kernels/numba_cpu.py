@@ -626,13 +626,12 @@ def _fht_kac_rows(x, signs, p, norm, s2, out):
                 out[g0 + t, j] = buf[j, t]
 
 
-_EG = (
-    64  # rows encode_turbo_fht works on at once, held transposed in a flat (d * 64,) float32 buffer (row j of
-)
-# the rotated vectors = buf[j * 64 : j * 64 + 64], one lane per vector): every per-coordinate step (sign,
+# Rows encode_turbo_fht works on at once, held transposed in a flat (d * 64,) float32 buffer (row j of the
+# rotated vectors = buf[j * 64 : j * 64 + 64], one lane per vector): every per-coordinate step (sign,
 # butterfly, bucket count, float64 sums) is a 64-lane loop that LLVM vectorises. Each lane is one vector, so a
 # vector's arithmetic (and bytes) never depends on which vectors share its group or how many threads run.
-# Indices into the flat buffer are unsigned (no negative-index wraparound), which keeps the loops vectorised.
+# Indices into the flat buffers are unsigned (no negative-index wraparound), which keeps the loops vectorised.
+_EG = 64
 _U = np.uint64
 
 
@@ -766,6 +765,9 @@ def _encode_fht_rows(
     pcv = np.zeros(G)
     safe = np.ones(G)
     thr = np.zeros(((1 << _LINEAR_MAX_BITS) - 1) * G, dtype=np.float32)
+    xf = x.reshape(-1)  # flat views (x and the centres are C-contiguous): unsigned indices, no wraparound
+    cf = centres.reshape(-1)
+    rcf = rcentres.reshape(-1)
     for g0 in range(0, n, G):
         gn = min(G, n - g0)
         for t in range(G):
@@ -775,12 +777,12 @@ def _encode_fht_rows(
         cr[:] = 0.0
         if gn < G:
             buf[:] = 0.0
-        for j in range(
-            d
-        ):  # transpose (lane t = row g0 + t), then r = x - c and the float64 left-to-right sums
+        # transpose (lane t = row g0 + t), then r = x - c and the float64 left-to-right sums
+        for j in range(d):
             o = _U(j * G)
+            xo = _U(g0 * d + j)
             for t in range(gn):
-                buf[o + _U(t)] = x[g0 + t, j]
+                buf[o + _U(t)] = xf[xo + _U(t * d)]
             for tt in range(G):
                 v = np.float64(buf[o + _U(tt)])
                 x2[tt] += v * v
@@ -791,7 +793,7 @@ def _encode_fht_rows(
                         crow[tt] = c0
                 else:
                     for tt in range(G):
-                        crow[tt] = centres[lane[tt], j]
+                        crow[tt] = cf[_U(lane[tt] * d + j)]
                 for tt in range(G):
                     rv = buf[o + _U(tt)] - crow[tt]
                     buf[o + _U(tt)] = rv
@@ -874,7 +876,7 @@ def _encode_fht_rows(
                             pcv[tt] += pj * np.float64(vr[tt])
                     else:
                         for tt in range(G):
-                            pcv[tt] += np.float64(rcentres[lane[tt], j]) * np.float64(vr[tt])
+                            pcv[tt] += np.float64(rcf[_U(lane[tt] * d + j)]) * np.float64(vr[tt])
                 if aligned:  # LSB-first: index c of a byte at bit c * bits
                     sh = c * bits
                     for tt in range(G):
