@@ -129,11 +129,11 @@ def lut_scores(q: np.ndarray, codes: np.ndarray, offset: int, bits: int, values:
     (a table of each byte's partial sums, then the bytes in order), else per coordinate in order."""
     q = np.ascontiguousarray(q, dtype=np.float32)
     m, k = q.shape
-    tile = decode_values(codes, offset, bits, k, values)
     if m >= FEW_QUERIES or m == 0 or codes.shape[0] == 0:
-        return np.ascontiguousarray(q @ tile.T, dtype=np.float32)
+        return np.ascontiguousarray(q @ decode_values(codes, offset, bits, k, values).T, dtype=np.float32)
     out = np.empty((m, codes.shape[0]), dtype=np.float32)
     if 8 % bits:
+        tile = decode_values(codes, offset, bits, k, values)
         for i in range(m):
             out[i] = np.cumsum(tile * q[i], axis=1, dtype=np.float32)[:, -1]
         return out
