@@ -111,6 +111,27 @@ def configs() -> dict[str, list[dict]]:
             residual_length=32,
             **SINKS,
         ),
+        _vq("vqdb K turbo-scaled 3 / V turbo 2.25, centred, 4 sinks", ts, 3, "turbo", 2.25, **SINKS),
+        _vq("vqdb K turbo-scaled 3 / V turbo 2, centred, 4 sinks", ts, 3, "turbo", 2, **SINKS),
+        _vq(
+            "vqdb K turbo-scaled 3 / V turbo 2.5, centred, 4 sinks, window 64",
+            ts,
+            3,
+            "turbo",
+            2.5,
+            residual_length=64,
+            **SINKS,
+        ),
+        _vq(
+            "vqdb K turbo-scaled 2.5 / V turbo 2.5, centred, 4 sinks, window 32",
+            ts,
+            2.5,
+            "turbo",
+            2.5,
+            residual_length=32,
+            **SINKS,
+        ),
+        _vq("vqdb K turbo-scaled 4 / V turbo 4, centred, 4 sinks", ts, 4, "turbo", 4, **SINKS),
         _vq("vqdb K turbo-scaled 3 / V turbo 3, centred, 4 sinks", ts, 3, "turbo", 3, **SINKS),
         _vq("vqdb K turbo-scaled 3 / V turbo 3", ts, 3, "turbo", 3),
         _vq("vqdb K turbo-scaled 4 / V turbo 4", ts, 4, "turbo", 4),
@@ -138,7 +159,7 @@ def _specs(args) -> list[dict]:
     tiers = configs()
     specs = [s for t in args.tier.split(",") for s in tiers[t.strip()]]
     if args.only:
-        keep = [s.strip() for s in args.only.split(",")]
+        keep = [s.strip() for s in args.only.split("|" if "|" in args.only else ",")]
         specs = [s for s in specs if any(k in s["name"] for k in keep)]
     full = tiers["main"][0]
     return [full] + [s for s in specs if s["cache"] != "full"]
@@ -506,7 +527,9 @@ def write_markdown(path: str, result: dict) -> None:
         f"from passage {a['passage_start']} ({a['passages_per_segment']} per document). Each document is prefilled once in full "
         f"precision; for each length L in {lengths} the first L - {a['eval']} prompt tokens are loaded into each cache and "
         f"the next {a['eval']} tokens are scored teacher-forced in one forward ({a['eval'] - 1} scored per document and "
-        f"length; up to {n_tok} pooled). Residual window {a['residual']} tokens for every compressed cache.  ",
+        f"length; up to {n_tok} pooled). Residual window {a['residual']} tokens for every compressed cache unless its name gives another; "
+        "the continuation attends to itself exactly (one forward), so the window only decides how many of the "
+        "last prompt tokens stay exact.  ",
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores shared with other jobs, run under "
         f"`nice -n 19`; load average {la0} at the start of the last run, {la1} when this file was written; torch threads "
         f"{a['threads']}.",
@@ -590,7 +613,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tier", default="main", help="comma-separated tiers: main, more, sweep")
-    ap.add_argument("--only", default="", help="comma-separated configuration names (substring match) to run")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="configuration names (substring match) to run, separated by commas, or by | when a name has a comma",
+    )
     ap.add_argument("--skip-ppl", action="store_true")
     ap.add_argument("--skip-passkey", action="store_true")
     ap.add_argument("--resume", action="store_true", help="continue from / add to <out>_tokens.pkl")
