@@ -27,21 +27,34 @@ import warnings
 from bench.common import RESULTS_DIR, machine_info, write_json
 from bench.kvcache_smollm2 import decode_times, load_model
 
-CANDIDATE = {"key_codec": "turbo-scaled", "key_bits": 3, "value_codec": "turbo", "value_bits": 2.5}
-SINKS = {"center": True, "sink_tokens": 4, "prescale": False}
 
+def specs(residual: int | None) -> list[tuple[str, dict]]:
+    """The dense cache, vqdb's default configuration (VQCache's defaults) fused and compat, quanto int4;
+    ``residual`` overrides the full-precision window of vqdb and QuantizedCache (None: VQCache's default for
+    vqdb, the same length for QuantizedCache)."""
+    from vqdb.kvcache.hf import DEFAULT_RESIDUAL_LENGTH
 
-def specs(residual: int) -> list[tuple[str, dict]]:
-    vq = {"cache": "vq", "residual_length": residual}
+    window = DEFAULT_RESIDUAL_LENGTH if residual is None else residual
+    vq = {"cache": "vq", "residual_length": window}
     return [
         ("DynamicCache (dense, sdpa)", {"cache": "full"}),
-        ("vqdb fused, K 3 / V 2.5, centred, 4 sinks", {**vq, **CANDIDATE, **SINKS, "mode": "fused"}),
-        ("vqdb compat, K 3 / V 2.5, centred, 4 sinks", {**vq, **CANDIDATE, **SINKS}),
+        ("vqdb fused, default", {**vq, "mode": "fused"}),
+        ("vqdb compat, default", vq),
         (
             "QuantizedCache quanto int4",
-            {"cache": "quantized", "backend": "quanto", "nbits": 4, "residual": residual},
+            {"cache": "quantized", "backend": "quanto", "nbits": 4, "residual": window},
         ),
     ]
+
+
+def default_description(residual: int | None) -> str:
+    from vqdb.kvcache import hf
+
+    window = hf.DEFAULT_RESIDUAL_LENGTH if residual is None else residual
+    return (
+        f"K {hf.DEFAULT_KEY_CODEC} {hf.DEFAULT_KEY_BITS:g} / V {hf.DEFAULT_VALUE_CODEC} {hf.DEFAULT_VALUE_BITS:g} bits, "
+        f"{'centred, ' if hf.DEFAULT_CENTER else ''}{hf.DEFAULT_SINK_TOKENS} sinks, window {window}"
+    )
 
 
 def write_markdown(path: str, result: dict) -> None:
@@ -53,7 +66,8 @@ def write_markdown(path: str, result: dict) -> None:
         f"Command: `{result['command']}`  ",
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores shared with other jobs; torch threads "
         f"{result['threads']}; load average {la0} at start, {la1} at the end. {result['steps']} timed steps per cache "
-        "and context, round-robin across caches; whole-model step (30 layers), float32 model.",
+        "and context, round-robin across caches; whole-model step (30 layers), float32 model. vqdb default: "
+        f"{result['vqdb_default']}.",
         "",
         "| context | cache | median ms/step | min ms/step | median ÷ dense | min ÷ dense | MiB held |",
         "|---:|---|---:|---:|---:|---:|---:|",
@@ -75,7 +89,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--contexts", default="1024,4096,8192")
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--residual", type=int, default=128)
+    ap.add_argument("--residual", type=int, default=None, help="window (default: VQCache's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
         "--only", default="", help="comma-separated substrings of cache names (the dense one always runs)"
@@ -104,6 +118,7 @@ def main(argv=None) -> int:
     result = {
         "command": "python -m bench.kvcache_decode " + " ".join(argv if argv is not None else sys.argv[1:]),
         "threads": args.threads,
+        "vqdb_default": default_description(args.residual),
         "steps": args.steps,
         "machine": info,
         "decode": rows,

@@ -238,7 +238,8 @@ def test_every_cache_layer_method(tiny):
     # bytes: every layer + shared codec state
     stats = cache.stats()
     assert cache.memory_bytes() == sum(s["bytes"] for s in stats["layers"]) + stats["codec_state_bytes"]
-    assert stats["layers"][0]["n_codes"] + stats["layers"][0]["window"] == 30
+    first = stats["layers"][0]
+    assert first["sinks"] == 4 and first["n_codes"] + first["window"] + first["sinks"] == 30  # default sinks
 
 
 def test_layer_overrides_first_layers_and_validation(tiny):
@@ -430,7 +431,16 @@ def test_memory_bytes_count_codes_side_data_window_and_state_exactly(tiny):
     """Bytes by hand, 2 layers x batch 2 x 2 KV heads x head_dim 32, K/V turbo 4 bits (16 B of indices + a
     float16 norm per vector), an 8-token window held in bfloat16 (the model's dtype here)."""
     _, cfg, _, _ = tiny
-    cache = VQCache(cfg, key_bits=4, value_bits=4, key_codec="turbo", residual_length=8, flush_block=4)
+    cache = VQCache(
+        cfg,
+        key_bits=4,
+        value_bits=4,
+        key_codec="turbo",
+        residual_length=8,
+        flush_block=4,
+        sink_tokens=0,
+        center=False,
+    )
     state = 2 * (32 * 32 * 4 + 16 * 8 + 15 * 8)  # key and value codecs: float32 rotation + float64 codebook
     assert cache.codec_state_bytes() == state and cache.memory_bytes() == state and cache.dense_bytes() == 0
     torch.manual_seed(3)
@@ -457,3 +467,23 @@ def test_memory_bytes_count_codes_side_data_window_and_state_exactly(tiny):
     assert mixed.memory_bytes() - mixed.codec_state_bytes() == 5 * 2 * 2 * 32 * 4
     assert mixed.memory_bytes(dtype=torch.float16) - mixed.codec_state_bytes() == 5 * 2 * 2 * 32 * 2
     assert mixed.dense_bytes() == 5 * 2 * 2 * 32 * 2
+
+
+def test_memory_bytes_of_the_default_count_sinks_means_and_permutations(tiny):
+    """The default cache by hand (2 layers x batch 2 x 2 KV heads x head_dim 32, bfloat16 model): K turbo-scaled
+    3 bits (12 B + a float16 norm), V turbo 2.5 bits (16 channels at 3 bits + 16 at 2, a norm each: 14 B),
+    4 exact sink tokens, float32 key and value means, an int16 value-channel permutation per head."""
+    _, cfg, _, _ = tiny
+    cache = VQCache(cfg, residual_length=8, flush_block=4)
+    state = cache.memory_bytes()
+    assert state == cache.codec_state_bytes() > 0
+    torch.manual_seed(4)
+    for i in range(2):  # 30 tokens: 22 leave the window, the first 4 of them as sinks, 18 encoded
+        cache.update(torch.randn(2, 2, 30, 32).bfloat16(), torch.randn(2, 2, 30, 32).bfloat16(), i)
+    vectors = 2 * 2 * 2
+    codes = 18 * vectors * (14 + 14)
+    exact = (4 + 8) * vectors * 2 * 32 * 2  # sinks + window, K and V, bfloat16
+    means = vectors * 2 * 32 * 4
+    perm = vectors * 32 * 2
+    assert cache.memory_bytes() == codes + exact + means + perm + state
+    assert cache.dense_bytes() == 30 * vectors * 2 * 32 * 2

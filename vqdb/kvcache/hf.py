@@ -4,7 +4,7 @@ Usage::
 
     import vqdb.kvcache                       # registers the "vqdb" attention + mask with transformers
     from vqdb.kvcache import VQCache
-    cache = VQCache(model.config)   # defaults: turbo-scaled 3.5-bit keys, turbo 3-bit values, 128-token window
+    cache = VQCache(model.config)   # defaults: K turbo-scaled 3 / V turbo 2.5 bits, centred, 4 sinks, 32-token window
     out = model.generate(**inputs, cache=cache, max_new_tokens=64)
     cache.memory_bytes()          # bytes the cache holds: codes, side data and the full-precision window
 
@@ -54,18 +54,28 @@ __all__ = ["VQCache", "VQLayer", "vqdb_attention", "register"]
 
 _MODES = ("compat", "fused")
 
-# The default configuration, chosen by bench/kvcache_smollm2.py (results in bench/results/kvcache.md, SmolLM2-135M
-# over real text): the smallest cache that is >= 4x smaller than fp16 per encoded token (3.625 bits per
-# coordinate, norms included: 4.41x; the whole cache at 1,152 tokens, 128-token fp16 window included, holds
-# 3.19x less than fp16: VQCache.memory_bytes(dtype=torch.float16) vs dense_bytes()), raises perplexity by <= 1% (+0.42% pooled over 1,149 tokens) and stays at least as close to
-# the full cache (mean KL 0.0095) as transformers' best 4-bit QuantizedCache (HQQ int4, KL 0.0101 at 4.5 bits).
-# Keys get more bits than values because softmax amplifies key errors; the scaled TurboQuant variant removes
-# the 1 - D_mse shrinkage of the scores; the QJL residual (turbo-prod), QJL and PolarQuant keys were worse at
-# every rate. (K 3.5 / V 2.5 is 3.5% smaller at +0.06% perplexity but 40% higher KL.)
+# The default configuration, chosen by bench/kvcache_long.py on SmolLM2-135M over real text
+# (bench/results/kvcache_long.md: 7 WordNet documents x 2k/4k/8k-token contexts, 21,483 scored tokens; passkey
+# retrieval in bench/results/kvcache_long_passkey.md): turbo-scaled 3-bit keys, turbo 2.5-bit values
+# (outlier channels at 3 bits), codes of x - the per-head mean (centred), the first 4 tokens kept exact
+# (attention sinks) and a 32-token full-precision window. The whole cache (memory_bytes(): codes, side data,
+# window, sinks, permutations, means, rotations; window at fp16) holds 4.89x less than fp16 (4.73x / 4.92x /
+# 5.02x at 2k / 4k / 8k) at +0.79% perplexity [95% CI +0.53, +1.04], and retrieves the passkey at every
+# depth where the full cache does (1k-4k). A 128-token window: 4.44x at +0.60%; 64: 4.73x at +0.78%. Values
+# at 2.25 or 2 bits cost +1.6 / +1.9% on the first document. The previous default (K 3.5 / V 3, no sinks, no
+# centring, 128-token window: 3.93x at +0.89%) stays reachable: VQCache(config, key_bits=3.5, value_bits=3,
+# residual_length=128, sink_tokens=0, center=False). Keys get more bits than values because softmax
+# amplifies key errors; the scaled variant removes the 1 - D_mse shrinkage of the scores; its pre-scale
+# search is off (prescale=False: 9x faster encode, the configuration measured). QJL, PolarQuant and the QJL
+# residual (turbo-prod) keys were worse at every rate (bench/results/kvcache.md).
 DEFAULT_KEY_CODEC = "turbo-scaled"
-DEFAULT_KEY_BITS = 3.5
+DEFAULT_KEY_BITS = 3.0
 DEFAULT_VALUE_CODEC = "turbo"
-DEFAULT_VALUE_BITS = 3.0
+DEFAULT_VALUE_BITS = 2.5
+DEFAULT_RESIDUAL_LENGTH = 32
+DEFAULT_SINK_TOKENS = 4
+DEFAULT_CENTER = True
+DEFAULT_CODEC_OPTIONS = {"prescale": False}
 
 
 @dataclass
@@ -266,13 +276,13 @@ class VQCache(Cache):
     ----------
     config : PretrainedConfig
         The model's config (``model.config``); the text/decoder sub-config is used for multimodal models.
-    key_bits, value_bits : float, default 3.5 and 3
+    key_bits, value_bits : float, default 3 and 2.5
         Bits per coordinate of the key and value codes; halves (2.5, 3.5) split each head's channels into
         outlier channels at the next integer and the rest below (``papers.md`` §4.8). ``16`` stores float16.
-        Norms come on top (float16 per vector and part): the defaults cost 3.625 bits per coordinate at
-        head_dim 64, 4.4x less than fp16 per encoded token; the full-precision window comes on top of that
-        (see :meth:`memory_bytes` and :meth:`dense_bytes` for the whole cache).
-    residual_length : int, default 128
+        Norms come on top (float16 per vector and part): the defaults cost 26 + 24 bytes per token and KV
+        head at head_dim 64 (3.125 bits per coordinate), 5.1x less than fp16 per encoded token; the window
+        and sinks come on top of that (see :meth:`memory_bytes` and :meth:`dense_bytes` for the whole cache).
+    residual_length : int, default 32
         Most recent tokens kept in full precision.
     mode : {"compat", "fused"}
         See the module docstring. ``"fused"`` requires ``model.set_attn_implementation("vqdb")``.
@@ -283,9 +293,9 @@ class VQCache(Cache):
         ``"groups"``: KIVI-style per-token min/max groups (``group_size`` channels).
     flush_block : int, default 32
         Tokens leave the window in blocks of at least this many (see :class:`CompressedKVLayer`).
-    sink_tokens : int, default 0
+    sink_tokens : int, default 4
         The first this many tokens stay in full precision (attention sinks; see :class:`CompressedKVLayer`).
-    center : bool, default False
+    center : bool, default True
         Code keys and values minus their per-head mean over the first encoded tokens.
     first_layers : int, default 0
         This many first layers use ``first_layers_bits`` instead (QJL and vLLM keep boundary layers at
@@ -299,7 +309,7 @@ class VQCache(Cache):
         Seed of the rotations/sketches (one set per codec configuration, shared by all layers).
     **codec_options
         Passed to :func:`vqdb.kvcache.make_codec` (``side_dtype``, ``group_size``, ``outlier_channels``,
-        ``qjl_outlier_channels``, ...).
+        ``qjl_outlier_channels``, ``prescale`` (default False here), ...).
     """
 
     def __init__(
@@ -307,14 +317,14 @@ class VQCache(Cache):
         config: Any,
         key_bits: float = DEFAULT_KEY_BITS,
         value_bits: float = DEFAULT_VALUE_BITS,
-        residual_length: int = 128,
+        residual_length: int = DEFAULT_RESIDUAL_LENGTH,
         mode: str = "compat",
         key_codec: str = DEFAULT_KEY_CODEC,
         value_codec: str = DEFAULT_VALUE_CODEC,
         *,
         flush_block: int = 32,
-        sink_tokens: int = 0,
-        center: bool = False,
+        sink_tokens: int = DEFAULT_SINK_TOKENS,
+        center: bool = DEFAULT_CENTER,
         first_layers: int = 0,
         first_layers_bits: float | None = None,
         layer_overrides: Mapping[int, Mapping[str, Any] | None] | None = None,
@@ -346,6 +356,7 @@ class VQCache(Cache):
             "value_bits": value_bits,
             "key_codec": key_codec,
             "value_codec": value_codec,
+            **DEFAULT_CODEC_OPTIONS,
             **codec_options,
         }
         self.mode = mode
