@@ -326,6 +326,9 @@ def test_bad_input(wordnet, quantizer):
             vqdb.Index(8, graph=bad)
     with pytest.raises(vqdb.errors.InvalidInputError, match="fast-scan"):
         vqdb.Index(16, graph=True, quantizer="polar")
+    for name in ("turbo-pca-2", "turbo-pca-4"):  # a fitted bit allocation: rows of fixed slots cannot hold it
+        with pytest.raises(vqdb.errors.InvalidInputError, match="turbo-pca"):
+            vqdb.Index(wordnet.dim, graph=True, quantizer=name)
     index = vqdb.Index(wordnet.dim, quantizer=quantizer, graph=8)
     for bad in (0, -1, True, 1.5):
         with pytest.raises(vqdb.errors.InvalidInputError, match="ef"):

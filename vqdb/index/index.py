@@ -253,6 +253,12 @@ class Index(_Persistence):
                     f"a graph index needs a quantizer with fast-scan codes (TurboQuant, QJL); "
                     f"{type(quantizer).__name__} has none"
                 )
+            if getattr(quantizer, "rotation_kind", None) == "pca":
+                raise InvalidInputError(
+                    "a graph index does not support turbo-pca-N quantizers: their bit allocation is fitted "
+                    "on the data (up to 8-bit slices), and a graph row holds fixed 4-bit fast-scan slots; "
+                    "use turbo-N"
+                )
         if device == "cuda":
             from ..kernels import require_device
 

@@ -26,6 +26,7 @@ from numba import njit, prange
 
 from .. import envs
 from .fastscan import _prefetch, _win1
+from .fastscan.select import heap_offer, take_topk
 
 _CACHE = envs.numba_cache()
 _NEG = np.float32(-np.inf)
@@ -443,8 +444,8 @@ def search_range(
     Candidates are ordered by the fast-scan estimate of their code (read from the expanding node's
     row: ``alpha * Σ_g f_g (A_g * inv_g + off_g) + base - sub * sq``, ``sq`` the node's code constant:
     ||x||² for l2sq, with the quantizer's additive term folded in when it has one); each node taken from the candidate
-    queue is scored exactly from its float16 vector and, when ``ok[n]`` (live and allowed), kept among
-    the ``ef`` best. The walk stops when the best remaining estimate falls below the ef-th exact score.
+    queue is scored exactly from its float16 vector when ``ok[n]`` (live and allowed) and offered to the
+    ``ef`` best (:func:`.fastscan.select.heap_offer`: higher score, then lower node). The walk stops when the best remaining estimate falls below the ef-th exact score.
     ``luts`` (m * nsteps * 32,) uint8, inv/off (m, G) float32, base (m,) float32 (centre term and query
     constant). Writes out_nodes (m, k) int64 (-1 pad), out_scores (m, k) float32 (-inf pad);
     stats[i] = nodes expanded by query i.
@@ -458,8 +459,8 @@ def search_range(
         cap = (ef + 64) * R * 2
         cand_k = np.empty(cap, np.float32)  # min-heap of negated estimates (root = best)
         cand_n = np.empty(cap, np.int64)
-        res_k = np.empty(ef + 1, np.float32)  # min-heap of exact scores (root = ef-th best)
-        res_n = np.empty(ef + 1, np.int64)
+        hs = np.empty(ef, np.float32)  # the ef best exact scores (root = worst kept; -inf: empty)
+        hp = np.empty(ef, np.int64)
         bu = np.empty(d, np.uint32)
         bf = bu.view(np.float32)
         sums = np.empty(G * nb32 * 32, np.int32)
@@ -471,7 +472,8 @@ def search_range(
             qi = q[i]
             qn = _dot(qi, qi)
             nc = 0
-            nr = 0
+            hs[:] = _NEG
+            hp[:] = -1
             expanded = 0
             tags[entry] = tag
             nc = _push_min(cand_k, cand_n, nc, _NEG, entry)
@@ -479,7 +481,7 @@ def search_range(
                 ce = -cand_k[0]
                 c = cand_n[0]
                 nc = _pop_min(cand_k, cand_n, nc)
-                if nr >= ef and ce < res_k[0]:
+                if ce < hs[0]:
                     break
                 if nc > 0:  # the likely next node: fetch its row and vector while this one is scored
                     nx = cand_n[0]
@@ -487,14 +489,10 @@ def search_range(
                         _prefetch(rows_flat, nx * row_bytes + o)
                     for o in range(0, d, 32):
                         _prefetch(vflat, nx * d + o)
-                _widen(vbits, c, bu, bf)
-                ip = _dot(qi, bf)
-                sc = 2.0 * ip - norms[c] - qn if l2 else ip
-                if ok[c]:
-                    if nr < ef:
-                        nr = _push_min(res_k, res_n, nr, sc, c)
-                    elif sc > res_k[0]:
-                        _replace_min(res_k, res_n, nr, sc, c)
+                if ok[c]:  # only a node that may be returned is scored exactly
+                    _widen(vbits, c, bu, bf)
+                    ip = _dot(qi, bf)
+                    heap_offer(hs, hp, 2.0 * ip - norms[c] - qn if l2 else ip, c)
                 expanded += 1
                 # integer LUT sums of c's neighbours' codes, per kernel part
                 for g in range(G):
@@ -532,7 +530,7 @@ def search_range(
                     if sub:
                         e -= rowsf[c, so + j]
                     est[j] = e
-                thr = res_k[0] if nr >= ef else _NEG
+                thr = hs[0]
                 for j in range(R):
                     u = rowsi[c, io + j]
                     if u < 0:
@@ -543,18 +541,17 @@ def search_range(
                     if est[j] > thr and nc < cap:
                         nc = _push_min(cand_k, cand_n, nc, -est[j], u)
             stats[i] = expanded
-            # results, best first
-            cnt = nr
+            # results, best first (ties: lower node)
             for j in range(k):
                 out_nodes[i, j] = -1
                 out_scores[i, j] = _NEG
-            while cnt > 0:
-                s = res_k[0]
-                n = res_n[0]
-                cnt = _pop_min(res_k, res_n, cnt)
-                if cnt < k:
-                    out_nodes[i, cnt] = n
-                    out_scores[i, cnt] = s
+            kept = 0
+            for j in range(ef):
+                if hp[j] >= 0:
+                    hs[kept] = hs[j]
+                    hp[kept] = hp[j]
+                    kept += 1
+            take_topk(hs, hp, kept, k, out_scores, out_nodes, i)
             if tag > 2_000_000_000 - m:
                 tags[:] = 0
 
