@@ -136,7 +136,10 @@ def _threads() -> int:
     return int(numba.get_num_threads())
 
 
-CAND_SLOTS = 64  # the IVF item planners still lay out candidate slices; the scan no longer uses them
+def _task_split(n_items: int) -> np.ndarray:
+    """(T + 1,) int64 task_ptr: ``n_items`` work items cut into up to :data:`TASKS` equal runs."""
+    t = max(1, min(n_items, TASKS))
+    return (np.arange(t + 1, dtype=np.int64) * n_items) // t
 
 
 def _serial(work_ns: float) -> bool:
@@ -704,12 +707,11 @@ class FastScanner:
             return chunk
         return int(min(chunk, max(4, L2_CHUNK_BYTES // (32 * max(self.nsteps, 1)))))
 
-    def _flat_items(self, lay: Layout, m: int, chunk: int, cap: int):
+    def _flat_items(self, lay: Layout, m: int, chunk: int):
         """Flat work items of ``m`` queries: tasks of up to ``G`` queries x one of ``R`` block ranges, each
         walking its range chunk by chunk (a chunk stays in L2 while the task's query pairs pass over it).
-        One pair (heap, candidate slice, threshold) per (query, range): with one thread ``R = 1``, so a
-        query's threshold rises over the whole scan, however large ``k``. Returns the layout of
-        :meth:`_make_items` plus task_ptr."""
+        One pair (heap, threshold) per (query, range): with one thread ``R = 1``, so a query's threshold
+        rises over the whole scan, however large ``k``. Returns ``(Work, q_ptr)`` (see :meth:`_items`)."""
         nb = lay.n_blocks
         threads = _threads()
         g = int(max(1, min(FLAT_QTASK, -(-m // (4 * threads)))))
@@ -737,47 +739,38 @@ class FastScanner:
         item_pair = np.zeros((n_items, QMAX), dtype=np.int64)
         item_q[:, :QGROUP] = np.concatenate(it_q)
         item_pair[:, :QGROUP] = np.concatenate(it_pair)
-        caps = np.tile(np.minimum(32 * np.diff(edges), cap), m).astype(np.int64)
-        pair_out = (np.cumsum(caps) - caps).astype(np.int64)
-        item_out = np.where(item_q >= 0, pair_out[item_pair], 0)
         q_ptr = np.arange(m + 1, dtype=np.int64) * r
         task_ptr = np.asarray(t_ptr, dtype=np.int64)
-        return item_b0, item_b1, item_q, item_out, item_pair, q_ptr, pair_out, caps, int(caps.sum()), task_ptr
+        return _kernels().Work(item_b0, item_b1, item_q, item_pair, task_ptr), q_ptr
 
     def _items(
         self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists, k: int, *, popcount: bool = False
     ):
-        """Work items for queries [q0, q1) and the task split (task_ptr); flat scans are cached on the layout.
+        """Work items for queries [q0, q1): ``(Work, q_ptr)``, the kernels' items and task split
+        (:class:`.fastscan.scan.Work`) and the (q1-q0+1,) int64 CSR of each query's pairs (a pair = one
+        heap; pairs = ``q_ptr[-1]``). Flat scans are cached on the layout.
 
-        IVF scans are query-major (``config.ivf_order`` = "query": each query walks its lists with its LUT in
-        L1 and one heap, FAISS-style) or list-major ("list": queries probing the same list share each
-        code load, in pairs); the popcount kernel always takes list-major items."""
-        items = self._items_only(lay, q0, q1, probe_ptr, probe_lists, k, popcount)
-        if len(items) == 10:
-            return items
-        n_items = items[0].size
-        t = max(1, min(n_items, TASKS))
-        return items + ((np.arange(t + 1, dtype=np.int64) * n_items) // t,)
-
-    def _items_only(self, lay: Layout, q0: int, q1: int, probe_ptr, probe_lists, k: int, popcount: bool):
+        IVF scans follow ``config.ivf_order`` (:class:`ScanConfig`); the popcount kernel always takes
+        list-major items."""
+        fs = _kernels()
         cfg = self.config
         if probe_ptr is None:
-            key = (q1 - q0, self._chunk(q1 - q0), CAND_SLOTS, popcount, _threads())
+            key = (q1 - q0, self._chunk(q1 - q0), popcount, _threads())
             hit = lay.items.get(key)
             if hit is None:
-                hit = self._make_items(lay, 0, q1 - q0, None, None, key[1], key[2], popcount)
+                hit = self._make_items(lay, 0, q1 - q0, None, None, key[1], popcount)
                 if len(lay.items) > 16:
                     lay.items.clear()
                 lay.items[key] = hit
             if q0 == 0:
                 return hit
-            iq = np.where(hit[2] >= 0, hit[2] + q0, -1)
-            return hit[:2] + (iq,) + hit[3:]
+            work, q_ptr = hit
+            return work._replace(item_q=np.where(work.item_q >= 0, work.item_q + q0, -1)), q_ptr
         if lay.n_blocks == 0:
-            return self._make_items(lay, q0, q1, probe_ptr, probe_lists, cfg.chunk_blocks, CAND_SLOTS)
+            return self._make_items(lay, q0, q1, probe_ptr, probe_lists, cfg.chunk_blocks)
         if cfg.ivf_order == "block" and not popcount:
             qb = max(1, min(cfg.ivf_qblock, -(-(q1 - q0) // cfg.ivf_min_blocks)))
-            return _kernels().ivf_items_by_block(
+            *items, q_ptr, task_ptr = fs.ivf_items_by_block(
                 probe_ptr,
                 probe_lists,
                 q0,
@@ -786,12 +779,12 @@ class FastScanner:
                 lay.list_b0,
                 lay.list_b1,
                 cfg.chunk_blocks,
-                CAND_SLOTS,
                 qb,
                 cfg.ivf_qgroup,
             )
+            return fs.Work(*items, task_ptr), q_ptr
         if cfg.ivf_order == "query" and not popcount:
-            return _kernels().ivf_items_by_query(
+            *items, q_ptr, task_ptr = fs.ivf_items_by_query(
                 probe_ptr,
                 probe_lists,
                 q0,
@@ -800,10 +793,10 @@ class FastScanner:
                 lay.list_b0,
                 lay.list_b1,
                 cfg.chunk_blocks,
-                CAND_SLOTS,
                 TASKS,
             )
-        return _kernels().ivf_items(
+            return fs.Work(*items, task_ptr), q_ptr
+        *items, q_ptr = fs.ivf_items(
             probe_ptr,
             probe_lists,
             q0,
@@ -814,8 +807,8 @@ class FastScanner:
             lay.n_blocks,
             cfg.chunk_blocks,
             QGROUP,
-            CAND_SLOTS,
         )
+        return fs.Work(*items, _task_split(items[0].size)), q_ptr
 
     def _make_items(
         self,
@@ -825,17 +818,12 @@ class FastScanner:
         probe_ptr,
         probe_lists,
         chunk: int,
-        cap: int,
         popcount: bool = True,
     ):
-        """Work items (block range x up to QGROUP queries) for queries [q0, q1).
-
-        Returns item_b0, item_b1 (I,), item_q, item_out, item_pair (I, 4) (global query numbers,
-        candidate slice starts, pair numbers), q_ptr (q1-q0+1,) CSR of each query's pairs, pair_out
-        (pairs,) candidate slice start of each pair, total candidate capacity.
-        """
+        """Work items (block range x up to QGROUP queries) for queries [q0, q1): ``(Work, q_ptr)`` as
+        :meth:`_items` (global query numbers in ``item_q``, -1 padded)."""
         if probe_ptr is None and not popcount:
-            return self._flat_items(lay, q1 - q0, chunk, cap)
+            return self._flat_items(lay, q1 - q0, chunk)
         if probe_ptr is None:
             nb = lay.n_blocks
             step = max(1, min(chunk, -(-nb // 8)))
@@ -862,8 +850,6 @@ class FastScanner:
             pair_b0 = lay.list_b0[where][rep] + within * chunk
             pair_b1 = np.minimum(pair_b0 + chunk, lay.list_b1[where][rep])
         npairs = pair_q.size
-        caps = np.minimum(32 * (pair_b1 - pair_b0), cap)
-        pair_out = np.cumsum(caps) - caps
         # group pairs over the same block range into items of <= QGROUP queries
         order = np.lexsort((pair_q, pair_b0))
         key = pair_b0[order]
@@ -876,27 +862,16 @@ class FastScanner:
         n_items = int(item_id[-1]) + 1 if npairs else 0
         slot = rank % QGROUP
         item_q = np.full((n_items, QMAX), -1, dtype=np.int64)
-        item_out = np.zeros((n_items, QMAX), dtype=np.int64)
         item_pair = np.zeros((n_items, QMAX), dtype=np.int64)
         item_q[item_id, slot] = pair_q[order]
-        item_out[item_id, slot] = pair_out[order]
         item_pair[item_id, slot] = order
         item_b0 = np.zeros(n_items, dtype=np.int64)
         item_b1 = np.zeros(n_items, dtype=np.int64)
         item_b0[item_id] = pair_b0[order]
         item_b1[item_id] = pair_b1[order]
         q_ptr = np.searchsorted(pair_q, np.arange(q0, q1 + 1)).astype(np.int64)  # pairs are query-major
-        return (
-            item_b0,
-            item_b1,
-            item_q,
-            item_out,
-            item_pair,
-            q_ptr,
-            pair_out.astype(np.int64),
-            caps.astype(np.int64),
-            int(caps.sum()),
-        )
+        work = _kernels().Work(item_b0, item_b1, item_q, item_pair, _task_split(n_items))
+        return work, q_ptr
 
     def _bounded(self, lay, prep, k, beta, probe_ptr, probe_lists, *, popcount: bool):
         """The fast-scan / popcount paths: (m, k) exact scores and positions (see :mod:`.fastscan.scan`)."""
@@ -936,12 +911,8 @@ class FastScanner:
         serial = _serial(STEP_NS * m * max(1, lay.n_positions) * self.nsteps / 32)
         for q0 in range(0, m, step):
             q1 = min(m, q0 + step)
-            b0, b1, iq, _, ipair, q_ptr, pair_out, _, _, task_ptr = self._items(
-                lay, q0, q1, probe_ptr, probe_lists, k, popcount=popcount
-            )
-            npairs = pair_out.size
-            work = fs.Work(b0, b1, iq, ipair, task_ptr)
-            top = fs.new_top(npairs, k, m)
+            work, q_ptr = self._items(lay, q0, q1, probe_ptr, probe_lists, k, popcount=popcount)
+            top = fs.new_top(int(q_ptr[-1]), k, m)
             sl = slice(q0, q1)
             if popcount:
                 (fs.scan_bits_serial if serial else fs.scan_bits)(bits, codes, qy, bias, work, top)

@@ -290,11 +290,8 @@ class MultiTableScanner(FastScanner):
         serial = _serial(STEP_NS * m * max(1, lay.n_positions) * self.scan_steps / 32)
         for q0 in range(0, m, step):
             q1 = min(m, q0 + step)
-            b0, b1, iq, _, ipair, q_ptr, pair_out, _, _, task_ptr = self._items(
-                lay, q0, q1, probe_ptr, probe_lists, k, popcount=False
-            )
-            work = nib.Work(b0, b1, iq, ipair, task_ptr)
-            top = nib.new_top(pair_out.size, k, m)
+            work, q_ptr = self._items(lay, q0, q1, probe_ptr, probe_lists, k, popcount=False)
+            top = nib.new_top(int(q_ptr[-1]), k, m)
             sl = slice(q0, q1)
             (fs.scan_mixed_serial if serial else fs.scan_mixed)(
                 codes, lay.wide, qy, prep.wide, bias, work, top
@@ -302,7 +299,7 @@ class MultiTableScanner(FastScanner):
             (fs.finish_mixed_serial if serial else fs.finish_mixed)(
                 codes, lay.wide, qy, prep.wide, bias, top, q_ptr, q0, k, out_s[sl], out_p[sl]
             )
-            n_cand[sl] = np.add.reduceat(top.rescored, q_ptr[:-1]) if pair_out.size else 0
+            n_cand[sl] = np.add.reduceat(top.rescored, q_ptr[:-1]) if q_ptr[-1] else 0
         self.last["candidates_per_query"] = float(n_cand.mean()) if m else 0.0
         return out_s, out_p
 

@@ -215,7 +215,6 @@ def warmup() -> None:
         2,
         64,
         2,
-        256,
     )
     ivf_items_by_query(
         np.array([0, 2], i64),
@@ -226,7 +225,6 @@ def warmup() -> None:
         np.array([0, 1], i64),
         np.array([1, 2], i64),
         64,
-        256,
         64,
     )
     ivf_items_by_block(
@@ -238,7 +236,6 @@ def warmup() -> None:
         np.array([0, 1], i64),
         np.array([1, 2], i64),
         64,
-        256,
         2,
         2,
     )

@@ -11,12 +11,12 @@ from .accumulate import QMAX
 
 
 @njit(cache=_CACHE, nogil=True)
-def ivf_items(probe_ptr, probe_lists, q0, q1, list_ids, list_b0, list_b1, n_blocks, chunk, qgroup, cand_cap):
+def ivf_items(probe_ptr, probe_lists, q0, q1, list_ids, list_b0, list_b1, n_blocks, chunk, qgroup):
     """Pairs (query, chunk of <= ``chunk`` blocks of a probed list) for queries [q0, q1), query-major,
     grouped into items of <= ``qgroup`` queries over the same chunk (counting sort by block).
 
-    Returns item_b0, item_b1 (I,), item_q, item_out, item_pair (I, 4), q_ptr (q1-q0+1,), pair_out,
-    pair_cap (pairs,), total capacity — the layout of :meth:`FastScanner._make_items`.
+    Returns item_b0, item_b1 (I,), item_q, item_pair (I, 4) int64 (global query numbers, -1 padded; pair
+    numbers) and q_ptr (q1-q0+1,) int64 CSR of each query's pairs (pairs = ``q_ptr[-1]``).
     """
     nl = list_ids.shape[0]
     npairs = 0
@@ -39,13 +39,6 @@ def ivf_items(probe_ptr, probe_lists, q0, q1, list_ids, list_b0, list_b1, n_bloc
                     pair_b1[n] = min(c + chunk, list_b1[w])
                     n += 1
         q_ptr[q - q0 + 1] = n
-    pair_cap = np.empty(npairs, dtype=np.int64)
-    pair_out = np.empty(npairs, dtype=np.int64)
-    total = 0
-    for x in range(npairs):
-        pair_cap[x] = min(32 * (pair_b1[x] - pair_b0[x]), cand_cap)
-        pair_out[x] = total
-        total += pair_cap[x]
     # stable counting sort of the pairs by first block
     start = np.zeros(n_blocks + 1, dtype=np.int64)
     for x in range(npairs):
@@ -68,7 +61,6 @@ def ivf_items(probe_ptr, probe_lists, q0, q1, list_ids, list_b0, list_b1, n_bloc
     item_b0 = np.empty(n_items, dtype=np.int64)
     item_b1 = np.empty(n_items, dtype=np.int64)
     item_q = np.full((n_items, QMAX), -1, dtype=np.int64)
-    item_out = np.zeros((n_items, QMAX), dtype=np.int64)
     item_pair = np.zeros((n_items, QMAX), dtype=np.int64)
     it = -1
     slot = 0
@@ -80,16 +72,15 @@ def ivf_items(probe_ptr, probe_lists, q0, q1, list_ids, list_b0, list_b1, n_bloc
             item_b0[it] = pair_b0[pr]
             item_b1[it] = pair_b1[pr]
         item_q[it, slot] = pair_q[pr]
-        item_out[it, slot] = pair_out[pr]
         item_pair[it, slot] = pr
         slot += 1
-    return item_b0, item_b1, item_q, item_out, item_pair, q_ptr, pair_out, pair_cap, total
+    return item_b0, item_b1, item_q, item_pair, q_ptr
 
 
 @njit(cache=_CACHE, nogil=True)
-def ivf_items_by_query(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b1, chunk, cand_cap, n_tasks):
+def ivf_items_by_query(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b1, chunk, n_tasks):
     """Query-major IVF items: every query's probed list chunks in probe order, one pair per query (its heap
-    and candidate slice shared by its items), tasks split at query boundaries by item count.
+    shared by its items), tasks split at query boundaries by item count.
 
     ``list_pos`` (max list + 2,) int64: the position of list ``l`` in ``list_b0``/``list_b1`` at
     ``list_pos[l + 1]``, -1 when the segment has no rows in it (lists past the end are absent too).
@@ -106,7 +97,6 @@ def ivf_items_by_query(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b
     item_b0 = np.empty(n_items, dtype=np.int64)
     item_b1 = np.empty(n_items, dtype=np.int64)
     item_q = np.full((n_items, QMAX), -1, dtype=np.int64)
-    item_out = np.zeros((n_items, QMAX), dtype=np.int64)
     item_pair = np.zeros((n_items, QMAX), dtype=np.int64)
     first_item = np.zeros(nq + 1, dtype=np.int64)
     n = 0
@@ -120,13 +110,10 @@ def ivf_items_by_query(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b
                     item_b0[n] = c
                     item_b1[n] = min(c + chunk, list_b1[w])
                     item_q[n, 0] = q
-                    item_out[n, 0] = (q - q0) * cand_cap
                     item_pair[n, 0] = q - q0
                     n += 1
     first_item[nq] = n
     q_ptr = np.arange(nq + 1).astype(np.int64)
-    pair_out = np.arange(nq).astype(np.int64) * cand_cap
-    pair_cap = np.full(nq, cand_cap, dtype=np.int64)
     tasks = max(1, min(n_tasks, nq))
     task_ptr = np.zeros(tasks + 1, dtype=np.int64)
     qi = 0
@@ -138,7 +125,7 @@ def ivf_items_by_query(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b
     task_ptr[tasks] = n
     for t in range(1, tasks + 1):
         task_ptr[t] = max(task_ptr[t], task_ptr[t - 1])
-    return item_b0, item_b1, item_q, item_out, item_pair, q_ptr, pair_out, pair_cap, nq * cand_cap, task_ptr
+    return item_b0, item_b1, item_q, item_pair, q_ptr, task_ptr
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -170,14 +157,12 @@ def _block_lists(probe_ptr, probe_lists, a, b, list_pos, stamp, tag, cnt, order)
 
 
 @njit(cache=_CACHE, nogil=True, parallel=True)
-def ivf_items_by_block(
-    probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b1, chunk, cand_cap, qblock, qgroup
-):
+def ivf_items_by_block(probe_ptr, probe_lists, q0, q1, list_pos, list_b0, list_b1, chunk, qblock, qgroup):
     """Block-major IVF items: queries [q0, q1) in blocks of ``qblock``; inside a block every list its queries
     probe once (in order of first appearance, rank by rank, so each query's best lists come early), each
     list chunk shared by up to ``qgroup`` of the block's queries per item (one code load serves them, and
-    the chunk stays in cache while the block's other queries pass over it). One pair per query (its heap
-    and candidate slice), as in :func:`ivf_items_by_query`; one task per block. Blocks are laid out in
+    the chunk stays in cache while the block's other queries pass over it). One pair per query (its heap),
+    as in :func:`ivf_items_by_query`; one task per block. Blocks are laid out in
     parallel (a counting pass, then the fill).
 
     Returns the layout of :func:`ivf_items_by_query` (task_ptr included).
@@ -204,7 +189,6 @@ def ivf_items_by_block(
     item_b0 = np.empty(n_items, dtype=np.int64)
     item_b1 = np.empty(n_items, dtype=np.int64)
     item_q = np.empty((n_items, QMAX), dtype=np.int64)
-    item_out = np.empty((n_items, QMAX), dtype=np.int64)
     item_pair = np.empty((n_items, QMAX), dtype=np.int64)
     for bq in prange(n_blocks_q):  # fill
         stamp = np.full(nl, -1, dtype=np.int64)
@@ -238,15 +222,11 @@ def ivf_items_by_block(
                     item_b1[n] = c1
                     for j in range(QMAX):
                         item_q[n, j] = -1
-                        item_out[n, j] = 0
                         item_pair[n, j] = 0
                     for j in range(min(qgroup, cnt[w] - g)):
                         q = members[start[w] + g + j]
                         item_q[n, j] = q
-                        item_out[n, j] = (q - q0) * cand_cap
                         item_pair[n, j] = q - q0
                     n += 1
     q_ptr = np.arange(nq + 1).astype(np.int64)
-    pair_out = np.arange(nq).astype(np.int64) * cand_cap
-    pair_cap = np.full(nq, cand_cap, dtype=np.int64)
-    return item_b0, item_b1, item_q, item_out, item_pair, q_ptr, pair_out, pair_cap, nq * cand_cap, task_ptr
+    return item_b0, item_b1, item_q, item_pair, q_ptr, task_ptr
