@@ -759,7 +759,7 @@ def report_md(r: dict) -> str:
         "# vqdb serve — loopback load runs",
         "",
         f"`{r['command']}` — data: {r['data']}, {r['quantizer']} codes, flat, metric {r['metric']}; "
-        f"{r['served_vectors']:,} vectors served. One uvicorn process; the clients run in a second process "
+        f"{r['served_vectors']:,} vectors served. One uvicorn process (and its reader processes where readers > 0); the clients run in a second process "
         "on the same machine.",
         "",
     ]
@@ -788,7 +788,8 @@ def report_md(r: dict) -> str:
         lines += [
             "",
             f"Medians of {o['rounds']} alternating rounds of {o['requests_per_round']} requests (embedded, JSON, "
-            "base64); server CPU = user + system time of the server process, all threads, from /proc.",
+            "base64); server CPU = user + system time of the server process and its reader processes, all threads, "
+            "from /proc.",
             "",
         ]
     if "batches" in s:
