@@ -34,8 +34,6 @@ def test_packing_layout_documented_examples(ops):
 
 @pytest.mark.parametrize("n", [0, 1, 7])
 def test_empty_and_tiny_batches(ops, n):
-    if ops.name == "torch" and n == 0:
-        pytest.skip("torch_ops (kvcache area) cannot pack an empty batch yet; reported to its owner")
     x = np.random.default_rng(n).standard_normal((n, 5)).astype(np.float32)
     c, b = lloyd_max(2, 5)
     packed = ops.encode_scalar(x, b, 2)

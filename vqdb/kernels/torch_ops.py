@@ -77,19 +77,18 @@ def pack_tensor(codes: torch.Tensor, bits: int) -> torch.Tensor:
     Tensor (..., packed_size(n, bits)) uint8
     """
     n = codes.shape[-1]
-    lead = codes.shape[:-1]
     if bits == 8:
         return codes.to(torch.uint8)
     if 8 % bits == 0:
         k = 8 // bits
-        c = _pad_last(codes.to(torch.int32), k).reshape(*lead, -1, k)
+        c = _pad_last(codes.to(torch.int32), k).unflatten(-1, (-1, k))
         shifts = torch.arange(k, device=c.device, dtype=torch.int32) * bits
         return (c << shifts).sum(-1).to(torch.uint8)
     # 8 codes make `bits` whole bytes: build a 64-bit word per group of 8 codes, then cut it into bytes
-    c = _pad_last(codes.to(torch.int64), 8).reshape(*lead, -1, 8)
+    c = _pad_last(codes.to(torch.int64), 8).unflatten(-1, (-1, 8))
     word = (c << (torch.arange(8, device=c.device, dtype=torch.int64) * bits)).sum(-1)
     out = (word.unsqueeze(-1) >> (torch.arange(bits, device=c.device, dtype=torch.int64) * 8)) & 255
-    return out.reshape(*lead, -1)[..., : packed_size(n, bits)].to(torch.uint8)
+    return out.flatten(-2)[..., : packed_size(n, bits)].to(torch.uint8)
 
 
 def unpack_tensor(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
@@ -105,26 +104,24 @@ def unpack_tensor(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     -------
     Tensor (..., n) int64
     """
-    lead = packed.shape[:-1]
     if bits == 8:
         return packed[..., :n].long()
     if 8 % bits == 0:
         k = 8 // bits
         shifts = torch.arange(k, device=packed.device, dtype=torch.int32) * bits
         out = (packed.to(torch.int32).unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
-        return out.reshape(*lead, -1)[..., :n].long()
+        return out.flatten(-2)[..., :n].long()
     return _unpack_words(packed, bits, n).long()
 
 
 def _unpack_words(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     """Codes of a bit width that does not divide 8: each group of 8 codes spans ``bits`` bytes."""
-    lead = packed.shape[:-1]
-    b = _pad_last(packed, bits).to(torch.int64).reshape(*lead, -1, bits)
+    b = _pad_last(packed, bits).to(torch.int64).unflatten(-1, (-1, bits))
     word = (b << (torch.arange(bits, device=packed.device, dtype=torch.int64) * 8)).sum(-1)
     codes = (word.unsqueeze(-1) >> (torch.arange(8, device=packed.device, dtype=torch.int64) * bits)) & (
         (1 << bits) - 1
     )
-    return codes.reshape(*lead, -1)[..., :n]
+    return codes.flatten(-2)[..., :n]
 
 
 @functools.lru_cache(maxsize=32)
@@ -190,11 +187,11 @@ def decode_tensor(
     if bits == 3:  # 3 bytes = 8 codes = two 12-bit chunks of 4 codes each
         if table is None:
             table = byte_table(values, 3)
-        b = _pad_last(packed, 3).reshape(*lead, -1, 3).to(torch.int32)
+        b = _pad_last(packed, 3).unflatten(-1, (-1, 3)).to(torch.int32)
         word = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
         chunks = torch.stack([word & 4095, word >> 12], -1)
         out = table.index_select(0, chunks.reshape(-1))
-        return out.reshape(*lead, -1)[..., :n]
+        return out.reshape(*lead, chunks.shape[-2] * 8)[..., :n]
     codes = _unpack_words(packed, bits, n)
     return values.index_select(0, codes.reshape(-1)).reshape(*lead, n)
 
