@@ -85,12 +85,7 @@ def digest(index, queries) -> str:
     if rec.vectors is not None:
         h.update(np.ascontiguousarray(rec.vectors).tobytes())
     h.update(json.dumps(rec.metadata, sort_keys=True).encode())
-    from vqdb.kernels import use_backend
-
-    # numba's kernels in every process: a fresh process's first small searches would otherwise run on the
-    # NumPy reference (same ids, scores a few ulp apart), and this digest compares bytes across processes
-    with use_backend("numba"):
-        res = index.search(queries, 10)
+    res = index.search(queries, 10)
     h.update(np.asarray(res.ids).tobytes())
     h.update(np.asarray(res.scores).tobytes())
     return h.hexdigest()

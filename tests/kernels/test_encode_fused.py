@@ -319,11 +319,31 @@ def _pack_ref(x, cen, lists, rot, bnd, bits):
     return pack_slow(np.searchsorted(bnd, u, side="right").astype(np.uint8), bits)
 
 
+def _numba_encodings(q, x, monkeypatch, tile, *, splits):
+    """``q.encode`` on numba for 1 and 2 threads x each tile size of ``tile`` = (module, attribute, sizes):
+    the whole batch, and the batch encoded in pieces cut at ``splits`` and stacked."""
+    import numba
+
+    module, name, sizes = tile
+    outs = []
+    prev = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            for size in sizes:
+                monkeypatch.setattr(module, name, size)
+                with use_backend("numba"):
+                    outs.append(q.encode(x))
+                    outs.append(np.vstack([q.encode(piece) for piece in np.split(x, splits)]))
+    finally:
+        numba.set_num_threads(prev)
+    return outs
+
+
 @pytest.mark.parametrize("preset", ["turbo-1", "turbo-2", "turbo-3", "turbo-4"])
 def test_default_codes_same_for_any_batching_and_threads(preset, monkeypatch):
     """The presets' fused encode: the same bytes whatever the batch split, tile size and thread count, and
     the same as the NumPy reference backend."""
-    import numba
 
     from vqdb.presets import make_quantizer
     from vqdb.quantizers import turbo as tq
@@ -334,19 +354,7 @@ def test_default_codes_same_for_any_batching_and_threads(preset, monkeypatch):
     assert q._fused_fht()
     with use_backend("reference"):
         want = q.encode(x)
-    outs = []
-    prev = numba.get_num_threads()
-    try:
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            for tile in (2048, 40):
-                monkeypatch.setattr(tq, "_FUSED_TILE", tile)
-                with use_backend("numba"):
-                    outs.append(q.encode(x))
-                    outs.append(np.vstack([q.encode(x[:1]), q.encode(x[1:65]), q.encode(x[65:])]))
-    finally:
-        numba.set_num_threads(prev)
-    for got in outs:
+    for got in _numba_encodings(q, x, monkeypatch, (tq, "_FUSED_TILE", (2048, 40)), splits=(1, 65)):
         np.testing.assert_array_equal(got, want)
 
 
@@ -366,7 +374,6 @@ def test_other_turbo_codes_same_for_any_batching_threads_and_backend(preset, mon
     """Every other TurboQuant configuration (the tiled path: dense rotations by the sequential row product,
     prod's QJL sketch and reconstruction too): the same bytes for one row at a time, odd splits, small tiles,
     1 and 2 threads, and on the NumPy reference backend."""
-    import numba
 
     from vqdb.presets import make_quantizer
 
@@ -376,18 +383,7 @@ def test_other_turbo_codes_same_for_any_batching_threads_and_backend(preset, mon
     with use_backend("reference"):
         want = q.encode(x)
         np.testing.assert_array_equal(np.vstack([q.encode(x[i : i + 1]) for i in range(3)]), want[:3])
-    outs = []
-    prev = numba.get_num_threads()
-    try:
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            for tile in (512, 40):
-                monkeypatch.setattr(cm, "ENCODE_TILE", tile)
-                with use_backend("numba"):
-                    outs.append(q.encode(x))
-                    singles = [q.encode(x[i : i + 1]) for i in range(5)]
-                    outs.append(np.vstack([*singles, q.encode(x[5:70]), q.encode(x[70:])]))
-    finally:
-        numba.set_num_threads(prev)
-    for got in outs:
+    for got in _numba_encodings(
+        q, x, monkeypatch, (cm, "ENCODE_TILE", (512, 40)), splits=(1, 2, 3, 4, 5, 70)
+    ):
         np.testing.assert_array_equal(got, want)
