@@ -342,11 +342,11 @@ def _numba_encodings(q, x, monkeypatch, tile, *, splits):
 
 @pytest.mark.parametrize("preset", ["turbo-1", "turbo-2", "turbo-3", "turbo-4"])
 def test_default_codes_same_for_any_batching_and_threads(preset, monkeypatch):
-    """The presets' fused encode: the same bytes whatever the batch split, tile size and thread count, and
-    the same as the NumPy reference backend."""
+    """The presets' fused encode: the same bytes whatever the batch split, work-item size and thread count,
+    and the same as the NumPy reference backend (whole, and in passes)."""
 
+    from vqdb.kernels import numba_cpu
     from vqdb.presets import make_quantizer
-    from vqdb.quantizers import turbo as tq
 
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((333, 97)) * np.linspace(2, 0.3, 97) + 0.5).astype(np.float32)
@@ -354,7 +354,10 @@ def test_default_codes_same_for_any_batching_and_threads(preset, monkeypatch):
     assert q._fused_fht()
     with use_backend("reference"):
         want = q.encode(x)
-    for got in _numba_encodings(q, x, monkeypatch, (tq, "_FUSED_TILE", (2048, 40)), splits=(1, 65)):
+        monkeypatch.setattr(ref, "ENCODE_ROWS", 100)  # the reference in passes of 100 rows
+        np.testing.assert_array_equal(q.encode(x), want)
+    parts = (numba_cpu, "_ENCODE_PART_ROWS", (1024, 64))  # one serial call; 6 parallel work items
+    for got in _numba_encodings(q, x, monkeypatch, parts, splits=(1, 65)):
         np.testing.assert_array_equal(got, want)
 
 

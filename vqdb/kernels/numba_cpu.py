@@ -10,6 +10,7 @@ outputs and choose between the fused lookup-table scan (few queries) and decode-
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -741,10 +742,11 @@ def _count_lanes(buf, o, thr, vals, ir, vr, cnt):
 @njit(cache=_CACHE, nogil=True)
 def _encode_fht_rows(
     x, centres, rcentres, lists, signs, p, norm, s2, table, boundaries, bounds32, values,
-    scaled, full, want_beta, codes, factor, beta, sq,
+    scaled, full, want_beta, codes, factor, beta, sq, r0, r1,
 ):  # fmt: skip
-    """Serial fused one-block FHT-Kac encode (see reference.encode_turbo_fht), rows in groups of _EG lanes."""
-    n, d = x.shape
+    """Serial fused one-block FHT-Kac encode (see reference.encode_turbo_fht) of rows r0 .. r1, in groups of
+    _EG lanes (a lane's arithmetic never depends on the other lanes, so neither do its bytes)."""
+    d = x.shape[1]
     rounds = signs.shape[0]
     half = d // 2
     G = _EG
@@ -768,8 +770,8 @@ def _encode_fht_rows(
     xf = x.reshape(-1)  # flat views (x and the centres are C-contiguous): unsigned indices, no wraparound
     cf = centres.reshape(-1)
     rcf = rcentres.reshape(-1)
-    for g0 in range(0, n, G):
-        gn = min(G, n - g0)
+    for g0 in range(r0, r1, G):
+        gn = min(G, r1 - g0)
         for t in range(G):
             lane[t] = lists[g0 + t] if (have_c and t < gn) else 0
         x2[:] = 0.0
@@ -914,6 +916,28 @@ def _encode_fht_rows(
             if want_beta:
                 beta[i] = np.float32(cr[t] - np.float64(f) * pcv[t])
             sq[i] = np.float32(x2[t])
+
+
+# Rows per work item of the parallel fused encode: items are handed to numba's threads one at a time
+# (chunk size 1: a thread the shared machine slows takes fewer), each a serial _encode_fht_rows call with its
+# own lane buffers (allocated once per item: < 1% of an item's time at 1,024 rows).
+_ENCODE_PART_ROWS = 1024
+
+
+@njit(cache=_CACHE, nogil=True, parallel=True)
+def _encode_fht_parts(
+    x, centres, rcentres, lists, signs, p, norm, s2, table, boundaries, bounds32, values,
+    scaled, full, want_beta, codes, factor, beta, sq, part_rows,
+):  # fmt: skip
+    """_encode_fht_rows over all rows of x, in items of ``part_rows`` (a multiple of _EG) over numba's threads."""
+    n = x.shape[0]
+    parts = (n + part_rows - 1) // part_rows
+    for k in prange(parts):
+        r0 = k * part_rows
+        _encode_fht_rows(
+            x, centres, rcentres, lists, signs, p, norm, s2, table, boundaries, bounds32, values,
+            scaled, full, want_beta, codes, factor, beta, sq, r0, min(n, r0 + part_rows),
+        )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1116,8 +1140,11 @@ _NO_LISTS = np.zeros(0, dtype=np.int64)
 
 
 def encode_turbo_fht(
-    x, centres, rotated_centres, lists, signs, table, boundaries, values, scaled, full, codes, beta
-):
+    x, centres, rotated_centres, lists, signs, table, boundaries, values, scaled, full, codes, beta,
+    *, part_rows=None,
+):  # fmt: skip
+    """The reference's op; more than ``part_rows`` rows (default ``_ENCODE_PART_ROWS``) on several threads
+    are coded in work items of that many rows over numba's threads."""
     n, d = x.shape
     factor = np.zeros(n, dtype=np.float32)
     out_beta = np.zeros(n, dtype=np.float32)
@@ -1125,7 +1152,9 @@ def encode_turbo_fht(
     if n:
         boundaries = np.ascontiguousarray(boundaries, dtype=np.float64)
         has_c = centres is not None
-        _encode_fht_rows(
+        part_rows = _ENCODE_PART_ROWS if part_rows is None else int(part_rows)
+        parallel = n > part_rows and num_threads() > 1
+        args = (
             np.ascontiguousarray(x, dtype=np.float32),
             np.ascontiguousarray(centres, dtype=np.float32) if has_c else _NO_MAT,
             np.ascontiguousarray(rotated_centres, dtype=np.float32) if has_c and beta else _NO_MAT,
@@ -1146,6 +1175,14 @@ def encode_turbo_fht(
             out_beta,
             sq,
         )
+        if parallel:
+            prev = numba.set_parallel_chunksize(1)
+            try:
+                _encode_fht_parts(*args, part_rows)
+            finally:
+                numba.set_parallel_chunksize(prev)
+        else:
+            _encode_fht_rows(*args, 0, n)
     return factor, out_beta, sq
 
 
@@ -1204,6 +1241,12 @@ def warmup() -> None:
                 np.ones((2, 10), np.float32), np.array([[0, 10, bits, 0]], dtype=np.int64), bnd,
                 np.asarray([cb], np.float32), True, True, np.zeros((3, 8), np.uint8), cen is not None,
             )  # fmt: skip
+    rows = np.tile(x, (22, 1))  # 66 rows in work items of 64 (the parallel kernel, on several threads)
+    encode_turbo_fht(
+        rows, None, None, None, np.ones((2, 10), np.float32), np.array([[0, 10, 1, 0]], dtype=np.int64),
+        np.zeros((1, 1)), np.asarray([(-1, 1)], np.float32), True, True, np.zeros((66, 2), np.uint8), False,
+        part_rows=_EG,
+    )  # fmt: skip
 
 
 KERNELS = reference.KERNELS.replace(

@@ -120,6 +120,7 @@ def decode_values(codes: np.ndarray, offset: int, bits: int, k: int, values: np.
 # Below this many queries the sums run in numba's order (its one-query scorer), so both backends give the same
 # float32 scores bit for bit; from it on both decode a tile and take one matrix product.
 FEW_QUERIES = 16
+ENCODE_ROWS = 2048  # rows per pass of encode_turbo_fht
 
 
 def lut_scores(q: np.ndarray, codes: np.ndarray, offset: int, bits: int, values: np.ndarray) -> np.ndarray:
@@ -323,9 +324,29 @@ def encode_turbo_fht(
     without the division. ``<y, ĉ> = Σ y_j values[idx_j]`` and ``<y, y>`` over the slices in order;
     ``scaled``: ``factor = float32(ρ² / <y, ĉ>)`` (``full``) or ``float32(<y, y> / <y, ĉ>)`` (0 if
     ``<y, ĉ> <= 0`` or ρ = 0) — ``||r|| · coded / <u, ĉ>`` of :func:`encode_turbo_block`; else ``ρ``.
-    ``β = float32(<c, r> - float64(factor) · <Πc, ĉ>)``; ``sq = float32(Σ x_j²)``.
+    ``β = float32(<c, r> - float64(factor) · <Πc, ĉ>)``; ``sq = float32(Σ x_j²)``. Rows are independent:
+    more than ``ENCODE_ROWS`` are coded ``ENCODE_ROWS`` at a time (bounded float64 temporaries).
     """
     n = x.shape[0]
+    if n > ENCODE_ROWS:
+        parts = [
+            encode_turbo_fht(
+                x[a : a + ENCODE_ROWS],
+                centres,
+                rotated_centres,
+                None if lists is None else lists[a : a + ENCODE_ROWS],
+                signs,
+                table,
+                boundaries,
+                values,
+                scaled,
+                full,
+                codes[a : a + ENCODE_ROWS],
+                beta,
+            )  # fmt: skip
+            for a in range(0, n, ENCODE_ROWS)
+        ]
+        return tuple(np.concatenate(col) for col in zip(*parts))
     x = np.ascontiguousarray(x, dtype=np.float32)
 
     def seqsum(a):

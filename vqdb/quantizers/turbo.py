@@ -54,9 +54,6 @@ FRACTIONAL_BITS = {
 ALLOC_QUERY_POWER = 0.5
 _GEMM_MIN_QUERIES = 16  # from this many queries, multi-slice blocks are scored by decoded tiles + matmul
 _TILE = 4096
-_FUSED_TILE = (
-    2048  # rows per call of the fused FHT encode (per-call overhead < 1%; bytes do not depend on it)
-)
 PCA_UNIT = 8  # "pca" allocates bits to groups of 8 consecutive principal components (byte-aligned slices)
 
 # Per-vector pre-scales t the "scaled" encoder may try (quantize u*t, keep the code whose reconstruction
@@ -511,9 +508,9 @@ class TurboQuantizer(Quantizer):
 
         Notes
         -----
-        One FHT-Kac block (the ``turbo-N`` presets, not ``prod``): one backend call per tile of
-        ``_FUSED_TILE`` rows does everything (``encode_turbo_fht``: centre, rotation, bucketize, pack, side
-        floats), each row on its own lane, so a row's bytes depend only on the row and its centre. Every
+        One FHT-Kac block (the ``turbo-N`` presets, not ``prod``): one backend call does everything
+        (``encode_turbo_fht``: centre, rotation, bucketize, pack, side floats; numba spreads the rows over
+        its threads), each row on its own lane, so a row's bytes depend only on the row and its centre. Every
         other configuration but ``scales`` with several pre-scales takes the tiled path: rows in tiles of
         ``_common.ENCODE_TILE``, per tile one rotation (one sgemm, or the Hadamard kernel) and one fused
         backend pass (``encode_turbo_block``: norm, bucketize, pack, side factor) per block. Tiles are spread
@@ -623,8 +620,9 @@ class TurboQuantizer(Quantizer):
     def _encode_fused(
         self, x: np.ndarray, centres: np.ndarray | None, lists: np.ndarray | None
     ) -> np.ndarray:
-        """Codes of ``x[i] - centres[lists[i]]`` (or of ``x`` with no centres) by ``encode_turbo_fht``, in row
-        tiles over the backend's threads; a row's bytes depend only on the row and its centre."""
+        """Codes of ``x[i] - centres[lists[i]]`` (or of ``x`` with no centres) by one ``encode_turbo_fht``
+        call (the backend spreads the rows over its threads); a row's bytes depend only on the row and its
+        centre."""
         ops = get_ops()
         n = x.shape[0]
         codes = np.zeros((n, self.code_size), dtype=np.uint8)
@@ -635,21 +633,14 @@ class TurboQuantizer(Quantizer):
             rc = ops.fht_kac_rotate(centres, p["fht_signs"])
         side = self._side_offset
         bo = None if self._offset_side is None else side + 4 * self._offset_side
-        tile_rows = _FUSED_TILE
-
-        def tile(t0: int) -> None:
-            ct = codes[t0 : t0 + tile_rows]
-            f, beta, sq = ops.encode_turbo_fht(
-                x[t0 : t0 + tile_rows], centres, rc, None if lists is None else lists[t0 : t0 + tile_rows],
-                p["fht_signs"], p["table"], p["boundaries"], p["values"], self.variant == "scaled", p["full"],
-                ct, want_beta,
-            )  # fmt: skip
-            ct[:, side : side + 4] = f.astype("<f4").view(np.uint8).reshape(-1, 4)
-            if bo is not None:
-                ct[:, bo : bo + 4] = beta.astype("<f4").view(np.uint8).reshape(-1, 4)
-            ct[:, -4:] = sq.astype("<f4").view(np.uint8).reshape(-1, 4)
-
-        cm.run_tiles(tile, n, ops, tile=tile_rows)
+        f, beta, sq = ops.encode_turbo_fht(
+            x, centres, rc, lists, p["fht_signs"], p["table"], p["boundaries"], p["values"],
+            self.variant == "scaled", p["full"], codes, want_beta,
+        )  # fmt: skip
+        codes[:, side : side + 4] = f.astype("<f4").view(np.uint8).reshape(-1, 4)
+        if bo is not None:
+            codes[:, bo : bo + 4] = beta.astype("<f4").view(np.uint8).reshape(-1, 4)
+        codes[:, -4:] = sq.astype("<f4").view(np.uint8).reshape(-1, 4)
         return codes
 
     def _encode_tiled(self, x: np.ndarray, c: np.ndarray | None) -> np.ndarray:
