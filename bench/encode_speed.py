@@ -49,7 +49,7 @@ from vqdb import (
 )
 from vqdb.presets import make_quantizer  # noqa: E402
 
-from .common import RESULTS_DIR, best_time, machine_info, set_threads  # noqa: E402
+from .common import RESULTS_DIR, best_wall_cpu, machine_info, set_threads  # noqa: E402
 
 VQDB = (
     "turbo-1",
@@ -96,7 +96,7 @@ def time_vqdb(name: str, base: np.ndarray, repeat: int) -> dict:
     q.fit(base)
     fit_s = time.perf_counter() - t
     q.encode(base[:5000])  # warm-up: numba compile / cache load, encode thread pool start (several tiles)
-    enc_s = best_time(lambda: q.encode(base), repeat)
+    enc_s, cpu_s = best_wall_cpu(lambda: q.encode(base), repeat)
     n = base.shape[0]
     return {
         "method": name,
@@ -104,6 +104,7 @@ def time_vqdb(name: str, base: np.ndarray, repeat: int) -> dict:
         "bytes": q.code_size,
         "fit_s": fit_s,
         "encode_s": enc_s,
+        "encode_cpu_s": cpu_s,
         "encode_vps": n / enc_s,
         "total_vps": n / (fit_s + enc_s),
         "rows_timed": n,
@@ -143,15 +144,20 @@ def faiss_specs(d: int) -> list[tuple[str, object, bool, str]]:
     return specs
 
 
-def time_faiss(name: str, make, slow: bool, base: np.ndarray, max_add: int) -> dict:
+def time_faiss(name: str, make, slow: bool, base: np.ndarray, max_add: int, repeat: int) -> dict:
+    """Train once, then add (the slow adders: ``max_add`` rows) ``repeat`` times into the emptied index,
+    best wall kept (as vqdb's encode)."""
     index = make(base.shape[1])
     t = time.perf_counter()
     index.train(base)
     train_s = time.perf_counter() - t
     rows = base if not slow else base[:max_add]
-    t = time.perf_counter()
-    index.add(rows)
-    add_s = time.perf_counter() - t
+
+    def add():
+        index.reset()
+        index.add(rows)
+
+    add_s, cpu_s = best_wall_cpu(add, 1 if slow else repeat)
     n = base.shape[0]
     enc_vps = rows.shape[0] / add_s
     code = index.sa_code_size() if hasattr(index, "sa_code_size") else None
@@ -161,6 +167,7 @@ def time_faiss(name: str, make, slow: bool, base: np.ndarray, max_add: int) -> d
         "bytes": code,
         "fit_s": train_s,
         "encode_s": n / enc_vps,
+        "encode_cpu_s": cpu_s * n / rows.shape[0],
         "encode_vps": enc_vps,
         "total_vps": n / (train_s + n / enc_vps),
         "rows_timed": int(rows.shape[0]),
@@ -196,7 +203,9 @@ def time_index(mode: str, base: np.ndarray) -> dict:
     }
 
 
-def run(sets, threads_list, repeat: int, max_add: int, peers: bool = True, index: bool = True) -> list[dict]:
+def run(
+    sets, threads_list, repeat: int, max_add: int, peers: bool = True, index: bool = True, methods=VQDB
+) -> list[dict]:
     from threadpoolctl import threadpool_limits
 
     rows = []
@@ -204,7 +213,7 @@ def run(sets, threads_list, repeat: int, max_add: int, peers: bool = True, index
         set_threads(threads)
         with threadpool_limits(limits=threads):
             for set_name, base in sets:
-                for name in VQDB:
+                for name in methods:
                     r = time_vqdb(name, base, repeat)
                     rows.append(
                         {
@@ -231,7 +240,7 @@ def run(sets, threads_list, repeat: int, max_add: int, peers: bool = True, index
                     )
                     log(f"{set_name} t={threads} {r['method']}: {r['encode_vps'] / 1e3:.1f}k/s")
                 for name, make, slow in faiss_specs(base.shape[1]) if peers else []:
-                    r = time_faiss(name, make, slow, base, max_add)
+                    r = time_faiss(name, make, slow, base, max_add, repeat)
                     rows.append(
                         {
                             "dataset": set_name,
@@ -252,6 +261,9 @@ def run(sets, threads_list, repeat: int, max_add: int, peers: bool = True, index
         sq4 = peers.get("faiss-SQ4")
         pq = next((p for m, p in peers.items() if m.startswith("faiss-PQ") and "FastScan" not in m), None)
         r["vs_sq4_add"] = r["encode_vps"] / sq4["encode_vps"] if sq4 else None
+        r["cpu_vs_sq4_add"] = (
+            sq4["encode_cpu_s"] / r["encode_cpu_s"] if sq4 and r.get("encode_cpu_s") else None
+        )
         r["vs_pq_train_add"] = r["total_vps"] / pq["total_vps"] if pq else None
     return rows
 
@@ -264,7 +276,10 @@ def markdown(result: dict) -> str:
         f"Machine: {result['machine_line']}  ",
         f"Wall time: {result['wall_s']:.0f} s. Rates in vectors/s of the whole base; `encode` = vqdb encode / FAISS add "
         "alone, `total` = fit or train + encode or add. Ratios: encode vs FAISS SQ4 add, total vs FAISS PQ "
-        "(d/8 x 8 bits, train + add), same set and threads. `rows` < n: add timed on that many rows.",
+        "(d/8 x 8 bits, train + add), same set and threads. `rows` < n: add timed on that many rows. Encode and "
+        "add: best wall of the repeats; `cpu us/vec`: the process CPU time of that call per vector (all its "
+        "threads; the work done, whatever share of the shared machine it got) and `cpu / SQ4`: SQ4's CPU time "
+        "over the method's (> 1: less CPU per vector than SQ4).",
         "",
     ]
     if result.get("before"):
@@ -279,15 +294,18 @@ def markdown(result: dict) -> str:
         lines += [
             f"## {set_name} ({sub[0]['n']:,} x {sub[0]['dim']})",
             "",
-            "| method | bytes | threads | fit/train s | encode k/s | before k/s | total k/s | encode / SQ4 | total / PQ | rows |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| method | bytes | threads | fit/train s | encode k/s | before k/s | total k/s | encode / SQ4 | total / PQ "
+            "| cpu us/vec | cpu / SQ4 | rows |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in sorted(sub, key=lambda r: (r["library"] != "vqdb", r["library"], r["method"], r["threads"])):
             f = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+            cpu_us = lambda r: f"{r['encode_cpu_s'] / r['n'] * 1e6:.2f}" if r.get("encode_cpu_s") else ""  # noqa: E731
             before = f"{r['before_encode_vps'] / 1e3:.1f}" if r.get("before_encode_vps") else ""
             lines.append(
                 f"| {r['method']} | {r['bytes'] or ''} | {r['threads']} | {r['fit_s']:.2f} | {r['encode_vps'] / 1e3:.1f} | "
-                f"{before} | {r['total_vps'] / 1e3:.1f} | {f(r['vs_sq4_add'])} | {f(r['vs_pq_train_add'])} | {r['rows_timed']:,} |"
+                f"{before} | {r['total_vps'] / 1e3:.1f} | {f(r['vs_sq4_add'])} | {f(r['vs_pq_train_add'])} | "
+                f"{cpu_us(r)} | {f(r.get('cpu_vs_sq4_add'))} | {r['rows_timed']:,} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -303,6 +321,10 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--no-peers", action="store_true", help="vqdb only (e.g. to time an older commit)")
     ap.add_argument("--no-index", action="store_true", help="skip the Index.add timings")
+    ap.add_argument("--only", nargs="*", default=None, help="only these data sets (names as in the results)")
+    ap.add_argument(
+        "--methods", nargs="*", default=list(VQDB), help=f"vqdb methods (default all: {' '.join(VQDB)})"
+    )
     ap.add_argument(
         "--before",
         default=None,
@@ -315,9 +337,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     load_start = list(os.getloadavg())
-    sets = load(args.quick)
+    sets = [(n, b) for n, b in load(args.quick) if args.only is None or n in args.only]
     log("sets: " + ", ".join(f"{n} {b.shape}" for n, b in sets))
-    rows = run(sets, args.threads, args.repeat, args.max_add_rows, not args.no_peers, not args.no_index)
+    unknown = set(args.methods) - set(VQDB)
+    if unknown:
+        ap.error(f"unknown --methods {sorted(unknown)}; expected some of {list(VQDB)}")
+    rows = run(
+        sets, args.threads, args.repeat, args.max_add_rows, not args.no_peers, not args.no_index, args.methods
+    )
     if args.before:
         with open(args.before, encoding="utf-8") as f:
             before = json.load(f)
