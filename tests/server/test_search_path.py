@@ -328,3 +328,36 @@ def test_bad_arrow_queries_get_a_clear_4xx(server, admin, col, params, body, sta
             nobody.post(f"/collections/{NAME}/search/arrow", content=content, headers=ARROW).status_code
             == 401
         )
+
+
+def test_searched_query_vectors_are_counted_on_both_paths(admin, col, wordnet):
+    """A one-query search of a small collection runs on the event loop, a batch in a worker thread:
+    both count their query vectors."""
+
+    def queries_counted() -> float:
+        lines = admin.get("/metrics").text.splitlines()
+        return sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith("vqdb_queries_total "))
+
+    q = wordnet.queries[:5].astype(np.float32)
+    before = queries_counted()
+    _search(admin, {"vector_b64": b64(q[0]), "k": 3})
+    assert queries_counted() == before + 1
+    _search(admin, {"vectors_b64": b64(q), "k": 3})
+    assert queries_counted() == before + 6
+
+
+def test_small_enough_reads_the_open_index_only(tmp_path, wordnet):
+    """``Collection.small_enough``: the live rows of an open single-shard index against the bound;
+    a closed index is never small enough (opening it does not belong on the event loop)."""
+    from vqdb.server.collections import CollectionStore
+
+    store = CollectionStore(tmp_path / "collections")
+    store.load()
+    c = store.create("rows", dim=384, metric="cos")
+    c.upsert(wordnet.base[:40].astype(np.float32), np.arange(40), None)
+    c.search(wordnet.queries[:1].astype(np.float32), 3)  # the index is open after a search
+    assert c.small_enough(40) and not c.small_enough(39)
+    c.delete_ids(np.arange(5))
+    assert c.small_enough(35) and not c.small_enough(34)
+    store.close()
+    assert not c.small_enough(1 << 30)

@@ -321,6 +321,12 @@ class Collection:
         except (OSError, ValueError, KeyError, TypeError):
             pass
 
+    def small_enough(self, rows: int) -> bool:
+        """True when the index is open, in this process (one shard) and holds at most ``rows`` live rows:
+        a one-query search of it is short enough for the event loop's thread."""
+        index = self._index
+        return index is not None and self.info.shards == 1 and len(index) <= rows
+
     def search(self, queries: np.ndarray, k: int, *, filter=None, nprobe=None, rerank=None, ef=None):
         with self.lease() as index:
             return engine.search(index, queries, k, filter=filter, nprobe=nprobe, rerank=rerank, ef=ef)

@@ -55,13 +55,24 @@ async def search(request: Request, collection: CollectionDep, settings: Settings
     return json_response(await answer(await read_body(request), collection, settings, metrics))
 
 
+# A search of one query vector over at most this many rows runs on the event loop's thread (a few ms
+# at most): the hop to a worker thread and back cost more server CPU than the JSON work around it.
+INLINE_ROWS = 1 << 18
+
+
 async def answer(raw: bytes, collection: Collection, settings, metrics, *, start=None) -> bytes:
     """The JSON answer to the raw search body ``raw`` (``start``: the request's perf_counter time)."""
     start = time.perf_counter() if start is None else start
     body = parsed(raw, settings)  # on the event loop: tens of microseconds for one 384-d vector
-    return await respond(
-        body, lambda: _queries(body, collection, settings), collection, settings, metrics, start=start
-    )
+
+    def queries() -> np.ndarray:
+        return _queries(body, collection, settings)
+
+    if not search_body.is_batch(body) and collection.small_enough(INLINE_ROWS):
+        data, n = searched(body, queries, collection, settings, start=start)
+        metrics.queries.inc(n)
+        return data
+    return await respond(body, queries, collection, settings, metrics, start=start)
 
 
 def answer_now(raw: bytes, collection, settings, *, start: float) -> tuple[bytes, int]:
