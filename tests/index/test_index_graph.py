@@ -4,7 +4,9 @@ SIGKILL during inserts, tuning of ``ef``, and bad input."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,7 +175,7 @@ def test_save_open_identical_and_another_process(tmp_path, wordnet, quantizer, m
     child = (
         "import sys, numpy as np, vqdb\n"
         "ix = vqdb.open(sys.argv[1], read_only=True)\n"
-        "b = ix._graph.rows\n"
+        "b = ix._graph.links\n"
         "while b is not None and not isinstance(b, np.memmap):\n"
         "    b = b.base\n"
         "assert isinstance(b, np.memmap) and b.mode == 'c'  # memory-mapped (copy-on-write)\n"
@@ -216,7 +218,7 @@ def test_graph_file_holds_each_vector_once(tmp_path, wordnet, quantizer):
         20,
         21,
     ]
-    per_node = g.row_bytes + 2 * g.nsteps + 4 * g.G + 4 + 8 + 1
+    per_node = 4 * g.R + g.rec_bytes + 8 + 1
     assert os.path.getsize(path / name) < 1510 * per_node + 12 * 2 * wordnet.dim + 65536
     index.close()
     with vqdb.open(path) as again:
@@ -334,3 +336,20 @@ def test_bad_input(wordnet, quantizer):
         with pytest.raises(vqdb.errors.InvalidInputError, match="ef"):
             index.search(wordnet.queries[:1], 5, ef=bad)
     assert index.search(wordnet.queries[:2], 5).ids.tolist() == [[-1] * 5] * 2  # empty graph
+
+
+def test_graph_file_with_inline_codes_opens_with_the_same_results(tmp_path):
+    """A graph saved before the per-node code records (each row held its neighbours' codes, written by
+    tests/index/data/make_graph_inline.py at d518add) opens: links and records are taken from its rows, and a
+    search gives exactly the ids and scores it gave then (turbo-2: the same integer LUT sums)."""
+    fixture = os.path.join(os.path.dirname(__file__), "data", "graph_inline")
+    path = tmp_path / "old"
+    shutil.copytree(os.path.join(fixture, "index"), path)
+    with open(os.path.join(fixture, "expected.json")) as f:
+        expected = json.load(f)
+    queries = np.load(os.path.join(fixture, "queries.npy"))
+    with vqdb.open(path, read_only=True) as index:
+        assert index._graph.n == 401 and int(index._graph.live.sum()) == 398  # the graph file, not a rebuild
+        res = index.search(queries, 10, ef=32)
+    np.testing.assert_array_equal(res.ids, np.array(expected["search_ids"]))
+    np.testing.assert_allclose(res.scores, np.array(expected["search_scores"]), rtol=1e-6, atol=1e-6)

@@ -30,6 +30,7 @@ BATCH_FRACTION = 0.02  # a batch links at most this share of the nodes being add
 MIN_BATCH = 64
 REFINE_MIN = 1024  # a first add of at least this many vectors gets the second construction pass
 MAX_DEGREE = 256
+BITPLANES = 4  # 1-bit codes: bits of the quantized query in the walk's popcount estimates
 
 
 def as_graph(value) -> int | None:
@@ -81,11 +82,11 @@ class Graph:
         self.offsets = getattr(scanner, "additive", None) is not None
         self.nsteps = int(scanner.nsteps)
         self.G = int(scanner.n_groups)
-        code_bytes = -(-degree // 32) * self.nsteps * 32
-        self.io = code_bytes // 4
-        self.fo = self.io + degree
-        self.so = self.fo + self.G * degree
-        self.row_bytes = int(-(-(self.so + degree) * 4 // 64) * 64)
+        # a node's code record: its S code bytes (whole uint64 words: a 1-bit code's sign words), then
+        # (float32) its G factors and its code constant
+        self.bits = bool(scanner.one_bit)
+        self.fo = 2 * -(-self.nsteps // 8)
+        self.rec_bytes = int(-(-(self.fo + self.G + 1) * 4 // 64) * 64)
         self.code_size = None
         self.n = 0
         self.entry = 0
@@ -95,32 +96,33 @@ class Graph:
         self._alloc(0)
 
     # ---- storage -------------------------------------------------------------------------------
-    _ARRAYS = ("ids", "live", "vbits", "norms", "slots", "facs", "sqc", "rows")
+    _ARRAYS = ("ids", "live", "vbits", "norms", "links", "recs")
 
     def _alloc(self, cap: int, keep: int = 0) -> None:
         """Fresh arrays for ``cap`` nodes holding the first ``keep`` nodes of the current ones; attached only
         once filled, so a search running meanwhile sees either the old arrays or complete new ones."""
-        d = self.dim
         new = {
             "ids": np.full(cap, -1, np.int64),
             "live": np.zeros(cap, bool),
-            "vbits": np.zeros((cap, d), np.uint16),
+            "vbits": np.zeros((cap, self.dim), np.uint16),
             "norms": np.zeros(cap, np.float32),
-            "slots": np.zeros((cap, 2 * self.nsteps), np.uint8),
-            "facs": np.zeros((cap, max(self.G, 1)), np.float32),
-            "sqc": np.zeros(cap, np.float32),
-            "rows": np.zeros((cap, self.row_bytes), np.uint8),
+            "links": np.full((cap, self.R), -1, np.int32),
+            "recs": np.zeros((cap, self.rec_bytes), np.uint8),
         }
-        new["rows"].view(np.int32)[:, self.io : self.io + self.R] = -1
         for name in self._ARRAYS if keep else ():
             new[name][:keep] = getattr(self, name)[:keep]
-        for name in ("rows", "vbits", "norms", "live", "ids", "slots", "facs", "sqc"):
+        for name in ("links", "recs", "vbits", "norms", "live", "ids"):
             setattr(self, name, new[name])
-        self._views()
 
-    def _views(self) -> None:
-        self.rowsi = self.rows.view(np.int32)
-        self.rowsf = self.rows.view(np.float32)
+    @property
+    def recf(self) -> np.ndarray:
+        """(capacity, rec_bytes / 4) float32 view of the code records (factors at fo.., constant at fo + G)."""
+        return self.recs.view(np.float32)
+
+    @property
+    def sqc(self) -> np.ndarray:
+        """(capacity,) float32 each node's code constant (subtracted from l2sq / offset estimates)."""
+        return self.recf[:, self.fo + self.G]
 
     @property
     def capacity(self) -> int:
@@ -136,12 +138,20 @@ class Graph:
 
     @property
     def nbytes_per_node(self) -> dict:
-        """Bytes per node held for search: the row (codes + ids + factors), the float16 vector, id/flags."""
-        return {"graph_row": self.row_bytes, "graph_vector": 2 * self.dim, "graph_id": 9}
+        """Bytes per node held for search: links, the code record, the float16 vector and norm, id/flag."""
+        return {
+            "graph_links": 4 * self.R,
+            "graph_code": self.rec_bytes,
+            "graph_vector": 2 * self.dim,
+            "graph_norm": 4,
+            "graph_id": 9,
+        }
 
-    # ---- code slots ------------------------------------------------------------------------------
-    def _code_arrays(self, codes: np.ndarray):
-        """(slots (n, 2S) uint8, factors (n, G) float32, ||x||^2 (n,) float32) of codes (n, code_size)."""
+    # ---- code records ----------------------------------------------------------------------------
+    def _records(self, codes: np.ndarray) -> np.ndarray:
+        """(n, rec_bytes) uint8 code records of codes (n, code_size): the fast-scan slots two per byte (slot
+        2t in the low nibble of byte t), each kernel part's factor and the code constant (||x||^2 for l2sq,
+        with the quantizer's additive term folded in when it has one)."""
         from ..kernels import reference_fastscan as rf
 
         sc = self.sc
@@ -149,18 +159,21 @@ class Graph:
         slots = np.zeros((n, 2 * self.nsteps), np.uint8)
         side = np.ascontiguousarray(codes[:, sc.side_offset : sc.side_offset + 4 * sc.n_side]).view("<f4")
         side = side.reshape(n, sc.n_side)
-        facs = np.zeros((n, max(self.G, 1)), np.float32)
+        recs = np.zeros((n, self.rec_bytes), np.uint8)
+        recf = recs.view(np.float32)
         col = 0
         for i, p in enumerate(sc.parts):
             slots[:, col : col + sc.slots[i]] = rf.nibble_slots(codes, p["offset"], p["bits"], p["k"])
             col += sc.slots[i]
             if sc.group_first[sc.group_of[i]] == i:
-                facs[:, sc.group_of[i]] = side[:, p["side"]] * np.float32(p["mult"])
+                recf[:, self.fo + sc.group_of[i]] = side[:, p["side"]] * np.float32(p["mult"])
+        recs[:, : self.nsteps] = slots[:, 0::2] | (slots[:, 1::2] << 4)
         const = side[:, sc.n_side - 1].astype(np.float32)  # ||x||^2, subtracted from l2sq estimates
         if self.offsets:  # the estimate gains alpha * β: subtract -alpha * β (alpha = 2 for l2sq, 1 for ip)
             beta = side[:, int(sc.additive)].astype(np.float32)
             const = const - np.float32(2.0) * beta if self.l2 else -beta
-        return slots, facs, const
+        recf[:, self.fo + self.G] = const
+        return recs
 
     # ---- writes ----------------------------------------------------------------------------------
     def retire(self, ids: np.ndarray) -> None:
@@ -195,13 +208,11 @@ class Graph:
         self.ids[sl] = ids
         self.live[sl] = True
         self.vbits[sl] = v16.view(np.uint16)
-        self.slots[sl], self.facs[sl], self.sqc[sl] = self._code_arrays(codes)
-        self.rowsi[sl, self.io : self.io + self.R] = -1
+        self.recs[sl] = self._records(codes)
+        self.links[sl] = -1
         new_nodes = np.arange(n0, n0 + b, dtype=np.int64)
         kg.squared_norms(self.vbits, new_nodes, self.norms)
         vf = self._float_vectors(n0, b)
-        touched = np.zeros(n0 + b, bool)
-        touched[sl] = True
         cur = n0
         if cur == 0:
             cur = 1  # node 0 is the entry; it has no one to link to yet
@@ -213,52 +224,43 @@ class Graph:
             tasks = max(1, min(size, 8 * _threads()))
             incoming = np.empty(size * self.R, np.int64)
             kg.link_batch(
-                batch, cur, self.entry, vf, self.norms, self.rowsi, self.io, self.R,
+                batch, cur, self.entry, vf, self.norms, self.links, self.R,
                 int(build_ef), np.float32(ALPHA), tasks, incoming,
             )  # fmt: skip
-            self._merge_incoming(incoming, vf, touched)
+            self._merge_incoming(incoming, vf)
             cur += size
         if n0 == 0 and b >= REFINE_MIN:  # the first bulk add: Vamana's second pass over the whole graph
             self._refine(vf, n0 + b, cap, build_ef)
-            touched[:] = True
         for j, i in enumerate(ids.tolist()):
             self._node_of[i] = n0 + j
-        kg.pack_rows(
-            np.flatnonzero(touched).astype(np.int64), self.rows, self.rowsi, self.rowsf, self.slots,
-            self.facs, self.sqc, self.R, self.nsteps, self.io, self.fo, self.so,
-        )  # fmt: skip
         self.n = n0 + b
 
-    def _merge_incoming(self, incoming: np.ndarray, vf: np.ndarray, touched: np.ndarray) -> None:
+    def _merge_incoming(self, incoming: np.ndarray, vf: np.ndarray) -> None:
         """Add the reverse edges ``incoming`` (target << 32 | source, -1 = none) to their targets' lists
-        (re-pruning a list that overflows); marks the targets in ``touched``."""
+        (re-pruning a list that overflows)."""
         pairs = np.sort(incoming[incoming >= 0])
         if not pairs.size:
             return
         tgt = pairs >> 32
         starts = np.r_[np.flatnonzero(np.r_[True, tgt[1:] != tgt[:-1]]), pairs.size].astype(np.int64)
         hit = np.empty(starts.size - 1, np.int64)
-        _kernels().merge_reverse(
-            pairs, starts, vf, self.norms, self.rowsi, self.io, self.R, np.float32(ALPHA), hit
-        )
-        touched[hit] = True
+        _kernels().merge_reverse(pairs, starts, vf, self.norms, self.links, self.R, np.float32(ALPHA), hit)
 
     def _refine(self, vf: np.ndarray, n: int, batch: int, build_ef: int) -> None:
         """Second pass over nodes [0, n): batches searched against the whole graph (lists RobustPruned
         over the search's best and the current list), their lists written, reverse edges merged."""
         kg = _kernels()
-        touched = np.zeros(n, bool)
         for start in range(0, n, batch):
             nodes = np.arange(start, min(n, start + batch), dtype=np.int64)
             lists = np.empty((nodes.size, self.R), np.int64)
             tasks = max(1, min(nodes.size, 8 * _threads()))
             kg.refine_batch(
-                nodes, n, self.entry, vf, self.norms, self.rowsi, self.io, self.R, int(build_ef),
+                nodes, n, self.entry, vf, self.norms, self.links, self.R, int(build_ef),
                 np.float32(ALPHA), tasks, lists,
             )  # fmt: skip
-            self.rowsi[start : start + nodes.size, self.io : self.io + self.R] = lists
+            self.links[start : start + nodes.size] = lists
             incoming = np.where(lists >= 0, (lists << 32) | nodes[:, None], -1).reshape(-1)
-            self._merge_incoming(incoming, vf, touched)
+            self._merge_incoming(incoming, vf)
 
     def _float_vectors(self, n0: int, b: int) -> np.ndarray:
         """(capacity, d) float32 copy of the float16 vectors for construction, kept while this object
@@ -288,24 +290,44 @@ class Graph:
         stats = np.zeros(m, np.int64)
         if m == 0 or n == 0:
             return out_nodes, out_scores, stats
-        rows, rowsi, rowsf, vbits, norms = self.rows, self.rowsi, self.rowsf, self.vbits, self.norms
         ok = self.live[:n] if ok is None else ok
         prep = self.sc.prepare(q, metric="l2sq" if self.l2 else "ip")
         c0 = q @ centre if centre is not None else np.zeros(m, np.float32)
         base = (prep.alpha * c0 + prep.qconst).astype(np.float32)
         G = self.G
-        tasks = max(1, min(m, 4 * _threads()))
-        head = (
-            q, prep.luts, np.ascontiguousarray(prep.inv[:, :G]), np.ascontiguousarray(prep.off[:, :G]), base,
-            np.float32(prep.alpha), self.l2, self.l2 or self.offsets, self.sc.part_steps, self.nsteps,
-            rows.reshape(-1), self.row_bytes, rowsi, rowsf, self.io, self.fo, self.so, self.R,
-            vbits, vbits.reshape(-1), norms, np.ascontiguousarray(ok), n, self.entry, max(int(ef), k), k,
+        nd = kg.Nodes(
+            self.links, self.recs, self.recf, self.recs.view(np.uint64), self.fo, self.vbits, self.norms, np.ascontiguousarray(ok), n,
+            self.entry,
         )  # fmt: skip
+        pr = kg.Probe(
+            np.ascontiguousarray(q, np.float32), prep.luts, np.ascontiguousarray(prep.inv[:, :G]),
+            np.ascontiguousarray(prep.off[:, :G]), base, self.sc.part_steps, np.float32(prep.alpha), self.l2,
+            self.l2 or self.offsets, *self._bitplanes(prep, m),
+        )  # fmt: skip
+        ef = max(int(ef), k)
+        tasks = max(1, min(m, 4 * _threads()))
         if tasks == 1:  # one range on this thread: no parallel region to start and join
-            kg.search_range(*head, 0, m, out_nodes, out_scores, stats)
+            kg.search_range(nd, pr, ef, k, 0, m, out_nodes, out_scores, stats)
         else:
-            kg.search(*head, tasks, out_nodes, out_scores, stats)
+            kg.search(nd, pr, ef, k, tasks, out_nodes, out_scores, stats)
         return out_nodes, out_scores, stats
+
+    def _bitplanes(self, prep, m: int) -> tuple:
+        """The popcount estimate's query side (:class:`vqdb.kernels.graph.Probe` fields from ``bits``): for a
+        single 1-bit part, its query quantized to ``BITPLANES`` bit planes; otherwise empty arrays."""
+        from ..kernels import reference_fastscan as rf
+
+        if not self.bits:
+            z = np.zeros(m, np.float32)
+            return False, np.zeros((m, 1, 1), np.uint64), z, z, z, np.float32(0), np.float32(0)
+        q = prep.parts_q[0]
+        words, lo, delta, _, _ = rf.bitplane_query(q, BITPLANES)
+        v = np.asarray(self.sc.parts[0]["values"], np.float64)
+        f32 = np.float32
+        return (
+            True, words, lo.astype(f32), delta.astype(f32), q.sum(1, dtype=np.float64).astype(f32), f32(v[0]),
+            f32(v[1] - v[0]),
+        )  # fmt: skip
 
     def nodes_of(self, ids: np.ndarray) -> np.ndarray:
         """(a,) int64 live node of each of ``ids`` (int64 keys); ids without a live node are left out."""
@@ -349,7 +371,7 @@ class Graph:
 
     # ---- persistence -----------------------------------------------------------------------------
     def to_table(self) -> pa.Table:
-        """The nodes as an Arrow table (one row per node): id, live, row, slots, factors, and the float16
+        """The nodes as an Arrow table (one row per node): id, live, links, code record, and the float16
         vector bits of retired nodes only (null for live ones: their vectors are the segments' stored
         vectors, attached again by :meth:`from_file`, so no vector is written twice)."""
         n = self.n
@@ -379,15 +401,13 @@ class Graph:
                 "id": pa.array(self.ids[:n], pa.int64()),
                 "live": pa.array(self.live[:n], pa.bool_()),
                 "retired_f16": retired,
-                "row": fixed(self.rows),
-                "slots": fixed(self.slots),
-                "factors": fixed(self.facs),
-                "code_sq": pa.array(self.sqc[:n], pa.float32()),
+                "links": fixed(self.links),
+                "code_record": fixed(self.recs),
             }
         )
 
     def meta(self) -> dict:
-        out = {"degree": self.R, "entry": int(self.entry), "nodes": int(self.n), "row_bytes": self.row_bytes}
+        out = {"degree": self.R, "entry": int(self.entry), "nodes": int(self.n), "rec_bytes": self.rec_bytes}
         if self.offsets:
             out["code_offsets"] = True
         return out
@@ -405,7 +425,10 @@ class Graph:
         g.offsets = bool(meta.get("code_offsets", False))  # graphs written before the offsets: as before
         buf = pa.memory_map(path, "r").read_buffer()
         table = pa.ipc.open_file(buf).read_all()
-        if int(meta["row_bytes"]) != g.row_bytes or table.num_rows != int(meta["nodes"]):
+        inline = "rec_bytes" not in meta  # written before the code records: neighbours' codes inline
+        if int(meta["row_bytes"] if inline else meta["rec_bytes"]) != (
+            g._inline_row_bytes() if inline else g.rec_bytes
+        ) or table.num_rows != int(meta["nodes"]):
             raise ValueError("graph file does not match the index's code layout")
         n = table.num_rows
         cow = np.memmap(path, dtype=np.uint8, mode="c") if n else np.zeros(0, np.uint8)
@@ -429,11 +452,11 @@ class Graph:
             g.vbits = column("vector_f16", np.uint16, dim)
         else:
             g.vbits = _node_vectors(table, g.ids, g.live, dim, live_vectors)
-        g.rows = column("row", np.uint8, g.row_bytes)
-        g.slots = column("slots", np.uint8, 2 * g.nsteps)
-        g.facs = column("factors", np.float32, max(g.G, 1))
-        g.sqc = column("code_sq", np.float32, 1).reshape(-1)
-        g._views()
+        if inline:
+            g._from_inline(column)
+        else:
+            g.links = column("links", np.int32, g.R)
+            g.recs = column("code_record", np.uint8, g.rec_bytes)
         g.norms = np.zeros(n, np.float32)
         if n:
             _kernels().squared_norms(g.vbits, np.arange(n, dtype=np.int64), g.norms)
@@ -444,6 +467,26 @@ class Graph:
         g._writable = True
         g._node_of = {int(i): j for j, i in enumerate(g.ids.tolist()) if g.live[j]}
         return g
+
+    def _inline_row_bytes(self) -> int:
+        """Row size of the graph files written before the code records (each row: its neighbours' codes in
+        fast-scan blocks, ids, factors and code constants)."""
+        io = -(-self.R // 32) * self.nsteps * 8
+        return int(-(-(io + (2 + self.G) * self.R) * 4 // 64) * 64)
+
+    def _from_inline(self, column) -> None:
+        """Links and code records from the columns of a graph file written before the code records (``row``:
+        ids at int32 offset ``io``; ``slots``, ``factors``, ``code_sq``: each node's own code)."""
+        n = self.ids.shape[0]
+        io = -(-self.R // 32) * self.nsteps * 8
+        self.links = np.ascontiguousarray(
+            column("row", np.uint8, self._inline_row_bytes()).view(np.int32)[:, io : io + self.R]
+        )
+        slots = column("slots", np.uint8, 2 * self.nsteps)
+        self.recs = np.zeros((n, self.rec_bytes), np.uint8)
+        self.recs[:, : self.nsteps] = slots[:, 0::2] | (slots[:, 1::2] << 4)
+        self.recf[:, self.fo : self.fo + self.G] = column("factors", np.float32, max(self.G, 1))[:, : self.G]
+        self.recf[:, self.fo + self.G] = column("code_sq", np.float32, 1).reshape(-1)
 
 
 def _node_vectors(table: pa.Table, ids: np.ndarray, live: np.ndarray, dim: int, live_vectors) -> np.ndarray:
