@@ -48,8 +48,9 @@ class ReaderGone(Exception):
     """The reader process ended (or its socket broke) before answering."""
 
 
-class Reader:
-    """The serving process's end of one reader process."""
+class Reader(asyncio.Protocol):
+    """The serving process's end of one reader process: replies are cut from the socket's bytes as they
+    arrive (no stream reader, no pump task) and each one resolves its request's future at once."""
 
     def __init__(self, proc: subprocess.Popen, sock: socket.socket, on_gone=None):
         self.proc = proc
@@ -61,53 +62,60 @@ class Reader:
         self.at: dict[str, int] = {}  # collection uid -> generation of the reader's snapshot
         self.refreshing: set[str] = set()
         self._ids = itertools.count(1)
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._pump: asyncio.Task | None = None
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
 
     async def connect(self) -> None:
-        self._reader, self._writer = await asyncio.open_unix_connection(sock=self.sock)
-        self._pump = asyncio.get_running_loop().create_task(self._read_replies())
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: self, sock=self.sock)
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
 
     def request(self, kind: int, collection, generation: int, body: bytes = b"") -> asyncio.Future:
         rid = next(self._ids) & 0xFFFFFFFF
         name = collection.name.encode()
         head = REQUEST.pack(rid, kind, generation, collection.uid.encode(), len(name), len(body))
         future = asyncio.get_running_loop().create_future()
+        if not self.alive:
+            future.set_exception(ReaderGone())
+            return future
         self.pending[rid] = future
-        self._writer.write(b"".join((head, name, body)))
+        self._transport.write(b"".join((head, name, body)))
         return future
 
-    async def _read_replies(self) -> None:
-        try:
-            while True:
-                head = await self._reader.readexactly(REPLY.size)
-                rid, kind, status, queries, size = REPLY.unpack(head)
-                body = await self._reader.readexactly(size) if size else b""
-                if kind == READY:
-                    self.ready = True
-                    continue
-                future = self.pending.pop(rid, None)
-                if future is not None and not future.done():
-                    future.set_result((kind, status, queries, body))
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
-        finally:
-            self.alive = self.ready = False
-            for future in self.pending.values():
-                if not future.done():
-                    future.set_exception(ReaderGone())
-            self.pending.clear()
-            if self.on_gone is not None:
-                self.on_gone(self)
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        at = 0
+        while len(buffer) - at >= REPLY.size:
+            rid, kind, status, queries, size = REPLY.unpack_from(buffer, at)
+            end = at + REPLY.size + size
+            if len(buffer) < end:
+                break
+            body = bytes(buffer[at + REPLY.size : end])
+            at = end
+            if kind == READY:
+                self.ready = True
+                continue
+            future = self.pending.pop(rid, None)
+            if future is not None and not future.done():
+                future.set_result((kind, status, queries, body))
+        del buffer[:at]
+
+    def connection_lost(self, exc) -> None:
+        self.alive = self.ready = False
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(ReaderGone())
+        self.pending.clear()
+        if self.on_gone is not None:
+            self.on_gone(self)
 
     async def close(self) -> None:
         self.alive = False
         self.on_gone = None
-        if self._writer is not None:
-            self._writer.close()
-        if self._pump is not None:
-            self._pump.cancel()
+        if self._transport is not None:
+            self._transport.close()
         await asyncio.to_thread(_stop, self.proc)
 
 
