@@ -315,19 +315,15 @@ class Graph:
     def _bitplanes(self, prep, m: int) -> tuple:
         """The popcount estimate's query side (:class:`vqdb.kernels.graph.Probe` fields from ``bits``): for a
         single 1-bit part, its query quantized to ``BITPLANES`` bit planes; otherwise empty arrays."""
-        from ..kernels import reference_fastscan as rf
-
         if not self.bits:
             z = np.zeros(m, np.float32)
             return False, np.zeros((m, 1, 1), np.uint64), z, z, z, np.float32(0), np.float32(0)
-        q = prep.parts_q[0]
-        words, lo, delta, _, _ = rf.bitplane_query(q, BITPLANES)
+        q = np.ascontiguousarray(prep.parts_q[0], np.float32)
+        words = np.empty((m, BITPLANES, -(-q.shape[1] // 64)), np.uint64)
+        lo, delta, qsum = (np.empty(m, np.float32) for _ in range(3))
+        _kernels().bit_planes(q, BITPLANES, words, lo, delta, qsum)
         v = np.asarray(self.sc.parts[0]["values"], np.float64)
-        f32 = np.float32
-        return (
-            True, words, lo.astype(f32), delta.astype(f32), q.sum(1, dtype=np.float64).astype(f32), f32(v[0]),
-            f32(v[1] - v[0]),
-        )  # fmt: skip
+        return True, words, lo, delta, qsum, np.float32(v[0]), np.float32(v[1] - v[0])
 
     def nodes_of(self, ids: np.ndarray) -> np.ndarray:
         """(a,) int64 live node of each of ``ids`` (int64 keys); ids without a live node are left out."""

@@ -412,6 +412,34 @@ class Probe(NamedTuple):
 
 
 @njit(cache=_CACHE, nogil=True)
+def bit_planes(q, planes, words, lo, delta, qsum):
+    """The popcount estimate's query side: (m, k) float32 queries quantized to ``planes``-bit unsigned
+    integers u, ``q ≈ lo + delta * u`` (the rounding of :func:`vqdb.kernels.reference_fastscan.bitplane_query`,
+    float64), bit-plane b of u into words (m, planes, W) uint64 (bit j of word w = coordinate 64w + j; W >=
+    ceil(k/64)); lo, delta, qsum = Σ_j q_j into (m,) float32."""
+    m, k = q.shape
+    levels = (1 << planes) - 1
+    for i in range(m):
+        a = np.float64(q[i, 0]) if k else 0.0
+        b = a
+        t = 0.0
+        for j in range(k):
+            x = np.float64(q[i, j])
+            a = min(a, x)
+            b = max(b, x)
+            t += x
+        de = (b - a) / levels if b > a else 1.0
+        words[i] = 0
+        for j in range(k):
+            u = np.int64(min(max(np.rint((np.float64(q[i, j]) - a) / de), 0.0), levels))
+            for p in range(planes):
+                words[i, p, j >> 6] |= np.uint64((u >> p) & 1) << np.uint64(j & 63)
+        lo[i] = a
+        delta[i] = de
+        qsum[i] = t
+
+
+@njit(cache=_CACHE, nogil=True)
 def _byte_luts(luts, i, nsteps, out):
     """out (S, 256) uint16: the summed LUT entries of both slots of one code byte, for query i."""
     for t in range(nsteps):
@@ -606,6 +634,8 @@ def warmup() -> None:
     recf[:, 4] = 1.0
     recf[:, 5] = norms
     m = 3
+    words = np.empty((m, 4, 1), np.uint64)
+    bit_planes(vf[:m], 4, words, *(np.empty(m, np.float32) for _ in range(3)))
     out_nodes = np.empty((m, 5), np.int64)
     out_scores = np.empty((m, 5), np.float32)
     stats = np.zeros(m, np.int64)
