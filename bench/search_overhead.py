@@ -1,15 +1,22 @@
-"""One-query search latency, split into the Python around the scan and the scan itself, vs FAISS one-query.
+"""One-query search latency, phase by phase (validation, plan, rotation, LUTs, scan, re-score, result), vs FAISS.
 
     python -m bench.search_overhead                      # WordNet-MiniLM-384 (115,659), turbo-1/2/4, k 10 and 100
     python -m bench.search_overhead --presets turbo-4 --tag before
 
 In one process on one thread (numba, BLAS and FAISS's OpenMP at 1): a flat ``vqdb.Index`` of every base
 vector, one query per ``search`` call (``--queries`` held-out word queries, each timed with ``perf_counter``;
-p50 reported). Each call's time is split by timers around the steps ``Index.search`` takes:
+p50 and p10 reported). Each call's time is split by timers around the functions ``Index.search`` calls
+(each timer costs ~0.3 µs, included in the call):
 
-* *plan*: ``_plan.plan_search``; *scan*: ``_scan.execute`` (query prep, LUTs, the fast-scan kernels and their
-  glue); *kernel*: the scanner's ``segment_topk`` inside it; *finish*: ``_scan.finish``;
-* *python*: the whole call minus *scan* (validation, filter compile, snapshot, plan, top-k buffers, result);
+* *entry*: everything outside ``_scan.execute`` and ``_scan.finish`` -- validation, the (memoised) plan
+  and scan context, the top-k buffers, the result object; *plan*: ``_plan.plan_search`` inside it (0 once
+  the plan is memoised);
+* *rotation*: the quantizer's ``prepare`` (query rotation); *LUTs*: the rest of ``FastScanner.prepare``
+  (LUT build and quantization); *centre*: the exact centre terms;
+* *scan*: the fast-scan / popcount kernel calls; *re-score*: the kernels that flush the last candidates
+  and merge the heaps (``finish_lut`` / ``merge_pairs``); *dispatch*: the scanner's Python around them
+  (``segment_topk`` minus both); *other*: the rest of ``_scan.execute`` (thread setting, pushes);
+* *result*: ``_scan.finish`` (id mapping, order, padding);
 * *tiny index*: the same call on a 64-row index (the scan costs microseconds): the fixed cost of a call.
 
 FAISS in the same process: ``IndexPQFastScan`` at <= vqdb's bytes (as in ``bench.search_speed``) and
@@ -69,29 +76,74 @@ def p50_us(fn, queries: np.ndarray, n: int) -> tuple[float, float]:
     return float(np.median(times) * 1e6), float(np.percentile(times, 10) * 1e6)
 
 
-def phases_us(index, queries: np.ndarray, k: int, n: int) -> dict:
-    """p50 of each phase over ``n`` one-query calls (µs), and of the whole call."""
-    from vqdb.index import _plan, _scan
-    from vqdb.kernels import scanner
+# (module path, attribute, phase): the functions timed inside one call (inclusive times)
+TIMED = (
+    ("vqdb.index._plan", "plan_search", "plan"),
+    ("vqdb.index._scan", "execute", "execute"),
+    ("vqdb.index._scan", "finish", "result"),
+    ("vqdb.index._scan.ScanContext", "centre_terms", "centre"),
+    ("vqdb.kernels.scanner.FastScanner", "prepare", "prepare"),
+    ("vqdb.kernels.scanner.FastScanner", "segment_topk", "segment_topk"),
+    ("vqdb.kernels.fastscan", "scan_lut", "scan"),
+    ("vqdb.kernels.fastscan", "scan_lut_serial", "scan"),
+    ("vqdb.kernels.fastscan", "scan_bits", "scan"),
+    ("vqdb.kernels.fastscan", "scan_bits_serial", "scan"),
+    ("vqdb.kernels.fastscan", "finish_lut", "rescore"),
+    ("vqdb.kernels.fastscan", "finish_lut_serial", "rescore"),
+    ("vqdb.kernels.fastscan", "merge_pairs", "rescore"),
+    ("vqdb.kernels.fastscan", "merge_pairs_serial", "rescore"),
+)
+PHASES = ("entry", "plan", "rotation", "luts", "centre", "scan", "rescore", "dispatch", "other", "result")
 
+
+def _resolve(path: str):
+    import importlib
+
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(path)
+
+
+def phases_us(index, queries: np.ndarray, k: int, n: int) -> dict:
+    """p50 and p10 of each phase (see the module docstring) over ``n`` one-query calls (µs)."""
     timer = PhaseTimer()
-    rows: dict[str, list] = {"total": [], "plan": [], "scan": [], "kernel": [], "finish": []}
-    with (
-        timer.wrap(_plan, "plan_search", "plan"),
-        timer.wrap(_scan, "execute", "scan"),
-        timer.wrap(_scan, "finish", "finish"),
-        timer.wrap(scanner.FastScanner, "segment_topk", "kernel"),
-    ):
+    quantizer_cls = type(index._quantizer)
+    rows: dict[str, list] = {name: [] for name in ("total", *PHASES)}
+    with contextlib.ExitStack() as stack:
+        for path, attr, name in TIMED:
+            stack.enter_context(timer.wrap(_resolve(path), attr, name))
+        stack.enter_context(timer.wrap(quantizer_cls, "prepare", "rotation"))
         index.search(queries[:1], k, threads=1)
         for i in range(n):
             timer.t = {}
             q = queries[i % queries.shape[0]][None, :]
             t0 = time.perf_counter()
             index.search(q, k, threads=1)
-            rows["total"].append(time.perf_counter() - t0)
-            for name in ("plan", "scan", "kernel", "finish"):
-                rows[name].append(timer.t.get(name, 0.0))
-    rows["python"] = list(np.subtract(rows["total"], rows["scan"]))
+            total = time.perf_counter() - t0
+            t = timer.t.get
+            inner = t("prepare", 0.0) + t("centre", 0.0) + t("segment_topk", 0.0)
+            row = {
+                "total": total,
+                "entry": total - t("execute", 0.0) - t("result", 0.0),
+                "plan": t("plan", 0.0),
+                "rotation": t("rotation", 0.0),
+                "luts": t("prepare", 0.0) - t("rotation", 0.0),
+                "centre": t("centre", 0.0),
+                "scan": t("scan", 0.0),
+                "rescore": t("rescore", 0.0),
+                "dispatch": t("segment_topk", 0.0) - t("scan", 0.0) - t("rescore", 0.0),
+                "other": t("execute", 0.0) - inner,
+                "result": t("result", 0.0),
+            }
+            for name, v in row.items():
+                rows[name].append(v)
     out = {name: float(np.median(v) * 1e6) for name, v in rows.items()}
     out.update({f"{name}_p10": float(np.percentile(v, 10) * 1e6) for name, v in rows.items()})
     return out
@@ -158,19 +210,22 @@ def main(argv=None) -> None:
         os.path.join(RESULTS_DIR, name + ".json"), {"info": info, "rows": rows, "faiss_flat_us": flat_us}
     )
     lines = [
-        f"# One-query search: the Python around the scan, the scan, and FAISS ({bs.name}, {bs.base.shape[0]:,} "
+        f"# One-query search phase by phase, and FAISS ({bs.name}, {bs.base.shape[0]:,} "
         "vectors, flat, 1 thread)",
         "",
         f"Command: `{info['command']}`; {machine_line(info)}; load average {load0[0]:.2f} before / "
         f"{info['loadavg_after'][0]:.2f} after.",
         "",
         f"p50 (p10) of {args.queries} one-query calls, µs (the p10 is the steadier figure on a shared machine). "
-        "*python* = the whole call minus the scan (`_scan.execute`); *kernel* = the scanner's `segment_topk` "
-        "(inside *scan*); *tiny index* = the same call on a 64-row index. "
+        "Phases as in the module docstring of `bench/search_overhead.py` (*entry*: validation, memoised plan, "
+        "buffers and result object; *scan*: the fast-scan kernel; *re-score*: the last flush and heap merge; "
+        "*dispatch*: the scanner's Python around them); *tiny index* = the same call on a 64-row index. "
         f"FAISS `IndexFlatIP` one query (p50): {', '.join(f'k={k}: {v} µs' for k, v in flat_us.items())}.",
         "",
-        "| preset | k | search | python | plan | scan | kernel | finish | tiny index | FAISS PQFastScan | search / FAISS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| preset | k | search | "
+        + " | ".join(PHASES)
+        + " | tiny index | FAISS PQFastScan | search / FAISS |",
+        "|---|---|" + "---|" * (len(PHASES) + 4),
     ]
 
     def cell(r, name):
@@ -178,9 +233,9 @@ def main(argv=None) -> None:
 
     for r in rows:
         lines.append(
-            f"| {r['preset']} ({r['bytes']} B) | {r['k']} | **{cell(r, 'total')}** | **{cell(r, 'python')}** | "
-            f"{cell(r, 'plan')} | {cell(r, 'scan')} | {cell(r, 'kernel')} | {cell(r, 'finish')} | "
-            f"{cell(r, 'tiny_index')} | {cell(r, 'faiss_pqfs')} {r['faiss_pqfs']} | "
+            f"| {r['preset']} ({r['bytes']} B) | {r['k']} | **{cell(r, 'total')}** | "
+            + " | ".join(cell(r, name) for name in PHASES)
+            + f" | {cell(r, 'tiny_index')} | {cell(r, 'faiss_pqfs')} {r['faiss_pqfs']} | "
             f"{r['total_us'] / r['faiss_pqfs_us']:.2f}x ({r['total_us_p10'] / r['faiss_pqfs_us_p10']:.2f}x) |"
         )
     with open(os.path.join(RESULTS_DIR, name + ".md"), "w", encoding="utf-8") as f:

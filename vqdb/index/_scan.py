@@ -265,7 +265,7 @@ def _fast_flat(ctx: ScanContext, plan, q: np.ndarray, top: TopK) -> None:
     prep = fs.prepare(q, metric=ctx.metric, cterm=ctx.centre_terms(q), margin=ctx.margin)
     for si, seg in enumerate(ctx.segments):
         s, rows = fs.segment_topk(seg.codes, seg.lists, prep, top.k, allow=ctx.allow[si], path=plan.kernel)
-        top.push(s, np.where(rows >= 0, (si << SHIFT) + rows, -1))
+        top.push(s, rows if si == 0 else np.where(rows >= 0, (si << SHIFT) + rows, -1))
 
 
 def _allowed_per_list(ctx: ScanContext) -> tuple[np.ndarray, int]:
@@ -331,11 +331,11 @@ def refs_to_ids(segments, refs: np.ndarray) -> np.ndarray:
     """Map refs (any shape) to ids; -1 stays -1."""
     valid = refs >= 0
     if len(segments) == 1:
-        return (
-            np.where(valid, segments[0].ids[np.where(valid, refs & ROW_MASK, 0)], -1)
-            if segments[0].n
-            else np.full(refs.shape, -1, dtype=np.int64)
-        )
+        if not segments[0].n:
+            return np.full(refs.shape, -1, dtype=np.int64)
+        if valid.all():  # one segment: a ref is its row
+            return segments[0].ids[refs]
+        return np.where(valid, segments[0].ids[np.where(valid, refs & ROW_MASK, 0)], -1)
     out = np.full(refs.shape, -1, dtype=np.int64)
     seg_of = np.where(valid, refs >> SHIFT, -1)
     rows = refs & ROW_MASK
@@ -426,6 +426,8 @@ def finish(
     """
     ids = refs_to_ids(segments, refs)
     valid = ids >= 0
+    if scores.shape[1] == k and valid.all() and bool((scores[:, 1:] < scores[:, :-1]).all()):
+        return ids, scores.astype(np.float32, copy=False), refs  # no padding, no ties: already in order
     scores = np.where(valid, scores, -np.inf)
     tie_ids = np.where(valid, ids, np.iinfo(np.int64).max)
     order = np.lexsort((tie_ids, -scores), axis=1)[:, :k]

@@ -206,6 +206,9 @@ class Index(_Persistence):
     (3, 5)
     """
 
+    # (snapshot, quantizer, memo) of :meth:`_search_cache`; an instance replaces it on its first search
+    _memo: tuple = (None, None, None)
+
     # ------------------------------------------------------------------ construction / opening
     def __init__(
         self,
@@ -1092,7 +1095,8 @@ class Index(_Persistence):
                 (params or SearchParams()).merged_over(self._defaults)
             )
         q = self._queries(queries)
-        _check_result_size(q.shape[0], k)
+        m = q.shape[0]
+        _check_result_size(m, k)
         snap = self._snap
         expr = names = None
         if filter is not None:
@@ -1101,22 +1105,24 @@ class Index(_Persistence):
         factor = p.rerank_factor()
         if factor and self._store_vectors is None:
             raise InvalidInputError("rerank needs the full vectors: create the index with store_vectors=True")
-        m = q.shape[0]
         threads = self._threads if threads is None else check_int_range(threads, 1, 1 << 16, name="threads")
         segments = snap.segments
-        allow = [self._allowed(seg, expr, snap.schema, names) for seg in segments]
-        n_rows = sum(s.n for s in segments)
-        n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(segments, allow))
+        if expr is None:
+            allow, n_rows, n_allowed = self._unfiltered(snap)
+        else:
+            allow = [self._allowed(seg, expr, snap.schema, names) for seg in segments]
+            n_rows = sum(s.n for s in segments)
+            n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(segments, allow))
         # The NumPy path serves indexes below the scanner's MIN_ROWS, where numba's kernels also score with the
         # quantizer's float sums (the same bits); it decodes the codes once per call for the whole batch.
         work = n_rows * self.dim * (1 + m / 32) if n_rows < _scanner.MIN_ROWS else float("inf")
         with self._numpy_path(work) as on_numpy:
             graph = self._graph
-            plan = _plan.plan_search(
-                quantizer=self._quantizer,
-                coarse=snap.coarse,
-                graph_ready=graph is not None and graph.n > 0,
-                device_ok=self._device == "cuda" and self._gpu_scorer() is not None,
+            graph_ready = graph is not None and graph.n > 0
+            device_ok = self._device == "cuda" and self._gpu_scorer() is not None
+            plan_args = dict(
+                graph_ready=graph_ready,
+                device_ok=device_ok,
                 m=m,
                 k=k,
                 rerank_factor=factor,
@@ -1126,6 +1132,7 @@ class Index(_Persistence):
                 n_allowed=n_allowed,
                 threads=1 if on_numpy else threads,
             )
+            plan, ctx = self._plan_and_context(snap, allow, expr is None, plan_args)
             if graph is not None and (plan.route == "graph" or expr is not None):
                 matches = None
                 if expr is not None:
@@ -1147,16 +1154,6 @@ class Index(_Persistence):
                 ids = self._sids_of_refs(segments, refs) if self._id_type == _ids.STR else keys
                 meta = self._metadata_of_refs(segments, snap.schema, refs) if include_metadata else None
                 return SearchResult(ids, scores, self.metric, metadata=meta)
-            ctx = _scan.ScanContext(
-                self._quantizer,
-                "l2sq" if self.metric == "l2sq" else "ip",
-                snap.coarse,
-                segments,
-                allow,
-                self._zero,
-                probe_metric=_ivf.PROBE_METRIC[self.metric],
-                margin=plan.margin,
-            )
             top = _scan.TopK(m, plan.kk)
             if plan.route != "none":
                 _scan.execute(plan, ctx, q, top, self._device_scorer)
@@ -1199,6 +1196,56 @@ class Index(_Persistence):
             hit = seg_of == si
             out[hit] = segments[int(si)].sids_at(rows[hit])
         return out
+
+    def _search_cache(self, snap: _Snapshot) -> dict:
+        """Per-snapshot memo of what a search derives from the index alone (the unfiltered rows, plans and
+        scan contexts): a new snapshot (any write) or quantizer starts an empty one."""
+        cache = self._memo
+        if cache[0] is not snap or cache[1] is not self._quantizer:
+            cache = self._memo = (snap, self._quantizer, {})
+        return cache[2]
+
+    def _unfiltered(self, snap: _Snapshot) -> tuple[list, int, int]:
+        """(per-segment live masks or None, rows, live rows) of an unfiltered search of ``snap``."""
+        memo = self._search_cache(snap)
+        hit = memo.get("unfiltered")
+        if hit is None:
+            allow = [seg.live_mask() for seg in snap.segments]
+            n_rows = sum(s.n for s in snap.segments)
+            n_allowed = sum(s.n if a is None else int(a.sum()) for s, a in zip(snap.segments, allow))
+            hit = memo["unfiltered"] = (allow, n_rows, n_allowed)
+        return hit
+
+    def _plan_and_context(self, snap: _Snapshot, allow: list, unfiltered: bool, plan_args: dict):
+        """The search plan (:func:`_plan.plan_search`) and scan context of ``plan_args``; an unfiltered
+        search's are memoised per snapshot, keyed by every input of the plan (a one-query search plans once)."""
+        key = None
+        if unfiltered:
+            key = (
+                tuple(plan_args.values()),
+                _scanner.enabled(),
+                _plan.RERANK_MARGIN if plan_args["rerank_factor"] else None,
+            )
+            memo = self._search_cache(snap)
+            hit = memo.get(key)
+            if hit is not None:
+                return hit
+        plan = _plan.plan_search(quantizer=self._quantizer, coarse=snap.coarse, **plan_args)
+        ctx = _scan.ScanContext(
+            self._quantizer,
+            "l2sq" if self.metric == "l2sq" else "ip",
+            snap.coarse,
+            snap.segments,
+            allow,
+            self._zero,
+            probe_metric=_ivf.PROBE_METRIC[self.metric],
+            margin=plan.margin,
+        )
+        if key is not None:
+            if len(memo) > 64:  # many distinct (m, k, knob) calls: start again
+                memo.clear()
+            memo[key] = (plan, ctx)
+        return plan, ctx
 
     def _numpy_path(self, work: int):
         """The NumPy path for ``work`` elements (``kernels.numpy_path``), or a no-op context (yields False)

@@ -10,6 +10,8 @@ outputs and choose between the fused lookup-table scan (few queries) and decode-
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -521,6 +523,7 @@ def _hadamard_rows(x, signs, norm, out):
                 buf[j] = buf[j] * norm
 
 
+_INV_SQRT2 = np.float32(1.0 / np.sqrt(2.0))
 _FHT_FEW = 8  # fewer rows are rotated one at a time (a 64-row group would be mostly padding)
 _FHT_GROUP = 64  # rows rotated together, held transposed: each butterfly is a 64-float loop that vectorises
 
@@ -1128,8 +1131,8 @@ def fht_kac_rotate(x, signs) -> np.ndarray:
             np.ascontiguousarray(x, dtype=np.float32),
             signs,
             p,
-            np.float32(1.0 / np.sqrt(p)),
-            np.float32(1.0 / np.sqrt(2.0)),
+            np.float32(1.0 / math.sqrt(p)),  # correctly rounded, as np.sqrt: the same float32
+            _INV_SQRT2,
             out,
         )
     return out

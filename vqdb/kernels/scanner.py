@@ -124,10 +124,15 @@ def _threads_for(work_ns: float):
         numba.set_num_threads(old)
 
 
-def _kernels():
-    from . import fastscan
+_FASTSCAN: list = []  # the kernels' module once imported (an import statement per call costs ~1 µs)
 
-    return fastscan
+
+def _kernels():
+    if not _FASTSCAN:
+        from . import fastscan
+
+        _FASTSCAN.append(fastscan)
+    return _FASTSCAN[0]
 
 
 def _threads() -> int:
@@ -877,21 +882,32 @@ class FastScanner:
         """The fast-scan / popcount paths: (m, k) exact scores and positions (see :mod:`.fastscan.scan`)."""
         fs = _kernels()
         m = prep.m
-        pairs_per_query = (
-            max(1, -(-lay.n_blocks // self._chunk(m))) if probe_ptr is None and popcount else 2 * _threads()
-        )
-        items_per_query = max(1, lay.n_blocks // (self._chunk(m) * QGROUP)) if probe_ptr is None else 1
-        step = max(
-            1,
-            min(
-                HEAP_BUDGET // ((k + _kernels().pending_slots(k)) * pairs_per_query),
-                MAX_ITEMS // items_per_query,
-            ),
-        )
+        threads = _threads()
+        key = ("bounded", m, k, popcount, threads, prep.smap.metric)
+        setup = lay.items.get(key) if probe_ptr is None else None
+        if setup is None:
+            chunk = self._chunk(m)
+            pairs_per_query = (
+                max(1, -(-lay.n_blocks // chunk)) if probe_ptr is None and popcount else 2 * threads
+            )
+            items_per_query = max(1, lay.n_blocks // (chunk * QGROUP)) if probe_ptr is None else 1
+            step = max(
+                1,
+                min(
+                    HEAP_BUDGET // ((k + fs.pending_slots(k)) * pairs_per_query), MAX_ITEMS // items_per_query
+                ),
+            )
+            serial = _serial(STEP_NS * m * max(1, lay.n_positions) * self.nsteps / 32)
+            # a flat scan's setup depends on the layout, the call's shape and threads only: kept on the layout
+            setup = (step, serial, self._bias(lay, prep, self._vector_terms(lay, prep)[0]))
+            if probe_ptr is None:
+                lay.items[key] = setup
+        step, serial, bias = setup
+        if bias.beta is not beta:  # a filtered call: its own beta, the same bounds
+            bias = bias._replace(beta=beta)
         out_s = np.full((m, k), -np.inf, dtype=np.float32)
         out_p = np.full((m, k), -1, dtype=np.int64)
         n_cand = 0
-        bias = self._bias(lay, prep, beta)
         codes = lay.items.get("codes")
         if codes is None:  # the kernels' view of the layout (one per layout: a layout belongs to one scanner)
             codes = lay.items["codes"] = fs.Codes(
@@ -908,7 +924,6 @@ class FastScanner:
             prep.luts, prep.inv, prep.off, prep.err, prep.fluts, prep.alpha, prep.qconst, prep.cterm
         )
         bits = self._bitplanes(lay, prep) if popcount else None
-        serial = _serial(STEP_NS * m * max(1, lay.n_positions) * self.nsteps / 32)
         for q0 in range(0, m, step):
             q1 = min(m, q0 + step)
             work, q_ptr = self._items(lay, q0, q1, probe_ptr, probe_lists, k, popcount=popcount)

@@ -65,10 +65,10 @@ class ScoreMap:
     def centre_terms(q: np.ndarray, centre: np.ndarray | None, centroids_ip: np.ndarray | None) -> np.ndarray:
         """(m, 1 + L) float32 ``cterm``: column 0 ``<q, centre>`` (0 without a fitted centre), then
         ``centroids_ip`` (m, L) = ``q @ centroids.T`` of an IVF partition (None: no partition)."""
-        cols = [np.zeros((q.shape[0], 1), np.float32) if centre is None else small_matmul(q, centre)[:, None]]
-        if centroids_ip is not None:
-            cols.append(centroids_ip)
-        return np.ascontiguousarray(np.hstack(cols), dtype=np.float32)
+        first = np.zeros((q.shape[0], 1), np.float32) if centre is None else small_matmul(q, centre)[:, None]
+        if centroids_ip is None:  # no partition: the one column (no stacking)
+            return np.ascontiguousarray(first, dtype=np.float32)
+        return np.ascontiguousarray(np.hstack([first, centroids_ip]), dtype=np.float32)
 
     def beta(self, sq: np.ndarray, add: np.ndarray | None, valid: np.ndarray | None = None) -> np.ndarray:
         """(N,) float32 per-vector constant from the exact squared norms ``sq`` (N,), the quantizer's

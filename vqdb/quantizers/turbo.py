@@ -114,6 +114,15 @@ class _Block:
         self.slices = slices
 
 
+def _all_channels(block: _Block, dim: int) -> bool:
+    """Whether ``block`` takes every channel in order (its query columns are the query itself: no gather)."""
+    ch = block.channels
+    hit = getattr(block, "_all", None)
+    if hit is None or hit[0] is not ch:
+        hit = block._all = (ch, ch.size == dim and bool(np.array_equal(ch, np.arange(dim))))
+    return hit[1]
+
+
 def _pad_table(rows: list[np.ndarray], width: int, fill: float) -> np.ndarray:
     out = np.full((len(rows), width), fill, dtype=np.float64)
     for i, r in enumerate(rows):
@@ -809,7 +818,7 @@ class TurboQuantizer(Quantizer):
         ops = get_ops()
         rot = [
             # FHT-Kac: the backend's rotation (bit for bit the NumPy one; numba's is ~50x faster on one query)
-            ops.fht_kac_rotate(np.ascontiguousarray(q[:, b.channels]), b.rotation.signs)
+            ops.fht_kac_rotate(q if _all_channels(b, self.dim) else q[:, b.channels], b.rotation.signs)
             if isinstance(b.rotation, FhtKacRotation)
             else np.ascontiguousarray(
                 getattr(b.rotation, "forward_queries", b.rotation.forward)(q[:, b.channels])
