@@ -1,17 +1,19 @@
 """Time to the first search result of a fresh process: ``import vqdb``, ``Index(384)``, ``add`` 1,000 vectors,
-``search`` (k = 10), cold (a clean copy of the source tree and an empty numba cache, as after ``pip install``)
-and warm (the same tree and cache, a new process), per quantizer preset.
+``search`` (k = 10), cold (a clean copy of the source tree with its bytecode compiled, an empty numba cache and
+an empty vqdb codebook cache: as after ``pip install``) and warm (the same tree and caches, a new process), per
+quantizer preset.
 
 Vectors and queries are the bundled WordNet/MiniLM-384 sample (real embeddings, ``vqdb/data``). Each
 measurement runs in its own interpreter (``python -c``) with ``NUMBA_CACHE_DIR`` pointing at a directory
-of its own; the tree copy holds the tracked files of ``vqdb/`` (no ``__pycache__``: no numba cache, no bytecode).
+and ``HOME`` (vqdb's codebook cache, ``~/.cache/vqdb``) of its own; the tree copy holds the tracked files of
+``vqdb/`` and the bytecode ``compileall`` writes for them (no numba cache).
 
     python -m bench.cold_start                       # every preset in PRESETS, 2 warm runs each
     python -m bench.cold_start --presets turbo-4 --warm-runs 3
     python -m bench.cold_start --warmup-first        # cold run after `vqdb warmup` (what `make install` does)
     python -m bench.cold_start --read-only           # in-tree cache unwritable: numba's user-cache fallback
     python -m bench.cold_start --tree /tmp/old       # another checkout (an older commit, for before/after)
-    python -m bench.cold_start --bytecode            # the copy's .pyc compiled first, as `pip install` does
+    python -m bench.cold_start --no-bytecode         # no .pyc: every run compiles vqdb's source (slower)
 
 Writes bench/results/cold_start.json and .md.
 """
@@ -102,7 +104,9 @@ def _compile_bytecode(src: str) -> None:
 
 
 def _env(src: str, cache: str, read_only: bool) -> dict:
-    env = dict(os.environ, PYTHONPATH=src, PYTHONDONTWRITEBYTECODE="1")
+    home = os.path.join(os.path.dirname(cache), "home")  # vqdb's codebook cache starts empty too
+    os.makedirs(home, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=src, PYTHONDONTWRITEBYTECODE="1", HOME=home)
     env.pop("VQDB_BACKEND", None)
     if read_only:  # no NUMBA_CACHE_DIR: numba must fall back to the user cache directory by itself
         env.pop("NUMBA_CACHE_DIR", None)
@@ -156,7 +160,10 @@ def main(argv=None) -> None:
         "--tree", default=ROOT, help="checkout whose vqdb/ is measured (e.g. a worktree of an older commit)"
     )
     ap.add_argument(
-        "--bytecode", action="store_true", help="compile the copy's .pyc first (as pip install does)"
+        "--no-bytecode",
+        dest="bytecode",
+        action="store_false",
+        help="do not compile the copy's .pyc first (pip install does; without them every run compiles the source)",
     )
     ap.add_argument("--out", default=os.path.join(RESULTS_DIR, "cold_start"))
     args = ap.parse_args(argv)
@@ -198,8 +205,8 @@ def main(argv=None) -> None:
         f"load average {load[0]:.2f} before / {info['loadavg_after'][0]:.2f} after).",
         "",
         "Each row is a new interpreter: `import vqdb`, `Index(384, quantizer=preset)`, `add` 1,000 WordNet/MiniLM "
-        "vectors, `search` one query (k = 10). *cold*: a clean copy of the tree (tracked files only) and an empty "
-        "`NUMBA_CACHE_DIR`; *warm*: the same copy and cache, a new process. Seconds; `to first result` excludes "
+        "vectors, `search` one query (k = 10). *cold*: a clean copy of the tree (tracked files only), an empty "
+        "`NUMBA_CACHE_DIR` and an empty vqdb codebook cache (`HOME`); *warm*: the same copy and caches, a new process. Seconds; `to first result` excludes "
         "only loading the sample data. "
         + (
             "The copy's bytecode was compiled first (as `pip install` does)."

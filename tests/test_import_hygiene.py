@@ -86,3 +86,41 @@ def test_small_first_index_loads_no_numba_and_gets_numbas_results(tmp_path):
     np.testing.assert_array_equal(got["ids"], want.ids)
     np.testing.assert_array_equal(got["scores"], want.scores)
     np.testing.assert_array_equal(got["batch"], batch.ids)
+
+
+def test_a_warm_process_builds_a_pca_index_without_scipy(tmp_path):
+    """turbo-pca-N's Gaussian Lloyd-Max codebooks (8 bit widths) are solved with scipy once, then read from the
+    on-disk codebook cache: a second process (warm cache) imports no scipy and builds the same codes, ids and
+    scores on 1,000 real vectors."""
+    import numpy as np
+
+    home = tmp_path / "home"
+    home.mkdir()
+    code = (
+        "import sys, numpy as np, vqdb\n"
+        "from vqdb import datasets\n"
+        "s = datasets.wordnet_sample()\n"
+        "index = vqdb.Index(384, quantizer='turbo-pca-4')\n"
+        "index.add(s.base[:1000])\n"
+        "r = index.search(s.queries[:3], 10)\n"
+        "np.savez(sys.argv[1], ids=r.ids, scores=r.scores, codes=index._snap.segments[0].codes)\n"
+        "print('scipy' in sys.modules)\n"
+    )
+    env = dict(os.environ, HOME=str(home))
+    runs = []
+    for name in ("cold", "warm"):
+        out = tmp_path / f"{name}.npz"
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(out)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+            timeout=300,
+        )
+        runs.append((proc.stdout.split()[-1], np.load(out)))
+    (cold_scipy, cold), (warm_scipy, warm) = runs
+    assert cold_scipy == "True" and warm_scipy == "False", (cold_scipy, warm_scipy)
+    assert len(list((home / ".cache" / "vqdb" / "codebooks").glob("v1-gauss-b*.npz"))) == 8
+    for key in ("codes", "ids", "scores"):
+        np.testing.assert_array_equal(warm[key], cold[key])
