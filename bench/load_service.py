@@ -233,12 +233,14 @@ def build_collection(data: Path, x: np.ndarray, quantizer: str) -> None:
     store.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds so far of process ``pid`` (all its threads) and of its live children
-    (the server's search reader processes)."""
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User + system CPU seconds so far of process ``pid`` (all its threads) and (``children``) of its
+    live children (the server's search reader processes)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if not children:
+        return own
     try:
         with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
             children = [int(c) for c in f.read().split()]
@@ -267,6 +269,13 @@ def wait_for_readers(url: str, queries: np.ndarray, readers: int, timeout: float
                 return
             time.sleep(0.2)
     raise RuntimeError(f"no search was answered by a reader within {timeout} s")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds so far of every process on the machine (all cores; /proc/stat, idle and iowait left out)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu_seconds() -> float:
@@ -505,10 +514,12 @@ def throughput(url: str, pid: int, queries: np.ndarray, *, clients: int, kind: s
             ]
         )
 
-    s0, g0, t0 = cpu_seconds(pid), own_cpu_seconds(), time.perf_counter()
+    s0, m0 = cpu_seconds(pid), cpu_seconds(pid, children=False)
+    g0, b0, t0 = own_cpu_seconds(), machine_busy_seconds(), time.perf_counter()
     asyncio.run(run())
     wall = time.perf_counter() - t0
     served, generated = cpu_seconds(pid) - s0, own_cpu_seconds() - g0
+    serving, busy = cpu_seconds(pid, children=False) - m0, machine_busy_seconds() - b0
     n = max(1, len(latencies))
     return {
         "clients": clients,
@@ -519,8 +530,10 @@ def throughput(url: str, pid: int, queries: np.ndarray, *, clients: int, kind: s
         "per_s": round(len(latencies) / wall, 1),
         **{key: v for key, v in percentiles(latencies).items() if key in ("p50_ms", "p99_ms")},
         "server_cpu_ms_per_request": round(served / n * 1e3, 3),
+        "serving_process_cpu_ms_per_request": round(serving / n * 1e3, 3),
         "loadgen_cpu_ms_per_request": round(generated / n * 1e3, 3),
         "cores_busy": round((served + generated) / wall, 2),
+        "machine_cores_busy": round(busy / wall, 2),  # every process's, this run's included
         "errors": len(errors),
         "error_samples": errors[:3],
     }
@@ -810,28 +823,31 @@ def report_md(r: dict) -> str:
         lines += [
             "## Throughput and latency (C concurrent keep-alive clients, no payload)",
             "",
-            "| readers | k | body | clients | searches/s | p50 ms | p99 ms | server CPU/request | load generator "
-            "CPU/request | cores busy | errors |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| readers | k | body | clients | searches/s | p50 ms | p99 ms | server CPU/request | of it the serving "
+            "process | load generator CPU/request | cores busy (server + load generator) | cores busy (machine) | errors |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for t in s["throughput"]:
             lines.append(
                 f"| {t.get('readers', 0)} | {t['k']} | {t['body']} | {t['clients']} | {t['per_s']:,.1f} | {t['p50_ms']} | {t['p99_ms']} | "
-                f"{t['server_cpu_ms_per_request']:.3f} ms | {t['loadgen_cpu_ms_per_request']:.3f} ms | "
-                f"{t['cores_busy']} | {t['errors']} |"
+                f"{t['server_cpu_ms_per_request']:.3f} ms | {t.get('serving_process_cpu_ms_per_request', 0):.3f} ms | "
+                f"{t['loadgen_cpu_ms_per_request']:.3f} ms | "
+                f"{t['cores_busy']} | {t.get('machine_cores_busy', '—')} | {t['errors']} |"
             )
         lines.append("")
     if "cores" in s:
         lines += [
             "## What a second core gives the server (8 clients, base64, k=10; server pinned with taskset)",
             "",
-            "| readers | server cores | searches/s | p50 ms | p99 ms | server CPU/request | load generator CPU/request |",
-            "|---|---|---|---|---|---|---|",
+            "| readers | server cores | searches/s | p50 ms | p99 ms | server CPU/request | load generator CPU/request "
+            "| cores busy (server + load generator) | cores busy (machine) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for t in s["cores"]:
             lines.append(
                 f"| {t.get('readers', 0)} | {t['server_cpus']} | {t['per_s']:,.1f} | {t['p50_ms']} | {t['p99_ms']} | "
-                f"{t['server_cpu_ms_per_request']:.3f} ms | {t['loadgen_cpu_ms_per_request']:.3f} ms |"
+                f"{t['server_cpu_ms_per_request']:.3f} ms | {t['loadgen_cpu_ms_per_request']:.3f} ms | "
+                f"{t['cores_busy']} | {t.get('machine_cores_busy', '—')} |"
             )
         lines.append("")
     if "ingest" in s:
