@@ -770,6 +770,8 @@ def _encode_fht_rows(
     pcv = np.zeros(G)
     safe = np.ones(G)
     thr = np.zeros(((1 << _LINEAR_MAX_BITS) - 1) * G, dtype=np.float32)
+    thr_u = thr.view(np.uint32)
+    up = np.zeros(G, dtype=np.bool_)
     xf = x.reshape(-1)  # flat views (x and the centres are C-contiguous): unsigned indices, no wraparound
     cf = centres.reshape(-1)
     rcf = rcentres.reshape(-1)
@@ -788,17 +790,25 @@ def _encode_fht_rows(
             xo = _U(g0 * d + j)
             for t in range(gn):
                 buf[o + _U(t)] = xf[xo + _U(t * d)]
+            if have_c and single:  # ||x||², r = x - c (float32), ||r||² and <c, r>, one centre: one pass
+                c0 = centres[0, j]
+                c064 = np.float64(c0)
+                for tt in range(G):
+                    xv = buf[o + _U(tt)]
+                    w = np.float64(xv)
+                    x2[tt] += w * w
+                    rv = xv - c0
+                    buf[o + _U(tt)] = rv
+                    v = np.float64(rv)
+                    a2[tt] += v * v
+                    cr[tt] += v * c064
+                continue
             for tt in range(G):
                 v = np.float64(buf[o + _U(tt)])
                 x2[tt] += v * v
-            if have_c:  # r = x - c (float32), ||r||² and <c, r>
-                if single:
-                    c0 = centres[0, j]
-                    for tt in range(G):
-                        crow[tt] = c0
-                else:
-                    for tt in range(G):
-                        crow[tt] = cf[_U(lane[tt] * d + j)]
+            if have_c:  # the same, each lane its own centre
+                for tt in range(G):
+                    crow[tt] = cf[_U(lane[tt] * d + j)]
                 for tt in range(G):
                     rv = buf[o + _U(tt)] - crow[tt]
                     buf[o + _U(tt)] = rv
@@ -843,9 +853,13 @@ def _encode_fht_rows(
                     for t in range(G):
                         v = bm * safe[t]
                         c32 = np.float32(v)
-                        if np.float64(c32) < v:
-                            c32 = np.nextafter(c32, np.float32(np.inf))
                         thr[_U(m * G + t)] = c32
+                        up[t] = np.float64(c32) < v
+                    for t in range(G):  # the next float32 up, on the bit pattern (no libm call per lane)
+                        u = thr_u[_U(m * G + t)]
+                        neg = (u >> np.uint32(31)) != np.uint32(0)
+                        step = (u - np.uint32(1)) if neg else (u + np.uint32(1))
+                        thr_u[_U(m * G + t)] = step if up[t] else u
             aligned = 8 % bits == 0
             per = 8 // bits if aligned else 1
             c = 0  # indices gathered in pk since the last byte (aligned widths)
