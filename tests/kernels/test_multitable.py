@@ -277,12 +277,14 @@ def test_scan_returns_the_oracle_topk_bit_for_bit(sample, fitted, name, metric):
     assert sc.wide_parts and all(p["bits"] >= 5 for p in sc.wide_parts)
     lay = sc.layout(codes)
     cterm = (q @ qz.centre_)[:, None].astype(np.float32)
+    for rows in (slice(None), slice(3, 4)):  # a batch, and one query (the single-query sums' block order)
+        prep = sc.prepare(q[rows], metric=metric, cterm=cterm[rows])
+        for k in (1, 10, 100):
+            s, r = sc.topk(lay, prep, k)
+            want_s, want_r = _oracle_topk(sc, lay, prep, k)
+            np.testing.assert_array_equal(s, want_s)
+            np.testing.assert_array_equal(r, want_r)
     prep = sc.prepare(q, metric=metric, cterm=cterm)
-    for k in (1, 10, 100):
-        s, r = sc.topk(lay, prep, k)
-        want_s, want_r = _oracle_topk(sc, lay, prep, k)
-        np.testing.assert_array_equal(s, want_s)
-        np.testing.assert_array_equal(r, want_r)
     # the float path (the quantizer's own float32 scores): same ranking up to float rounding
     full = qz.score(q, codes, centre=np.zeros(qz.dim, np.float32)) + cterm
     if metric == "l2sq":

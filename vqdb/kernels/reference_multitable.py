@@ -33,8 +33,8 @@ run r's step is ``w_r · inv`` (:func:`wide_weights`), so the float sum of a vec
 ``T * inv + off`` from the single integer ``T = A_nibble + Σ_r w_r · A_r`` (A: a group's exact uint8
 table sum; the wide kernel adds ``w_r · A_r`` into the nibble sums) within ``err``, the sum of the rows'
 worst rounding. Runs follow the principal components' order, so a run's range (and step) falls with it. One factor per vector (all
-parts share it) then turns the scan into the nibble scan's single-part case: one integer threshold per
-block (:func:`vqdb.kernels.fastscan.multitable._min_sum`).
+parts share it) then turns the scan into the nibble scan's single-part case: one bound per block from
+its largest T, one per vector from its T (:func:`vqdb.kernels.fastscan.multitable._scan_blocks`).
 
 Exact score
 -----------
