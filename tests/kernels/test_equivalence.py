@@ -154,3 +154,43 @@ def test_scaled_indices_segments(ops):
         ref.scaled_indices_segments(u, np.zeros(d, np.int64), b3[None], c3[None], scales),
         ref.scaled_indices(u, b3, c3, scales),
     )
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_numba_lut_scores_few_rows_sum_bytes_as_the_tables_do(bits):
+    """Below BYTE_TABLE_MIN_ROWS rows numba's lut_scores sums each code byte directly instead of building the
+    256-entry byte tables: bit for bit the table path's scores (and the reference's)."""
+    from vqdb.kernels import numba_cpu as ops
+    from vqdb.kernels import reference
+
+    few = ops.BYTE_TABLE_MIN_ROWS - 1
+    d, n, offset = 383, few + 40, 5
+    rng = np.random.default_rng(10 + bits)
+    idx = rng.integers(0, 2**bits, size=(n, d), dtype=np.uint8)
+    codes = np.hstack([rng.integers(0, 256, size=(n, offset), dtype=np.uint8), pack_slow(idx, bits)])
+    values = rng.standard_normal(2**bits).astype(np.float32)
+    for m in (1, 3):
+        q = rng.standard_normal((m, d)).astype(np.float32)
+        tables = ops.lut_scores(q, codes, offset, bits, values)  # n >= BYTE_TABLE_MIN_ROWS: the tables
+        direct = ops.lut_scores(q, codes[:few], offset, bits, values)
+        np.testing.assert_array_equal(direct, tables[:, :few])
+        np.testing.assert_array_equal(direct, reference.lut_scores(q, codes[:few], offset, bits, values))
+        np.testing.assert_array_equal(ops.lut_scores(q, codes[:1], offset, bits, values), tables[:, :1])
+
+
+def test_topk_short_and_long_rows_give_the_same_order(ops):
+    """Rows of up to reference.TOPK_SORT_MAX columns are sorted whole, longer ones partitioned: either way the
+    best k are best first with ties (also among -inf) broken by lower column index, -1 / -inf padded."""
+    from vqdb.kernels.reference import TOPK_SORT_MAX
+
+    rng = np.random.default_rng(3)
+    for n in (1, 7, TOPK_SORT_MAX - 56, TOPK_SORT_MAX, TOPK_SORT_MAX + 1, 2 * TOPK_SORT_MAX):
+        s = rng.integers(0, 6, size=(3, n)).astype(np.float32)  # many ties
+        s[rng.random((3, n)) < 0.2] = -np.inf
+        for k in (1, 10, n, n + 3):
+            ids, top = ops.topk(s, k)
+            for row, got_ids, got_top in zip(s, ids, top):
+                want = np.lexsort((np.arange(n), -row))[:k]
+                np.testing.assert_array_equal(got_ids[: want.size], want)
+                np.testing.assert_array_equal(got_top[: want.size], row[want])
+                assert (got_ids[want.size :] == -1).all() and np.isneginf(got_top[want.size :]).all()

@@ -29,6 +29,7 @@ _TILE = 4096
 # encode_scalar and decode_values run serially up to this many rows: the quantizers call them per row tile
 # from their own worker threads (vqdb.quantizers._common.run_tiles), where a parallel kernel would nest
 SERIAL_MAX_ROWS = 2048
+BYTE_TABLE_MIN_ROWS = 256  # fewer rows sum each code byte directly (a table costs 256 entries per byte)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,6 +247,29 @@ def _byte_tables(q, bits, values, nbytes):
                         acc += q[qi, j] * values[(v >> (c * bits)) & mask]
                 table[qi, p, v] = acc
     return table
+
+
+@njit(cache=_CACHE, nogil=True)
+def _byte_sums_rows(q, codes, offset, bits, values, nbytes, out):
+    """:func:`_byte_lut_rows` of a few rows without the tables: each byte's partial sum is formed as
+    :func:`_byte_tables` forms its entry (same terms, same order), then the bytes in order -- the same
+    float32 scores, at ``n`` rows' cost instead of 256 table entries per byte."""
+    m, k = q.shape
+    per = 8 // bits
+    mask = (1 << bits) - 1
+    for i in range(codes.shape[0]):
+        row = codes[i]
+        for qi in range(m):
+            acc = np.float32(0.0)
+            for p in range(nbytes):
+                v = np.int64(row[offset + p])
+                part = np.float32(0.0)
+                for c in range(per):
+                    j = p * per + c
+                    if j < k:
+                        part += q[qi, j] * values[(v >> (c * bits)) & mask]
+                acc += part
+            out[qi, i] = acc
 
 
 @njit(cache=_CACHE, nogil=True, inline="always")
@@ -1055,7 +1079,9 @@ def lut_scores(q: np.ndarray, codes: np.ndarray, offset: int, bits: int, values:
             tile = decode_values(codes[s : s + _TILE], offset, bits, k, values)
             np.matmul(q, tile.T, out=out[:, s : s + _TILE])
         return out
-    if 8 % bits == 0:
+    if 8 % bits == 0 and n < BYTE_TABLE_MIN_ROWS:
+        _byte_sums_rows(q, codes, int(offset), int(bits), values, packed_size(k, bits), out)
+    elif 8 % bits == 0:
         nbytes = packed_size(k, bits)
         table = _byte_tables(q, int(bits), values, nbytes)
         byte_lut = _byte_lut_kernel if n > SERIAL_MAX_ROWS else _byte_lut_rows
@@ -1221,7 +1247,8 @@ def warmup() -> None:
         packed = pack_bits(idx, bits)
         unpack_bits(packed, bits, 10)
         vals = np.linspace(-1, 1, 1 << bits).astype(np.float32)
-        lut_scores(x[:2], packed, 0, bits, vals)
+        lut_scores(x[:2], packed, 0, bits, vals)  # few rows: byte sums without tables
+        lut_scores(x[:2], np.repeat(packed, BYTE_TABLE_MIN_ROWS, axis=0), 0, bits, vals)  # byte tables
         lut_scores(np.repeat(x, 6, axis=0), packed, 0, bits, vals)
         lut_scores(x[:1], np.repeat(packed, SERIAL_MAX_ROWS, axis=0), 0, bits, vals)
     bucketize(x, b)

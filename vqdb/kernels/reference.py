@@ -390,6 +390,9 @@ def encode_turbo_fht(
     return factor, out_beta, sq
 
 
+TOPK_SORT_MAX = 256  # rows of at most this many columns are sorted whole by topk (no partition, no tie pass)
+
+
 def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` per row of ``scores``, best first, ties broken by lower column index.
 
@@ -412,6 +415,11 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     ids = np.full((m, k), -1, dtype=np.int64)
     top = np.full((m, k), -np.inf, dtype=np.float32)
     if kk == 0 or m == 0:
+        return ids, top
+    if n <= TOPK_SORT_MAX:  # a short row: one stable sort of it is the same order, sooner
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+        ids[:, :kk] = order
+        top[:, :kk] = np.take_along_axis(scores, order, axis=1)
         return ids, top
     if kk < n:
         part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
