@@ -1,15 +1,21 @@
 """Numba CPU kernels of the fused KV-cache attention: scores and value sums straight from packed codes.
 
 A stored vector is ``norm * c[idx]`` in rotated coordinates (TurboQuant codes: ``idx`` packed ``bits``-bit
-indices into the codebook ``c``). For each stored token the kernels expand its packed bytes into the
-codebook values of that one vector with a *unit table* (every value of a byte — or of 12 bits for 3-bit
-codes — maps to the ``codes_per_unit`` codebook values it holds), then
+indices into the codebook ``c``); a *split* vector (fractional rates: outlier channels at more bits) is two
+such parts side by side, ``[norm_a * c_a[idx_a], norm_b * c_b[idx_b]]``, each with its own codebook. For
+each stored token the kernels expand its packed bytes into the codebook values of that one vector with a
+*unit table* (every value of a byte — or of 6 bits for 3-bit codes — maps to the ``codes_per_unit``
+codebook values it holds), then
 
-* :func:`code_scores`: ``out[b, h, m, t] += norm[b, h, t] * <q[b, h, m], c[idx[b, h, t]]>`` for the ``m``
-  queries of that KV head (grouped-query heads share one expansion);
-* :func:`code_weighted_sum`: ``out[b, h, m] += w[b, h, m, t] * norm[b, h, t] * c[idx[b, h, t]]``.
+* :func:`code_scores`: ``out[b, h, m, t] += <q[b, h, m], x[b, h, t]>`` for the ``m`` queries of that KV
+  head (grouped-query heads share one expansion);
+* :func:`code_weighted_sum`: ``out[b, h, m] += sum_t w[b, h, m, start + t] * x[b, h, t]``.
 
 No decoded tile of keys or values is ever written: one vector of ``k`` floats lives in a scratch buffer.
+Both parts of a split vector are expanded in the same pass over the tokens (one read of the weights and
+norms). The kernels are compiled per vector width (a constant trip count lets LLVM vectorise the dot
+products and the accumulation without runtime checks; bench/results/kvcache_decode_t1.md), and
+cached on disk like the other kernels.
 Bit layout: the LSB-first stream of :mod:`vqdb.kernels.torch_ops` (for 3 bits, 8 codes fill 3 bytes).
 Parallel over (batch row, KV head) pairs with Numba's threads (``numba.set_num_threads``).
 """
@@ -50,82 +56,144 @@ def unit_table(centroids, bits: int) -> np.ndarray:
 
 
 @njit(cache=_CACHE, nogil=True, fastmath=True, inline="always")
-def _expand(row, table, bits, k, vec):
-    """Codebook values of one packed vector ``row`` (uint8) into ``vec[:k]``."""
+def _expand(row, tf, bits, k, vec, off, scale):
+    """``vec[off : off + k] = scale * codebook values`` of one packed vector ``row`` (uint8); ``tf`` is the
+    unit table flattened. All loads of a unit come before its stores (LLVM then copies a unit with one
+    vector move instead of scalar pairs: 3x faster on 2-bit codes)."""
     if bits == 3:
         g = 0
         for p in range(0, k, 8):
             word = np.int64(row[g]) | (np.int64(row[g + 1]) << 8) | (np.int64(row[g + 2]) << 16)
-            for i in range(4):
-                u = (word >> (6 * i)) & 63
-                vec[p + 2 * i] = table[u, 0]
-                vec[p + 2 * i + 1] = table[u, 1]
+            o0 = (word & 63) * 2
+            o1 = ((word >> 6) & 63) * 2
+            o2 = ((word >> 12) & 63) * 2
+            o3 = (word >> 18) * 2
+            x0, x1, x2, x3 = tf[o0], tf[o0 + 1], tf[o1], tf[o1 + 1]
+            x4, x5, x6, x7 = tf[o2], tf[o2 + 1], tf[o3], tf[o3 + 1]
+            vec[off + p], vec[off + p + 1], vec[off + p + 2], vec[off + p + 3] = (
+                x0 * scale,
+                x1 * scale,
+                x2 * scale,
+                x3 * scale,
+            )
+            vec[off + p + 4], vec[off + p + 5], vec[off + p + 6], vec[off + p + 7] = (
+                x4 * scale,
+                x5 * scale,
+                x6 * scale,
+                x7 * scale,
+            )
             g += 3
-    elif bits == 2:  # constant widths: the copies unroll (1.4-2x faster than a loop over table.shape[1])
+    elif bits == 2:
         for p in range(k // 4):
-            u = np.int64(row[p])
-            vec[4 * p] = table[u, 0]
-            vec[4 * p + 1] = table[u, 1]
-            vec[4 * p + 2] = table[u, 2]
-            vec[4 * p + 3] = table[u, 3]
+            o = np.int64(row[p]) * 4
+            x0, x1, x2, x3 = tf[o], tf[o + 1], tf[o + 2], tf[o + 3]
+            j = off + 4 * p
+            vec[j], vec[j + 1], vec[j + 2], vec[j + 3] = x0 * scale, x1 * scale, x2 * scale, x3 * scale
     elif bits == 4:
-        for p in range(k // 2):
-            u = np.int64(row[p])
-            vec[2 * p] = table[u, 0]
-            vec[2 * p + 1] = table[u, 1]
+        for p in range(0, k // 2, 2):
+            o0 = np.int64(row[p]) * 2
+            o1 = np.int64(row[p + 1]) * 2
+            x0, x1, x2, x3 = tf[o0], tf[o0 + 1], tf[o1], tf[o1 + 1]
+            j = off + 2 * p
+            vec[j], vec[j + 1], vec[j + 2], vec[j + 3] = x0 * scale, x1 * scale, x2 * scale, x3 * scale
     else:
         for p in range(k // 8):
-            u = np.int64(row[p])
-            for i in range(8):
-                vec[8 * p + i] = table[u, i]
+            o = np.int64(row[p]) * 8
+            x0, x1, x2, x3 = tf[o], tf[o + 1], tf[o + 2], tf[o + 3]
+            x4, x5, x6, x7 = tf[o + 4], tf[o + 5], tf[o + 6], tf[o + 7]
+            j = off + 8 * p
+            vec[j], vec[j + 1], vec[j + 2], vec[j + 3] = x0 * scale, x1 * scale, x2 * scale, x3 * scale
+            vec[j + 4], vec[j + 5], vec[j + 6], vec[j + 7] = x4 * scale, x5 * scale, x6 * scale, x7 * scale
 
 
-@njit(cache=_CACHE, nogil=True, fastmath=True, parallel=True)
-def code_scores(q, idx, norm, table, bits, out):
-    """out[b, h, m, t] += norm[b, h, t] * sum_j q[b, h, m, j] * value_j(idx[b, h, t]).
+@functools.cache
+def _kernels(width: int, width_a: int):
+    """(scores, weighted_sum) kernels for vectors of ``width`` rotated coordinates whose first ``width_a``
+    come from part a (``width_a == width``: one part). The widths are compile-time constants."""
+    K, KA = int(width), int(width_a)
+    split = KA < K
 
-    q (B, H, M, k) float32; idx (B, H, n, bytes) uint8; norm (B, H, n) float32; table from
-    :func:`unit_table`; out (B, H, M, n) float32 (accumulated into; may be a strided view, e.g. the code
-    columns of a score row). Parallel over (row, head) pairs.
-    """
-    nb, nh, nm, k = q.shape
-    n = idx.shape[2]
-    for bh in prange(nb * nh):
-        b = bh // nh
-        h = bh % nh
-        vec = np.empty(k, dtype=np.float32)
-        ql = np.empty((nm, k), dtype=np.float32)
-        ql[:, :] = q[b, h]
-        for t in range(n):
-            _expand(idx[b, h, t], table, bits, k, vec)
-            s = norm[b, h, t]
+    @njit(cache=_CACHE, nogil=True, fastmath=True, parallel=True)
+    def scores(q, idx_a, norm_a, tf_a, bits_a, idx_b, norm_b, tf_b, bits_b, out):
+        nb, nh, nm, _ = q.shape
+        n = idx_a.shape[2]
+        for bh in prange(nb * nh):
+            b = bh // nh
+            h = bh % nh
+            vec = np.empty(K, dtype=np.float32)
+            qf = np.empty(nm * K, dtype=np.float32)
             for m in range(nm):
-                acc = np.float32(0.0)
-                for j in range(k):
-                    acc += ql[m, j] * vec[j]
-                out[b, h, m, t] += s * acc
+                for j in range(K):
+                    qf[m * K + j] = q[b, h, m, j]
+            o = out[b, h]
+            for t in range(n):
+                if split:
+                    _expand(idx_a[b, h, t], tf_a, bits_a, KA, vec, 0, norm_a[b, h, t])
+                    _expand(idx_b[b, h, t], tf_b, bits_b, K - KA, vec, KA, norm_b[b, h, t])
+                    s = np.float32(1.0)
+                else:
+                    _expand(idx_a[b, h, t], tf_a, bits_a, K, vec, 0, np.float32(1.0))
+                    s = norm_a[b, h, t]
+                for m in range(nm):
+                    acc = np.float32(0.0)
+                    for j in range(K):
+                        acc += qf[m * K + j] * vec[j]
+                    o[m, t] += s * acc
+
+    @njit(cache=_CACHE, nogil=True, fastmath=True, parallel=True)
+    def weighted_sum(w, start, idx_a, norm_a, tf_a, bits_a, idx_b, norm_b, tf_b, bits_b, out):
+        nb, nh, nm, _ = out.shape
+        n = idx_a.shape[2]
+        for bh in prange(nb * nh):
+            b = bh // nh
+            h = bh % nh
+            vec = np.empty(K, dtype=np.float32)
+            acc = np.zeros(nm * K, dtype=np.float32)
+            for t in range(n):
+                if split:
+                    _expand(idx_a[b, h, t], tf_a, bits_a, KA, vec, 0, norm_a[b, h, t])
+                    _expand(idx_b[b, h, t], tf_b, bits_b, K - KA, vec, KA, norm_b[b, h, t])
+                    s = np.float32(1.0)
+                else:
+                    _expand(idx_a[b, h, t], tf_a, bits_a, K, vec, 0, np.float32(1.0))
+                    s = norm_a[b, h, t]
+                for m in range(nm):
+                    c = w[b, h, m, start + t] * s
+                    for j in range(K):
+                        acc[m * K + j] += c * vec[j]
+            for m in range(nm):
+                for j in range(K):
+                    out[b, h, m, j] += acc[m * K + j]
+
+    return scores, weighted_sum
 
 
-@njit(cache=_CACHE, nogil=True, fastmath=True, parallel=True)
-def code_weighted_sum(w, start, idx, norm, table, bits, out):
-    """out[b, h, m, j] += sum_t w[b, h, m, start + t] * norm[b, h, t] * value_j(idx[b, h, t]).
+def _args(idx, norm, table, bits, lo) -> tuple[int, tuple]:
+    """(rotated width of part a, the kernels' part arguments) for one part (``lo is None``) or a split
+    whose second part is ``lo = (idx, norm, table, bits)``."""
+    a = (idx, norm, np.ascontiguousarray(table).ravel(), int(bits))
+    width_a = idx.shape[-1] * 8 // int(bits)
+    return width_a, a + (a if lo is None else (lo[0], lo[1], np.ascontiguousarray(lo[2]).ravel(), int(lo[3])))
+
+
+def code_scores(q, idx, norm, table, bits, out, lo=None) -> None:
+    """out[b, h, m, t] += sum_j q[b, h, m, j] * x_j(b, h, t), x the stored vectors (see the module docstring).
+
+    q (B, H, M, k) float32 rotated queries; idx (B, H, n, bytes) uint8; norm (B, H, n) float32; table from
+    :func:`unit_table`; ``lo`` = (idx, norm, table, bits) of a split's second part (then q's first
+    coordinates belong to part a); out (B, H, M, n) float32 (accumulated into; may be a strided view,
+    e.g. the code columns of a score row). Parallel over (row, head) pairs.
+    """
+    width_a, parts = _args(idx, norm, table, bits, lo)
+    _kernels(q.shape[-1], width_a)[0](q, *parts, out)
+
+
+def code_weighted_sum(w, start, idx, norm, table, bits, out, lo=None) -> None:
+    """out[b, h, m, j] += sum_t w[b, h, m, start + t] * x_j(b, h, t).
 
     w (B, H, M, >= start + n) float32 (the weights of the codes from column ``start``: the softmax of a
-    whole row, uncopied); idx (B, H, n, bytes) uint8; norm (B, H, n) float32; out (B, H, M, k) float32.
+    whole row, uncopied); idx, norm, table, ``lo`` as in :func:`code_scores`; out (B, H, M, k) float32.
     Parallel over (row, head) pairs.
     """
-    nb, nh, nm, k = out.shape
-    n = idx.shape[2]
-    for bh in prange(nb * nh):
-        b = bh // nh
-        h = bh % nh
-        vec = np.empty(k, dtype=np.float32)
-        acc = np.zeros((nm, k), dtype=np.float32)
-        for t in range(n):
-            _expand(idx[b, h, t], table, bits, k, vec)
-            s = norm[b, h, t]
-            for m in range(nm):
-                c = w[b, h, m, start + t] * s
-                for j in range(k):
-                    acc[m, j] += c * vec[j]
-        out[b, h] += acc
+    width_a, parts = _args(idx, norm, table, bits, lo)
+    _kernels(out.shape[-1], width_a)[1](w, start, *parts, out)

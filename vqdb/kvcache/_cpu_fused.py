@@ -54,52 +54,45 @@ def _table(codec: TurboCodec) -> np.ndarray:
     return table
 
 
-def _turbo_scores(codec: TurboCodec, q: torch.Tensor, codes: Codes, out: np.ndarray) -> None:
-    from ..kernels.kv_lut import code_scores
-
-    qr = _np(q.float() @ codec.rotation.T)
-    code_scores(qr, _np(codes["idx"]), _np(codes["norm"][..., 0].float()), _table(codec), codec.mse_bits, out)
-
-
-def _turbo_sum(codec: TurboCodec, w: np.ndarray, start: int, codes: Codes) -> torch.Tensor:
-    from ..kernels.kv_lut import code_weighted_sum
-
-    b, h, m, _ = w.shape
-    out = np.zeros((b, h, m, codec.k), dtype=np.float32)
-    code_weighted_sum(
-        w,
-        start,
-        _np(codes["idx"]),
-        _np(codes["norm"][..., 0].float()),
-        _table(codec),
-        codec.mse_bits,
-        out,
-    )
-    return torch.from_numpy(out) @ codec.rotation
+def _kernel_parts(codec: KVCodec, codes: Codes) -> tuple[list[TurboCodec], tuple, tuple | None]:
+    """(the TurboCodec parts, the kernels' (idx, norm, table, bits) of the first part, of the second or None)."""
+    parts = [codec.hi, codec.lo] if isinstance(codec, SplitCodec) else [codec]
+    fields = [SplitCodec._part(codes, "hi."), SplitCodec._part(codes, "lo.")] if len(parts) == 2 else [codes]
+    args = [
+        (_np(f["idx"]), _np(f["norm"][..., 0].float()), _table(c), c.mse_bits) for c, f in zip(parts, fields)
+    ]
+    return parts, args[0], (args[1] if len(args) == 2 else None)
 
 
 def add_scores(codec: KVCodec, q: torch.Tensor, codes: Codes, out: torch.Tensor) -> None:
     """``out (B, H, M, n) += <q, x>`` estimated for queries q (B, H, M, d) against n stored codes; ``out``
-    is float32 on the CPU and may be a view (the code columns of a score row)."""
-    view = out.numpy()
-    if isinstance(codec, SplitCodec):
-        n_hi = codec.n_hi
-        _turbo_scores(codec.hi, q[..., :n_hi], SplitCodec._part(codes, "hi."), view)
-        _turbo_scores(codec.lo, q[..., n_hi:], SplitCodec._part(codes, "lo."), view)
+    is float32 on the CPU and may be a view (the code columns of a score row). Both parts of a split codec
+    are scored in one pass over the tokens."""
+    from ..kernels.kv_lut import code_scores
+
+    parts, a, lo = _kernel_parts(codec, codes)
+    q = q.float()
+    if lo is None:
+        qr = q @ codec.rotation.T
     else:
-        _turbo_scores(codec, q, codes, view)
+        n_hi = codec.n_hi
+        qr = torch.cat([q[..., :n_hi] @ parts[0].rotation.T, q[..., n_hi:] @ parts[1].rotation.T], dim=-1)
+    code_scores(_np(qr), *a, out.numpy(), lo=lo)
 
 
 def weighted_sum(codec: KVCodec, w: torch.Tensor, codes: Codes, *, start: int = 0) -> torch.Tensor:
     """(B, H, M, d) float32 ``w[..., start : start + n] @ decode(codes)`` in the codec's input coordinates,
     for weights w (B, H, M, >= start + n) (read in place when float32 and contiguous)."""
+    from ..kernels.kv_lut import code_weighted_sum
+
+    parts, a, lo = _kernel_parts(codec, codes)
     wn = _np(w.float())
-    if isinstance(codec, SplitCodec):
-        return torch.cat(
-            [
-                _turbo_sum(codec.hi, wn, start, SplitCodec._part(codes, "hi.")),
-                _turbo_sum(codec.lo, wn, start, SplitCodec._part(codes, "lo.")),
-            ],
-            dim=-1,
-        )
-    return _turbo_sum(codec, wn, start, codes)
+    b, h, m, _ = wn.shape
+    width = sum(c.k for c in parts)
+    out = np.zeros((b, h, m, width), dtype=np.float32)
+    code_weighted_sum(wn, start, *a, out, lo=lo)
+    acc = torch.from_numpy(out)
+    if lo is None:
+        return acc @ codec.rotation
+    k_hi = parts[0].k
+    return torch.cat([acc[..., :k_hi] @ parts[0].rotation, acc[..., k_hi:] @ parts[1].rotation], dim=-1)
