@@ -23,22 +23,50 @@ def test_kernels_give_exact_values_on_a_small_case(bits):
     q = rng.integers(-3, 4, size=(1, 2, 3, k)).astype(np.float32)
     w = rng.integers(0, 3, size=(1, 2, 3, n)).astype(np.float32)
     x = cent[codes] * norm[..., None]  # (1, 2, n, k): the stored vectors
-    table = unit_table(cent, bits)
-    s = np.zeros((1, 2, 3, n), np.float32)
-    code_scores(q, idx, norm, table, bits, s)
+    args = (idx, norm, unit_table(cent, bits), bits)
+    s = np.full((1, 2, 3, n), 99.0, np.float32)  # written, not accumulated into
+    code_scores(q, args, s)
     np.testing.assert_array_equal(s, np.einsum("bhmj,bhtj->bhmt", q, x))
-    o = np.zeros((1, 2, 3, k), np.float32)
-    code_weighted_sum(w, 0, idx, norm, table, bits, o)
+    o = np.full((1, 2, 3, k), 99.0, np.float32)
+    code_weighted_sum(w, args, o)
     np.testing.assert_array_equal(o, np.einsum("bhmt,bhtj->bhmj", w, x))
-    # weights read from column 2 of a wider row; scores accumulated into a strided view of one
-    wide = np.concatenate([np.full((1, 2, 3, 2), 7.0, np.float32), w], -1)
-    o = np.zeros((1, 2, 3, k), np.float32)
-    code_weighted_sum(wide, 2, idx, norm, table, bits, o)
+    # the whole row: 2 sink keys, the codes + <q, mu>, 3 tail keys, an additive mask row per query
+    sink = rng.integers(-2, 3, size=(1, 2, 2, k)).astype(np.float32)
+    tail = rng.integers(-2, 3, size=(1, 2, 3, k)).astype(np.float32)
+    mu = rng.integers(-2, 3, size=(1, 2, k)).astype(np.float32)
+    mask = rng.integers(-4, 1, size=(1, 3, 2 + n + 3)).astype(np.float32)
+    row = np.full((1, 2, 3, 2 + n + 3), 99.0, np.float32)
+    code_scores(q, args, row, qx=q, sink=sink, tail=tail, mu=mu, mask=mask)
+    full = np.concatenate([sink, x + mu[:, :, None], tail], axis=2)
+    np.testing.assert_array_equal(row, np.einsum("bhmj,bhtj->bhmt", q, full) + mask[:, None])
+    wr = rng.integers(0, 3, size=(1, 2, 3, 2 + n + 3)).astype(np.float32)
+    o_rot = np.zeros((1, 2, 3, k), np.float32)
+    o_x = np.full((1, 2, 3, k), 99.0, np.float32)
+    code_weighted_sum(wr, args, o_rot, o_x, sink=sink, tail=tail, mu=mu)
+    np.testing.assert_array_equal(o_rot, np.einsum("bhmt,bhtj->bhmj", wr[..., 2 : 2 + n], x))
+    exact = np.concatenate([sink, np.broadcast_to(mu[:, :, None], x.shape), tail], axis=2)
+    np.testing.assert_array_equal(o_x, np.einsum("bhmt,bhtj->bhmj", wr, exact))
+
+
+def test_split_codes_are_scored_as_their_two_parts_side_by_side():
+    rng = np.random.default_rng(7)
+    n, ka, kb = 6, 8, 16
+    ca, cb = np.arange(8, dtype=np.float32) - 3.5, np.arange(4, dtype=np.float32) - 1.5
+    codes_a, codes_b = rng.integers(0, 8, size=(2, 3, n, ka)), rng.integers(0, 4, size=(2, 3, n, kb))
+    na, nb = (rng.integers(1, 4, size=(2, 3, n)).astype(np.float32) for _ in range(2))
+    args = (
+        (ops.pack_tensor(torch.from_numpy(codes_a), 3).numpy(), na, unit_table(ca, 3), 3),
+        (ops.pack_tensor(torch.from_numpy(codes_b), 2).numpy(), nb, unit_table(cb, 2), 2),
+    )
+    x = np.concatenate([ca[codes_a] * na[..., None], cb[codes_b] * nb[..., None]], -1)
+    q = rng.integers(-3, 4, size=(2, 3, 4, ka + kb)).astype(np.float32)
+    s = np.empty((2, 3, 4, n), np.float32)
+    code_scores(q, args, s)
+    np.testing.assert_array_equal(s, np.einsum("bhmj,bhtj->bhmt", q, x))
+    w = rng.integers(0, 3, size=(2, 3, 4, n)).astype(np.float32)
+    o = np.empty((2, 3, 4, ka + kb), np.float32)
+    code_weighted_sum(w, args, o)
     np.testing.assert_array_equal(o, np.einsum("bhmt,bhtj->bhmj", w, x))
-    row = np.ones((1, 2, 3, n + 3), np.float32)
-    code_scores(q, idx, norm, table, bits, row[..., 1 : n + 1])
-    np.testing.assert_array_equal(row[..., 1 : n + 1], 1.0 + np.einsum("bhmj,bhtj->bhmt", q, x))
-    assert (row[..., 0] == 1).all() and (row[..., n + 1 :] == 1).all()
 
 
 @pytest.mark.parametrize(
@@ -77,6 +105,16 @@ def test_fast_path_equals_the_torch_path(kind, bits, vbits, center, sinks):
         sb = layer.scores(q, scale=0.125)
         torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5)
         torch.testing.assert_close(sa, sb, atol=2e-5, rtol=1e-5)
+        # a padding mask per batch row (left padding of row 1), float and boolean, wider than the row
+        total = layer.seq_length
+        keep = torch.ones(2, 1, q_len, total + 3, dtype=torch.bool)
+        keep[1, :, :, 3:40] = False
+        for mask in (keep, torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)):
+            outs = []
+            for fast in (True, False):
+                layer.fast = fast
+                outs.append(layer.attend(q, r.keys, r.values, n_codes=r.n_codes, scale=0.125, mask=mask))
+            torch.testing.assert_close(outs[0], outs[1], atol=2e-6, rtol=1e-5)
 
 
 def test_unsupported_codecs_keep_the_torch_path():

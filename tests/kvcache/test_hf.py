@@ -98,7 +98,7 @@ def test_fused_decode_through_the_cpu_kernels_generates_the_compat_tokens(tiny, 
     here) and generates token-for-token what compat mode (dequantize + stock attention) generates."""
     from vqdb.kvcache import _cpu_fused
 
-    calls = {"add_scores": 0, "weighted_sum": 0}
+    calls = {"scores": 0, "values": 0}
     for name in calls:
         fn = getattr(_cpu_fused, name)
 
@@ -109,12 +109,12 @@ def test_fused_decode_through_the_cpu_kernels_generates_the_compat_tokens(tiny, 
         monkeypatch.setattr(_cpu_fused, name, counted)
     _, cfg, _, _ = tiny
     a = _generate(tiny, VQCache(cfg, residual_length=8, flush_block=4), COMPAT, max_new_tokens=16)
-    assert calls["add_scores"] == 0
+    assert calls["scores"] == 0
     b = _generate(
         tiny, VQCache(cfg, residual_length=8, flush_block=4, mode="fused"), "vqdb", max_new_tokens=16
     )
     assert torch.equal(a, b)
-    assert calls["add_scores"] > 0 and calls["weighted_sum"] > 0
+    assert calls["scores"] > 0 and calls["values"] > 0
 
 
 def test_compat_and_fused_logits_agree_and_4bit_matches_full_cache_on_most_steps(tiny):

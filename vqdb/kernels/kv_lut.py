@@ -7,9 +7,15 @@ each stored token the kernels expand its packed bytes into the codebook values o
 *unit table* (every value of a byte — or of 6 bits for 3-bit codes — maps to the ``codes_per_unit``
 codebook values it holds), then
 
-* :func:`code_scores`: ``out[b, h, m, t] += <q[b, h, m], x[b, h, t]>`` for the ``m`` queries of that KV
-  head (grouped-query heads share one expansion);
-* :func:`code_weighted_sum`: ``out[b, h, m] += sum_t w[b, h, m, start + t] * x[b, h, t]``.
+* :func:`code_scores`: ``<q[b, h, m], x[b, h, t]>`` for the ``m`` queries of that KV head (grouped-query
+  heads share one expansion), written into a whole score row with the exact scores of the tokens held
+  in full precision (attention sinks before the codes, the recent window after them), the centring
+  offset and the attention mask;
+* :func:`code_weighted_sum`: ``sum_t w[b, h, m, t] * x[b, h, t]`` over the codes (in rotated
+  coordinates) and over the full-precision tokens (in the model's), from the softmax of that row.
+
+One decode step of one layer is thus two kernel calls and a softmax (the per-op Python/torch glue of
+the earlier path cost about as much as the kernels at 1k context).
 
 No decoded tile of keys or values is ever written: one vector of ``k`` floats lives in a scratch buffer.
 Both parts of a split vector are expanded in the same pass over the tokens (one read of the weights and
@@ -106,26 +112,44 @@ def _expand(row, tf, bits, k, vec, off, scale):
             vec[j + 4], vec[j + 5], vec[j + 6], vec[j + 7] = x4 * scale, x5 * scale, x6 * scale, x7 * scale
 
 
+@njit(cache=_CACHE, nogil=True, fastmath=True, inline="always")
+def _dot(a, b, d):
+    acc = np.float32(0.0)
+    for j in range(d):
+        acc += a[j] * b[j]
+    return acc
+
+
 @functools.cache
 def _kernels(width: int, width_a: int):
-    """(scores, weighted_sum) kernels for vectors of ``width`` rotated coordinates whose first ``width_a``
+    """(scores, values) kernels for code vectors of ``width`` rotated coordinates whose first ``width_a``
     come from part a (``width_a == width``: one part). The widths are compile-time constants."""
     K, KA = int(width), int(width_a)
     split = KA < K
 
     @njit(cache=_CACHE, nogil=True, fastmath=True, parallel=True)
-    def scores(q, idx_a, norm_a, tf_a, bits_a, idx_b, norm_b, tf_b, bits_b, out):
-        nb, nh, nm, _ = q.shape
-        n = idx_a.shape[2]
+    def scores(qr, qx, sink, tail, mu, mask, idx_a, norm_a, tf_a, bits_a, idx_b, norm_b, tf_b, bits_b, out):
+        nb, nh, nm, _ = qr.shape
+        d = qx.shape[3]
+        ns, n, nt = sink.shape[2], idx_a.shape[2], tail.shape[2]
+        nq = mask.shape[1]
         for bh in prange(nb * nh):
             b = bh // nh
             h = bh % nh
             vec = np.empty(K, dtype=np.float32)
             qf = np.empty(nm * K, dtype=np.float32)
+            off = np.zeros(nm, dtype=np.float32)
+            o = out[b, h]
             for m in range(nm):
                 for j in range(K):
-                    qf[m * K + j] = q[b, h, m, j]
-            o = out[b, h]
+                    qf[m * K + j] = qr[b, h, m, j]
+                qm = qx[b, h, m]
+                for t in range(ns):
+                    o[m, t] = _dot(qm, sink[b, h, t], d)
+                for t in range(nt):
+                    o[m, ns + n + t] = _dot(qm, tail[b, h, t], d)
+                if mu.shape[2]:
+                    off[m] = _dot(qm, mu[b, h], d)
             for t in range(n):
                 if split:
                     _expand(idx_a[b, h, t], tf_a, bits_a, KA, vec, 0, norm_a[b, h, t])
@@ -138,12 +162,19 @@ def _kernels(width: int, width_a: int):
                     acc = np.float32(0.0)
                     for j in range(K):
                         acc += qf[m * K + j] * vec[j]
-                    o[m, t] += s * acc
+                    o[m, ns + t] = off[m] + s * acc
+            if nq:
+                bm = b if mask.shape[0] > 1 else 0
+                for m in range(nm):
+                    row = mask[bm, m % nq]
+                    for t in range(ns + n + nt):
+                        o[m, t] += row[t]
 
     @njit(cache=_CACHE, nogil=True, fastmath=True, parallel=True)
-    def weighted_sum(w, start, idx_a, norm_a, tf_a, bits_a, idx_b, norm_b, tf_b, bits_b, out):
-        nb, nh, nm, _ = out.shape
-        n = idx_a.shape[2]
+    def values(w, sink, tail, mu, idx_a, norm_a, tf_a, bits_a, idx_b, norm_b, tf_b, bits_b, out_rot, out_x):
+        nb, nh, nm, _ = out_rot.shape
+        d = out_x.shape[3]
+        ns, n, nt = sink.shape[2], idx_a.shape[2], tail.shape[2]
         for bh in prange(nb * nh):
             b = bh // nh
             h = bh % nh
@@ -158,42 +189,86 @@ def _kernels(width: int, width_a: int):
                     _expand(idx_a[b, h, t], tf_a, bits_a, K, vec, 0, np.float32(1.0))
                     s = norm_a[b, h, t]
                 for m in range(nm):
-                    c = w[b, h, m, start + t] * s
+                    c = w[b, h, m, ns + t] * s
                     for j in range(K):
                         acc[m * K + j] += c * vec[j]
             for m in range(nm):
                 for j in range(K):
-                    out[b, h, m, j] += acc[m * K + j]
+                    out_rot[b, h, m, j] = acc[m * K + j]
+                wm = w[b, h, m]
+                ox = out_x[b, h, m]
+                ox[:] = 0.0
+                for t in range(ns):
+                    for j in range(d):
+                        ox[j] += wm[t] * sink[b, h, t, j]
+                for t in range(nt):
+                    for j in range(d):
+                        ox[j] += wm[ns + n + t] * tail[b, h, t, j]
+                if mu.shape[2]:
+                    total = np.float32(0.0)
+                    for t in range(n):
+                        total += wm[ns + t]
+                    for j in range(d):
+                        ox[j] += total * mu[b, h, j]
 
-    return scores, weighted_sum
+    return scores, values
 
 
-def _args(idx, norm, table, bits, lo) -> tuple[int, tuple]:
-    """(rotated width of part a, the kernels' part arguments) for one part (``lo is None``) or a split
-    whose second part is ``lo = (idx, norm, table, bits)``."""
-    a = (idx, norm, np.ascontiguousarray(table).ravel(), int(bits))
-    width_a = idx.shape[-1] * 8 // int(bits)
-    return width_a, a + (a if lo is None else (lo[0], lo[1], np.ascontiguousarray(lo[2]).ravel(), int(lo[3])))
+_EMPTY4 = np.zeros((1, 1, 0, 0), dtype=np.float32)
+_EMPTY3 = np.zeros((1, 1, 0), dtype=np.float32)
+_NO_MASK = np.zeros((1, 0, 0), dtype=np.float32)
 
 
-def code_scores(q, idx, norm, table, bits, out, lo=None) -> None:
-    """out[b, h, m, t] += sum_j q[b, h, m, j] * x_j(b, h, t), x the stored vectors (see the module docstring).
+def _args(codes) -> tuple[int, tuple]:
+    """(rotated width of part a, the kernels' part arguments) of ``codes`` = (idx, norm, table, bits) or
+    a split's two such tuples."""
+    parts = codes if isinstance(codes[0], tuple) else (codes,)
+    flat = [(p[0], p[1], np.ascontiguousarray(p[2]).ravel(), int(p[3])) for p in parts]
+    width_a = parts[0][0].shape[-1] * 8 // int(parts[0][3])
+    return width_a, flat[0] + flat[-1]
 
-    q (B, H, M, k) float32 rotated queries; idx (B, H, n, bytes) uint8; norm (B, H, n) float32; table from
-    :func:`unit_table`; ``lo`` = (idx, norm, table, bits) of a split's second part (then q's first
-    coordinates belong to part a); out (B, H, M, n) float32 (accumulated into; may be a strided view,
-    e.g. the code columns of a score row). Parallel over (row, head) pairs.
+
+def code_scores(qr, codes, out, *, qx=None, sink=None, tail=None, mu=None, mask=None) -> None:
+    """One score row per query: ``out[b, h, m] = [<q, sink_s> | <q, mu> + <q, x_t> | <q, tail_u>] + mask``.
+
+    qr (B, H, M, k) float32 queries in the codes' rotated coordinates; codes = (idx (B, H, n, bytes)
+    uint8, norm (B, H, n) float32, table from :func:`unit_table`, bits), or two such tuples for a split
+    (qr's first coordinates belong to the first); qx (B, H, M, D) the same queries in the model's
+    coordinates for the exact parts: sink (B, H, S, D) and tail (B, H, W, D) float32 keys held in full
+    precision, mu (B, H, D) the centring mean of the coded keys; mask (B or 1, Q, S + n + W) additive,
+    row ``m % Q`` for query m. out (B, H, M, S + n + W) float32 is written (any strides). Parallel over
+    (row, head) pairs.
     """
-    width_a, parts = _args(idx, norm, table, bits, lo)
-    _kernels(q.shape[-1], width_a)[0](q, *parts, out)
+    width_a, parts = _args(codes)
+    qx = qr if qx is None else qx
+    _kernels(qr.shape[-1], width_a)[0](
+        qr,
+        qx,
+        _EMPTY4 if sink is None else sink,
+        _EMPTY4 if tail is None else tail,
+        _EMPTY3 if mu is None else mu,
+        _NO_MASK if mask is None else mask,
+        *parts,
+        out,
+    )
 
 
-def code_weighted_sum(w, start, idx, norm, table, bits, out, lo=None) -> None:
-    """out[b, h, m, j] += sum_t w[b, h, m, start + t] * x_j(b, h, t).
-
-    w (B, H, M, >= start + n) float32 (the weights of the codes from column ``start``: the softmax of a
-    whole row, uncopied); idx, norm, table, ``lo`` as in :func:`code_scores`; out (B, H, M, k) float32.
-    Parallel over (row, head) pairs.
+def code_weighted_sum(w, codes, out_rot, out_x=None, *, sink=None, tail=None, mu=None) -> None:
+    """Attention outputs from a score row's weights w (B, H, M, S + n + W) float32 (columns as in
+    :func:`code_scores`): ``out_rot[b, h, m] = sum_t w[.., S + t] x_t`` (B, H, M, k) in the codes' rotated
+    coordinates, and ``out_x[b, h, m] = sum_s w[.., s] sink_s + sum_u w[.., S + n + u] tail_u
+    + (sum_t w[.., S + t]) mu`` (B, H, M, D) in the model's. Both are written. Parallel over (row, head)
+    pairs.
     """
-    width_a, parts = _args(idx, norm, table, bits, lo)
-    _kernels(out.shape[-1], width_a)[1](w, start, *parts, out)
+    width_a, parts = _args(codes)
+    if out_x is None:
+        out_x = np.empty(out_rot.shape[:3] + (0,), dtype=np.float32)
+    _kernels(out_rot.shape[-1], width_a)[1](
+        w,
+        _EMPTY4 if sink is None else sink,
+        _EMPTY4 if tail is None else tail,
+        _EMPTY3 if mu is None else mu,
+        *parts,
+        out_rot,
+        out_x,
+    )

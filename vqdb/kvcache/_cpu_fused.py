@@ -4,7 +4,8 @@ lookup kernels of :mod:`vqdb.kernels.kv_lut` (no decoded tile of keys or values)
 Covers :class:`~vqdb.kvcache._turbo.TurboCodec` (``mse`` / ``scaled``, 1-4 bits) and
 :class:`~vqdb.kvcache._codec_base.SplitCodec` of two of them (fractional rates); everything else keeps
 the torch path. Queries arrive in the codec's input coordinates (already permuted by the layer); they are
-rotated once per call, and value sums are rotated back once per query row.
+rotated once per call (one block-diagonal matrix for a split codec), and value sums are rotated back
+once per query row.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from ._codec_base import Codes, KVCodec, SplitCodec
 from ._turbo import TurboCodec
 
-__all__ = ["supported", "add_scores", "weighted_sum"]
+__all__ = ["supported", "rotation", "code_args", "scores", "values", "f32"]
 
 
 def _turbo_ok(codec: KVCodec) -> bool:
@@ -23,25 +24,29 @@ def _turbo_ok(codec: KVCodec) -> bool:
 
     if not isinstance(codec, TurboCodec) or codec.variant not in ("mse", "scaled"):
         return False
-    per = 4 if codec.mse_bits == 3 else 8 // codec.mse_bits if codec.mse_bits in SUPPORTED_BITS else 0
-    return bool(per) and codec.k % (8 if codec.mse_bits == 3 else per) == 0
+    if codec.mse_bits not in SUPPORTED_BITS:
+        return False
+    return codec.k % (4 if codec.mse_bits in (2, 4) else 8) == 0  # whole units of the expansion loops
 
 
 def supported(codec: KVCodec, device: torch.device) -> bool:
     """True when this codec's codes on ``device`` are handled by the CPU kernels."""
     if device.type != "cpu":
         return False
-    try:
-        import numba  # noqa: F401
-    except ImportError:  # pragma: no cover - numba is a core dependency
-        return False
-    if isinstance(codec, SplitCodec):
-        return _turbo_ok(codec.hi) and _turbo_ok(codec.lo)
-    return _turbo_ok(codec)
+    ok = getattr(codec, "_cpu_supported", None)
+    if ok is None:
+        ok = all(_turbo_ok(c) for c in _parts(codec))
+        codec._cpu_supported = ok
+    return ok
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().numpy())
+
+
+def f32(t: torch.Tensor | None) -> np.ndarray | None:
+    """A float32 C-contiguous NumPy view (or copy) of a CPU tensor for the kernels (None stays None)."""
+    return None if t is None else _np(t.float())
 
 
 def _table(codec: TurboCodec) -> np.ndarray:
@@ -54,45 +59,49 @@ def _table(codec: TurboCodec) -> np.ndarray:
     return table
 
 
-def _kernel_parts(codec: KVCodec, codes: Codes) -> tuple[list[TurboCodec], tuple, tuple | None]:
-    """(the TurboCodec parts, the kernels' (idx, norm, table, bits) of the first part, of the second or None)."""
-    parts = [codec.hi, codec.lo] if isinstance(codec, SplitCodec) else [codec]
+def _parts(codec: KVCodec) -> list[TurboCodec]:
+    return [codec.hi, codec.lo] if isinstance(codec, SplitCodec) else [codec]
+
+
+def rotation(codec: KVCodec) -> torch.Tensor:
+    """(k, d) float32 rotation from the codec's input coordinates to the kernels' (block-diagonal over
+    the two parts of a split codec; cached on the codec)."""
+    rot = getattr(codec, "_cpu_rotation", None)
+    if rot is None:
+        parts = _parts(codec)
+        rot = torch.block_diag(*[c.rotation for c in parts]) if len(parts) > 1 else codec.rotation
+        codec._cpu_rotation = rot
+    return rot
+
+
+def code_args(codec: KVCodec, codes: Codes) -> tuple:
+    """The kernels' view of ``codes``: (idx, norm, table, bits) NumPy arrays, a pair of them for a split
+    codec (norms converted to float32 once; cache the result while the codes do not change)."""
+    parts = _parts(codec)
     fields = [SplitCodec._part(codes, "hi."), SplitCodec._part(codes, "lo.")] if len(parts) == 2 else [codes]
-    args = [
-        (_np(f["idx"]), _np(f["norm"][..., 0].float()), _table(c), c.mse_bits) for c, f in zip(parts, fields)
-    ]
-    return parts, args[0], (args[1] if len(args) == 2 else None)
+    args = tuple(
+        (_np(f["idx"]), f32(f["norm"][..., 0]), _table(c), c.mse_bits) for c, f in zip(parts, fields)
+    )
+    return args if len(args) == 2 else args[0]
 
 
-def add_scores(codec: KVCodec, q: torch.Tensor, codes: Codes, out: torch.Tensor) -> None:
-    """``out (B, H, M, n) += <q, x>`` estimated for queries q (B, H, M, d) against n stored codes; ``out``
-    is float32 on the CPU and may be a view (the code columns of a score row). Both parts of a split codec
-    are scored in one pass over the tokens."""
+def scores(codec: KVCodec, q: torch.Tensor, args: tuple, out: np.ndarray, **exact) -> None:
+    """Write score rows ``out (B, H, M, S + n + W)`` for queries q (B, H, M, d) (already scaled and
+    permuted like the codes): exact parts and mask as in :func:`vqdb.kernels.kv_lut.code_scores`
+    (``exact``: qx, sink, tail, mu, mask as NumPy float32 arrays)."""
     from ..kernels.kv_lut import code_scores
 
-    parts, a, lo = _kernel_parts(codec, codes)
-    q = q.float()
-    if lo is None:
-        qr = q @ codec.rotation.T
-    else:
-        n_hi = codec.n_hi
-        qr = torch.cat([q[..., :n_hi] @ parts[0].rotation.T, q[..., n_hi:] @ parts[1].rotation.T], dim=-1)
-    code_scores(_np(qr), *a, out.numpy(), lo=lo)
+    code_scores(f32(q.float() @ rotation(codec).T), args, out, **exact)
 
 
-def weighted_sum(codec: KVCodec, w: torch.Tensor, codes: Codes, *, start: int = 0) -> torch.Tensor:
-    """(B, H, M, d) float32 ``w[..., start : start + n] @ decode(codes)`` in the codec's input coordinates,
-    for weights w (B, H, M, >= start + n) (read in place when float32 and contiguous)."""
+def values(codec: KVCodec, w: np.ndarray, args: tuple, *, d_exact: int = 0, **exact):
+    """(code part (B, H, M, d) float32 torch in the codec's input coordinates, exact part (B, H, M,
+    ``d_exact``) NumPy) of the attention output for weights w (B, H, M, S + n + W) float32."""
     from ..kernels.kv_lut import code_weighted_sum
 
-    parts, a, lo = _kernel_parts(codec, codes)
-    wn = _np(w.float())
-    b, h, m, _ = wn.shape
-    width = sum(c.k for c in parts)
-    out = np.zeros((b, h, m, width), dtype=np.float32)
-    code_weighted_sum(wn, start, *a, out, lo=lo)
-    acc = torch.from_numpy(out)
-    if lo is None:
-        return acc @ codec.rotation
-    k_hi = parts[0].k
-    return torch.cat([acc[..., :k_hi] @ parts[0].rotation, acc[..., k_hi:] @ parts[1].rotation], dim=-1)
+    rot = rotation(codec)
+    b, h, m, _ = w.shape
+    out_rot = np.empty((b, h, m, rot.shape[0]), dtype=np.float32)
+    out_x = np.empty((b, h, m, d_exact), dtype=np.float32)
+    code_weighted_sum(w, args, out_rot, out_x, **exact)
+    return torch.from_numpy(out_rot) @ rot, out_x

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..errors import DimensionMismatchError, InvalidInputError
@@ -70,6 +71,14 @@ def _cat_codes(a: Codes | None, b: Codes) -> Codes:
 
 def _slice_codes(codes: Codes, start: int, stop: int) -> Codes:
     return {k: v[:, :, start:stop] for k, v in codes.items()}
+
+
+_f32 = _cpu_fused.f32
+
+
+def _f32_mean(mu: torch.Tensor | None) -> np.ndarray | None:
+    """A centring mean [B, H, 1, D] as the kernels' (B, H, D)."""
+    return None if mu is None else _f32(mu[:, :, 0])
 
 
 def _nbytes(t: torch.Tensor | None) -> int:
@@ -162,6 +171,7 @@ class CompressedKVLayer:
         self._mu_k: torch.Tensor | None = None
         self._mu_v: torch.Tensor | None = None
         self._inverse: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(perm) -> (perm, inverse)
+        self._kernel_views: tuple | None = None  # (n_codes, key args, value args) of the CPU kernels
         self.dtype: torch.dtype | None = None
         self.device: torch.device | None = None
 
@@ -361,6 +371,7 @@ class CompressedKVLayer:
         self._key_codes = _cat_codes(self._key_codes, new_k)
         self._value_codes = _cat_codes(self._value_codes, new_v)
         self._n_codes += k.shape[2]
+        self._kernel_views = None
 
     # ------------------------------------------------------------------------------------------
     # reading
@@ -429,24 +440,47 @@ class CompressedKVLayer:
         g = hq // h
         return queries.float().reshape(b, h, g * q_len, d), g
 
+    def _cpu_kernels(self, device: torch.device) -> bool:
+        """True when the Numba lookup kernels serve this layer's codes on ``device``."""
+        return (
+            self.fast
+            and _cpu_fused.supported(self.key_codec, device)
+            and _cpu_fused.supported(self.value_codec, device)
+        )
+
+    def _views(self, n: int) -> tuple:
+        """The kernels' (key args, value args) of the first n codes, kept until the codes change (a decode
+        step between flushes reuses them)."""
+        views = self._kernel_views
+        if views is None or views[0] != n:
+            kc, vc = self.key_codec.on(self.device), self.value_codec.on(self.device)
+            views = (
+                n,
+                _cpu_fused.code_args(kc, _slice_codes(self._key_codes, 0, n)),
+                _cpu_fused.code_args(vc, _slice_codes(self._value_codes, 0, n)),
+            )
+            self._kernel_views = views
+        return views[1], views[2]
+
     def _code_scores(self, qg: torch.Tensor, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """[B, H, M, n] estimated <q, k> of grouped queries against the first n key codes, written into
         ``out`` (a float32 view, e.g. the code columns of a score row) when given."""
         kc = self.key_codec.on(qg.device)
+        if self._cpu_kernels(qg.device):  # lookup kernels, no decoded tile
+            if out is None:
+                out = qg.new_empty(*qg.shape[:3], n)
+            _cpu_fused.scores(
+                kc,
+                self._permute(qg, self._perm_k),
+                self._views(n)[0],
+                out.numpy(),
+                qx=_f32(qg),
+                mu=_f32_mean(self._mu_k),
+            )
+            return out
         offset = None
         if self._mu_k is not None:  # codes hold k - mean: add the exact <q, mean> back
             offset = torch.matmul(qg, self._mu_k.transpose(-1, -2))
-        if self.fast and _cpu_fused.supported(kc, qg.device):  # lookup kernels, no decoded tile
-            if out is None:
-                out = qg.new_empty(*qg.shape[:3], n)
-            if offset is None:
-                out.zero_()
-            else:
-                out.copy_(offset.expand_as(out))
-            _cpu_fused.add_scores(
-                kc, self._permute(qg, self._perm_k), _slice_codes(self._key_codes, 0, n), out
-            )
-            return out
         prepared = kc.prepare(self._permute(qg, self._perm_k))
         parts = [kc.score(prepared, kt) for kt, _ in self._tiles(n)]
         scores = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
@@ -530,6 +564,12 @@ class CompressedKVLayer:
             fused = decode_attention(self, queries, keys, values, n_codes=n_c, scale=scale)
             if fused is not None:
                 return fused
+        if (
+            n_c
+            and self._cpu_kernels(queries.device)
+            and (mask is None or (mask.dim() == 4 and mask.shape[1] == 1))
+        ):
+            return self._attend_cpu(queries, keys, values, n_s, n_c, scale, mask, causal)
         # scaled queries; one score row [sinks | codes | tail] written in place (no concatenation)
         qg = queries.float().reshape(b, h, g * q_len, d) * scale
         kf, vf = keys.float(), values.float()
@@ -554,19 +594,63 @@ class CompressedKVLayer:
             out = out + torch.matmul(w[..., :n_s], self._sink_v[:, :, :n_s].float())
         if n_c:
             vc = self.value_codec.on(qg.device)
-            if self.fast and _cpu_fused.supported(vc, qg.device):
-                acc = _cpu_fused.weighted_sum(vc, w, _slice_codes(self._value_codes, 0, n_c), start=n_s)
-            else:
-                acc = None
-                start = n_s
-                for _, vt in self._tiles(n_c):
-                    stop = start + next(iter(vt.values())).shape[2]
-                    part = vc.weighted_sum(w[..., start:stop], vt)
-                    acc = part if acc is None else acc + part
-                    start = stop
+            acc = None
+            start = n_s
+            for _, vt in self._tiles(n_c):
+                stop = start + next(iter(vt.values())).shape[2]
+                part = vc.weighted_sum(w[..., start:stop], vt)
+                acc = part if acc is None else acc + part
+                start = stop
             out = out + self._unpermute(acc, self._perm_v)
             if self._mu_v is not None:
                 out = out + w[..., n_s:n].sum(-1, keepdim=True) * self._mu_v
+        return out.reshape(b, hq, q_len, d).to(queries.dtype)
+
+    def _attend_cpu(self, queries, keys, values, n_s, n_c, scale, mask, causal) -> torch.Tensor:
+        """:meth:`attend` through the Numba kernels: one call writes the score rows (sinks, codes with the
+        centring offset, tail, mask), a softmax, one call sums the values (codes in rotated coordinates,
+        sinks + tail + centring mean in the model's)."""
+        b, hq, q_len, d = queries.shape
+        h = keys.shape[1]
+        rows = hq // h * q_len
+        total = n_s + n_c + keys.shape[2]
+        qg = queries.float().reshape(b, h, rows, d) * scale
+        mask_rows = None
+        if mask is not None:  # [B or 1, 1, q_len or 1, >= total] -> (B or 1, q_len, total) additive
+            m = mask[:, 0, :, -total:]
+            if m.dtype == torch.bool:
+                m = torch.zeros(m.shape).masked_fill_(~m, float("-inf"))
+            mask_rows = _f32(m.expand(-1, q_len, -1))
+        elif causal and q_len > 1:
+            pos = torch.arange(total)
+            later = pos[None, :] > (total - q_len + torch.arange(q_len))[:, None]
+            mask_rows = _f32(torch.zeros(1, q_len, total).masked_fill_(later, float("-inf")))
+        key_args, value_args = self._views(n_c)
+        sink_k = _f32(self._sink_k[:, :, :n_s]) if n_s else None
+        sink_v = _f32(self._sink_v[:, :, :n_s]) if n_s else None
+        s = np.empty((b, h, rows, total), dtype=np.float32)
+        _cpu_fused.scores(
+            self.key_codec,
+            self._permute(qg, self._perm_k),
+            key_args,
+            s,
+            qx=_f32(qg),
+            sink=sink_k,
+            tail=_f32(keys),
+            mu=_f32_mean(self._mu_k),
+            mask=mask_rows,
+        )
+        w = torch.softmax(torch.from_numpy(s), dim=-1)
+        coded, exact = _cpu_fused.values(
+            self.value_codec,
+            w.numpy(),
+            value_args,
+            d_exact=d,
+            sink=sink_v,
+            tail=_f32(values),
+            mu=_f32_mean(self._mu_v),
+        )
+        out = torch.from_numpy(exact) + self._unpermute(coded, self._perm_v)
         return out.reshape(b, hq, q_len, d).to(queries.dtype)
 
     # ------------------------------------------------------------------------------------------
@@ -581,6 +665,7 @@ class CompressedKVLayer:
         if self._mu_k is not None:
             self._mu_k, self._mu_v = fn(self._mu_k), fn(self._mu_v)
         self._inverse.clear()
+        self._kernel_views = None
         if self._perm_k is not None:
             self._perm_k = fn(self._perm_k)
         if self._perm_v is not None:
@@ -631,6 +716,7 @@ class CompressedKVLayer:
             self._key_codes = {k: v[:, :, :n_enc].clone() for k, v in self._key_codes.items()}
             self._value_codes = {k: v[:, :, :n_enc].clone() for k, v in self._value_codes.items()}
         self._n_codes = n_enc
+        self._kernel_views = None
         if max_length < self.n_sink:
             self._sink_k = self._sink_k[:, :, :max_length].clone()
             self._sink_v = self._sink_v[:, :, :max_length].clone()
