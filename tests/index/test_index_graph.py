@@ -353,3 +353,28 @@ def test_graph_file_with_inline_codes_opens_with_the_same_results(tmp_path):
         res = index.search(queries, 10, ef=32)
     np.testing.assert_array_equal(res.ids, np.array(expected["search_ids"]))
     np.testing.assert_allclose(res.scores, np.array(expected["search_scores"]), rtol=1e-6, atol=1e-6)
+
+
+def test_reopened_graph_uses_the_segment_vectors_without_a_copy(tmp_path, wordnet, quantizer):
+    """One segment holding every node: the reopened graph scores from the segment's own float16 vectors (no
+    second copy in memory), with the same results; the first write copies them and goes on as usual."""
+    path = tmp_path / "g"
+    index = vqdb.Index(wordnet.dim, metric="cos", quantizer=quantizer, graph=16, path=path)
+    index.add(wordnet.base[:1500])
+    index.save()
+    q = wordnet.queries[:40]
+    before = index.search(q, 10, ef=48)
+    index.close()
+    with vqdb.open(path) as again:
+        g = again._graph
+        (seg,) = again._snap.segments
+        assert np.shares_memory(g.vbits, seg.vectors) and not g.vbits.flags.writeable
+        np.testing.assert_array_equal(g.vectors(np.arange(g.n)), seg.vectors[g.vrow].view(np.uint16))
+        after = again.search(q, 10, ef=48)
+        assert np.array_equal(before.ids, after.ids) and np.array_equal(before.scores, after.scores)
+        again.delete([int(before.ids[0, 0])])
+        again.add(wordnet.base[1500:1600], ids=np.arange(5000, 5100))
+        assert not np.shares_memory(again._graph.vbits, seg.vectors)
+        res = again.search(wordnet.base[1500:1510], 10, ef=48)
+        assert (res.ids[:, 0] == np.arange(5000, 5010)).all()
+        assert int(before.ids[0, 0]) not in again.search(q, 10, ef=48).ids

@@ -91,12 +91,12 @@ class Graph:
         self.n = 0
         self.entry = 0
         self._writable = True
-        self._node_of: dict[int, int] = {}
+        self._node_of: dict[int, int] | None = {}
         self._vf = None
         self._alloc(0)
 
     # ---- storage -------------------------------------------------------------------------------
-    _ARRAYS = ("ids", "live", "vbits", "norms", "links", "recs")
+    _ARRAYS = ("ids", "live", "norms", "links", "recs")
 
     def _alloc(self, cap: int, keep: int = 0) -> None:
         """Fresh arrays for ``cap`` nodes holding the first ``keep`` nodes of the current ones; attached only
@@ -105,14 +105,21 @@ class Graph:
             "ids": np.full(cap, -1, np.int64),
             "live": np.zeros(cap, bool),
             "vbits": np.zeros((cap, self.dim), np.uint16),
+            "vrow": np.arange(cap, dtype=np.int64),
             "norms": np.zeros(cap, np.float32),
             "links": np.full((cap, self.R), -1, np.int32),
             "recs": np.zeros((cap, self.rec_bytes), np.uint8),
         }
         for name in self._ARRAYS if keep else ():
             new[name][:keep] = getattr(self, name)[:keep]
-        for name in ("links", "recs", "vbits", "norms", "live", "ids"):
+        if keep:
+            new["vbits"][:keep] = self.vectors(np.arange(keep))
+        for name in ("links", "recs", "vbits", "vrow", "norms", "live", "ids"):
             setattr(self, name, new[name])
+
+    def vectors(self, nodes) -> np.ndarray:
+        """(len(nodes), d) uint16 float16 bits of the vectors of ``nodes``."""
+        return self.vbits[self.vrow[nodes]]
 
     @property
     def recf(self) -> np.ndarray:
@@ -147,6 +154,14 @@ class Graph:
             "graph_id": 9,
         }
 
+    def _by_id(self) -> dict:
+        """id -> live node (built from ids/live on first use: an opened graph that only searches never needs
+        it, about 100 bytes per node)."""
+        if self._node_of is None:
+            n = self.n
+            self._node_of = {int(i): j for j, i in enumerate(self.ids[:n].tolist()) if self.live[j]}
+        return self._node_of
+
     # ---- code records ----------------------------------------------------------------------------
     def _records(self, codes: np.ndarray) -> np.ndarray:
         """(n, rec_bytes) uint8 code records of codes (n, code_size): the fast-scan slots two per byte (slot
@@ -180,8 +195,9 @@ class Graph:
         """Nodes of ``ids`` (where present) are no longer results."""
         if not self._writable:
             self._reserve(self.n)
+        by_id = self._by_id()
         for i in np.asarray(ids, np.int64).tolist():
-            node = self._node_of.pop(i, None)
+            node = by_id.pop(i, None)
             if node is not None:
                 self.live[node] = False
 
@@ -211,7 +227,7 @@ class Graph:
         self.recs[sl] = self._records(codes)
         self.links[sl] = -1
         new_nodes = np.arange(n0, n0 + b, dtype=np.int64)
-        kg.squared_norms(self.vbits, new_nodes, self.norms)
+        kg.squared_norms(kg.read_only(self.vbits), self.vrow, new_nodes, self.norms)
         vf = self._float_vectors(n0, b)
         cur = n0
         if cur == 0:
@@ -231,8 +247,9 @@ class Graph:
             cur += size
         if n0 == 0 and b >= REFINE_MIN:  # the first bulk add: Vamana's second pass over the whole graph
             self._refine(vf, n0 + b, cap, build_ef)
+        by_id = self._by_id()
         for j, i in enumerate(ids.tolist()):
-            self._node_of[i] = n0 + j
+            by_id[i] = n0 + j
         self.n = n0 + b
 
     def _merge_incoming(self, incoming: np.ndarray, vf: np.ndarray) -> None:
@@ -272,7 +289,7 @@ class Graph:
             have = 0 if old is None else min(old.shape[0], n0)
             if have:
                 vf[:have] = old[:have]
-            vf[have:n0] = self.vbits[have:n0].view(np.float16)
+            vf[have:n0] = self.vectors(np.arange(have, n0)).view(np.float16)
             self._vf = vf
         vf[n0 : n0 + b] = self.vbits[n0 : n0 + b].view(np.float16)
         return vf
@@ -296,7 +313,8 @@ class Graph:
         base = (prep.alpha * c0 + prep.qconst).astype(np.float32)
         G = self.G
         nd = kg.Nodes(
-            self.links, self.recs, self.recf, self.recs.view(np.uint64), self.fo, self.vbits, self.norms, np.ascontiguousarray(ok), n,
+            self.links, self.recs, self.recf, self.recs.view(np.uint64), self.fo, kg.read_only(self.vbits),
+            self.vrow, self.norms, np.ascontiguousarray(ok), n,
             self.entry,
         )  # fmt: skip
         pr = kg.Probe(
@@ -327,7 +345,7 @@ class Graph:
 
     def nodes_of(self, ids: np.ndarray) -> np.ndarray:
         """(a,) int64 live node of each of ``ids`` (int64 keys); ids without a live node are left out."""
-        get = self._node_of.get
+        get = self._by_id().get
         nodes = np.fromiter((get(i, -1) for i in np.asarray(ids, np.int64).tolist()), np.int64, len(ids))
         return nodes[nodes >= 0]
 
@@ -341,7 +359,7 @@ class Graph:
         if m == 0 or a == 0:
             return out_nodes, out_scores
         nodes = np.sort(nodes)
-        sub = self.vbits[nodes].view(np.float16).astype(np.float32)
+        sub = self.vectors(nodes).view(np.float16).astype(np.float32)
         kk = min(k, a)
         step = max(1, (1 << 22) // a)  # queries per block: at most ~4M scores (16 MB) at once
         for i0 in range(0, m, step):
@@ -380,7 +398,9 @@ class Graph:
             [
                 pa.py_buffer(np.packbits(gone, bitorder="little")),
                 pa.py_buffer(offsets),
-                pa.py_buffer(np.ascontiguousarray(self.vbits[:n][gone]).view(np.uint8).reshape(-1)),
+                pa.py_buffer(
+                    np.ascontiguousarray(self.vectors(np.flatnonzero(gone))).view(np.uint8).reshape(-1)
+                ),
             ],
             null_count=int(n - gone.sum()),
         )
@@ -445,9 +465,9 @@ class Graph:
         g.ids = column("id", np.int64, 1).reshape(-1)
         g.live = np.asarray(table.column("live").to_numpy(zero_copy_only=False), dtype=bool)
         if "vector_f16" in table.column_names:
-            g.vbits = column("vector_f16", np.uint16, dim)
+            g.vbits, g.vrow = column("vector_f16", np.uint16, dim), np.arange(n, dtype=np.int64)
         else:
-            g.vbits = _node_vectors(table, g.ids, g.live, dim, live_vectors)
+            g.vbits, g.vrow = _node_vectors(table, g.ids, g.live, dim, live_vectors)
         if inline:
             g._from_inline(column)
         else:
@@ -455,13 +475,14 @@ class Graph:
             g.recs = column("code_record", np.uint8, g.rec_bytes)
         g.norms = np.zeros(n, np.float32)
         if n:
-            _kernels().squared_norms(g.vbits, np.arange(n, dtype=np.int64), g.norms)
+            kg = _kernels()
+            kg.squared_norms(kg.read_only(g.vbits), g.vrow, np.arange(n, dtype=np.int64), g.norms)
         g.n = n
         g.entry = int(meta["entry"])
         if not 0 <= g.entry < max(n, 1):
             raise ValueError(f"graph entry {g.entry} outside {n} nodes")
-        g._writable = True
-        g._node_of = {int(i): j for j, i in enumerate(g.ids.tolist()) if g.live[j]}
+        g._writable = g.vbits.flags.writeable  # a segment's vectors: the first write copies them
+        g._node_of = None  # built when first needed (a search does not need it)
         return g
 
     def _inline_row_bytes(self) -> int:
@@ -485,16 +506,26 @@ class Graph:
         self.recf[:, self.fo + self.G] = column("code_sq", np.float32, 1).reshape(-1)
 
 
-def _node_vectors(table: pa.Table, ids: np.ndarray, live: np.ndarray, dim: int, live_vectors) -> np.ndarray:
-    """(n, d) uint16 float16 bits of every node: retired ones from the graph table's ``retired_f16``, live
-    ones from ``live_vectors`` (see :meth:`Graph.from_file`); ValueError when one is missing."""
+def _node_vectors(table: pa.Table, ids: np.ndarray, live: np.ndarray, dim: int, live_vectors):
+    """(vbits, vrow) of every node (see :class:`vqdb.kernels.graph.Nodes`): retired nodes' vectors from the
+    graph table's ``retired_f16``, live ones from ``live_vectors`` (see :meth:`Graph.from_file`); ValueError
+    when one is missing. When every node is live and one float16 array holds them all (a single segment),
+    that array itself is returned (read-only, not copied: the vectors are held once in memory) with each
+    node's row in it; otherwise a (n, d) copy and vrow = arange(n)."""
     n = ids.shape[0]
-    out = np.zeros((n, dim), np.uint16)
     gone = np.flatnonzero(~live)
     col = table.column("retired_f16").combine_chunks()
     valid = col.is_valid().to_numpy(zero_copy_only=False) if n else np.zeros(0, bool)
     if not np.array_equal(valid, ~live):
         raise ValueError("graph file's retired vectors do not match its live flags")
+    sources = [(np.asarray(sid, np.int64), vec) for sid, vec in live_vectors]
+    if not gone.size and len(sources) == 1 and sources[0][1].dtype == np.float16 and n:
+        sid, vec = sources[0]
+        order = np.argsort(sid, kind="stable")
+        pos = np.minimum(np.searchsorted(sid[order], ids), max(sid.size - 1, 0))
+        if sid.size and (sid[order][pos] == ids).all():
+            return np.ascontiguousarray(vec).view(np.uint16), order[pos].astype(np.int64)
+    out = np.zeros((n, dim), np.uint16)
     if gone.size:
         offs = np.frombuffer(col.buffers()[1], np.int32)[col.offset : col.offset + n + 1]
         data = np.frombuffer(col.buffers()[2], np.uint8)
@@ -506,8 +537,7 @@ def _node_vectors(table: pa.Table, ids: np.ndarray, live: np.ndarray, dim: int, 
     order = np.argsort(ids[nodes], kind="stable")
     keys = ids[nodes][order]
     filled = np.zeros(nodes.size, bool)
-    for sid, vec in live_vectors:
-        sid = np.asarray(sid, np.int64)
+    for sid, vec in sources:
         if not sid.size or not keys.size:
             continue
         pos = np.minimum(np.searchsorted(keys, sid), keys.size - 1)
@@ -516,4 +546,4 @@ def _node_vectors(table: pa.Table, ids: np.ndarray, live: np.ndarray, dim: int, 
         filled[order[pos[hit]]] = True
     if not filled.all():
         raise ValueError(f"{int((~filled).sum())} live graph nodes have no stored vector")
-    return out
+    return out, np.arange(n, dtype=np.int64)

@@ -11,8 +11,9 @@ A graph of ``N`` nodes with out-degree at most ``R``: ``links`` (N, R) int32 hol
 
 Expanding a node reads its links row, then gathers the records of the neighbours not seen yet (prefetched
 together, as HNSW fetches its neighbours' vectors) and scores each with a per-query table of 256 summed
-LUT entries per code byte: the same integer sums as a fast-scan block of those codes. ``vbits`` (N, d)
-uint16 holds every node's vector as IEEE float16 bits (the exact re-rank data): the kernels widen it to
+LUT entries per code byte: the same integer sums as a fast-scan block of those codes. ``vbits`` (V, d)
+uint16 holds the vectors as IEEE float16 bits (the exact re-rank data; node n's at row ``vrow[n]``, so a
+segment's own array can serve without a copy): the kernels widen them to
 float32 on the fly, exactly (numba has no float16). Node-to-node distances (construction) are squared L2
 on those vectors; query scores are higher-is-better: ``<q, x>`` or ``2<q, x> - |x|^2 - |q|^2``.
 
@@ -132,14 +133,14 @@ def _replace_min(ks, ns, cnt, k, n):
 # norms
 # ------------------------------------------------------------------------------------------------
 @njit(cache=_CACHE, nogil=True, parallel=True)
-def squared_norms(vbits, nodes, out):
-    """out[n] = ||x_n||^2 of the float16 vectors of ``nodes``."""
+def squared_norms(vbits, vrow, nodes, out):
+    """out[n] = ||x_n||^2 of the float16 vectors of ``nodes`` (node n's at row vrow[n] of vbits)."""
     d = vbits.shape[1]
     for i in prange(nodes.shape[0]):
         n = nodes[i]
         bu = np.empty(d, np.uint32)
         bf = bu.view(np.float32)
-        _widen(vbits, n, bu, bf)
+        _widen(vbits, vrow[n], bu, bf)
         out[n] = _dot(bf, bf)
 
 
@@ -383,7 +384,8 @@ class Nodes(NamedTuple):
     recf: np.ndarray  # (N, C // 4) float32 view of recs: factor g at [fo + g], the code constant at [fo + G]
     recw: np.ndarray  # (N, C // 8) uint64 view of recs: a 1-bit code's sign words at [0, W)
     fo: int  # float32 index of the first factor in a record
-    vbits: np.ndarray  # (N, d) uint16 float16 bits of the vectors (exact scores)
+    vbits: np.ndarray  # (V, d) uint16 float16 bits of the vectors (read-only; may be a segment's own array)
+    vrow: np.ndarray  # (N,) int64 node -> its row of vbits
     norms: np.ndarray  # (N,) float32 ||x||^2 of the float16 vectors
     ok: np.ndarray  # (n,) bool nodes that may be returned (live, allowed by the filter)
     n_nodes: int  # nodes [0, n_nodes) are searched
@@ -481,9 +483,9 @@ def _estimate_luts(recs, recf, fo, u, blut, part_steps, inv, off):
 
 
 @njit(cache=_CACHE, nogil=True, inline="always")
-def _exact(vbits, norms, qi, qn, l2, c, bu, bf):
+def _exact(vbits, vrow, norms, qi, qn, l2, c, bu, bf):
     """Exact score of node c's float16 vector for the query qi (qn = |qi|^2)."""
-    _widen(vbits, c, bu, bf)
+    _widen(vbits, vrow[c], bu, bf)
     ip = _dot(qi, bf)
     return 2.0 * ip - norms[c] - qn if l2 else ip
 
@@ -507,7 +509,7 @@ def search_range(nd, pr, ef, k, i0, i1, out_nodes, out_scores, stats):
     # the arrays are taken out of the tuples once: an array read from a tuple inside the loops costs a
     # reference count update each time
     links, recs, recf, recw, fo = nd.links, nd.recs, nd.recf, nd.recw, nd.fo
-    vbits, norms, ok, n_nodes, entry = nd.vbits, nd.norms, nd.ok, nd.n_nodes, nd.entry
+    vbits, vrow, norms, ok, n_nodes, entry = nd.vbits, nd.vrow, nd.norms, nd.ok, nd.n_nodes, nd.entry
     q, luts, inv, off, base, part_steps = pr.q, pr.luts, pr.inv, pr.off, pr.base, pr.part_steps
     alpha, l2, sub, bits = pr.alpha, pr.l2, pr.sub, pr.bits
     qwords, qlo, qdelta, qsum, v0, dv = pr.qwords, pr.qlo, pr.qdelta, pr.qsum, pr.v0, pr.dv
@@ -550,7 +552,7 @@ def search_range(nd, pr, ef, k, i0, i1, out_nodes, out_scores, stats):
                 nx = cand_n[0]
                 _prefetch(links, nx * R)
                 for o in range(0, d, 32):
-                    _prefetch(vbits, nx * d + o)
+                    _prefetch(vbits, vrow[nx] * d + o)
             nf = 0  # c's neighbours not seen yet: fetch their records, then score them
             for j in range(R):
                 u = links[c, j]
@@ -564,7 +566,7 @@ def search_range(nd, pr, ef, k, i0, i1, out_nodes, out_scores, stats):
                 fresh[nf] = u
                 nf += 1
             if ok[c]:  # only a node that may be returned is scored exactly
-                heap_offer(hs, hp, _exact(vbits, norms, qi, qn, l2, c, bu, bf), c)
+                heap_offer(hs, hp, _exact(vbits, vrow, norms, qi, qn, l2, c, bu, bf), c)
             expanded += 1
             thr = hs[0]
             for j in range(nf):
@@ -584,7 +586,7 @@ def search_range(nd, pr, ef, k, i0, i1, out_nodes, out_scores, stats):
             c = cand_n[0]
             nc = _pop_min(cand_k, cand_n, nc)
             if ok[c]:
-                heap_offer(hs, hp, _exact(vbits, norms, qi, qn, l2, c, bu, bf), c)
+                heap_offer(hs, hp, _exact(vbits, vrow, norms, qi, qn, l2, c, bu, bf), c)
             extra += 1
         stats[i] = expanded
         for j in range(k):  # results, best first (ties: lower node)
@@ -610,16 +612,24 @@ def search(nd, pr, ef, k, n_tasks, out_nodes, out_scores, stats):
         search_range(nd, pr, ef, k, t * per, min(m, t * per + per), out_nodes, out_scores, stats)
 
 
+def read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a``: the kernels always get the vectors read-only (one compiled signature, whether
+    they are the graph's own array or a segment's memory-mapped one)."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 def warmup() -> None:
     """Compile (or load from the cache) every graph kernel with the argument types the index passes, on a
     tiny synthetic graph (40 nodes, d = 8, degree 4, one kernel part of 2 steps)."""
     rng = np.random.default_rng(0)
     n, d, R, nsteps = 40, 8, 4, 2
     vf = rng.normal(size=(n, d)).astype(np.float32)
-    vbits = vf.astype(np.float16).view(np.uint16)
+    vbits = read_only(vf.astype(np.float16).view(np.uint16))
     norms = np.zeros(n, np.float32)
     nodes = np.arange(n, dtype=np.int64)
-    squared_norms(vbits, nodes, norms)
+    squared_norms(vbits, nodes, nodes, norms)
     links = np.full((n, R), -1, np.int32)
     incoming = np.empty((n - 1) * R, np.int64)
     link_batch(nodes[1:], 1, 0, vf, norms, links, R, 8, np.float32(1.2), 2, incoming)
@@ -639,7 +649,7 @@ def warmup() -> None:
     out_nodes = np.empty((m, 5), np.int64)
     out_scores = np.empty((m, 5), np.float32)
     stats = np.zeros(m, np.int64)
-    nd = Nodes(links, recs, recf, recs.view(np.uint64), 4, vbits, norms, np.ones(n, bool), n, 0)
+    nd = Nodes(links, recs, recf, recs.view(np.uint64), 4, vbits, nodes, norms, np.ones(n, bool), n, 0)
     for l2, bits in ((False, False), (True, False), (False, True), (True, True)):
         pr = Probe(
             vf[:m].copy(), rng.integers(0, 255, size=m * nsteps * 32).astype(np.uint8),
