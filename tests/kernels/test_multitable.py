@@ -197,13 +197,15 @@ def test_window_variants_match_the_oracle(isa, bits):
         np.testing.assert_array_equal(mx.reshape(2, -1)[:nq], expect.reshape(nq, nblk, 32).max(axis=2))
 
 
-def test_accumulate_wide_is_the_exact_sum_over_runs_of_each_width():
-    rng = np.random.default_rng(0)
-    runs = [(7, 20), (6, 300), (5, 9)]  # a run longer than one uint16 window
+# a run longer than one uint16 window (tables past L1_TABLE_BYTES: run by run); small tables (block by block)
+@pytest.mark.parametrize("runs", [[(7, 20), (6, 300), (5, 9)], [(8, 3), (6, 40), (5, 7)]])
+def test_accumulate_wide_is_the_exact_sum_over_runs_of_each_width(runs):
+    rng = np.random.default_rng(runs[1][1])
     coords = np.concatenate([[0], np.cumsum([k for _, k in runs])]).astype(np.int64)
     bits = np.array([b for b, _ in runs], np.int64)
     K, nb, m = int(coords[-1]), 37, 5  # not a multiple of the 16-block sub-chunks
     coff, stride = rm.table_offsets(coords, bits)
+    assert (stride <= mt.L1_TABLE_BYTES) == (runs[0][0] == 8)  # both orders of the sums are exercised
     codes = np.concatenate([rng.integers(0, 1 << b, size=(nb * 32, k)) for b, k in runs], axis=1).astype(
         np.uint8
     )

@@ -33,6 +33,7 @@ from .scan import _NEG_INF, _block_top, _low_offer
 from .select import heap_offer, merge_one
 
 WINDOW = 256  # wide coordinates summed in uint16 lanes before widening (256 * 255 < 65536)
+L1_TABLE_BYTES = 16 << 10  # a pair's wide tables up to this size: sums block by block (_wide_item_sums)
 
 
 def _host_wide_isa() -> str:
@@ -466,31 +467,37 @@ def _wide_item_sums(wide, luts, stride, coff, weight, qs, nq, b0, nblk, lbases, 
     of query qs[j], vector v of block b0 + b, to sums[j*cap + 32*b + v] (cap = len(sums) //
     QMAX; ``first``: store instead), and write the largest updated sum of each block to mx[j*SUB + b].
 
-    Several queries: run by run over the ``nblk`` blocks, each pair of queries in turn (the run's tables stay
-    in L1). One query and several runs: block by block, each block's runs in turn (its codes in one
-    sequential pass): run by run was 2.1x slower there (WordNet turbo-pca-4, 184 wide coordinates in 7
-    runs: 1.80 vs 0.85 ms a query), block by block 1.1x slower for pairs (1.32 vs 1.22 ms a query)."""
+    Where a pair's tables fit in L1 (:data:`L1_TABLE_BYTES`), each pair of queries in turn goes block by
+    block, each block's runs in turn, so the block's codes are read in one sequential pass; else run by run
+    over the ``nblk`` blocks (each run's tables stay in L1 while its codes stride across the blocks).
+    WordNet, 115,659 vectors, per query, nibble + wide sums: turbo-pca-3 (88 wide coordinates, 12 KB of
+    tables a pair) 2 queries 1.14 -> 0.77 ms, 4 queries 0.79 -> 0.62 ms; turbo-pca-4 (184, 26 KB) stays run
+    by run for pairs (block by block 1.07-1.12x slower) and goes block by block for one query (wide sums
+    1.80 -> 0.85 ms)."""
     K = wide.ncoords
     cap = sums.shape[0] // QMAX
     n_runs = wide.part_coords.shape[0] - 1
-    if nq == 1 and n_runs > 1:
-        lbase = qs[0] * stride
-        for b in range(nblk):
-            fb = first
-            cb = (b0 + b) * K * 32
-            for g in range(n_runs):
-                c0 = wide.part_coords[g]
-                c1 = wide.part_coords[g + 1]
-                wmul[0] = weight[qs[0], g]
-                while c0 < c1:
-                    w = min(WINDOW, c1 - c0)
-                    lbases[0] = lbase + coff[c0]
-                    _wide_window(
-                        wide.part_bits[g], False, wide.blocks, cb + 32 * c0, K * 32, 1, luts, lbases, wmul, w,
-                        sums, 32 * b, cap, fb, mx, b, SUB,
-                    )  # fmt: skip
-                    c0 += w
-                    fb = 0
+    if n_runs > 1 and min(nq, 2) * stride <= L1_TABLE_BYTES:
+        for j0 in range(0, nq, 2):
+            two = nq - j0 >= 2
+            for b in range(nblk):
+                fb = first
+                cb = (b0 + b) * K * 32
+                for g in range(n_runs):
+                    c0 = wide.part_coords[g]
+                    c1 = wide.part_coords[g + 1]
+                    for j in range(j0, min(nq, j0 + 2)):
+                        wmul[j - j0] = weight[qs[j], g]
+                    while c0 < c1:
+                        w = min(WINDOW, c1 - c0)
+                        for j in range(j0, min(nq, j0 + 2)):
+                            lbases[j - j0] = qs[j] * stride + coff[c0]
+                        _wide_window(
+                            wide.part_bits[g], two, wide.blocks, cb + 32 * c0, K * 32, 1, luts, lbases, wmul, w,
+                            sums, j0 * cap + 32 * b, cap, fb, mx, j0 * SUB + b, SUB,
+                        )  # fmt: skip
+                        c0 += w
+                        fb = 0
         return
     for g in range(n_runs):
         c0 = wide.part_coords[g]
