@@ -310,6 +310,22 @@ def test_encode_turbo_fht_bit_exact(ops, d, bits, centres):
         np.testing.assert_allclose(f_want[1], beta, rtol=1e-5, atol=1e-4)
 
 
+def test_encode_turbo_fht_into_a_column_window(ops):
+    """Codes written into columns 3..3+size of a wider array (not C-contiguous): the same bytes as into their
+    own array, and the columns around them untouched."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((70, 97)) + 0.3).astype(np.float32)
+    rot = FhtKacRotation(97, rng)
+    table, bnds, vals, size = _table(97, [(97, 2)])
+    args = (rot.signs, table, bnds, vals, True, True)
+    wide = np.full((70, size + 6), 7, np.uint8)
+    want = np.zeros((70, size), np.uint8)
+    ops.encode_turbo_fht(x, None, None, None, *args, wide[:, 3 : 3 + size], False)
+    ref.encode_turbo_fht(x, None, None, None, *args, want, False)
+    np.testing.assert_array_equal(wide[:, 3 : 3 + size], want)
+    assert (wide[:, :3] == 7).all() and (wide[:, 3 + size :] == 7).all()
+
+
 def _pack_ref(x, cen, lists, rot, bnd, bits):
     """Packed indices of rotate(x - c) / ||x - c|| by the slow oracle packer."""
     r = x if cen is None else (x - cen[lists]).astype(np.float32)

@@ -799,6 +799,8 @@ def _encode_fht_rows(
     xf = x.reshape(-1)  # flat views (x and the centres are C-contiguous): unsigned indices, no wraparound
     cf = centres.reshape(-1)
     rcf = rcentres.reshape(-1)
+    codef = codes.reshape(-1)  # C-contiguous (n, cs) codes, written through unsigned flat indices
+    cs = codes.shape[1]
     for g0 in range(r0, r1, G):
         gn = min(G, r1 - g0)
         for t in range(G):
@@ -927,7 +929,7 @@ def _encode_fht_rows(
                     c += 1
                     if c == per or j == stop - 1:
                         for t in range(gn):
-                            codes[g0 + t, pos + b] = np.uint8(pk[t])
+                            codef[_U((g0 + t) * cs + pos + b)] = np.uint8(pk[t])
                         pk[:] = 0
                         c = 0
                         b += 1
@@ -937,14 +939,14 @@ def _encode_fht_rows(
                     nacc += bits
                     if nacc >= 8:
                         for t in range(gn):
-                            codes[g0 + t, pos + b] = np.uint8(pk[t] & 0xFF)
+                            codef[_U((g0 + t) * cs + pos + b)] = np.uint8(pk[t] & 0xFF)
                         for tt in range(G):
                             pk[tt] >>= 8
                         nacc -= 8
                         b += 1
             if not aligned and nacc > 0:
                 for t in range(gn):
-                    codes[g0 + t, pos + b] = np.uint8(pk[t] & 0xFF)
+                    codef[_U((g0 + t) * cs + pos + b)] = np.uint8(pk[t] & 0xFF)
         for t in range(gn):
             i = g0 + t
             nrm = np.sqrt(a2[t])
@@ -1189,6 +1191,9 @@ def encode_turbo_fht(
     """The reference's op; more than ``part_rows`` rows (default ``_ENCODE_PART_ROWS``) on several threads
     are coded in work items of that many rows over numba's threads."""
     n, d = x.shape
+    out_codes = codes
+    if not codes.flags.c_contiguous:  # the kernel writes through a flat view
+        codes = np.ascontiguousarray(codes)
     factor = np.zeros(n, dtype=np.float32)
     out_beta = np.zeros(n, dtype=np.float32)
     sq = np.zeros(n, dtype=np.float32)
@@ -1226,6 +1231,8 @@ def encode_turbo_fht(
                 numba.set_parallel_chunksize(prev)
         else:
             _encode_fht_rows(*args, 0, n)
+    if codes is not out_codes:
+        out_codes[...] = codes
     return factor, out_beta, sq
 
 
