@@ -22,6 +22,10 @@ cosine, flat. Sections (``--sections``):
 * ``ingest``: vectors/s into fresh collections over JSON (``/points``), base64 (``/points/b64``)
   and Arrow (``/points/arrow``), bodies prebuilt before the clock starts, each with a small payload.
 * ``mixed``: 8 clients search (payloads returned) while one more upserts base64 batches.
+* ``layers``: where a request's server CPU goes, in this process, no HTTP: per k and body, the app's
+  search lane called as ASGI (auth, body, parse, search, answer, metrics) with the search on the event
+  loop's thread and with it in a worker thread, beside ``Index.search`` of the same queries (alternating
+  rounds, process CPU per request), and the parse / query matrix / answer steps alone (thread CPU).
 
     python -m bench.load_service                              # every section
     python -m bench.load_service --sections overhead,throughput --seconds 8
@@ -369,6 +373,110 @@ def overhead(
     return out
 
 
+# ---- layers: the lane in this process (no HTTP), inline vs worker thread, and its steps -------------
+
+
+def layers(data: Path, queries: np.ndarray, *, ks, n: int, rounds: int) -> list:
+    import timeit
+
+    from vqdb.server.app import create_app
+    from vqdb.server.routes import search as lane
+    from vqdb.server.settings import Settings
+
+    app = create_app(Settings(data=data, demo=False, api_key=KEY))
+    q = np.ascontiguousarray(queries[:n], dtype=np.float32)
+    headers = [(b"authorization", f"Bearer {KEY}".encode()), (b"content-type", b"application/json")]
+    inline_rows = lane.INLINE_ROWS
+
+    async def through_lane(bodies) -> None:
+        for b in bodies:
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": "/collections/load/search",
+                "query_string": b"",
+            }
+            scope.update(
+                headers=[*headers, (b"content-length", str(len(b)).encode())], client=("127.0.0.1", 1)
+            )
+            sent, inbox = [], [{"type": "http.request", "body": b, "more_body": False}]
+
+            async def receive(inbox=inbox):
+                return inbox.pop()
+
+            async def send(message, sent=sent):
+                sent.append(message)
+
+            await app(scope, receive, send)
+            if sent[0]["status"] != 200:
+                raise RuntimeError(f"lane {sent[0]['status']}: {sent[1]['body'][:200]!r}")
+
+    def step_us(fn) -> float:
+        return min(timeit.repeat(fn, number=200, repeat=5, timer=time.thread_time)) / 200 * 1e6
+
+    async def run() -> list:
+        out = []
+        async with app.router.lifespan_context(app):
+            col = app.state.store.get("load")
+            settings = app.state.settings
+
+            def embedded(k: int) -> float:
+                c0 = time.process_time()
+                for i in range(q.shape[0]):
+                    col.search(q[i : i + 1], k)
+                return (time.process_time() - c0) / q.shape[0]
+
+            async def lane_cpu(bodies, rows: int) -> float:
+                lane.INLINE_ROWS = (
+                    rows  # the bound the lane reads per request: 0 sends every search to a worker
+                )
+                try:
+                    c0 = time.process_time()
+                    await through_lane(bodies)
+                    return (time.process_time() - c0) / len(bodies)
+                finally:
+                    lane.INLINE_ROWS = inline_rows
+
+            for k in ks:
+                for kind in ("json", "b64"):
+                    bodies = [search_body(v, k, kind) for v in q]
+                    await through_lane(bodies[:50])
+                    embedded(k)
+                    per = {"embedded": [], "inline": [], "worker": []}
+                    for _ in range(rounds):
+                        per["embedded"].append(embedded(k))
+                        per["inline"].append(await lane_cpu(bodies, inline_rows))
+                        per["worker"].append(await lane_cpu(bodies, 0))
+                    med = {key: float(np.median(v)) * 1e3 for key, v in per.items()}
+                    raw = bodies[0]
+                    body = lane.parsed(raw, settings)
+                    matrix = lane._queries(body, col, settings)
+                    result = col.search(matrix, k)
+                    ids, scores = np.asarray(result.ids), np.asarray(result.scores)
+
+                    def answer(body=body, ids=ids, scores=scores):
+                        hits = lane._hits(col, ids, scores, body, False)
+                        return lane.bounded_json({"results": hits, "time_ms": 1.0}, settings)
+
+                    row = {"k": k, "body": kind, "requests_per_round": n, "rounds": rounds}
+                    row.update({f"{key}_cpu_ms_per_request": round(v, 3) for key, v in med.items()})
+                    row.update(
+                        lane_inline_over_embedded_ms=round(med["inline"] - med["embedded"], 3),
+                        lane_worker_over_embedded_ms=round(med["worker"] - med["embedded"], 3),
+                        parse_us=round(step_us(lambda raw=raw: lane.parsed(raw, settings)), 1),
+                        query_matrix_us=round(
+                            step_us(lambda body=body: lane._queries(body, col, settings)), 1
+                        ),
+                        answer_us=round(step_us(answer), 1),
+                        rounds_ms={key: [round(x * 1e3, 3) for x in v] for key, v in per.items()},
+                    )
+                    out.append(row)
+                    print(f"layers: {row}", file=sys.stderr, flush=True)
+        return out
+
+    return asyncio.run(run())
+
+
 # ---- batches: 100 query vectors per request as JSON, base64 and Arrow ---------------------------
 
 
@@ -608,7 +716,7 @@ def ingest(http, pid: int, x: np.ndarray, *, n: int, batches: dict) -> list:
 
 # ---- the run -------------------------------------------------------------------------------------
 
-SECTIONS = ("overhead", "batches", "throughput", "cores", "ingest", "mixed")
+SECTIONS = ("overhead", "batches", "throughput", "cores", "ingest", "mixed", "layers")
 
 
 def main(argv=None) -> int:
@@ -666,6 +774,8 @@ def main(argv=None) -> int:
 
         index_path = str(data / "collections" / "load" / "index")
         out = result["sections"]
+        if "layers" in sections:  # in this process, before any server holds the data directory
+            out["layers"] = layers(data, queries, ks=ks, n=args.requests, rounds=args.rounds)
         for readers in reader_counts:
             proc, url = serving(readers)
             tag = {"readers": readers}
@@ -803,6 +913,30 @@ def report_md(r: dict) -> str:
             f"Medians of {o['rounds']} alternating rounds of {o['requests_per_round']} requests (embedded, JSON, "
             "base64); server CPU = user + system time of the server process and its reader processes, all threads, "
             "from /proc.",
+            "",
+        ]
+    if "layers" in s:
+        lines += [
+            "## Where the server CPU of one search goes (the lane called in this process as ASGI, no HTTP)",
+            "",
+            "| k | body | embedded `Index.search` | lane, search on the event loop | over embedded | lane, search "
+            "in a worker thread | over embedded | parse | query matrix | answer (hits + JSON) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for t in s["layers"]:
+            lines.append(
+                f"| {t['k']} | {t['body']} | {t['embedded_cpu_ms_per_request']:.3f} ms | "
+                f"{t['inline_cpu_ms_per_request']:.3f} ms | **{t['lane_inline_over_embedded_ms']:+.3f} ms** | "
+                f"{t['worker_cpu_ms_per_request']:.3f} ms | {t['lane_worker_over_embedded_ms']:+.3f} ms | "
+                f"{t['parse_us']} µs | {t['query_matrix_us']} µs | {t['answer_us']} µs |"
+            )
+        t = s["layers"][0]
+        lines += [
+            "",
+            f"Medians of {t['rounds']} alternating rounds of {t['requests_per_round']} one-query requests (process "
+            "CPU, all threads); the three steps alone: best of 5 x 200 calls, thread CPU. What the lane leaves "
+            "out of a served request: uvicorn's HTTP parsing and writes, and the wake-ups of a process idle "
+            "between requests.",
             "",
         ]
     if "batches" in s:
