@@ -530,3 +530,36 @@ def test_block_sums_are_the_exact_lut_sums(S):
     np.testing.assert_array_equal(sums, want)
     np.testing.assert_array_equal(mx, want.reshape(nblk, 32).max(axis=1))
     assert lbases[0] == S * 32
+
+
+@pytest.mark.parametrize("name", ["turbo-4", "turbo-1", "turbo-2.5"])
+@pytest.mark.parametrize("k", [1, 10, 100])
+def test_a_small_pending_buffer_gives_the_same_results(sample, name, k, monkeypatch):
+    """A pending buffer of 64 fills again and again during the scan: making room (dropping what the
+    threshold has passed, re-scoring the k best bounds, or everything) must not change one score or row,
+    flat or IVF, serial or parallel kernels, and the same rows as the float path."""
+    x, q = sample
+    rng = np.random.default_rng(7)
+    qz = vqdb.make_quantizer(name, x.shape[1]).fit(x)
+    codes = qz.encode(x)
+    lists = np.sort(rng.integers(-1, 4, size=x.shape[0]))
+    cterm = rng.standard_normal((q.shape[0], 5)).astype(np.float32)
+    probe = scanner.probe_csr(np.argsort(-rng.random((q.shape[0], 4)), axis=1), 2)
+    small = scanner.FastScanner(qz, config=scanner.ScanConfig(pending_slots=64))
+    wide = scanner.FastScanner(qz)
+    for kw in ({}, {"probe": probe}):
+        full, _ = _float_topk(qz, q, codes, lists, cterm, k, "ip", probe=kw.get("probe"))
+        s, r = small.segment_topk(codes, lists, small.prepare(q, cterm=cterm), k, path="fastscan", **kw)
+        s2, r2 = wide.segment_topk(codes, lists, wide.prepare(q, cterm=cterm), k, path="fastscan", **kw)
+        np.testing.assert_array_equal(s, s2)
+        np.testing.assert_array_equal(r, r2)
+        _check_same_topk(full, s, r, k)
+        with (
+            monkeypatch.context() as mp
+        ):  # the parallel build (this batch is small enough for the serial one)
+            mp.setattr(scanner, "PAR_MIN_NS", 0.0)
+            s3, r3 = small.segment_topk(codes, lists, small.prepare(q, cterm=cterm), k, path="fastscan", **kw)
+        np.testing.assert_array_equal(s3, s)
+        np.testing.assert_array_equal(r3, r)
+    with pytest.raises(vqdb.errors.InvalidInputError):
+        scanner.ScanConfig(pending_slots=32)

@@ -80,6 +80,8 @@ class ScanConfig:
         4  # "block": queries per work item (one item's pairs share the chunk in L1; 2 -> 4: +6%)
     )
     ivf_min_blocks: int = 8  # "block": at least this many blocks per call when there are enough queries
+    # pending candidates per heap before a re-score makes room (None: ``fastscan.pending_slots(k)``; >= 64)
+    pending_slots: int | None = None
 
     def __post_init__(self):
         if self.ivf_order not in IVF_ORDERS:
@@ -89,6 +91,14 @@ class ScanConfig:
                 raise InvalidInputError(f"{name} must be >= 1")
         if not 1 <= self.ivf_qgroup <= QMAX:
             raise InvalidInputError(f"ivf_qgroup must be in 1..{QMAX}")
+        if self.pending_slots is not None and int(self.pending_slots) < 64:
+            raise InvalidInputError("pending_slots must be >= 64 (or None)")
+
+    def slots_for(self, k: int) -> int:
+        """Pending candidates per heap of a top-``k`` scan."""
+        from .fastscan.scan import pending_slots
+
+        return int(self.pending_slots) if self.pending_slots is not None else pending_slots(k)
 
 
 IVF_ORDERS = ("block", "query", "list")
@@ -894,7 +904,8 @@ class FastScanner:
             step = max(
                 1,
                 min(
-                    HEAP_BUDGET // ((k + fs.pending_slots(k)) * pairs_per_query), MAX_ITEMS // items_per_query
+                    HEAP_BUDGET // ((k + self.config.slots_for(k)) * pairs_per_query),
+                    MAX_ITEMS // items_per_query,
                 ),
             )
             serial = _serial(STEP_NS * m * max(1, lay.n_positions) * self.nsteps / 32)
@@ -927,7 +938,7 @@ class FastScanner:
         for q0 in range(0, m, step):
             q1 = min(m, q0 + step)
             work, q_ptr = self._items(lay, q0, q1, probe_ptr, probe_lists, k, popcount=popcount)
-            top = fs.new_top(int(q_ptr[-1]), k, m)
+            top = fs.new_top(int(q_ptr[-1]), k, m, self.config.slots_for(k))
             sl = slice(q0, q1)
             if popcount:
                 (fs.scan_bits_serial if serial else fs.scan_bits)(bits, codes, qy, bias, work, top)

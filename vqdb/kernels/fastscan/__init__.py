@@ -97,9 +97,10 @@ __all__ = [
 ]
 
 
-def new_top(npairs: int, k: int, m: int) -> Top:
-    """Fresh per-call outputs for ``npairs`` pairs of ``m`` queries (:class:`.scan.Top`)."""
-    c = pending_slots(k)
+def new_top(npairs: int, k: int, m: int, slots: int | None = None) -> Top:
+    """Fresh per-call outputs for ``npairs`` pairs of ``m`` queries (:class:`.scan.Top`), ``slots`` pending
+    candidates per pair (default :func:`.scan.pending_slots`; at least 64)."""
+    c = pending_slots(k) if slots is None else max(64, int(slots))
     return Top(
         np.full((npairs, k), -np.inf, dtype=np.float32),
         np.full((npairs, k), -1, dtype=np.int64),

@@ -336,3 +336,65 @@ if _nb_config.DISABLE_JIT:
         return None
 else:
     _prefetch = _make_prefetch()
+
+
+def _make_ge_mask():
+    from llvmlite import ir
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+
+    @intrinsic
+    def ge_mask(typingctx, arr, start, lo):
+        """Bit v (v < 32) set when ``arr[start + v] >= lo`` (int32 1-D ``arr``, ``lo`` int64 clipped to the
+        int32 range): one vector compare of a block's 32 integer sums, FAISS' threshold mask."""
+        sig = types.int64(arr, types.intp, types.int64)
+
+        def codegen(context, builder, signature, args):
+            data = context.make_array(signature.args[0])(context, builder, args[0]).data
+            vec = ir.VectorType(i32, 32)
+            v = builder.load(builder.bitcast(builder.gep(data, [args[1]]), vec.as_pointer()), align=4)
+            big = ir.Constant(i64, 2**31 - 1)
+            small = ir.Constant(i64, -(2**31))
+            t = builder.select(builder.icmp_signed(">", args[2], big), big, args[2])
+            t = builder.trunc(builder.select(builder.icmp_signed("<", t, small), small, t), i32)
+            splat = builder.shuffle_vector(
+                builder.insert_element(ir.Constant(vec, ir.Undefined), t, ir.Constant(i32, 0)),
+                ir.Constant(vec, ir.Undefined),
+                ir.Constant(ir.VectorType(i32, 32), [0] * 32),
+            )
+            bits = builder.bitcast(builder.icmp_signed(">=", v, splat), i32)
+            return builder.zext(bits, i64)
+
+        return sig, codegen
+
+    @intrinsic
+    def low_bit(typingctx, x):
+        """Index of the lowest set bit of ``x`` (int64, nonzero)."""
+        sig = types.int64(types.int64)
+
+        def codegen(context, builder, signature, args):
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(i64, [i64, i1]), "llvm.cttz.i64"
+            )
+            return builder.call(fn, [args[0], ir.Constant(i1, 1)])
+
+        return sig, codegen
+
+    return ge_mask, low_bit
+
+
+if _nb_config.DISABLE_JIT:
+
+    def _ge_mask(arr, start, lo):
+        m = 0
+        for v in range(32):
+            if arr[start + v] >= lo:
+                m |= 1 << v
+        return m
+
+    def _low_bit(x):
+        return (int(x) & -int(x)).bit_length() - 1
+else:
+    _ge_mask, _low_bit = _make_ge_mask()

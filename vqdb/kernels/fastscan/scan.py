@@ -12,8 +12,13 @@ candidate list, no overflow: memory is ``pairs x k``.
 Blocks are skipped whole when the bound from their largest integer sum cannot reach the threshold. For
 single-part flat codes a sub-chunk of up to 16 blocks is first checked at once (its largest sum against the
 segment's loosest bound: one compare per query, FAISS-style, before any per-block work); the blocks of a
-sub-chunk that passes get their bounds in one branch-free (vectorized) loop, and the vectors of a block
-that passes get theirs the same way, so the only branches left are one per block and one per vector.
+sub-chunk that passes get their bounds in one branch-free (vectorized) loop; in a block that passes, one
+vector compare of its 32 integer sums against the smallest sum that can reach the threshold (FAISS'
+threshold mask, :func:`_sum_floor`) picks the few vectors that get their own float bound.
+
+A full pending buffer makes room without re-scoring when it can: entries the threshold has risen past
+are dropped first (:func:`flush_pair` with ``room``), so the exact re-score mostly runs once, at the end,
+against the final threshold.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from numba import njit, prange
 from ._config import CACHE as _CACHE
 from ._config import twin
 from .accumulate import QMAX, SUB, _item_sums
-from .isa import _popcount, _prefetch
+from .isa import _ge_mask, _low_bit, _popcount, _prefetch
 from .rescore import _rescore_bits_one, _rescore_four, _rescore_one
 from .select import heap_offer, merge_one
 
@@ -139,6 +144,38 @@ def _block_top(sv, iv, of, er, f0, f1, base, bmx, bmagmx, alpha):
     return top + np.float32(1e-6) * (abs(alpha * bound) + abs(base) + bmagmx)
 
 
+_NO_FLOOR = -(1 << 40)  # :func:`_sum_floor` when every sum may pass
+
+
+@njit(cache=_CACHE, nogil=True)
+def _sum_floor(thr, iv, of, er, f0, f1, base, bmx, bmagmx, alpha):
+    """An integer ``S`` such that every single-part sum ``s < S`` of the block has ``_block_top(s, ...) <
+    thr`` (so only sums >= S need a vector's own bound): :func:`_block_top` inverted in float64, then
+    checked (and lowered) with :func:`_block_top` itself, so the float32 rounding cannot drop a vector."""
+    if not thr > _NEG_INF:
+        return _NO_FLOOR
+    r = np.float64(thr) - base - bmx - 1e-6 * (abs(np.float64(base)) + bmagmx)
+    b = r / (alpha * (1.0 + 1e-6)) if r >= 0 else r / (alpha * (1.0 - 1e-6))
+    vp = b - max(abs(f1), abs(f0)) * np.float64(er)
+    if vp >= 0:
+        if not f1 > 0:
+            return _NO_FLOOR
+        val = vp / f1
+    else:
+        if not f0 > 0:
+            return _NO_FLOOR
+        val = vp / f0
+    x = (val - of) / iv - 1.0
+    if not abs(x) < 1e12:
+        return _NO_FLOOR
+    sv = np.int64(np.floor(x))
+    for _ in range(4):
+        if _block_top(sv - 1, iv, of, er, f0, f1, base, bmx, bmagmx, alpha) < thr:
+            return sv
+        sv -= 2
+    return _NO_FLOOR
+
+
 @njit(cache=_CACHE, nogil=True)
 def _multi_top(mx, j, bb, n_parts, q, blk, inv, off, err, fmin, fmax, base, bmx, bmagmx, alpha):
     """Block bound for multi-part codes from each part's largest sum ``mx[(j*P + p)*SUB + bb]``."""
@@ -212,26 +249,39 @@ def _rescore_pass(pp, ub, n, cut, q, hs, hp, low, top, codes, qy, beta, psc, fir
 
 
 @njit(cache=_CACHE, nogil=True)
-def flush_pair(pair, q, top, codes, qy, beta, psc):
+def _keep_reaching(pp, ub, n, thr):
+    """Compact the first ``n`` pending entries to those whose bound reaches ``thr``; returns how many."""
+    w = 0
+    for c in range(n):
+        if ub[c] >= thr:
+            pp[w] = pp[c]
+            ub[w] = ub[c]
+            w += 1
+    return w
+
+
+@njit(cache=_CACHE, nogil=True)
+def flush_pair(pair, q, top, codes, qy, beta, psc, room, cnt):
     """Re-score the pending candidates of ``pair`` (query q) whose bound still reaches the threshold and
     offer them to the pair's heap: the k best bounds first when there are many (the threshold they set
-    spares most of the rest), then the others. Empties the buffer; returns how many were re-scored."""
+    spares most of the rest), then the others. ``cnt``: entries pending (the caller keeps the count:
+    inside a parallel region a count re-read from ``top.npend`` after this call can be stale). Returns
+    (re-scored, left pending) and writes no count.
+
+    ``room`` = 0 empties the buffer. ``room`` > 0 (a full buffer during the scan) stops as soon as at most
+    ``room`` entries are left pending: first by dropping those the threshold has risen past (no re-score),
+    then after re-scoring the k best bounds; only a buffer still fuller than that is re-scored whole. A
+    candidate re-scored early is one the rest of the scan may well beat, so the fewer the better."""
+    if cnt == 0:
+        return 0, 0
     hs = top.scores[pair]
     hp = top.pos[pair]
     low = top.lows[pair]
-    cnt = top.npend[pair]
-    top.npend[pair] = 0
-    if cnt == 0:
-        return 0
     ub = top.pend_ub[pair]
     pp = top.pend_pos[pair]
-    thr = max(hs[0], low[0], top.floor[q])
-    n = 0
-    for c in range(cnt):
-        if ub[c] >= thr:
-            pp[n] = pp[c]
-            ub[n] = ub[c]
-            n += 1
+    n = _keep_reaching(pp, ub, cnt, max(hs[0], low[0], top.floor[q]))
+    if n == 0 or (room > 0 and n <= room):
+        return 0, n
     k = hs.shape[0]
     done = 0
     if n > 2 * k:
@@ -239,8 +289,12 @@ def flush_pair(pair, q, top, codes, qy, beta, psc):
         # for the rest, so the second pass re-scores few
         cut = np.partition(-ub[:n], k - 1)[k - 1]
         done += _rescore_pass(pp, ub, n, -cut, q, hs, hp, low, top, codes, qy, beta, psc, True)
+        if room > 0:
+            n = _keep_reaching(pp, ub, n, max(hs[0], low[0], top.floor[q]))
+            if n <= room:
+                return done, n
     done += _rescore_pass(pp, ub, n, np.float32(np.inf), q, hs, hp, low, top, codes, qy, beta, psc, False)
-    return done
+    return done, 0
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -296,9 +350,8 @@ def _scan_multi_blocks(j, q, pair, c0, nblk, sums, mx, codes, qy, bias, top, psc
                 est[v] += f * (np.float32(sums[o + v]) * iv + of)
                 bnd[v] += abs(f) * er
         if npend + 32 > cap:
-            top.npend[pair] = npend
-            rescored += flush_pair(pair, q, top, codes, qy, beta, psc)
-            npend = 0
+            done, npend = flush_pair(pair, q, top, codes, qy, beta, psc, cap // 2, npend)
+            rescored += done
             thr = max(hs[0], top.lows[pair, 0], floor[q])
         for v in range(32):
             a_est = alpha * est[v]
@@ -411,29 +464,32 @@ def _scan_lut(codes, qy, bias, work, top):
                             abase = abs(base)
                             p0 = 32 * blk
                             if npend + 32 > cap:
-                                npend_of[pair] = npend
-                                top.rescored[pair] += flush_pair(pair, q, top, codes, qy, beta, psc)
-                                npend = 0
+                                done, npend = flush_pair(pair, q, top, codes, qy, beta, psc, cap // 2, npend)
+                                top.rescored[pair] += done
                                 thr = max(scores[pair, 0], lows[pair, 0], floor[q])
-                            # every vector's bounds at once (branch-free), then one compare each
+                            # FAISS' threshold mask: one vector compare of the 32 integer sums against
+                            # the smallest sum that can reach the threshold; only those get their bound
                             o = j * 32 * SUB + 32 * bb
-                            for v in range(32):
+                            lo = _sum_floor(
+                                thr, iv, of, er, fmin0[blk], fmax0[blk], base, bmax[blk], bmagmax[blk], alpha
+                            )
+                            mask = _ge_mask(sums, o, lo)
+                            while mask != 0:
+                                v = _low_bit(mask)
+                                mask &= mask - 1
                                 f = fac0[p0 + v]
                                 a_est = alpha * (f * (np.float32(sums[o + v]) * iv + of))
                                 sc = a_est + base + beta[p0 + v]
                                 e = alpha * (abs(f) * er) + np.float32(4e-7) * (
                                     abs(a_est) + abase + bmag[p0 + v]
                                 )
-                                est[v] = sc + e
-                                bnd[v] = sc - e
-                            for v in range(32):
-                                u = est[v]
+                                u = sc + e
                                 if u >= thr and u > _NEG_INF:
                                     pend_pos[pair, npend] = p0 + v
                                     pend_ub[pair, npend] = u
                                     npend += 1
                                     # s - e <= the exact score: the threshold rises now, not at the next flush
-                                    _low_offer_row(lows, pair, bnd[v])
+                                    _low_offer_row(lows, pair, sc - e)
                                     thr = max(thr, lows[pair, 0])
                         npend_of[pair] = npend
                     root = max(top.scores[pair, 0], top.lows[pair, 0])
@@ -451,7 +507,9 @@ def _finish_lut(codes, qy, bias, top, q_ptr, q0, k, out_s, out_p):
     for i in prange(m):
         psc = np.empty(4, dtype=np.float32)
         for h in range(q_ptr[i], q_ptr[i + 1]):
-            top.rescored[h] += flush_pair(h, q0 + i, top, codes, qy, bias.beta, psc)
+            done, _ = flush_pair(h, q0 + i, top, codes, qy, bias.beta, psc, 0, top.npend[h])
+            top.npend[h] = 0
+            top.rescored[h] += done
         merge_one(top.scores, top.pos, q_ptr[i], q_ptr[i + 1], k, out_s, out_p, i)
 
 
