@@ -3,10 +3,12 @@ case, and the same attention as the torch decoded-tile path for every supported 
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import torch
 
+from vqdb.kernels import kv_lut
 from vqdb.kernels import torch_ops as ops
 from vqdb.kernels.kv_lut import code_scores, code_weighted_sum, unit_table
 from vqdb.kvcache import CompressedKVLayer, _cpu_fused, make_codec
@@ -123,3 +125,38 @@ def test_unsupported_codecs_keep_the_torch_path():
     assert not _cpu_fused.supported(make_codec("qjl", 3, 64), cpu)
     assert not _cpu_fused.supported(make_codec("groups", 3, 64, role="value"), cpu)
     assert not _cpu_fused.supported(make_codec("turbo", 4, 64), torch.device("meta"))
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two Numba threads")
+def test_token_chunks_on_two_threads_give_the_one_thread_results():
+    """With more threads than (row, head) pairs the kernels split each head's tokens into chunks; the
+    scores are the same numbers and the value sums the same up to summation order."""
+    torch.manual_seed(1)
+    layer = CompressedKVLayer(
+        make_codec("turbo-scaled", 3, 64),
+        make_codec("turbo", 2.5, 64, role="value"),
+        residual_length=16,
+        sink_tokens=4,
+        center=True,
+    )
+    layer.append(torch.randn(1, 1, 1500, 64) + 0.5, torch.randn(1, 1, 1500, 64))
+    r = layer.append(torch.randn(1, 1, 1, 64), torch.randn(1, 1, 1, 64))
+    q = torch.randn(1, 3, 1, 64)
+    mask = torch.zeros(1, 1, 1, layer.seq_length)
+    mask[..., 100:300] = float("-inf")
+    before = numba.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            assert kv_lut._chunks(1, r.n_codes) == (1 if threads == 1 else 4)
+            outs.append(
+                (
+                    layer.attend(q, r.keys, r.values, n_codes=r.n_codes, scale=0.125, mask=mask),
+                    layer.scores(q, scale=0.125),
+                )
+            )
+    finally:
+        numba.set_num_threads(before)
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-6, rtol=1e-5)
+    assert torch.equal(outs[0][1], outs[1][1])

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -120,22 +121,38 @@ def _dot(a, b, d):
     return acc
 
 
+@njit(cache=_CACHE, nogil=True, fastmath=True, inline="always")
+def _load(b, h, t, idx_a, norm_a, tf_a, bits_a, idx_b, norm_b, tf_b, bits_b, k, ka, vec):
+    """Expand token t of (row b, head h) into ``vec[:k]``; returns the factor still to apply (its norm for
+    one part; 1 for a split, whose two parts are scaled by their own norms during the expansion)."""
+    if ka < k:
+        _expand(idx_a[b, h, t], tf_a, bits_a, ka, vec, 0, norm_a[b, h, t])
+        _expand(idx_b[b, h, t], tf_b, bits_b, k - ka, vec, ka, norm_b[b, h, t])
+        return np.float32(1.0)
+    _expand(idx_a[b, h, t], tf_a, bits_a, k, vec, 0, np.float32(1.0))
+    return norm_a[b, h, t]
+
+
 @functools.cache
 def _kernels(width: int, width_a: int):
     """(scores, values) kernels for code vectors of ``width`` rotated coordinates whose first ``width_a``
-    come from part a (``width_a == width``: one part). The widths are compile-time constants."""
+    come from part a (``width_a == width``: one part). The widths are compile-time constants. Work items
+    are (row, head, token chunk): ``chunks`` > 1 spreads one head's tokens over several threads."""
     K, KA = int(width), int(width_a)
-    split = KA < K
 
     @njit(cache=_CACHE, nogil=True, fastmath=True, parallel=True)
-    def scores(qr, qx, sink, tail, mu, mask, idx_a, norm_a, tf_a, bits_a, idx_b, norm_b, tf_b, bits_b, out):
+    def scores(
+        qr, qx, sink, tail, mu, mask, idx_a, norm_a, tf_a, bits_a, idx_b, norm_b, tf_b, bits_b, chunks, out
+    ):
         nb, nh, nm, _ = qr.shape
         d = qx.shape[3]
         ns, n, nt = sink.shape[2], idx_a.shape[2], tail.shape[2]
         nq = mask.shape[1]
-        for bh in prange(nb * nh):
-            b = bh // nh
-            h = bh % nh
+        step = (n + chunks - 1) // chunks
+        for item in prange(nb * nh * chunks):
+            bh, c = item // chunks, item % chunks
+            b, h = bh // nh, bh % nh
+            t0, t1 = c * step, min(n, (c + 1) * step)
             vec = np.empty(K, dtype=np.float32)
             qf = np.empty(nm * K, dtype=np.float32)
             off = np.zeros(nm, dtype=np.float32)
@@ -144,20 +161,15 @@ def _kernels(width: int, width_a: int):
                 for j in range(K):
                     qf[m * K + j] = qr[b, h, m, j]
                 qm = qx[b, h, m]
-                for t in range(ns):
-                    o[m, t] = _dot(qm, sink[b, h, t], d)
-                for t in range(nt):
-                    o[m, ns + n + t] = _dot(qm, tail[b, h, t], d)
                 if mu.shape[2]:
                     off[m] = _dot(qm, mu[b, h], d)
-            for t in range(n):
-                if split:
-                    _expand(idx_a[b, h, t], tf_a, bits_a, KA, vec, 0, norm_a[b, h, t])
-                    _expand(idx_b[b, h, t], tf_b, bits_b, K - KA, vec, KA, norm_b[b, h, t])
-                    s = np.float32(1.0)
-                else:
-                    _expand(idx_a[b, h, t], tf_a, bits_a, K, vec, 0, np.float32(1.0))
-                    s = norm_a[b, h, t]
+                if c == 0:  # the exact columns: sinks before the codes, the tail after them
+                    for t in range(ns):
+                        o[m, t] = _dot(qm, sink[b, h, t], d)
+                    for t in range(nt):
+                        o[m, ns + n + t] = _dot(qm, tail[b, h, t], d)
+            for t in range(t0, t1):
+                s = _load(b, h, t, idx_a, norm_a, tf_a, bits_a, idx_b, norm_b, tf_b, bits_b, K, KA, vec)
                 for m in range(nm):
                     acc = np.float32(0.0)
                     for j in range(K):
@@ -167,34 +179,37 @@ def _kernels(width: int, width_a: int):
                 bm = b if mask.shape[0] > 1 else 0
                 for m in range(nm):
                     row = mask[bm, m % nq]
-                    for t in range(ns + n + nt):
+                    for t in range(ns + t0, ns + t1):
                         o[m, t] += row[t]
+                    if c == 0:
+                        for t in range(ns):
+                            o[m, t] += row[t]
+                        for t in range(ns + n, ns + n + nt):
+                            o[m, t] += row[t]
 
     @njit(cache=_CACHE, nogil=True, fastmath=True, parallel=True)
-    def values(w, sink, tail, mu, idx_a, norm_a, tf_a, bits_a, idx_b, norm_b, tf_b, bits_b, out_rot, out_x):
+    def values(
+        w, sink, tail, mu, idx_a, norm_a, tf_a, bits_a, idx_b, norm_b, tf_b, bits_b, chunks, out_rot, out_x
+    ):
         nb, nh, nm, _ = out_rot.shape
         d = out_x.shape[3]
         ns, n, nt = sink.shape[2], idx_a.shape[2], tail.shape[2]
-        for bh in prange(nb * nh):
-            b = bh // nh
-            h = bh % nh
+        step = (n + chunks - 1) // chunks
+        part = np.zeros((nb * nh * chunks, nm * K), dtype=np.float32)
+        for item in prange(nb * nh * chunks):
+            bh, c = item // chunks, item % chunks
+            b, h = bh // nh, bh % nh
             vec = np.empty(K, dtype=np.float32)
-            acc = np.zeros(nm * K, dtype=np.float32)
-            for t in range(n):
-                if split:
-                    _expand(idx_a[b, h, t], tf_a, bits_a, KA, vec, 0, norm_a[b, h, t])
-                    _expand(idx_b[b, h, t], tf_b, bits_b, K - KA, vec, KA, norm_b[b, h, t])
-                    s = np.float32(1.0)
-                else:
-                    _expand(idx_a[b, h, t], tf_a, bits_a, K, vec, 0, np.float32(1.0))
-                    s = norm_a[b, h, t]
+            acc = part[item]
+            for t in range(c * step, min(n, (c + 1) * step)):
+                s = _load(b, h, t, idx_a, norm_a, tf_a, bits_a, idx_b, norm_b, tf_b, bits_b, K, KA, vec)
                 for m in range(nm):
-                    c = w[b, h, m, ns + t] * s
+                    cw = w[b, h, m, ns + t] * s
                     for j in range(K):
-                        acc[m * K + j] += c * vec[j]
-            for m in range(nm):
-                for j in range(K):
-                    out_rot[b, h, m, j] = acc[m * K + j]
+                        acc[m * K + j] += cw * vec[j]
+            if c:
+                continue
+            for m in range(nm):  # the exact part: sinks, tail, (sum of the code weights) x mean
                 wm = w[b, h, m]
                 ox = out_x[b, h, m]
                 ox[:] = 0.0
@@ -210,8 +225,24 @@ def _kernels(width: int, width_a: int):
                         total += wm[ns + t]
                     for j in range(d):
                         ox[j] += total * mu[b, h, j]
+        for bh in range(nb * nh):
+            b, h = bh // nh, bh % nh
+            for m in range(nm):
+                for j in range(K):
+                    acc = np.float32(0.0)
+                    for c in range(chunks):
+                        acc += part[bh * chunks + c, m * K + j]
+                    out_rot[b, h, m, j] = acc
 
     return scores, values
+
+
+def _chunks(pairs: int, n: int) -> int:
+    """Token chunks per (row, head) so that every thread gets work (1 on one thread or few tokens)."""
+    threads = numba.get_num_threads()
+    if threads == 1 or n < 512 or pairs >= 4 * threads:
+        return 1
+    return min(-(-2 * threads // pairs), n // 256)
 
 
 _EMPTY4 = np.zeros((1, 1, 0, 0), dtype=np.float32)
@@ -249,6 +280,7 @@ def code_scores(qr, codes, out, *, qx=None, sink=None, tail=None, mu=None, mask=
         _EMPTY3 if mu is None else mu,
         _NO_MASK if mask is None else mask,
         *parts,
+        _chunks(qr.shape[0] * qr.shape[1], parts[0].shape[2]),
         out,
     )
 
@@ -269,6 +301,7 @@ def code_weighted_sum(w, codes, out_rot, out_x=None, *, sink=None, tail=None, mu
         _EMPTY4 if tail is None else tail,
         _EMPTY3 if mu is None else mu,
         *parts,
+        _chunks(w.shape[0] * w.shape[1], parts[0].shape[2]),
         out_rot,
         out_x,
     )
