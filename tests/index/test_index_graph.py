@@ -369,6 +369,7 @@ def test_reopened_graph_uses_the_segment_vectors_without_a_copy(tmp_path, wordne
         g = again._graph
         (seg,) = again._snap.segments
         assert np.shares_memory(g.vbits, seg.vectors) and not g.vbits.flags.writeable
+        assert again.stats()["bytes_per_vector"]["graph_vector"] == 0  # no second copy
         np.testing.assert_array_equal(g.vectors(np.arange(g.n)), seg.vectors[g.vrow].view(np.uint16))
         after = again.search(q, 10, ef=48)
         assert np.array_equal(before.ids, after.ids) and np.array_equal(before.scores, after.scores)

@@ -145,11 +145,13 @@ class Graph:
 
     @property
     def nbytes_per_node(self) -> dict:
-        """Bytes per node held for search: links, the code record, the float16 vector and norm, id/flag."""
+        """Bytes per node held for search: links, the code record, the float16 vector (0 while the graph reads
+        its segment's own vectors, see :func:`_node_vectors`), its row number and norm, id/flag."""
         return {
             "graph_links": 4 * self.R,
             "graph_code": self.rec_bytes,
-            "graph_vector": 2 * self.dim,
+            "graph_vector": 2 * self.dim if self.vbits.flags.writeable else 0,
+            "graph_vector_row": 8,
             "graph_norm": 4,
             "graph_id": 9,
         }
