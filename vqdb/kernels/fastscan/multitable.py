@@ -470,7 +470,7 @@ def _wide_item_sums(wide, luts, stride, coff, weight, qs, nq, b0, nblk, lbases, 
     Where a pair's tables fit in L1 (:data:`L1_TABLE_BYTES`), each pair of queries in turn goes block by
     block, each block's runs in turn, so the block's codes are read in one sequential pass; else run by run
     over the ``nblk`` blocks (each run's tables stay in L1 while its codes stride across the blocks).
-    WordNet, 115,659 vectors, per query, nibble + wide sums: turbo-pca-3 (88 wide coordinates, 12 KB of
+    WordNet, 115,659 vectors, per query, nibble + wide sums: turbo-pca-3 (88 wide coordinates, 11 KB of
     tables a pair) 2 queries 1.14 -> 0.77 ms, 4 queries 0.79 -> 0.62 ms; turbo-pca-4 (184, 26 KB) stays run
     by run for pairs (block by block 1.07-1.12x slower) and goes block by block for one query (wide sums
     1.80 -> 0.85 ms)."""
