@@ -104,3 +104,20 @@ def test_the_result_order_is_score_then_id_whatever_the_shortcut():
             assert got_refs[i].tolist() == [w[2] for w in want]
             assert got_scores[i].tolist() == [-w[0] for w in want]
         assert got_scores.dtype == np.float32 and got_ids.shape == (4, k)
+
+
+def test_a_write_lets_go_of_the_memo_of_the_old_state(wordnet):
+    """The search memo holds the segments of the state it was built for; a write that replaces them (a delete
+    makes a new Segment object) drops it at once, so the old one is freed without another search."""
+    import gc
+    import weakref
+
+    x = np.ascontiguousarray(wordnet.base[:3000], dtype=np.float32)
+    index = vqdb.Index(x.shape[1], metric="ip", quantizer="turbo-2")
+    index.add(x)
+    index.search(x[:1], 5)
+    old = weakref.ref(index._snap.segments[0])
+    index.delete([0, 1, 2])
+    gc.collect()
+    assert old() is None
+    assert not {0, 1, 2} & set(index.search(x[:3], 5).ids.ravel().tolist())

@@ -209,6 +209,16 @@ class Index(_Persistence):
     # (snapshot, quantizer, memo) of :meth:`_search_cache`; an instance replaces it on its first search
     _memo: tuple = (None, None, None)
 
+    @property
+    def _snap(self) -> _Snapshot:
+        """The index state searches read (immutable; every write installs a new one)."""
+        return self._snap_now
+
+    @_snap.setter
+    def _snap(self, snap: _Snapshot) -> None:
+        self._snap_now = snap
+        self._memo = Index._memo  # a new state: the memo of the old one (its segments) is let go now
+
     # ------------------------------------------------------------------ construction / opening
     def __init__(
         self,
