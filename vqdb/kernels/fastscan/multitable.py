@@ -29,7 +29,7 @@ from ._config import twin
 from .accumulate import QMAX, SUB, _item_sums
 from .isa import _prefetch, host_cpu
 from .rescore import score_of, slots_sum, slots_sum_four
-from .scan import _NEG_INF, _block_top, _low_offer
+from .scan import _NEG_INF, _block_top, _keep_reaching, _low_offer
 from .select import heap_offer, merge_one
 
 WINDOW = 256  # wide coordinates summed in uint16 lanes before widening (256 * 255 < 65536)
@@ -627,12 +627,7 @@ def _flush(pair, q, top, codes, wide, qy, wq, beta):
     ub = top.pend_ub[pair]
     pp = top.pend_pos[pair]
     thr = max(hs[0], low[0], top.floor[q])
-    n = 0
-    for c in range(cnt):
-        if ub[c] >= thr:
-            pp[n] = pp[c]
-            ub[n] = ub[c]
-            n += 1
+    n = _keep_reaching(pp, ub, cnt, thr)
     k = hs.shape[0]
     quad = np.empty(4, dtype=np.int64)
     psc = np.empty(4, dtype=np.float32)
