@@ -256,7 +256,9 @@ while nxt < len(x):
     print(" ".join(map(str, ids.tolist())), flush=True)      # acknowledged: add has returned
     nxt = int(ids[-1]) + 1
     if rng.random() < 0.1:
-        index.delete(rng.choice(nxt, 1))
+        gone = rng.choice(nxt, 1)
+        print(f"-{int(gone[0])}", flush=True)  # may be deleted from here on
+        index.delete(gone)
 print("done", flush=True)  # every vector is in: nothing left to kill
 """
 
@@ -271,6 +273,7 @@ def test_sigkill_during_inserts(tmp_path, wordnet, quantizer):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
     rng = np.random.default_rng(7)
     acked: set[int] = set()
+    maybe_deleted: set[int] = set()  # the child's own deletes, announced before each call
     kills = 0
     for trial in range(6):
         proc = subprocess.Popen(
@@ -294,12 +297,16 @@ def test_sigkill_during_inserts(tmp_path, wordnet, quantizer):
         if lines and not (first + rest).endswith(b"\n"):
             lines = lines[:-1]  # a line cut by the kill was not acknowledged
         for line in lines:
-            if line != "done":
+            if line.startswith("-"):
+                maybe_deleted.add(int(line[1:]))
+            elif line != "done":
                 acked.update(int(t) for t in line.split())
         with vqdb.open(path, read_only=True) as index:
             present = set(index.ids().tolist())
             deleted = acked - present
-            assert len(deleted) <= 4 * (trial + 1)  # only the child's own deletes (at most a few per run)
+            # Every acknowledged add survives unless the child itself deleted it. (A bound on the number of
+            # deletes per trial failed on a quiet machine, where the child gets through more batches.)
+            assert deleted <= maybe_deleted, sorted(deleted - maybe_deleted)
             live = np.array(sorted(acked & present))
             hits = index.search(x[live], 1, ef=64).ids[:, 0]
             assert (hits == live).mean() >= 0.98
